@@ -1,1 +1,51 @@
+"""The user-session layer: WSL's `ILxssUserSession` and what surrounds it.
 
+`UserSession` (in-process), the service and its client proxy, the per-user registry, the global
+configuration (.wslconfig), errors (`WslError` with WSL's HRESULTs). Names are loaded on first
+use, so importing one submodule (the client, the service) does not import the rest.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pywsl.api.connect import connect
+    from pywsl.api.errors import WslError
+    from pywsl.api.registry import DistributionState
+    from pywsl.api.session import DistributionConfiguration, DistributionInfo, UserSession
+    from pywsl.api.wslconfig import WslConfig
+
+__all__ = [
+    "DistributionConfiguration",
+    "DistributionInfo",
+    "DistributionState",
+    "UserSession",
+    "WslConfig",
+    "WslError",
+    "connect",
+]
+
+_EXPORTS = {
+    "connect": "pywsl.api.connect",
+    "WslError": "pywsl.api.errors",
+    "DistributionState": "pywsl.api.registry",
+    "DistributionInfo": "pywsl.api.session",
+    "DistributionConfiguration": "pywsl.api.session",
+    "UserSession": "pywsl.api.session",
+    "WslConfig": "pywsl.api.wslconfig",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pywsl.api' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,296 @@
+"""Acting as the user: the Linux counterpart of WSL's `CoImpersonateClient` / `RunAsUser`.
+
+WSL's service runs as SYSTEM and impersonates the caller whenever it opens the caller's registry
+hive or touches the caller's files. pywsl's service runs as root and does the same with the
+filesystem credentials of the calling thread: `setfsuid`/`setfsgid` plus the user's
+supplementary groups (set with the raw system call so that only this thread changes; glibc's
+`setgroups` would change every thread of the service). While acting as a user, every path is
+resolved and checked with that user's rights, so a symlink the user planted leads root nowhere
+the user could not go already.
+
+A few operations must still be done with root's rights on a user's tree (deleting or moving a
+root filesystem whose files belong to the VM's mapped ids): `remove_tree` and `rename_tree` do
+them through directory descriptors opened as the user, never follow a symlink and never leave the
+file system they started on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import platform
+import pwd
+import stat
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "UserIdentity",
+    "acting_as",
+    "makedirs_as",
+    "open_as",
+    "open_directory_as",
+    "remove_tree",
+    "rename_tree",
+]
+
+_NO_CHANGE = 0xFFFFFFFF  # (uid_t)-1: setfsuid/setfsgid only report the current value
+
+# setgroups(2) numbers; the raw call changes the calling thread only.
+_SYS_SETGROUPS = {
+    "x86_64": 116,
+    "aarch64": 159,
+    "arm64": 159,
+    "riscv64": 159,
+    "loongarch64": 159,
+    "ppc64le": 81,
+    "ppc64": 81,
+    "s390x": 206,
+}
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.setfsuid.argtypes = [ctypes.c_uint32]
+_libc.setfsuid.restype = ctypes.c_int
+_libc.setfsgid.argtypes = [ctypes.c_uint32]
+_libc.setfsgid.restype = ctypes.c_int
+_libc.syscall.restype = ctypes.c_long
+
+
+@dataclass(frozen=True)
+class UserIdentity:
+    """A host user: ids, supplementary groups, name and home folder (from the password database)."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    name: str
+    home: Path
+
+    @classmethod
+    def for_uid(cls, uid: int) -> UserIdentity:
+        """The identity of `uid`; a uid with no password entry is a user with no name or home."""
+        try:
+            entry = pwd.getpwuid(uid)
+        except KeyError:
+            return cls(uid, uid, (uid,), str(uid), Path("/nonexistent"))
+        try:
+            groups = tuple(sorted(set(os.getgrouplist(entry.pw_name, entry.pw_gid))))
+        except OSError:
+            groups = (entry.pw_gid,)
+        return cls(uid, entry.pw_gid, groups, entry.pw_name, Path(entry.pw_dir or "/"))
+
+    @classmethod
+    def current(cls) -> UserIdentity:
+        """The effective user of this process."""
+        return cls.for_uid(os.geteuid())
+
+    @property
+    def is_process_user(self) -> bool:
+        """True when this process already has this user's rights (nothing to switch)."""
+        return self.uid == os.geteuid()
+
+
+def _setgroups_thread(groups: tuple[int, ...]) -> None:
+    number = _SYS_SETGROUPS.get(platform.machine())
+    if number is None:
+        raise OSError(errno.ENOSYS, f"setgroups: unknown system call number on {platform.machine()}")
+    array = (ctypes.c_uint32 * max(len(groups), 1))(*groups)
+    if _libc.syscall(ctypes.c_long(number), ctypes.c_size_t(len(groups)), array) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"setgroups({list(groups)}) failed: {os.strerror(code)}")
+
+
+def _set_fs_ids(uid: int, gid: int) -> None:
+    _libc.setfsgid(gid)
+    _libc.setfsuid(uid)
+    # Both calls return the previous value whatever happens; ask again to know the outcome.
+    current_gid = _libc.setfsgid(_NO_CHANGE)
+    current_uid = _libc.setfsuid(_NO_CHANGE)
+    if current_uid != uid or current_gid != gid:
+        raise PermissionError(errno.EPERM, f"setfsuid({uid})/setfsgid({gid}) failed")
+
+
+class _ThreadState(threading.local):
+    identity: UserIdentity | None = None
+    depth: int = 0
+
+
+_state = _ThreadState()
+
+
+@contextlib.contextmanager
+def acting_as(identity: UserIdentity) -> Iterator[None]:
+    """Run the block with `identity`'s filesystem rights on this thread.
+
+    A no-op when the process already runs as that user. Nested blocks for the same user are
+    allowed; switching to another user inside a block is a programming error.
+    """
+    if identity.is_process_user:
+        yield
+        return
+    if _state.identity is not None:
+        if _state.identity != identity:
+            raise RuntimeError(f"already acting as uid {_state.identity.uid}, not {identity.uid}")
+        _state.depth += 1
+        try:
+            yield
+        finally:
+            _state.depth -= 1
+        return
+    if os.geteuid() != 0:
+        raise PermissionError(errno.EPERM, f"only root can act as uid {identity.uid}")
+    saved_groups = tuple(os.getgroups())
+    saved_uid, saved_gid = os.geteuid(), os.getegid()
+    _setgroups_thread(identity.groups)
+    try:
+        _set_fs_ids(identity.uid, identity.gid)
+    except BaseException:
+        _set_fs_ids(saved_uid, saved_gid)
+        _setgroups_thread(saved_groups)
+        raise
+    _state.identity, _state.depth = identity, 1
+    try:
+        yield
+    finally:
+        _state.identity, _state.depth = None, 0
+        _set_fs_ids(saved_uid, saved_gid)
+        _setgroups_thread(saved_groups)
+
+
+def open_as(identity: UserIdentity, path: str | os.PathLike[str], flags: int, mode: int = 0o600) -> int:
+    """`os.open` with the user's rights; the descriptor is close-on-exec."""
+    with acting_as(identity):
+        return os.open(path, flags | os.O_CLOEXEC, mode)
+
+
+def open_directory_as(identity: UserIdentity, path: str | os.PathLike[str]) -> int:
+    """A directory descriptor opened as the user; the last component must not be a symlink."""
+    return open_as(identity, path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+
+
+def makedirs_as(identity: UserIdentity, path: str | os.PathLike[str], mode: int = 0o700) -> bool:
+    """`mkdir -p` as the user; True when the last component was created by this call."""
+    target = Path(path)
+    with acting_as(identity):
+        missing: list[Path] = []
+        current = target
+        while not current.exists():
+            missing.append(current)
+            if current.parent == current:
+                break
+            current = current.parent
+        for folder in reversed(missing):
+            try:
+                os.mkdir(folder, mode)
+            except FileExistsError:
+                if folder == target:
+                    return False
+        if not target.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(target))
+    return bool(missing)
+
+
+def _check_parent(parent_fd: int, owner_uid: int, what: str) -> os.stat_result:
+    info = os.fstat(parent_fd)
+    if info.st_uid != owner_uid and owner_uid != 0:
+        raise PermissionError(errno.EPERM, f"{what}: the folder does not belong to uid {owner_uid}")
+    return info
+
+
+def _open_child_dir(parent_fd: int, name: str) -> tuple[int, os.stat_result]:
+    info = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+    if not stat.S_ISDIR(info.st_mode):
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory (or a symlink)", name)
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+    opened = os.fstat(fd)
+    if (opened.st_dev, opened.st_ino) != (info.st_dev, info.st_ino):
+        os.close(fd)
+        raise OSError(errno.EAGAIN, "the folder changed while it was being opened", name)
+    return fd, opened
+
+
+def remove_tree(identity: UserIdentity, parent: str | os.PathLike[str], name: str) -> bool:
+    """Delete the folder `parent/name` and all it holds, with root's rights but the user's reach.
+
+    `parent` is opened as the user and must belong to the user (a registration cannot aim root at
+    somebody else's files); `name` must be a real directory, not a symlink. The deletion works on
+    directory descriptors only and stops at mount points. Returns False if `parent/name` did not
+    exist.
+    """
+    if "/" in name or name in ("", ".", ".."):
+        raise ValueError(f"invalid folder name {name!r}")
+    try:
+        parent_fd = open_directory_as(identity, parent)
+    except FileNotFoundError:
+        return False
+    try:
+        _check_parent(parent_fd, identity.uid, os.fspath(parent))
+        try:
+            fd, info = _open_child_dir(parent_fd, name)
+        except FileNotFoundError:
+            return False
+        try:
+            _remove_below(fd, info.st_dev)
+        finally:
+            os.close(fd)
+        os.rmdir(name, dir_fd=parent_fd)
+        return True
+    finally:
+        os.close(parent_fd)
+
+
+def _remove_below(top_fd: int, device: int) -> None:
+    """Iterative depth-first deletion of the contents of `top_fd` (descriptors only)."""
+    # Each frame: (directory fd, names still to look at, name of this directory in its parent).
+    frames: list[tuple[int, list[str], str]] = [(top_fd, os.listdir(top_fd), "")]
+    try:
+        while frames:
+            fd, names, own_name = frames[-1]
+            if names:
+                name = names.pop()
+                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if not stat.S_ISDIR(info.st_mode):
+                    os.unlink(name, dir_fd=fd)
+                elif info.st_dev != device:
+                    raise OSError(errno.EXDEV, "refusing to delete across a mount point", name)
+                else:
+                    child_fd, _ = _open_child_dir(fd, name)
+                    frames.append((child_fd, os.listdir(child_fd), name))
+                continue
+            frames.pop()
+            if frames:
+                os.close(fd)
+                os.rmdir(own_name, dir_fd=frames[-1][0])
+    finally:
+        for fd, _, _ in frames[1:]:
+            os.close(fd)
+
+
+def rename_tree(identity: UserIdentity, source_parent: str | os.PathLike[str],
+                target_parent: str | os.PathLike[str], name: str) -> None:
+    """Move the folder `source_parent/name` to `target_parent/name` (same file system), with root's
+    rights but through parent folders opened as the user and belonging to the user."""
+    source_fd = open_directory_as(identity, source_parent)
+    try:
+        target_fd = open_directory_as(identity, target_parent)
+        try:
+            _check_parent(source_fd, identity.uid, os.fspath(source_parent))
+            _check_parent(target_fd, identity.uid, os.fspath(target_parent))
+            info = os.stat(name, dir_fd=source_fd, follow_symlinks=False)
+            if not stat.S_ISDIR(info.st_mode):
+                raise NotADirectoryError(errno.ENOTDIR, "not a directory (or a symlink)", name)
+            try:
+                os.stat(name, dir_fd=target_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+            else:
+                raise FileExistsError(errno.EEXIST, "already exists", os.path.join(target_parent, name))
+            os.rename(name, name, src_dir_fd=source_fd, dst_dir_fd=target_fd)
+        finally:
+            os.close(target_fd)
+    finally:
+        os.close(source_fd)

@@ -1,0 +1,661 @@
+"""The client side of a launched Linux process: what wsl.exe does once the relay is connected.
+
+``prepare_stdio`` decides, per std stream, what the relay gets (wsl-reference §4.3 step 9 and
+§8 item 13): a stream that is a terminal becomes a console stream (one end of a socket pair that
+``LxProcess`` relays to and from the terminal, the Linux side gets a PTY); anything else (the
+caller's file, pipe or socket, a new pipe for ``PIPE``, ``/dev/null`` for ``DEVNULL``) is passed
+to the Linux process as is, with no copy. It also makes the control and exit socket pairs.
+
+``LxProcess`` then plays wsl.exe's part:
+
+* with a terminal on stdin, that terminal is in raw mode while the process runs (restored on
+  every way out), every key goes to the PTY, and ``WindowSizeChanged`` is sent at the start and
+  on every SIGWINCH;
+* SIGINT, SIGTERM, SIGHUP and SIGQUIT received by the client are forwarded as the pywsl extension
+  ``SignalProcess`` (to the process group of the Linux process in pipe mode, to the terminal's
+  foreground group otherwise);
+* ``ExitStatus`` on the exit channel is echoed back (the relay waits for the echo), the rest of
+  the terminal output is copied, and the exit status is the result: the process's exit code,
+  128 + the signal number when a signal killed it, 1 if the channel closed without a status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import FrameType, TracebackType
+from typing import IO, Any, BinaryIO, Final
+
+from pywsl.api.terminal import RawMode, is_terminal, window_size
+from pywsl.wire import schema
+from pywsl.wire.channel import MessageChannel
+from pywsl.wire.errors import ChannelClosed, ProtocolError
+
+__all__ = [
+    "BUFFER_SIZE",
+    "DEVNULL",
+    "FORWARDED_SIGNALS",
+    "PIPE",
+    "STDOUT",
+    "LxProcess",
+    "PreparedStdio",
+    "StdioSpec",
+    "prepare_stdio",
+]
+
+PIPE: Final = subprocess.PIPE
+STDOUT: Final = subprocess.STDOUT
+DEVNULL: Final = subprocess.DEVNULL
+
+# A std stream: None = the caller's own fd 0/1/2, an fd, a file object with a descriptor,
+# PIPE, DEVNULL, or STDOUT (stderr only: the same stream as stdout).
+StdioSpec = int | IO[Any] | None
+
+BUFFER_SIZE = 64 * 1024
+_PENDING_LIMIT = 4 * BUFFER_SIZE
+FORWARDED_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+# Exit status when the exit channel closes before an ExitStatus arrives (as wsl.exe).
+_EXIT_CHANNEL_CLOSED = 1
+
+_EXIT_STATUS = schema("LX_INIT_PROCESS_EXIT_STATUS")
+_WINDOW_SIZE_CHANGED = schema("LX_INIT_WINDOW_SIZE_CHANGED")
+_SIGNAL_PROCESS = schema("PYWSL_SIGNAL_PROCESS")
+
+
+def _close(fd: int | None) -> None:
+    if fd is not None and fd >= 0:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+@dataclass
+class _Stream:
+    """One std stream as prepared for the relay."""
+
+    index: int
+    relay_fd: int  # what the relay gets for this stream
+    owned: bool = False  # relay_fd was made here (closed once the relay has it)
+    console: bool = False
+    terminal_fd: int | None = None  # console: the caller's terminal this stream is relayed to
+    client_fd: int | None = None  # console: our socket end; PIPE: our pipe end
+
+
+@dataclass
+class PreparedStdio:
+    """The descriptors of one launch, before and after the relay has its ends.
+
+    Give ``relay_stdio``, ``relay_control_fd`` and ``relay_exit_fd`` to
+    ``CoreInstance.create_process`` (the console flags, ``rows`` and ``columns`` go into the
+    request), then call ``close_relay_ends()``: the client keeps only its own ends.
+    """
+
+    streams: tuple[_Stream, _Stream, _Stream]
+    control: socket.socket  # client end of the control channel
+    exit: socket.socket  # client end of the exit channel
+    relay_control_fd: int
+    relay_exit_fd: int
+    rows: int = 0
+    columns: int = 0
+    _relay_ends_closed: bool = field(default=False, repr=False)
+
+    @property
+    def relay_stdio(self) -> tuple[int, int, int]:
+        return (self.streams[0].relay_fd, self.streams[1].relay_fd, self.streams[2].relay_fd)
+
+    @property
+    def relay_fds(self) -> tuple[int, int, int, int, int]:
+        """All five in CreateProcessUtilityVm order: stdin, stdout, stderr, control, exit."""
+        return (*self.relay_stdio, self.relay_control_fd, self.relay_exit_fd)
+
+    @property
+    def console(self) -> tuple[bool, bool, bool]:
+        return (self.streams[0].console, self.streams[1].console, self.streams[2].console)
+
+    def close_relay_ends(self) -> None:
+        """Close the descriptors made for the relay (the caller's own fds are left alone)."""
+        if self._relay_ends_closed:
+            return
+        self._relay_ends_closed = True
+        closed: set[int] = set()
+        for stream in self.streams:
+            if stream.owned and stream.relay_fd not in closed:
+                closed.add(stream.relay_fd)
+                _close(stream.relay_fd)
+        _close(self.relay_control_fd)
+        _close(self.relay_exit_fd)
+
+    def close(self) -> None:
+        """Close everything made here (a launch that failed)."""
+        self.close_relay_ends()
+        for stream in self.streams:
+            _close(stream.client_fd)
+            stream.client_fd = None
+        self.control.close()
+        self.exit.close()
+
+
+def _check_fd(fd: int, what: str) -> int:
+    try:
+        os.fstat(fd)
+    except OSError as error:
+        raise ValueError(f"{what}: {fd} is not an open file descriptor ({error.strerror})") from None
+    return fd
+
+
+def _stream_fd(spec: int | IO[Any] | None, index: int, what: str) -> int:
+    if spec is None:
+        return _check_fd(index, what)
+    if isinstance(spec, bool):
+        raise TypeError(f"{what}: expected a file descriptor, a file object, None, PIPE or DEVNULL")
+    if isinstance(spec, int):
+        if spec < 0:
+            raise ValueError(f"{what}: {spec} is not a file descriptor, PIPE or DEVNULL")
+        return _check_fd(spec, what)
+    try:
+        fd = spec.fileno()
+    except (AttributeError, OSError, ValueError) as error:
+        raise ValueError(f"{what}: the file object has no file descriptor ({error})") from None
+    return _check_fd(fd, what)
+
+
+def _prepare_stream(spec: StdioSpec, index: int, made: list[int]) -> _Stream:
+    what = ("stdin", "stdout", "stderr")[index]
+    if spec == PIPE and not isinstance(spec, bool):
+        read_end, write_end = os.pipe()
+        made.extend((read_end, write_end))
+        if index == 0:
+            return _Stream(index, read_end, owned=True, client_fd=write_end)
+        return _Stream(index, write_end, owned=True, client_fd=read_end)
+    if spec == DEVNULL and not isinstance(spec, bool):
+        fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        made.append(fd)
+        return _Stream(index, fd, owned=True)
+    fd = _stream_fd(spec, index, what)
+    if not is_terminal(fd):
+        return _Stream(index, fd)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    made.extend((ours.detach(), theirs.detach()))
+    return _Stream(index, made[-1], owned=True, console=True, terminal_fd=fd, client_fd=made[-2])
+
+
+def prepare_stdio(
+    stdin: StdioSpec = None, stdout: StdioSpec = None, stderr: StdioSpec = None
+) -> PreparedStdio:
+    """Decide console or not per stream and make every descriptor a launch needs.
+
+    ``None`` inherits the caller's fd 0/1/2; an int is a descriptor; a file object gives its
+    ``fileno()``; ``PIPE`` captures (``LxProcess.stdin``/``stdout``/``stderr``); ``DEVNULL`` is
+    ``/dev/null``; ``stderr=STDOUT`` sends stderr wherever stdout goes. A terminal becomes a
+    console stream. Raises ValueError/TypeError for a bad argument (nothing is left open).
+    """
+    made: list[int] = []
+    try:
+        if stdin == STDOUT or stdout == STDOUT:
+            raise ValueError("STDOUT can only be given for stderr")
+        first = _prepare_stream(stdin, 0, made)
+        second = _prepare_stream(stdout, 1, made)
+        if stderr == STDOUT and not isinstance(stderr, bool):
+            third = _Stream(2, second.relay_fd, console=second.console, terminal_fd=second.terminal_fd)
+        else:
+            third = _prepare_stream(stderr, 2, made)
+        control, relay_control = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        made.extend((control.detach(), relay_control.detach()))
+        exit_end, relay_exit = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        made.extend((exit_end.detach(), relay_exit.detach()))
+    except BaseException:
+        for fd in made:
+            _close(fd)
+        raise
+    prepared = PreparedStdio(
+        streams=(first, second, third),
+        control=socket.socket(fileno=made[-4]),
+        exit=socket.socket(fileno=made[-2]),
+        relay_control_fd=made[-3],
+        relay_exit_fd=made[-1],
+    )
+    size = _console_size(prepared.streams)
+    if size is not None:
+        prepared.rows, prepared.columns = size
+    return prepared
+
+
+def _console_size(streams: Sequence[_Stream]) -> tuple[int, int] | None:
+    for stream in streams:
+        if stream.console and stream.terminal_fd is not None:
+            size = window_size(stream.terminal_fd)
+            if size is not None:
+                return size
+    return None
+
+
+class _Pump:
+    """Pending bytes on their way from one descriptor to another."""
+
+    def __init__(self) -> None:
+        self.pending = bytearray()
+        self.source_done = False
+        self.sink_done = False
+
+    @property
+    def room(self) -> bool:
+        return not self.source_done and not self.sink_done and len(self.pending) < _PENDING_LIMIT
+
+
+class LxProcess:
+    """A Linux process launched through a relay (what wsl.exe holds after CreateLxProcess).
+
+    ``pid`` is the relay's pid (in the VM's pid namespace). ``stdin``/``stdout``/``stderr`` are
+    binary file objects for streams given as ``PIPE``, else None. ``returncode`` is None until
+    ``wait()``/``communicate()``/``poll()`` saw the exit status and the end of the console
+    output. ``console`` says which streams are terminals (relayed through a PTY).
+    """
+
+    def __init__(self, pid: int, stdio: PreparedStdio, *, args: Sequence[str] = ()) -> None:
+        stdio.close_relay_ends()
+        self.pid = pid
+        self.args = list(args)
+        self.returncode: int | None = None
+        self.console = stdio.console
+        self._stdio = stdio
+        self._control = MessageChannel(stdio.control, name="control")
+        self._exit = MessageChannel(stdio.exit, name="exit")
+        self._control_lock = threading.Lock()
+        self._exit_code = _EXIT_CHANNEL_CLOSED
+        self._status_received = False  # ExitStatus arrived (and was echoed)
+        self._exit_done = False  # the exit channel is finished with
+        streams = stdio.streams
+        self._winsize_fd = next(
+            (s.terminal_fd for s in streams if s.console and s.terminal_fd is not None), None
+        )
+        self.stdin: BinaryIO | None = None
+        self.stdout: BinaryIO | None = None
+        self.stderr: BinaryIO | None = None
+        for stream in streams:
+            if stream.console or stream.client_fd is None:
+                continue
+            if stream.index == 0:
+                self.stdin = open(stream.client_fd, "wb")  # noqa: SIM115 - owned by this object
+            elif stream.index == 1:
+                self.stdout = open(stream.client_fd, "rb")  # noqa: SIM115
+            else:
+                self.stderr = open(stream.client_fd, "rb")  # noqa: SIM115
+        # Console streams: our socket end and the caller's terminal it is relayed to.
+        self._console_in: int | None = None
+        self._terminal_in: int | None = None
+        self._console_out: list[tuple[int, int]] = []
+        for stream in streams:
+            if not stream.console or stream.client_fd is None or stream.terminal_fd is None:
+                continue
+            os.set_blocking(stream.client_fd, False)
+            if stream.index == 0:
+                self._console_in, self._terminal_in = stream.client_fd, stream.terminal_fd
+            else:
+                self._console_out.append((stream.client_fd, stream.terminal_fd))
+        self._to_relay = _Pump()  # terminal → console stdin socket
+        self._input_shut = False
+        self._echo = _Pump()  # console stdin socket → terminal (echo when no output is a console)
+        self._outputs = {sock: _Pump() for sock, _ in self._console_out}
+        # PIPE capture for communicate(): open streams and finished ones, by descriptor.
+        self._capturing: dict[int, bytearray] = {}
+        self._captured: dict[int, bytearray] = {}
+        self._input: memoryview | None = None
+
+    @classmethod
+    def start(
+        cls,
+        launch: Callable[[PreparedStdio], int],
+        *,
+        stdin: StdioSpec = None,
+        stdout: StdioSpec = None,
+        stderr: StdioSpec = None,
+        args: Sequence[str] = (),
+    ) -> LxProcess:
+        """Prepare stdio, call ``launch`` with it (it sends CreateProcessUtilityVm with
+        ``relay_fds`` and returns the relay pid) and return the process. Everything made here is
+        closed if ``launch`` raises."""
+        prepared = prepare_stdio(stdin, stdout, stderr)
+        try:
+            pid = launch(prepared)
+        except BaseException:
+            prepared.close()
+            raise
+        return cls(pid, prepared, args=args)
+
+    # -- public API -----------------------------------------------------------------------------
+
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig`` to the Linux process: its process group, or the terminal's foreground group."""
+        if self.returncode is None and not self._status_received:
+            self._send_control(_SIGNAL_PROCESS, Signal=int(sig))
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def poll(self) -> int | None:
+        """The exit status if the process has finished, else None (does not block)."""
+        if self.returncode is None:
+            self._run(deadline=time.monotonic(), capture=False, interactive=False)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Relay the console streams until the process has exited; its exit status.
+
+        Raises ``subprocess.TimeoutExpired`` after ``timeout`` seconds (the process goes on;
+        call again). Streams given as PIPE are not read here: read them, or use
+        ``communicate()``.
+        """
+        if self.returncode is None:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            self._run(deadline=deadline, capture=False, interactive=True)
+            if self.returncode is None:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+        return self.returncode
+
+    def communicate(
+        self, input: bytes | None = None, timeout: float | None = None
+    ) -> tuple[bytes | None, bytes | None]:
+        """Write ``input`` to a PIPE stdin (then close it), read PIPE stdout/stderr to their end
+        and wait for the exit. Returns ``(stdout, stderr)``, None for streams that are not PIPE.
+        """
+        if input and self.stdin is None:
+            raise ValueError("communicate(input=...) needs stdin=PIPE")
+        if self._input is None and self.stdin is not None and not self.stdin.closed:
+            self.stdin.flush()
+            self._input = memoryview(bytes(input or b""))
+        for stream in (self.stdout, self.stderr):
+            if stream is not None and not stream.closed:
+                fd = stream.fileno()
+                if fd not in self._captured:
+                    self._capturing.setdefault(fd, bytearray())
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._run(deadline=deadline, capture=True, interactive=True)
+        if self.returncode is None or not self._capture_done():
+            raise subprocess.TimeoutExpired(self.args, timeout or 0)
+        results: list[bytes | None] = []
+        for stream in (self.stdout, self.stderr):
+            if stream is None:
+                results.append(None)
+                continue
+            data = self._captured.pop(stream.fileno(), bytearray()) if not stream.closed else bytearray()
+            stream.close()
+            results.append(bytes(data))
+        return results[0], results[1]
+
+    def close(self) -> None:
+        """Close every descriptor this object holds (the Linux process is not affected)."""
+        for pipe in (self.stdin, self.stdout, self.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+        self._close_console()
+        self._control.close()
+        self._exit.close()
+
+    def __enter__(self) -> LxProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self.stdin is not None:
+                with contextlib.suppress(OSError):
+                    self.stdin.close()
+            if self.returncode is None and exc_type is None:
+                self.wait()
+        finally:
+            self.close()
+
+    def __repr__(self) -> str:
+        return f"<LxProcess relay={self.pid} returncode={self.returncode}>"
+
+    # -- control channel -------------------------------------------------------------------------
+
+    def _send_control(self, message: Any, **values: Any) -> None:
+        with self._control_lock, contextlib.suppress(OSError, ProtocolError, RuntimeError):
+            if not self._control.closed:
+                self._control.send(message, **values)
+
+    def _send_window_size(self) -> None:
+        size = window_size(self._winsize_fd) if self._winsize_fd is not None else None
+        if size is not None:
+            self._send_control(_WINDOW_SIZE_CHANGED, Rows=size[0], Columns=size[1])
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def _capture_done(self) -> bool:
+        return not self._capturing and (self.stdin is None or self.stdin.closed or self._input is None)
+
+    def _outputs_done(self) -> bool:
+        return all(pump.source_done and not pump.pending for pump in self._outputs.values()) and not (
+            self._echo.pending and not self._echo.sink_done
+        )
+
+    def _run(self, *, deadline: float | None, capture: bool, interactive: bool) -> None:
+        """Copy everything until the exit handshake and the console output are over, or ``deadline``."""
+        wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        received: list[int] = []
+        previous: dict[int, Any] = {}
+        raw = RawMode(self._terminal_in) if interactive and self._terminal_in is not None else None
+
+        def handler(number: int, frame: FrameType | None) -> None:
+            received.append(number)
+            with contextlib.suppress(OSError):
+                os.write(wake_write, b"\0")
+
+        try:
+            if interactive and threading.current_thread() is threading.main_thread():
+                wanted: list[int] = list(FORWARDED_SIGNALS)
+                if self._winsize_fd is not None:
+                    wanted.append(signal.SIGWINCH)
+                for number in wanted:
+                    previous[number] = signal.signal(number, handler)
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            if raw is not None:
+                raw.enter()
+            if interactive:
+                self._send_window_size()
+            self._loop(deadline, capture, wake_read, received)
+        finally:
+            if raw is not None:
+                raw.restore()
+            for number, old in previous.items():
+                signal.signal(number, old)
+            _close(wake_read)
+            _close(wake_write)
+        if self._exit_done and self._outputs_done():
+            self._finish()
+
+    def _finish(self) -> None:
+        if self.returncode is None:
+            self.returncode = self._exit_code
+            self._close_console()
+            self._control.close()
+            self._exit.close()
+
+    def _close_console(self) -> None:
+        for stream in self._stdio.streams:
+            if stream.console:
+                _close(stream.client_fd)
+                stream.client_fd = None
+        self._console_in = None
+        self._terminal_in = None
+        self._console_out = []
+
+    def _loop(self, deadline: float | None, capture: bool, wake_read: int, received: list[int]) -> None:
+        while not (self._exit_done and self._outputs_done() and (not capture or self._capture_done())):
+            timeout_ms: int | None = None
+            if deadline is not None:
+                timeout_ms = max(0, math.ceil((deadline - time.monotonic()) * 1000))
+            poller = select.poll()
+            for fd, events in self._interest(capture, wake_read).items():
+                poller.register(fd, events)
+            for fd, events in poller.poll(timeout_ms):
+                self._dispatch(fd, events, wake_read, received)
+            if self._to_relay.source_done and not self._to_relay.pending and not self._input_shut:
+                self._shutdown_console_input()
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+
+    def _interest(self, capture: bool, wake_read: int) -> dict[int, int]:
+        interest: dict[int, int] = {}
+
+        def want(fd: int | None, events: int) -> None:
+            if fd is not None:
+                interest[fd] = interest.get(fd, 0) | events
+
+        want(wake_read, select.POLLIN)
+        if not self._exit_done:
+            want(self._exit.fileno(), select.POLLIN)
+        if self._console_in is not None:
+            if self._to_relay.room and not self._status_received:
+                want(self._terminal_in, select.POLLIN)
+            if self._to_relay.pending:
+                want(self._console_in, select.POLLOUT)
+            if self._echo.room:
+                want(self._console_in, select.POLLIN)
+            if self._echo.pending:
+                want(self._terminal_in, select.POLLOUT)
+        for sock, terminal in self._console_out:
+            pump = self._outputs[sock]
+            if pump.room:
+                want(sock, select.POLLIN)
+            if pump.pending:
+                want(terminal, select.POLLOUT)
+        if capture:
+            if self.stdin is not None and not self.stdin.closed and self._input is not None:
+                want(self.stdin.fileno(), select.POLLOUT)
+            for fd in self._capturing:
+                want(fd, select.POLLIN)
+        return interest
+
+    def _dispatch(self, fd: int, events: int, wake_read: int, received: list[int]) -> None:
+        readable = bool(events & (select.POLLIN | select.POLLHUP | select.POLLERR))
+        writable = bool(events & (select.POLLOUT | select.POLLHUP | select.POLLERR))
+        if fd == wake_read:
+            with contextlib.suppress(OSError):
+                os.read(wake_read, 256)
+            while received:
+                number = received.pop(0)
+                if number == signal.SIGWINCH:
+                    self._send_window_size()
+                else:
+                    self.send_signal(number)
+            return
+        if fd == self._exit.fileno() and readable and not self._exit_done:
+            self._read_exit_status()
+        if self._console_in is not None:
+            if fd == self._terminal_in:
+                if readable and self._to_relay.room and not self._status_received:
+                    _read_into(fd, self._to_relay)
+                if writable and self._echo.pending:
+                    _write_from(fd, self._echo)
+            if fd == self._console_in:
+                if readable and self._echo.room:
+                    _read_into(fd, self._echo)
+                if writable and self._to_relay.pending:
+                    _write_from(fd, self._to_relay)
+        for sock, terminal in self._console_out:
+            pump = self._outputs[sock]
+            if fd == sock and readable and pump.room:
+                _read_into(sock, pump)
+            if fd == terminal and writable and pump.pending:
+                _write_from(terminal, pump)
+        if fd in self._capturing and readable:
+            self._read_captured(fd)
+        if self.stdin is not None and not self.stdin.closed and fd == self.stdin.fileno() and writable:
+            self._write_input()
+
+    def _shutdown_console_input(self) -> None:
+        """The terminal reached end-of-file: so does the stdin socket (the relay sends VEOF)."""
+        self._input_shut = True
+        if self._console_in is None:
+            return
+        sock = socket.socket(fileno=self._console_in)
+        try:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_WR)
+        finally:
+            sock.detach()
+
+    def _read_captured(self, fd: int) -> None:
+        try:
+            data = os.read(fd, BUFFER_SIZE)
+        except BlockingIOError:
+            return
+        if data:
+            self._capturing[fd] += data
+        else:
+            self._captured[fd] = self._capturing.pop(fd)
+
+    def _write_input(self) -> None:
+        assert self.stdin is not None and self._input is not None
+        try:
+            if self._input:
+                os.set_blocking(self.stdin.fileno(), False)
+                written = os.write(self.stdin.fileno(), self._input[:BUFFER_SIZE])
+                self._input = self._input[written:]
+        except BlockingIOError:
+            return
+        except BrokenPipeError:
+            self._input = self._input[len(self._input) :]
+        if not self._input:
+            self.stdin.close()
+
+    def _read_exit_status(self) -> None:
+        """ExitStatus → echo the same bytes (the relay waits for them) → the exit status."""
+        self._exit_done = True
+        try:
+            data, _ = self._exit.receive(expect_fds=0)
+            status = _EXIT_STATUS.parse(data)
+            if int(status.Header.MessageType) != _EXIT_STATUS.message_type:
+                return
+        except (ChannelClosed, ProtocolError, OSError):
+            return
+        self._exit_code = int(status.ExitCode)
+        self._status_received = True
+        with contextlib.suppress(OSError, ProtocolError):
+            self._exit.send(data)
+
+
+def _read_into(fd: int, pump: _Pump) -> None:
+    try:
+        data = os.read(fd, BUFFER_SIZE)
+    except BlockingIOError:
+        return
+    except OSError:
+        data = b""  # EIO from a hung-up terminal, a reset socket: the end of this stream
+    if data:
+        pump.pending += data
+    else:
+        pump.source_done = True
+
+
+def _write_from(fd: int, pump: _Pump) -> None:
+    try:
+        written = os.write(fd, pump.pending[:BUFFER_SIZE])
+    except BlockingIOError:
+        return
+    except OSError:
+        pump.pending.clear()  # nobody reads this any more: what would go there is dropped
+        pump.sink_done = True
+        return
+    del pump.pending[:written]

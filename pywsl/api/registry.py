@@ -1,0 +1,530 @@
+"""A user's distribution registry: WSL's `HKCU\\Software\\Microsoft\\Windows\\CurrentVersion\\Lxss`.
+
+One JSON file per user (`registry.json` in the user's pywsl data folder) keeps what WSL keeps in the
+registry key: the default distribution and, per distribution GUID, `DistributionName`, `BasePath`,
+`State`, `Version` (filesystem version), `Flags`, `DefaultUid`, `DefaultEnvironment`, `RunOOBE`,
+`Flavor`, `OsVersion`. Every change is a transaction under an exclusive `flock` of `registry.lock`
+and is written atomically (temporary file, fsync, rename, fsync of the folder), so concurrent
+clients never lose an update and a crash never leaves a torn file.
+
+Long operations (install, uninstall, export, move) hold an *operation lock*: `locks/<guid>.lock`,
+flocked for as long as the operation runs and holding the owner's pid and the state it stands for.
+It is WSL's in-memory "locked distributions" list made visible across processes, and it tells a
+crashed operation (its lock is free again) from a running one. `Registry.recover` finishes what a
+crash left: an Installing entry whose installer is gone is removed with its files, an Uninstalling
+entry is deleted for good.
+
+All file access here happens with the user's credentials (`credentials.acting_as`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import fcntl
+import json
+import os
+import platform
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pywsl.api.credentials import UserIdentity, acting_as, makedirs_as
+from pywsl.api.errors import WslError
+
+__all__ = [
+    "FLAGS_ALL",
+    "FLAGS_DEFAULT",
+    "FLAGS_UNCHANGED",
+    "FLAG_APPEND_NT_PATH",
+    "FLAG_ENABLE_DRIVE_MOUNTING",
+    "FLAG_ENABLE_INTEROP",
+    "FLAG_VM_MODE",
+    "FS_VERSION",
+    "LX_UID_INVALID",
+    "NAME_MAX",
+    "DistributionState",
+    "OperationLock",
+    "Registration",
+    "Registry",
+    "RegistryData",
+    "default_environment",
+    "validate_name",
+]
+
+# LXSS_DISTRO_FLAGS_*
+FLAG_ENABLE_INTEROP = 0x1
+FLAG_APPEND_NT_PATH = 0x2
+FLAG_ENABLE_DRIVE_MOUNTING = 0x4
+FLAG_VM_MODE = 0x8
+FLAGS_DEFAULT = 0x7
+FLAGS_ALL = 0xF
+FLAGS_UNCHANGED = 0xFFFFFFFE
+
+LX_UID_INVALID = 0xFFFFFFFF
+FS_VERSION = 2            # LXSS_DISTRO_VERSION_2
+NAME_MAX = 256            # LX_INIT_DISTRO_NAME_MAX
+LEGACY_NAME = "Legacy"
+_NAME = re.compile(rf"[A-Za-z0-9._-]{{1,{NAME_MAX}}}")
+_MAX_REGISTRY_BYTES = 16 * 1024 * 1024
+_FORMAT = 1
+
+
+class DistributionState(enum.IntEnum):
+    """`LxssDistributionState`."""
+
+    INVALID = 0
+    INSTALLED = 1
+    RUNNING = 2
+    INSTALLING = 3
+    UNINSTALLING = 4
+    CONVERTING = 5
+    EXPORTING = 6
+
+    @property
+    def label(self) -> str:
+        """The word wsl.exe --list --verbose shows."""
+        return "Stopped" if self is DistributionState.INSTALLED else self.name.capitalize()
+
+
+_PERSISTED_STATES = (DistributionState.INSTALLED, DistributionState.INSTALLING,
+                     DistributionState.UNINSTALLING)
+_LOCK_STATES = (DistributionState.INSTALLING, DistributionState.UNINSTALLING, DistributionState.EXPORTING,
+                DistributionState.CONVERTING)
+
+
+def validate_name(name: str) -> None:
+    """WSL's rule: `^[a-zA-Z0-9._-]{1,256}$` and not "Legacy" (in any case)."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name.casefold() == LEGACY_NAME.casefold():
+        raise WslError("E_INVALIDARG", f'Invalid distribution name: "{name}".')
+
+
+def _host_type() -> str:
+    machine = platform.machine().lower()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine or "x86_64")
+
+
+def default_environment() -> list[str]:
+    """The `DefaultEnvironment` a new registration gets, as in WSL."""
+    return [
+        f"HOSTTYPE={_host_type()}",
+        "LANG=en_US.UTF-8",
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games:/usr/local/games",
+        "TERM=xterm-256color",
+    ]
+
+
+def _guid_text(value: uuid.UUID) -> str:
+    return "{" + str(value) + "}"
+
+
+def _parse_guid(text: Any) -> uuid.UUID:
+    if not isinstance(text, str):
+        raise ValueError("a GUID must be a string")
+    return uuid.UUID(text.strip("{}"))
+
+
+@dataclass
+class Registration:
+    """One distribution's registry values."""
+
+    id: uuid.UUID
+    name: str
+    base_path: Path
+    state: DistributionState = DistributionState.INSTALLING
+    version: int = FS_VERSION
+    flags: int = FLAGS_ALL
+    default_uid: int = 0
+    default_environment: list[str] = field(default_factory=default_environment)
+    run_oobe: bool = False
+    flavor: str = ""
+    os_version: str = ""
+    modern: bool = True
+    package_family_name: str = ""
+    created_base_path: bool = False   # pywsl: the install removed the folder it created
+
+    @property
+    def rootfs(self) -> Path:
+        """The root filesystem directory (WSL's `BasePath\\ext4.vhdx`)."""
+        return self.base_path / "rootfs"
+
+    @property
+    def wsl_version(self) -> int:
+        return 2 if self.flags & FLAG_VM_MODE else 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "DistributionName": self.name,
+            "BasePath": str(self.base_path),
+            "State": int(self.state),
+            "Version": self.version,
+            "Flags": self.flags,
+            "DefaultUid": self.default_uid,
+            "DefaultEnvironment": list(self.default_environment),
+            "RunOOBE": int(self.run_oobe),
+            "Flavor": self.flavor,
+            "OsVersion": self.os_version,
+            "Modern": int(self.modern),
+            "PackageFamilyName": self.package_family_name,
+            "CreatedBasePath": int(self.created_base_path),
+        }
+
+    @classmethod
+    def from_json(cls, guid: uuid.UUID, data: Any) -> Registration:
+        """Validate one entry; ValueError names the bad value."""
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+
+        def text(key: str, default: str | None = None, limit: int = 4096) -> str:
+            value = data.get(key, default)
+            if not isinstance(value, str) or len(value) > limit or "\0" in value:
+                raise ValueError(f"{key} must be a string")
+            return value
+
+        def number(key: str, default: int | None, low: int, high: int) -> int:
+            value = data.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"{key} must be an integer in {low}..{high}")
+            return value
+
+        name = text("DistributionName", limit=NAME_MAX)
+        state = DistributionState(number("State", None, 0, 6))
+        if state not in _PERSISTED_STATES:
+            raise ValueError(f"State {int(state)} is never stored")
+        if name:
+            validate_name(name)
+        elif state is DistributionState.INSTALLED:
+            raise ValueError("DistributionName is missing")
+        base_path = text("BasePath")
+        if not os.path.isabs(base_path):
+            raise ValueError("BasePath must be absolute")
+        environment = data.get("DefaultEnvironment", default_environment())
+        if not isinstance(environment, list) or len(environment) > 1024 or not all(
+                isinstance(item, str) and "=" in item and "\0" not in item for item in environment):
+            raise ValueError("DefaultEnvironment must be a list of NAME=value strings")
+        return cls(
+            id=guid,
+            name=name,
+            base_path=Path(base_path),
+            state=state,
+            version=number("Version", FS_VERSION, 0, 2),
+            flags=number("Flags", FLAGS_DEFAULT, 0, FLAGS_ALL),
+            default_uid=number("DefaultUid", 0, 0, LX_UID_INVALID - 1),
+            default_environment=list(environment),
+            run_oobe=bool(number("RunOOBE", 0, 0, 1)),
+            flavor=text("Flavor", ""),
+            os_version=text("OsVersion", ""),
+            modern=bool(number("Modern", 1, 0, 1)),
+            package_family_name=text("PackageFamilyName", ""),
+            created_base_path=bool(number("CreatedBasePath", 0, 0, 1)),
+        )
+
+
+@dataclass
+class RegistryData:
+    """The whole registry of one user, as read inside a transaction."""
+
+    default_distribution: uuid.UUID | None = None
+    default_version: int = 2
+    distributions: dict[uuid.UUID, Registration] = field(default_factory=dict)
+    # Entries that did not validate: kept as they are (WSL skips a corrupted registration too).
+    unreadable: dict[str, Any] = field(default_factory=dict)
+
+    def find(self, name: str, *, list_all: bool = False) -> Registration | None:
+        """Case-insensitive name lookup; only Installed ones unless `list_all`
+        (`LXSS_GET_DISTRO_ID_LIST_ALL`)."""
+        wanted = name.casefold()
+        for registration in self.distributions.values():
+            if registration.name.casefold() == wanted and (
+                    list_all or registration.state is DistributionState.INSTALLED):
+                return registration
+        return None
+
+    def installed(self) -> list[Registration]:
+        return [r for r in self.distributions.values() if r.state is DistributionState.INSTALLED]
+
+    def fix_default(self) -> None:
+        """Point the default at an Installed distribution: keep it if valid, else the first one."""
+        current = self.distributions.get(self.default_distribution) if self.default_distribution else None
+        if current is not None and current.state is DistributionState.INSTALLED:
+            return
+        remaining = self.installed()
+        self.default_distribution = remaining[0].id if remaining else None
+
+    def to_json(self) -> dict[str, Any]:
+        distributions: dict[str, Any] = {_guid_text(k): v.to_json() for k, v in self.distributions.items()}
+        distributions.update(self.unreadable)
+        return {
+            "Format": _FORMAT,
+            "DefaultDistribution": _guid_text(self.default_distribution) if self.default_distribution else "",
+            "DefaultVersion": self.default_version,
+            "Distributions": distributions,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> RegistryData:
+        if not isinstance(data, dict):
+            raise ValueError("the registry is not a JSON object")
+        result = cls()
+        version = data.get("DefaultVersion", 2)
+        if version in (1, 2):
+            result.default_version = version
+        entries = data.get("Distributions", {})
+        if not isinstance(entries, dict):
+            raise ValueError("Distributions is not an object")
+        for key, value in entries.items():
+            try:
+                guid = _parse_guid(key)
+                if guid in result.distributions:
+                    raise ValueError("duplicate GUID")
+                result.distributions[guid] = Registration.from_json(guid, value)
+            except (ValueError, WslError):
+                result.unreadable[key] = value
+        default = data.get("DefaultDistribution", "")
+        if isinstance(default, str) and default:
+            with contextlib.suppress(ValueError):
+                result.default_distribution = _parse_guid(default)
+        return result
+
+
+@dataclass
+class OperationLock:
+    """A held operation lock (`locks/<guid>.lock`); `release()` ends the operation."""
+
+    path: Path
+    fd: int
+    state: DistributionState
+    identity: UserIdentity
+
+    def release(self) -> None:
+        if self.fd < 0:
+            return
+        with acting_as(self.identity), contextlib.suppress(OSError):
+            os.unlink(self.path)
+        os.close(self.fd)
+        self.fd = -1
+
+    def __enter__(self) -> OperationLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _try_flock(fd: int, mode: int) -> bool:
+    """Take a lock without waiting for an owner; a reader that holds it for an instant (to see
+    whether an operation is alive) is waited out."""
+    for attempt in range(20):
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt < 19:
+                time.sleep(0.0025)
+    return False
+
+
+FileRemover = Callable[[Registration], None]
+
+
+class Registry:
+    """The registry of one user, in `folder` (created on first write, mode 0700)."""
+
+    def __init__(self, folder: Path, identity: UserIdentity, *,
+                 remove_files: FileRemover | None = None) -> None:
+        self.folder = folder
+        self.identity = identity
+        self.remove_files = remove_files
+
+    @property
+    def path(self) -> Path:
+        return self.folder / "registry.json"
+
+    @property
+    def locks_folder(self) -> Path:
+        return self.folder / "locks"
+
+    # -- reading and writing -----------------------------------------------------------------
+
+    def _ensure_folder(self) -> None:
+        makedirs_as(self.identity, self.folder, 0o700)
+
+    def _load(self) -> RegistryData:
+        try:
+            with acting_as(self.identity):
+                fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return RegistryData()
+        try:
+            chunks = []
+            size = 0
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > _MAX_REGISTRY_BYTES:
+                    raise WslError("E_UNEXPECTED", f"The registry {self.path} is larger than "
+                                   f"{_MAX_REGISTRY_BYTES} bytes.")
+        finally:
+            os.close(fd)
+        raw = b"".join(chunks)
+        if not raw.strip():
+            return RegistryData()
+        try:
+            return RegistryData.from_json(json.loads(raw.decode("utf-8")))
+        except (UnicodeDecodeError, ValueError, RecursionError) as error:
+            raise WslError("E_UNEXPECTED", f"The registry {self.path} is corrupted: {error}") from None
+
+    def _store(self, data: RegistryData) -> None:
+        payload = (json.dumps(data.to_json(), indent=2, sort_keys=False) + "\n").encode("utf-8")
+        temporary = self.folder / f".registry.json.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        with acting_as(self.identity):
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(temporary, flags, 0o600)
+            try:
+                try:
+                    view = memoryview(payload)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.rename(temporary, self.path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+                raise
+            folder_fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(folder_fd)
+            finally:
+                os.close(folder_fd)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self._ensure_folder()
+        with acting_as(self.identity):
+            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(self.folder / "registry.lock", flags, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[RegistryData]:
+        """Read-modify-write under the registry lock; written only if something changed and the
+        block did not raise."""
+        with self._locked():
+            data = self._load()
+            before = data.to_json()
+            yield data
+            if data.to_json() != before:
+                self._store(data)
+
+    def snapshot(self) -> RegistryData:
+        """A consistent copy of the registry (changes to it are not saved)."""
+        with acting_as(self.identity):
+            if not self.folder.exists():
+                return RegistryData()
+        with self._locked():
+            return self._load()
+
+    # -- operation locks ---------------------------------------------------------------------
+
+    def _lock_path(self, distro_id: uuid.UUID) -> Path:
+        return self.locks_folder / f"{distro_id}.lock"
+
+    def acquire_operation(self, distro_id: uuid.UUID, state: DistributionState) -> OperationLock:
+        """Start a long operation on a distribution; E_ILLEGAL_STATE_CHANGE when another one runs."""
+        if state not in _LOCK_STATES:
+            raise ValueError(f"{state!r} is not an operation state")
+        makedirs_as(self.identity, self.locks_folder, 0o700)
+        path = self._lock_path(distro_id)
+        for _ in range(100):
+            with acting_as(self.identity):
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            if not _try_flock(fd, fcntl.LOCK_EX):
+                os.close(fd)
+                raise WslError("E_ILLEGAL_STATE_CHANGE")
+            try:
+                with acting_as(self.identity):
+                    current = os.stat(path, follow_symlinks=False)
+            except FileNotFoundError:
+                current = None
+            opened = os.fstat(fd)
+            if current is None or (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino):
+                os.close(fd)   # the previous owner removed it between our open and flock: retry
+                continue
+            record = json.dumps({"pid": os.getpid(), "state": state.name}).encode()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, record, 0)
+            return OperationLock(path, fd, state, self.identity)
+        raise WslError("E_ILLEGAL_STATE_CHANGE", "Could not take the distribution's operation lock.")
+
+    def active_operation(self, distro_id: uuid.UUID) -> DistributionState | None:
+        """The state a live operation on the distribution stands for, or None when none runs."""
+        try:
+            with acting_as(self.identity):
+                fd = os.open(self._lock_path(distro_id), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass
+            else:
+                return None   # nobody holds it: a crashed operation's leftover
+            for _ in range(50):
+                raw = os.pread(fd, 256, 0)
+                try:
+                    return DistributionState[json.loads(raw)["state"]]
+                except (ValueError, KeyError, TypeError):
+                    time.sleep(0.002)   # the owner is still writing its record
+            return DistributionState.INSTALLING
+        finally:
+            os.close(fd)
+
+    # -- crash recovery ----------------------------------------------------------------------
+
+    def recover(self) -> list[str]:
+        """Finish what crashed operations left half done; returns what was cleaned up.
+
+        An Installing entry whose installer is gone is rolled back (files and entry removed);
+        an Uninstalling entry whose uninstaller is gone is completed. An entry whose files cannot
+        be deleted stays Uninstalling (never listed as installed) and is retried next time.
+        """
+        with acting_as(self.identity):
+            if not self.path.exists():
+                return []
+        held: list[tuple[Registration, OperationLock]] = []
+        with self.transaction() as data:
+            for registration in list(data.distributions.values()):
+                if registration.state is DistributionState.INSTALLED:
+                    continue
+                try:
+                    lock = self.acquire_operation(registration.id, DistributionState.UNINSTALLING)
+                except WslError:
+                    continue   # its owner is alive
+                registration.state = DistributionState.UNINSTALLING
+                held.append((registration, lock))
+            data.fix_default()
+        cleaned: list[str] = []
+        for registration, lock in held:
+            with lock:
+                try:
+                    if self.remove_files is not None:
+                        self.remove_files(registration)
+                except (OSError, WslError):
+                    continue
+                with self.transaction() as data:
+                    data.distributions.pop(registration.id, None)
+                    data.fix_default()
+                cleaned.append(registration.name or str(registration.id))
+        return cleaned

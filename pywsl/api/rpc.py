@@ -1,0 +1,732 @@
+"""The service's wire format: WSL's COM interface ``ILxssUserSession`` as varlink-style messages.
+
+On Windows ``wsl.exe`` reaches ``wslservice.exe`` through COM. Here an unprivileged client reaches
+the root service (``pywsl.api.service``) through a Unix socket, by default
+``/run/pywsl/service.sock``. This docstring is the one place the format is written down.
+
+Transport
+    ``AF_UNIX``, ``SOCK_STREAM``. Every message is one JSON object (UTF-8, no NaN/Infinity,
+    unique keys) followed by one NUL byte, as in varlink. A message is at most
+    ``MAX_MESSAGE_SIZE`` (1 MiB) including the NUL; a longer one is refused and the connection
+    closed.
+
+Requests (client to service)
+    ``{"method": "io.pywsl.UserSession.<Method>", "parameters": {...}}``, optionally
+    ``"more": true`` (asks for progress replies where a method has them) or ``"oneway": true``
+    (no reply). Parameter keys are the Python argument names of ``UserSession``. Unknown
+    parameters are refused.
+
+File descriptors
+    A request passes file descriptors (stdio, an archive to import, an export target, the
+    control and exit sockets of a process) as ``SCM_RIGHTS`` ancillary data of the ``sendmsg``
+    that carries the first bytes of that request; a parameter of type *fd* holds the index into
+    that list (``"stdin": 0``). At most ``MAX_FDS`` (16) per request; a request with more is
+    refused and the connection closed. The service closes every descriptor it received once the
+    call returns: whatever needs one beyond that (a relay) got its own copy. A client keeps at
+    most one request that carries descriptors in flight on a connection: descriptors are given
+    to the request whose terminating NUL is read next.
+
+Replies (service to client)
+    Success: ``{"parameters": {...}}``. A progress reply, only when the request asked for
+    ``"more"``: ``{"parameters": {"progress": {...}}, "continues": true}``; the final reply
+    follows. Failure: ``{"error": "<name>", "parameters": {...}}`` with these names:
+
+    * ``io.pywsl.WslError`` ``{code, hresult, message, context}``: what ``UserSession`` raised
+      (``pywsl.api.errors.WslError.to_dict``); the client raises the same ``WslError``.
+    * ``org.varlink.service.MethodNotFound`` ``{method}``: no such method.
+    * ``org.varlink.service.InvalidParameter`` ``{parameter, message}``: a missing, unknown or
+      badly typed parameter, or an fd index the request did not carry.
+    * ``io.pywsl.InvalidMessage`` ``{message}``: not a JSON object, not a request, too large,
+      too many descriptors.
+    * ``io.pywsl.InternalError`` ``{message}``: the service failed unexpectedly.
+
+    The connection stays usable after every error except a too large message or too many
+    descriptors.
+
+Values
+    A distribution argument (``distro``) is ``null`` (the default distribution),
+    ``{"name": "<name>"}`` or ``{"id": "<uuid>"}``. GUIDs are strings in the canonical
+    ``8-4-4-4-12`` form. Results that are ``UserSession`` dataclasses (``DistributionInfo``,
+    ``DistributionConfiguration``) are objects keyed by field name (enums by value, paths as
+    strings); a GUID result is ``{"id": "<uuid>"}``.
+
+Methods (``io.pywsl.UserSession.`` + the name; WSL's ``ILxssUserSession`` names)
+    ======================================  =====================================================
+    CreateInstance                          distro
+    RegisterDistribution                    name?, source: fd, location?, version, run_oobe
+                                            -> ``{"distribution": DistributionInfo}``
+    GetDistributionId                       name, list_all -> ``{"id"}``
+    TerminateDistribution                   distro
+    UnregisterDistribution                  distro
+    ConfigureDistribution                   distro, default_uid?, flags?
+    GetDistributionConfiguration            distro -> ``{"configuration": ...}``
+    GetDefaultDistribution                  -> ``{"id"}``
+    SetDefaultDistribution                  distro
+    EnumerateDistributions                  -> ``{"distributions": [DistributionInfo, ...]}``
+    CreateLxProcess                         distro, command_line, filename?, cwd, username, login,
+                                            environment?, wslenv_source?, stdin, stdout, stderr,
+                                            control, exit: fd, console: [bool x3], rows, columns
+                                            -> ``{"pid": relay pid}``
+    ExportDistribution                      distro, target: fd, format
+    MoveDistribution                        distro, location
+    Shutdown                                force
+    ======================================  =====================================================
+
+    ``org.varlink.service.GetInfo`` answers ``{vendor, product, version, url, interfaces}``.
+
+    CreateLxProcess: the client keeps its ends of the control and exit socket pairs and passes
+    the others (plus its stdio, or for a terminal one end of a socket pair it relays) to the
+    service, which hands them to the relay and closes its copies. From then on the client talks
+    to the relay directly; the service is out of the data path.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import dataclasses
+import enum
+import json
+import math
+import os
+import socket
+import types
+import typing
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any
+
+INTERFACE = "io.pywsl.UserSession"
+DEFAULT_SOCKET = "/run/pywsl/service.sock"
+SOCKET_ENVIRONMENT_VARIABLE = "PYWSL_SERVICE_SOCKET"
+
+MAX_MESSAGE_SIZE = 1024 * 1024
+MAX_FDS = 16
+MAX_LIST_ITEMS = 4096
+MAX_STRING_LENGTH = 64 * 1024
+
+ERROR_WSL = "io.pywsl.WslError"
+ERROR_METHOD_NOT_FOUND = "org.varlink.service.MethodNotFound"
+ERROR_INVALID_PARAMETER = "org.varlink.service.InvalidParameter"
+ERROR_INVALID_MESSAGE = "io.pywsl.InvalidMessage"
+ERROR_INTERNAL = "io.pywsl.InternalError"
+GET_INFO = "org.varlink.service.GetInfo"
+
+_RECEIVE_CHUNK = 64 * 1024
+_INT_SIZE = array.array("i").itemsize
+
+
+def socket_path() -> str:
+    """The service socket: ``$PYWSL_SERVICE_SOCKET`` or ``/run/pywsl/service.sock``."""
+    return os.environ.get(SOCKET_ENVIRONMENT_VARIABLE) or DEFAULT_SOCKET
+
+
+# --------------------------------------------------------------------------------------------
+# Errors of the format itself
+# --------------------------------------------------------------------------------------------
+
+
+class RpcError(Exception):
+    """An error reply: ``name`` is the varlink error name, ``parameters`` its payload."""
+
+    def __init__(self, name: str, parameters: Mapping[str, Any], text: str) -> None:
+        super().__init__(text)
+        self.name = name
+        self.parameters = dict(parameters)
+
+    def reply(self) -> dict[str, Any]:
+        return {"error": self.name, "parameters": self.parameters}
+
+
+class InvalidMessage(RpcError):
+    """Bytes that are not a valid message. ``fatal``: the stream cannot be trusted any more."""
+
+    def __init__(self, text: str, *, fatal: bool = False) -> None:
+        super().__init__(ERROR_INVALID_MESSAGE, {"message": text}, text)
+        self.fatal = fatal
+
+
+class InvalidParameter(RpcError):
+    def __init__(self, parameter: str, text: str) -> None:
+        super().__init__(
+            ERROR_INVALID_PARAMETER, {"parameter": parameter, "message": text}, f"{parameter}: {text}"
+        )
+
+
+class MethodNotFound(RpcError):
+    def __init__(self, method: str) -> None:
+        super().__init__(ERROR_METHOD_NOT_FOUND, {"method": method}, f"unknown method {method!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Framing: NUL-terminated JSON with SCM_RIGHTS
+# --------------------------------------------------------------------------------------------
+
+
+def encode_message(message: Mapping[str, Any]) -> bytes:
+    """One message as it goes on the wire (JSON + NUL)."""
+    try:
+        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise InvalidMessage(f"cannot encode message: {error}") from None
+    data = text.encode("utf-8") + b"\0"
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise InvalidMessage(f"message of {len(data)} bytes exceeds the limit of {MAX_MESSAGE_SIZE}")
+    return data
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def decode_message(data: bytes) -> dict[str, Any]:
+    """Parse the JSON of one message (without its NUL); InvalidMessage if it is not an object."""
+    try:
+        value = json.loads(
+            data.decode("utf-8"), object_pairs_hook=_unique_object, parse_constant=_reject_constant
+        )
+    except UnicodeDecodeError:
+        raise InvalidMessage("message is not valid UTF-8") from None
+    except RecursionError:
+        raise InvalidMessage("message nests too deeply") from None
+    except ValueError as error:
+        raise InvalidMessage(f"message is not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise InvalidMessage(f"message is a JSON {type(value).__name__}, not an object")
+    return value
+
+
+def close_fds(fds: Iterable[int]) -> None:
+    """Close every fd, ignoring ones already closed."""
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+class Connection:
+    """One end of a service connection: sends and receives whole messages with their fds."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buffer = bytearray()
+        self._fds: list[int] = []
+        self._broken = False
+
+    def send(self, message: Mapping[str, Any], fds: Sequence[int] = ()) -> None:
+        if len(fds) > MAX_FDS:
+            raise InvalidMessage(f"{len(fds)} file descriptors exceed the limit of {MAX_FDS}")
+        data = encode_message(message)
+        sent = socket.send_fds(self.sock, [data], list(fds)) if fds else self.sock.send(data)
+        if sent < len(data):
+            self.sock.sendall(data[sent:])
+
+    def receive(self) -> tuple[dict[str, Any], list[int]] | None:
+        """The next message and the fds that came with it; None at EOF between messages.
+
+        The caller owns the returned fds. Raises InvalidMessage (with ``fatal`` when the
+        connection must be closed), ConnectionError when the peer vanished mid-message.
+        """
+        if self._broken:
+            raise InvalidMessage("connection is no longer usable", fatal=True)
+        while True:
+            end = self._buffer.find(b"\0")
+            if end >= 0:
+                data = bytes(self._buffer[:end])
+                del self._buffer[: end + 1]
+                fds, self._fds = self._fds, []
+                try:
+                    return decode_message(data), fds
+                except InvalidMessage:
+                    close_fds(fds)
+                    raise
+            if len(self._buffer) >= MAX_MESSAGE_SIZE:
+                self._fail()
+                raise InvalidMessage(
+                    f"message exceeds the limit of {MAX_MESSAGE_SIZE} bytes", fatal=True
+                )
+            try:
+                data, ancillary, flags, _ = self.sock.recvmsg(
+                    _RECEIVE_CHUNK, socket.CMSG_SPACE(MAX_FDS * _INT_SIZE), socket.MSG_CMSG_CLOEXEC
+                )
+            except ConnectionResetError:
+                data, ancillary, flags = b"", [], 0
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    received = array.array("i")
+                    received.frombytes(payload[: len(payload) - len(payload) % _INT_SIZE])
+                    self._fds.extend(received)
+            if flags & socket.MSG_CTRUNC or len(self._fds) > MAX_FDS:
+                self._fail()
+                raise InvalidMessage(
+                    f"more than {MAX_FDS} file descriptors in one message", fatal=True
+                )
+            if not data:
+                pending = bool(self._buffer) or bool(self._fds)
+                self._fail()
+                if pending:
+                    raise ConnectionError("connection closed in the middle of a message")
+                return None
+            self._buffer.extend(data)
+
+    def _fail(self) -> None:
+        self._broken = True
+        self._buffer.clear()
+        close_fds(self._fds)
+        self._fds = []
+
+    def close(self) -> None:
+        self._fail()
+        self.sock.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Requests
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    """A parsed request: full method name, raw parameters, the fds that came with it."""
+
+    method: str
+    parameters: dict[str, Any]
+    fds: list[int]
+    more: bool = False
+    oneway: bool = False
+
+
+def parse_request(message: Mapping[str, Any], fds: list[int]) -> Request:
+    """Check the envelope of a request (not its parameters)."""
+    method = message.get("method")
+    if not isinstance(method, str) or not method:
+        raise InvalidMessage("request has no method name")
+    parameters = message.get("parameters", {})
+    if parameters is None:
+        parameters = {}
+    if not isinstance(parameters, dict):
+        raise InvalidMessage("request parameters are not an object")
+    flags = {}
+    for key in ("more", "oneway", "upgrade"):
+        value = message.get(key, False)
+        if not isinstance(value, bool):
+            raise InvalidMessage(f"request field {key!r} is not a boolean")
+        flags[key] = value
+    if flags["upgrade"]:
+        raise InvalidMessage("protocol upgrades are not supported")
+    return Request(method, parameters, fds, more=flags["more"], oneway=flags["oneway"])
+
+
+# --------------------------------------------------------------------------------------------
+# Parameter types: each decodes a JSON value (checked) into the Python argument
+# --------------------------------------------------------------------------------------------
+
+
+class ParamType:
+    """A parameter type: ``decode`` turns a JSON value into the argument, or raises ValueError."""
+
+    description = "value"
+
+    def decode(self, value: Any, fds: Sequence[int]) -> Any:
+        raise NotImplementedError
+
+
+class _String(ParamType):
+    description = "a string"
+
+    def decode(self, value: Any, fds: Sequence[int]) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"expected {self.description}")
+        if len(value) > MAX_STRING_LENGTH:
+            raise ValueError(f"string longer than {MAX_STRING_LENGTH} characters")
+        if "\0" in value:
+            raise ValueError("string contains a NUL character")
+        return value
+
+
+class _Int(ParamType):
+    description = "an integer"
+
+    def __init__(self, low: int, high: int) -> None:
+        self.low, self.high = low, high
+
+    def decode(self, value: Any, fds: Sequence[int]) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected {self.description}")
+        if not self.low <= value <= self.high:
+            raise ValueError(f"{value} is outside {self.low}..{self.high}")
+        return value
+
+
+class _Bool(ParamType):
+    description = "a boolean"
+
+    def decode(self, value: Any, fds: Sequence[int]) -> bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"expected {self.description}")
+        return value
+
+
+class _Fd(ParamType):
+    description = "a file descriptor index"
+
+    def decode(self, value: Any, fds: Sequence[int]) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected {self.description}")
+        if not 0 <= value < len(fds):
+            raise ValueError(f"file descriptor index {value} but the request carried {len(fds)}")
+        return fds[value]
+
+
+class _Distro(ParamType):
+    description = 'null, {"name": string} or {"id": uuid}'
+
+    def decode(self, value: Any, fds: Sequence[int]) -> str | uuid.UUID | None:
+        if value is None:
+            return None
+        if isinstance(value, dict) and len(value) == 1:
+            if isinstance(value.get("name"), str):
+                return STRING.decode(value["name"], fds)
+            if isinstance(value.get("id"), str):
+                return decode_uuid(value["id"])
+        raise ValueError(f"expected {self.description}")
+
+
+class _Strings(ParamType):
+    description = "a list of strings"
+
+    def decode(self, value: Any, fds: Sequence[int]) -> list[str]:
+        if not isinstance(value, list):
+            raise ValueError(f"expected {self.description}")
+        if len(value) > MAX_LIST_ITEMS:
+            raise ValueError(f"more than {MAX_LIST_ITEMS} items")
+        return [STRING.decode(item, fds) for item in value]
+
+
+class _StringMap(ParamType):
+    description = "an object of strings"
+
+    def decode(self, value: Any, fds: Sequence[int]) -> dict[str, str]:
+        if not isinstance(value, dict):
+            raise ValueError(f"expected {self.description}")
+        if len(value) > MAX_LIST_ITEMS:
+            raise ValueError(f"more than {MAX_LIST_ITEMS} items")
+        return {STRING.decode(key, fds): STRING.decode(item, fds) for key, item in value.items()}
+
+
+class _Console(ParamType):
+    description = "a list of three booleans"
+
+    def decode(self, value: Any, fds: Sequence[int]) -> tuple[bool, bool, bool]:
+        if not isinstance(value, list) or len(value) != 3 or not all(isinstance(v, bool) for v in value):
+            raise ValueError(f"expected {self.description}")
+        return (value[0], value[1], value[2])
+
+
+class Nullable(ParamType):
+    """``null`` or the inner type."""
+
+    def __init__(self, inner: ParamType) -> None:
+        self.inner = inner
+        self.description = f"null or {inner.description}"
+
+    def decode(self, value: Any, fds: Sequence[int]) -> Any:
+        return None if value is None else self.inner.decode(value, fds)
+
+
+STRING = _String()
+BOOL = _Bool()
+INT = _Int(-(2**31), 2**31 - 1)
+UINT32 = _Int(0, 2**32 - 1)
+SHORT = _Int(0, 2**15 - 1)
+FD = _Fd()
+DISTRO = _Distro()
+STRINGS = _Strings()
+STRING_MAP = _StringMap()
+CONSOLE = _Console()
+
+
+@dataclass(frozen=True)
+class Param:
+    type: ParamType
+    default: Any = dataclasses.field(default=None)
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method of ``io.pywsl.UserSession``: its parameters and the key its result goes under."""
+
+    name: str
+    params: Mapping[str, Param]
+    result: str | None = None
+
+    @property
+    def full_name(self) -> str:
+        return f"{INTERFACE}.{self.name}"
+
+    def decode_parameters(self, parameters: Mapping[str, Any], fds: Sequence[int]) -> dict[str, Any]:
+        """The keyword arguments of a call, checked; InvalidParameter on any mismatch."""
+        unknown = sorted(set(parameters) - set(self.params))
+        if unknown:
+            raise InvalidParameter(unknown[0], f"{self.name} has no parameter {unknown[0]!r}")
+        arguments: dict[str, Any] = {}
+        for name, param in self.params.items():
+            if name not in parameters:
+                if param.required:
+                    raise InvalidParameter(name, "missing")
+                arguments[name] = param.default
+                continue
+            try:
+                arguments[name] = param.type.decode(parameters[name], fds)
+            except ValueError as error:
+                raise InvalidParameter(name, str(error)) from None
+        return arguments
+
+
+def _method(method_name: str, result: str | None = None, /, **params: Param) -> Method:
+    return Method(method_name, params, result)
+
+
+def _required(kind: ParamType) -> Param:
+    return Param(kind, required=True)
+
+
+def _optional(kind: ParamType, default: Any = None) -> Param:
+    return Param(kind if default is not None else Nullable(kind), default)
+
+
+METHODS: dict[str, Method] = {
+    method.full_name: method
+    for method in (
+        _method("CreateInstance", distro=Param(DISTRO)),
+        _method(
+            "RegisterDistribution",
+            "distribution",
+            name=_optional(STRING),
+            source=_required(FD),
+            location=_optional(STRING),
+            version=_optional(INT, 2),
+            run_oobe=_optional(BOOL, False),
+        ),
+        _method("GetDistributionId", "id", name=_required(STRING), list_all=_optional(BOOL, False)),
+        _method("TerminateDistribution", distro=Param(DISTRO)),
+        _method("UnregisterDistribution", distro=_required(DISTRO)),
+        _method(
+            "ConfigureDistribution",
+            distro=_required(DISTRO),
+            default_uid=_optional(UINT32),
+            flags=_optional(UINT32),
+        ),
+        _method("GetDistributionConfiguration", "configuration", distro=Param(DISTRO)),
+        _method("GetDefaultDistribution", "id"),
+        _method("SetDefaultDistribution", distro=_required(DISTRO)),
+        _method("EnumerateDistributions", "distributions"),
+        _method(
+            "CreateLxProcess",
+            "pid",
+            distro=Param(DISTRO),
+            command_line=_optional(STRINGS, []),
+            filename=_optional(STRING),
+            cwd=_optional(STRING, ""),
+            username=_optional(STRING, ""),
+            login=_optional(BOOL, False),
+            environment=_optional(STRING_MAP),
+            wslenv_source=_optional(STRING_MAP),
+            stdin=_required(FD),
+            stdout=_required(FD),
+            stderr=_required(FD),
+            control=_required(FD),
+            exit=_required(FD),
+            console=_optional(CONSOLE, (False, False, False)),
+            rows=_optional(SHORT, 0),
+            columns=_optional(SHORT, 0),
+        ),
+        _method(
+            "ExportDistribution",
+            distro=Param(DISTRO),
+            target=_required(FD),
+            format=_optional(STRING, "tar"),
+        ),
+        _method("MoveDistribution", distro=_required(DISTRO), location=_required(STRING)),
+        _method("Shutdown", force=_optional(BOOL, False)),
+    )
+}
+
+
+def method(full_name: str) -> Method:
+    """The method a request names; MethodNotFound otherwise."""
+    try:
+        return METHODS[full_name]
+    except KeyError:
+        raise MethodNotFound(full_name) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Values: what goes into parameters and comes out of results
+# --------------------------------------------------------------------------------------------
+
+
+def decode_uuid(text: Any) -> uuid.UUID:
+    if not isinstance(text, str):
+        raise ValueError("expected a GUID string")
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a GUID") from None
+
+
+def encode_distro(distro: str | uuid.UUID | None) -> dict[str, str] | None:
+    if distro is None:
+        return None
+    if isinstance(distro, uuid.UUID):
+        return {"id": str(distro)}
+    if isinstance(distro, str):
+        return {"name": distro}
+    raise TypeError(f"a distribution is a name, a uuid.UUID or None, not {type(distro).__name__}")
+
+
+def encode_value(value: Any) -> Any:
+    """A result value as JSON: dataclasses by field, enums by value, GUIDs and paths as strings."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, enum.Enum):
+        return encode_value(value.value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("non-finite number")
+        return value
+    if isinstance(value, uuid.UUID | PurePath):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: encode_value(getattr(value, field.name)) for field in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(key): encode_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [encode_value(item) for item in value]
+    raise TypeError(f"cannot encode a {type(value).__name__}")
+
+
+def decode_value(annotation: Any, value: Any) -> Any:
+    """The inverse of ``encode_value`` for a declared type; ValueError on a mismatch."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        arguments = typing.get_args(annotation)
+        if value is None and type(None) in arguments:
+            return None
+        errors = []
+        for argument in arguments:
+            if argument is type(None):
+                continue
+            try:
+                return decode_value(argument, value)
+            except ValueError as error:
+                errors.append(str(error))
+        raise ValueError("; ".join(errors) or "no matching type")
+    if origin in (list, Sequence, tuple):
+        if not isinstance(value, list):
+            raise ValueError(f"expected a list, got {type(value).__name__}")
+        arguments = typing.get_args(annotation)
+        if origin is tuple and arguments and arguments[-1] is not Ellipsis:
+            if len(arguments) != len(value):
+                raise ValueError(f"expected {len(arguments)} items")
+            return tuple(decode_value(a, v) for a, v in zip(arguments, value, strict=True))
+        inner = arguments[0] if arguments else Any
+        items = [decode_value(inner, item) for item in value]
+        return tuple(items) if origin is tuple else items
+    if origin in (dict, Mapping):
+        if not isinstance(value, dict):
+            raise ValueError(f"expected an object, got {type(value).__name__}")
+        key_type, item_type = typing.get_args(annotation) or (Any, Any)
+        return {decode_value(key_type, k): decode_value(item_type, v) for k, v in value.items()}
+    if annotation is Any:
+        return value
+    if annotation is type(None):
+        if value is not None:
+            raise ValueError("expected null")
+        return None
+    if not isinstance(annotation, type):
+        raise ValueError(f"cannot decode into {annotation!r}")
+    return _decode_class(annotation, value)
+
+
+def _decode_class(cls: type, value: Any) -> Any:
+    if dataclasses.is_dataclass(cls):
+        return decode_dataclass(cls, value)
+    if issubclass(cls, enum.Enum):
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a {cls.__name__}") from None
+    if cls is uuid.UUID:
+        return decode_uuid(value)
+    if issubclass(cls, PurePath):
+        if not isinstance(value, str):
+            raise ValueError("expected a path string")
+        return cls(value)
+    if cls is bool:
+        if not isinstance(value, bool):
+            raise ValueError("expected a boolean")
+        return value
+    if cls is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("expected an integer")
+        return value
+    if cls is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("expected a number")
+        return float(value)
+    if cls is str:
+        if not isinstance(value, str):
+            raise ValueError("expected a string")
+        return value
+    raise ValueError(f"cannot decode into {cls.__name__}")
+
+
+def decode_dataclass(cls: type, value: Any) -> Any:
+    """Build dataclass ``cls`` from its JSON object (unknown keys are ignored)."""
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a {cls.__name__} object")
+    hints = typing.get_type_hints(cls)
+    arguments: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        if not field.init:
+            continue
+        if field.name not in value:
+            has_default = (
+                field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
+            )
+            if has_default:
+                continue
+            raise ValueError(f"{cls.__name__}.{field.name} is missing")
+        try:
+            arguments[field.name] = decode_value(hints.get(field.name, Any), value[field.name])
+        except ValueError as error:
+            raise ValueError(f"{cls.__name__}.{field.name}: {error}") from None
+    return cls(**arguments)
+
+
+def reply(parameters: Mapping[str, Any] | None = None, *, continues: bool = False) -> dict[str, Any]:
+    message: dict[str, Any] = {"parameters": dict(parameters or {})}
+    if continues:
+        message["continues"] = True
+    return message
+
+
+def error_reply(name: str, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    return {"error": name, "parameters": dict(parameters)}
+
+
+ProgressCallback = Callable[[Mapping[str, Any]], None]

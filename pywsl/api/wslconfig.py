@@ -1,0 +1,283 @@
+"""The global configuration: WSL's `%USERPROFILE%\\.wslconfig`, here `$XDG_CONFIG_HOME/pywsl/wslconfig`.
+
+Same format and keys as WSL (wsl-reference §6.1): every documented key of `[wsl2]`, `[general]` and
+`[experimental]` is accepted; an unknown key, a bad value or a repeated key gives a warning (the
+first occurrence of a key wins) and never stops anything. The keys that mean something for a VM
+made of namespaces take effect:
+
+* `[wsl2] memory`, `processors` → the VM's cgroup limits;
+* `[wsl2] vmIdleTimeout`, `[general] instanceIdleTimeout` → the idle timers (negative = never);
+* `[wsl2] kernelBootTimeout`, `distributionStartTimeout` → how long to wait for the VM and for a
+  distribution's init;
+* `[wsl2] networkingMode` → `None` gives the VM its own empty network namespace, every other mode
+  shares the host's network ("mirrored");
+* `[general] distributionInstallPath` → where new distributions go;
+* `[general] distributionListUrl`, `distributionListUrlAppend` → the manifests `--install` reads
+  (machine-wide registry values in WSL).
+
+The rest is accepted and kept in `WslConfig.values` for whoever wants to show it.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import stat
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pywsl.api.credentials import UserIdentity, acting_as
+from pywsl.wire.config_format import (
+    MAX_CONFIG_BYTES,
+    ConfigValue,
+    parse_bool,
+    parse_config,
+    parse_int,
+    parse_memory_string,
+)
+
+__all__ = [
+    "DEFAULT_DISTRIBUTION_START_TIMEOUT_MS",
+    "DEFAULT_INSTANCE_IDLE_TIMEOUT_MS",
+    "DEFAULT_KERNEL_BOOT_TIMEOUT_MS",
+    "DEFAULT_VM_IDLE_TIMEOUT_MS",
+    "WslConfig",
+    "load_wslconfig",
+    "parse_wslconfig",
+]
+
+DEFAULT_VM_IDLE_TIMEOUT_MS = 60_000
+DEFAULT_INSTANCE_IDLE_TIMEOUT_MS = 15_000
+DEFAULT_KERNEL_BOOT_TIMEOUT_MS = 30_000
+DEFAULT_DISTRIBUTION_START_TIMEOUT_MS = 60_000
+MIN_MEMORY_BYTES = 256 * 1024 * 1024
+
+_NETWORKING_MODES = {
+    "none": "None",
+    "nat": "Nat",
+    "bridged": "Bridged",
+    "mirrored": "Mirrored",
+    "consomme": "Consomme",
+    "virtioproxy": "VirtioProxy",
+}
+_AUTO_MEMORY_RECLAIM = {"disabled": "Disabled", "gradual": "Gradual", "dropcache": "DropCache"}
+
+
+class Kind(enum.Enum):
+    BOOL = "a boolean (true/false)"
+    INT = "an integer"
+    MEMORY = "a memory size (e.g. 4GB, 512MB)"
+    STRING = "a string"
+    PATH = "a path"
+    NETWORKING_MODE = "one of None, Nat, Bridged, Mirrored, Consomme, VirtioProxy"
+    MEMORY_RECLAIM = "one of Disabled, Gradual, DropCache"
+
+
+# Every documented key, by section, with the canonical spelling used as the key of `values`.
+_KEYS: dict[str, dict[str, Kind]] = {
+    "wsl2": {
+        "kernel": Kind.PATH, "kernelCommandLine": Kind.STRING, "kernelModules": Kind.PATH,
+        "memory": Kind.MEMORY, "processors": Kind.INT, "swap": Kind.MEMORY, "swapFile": Kind.PATH,
+        "localhostForwarding": Kind.BOOL, "nestedVirtualization": Kind.BOOL, "debugConsole": Kind.BOOL,
+        "debugConsoleLogFile": Kind.PATH, "earlyBootLogging": Kind.BOOL, "virtio": Kind.BOOL,
+        "virtio9p": Kind.BOOL, "virtiofs": Kind.BOOL, "kernelDebugPort": Kind.INT, "gpuSupport": Kind.BOOL,
+        "guiApplications": Kind.BOOL, "systemDistro": Kind.PATH, "telemetry": Kind.BOOL,
+        "vmIdleTimeout": Kind.INT, "kernelBootTimeout": Kind.INT, "distributionStartTimeout": Kind.INT,
+        "mountDeviceTimeout": Kind.INT, "hostFileSystemAccess": Kind.BOOL,
+        "hardwarePerformanceCounters": Kind.BOOL, "networkingMode": Kind.NETWORKING_MODE,
+        "vmSwitch": Kind.STRING, "macAddress": Kind.STRING, "dhcp": Kind.BOOL, "dhcpTimeout": Kind.INT,
+        "ipv6": Kind.BOOL, "dnsProxy": Kind.BOOL, "dnsTunneling": Kind.BOOL, "firewall": Kind.BOOL,
+        "autoProxy": Kind.BOOL, "safeMode": Kind.BOOL, "defaultVhdSize": Kind.MEMORY,
+        "crashDumpFolder": Kind.PATH, "maxCrashDumpCount": Kind.INT, "loadDefaultKernelModules": Kind.BOOL,
+        "loadKernelModules": Kind.STRING, "isolateDistroCgroup": Kind.BOOL,
+    },
+    "general": {
+        "distributionInstallPath": Kind.PATH, "instanceIdleTimeout": Kind.INT,
+        "distributionListUrl": Kind.STRING, "distributionListUrlAppend": Kind.STRING,
+    },
+    "experimental": {
+        "networkingMode": Kind.NETWORKING_MODE, "dnsTunneling": Kind.BOOL, "firewall": Kind.BOOL,
+        "autoProxy": Kind.BOOL, "autoMemoryReclaim": Kind.MEMORY_RECLAIM, "sparseVhd": Kind.BOOL,
+        "bestEffortDnsParsing": Kind.BOOL, "dnsTunnelingIpAddress": Kind.STRING,
+        "initialAutoProxyTimeout": Kind.INT, "ignoredPorts": Kind.STRING, "hostAddressLoopback": Kind.BOOL,
+        "setVersionDebug": Kind.BOOL, "swiotlb": Kind.MEMORY, "virtioFsAggregateShares": Kind.BOOL,
+    },
+}
+_LOOKUP: dict[str, dict[str, str]] = {
+    section: {key.lower(): key for key in keys} for section, keys in _KEYS.items()
+}
+
+
+@dataclass(frozen=True)
+class WslConfig:
+    """The global configuration as it applies to one user's VM."""
+
+    memory_bytes: int | None = None          # None: half of the host's memory (WSL's default)
+    processors: int | None = None            # None: every CPU
+    vm_idle_timeout_ms: int = DEFAULT_VM_IDLE_TIMEOUT_MS
+    instance_idle_timeout_ms: int = DEFAULT_INSTANCE_IDLE_TIMEOUT_MS
+    kernel_boot_timeout_ms: int = DEFAULT_KERNEL_BOOT_TIMEOUT_MS
+    distribution_start_timeout_ms: int = DEFAULT_DISTRIBUTION_START_TIMEOUT_MS
+    networking_mode_setting: str = "Nat"     # as WSL names it
+    distribution_install_path: Path | None = None
+    distribution_list_url: str | None = None
+    distribution_list_url_append: str | None = None
+    values: Mapping[str, Any] = field(default_factory=dict)   # "section.key" -> parsed value
+    warnings: tuple[str, ...] = ()
+    source: Path | None = None
+
+    @property
+    def networking_mode(self) -> str:
+        """The VM's networking: "none" (own empty namespace) or "mirrored" (the host's network)."""
+        return "none" if self.networking_mode_setting == "None" else "mirrored"
+
+    def effective_memory_bytes(self, host_memory: int | None = None) -> int | None:
+        """The memory limit to apply: the setting, or WSL's default of half the host's memory."""
+        if self.memory_bytes is not None:
+            return self.memory_bytes
+        total = host_memory if host_memory is not None else _host_memory()
+        return total // 2 if total else None
+
+
+def _host_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return None
+
+
+def _convert(kind: Kind, text: str, home: Path | None) -> Any:
+    """The value of one setting, or None when it does not parse as `kind`."""
+    if kind is Kind.BOOL:
+        return parse_bool(text)
+    if kind is Kind.INT:
+        return parse_int(text)
+    if kind is Kind.MEMORY:
+        return parse_memory_string(text)
+    if kind is Kind.NETWORKING_MODE:
+        return _NETWORKING_MODES.get(text.strip().lower())
+    if kind is Kind.MEMORY_RECLAIM:
+        return _AUTO_MEMORY_RECLAIM.get(text.strip().lower())
+    if kind is Kind.PATH:
+        value = text.strip()
+        if value.startswith("~") and home is not None and (len(value) == 1 or value[1] == "/"):
+            value = str(home) + value[1:]
+        return Path(value) if value and os.path.isabs(value) else None
+    return text
+
+
+def parse_wslconfig(text: str, source: str = "wslconfig", *, home: Path | None = None,
+                    host_memory: int | None = None, host_cpus: int | None = None) -> WslConfig:
+    """Parse the text of a .wslconfig; never raises for bad content (warnings instead)."""
+    sections, warnings = parse_config(text, source)
+    values: dict[str, Any] = {}
+    for section_name, entries in sections.items():
+        known = _LOOKUP.get(section_name)
+        for entry in entries.values():
+            canonical = known.get(entry.key.lower()) if known is not None else None
+            if known is None or canonical is None:
+                warnings.append(f"{source}:{entry.line}: unknown key '{entry.section}.{entry.key}'")
+                continue
+            kind = _KEYS[section_name][canonical]
+            value = _convert(kind, entry.value, home)
+            if value is None:
+                warnings.append(_bad_value(source, entry, kind))
+                continue
+            values[f"{section_name}.{canonical}"] = value
+
+    def take(key: str, check: Callable[[Any], str | None] | None = None) -> Any:
+        value = values.get(key)
+        if value is not None and check is not None:
+            problem = check(value)
+            if problem is not None:
+                warnings.append(f"{source}: {key}: {problem}; using the default")
+                values.pop(key)
+                return None
+        return value
+
+    memory = take("wsl2.memory", lambda v: "must not be 0" if v <= 0 else None)
+    total = host_memory if host_memory is not None else _host_memory()
+    if memory is not None:
+        if memory < MIN_MEMORY_BYTES:
+            warnings.append(f"{source}: wsl2.memory: {memory} bytes is below the minimum of 256MB; "
+                            "using 256MB")
+            memory = MIN_MEMORY_BYTES
+        elif total and memory > total:
+            warnings.append(f"{source}: wsl2.memory: more than the host's memory; using {total} bytes")
+            memory = total
+    processors = take("wsl2.processors", lambda v: "must be at least 1" if v < 1 else None)
+    cpus = host_cpus if host_cpus is not None else os.cpu_count()
+    if processors is not None and cpus and processors > cpus:
+        warnings.append(f"{source}: wsl2.processors: {processors} is more than the {cpus} logical "
+                        f"processors of this machine; using {cpus}")
+        processors = cpus
+
+    def positive(value: int) -> str | None:
+        return "must be a positive number of milliseconds" if value <= 0 else None
+
+    networking = values.get("wsl2.networkingMode") or values.get("experimental.networkingMode") or "Nat"
+    install_path = take("general.distributionInstallPath")
+    return WslConfig(
+        memory_bytes=memory,
+        processors=processors,
+        vm_idle_timeout_ms=_or(take("wsl2.vmIdleTimeout"), DEFAULT_VM_IDLE_TIMEOUT_MS),
+        instance_idle_timeout_ms=_or(take("general.instanceIdleTimeout"), DEFAULT_INSTANCE_IDLE_TIMEOUT_MS),
+        kernel_boot_timeout_ms=_or(take("wsl2.kernelBootTimeout", positive), DEFAULT_KERNEL_BOOT_TIMEOUT_MS),
+        distribution_start_timeout_ms=_or(take("wsl2.distributionStartTimeout", positive),
+                                          DEFAULT_DISTRIBUTION_START_TIMEOUT_MS),
+        networking_mode_setting=networking,
+        distribution_install_path=install_path,
+        distribution_list_url=take("general.distributionListUrl") or None,
+        distribution_list_url_append=take("general.distributionListUrlAppend") or None,
+        values=values,
+        warnings=tuple(warnings),
+        source=Path(source),
+    )
+
+
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+def _bad_value(source: str, entry: ConfigValue, kind: Kind) -> str:
+    return (f"{source}:{entry.line}: invalid value '{entry.value}' for '{entry.section}.{entry.key}' "
+            f"(expected {kind.value}); using the default")
+
+
+def load_wslconfig(path: Path, identity: UserIdentity | None = None, *,
+                   home: Path | None = None) -> WslConfig:
+    """Read and parse the configuration file at `path` with the user's rights.
+
+    A missing file is the default configuration; an unreadable one is the default with a warning.
+    """
+    try:
+        if identity is not None:
+            with acting_as(identity):
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+        else:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return WslConfig(source=path)
+    except OSError as error:
+        return _unreadable(path, error)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return WslConfig(source=path, warnings=(f"{path}: not a regular file; using the defaults",))
+        data = os.read(fd, MAX_CONFIG_BYTES + 1)
+    except OSError as error:
+        return _unreadable(path, error)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG_BYTES:
+        return WslConfig(source=path, warnings=(
+            f"{path}: larger than {MAX_CONFIG_BYTES} bytes; using the defaults",))
+    text = data.decode("utf-8", errors="replace").lstrip("\ufeff")
+    return parse_wslconfig(text, str(path), home=home if home is not None else (
+        identity.home if identity is not None else None))
+
+
+def _unreadable(path: Path, error: OSError) -> WslConfig:
+    return WslConfig(source=path, warnings=(f"{path}: cannot read: {error.strerror}; using the defaults",))

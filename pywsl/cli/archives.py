@@ -1,0 +1,132 @@
+"""`--import` and `--export`: a distribution from and to a tar archive (wsl.exe's
+`ImportDistribution` and `ExportDistribution`).
+
+Import: the install location is made absolute and created if missing (and removed again if the
+import fails, when this command created it); a file named `.vhd`/`.vhdx` is refused without `--vhd`;
+`-` reads the archive from stdin; the new distribution does not run the out-of-box experience.
+Export: `--format` is tar, tar.gz or tar.xz, or else inferred from the file name; `-` writes to
+stdout; a partly written file is deleted when the export fails. The file is opened here, with the
+caller's rights, and its descriptor handed to the session; the progress display watches that
+descriptor. Disk images (`--vhd`, `--format vhd`) need a disk-image backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import TYPE_CHECKING
+
+import click
+
+from pywsl.cli import messages
+from pywsl.cli.context import state_of
+from pywsl.cli.operations import parse_version
+from pywsl.cli.progress import FdWatcher, TransferProgress
+from pywsl.cli.report import UsageFailure, print_success
+
+if TYPE_CHECKING:
+    from pywsl.api.errors import WslError
+
+__all__ = ["EXPORT_FORMATS", "export_command", "export_format_for", "import_command"]
+
+STDIO_NAME = "-"
+EXPORT_FORMATS = ("tar", "tar.gz", "tar.xz", "vhd")
+_SUFFIX_FORMATS = ((".tar.gz", "tar.gz"), (".tgz", "tar.gz"), (".tar.xz", "tar.xz"), (".txz", "tar.xz"))
+_VHD_SUFFIXES = (".vhd", ".vhdx")
+
+
+def _os_error(error: OSError) -> WslError:
+    from pywsl.api.errors import from_os_error
+
+    return from_os_error(error, context="Wsl")
+
+
+def _not_supported(feature: str) -> None:
+    from pywsl.api.errors import not_supported_by_backend
+
+    not_supported_by_backend(feature, context="Wsl")
+
+
+def export_format_for(file_name: str, explicit: str | None) -> str:
+    """The export format: `--format` when given, else from the file name (tar by default)."""
+    if explicit is not None:
+        return explicit.lower()
+    lowered = file_name.lower()
+    return next((fmt for suffix, fmt in _SUFFIX_FORMATS if lowered.endswith(suffix)), "tar")
+
+
+def _make_location(path: str) -> tuple[str, bool]:
+    """The absolute install location, created if missing; whether it was created here."""
+    location = os.path.abspath(path)
+    try:
+        os.mkdir(location, 0o755)
+    except FileExistsError:
+        return location, False
+    except OSError as error:
+        raise _os_error(error) from None
+    return location, True
+
+
+def import_command(distro: str, location: str, file_name: str, version: str | None, vhd: bool) -> int:
+    if version is not None:
+        parse_version(version)
+    if vhd:
+        _not_supported("--import --vhd")
+    if file_name != STDIO_NAME and file_name.lower().endswith(_VHD_SUFFIXES):
+        raise UsageFailure(messages.PASS_VHD_FLAG)
+    session = state_of(click.get_current_context()).get_session()
+    target, created = _make_location(location)
+    source = -1
+    try:
+        if file_name == STDIO_NAME:
+            source = sys.stdin.fileno()
+        else:
+            try:
+                source = os.open(file_name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+            except OSError as error:
+                raise _os_error(error) from None
+        with TransferProgress(messages.IMPORT_PROGRESS) as display, FdWatcher(source, "read", display):
+            session.register_distribution(distro, source, location=target, version=2, run_oobe=False)
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                os.rmdir(target)
+        raise
+    finally:
+        if source > 2:
+            os.close(source)
+    print_success()
+    return 0
+
+
+def export_command(distro: str, file_name: str, output_format: str | None, vhd: bool) -> int:
+    fmt = export_format_for(file_name, output_format)
+    if vhd or fmt == "vhd":
+        _not_supported("Exporting a VHD")
+    session = state_of(click.get_current_context()).get_session()
+    distro_id = session.get_distribution_id(distro)
+    to_stdout = file_name == STDIO_NAME
+    if to_stdout:
+        sys.stdout.flush()
+        target = sys.stdout.fileno()
+    else:
+        try:
+            target = os.open(file_name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOCTTY,
+                             0o666)
+        except OSError as error:
+            raise _os_error(error) from None
+    try:
+        with TransferProgress(messages.EXPORT_PROGRESS) as display, FdWatcher(target, "write", display):
+            session.export_distribution(distro_id, target, format=fmt)
+    except BaseException:
+        if not to_stdout:
+            with contextlib.suppress(OSError):
+                os.unlink(file_name)
+        raise
+    finally:
+        if not to_stdout:
+            os.close(target)
+    if not to_stdout:
+        print_success()
+    return 0

@@ -1,0 +1,61 @@
+"""The user session behind one command line: opened on first use, like wsl.exe's `SvcComm`.
+
+wsl.exe creates its COM session object only when a verb or a launch needs the service; pywsl opens
+its `UserSession` (in-process for root, the service proxy otherwise) the same way, once per
+command line, and closes it when the command line is done.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from pywsl.api.session import UserSession
+
+__all__ = ["CliState", "open_session", "session_of", "state_of"]
+
+
+def open_session() -> UserSession:
+    """`pywsl.connect()`: imported here so that parsing alone never loads the library."""
+    from pywsl.api.connect import connect
+
+    return connect()
+
+
+@dataclass
+class CliState:
+    """Per command line: the session (opened lazily) and the distribution chosen by -d."""
+
+    session: Any = None
+    distro: uuid.UUID | None = None
+    _closed: bool = field(default=False, repr=False)
+
+    def get_session(self) -> UserSession:
+        if self.session is None:
+            self.session = open_session()
+        return self.session  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        session, self.session = self.session, None
+        close = getattr(session, "close", None)
+        if callable(close):
+            close()
+
+
+def state_of(ctx: click.Context) -> CliState:
+    """The state of this command line, kept on the root context."""
+    root = ctx.find_root()
+    if not isinstance(root.obj, CliState):
+        state = CliState()
+        root.obj = state
+        root.call_on_close(state.close)
+    return root.obj
+
+
+def session_of(ctx: click.Context) -> UserSession:
+    """The user session, opened on first use."""
+    return state_of(ctx).get_session()

@@ -1,0 +1,78 @@
+"""`--install [Distro]`: install a distribution from the manifest, a local build or a file.
+
+The options and their checks are wsl.exe's (`Install` in `WslClient.cpp`): a distribution name (or
+the legacy `--distribution`), `--name`, `--location`, `--version`, `--from-file` (not together with
+a name), `--no-launch`, `--web-download`, `--no-distribution` (not together with a name; there are
+no optional components to install here, so it only succeeds). The installer
+(`pywsl.api.install.install`) registers the distribution; then, unless `--no-launch`, its shell is
+started as for a bare `pywsl -d <name>`. WSL 1, `--legacy` (Store packages), and the disk options
+`--vhd-size`/`--fixed-vhd` have no counterpart here and fail clearly.
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from pywsl.cli import messages
+from pywsl.cli.context import state_of
+from pywsl.cli.grammar import Invocation
+from pywsl.cli.launch import launch_process
+from pywsl.cli.operations import parse_version
+from pywsl.cli.progress import TransferProgress
+from pywsl.cli.report import fail, print_error, print_success
+
+__all__ = ["install_command"]
+
+
+def _check(target: str | None, from_file: str | None, no_distribution: bool, vhd_size: str | None,
+           fixed_vhd: bool, enable_wsl1: bool, legacy: bool, version: str | None) -> None:
+    if no_distribution and target is not None:
+        raise fail("E_INVALIDARG", messages.ARGUMENTS_NOT_VALID_TOGETHER.format(
+            first="--no-distribution", second="--distribution"))
+    if fixed_vhd and vhd_size is None:
+        raise fail("E_INVALIDARG", messages.ARGUMENT_NOT_VALID_WITHOUT.format(
+            argument="--fixed-vhd", required="--vhd-size"))
+    if from_file is not None and target is not None:
+        raise fail("E_INVALIDARG", messages.ARGUMENTS_NOT_VALID_TOGETHER.format(
+            first="--from-file", second="--distribution"))
+    if enable_wsl1:
+        raise fail("WSL_E_WSL1_NOT_SUPPORTED", messages.WSL1_NOT_SUPPORTED)
+    if version is not None:
+        parse_version(version)
+    if vhd_size is not None or fixed_vhd:
+        from pywsl.api.errors import not_supported_by_backend
+
+        not_supported_by_backend("--vhd-size" if vhd_size is not None else "--fixed-vhd", context="Wsl")
+    if legacy:
+        raise fail("WSL_E_DISTRO_ONLY_AVAILABLE_FROM_STORE",
+                   "Legacy distributions are Microsoft Store packages, which cannot be installed here.")
+
+
+def install_command(distro: str | None, distribution: str | None, name: str | None, location: str | None,
+                    version: str | None, from_file: str | None, no_launch: bool, web_download: bool,
+                    no_distribution: bool, legacy: bool, enable_wsl1: bool, vhd_size: str | None,
+                    fixed_vhd: bool, pre_release: bool, prompt_before_exit: bool) -> int:
+    target = distribution if distribution is not None else distro
+    _check(target, from_file, no_distribution, vhd_size, fixed_vhd, enable_wsl1, legacy, version)
+    if no_distribution:
+        print_success()
+        return 0
+    from pywsl.api.install import install
+
+    session = state_of(click.get_current_context()).get_session()
+    source = from_file if from_file is not None else (target or "the default distribution")
+    with TransferProgress(messages.INSTALLING.format(source=source)) as display:
+        info = install(session, target, name=name,
+                       location=None if location is None else os.path.abspath(location),
+                       no_launch=no_launch, from_file=from_file, version=2, web_download=web_download,
+                       progress=display)
+    if info is None:
+        print_success()
+        return 0
+    print_error(messages.DISTRIBUTION_INSTALLED.format(name=info.name))
+    if no_launch:
+        return 0
+    print_error(messages.LAUNCHING_DISTRO.format(name=info.name))
+    return launch_process(session, info.id, Invocation("shell"))

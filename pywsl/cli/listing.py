@@ -1,0 +1,118 @@
+"""The read-only verbs: `--list` (and its variants), `--status`, `--version`.
+
+`--list` follows `ListDistributionsHelper` in wsl.exe: the default distribution first; `--running`
+keeps the running ones; without `--all` the ones being installed, removed, converted or exported
+are left out; no distribution at all is `WSL_E_DEFAULT_DISTRO_NOT_FOUND`; `--running` with none
+running prints "There are no running distributions." and fails. `--online` lists what `--install`
+can install. `--format json` (see `pywsl.cli.render`) prints the same selection as JSON.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from pywsl.cli import messages, render
+from pywsl.cli.context import state_of
+from pywsl.cli.report import FAILURE_EXIT_STATUS, fail, print_error
+
+__all__ = ["list_command", "status_command", "version_command"]
+
+RUNNING = 2
+TRANSITIONAL = frozenset({3, 4, 5, 6})  # Installing, Uninstalling, Converting, Exporting
+DEFAULT_WSL_VERSION = 2
+
+
+def _invalid_together(ctx: click.Context, first: str, second: str) -> Exception:
+    text = messages.ARGUMENTS_NOT_VALID_TOGETHER.format(first=first, second=second)
+    return fail("WSL_E_INVALID_USAGE", f"{text}\n{ctx.get_usage()}")
+
+
+def _check_combination(ctx: click.Context, *, all_: bool, running: bool, quiet: bool, verbose: bool,
+                       online: bool) -> None:
+    """wsl.exe's invalid combinations: -q with -v; --all with --running; -v or --all with --online."""
+    if quiet and verbose:
+        raise _invalid_together(ctx, "--quiet", "--verbose")
+    if all_ and running:
+        raise _invalid_together(ctx, "--all", "--running")
+    if online and verbose:
+        raise _invalid_together(ctx, "--verbose", "--online")
+    if online and all_:
+        raise _invalid_together(ctx, "--all", "--online")
+
+
+def _select(distributions: Sequence[Any], *, all_: bool, running: bool) -> list[Any]:
+    ordered = sorted(distributions, key=lambda info: not info.is_default)
+    if running:
+        ordered = [info for info in ordered if int(info.state) == RUNNING]
+    if not all_:
+        ordered = [info for info in ordered if int(info.state) not in TRANSITIONAL]
+    return ordered
+
+
+def _list_online(output_format: str) -> int:
+    from pywsl.api.install import list_online
+
+    entries = list_online()
+    if output_format == "json":
+        render.print_json([render.online_record(entry) for entry in entries])
+    else:
+        render.print_online_table(entries)
+    return 0
+
+
+def list_command(all_: bool, running: bool, quiet: bool, verbose: bool, online: bool,
+                 output_format: str) -> int:
+    ctx = click.get_current_context()
+    _check_combination(ctx, all_=all_, running=running, quiet=quiet, verbose=verbose, online=online)
+    if online:
+        return _list_online(output_format)
+    distributions = state_of(ctx).get_session().enumerate_distributions()
+    selected = _select(distributions, all_=all_, running=running)
+    if output_format == "json":
+        render.print_json([render.distribution_record(info) for info in selected])
+        return 0
+    if running and not selected and not quiet:
+        print_error(messages.NO_RUNNING_DISTRO)
+        return FAILURE_EXIT_STATUS
+    if not selected and not quiet:
+        raise fail("WSL_E_DEFAULT_DISTRO_NOT_FOUND")
+    if verbose:
+        render.print_verbose_table(selected)
+    elif quiet:
+        render.print_lines(info.name for info in selected)
+    else:
+        render.print_lines([messages.REGISTERED_DISTROS_HEADER, *(
+            messages.DISTRO_DEFAULT.format(name=info.name) if info.is_default else info.name
+            for info in selected)])
+    return 0
+
+
+def status_command(output_format: str) -> int:
+    """Default distribution and default version (wsl.exe `--status`)."""
+    session = state_of(click.get_current_context()).get_session()
+    default = next((info.name for info in session.enumerate_distributions() if info.is_default), None)
+    if output_format == "json":
+        render.print_json({"default_distribution": default, "default_version": DEFAULT_WSL_VERSION})
+        return 0
+    lines = [] if default is None else [messages.STATUS_DEFAULT_DISTRO.format(name=default)]
+    lines.append(messages.STATUS_DEFAULT_VERSION.format(version=DEFAULT_WSL_VERSION))
+    render.print_lines(lines)
+    return 0
+
+
+def version_command() -> int:
+    """pywsl's version, the host kernel (the utility VM's kernel here) and Python's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        own = version("pywsl")
+    except PackageNotFoundError:
+        own = "unknown"
+    render.print_lines(messages.PACKAGE_VERSIONS.format(
+        pywsl=own, kernel=os.uname().release, python=platform.python_version()).splitlines())
+    return 0

@@ -1,0 +1,112 @@
+"""`pywsl`: wsl.exe's command line on a Linux host (the `pywsl` console script).
+
+`main()` reads the arguments with the grammar of `pywsl.cli.grammar`, runs the launch or the verb,
+and exits with wsl.exe's exit status: the Linux process's own status for a launch, 0 for a verb
+that succeeded, 255 (wsl.exe's -1) after printing an error. Text is UTF-8 whatever the locale
+(wsl.exe's `WSL_UTF8=1`). pywsl's own messages go to stderr; stdout carries only the output of
+the command or of the verb.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+import click
+
+from pywsl.cli import report
+from pywsl.cli.grammar import WslCommand
+from pywsl.cli.launch import launch_command, launch_options
+from pywsl.cli.verbs import build_verbs
+
+__all__ = ["build_command", "main", "run"]
+
+PROGRAM = "pywsl"
+INTERRUPTED_EXIT_STATUS = 130  # 128 + SIGINT
+
+HELP = """Run Linux programs in a distribution, or manage distributions.
+
+With no command line, start the default user's shell (as a login shell) in the distribution.
+Otherwise the command line, after -- or not, is joined with single spaces and run through the
+user's shell; after -e/--exec it runs without a shell. Options after the command line belong to
+the command: 'pywsl echo --help' runs 'echo --help'.
+"""
+
+EPILOG = """JSON output (--format json of --list and --status: one document on stdout)
+--list, with any of -v, -q, --running, --all: an array, default first, of
+  {"name": str, "state": "Stopped" | "Running" | "Installing" | "Uninstalling"
+   | "Converting" | "Exporting", "version": 2, "default": bool,
+   "flavor": str | null, "os_version": str | null, "id": "<uuid>"}
+  ([] when no distribution matches; not an error)
+--list --online: an array of
+  {"name": str, "friendly_name": str, "default": bool,
+   "source": "manifest" | "built-in"}
+--status: {"default_distribution": str | null, "default_version": 2}
+
+Exit status
+the Linux process's exit status for a launch (128 + N when signal N killed it);
+0 when a management option succeeded; 255 (wsl.exe's -1) after an error, whose
+message and "Error code" line go to stderr; 255 after --help, as wsl.exe.
+
+Shell completion
+eval "$(_PYWSL_COMPLETE=bash_source pywsl)"    (or zsh_source, fish_source)
+"""
+
+
+def build_command() -> WslCommand:
+    """The `pywsl` click command."""
+    return WslCommand(PROGRAM, verbs=build_verbs(), params=launch_options(), callback=launch_command,
+                      help=HELP, epilog=EPILOG)
+
+
+def _utf8_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if callable(reconfigure):
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(encoding="utf-8", errors="surrogateescape")
+
+
+def _exit_status(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return 0
+    return value & 0xFF
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run one command line; returns the exit status."""
+    from pywsl.api.errors import WslError
+
+    _utf8_streams()
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = build_command()
+    try:
+        result = command.main(args, prog_name=PROGRAM, standalone_mode=False)
+    except WslError as error:
+        report.print_error(report.error_text(error))
+        return report.FAILURE_EXIT_STATUS
+    except report.UsageFailure as failure:
+        report.print_error(failure.message)
+        return report.FAILURE_EXIT_STATUS
+    except click.ClickException as error:
+        report.print_error(report.click_error_text(error))
+        return report.FAILURE_EXIT_STATUS
+    except (click.Abort, KeyboardInterrupt):
+        return INTERRUPTED_EXIT_STATUS
+    except BrokenPipeError:
+        return report.FAILURE_EXIT_STATUS
+    return _exit_status(result)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """The console script."""
+    status = run(argv)
+    with contextlib.suppress(BrokenPipeError, ValueError, OSError):
+        sys.stdout.flush()
+    sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""`--manage <Distro>`: change one setting of a distribution (wsl.exe's `Manage`).
+
+Exactly one action: `--move DIR` (`MoveDistribution`), `--set-default-user USER` (runs
+`id -u -- USER` as root inside the distribution, parses the uid, then `ConfigureDistribution` with
+it, as wsl.exe does), or the disk-image actions `--set-sparse` and `--resize`, which need a
+disk-image backend.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from typing import TYPE_CHECKING
+
+import click
+
+from pywsl.cli.context import state_of
+from pywsl.cli.report import fail, print_success
+
+if TYPE_CHECKING:
+    from pywsl.api.session import UserSession
+
+__all__ = ["manage_command", "parse_uid", "query_uid"]
+
+UID_MAX = 0xFFFFFFFE  # (uid_t)-1 is LX_UID_INVALID
+
+
+def parse_uid(output: bytes) -> int:
+    """The uid `id -u` printed: digits, then line ends only (wsl.exe's wcstoul check)."""
+    text = output.decode("ascii", "replace").rstrip("\r\n")
+    if not text.isdigit() or not text.isascii() or int(text) > UID_MAX:
+        raise fail("ERROR_INVALID_DATA", f"Unexpected output of 'id -u': {text!r}")
+    return int(text)
+
+
+def _read_all(fd: int, into: list[bytes]) -> None:
+    while chunk := os.read(fd, 4096):
+        into.append(chunk)
+
+
+def query_uid(session: UserSession, distro: uuid.UUID, user: str) -> tuple[int, bytes]:
+    """Run `id -u -- USER` as root in the distribution: (exit status, its stdout)."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        process = session.create_lx_process(
+            distro, ["id", "-u", "--", user], filename="id", username="root", stdout=write_end)
+    except BaseException:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+    # Read while waiting: the relay closes its end of stdout only after the exit-status echo.
+    chunks: list[bytes] = []
+    reader = threading.Thread(target=_read_all, args=(read_end, chunks), daemon=True)
+    reader.start()
+    status = process.wait()
+    reader.join()
+    os.close(read_end)
+    return status, b"".join(chunks)
+
+
+def manage_command(distro: str, move: str | None, set_default_user: str | None, set_sparse: str | None,
+                   resize: str | None, allow_unsafe: bool) -> int:
+    actions = [value for value in (move, set_default_user, set_sparse, resize) if value is not None]
+    if len(actions) != 1:
+        ctx = click.get_current_context()
+        raise fail("WSL_E_INVALID_USAGE",
+                   f"--manage takes exactly one of --move, --set-default-user, --set-sparse and "
+                   f"--resize.\n{ctx.get_usage()}")
+    session = state_of(click.get_current_context()).get_session()
+    distro_id = session.get_distribution_id(distro)
+    if move is not None:
+        session.move_distribution(distro_id, os.path.abspath(move))
+    elif set_default_user is not None:
+        status, output = query_uid(session, distro_id, set_default_user)
+        if status != 0:
+            return status
+        session.configure_distribution(distro_id, default_uid=parse_uid(output))
+    else:
+        from pywsl.api.errors import not_supported_by_backend
+
+        not_supported_by_backend("--manage --set-sparse" if set_sparse is not None else "--manage --resize",
+                                 context="Wsl")
+    print_success()
+    return 0

@@ -1,0 +1,93 @@
+"""The short management verbs: set the default, terminate, shut down, unregister, versions.
+
+Each does what its wsl.exe counterpart does (`SetDefaultDistribution`, `TerminateDistribution`,
+`Shutdown`, `UnregisterDistribution`, `SetDefaultVersion`, `SetVersion`) and prints Windows' success
+line on stderr, except `--shutdown`, which prints nothing, as in WSL. WSL 1 does not exist here:
+asking for version 1 is `WSL_E_WSL1_NOT_SUPPORTED`, and every distribution already is version 2.
+Disk-image verbs (`--mount`, `--unmount`, `--import-in-place`) have no meaning for a distribution
+stored as a directory and fail with a clear error.
+"""
+
+from __future__ import annotations
+
+import click
+
+from pywsl.cli import messages
+from pywsl.cli.context import state_of
+from pywsl.cli.report import fail, print_success
+
+__all__ = [
+    "parse_version",
+    "set_default_command",
+    "set_default_version_command",
+    "set_version_command",
+    "shutdown_command",
+    "terminate_command",
+    "unregister_command",
+    "unsupported_command",
+]
+
+WSL_VERSION_1 = 1
+WSL_VERSION_2 = 2
+
+
+def parse_version(text: str) -> int:
+    """`ParseVersionString`: 1 or 2, else ERROR_VERSION_PARSE_ERROR; 1 is not supported here."""
+    try:
+        version = int(text.strip(), 10)
+    except ValueError:
+        version = 0
+    if version not in (WSL_VERSION_1, WSL_VERSION_2):
+        raise fail("ERROR_VERSION_PARSE_ERROR", f"Invalid version '{text}': the supported version is 2.")
+    if version == WSL_VERSION_1:
+        raise fail("WSL_E_WSL1_NOT_SUPPORTED", messages.WSL1_NOT_SUPPORTED)
+    return version
+
+
+def set_default_command(distro: str) -> int:
+    session = state_of(click.get_current_context()).get_session()
+    session.set_default_distribution(session.get_distribution_id(distro))
+    print_success()
+    return 0
+
+
+def terminate_command(distro: str) -> int:
+    session = state_of(click.get_current_context()).get_session()
+    session.terminate_distribution(session.get_distribution_id(distro))
+    print_success()
+    return 0
+
+
+def shutdown_command(force: bool) -> int:
+    state_of(click.get_current_context()).get_session().shutdown(force=force)
+    return 0
+
+
+def unregister_command(distro: str) -> int:
+    session = state_of(click.get_current_context()).get_session()
+    session.unregister_distribution(session.get_distribution_id(distro, list_all=True))
+    print_success()
+    return 0
+
+
+def set_default_version_command(version: str) -> int:
+    """Only 2 exists here, and it is already the default: nothing to store."""
+    parse_version(version)
+    print_success()
+    return 0
+
+
+def set_version_command(distro: str, version: str) -> int:
+    """Converting needs WSL 1; every distribution is version 2 already."""
+    session = state_of(click.get_current_context()).get_session()
+    session.get_distribution_id(distro)
+    parse_version(version)
+    raise fail("WSL_E_VM_MODE_INVALID_STATE", "The distribution is already the requested version.")
+
+
+def unsupported_command(arguments: tuple[str, ...]) -> int:
+    """A disk-image verb: not possible with directory root filesystems."""
+    from pywsl.api.errors import not_supported_by_backend
+
+    name = click.get_current_context().info_name or "This operation"
+    not_supported_by_backend(name, context="Wsl")

@@ -1,0 +1,130 @@
+"""Progress of imports, exports and downloads, on stderr (wsl.exe's `HandleConsoleProgressBar`).
+
+wsl.exe does not ask the service how far an import or export got: it watches the file it handed
+over — the read position of the source, the size of the target. pywsl does the same with the file
+descriptor it passes to the session (the guest reads and writes the same open file, so its offset
+and size move), which works in-process and through the service alike. Downloads report their
+progress through the installer's callback.
+
+On a terminal this is a rich progress bar (cleared when done); otherwise one line saying what is in
+progress. rich is imported only when a bar is drawn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import sys
+import threading
+from types import TracebackType
+from typing import Any
+
+from pywsl.cli.render import no_color, use_rich
+
+__all__ = ["FdWatcher", "TransferProgress"]
+
+POLL_INTERVAL = 0.1  # seconds
+
+
+class TransferProgress:
+    """A progress display for one transfer; call `update(done, total)` from any thread."""
+
+    def __init__(self, description: str, *, total: int | None = None) -> None:
+        self.description = description
+        self.total = total
+        self._progress: Any = None
+        self._task: Any = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> TransferProgress:
+        if use_rich(sys.stderr):
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}", markup=False),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True, no_color=no_color(), highlight=False),
+                transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(self.description, total=self.total)
+        else:
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(self.description + "\n")
+                sys.stderr.flush()
+        return self
+
+    def update(self, done: int, total: int | None = None) -> None:
+        with self._lock:
+            if total is not None:
+                self.total = total
+            if self._progress is not None:
+                self._progress.update(self._task, completed=done, total=self.total)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        """A progress callback: `(done, total)` as the downloader reports it, or a mapping."""
+        done: Any = args[0] if args else kwargs.get("done")
+        total: Any = args[1] if len(args) > 1 else kwargs.get("total")
+        if isinstance(done, dict):
+            done, total = done.get("done"), done.get("total", total)
+        if isinstance(done, int) and (total is None or isinstance(total, int)):
+            self.update(done, total)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+class FdWatcher:
+    """Polls a file descriptor: its read offset ("read") or its size ("write"), into a display."""
+
+    def __init__(self, fd: int, mode: str, display: TransferProgress) -> None:
+        self.fd = fd
+        self.mode = mode
+        self.display = display
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pywsl-progress", daemon=True)
+
+    def _sample(self) -> tuple[int, int | None] | None:
+        info = os.fstat(self.fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        if self.mode == "read":
+            return os.lseek(self.fd, 0, os.SEEK_CUR), info.st_size
+        return info.st_size, None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                sample = self._sample()
+            except OSError:
+                return
+            if sample is None:
+                return
+            self.display.update(*sample)
+            self._stop.wait(POLL_INTERVAL)
+
+    def __enter__(self) -> FdWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -1,0 +1,134 @@
+"""How the command line reports a failure: WSL's message, its error code, exit status -1.
+
+wsl.exe prints the message of the failing HRESULT and then `Error code: Wsl/<context>/<name>`,
+except for `WSL_E_DEFAULT_DISTRO_NOT_FOUND` and `WSL_E_INVALID_USAGE`, whose message stands alone,
+and returns -1 (an exit status of 255 here). Command line errors found while reading the launch
+options are printed without a code, as wsl.exe prints them. pywsl writes all of this to stderr,
+so that stdout carries only the output of the command or verb.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import click
+
+from pywsl.cli import messages
+
+if TYPE_CHECKING:
+    from pywsl.api.errors import WslError
+
+__all__ = [
+    "FAILURE_EXIT_STATUS",
+    "UsageFailure",
+    "click_error_text",
+    "error_text",
+    "fail",
+    "print_error",
+    "print_success",
+]
+
+FAILURE_EXIT_STATUS = 255  # wsl.exe's -1
+
+_CODE_HIDDEN = frozenset({"WSL_E_DEFAULT_DISTRO_NOT_FOUND", "WSL_E_INVALID_USAGE"})
+
+
+class UsageFailure(Exception):
+    """A command line error that wsl.exe prints as a bare message (no error code)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def fail(code: str, message: str | None = None) -> WslError:
+    """A client-side error (wsl.exe's own `THROW_HR`), in the `Wsl` context."""
+    from pywsl.api.errors import WslError
+
+    return WslError(code, message, context="Wsl")
+
+
+def error_text(error: WslError) -> str:
+    """The lines wsl.exe prints for a failed operation."""
+    if error.code in _CODE_HIDDEN:
+        return error.message
+    code = error.error_code
+    if not code.startswith("Wsl/"):
+        code = f"Wsl/{code}"
+    return f"{error.message}\nError code: {code}"
+
+
+def _long_spelling(ctx: click.Context | None, spelling: str) -> str:
+    """`--distribution` for `-d`: the longest spelling of the option `spelling` belongs to."""
+    if ctx is not None:
+        for param in ctx.command.get_params(ctx):
+            if isinstance(param, click.Option) and spelling in (*param.opts, *param.secondary_opts):
+                return max((*param.opts, *param.secondary_opts), key=len)
+    return spelling
+
+
+def _option_takes_value(ctx: click.Context | None, spelling: str) -> bool:
+    if ctx is None:
+        return False
+    for param in ctx.command.get_params(ctx):
+        if isinstance(param, click.Option) and spelling in (*param.opts, *param.secondary_opts):
+            return not (param.is_flag or param.count)
+    return False
+
+
+def click_error_text(error: click.ClickException) -> str:
+    """What wsl.exe prints for a command line error that click found.
+
+    At the top level wsl.exe prints "Invalid command line argument" or "... is missing a required
+    parameter" alone; a verb's ArgumentParser raises them as E_INVALIDARG, with the code line.
+    """
+    ctx = error.ctx if isinstance(error, click.UsageError) else None
+    in_verb = ctx is not None and ctx.parent is not None
+    text, with_code = _click_error_message(error, ctx, in_verb)
+    return f"{text}\nError code: Wsl/E_INVALIDARG" if with_code else text
+
+
+def _click_error_message(error: click.ClickException, ctx: click.Context | None,
+                         in_verb: bool) -> tuple[str, bool]:
+    if isinstance(error, click.NoSuchOption):
+        return messages.INVALID_COMMAND_LINE.format(argument=error.option_name), in_verb
+    if isinstance(error, click.BadOptionUsage):
+        spelling = error.option_name
+        if _option_takes_value(ctx, spelling):
+            long_name = _long_spelling(ctx, spelling)
+            if in_verb:
+                return messages.MISSING_ARGUMENT.format(argument=long_name), True
+            return messages.REQUIRED_PARAMETER_MISSING.format(argument=long_name), False
+        return messages.INVALID_COMMAND_LINE.format(argument=spelling), in_verb
+    if isinstance(error, click.MissingParameter):
+        verb_name = ctx.info_name if ctx is not None and in_verb else None
+        return messages.REQUIRED_PARAMETER_MISSING.format(argument=verb_name or "--"), in_verb
+    if isinstance(error, click.BadParameter):
+        param = error.param
+        if isinstance(param, click.Option):
+            name = max(param.opts, key=len)
+        elif param is not None:
+            name = param.human_readable_name
+        else:
+            name = error.param_hint if isinstance(error.param_hint, str) else "argument"
+        return messages.INVALID_VALUE.format(option=name, detail=error.message), True
+    return error.format_message(), True
+
+
+def _write(text: str) -> None:
+    try:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+    except (BrokenPipeError, ValueError):
+        pass
+
+
+def print_error(text: str) -> None:
+    """An error message, on stderr."""
+    _write(text)
+
+
+def print_success() -> None:
+    """The line a management verb prints when it succeeds (Windows' text for ERROR_SUCCESS)."""
+    _write(messages.OPERATION_SUCCESSFUL)

@@ -1,0 +1,192 @@
+"""The management verbs of wsl.exe, declared as click commands named by their option spelling.
+
+Each verb takes the rest of the command line (wsl.exe hands it to the verb's own ArgumentParser);
+click parses it from these declarations. The work is done by the modules named in each callback,
+which import the library only when they run.
+"""
+
+from __future__ import annotations
+
+import click
+
+from pywsl.cli.archives import EXPORT_FORMATS, export_command, import_command
+from pywsl.cli.completion import complete_distribution
+from pywsl.cli.grammar import Verb
+from pywsl.cli.install_verb import install_command
+from pywsl.cli.listing import list_command, status_command, version_command
+from pywsl.cli.manage import manage_command
+from pywsl.cli.operations import (
+    set_default_command,
+    set_default_version_command,
+    set_version_command,
+    shutdown_command,
+    terminate_command,
+    unregister_command,
+    unsupported_command,
+)
+
+__all__ = ["build_verbs"]
+
+_FORMAT_HELP = "text (default) or json: one JSON document on stdout, described below."
+
+
+def _distro_argument(name: str = "distro", *, required: bool = True) -> click.Argument:
+    return click.Argument([name], metavar="DISTRO", required=required, shell_complete=complete_distribution)
+
+
+def _output_format() -> click.Option:
+    return click.Option(["--format", "output_format"], type=click.Choice(["text", "json"]), default="text",
+                        show_default=False, help=_FORMAT_HELP)
+
+
+def _unsupported(name: str, summary: str) -> Verb:
+    return Verb(
+        name,
+        summary=summary,
+        help=f"{summary} Not supported: distributions are directories here, not disk images.",
+        callback=unsupported_command,
+        params=[click.Argument(["arguments"], metavar="ARGUMENT", nargs=-1, type=click.UNPROCESSED)],
+        context_settings={"ignore_unknown_options": True},
+    )
+
+
+def _install() -> Verb:
+    return Verb(
+        "--install",
+        summary="Install a distribution.",
+        help="Install a distribution (see --list --online), then start its shell.",
+        callback=install_command,
+        params=[
+            _distro_argument(required=False),
+            click.Option(["-d", "--distribution"], metavar="DISTRO", shell_complete=complete_distribution,
+                         help="The distribution to install (same as the DISTRO argument)."),
+            click.Option(["--name"], metavar="NAME", help="Register it under this name."),
+            click.Option(["-l", "--location"], metavar="DIR", help="Install its files in DIR."),
+            click.Option(["--version"], metavar="VERSION", help="The WSL version: 2."),
+            click.Option(["-f", "--from-file"], metavar="FILE",
+                         help="Install from a local .wsl or tar file (- for stdin)."),
+            click.Option(["-n", "--no-launch"], is_flag=True, help="Do not start it after installing."),
+            click.Option(["--web-download"], is_flag=True, help="Download it from the internet."),
+            click.Option(["--no-distribution"], is_flag=True,
+                         help="Install no distribution (there are no components to add)."),
+            click.Option(["--legacy"], is_flag=True, help="Use the legacy manifest (Store packages): "
+                                                          "not supported."),
+            click.Option(["--enable-wsl1"], is_flag=True, help="WSL 1: not supported."),
+            click.Option(["--vhd-size"], metavar="SIZE", help="Disk image size: not supported."),
+            click.Option(["--fixed-vhd"], is_flag=True, help="Fixed-size disk image: not supported."),
+            click.Option(["--pre-release"], is_flag=True, hidden=True),
+            click.Option(["--prompt-before-exit"], is_flag=True, hidden=True),
+        ],
+    )
+
+
+def _list() -> Verb:
+    return Verb(
+        "--list",
+        aliases=["-l"],
+        summary="List distributions.",
+        help="List the registered distributions.",
+        callback=list_command,
+        params=[
+            click.Option(["--all", "all_"], is_flag=True,
+                         help="Include those being installed, removed, converted or exported."),
+            click.Option(["--running"], is_flag=True, help="Only the running ones."),
+            click.Option(["-q", "--quiet"], is_flag=True, help="Names only."),
+            click.Option(["-v", "--verbose"], is_flag=True,
+                         help="NAME, STATE and VERSION; * marks the default."),
+            click.Option(["-o", "--online"], is_flag=True, help="What --install can install."),
+            _output_format(),
+        ],
+    )
+
+
+def _import() -> Verb:
+    return Verb(
+        "--import",
+        summary="Import a distribution from a tar file.",
+        help="Register a tar (or tar.gz, tar.xz, ...) root filesystem as a new distribution installed in "
+             "DIR. FILE can be - for stdin.",
+        callback=import_command,
+        params=[
+            click.Argument(["distro"], metavar="DISTRO"),
+            click.Argument(["location"], metavar="DIR"),
+            click.Argument(["file_name"], metavar="FILE"),
+            click.Option(["--version"], metavar="VERSION", help="The WSL version: 2."),
+            click.Option(["--vhd"], is_flag=True, help="FILE is a disk image: not supported."),
+        ],
+    )
+
+
+def _export() -> Verb:
+    return Verb(
+        "--export",
+        summary="Export a distribution to a tar file.",
+        help="Write the distribution's root filesystem to FILE as a tar archive. FILE can be - for stdout.",
+        callback=export_command,
+        params=[
+            _distro_argument(),
+            click.Argument(["file_name"], metavar="FILE"),
+            click.Option(["--format", "output_format"],
+                         type=click.Choice(EXPORT_FORMATS, case_sensitive=False),
+                         help="tar, tar.gz or tar.xz (default: from FILE's name, else tar); vhd is not "
+                              "supported."),
+            click.Option(["--vhd"], is_flag=True, help="Export a disk image: not supported."),
+        ],
+    )
+
+
+def _manage() -> Verb:
+    return Verb(
+        "--manage",
+        summary="Change a setting of a distribution.",
+        help="Change one setting of DISTRO.",
+        callback=manage_command,
+        params=[
+            _distro_argument(),
+            click.Option(["-m", "--move"], metavar="DIR", help="Move its files to DIR."),
+            click.Option(["--set-default-user"], metavar="USER", help="Make USER its default user."),
+            click.Option(["-s", "--set-sparse"], metavar="BOOL", help="Sparse disk image: not supported."),
+            click.Option(["-r", "--resize"], metavar="SIZE", help="Resize its disk image: not supported."),
+            click.Option(["--allow-unsafe"], is_flag=True, hidden=True),
+        ],
+    )
+
+
+def build_verbs() -> list[Verb]:
+    """Every verb, in the order the help lists them."""
+    return [
+        _install(),
+        _list(),
+        Verb("--set-default", aliases=["-s", "--setdefault"], summary="Set the default distribution.",
+             help="Make DISTRO the default distribution.", callback=set_default_command,
+             params=[_distro_argument()]),
+        Verb("--terminate", aliases=["-t"], summary="Terminate a distribution.",
+             help="Stop DISTRO and every process in it.", callback=terminate_command,
+             params=[_distro_argument()]),
+        Verb("--shutdown", summary="Stop every distribution and the utility VM.",
+             help="Stop every running distribution and the utility VM.", callback=shutdown_command,
+             params=[click.Option(["--force"], is_flag=True,
+                                  help="Kill the VM even if an operation is in progress.")]),
+        _import(),
+        _export(),
+        Verb("--unregister", summary="Unregister a distribution and delete its files.",
+             help="Unregister DISTRO and delete its root filesystem.", callback=unregister_command,
+             params=[_distro_argument()]),
+        _manage(),
+        Verb("--status", summary="Show the default distribution and version.",
+             help="Show the default distribution and the default version.", callback=status_command,
+             params=[_output_format()]),
+        Verb("--version", aliases=["-v"], summary="Show version information.",
+             help="Show the versions of pywsl, the kernel and Python.", callback=version_command),
+        Verb("--set-default-version", summary="Set the version of new distributions.",
+             help="Set the WSL version of new distributions: only 2 exists here.",
+             callback=set_default_version_command,
+             params=[click.Argument(["version"], metavar="VERSION")]),
+        Verb("--set-version", summary="Convert a distribution to another WSL version.",
+             help="Convert DISTRO to VERSION: every distribution is version 2 here.",
+             callback=set_version_command,
+             params=[_distro_argument(), click.Argument(["version"], metavar="VERSION")]),
+        _unsupported("--import-in-place", "Register an existing disk image as a distribution."),
+        _unsupported("--mount", "Attach and mount a disk in the utility VM."),
+        _unsupported("--unmount", "Unmount and detach a disk."),
+    ]

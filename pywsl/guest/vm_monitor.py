@@ -1,0 +1,348 @@
+"""The VM monitor: the host-side process of a ``namespaces`` utility VM, HCS's role in WSL.
+
+WSL's utility VM is a compute system that Hyper-V runs and tears down. Here the VM is a set of
+namespaces, and this process, still host root and outside them, plays the hypervisor:
+
+1. it forks a child that joins the VM's cgroups and unshares the user, mount, pid, ipc, uts and
+   cgroup namespaces (and net for ``networkingMode=none``); the monitor writes that child's
+   uid/gid maps (only a process privileged in the parent namespace may map whole ranges);
+2. the child forks pid 1 of the VM, ``mini_init``, which becomes the monitor's child (the monitor
+   is a child subreaper);
+3. it writes ``mini_init.pid`` and reports readiness once ``mini_init`` serves;
+4. while the VM runs it clones mount trees for ``mini_init``: a directory the host passed as a
+   file descriptor belongs to the host's mount namespace, which the VM cannot bind-mount from,
+   but a detached copy made here (``open_tree``) can be attached inside the VM;
+5. when ``mini_init`` exits (idle, shutdown, killed) the kernel ends everything in the VM; the
+   monitor removes ``mini_init.sock``, ``mini_init.pid`` and the VM's cgroups, then exits.
+
+The monitor never parses anything from the guest but those clone requests (one fd each).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import selectors
+import signal
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pywsl.guest import forking, mounts, syscalls
+from pywsl.guest.boot import BootArguments
+
+log = logging.getLogger("pywsl.vm-monitor")
+
+SOCKET_NAME = "mini_init.sock"
+PID_FILE_NAME = "mini_init.pid"
+READY_TIMEOUT = 30.0
+CGROUP_REMOVE_TIMEOUT = 5.0
+_RESULT = struct.Struct("<i")
+
+
+class TreeCloner:
+    """mini_init's side of the clone service: a host directory fd in, a detached mount tree out."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def clone(self, fd: int) -> int:
+        """A detached, recursive copy of the mount tree at ``fd``; OSError if the monitor refuses."""
+        socket.send_fds(self.sock, [b"C"], [fd])
+        data, fds, _flags, _address = socket.recv_fds(self.sock, _RESULT.size, 1)
+        if len(data) != _RESULT.size:
+            for received in fds:
+                os.close(received)
+            raise OSError(errno.EPIPE, "the VM monitor did not answer a clone request")
+        code = _RESULT.unpack(data)[0]
+        if code == 0 and len(fds) == 1:
+            return fds[0]
+        for received in fds:
+            os.close(received)
+        raise OSError(code or errno.EIO, f"cannot clone the directory's mount tree: {os.strerror(code or errno.EIO)}")
+
+
+@dataclass
+class VmContext:
+    """What pid 1 of the VM gets from the monitor."""
+
+    boot: BootArguments
+    cloner: TreeCloner
+    ready: socket.socket  # send b"R" once serving, then close
+
+
+ServeFunction = Callable[[VmContext], int]
+
+
+def _write_map(pid: int, name: str, lines: list[tuple[int, int, int]]) -> None:
+    text = "".join(f"{inside} {outside} {count}\n" for inside, outside, count in lines)
+    with open(f"/proc/{pid}/{name}", "w") as handle:
+        handle.write(text)
+
+
+def _join_cgroups(paths: tuple[str, ...]) -> None:
+    for path in paths:
+        try:
+            with open(os.path.join(path, "cgroup.procs"), "w") as handle:
+                handle.write("0")
+        except OSError as error:
+            log.warning("cannot move the VM into cgroup %s: %s", path, error)
+
+
+def _namespace_flags(boot: BootArguments) -> int:
+    flags = (syscalls.CLONE_NEWUSER | syscalls.CLONE_NEWNS | syscalls.CLONE_NEWPID | syscalls.CLONE_NEWIPC
+             | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWCGROUP)
+    if boot.networking_mode == "none":
+        flags |= syscalls.CLONE_NEWNET
+    return flags
+
+
+def _enter_vm(boot: BootArguments, sync: socket.socket, cloner: socket.socket, serve: ServeFunction) -> None:
+    """The first child: enter the VM's namespaces, fork pid 1, report its pid, exit."""
+    try:
+        _join_cgroups(boot.cgroups)
+        syscalls.unshare(_namespace_flags(boot))
+        sync.send(b"U")
+        if sync.recv(1) != b"G":
+            forking.exit_now(1)
+        os.setgroups([])
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+        syscalls.sethostname(boot.hostname)
+        mounts.make_private()
+        if boot.networking_mode == "none":
+            syscalls.set_link_up("lo")
+        pid = os.fork()
+        if pid == 0:
+            _run_pid1(boot, sync, cloner, serve)
+        sync.send(b"P" + str(pid).encode())
+        forking.exit_now(0)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            sync.send(b"E" + str(error).encode(errors="replace")[:4000])
+        forking.exit_now(1)
+
+
+def _run_pid1(boot: BootArguments, sync: socket.socket, cloner: socket.socket, serve: ServeFunction) -> None:
+    code = 1
+    try:
+        syscalls.set_process_name("mini_init")
+        syscalls.mount("proc", "/proc", "proc", syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC)
+        code = serve(VmContext(boot, TreeCloner(cloner), sync))
+    except BaseException:
+        log.exception("mini_init failed")
+        with contextlib.suppress(OSError):
+            sync.send(b"Emini_init failed, see the log")
+    forking.exit_now(code)
+
+
+class Monitor:
+    def __init__(self, boot: BootArguments) -> None:
+        self.boot = boot
+        self.socket_path = os.path.join(boot.runtime_dir, SOCKET_NAME)
+        self.pid_path = os.path.join(boot.runtime_dir, PID_FILE_NAME)
+        try:
+            self.socket_inode: int | None = os.stat(self.socket_path).st_ino
+        except OSError:
+            self.socket_inode = None
+        self.vm_pid: int | None = None
+        self.vm_status = 1
+
+    def run(self, serve: ServeFunction, ready_fd: int) -> int:
+        syscalls.set_process_name("pywsl-vm")
+        syscalls.set_child_subreaper()
+        for number in (signal.SIGINT, signal.SIGHUP):
+            signal.signal(number, signal.SIG_IGN)
+        sync, sync_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        clones, clones_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        first = os.fork()
+        if first == 0:
+            forking.become_child([0, 1, 2, self.boot.listen_fd, sync_child.fileno(), clones_child.fileno()])
+            _enter_vm(self.boot, sync_child, clones_child, serve)
+        sync_child.close()
+        clones_child.close()
+        os.close(self.boot.listen_fd)
+        try:
+            self._boot(first, sync)
+        except Exception as error:
+            log.error("the VM did not start: %s", error)
+            if self.vm_pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.vm_pid, signal.SIGKILL)
+                self._wait_vm()
+            self._cleanup()
+            return 1
+        forking.write_all(ready_fd, b"1")
+        os.close(ready_fd)
+        sync.close()
+        self._serve_clones(clones)
+        self._cleanup()
+        return self.vm_status
+
+    def _receive(self, sync: socket.socket, expected: bytes) -> bytes:
+        sync.settimeout(READY_TIMEOUT)
+        data = sync.recv(8192)
+        if data.startswith(b"E"):
+            raise RuntimeError(data[1:].decode(errors="replace"))
+        if not data.startswith(expected):
+            raise RuntimeError(f"unexpected boot message {data[:32]!r}")
+        return data[len(expected):]
+
+    def _boot(self, first: int, sync: socket.socket) -> None:
+        self._receive(sync, b"U")
+        _write_map(first, "uid_map", self.boot.uid_map)
+        _write_map(first, "gid_map", self.boot.gid_map)
+        sync.send(b"G")
+        self.vm_pid = int(self._receive(sync, b"P"))
+        forking.wait_for(first)
+        self._write_pid_file()
+        self._receive(sync, b"R")
+
+    def _write_pid_file(self) -> None:
+        temporary = self.pid_path + ".new"
+        with open(temporary, "w") as handle:
+            handle.write(f"{self.vm_pid}\n{os.getpid()}\n")
+        os.rename(temporary, self.pid_path)
+
+    def _wait_vm(self) -> None:
+        """Reap children until pid 1 of the VM has exited."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                return
+            except InterruptedError:
+                continue
+            if pid == self.vm_pid:
+                self.vm_status = forking.exit_code(status)
+                return
+
+    def _serve_clones(self, clones: socket.socket) -> None:
+        wakeup_read, wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wakeup_write)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, lambda *_: self._kill_vm())
+        selector = selectors.DefaultSelector()
+        selector.register(clones, selectors.EVENT_READ)
+        selector.register(wakeup_read, selectors.EVENT_READ)
+        running = True
+        while running:
+            for key, _events in selector.select():
+                if key.fileobj is clones:
+                    if not self._clone_one(clones):
+                        selector.unregister(clones)
+                else:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(wakeup_read, 512)
+                    running = not self._reap()
+        selector.close()
+
+    def _kill_vm(self) -> None:
+        if self.vm_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.vm_pid, signal.SIGKILL)
+
+    def _reap(self) -> bool:
+        """Reap exited children; True once pid 1 of the VM is among them."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return True
+            if pid == 0:
+                return False
+            if pid == self.vm_pid:
+                self.vm_status = forking.exit_code(status)
+                log.info("the VM stopped (mini_init exit code %d)", self.vm_status)
+                return True
+
+    def _clone_one(self, clones: socket.socket) -> bool:
+        try:
+            data, fds, _flags, _address = socket.recv_fds(clones, 16, 2)
+        except OSError:
+            return False
+        if not data:
+            return False
+        try:
+            if data != b"C" or len(fds) != 1:
+                raise OSError(errno.EINVAL, "malformed clone request")
+            tree = mounts.clone_tree(fds[0])
+            try:
+                socket.send_fds(clones, [_RESULT.pack(0)], [tree], socket.MSG_DONTWAIT)
+            finally:
+                os.close(tree)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                clones.send(_RESULT.pack(error.errno or errno.EIO), socket.MSG_DONTWAIT)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return True
+
+    def _cleanup(self) -> None:
+        """Remove the VM's runtime files and cgroups (under the runtime folder's lock)."""
+        try:
+            lock_fd = os.open(self.boot.runtime_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            lock_fd = -1
+        try:
+            if lock_fd >= 0:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            self._remove_runtime_files()
+        finally:
+            if lock_fd >= 0:
+                os.close(lock_fd)
+        deadline = time.monotonic() + CGROUP_REMOVE_TIMEOUT
+        for path in self.boot.cgroups:
+            while True:
+                try:
+                    os.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as error:
+                    if error.errno != errno.EBUSY or time.monotonic() > deadline:
+                        log.warning("cannot remove cgroup %s: %s", path, error)
+                        break
+                    time.sleep(0.02)
+
+    def _remove_runtime_files(self) -> None:
+        with contextlib.suppress(OSError):
+            with open(self.pid_path) as handle:
+                first = handle.readline().strip()
+            if self.vm_pid is not None and first == str(self.vm_pid):
+                os.unlink(self.pid_path)
+        with contextlib.suppress(OSError):
+            if self.socket_inode is not None and os.stat(self.socket_path).st_ino == self.socket_inode:
+                os.unlink(self.socket_path)
+
+
+def launch(boot: BootArguments, serve: ServeFunction) -> int:
+    """Start the VM detached: fork the monitor, return 0 once the VM serves (1 if it failed).
+
+    The process the host started exits right away with that status, so the host never keeps a
+    child for the VM's lifetime; the monitor is reparented to the host's init.
+    """
+    ready_read, ready_write = os.pipe()
+    monitor = os.fork()
+    if monitor == 0:
+        os.close(ready_read)
+        os.setsid()
+        code = 1
+        try:
+            code = Monitor(boot).run(serve, ready_write)
+        except BaseException:
+            log.exception("the VM monitor failed")
+        forking.exit_now(code)
+    os.close(ready_write)
+    os.close(boot.listen_fd)
+    ready = os.read(ready_read, 1)
+    return 0 if ready == b"1" else 1

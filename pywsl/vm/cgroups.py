@@ -1,0 +1,195 @@
+"""The utility VM's memory and processor limits as control groups.
+
+WSL gives its utility VM a memory size and a processor count (``.wslconfig`` ``memory`` and
+``processors``). The ``namespaces`` backend turns them into cgroup limits on the VM's processes:
+
+* cgroup v2 (``memory.max``, ``cpu.max``) where the unified hierarchy has those controllers;
+* otherwise cgroup v1 (``memory.limit_in_bytes``, ``cpu.cfs_quota_us``/``cpu.cfs_period_us``),
+  as on hybrid hosts.
+
+The VM's group is ``pywsl-<uid>`` beneath the group the host process runs in, in every hierarchy
+that is used (v2 always, for the VM's cgroup namespace; v1 ``memory`` and ``cpu`` when a limit
+needs them). The host creates it before boot; the VM's monitor process moves the VM into it and
+removes it when the VM has stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CPU_PERIOD_US = 100_000
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    """One mounted cgroup hierarchy: where it is mounted and which v1 controllers it has."""
+
+    mount_point: Path
+    version: int
+    controllers: frozenset[str]
+
+
+def mounted_hierarchies(mountinfo: str | None = None) -> list[Hierarchy]:
+    """The cgroup hierarchies in ``/proc/self/mountinfo``."""
+    if mountinfo is None:
+        mountinfo = Path("/proc/self/mountinfo").read_text()
+    found: list[Hierarchy] = []
+    for line in mountinfo.splitlines():
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        fields = left.split()
+        fstype, _source, *options = right.split()
+        super_options = set(options[0].split(",")) if options else set()
+        mount_point = Path(fields[4].replace("\\040", " "))
+        if fstype == "cgroup2":
+            found.append(Hierarchy(mount_point, 2, frozenset()))
+        elif fstype == "cgroup":
+            found.append(Hierarchy(mount_point, 1, frozenset(super_options & {"memory", "cpu", "pids"})))
+    return found
+
+
+def own_cgroup(version: int, controller: str | None, proc_cgroup: str | None = None) -> str:
+    """The calling process's group in a hierarchy (from ``/proc/self/cgroup``)."""
+    if proc_cgroup is None:
+        proc_cgroup = Path("/proc/self/cgroup").read_text()
+    for line in proc_cgroup.splitlines():
+        number, controllers, path = line.split(":", 2)
+        if version == 2 and number == "0" and controllers == "":
+            return path
+        if version == 1 and controller in controllers.split(","):
+            return path
+    return "/"
+
+
+@dataclass(frozen=True)
+class VmCgroup:
+    """The VM's groups (one directory per hierarchy used) and the limits written into them."""
+
+    paths: tuple[Path, ...]
+    warnings: tuple[str, ...] = ()
+
+    @classmethod
+    def create(cls, name: str, *, memory_bytes: int | None, processors: int | None) -> VmCgroup:
+        """Create (or reuse) the groups and apply the limits. Limits that cannot be applied are warnings."""
+        paths: list[Path] = []
+        warnings: list[str] = []
+        hierarchies = mounted_hierarchies()
+        v2 = next((item for item in hierarchies if item.version == 2), None)
+        v2_controllers: set[str] = set()
+        if v2 is not None:
+            group = _make_group(v2.mount_point, own_cgroup(2, None), name)
+            if group is not None:
+                paths.append(group)
+                v2_controllers = _enabled_controllers(group)
+        wanted = {"memory": memory_bytes is not None, "cpu": processors is not None}
+        for controller, needed in wanted.items():
+            if not needed:
+                continue
+            if v2 is not None and controller in v2_controllers:
+                continue
+            v1 = next((item for item in hierarchies if item.version == 1 and controller in item.controllers),
+                      None)
+            if v1 is None:
+                warnings.append(f"no cgroup {controller} controller: the VM's {controller} limit is not applied")
+                continue
+            group = _make_group(v1.mount_point, own_cgroup(1, controller), name)
+            if group is None:
+                warnings.append(f"cannot create the VM's cgroup in {v1.mount_point}")
+                continue
+            if group not in paths:
+                paths.append(group)
+        for path in paths:
+            _reset_limits(path)
+        if memory_bytes is not None:
+            _apply(paths, v2_controllers, "memory", memory_bytes, warnings)
+        if processors is not None:
+            _apply(paths, v2_controllers, "cpu", processors, warnings)
+        for warning in warnings:
+            log.warning("%s", warning)
+        return cls(tuple(paths), tuple(warnings))
+
+    def remove(self) -> None:
+        """Remove the groups (they must be empty: the VM has stopped)."""
+        for path in self.paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(path)
+
+    def process_ids(self) -> set[int]:
+        """Every process still in one of the VM's groups (an empty set once the VM has stopped)."""
+        pids: set[int] = set()
+        for path in self.paths:
+            with contextlib.suppress(FileNotFoundError):
+                for root, _dirs, files in os.walk(path):
+                    if "cgroup.procs" in files:
+                        text = Path(root, "cgroup.procs").read_text()
+                        pids.update(int(item) for item in text.split())
+        return pids
+
+
+def _make_group(mount_point: Path, own: str, name: str) -> Path | None:
+    parent = mount_point / own.lstrip("/")
+    group = parent / name
+    try:
+        group.mkdir(exist_ok=True)
+    except OSError as error:
+        log.warning("cannot create cgroup %s: %s", group, error)
+        return None
+    return group
+
+
+def _enabled_controllers(group: Path) -> set[str]:
+    with contextlib.suppress(OSError):
+        return set((group / "cgroup.controllers").read_text().split())
+    return set()
+
+
+def _is_v2(path: Path) -> bool:
+    return (path / "cgroup.controllers").exists()
+
+
+def _write(path: Path, value: str) -> None:
+    path.write_text(value)
+
+
+def _reset_limits(path: Path) -> None:
+    """Drop the limits a previous VM of the same user may have left on a reused group."""
+    settings = (
+        [("memory.max", "max"), ("cpu.max", f"max {CPU_PERIOD_US}")]
+        if _is_v2(path)
+        else [("memory.limit_in_bytes", "-1"), ("cpu.cfs_quota_us", "-1")]
+    )
+    for name, value in settings:
+        target = path / name
+        if target.exists():
+            with contextlib.suppress(OSError):
+                _write(target, value)
+
+
+def _apply(paths: list[Path], v2_controllers: set[str], controller: str, value: int,
+           warnings: list[str]) -> None:
+    for path in paths:
+        v2 = _is_v2(path)
+        if v2 and controller not in v2_controllers:
+            continue
+        if not v2 and not (path / ("memory.limit_in_bytes" if controller == "memory" else "cpu.cfs_quota_us")).exists():
+            continue
+        try:
+            if controller == "memory":
+                _write(path / ("memory.max" if v2 else "memory.limit_in_bytes"), str(value))
+            elif v2:
+                _write(path / "cpu.max", f"{value * CPU_PERIOD_US} {CPU_PERIOD_US}")
+            else:
+                _write(path / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+                _write(path / "cpu.cfs_quota_us", str(value * CPU_PERIOD_US))
+        except OSError as error:
+            warnings.append(f"cannot set the VM's {controller} limit in {path}: {error.strerror}")
+        return
+    warnings.append(f"no cgroup carries the VM's {controller} limit")
