@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from pywsl.wire import schema
 from pywsl.wire.channel import MAX_FDS, MessageChannel
 from pywsl.wire.errors import ChannelClosed, ProtocolError
 from pywsl.wire.framing import HEADER, MAX_MESSAGE_SIZE, parse_header
@@ -622,3 +623,79 @@ def test_concurrent_receivers_are_refused(pair: tuple[MessageChannel, MessageCha
         a.send(PING, Value=8)
         receiver.join(T)
     assert len(received) == 1
+
+
+# -- with the real WSL schemas --------------------------------------------------------------------
+
+
+def test_real_schemas_give_wsl_bytes(pair: tuple[MessageChannel, MessageChannel]) -> None:
+    host, init = pair
+    create_session = schema("LX_INIT_CREATE_SESSION")
+    create_session_response = schema("LX_INIT_CREATE_SESSION_RESPONSE")
+    exit_status = schema("LX_INIT_PROCESS_EXIT_STATUS")
+    for _ in range(3):
+        host.start_transaction()  # the fourth transaction of a channel has id 3
+    with host.start_transaction(timeout=T) as transaction:
+        transaction.send(create_session, ConsoleId=0x600000001)
+        responder = init.receive_transaction(timeout=T)
+        request, _ = responder.receive()
+        assert request.hex() == "020000001800000003000000010000000100000006000000"
+        responder.send(create_session_response, Port=0xC491)
+        reply, _ = transaction.receive()
+        assert reply.hex() == "0300000014000000030000000200000091c40000"
+        assert create_session_response.parse(reply).Port == 0xC491
+    for code in (0, 1, 2, 127):
+        init.send(exit_status, ExitCode=code)  # the fourth non-transaction message has id 4
+    for _ in range(3):
+        host.receive(exit_status, timeout=T)
+    data, _ = host.receive(timeout=T)
+    assert data.hex() == "090000001400000004000000000000007f000000"
+
+
+def test_real_schema_mismatch_names_the_struct(pair: tuple[MessageChannel, MessageChannel]) -> None:
+    a, b = pair
+    a.send(schema("RESULT_MESSAGE<uint32_t>"), Result=1)
+    with pytest.raises(
+        ProtocolError, match=r"^LX_INIT_PROCESS_EXIT_STATUS\.Header\.MessageType: .* 78, expected 9"
+    ):
+        b.receive(schema("LX_INIT_PROCESS_EXIT_STATUS"), timeout=T)
+
+
+def test_create_session_across_processes() -> None:
+    """The host asks init for a session leader, handing it the leader's channel end; the leader
+    reports an exit status on that channel."""
+    host_sock, init_sock = socket.socketpair()
+    leader_host_end, leader_init_end = socket.socketpair()
+
+    def init() -> None:
+        host_sock.close()
+        leader_host_end.close()
+        leader_init_end.close()
+        with MessageChannel(init_sock, name="init") as channel:
+            transaction = channel.receive_transaction(timeout=T)
+            request, fds = transaction.receive(schema("LX_INIT_CREATE_SESSION"), expect_fds=1)
+            assert request.Header.TransactionStep == 1
+            with MessageChannel(socket.socket(fileno=fds[0]), name="leader") as leader:
+                transaction.send(schema("LX_INIT_CREATE_SESSION_RESPONSE"), Port=os.getpid())
+                leader.send(schema("LX_INIT_PROCESS_EXIT_STATUS"), ExitCode=7)
+            request, fds = channel.receive_transaction(timeout=T).receive(schema("RESULT_MESSAGE<uint32_t>"))
+            assert request.Result == 0xFFFFFFFF and fds == []
+
+    with forked(init, close_in_parent=(init_sock,)) as pid, MessageChannel(host_sock, name="host") as host:
+        reply = host.request(
+            schema("LX_INIT_CREATE_SESSION"),
+            schema("LX_INIT_CREATE_SESSION_RESPONSE"),
+            fds=[leader_init_end.fileno()],
+            timeout=T,
+            ConsoleId=0,
+        )
+        leader_init_end.close()
+        assert reply.Port == pid
+        assert (reply.Header.TransactionId, reply.Header.TransactionStep) == (0, 2)
+        with MessageChannel(leader_host_end, name="leader-host") as leader:
+            status, fds = leader.receive(schema("LX_INIT_PROCESS_EXIT_STATUS"), timeout=T)
+            assert (status.ExitCode, status.Header.TransactionId, fds) == (7, 1, [])
+            with pytest.raises(ChannelClosed):
+                leader.receive(timeout=T)
+        with host.start_transaction(timeout=T) as transaction:
+            transaction.send(schema("RESULT_MESSAGE<uint32_t>"), Result=0xFFFFFFFF)

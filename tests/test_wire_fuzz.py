@@ -9,15 +9,13 @@ that decodes to the same values.
 
 from __future__ import annotations
 
-import json
-import os
 import struct
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from wire_vectors import load_vectors
 
 from pywsl.wire import ProtocolError, schema, schemas, vectors
 from pywsl.wire.codec import Blob, BufferString, CString, MessageSchema, PayloadItem
@@ -45,15 +43,9 @@ def _built_seeds(message_schema: MessageSchema) -> list[bytes]:
 
 
 def _example_seeds() -> dict[str, list[bytes]]:
-    root = Path(__file__).resolve().parent.parent
-    candidates = [Path(os.environ["PYWSL_WIRE_VECTORS"])] if os.environ.get("PYWSL_WIRE_VECTORS") else []
-    candidates += [root / "tests" / "data" / "wire", root.parent / "shared" / "spec" / "vectors"]
     seeds: dict[str, list[bytes]] = {}
-    for candidate in candidates:
-        if (candidate / "examples.json").is_file():
-            for example in json.loads((candidate / "examples.json").read_text())["examples"]:
-                seeds.setdefault(example["struct"], []).append(bytes.fromhex(example["hex"]))
-            break
+    for example in load_vectors("examples.json")["examples"]:
+        seeds.setdefault(example["struct"], []).append(bytes.fromhex(example["hex"]))
     return seeds
 
 
@@ -63,18 +55,30 @@ SEEDS = {name: _built_seeds(schema(name)) + EXAMPLE_SEEDS.get(name, []) for name
 U32_VALUES = [0, 1, 15, 16, 17, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, 0xFFFF, 0x10000]
 
 
+def _rarely(draw: st.DrawFn, percent: int) -> bool:
+    """True for about ``percent`` % of the draws (Hypothesis favours small integers, hence the top)."""
+    return draw(st.integers(0, 99)) >= 100 - percent
+
+
 @st.composite
 def _messages(draw: st.DrawFn, name: str) -> bytes:
     message_schema = schema(name)
-    if draw(st.integers(0, 4)) == 0:  # random bytes behind a plausible or random header
+    if _rarely(draw, 25):  # random bytes behind a plausible or random header
         body = draw(st.binary(max_size=160))
-        message_type = draw(st.sampled_from(sorted(message_schema.accepted_types)) | st.integers(0, 2**32 - 1))
-        size = draw(st.sampled_from([16 + len(body), message_schema.sizeof]) | st.integers(0, 2**32 - 1))
-        ids = draw(st.binary(min_size=8, max_size=8))
-        return (struct.pack("<II", message_type, size) + ids + body)[: draw(st.integers(0, 16 + len(body)))]
+        message_type = draw(st.sampled_from(sorted(message_schema.accepted_types)))
+        size = 16 + len(body)
+        if _rarely(draw, 15):
+            message_type = draw(st.integers(0, 2**32 - 1))
+        if _rarely(draw, 15):
+            size = draw(st.sampled_from([message_schema.sizeof, 2**32 - 1]) | st.integers(0, 2**32 - 1))
+        data = struct.pack("<II", message_type, size) + draw(st.binary(min_size=8, max_size=8)) + body
+        if _rarely(draw, 10):
+            data = data[: draw(st.integers(0, len(data)))]
+        return data
     data = bytearray(draw(st.sampled_from(SEEDS[name])))
+    operations = ["u32", "flip", "u32", "u16", "flip", "u32", "extend", "fill", "truncate"]
     for _ in range(draw(st.integers(1, 4))):
-        operation = draw(st.sampled_from(["flip", "truncate", "extend", "u32", "u16", "fill"]))
+        operation = draw(st.sampled_from(operations))
         if operation == "flip" and data:
             position = draw(st.integers(0, len(data) - 1))
             data[position] ^= draw(st.integers(1, 255))
@@ -82,16 +86,16 @@ def _messages(draw: st.DrawFn, name: str) -> bytes:
             del data[draw(st.integers(0, len(data))):]
         elif operation == "extend":
             data += draw(st.binary(min_size=1, max_size=64))
-        elif operation in ("u32", "u16") and len(data) >= 4:
+        elif operation in ("u32", "u16") and len(data) >= 20:
             width = 4 if operation == "u32" else 2
-            position = draw(st.integers(0, len(data) - width)) & ~(width - 1)
+            position = draw(st.integers(16, len(data) - width)) & ~(width - 1)
             value = draw(st.sampled_from([*U32_VALUES, len(data), len(data) - 1, len(data) + 1])
                          | st.integers(0, 2**32 - 1))
             data[position : position + width] = (value & (2 ** (8 * width) - 1)).to_bytes(width, "little")
         elif operation == "fill" and len(data) > 16:
             start = draw(st.integers(16, len(data) - 1))
-            data[start:] = bytes([draw(st.sampled_from([0, 0xFF, 0x41]))]) * (len(data) - start)
-    if len(data) >= 8 and draw(st.integers(0, 3)) > 0:  # mostly keep MessageSize honest to reach the payload
+            data[start:] = bytes([draw(st.sampled_from([0, 0xFF, 0x41, 0x80]))]) * (len(data) - start)
+    if len(data) >= 8 and not _rarely(draw, 15):  # mostly keep MessageSize honest to reach the payload
         data[4:8] = struct.pack("<I", len(data))
     return bytes(data)
 

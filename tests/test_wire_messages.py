@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import construct as cs
 import pytest
+from wire_vectors import load_vectors
 
 import pywsl.wire
 from pywsl.wire import (
@@ -29,25 +31,11 @@ from pywsl.wire import (
 )
 from pywsl.wire.codec import Block, struct_declarations, struct_layout
 
-
-def _vectors_dir() -> Path | None:
-    """The wire vectors: $PYWSL_WIRE_VECTORS, tests/data/wire, or the spec folder beside the repo."""
-    root = Path(__file__).resolve().parent.parent
-    candidates = [Path(os.environ["PYWSL_WIRE_VECTORS"])] if os.environ.get("PYWSL_WIRE_VECTORS") else []
-    candidates += [root / "tests" / "data" / "wire", root.parent / "shared" / "spec" / "vectors"]
-    for candidate in candidates:
-        if (candidate / "layouts.json").is_file():
-            return candidate
-    return None
-
-
-VECTORS = _vectors_dir()
-LAYOUTS: dict[str, Any] = json.loads((VECTORS / "layouts.json").read_text()) if VECTORS else {}
-needs_layouts = pytest.mark.skipif(VECTORS is None, reason="wire vectors (layouts.json) not found")
+LAYOUTS: dict[str, Any] = load_vectors("layouts.json")
 
 OUT_OF_SCOPE = ("LX_GNS_", "WSLC_", "GUID")  # networking service, containers, and a helper struct
-IN_SCOPE = [s for s in LAYOUTS.get("structs", []) if not s["name"].startswith(OUT_OF_SCOPE)]
-WSL_ENUMS = [e for e in LAYOUTS.get("enums", []) if not e["name"].startswith("WSLC_")]  # containers: unused
+IN_SCOPE = [s for s in LAYOUTS["structs"] if not s["name"].startswith(OUT_OF_SCOPE)]
+WSL_ENUMS = [e for e in LAYOUTS["enums"] if not e["name"].startswith("WSLC_")]  # containers: unused
 EXTENSIONS = {"PYWSL_QUERY_INSTANCES", "PYWSL_INSTANCE_LIST", "PYWSL_ATTACH_NOTIFY", "PYWSL_SHUTDOWN_VM",
               "PYWSL_SIGNAL_PROCESS"}
 
@@ -65,7 +53,6 @@ def _leaf(subcon: Any) -> Any:
     return subcon
 
 
-@needs_layouts
 def test_every_in_scope_struct_is_declared() -> None:
     declared = set(struct_declarations())
     wanted = {s["name"] for s in IN_SCOPE}
@@ -76,7 +63,6 @@ def test_every_in_scope_struct_is_declared() -> None:
     assert set(schemas()) == messages_in_scope | EXTENSIONS
 
 
-@needs_layouts
 @pytest.mark.parametrize("layout", IN_SCOPE, ids=[s["name"] for s in IN_SCOPE])
 def test_struct_layout_matches_wsl(layout: dict[str, Any]) -> None:
     declared = struct_declarations()[layout["name"]]
@@ -92,6 +78,9 @@ def test_struct_layout_matches_wsl(layout: dict[str, Any]) -> None:
             continue
         if wsl.get("array_count"):
             assert isinstance(field.subcon, cs.Array) and field.subcon.count == wsl["array_count"]
+        enum_name = wsl.get("enum") or wsl.get("semantics", {}).get("enum")
+        if enum_name:  # typed as WSL's enum / flag set
+            assert field.subcon.enum_types[0] is enums.WSL_ENUMS[enum_name], wsl["name"]
         leaf = _leaf(field.subcon)
         if wsl["kind_detail"] == "bool":
             assert leaf is cs.Flag, wsl["name"]
@@ -103,7 +92,6 @@ def test_struct_layout_matches_wsl(layout: dict[str, Any]) -> None:
     assert sum(f.size for f in fields.values()) + padding == layout["sizeof"]
 
 
-@needs_layouts
 @pytest.mark.parametrize("layout", IN_SCOPE, ids=[s["name"] for s in IN_SCOPE])
 def test_message_properties_match_wsl(layout: dict[str, Any]) -> None:
     name = layout["name"]
@@ -119,7 +107,6 @@ def test_message_properties_match_wsl(layout: dict[str, Any]) -> None:
         assert block.buffer_offset == layout["flexible_array_offset"]
 
 
-@needs_layouts
 @pytest.mark.parametrize("wsl_enum", WSL_ENUMS, ids=lambda e: e["name"])
 def test_enum_matches_wsl(wsl_enum: dict[str, Any]) -> None:
     declared = enums.WSL_ENUMS[wsl_enum["name"]]
@@ -129,7 +116,6 @@ def test_enum_matches_wsl(wsl_enum: dict[str, Any]) -> None:
     assert issubclass(declared, enums.IntFlag) == wsl_enum["is_flag_set"]
 
 
-@needs_layouts
 def test_constants_match_wsl() -> None:
     for define in LAYOUTS["defines"]:
         assert getattr(constants, define["name"]) == define["value"], define["name"]
@@ -156,7 +142,7 @@ def test_extension_table() -> None:
         message_schema = schema(name)
         assert (message_schema.message_type, message_schema.sizeof) == (message_type, size)
         assert name in (extensions.__doc__ or "")
-        assert message_type == PYWSL_MESSAGE_TYPE[name.title().replace("_", "").replace("Pywsl", "Pywsl")]
+        assert message_type == PYWSL_MESSAGE_TYPE[name.title().replace("_", "")]
 
 
 # ---- the Python API ------------------------------------------------------------------------------
@@ -332,12 +318,28 @@ def test_extensions_round_trip() -> None:
         extensions.parse_instance_entries(["Debian"])
 
 
+def test_computed_fields_may_be_given_when_they_agree() -> None:
+    entries = ["1:a", "2:b"]
+    data = schema("PYWSL_INSTANCE_LIST").build(Count=2, Entries=entries, EntriesOffset=24)
+    assert data == schema("PYWSL_INSTANCE_LIST").build(Entries=entries)
+    info = schema("LX_INIT_CONFIGURATION_INFORMATION")
+    original = info.build(Hostname="h", Timezone="UTC", Header={"TransactionId": 4})
+    assert info.build(**info.parse(original)) == original  # a parsed message builds back
+
+
 def test_build_rejects_bad_values() -> None:
     info = schema("LX_INIT_CONFIGURATION_INFORMATION")
-    with pytest.raises(TypeError, match="computed"):
-        info.build(HostnameOffset=56)
-    with pytest.raises(TypeError, match="computed"):
+    with pytest.raises(ProtocolError, match="computes 56") as error:
+        info.build(HostnameOffset=57)
+    assert error.value.field == "HostnameOffset"
+    with pytest.raises(ProtocolError, match="computes") as error:
         info.build(Header={"MessageSize": 10})
+    assert error.value.field == "Header.MessageSize"
+    with pytest.raises(ProtocolError) as error:
+        schema("LX_INIT_CREATE_PROCESS_UTILITY_VM").build(
+            Common={"CommandLine": ["a"], "CommandLineCount": 2}
+        )
+    assert error.value.field == "Common.CommandLineCount"
     with pytest.raises(TypeError, match="no field"):
         info.build(Hostnam="x")
     with pytest.raises(ProtocolError, match="NUL") as error:
@@ -428,4 +430,17 @@ def test_message_is_a_read_only_mapping() -> None:
 def test_public_names() -> None:
     for name in pywsl.wire.__all__:
         assert hasattr(pywsl.wire, name)
-    assert "channel" not in pywsl.wire.__dict__ or pywsl.wire.__dict__["channel"].__name__.endswith("channel")
+
+
+def test_importing_the_package_stays_light() -> None:
+    """`import pywsl.wire` loads the declarations but not the channel, the vectors or any JSON."""
+    root = Path(__file__).resolve().parent.parent
+    probe = (
+        "import sys, pywsl.wire\n"
+        "print(sorted(m for m in ('pywsl.wire.channel', 'pywsl.wire.vectors', 'json', 'pywsl.api')"
+        " if m in sys.modules))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    result = subprocess.run([sys.executable, "-c", probe], cwd=root, env=env, capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.strip() == "[]"

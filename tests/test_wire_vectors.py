@@ -3,40 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
+from wire_vectors import load_vectors
 
 from pywsl.wire import ProtocolError, schema, vectors
 
-
-def _vectors_dir() -> Path | None:
-    """The wire vectors: $PYWSL_WIRE_VECTORS, tests/data/wire, or the spec folder beside the repo."""
-    root = Path(__file__).resolve().parent.parent
-    candidates = [Path(os.environ["PYWSL_WIRE_VECTORS"])] if os.environ.get("PYWSL_WIRE_VECTORS") else []
-    candidates += [root / "tests" / "data" / "wire", root.parent / "shared" / "spec" / "vectors"]
-    for candidate in candidates:
-        if (candidate / "examples.json").is_file():
-            return candidate
-    return None
+EXAMPLES: list[dict[str, Any]] = load_vectors("examples.json")["examples"]
 
 
-VECTORS = _vectors_dir()
-EXAMPLES: list[dict[str, Any]] = (
-    json.loads((VECTORS / "examples.json").read_text())["examples"] if VECTORS else []
-)
-needs_vectors = pytest.mark.skipif(VECTORS is None, reason="wire vectors (examples.json) not found")
-
-
-@needs_vectors
 def test_the_vector_file_covers_many_structs() -> None:
     assert len(EXAMPLES) >= 49
     assert len({example["struct"] for example in EXAMPLES}) >= 40
 
 
-@needs_vectors
 @pytest.mark.parametrize("example", EXAMPLES, ids=[example["name"] for example in EXAMPLES])
 def test_dump_gives_the_example_values(example: dict[str, Any]) -> None:
     data = bytes.fromhex(example["hex"])
@@ -45,14 +26,12 @@ def test_dump_gives_the_example_values(example: dict[str, Any]) -> None:
     assert vectors.dump(example["struct"], data) == expected
 
 
-@needs_vectors
 @pytest.mark.parametrize("example", EXAMPLES, ids=[example["name"] for example in EXAMPLES])
 def test_build_gives_the_example_bytes(example: dict[str, Any]) -> None:
     data = vectors.build(example["struct"], example["fields"], example["payload"])
     assert data.hex() == example["hex"]
 
 
-@needs_vectors
 @pytest.mark.parametrize("example", EXAMPLES, ids=[example["name"] for example in EXAMPLES])
 def test_schema_agrees_with_the_example(example: dict[str, Any]) -> None:
     message_schema = schema(example["struct"])
@@ -66,7 +45,6 @@ def test_schema_agrees_with_the_example(example: dict[str, Any]) -> None:
     assert message.Header.MessageSize == example["size"]
 
 
-@needs_vectors
 @pytest.mark.parametrize("example", EXAMPLES, ids=[example["name"] for example in EXAMPLES])
 def test_build_ignores_the_offsets_it_is_given(example: dict[str, Any]) -> None:
     """Offset / count / size fields and MessageSize in `fields` are recomputed, never copied."""
@@ -81,7 +59,6 @@ def test_build_ignores_the_offsets_it_is_given(example: dict[str, Any]) -> None:
     assert vectors.build(example["struct"], fields, example["payload"]).hex() == example["hex"]
 
 
-@needs_vectors
 @pytest.mark.parametrize(
     "example", [e for e in EXAMPLES if len(bytes.fromhex(e["hex"])) > 16], ids=lambda e: e["name"]
 )

@@ -133,8 +133,14 @@ class FieldLayout:
         return f"FieldLayout({self.name!r}, offset={self.offset}, size={self.size})"
 
 
+_LAYOUTS: dict[int, tuple[Any, tuple[FieldLayout, ...]]] = {}  # id -> (struct kept alive, layout)
+
+
 def struct_layout(struct: Any) -> tuple[FieldLayout, ...]:
     """The named fields of a construct ``Struct`` with their offsets (padding is unnamed)."""
+    cached = _LAYOUTS.get(id(struct))
+    if cached is not None and cached[0] is struct:
+        return cached[1]
     fields = []
     offset = 0
     for sub in struct.subcons:
@@ -143,7 +149,9 @@ def struct_layout(struct: Any) -> tuple[FieldLayout, ...]:
             inner = sub.subcon if isinstance(sub, cs.Renamed) else sub
             fields.append(FieldLayout(sub.name, offset, size, inner))
         offset += size
-    return tuple(fields)
+    layout = tuple(fields)
+    _LAYOUTS[id(struct)] = (struct, layout)
+    return layout
 
 
 def _default(subcon: Any) -> Any:
@@ -538,13 +546,16 @@ class MessageSchema:
 
         Fixed fields take their WSL names (missing ones are 0 / False, ``Header.MessageType`` the
         static type); the variable part takes logical names (``Hostname``, ``Entropy`` as bytes,
-        ``Common={"CommandLine": [...], ...}``). ``None`` leaves an optional string absent.
+        ``Common={"CommandLine": [...], ...}``). ``None`` leaves an optional string absent. An
+        offset / count / size field or ``MessageSize`` given anyway must equal the computed value.
         """
-        fixed, logical = self._split(values, self._levels[0])
+        claims: dict[str, Any] = {}
+        fixed, logical = self._split(values, self._levels[0], claims)
         levels: list[tuple[_Level, dict[str, Any], dict[str, Any]]] = [(self._levels[0], fixed, logical)]
         if self.common is not None:
             given = fixed.pop("Common", None)
-            common_fixed, common_logical = self._split(_mapping(given, "Common", self), self._levels[1])
+            common_values = _mapping(given, "Common", self)
+            common_fixed, common_logical = self._split(common_values, self._levels[1], claims)
             fixed["Common"] = common_fixed
             levels.append((self._levels[1], common_fixed, common_logical))
         header = fixed.get("Header", {})
@@ -565,17 +576,30 @@ class MessageSchema:
         if total > MAX_MESSAGE_SIZE:
             raise self._error(f"message would be {total} bytes, larger than {MAX_MESSAGE_SIZE}",
                               "Header.MessageSize")
-        complete = _merge(_default(self.struct), fixed, self.name, self)
+        complete = _merge(_default(self.struct), fixed, "", self)
         complete["Header"]["MessageType"] = message_type
         complete["Header"]["MessageSize"] = total
+        for path, claimed in claims.items():
+            holder = complete
+            *parents, leaf = path.split(".")
+            for parent in parents:
+                holder = holder[parent]
+            if isinstance(claimed, bool) or not isinstance(claimed, int) or claimed != holder[leaf]:
+                raise self._error(f"given {claimed!r}, but the writer computes {holder[leaf]}", path)
         try:
             head: bytes = self.struct.build(complete)
         except cs.ConstructError as exc:
             raise self._error(_construct_message(exc), _construct_path(exc) or "Header") from None
         return head[: self.buffer_offset] + bytes(body) + bytes(total - end)
 
-    def _split(self, values: Mapping[str, Any], level: _Level) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Sort caller values into fixed fields and logical payload values; reject the rest."""
+    def _split(
+        self, values: Mapping[str, Any], level: _Level, claims: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Sort caller values into fixed fields and logical payload values; reject unknown names.
+
+        Fields the writer computes (offsets, counts, sizes, MessageSize) may be given too: they are
+        collected in ``claims`` and must then equal what the writer computes.
+        """
         names = {field.name for field in struct_layout(level.struct)}
         logical = {item.name: item for item in level.payload}
         computed = {f: item.name for item in level.payload for f in item.computed}
@@ -585,12 +609,11 @@ class MessageSchema:
             if key in logical:
                 payload[key] = value
             elif key in computed:
-                raise TypeError(f"{self.name}.{level.prefix}{key} is computed by the writer; "
-                                f"pass {computed[key]} instead")
+                claims[level.prefix + key] = value
             elif key == "Header" and not level.prefix:
                 header = dict(_mapping(value, "Header", self))
                 if "MessageSize" in header:
-                    raise TypeError(f"{self.name}.Header.MessageSize is computed by the writer")
+                    claims["Header.MessageSize"] = header.pop("MessageSize")
                 fixed[key] = header
             elif key in names:
                 fixed[key] = value
@@ -670,18 +693,19 @@ def _mapping(value: Any, field: str, owner: MessageSchema) -> Mapping[str, Any]:
 
 
 def _merge(
-    defaults: dict[str, Any], given: Mapping[str, Any], where: str, owner: MessageSchema
+    defaults: dict[str, Any], given: Mapping[str, Any], prefix: str, owner: MessageSchema
 ) -> dict[str, Any]:
     """Caller values over the value-initialised struct; nested dicts are merged field by field."""
     result = dict(defaults)
     for key, value in given.items():
+        path = prefix + key
         if key not in defaults:
-            raise TypeError(f"{where} has no field {key}")
+            raise TypeError(f"{owner.name} has no field {path}")
         if isinstance(defaults[key], dict):
-            result[key] = _merge(defaults[key], _mapping(value, key, owner), f"{where}.{key}", owner)
+            result[key] = _merge(defaults[key], _mapping(value, path, owner), path + ".", owner)
         elif isinstance(defaults[key], list):
             if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-                raise owner._error(f"expected a list, got {type(value).__name__}", f"{where}.{key}")
+                raise owner._error(f"expected a list, got {type(value).__name__}", path)
             result[key] = list(value)
         else:
             result[key] = value
