@@ -51,6 +51,12 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 _LEADER_CODE = (
     "import socket, sys\n"
     "from pywsl.guest.session_leader import serve\n"
+    "if sys.argv[6] == 'block-imports':\n"
+    "    class NoMoreImports:\n"
+    "        def find_spec(self, name, path=None, target=None):\n"
+    "            sys.stderr.write(f'late import of {name}\\n')\n"
+    "            raise ImportError(f'late import of {name}')\n"
+    "    sys.meta_path.insert(0, NoMoreImports())\n"
     "serve(socket.socket(fileno=int(sys.argv[1])), distribution_name=sys.argv[2],\n"
     "      default_uid=int(sys.argv[3]), default_user=sys.argv[4] or None, etc_root=sys.argv[5])\n"
 )
@@ -70,11 +76,7 @@ def make_etc(root: Path) -> Path:
         "noshell:x:23000:23000::/:\n"
     )
     (etc / "group").write_text(
-        "root:x:0:\n"
-        "tty:x:5:\n"
-        f"tester:x:{TEST_GID}:\n"
-        f"extra:x:{EXTRA_GID}:nobody,tester\n"
-        "nogroup:x:65534:\n"
+        f"root:x:0:\ntty:x:5:\ntester:x:{TEST_GID}:\nextra:x:{EXTRA_GID}:nobody,tester\nnogroup:x:65534:\n"
     )
     os.chmod(home / "tester", 0o755)
     return root
@@ -152,11 +154,13 @@ class Leader:
 
         return LxProcess.start(send, stdin=stdin, stdout=stdout, stderr=stderr, args=list(command_line))
 
-    def run(self, command_line: Sequence[str] = (), *, stdin: StdioSpec = subprocess.DEVNULL,
-            **request: Any) -> tuple[int, bytes, bytes]:
+    def run(
+        self, command_line: Sequence[str] = (), *, stdin: StdioSpec = subprocess.DEVNULL, **request: Any
+    ) -> tuple[int, bytes, bytes]:
         """Launch with captured stdout/stderr; ``(exit status, stdout, stderr)``."""
-        process = self.launch(command_line, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              **request)
+        process = self.launch(
+            command_line, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **request
+        )
         out, err = process.communicate(timeout=30)
         assert process.returncode is not None
         return process.returncode, out or b"", err or b""
@@ -176,12 +180,32 @@ def python_environment() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
 
-def start_leader(etc_root: Path, *, default_user: str = "", default_uid: int = 0) -> Leader:
+def start_leader(
+    etc_root: Path,
+    *,
+    default_user: str = "",
+    default_uid: int = 0,
+    block_imports: bool = False,
+    wrapper: Sequence[str] = (),
+) -> Leader:
+    """A session leader; ``block_imports`` makes any import after start-up fail (as after
+    pivot_root, where the interpreter's files are out of reach); ``wrapper`` runs it through
+    another command (which must exec the rest of its arguments)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with theirs:
         process = subprocess.Popen(
-            [sys.executable, "-c", _LEADER_CODE, str(theirs.fileno()), DISTRIBUTION, str(default_uid),
-             default_user, str(etc_root)],
+            [
+                *wrapper,
+                sys.executable,
+                "-c",
+                _LEADER_CODE,
+                str(theirs.fileno()),
+                DISTRIBUTION,
+                str(default_uid),
+                default_user,
+                str(etc_root),
+                "block-imports" if block_imports else "",
+            ],
             pass_fds=[theirs.fileno()],
             start_new_session=True,
             env=python_environment(),

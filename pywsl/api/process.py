@@ -144,6 +144,14 @@ class PreparedStdio:
         self.exit.close()
 
 
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
 def _check_fd(fd: int, what: str) -> int:
     try:
         os.fstat(fd)
@@ -180,6 +188,11 @@ def _prepare_stream(spec: StdioSpec, index: int, made: list[int]) -> _Stream:
         fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         made.append(fd)
         return _Stream(index, fd, owned=True)
+    if spec is None and not _is_open(index):
+        # A caller started with this standard stream closed: the process gets /dev/null.
+        fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        made.append(fd)
+        return _Stream(index, fd, owned=True)
     fd = _stream_fd(spec, index, what)
     if not is_terminal(fd):
         return _Stream(index, fd)
@@ -193,9 +206,10 @@ def prepare_stdio(
 ) -> PreparedStdio:
     """Decide console or not per stream and make every descriptor a launch needs.
 
-    ``None`` inherits the caller's fd 0/1/2; an int is a descriptor; a file object gives its
-    ``fileno()``; ``PIPE`` captures (``LxProcess.stdin``/``stdout``/``stderr``); ``DEVNULL`` is
-    ``/dev/null``; ``stderr=STDOUT`` sends stderr wherever stdout goes. A terminal becomes a
+    ``None`` inherits the caller's fd 0/1/2 (``/dev/null`` if it is closed); an int is a
+    descriptor; a file object gives its ``fileno()``; ``PIPE`` captures (``LxProcess.stdin``/
+    ``stdout``/``stderr``); ``DEVNULL`` is ``/dev/null``; ``stderr=STDOUT`` sends stderr
+    wherever stdout goes. A terminal becomes a
     console stream. Raises ValueError/TypeError for a bad argument (nothing is left open).
     """
     made: list[int] = []
@@ -248,7 +262,7 @@ class _Pump:
 
     @property
     def room(self) -> bool:
-        return not self.source_done and not self.sink_done and len(self.pending) < _PENDING_LIMIT
+        return not self.source_done and len(self.pending) < _PENDING_LIMIT
 
 
 class LxProcess:
@@ -443,9 +457,10 @@ class LxProcess:
         return not self._capturing and (self.stdin is None or self.stdin.closed or self._input is None)
 
     def _outputs_done(self) -> bool:
-        return all(pump.source_done and not pump.pending for pump in self._outputs.values()) and not (
-            self._echo.pending and not self._echo.sink_done
-        )
+        """Every console socket reached its end (the relay closes them after the echo)."""
+        outputs = all(pump.source_done and not pump.pending for pump in self._outputs.values())
+        echo = self._console_in is None or (self._echo.source_done and not self._echo.pending)
+        return outputs and echo
 
     def _run(self, *, deadline: float | None, capture: bool, interactive: bool) -> None:
         """Copy everything until the exit handshake and the console output are over, or ``deadline``."""
@@ -643,10 +658,10 @@ def _read_into(fd: int, pump: _Pump) -> None:
         return
     except OSError:
         data = b""  # EIO from a hung-up terminal, a reset socket: the end of this stream
-    if data:
-        pump.pending += data
-    else:
+    if not data:
         pump.source_done = True
+    elif not pump.sink_done:  # once the destination is gone, what comes is read and dropped
+        pump.pending += data
 
 
 def _write_from(fd: int, pump: _Pump) -> None:

@@ -48,8 +48,14 @@ def make_raw(attributes: TermiosAttributes) -> TermiosAttributes:
     raw: TermiosAttributes = list(attributes)
     iflag, oflag, cflag, lflag = (int(raw[index]) for index in (_IFLAG, _OFLAG, _CFLAG, _LFLAG))
     iflag &= ~(
-        termios.IGNBRK | termios.BRKINT | termios.PARMRK | termios.ISTRIP
-        | termios.INLCR | termios.IGNCR | termios.ICRNL | termios.IXON
+        termios.IGNBRK
+        | termios.BRKINT
+        | termios.PARMRK
+        | termios.ISTRIP
+        | termios.INLCR
+        | termios.IGNCR
+        | termios.ICRNL
+        | termios.IXON
     )
     oflag &= ~termios.OPOST
     lflag &= ~(termios.ECHO | termios.ECHONL | termios.ICANON | termios.ISIG | termios.IEXTEN)

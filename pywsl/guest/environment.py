@@ -16,7 +16,7 @@ and calling ``execvpe`` (wsl-reference §4.3 step 6), as pure functions:
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pywsl.guest.users import PasswdEntry, UserDatabase
@@ -141,8 +141,3 @@ def resolve_working_directory(cwd: str, home: str) -> str:
     if cwd.startswith("/"):
         return cwd
     raise ValueError(f"{cwd!r} is not a Linux path (expected '/...' or '~/...')")
-
-
-def environment_value(environment: Mapping[str, str], name: str, default: str) -> str:
-    value = environment.get(name)
-    return value if value is not None else default

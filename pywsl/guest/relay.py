@@ -13,7 +13,9 @@ terminal-control channel and the exit channel.
   socket [0] becomes end-of-file on the terminal (VEOF at the start of a line).
 * Control channel (sequence numbers ignored): ``WindowSizeChanged`` → ``TIOCSWINSZ``; the pywsl
   extension ``SignalProcess`` → the signal to the process group of the child (pipes) or to the
-  terminal's foreground process group (PTY).
+  terminal's foreground process group (PTY). The control channel closing means the client is
+  gone: the terminal is hung up (as WSL's relay ends when socket [3] closes).
+* No PTY available: the process is not started and its exit status is ``LX_INIT_TTY_LIMIT``.
 * When the direct child exits, the remaining terminal output is flushed, then ``ExitStatus``
   goes on the exit channel: the exit status, or 128 + the signal number when the child was killed
   (a deliberate difference from WSL's raw wait status). After the client's echo of those bytes
@@ -30,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import gc
 import os
 import select
 import signal
@@ -52,7 +55,7 @@ from pywsl.guest.environment import (
 from pywsl.guest.users import PasswdEntry, UserDatabase
 from pywsl.wire import schema
 from pywsl.wire.channel import MessageChannel
-from pywsl.wire.constants import LX_INIT_USER_NOT_FOUND
+from pywsl.wire.constants import LX_INIT_TTY_LIMIT, LX_INIT_USER_NOT_FOUND
 from pywsl.wire.enums import CREATE_PROCESS_SHELL_OPTIONS, LX_INIT_CREATE_PROCESS_FLAGS, LX_MESSAGE_TYPE
 from pywsl.wire.errors import ChannelClosed, ProtocolError
 
@@ -359,6 +362,7 @@ class _Relay:
         self.console = request.console
         self.stdio = fds.stdio
         self.master: int | None = None
+        self.master_eof = False  # every slave descriptor is closed (the master reads EIO)
         self.child_pid = 0
         # console stdin socket → master
         self.input_fd: int | None = fds.stdio[0] if self.console[0] else None
@@ -395,9 +399,18 @@ class _Relay:
         syscalls.set_child_subreaper(True)
         signal.signal(signal.SIGCHLD, _ignore_signal)
         signal.set_wakeup_fd(self.wake_write)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
         terminal: int | None = None
         if any(self.console):
-            self.master, terminal = open_pty()
+            try:
+                self.master, terminal = open_pty()
+            except OSError as error:
+                # No terminal for the process (devpts full or missing): it does not start, and
+                # the exit status says why, as WSL's LX_INIT_TTY_LIMIT.
+                with contextlib.suppress(OSError):
+                    os.write(self.stdio[2], f"pywsl: cannot open a terminal: {error}\r\n".encode())
+                self.exit_code = LX_INIT_TTY_LIMIT
+                return
             attributes = termios.tcgetattr(self.master)
             attributes[0] |= _IUTF8
             termios.tcsetattr(self.master, termios.TCSANOW, attributes)
@@ -440,7 +453,7 @@ class _Relay:
                 interest[fd] = interest.get(fd, 0) | events
 
         want(self.wake_read, select.POLLIN)
-        if self.master is not None:
+        if self.master is not None and not self.master_eof:
             drained = self.exit_code is not None and self.final_drain_done
             if self.finished or (len(self.output_pending) < _PENDING_LIMIT and not drained):
                 want(self.master, select.POLLIN)
@@ -468,6 +481,7 @@ class _Relay:
         if fd == self.master:
             if readable:
                 self._read_master()
+                self._write_output()  # most of the time the socket takes it right away
             if writable and self.master is not None:
                 self._write_master()
         if self.control is not None and fd == self.control.fileno() and readable:
@@ -509,8 +523,8 @@ class _Relay:
         if not data:
             self.input_eof = True
             return
-        if self.master is None or self.finished:
-            return
+        if self.master is None or self.master_eof or self.finished:
+            return  # nobody reads the terminal any more
         self.input_pending += data
 
     def _queue_end_of_file(self) -> None:
@@ -550,17 +564,25 @@ class _Relay:
     # -- terminal output -------------------------------------------------------------------------
 
     def _read_master(self) -> None:
-        assert self.master is not None
-        try:
-            data = os.read(self.master, BUFFER_SIZE)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""  # EIO: no process has the terminal open any more
-        if not data:
-            self._close_master()
-            return
-        if not self.finished and self.output_fd is not None:
+        """Read what the terminal has (a PTY gives at most 4 KiB a read) up to the pending limit."""
+        while self.master is not None and len(self.output_pending) < _PENDING_LIMIT:
+            try:
+                data = os.read(self.master, BUFFER_SIZE)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""  # EIO: no process has the terminal open any more
+            if not data:
+                if self.exit_code is None:
+                    # Closing the master now would hang up the child while it is still exiting
+                    # (SIGHUP): keep it, just stop reading it, until the child has been reaped.
+                    self.master_eof = True
+                    self.input_pending.clear()
+                else:
+                    self._close_master()
+                return
+            if self.finished or self.output_fd is None:
+                continue  # nobody gets this output any more: read and drop it
             self.output_pending += data
 
     def _final_drain(self) -> None:
@@ -582,17 +604,17 @@ class _Relay:
                 self.output_pending += data
 
     def _write_output(self) -> None:
-        assert self.output_fd is not None
-        try:
-            written = os.write(self.output_fd, self.output_pending[:BUFFER_SIZE])
-        except BlockingIOError:
-            return
-        except OSError:
-            # The client stopped reading: its output is dropped from now on.
-            self.output_pending.clear()
-            self.output_fd = None
-            return
-        del self.output_pending[:written]
+        while self.output_fd is not None and self.output_pending:
+            try:
+                written = os.write(self.output_fd, self.output_pending[:BUFFER_SIZE])
+            except BlockingIOError:
+                return
+            except OSError:
+                # The client stopped reading: its output is dropped from now on.
+                self.output_pending.clear()
+                self.output_fd = None
+                return
+            del self.output_pending[:written]
 
     def _close_master(self) -> None:
         _close(self.master)
@@ -631,12 +653,13 @@ class _Relay:
         if not 0 < number < signal.NSIG:
             _log(f"control channel: {number} is not a signal number")
             return
-        if self.exit_code is not None:
+        if self.exit_code is not None or self.child_pid <= 0:
             return
         group = self.child_pid
         if self.master is not None:
             with contextlib.suppress(OSError):
-                group = os.tcgetpgrp(self.master)
+                # 0 = no foreground group: never let that become killpg(0), the relay's own group
+                group = os.tcgetpgrp(self.master) or self.child_pid
         try:
             os.killpg(group, number)
         except ProcessLookupError:
@@ -722,6 +745,9 @@ def run_relay(request: LaunchRequest, fds: RelayDescriptors, context: RelayConte
     code = 0
     try:
         signal.set_wakeup_fd(-1)
+        # Collect garbage inherited from the parent now: a socket object collected later would
+        # close whatever descriptor had reused its number by then.
+        gc.collect()
         keep = {0, 1, 2, *fds.all()}
         _close_all_except(keep)
         relay = _Relay(request, fds)

@@ -107,6 +107,7 @@ def serve(
     """
     signal.set_wakeup_fd(-1)
     previous = signal.signal(signal.SIGCHLD, _reap_relays)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
     context = RelayContext(
         distribution_name=distribution_name,
         default_user=default_user,
