@@ -15,12 +15,10 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import TYPE_CHECKING
-
-import click
+from typing import TYPE_CHECKING, BinaryIO, NoReturn, TextIO
 
 from pywsl.cli import messages
-from pywsl.cli.context import state_of
+from pywsl.cli.context import current_session
 from pywsl.cli.operations import parse_version
 from pywsl.cli.progress import FdWatcher, TransferProgress
 from pywsl.cli.report import UsageFailure, print_success
@@ -28,10 +26,15 @@ from pywsl.cli.report import UsageFailure, print_success
 if TYPE_CHECKING:
     from pywsl.api.errors import WslError
 
-__all__ = ["EXPORT_FORMATS", "export_command", "export_format_for", "import_command"]
+__all__ = [
+    "STDIO_NAME",
+    "export_command",
+    "export_format_for",
+    "import_command",
+    "stdio_source",
+]
 
 STDIO_NAME = "-"
-EXPORT_FORMATS = ("tar", "tar.gz", "tar.xz", "vhd")
 _SUFFIX_FORMATS = ((".tar.gz", "tar.gz"), (".tgz", "tar.gz"), (".tar.xz", "tar.xz"), (".txz", "tar.xz"))
 _VHD_SUFFIXES = (".vhd", ".vhdx")
 
@@ -42,7 +45,7 @@ def _os_error(error: OSError) -> WslError:
     return from_os_error(error, context="Wsl")
 
 
-def _not_supported(feature: str) -> None:
+def _not_supported(feature: str) -> NoReturn:
     from pywsl.api.errors import not_supported_by_backend
 
     not_supported_by_backend(feature, context="Wsl")
@@ -54,6 +57,20 @@ def export_format_for(file_name: str, explicit: str | None) -> str:
         return explicit.lower()
     lowered = file_name.lower()
     return next((fmt for suffix, fmt in _SUFFIX_FORMATS if lowered.endswith(suffix)), "tar")
+
+
+def stdio_source(reading: bool) -> int | BinaryIO:
+    """The descriptor behind sys.stdin (reading) or sys.stdout, or its byte buffer when it has none."""
+    stream: TextIO = sys.stdin if reading else sys.stdout
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return stream.buffer
+
+
+def _watch(source: int | BinaryIO, mode: str,
+           display: TransferProgress) -> contextlib.AbstractContextManager[object]:
+    return FdWatcher(source, mode, display) if isinstance(source, int) else contextlib.nullcontext()
 
 
 def _make_location(path: str) -> tuple[str, bool]:
@@ -75,26 +92,27 @@ def import_command(distro: str, location: str, file_name: str, version: str | No
         _not_supported("--import --vhd")
     if file_name != STDIO_NAME and file_name.lower().endswith(_VHD_SUFFIXES):
         raise UsageFailure(messages.PASS_VHD_FLAG)
-    session = state_of(click.get_current_context()).get_session()
-    target, created = _make_location(location)
-    source = -1
+    session = current_session()
+    source: int | BinaryIO
+    if file_name == STDIO_NAME:
+        source = stdio_source(True)
+    else:
+        try:
+            source = os.open(file_name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+        except OSError as error:
+            raise _os_error(error) from None
     try:
-        if file_name == STDIO_NAME:
-            source = sys.stdin.fileno()
-        else:
-            try:
-                source = os.open(file_name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
-            except OSError as error:
-                raise _os_error(error) from None
-        with TransferProgress(messages.IMPORT_PROGRESS) as display, FdWatcher(source, "read", display):
-            session.register_distribution(distro, source, location=target, version=2, run_oobe=False)
-    except BaseException:
-        if created:
-            with contextlib.suppress(OSError):
-                os.rmdir(target)
-        raise
+        target, created = _make_location(location)
+        try:
+            with TransferProgress(messages.IMPORT_PROGRESS) as display, _watch(source, "read", display):
+                session.register_distribution(distro, source, location=target, version=2, run_oobe=False)
+        except BaseException:
+            if created:
+                with contextlib.suppress(OSError):
+                    os.rmdir(target)
+            raise
     finally:
-        if source > 2:
+        if file_name != STDIO_NAME and isinstance(source, int):
             os.close(source)
     print_success()
     return 0
@@ -104,12 +122,13 @@ def export_command(distro: str, file_name: str, output_format: str | None, vhd: 
     fmt = export_format_for(file_name, output_format)
     if vhd or fmt == "vhd":
         _not_supported("Exporting a VHD")
-    session = state_of(click.get_current_context()).get_session()
+    session = current_session()
     distro_id = session.get_distribution_id(distro)
     to_stdout = file_name == STDIO_NAME
+    target: int | BinaryIO
     if to_stdout:
         sys.stdout.flush()
-        target = sys.stdout.fileno()
+        target = stdio_source(False)
     else:
         try:
             target = os.open(file_name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOCTTY,
@@ -117,7 +136,7 @@ def export_command(distro: str, file_name: str, output_format: str | None, vhd: 
         except OSError as error:
             raise _os_error(error) from None
     try:
-        with TransferProgress(messages.EXPORT_PROGRESS) as display, FdWatcher(target, "write", display):
+        with TransferProgress(messages.EXPORT_PROGRESS) as display, _watch(target, "write", display):
             session.export_distribution(distro_id, target, format=fmt)
     except BaseException:
         if not to_stdout:
@@ -125,7 +144,7 @@ def export_command(distro: str, file_name: str, output_format: str | None, vhd: 
                 os.unlink(file_name)
         raise
     finally:
-        if not to_stdout:
+        if isinstance(target, int) and not to_stdout:
             os.close(target)
     if not to_stdout:
         print_success()

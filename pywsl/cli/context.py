@@ -8,15 +8,15 @@ command line, and closes it when the command line is done.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import click
 
 if TYPE_CHECKING:
     from pywsl.api.session import UserSession
 
-__all__ = ["CliState", "open_session", "session_of", "state_of"]
+__all__ = ["CliState", "current_session", "open_session", "state_of"]
 
 
 def open_session() -> UserSession:
@@ -30,14 +30,13 @@ def open_session() -> UserSession:
 class CliState:
     """Per command line: the session (opened lazily) and the distribution chosen by -d."""
 
-    session: Any = None
+    session: UserSession | None = None
     distro: uuid.UUID | None = None
-    _closed: bool = field(default=False, repr=False)
 
     def get_session(self) -> UserSession:
         if self.session is None:
             self.session = open_session()
-        return self.session  # type: ignore[no-any-return]
+        return self.session
 
     def close(self) -> None:
         session, self.session = self.session, None
@@ -56,6 +55,6 @@ def state_of(ctx: click.Context) -> CliState:
     return root.obj
 
 
-def session_of(ctx: click.Context) -> UserSession:
-    """The user session, opened on first use."""
-    return state_of(ctx).get_session()
+def current_session() -> UserSession:
+    """The user session of the command line being run, opened on first use."""
+    return state_of(click.get_current_context()).get_session()

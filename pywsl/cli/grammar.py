@@ -5,7 +5,8 @@ wsl.exe reads its arguments left to right (`WslClient.cpp`, `WslMain`): launch o
 ...) takes the rest of the line as its own arguments; `--` ends the options and the rest is one
 shell command line; `-e`/`--exec` ends them too and the rest is an argv; the first token that does
 not start with `-` starts the command line, so `pywsl echo --help` runs `echo --help`. A `~` as the
-very first argument means `--cd ~`.
+very first argument means `--cd ~`, and a `{GUID}` there (before the `~`) means `--distribution-id`,
+as in wsl.exe's legacy prefixes.
 
 `WslCommand` is a `click.Group` whose subcommands are the verbs, named by their option spelling.
 Its `parse_args` only finds where the launch options end, from the declared click options (which
@@ -15,7 +16,9 @@ each verb's own arguments. Shell completion and help go through click as usual.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -83,6 +86,33 @@ class HelpOption(click.Option):
         )
 
 
+_LEGACY_GUID = re.compile(r"\{[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\}")
+
+
+def _legacy_prefixes(args: list[str]) -> list[str]:
+    """wsl.exe's `ParseLegacyArguments`: a leading `{GUID}` picks the distribution, then a `~`
+    means the home folder; both become the options they stand for."""
+    prefix: list[str] = []
+    rest = list(args)
+    if rest and _LEGACY_GUID.fullmatch(rest[0]):
+        prefix += ["--distribution-id", rest.pop(0)]
+    if rest[:1] == [HOME_TOKEN]:
+        prefix += ["--cd", rest.pop(0)]
+    return prefix + rest
+
+
+@contextlib.contextmanager
+def _error_context(ctx: click.Context) -> Iterator[None]:
+    """Attach the context to a parsing error (click's parser raises them without one), so that the
+    report can tell the top level from a verb and name the option's long spelling."""
+    try:
+        yield
+    except click.UsageError as error:
+        if error.ctx is None:
+            error.ctx = ctx
+        raise
+
+
 def _argument_metavar(argument: click.Argument) -> str:
     text = argument.metavar or (argument.name or "").upper()
     if argument.nargs != 1:
@@ -115,16 +145,18 @@ class Verb(click.Command):
         self.aliases = tuple(aliases)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        rest = super().parse_args(ctx, args)
+        with _error_context(ctx):
+            rest = super().parse_args(ctx, args)
         if rest and not ctx.resilient_parsing and not ctx.ignore_unknown_options:
             raise click.NoSuchOption(rest[0], ctx=ctx)
         return rest
 
     def usage_pieces(self, ctx: click.Context) -> str:
         """`DISTRO DIR FILE [OPTIONS]`: the arguments in order, then the options if there are any."""
-        pieces = [_argument_metavar(param) for param in self.get_params(ctx) if isinstance(param, click.Argument)]
+        params = self.get_params(ctx)
+        pieces = [_argument_metavar(param) for param in params if isinstance(param, click.Argument)]
         if any(isinstance(param, click.Option) and not isinstance(param, HelpOption) and not param.hidden
-               for param in self.get_params(ctx)):
+               for param in params):
             pieces.append("[OPTIONS]")
         return " ".join(pieces)
 
@@ -203,14 +235,14 @@ class WslCommand(click.Group):
         return list(args), Invocation("shell")
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args[:1] == [HOME_TOKEN]:
-            args = ["--cd", HOME_TOKEN, *args[1:]]
+        args = _legacy_prefixes(args)
         options, invocation = self.split(ctx, args)
         ctx.meta[INVOCATION] = invocation
-        if invocation.mode == "verb" and invocation.verb is not None:
-            # click stops at "--"; the group then takes the verb and its arguments as a subcommand.
-            return super().parse_args(ctx, [*options, STOP_TOKEN, invocation.verb, *invocation.arguments])
-        return super().parse_args(ctx, options)
+        with _error_context(ctx):
+            if invocation.mode == "verb" and invocation.verb is not None:
+                # click stops at "--"; the group then takes the verb and its arguments as a subcommand.
+                return super().parse_args(ctx, [*options, STOP_TOKEN, invocation.verb, *invocation.arguments])
+            return super().parse_args(ctx, options)
 
     # -- help -------------------------------------------------------------------------------
 

@@ -12,22 +12,22 @@ started as for a bare `pywsl -d <name>`. WSL 1, `--legacy` (Store packages), and
 from __future__ import annotations
 
 import os
-
-import click
+from typing import BinaryIO
 
 from pywsl.cli import messages
-from pywsl.cli.context import state_of
+from pywsl.cli.archives import STDIO_NAME, stdio_source
+from pywsl.cli.context import current_session
 from pywsl.cli.grammar import Invocation
 from pywsl.cli.launch import launch_process
 from pywsl.cli.operations import parse_version
 from pywsl.cli.progress import TransferProgress
-from pywsl.cli.report import fail, print_error, print_success
+from pywsl.cli.report import fail, print_error, print_success, print_warning
 
 __all__ = ["install_command"]
 
 
 def _check(target: str | None, from_file: str | None, no_distribution: bool, vhd_size: str | None,
-           fixed_vhd: bool, enable_wsl1: bool, legacy: bool, version: str | None) -> None:
+           fixed_vhd: bool, enable_wsl1: bool, version: str | None) -> None:
     if no_distribution and target is not None:
         raise fail("E_INVALIDARG", messages.ARGUMENTS_NOT_VALID_TOGETHER.format(
             first="--no-distribution", second="--distribution"))
@@ -45,9 +45,6 @@ def _check(target: str | None, from_file: str | None, no_distribution: bool, vhd
         from pywsl.api.errors import not_supported_by_backend
 
         not_supported_by_backend("--vhd-size" if vhd_size is not None else "--fixed-vhd", context="Wsl")
-    if legacy:
-        raise fail("WSL_E_DISTRO_ONLY_AVAILABLE_FROM_STORE",
-                   "Legacy distributions are Microsoft Store packages, which cannot be installed here.")
 
 
 def install_command(distro: str | None, distribution: str | None, name: str | None, location: str | None,
@@ -55,24 +52,22 @@ def install_command(distro: str | None, distribution: str | None, name: str | No
                     no_distribution: bool, legacy: bool, enable_wsl1: bool, vhd_size: str | None,
                     fixed_vhd: bool, pre_release: bool, prompt_before_exit: bool) -> int:
     target = distribution if distribution is not None else distro
-    _check(target, from_file, no_distribution, vhd_size, fixed_vhd, enable_wsl1, legacy, version)
+    _check(target, from_file, no_distribution, vhd_size, fixed_vhd, enable_wsl1, version)
     if no_distribution:
         print_success()
         return 0
     from pywsl.api.install import install
 
-    session = state_of(click.get_current_context()).get_session()
-    source = from_file if from_file is not None else (target or "the default distribution")
-    with TransferProgress(messages.INSTALLING.format(source=source)) as display:
+    session = current_session()
+    source: str | int | BinaryIO | None = stdio_source(True) if from_file == STDIO_NAME \
+        else from_file
+    with TransferProgress(None, in_bytes=False) as display:
         info = install(session, target, name=name,
                        location=None if location is None else os.path.abspath(location),
-                       no_launch=no_launch, from_file=from_file, version=2, web_download=web_download,
-                       progress=display)
-    if info is None:
-        print_success()
-        return 0
-    print_error(messages.DISTRIBUTION_INSTALLED.format(name=info.name))
+                       no_launch=True, from_file=source, version=2, web_download=web_download, legacy=legacy,
+                       progress=display, on_status=display.status, on_warning=print_warning)
     if no_launch:
         return 0
+    # Launched here rather than by the installer, once the progress display is gone.
     print_error(messages.LAUNCHING_DISTRO.format(name=info.name))
     return launch_process(session, info.id, Invocation("shell"))

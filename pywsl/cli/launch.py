@@ -5,6 +5,9 @@
   `<shell> -c "<line>"` (WSL passes the raw rest of its command line as one string);
 * `-e`/`--exec` or `--shell-type none`: filename = argv[0], argv passed as is.
 
+Before the default shell of a distribution installed with `--install` starts for the first time,
+its first-run setup (OOBE) runs, as WSL runs it for that launch only.
+
 The process's exit status becomes pywsl's, except 67 and 87, which init uses for "user not found"
 and "too many terminals" and wsl.exe turns into those errors. This module is the fast path of the
 command line: it imports the library only when it runs, and nothing for rendering.
@@ -15,7 +18,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -88,14 +91,17 @@ def launch_command(distribution: tuple[str, ...], distribution_id: uuid.UUID | N
     state = state_of(ctx)
     if len(distribution) + (distribution_id is not None) > 1:
         raise UsageFailure(messages.DISTRO_ALREADY_SET)
+    cwd = _working_directory(cd)
+    invocation = invocation_of(ctx)
+    if ctx.invoked_subcommand is None:
+        _process_arguments(invocation, shell_type)  # its usage errors come before anything runs
     if distribution:
         state.distro = state.get_session().get_distribution_id(distribution[0])
     elif distribution_id is not None:
         state.distro = distribution_id
     if ctx.invoked_subcommand is not None:
         return None
-    cwd = _working_directory(cd)
-    return launch_process(state.get_session(), state.distro, invocation_of(ctx), user=user or "", cwd=cwd,
+    return launch_process(state.get_session(), state.distro, invocation, user=user or "", cwd=cwd,
                           shell_type=shell_type)
 
 
@@ -116,8 +122,15 @@ def launch_process(session: UserSession, distro: uuid.UUID | None, invocation: I
                    user: str = "", cwd: str = "", shell_type: str | None = None) -> int:
     """Run the process and return its exit status (wsl.exe's `LaunchProcess`)."""
     filename, command_line, login = _process_arguments(invocation, shell_type)
-    options: dict[str, Any] = {"filename": filename, "cwd": cwd, "username": user, "login": login}
-    process = session.create_lx_process(distro, command_line, wslenv_source=os.environ, **options)
+    if filename is None and not command_line:
+        # The default shell: the first-run setup of an installed distribution runs before it.
+        from pywsl.api.oobe import run_oobe_if_pending
+
+        oobe_status = run_oobe_if_pending(session, distro)
+        if oobe_status is not None:
+            return oobe_status
+    process = session.create_lx_process(distro, command_line, filename=filename, cwd=cwd, username=user,
+                                        login=login, wslenv_source=os.environ)
     status = process.wait()
     if status == USER_NOT_FOUND_STATUS:
         raise fail("WSL_E_USER_NOT_FOUND")

@@ -17,8 +17,8 @@ from typing import Any
 import click
 
 from pywsl.cli import messages, render
-from pywsl.cli.context import state_of
-from pywsl.cli.report import FAILURE_EXIT_STATUS, fail, print_error
+from pywsl.cli.context import current_session
+from pywsl.cli.report import FAILURE_EXIT_STATUS, fail, print_error, print_warning
 
 __all__ = ["list_command", "status_command", "version_command"]
 
@@ -57,7 +57,7 @@ def _select(distributions: Sequence[Any], *, all_: bool, running: bool) -> list[
 def _list_online(output_format: str) -> int:
     from pywsl.api.install import list_online
 
-    entries = list_online()
+    entries = list_online(on_warning=print_warning)
     if output_format == "json":
         render.print_json([render.online_record(entry) for entry in entries])
     else:
@@ -71,7 +71,7 @@ def list_command(all_: bool, running: bool, quiet: bool, verbose: bool, online: 
     _check_combination(ctx, all_=all_, running=running, quiet=quiet, verbose=verbose, online=online)
     if online:
         return _list_online(output_format)
-    distributions = state_of(ctx).get_session().enumerate_distributions()
+    distributions = current_session().enumerate_distributions()
     selected = _select(distributions, all_=all_, running=running)
     if output_format == "json":
         render.print_json([render.distribution_record(info) for info in selected])
@@ -94,7 +94,7 @@ def list_command(all_: bool, running: bool, quiet: bool, verbose: bool, online: 
 
 def status_command(output_format: str) -> int:
     """Default distribution and default version (wsl.exe `--status`)."""
-    session = state_of(click.get_current_context()).get_session()
+    session = current_session()
     default = next((info.name for info in session.enumerate_distributions() if info.is_default), None)
     if output_format == "json":
         render.print_json({"default_distribution": default, "default_version": DEFAULT_WSL_VERSION})
@@ -107,12 +107,8 @@ def status_command(output_format: str) -> int:
 
 def version_command() -> int:
     """pywsl's version, the host kernel (the utility VM's kernel here) and Python's."""
-    from importlib.metadata import PackageNotFoundError, version
+    from pywsl import __version__
 
-    try:
-        own = version("pywsl")
-    except PackageNotFoundError:
-        own = "unknown"
     render.print_lines(messages.PACKAGE_VERSIONS.format(
-        pywsl=own, kernel=os.uname().release, python=platform.python_version()).splitlines())
+        pywsl=__version__, kernel=os.uname().release, python=platform.python_version()).splitlines())
     return 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
@@ -55,10 +55,44 @@ eval "$(_PYWSL_COMPLETE=bash_source pywsl)"    (or zsh_source, fish_source)
 """
 
 
-def build_command() -> WslCommand:
+class Pywsl(WslCommand):
+    """The `pywsl` command; its `main` reports failures as wsl.exe does (see `pywsl.cli.report`)."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,  # type: ignore[override]
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> int:
+        status = self._run(args, prog_name or PROGRAM, complete_var, **extra)
+        if standalone_mode:
+            with contextlib.suppress(BrokenPipeError, ValueError, OSError):
+                sys.stdout.flush()
+            sys.exit(status)
+        return status
+
+    def _run(self, args: Sequence[str] | None, prog_name: str, complete_var: str | None, **extra: Any) -> int:
+        from pywsl.api.errors import WslError
+
+        _utf8_streams()
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except WslError as error:
+            report.print_error(report.error_text(error))
+            return report.FAILURE_EXIT_STATUS
+        except report.UsageFailure as failure:
+            report.print_error(failure.message)
+            return report.FAILURE_EXIT_STATUS
+        except click.ClickException as error:
+            report.print_error(report.click_error_text(error))
+            return report.FAILURE_EXIT_STATUS
+        except (click.Abort, KeyboardInterrupt):
+            return INTERRUPTED_EXIT_STATUS
+        except BrokenPipeError:
+            return report.FAILURE_EXIT_STATUS
+        return _exit_status(result)
+
+
+def build_command() -> Pywsl:
     """The `pywsl` click command."""
-    return WslCommand(PROGRAM, verbs=build_verbs(), params=launch_options(), callback=launch_command,
-                      help=HELP, epilog=EPILOG)
+    return Pywsl(PROGRAM, verbs=build_verbs(), params=launch_options(), callback=launch_command,
+                 help=HELP, epilog=EPILOG)
 
 
 def _utf8_streams() -> None:
@@ -77,35 +111,13 @@ def _exit_status(value: object) -> int:
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Run one command line; returns the exit status."""
-    from pywsl.api.errors import WslError
-
-    _utf8_streams()
-    args = list(sys.argv[1:] if argv is None else argv)
-    command = build_command()
-    try:
-        result = command.main(args, prog_name=PROGRAM, standalone_mode=False)
-    except WslError as error:
-        report.print_error(report.error_text(error))
-        return report.FAILURE_EXIT_STATUS
-    except report.UsageFailure as failure:
-        report.print_error(failure.message)
-        return report.FAILURE_EXIT_STATUS
-    except click.ClickException as error:
-        report.print_error(report.click_error_text(error))
-        return report.FAILURE_EXIT_STATUS
-    except (click.Abort, KeyboardInterrupt):
-        return INTERRUPTED_EXIT_STATUS
-    except BrokenPipeError:
-        return report.FAILURE_EXIT_STATUS
-    return _exit_status(result)
+    return build_command().main(argv, standalone_mode=False)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """The console script."""
-    status = run(argv)
-    with contextlib.suppress(BrokenPipeError, ValueError, OSError):
-        sys.stdout.flush()
-    sys.exit(status)
+    build_command().main(argv)
+    raise AssertionError("unreachable: main() exits")
 
 
 if __name__ == "__main__":

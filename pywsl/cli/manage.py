@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from pywsl.cli.context import state_of
+from pywsl.cli import messages
+from pywsl.cli.context import current_session
 from pywsl.cli.report import fail, print_success
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ def parse_uid(output: bytes) -> int:
     """The uid `id -u` printed: digits, then line ends only (wsl.exe's wcstoul check)."""
     text = output.decode("ascii", "replace").rstrip("\r\n")
     if not text.isdigit() or not text.isascii() or int(text) > UID_MAX:
-        raise fail("ERROR_INVALID_DATA", f"Unexpected output of 'id -u': {text!r}")
+        raise fail("ERROR_INVALID_DATA", messages.UNEXPECTED_UID.format(output=text))
     return int(text)
 
 
@@ -65,10 +66,8 @@ def manage_command(distro: str, move: str | None, set_default_user: str | None, 
     actions = [value for value in (move, set_default_user, set_sparse, resize) if value is not None]
     if len(actions) != 1:
         ctx = click.get_current_context()
-        raise fail("WSL_E_INVALID_USAGE",
-                   f"--manage takes exactly one of --move, --set-default-user, --set-sparse and "
-                   f"--resize.\n{ctx.get_usage()}")
-    session = state_of(click.get_current_context()).get_session()
+        raise fail("WSL_E_INVALID_USAGE", f"{messages.MANAGE_ONE_ACTION}\n{ctx.get_usage()}")
+    session = current_session()
     distro_id = session.get_distribution_id(distro)
     if move is not None:
         session.move_distribution(distro_id, os.path.abspath(move))

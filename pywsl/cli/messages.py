@@ -31,7 +31,8 @@ INVALID_CWD = (
 )
 INVALID_VALUE = "Invalid value for {option}: {detail}"
 PASS_VHD_FLAG = "This looks like a VHD file. Use --vhd to import a VHD instead of a tar."
-EXTENSION_REQUIRED = "The specified file must have the {extension} file extension."
+MANAGE_ONE_ACTION = "--manage takes exactly one of --move, --set-default-user, --set-sparse and --resize."
+UNEXPECTED_UID = "Unexpected output of 'id -u': {output!r}"
 
 # Listing.
 REGISTERED_DISTROS_HEADER = "Windows Subsystem for Linux Distributions:"
@@ -55,14 +56,10 @@ PACKAGE_VERSIONS = "pywsl version: {pywsl}\nKernel version: {kernel}\nPython ver
 WSL1_NOT_SUPPORTED = (
     "WSL1 is not supported here: pywsl runs every distribution as WSL 2, in its utility VM."
 )
+INVALID_VERSION = "Invalid version '{value}': the supported version is 2."
+ALREADY_REQUESTED_VERSION = "The distribution is already the requested version."
 
 # Long-running operations.
 IMPORT_PROGRESS = "Import in progress, this may take a few minutes."
 EXPORT_PROGRESS = "Export in progress, this may take a few minutes."
-UNREGISTERING = "Unregistering."
-INSTALLING = "Installing: {source}"
-DOWNLOADING = "Downloading: {source}"
-DISTRIBUTION_INSTALLED = (
-    f"Distribution successfully installed. It can be launched via '{PROGRAM} -d {{name}}'"
-)
 LAUNCHING_DISTRO = "Launching {name}..."

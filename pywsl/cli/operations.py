@@ -13,7 +13,7 @@ from __future__ import annotations
 import click
 
 from pywsl.cli import messages
-from pywsl.cli.context import state_of
+from pywsl.cli.context import current_session
 from pywsl.cli.report import fail, print_success
 
 __all__ = [
@@ -38,33 +38,33 @@ def parse_version(text: str) -> int:
     except ValueError:
         version = 0
     if version not in (WSL_VERSION_1, WSL_VERSION_2):
-        raise fail("ERROR_VERSION_PARSE_ERROR", f"Invalid version '{text}': the supported version is 2.")
+        raise fail("ERROR_VERSION_PARSE_ERROR", messages.INVALID_VERSION.format(value=text))
     if version == WSL_VERSION_1:
         raise fail("WSL_E_WSL1_NOT_SUPPORTED", messages.WSL1_NOT_SUPPORTED)
     return version
 
 
 def set_default_command(distro: str) -> int:
-    session = state_of(click.get_current_context()).get_session()
+    session = current_session()
     session.set_default_distribution(session.get_distribution_id(distro))
     print_success()
     return 0
 
 
 def terminate_command(distro: str) -> int:
-    session = state_of(click.get_current_context()).get_session()
+    session = current_session()
     session.terminate_distribution(session.get_distribution_id(distro))
     print_success()
     return 0
 
 
 def shutdown_command(force: bool) -> int:
-    state_of(click.get_current_context()).get_session().shutdown(force=force)
+    current_session().shutdown(force=force)
     return 0
 
 
 def unregister_command(distro: str) -> int:
-    session = state_of(click.get_current_context()).get_session()
+    session = current_session()
     session.unregister_distribution(session.get_distribution_id(distro, list_all=True))
     print_success()
     return 0
@@ -79,10 +79,10 @@ def set_default_version_command(version: str) -> int:
 
 def set_version_command(distro: str, version: str) -> int:
     """Converting needs WSL 1; every distribution is version 2 already."""
-    session = state_of(click.get_current_context()).get_session()
+    session = current_session()
     session.get_distribution_id(distro)
     parse_version(version)
-    raise fail("WSL_E_VM_MODE_INVALID_STATE", "The distribution is already the requested version.")
+    raise fail("WSL_E_VM_MODE_INVALID_STATE", messages.ALREADY_REQUESTED_VERSION)
 
 
 def unsupported_command(arguments: tuple[str, ...]) -> int:

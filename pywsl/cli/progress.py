@@ -28,11 +28,16 @@ POLL_INTERVAL = 0.1  # seconds
 
 
 class TransferProgress:
-    """A progress display for one transfer; call `update(done, total)` from any thread."""
+    """A progress display for one transfer; `update(done, total)` and `status(text)` from any thread.
 
-    def __init__(self, description: str, *, total: int | None = None) -> None:
+    `description` is shown beside the bar (and printed once when there is no terminal); `in_bytes`
+    says whether the counts are bytes (shown as sizes) or plain units (shown as a percentage).
+    """
+
+    def __init__(self, description: str | None, *, total: int | None = None, in_bytes: bool = True) -> None:
         self.description = description
         self.total = total
+        self.in_bytes = in_bytes
         self._progress: Any = None
         self._task: Any = None
         self._lock = threading.Lock()
@@ -42,53 +47,68 @@ class TransferProgress:
             from rich.console import Console
             from rich.progress import (
                 BarColumn,
-                DownloadColumn,
                 Progress,
                 SpinnerColumn,
+                TaskProgressColumn,
                 TextColumn,
-                TimeRemainingColumn,
-                TransferSpeedColumn,
+                TimeElapsedColumn,
             )
 
             self._progress = Progress(
                 SpinnerColumn(),
                 TextColumn("{task.description}", markup=False),
                 BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                TimeRemainingColumn(),
+                TaskProgressColumn(),
+                TextColumn("{task.fields[detail]}", markup=False),
+                TimeElapsedColumn(),
                 console=Console(stderr=True, no_color=no_color(), highlight=False),
                 transient=True,
             )
             self._progress.start()
-            self._task = self._progress.add_task(self.description, total=self.total)
-        else:
-            with contextlib.suppress(OSError, ValueError):
-                sys.stderr.write(self.description + "\n")
-                sys.stderr.flush()
+            self._task = self._progress.add_task(self.description or "", total=self.total, detail="")
+        elif self.description:
+            _write_line(self.description)
         return self
+
+    def _detail(self, done: int) -> str:
+        if not self.in_bytes:
+            return ""
+        from rich.filesize import decimal
+
+        return decimal(done) if self.total is None else f"{decimal(done)} / {decimal(self.total)}"
 
     def update(self, done: int, total: int | None = None) -> None:
         with self._lock:
             if total is not None:
                 self.total = total
             if self._progress is not None:
-                self._progress.update(self._task, completed=done, total=self.total)
+                self._progress.update(self._task, completed=done, total=self.total, detail=self._detail(done))
 
-    def __call__(self, *args: Any, **kwargs: Any) -> None:
-        """A progress callback: `(done, total)` as the downloader reports it, or a mapping."""
-        done: Any = args[0] if args else kwargs.get("done")
-        total: Any = args[1] if len(args) > 1 else kwargs.get("total")
-        if isinstance(done, dict):
-            done, total = done.get("done"), done.get("total", total)
-        if isinstance(done, int) and (total is None or isinstance(total, int)):
-            self.update(done, total)
+    def status(self, text: str) -> None:
+        """A step message: printed above the bar, which restarts with it as its description."""
+        with self._lock:
+            if self._progress is None:
+                _write_line(text)
+                return
+            self._progress.console.print(text, markup=False, highlight=False)
+            self.total = None
+            self._progress.reset(self._task, description=text.splitlines()[0], total=None, detail="")
+
+    def __call__(self, done: int, total: int | None = None) -> None:
+        """The installer's progress callback."""
+        self.update(done, total)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+def _write_line(text: str) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
 
 
 class FdWatcher:

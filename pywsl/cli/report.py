@@ -4,11 +4,13 @@ wsl.exe prints the message of the failing HRESULT and then `Error code: Wsl/<con
 except for `WSL_E_DEFAULT_DISTRO_NOT_FOUND` and `WSL_E_INVALID_USAGE`, whose message stands alone,
 and returns -1 (an exit status of 255 here). Command line errors found while reading the launch
 options are printed without a code, as wsl.exe prints them. pywsl writes all of this to stderr,
-so that stdout carries only the output of the command or verb.
+so that stdout carries only the output of the command or verb. Warnings are left out when
+`WSL_DISABLE_WARNINGS=1`, as in wsl.exe.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -27,6 +29,7 @@ __all__ = [
     "fail",
     "print_error",
     "print_success",
+    "print_warning",
 ]
 
 FAILURE_EXIT_STATUS = 255  # wsl.exe's -1
@@ -127,6 +130,12 @@ def _write(text: str) -> None:
 def print_error(text: str) -> None:
     """An error message, on stderr."""
     _write(text)
+
+
+def print_warning(text: str) -> None:
+    """A warning, on stderr, unless WSL_DISABLE_WARNINGS=1 (as wsl.exe)."""
+    if os.environ.get("WSL_DISABLE_WARNINGS") != "1":
+        _write(text)
 
 
 def print_success() -> None:

@@ -7,25 +7,28 @@ which import the library only when they run.
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+from typing import Any
+
 import click
 
-from pywsl.cli.archives import EXPORT_FORMATS, export_command, import_command
 from pywsl.cli.completion import complete_distribution
 from pywsl.cli.grammar import Verb
-from pywsl.cli.install_verb import install_command
-from pywsl.cli.listing import list_command, status_command, version_command
-from pywsl.cli.manage import manage_command
-from pywsl.cli.operations import (
-    set_default_command,
-    set_default_version_command,
-    set_version_command,
-    shutdown_command,
-    terminate_command,
-    unregister_command,
-    unsupported_command,
-)
 
 __all__ = ["build_verbs"]
+
+EXPORT_FORMATS = ("tar", "tar.gz", "tar.xz", "vhd")
+
+
+def _lazy(module: str, name: str) -> Callable[..., Any]:
+    """A callback that imports its module when the verb runs (keeps the launch path light)."""
+    def callback(**options: Any) -> Any:
+        return getattr(importlib.import_module(f"pywsl.cli.{module}"), name)(**options)
+
+    callback.__name__ = name
+    return callback
+
 
 _FORMAT_HELP = "text (default) or json: one JSON document on stdout, described below."
 
@@ -44,7 +47,7 @@ def _unsupported(name: str, summary: str) -> Verb:
         name,
         summary=summary,
         help=f"{summary} Not supported: distributions are directories here, not disk images.",
-        callback=unsupported_command,
+        callback=_lazy("operations", "unsupported_command"),
         params=[click.Argument(["arguments"], metavar="ARGUMENT", nargs=-1, type=click.UNPROCESSED)],
         context_settings={"ignore_unknown_options": True},
     )
@@ -55,7 +58,7 @@ def _install() -> Verb:
         "--install",
         summary="Install a distribution.",
         help="Install a distribution (see --list --online), then start its shell.",
-        callback=install_command,
+        callback=_lazy("install_verb", "install_command"),
         params=[
             _distro_argument(required=False),
             click.Option(["-d", "--distribution"], metavar="DISTRO", shell_complete=complete_distribution,
@@ -86,7 +89,7 @@ def _list() -> Verb:
         aliases=["-l"],
         summary="List distributions.",
         help="List the registered distributions.",
-        callback=list_command,
+        callback=_lazy("listing", "list_command"),
         params=[
             click.Option(["--all", "all_"], is_flag=True,
                          help="Include those being installed, removed, converted or exported."),
@@ -106,7 +109,7 @@ def _import() -> Verb:
         summary="Import a distribution from a tar file.",
         help="Register a tar (or tar.gz, tar.xz, ...) root filesystem as a new distribution installed in "
              "DIR. FILE can be - for stdin.",
-        callback=import_command,
+        callback=_lazy("archives", "import_command"),
         params=[
             click.Argument(["distro"], metavar="DISTRO"),
             click.Argument(["location"], metavar="DIR"),
@@ -122,7 +125,7 @@ def _export() -> Verb:
         "--export",
         summary="Export a distribution to a tar file.",
         help="Write the distribution's root filesystem to FILE as a tar archive. FILE can be - for stdout.",
-        callback=export_command,
+        callback=_lazy("archives", "export_command"),
         params=[
             _distro_argument(),
             click.Argument(["file_name"], metavar="FILE"),
@@ -140,7 +143,7 @@ def _manage() -> Verb:
         "--manage",
         summary="Change a setting of a distribution.",
         help="Change one setting of DISTRO.",
-        callback=manage_command,
+        callback=_lazy("manage", "manage_command"),
         params=[
             _distro_argument(),
             click.Option(["-m", "--move"], metavar="DIR", help="Move its files to DIR."),
@@ -152,40 +155,44 @@ def _manage() -> Verb:
     )
 
 
+def _simple(name: str, module: str, callback: str, summary: str, help: str, *,
+            aliases: tuple[str, ...] = (), params: tuple[click.Parameter, ...] = ()) -> Verb:
+    return Verb(name, aliases=aliases, summary=summary, help=help, callback=_lazy(module, callback),
+                params=params)
+
+
 def build_verbs() -> list[Verb]:
     """Every verb, in the order the help lists them."""
     return [
         _install(),
         _list(),
-        Verb("--set-default", aliases=["-s", "--setdefault"], summary="Set the default distribution.",
-             help="Make DISTRO the default distribution.", callback=set_default_command,
-             params=[_distro_argument()]),
-        Verb("--terminate", aliases=["-t"], summary="Terminate a distribution.",
-             help="Stop DISTRO and every process in it.", callback=terminate_command,
-             params=[_distro_argument()]),
-        Verb("--shutdown", summary="Stop every distribution and the utility VM.",
-             help="Stop every running distribution and the utility VM.", callback=shutdown_command,
-             params=[click.Option(["--force"], is_flag=True,
-                                  help="Kill the VM even if an operation is in progress.")]),
+        _simple("--set-default", "operations", "set_default_command", "Set the default distribution.",
+                "Make DISTRO the default distribution.", aliases=("-s", "--setdefault"),
+                params=(_distro_argument(),)),
+        _simple("--terminate", "operations", "terminate_command", "Terminate a distribution.",
+                "Stop DISTRO and every process in it.", aliases=("-t",), params=(_distro_argument(),)),
+        _simple("--shutdown", "operations", "shutdown_command", "Stop every distribution and the utility VM.",
+                "Stop every running distribution and the utility VM.",
+                params=(click.Option(["--force"], is_flag=True,
+                                     help="Kill the VM even if an operation is in progress."),)),
         _import(),
         _export(),
-        Verb("--unregister", summary="Unregister a distribution and delete its files.",
-             help="Unregister DISTRO and delete its root filesystem.", callback=unregister_command,
-             params=[_distro_argument()]),
+        _simple("--unregister", "operations", "unregister_command",
+                "Unregister a distribution and delete its files.",
+                "Unregister DISTRO and delete its root filesystem.", params=(_distro_argument(),)),
         _manage(),
-        Verb("--status", summary="Show the default distribution and version.",
-             help="Show the default distribution and the default version.", callback=status_command,
-             params=[_output_format()]),
-        Verb("--version", aliases=["-v"], summary="Show version information.",
-             help="Show the versions of pywsl, the kernel and Python.", callback=version_command),
-        Verb("--set-default-version", summary="Set the version of new distributions.",
-             help="Set the WSL version of new distributions: only 2 exists here.",
-             callback=set_default_version_command,
-             params=[click.Argument(["version"], metavar="VERSION")]),
-        Verb("--set-version", summary="Convert a distribution to another WSL version.",
-             help="Convert DISTRO to VERSION: every distribution is version 2 here.",
-             callback=set_version_command,
-             params=[_distro_argument(), click.Argument(["version"], metavar="VERSION")]),
+        _simple("--status", "listing", "status_command", "Show the default distribution and version.",
+                "Show the default distribution and the default version.", params=(_output_format(),)),
+        _simple("--version", "listing", "version_command", "Show version information.",
+                "Show the versions of pywsl, the kernel and Python.", aliases=("-v",)),
+        _simple("--set-default-version", "operations", "set_default_version_command",
+                "Set the version of new distributions.",
+                "Set the WSL version of new distributions: only 2 exists here.",
+                params=(click.Argument(["version"], metavar="VERSION"),)),
+        _simple("--set-version", "operations", "set_version_command",
+                "Convert a distribution to another WSL version.",
+                "Convert DISTRO to VERSION: every distribution is version 2 here.",
+                params=(_distro_argument(), click.Argument(["version"], metavar="VERSION"))),
         _unsupported("--import-in-place", "Register an existing disk image as a distribution."),
         _unsupported("--mount", "Attach and mount a disk in the utility VM."),
         _unsupported("--unmount", "Unmount and detach a disk."),

@@ -1,0 +1,318 @@
+"""`pywsl` end to end: real subprocesses (argument lists, no host shell) against the real library.
+
+A throw-away home, registry, configuration and VM runtime folder per module; small distributions
+built from the host's static busybox; the VM is shut down at the end.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+BUSYBOX = Path("/bin/busybox")
+APPLETS = ("sh", "echo", "cat", "id", "true", "false", "pwd", "sleep", "env", "ls", "printf")
+
+
+def _library_ready() -> bool:
+    try:
+        import pywsl.api.session
+        import pywsl.vm
+    except ImportError:
+        return False
+    return hasattr(pywsl.vm, "CoreVm")
+
+
+pytestmark = [
+    pytest.mark.skipif(not _library_ready(), reason="the library (pywsl.api.session, pywsl.vm) is missing"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="the in-process session runs the VM as root"),
+    pytest.mark.skipif(not BUSYBOX.is_file(), reason="needs a static /bin/busybox (busybox-static)"),
+]
+
+
+def _add(archive: tarfile.TarFile, name: str, *, kind: bytes = tarfile.DIRTYPE, data: bytes = b"",
+         mode: int = 0o755, target: str = "") -> None:
+    member = tarfile.TarInfo(name)
+    member.type = kind
+    member.mode = mode
+    member.uid = member.gid = 0
+    member.mtime = int(time.time())
+    if kind == tarfile.SYMTYPE:
+        member.linkname = target
+        archive.addfile(member)
+    elif kind == tarfile.REGTYPE:
+        member.size = len(data)
+        archive.addfile(member, io.BytesIO(data))
+    else:
+        archive.addfile(member)
+
+
+def build_busybox_rootfs(path: Path, *, flavor: str = "busybox") -> Path:
+    """A minimal root filesystem: busybox, its applets, root and alice, an os-release."""
+    with tarfile.open(path, "w") as archive:
+        for folder in ("bin", "usr", "usr/bin", "etc", "root", "home", "tmp", "proc", "sys", "dev", "run"):
+            _add(archive, folder, mode=0o1777 if folder == "tmp" else 0o755)
+        _add(archive, "home/alice", mode=0o755)
+        _add(archive, "bin/busybox", kind=tarfile.REGTYPE, data=BUSYBOX.read_bytes())
+        for applet in APPLETS:
+            _add(archive, f"bin/{applet}", kind=tarfile.SYMTYPE, target="busybox")
+            _add(archive, f"usr/bin/{applet}", kind=tarfile.SYMTYPE, target="/bin/busybox")
+        files = {
+            "etc/passwd": "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n",
+            "etc/group": "root:x:0:\nalice:x:1000:\n",
+            "etc/os-release": f"ID={flavor}\nVERSION_ID=1.36\nNAME=BusyBox\n",
+        }
+        for name, text in files.items():
+            _add(archive, name, kind=tarfile.REGTYPE, data=text.encode(), mode=0o644)
+    return path
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def out(self) -> str:
+        return self.stdout.decode()
+
+    @property
+    def err(self) -> str:
+        return self.stderr.decode()
+
+
+class Pywsl:
+    """The command as a subprocess with this module's private environment."""
+
+    def __init__(self, env: Mapping[str, str], cwd: Path) -> None:
+        self.env = dict(env)
+        self.cwd = cwd
+
+    def __call__(self, *args: str, input: bytes | None = None, extra: list[str] | None = None,
+                 timeout: float = 120) -> Run:
+        command = [sys.executable, *(extra or []), "-m", "pywsl.cli.main", *args]
+        result = subprocess.run(command, env=self.env, cwd=self.cwd, input=input, capture_output=True,
+                                timeout=timeout, check=False,
+                                stdin=None if input is not None else subprocess.DEVNULL)
+        return Run(result.returncode, result.stdout, result.stderr)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("pywsl-cli")
+
+
+@pytest.fixture(scope="module")
+def pywsl(workspace: Path) -> Iterator[Pywsl]:
+    home = workspace / "home"
+    config = workspace / "config"
+    runtime = workspace / "run"
+    for folder in (home, config / "pywsl", runtime):
+        folder.mkdir(parents=True)
+    os.chmod(runtime, 0o700)
+    manifest = (workspace / "manifest.json").as_uri()
+    (config / "pywsl" / "wslconfig").write_text(
+        f"[general]\ninstanceIdleTimeout=120000\ndistributionListUrl={manifest}\n"
+        "[wsl2]\nvmIdleTimeout=120000\n")
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "XDG_DATA_HOME": str(workspace / "data"),
+        "XDG_CONFIG_HOME": str(config),
+        "PYWSL_RUNTIME_ROOT": str(runtime),
+        "LANG": "C.UTF-8",
+    }
+    command = Pywsl(env, workspace)
+    try:
+        yield command
+    finally:
+        command("--shutdown", "--force")
+        shutil.rmtree(workspace / "data", ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def box(pywsl: Pywsl, workspace: Path) -> str:
+    """A distribution named Box, imported once for the module."""
+    archive = build_busybox_rootfs(workspace / "box.tar")
+    result = pywsl("--import", "Box", str(workspace / "box"), str(archive))
+    assert result.returncode == 0, result.err
+    assert result.stdout == b""
+    assert result.err.endswith("The operation completed successfully.\n")
+    return "Box"
+
+
+def test_run_shell_and_exec_modes(pywsl: Pywsl, box: str) -> None:
+    result = pywsl("-d", "box", "--", "echo", "a  b", "c")
+    assert (result.returncode, result.out, result.err) == (0, "a b c\n", "")
+    result = pywsl("-d", box, "-e", "/bin/echo", "a  b", "c")
+    assert (result.returncode, result.out) == (0, "a  b c\n")
+    result = pywsl("-d", box, "printf", "%s,", "x", "--help")
+    assert result.out == "x,--help,"
+
+
+def test_no_command_line_starts_the_login_shell(pywsl: Pywsl, box: str) -> None:
+    result = pywsl("-d", box, input=b"echo from-the-shell; exit 4\n")
+    assert (result.returncode, result.out) == (4, "from-the-shell\n")
+    result = pywsl("-d", box, "--shell-type", "standard", input=b"echo standard\n")
+    assert (result.returncode, result.out) == (0, "standard\n")
+
+
+def test_exit_status_and_stdout_stderr_split(pywsl: Pywsl, box: str) -> None:
+    result = pywsl("-d", box, "--", "echo out; echo err >&2; exit 3")
+    assert (result.returncode, result.out, result.err) == (3, "out\n", "err\n")
+    assert pywsl("-d", box, "-e", "false").returncode == 1
+
+
+def test_stdin_reaches_the_process(pywsl: Pywsl, box: str) -> None:
+    result = pywsl("-d", box, "-e", "cat", input=b"through a pipe\n")
+    assert (result.returncode, result.out) == (0, "through a pipe\n")
+
+
+def test_user_cwd_and_unknown_user(pywsl: Pywsl, box: str) -> None:
+    assert pywsl("-d", box, "-u", "alice", "--", "id -u").out == "1000\n"
+    assert pywsl("-d", box, "--cd", "/tmp", "pwd").out == "/tmp\n"
+    assert pywsl("~", "-d", box, "-u", "alice", "pwd").out == "/home/alice\n"
+    assert pywsl("-d", box, "--", "~").returncode == 126  # not first: part of the command line
+    result = pywsl("-d", box, "-u", "ghost", "--", "true")
+    assert result.returncode == 255 and result.stdout == b""
+    assert "User not found." in result.err and "WSL_E_USER_NOT_FOUND" in result.err
+
+
+def test_list_and_json(pywsl: Pywsl, box: str) -> None:
+    pywsl("-d", box, "true")
+    result = pywsl("-l", "-v")
+    assert result.returncode == 0
+    lines = result.out.splitlines()
+    assert lines[0].split() == ["NAME", "STATE", "VERSION"]
+    assert lines[1].split() == ["*", "Box", "Running", "2"]
+    records = json.loads(pywsl("--list", "--format", "json").out)
+    assert records[0]["name"] == "Box" and records[0]["default"] is True
+    assert records[0]["state"] == "Running" and records[0]["version"] == 2
+    assert records[0]["flavor"] == "busybox" and records[0]["os_version"] == "1.36"
+    assert set(records[0]) == {"name", "state", "version", "default", "flavor", "os_version", "id"}
+    assert pywsl("-l", "-q").out.splitlines() == ["Box"]
+    status = json.loads(pywsl("--status", "--format", "json").out)
+    assert status == {"default_distribution": "Box", "default_version": 2}
+
+
+def test_terminate(pywsl: Pywsl, box: str) -> None:
+    pywsl("-d", box, "true")
+    assert "Box" in pywsl("-l", "--running", "-q").out
+    result = pywsl("-t", box)
+    assert (result.returncode, result.out) == (0, "")
+    assert result.err == "The operation completed successfully.\n"
+    assert json.loads(pywsl("-l", "--running", "--format", "json").out) == []
+    assert pywsl("-l", "--running").returncode == 255
+
+
+def test_export_to_a_file_and_to_stdout(pywsl: Pywsl, box: str, workspace: Path) -> None:
+    target = workspace / "box-export.tar.gz"
+    result = pywsl("--export", box, str(target))
+    assert result.returncode == 0, result.err
+    assert result.stdout == b""
+    with gzip.open(target) as compressed, tarfile.open(fileobj=compressed) as archive:
+        assert any(name.endswith("bin/busybox") for name in archive.getnames())
+    result = pywsl("--export", box, "-")
+    assert result.returncode == 0, result.err
+    with tarfile.open(fileobj=io.BytesIO(result.stdout)) as archive:
+        assert any(name.endswith("etc/passwd") for name in archive.getnames())
+    assert "The operation completed successfully." not in result.err
+
+
+def test_set_default_manage_and_unregister(pywsl: Pywsl, box: str, workspace: Path) -> None:
+    archive = build_busybox_rootfs(workspace / "other.tar", flavor="other")
+    result = pywsl("--import", "Other", str(workspace / "other"), "-", input=archive.read_bytes())
+    assert result.returncode == 0, result.err
+    assert pywsl("-s", "other").returncode == 0
+    assert json.loads(pywsl("--status", "--format", "json").out)["default_distribution"] == "Other"
+    assert pywsl("--", "cat /etc/os-release").out.startswith("ID=other")
+
+    result = pywsl("--manage", "Other", "--set-default-user", "alice")
+    assert result.returncode == 0, result.err
+    assert pywsl("-d", "Other", "--", "id -u").out == "1000\n"
+    assert pywsl("--manage", "Other", "--set-default-user", "ghost").returncode != 0
+
+    assert pywsl("-t", "Other").returncode == 0
+    moved = workspace / "moved"
+    result = pywsl("--manage", "Other", "--move", str(moved))
+    assert result.returncode == 0, result.err
+    assert moved.is_dir()
+    assert pywsl("-d", "Other", "--", "echo moved").out == "moved\n"
+
+    assert pywsl("--set-default", box).returncode == 0
+    result = pywsl("--unregister", "Other")
+    assert result.returncode == 0, result.err
+    assert pywsl("-l", "-q").out.splitlines() == ["Box"]
+    assert pywsl("-d", "Other", "true").returncode == 255
+
+
+def test_list_online_and_install_from_the_manifest(pywsl: Pywsl, box: str, workspace: Path) -> None:
+    image = build_busybox_rootfs(workspace / "image.tar", flavor="installed")
+    digest = hashlib.sha256(image.read_bytes()).hexdigest()
+    manifest = {"Default": "Tiny", "ModernDistributions": {"Tiny": [
+        {"Name": "Tiny-1", "FriendlyName": "Tiny Box 1", "Default": True,
+         "Amd64Url": {"Url": image.as_uri(), "Sha256": digest}}]}}
+    (workspace / "manifest.json").write_text(json.dumps(manifest))
+    listed = json.loads(pywsl("--list", "--online", "--format", "json").out)
+    online = {entry["name"]: entry for entry in listed}
+    assert set(online["Tiny-1"]) == {"name", "friendly_name", "default", "source"}
+    assert (online["Tiny-1"]["friendly_name"], online["Tiny-1"]["source"]) == ("Tiny Box 1", "manifest")
+    text = pywsl("-l", "-o")
+    assert text.returncode == 0 and "Tiny-1" in text.out and "Tiny Box 1" in text.out
+
+    result = pywsl("--install", "Tiny", "--no-launch")
+    assert result.returncode == 0, result.err
+    assert result.stdout == b""
+    assert "Distribution successfully installed. It can be launched via 'pywsl -d Tiny-1'" in result.err
+    assert pywsl("-d", "tiny-1", "--", "cat /etc/os-release").out.startswith("ID=installed")
+
+    result = pywsl("--install", "--from-file", str(image), "--name", "FromFile", "-n")
+    assert result.returncode == 0, result.err
+    assert "FromFile" in pywsl("-l", "-q").out.splitlines()
+    for name in ("Tiny-1", "FromFile"):
+        assert pywsl("--unregister", name).returncode == 0
+
+
+def test_errors_and_exit_codes(pywsl: Pywsl, box: str) -> None:
+    result = pywsl("-d", "Nope", "--", "true")
+    assert result.returncode == 255 and result.stdout == b""
+    assert "There is no distribution with the supplied name." in result.err
+    assert "Error code: Wsl/" in result.err and "WSL_E_DISTRO_NOT_FOUND" in result.err
+    result = pywsl("--bogus")
+    assert result.returncode == 255 and result.err.startswith("Invalid command line argument: --bogus")
+    result = pywsl("--help")
+    assert result.returncode == 255 and result.out.startswith("Usage: pywsl") and result.stderr == b""
+
+
+def test_launch_path_imports(pywsl: Pywsl, box: str) -> None:
+    pywsl("-d", box, "true")  # the instance is running: only the launch itself is measured
+    result = pywsl("-d", box, "--", "true", extra=["-X", "importtime"])
+    assert result.returncode == 0
+    modules = [line.rsplit("|", 1)[-1].strip() for line in result.err.splitlines()
+               if line.startswith("import time:")]
+    assert "pywsl.cli.launch" in modules
+    loaded = {name.split(".")[0] for name in modules} | set(modules)
+    # (json is the registry's file format: the library loads it, the command line does not.)
+    for heavy in ("rich", "http", "urllib.request", "pywsl.api.install", "pywsl.api.manifest",
+                  "pywsl.api.download", "pywsl.cli.render", "pywsl.cli.listing", "pywsl.cli.archives"):
+        assert heavy not in loaded, heavy
+
+
+def test_shutdown(pywsl: Pywsl, box: str) -> None:
+    pywsl("-d", box, "true")
+    result = pywsl("--shutdown")
+    assert (result.returncode, result.out, result.err) == (0, "", "")
+    assert json.loads(pywsl("-l", "--running", "--format", "json").out) == []
