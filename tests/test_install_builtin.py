@@ -118,7 +118,8 @@ def test_entries_need_their_keyring(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     scripts.mkdir()
     for suite in ("bookworm", "bullseye", "sid", "gutsy", "jammy"):
         (scripts / suite).write_text("")
-    entries = available_builtins(keyrings={"debian": ring, "ubuntu": tmp_path / "absent.gpg"}, scripts=scripts)
+    rings = {"debian": ring, "ubuntu": tmp_path / "absent.gpg"}
+    entries = available_builtins(keyrings=rings, scripts=scripts)
     names = [e.name for e in entries]
     assert names == ["Debian", "Debian-11", "Debian-12", "Debian-13"]
     debian = find_builtin("debian", entries)

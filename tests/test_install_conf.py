@@ -110,3 +110,8 @@ def test_oversized_file_is_refused(tmp_path: Path) -> None:
     (root / "etc" / "wsl-distribution.conf").write_bytes(b"#" * (MAX_CONFIG_BYTES + 1))
     conf = read_distribution_conf(root)
     assert conf is not None and "larger than" in conf.warnings[0]
+
+
+def test_semicolons_need_quotes_as_in_wsl() -> None:
+    assert parse_distribution_conf("[oobe]\ncommand = a; b\n").oobe_command == "a"
+    assert parse_distribution_conf('[oobe]\ncommand = "a; b # c"\n').oobe_command == "a; b # c"

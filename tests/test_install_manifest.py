@@ -53,8 +53,8 @@ REAL_SHAPE = {
         ],
     },
     "Distributions": [
-        {"Name": "Legacy", "FriendlyName": "Legacy Linux", "StoreAppId": "9XYZ", "Amd64": True, "Arm64": False,
-         "Amd64PackageUrl": "https://example.invalid/legacy.appx"},
+        {"Name": "Legacy", "FriendlyName": "Legacy Linux", "StoreAppId": "9XYZ", "Amd64": True,
+         "Arm64": False, "Amd64PackageUrl": "https://example.invalid/legacy.appx"},
         {"Name": "ArmOnly", "FriendlyName": "Arm only", "StoreAppId": "9ABC", "Amd64": False, "Arm64": True},
     ],
 }
@@ -122,8 +122,8 @@ def test_legacy_entries_are_found_after_modern_ones() -> None:
 
 def test_append_manifest_is_consulted_first_and_its_default_wins() -> None:
     main = parse_manifest(manifest_document(
-        {"Ubuntu": [version_entry("Ubuntu", "Main Ubuntu", "main-url", SHA, default=True)]}, default="Ubuntu"),
-        arch=host_architecture())
+        {"Ubuntu": [version_entry("Ubuntu", "Main Ubuntu", "main-url", SHA, default=True)]},
+        default="Ubuntu"), arch=host_architecture())
     extra = parse_manifest(manifest_document(
         {"Ubuntu": [version_entry("Ubuntu", "Override Ubuntu", "override-url", SHA, default=True)],
          "Alpine": [version_entry("Alpine", "Alpine", "alpine-url", SHA, default=True)]}, default="Alpine"),
@@ -139,10 +139,9 @@ def test_append_manifest_is_consulted_first_and_its_default_wins() -> None:
 
 def test_online_names_lists_four_versions_per_family_and_the_override_first() -> None:
     versions = [version_entry(f"Fam-{i}", f"Family {i}", f"u{i}", SHA, default=i == 0) for i in range(6)]
-    main = parse_manifest(manifest_document({"Fam": versions, "Other": [version_entry("Shared", "From main", "m", SHA)]},
-                                            legacy=[{"Name": "Old", "FriendlyName": "Old one", "StoreAppId": "x",
-                                                     "Amd64": True, "Arm64": True}]),
-                          arch=host_architecture())
+    old = {"Name": "Old", "FriendlyName": "Old one", "StoreAppId": "x", "Amd64": True, "Arm64": True}
+    families = {"Fam": versions, "Other": [version_entry("Shared", "From main", "m", SHA)]}
+    main = parse_manifest(manifest_document(families, legacy=[old]), arch=host_architecture())
     extra = parse_manifest(manifest_document({"X": [version_entry("Shared", "From override", "o", SHA)]}),
                            arch=host_architecture())
     names = online_names(AvailableDistributions(main, extra))
@@ -224,3 +223,36 @@ def test_bad_json_over_http(file_server: FileServer) -> None:
     with pytest.raises(WslError) as caught:
         load_available(ManifestSources(url))
     assert caught.value.code == "WSL_E_INVALID_JSON"
+
+
+def test_list_online_marks_the_default_and_adds_built_ins(file_server: FileServer,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from pywsl.api import builtin_source
+    from pywsl.api.install import list_online
+    from pywsl.api.wslconfig import WslConfig
+
+    monkeypatch.delenv(URL_ENV, raising=False)
+    monkeypatch.delenv(APPEND_URL_ENV, raising=False)
+    url = file_server.add("/list.json", manifest_document(
+        {"Tiny": [version_entry("Tiny-1", "One", "u1", SHA),
+                  version_entry("Tiny-2", "Two", "u2", SHA, default=True)],
+         "Debian": [version_entry("Debian", "Debian from the manifest", "d", SHA, default=True)]},
+        default="tiny"))
+    built = builtin_source.BuiltinDistribution
+    entries = [built("Debian", "Built", "debian", "bookworm", Path("/k"), True),
+               built("Debian-12", "Built Debian", "debian", "bookworm", Path("/k"), False)]
+    monkeypatch.setattr(builtin_source, "available_builtins", lambda: entries)
+    listed = list_online(WslConfig(distribution_list_url=url))
+    assert [(e.name, e.is_default, e.source) for e in listed] == [
+        ("Tiny-1", False, "manifest"), ("Tiny-2", True, "manifest"), ("Debian", False, "manifest"),
+        ("Debian-12", False, "built-in")]
+    assert listed[1].url == "u2" and listed[1].sha256 == SHA and listed[3].url is None
+
+    warnings: list[str] = []
+    offline = list_online(WslConfig(distribution_list_url=closed_port_url()), on_warning=warnings.append)
+    assert [(e.name, e.is_default) for e in offline] == [("Debian", True), ("Debian-12", False)]
+    assert warnings and warnings[0].startswith("Failed to fetch the distribution list from")
+    monkeypatch.setattr(builtin_source, "available_builtins", list)
+    with pytest.raises(WslError) as caught:
+        list_online(WslConfig(distribution_list_url=closed_port_url()))
+    assert caught.value.code == "WININET_E_CANNOT_CONNECT"

@@ -7,6 +7,7 @@ the built-in debootstrap source and packed as a tar.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.server
 import io
@@ -27,8 +28,8 @@ BUSYBOX = Path("/bin/busybox")
 OS_RELEASE = 'PRETTY_NAME="Tiny Linux 1.0"\nNAME="Tiny Linux"\nID=tiny\nVERSION_ID="1.0"\n'
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
 GROUP = "root:x:0:\nnogroup:x:65534:\n"
-APPLETS = ("sh", "cat", "id", "echo", "ls", "mkdir", "touch", "adduser", "addgroup", "true", "false",
-           "sleep", "env", "grep", "test", "printf", "chown", "stat", "rm")
+APPLETS = ("sh", "cat", "id", "echo", "ls", "mkdir", "touch", "true", "false", "sleep", "env", "grep",
+           "test", "printf", "chown", "stat", "rm", "head")
 
 
 def sha256_hex(data: bytes) -> str:
@@ -52,7 +53,7 @@ class FileServer:
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 server.requests.append(self.path)
                 data = server.files.get(self.path)
                 if data is None:
@@ -136,7 +137,8 @@ def manifest_document(families: dict[str, list[dict[str, Any]]], *, default: str
 
 def version_entry(name: str, friendly: str, url: str, sha: str, *, default: bool | None = None,
                   key: str | None = None) -> dict[str, Any]:
-    entry: dict[str, Any] = {"Name": name, "FriendlyName": friendly, key or arch_key(): {"Url": url, "Sha256": sha}}
+    archive = {"Url": url, "Sha256": sha}
+    entry: dict[str, Any] = {"Name": name, "FriendlyName": friendly, key or arch_key(): archive}
     if default is not None:
         entry["Default"] = default
     return entry
@@ -156,8 +158,14 @@ def _add_dir(archive: tarfile.TarFile, name: str, mode: int = 0o755) -> None:
     archive.addfile(info)
 
 
-def rootfs_tar(*, conf: str | None = None, compression: str = "", extra: dict[str, str] | None = None) -> bytes:
+def rootfs_tar(*, conf: str | None = None, compression: str = "",
+               extra: dict[str, str] | None = None) -> bytes:
     """A tiny root filesystem made of /bin/busybox, as a tar (plain, "gz" or "xz")."""
+    return _rootfs_tar(conf, compression, tuple(sorted((extra or {}).items())))
+
+
+@functools.lru_cache(maxsize=32)
+def _rootfs_tar(conf: str | None, compression: str, extra: tuple[tuple[str, str], ...]) -> bytes:
     buffer = io.BytesIO()
     mode = f"w:{compression}" if compression else "w"
     with tarfile.open(fileobj=buffer, mode=mode, format=tarfile.GNU_FORMAT) as archive:  # type: ignore[call-overload]
@@ -177,7 +185,7 @@ def rootfs_tar(*, conf: str | None = None, compression: str = "", extra: dict[st
         _add_bytes(archive, "./etc/shadow", b"root:*:19000:0:99999:7:::\n", 0o640)
         if conf is not None:
             _add_bytes(archive, "./etc/wsl-distribution.conf", conf.encode())
-        for name, text in (extra or {}).items():
+        for name, text in extra:
             _add_bytes(archive, name, text.encode(), 0o755)
     return buffer.getvalue()
 

@@ -113,7 +113,8 @@ def available_builtins(*, keyrings: Mapping[str, Path] | None = None,
     return result
 
 
-def find_builtin(name: str, entries: Iterable[BuiltinDistribution] | None = None) -> BuiltinDistribution | None:
+def find_builtin(name: str,
+                 entries: Iterable[BuiltinDistribution] | None = None) -> BuiltinDistribution | None:
     """The built-in entry with that name (case-insensitive)."""
     wanted = name.casefold()
     for entry in available_builtins() if entries is None else entries:

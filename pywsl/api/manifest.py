@@ -196,7 +196,8 @@ def _parse(document: Any, url: str, arch: str | None) -> DistributionList:
             where = f"Distributions[{index}]"
             entry = _object(raw, where)
             flags = {name: bool(_bool(entry, name, where)) for name in ("Amd64", "Arm64")}
-            package_urls = {name: _optional_string(entry, f"{name}PackageUrl", where) for name in ("Amd64", "Arm64")}
+            package_urls = {name: _optional_string(entry, f"{name}PackageUrl", where)
+                            for name in ("Amd64", "Arm64")}
             item = LegacyDistribution(
                 name=_string(entry, "Name", where),
                 friendly_name=_string(entry, "FriendlyName", where),
@@ -211,7 +212,8 @@ def _parse(document: Any, url: str, arch: str | None) -> DistributionList:
     return result
 
 
-def parse_manifest(text: str | bytes, url: str = "<manifest>", *, arch: str | None = None) -> DistributionList:
+def parse_manifest(text: str | bytes, url: str = "<manifest>", *,
+                   arch: str | None = None) -> DistributionList:
     """Parse a manifest document, keeping the entries for `arch` (default: this machine)."""
     architecture = arch if arch is not None else host_architecture()
     try:
@@ -220,7 +222,8 @@ def parse_manifest(text: str | bytes, url: str = "<manifest>", *, arch: str | No
     except (ValueError, RecursionError) as error:  # JSONDecodeError and _Invalid are ValueErrors
         raise WslError(
             "WSL_E_INVALID_JSON",
-            f"Failed to fetch the distribution list from '{url}'. Invalid JSON document. Parse error: {error}",
+            f"Failed to fetch the distribution list from '{url}'. "
+            f"Invalid JSON document. Parse error: {error}",
         ) from None
 
 
@@ -286,7 +289,8 @@ def lookup(available: AvailableDistributions, name: str, *, legacy: bool = False
     return found
 
 
-def online_names(available: AvailableDistributions) -> list[tuple[str, str, ModernVersion | LegacyDistribution]]:
+def online_names(available: AvailableDistributions
+                 ) -> list[tuple[str, str, ModernVersion | LegacyDistribution]]:
     """`--list --online`: (name, friendly name, entry), append manifest first, first name wins,
     at most four versions per family."""
     seen: set[str] = set()

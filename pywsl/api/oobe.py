@@ -9,8 +9,8 @@ user; on failure it prints `OOBE command "<command>" failed, exiting`, that laun
 status 1, and OOBE stays pending for the next launch.
 
 pywsl runs the same steps from the client side, before the shell starts: the command is an ordinary
-`create_lx_process` as root, the result goes to the session (`complete_oobe`, or `configure_distribution`
-plus the registry flag for an in-process session). The file is read from the installed root
+`create_lx_process` as root, and the result goes to the session's `complete_oobe` (WSL's handling of
+`OobeResult`: RunOOBE cleared, DefaultUid stored). The file is read from the installed root
 filesystem without following links (`distribution_conf.read_distribution_conf`); when the caller
 may not read it there, it is read inside the distribution, as WSL's relay does.
 """
@@ -26,8 +26,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from pywsl.api.distribution_conf import CONFIG_PATH, DistributionConf, parse_distribution_conf, read_distribution_conf
-from pywsl.api.errors import WslError
+from pywsl.api.distribution_conf import (
+    CONFIG_PATH,
+    DistributionConf,
+    parse_distribution_conf,
+    read_distribution_conf,
+)
 from pywsl.wire.config_format import MAX_CONFIG_BYTES
 
 __all__ = ["find_distribution", "oobe_failed_message", "read_oobe_settings", "run_oobe_if_pending"]
@@ -64,7 +68,8 @@ def _read_inside(session: Any, distro_id: uuid.UUID) -> DistributionConf | None:
         return None
     data = output or b""
     if len(data) > MAX_CONFIG_BYTES:
-        return DistributionConf(warnings=[f"{CONFIG_PATH}: file larger than {MAX_CONFIG_BYTES} bytes, ignored"])
+        too_big = f"{CONFIG_PATH}: file larger than {MAX_CONFIG_BYTES} bytes, ignored"
+        return DistributionConf(warnings=[too_big])
     return parse_distribution_conf(data.decode("utf-8", errors="replace"))
 
 
@@ -78,23 +83,6 @@ def read_oobe_settings(session: Any, info: Any) -> DistributionConf:
     except OSError as error:
         return DistributionConf(warnings=[f"{CONFIG_PATH}: cannot be read: {error.strerror}"])
     return conf if conf is not None else DistributionConf()
-
-
-def _complete(session: Any, distro_id: uuid.UUID, default_uid: int | None) -> None:
-    """Record a successful OOBE: RunOOBE cleared, DefaultUid stored (WSL's OobeResult handling)."""
-    complete = getattr(session, "complete_oobe", None)
-    if complete is not None:
-        complete(distro_id, default_uid)
-        return
-    registry = getattr(session, "registry", None)
-    if registry is None:
-        raise WslError("E_NOTIMPL", "This session cannot record the end of the first-run setup.")
-    if default_uid is not None:
-        session.configure_distribution(distro_id, default_uid=default_uid)
-    with registry.transaction() as data:
-        entry = data.distributions.get(distro_id)
-        if entry is not None:
-            entry.run_oobe = False
 
 
 def _write_error(stderr: Stream, text: str) -> None:
@@ -150,5 +138,5 @@ def run_oobe_if_pending(
         if status != 0:
             _write_error(stderr, oobe_failed_message(conf.oobe_command))
             return 1
-    _complete(session, info.id, conf.default_uid)
+    session.complete_oobe(info.id, conf.default_uid)
     return None
