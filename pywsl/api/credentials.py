@@ -173,25 +173,28 @@ def open_directory_as(identity: UserIdentity, path: str | os.PathLike[str]) -> i
 
 
 def makedirs_as(identity: UserIdentity, path: str | os.PathLike[str], mode: int = 0o700) -> bool:
-    """`mkdir -p` as the user; True when the last component was created by this call."""
+    """`mkdir -p` as the user; True when the last component was created by this call.
+
+    A dangling symlink counts as existing (nothing is created through it); the result must be a
+    directory.
+    """
     target = Path(path)
+    created = False
     with acting_as(identity):
         missing: list[Path] = []
         current = target
-        while not current.exists():
+        while not os.path.lexists(current) and current.parent != current:
             missing.append(current)
-            if current.parent == current:
-                break
             current = current.parent
         for folder in reversed(missing):
             try:
                 os.mkdir(folder, mode)
+                created = folder == target
             except FileExistsError:
-                if folder == target:
-                    return False
+                created = False
         if not target.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(target))
-    return bool(missing)
+    return created
 
 
 def _check_parent(parent_fd: int, owner_uid: int, what: str) -> os.stat_result:

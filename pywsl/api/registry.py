@@ -20,6 +20,7 @@ All file access here happens with the user's credentials (`credentials.acting_as
 from __future__ import annotations
 
 import contextlib
+import copy
 import enum
 import fcntl
 import json
@@ -147,6 +148,7 @@ class Registration:
     modern: bool = True
     package_family_name: str = ""
     created_base_path: bool = False   # pywsl: the install removed the folder it created
+    move_target: Path | None = None   # pywsl: a move to this folder is in progress
 
     @property
     def rootfs(self) -> Path:
@@ -172,6 +174,7 @@ class Registration:
             "Modern": int(self.modern),
             "PackageFamilyName": self.package_family_name,
             "CreatedBasePath": int(self.created_base_path),
+            "MoveTarget": str(self.move_target) if self.move_target is not None else "",
         }
 
     @classmethod
@@ -222,7 +225,16 @@ class Registration:
             modern=bool(number("Modern", 1, 0, 1)),
             package_family_name=text("PackageFamilyName", ""),
             created_base_path=bool(number("CreatedBasePath", 0, 0, 1)),
+            move_target=_optional_path(text("MoveTarget", "")),
         )
+
+
+def _optional_path(value: str) -> Path | None:
+    if not value:
+        return None
+    if not os.path.isabs(value):
+        raise ValueError("MoveTarget must be absolute")
+    return Path(value)
 
 
 @dataclass
@@ -417,9 +429,16 @@ class Registry:
             os.close(fd)
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[RegistryData]:
+    def transaction(self, *, create: bool = True) -> Iterator[RegistryData]:
         """Read-modify-write under the registry lock; written only if something changed and the
-        block did not raise."""
+        block did not raise. With `create=False` (a lookup), a user who has no registry folder yet
+        gets an empty registry and nothing is created."""
+        if not create:
+            with acting_as(self.identity):
+                missing = not self.folder.exists()
+            if missing:
+                yield RegistryData()
+                return
         with self._locked():
             data = self._load()
             before = data.to_json()
@@ -429,11 +448,8 @@ class Registry:
 
     def snapshot(self) -> RegistryData:
         """A consistent copy of the registry (changes to it are not saved)."""
-        with acting_as(self.identity):
-            if not self.folder.exists():
-                return RegistryData()
-        with self._locked():
-            return self._load()
+        with self.transaction(create=False) as data:
+            return copy.deepcopy(data)
 
     # -- operation locks ---------------------------------------------------------------------
 
@@ -498,24 +514,35 @@ class Registry:
 
         An Installing entry whose installer is gone is rolled back (files and entry removed);
         an Uninstalling entry whose uninstaller is gone is completed. An entry whose files cannot
-        be deleted stays Uninstalling (never listed as installed) and is retried next time.
+        be deleted stays Uninstalling (never listed as installed) and is retried next time. A move
+        whose mover is gone is completed if the root filesystem reached its new folder, else
+        undone.
         """
         with acting_as(self.identity):
             if not self.path.exists():
                 return []
+        if all(r.state is DistributionState.INSTALLED and r.move_target is None
+               for r in self.snapshot().distributions.values()):
+            return []
         held: list[tuple[Registration, OperationLock]] = []
+        moves: list[tuple[Registration, OperationLock]] = []
         with self.transaction() as data:
             for registration in list(data.distributions.values()):
-                if registration.state is DistributionState.INSTALLED:
+                if registration.state is DistributionState.INSTALLED and registration.move_target is None:
                     continue
+                if self.active_operation(registration.id) is not None:
+                    continue   # its owner is alive
                 try:
                     lock = self.acquire_operation(registration.id, DistributionState.UNINSTALLING)
                 except WslError:
                     continue   # its owner is alive
+                if registration.state is DistributionState.INSTALLED:
+                    moves.append((registration, lock))
+                    continue
                 registration.state = DistributionState.UNINSTALLING
                 held.append((registration, lock))
             data.fix_default()
-        cleaned: list[str] = []
+        cleaned: list[str] = [self._finish_move(registration, lock) for registration, lock in moves]
         for registration, lock in held:
             with lock:
                 try:
@@ -528,3 +555,24 @@ class Registry:
                     data.fix_default()
                 cleaned.append(registration.name or str(registration.id))
         return cleaned
+
+    def _finish_move(self, registration: Registration, lock: OperationLock) -> str:
+        """An interrupted move: keep whichever copy is whole."""
+        assert registration.move_target is not None
+        target = registration.move_target
+        with lock:
+            with acting_as(self.identity):
+                at_source = os.path.lexists(registration.rootfs)
+                at_target = os.path.lexists(target / "rootfs")
+            if at_target and at_source and self.remove_files is not None:
+                # A copy to another file system was cut short: the new copy goes.
+                partial = Registration(id=registration.id, name=registration.name, base_path=target)
+                with contextlib.suppress(OSError, WslError):
+                    self.remove_files(partial)
+            with self.transaction() as data:
+                entry = data.distributions.get(registration.id)
+                if entry is not None:
+                    if at_target and not at_source:
+                        entry.base_path, entry.created_base_path = target, False
+                    entry.move_target = None
+        return registration.name

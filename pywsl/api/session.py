@@ -18,8 +18,8 @@ import contextlib
 import errno
 import os
 import socket
-import stat
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,8 +66,10 @@ __all__ = [
 Distro = str | uuid.UUID | None
 Source = str | os.PathLike[str] | BinaryIO | IO[bytes] | int
 
+TERMINATE_WAIT_SECONDS = 10.0
+_PATH_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-EXPORT_FORMATS = {"tar": "none", "tar.gz": "gzip", "tgz": "gzip", "tar.xz": "xz", "txz": "xz"}
+EXPORT_FORMATS = {"tar": "", "tar.gz": "gzip", "tgz": "gzip", "tar.xz": "xz", "txz": "xz"}
 
 
 @dataclass(frozen=True)
@@ -286,7 +288,7 @@ class UserSession:
 
     def _resolve(self, distro: Distro, *, list_all: bool = False) -> Registration:
         self._recover()
-        with self.registry.transaction() as data:
+        with self.registry.transaction(create=False) as data:
             return self._lookup(data, distro, list_all=list_all)
 
     def _ensure_installed(self, registration: Registration) -> None:
@@ -313,18 +315,24 @@ class UserSession:
         """`CreateInstance`: start the distribution (the default one for None) and wait until its
         init is ready. A running one is left as it is."""
         with error_context("CreateInstance"):
-            registration = self._resolve(distro)
+            registration = self._startable(distro)
             with self._vm() as vm:
                 instance = self._launch(vm, registration)
                 instance.close()
 
-    def _launch(self, vm: CoreVm, registration: Registration) -> CoreInstance:
-        """`_CreateInstance`: LaunchInit (or attach) + Initialize; refreshes Flavor/OsVersion."""
+    def _startable(self, distro: Distro) -> Registration:
+        """The registration, checked before anything is started: Installed and not locked."""
+        registration = self._resolve(distro)
         self._ensure_installed(registration)
         self._ensure_not_locked(registration)
-        rootfs = self._checked_rootfs(registration)
-        instance = vm.launch_instance(registration.name, rootfs, default_uid=registration.default_uid,
-                                      hostname=socket.gethostname())
+        return registration
+
+    def _launch(self, vm: CoreVm, registration: Registration) -> CoreInstance:
+        """`_CreateInstance`: LaunchInit (or attach) + Initialize; refreshes Flavor/OsVersion."""
+        self._ensure_not_locked(registration)   # again: an export may have started meanwhile
+        with self._rootfs_for_vm(registration.base_path) as rootfs:
+            instance = vm.launch_instance(registration.name, rootfs, default_uid=registration.default_uid,
+                                          hostname=socket.gethostname())
         flavor, version = instance.flavor or "", instance.version or ""
         if (flavor, version) != (registration.flavor, registration.os_version) and (flavor or version):
             def store(entry: Registration, _: RegistryData) -> None:
@@ -333,29 +341,36 @@ class UserSession:
                 self._update(registration.id, store)
         return instance
 
-    def _checked_rootfs(self, registration: Registration) -> Path:
-        """The root filesystem path, checked with the user's rights: it exists, is a real directory
-        (not a symlink), and its folder belongs to the user."""
+    @contextlib.contextmanager
+    def _rootfs_for_vm(self, base_path: Path) -> Iterator[Path]:
+        """`base_path/rootfs` for the VM, checked with the user's rights: the folder belongs to the
+        user and `rootfs` is a real directory, not a symlink.
+
+        The block runs with the user's filesystem rights (`acting_as`), so when the VM backend
+        opens the path, every folder on the way is resolved as the user would resolve it: a link
+        the user planted can only lead where the user may go. The backend refuses a symlink as
+        the last component itself.
+        """
         try:
-            parent_fd = open_directory_as(self.identity, registration.base_path)
+            parent_fd = open_directory_as(self.identity, base_path)
         except OSError as error:
-            raise WslError("ERROR_PATH_NOT_FOUND", f"The distribution's folder {registration.base_path} "
+            raise WslError("ERROR_PATH_NOT_FOUND", f"The distribution's folder {base_path} "
                            f"cannot be opened: {error.strerror}") from None
         try:
             owner = os.fstat(parent_fd).st_uid
             if self.identity.uid != 0 and owner != self.identity.uid:
-                raise WslError("E_ACCESSDENIED", f"{registration.base_path} does not belong to "
-                               f"{self.identity.name}.")
+                raise WslError("E_ACCESSDENIED", f"{base_path} does not belong to {self.identity.name}.")
             try:
-                info = os.stat("rootfs", dir_fd=parent_fd, follow_symlinks=False)
+                os.close(os.open("rootfs", _PATH_FLAGS, dir_fd=parent_fd))
             except FileNotFoundError:
-                raise WslError("ERROR_PATH_NOT_FOUND", f"The root filesystem {registration.rootfs} is "
-                               "missing.") from None
-            if not stat.S_ISDIR(info.st_mode):
-                raise WslError("E_ACCESSDENIED", f"{registration.rootfs} is not a directory.")
+                raise WslError("ERROR_PATH_NOT_FOUND",
+                               f"The root filesystem {base_path / 'rootfs'} is missing.") from None
+            except OSError as error:
+                raise WslError("E_ACCESSDENIED", f"{base_path / 'rootfs'}: {error.strerror}") from None
         finally:
             os.close(parent_fd)
-        return registration.rootfs
+        with acting_as(self.identity):
+            yield base_path / "rootfs"
 
     def register_distribution(
         self,
@@ -392,6 +407,7 @@ class UserSession:
             distro_id = uuid.uuid4()
             base_path = (Path(os.path.abspath(os.fspath(location))) if location is not None
                          else self._install_root(config) / str(distro_id))
+            self._ensure_no_rootfs(base_path)
             lock = self.registry.acquire_operation(distro_id, DistributionState.INSTALLING)
             with lock:
                 registration = Registration(id=distro_id, name=name or "", base_path=base_path,
@@ -399,11 +415,23 @@ class UserSession:
                 with self.registry.transaction() as data:
                     self._check_unique(data, name, base_path)
                     data.distributions[distro_id] = registration
+                made: list[bool] = []
                 try:
-                    return self._import(registration, source, progress)
+                    return self._import(registration, source, progress, made)
                 except BaseException:
-                    self._rollback_install(registration)
+                    self._rollback_install(registration, rootfs_made=bool(made))
                     raise
+
+    def _ensure_no_rootfs(self, base_path: Path) -> None:
+        """An install location must not hold a root filesystem already (it would be replaced)."""
+        with acting_as(self.identity):
+            try:
+                os.lstat(base_path / "rootfs")
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            except OSError as error:
+                raise WslError("E_ACCESSDENIED", f"{base_path}: {error.strerror}") from None
+        raise WslError("ERROR_FILE_EXISTS", "The supplied install location is already in use.")
 
     @staticmethod
     def _check_unique(data: RegistryData, name: str | None, base_path: Path, exclude: uuid.UUID | None = None
@@ -422,17 +450,30 @@ class UserSession:
                 raise WslError("ERROR_FILE_EXISTS", "The supplied install location is already in use.")
 
     def _prepare_rootfs(self, registration: Registration, uid_map: list[tuple[int, int, int]],
-                        gid_map: list[tuple[int, int, int]]) -> None:
-        """Create the distribution's folder (as the user) and an empty `rootfs` owned by the VM's root."""
-        from pywsl.vm.idmap import host_id
-
+                        gid_map: list[tuple[int, int, int]], made: list[bool]) -> None:
+        """Create the distribution's folder (as the user) and an empty `rootfs` in it; `made`
+        gets an item once the rootfs is there (a rollback may delete it then, not before)."""
         created = makedirs_as(self.identity, registration.base_path, 0o755)
         if created:
             def mark(entry: Registration, _: RegistryData) -> None:
                 entry.created_base_path = True
             self._update(registration.id, mark)
             registration.created_base_path = True
-        parent_fd = open_directory_as(self.identity, registration.base_path)
+        elif self.identity.uid != 0:
+            with acting_as(self.identity):
+                owner = os.stat(registration.base_path).st_uid
+            if owner != self.identity.uid:
+                raise WslError("E_ACCESSDENIED", f"{registration.base_path} does not belong to "
+                               f"{self.identity.name}: choose a folder of your own.")
+        self._make_rootfs(registration.base_path, uid_map, gid_map)
+        made.append(True)
+
+    def _make_rootfs(self, folder: Path, uid_map: list[tuple[int, int, int]],
+                     gid_map: list[tuple[int, int, int]]) -> None:
+        """An empty `folder/rootfs`, made as the user and then given to the VM's root."""
+        from pywsl.vm.idmap import host_id
+
+        parent_fd = open_directory_as(self.identity, folder)
         try:
             try:
                 with acting_as(self.identity):
@@ -449,15 +490,16 @@ class UserSession:
         finally:
             os.close(parent_fd)
 
-    def _import(self, registration: Registration, source: Source,
-                progress: Progress | None) -> DistributionInfo:
+    def _import(self, registration: Registration, source: Source, progress: Progress | None,
+                made: list[bool]) -> DistributionInfo:
         config = self.vm_config()
-        self._prepare_rootfs(registration, config.uid_map, config.gid_map)
+        self._prepare_rootfs(registration, config.uid_map, config.gid_map, made)
         stderr = StderrCollector()
         try:
             with open_archive_source(source, self.identity, progress=progress) as archive, self._vm() as vm:
                 try:
-                    outcome = vm.import_rootfs(registration.rootfs, archive.fd, stderr.fd)
+                    with self._rootfs_for_vm(registration.base_path) as rootfs:
+                        outcome = vm.import_rootfs(rootfs, archive.fd, stderr.fd)
                 except WslError:
                     archive.check()
                     raise
@@ -473,17 +515,17 @@ class UserSession:
     def _finish_import(self, registration: Registration, outcome: ImportOutcome,
                        details: str) -> DistributionInfo:
         """`_ProcessImportResultMessage`, then State=Installed and the default if there is none."""
-        if not getattr(outcome, "valid", True):
+        if not outcome.valid:
             raise WslError("WSL_E_NOT_A_LINUX_DISTRO", _with_details(
                 "The imported file is not a valid Linux distribution.", details))
         name = registration.name
         if not name:
-            name = getattr(outcome, "default_name", None) or ""
+            name = outcome.default_name or ""
             if not name:
                 raise WslError("WSL_E_DISTRIBUTION_NAME_NEEDED")
             validate_name(name)
-        flavor = getattr(outcome, "flavor", None) or ""
-        os_version = getattr(outcome, "version", None) or ""
+        flavor = outcome.flavor or ""
+        os_version = outcome.version or ""
         with self.registry.transaction() as data:
             self._check_unique(data, name, registration.base_path, exclude=registration.id)
             entry = data.distributions.get(registration.id)
@@ -496,15 +538,20 @@ class UserSession:
             data.fix_default()
             return _info(entry, entry.state, data.default_distribution)
 
-    def _rollback_install(self, registration: Registration) -> None:
-        """Undo a failed import: files, then the entry (the op lock is still held)."""
+    def _rollback_install(self, registration: Registration, *, rootfs_made: bool) -> None:
+        """Undo a failed import: files (only what this import made), then the entry (the op lock
+        is still held)."""
         with contextlib.suppress(WslError), self.registry.transaction() as data:
             entry = data.distributions.get(registration.id)
             if entry is not None:
                 entry.state = DistributionState.UNINSTALLING
                 registration.created_base_path = entry.created_base_path
         try:
-            self._remove_files(registration)
+            if rootfs_made:
+                self._remove_files(registration)
+            elif registration.created_base_path:
+                with acting_as(self.identity), contextlib.suppress(OSError):
+                    os.rmdir(registration.base_path)
         except OSError:
             return   # left as Uninstalling: the next recovery retries
         with contextlib.suppress(WslError), self.registry.transaction() as data:
@@ -526,25 +573,28 @@ class UserSession:
             self._terminate(registration)
 
     def _terminate(self, registration: Registration) -> None:
-        if not registration.name or registration.name.casefold() not in self._running():
+        """`_TerminateInstanceInternal`: TerminateInstance{Force} through an init channel, then wait
+        until the VM no longer lists the instance (so that a listing right after shows it stopped)."""
+        key = registration.name.casefold()
+        if not key or key not in self._running():
             return
         self._require_root("Terminating a distribution")
         vm = self._attach()
         if vm is None:
             return
         try:
-            terminate = getattr(vm, "terminate_instance", None)
-            if callable(terminate):
-                terminate(registration.name, force=True)
+            if key not in vm.running_instances():
                 return
-            if registration.name.casefold() not in vm.running_instances():
-                return
-            instance = vm.launch_instance(registration.name, registration.rootfs,
-                                          default_uid=registration.default_uid, hostname=socket.gethostname())
+            with self._rootfs_for_vm(registration.base_path) as rootfs:
+                instance = vm.launch_instance(registration.name, rootfs, default_uid=registration.default_uid,
+                                              hostname=socket.gethostname())
             try:
                 instance.terminate(force=True)
             finally:
                 instance.close()
+            deadline = time.monotonic() + TERMINATE_WAIT_SECONDS
+            while key in vm.running_instances() and time.monotonic() < deadline:
+                time.sleep(0.02)
         finally:
             vm.close()
 
@@ -646,7 +696,7 @@ class UserSession:
         Installing/Exporting/... from the operations in progress)."""
         with error_context("EnumerateDistros"):
             self._recover()
-            with self.registry.transaction() as data:
+            with self.registry.transaction(create=False) as data:
                 data.fix_default()
                 registrations = list(data.distributions.values())
                 default = data.default_distribution
@@ -681,14 +731,15 @@ class UserSession:
         `filename` None is shell mode: the user's shell runs `-c "<command_line joined by spaces>"`,
         or interactively when `command_line` is empty (`login` makes it a login shell). With a
         `filename`, `command_line` is the whole argv. stdio: None = this process's own stdin,
-        stdout, stderr; `subprocess.PIPE` for a pipe end on the returned `LxProcess`; or a file
-        object or descriptor (`subprocess.DEVNULL`, `stderr=subprocess.STDOUT` work too). The environment is the registration's default environment, TERM from
-        the caller when a stream is a terminal, the variables `WSLENV` names (from `wslenv_source`,
-        by default this process's environment), then `environment`.
+        stdout, stderr; `subprocess.PIPE` for a pipe end on the returned `LxProcess`;
+        `subprocess.DEVNULL`; `stderr=subprocess.STDOUT`; or a file object or descriptor. The
+        environment is the registration's default environment, TERM from the caller when a stream
+        is a terminal, the variables `WSLENV` names (from `wslenv_source`, by default this
+        process's environment), then `environment`.
         """
         from pywsl.api.process import LxProcess, PreparedStdio
 
-        source = self._environ or {} if wslenv_source is None else wslenv_source
+        source = (self._environ or {}) if wslenv_source is None else wslenv_source
         arguments = list(command_line)
 
         def launch(prepared: PreparedStdio) -> int:
@@ -729,7 +780,7 @@ class UserSession:
         relayed through sockets) and its control and exit sockets; this starts the instance if
         needed, sends `CreateProcessUtilityVm` and returns the relay's pid."""
         with error_context("CreateInstance"):
-            registration = self._resolve(distro)
+            registration = self._startable(distro)
         with error_context("CreateLxProcess"):
             request = self._process_request(
                 registration, command_line, filename=filename, cwd=cwd, username=username, login=login,
@@ -812,11 +863,10 @@ class UserSession:
             self._require_root("Exporting a distribution")
             lock = self.registry.acquire_operation(registration.id, DistributionState.EXPORTING)
             with lock:
-                rootfs = self._checked_rootfs(registration)
                 stderr = StderrCollector()
                 try:
                     with open_export_target(target, self.identity, progress=progress) as output, \
-                            self._vm() as vm:
+                            self._vm() as vm, self._rootfs_for_vm(registration.base_path) as rootfs:
                         try:
                             vm.export_rootfs(rootfs, output.fd, stderr.fd, compression)
                         except WslError:
@@ -852,9 +902,11 @@ class UserSession:
                 raise WslError("WSL_E_DISTRO_NOT_STOPPED")
             lock = self.registry.acquire_operation(registration.id, DistributionState.CONVERTING)
             with lock:
+                with self._rootfs_for_vm(registration.base_path):
+                    pass
                 with self.registry.transaction() as data:
                     self._check_unique(data, None, target, exclude=registration.id)
-                self._checked_rootfs(registration)
+                    data.distributions[registration.id].move_target = target   # for crash recovery
                 created = makedirs_as(self.identity, target, 0o755)
                 try:
                     self._move_rootfs(registration, target)
@@ -862,16 +914,18 @@ class UserSession:
                     if created:
                         with acting_as(self.identity), contextlib.suppress(OSError):
                             os.rmdir(target)
+
+                    def forget(entry: Registration, _: RegistryData) -> None:
+                        entry.move_target = None
+                    self._update(registration.id, forget)
                     raise
-                old = registration
 
                 def relocate(entry: Registration, _: RegistryData) -> None:
-                    entry.base_path = target
-                    entry.created_base_path = False
+                    entry.base_path, entry.created_base_path, entry.move_target = target, False, None
                 self._update(registration.id, relocate)
-                if old.created_base_path:
+                if registration.created_base_path:
                     with acting_as(self.identity), contextlib.suppress(OSError):
-                        os.rmdir(old.base_path)
+                        os.rmdir(registration.base_path)
 
     def _move_rootfs(self, registration: Registration, target: Path) -> None:
         try:
@@ -884,41 +938,25 @@ class UserSession:
         self._require_root("Moving a distribution to another file system")
         config = self.vm_config()
         moved = Registration(id=registration.id, name=registration.name, base_path=target)
-        self._prepare_rootfs_at(target, config.uid_map, config.gid_map)
+        self._make_rootfs(target, config.uid_map, config.gid_map)
         try:
-            self._copy_rootfs(registration.rootfs, moved.rootfs)
+            self._copy_rootfs(registration.base_path, moved.base_path)
         except BaseException:
             remove_tree(self.identity, target, "rootfs")
             raise
         remove_tree(self.identity, registration.base_path, "rootfs")
 
-    def _prepare_rootfs_at(self, folder: Path, uid_map: list[tuple[int, int, int]],
-                           gid_map: list[tuple[int, int, int]]) -> None:
-        from pywsl.vm.idmap import host_id
-
-        parent_fd = open_directory_as(self.identity, folder)
-        try:
-            try:
-                with acting_as(self.identity):
-                    os.mkdir("rootfs", 0o755, dir_fd=parent_fd)
-            except FileExistsError:
-                raise WslError("ERROR_FILE_EXISTS", f"{folder / 'rootfs'} already exists.") from None
-            fd = os.open("rootfs", _DIRECTORY_FLAGS, dir_fd=parent_fd)
-            try:
-                os.fchown(fd, host_id(uid_map, 0), host_id(gid_map, 0))
-            finally:
-                os.close(fd)
-        finally:
-            os.close(parent_fd)
-
-    def _copy_rootfs(self, source: Path, target: Path) -> None:
+    def _copy_rootfs(self, source_base: Path, target_base: Path) -> None:
+        """Copy `source_base/rootfs` into the empty `target_base/rootfs` through the VM."""
         stderr = StderrCollector()
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         failure: list[BaseException] = []
-        with self._vm() as exporter, self._vm() as importer:
+        with self._vm() as exporter, self._vm() as importer, \
+                self._rootfs_for_vm(source_base) as source, self._rootfs_for_vm(target_base) as target:
             def export() -> None:
                 try:
-                    exporter.export_rootfs(source, write_end, stderr.fd, "none")
+                    with acting_as(self.identity):
+                        exporter.export_rootfs(source, write_end, stderr.fd, "")
                 except BaseException as error:
                     failure.append(error)
                 finally:

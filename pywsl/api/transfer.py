@@ -5,9 +5,9 @@ WSL's service relays the client's file handle to the guest's `bsdtar` over an hv
 file descriptors directly, so this module only has to turn what the caller gave (a path, a file
 object, a descriptor, a pipe) into a descriptor:
 
-* import: a plain tar is handed over as it is; a compressed archive (gzip, xz, bzip2, zstd) is
-  decompressed on the way, because tar cannot detect compression on a pipe; a disk image (VHD,
-  VHDX) is refused with a clear error;
+* import: the archive is handed over as it is (the VM's worker detects and undoes gzip, xz,
+  bzip2 and zstd compression itself, inside the VM); a disk image (VHD, VHDX) is refused with a
+  clear error; a pipe or a file object is read ahead (to look at its first bytes) and relayed;
 * export: the VM writes to the target descriptor; a file object without a descriptor is fed
   through a pipe;
 * progress: when asked for, the bytes go through a pipe and are counted;
@@ -18,15 +18,11 @@ Paths are opened with the user's rights (`credentials.open_as`).
 
 from __future__ import annotations
 
-import bz2
 import contextlib
 import errno
-import lzma
 import os
 import stat
-import subprocess
 import threading
-import zlib
 from collections.abc import Callable, Iterator
 from typing import IO, Any, BinaryIO
 
@@ -132,40 +128,13 @@ class StderrCollector:
         return bytes(self._tail).decode("utf-8", errors="replace").strip()
 
 
-class _Decompressor:
-    """Streaming decompression of concatenated gzip, xz or bzip2 members."""
-
-    def __init__(self, kind: str) -> None:
-        self._kind = kind
-        self._engine: Any = self._new()
-
-    def _new(self) -> Any:
-        if self._kind == "gzip":
-            return zlib.decompressobj(16 + zlib.MAX_WBITS)
-        if self._kind == "xz":
-            return lzma.LZMADecompressor()
-        return bz2.BZ2Decompressor()
-
-    def feed(self, data: bytes) -> bytes:
-        output = bytearray()
-        while data:
-            output += self._engine.decompress(data)
-            if not self._engine.eof:
-                break
-            data = self._engine.unused_data
-            if data:
-                self._engine = self._new()
-        return bytes(output)
-
-
 class ArchiveSource:
-    """A plain tar stream for the import worker (`fd`), and whatever feeds it."""
+    """The archive stream for the import worker (`fd`), and whatever feeds it."""
 
     def __init__(self) -> None:
         self.fd = -1
         self._owned: list[int] = []
         self._pumps: list[_Pump] = []
-        self._process: subprocess.Popen[bytes] | None = None
         self.format = "tar"
 
     def _own(self, fd: int) -> int:
@@ -178,29 +147,18 @@ class ArchiveSource:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._owned.clear()
-        if self._process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self._process.kill()
-            self._process.wait()
-            self._process = None
         for pump in self._pumps:
             pump.join(5)
 
     def check(self) -> None:
-        """Raise if reading or decompressing the archive failed."""
+        """Raise if reading the archive failed."""
         for pump in self._pumps:
             pump.join()
             error = pump.error
             if error is None or (isinstance(error, OSError) and error.errno == errno.EPIPE):
                 continue
-            if isinstance(error, OSError):
-                raise WslError("WSL_E_IMPORT_FAILED", f"Reading the archive failed: {error.strerror}")
-            raise WslError("WSL_E_IMPORT_FAILED", f"The {self.format} archive is corrupted: {error}")
-        if self._process is not None:
-            status = self._process.wait()
-            if status != 0:
-                raise WslError("WSL_E_IMPORT_FAILED",
-                               f"The zstd archive is corrupted (zstd exited with {status}).")
+            reason = error.strerror if isinstance(error, OSError) else str(error)
+            raise WslError("WSL_E_IMPORT_FAILED", f"Reading the archive failed: {reason}")
 
 
 def _reader_of(stream: IO[bytes]) -> Callable[[], bytes]:
@@ -226,7 +184,8 @@ def _fileno(stream: Any) -> int | None:
 @contextlib.contextmanager
 def open_archive_source(source: Source, identity: UserIdentity, *, progress: Progress | None = None
                         ) -> Iterator[ArchiveSource]:
-    """A plain tar descriptor for `source` (see the module docstring); closes what it opened."""
+    """A descriptor the import worker reads `source` from (see the module docstring); closes what
+    it opened."""
     result = ArchiveSource()
     try:
         stream: IO[bytes] | None = None
@@ -251,12 +210,17 @@ def open_archive_source(source: Source, identity: UserIdentity, *, progress: Pro
         if fd >= 0 and stat.S_ISDIR(os.fstat(fd).st_mode):
             raise WslError("E_INVALIDARG", "The archive is a directory, not a file.")
         regular = fd >= 0 and stat.S_ISREG(os.fstat(fd).st_mode)
-        if regular:
-            head = os.pread(fd, _HEAD, os.lseek(fd, 0, os.SEEK_CUR))
-            rest: Callable[[], bytes] = _fd_reader(fd)
-        else:
-            read = _reader_of(stream) if stream is not None else _fd_reader(fd)
-            head = _read_head(read)
+        try:
+            if regular:
+                head = os.pread(fd, _HEAD, os.lseek(fd, 0, os.SEEK_CUR))
+                rest: Callable[[], bytes] = _fd_reader(fd)
+            else:
+                read = _reader_of(stream) if stream is not None else _fd_reader(fd)
+                head = _read_head(read)
+        except (OSError, ValueError) as error:
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+            raise WslError("WSL_E_IMPORT_FAILED", f"Reading the archive failed: {reason}") from None
+        if not regular:
             first = [head]
 
             def rest() -> bytes:
@@ -267,7 +231,7 @@ def open_archive_source(source: Source, identity: UserIdentity, *, progress: Pro
             from pywsl.api.errors import not_supported_by_backend
 
             not_supported_by_backend("Importing a VHD")
-        if regular and kind in ("tar", "unknown") and progress is None:
+        if regular and progress is None:
             result.fd = fd
             yield result
             return
@@ -275,7 +239,7 @@ def open_archive_source(source: Source, identity: UserIdentity, *, progress: Pro
         result._own(read_end)
         result._own(write_end)
         result.fd = read_end
-        _start_feed(result, kind, rest, write_end, identity, progress, fd if regular else -1)
+        _start_feed(result, rest, write_end, progress)
         yield result
     finally:
         result.close()
@@ -299,52 +263,12 @@ def _closer(result: ArchiveSource, fd: int) -> Callable[[], None]:
     return close
 
 
-def _start_feed(result: ArchiveSource, kind: str, read: Callable[[], bytes], write_end: int,
-                identity: UserIdentity, progress: Progress | None, regular_fd: int) -> None:
-    counted = [0]
+def _start_feed(result: ArchiveSource, read: Callable[[], bytes], write_end: int,
+                progress: Progress | None) -> None:
+    def feed(data: bytes) -> None:
+        _write_all(write_end, data)
 
-    def count(data: bytes) -> None:
-        counted[0] += len(data)
-        if progress is not None:
-            progress(counted[0])
-
-    if kind == "zstd":
-        # No zstd in the standard library: the zstd tool decompresses, with the user's rights.
-        inner_read, inner_write = os.pipe2(os.O_CLOEXEC)
-        result._own(inner_read)
-        result._own(inner_write)
-        kwargs: dict[str, Any] = {}
-        if not identity.is_process_user:
-            kwargs = {"user": identity.uid, "group": identity.gid, "extra_groups": list(identity.groups)}
-        try:
-            result._process = subprocess.Popen(
-                ["zstd", "-d", "-c", "-q"], stdin=inner_read, stdout=write_end, stderr=subprocess.DEVNULL,
-                close_fds=True, **kwargs)
-        except FileNotFoundError:
-            raise WslError("WSL_E_IMPORT_FAILED", "The archive is compressed with zstd, but the zstd "
-                           "program is not installed.") from None
-        _closer(result, inner_read)()
-        _closer(result, write_end)()
-
-        def feed(data: bytes) -> None:
-            count(data)
-            _write_all(inner_write, data)
-
-        pump = _Pump(read, feed, _closer(result, inner_write))
-    elif kind in ("gzip", "xz", "bzip2"):
-        decompressor = _Decompressor(kind)
-
-        def feed(data: bytes) -> None:
-            count(data)
-            _write_all(write_end, decompressor.feed(data))
-
-        pump = _Pump(read, feed, _closer(result, write_end))
-    else:
-        def feed(data: bytes) -> None:
-            count(data)
-            _write_all(write_end, data)
-
-        pump = _Pump(read, feed, _closer(result, write_end))
+    pump = _Pump(read, feed, _closer(result, write_end), progress)
     result._pumps.append(pump)
     pump.start()
 

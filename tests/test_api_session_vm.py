@@ -1,0 +1,233 @@
+"""UserSession end to end with a real utility VM: register, run, export, terminate, unregister, shutdown.
+
+The distribution is a busybox root filesystem built here from the host's static /bin/busybox.
+Every test shares one VM (in a private runtime folder) and one registry (in a temporary
+XDG_DATA_HOME); the VM is shut down at the end.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pywsl.api.errors import WslError
+from pywsl.api.registry import DistributionState
+from pywsl.api.session import UserSession
+
+BUSYBOX = Path("/bin/busybox")
+APPLETS = ("sh", "echo", "cat", "ls", "id", "env", "sleep", "true", "false", "tar", "mkdir", "rm")
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="the utility VM needs root"),
+    pytest.mark.skipif(not BUSYBOX.is_file(), reason="no /bin/busybox to build a distribution from"),
+]
+
+
+def busybox_tar(*, default_name: str | None = None, os_release: bool = True) -> bytes:
+    """A minimal distribution: busybox with its applets as symlinks, passwd, group, os-release."""
+    buffer = io.BytesIO()
+
+    def add_file(archive: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode = len(data), mode
+        archive.addfile(info, io.BytesIO(data))
+
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for folder in ("bin", "etc", "root", "tmp", "dev", "proc", "sys", "home"):
+            info = tarfile.TarInfo(folder)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if folder == "tmp" else 0o755
+            archive.addfile(info)
+        add_file(archive, "bin/busybox", BUSYBOX.read_bytes(), 0o755)
+        for applet in APPLETS:
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            archive.addfile(link)
+        add_file(archive, "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
+        add_file(archive, "etc/group", b"root:x:0:\n")
+        if os_release:
+            add_file(archive, "etc/os-release", b'ID=busybox\nVERSION_ID="1.36"\n')
+        if default_name is not None:
+            add_file(archive, "etc/wsl-distribution.conf", f"[oobe]\ndefaultName={default_name}\n".encode())
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def session() -> Iterator[UserSession]:
+    folder = Path(tempfile.mkdtemp(prefix="pywsl-vm-"))
+    saved = {name: os.environ.get(name) for name in
+             ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "PYWSL_RUNTIME_ROOT", "PYWSL_CONFIG")}
+    os.environ["XDG_DATA_HOME"] = str(folder / "data")
+    os.environ["XDG_CONFIG_HOME"] = str(folder / "config")
+    os.environ["PYWSL_RUNTIME_ROOT"] = str(folder / "run")
+    os.environ.pop("PYWSL_CONFIG", None)
+    (folder / "config" / "pywsl").mkdir(parents=True)
+    (folder / "config" / "pywsl" / "wslconfig").write_text("[wsl2]\nvmIdleTimeout=-1\n[general]\n"
+                                                            "instanceIdleTimeout=-1\n")
+    opened = UserSession()
+    try:
+        yield opened
+    finally:
+        try:
+            opened.shutdown(force=True)
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def distro(session: UserSession) -> str:
+    path = Path(session.paths.data_dir).parent / "busybox.tar.gz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(subprocess.run(["gzip", "-c"], input=busybox_tar(), stdout=subprocess.PIPE,
+                                    check=True).stdout)
+    seen: list[int] = []
+    info = session.register_distribution("Busy", path, progress=seen.append)
+    assert info.name == "Busy" and info.state is DistributionState.INSTALLED
+    assert info.flavor == "busybox" and info.os_version == "1.36"
+    assert info.is_default
+    assert seen and seen[-1] == path.stat().st_size
+    return "Busy"
+
+
+def run(session: UserSession, distro: str, *command: str, **kwargs: object) -> tuple[int, bytes]:
+    process = session.create_lx_process(distro, list(command), stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)  # type: ignore[arg-type]
+    output, _ = process.communicate(timeout=60)
+    return process.wait(), output or b""
+
+
+def test_register_and_list(session: UserSession, distro: str) -> None:
+    infos = session.enumerate_distributions()
+    assert [info.name for info in infos] == ["Busy"]
+    rootfs = infos[0].base_path / "rootfs"
+    assert (rootfs / "bin" / "busybox").is_file()
+    assert (rootfs / "etc" / "passwd").read_text().startswith("root:")
+    assert session.get_default_distribution() == infos[0].id
+
+
+def test_run_in_shell_and_exec_mode(session: UserSession, distro: str) -> None:
+    assert run(session, distro, "echo hello") == (0, b"hello\n")
+    assert run(session, distro, "exit 7")[0] == 7
+    status, output = run(session, distro, "echo", "a  b", filename="/bin/echo")
+    assert (status, output) == (0, b"a  b\n")
+    states = {info.name: info.state for info in session.enumerate_distributions()}
+    assert states["Busy"] is DistributionState.RUNNING
+
+
+def test_environment_reaches_the_process(session: UserSession, distro: str) -> None:
+    status, output = run(session, distro, "echo $LANG:$GREETING:$SECRET:$EXTRA",
+                         wslenv_source={"WSLENV": "GREETING", "GREETING": "hi", "SECRET": "no"},
+                         environment={"EXTRA": "x"})
+    assert (status, output) == (0, b"en_US.UTF-8:hi::x\n")
+
+
+def test_export_round_trip(session: UserSession, distro: str, tmp_path: Path) -> None:
+    target = tmp_path / "export.tar.xz"
+    session.export_distribution(distro, target, format="tar.xz")
+    with tarfile.open(target) as archive:
+        names = {name.lstrip("./") for name in archive.getnames()}
+    assert {"bin/busybox", "etc/passwd", "etc/os-release"} <= names
+    buffer = io.BytesIO()
+    session.export_distribution(distro, buffer)
+    with tarfile.open(fileobj=io.BytesIO(buffer.getvalue())) as archive:
+        assert archive.getmember("./bin/busybox").size > 0
+    with open(target, "rb") as source:
+        copy = session.register_distribution("Copy", source, location=tmp_path / "copy")
+    assert copy.base_path == tmp_path / "copy" and not copy.is_default
+    assert run(session, "copy", "cat /etc/passwd")[1].startswith(b"root:")
+    session.unregister_distribution("Copy")
+    assert not (tmp_path / "copy" / "rootfs").exists()
+    failed = tmp_path / "nowhere" / "x.tar"
+    with pytest.raises(WslError):
+        session.export_distribution(distro, failed)
+    assert not failed.exists()
+
+
+def test_register_name_from_the_image_and_bad_archives(session: UserSession, distro: str,
+                                                       tmp_path: Path) -> None:
+    named = session.register_distribution(None, io.BytesIO(busybox_tar(default_name="FromImage")))
+    assert named.name == "FromImage"
+    with pytest.raises(WslError) as taken:
+        session.register_distribution(None, io.BytesIO(busybox_tar(default_name="FromImage")))
+    assert taken.value.code == "ERROR_ALREADY_EXISTS"
+    session.unregister_distribution("fromimage")
+    with pytest.raises(WslError) as unnamed:
+        session.register_distribution(None, io.BytesIO(busybox_tar()))
+    assert unnamed.value.code == "WSL_E_DISTRIBUTION_NAME_NEEDED"
+    junk = io.BytesIO()
+    with tarfile.open(fileobj=junk, mode="w") as archive:
+        info = tarfile.TarInfo("hello.txt")
+        info.size = 5
+        archive.addfile(info, io.BytesIO(b"hello"))
+    with pytest.raises(WslError) as invalid:
+        session.register_distribution("Junk", io.BytesIO(junk.getvalue()))
+    assert invalid.value.code == "WSL_E_NOT_A_LINUX_DISTRO"
+    with pytest.raises(WslError) as broken:
+        session.register_distribution("Broken", io.BytesIO(b"this is not an archive at all" * 100))
+    assert broken.value.code == "WSL_E_IMPORT_FAILED"
+    assert [info.name for info in session.enumerate_distributions()] == ["Busy"]
+    leftovers = [p.name for p in session.paths.data_dir.iterdir() if p.name not in
+                 ("registry.json", "registry.lock", "locks")]
+    assert leftovers == [str(session.get_default_distribution())]
+
+
+def test_terminate_and_create_instance(session: UserSession, distro: str) -> None:
+    run(session, distro, "true")
+    session.terminate_distribution(distro)
+    assert session.enumerate_distributions()[0].state is DistributionState.INSTALLED
+    session.terminate_distribution(distro)   # not running: still a success
+    session.create_instance(distro)
+    assert session.enumerate_distributions()[0].state is DistributionState.RUNNING
+
+
+def test_move_within_and_across_file_systems(session: UserSession, distro: str, tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on a file system of its own")
+    elsewhere = Path(tempfile.mkdtemp(prefix="pywsl-move-", dir=shm))
+    try:
+        session.terminate_distribution(distro)
+        session.move_distribution(distro, elsewhere / "busy")
+        [info] = session.enumerate_distributions()
+        assert info.base_path == elsewhere / "busy"
+        assert (elsewhere / "busy" / "rootfs" / "bin" / "busybox").is_file()
+        assert run(session, distro, "cat /etc/os-release")[1].startswith(b"ID=busybox")
+        session.terminate_distribution(distro)
+        back = tmp_path / "back"
+        session.move_distribution(distro, back)
+        assert session.enumerate_distributions()[0].base_path == back
+        assert not (elsewhere / "busy" / "rootfs").exists()
+        session.move_distribution(distro, tmp_path / "again")   # same file system: a rename
+        assert not (back / "rootfs").exists()
+        assert run(session, distro, "echo moved") == (0, b"moved\n")
+    finally:
+        shutil.rmtree(elsewhere, ignore_errors=True)
+
+
+def test_move_while_running_is_refused(session: UserSession, distro: str, tmp_path: Path) -> None:
+    session.create_instance(distro)
+    with pytest.raises(WslError) as caught:
+        session.move_distribution(distro, tmp_path / "moved")
+    assert caught.value.code == "WSL_E_DISTRO_NOT_STOPPED"
+
+
+def test_unregister_and_shutdown(session: UserSession, distro: str) -> None:
+    info = session.enumerate_distributions()[0]
+    session.create_instance(distro)
+    session.unregister_distribution(distro)
+    assert session.enumerate_distributions() == []
+    assert not (info.base_path / "rootfs").exists()
+    session.shutdown()
+    assert session._attach() is None
