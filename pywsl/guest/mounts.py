@@ -148,11 +148,13 @@ def ensure_directory(root_fd: int, path: str) -> None:
             continue
         except FileNotFoundError:
             pass
-        with _opened(open_in_root(root_fd, parent, os.O_PATH | os.O_DIRECTORY)) as parent_fd:
-            try:
-                os.mkdir(part, 0o755, dir_fd=parent_fd)
-            except FileExistsError:
-                pass
+        parent_fd = open_in_root(root_fd, parent, os.O_PATH | os.O_DIRECTORY)
+        try:
+            os.mkdir(part, 0o755, dir_fd=parent_fd)
+        except FileExistsError:
+            pass
+        finally:
+            os.close(parent_fd)
 
 
 def _ensure_file(root_fd: int, path: str) -> None:
@@ -209,7 +211,8 @@ def _apply_tree(root_fd: int, step: AttachTree, trees: Mapping[str, int]) -> Non
         raise ValueError(f"no mount tree named {step.tree!r} for {step.target}")
     ensure_directory(root_fd, step.target)
     with _opened(open_in_root(root_fd, step.target, os.O_PATH | os.O_DIRECTORY)) as fd:
-        syscalls.move_mount(tree_fd, "", fd, "", syscalls.MOVE_MOUNT_F_EMPTY_PATH | syscalls.MOVE_MOUNT_T_EMPTY_PATH)
+        flags = syscalls.MOVE_MOUNT_F_EMPTY_PATH | syscalls.MOVE_MOUNT_T_EMPTY_PATH
+        syscalls.move_mount(tree_fd, "", fd, "", flags)
     if step.read_only:
         _make_read_only(root_fd, step.target)
 

@@ -67,7 +67,8 @@ class TreeCloner:
             return fds[0]
         for received in fds:
             os.close(received)
-        raise OSError(code or errno.EIO, f"cannot clone the directory's mount tree: {os.strerror(code or errno.EIO)}")
+        code = code or errno.EIO
+        raise OSError(code, f"cannot clone the directory's mount tree: {os.strerror(code)}")
 
 
 @dataclass
@@ -105,9 +106,14 @@ def _namespace_flags(boot: BootArguments) -> int:
     return flags
 
 
-def _enter_vm(boot: BootArguments, sync: socket.socket, cloner: socket.socket, serve: ServeFunction) -> None:
-    """The first child: enter the VM's namespaces, fork pid 1, report its pid, exit."""
+def _enter_vm(boot: BootArguments, sync: socket.socket, ready: socket.socket, cloner: socket.socket,
+              serve: ServeFunction) -> None:
+    """The first child: enter the VM's namespaces, fork pid 1, report its pid, exit.
+
+    It leads a process group of its own, which pid 1 inherits: a failed boot kills the group.
+    """
     try:
+        os.setpgid(0, 0)
         _join_cgroups(boot.cgroups)
         syscalls.unshare(_namespace_flags(boot))
         sync.send(b"U")
@@ -122,7 +128,8 @@ def _enter_vm(boot: BootArguments, sync: socket.socket, cloner: socket.socket, s
             syscalls.set_link_up("lo")
         pid = os.fork()
         if pid == 0:
-            _run_pid1(boot, sync, cloner, serve)
+            sync.close()
+            _run_pid1(boot, ready, cloner, serve)
         sync.send(b"P" + str(pid).encode())
         forking.exit_now(0)
     except BaseException as error:
@@ -131,16 +138,16 @@ def _enter_vm(boot: BootArguments, sync: socket.socket, cloner: socket.socket, s
         forking.exit_now(1)
 
 
-def _run_pid1(boot: BootArguments, sync: socket.socket, cloner: socket.socket, serve: ServeFunction) -> None:
+def _run_pid1(boot: BootArguments, ready: socket.socket, cloner: socket.socket, serve: ServeFunction) -> None:
     code = 1
     try:
         syscalls.set_process_name("mini_init")
         syscalls.mount("proc", "/proc", "proc", syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC)
-        code = serve(VmContext(boot, TreeCloner(cloner), sync))
+        code = serve(VmContext(boot, TreeCloner(cloner), ready))
     except BaseException:
         log.exception("mini_init failed")
         with contextlib.suppress(OSError):
-            sync.send(b"Emini_init failed, see the log")
+            ready.send(b"Emini_init failed, see the log")
     forking.exit_now(code)
 
 
@@ -154,6 +161,7 @@ class Monitor:
         except OSError:
             self.socket_inode = None
         self.vm_pid: int | None = None
+        self.first_reaped = False
         self.vm_status = 1
 
     def run(self, serve: ServeFunction, ready_fd: int) -> int:
@@ -161,28 +169,39 @@ class Monitor:
         syscalls.set_child_subreaper()
         for number in (signal.SIGINT, signal.SIGHUP):
             signal.signal(number, signal.SIG_IGN)
+        # sync: the first child's steps (U, then P<pid>); ready: pid 1's R (or E<reason>).
         sync, sync_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ready, ready_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         clones, clones_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        children = (sync_child, ready_child, clones_child)
         first = os.fork()
         if first == 0:
-            forking.become_child([0, 1, 2, self.boot.listen_fd, sync_child.fileno(), clones_child.fileno()])
-            _enter_vm(self.boot, sync_child, clones_child, serve)
-        sync_child.close()
-        clones_child.close()
+            forking.become_child([0, 1, 2, self.boot.listen_fd, *(item.fileno() for item in children)])
+            _enter_vm(self.boot, sync_child, ready_child, clones_child, serve)
+        for item in children:
+            item.close()
         os.close(self.boot.listen_fd)
         try:
-            self._boot(first, sync)
+            self._boot(first, sync, ready)
         except Exception as error:
             log.error("the VM did not start: %s", error)
+            # Only unreaped children are signalled: their pids cannot belong to anyone else yet.
+            if not self.first_reaped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(first, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(first, signal.SIGKILL)
             if self.vm_pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.vm_pid, signal.SIGKILL)
-                self._wait_vm()
+            self._wait_all()
+            os.close(ready_fd)
             self._cleanup()
             return 1
         forking.write_all(ready_fd, b"1")
         os.close(ready_fd)
         sync.close()
+        ready.close()
         self._serve_clones(clones)
         self._cleanup()
         return self.vm_status
@@ -196,15 +215,19 @@ class Monitor:
             raise RuntimeError(f"unexpected boot message {data[:32]!r}")
         return data[len(expected):]
 
-    def _boot(self, first: int, sync: socket.socket) -> None:
+    def _boot(self, first: int, sync: socket.socket, ready: socket.socket) -> None:
         self._receive(sync, b"U")
-        _write_map(first, "uid_map", self.boot.uid_map)
-        _write_map(first, "gid_map", self.boot.gid_map)
+        for name, lines in (("uid_map", self.boot.uid_map), ("gid_map", self.boot.gid_map)):
+            try:
+                _write_map(first, name, lines)
+            except OSError as error:
+                raise RuntimeError(f"the kernel refused the VM's {name} {lines}: {error.strerror}") from None
         sync.send(b"G")
         self.vm_pid = int(self._receive(sync, b"P"))
         forking.wait_for(first)
+        self.first_reaped = True
         self._write_pid_file()
-        self._receive(sync, b"R")
+        self._receive(ready, b"R")
 
     def _write_pid_file(self) -> None:
         temporary = self.pid_path + ".new"
@@ -212,18 +235,16 @@ class Monitor:
             handle.write(f"{self.vm_pid}\n{os.getpid()}\n")
         os.rename(temporary, self.pid_path)
 
-    def _wait_vm(self) -> None:
-        """Reap children until pid 1 of the VM has exited."""
+    @staticmethod
+    def _wait_all() -> None:
+        """Reap every child (after a failed boot, once they have been killed)."""
         while True:
             try:
-                pid, status = os.waitpid(-1, 0)
+                os.waitpid(-1, 0)
             except ChildProcessError:
                 return
             except InterruptedError:
                 continue
-            if pid == self.vm_pid:
-                self.vm_status = forking.exit_code(status)
-                return
 
     def _serve_clones(self, clones: socket.socket) -> None:
         wakeup_read, wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -233,7 +254,7 @@ class Monitor:
         selector = selectors.DefaultSelector()
         selector.register(clones, selectors.EVENT_READ)
         selector.register(wakeup_read, selectors.EVENT_READ)
-        running = True
+        running = not self._reap()
         while running:
             for key, _events in selector.select():
                 if key.fileobj is clones:
@@ -288,18 +309,10 @@ class Monitor:
         return True
 
     def _cleanup(self) -> None:
-        """Remove the VM's runtime files and cgroups (under the runtime folder's lock)."""
-        try:
-            lock_fd = os.open(self.boot.runtime_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError:
-            lock_fd = -1
-        try:
-            if lock_fd >= 0:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            self._remove_runtime_files()
-        finally:
-            if lock_fd >= 0:
-                os.close(lock_fd)
+        """Remove the VM's cgroups, then its runtime files (under the runtime folder's lock).
+
+        ``mini_init.pid`` goes last: once it is gone, nothing of the VM is left.
+        """
         deadline = time.monotonic() + CGROUP_REMOVE_TIMEOUT
         for path in self.boot.cgroups:
             while True:
@@ -313,16 +326,27 @@ class Monitor:
                         log.warning("cannot remove cgroup %s: %s", path, error)
                         break
                     time.sleep(0.02)
+        try:
+            lock_fd = os.open(self.boot.runtime_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            lock_fd = -1
+        try:
+            if lock_fd >= 0:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            self._remove_runtime_files()
+        finally:
+            if lock_fd >= 0:
+                os.close(lock_fd)
 
     def _remove_runtime_files(self) -> None:
+        with contextlib.suppress(OSError):
+            if self.socket_inode is not None and os.stat(self.socket_path).st_ino == self.socket_inode:
+                os.unlink(self.socket_path)
         with contextlib.suppress(OSError):
             with open(self.pid_path) as handle:
                 first = handle.readline().strip()
             if self.vm_pid is not None and first == str(self.vm_pid):
                 os.unlink(self.pid_path)
-        with contextlib.suppress(OSError):
-            if self.socket_inode is not None and os.stat(self.socket_path).st_ino == self.socket_inode:
-                os.unlink(self.socket_path)
 
 
 def launch(boot: BootArguments, serve: ServeFunction) -> int:

@@ -111,10 +111,8 @@ def parse_wsl_conf(text: str, source: str = WSL_CONF_PATH) -> WslConf:
             attribute, convert = known
             value = convert(entry)
             if value is None:
-                warnings.append(
-                    f"{source}:{entry.line}: invalid value '{entry.value}' for '{entry.section}.{entry.key}', "
-                    "using the default"
-                )
+                warnings.append(f"{source}:{entry.line}: invalid value '{entry.value}' for "
+                                f"'{entry.section}.{entry.key}', using the default")
                 continue
             if attribute is not None:
                 setattr(conf, attribute, value)

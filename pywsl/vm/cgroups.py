@@ -7,10 +7,10 @@ WSL gives its utility VM a memory size and a processor count (``.wslconfig`` ``m
 * otherwise cgroup v1 (``memory.limit_in_bytes``, ``cpu.cfs_quota_us``/``cpu.cfs_period_us``),
   as on hybrid hosts.
 
-The VM's group is ``pywsl-<uid>`` beneath the group the host process runs in, in every hierarchy
-that is used (v2 always, for the VM's cgroup namespace; v1 ``memory`` and ``cpu`` when a limit
-needs them). The host creates it before boot; the VM's monitor process moves the VM into it and
-removes it when the VM has stopped.
+The VM's group is ``pywsl-<uid>-<digest>`` (one per runtime folder) beneath the group the host
+process runs in, in every hierarchy that is used: v2 always (it is the root of the VM's cgroup
+namespace), and v1 ``memory`` and ``cpu`` where those are v1 controllers. The host creates the
+groups before boot; the VM's monitor moves the VM into them and removes them once it has stopped.
 """
 
 from __future__ import annotations
@@ -91,14 +91,14 @@ class VmCgroup:
                 v2_controllers = _enabled_controllers(group)
         wanted = {"memory": memory_bytes is not None, "cpu": processors is not None}
         for controller, needed in wanted.items():
-            if not needed:
-                continue
             if v2 is not None and controller in v2_controllers:
                 continue
             v1 = next((item for item in hierarchies if item.version == 1 and controller in item.controllers),
                       None)
             if v1 is None:
-                warnings.append(f"no cgroup {controller} controller: the VM's {controller} limit is not applied")
+                if needed:
+                    warnings.append(f"no cgroup {controller} controller: "
+                                    f"the VM's {controller} limit is not applied")
                 continue
             group = _make_group(v1.mount_point, own_cgroup(1, controller), name)
             if group is None:
@@ -117,10 +117,14 @@ class VmCgroup:
         return cls(tuple(paths), tuple(warnings))
 
     def remove(self) -> None:
-        """Remove the groups (they must be empty: the VM has stopped)."""
+        """Remove the groups that are empty (a group still in use stays)."""
         for path in self.paths:
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.rmdir(path)
+            except FileNotFoundError:
+                pass
+            except OSError as error:
+                log.warning("cannot remove cgroup %s: %s", path, error)
 
     def process_ids(self) -> set[int]:
         """Every process still in one of the VM's groups (an empty set once the VM has stopped)."""
@@ -179,7 +183,8 @@ def _apply(paths: list[Path], v2_controllers: set[str], controller: str, value: 
         v2 = _is_v2(path)
         if v2 and controller not in v2_controllers:
             continue
-        if not v2 and not (path / ("memory.limit_in_bytes" if controller == "memory" else "cpu.cfs_quota_us")).exists():
+        v1_file = "memory.limit_in_bytes" if controller == "memory" else "cpu.cfs_quota_us"
+        if not v2 and not (path / v1_file).exists():
             continue
         try:
             if controller == "memory":

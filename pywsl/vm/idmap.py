@@ -22,7 +22,6 @@ filesystem belong to the owner.
 
 from __future__ import annotations
 
-import os
 import pwd
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,7 +129,3 @@ def host_id(id_map: IdMap, inside: int) -> int:
 def format_map(id_map: IdMap) -> str:
     """The text written to ``/proc/<pid>/uid_map``."""
     return "".join(f"{inside} {outside} {count}\n" for inside, outside, count in id_map)
-
-
-def current_owner() -> tuple[int, int]:
-    return os.getuid(), os.getgid()

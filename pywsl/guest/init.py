@@ -1,0 +1,443 @@
+"""init: pid 1 of a running distribution (WSL's ``InitEntryUtilityVm``).
+
+mini_init's shim forks this role into fresh mount, pid, uts and ipc namespaces. It
+
+* reads ``/etc/wsl.conf``, mounts the distribution's filesystems (``mounts.distribution_plan``)
+  and ``pivot_root``s into the distribution;
+* greets the host with ``CreateInstanceResult`` (its pid in the VM and the wsl.conf warnings);
+* answers ``Initialize`` (host name, ``/etc/hosts``, ``/etc/resolv.conf``, ``[boot] command`` on
+  the first one) with ``InitializeResponse``;
+* forks a session leader for each ``CreateSession``;
+* ends its pid namespace on ``TerminateInstance`` (the channel closing is the success), on
+  SIGTERM from mini_init, or after ``instanceIdleTimeout`` ms with no process besides itself and
+  its session leaders;
+* reaps every orphan of the distribution, as pid 1 must.
+
+A host process may attach to the running instance later: mini_init passes the new channel over the
+control socket, and init greets it with ``CreateInstanceResult`` like the first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import selectors
+import signal
+import socket
+import stat
+import struct
+import time
+from dataclasses import dataclass, field
+
+from pywsl.guest import forking, mounts, network_files, syscalls
+from pywsl.guest.os_release import flavor_and_version
+from pywsl.guest.requests import receive_request
+from pywsl.guest.rootfs import write_file_atomic
+from pywsl.guest.users import UserDatabase
+from pywsl.guest.wsl_conf import WslConf, read_wsl_conf
+from pywsl.wire import schema
+from pywsl.wire.channel import MessageChannel, Transaction
+from pywsl.wire.constants import LX_INIT_UTILITY_VM_INVALID_PORT
+from pywsl.wire.enums import LX_MESSAGE_TYPE, LX_MINI_CREATE_INSTANCE_STEP
+from pywsl.wire.errors import ChannelClosed, ProtocolError
+
+try:
+    from pywsl.guest import session_leader as _session_leader
+except ImportError:  # pragma: no cover - the session leader ships with the guest
+    _session_leader = None  # type: ignore[assignment]
+
+log = logging.getLogger("pywsl.init")
+
+STEP_LAUNCH_INIT = int(LX_MINI_CREATE_INSTANCE_STEP.LxInitCreateInstanceStepLaunchInit)
+RECEIVE_TIMEOUT = 10.0
+SEND_TIMEOUT = 5.0
+TERMINATE_GRACE = 2.0
+MAX_HOST_RESOLV_CONF = network_files.MAX_RESOLV_CONF_BYTES
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+CREATE_INSTANCE_RESULT = schema("LX_MINI_INIT_CREATE_INSTANCE_RESULT")
+INITIALIZE = schema("LX_INIT_CONFIGURATION_INFORMATION")
+INITIALIZE_RESPONSE = schema("LX_INIT_CONFIGURATION_INFORMATION_RESPONSE")
+CREATE_SESSION = schema("LX_INIT_CREATE_SESSION")
+CREATE_SESSION_RESPONSE = schema("LX_INIT_CREATE_SESSION_RESPONSE")
+TERMINATE_INSTANCE = schema("LX_INIT_TERMINATE_INSTANCE")
+
+T = LX_MESSAGE_TYPE
+
+
+@dataclass(frozen=True)
+class InitParameters:
+    """What mini_init hands a new instance."""
+
+    name: str
+    tree_fd: int  # the distribution's root, a detached mount tree
+    channel_fd: int  # the first host channel
+    control_fd: int  # from mini_init: further host channels (attach)
+    networking_mode: str
+    idle_timeout_ms: int
+
+
+@dataclass
+class Settings:
+    """What the first Initialize decided; later Initialize requests get the same answers."""
+
+    default_uid: int
+    flavor: str | None
+    version: str | None
+
+
+@dataclass
+class Instance:
+    parameters: InitParameters
+    conf: WslConf
+    vm_pid: int
+    host_resolv_conf: str
+    proc_fd: int
+    settings: Settings | None = None
+    session_leaders: set[int] = field(default_factory=set)
+
+
+def _read_host_resolv_conf() -> str:
+    """The VM's (the host's) ``/etc/resolv.conf``, read before the distribution's root replaces it."""
+    try:
+        with open("/etc/resolv.conf", "rb") as handle:
+            data = handle.read(MAX_HOST_RESOLV_CONF + 1)
+    except OSError:
+        return ""
+    return data[:MAX_HOST_RESOLV_CONF].decode("utf-8", "replace")
+
+
+def prepare_root(parameters: InitParameters) -> Instance:
+    """Mount the distribution's filesystems and pivot_root into it."""
+    vm_pid = int(os.readlink("/proc/self"))  # the VM's /proc still: our pid there
+    conf = read_wsl_conf(parameters.tree_fd)
+    host_resolv_conf = _read_host_resolv_conf()
+    mounts.make_private()
+    trees: dict[str, int] = {}
+    if conf.automount_enabled:
+        trees["host"] = mounts.clone_tree("/")
+    mounts.attach_root(parameters.tree_fd)
+    plan = mounts.distribution_plan(parameters.networking_mode,
+                                    conf.host_mount_point if conf.automount_enabled else None)
+    mounts.apply_plan(parameters.tree_fd, plan, trees)
+    mounts.pivot_into(parameters.tree_fd)
+    for fd in (*trees.values(), parameters.tree_fd):
+        os.close(fd)
+    proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    return Instance(parameters, conf, vm_pid, host_resolv_conf, proc_fd)
+
+
+def _redirect_stdio_to_null() -> None:
+    null = os.open("/dev/null", os.O_RDWR)
+    for target in (0, 1):
+        os.dup2(null, target)
+    if null > 2:
+        os.close(null)
+
+
+class Init:
+    """The serve loop of a distribution's pid 1."""
+
+    def __init__(self, instance: Instance) -> None:
+        self.instance = instance
+        self.name = instance.parameters.name
+        self.selector = selectors.DefaultSelector()
+        self.control = socket.socket(fileno=instance.parameters.control_fd)
+        self.channels: set[MessageChannel] = set()
+        self.stop: bool | None = None  # None: running; else: terminate, forced or not
+        self.idle_since: float | None = None
+        self.idle_timeout_ms = instance.parameters.idle_timeout_ms
+
+    # -- loop ------------------------------------------------------------------------------------
+
+    def serve(self) -> int:
+        wakeup_read, wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wakeup_write)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, lambda *_: self._request_stop(False))
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        self.selector.register(wakeup_read, selectors.EVENT_READ, "signal")
+        self.selector.register(self.control, selectors.EVENT_READ, "control")
+        self._add_channel(socket.socket(fileno=self.instance.parameters.channel_fd))
+        while self.stop is None:
+            for key, _events in self.selector.select(self._select_timeout()):
+                if key.data == "signal":
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(wakeup_read, 512)
+                elif key.data == "control":
+                    self._on_control()
+                elif isinstance(key.data, MessageChannel):
+                    self._on_channel(key.data)
+                if self.stop is not None:
+                    break
+            self._reap()
+            self._check_idle()
+        self._terminate(self.stop)
+        return 0
+
+    def _request_stop(self, force: bool) -> None:
+        if self.stop is None:
+            self.stop = force
+
+    def _select_timeout(self) -> float | None:
+        if self.idle_timeout_ms < 0:
+            return None
+        return min(0.5, max(0.02, self.idle_timeout_ms / 4000))
+
+    # -- host channels ---------------------------------------------------------------------------
+
+    def _add_channel(self, sock: socket.socket) -> None:
+        try:
+            channel = MessageChannel(sock, name=f"init channel of {self.name}")
+        except ValueError as error:  # not a stream socket
+            log.error("refusing a host channel: %s", error)
+            sock.close()
+            return
+        warnings = "\n".join(self.instance.conf.warnings) or None
+        try:
+            channel.send(CREATE_INSTANCE_RESULT, Result=0, FailureStep=0, Pid=self.instance.vm_pid,
+                         ConnectPort=0, Warnings=warnings, timeout=SEND_TIMEOUT)
+        except (OSError, TimeoutError) as error:
+            log.warning("cannot greet a host channel: %s", error)
+            channel.close()
+            return
+        self.channels.add(channel)
+        self.selector.register(channel, selectors.EVENT_READ, channel)
+
+    def _drop(self, channel: MessageChannel) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(channel)
+        self.channels.discard(channel)
+        channel.close()
+
+    def _on_control(self) -> None:
+        try:
+            data, fds, _flags, _address = socket.recv_fds(self.control, 16, 1)
+        except OSError:
+            data, fds = b"", []
+        if not data:
+            # mini_init is gone: the VM is stopping.
+            self.selector.unregister(self.control)
+            return
+        for fd in fds:
+            if data == b"A" and stat.S_ISSOCK(os.fstat(fd).st_mode):
+                self._add_channel(socket.socket(fileno=fd))
+            else:
+                os.close(fd)
+
+    def _on_channel(self, channel: MessageChannel) -> None:
+        try:
+            transaction, data, fds = receive_request(channel, RECEIVE_TIMEOUT)
+        except ChannelClosed:
+            self._drop(channel)
+            return
+        except (ProtocolError, TimeoutError, OSError) as error:
+            log.error("closing an init channel: %s", error)
+            self._drop(channel)
+            return
+        self.idle_since = None  # a host request is activity: the idle period starts again
+        try:
+            self._dispatch(transaction, data, fds)
+        except Exception as error:
+            if isinstance(error, ProtocolError | OSError | TimeoutError):
+                log.error("closing an init channel: %s", error)
+            else:
+                log.exception("closing an init channel after an unexpected error")
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._drop(channel)
+
+    def _dispatch(self, transaction: Transaction, data: bytes, fds: list[int]) -> None:
+        message_type = struct.unpack_from("<I", data)[0]
+        expected_fds = 1 if message_type == T.LxInitMessageCreateSession else 0
+        if len(fds) != expected_fds:
+            raise ProtocolError(f"{len(fds)} file descriptor(s) arrived with message type {message_type}, "
+                                f"expected {expected_fds}")
+        if message_type == T.LxInitMessageInitialize:
+            settings = self._initialize(INITIALIZE.parse(data))
+            namespace = 0
+            with contextlib.suppress(OSError):
+                namespace = os.stat("/proc/self/ns/pid").st_ino
+            transaction.send(INITIALIZE_RESPONSE, Plan9Port=LX_INIT_UTILITY_VM_INVALID_PORT,
+                             DefaultUid=settings.default_uid, InteropPort=LX_INIT_UTILITY_VM_INVALID_PORT,
+                             SystemdEnabled=False, PidNamespace=namespace, Flavor=settings.flavor,
+                             Version=settings.version)
+        elif message_type == T.LxInitMessageCreateSession:
+            CREATE_SESSION.parse(data)
+            port = self._create_session(fds.pop())  # takes the descriptor over
+            transaction.send(CREATE_SESSION_RESPONSE, Port=port)
+        elif message_type == T.LxInitMessageTerminateInstance:
+            self._request_stop(bool(TERMINATE_INSTANCE.parse(data).Force))
+        else:
+            raise ProtocolError(f"unexpected message type {message_type} on the init channel",
+                                struct="MESSAGE_HEADER", field="MessageType")
+
+    # -- Initialize ------------------------------------------------------------------------------
+
+    def _initialize(self, message: object) -> Settings:
+        if self.instance.settings is not None:
+            return self.instance.settings
+        conf = self.instance.conf
+        requested = getattr(message, "Hostname", None) or socket.gethostname()
+        hostname = network_files.clean_hostname(conf.network_hostname or requested)
+        domain = getattr(message, "Domainname", None) or ""
+        windows_hosts = getattr(message, "WindowsHosts", None) or ""
+        try:
+            syscalls.sethostname(hostname)
+        except OSError as error:
+            log.warning("cannot set the host name: %s", error)
+        self._write_etc("/etc/hostname", hostname + "\n")
+        if conf.network_generate_hosts:
+            self._write_etc("/etc/hosts", network_files.hosts_file(hostname, domain, windows_hosts))
+        if conf.network_generate_resolv_conf:
+            resolv_conf = network_files.resolv_conf_file(self.instance.host_resolv_conf)
+            self._write_etc("/etc/resolv.conf", resolv_conf)
+        default_uid = int(getattr(message, "DrvFsDefaultOwner", 0))
+        if conf.user_default is not None:
+            try:
+                user = UserDatabase("/").user_by_name(conf.user_default)
+            except OSError as error:
+                log.warning("cannot read /etc/passwd: %s", error)
+                user = None
+            if user is None:
+                log.warning("[user] default: no user %r in /etc/passwd", conf.user_default)
+            else:
+                default_uid = user.uid
+        root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            flavor, version = flavor_and_version(root)
+        finally:
+            os.close(root)
+        self.instance.settings = Settings(default_uid, flavor, version)
+        if conf.boot_command:
+            self._run_boot_command(conf.boot_command)
+        return self.instance.settings
+
+    @staticmethod
+    def _write_etc(path: str, text: str) -> None:
+        try:
+            write_file_atomic(path, text.encode())
+        except OSError as error:
+            log.warning("cannot write %s: %s", path, error)
+
+    def _run_boot_command(self, command: str) -> None:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                forking.become_child([0, 1, 2])
+                _redirect_stdio_to_null()
+                os.setsid()
+                environment = {"PATH": DEFAULT_PATH, "HOME": "/root", "USER": "root", "LOGNAME": "root",
+                               "SHELL": "/bin/sh", "WSL_DISTRO_NAME": self.name}
+                os.chdir("/")
+                os.execve("/bin/sh", ["/bin/sh", "-c", command], environment)
+            except OSError as error:
+                log.error("[boot] command: cannot run /bin/sh: %s", error)
+            forking.exit_now(127)
+
+    # -- sessions --------------------------------------------------------------------------------
+
+    def _create_session(self, fd: int) -> int:
+        """Fork a session leader serving ``fd`` (always closed here); its pid, or UINT_MAX."""
+        if _session_leader is None or not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            os.close(fd)
+            return LX_INIT_UTILITY_VM_INVALID_PORT
+        settings = self.instance.settings or Settings(0, None, None)
+        try:
+            leader = os.fork()
+        except OSError as error:
+            log.error("cannot fork a session leader: %s", error)
+            os.close(fd)
+            return LX_INIT_UTILITY_VM_INVALID_PORT
+        if leader == 0:
+            code = 1
+            try:
+                forking.become_child([0, 1, 2, fd])
+                _redirect_stdio_to_null()
+                os.setsid()
+                syscalls.set_process_name("session-leader")
+                _session_leader.serve(socket.socket(fileno=fd), distribution_name=self.name,
+                                      default_uid=settings.default_uid,
+                                      default_user=self.instance.conf.user_default)
+                code = 0
+            except BaseException:
+                log.exception("session leader failed")
+            forking.exit_now(code)
+        os.close(fd)
+        self.instance.session_leaders.add(leader)
+        return leader
+
+    # -- processes -------------------------------------------------------------------------------
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, _status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.instance.session_leaders.discard(pid)
+
+    def _other_processes(self) -> set[int]:
+        """Processes of the distribution besides init and its session leaders."""
+        pids = {int(name) for name in os.listdir(self.instance.proc_fd) if name.isdigit()}
+        pids.discard(1)
+        return pids - self.instance.session_leaders
+
+    def _check_idle(self) -> None:
+        if self.idle_timeout_ms < 0:
+            return
+        if self._other_processes():
+            self.idle_since = None
+            return
+        now = time.monotonic()
+        if self.idle_since is None:
+            self.idle_since = now
+        elif now - self.idle_since >= self.idle_timeout_ms / 1000:
+            log.info("distribution %s idle for %d ms, stopping", self.name, self.idle_timeout_ms)
+            self._request_stop(False)
+
+    def _terminate(self, force: bool) -> None:
+        """End every process of the pid namespace; returning from serve then ends init itself."""
+        if force:
+            return
+        with contextlib.suppress(OSError):
+            os.kill(-1, signal.SIGTERM)
+        deadline = time.monotonic() + TERMINATE_GRACE
+        while time.monotonic() < deadline:
+            self._reap()
+            if not ({int(name) for name in os.listdir(self.instance.proc_fd) if name.isdigit()} - {1}):
+                return
+            time.sleep(0.02)
+
+
+def send_failure(channel_fd: int, error: int, step: int = STEP_LAUNCH_INIT) -> None:
+    """Report a failed start with ``CreateInstanceResult`` on a fresh channel, then close it."""
+    channel = MessageChannel(socket.socket(fileno=channel_fd), name="init channel")
+    with contextlib.suppress(OSError, TimeoutError):
+        channel.send(CREATE_INSTANCE_RESULT, Result=error, FailureStep=step, Pid=0, ConnectPort=0,
+                     Warnings=None, timeout=SEND_TIMEOUT)
+    channel.close()
+
+
+def run(parameters: InitParameters) -> None:
+    """init's entry point in the forked child (pid 1 of the new pid namespace). Never returns."""
+    syscalls.set_process_name("init")
+    try:
+        instance = prepare_root(parameters)
+    except Exception as error:
+        log.error("distribution %s: cannot start: %s", parameters.name, error)
+        code = error.errno if isinstance(error, OSError) and error.errno else errno.EINVAL
+        send_failure(parameters.channel_fd, code)
+        forking.exit_now(1)
+        return
+    code = 1
+    try:
+        code = Init(instance).serve()
+    except BaseException:
+        log.exception("init of %s failed", parameters.name)
+    forking.exit_now(code)

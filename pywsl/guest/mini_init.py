@@ -1,0 +1,478 @@
+"""mini_init: pid 1 of the utility VM (``python -m pywsl.guest.mini_init <boot arguments>``).
+
+WSL's mini_init is the VM's first process: it greets the service with ``GuestCapabilities``,
+applies ``EarlyConfig``/``InitialConfig``, starts a distribution's init for each ``LaunchInit``,
+runs bsdtar for ``Import``/``Export``, and reports exits with ``ChildExit``. pywsl's does the same
+on AF_UNIX connections to ``mini_init.sock`` (any number at once), with file descriptors in place
+of hvsocket ports (see ``docs/design.md``), plus pywsl's extension messages: ``QueryInstances``,
+``AttachNotify`` and ``ShutdownVm``.
+
+Everything any guest role needs is imported here, before the VM's namespaces are entered: the
+interpreter's files are not readable by the VM's root, and a distribution's init has no Python.
+The VM exits after ``vmIdleTimeout`` ms with no instance and no import/export worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import gc
+import logging
+import os
+import selectors
+import signal
+import socket
+import stat
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+
+from pywsl.guest import forking, init, launch, mounts, network_files, syscalls, tar_worker, vm_monitor
+from pywsl.guest.boot import BootArguments, parse_boot_arguments
+from pywsl.guest.requests import receive_request
+from pywsl.guest.vm_monitor import VmContext
+from pywsl.wire import schema
+from pywsl.wire.channel import MessageChannel, Transaction
+from pywsl.wire.enums import LX_MESSAGE_TYPE, LX_MINI_CREATE_INSTANCE_STEP, PYWSL_MESSAGE_TYPE
+from pywsl.wire.errors import ChannelClosed, ProtocolError
+from pywsl.wire.extensions import instance_entries
+
+log = logging.getLogger("pywsl.mini_init")
+
+RECEIVE_TIMEOUT = 10.0
+SEND_TIMEOUT = 5.0
+SHUTDOWN_GRACE = 10.0
+MAX_DISTRIBUTION_NAME = 256
+
+GUEST_CAPABILITIES = schema("LX_INIT_GUEST_CAPABILITIES")
+EARLY_CONFIG = schema("LX_MINI_INIT_EARLY_CONFIG_MESSAGE")
+INITIAL_CONFIG = schema("LX_MINI_INIT_CONFIG_MESSAGE")
+MINI_INIT_MESSAGE = schema("LX_MINI_INIT_MESSAGE")
+CHILD_EXIT = schema("LX_MINI_INIT_CHILD_EXIT_MESSAGE")
+INSTANCE_LIST = schema("PYWSL_INSTANCE_LIST")
+SHUTDOWN_VM = schema("PYWSL_SHUTDOWN_VM")
+
+T = LX_MESSAGE_TYPE
+P = PYWSL_MESSAGE_TYPE
+STEP = LX_MINI_CREATE_INSTANCE_STEP
+
+
+@dataclass
+class Instance:
+    """A running distribution: its init (pid in the VM), the shim that waits for it, its control socket."""
+
+    name: str
+    init_pid: int
+    shim_pid: int
+    control: socket.socket
+
+
+@dataclass
+class Connection:
+    channel: MessageChannel
+    notify: bool = False
+
+
+@dataclass
+class Workers:
+    """Children of mini_init: instance shims (pid -> instance key) and import/export workers."""
+
+    shims: dict[int, str] = field(default_factory=dict)
+    tar: set[int] = field(default_factory=set)
+    other: set[int] = field(default_factory=set)
+
+
+def _seccomp_available() -> bool:
+    with contextlib.suppress(OSError), open("/proc/self/status") as handle:
+        return any(line.startswith("Seccomp:") for line in handle)
+    return False
+
+
+def _is_socket(fd: int) -> bool:
+    """A connected stream socket: what a message channel runs on."""
+    if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+        return False
+    sock = socket.socket(fileno=fd)
+    try:
+        return sock.type == socket.SOCK_STREAM
+    finally:
+        sock.detach()
+
+
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+class MiniInit:
+    """The server loop of pid 1."""
+
+    def __init__(self, context: VmContext) -> None:
+        self.boot: BootArguments = context.boot
+        self.cloner = context.cloner
+        self.ready = context.ready
+        self.listener = socket.socket(fileno=self.boot.listen_fd)
+        self.listener.setblocking(False)
+        self.selector = selectors.DefaultSelector()
+        self.connections: dict[int, Connection] = {}
+        self.instances: dict[str, Instance] = {}
+        self.workers = Workers()
+        self.idle_since: float | None = time.monotonic()
+        self.exit_code: int | None = None
+        self.capabilities = GUEST_CAPABILITIES.build(
+            SeccompAvailable=_seccomp_available(), HvPciSwiotlbBase=0, HvPciSwiotlbSize=0,
+            Buffer=os.uname().release,
+        )
+
+    # -- loop ------------------------------------------------------------------------------------
+
+    def serve(self) -> int:
+        wakeup_read, wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wakeup_write)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, lambda *_: self._request_exit(0))
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        self.selector.register(self.listener, selectors.EVENT_READ, "listener")
+        self.selector.register(wakeup_read, selectors.EVENT_READ, "signal")
+        self.ready.send(b"R")
+        self.ready.close()
+        log.info("utility VM ready (networking %s, host name %s)", self.boot.networking_mode,
+                 self.boot.hostname)
+        while self.exit_code is None:
+            for key, _events in self.selector.select(self._select_timeout()):
+                if key.data == "listener":
+                    self._accept()
+                elif key.data == "signal":
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(wakeup_read, 512)
+                elif isinstance(key.data, Connection):
+                    self._on_connection(key.data)
+                if self.exit_code is not None:
+                    break
+            self._reap()
+            self._check_idle()
+        return self.exit_code
+
+    def _request_exit(self, code: int) -> None:
+        if self.exit_code is None:
+            self.exit_code = code
+
+    def _select_timeout(self) -> float | None:
+        timeout = self.boot.vm_idle_timeout_ms
+        if timeout < 0 or self.idle_since is None:
+            return None
+        return max(0.0, self.idle_since + timeout / 1000 - time.monotonic())
+
+    def _busy(self) -> bool:
+        return bool(self.instances or self.workers.tar or self.workers.shims)
+
+    def _activity(self) -> None:
+        """A host spoke: an idle VM gives it a full vmIdleTimeout to follow up."""
+        if self.idle_since is not None:
+            self.idle_since = time.monotonic()
+
+    def _check_idle(self) -> None:
+        if self._busy():
+            self.idle_since = None
+            return
+        now = time.monotonic()
+        if self.idle_since is None:
+            self.idle_since = now
+        timeout = self.boot.vm_idle_timeout_ms
+        if timeout >= 0 and now - self.idle_since >= timeout / 1000:
+            log.info("utility VM idle for %d ms, exiting", timeout)
+            self._request_exit(0)
+
+    # -- connections -----------------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _address = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                log.error("accept failed: %s", error)
+                return
+            connection = Connection(MessageChannel(sock, name="mini_init channel"))
+            try:
+                connection.channel.send(self.capabilities, timeout=SEND_TIMEOUT)
+            except (OSError, TimeoutError) as error:
+                log.warning("cannot greet a new connection: %s", error)
+                connection.channel.close()
+                continue
+            self.connections[connection.channel.fileno()] = connection
+            self.selector.register(connection.channel, selectors.EVENT_READ, connection)
+            self._activity()
+
+    def _drop(self, connection: Connection) -> None:
+        fd = connection.channel.fileno()
+        if fd >= 0:
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(connection.channel)
+            self.connections.pop(fd, None)
+        connection.channel.close()
+
+    def _on_connection(self, connection: Connection) -> None:
+        if connection.notify:
+            # Nothing is ever sent on a notify channel: readable means closed (or a protocol error).
+            self._drop(connection)
+            return
+        try:
+            transaction, data, fds = receive_request(connection.channel, RECEIVE_TIMEOUT)
+        except ChannelClosed:
+            self._drop(connection)
+            return
+        except (ProtocolError, TimeoutError, OSError) as error:
+            log.error("closing a mini_init channel: %s", error)
+            self._drop(connection)
+            return
+        self._activity()
+        try:
+            self._dispatch(connection, transaction, data, fds)
+        except ProtocolError as error:
+            log.error("closing a mini_init channel: %s", error)
+            _close(fds)
+            self._drop(connection)
+        except (OSError, TimeoutError) as error:
+            log.error("mini_init channel failed: %s", error)
+            _close(fds)
+            self._drop(connection)
+        except Exception:
+            log.exception("closing a mini_init channel after an unexpected error")
+            _close(fds)
+            self._drop(connection)
+
+    def _dispatch(self, connection: Connection, transaction: Transaction, data: bytes,
+                  fds: list[int]) -> None:
+        message_type = struct.unpack_from("<I", data)[0]
+        if message_type == T.LxMiniInitMessageEarlyConfig:
+            self._expect_fds(fds, 0, "LX_MINI_INIT_EARLY_CONFIG_MESSAGE")
+            early = EARLY_CONFIG.parse(data)
+            if early.Hostname:
+                syscalls.sethostname(network_files.clean_hostname(early.Hostname))
+        elif message_type == T.LxMiniInitMessageInitialConfig:
+            self._expect_fds(fds, 0, "LX_MINI_INIT_CONFIG_MESSAGE")
+            INITIAL_CONFIG.parse(data)
+        elif message_type == T.LxMiniInitMessageLaunchInit:
+            self._expect_fds(fds, 2, "LX_MINI_INIT_MESSAGE")
+            self._launch_init(data, fds)
+        elif message_type in (T.LxMiniInitMessageImport, T.LxMiniInitMessageExport):
+            self._expect_fds(fds, 4, "LX_MINI_INIT_MESSAGE")
+            self._start_tar(message_type == T.LxMiniInitMessageImport, data, fds)
+        elif message_type == P.PywslQueryInstances:
+            self._expect_fds(fds, 0, "PYWSL_QUERY_INSTANCES")
+            entries = instance_entries({item.name: item.init_pid for item in self.instances.values()})
+            transaction.send(INSTANCE_LIST, Entries=entries)
+        elif message_type == P.PywslAttachNotify:
+            self._expect_fds(fds, 0, "PYWSL_ATTACH_NOTIFY")
+            connection.notify = True
+        elif message_type == P.PywslShutdownVm:
+            self._expect_fds(fds, 0, "PYWSL_SHUTDOWN_VM")
+            self._shutdown(bool(SHUTDOWN_VM.parse(data).Force))
+        else:
+            raise ProtocolError(f"unexpected message type {message_type} on the mini_init channel",
+                                struct="MESSAGE_HEADER", field="MessageType")
+
+    @staticmethod
+    def _expect_fds(fds: list[int], count: int, name: str) -> None:
+        if len(fds) != count:
+            raise ProtocolError(f"{len(fds)} file descriptor(s) arrived, expected {count}", struct=name)
+
+    # -- LaunchInit ------------------------------------------------------------------------------
+
+    def _launch_init(self, data: bytes, fds: list[int]) -> None:
+        """LaunchInit: hand the channel to the running init, or start one. Takes ``fds`` over."""
+        message = MINI_INIT_MESSAGE.parse(data)
+        rootfs_fd, channel_fd = fds
+        if not _is_socket(channel_fd):
+            raise ProtocolError("the init channel is not a stream socket", struct="LX_MINI_INIT_MESSAGE")
+        fds.clear()  # from here on this method owns (and closes) both descriptors
+        os_error = errno.EIO
+        step = STEP.LxInitCreateInstanceStepLaunchInit
+        try:
+            name = message.DistributionName or ""
+            if not name or len(name) > MAX_DISTRIBUTION_NAME or "/" in name:
+                raise OSError(errno.EINVAL, f"invalid distribution name {name!r}")
+            if self._attach(name.casefold(), channel_fd):
+                channel_fd = -1
+                return
+            step = STEP.LxInitCreateInstanceStepMountDisk
+            tree = self.cloner.clone(rootfs_fd)
+            step = STEP.LxInitCreateInstanceStepLaunchInit
+            try:
+                self._start_instance(name, tree, channel_fd)
+                channel_fd = -1
+            finally:
+                os.close(tree)
+        except OSError as error:
+            log.error("cannot start distribution %r: %s", message.DistributionName, error)
+            os_error = error.errno or errno.EIO
+        finally:
+            os.close(rootfs_fd)
+        if channel_fd >= 0:
+            init.send_failure(channel_fd, os_error, step)
+
+    def _attach(self, key: str, channel_fd: int) -> bool:
+        """Pass a new init channel to the running instance ``key``; False if there is none."""
+        running = self.instances.get(key)
+        if running is None:
+            return False
+        try:
+            socket.send_fds(running.control, [b"A"], [channel_fd], socket.MSG_DONTWAIT)
+        except OSError:
+            # Its init is exiting: forget it (its shim still reports the exit) and start anew.
+            self._forget(key)
+            return False
+        os.close(channel_fd)
+        return True
+
+    def _start_instance(self, name: str, tree: int, channel_fd: int) -> None:
+        """Fork the shim that starts init (``launch.run_shim``); takes ``channel_fd`` over on success."""
+        control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            pid_read, pid_write = os.pipe()
+        except OSError:
+            control.close()
+            control_child.close()
+            raise
+        parameters = init.InitParameters(
+            name=name, tree_fd=tree, channel_fd=channel_fd, control_fd=control_child.fileno(),
+            networking_mode=self.boot.networking_mode, idle_timeout_ms=self.boot.instance_idle_timeout_ms,
+        )
+        try:
+            shim = os.fork()
+        except OSError:
+            _close([pid_read, pid_write])
+            control.close()
+            control_child.close()
+            raise
+        if shim == 0:
+            forking.become_child([0, 1, 2, tree, channel_fd, control_child.fileno(), pid_write])
+            launch.run_shim(parameters, pid_write)
+        os.close(pid_write)
+        os.close(channel_fd)
+        control_child.close()
+        init_pid = forking.read_u32(pid_read)
+        os.close(pid_read)
+        if init_pid is None:  # the shim reported the failure on the channel itself
+            control.close()
+            self.workers.other.add(shim)
+            return
+        key = name.casefold()
+        self.instances[key] = Instance(name, init_pid, shim, control)
+        self.workers.shims[shim] = key
+        self.idle_since = None
+        log.info("distribution %s started, init pid %d", name, init_pid)
+
+    def _forget(self, key: str) -> None:
+        instance = self.instances.pop(key, None)
+        if instance is not None:
+            instance.control.close()
+
+    # -- Import / Export ---------------------------------------------------------------------------
+
+    def _start_tar(self, is_import: bool, data: bytes, fds: list[int]) -> None:
+        """Import / Export: fork the tar worker. Takes ``fds`` over."""
+        message = MINI_INIT_MESSAGE.parse(data)
+        if not _is_socket(fds[1]):
+            raise ProtocolError("the result channel is not a stream socket", struct="LX_MINI_INIT_MESSAGE")
+        target_fd, result_fd, data_fd, stderr_fd = fds
+        fds.clear()
+        tree = -1
+        try:
+            tree = self.cloner.clone(target_fd)
+            pid = os.fork()
+        except OSError as error:
+            log.error("cannot start an import/export worker: %s", error)
+            _close([tree] if tree >= 0 else [])
+            _close([target_fd, data_fd, stderr_fd])
+            init.send_failure(result_fd, error.errno or errno.EIO, STEP.LxInitCreateInstanceStepMountDisk)
+            return
+        if pid == 0:
+            forking.become_child([0, 1, 2, tree, result_fd, data_fd, stderr_fd])
+            job = tar_worker.TarJob(tree_fd=tree, result_fd=result_fd, data_fd=data_fd, stderr_fd=stderr_fd,
+                                    flags=int(message.Flags))
+            tar_worker.run_import(job) if is_import else tar_worker.run_export(job)
+        _close([tree, target_fd, result_fd, data_fd, stderr_fd])
+        self.workers.tar.add(pid)
+        self.idle_since = None
+
+    # -- children ----------------------------------------------------------------------------------
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, _status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            key = self.workers.shims.pop(pid, None)
+            if key is not None:
+                self._instance_exited(key, pid)
+            self.workers.tar.discard(pid)
+            self.workers.other.discard(pid)
+
+    def _instance_exited(self, key: str, shim: int) -> None:
+        instance = self.instances.get(key)
+        if instance is None or instance.shim_pid != shim:
+            return
+        self._forget(key)
+        log.info("distribution %s stopped", instance.name)
+        for connection in list(self.connections.values()):
+            if connection.notify:
+                try:
+                    connection.channel.send(CHILD_EXIT, ChildPid=instance.init_pid, timeout=SEND_TIMEOUT)
+                except (OSError, TimeoutError):
+                    self._drop(connection)
+
+    # -- shutdown ----------------------------------------------------------------------------------
+
+    def _shutdown(self, force: bool) -> None:
+        """Stop every instance (SIGTERM, or SIGKILL when forced) and exit; the channel closing is success."""
+        log.info("shutting down the utility VM%s", " (forced)" if force else "")
+        for instance in self.instances.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(instance.init_pid, signal.SIGKILL if force else signal.SIGTERM)
+        for pid in self.workers.tar:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if not force:
+            deadline = time.monotonic() + SHUTDOWN_GRACE
+            while self.workers.shims and time.monotonic() < deadline:
+                self._reap()
+                time.sleep(0.01)
+        self._request_exit(0)
+
+
+def serve(context: VmContext) -> int:
+    """pid 1 of the VM: serve until idle or shut down."""
+    return MiniInit(context).serve()
+
+
+def _warm_up() -> None:
+    """Load what is otherwise loaded lazily, while the interpreter's files are still readable."""
+    for codec in ("utf-8", "ascii", "latin-1", "idna"):
+        "x".encode(codec)
+    time.strftime("%Y")
+    time.localtime()
+
+
+def main(argv: list[str] | None = None) -> int:
+    boot = parse_boot_arguments(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s")
+    _warm_up()
+    gc.collect()
+    gc.freeze()
+    return vm_monitor.launch(boot, serve)
+
+
+# Roles forked from this process; imported here so that they are loaded before any namespace change.
+__all__ = ["MiniInit", "main", "mounts", "serve"]
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""The interface a utility VM backend implements (WSL's HCS compute system, abstracted).
+
+``CoreVm`` speaks WSL's protocol to mini_init; a backend only knows how to start the VM, reach
+its mini_init and stop it hard:
+
+* ``namespaces`` (``backends/namespaces.py``): Linux namespaces, AF_UNIX, directories passed as
+  file descriptors;
+* ``kvm`` and ``hcs`` (later): a real kernel, AF_VSOCK / AF_HYPERV, disk images.
+"""
+
+from __future__ import annotations
+
+import abc
+import socket
+from pathlib import Path
+from typing import ClassVar
+
+from pywsl.vm.config import VmConfig
+
+
+class VmBackend(abc.ABC):
+    """How a utility VM is started, reached and stopped."""
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def connect(self, runtime_dir: Path) -> socket.socket | None:
+        """A new connection to the running VM's mini_init, or None when no VM runs."""
+
+    @abc.abstractmethod
+    def start(self, config: VmConfig) -> socket.socket:
+        """Boot the VM and return a connection to its mini_init (attach if one already runs)."""
+
+    @abc.abstractmethod
+    def kill(self, runtime_dir: Path) -> None:
+        """Stop the VM at once (``HcsTerminateComputeSystem``); nothing if it does not run."""
+
+    @abc.abstractmethod
+    def wait_stopped(self, runtime_dir: Path, timeout: float) -> bool:
+        """Wait until the VM and everything it left behind are gone; False on timeout."""
+
+    @abc.abstractmethod
+    def directory_handle(self, path: Path) -> int:
+        """A file descriptor for a directory that LaunchInit, Import or Export carry."""
+
+
+def backend(name: str) -> VmBackend:
+    """The backend called ``name``."""
+    if name == "namespaces":
+        from pywsl.vm.backends.namespaces import NamespacesBackend
+
+        return NamespacesBackend()
+    raise ValueError(f"unknown VM backend {name!r} (available: namespaces)")

@@ -1,0 +1,241 @@
+"""The ``namespaces`` backend: a utility VM made of Linux namespaces.
+
+Booting (``start``) mirrors ``WslCoreVm::Create``: it prepares the VM's runtime folder
+(``/run/pywsl/<uid>``, root only), its cgroups (memory and processor limits), binds the listening
+socket ``mini_init.sock`` and runs ``<python> -m pywsl.guest.mini_init <boot arguments>`` in a new
+session. That process starts the VM detached and exits once mini_init serves, so no host process
+stays the VM's parent: the VM outlives whoever booted it, and any host process reaches it by
+connecting to ``mini_init.sock`` (``connect``). A refused connection means no VM.
+
+The guest's log goes to ``mini_init.log`` in the runtime folder. ``mini_init.pid`` holds the host
+pids of the VM's pid 1 and of its monitor; ``kill`` uses them for a forced shutdown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pywsl.vm.backends.base import VmBackend
+from pywsl.vm.cgroups import VmCgroup
+from pywsl.vm.config import VmConfig
+from pywsl.vm.errors import VmError
+
+SOCKET_NAME = "mini_init.sock"
+PID_FILE_NAME = "mini_init.pid"
+LOG_NAME = "mini_init.log"
+BOOT_TIMEOUT = 30.0
+PREVIOUS_VM_TIMEOUT = 15.0
+MONITOR_NAME = "pywsl-vm"
+MINI_INIT_NAME = "mini_init"
+_PACKAGE_ROOT = Path(__file__).resolve().parents[3]
+_LOG_TAIL = 4000
+
+
+def boot_arguments(config: VmConfig, listen_fd: int, cgroups: tuple[Path, ...]) -> list[str]:
+    """The VM's "kernel command line" (parsed by ``pywsl.guest.boot``)."""
+    arguments = [
+        "--runtime-dir", str(config.runtime_dir),
+        "--listen-fd", str(listen_fd),
+        "--networking-mode", config.networking_mode,
+        "--hostname", config.hostname,
+        "--instance-idle-timeout", str(config.instance_idle_timeout_ms),
+        "--vm-idle-timeout", str(config.vm_idle_timeout_ms),
+        "--owner-uid", str(config.owner_uid),
+    ]
+    for inside, outside, count in config.uid_map:
+        arguments += ["--uid-map", f"{inside}:{outside}:{count}"]
+    for inside, outside, count in config.gid_map:
+        arguments += ["--gid-map", f"{inside}:{outside}:{count}"]
+    for path in cgroups:
+        arguments += ["--cgroup", str(path)]
+    return arguments
+
+
+def cgroup_name(config: VmConfig) -> str:
+    """``pywsl-<uid>-<digest of the runtime folder>``: one group per VM, even for one user's test VMs."""
+    digest = hashlib.sha256(str(Path(config.runtime_dir).resolve()).encode()).hexdigest()[:12]
+    return f"pywsl-{config.owner_uid}-{digest}"
+
+
+def _process_name(pid: int) -> str | None:
+    """The name of a live process (None when it does not exist or is a zombie)."""
+    try:
+        stat_text = Path(f"/proc/{pid}/stat").read_text()
+        if stat_text.rpartition(")")[2].split()[0] == "Z":
+            return None
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except (OSError, IndexError):
+        return None
+
+
+def _parent_pid(pid: int) -> int | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(text.rpartition(")")[2].split()[1])
+
+
+def read_pid_file(runtime_dir: Path) -> tuple[int, int] | None:
+    """(host pid of the VM's pid 1, host pid of its monitor), if the VM wrote them."""
+    try:
+        lines = (runtime_dir / PID_FILE_NAME).read_text().split()
+    except OSError:
+        return None
+    if len(lines) != 2 or not all(item.isdigit() for item in lines):
+        return None
+    return int(lines[0]), int(lines[1])
+
+
+def _environment() -> dict[str, str]:
+    python_path = [str(_PACKAGE_ROOT)]
+    return {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": os.pathsep.join(python_path),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+
+
+def _prepare_runtime_dir(runtime_dir: Path) -> None:
+    runtime_dir.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        runtime_dir.mkdir(mode=0o700)
+    info = os.lstat(runtime_dir)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        raise VmError(f"{runtime_dir} is not a directory owned by uid {os.geteuid()}")
+    os.chmod(runtime_dir, 0o700)
+
+
+def _log_tail(runtime_dir: Path) -> str:
+    try:
+        data = (runtime_dir / LOG_NAME).read_bytes()
+    except OSError:
+        return ""
+    return data[-_LOG_TAIL:].decode("utf-8", "replace").strip()
+
+
+class NamespacesBackend(VmBackend):
+    name = "namespaces"
+
+    def connect(self, runtime_dir: Path) -> socket.socket | None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.connect(str(Path(runtime_dir) / SOCKET_NAME))
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            return None
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def start(self, config: VmConfig) -> socket.socket:
+        runtime_dir = Path(config.runtime_dir)
+        _prepare_runtime_dir(runtime_dir)
+        self._wait_for_previous(runtime_dir)
+        lock = os.open(runtime_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            running = self.connect(runtime_dir)
+            if running is not None:
+                return running
+            self._launch(config, runtime_dir)
+        finally:
+            os.close(lock)
+        sock = self.connect(runtime_dir)
+        if sock is None:
+            raise VmError(f"the utility VM stopped right after it started: {_log_tail(runtime_dir)}")
+        return sock
+
+    def _launch(self, config: VmConfig, runtime_dir: Path) -> None:
+        for name in (SOCKET_NAME, PID_FILE_NAME):
+            with contextlib.suppress(FileNotFoundError):
+                (runtime_dir / name).unlink()
+        cgroup = VmCgroup.create(cgroup_name(config), memory_bytes=config.memory_bytes,
+                                 processors=config.processors)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        log_fd = -1
+        try:
+            listener.bind(str(runtime_dir / SOCKET_NAME))
+            os.chmod(runtime_dir / SOCKET_NAME, 0o600)
+            listener.listen(64)
+            log_fd = os.open(runtime_dir / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                             0o600)
+            argv = [sys.executable, "-m", "pywsl.guest.mini_init",
+                    *boot_arguments(config, listener.fileno(), cgroup.paths)]
+            process = subprocess.Popen(argv, pass_fds=(listener.fileno(),), stdin=subprocess.DEVNULL,
+                                       stdout=log_fd, stderr=log_fd, cwd="/", env=_environment(),
+                                       start_new_session=True)
+        except BaseException:
+            cgroup.remove()
+            raise
+        finally:
+            listener.close()
+            if log_fd >= 0:
+                os.close(log_fd)
+        try:
+            code = process.wait(BOOT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            code = None
+        if code != 0:
+            # The monitor cleans up when it got as far as starting; if it did not, nobody else will.
+            cgroup.remove()
+            with contextlib.suppress(FileNotFoundError):
+                (runtime_dir / SOCKET_NAME).unlink()
+            detail = _log_tail(runtime_dir) or "no log"
+            how = "timed out" if code is None else f"exit {code}"
+            raise VmError(f"the utility VM did not start ({how}): {detail}")
+
+    def _wait_for_previous(self, runtime_dir: Path) -> None:
+        """A VM that is stopping still removes its files: let it finish before a new one starts."""
+        pids = read_pid_file(runtime_dir)
+        if pids is None or _process_name(pids[1]) != MONITOR_NAME:
+            return
+        deadline = time.monotonic() + PREVIOUS_VM_TIMEOUT
+        while time.monotonic() < deadline:
+            sock = self.connect(runtime_dir)
+            if sock is not None:
+                sock.close()
+                return
+            if _process_name(pids[1]) != MONITOR_NAME:
+                return
+            time.sleep(0.02)
+
+    def kill(self, runtime_dir: Path) -> None:
+        pids = read_pid_file(Path(runtime_dir))
+        if pids is None:
+            return
+        vm_pid, monitor = pids
+        if _process_name(vm_pid) == MINI_INIT_NAME and _parent_pid(vm_pid) == monitor:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(vm_pid, signal.SIGKILL)
+
+    def wait_stopped(self, runtime_dir: Path, timeout: float) -> bool:
+        runtime_dir = Path(runtime_dir)
+        deadline = time.monotonic() + timeout
+        monitor: int | None = None
+        while True:
+            pids = read_pid_file(runtime_dir)
+            if pids is not None:
+                monitor = pids[1]
+            if monitor is None or _process_name(monitor) != MONITOR_NAME:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+
+    def directory_handle(self, path: Path) -> int:
+        return os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)

@@ -1,0 +1,57 @@
+"""The utility VM's configuration and the requests the host makes of it (WSL's VM settings).
+
+``VmConfig`` is what ``WslCoreVm::Create`` takes from ``.wslconfig`` and the calling user;
+``ProcessRequest`` becomes ``LX_INIT_CREATE_PROCESS_UTILITY_VM``; ``ImportOutcome`` is the
+``ImportResult`` of an import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+IdMap = list[tuple[int, int, int]]
+
+
+@dataclass(frozen=True)
+class VmConfig:
+    """What the api resolved from ``.wslconfig`` and the user."""
+
+    owner_uid: int
+    owner_gid: int
+    runtime_dir: Path  # /run/pywsl/<uid>
+    uid_map: IdMap  # (inside, outside, count), written to uid_map
+    gid_map: IdMap
+    networking_mode: str  # "mirrored" (host network shared) or "none"
+    hostname: str
+    memory_bytes: int | None
+    processors: int | None
+    vm_idle_timeout_ms: int
+    instance_idle_timeout_ms: int
+    backend: str = "namespaces"
+
+
+@dataclass(frozen=True)
+class ProcessRequest:
+    """A process to start in a distribution (becomes LX_INIT_CREATE_PROCESS_UTILITY_VM)."""
+
+    filename: str  # "" = the user's shell
+    command_line: list[str]  # shell mode: ["-c", "<string>"] with filename ""; exec: argv
+    cwd: str  # "" = home; "~..." or "/..."
+    environment: list[str]  # "K=V"
+    username: str  # "" = default user chain
+    default_uid: int
+    login_shell: bool
+    console: tuple[bool, bool, bool]  # stdin/stdout/stderr are terminals
+    rows: int
+    columns: int
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    """The ``ImportResult`` of a successful extraction."""
+
+    valid: bool  # /etc or /bin/sh exists in the tree
+    flavor: str | None  # os-release ID
+    version: str | None  # os-release VERSION_ID
+    default_name: str | None  # /etc/wsl-distribution.conf [oobe] defaultName

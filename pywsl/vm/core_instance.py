@@ -1,0 +1,168 @@
+"""CoreInstance: the host's handle on one running distribution (WSL's ``WslCoreInstance``).
+
+It holds an init channel (after ``CreateInstanceResult`` and ``Initialize``), asks init for a
+session leader (``CreateSession``, the leader's channel end passed as a file descriptor) and sends
+it ``CreateProcessUtilityVm`` with the process's five descriptors. ``terminate`` sends
+``TerminateInstance``; the channel closing is the success. The instance keeps running when this
+object is closed: another host process can attach to it with ``CoreVm.launch_instance``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import threading
+
+from pywsl.vm.config import ProcessRequest
+from pywsl.vm.errors import VmError
+from pywsl.wire import schema
+from pywsl.wire.channel import MessageChannel
+from pywsl.wire.constants import LX_INIT_UTILITY_VM_INVALID_PORT
+from pywsl.wire.enums import CREATE_PROCESS_SHELL_OPTIONS, LX_INIT_CREATE_PROCESS_FLAGS
+from pywsl.wire.errors import ChannelClosed
+
+REQUEST_TIMEOUT = 30.0
+TERMINATE_TIMEOUT = 60.0  # distributionStartTimeout
+
+CREATE_SESSION = schema("LX_INIT_CREATE_SESSION")
+CREATE_SESSION_RESPONSE = schema("LX_INIT_CREATE_SESSION_RESPONSE")
+CREATE_PROCESS = schema("LX_INIT_CREATE_PROCESS_UTILITY_VM")
+RESULT_UINT32 = schema("RESULT_MESSAGE<uint32_t>")
+RESULT_BOOL = schema("RESULT_MESSAGE<bool>")
+TERMINATE_INSTANCE = schema("LX_INIT_TERMINATE_INSTANCE")
+
+_CONSOLE_FLAGS = (
+    LX_INIT_CREATE_PROCESS_FLAGS.LxInitCreateProcessFlagsStdInConsole,
+    LX_INIT_CREATE_PROCESS_FLAGS.LxInitCreateProcessFlagsStdOutConsole,
+    LX_INIT_CREATE_PROCESS_FLAGS.LxInitCreateProcessFlagsStdErrConsole,
+)
+
+
+def process_flags(request: ProcessRequest) -> int:
+    """``Common.Flags`` of a request: which std streams are terminals."""
+    flags = 0
+    for is_console, flag in zip(request.console, _CONSOLE_FLAGS, strict=True):
+        if is_console:
+            flags |= int(flag)
+    return flags
+
+
+class CoreInstance:
+    """A running distribution, as seen through one init channel."""
+
+    def __init__(self, *, name: str, pid: int, channel: MessageChannel, warnings: list[str], default_uid: int,
+                 flavor: str | None, version: str | None, pid_namespace: int) -> None:
+        self.name = name
+        self.pid = pid
+        self.warnings = warnings
+        self.default_uid = default_uid
+        self.flavor = flavor
+        self.version = version
+        self.pid_namespace = pid_namespace
+        self._channel = channel
+        self._leader: MessageChannel | None = None
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    @property
+    def state(self) -> str:
+        """"Running", or "Stopped" once init has closed the channel (it exited or was terminated)."""
+        if self._stopped or self._channel.closed:
+            return "Stopped"
+        poller = select.poll()
+        poller.register(self._channel.fileno(), select.POLLIN)
+        if poller.poll(0):
+            with self._lock:
+                sock = socket.socket(fileno=self._channel.fileno())
+                try:
+                    peeked = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    peeked = b"?"
+                except OSError:
+                    peeked = b""
+                finally:
+                    sock.detach()
+            if not peeked:
+                self._stopped = True
+                return "Stopped"
+        return "Running"
+
+    def _session_leader(self) -> MessageChannel:
+        """The leader's channel: ``CreateSession`` once, then reused for every process."""
+        if self._leader is not None:
+            return self._leader
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            response = self._channel.request(CREATE_SESSION, CREATE_SESSION_RESPONSE, fds=[theirs.fileno()],
+                                             timeout=REQUEST_TIMEOUT, ConsoleId=0)
+        except ChannelClosed:
+            ours.close()
+            self._stopped = True
+            raise VmError(f"distribution {self.name} is not running") from None
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        if response.Port == LX_INIT_UTILITY_VM_INVALID_PORT:
+            ours.close()
+            raise VmError(f"distribution {self.name} could not start a session leader")
+        self._leader = MessageChannel(ours, name=f"session leader of {self.name}")
+        return self._leader
+
+    def create_process(self, request: ProcessRequest, stdio: tuple[int, int, int], control_fd: int,
+                       exit_fd: int) -> int:
+        """``CreateProcessUtilityVm``: start a process; returns the relay's pid. VmError on failure."""
+        common = {
+            "Filename": request.filename,
+            "CurrentWorkingDirectory": request.cwd,
+            "CommandLine": list(request.command_line),
+            "Environment": list(request.environment),
+            "NtEnvironment": [],
+            "NtPath": "",
+            "Username": request.username,
+            "ShellOptions": int(CREATE_PROCESS_SHELL_OPTIONS.ShellOptionsLogin)
+            if request.login_shell else 0,
+            "DefaultUid": request.default_uid,
+            "Flags": process_flags(request),
+        }
+        with self._lock:
+            leader = self._session_leader()
+            try:
+                reply = leader.request(CREATE_PROCESS, RESULT_UINT32, fds=[*stdio, control_fd, exit_fd],
+                                       timeout=REQUEST_TIMEOUT, Rows=request.rows, Columns=request.columns,
+                                       Common=common)
+            except (ChannelClosed, ConnectionError):
+                leader.close()
+                self._leader = None
+                raise VmError(f"the session leader of {self.name} went away") from None
+        relay = int(reply.Result)
+        if relay == LX_INIT_UTILITY_VM_INVALID_PORT:
+            raise VmError(f"distribution {self.name} could not start the process")
+        return relay
+
+    def terminate(self, force: bool = True) -> None:
+        """``TerminateInstance``: returns once init has closed the channel (every process has ended)."""
+        with self._lock:
+            if self._leader is not None:
+                self._leader.close()
+                self._leader = None
+            try:
+                with self._channel.start_transaction(TERMINATE_TIMEOUT) as transaction:
+                    transaction.send(TERMINATE_INSTANCE, Force=force)
+                    reply, _fds = transaction.receive(RESULT_BOOL)
+            except (ChannelClosed, ConnectionError):
+                self._stopped = True
+                return
+            if not reply.Result:
+                raise VmError(f"distribution {self.name} refused to terminate")
+
+    def close(self) -> None:
+        """Drop this handle; the distribution keeps running."""
+        with self._lock:
+            if self._leader is not None:
+                self._leader.close()
+                self._leader = None
+            with contextlib.suppress(OSError):
+                self._channel.close()

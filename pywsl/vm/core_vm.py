@@ -1,0 +1,348 @@
+"""CoreVm: the host's handle on a user's utility VM (WSL's ``WslCoreVm``).
+
+WSL's service owns its VM and the mini_init channel for the VM's lifetime. pywsl's host side keeps
+no state: the VM runs on its own, and ``CoreVm.attach`` / ``CoreVm.boot`` open a new mini_init
+channel to it (``GuestCapabilities`` first). Over that channel the host sends WSL's messages
+(``EarlyConfig``/``InitialConfig`` once after boot, ``LaunchInit``, ``Import``, ``Export``) with the
+file descriptors described in ``docs/design.md``, and pywsl's extensions (``QueryInstances``,
+``AttachNotify``, ``ShutdownVm``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import struct
+import threading
+from pathlib import Path
+
+from pywsl.vm.backends.base import VmBackend, backend
+from pywsl.vm.config import ImportOutcome, VmConfig
+from pywsl.vm.core_instance import CoreInstance
+from pywsl.vm.errors import VmError, describe_result
+from pywsl.wire import Message, schema
+from pywsl.wire.channel import MessageChannel
+from pywsl.wire.constants import BOOT_ENTROPY_SIZE, EPHEMERAL_PORT_RANGE, LX_INIT_UTILITY_VM_INVALID_PORT
+from pywsl.wire.enums import (
+    LX_MESSAGE_TYPE,
+    LX_MINI_INIT_MESSAGE_FLAGS,
+    LX_MINI_INIT_MOUNT_DEVICE_TYPE,
+    LX_MINI_INIT_NETWORKING_MODE,
+)
+from pywsl.wire.errors import ChannelClosed, ProtocolError
+from pywsl.wire.extensions import parse_instance_entries
+
+GREETING_TIMEOUT = 10.0
+REQUEST_TIMEOUT = 30.0
+START_TIMEOUT = 60.0  # distributionStartTimeout
+SHUTDOWN_TIMEOUT = 30.0
+
+GUEST_CAPABILITIES = schema("LX_INIT_GUEST_CAPABILITIES")
+EARLY_CONFIG = schema("LX_MINI_INIT_EARLY_CONFIG_MESSAGE")
+INITIAL_CONFIG = schema("LX_MINI_INIT_CONFIG_MESSAGE")
+MINI_INIT_MESSAGE = schema("LX_MINI_INIT_MESSAGE")
+CREATE_INSTANCE_RESULT = schema("LX_MINI_INIT_CREATE_INSTANCE_RESULT")
+IMPORT_RESULT = schema("LX_MINI_INIT_IMPORT_RESULT")
+INITIALIZE = schema("LX_INIT_CONFIGURATION_INFORMATION")
+INITIALIZE_RESPONSE = schema("LX_INIT_CONFIGURATION_INFORMATION_RESPONSE")
+CHILD_EXIT = schema("LX_MINI_INIT_CHILD_EXIT_MESSAGE")
+QUERY_INSTANCES = schema("PYWSL_QUERY_INSTANCES")
+INSTANCE_LIST = schema("PYWSL_INSTANCE_LIST")
+ATTACH_NOTIFY = schema("PYWSL_ATTACH_NOTIFY")
+SHUTDOWN_VM = schema("PYWSL_SHUTDOWN_VM")
+
+FLAGS = LX_MINI_INIT_MESSAGE_FLAGS
+COMPRESSION_FLAGS = {
+    "": 0,
+    "none": 0,
+    "gzip": FLAGS.LxMiniInitMessageFlagExportCompressGzip,
+    "xz": FLAGS.LxMiniInitMessageFlagExportCompressXzip,
+}
+_NETWORKING_MODES = {
+    "mirrored": LX_MINI_INIT_NETWORKING_MODE.LxMiniInitNetworkingModeMirrored,
+    "none": LX_MINI_INIT_NETWORKING_MODE.LxMiniInitNetworkingModeNone,
+}
+
+
+def _greet(sock: socket.socket) -> tuple[MessageChannel, str] | None:
+    """Open the mini_init channel on a connection: read GuestCapabilities. None if the VM is going away."""
+    channel = MessageChannel(sock, name="mini_init channel")
+    try:
+        capabilities, _fds = channel.receive(GUEST_CAPABILITIES, timeout=GREETING_TIMEOUT, expect_fds=0)
+    except (ChannelClosed, ConnectionError):
+        channel.close()
+        return None
+    except BaseException:
+        channel.close()
+        raise
+    return channel, capabilities.Buffer or ""
+
+
+class _StoppedWhileStarting(Exception):
+    """The guest closed a new channel before its first result."""
+
+
+class ExitWatch:
+    """A notify channel (``AttachNotify``): the pids of instance inits as they exit (``ChildExit``)."""
+
+    def __init__(self, channel: MessageChannel) -> None:
+        self.channel = channel
+
+    def receive(self, timeout: float | None = None) -> int:
+        """The next exited init's pid; ChannelClosed when the VM has stopped, TimeoutError on timeout."""
+        message, _fds = self.channel.receive(CHILD_EXIT, timeout=timeout, expect_fds=0)
+        return int(message.ChildPid)
+
+    def fileno(self) -> int:
+        return self.channel.fileno()
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+class CoreVm:
+    """A connection to a running utility VM."""
+
+    def __init__(self, vm_backend: VmBackend, runtime_dir: Path, channel: MessageChannel,
+                 kernel_release: str) -> None:
+        self.backend = vm_backend
+        self.runtime_dir = Path(runtime_dir)
+        self.kernel_release = kernel_release
+        self._channel = channel
+        self._lock = threading.Lock()
+
+    # -- reaching the VM -----------------------------------------------------------------------
+
+    @classmethod
+    def attach(cls, runtime_dir: Path, backend_name: str = "namespaces") -> CoreVm | None:
+        """The running VM of this runtime folder, or None when no VM runs."""
+        vm_backend = backend(backend_name)
+        sock = vm_backend.connect(Path(runtime_dir))
+        if sock is None:
+            return None
+        greeted = _greet(sock)
+        if greeted is None:
+            return None
+        return cls(vm_backend, Path(runtime_dir), *greeted)
+
+    @classmethod
+    def boot(cls, config: VmConfig) -> CoreVm:
+        """``_CreateVm``: attach to the running VM, or boot one (then EarlyConfig and InitialConfig)."""
+        vm_backend = backend(config.backend)
+        for _attempt in range(3):
+            sock = vm_backend.connect(config.runtime_dir)
+            booted = sock is None
+            if sock is None:
+                sock = vm_backend.start(config)
+            greeted = _greet(sock)
+            if greeted is None:
+                continue  # it stopped (idle) between connect and greeting: start over
+            vm = cls(vm_backend, config.runtime_dir, *greeted)
+            if booted:
+                vm._configure(config)
+            return vm
+        raise VmError("the utility VM keeps stopping while it is being reached")
+
+    def _configure(self, config: VmConfig) -> None:
+        invalid = LX_INIT_UTILITY_VM_INVALID_PORT
+        mode = _NETWORKING_MODES.get(config.networking_mode)
+        if mode is None:
+            raise VmError(f"unsupported networking mode {config.networking_mode!r}")
+        with self._lock:
+            with self._channel.start_transaction(REQUEST_TIMEOUT) as transaction:
+                transaction.send(
+                    EARLY_CONFIG, SwapLun=invalid, SystemDistroDeviceType=0, SystemDistroDeviceId=invalid,
+                    MemoryReclaimMode=0, DnsTunnelingIpAddress=0, EnableDebugShell=False,
+                    EnableDnsTunneling=False, EnableSafeMode=False, DefaultKernel=True,
+                    IsolateDistroCgroup=False,
+                    KernelModulesDeviceId=invalid, Hostname=config.hostname, KernelModulesList="",
+                )
+            with self._channel.start_transaction(REQUEST_TIMEOUT) as transaction:
+                transaction.send(
+                    INITIAL_CONFIG, EntropySize=BOOT_ENTROPY_SIZE, Entropy=os.urandom(BOOT_ENTROPY_SIZE),
+                    EnableGuiApps=False, MountGpuShares=False, EnableInboxGpuLibs=False,
+                    NetworkingConfiguration={
+                        "NetworkingMode": mode, "PortTrackerType": 0,
+                        "EphemeralPortRangeStart": EPHEMERAL_PORT_RANGE[0],
+                        "EphemeralPortRangeEnd": EPHEMERAL_PORT_RANGE[1] - 1,
+                        "EnableDhcpClient": False, "DisableIpv6": False, "DhcpTimeout": 0,
+                    },
+                )
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def _send_mini_init(self, message_type: int, fds: list[int], *, name: str = "", install_path: str = "",
+                        flags: int = 0) -> None:
+        with self._lock, self._channel.start_transaction(REQUEST_TIMEOUT) as transaction:
+            transaction.send(
+                MINI_INIT_MESSAGE, fds=fds,
+                Header={"MessageType": message_type},
+                MountDeviceType=LX_MINI_INIT_MOUNT_DEVICE_TYPE.LxMiniInitMountDeviceTypeInvalid, DeviceId=0,
+                FsType="", MountOptions="", VmId="", DistributionName=name, SharedMemoryRoot="",
+                InstallPath=install_path, UserProfile="", Flags=flags, ConnectPort=0,
+            )
+
+    def running_instances(self) -> dict[str, int]:
+        """Running distributions: casefolded name -> init pid (in the VM)."""
+        with self._lock:
+            reply = self._channel.request(QUERY_INSTANCES, INSTANCE_LIST, timeout=REQUEST_TIMEOUT)
+        return {name.casefold(): pid for name, pid in parse_instance_entries(reply.Entries or []).items()}
+
+    def launch_instance(self, name: str, rootfs: Path, *, default_uid: int, hostname: str) -> CoreInstance:
+        """``CreateInstance``: LaunchInit (or attach to the running one), CreateInstanceResult, Initialize.
+
+        An instance that stops just as this attaches to it (idle) closes the new channel without a
+        result; the launch is then tried once more, which starts it anew.
+        """
+        for attempt in range(2):
+            try:
+                return self._launch_once(name, rootfs, default_uid=default_uid, hostname=hostname)
+            except _StoppedWhileStarting:
+                if attempt:
+                    break
+        raise VmError(f"distribution {name} stopped while it was starting")
+
+    def _launch_once(self, name: str, rootfs: Path, *, default_uid: int, hostname: str) -> CoreInstance:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        channel = MessageChannel(ours, name=f"init channel of {name}")
+        try:
+            directory = self.backend.directory_handle(Path(rootfs))
+            try:
+                self._send_mini_init(LX_MESSAGE_TYPE.LxMiniInitMessageLaunchInit,
+                                     [directory, theirs.fileno()], name=name, install_path=str(rootfs))
+            finally:
+                os.close(directory)
+                theirs.close()
+            result = self._instance_result(channel, f"distribution {name}")
+            response = channel.request(
+                INITIALIZE, INITIALIZE_RESPONSE, timeout=START_TIMEOUT,
+                Hostname=hostname, Domainname="", WindowsHosts="", DistributionName=name, Plan9Socket="",
+                Timezone="", DrvFsVolumesBitmap=0, DrvFsDefaultOwner=default_uid, FeatureFlags=0,
+                DrvfsMount=0,
+            )
+        except (ChannelClosed, _StoppedWhileStarting):
+            channel.close()
+            raise _StoppedWhileStarting() from None
+        except BaseException:
+            channel.close()
+            raise
+        warnings = [line for line in (result.Warnings or "").split("\n") if line]
+        return CoreInstance(
+            name=name, pid=int(result.Pid), channel=channel, warnings=warnings,
+            default_uid=int(response.DefaultUid), flavor=response.Flavor or None,
+            version=response.Version or None, pid_namespace=int(response.PidNamespace),
+        )
+
+    @staticmethod
+    def _instance_result(channel: MessageChannel, what: str) -> Message:
+        try:
+            result, _fds = channel.receive(CREATE_INSTANCE_RESULT, timeout=START_TIMEOUT, expect_fds=0)
+        except ChannelClosed:
+            raise _StoppedWhileStarting() from None
+        if result.Result != 0:
+            code = int(result.Result)
+            raise VmError(f"{what} failed: {describe_result(code)} (step {int(result.FailureStep)})",
+                          code=code, step=int(result.FailureStep))
+        return result
+
+    def import_rootfs(self, target_dir: Path, archive_fd: int, stderr_fd: int) -> ImportOutcome:
+        """``Import``: extract the archive (read from ``archive_fd``) into ``target_dir`` inside the VM.
+
+        tar's messages go to ``stderr_fd``. Raises VmError when tar fails (its exit status is
+        the error's ``errno``).
+        """
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        channel = MessageChannel(ours, name="import channel")
+        try:
+            directory = self.backend.directory_handle(Path(target_dir))
+            try:
+                self._send_mini_init(LX_MESSAGE_TYPE.LxMiniInitMessageImport,
+                                     [directory, theirs.fileno(), archive_fd, stderr_fd],
+                                     install_path=str(target_dir))
+            finally:
+                os.close(directory)
+                theirs.close()
+            try:
+                self._instance_result(channel, "import")
+            except _StoppedWhileStarting:
+                raise VmError("import: the VM closed the channel without a result") from None
+            try:
+                result, _fds = channel.receive(IMPORT_RESULT, expect_fds=0)
+            except ChannelClosed:
+                raise VmError("import: the worker stopped without a result") from None
+        finally:
+            channel.close()
+        if result.Result != 0:
+            raise VmError(f"extracting the archive failed (tar exit status {int(result.Result)})",
+                          code=int(result.Result))
+        return ImportOutcome(valid=bool(result.ValidDistribution), flavor=result.Flavor or None,
+                             version=result.Version or None, default_name=result.DefaultName or None)
+
+    def export_rootfs(self, rootfs: Path, output_fd: int, stderr_fd: int, compression: str) -> None:
+        """``Export``: ``rootfs`` as a tar stream (``compression`` "", "gzip" or "xz") on ``output_fd``."""
+        if compression not in COMPRESSION_FLAGS:
+            raise ValueError(f"unknown compression {compression!r} (use '', 'gzip' or 'xz')")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        channel = MessageChannel(ours, name="export channel")
+        try:
+            directory = self.backend.directory_handle(Path(rootfs))
+            try:
+                self._send_mini_init(LX_MESSAGE_TYPE.LxMiniInitMessageExport,
+                                     [directory, theirs.fileno(), output_fd, stderr_fd],
+                                     install_path=str(rootfs), flags=int(COMPRESSION_FLAGS[compression]))
+            finally:
+                os.close(directory)
+                theirs.close()
+            try:
+                self._instance_result(channel, "export")
+            except _StoppedWhileStarting:
+                raise VmError("export: the VM closed the channel without a result") from None
+            try:
+                status = struct.unpack("<i", channel.receive_exact(4))[0]
+            except ChannelClosed:
+                raise VmError("export: the worker stopped without a result") from None
+        finally:
+            channel.close()
+        if status != 0:
+            raise VmError(f"writing the archive failed (tar exit status {status})", code=status)
+
+    def open_exit_watch(self) -> ExitWatch:
+        """A new connection that reports every instance init that exits (``AttachNotify``)."""
+        sock = self.backend.connect(self.runtime_dir)
+        greeted = _greet(sock) if sock is not None else None
+        if greeted is None:
+            raise VmError("the utility VM is not running")
+        channel = greeted[0]
+        try:
+            with channel.start_transaction(REQUEST_TIMEOUT) as transaction:
+                transaction.send(ATTACH_NOTIFY)
+        except BaseException:
+            channel.close()
+            raise
+        return ExitWatch(channel)
+
+    def shutdown(self, force: bool = False) -> None:
+        """``--shutdown``: stop every instance and the VM (``force``: kill). Returns when all is gone."""
+        if force:
+            self.backend.kill(self.runtime_dir)
+        else:
+            try:
+                with self._lock:
+                    with self._channel.start_transaction(REQUEST_TIMEOUT) as transaction:
+                        transaction.send(SHUTDOWN_VM, Force=False)
+                    self._channel.receive(timeout=SHUTDOWN_TIMEOUT)
+            except (ChannelClosed, ConnectionError):
+                pass
+            except (TimeoutError, ProtocolError):
+                self.backend.kill(self.runtime_dir)
+        if not self.backend.wait_stopped(self.runtime_dir, SHUTDOWN_TIMEOUT):
+            self.backend.kill(self.runtime_dir)
+            if not self.backend.wait_stopped(self.runtime_dir, SHUTDOWN_TIMEOUT):
+                raise VmError("the utility VM did not stop")
+        self.close()
+
+    def close(self) -> None:
+        """Close this connection; the VM keeps running."""
+        with contextlib.suppress(OSError):
+            self._channel.close()

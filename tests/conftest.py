@@ -1,0 +1,343 @@
+"""Shared fixtures: a busybox root filesystem and utility VMs that always shut down and clean up.
+
+The VM tests run the real thing: Linux namespaces, cgroups and the host's static busybox
+(Debian's ``busybox-static``). Every VM gets its own runtime folder and short idle timeouts; the
+``vm_factory`` fixture shuts each one down (forced) at the end and checks that nothing of it is
+left: no process, no runtime file, no cgroup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+BUSYBOX = Path("/bin/busybox")
+DEFAULT_OS_RELEASE = 'NAME="BusyBox"\nID=busybox\nVERSION_ID="1.36"\nPRETTY_NAME="BusyBox test root"\n'
+
+
+def busybox_applets() -> list[str]:
+    output = subprocess.run([str(BUSYBOX), "--list"], check=True, capture_output=True, text=True).stdout
+    return [name for name in output.split() if name and "/" not in name and name != "busybox"]
+
+
+def _chown_tree(path: Path, uid: int, gid: int) -> None:
+    os.lchown(path, uid, gid)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), uid, gid)
+
+
+def build_busybox_rootfs(
+    path: Path,
+    *,
+    owner: tuple[int, int] | None = None,
+    os_release: str | None = DEFAULT_OS_RELEASE,
+    wsl_conf: str | None = None,
+) -> Path:
+    """A minimal distribution at ``path``: busybox and its applets, root and ``alice`` (uid 1000).
+
+    ``owner`` = host (uid, gid) of the VM's root, which then owns every file, as after an import.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    for directory in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "home/alice", "tmp", "var/tmp"):
+        (path / directory).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(BUSYBOX, path / "bin/busybox")
+    for applet in busybox_applets():
+        link = path / "bin" / applet
+        if not link.exists():
+            link.symlink_to("busybox")
+    (path / "etc/passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000:Alice:/home/alice:/bin/sh\n"
+    )
+    (path / "etc/group").write_text("root:x:0:\ntty:x:5:\nalice:x:1000:\n")
+    if os_release is not None:
+        (path / "etc/os-release").write_text(os_release)
+    if wsl_conf is not None:
+        (path / "etc/wsl.conf").write_text(wsl_conf)
+    (path / "tmp").chmod(0o1777)
+    if owner is not None:
+        _chown_tree(path, *owner)
+        os.lchown(path / "home/alice", owner[0] + 1000, owner[1] + 1000)
+    return path
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` is a live process (a zombie awaiting its parent counts as gone)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return text.rpartition(")")[2].split()[0] != "Z"
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return condition()
+
+
+def vm_processes(vm_pid: int) -> set[int]:
+    """Host pids of every process whose ancestry leads to ``vm_pid`` (the VM's pid 1), itself included."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                text = Path(f"/proc/{entry}/stat").read_text()
+                parents[int(entry)] = int(text.rpartition(")")[2].split()[1])
+    found = {vm_pid} if vm_pid in parents else set()
+    changed = True
+    while changed:
+        changed = False
+        for pid, parent in parents.items():
+            if parent in found and pid not in found:
+                found.add(pid)
+                changed = True
+    return found
+
+
+def host_pid(vm_pid1: int, pid_in_vm: int) -> int:
+    """The host pid of the VM process ``pid_in_vm`` (NSpid of a descendant of the VM's pid 1)."""
+    for pid in vm_processes(vm_pid1):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("NSpid:"):
+                    numbers = [int(item) for item in line.split()[1:]]
+                    if len(numbers) >= 2 and numbers[1] == pid_in_vm:
+                        return pid
+    raise LookupError(f"no VM process {pid_in_vm}")
+
+
+def mount_points() -> set[str]:
+    return {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
+
+
+@dataclass
+class RunResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def run_in(
+    instance: object, command: str, *, user: str = "", stdin: bytes = b"", timeout: float = 20.0
+) -> RunResult:
+    """Run ``/bin/sh -c command`` in a distribution (through its session leader) and collect its output."""
+    from pywsl.vm import ProcessRequest
+    from pywsl.wire import schema
+    from pywsl.wire.channel import MessageChannel
+
+    exit_schema = schema("LX_INIT_PROCESS_EXIT_STATUS")
+    stdin_read, stdin_write = os.pipe()
+    out_read, out_write = os.pipe()
+    err_read, err_write = os.pipe()
+    control_ours, control_theirs = socket.socketpair()
+    exit_ours, exit_theirs = socket.socketpair()
+    request = ProcessRequest(
+        filename="/bin/sh",
+        command_line=["sh", "-c", command],
+        cwd="/",
+        environment=["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+        username=user,
+        default_uid=0,
+        login_shell=False,
+        console=(False, False, False),
+        rows=0,
+        columns=0,
+    )
+    try:
+        instance.create_process(
+            request,
+            (stdin_read, out_write, err_write),  # type: ignore[attr-defined]
+            control_theirs.fileno(),
+            exit_theirs.fileno(),
+        )
+    finally:
+        for fd in (stdin_read, out_write, err_write):
+            os.close(fd)
+        control_theirs.close()
+        exit_theirs.close()
+    with contextlib.suppress(BrokenPipeError):
+        os.write(stdin_write, stdin)
+    os.close(stdin_write)
+    outputs = {out_read: bytearray(), err_read: bytearray()}
+    deadline = time.monotonic() + timeout
+    open_fds = set(outputs)
+    channel = MessageChannel(exit_ours, name="exit")
+    code: int | None = None
+    try:
+        while open_fds or code is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{command!r} did not finish")
+            watched = [*open_fds, *([channel.fileno()] if code is None else [])]
+            ready, _, _ = select.select(watched, [], [], remaining)
+            for fd in ready:
+                if fd == channel.fileno():
+                    message, _fds = channel.receive(exit_schema, timeout=remaining)
+                    code = int(message.ExitCode)
+                    channel.send(exit_schema, ExitCode=code)
+                    continue
+                chunk = os.read(fd, 65536)
+                if chunk:
+                    outputs[fd] += chunk
+                else:
+                    open_fds.discard(fd)
+    finally:
+        channel.close()
+        control_ours.close()
+        os.close(out_read)
+        os.close(err_read)
+    return RunResult(
+        code, outputs[out_read].decode(errors="replace"), outputs[err_read].decode(errors="replace")
+    )
+
+
+@pytest.fixture(scope="session")
+def busybox_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An unowned busybox tree, copied by the rootfs fixtures (building one takes a few ms)."""
+    if not BUSYBOX.is_file():
+        pytest.skip("needs a static /bin/busybox (busybox-static)")
+    return build_busybox_rootfs(tmp_path_factory.mktemp("template") / "rootfs")
+
+
+def _default_config(runtime_dir: Path, owner: tuple[int, int] = (0, 0)) -> object:
+    from pywsl.vm import VmConfig
+    from pywsl.vm.idmap import maps_for_owner
+
+    uid_map, gid_map = maps_for_owner(*owner)
+    return VmConfig(
+        owner_uid=owner[0],
+        owner_gid=owner[1],
+        runtime_dir=runtime_dir,
+        uid_map=uid_map,
+        gid_map=gid_map,
+        networking_mode="mirrored",
+        hostname="pywsl-test",
+        memory_bytes=None,
+        processors=None,
+        vm_idle_timeout_ms=-1,
+        instance_idle_timeout_ms=-1,
+    )
+
+
+@dataclass
+class BootedVm:
+    vm: object  # CoreVm
+    config: object  # VmConfig
+    pid: int  # host pid of the VM's pid 1
+    monitor: int
+    cgroups: list[Path]
+
+    @property
+    def runtime_dir(self) -> Path:
+        return Path(self.config.runtime_dir)  # type: ignore[attr-defined]
+
+
+class VmFactory:
+    """Boots VMs with test settings and tears every one of them down."""
+
+    def __init__(self, tmp_path: Path, template: Path) -> None:
+        self.tmp_path = tmp_path
+        self.template = template
+        self.booted: list[BootedVm] = []
+        self.runtime_roots: list[Path] = []
+
+    def config(self, **changes: object) -> object:
+        root = Path(tempfile.mkdtemp(prefix="pywsl-t-", dir="/tmp"))
+        self.runtime_roots.append(root)
+        owner = changes.pop("owner", (0, 0))
+        return replace(_default_config(root / "vm", owner), **changes)  # type: ignore[type-var]
+
+    def boot(self, config: object | None = None, **changes: object) -> BootedVm:
+        from pywsl.vm import CoreVm
+        from pywsl.vm.backends.namespaces import read_pid_file
+
+        config = config or self.config(**changes)
+        vm = CoreVm.boot(config)  # type: ignore[arg-type]
+        pids = read_pid_file(Path(config.runtime_dir))  # type: ignore[attr-defined]
+        assert pids is not None
+        booted = BootedVm(vm, config, pids[0], pids[1], self._cgroups(pids[0]))
+        self.booted.append(booted)
+        return booted
+
+    @staticmethod
+    def _cmdline(pid: int) -> list[str]:
+        with contextlib.suppress(OSError):
+            return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        return []
+
+    def _cgroups(self, pid: int) -> list[Path]:
+        arguments = self._cmdline(pid)
+        return [Path(arguments[index + 1]) for index, item in enumerate(arguments[:-1]) if item == "--cgroup"]
+
+    def rootfs(
+        self,
+        name: str = "rootfs",
+        *,
+        vm: BootedVm | None = None,
+        os_release: str | None = None,
+        wsl_conf: str | None = None,
+    ) -> Path:
+        """A copy of the busybox tree owned by the VM's root (of ``vm``, or of the default maps)."""
+        from pywsl.vm.idmap import host_id
+
+        config = vm.config if vm is not None else _default_config(Path("/nonexistent"))
+        path = self.tmp_path / name
+        shutil.copytree(self.template, path, symlinks=True)
+        if os_release is not None:
+            (path / "etc/os-release").write_text(os_release)
+        if wsl_conf is not None:
+            (path / "etc/wsl.conf").write_text(wsl_conf)
+        uid = host_id(config.uid_map, 0)  # type: ignore[attr-defined]
+        gid = host_id(config.gid_map, 0)  # type: ignore[attr-defined]
+        _chown_tree(path, uid, gid)
+        os.lchown(path / "home/alice", host_id(config.uid_map, 1000), host_id(config.gid_map, 1000))  # type: ignore[attr-defined]
+        return path
+
+    def teardown(self) -> list[str]:
+        from pywsl.vm.backends.namespaces import NamespacesBackend
+
+        problems: list[str] = []
+        backend = NamespacesBackend()
+        for booted in self.booted:
+            with contextlib.suppress(Exception):
+                booted.vm.close()  # type: ignore[attr-defined]
+            backend.kill(booted.runtime_dir)
+            if not backend.wait_stopped(booted.runtime_dir, 10):
+                problems.append(f"VM {booted.pid} did not stop")
+            leftovers = [pid for pid in vm_processes(booted.pid) if pid_alive(pid)]
+            if leftovers or pid_alive(booted.monitor):
+                problems.append(f"processes left behind: {leftovers} (monitor {booted.monitor})")
+            for name in ("mini_init.sock", "mini_init.pid"):
+                if (booted.runtime_dir / name).exists():
+                    problems.append(f"{name} left behind")
+            for path in booted.cgroups:
+                if path.exists():
+                    problems.append(f"cgroup {path} left behind")
+        for root in self.runtime_roots:
+            shutil.rmtree(root, ignore_errors=True)
+        return problems
+
+
+@pytest.fixture
+def vm_factory(tmp_path: Path, busybox_template: Path) -> Iterator[VmFactory]:
+    factory = VmFactory(tmp_path, busybox_template)
+    try:
+        yield factory
+    finally:
+        problems = factory.teardown()
+    assert not problems, problems

@@ -1,0 +1,207 @@
+"""Guest-side parsing: wsl.conf, os-release, the generated network files, boot arguments, archives."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pywsl.guest.boot import parse_boot_arguments
+from pywsl.guest.network_files import clean_hostname, hosts_file, resolv_conf_file
+from pywsl.guest.os_release import default_name, flavor_and_version, parse_os_release
+from pywsl.guest.rootfs import exists_in_root, read_in_root, write_file_atomic
+from pywsl.guest.tar_worker import compression_option
+from pywsl.guest.wsl_conf import WslConf, parse_wsl_conf, read_wsl_conf
+from pywsl.wire.constants import LX_INIT_AUTO_GENERATED_FILE_HEADER, LX_INIT_RESOLVCONF_PREFIX
+
+
+def test_wsl_conf_defaults() -> None:
+    conf = parse_wsl_conf("")
+    assert conf == WslConf()
+    assert conf.host_mount_point == "/mnt/host"
+    assert conf.automount_enabled and conf.network_generate_hosts and conf.network_generate_resolv_conf
+
+
+def test_wsl_conf_values() -> None:
+    conf = parse_wsl_conf(
+        "[automount]\nEnabled = false\nroot = /win//\n"
+        "[network]\nhostname = box\ngenerateHosts = 0\ngenerateResolvConf = FALSE\n"
+        '[user]\ndefault = "alice"\n[boot]\ncommand = service ssh start # comment\nsystemd = true\n'
+        "[filesystem]\numask = 027\n[interop]\nappendWindowsPath = false\n"
+    )
+    assert conf.warnings == []
+    assert (conf.automount_enabled, conf.automount_root, conf.host_mount_point) == (
+        False,
+        "/win/",
+        "/win/host",
+    )
+    assert (conf.network_hostname, conf.network_generate_hosts, conf.network_generate_resolv_conf) == (
+        "box",
+        False,
+        False,
+    )
+    assert conf.user_default == "alice"
+    assert conf.boot_command == "service ssh start" and conf.boot_systemd
+    assert conf.umask == 0o27
+    assert not conf.interop_append_windows_path
+
+
+def test_wsl_conf_problems_are_warnings() -> None:
+    conf = parse_wsl_conf(
+        "[network]\ngenerateHosts = maybe\ngenerateHosts = false\nfoo = 1\n"
+        "[automount]\nroot = relative/path\n[filesystem]\numask = 0999\n"
+        "garbage line\nkey = outside\n[boot]\ncommand =\n[nope]\nx = y\n"
+    )
+    assert conf.network_generate_hosts  # the first (bad) value wins and falls back to the default
+    assert conf.automount_root == "/mnt/" and conf.umask == 0o022 and conf.boot_command is None
+    text = "\n".join(conf.warnings)
+    for fragment in (
+        "generateHosts",
+        "duplicate",
+        "network.foo",
+        "relative/path",
+        "0999",
+        "garbage line",
+        "nope.x",
+        "boot.command",
+    ):
+        assert fragment in text, fragment
+    assert all(warning.startswith("/etc/wsl.conf:") for warning in conf.warnings)
+
+
+def test_read_wsl_conf_inside_a_tree(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    root = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    try:
+        assert read_wsl_conf(root) == WslConf()
+        (tmp_path / "etc/wsl.conf").write_bytes(b"[network]\nhostname = b\xffx\n")
+        conf = read_wsl_conf(root)
+        assert conf.network_hostname == "b\ufffdx" and "UTF-8" in conf.warnings[0]
+        (tmp_path / "etc/wsl.conf").unlink()
+        (tmp_path / "etc/wsl.conf").symlink_to("/etc/passwd")  # resolves inside the tree: absent
+        assert read_wsl_conf(root) == WslConf()
+        (tmp_path / "etc/wsl.conf").unlink()
+        (tmp_path / "etc/wsl.conf").mkdir()
+        assert read_wsl_conf(root) == WslConf()
+    finally:
+        os.close(root)
+
+
+def test_os_release(tmp_path: Path) -> None:
+    assert parse_os_release(
+        'ID=debian\nVERSION_ID="12"\nNAME=\'Debian GNU\'\nBAD LINE\nX="unterminated\n'
+    ) == {"ID": "debian", "VERSION_ID": "12", "NAME": "Debian GNU"}
+    (tmp_path / "usr/lib").mkdir(parents=True)
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "usr/lib/os-release").write_text("ID=ubuntu\nVERSION_ID=24.04\n")
+    (tmp_path / "etc/os-release").symlink_to("../usr/lib/os-release")
+    (tmp_path / "etc/wsl-distribution.conf").write_text("[oobe]\ndefaultName = Ubuntu-24.04\n")
+    root = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    try:
+        assert flavor_and_version(root) == ("ubuntu", "24.04")
+        assert default_name(root) == "Ubuntu-24.04"
+        (tmp_path / "usr/lib/os-release").write_text("ID=x\n" + "#" * (70 * 1024))
+        assert flavor_and_version(root) == (None, None)  # too large: not read at all
+        (tmp_path / "etc/os-release").unlink()
+        (tmp_path / "etc/os-release").symlink_to("/proc/self/environ")
+        (tmp_path / "usr/lib/os-release").unlink()
+        assert flavor_and_version(root) == (None, None)
+    finally:
+        os.close(root)
+
+
+def test_reads_stay_inside_the_tree(tmp_path: Path) -> None:
+    (tmp_path / "escape").symlink_to("../../../../../../etc/passwd")
+    (tmp_path / "abs").symlink_to("/etc/hostname")
+    root = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    try:
+        assert read_in_root(root, "/escape", 1 << 20) is None
+        assert read_in_root(root, "abs", 1 << 20) is None
+        assert not exists_in_root(root, "/etc")
+        (tmp_path / "etc").mkdir()
+        assert exists_in_root(root, "etc") and exists_in_root(root, "../../../etc")
+        (tmp_path / "big").write_bytes(b"x" * 100)
+        with pytest.raises(ValueError):
+            read_in_root(root, "big", 99)
+        assert read_in_root(root, "big", 100) == b"x" * 100
+    finally:
+        os.close(root)
+
+
+def test_write_file_atomic_replaces_symlinks(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("keep\n")
+    (tmp_path / "hosts").symlink_to(victim)
+    write_file_atomic(str(tmp_path / "hosts"), b"new\n")
+    assert victim.read_text() == "keep\n"
+    assert not (tmp_path / "hosts").is_symlink() and (tmp_path / "hosts").read_text() == "new\n"
+
+
+def test_network_files() -> None:
+    assert clean_hostname("My_Host!.example.com-") == "MyHost.example.com"
+    assert clean_hostname("___") == "localhost"
+    assert len(clean_hostname("a" * 100)) == 64
+    hosts = hosts_file("box", "lan", "10.0.0.1\tserver\n")
+    assert hosts.startswith(LX_INIT_AUTO_GENERATED_FILE_HEADER + "# [network]\n# generateHosts = false\n")
+    assert "127.0.1.1\tbox.lan\tbox\n" in hosts and "10.0.0.1\tserver\n" in hosts and "::1" in hosts
+    resolv = resolv_conf_file("# comment\nnameserver 1.1.1.1\nsearch  a b\nbogus line\noptions edns0\n")
+    assert resolv == (
+        LX_INIT_AUTO_GENERATED_FILE_HEADER
+        + LX_INIT_RESOLVCONF_PREFIX
+        + "nameserver 1.1.1.1\nsearch a b\noptions edns0\n"
+    )
+
+
+def test_compression_detection() -> None:
+    assert compression_option(b"\x1f\x8b\x08\x00") == "--gzip"
+    assert compression_option(b"\xfd7zXZ\x00") == "--xz"
+    assert compression_option(b"BZh91") == "--bzip2"
+    assert compression_option(b"\x28\xb5\x2f\xfd\x00") == "--zstd"
+    assert compression_option(b"./etc\x00") is None
+    assert compression_option(b"") is None
+
+
+def test_boot_arguments() -> None:
+    boot = parse_boot_arguments(
+        [
+            "--runtime-dir",
+            "/run/pywsl/0",
+            "--listen-fd",
+            "4",
+            "--uid-map",
+            "0:100000:65536",
+            "--gid-map",
+            "0:100000:1000",
+            "--gid-map",
+            "1000:1000:1",
+            "--networking-mode",
+            "none",
+            "--owner-uid",
+            "1000",
+            "--cgroup",
+            "/sys/fs/cgroup/x",
+            "--vm-idle-timeout",
+            "-1",
+        ]
+    )
+    assert boot.uid_map == [(0, 100000, 65536)] and boot.gid_map == [(0, 100000, 1000), (1000, 1000, 1)]
+    assert boot.networking_mode == "none" and boot.vm_idle_timeout_ms == -1
+    assert boot.instance_idle_timeout_ms == 15000 and boot.cgroups == ("/sys/fs/cgroup/x",)
+    for bad in (["--uid-map", "0:1"], ["--uid-map", "0:1:0"], ["--networking-mode", "nat"]):
+        with pytest.raises(SystemExit):
+            parse_boot_arguments(
+                [
+                    "--runtime-dir",
+                    "/r",
+                    "--listen-fd",
+                    "3",
+                    "--uid-map",
+                    "0:1:1",
+                    "--gid-map",
+                    "0:1:1",
+                    "--owner-uid",
+                    "0",
+                    *bad,
+                ]
+            )

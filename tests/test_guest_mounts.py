@@ -1,0 +1,142 @@
+"""Mount plans and the system call wrappers behind them."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from pywsl.guest import forking, mounts, syscalls
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mount namespaces need root")
+
+
+def test_distribution_plan_has_no_devtmpfs() -> None:
+    for mode in ("mirrored", "none"):
+        for host in ("/mnt/host", None):
+            plan = mounts.distribution_plan(mode, host)
+            fresh = {
+                step.target: step.fstype for step in plan if isinstance(step, mounts.Mount) and step.fstype
+            }
+            assert "devtmpfs" not in fresh.values()
+            assert fresh["/dev"] == "tmpfs" and fresh["/dev/pts"] == "devpts" and fresh["/proc"] == "proc"
+            assert fresh["/run"] == "tmpfs" and fresh["/tmp"] == "tmpfs"
+            binds = {step.target: step for step in plan if isinstance(step, mounts.Mount) and not step.fstype}
+            assert {f"/dev/{name}" for name in mounts.DEVICE_NODES} <= set(binds)
+            assert all(binds[f"/dev/{name}"].file for name in mounts.DEVICE_NODES)
+            trees = [step for step in plan if isinstance(step, mounts.AttachTree)]
+            assert [step.target for step in trees] == ([host] if host else [])
+            if mode == "none":
+                assert fresh["/sys"] == "sysfs"
+            else:
+                assert binds["/sys"].read_only and binds["/sys"].recursive
+    devpts = next(step for step in mounts.distribution_plan("mirrored", None) if step.target == "/dev/pts")
+    assert isinstance(devpts, mounts.Mount) and "newinstance" in (devpts.options or "")
+
+
+def test_worker_plan_is_read_only_programs_and_the_target() -> None:
+    plan = mounts.worker_plan(read_only_target=True)
+    binds = [
+        step
+        for step in plan
+        if isinstance(step, mounts.Mount) and step.fstype is None and step.source != "/dev/null"
+    ]
+    assert binds and all(step.read_only for step in binds)
+    assert any(
+        isinstance(step, mounts.AttachTree) and step.target == mounts.WORKER_TARGET and step.read_only
+        for step in plan
+    )
+    assert not any(
+        isinstance(step, mounts.AttachTree) and step.read_only
+        for step in mounts.worker_plan(read_only_target=False)
+    )
+
+
+def test_system_call_errors_name_the_call(tmp_path: Path) -> None:
+    with pytest.raises(OSError) as failure:
+        syscalls.pivot_root(str(tmp_path / "missing"), str(tmp_path / "missing"))
+    assert failure.value.errno == errno.ENOENT and "pivot_root" in str(failure.value)
+    with pytest.raises(OSError) as failure:
+        syscalls.umount2(str(tmp_path / "missing"))
+    assert failure.value.errno == errno.ENOENT and "umount2" in str(failure.value)
+    with pytest.raises(OSError) as failure:
+        syscalls.open_tree(-1, "", syscalls.AT_EMPTY_PATH)
+    assert failure.value.errno == errno.EBADF and "open_tree" in str(failure.value)
+    with pytest.raises(OSError) as failure:
+        syscalls.unshare(0x1)  # not a namespace flag
+    assert failure.value.errno == errno.EINVAL and "unshare" in str(failure.value)
+    plain = tmp_path / "file"
+    plain.write_text("x")
+    fd = os.open(plain, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError) as failure:
+            syscalls.setns(fd, syscalls.CLONE_NEWNS)
+        assert failure.value.errno == errno.EINVAL and "setns" in str(failure.value)
+        with pytest.raises(OSError) as failure:
+            syscalls.openat2(fd, "x", os.O_RDONLY, syscalls.RESOLVE_IN_ROOT)
+        assert failure.value.errno == errno.ENOTDIR
+    finally:
+        os.close(fd)
+
+
+def _in_mount_namespace(root: Path, steps: list[mounts.Step]) -> dict[str, object]:
+    """Apply ``steps`` under ``root`` in a forked child with its own mount namespace; report its mounts."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        result: dict[str, object] = {}
+        try:
+            os.close(read_end)
+            syscalls.unshare(syscalls.CLONE_NEWNS)
+            mounts.make_private()
+            root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
+            mounts.apply_plan(root_fd, steps)
+            table = [line.split() for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+            result["mounts"] = [(fields[4], fields[fields.index("-") + 1]) for fields in table]
+        except BaseException as error:  # reported to the parent
+            result["error"] = repr(error)
+        forking.write_all(write_end, json.dumps(result).encode())
+        forking.exit_now(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        data = reader.read()
+    forking.wait_for(pid)
+    return dict(json.loads(data))
+
+
+@needs_root
+def test_symlinks_in_the_root_cannot_redirect_mounts_outside(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "proc").symlink_to("/etc")
+    (root / "dev").symlink_to("../../../../../../..")
+    steps: list[mounts.Step] = [
+        mounts.Mount("/proc", "tmpfs", "tmpfs"),
+        mounts.Mount("/dev", "tmpfs", "tmpfs"),
+        mounts.Mount("/dev/null", source="/dev/null", file=True),
+        mounts.Symlink("/dev/fd", "/proc/self/fd"),
+        mounts.Mount("/run/deep/er", "tmpfs", "tmpfs"),
+    ]
+    result = _in_mount_namespace(root, steps)
+    assert "error" not in result, result
+    points = {point: fstype for point, fstype in result["mounts"]}  # type: ignore[union-attr]
+    assert points[f"{root}/etc"] == "tmpfs"  # /proc -> /etc resolved inside the root
+    assert points[str(root)] == "tmpfs"  # /dev -> ../../.. stops at the root
+    assert f"{root}/null" in points and f"{root}/run/deep/er" in points
+    assert "/etc" not in points and "/tmp" not in points
+    assert not any(point.startswith("/tmp") and not point.startswith(str(root)) for point in points)
+    assert (root / "run/deep/er").is_dir()
+    assert not (root / "null").exists() or (root / "null").stat().st_size == 0
+
+
+@needs_root
+def test_a_dangling_mount_point_fails_clearly(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "dev").symlink_to("/nowhere/at/all")
+    result = _in_mount_namespace(root, [mounts.Mount("/dev", "tmpfs", "tmpfs")])
+    assert "cannot set up /dev" in str(result.get("error"))
+    assert not Path("/nowhere").exists()
