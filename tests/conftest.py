@@ -319,6 +319,7 @@ class VmFactory:
             backend.kill(booted.runtime_dir)
             if not backend.wait_stopped(booted.runtime_dir, 10):
                 problems.append(f"VM {booted.pid} did not stop")
+            wait_until(lambda booted=booted: not pid_alive(booted.monitor), 10)  # it removes the cgroups last
             leftovers = [pid for pid in vm_processes(booted.pid) if pid_alive(pid)]
             if leftovers or pid_alive(booted.monitor):
                 problems.append(f"processes left behind: {leftovers} (monitor {booted.monitor})")

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from conftest import pid_alive
 from test_launch_support import (
     DISTRIBUTION,
     EXTRA_GID,
@@ -56,18 +57,10 @@ def shell(leader: Leader, command: str, **request: object) -> tuple[int, bytes, 
     return leader.run(["-c", command], **request)
 
 
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not alive(pid):
+        if not pid_alive(pid):
             return True
         time.sleep(0.02)
     return False
@@ -307,7 +300,7 @@ def test_background_processes_keep_the_relay_alive(leader: Leader, tmp_path: Pat
     process = leader.launch(["-c", command], stdin=DEVNULL, stdout=PIPE, stderr=DEVNULL)
     out, _ = process.communicate(timeout=10)
     assert (process.returncode, out) == (0, b"started\n")
-    assert alive(process.pid) and not marker.exists()
+    assert pid_alive(process.pid) and not marker.exists()
     assert wait_gone(process.pid, 10)
     assert marker.exists()
 

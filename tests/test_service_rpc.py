@@ -180,7 +180,9 @@ def test_method_names_are_wsl_names() -> None:
         "CreateInstance", "RegisterDistribution", "GetDistributionId", "TerminateDistribution",
         "UnregisterDistribution", "ConfigureDistribution", "GetDistributionConfiguration",
         "GetDefaultDistribution", "SetDefaultDistribution", "EnumerateDistributions",
-        "CreateLxProcess", "ExportDistribution", "MoveDistribution", "Shutdown",
+        "CreateLxProcess", "ExportDistribution", "MoveDistribution", "Shutdown", "SetVersion",
+        "SetSparse", "ResizeDistribution", "ImportDistributionInplace", "AttachDisk", "DetachDisk",
+        "MountDisk", "CompleteOobe",
     } == names
     assert all(full.startswith("io.pywsl.UserSession.") for full in rpc.METHODS)
 
@@ -188,7 +190,9 @@ def test_method_names_are_wsl_names() -> None:
 def test_parameters_are_checked_and_defaulted() -> None:
     method = rpc.method("io.pywsl.UserSession.RegisterDistribution")
     arguments = method.decode_parameters({"name": "Deb", "source": 1}, [10, 11])
-    assert arguments == {"name": "Deb", "source": 11, "location": None, "version": 2, "run_oobe": False}
+    assert arguments == {
+        "name": "Deb", "source": 11, "location": None, "version": 2, "run_oobe": False, "vhd": False
+    }
     cases = [
         ({"name": "Deb"}, "source", "missing"),
         ({"source": 2}, "source", "carried 2"),
@@ -199,6 +203,7 @@ def test_parameters_are_checked_and_defaulted() -> None:
         ({"source": 0, "name": "a\0b"}, "name", "NUL"),
         ({"source": 0, "uid": 0}, "uid", "no parameter"),
         ({"source": 0, "run_oobe": 1}, "run_oobe", "boolean"),
+        ({"source": 0, "location": "relative/place"}, "location", "absolute path"),
     ]
     for parameters, name, text in cases:
         with pytest.raises(rpc.InvalidParameter, match=text) as caught:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import shutil
@@ -13,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,15 +23,17 @@ import pytest
 from pywsl.api import rpc, service, service_install
 from pywsl.api.client import ServiceClient
 from pywsl.api.errors import WslError
+from pywsl.api.registry import DistributionState
+from pywsl.api.session import DistributionInfo
 
 ALPHA = uuid.UUID("11111111-2222-3333-4444-555555555555")
 
 
-@dataclasses.dataclass(frozen=True)
-class Info:
-    id: uuid.UUID
-    name: str
-    base_path: Path
+def info(identifier: uuid.UUID, name: str, base_path: str) -> DistributionInfo:
+    return DistributionInfo(
+        id=identifier, name=name, state=DistributionState.INSTALLED, version=2, is_default=True,
+        flavor="debian", os_version="12", base_path=Path(base_path), default_uid=1000, run_oobe=False,
+    )
 
 
 class RecordingSession:
@@ -65,21 +67,22 @@ class RecordingSession:
         if force:
             raise RuntimeError("a bug in the session")
 
-    def enumerate_distributions(self) -> list[Info]:
-        return [Info(ALPHA, "Alpha", Path("/srv/alpha"))]
+    def enumerate_distributions(self) -> list[DistributionInfo]:
+        return [info(ALPHA, "Alpha", "/srv/alpha")]
 
     def register_distribution(self, name: str | None, source: int, *, location: str | None = None,
-                              version: int = 2, run_oobe: bool = False, progress: Any = None) -> Info:
+                              version: int = 2, run_oobe: bool = False, progress: Any = None,
+                              vhd: bool = False) -> DistributionInfo:
         chunks = []
         while chunk := os.read(source, 65536):
             chunks.append(chunk)
             if progress is not None:
-                progress({"bytes": sum(map(len, chunks))})
+                progress(sum(map(len, chunks)))
         self.received = b"".join(chunks)
         self.calls.append(("register_distribution", {"name": name, "location": location}))
         if self.received == b"bad archive":
             raise WslError("WSL_E_IMPORT_FAILED", "tar: this does not look like a tar archive")
-        return Info(uuid.UUID(int=len(self.received)), name or "Default", Path(location or "/default"))
+        return info(uuid.UUID(int=len(self.received)), name or "Default", location or "/default")
 
     def export_distribution(self, distro: str | uuid.UUID | None, target: int, *, format: str = "tar",
                             progress: Any = None) -> None:
@@ -315,9 +318,9 @@ def test_register_streams_the_archive_as_a_descriptor(harness: Harness, tmp_path
                          fds=[os.open(archive, os.O_RDONLY)])
     session = harness.sessions[os.getuid()]
     assert session.received == archive.read_bytes()
-    assert result["distribution"] == {
-        "id": str(uuid.UUID(int=300000)), "name": "Mine", "base_path": "/srv/mine"
-    }
+    assert result["distribution"]["id"] == str(uuid.UUID(int=300000))
+    assert result["distribution"]["base_path"] == "/srv/mine"
+    assert result["distribution"]["state"] == DistributionState.INSTALLED.value
 
     progress: list[Any] = []
     read_end, write_end = os.pipe()
@@ -330,7 +333,7 @@ def test_register_streams_the_archive_as_a_descriptor(harness: Harness, tmp_path
     os.close(read_end)
     assert caught.value.code == "WSL_E_IMPORT_FAILED"
     assert "tar" in caught.value.message
-    assert progress == [{"bytes": 11}]
+    assert progress == [11]
     client.close()
 
 
@@ -498,6 +501,72 @@ def test_reply_is_json(harness: Harness) -> None:
     while not data.endswith(b"\0"):
         data += connection.sock.recv(65536)
     assert json.loads(data[:-1]) == {
-        "parameters": {"distributions": [{"id": str(ALPHA), "name": "Alpha", "base_path": "/srv/alpha"}]}
+        "parameters": {
+            "distributions": [
+                {"id": str(ALPHA), "name": "Alpha", "state": 1, "version": 2, "is_default": True,
+                 "flavor": "debian", "os_version": "12", "base_path": "/srv/alpha", "default_uid": 1000,
+                 "run_oobe": False}
+            ]
+        }
     }
     connection.close()
+
+
+def test_connections_beyond_the_limit_are_refused(public_dir: Path) -> None:
+    listener = service.bind_listener(str(public_dir / "limited.sock"))
+    server = service.Service(listener, service.SessionFactory(RecordingSession), max_connections=3,
+                             max_connections_per_user=2)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    request = {"method": "io.pywsl.UserSession.GetDefaultDistribution"}
+    try:
+        held = []
+        for _ in range(2):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(str(public_dir / "limited.sock"))
+            held.append(rpc.Connection(sock))
+            held[-1].send(request)
+            assert held[-1].receive() == ({"parameters": {"id": str(ALPHA)}}, [])
+        with pytest.raises(WslError, match="too many connections") as caught:
+            ServiceClient(str(public_dir / "limited.sock")).get_default_distribution()
+        assert caught.value.code == "E_FAIL"
+        held.pop().close()
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                assert ServiceClient(str(public_dir / "limited.sock")).get_default_distribution() == ALPHA
+                break
+            except WslError:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        for connection in held:
+            connection.close()
+    finally:
+        server.stop()
+        listener.close()
+        thread.join(5)
+
+
+def test_the_service_process_serves_and_removes_its_socket_on_sigterm(public_dir: Path) -> None:
+    path = public_dir / "process.sock"
+    env = {**os.environ, "PYWSL_RUNTIME_ROOT": str(public_dir / "run")}
+    process = subprocess.Popen([sys.executable, "-m", "pywsl.api.service", "--socket", str(path)],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not path.exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        connection = rpc.Connection(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+        connection.sock.connect(str(path))
+        connection.send({"method": "org.varlink.service.GetInfo"})
+        answer = connection.receive()
+        assert answer is not None and answer[0]["parameters"]["product"] == "pywsl-service"
+        connection.close()
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert b"listening on" in err and b"stopping" in err
+    assert not path.exists()

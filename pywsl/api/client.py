@@ -11,21 +11,27 @@ sockets, then talks to the relay directly: the service is out of the data path.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
+import select
 import socket
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from pywsl.api import rpc
-from pywsl.api.errors import WslError, from_os_error
+from pywsl.api.errors import WslError, error_context
+
+if TYPE_CHECKING:
+    from pywsl.api.process import LxProcess, PreparedStdio
+    from pywsl.api.session import DistributionConfiguration, DistributionInfo
 
 __all__ = ["ServiceClient"]
 
 Distro = str | uuid.UUID | None
-Progress = Callable[..., Any]
+Progress = Callable[[int], Any]
 
 
 def _disconnected(path: str, what: str) -> WslError:
@@ -38,6 +44,11 @@ class _Pump(threading.Thread):
     def __init__(self, source: Callable[[int], bytes], sink: Callable[[bytes], Any], close: int) -> None:
         super().__init__(daemon=True)
         self._source, self._sink, self._close = source, sink, close
+
+    def discard(self) -> None:
+        """Release the pipe end of a pump that never ran."""
+        with contextlib.suppress(OSError):
+            os.close(self._close)
 
     def run(self) -> None:
         try:
@@ -75,16 +86,20 @@ class _Fds:
 
     def readable(self, source: str | os.PathLike[str] | IO[bytes] | int) -> int:
         """An fd to read ``source`` from: an fd, a file opened by path, or a pipe fed from a stream."""
+        if isinstance(source, bool):
+            raise WslError("E_INVALIDARG", "The archive must be a path, a file object or a descriptor.")
         if isinstance(source, int):
             return self.add(source)
         if isinstance(source, str | os.PathLike):
             try:
-                return self.add(os.open(source, os.O_RDONLY | os.O_CLOEXEC), owned=True)
+                fd = os.open(source, os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC)
             except OSError as error:
-                raise from_os_error(error) from None
-        fd = _fileno(source)
-        if fd is not None:
-            return self.add(fd)
+                code = _OPEN_ERRORS.get(error.errno or 0, "E_INVALIDARG")
+                raise WslError(code, f"{os.fspath(source)}: {error.strerror}") from None
+            return self.add(fd, owned=True)
+        number = _fileno(source)
+        if number is not None:
+            return self.add(number)
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         pump = _Pump(source.read, _write_all(write_end), write_end)
         self.pumps.append(pump)
@@ -92,6 +107,8 @@ class _Fds:
 
     def writable(self, target: IO[bytes] | int) -> int:
         """An fd to write ``target`` through: an fd, or a pipe drained into a stream."""
+        if isinstance(target, bool):
+            raise WslError("E_INVALIDARG", "The target must be a path, a file object or a descriptor.")
         if isinstance(target, int):
             return self.add(target)
         fd = _fileno(target)
@@ -112,10 +129,14 @@ class _Fds:
         self._owned = []
 
     def finish(self) -> None:
+        """Close what was opened here and wait for the pumps (closing first ends them)."""
         self.close()
         for pump in self.pumps:
-            if pump.is_alive():
+            if pump.ident is None:
+                pump.discard()
+            else:
                 pump.join()
+        self.pumps = []
 
 
 def _fileno(stream: IO[bytes]) -> int | None:
@@ -123,6 +144,51 @@ def _fileno(stream: IO[bytes]) -> int | None:
         return stream.fileno()
     except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
         return None
+
+
+_OPEN_ERRORS = {errno.ENOENT: "ERROR_FILE_NOT_FOUND", errno.EACCES: "E_ACCESSDENIED",
+                errno.EPERM: "E_ACCESSDENIED"}
+_CREATE_ERRORS = {errno.ENOENT: "ERROR_PATH_NOT_FOUND", errno.ENOTDIR: "ERROR_PATH_NOT_FOUND",
+                  errno.EACCES: "E_ACCESSDENIED", errno.EPERM: "E_ACCESSDENIED"}
+
+
+def _open_export_file(path: str) -> int:
+    """Create (or truncate) the export target with the caller's rights, as the session does."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOCTTY | os.O_CLOEXEC, 0o666)
+    except OSError as error:
+        code = _CREATE_ERRORS.get(error.errno or 0, "E_INVALIDARG")
+        raise WslError(code, f"{path}: {error.strerror}") from None
+
+
+def _shared_environment(source: Mapping[str, str]) -> dict[str, str]:
+    """What the session needs of the caller's environment: TERM, WSLENV and what WSLENV names."""
+    from pywsl.api.session import parse_wslenv
+
+    wanted = {"TERM", "WSLENV", *parse_wslenv(source.get("WSLENV", ""))}
+    return {name: value for name, value in source.items() if name in wanted}
+
+
+# How long a launch whose reply was lost may take to show that no relay holds its exit channel.
+RELAY_GRACE_SECONDS = 1.0
+
+
+def _relay_took_over(prepared: PreparedStdio) -> bool:
+    """After the service vanished mid-launch: does a relay hold the exit channel?
+
+    The service's copies died with it and ours are closed here, so the exit channel reaches end
+    of file unless the relay (or the session leader handing it on) has it.
+    """
+    prepared.close_relay_ends()
+    ready, _, _ = select.select([prepared.exit], [], [], RELAY_GRACE_SECONDS)
+    if not ready:
+        return True
+    try:
+        return bool(prepared.exit.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
 
 
 def _absolute(path: str | os.PathLike[str] | None) -> str | None:
@@ -154,10 +220,16 @@ class ServiceClient:
         return rpc.Connection(sock)
 
     def _take(self) -> rpc.Connection:
-        with self._lock:
-            if self._idle:
-                return self._idle.pop()
-        return self._connect()
+        """An idle connection that is still open, or a new one."""
+        while True:
+            with self._lock:
+                connection = self._idle.pop() if self._idle else None
+            if connection is None:
+                return self._connect()
+            readable, _, _ = select.select([connection.sock], [], [], 0)
+            if not readable:
+                return connection
+            connection.close()  # the service closed it (it restarted, for one)
 
     def _give_back(self, connection: rpc.Connection) -> None:
         with self._lock:
@@ -170,19 +242,27 @@ class ServiceClient:
         request: dict[str, Any] = {"method": method.full_name, "parameters": dict(parameters or {})}
         if progress is not None:
             request["more"] = True
+        try:
+            data = rpc.encode_message(request)
+        except rpc.InvalidMessage as error:
+            raise WslError("E_INVALIDARG", f"Cannot send {method_name} to the service: {error}") from None
+        if len(fds) > rpc.MAX_FDS:
+            raise WslError("E_INVALIDARG", f"{method_name} passes more than {rpc.MAX_FDS} descriptors.")
         connection = self._take()
         try:
-            answer = self._exchange(connection, request, fds, method_name, progress)
+            answer = self._exchange(connection, data, fds, method_name, progress)
         except BaseException:
             connection.close()
             raise
         self._give_back(connection)
         return _result(answer, method_name)
 
-    def _exchange(self, connection: rpc.Connection, request: Mapping[str, Any], fds: Sequence[int],
+    def _exchange(self, connection: rpc.Connection, data: bytes, fds: Sequence[int],
                   method_name: str, progress: Progress | None) -> Mapping[str, Any]:
         try:
-            connection.send(request, fds)
+            # If the service closed at once, it may have said why first: that is read below.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                connection.send_encoded(data, fds)
             while True:
                 received = connection.receive()
                 if received is None:
@@ -202,23 +282,25 @@ class ServiceClient:
     # -- ILxssUserSession -------------------------------------------------------------------
 
     def create_instance(self, distro: Distro = None) -> None:
+        """``CreateInstance``."""
         self.call("CreateInstance", {"distro": rpc.encode_distro(distro)})
 
     def register_distribution(
         self,
         name: str | None,
-        source: str | os.PathLike[str] | BinaryIO | int,
+        source: str | os.PathLike[str] | BinaryIO | IO[bytes] | int,
         *,
         location: str | os.PathLike[str] | None = None,
         version: int = 2,
         run_oobe: bool = False,
         progress: Progress | None = None,
-    ) -> Any:
-        from pywsl.api.session import DistributionInfo
-
+        vhd: bool = False,
+    ) -> DistributionInfo:
+        """``RegisterDistribution``: the archive is opened here, as the caller."""
         fds = _Fds()
         try:
-            index = fds.readable(source)
+            with error_context("RegisterDistro"):
+                index = fds.readable(source)
             fds.start()
             result = self.call(
                 "RegisterDistribution",
@@ -228,73 +310,158 @@ class ServiceClient:
                     "location": _absolute(location),
                     "version": version,
                     "run_oobe": run_oobe,
+                    "vhd": vhd,
                 },
                 fds=fds.fds,
                 progress=progress,
             )
         finally:
             fds.finish()
-        return _decode(DistributionInfo, result, "distribution")
+        from pywsl.api.session import DistributionInfo
+
+        info: DistributionInfo = _decode(DistributionInfo, result, "distribution")
+        return info
 
     def get_distribution_id(self, name: str, *, list_all: bool = False) -> uuid.UUID:
-        result = self.call("GetDistributionId", {"name": name, "list_all": list_all})
-        identifier: uuid.UUID = _decode(uuid.UUID, result, "id")
+        """``GetDistributionId``."""
+        identifier: uuid.UUID = _decode(
+            uuid.UUID, self.call("GetDistributionId", {"name": name, "list_all": list_all}), "id"
+        )
         return identifier
 
     def terminate_distribution(self, distro: Distro = None) -> None:
+        """``TerminateDistribution``."""
         self.call("TerminateDistribution", {"distro": rpc.encode_distro(distro)})
 
     def unregister_distribution(self, distro: Distro) -> None:
+        """``UnregisterDistribution``."""
         self.call("UnregisterDistribution", {"distro": rpc.encode_distro(distro)})
 
     def configure_distribution(self, distro: Distro, *, default_uid: int | None = None,
                                flags: int | None = None) -> None:
+        """``ConfigureDistribution``."""
         self.call(
             "ConfigureDistribution",
             {"distro": rpc.encode_distro(distro), "default_uid": default_uid, "flags": flags},
         )
 
-    def get_distribution_configuration(self, distro: Distro = None) -> Any:
+    def complete_oobe(self, distro: Distro, default_uid: int | None = None) -> None:
+        """What WSL does on a successful ``OobeResult``."""
+        self.call("CompleteOobe", {"distro": rpc.encode_distro(distro), "default_uid": default_uid})
+
+    def get_distribution_configuration(self, distro: Distro = None) -> DistributionConfiguration:
+        """``GetDistributionConfiguration``."""
         from pywsl.api.session import DistributionConfiguration
 
         result = self.call("GetDistributionConfiguration", {"distro": rpc.encode_distro(distro)})
-        return _decode(DistributionConfiguration, result, "configuration")
+        configuration: DistributionConfiguration = _decode(DistributionConfiguration, result, "configuration")
+        return configuration
 
     def get_default_distribution(self) -> uuid.UUID:
+        """``GetDefaultDistribution``."""
         identifier: uuid.UUID = _decode(uuid.UUID, self.call("GetDefaultDistribution"), "id")
         return identifier
 
     def set_default_distribution(self, distro: Distro) -> None:
+        """``SetDefaultDistribution``."""
         self.call("SetDefaultDistribution", {"distro": rpc.encode_distro(distro)})
 
-    def enumerate_distributions(self) -> list[Any]:
+    def enumerate_distributions(self) -> list[DistributionInfo]:
+        """``EnumerateDistributions``."""
         from pywsl.api.session import DistributionInfo
 
-        return _decode(list[DistributionInfo], self.call("EnumerateDistributions"), "distributions")  # type: ignore[no-any-return]
+        result = self.call("EnumerateDistributions")
+        distributions: list[DistributionInfo] = _decode(list[DistributionInfo], result, "distributions")
+        return distributions
+
+    def create_lx_process(
+        self,
+        distro: Distro = None,
+        command_line: Sequence[str] = (),
+        *,
+        filename: str | None = None,
+        cwd: str = "",
+        username: str = "",
+        login: bool = False,
+        stdin: Any = None,
+        stdout: Any = None,
+        stderr: Any = None,
+        environment: Mapping[str, str] | None = None,
+        wslenv_source: Mapping[str, str] | None = None,
+    ) -> LxProcess:
+        """``CreateLxProcess``: stdio and the relay's control and exit ends go to the service as
+        descriptors; the returned ``LxProcess`` talks to the relay directly."""
+        from pywsl.api.process import LxProcess
+
+        source = _shared_environment(os.environ if wslenv_source is None else wslenv_source)
+        arguments = [str(item) for item in command_line]
+
+        parameters = {
+            "distro": rpc.encode_distro(distro),
+            "command_line": arguments,
+            "filename": filename,
+            "cwd": cwd,
+            "username": username,
+            "login": login,
+            "environment": None if environment is None else dict(environment),
+            "wslenv_source": source,
+        }
+
+        def launch(prepared: PreparedStdio) -> int:
+            try:
+                result = self._launch(prepared, parameters)
+            except WslError as error:
+                if error.code == "RPC_E_DISCONNECTED" and _relay_took_over(prepared):
+                    return 0  # the relay runs; the service went away before it said its pid
+                raise
+            pid: int = _decode(int, result, "pid")
+            return pid
+
+        try:
+            return LxProcess.start(
+                launch, stdin=stdin, stdout=stdout, stderr=stderr,
+                args=[filename] if filename and not arguments else arguments,
+            )
+        except (TypeError, ValueError) as error:
+            raise WslError("E_INVALIDARG", str(error), context="Wsl/Service/CreateLxProcess") from None
+
+    def _launch(self, prepared: PreparedStdio, parameters: Mapping[str, Any]) -> dict[str, Any]:
+        return self.call(
+            "CreateLxProcess",
+            {
+                **parameters,
+                "stdin": 0,
+                "stdout": 1,
+                "stderr": 2,
+                "control": 3,
+                "exit": 4,
+                "console": list(prepared.console),
+                "rows": prepared.rows,
+                "columns": prepared.columns,
+            },
+            fds=prepared.relay_fds,
+        )
 
     def export_distribution(
         self,
         distro: Distro,
-        target: str | os.PathLike[str] | BinaryIO | int,
+        target: str | os.PathLike[str] | BinaryIO | IO[bytes] | int,
         *,
         format: str = "tar",
         progress: Progress | None = None,
     ) -> None:
+        """``ExportDistribution``: a path is created here, as the caller, and removed again if the
+        export fails."""
         fds = _Fds()
         created: str | None = None
         try:
-            if isinstance(target, str | os.PathLike):
-                created = os.path.abspath(os.fspath(target))
-                try:
-                    index = fds.add(
-                        os.open(created, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666),
-                        owned=True,
-                    )
-                except OSError as error:
-                    created = None
-                    raise from_os_error(error) from None
-            else:
-                index = fds.writable(target)
+            with error_context("ExportDistro"):
+                if isinstance(target, str | os.PathLike):
+                    path = os.path.abspath(os.fspath(target))
+                    index = fds.add(_open_export_file(path), owned=True)
+                    created = path
+                else:
+                    index = fds.writable(target)
             fds.start()
             self.call(
                 "ExportDistribution",
@@ -302,19 +469,70 @@ class ServiceClient:
                 fds=fds.fds,
                 progress=progress,
             )
-        except WslError:
+        except BaseException:
+            fds.finish()
             if created is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(created)
             raise
-        finally:
-            fds.finish()
+        fds.finish()
 
     def move_distribution(self, distro: Distro, location: str | os.PathLike[str]) -> None:
+        """``MoveDistribution``."""
         self.call("MoveDistribution", {"distro": rpc.encode_distro(distro), "location": _absolute(location)})
 
     def shutdown(self, force: bool = False) -> None:
+        """``Shutdown``."""
         self.call("Shutdown", {"force": force})
+
+    def set_version(self, distro: Distro, version: int) -> None:
+        """``SetVersion``."""
+        self.call("SetVersion", {"distro": rpc.encode_distro(distro), "version": version})
+
+    def set_sparse(self, distro: Distro, sparse: bool, *, allow_unsafe: bool = False) -> None:
+        """``SetSparse``."""
+        self.call(
+            "SetSparse", {"distro": rpc.encode_distro(distro), "sparse": sparse, "allow_unsafe": allow_unsafe}
+        )
+
+    def resize_distribution(self, distro: Distro, new_size: int, *, output: Any = None) -> None:
+        """``ResizeDistribution``: tool output goes to ``output`` (a descriptor or binary file)."""
+        fds = _Fds()
+        try:
+            index = None if output is None else fds.writable(output)
+            fds.start()
+            self.call(
+                "ResizeDistribution",
+                {"distro": rpc.encode_distro(distro), "new_size": new_size, "output": index},
+                fds=fds.fds,
+            )
+        finally:
+            fds.finish()
+
+    def import_distribution_inplace(self, name: str, vhd_path: str | os.PathLike[str]) -> uuid.UUID:
+        """``ImportDistributionInplace``."""
+        result = self.call("ImportDistributionInplace", {"name": name, "vhd_path": _absolute(vhd_path)})
+        identifier: uuid.UUID = _decode(uuid.UUID, result, "id")
+        return identifier
+
+    def attach_disk(self, disk: str, *, vhd: bool = False) -> None:
+        """``AttachDisk``."""
+        self.call("AttachDisk", {"disk": disk, "vhd": vhd})
+
+    def detach_disk(self, disk: str | None = None) -> None:
+        """``DetachDisk``."""
+        self.call("DetachDisk", {"disk": disk})
+
+    def mount_disk(self, disk: str, *, vhd: bool = False, partition: int = 0, name: str | None = None,
+                   fs_type: str | None = None, options: str | None = None) -> str:
+        """``MountDisk``: the mount name."""
+        result = self.call(
+            "MountDisk",
+            {"disk": disk, "vhd": vhd, "partition": partition, "name": name, "fs_type": fs_type,
+             "options": options},
+        )
+        mount_name: str = _decode(str, result, "name")
+        return mount_name
 
     def close(self) -> None:
         with self._lock:
@@ -349,6 +567,8 @@ def _result(answer: Mapping[str, Any], method_name: str) -> dict[str, Any]:
     if error in (rpc.ERROR_INVALID_PARAMETER, rpc.ERROR_METHOD_NOT_FOUND, rpc.ERROR_INVALID_MESSAGE):
         detail = parameters.get("message") or parameters.get("method") or error
         raise WslError("E_INVALIDARG", f"The pywsl service refused {method_name}: {detail}")
+    if error == rpc.ERROR_BUSY:
+        raise WslError("E_FAIL", f"The pywsl service refused {method_name}: {parameters.get('message')}")
     raise WslError(
         "E_UNEXPECTED", f"The pywsl service failed in {method_name}: {parameters.get('message', error)}"
     )

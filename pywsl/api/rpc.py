@@ -28,7 +28,7 @@ File descriptors
 
 Replies (service to client)
     Success: ``{"parameters": {...}}``. A progress reply, only when the request asked for
-    ``"more"``: ``{"parameters": {"progress": {...}}, "continues": true}``; the final reply
+    ``"more"``: ``{"parameters": {"progress": <int>}, "continues": true}``; the final reply
     follows. Failure: ``{"error": "<name>", "parameters": {...}}`` with these names:
 
     * ``io.pywsl.WslError`` ``{code, hresult, message, context}``: what ``UserSession`` raised
@@ -39,6 +39,8 @@ Replies (service to client)
     * ``io.pywsl.InvalidMessage`` ``{message}``: not a JSON object, not a request, too large,
       too many descriptors.
     * ``io.pywsl.InternalError`` ``{message}``: the service failed unexpectedly.
+    * ``io.pywsl.TooManyConnections`` ``{message}``: sent unasked right after ``accept`` when the
+      service holds too many connections (1024, or 256 of the same user), then it closes.
 
     The connection stays usable after every error except a too large message or too many
     descriptors.
@@ -51,26 +53,37 @@ Values
     strings); a GUID result is ``{"id": "<uuid>"}``.
 
 Methods (``io.pywsl.UserSession.`` + the name; WSL's ``ILxssUserSession`` names)
-    ======================================  =====================================================
-    CreateInstance                          distro
-    RegisterDistribution                    name?, source: fd, location?, version, run_oobe
-                                            -> ``{"distribution": DistributionInfo}``
-    GetDistributionId                       name, list_all -> ``{"id"}``
-    TerminateDistribution                   distro
-    UnregisterDistribution                  distro
-    ConfigureDistribution                   distro, default_uid?, flags?
-    GetDistributionConfiguration            distro -> ``{"configuration": ...}``
-    GetDefaultDistribution                  -> ``{"id"}``
-    SetDefaultDistribution                  distro
-    EnumerateDistributions                  -> ``{"distributions": [DistributionInfo, ...]}``
-    CreateLxProcess                         distro, command_line, filename?, cwd, username, login,
-                                            environment?, wslenv_source?, stdin, stdout, stderr,
-                                            control, exit: fd, console: [bool x3], rows, columns
-                                            -> ``{"pid": relay pid}``
-    ExportDistribution                      distro, target: fd, format
-    MoveDistribution                        distro, location
-    Shutdown                                force
-    ======================================  =====================================================
+    ``?`` marks a parameter that may be ``null`` or left out; others with a default may be left
+    out (the defaults of ``UserSession``). ``-> {key}`` is the result.
+
+    * ``CreateInstance(distro?)``
+    * ``RegisterDistribution(name?, source: fd, location?, version, run_oobe, vhd)``
+      ``-> {distribution: DistributionInfo}``; progress: archive bytes read so far
+    * ``GetDistributionId(name, list_all) -> {id}``
+    * ``TerminateDistribution(distro?)``
+    * ``UnregisterDistribution(distro)``
+    * ``ConfigureDistribution(distro, default_uid?, flags?)``
+    * ``GetDistributionConfiguration(distro?) -> {configuration: DistributionConfiguration}``
+    * ``GetDefaultDistribution() -> {id}``
+    * ``SetDefaultDistribution(distro)``
+    * ``EnumerateDistributions() -> {distributions: [DistributionInfo, ...]}``
+    * ``CreateLxProcess(distro?, command_line, filename?, cwd, username, login, environment?,
+      wslenv_source?, stdin: fd, stdout: fd, stderr: fd, control: fd, exit: fd,
+      console: [bool, bool, bool], rows, columns) -> {pid}`` (the relay's pid)
+    * ``ExportDistribution(distro?, target: fd, format)``; progress: archive bytes written
+    * ``MoveDistribution(distro, location)``
+    * ``Shutdown(force)``
+    * ``SetVersion(distro, version)``
+    * ``SetSparse(distro, sparse, allow_unsafe)``
+    * ``ResizeDistribution(distro, new_size, output: fd?)``
+    * ``ImportDistributionInplace(name, vhd_path) -> {id}``
+    * ``AttachDisk(disk, vhd)``, ``DetachDisk(disk?)``
+    * ``MountDisk(disk, vhd, partition, name?, fs_type?, options?) -> {name}``
+    * ``CompleteOobe(distro, default_uid?)`` (pywsl: what WSL does on a successful ``OobeResult``)
+
+    Paths (``location``, ``vhd_path``) are absolute: the client resolves relative ones against its
+    own working folder. Files the caller names are opened by the client, with its own rights, and
+    travel as descriptors; the service never opens a client's path as root.
 
     ``org.varlink.service.GetInfo`` answers ``{vendor, product, version, url, interfaces}``.
 
@@ -93,7 +106,7 @@ import socket
 import types
 import typing
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
@@ -112,6 +125,7 @@ ERROR_METHOD_NOT_FOUND = "org.varlink.service.MethodNotFound"
 ERROR_INVALID_PARAMETER = "org.varlink.service.InvalidParameter"
 ERROR_INVALID_MESSAGE = "io.pywsl.InvalidMessage"
 ERROR_INTERNAL = "io.pywsl.InternalError"
+ERROR_BUSY = "io.pywsl.TooManyConnections"
 GET_INFO = "org.varlink.service.GetInfo"
 
 _RECEIVE_CHUNK = 64 * 1024
@@ -224,9 +238,12 @@ class Connection:
         self._broken = False
 
     def send(self, message: Mapping[str, Any], fds: Sequence[int] = ()) -> None:
+        self.send_encoded(encode_message(message), fds)
+
+    def send_encoded(self, data: bytes, fds: Sequence[int] = ()) -> None:
+        """Send a message ``encode_message`` made, with its descriptors."""
         if len(fds) > MAX_FDS:
             raise InvalidMessage(f"{len(fds)} file descriptors exceed the limit of {MAX_FDS}")
-        data = encode_message(message)
         sent = socket.send_fds(self.sock, [data], list(fds)) if fds else self.sock.send(data)
         if sent < len(data):
             self.sock.sendall(data[sent:])
@@ -354,6 +371,16 @@ class _String(ParamType):
         return value
 
 
+class _AbsolutePath(_String):
+    description = "an absolute path"
+
+    def decode(self, value: Any, fds: Sequence[int]) -> str:
+        text = super().decode(value, fds)
+        if not text.startswith("/"):
+            raise ValueError(f"expected {self.description}, got {text!r}")
+        return text
+
+
 class _Int(ParamType):
     description = "an integer"
 
@@ -445,10 +472,12 @@ class Nullable(ParamType):
 
 
 STRING = _String()
+ABSOLUTE_PATH = _AbsolutePath()
 BOOL = _Bool()
 INT = _Int(-(2**31), 2**31 - 1)
 UINT32 = _Int(0, 2**32 - 1)
-SHORT = _Int(0, 2**15 - 1)
+UINT16 = _Int(0, 2**16 - 1)
+UINT64 = _Int(0, 2**64 - 1)
 FD = _Fd()
 DISTRO = _Distro()
 STRINGS = _Strings()
@@ -515,9 +544,10 @@ METHODS: dict[str, Method] = {
             "distribution",
             name=_optional(STRING),
             source=_required(FD),
-            location=_optional(STRING),
+            location=_optional(ABSOLUTE_PATH),
             version=_optional(INT, 2),
             run_oobe=_optional(BOOL, False),
+            vhd=_optional(BOOL, False),
         ),
         _method("GetDistributionId", "id", name=_required(STRING), list_all=_optional(BOOL, False)),
         _method("TerminateDistribution", distro=Param(DISTRO)),
@@ -549,8 +579,8 @@ METHODS: dict[str, Method] = {
             control=_required(FD),
             exit=_required(FD),
             console=_optional(CONSOLE, (False, False, False)),
-            rows=_optional(SHORT, 0),
-            columns=_optional(SHORT, 0),
+            rows=_optional(UINT16, 0),
+            columns=_optional(UINT16, 0),
         ),
         _method(
             "ExportDistribution",
@@ -558,8 +588,34 @@ METHODS: dict[str, Method] = {
             target=_required(FD),
             format=_optional(STRING, "tar"),
         ),
-        _method("MoveDistribution", distro=_required(DISTRO), location=_required(STRING)),
+        _method("MoveDistribution", distro=_required(DISTRO), location=_required(ABSOLUTE_PATH)),
         _method("Shutdown", force=_optional(BOOL, False)),
+        _method("SetVersion", distro=_required(DISTRO), version=_required(INT)),
+        _method(
+            "SetSparse",
+            distro=_required(DISTRO),
+            sparse=_required(BOOL),
+            allow_unsafe=_optional(BOOL, False),
+        ),
+        _method(
+            "ResizeDistribution", distro=_required(DISTRO), new_size=_required(UINT64), output=_optional(FD)
+        ),
+        _method(
+            "ImportDistributionInplace", "id", name=_required(STRING), vhd_path=_required(ABSOLUTE_PATH)
+        ),
+        _method("AttachDisk", disk=_required(STRING), vhd=_optional(BOOL, False)),
+        _method("DetachDisk", disk=_optional(STRING)),
+        _method(
+            "MountDisk",
+            "name",
+            disk=_required(STRING),
+            vhd=_optional(BOOL, False),
+            partition=_optional(UINT32, 0),
+            name=_optional(STRING),
+            fs_type=_optional(STRING),
+            options=_optional(STRING),
+        ),
+        _method("CompleteOobe", distro=_required(DISTRO), default_uid=_optional(UINT32)),
     )
 }
 
@@ -729,4 +785,3 @@ def error_reply(name: str, parameters: Mapping[str, Any]) -> dict[str, Any]:
     return {"error": name, "parameters": dict(parameters)}
 
 
-ProgressCallback = Callable[[Mapping[str, Any]], None]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import logging
 import os
 import re
@@ -31,7 +32,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any, NamedTuple
 
 from pywsl.api import rpc
 from pywsl.api.errors import WslError, from_os_error
@@ -40,27 +41,21 @@ log = logging.getLogger("pywsl.service")
 
 SD_LISTEN_FDS_START = 3
 _UCRED = struct.Struct("3i")
-_VERSION = "0.1.0"
+# At most this many connections at once, and per user: each one holds a thread.
+MAX_CONNECTIONS = 1024
+MAX_CONNECTIONS_PER_USER = 256
 
 
-class Peer(Protocol):
-    """Who is on the other end of a connection."""
+class PeerCredentials(NamedTuple):
+    """Who is on the other end of a connection, as the kernel recorded it at ``connect()``."""
 
     pid: int
     uid: int
     gid: int
 
 
-class PeerCredentials:
-    def __init__(self, pid: int, uid: int, gid: int) -> None:
-        self.pid, self.uid, self.gid = pid, uid, gid
-
-    def __repr__(self) -> str:
-        return f"pid {self.pid} uid {self.uid}"
-
-
 def peer_credentials(sock: socket.socket) -> PeerCredentials:
-    """``SO_PEERCRED``: the credentials the kernel recorded when the peer connected."""
+    """``SO_PEERCRED`` of a connected socket."""
     pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
     return PeerCredentials(pid, uid, gid)
 
@@ -101,17 +96,33 @@ def python_name(method_name: str) -> str:
     return _CAMEL.sub("_", method_name).lower()
 
 
-def _progress_sender(connection: rpc.Connection | None) -> Callable[..., None] | None:
-    if connection is None:
-        return None
+class ProgressSender:
+    """Sends a long call's progress as ``"continues": true`` replies until the call returns.
 
-    def send(*args: Any, **kwargs: Any) -> None:
-        value = args[0] if len(args) == 1 and not kwargs else {"args": list(args), **kwargs}
-        payload = rpc.encode_value(value)
-        with contextlib.suppress(OSError):
-            connection.send(rpc.reply({"progress": payload}, continues=True))
+    The session may report from a helper thread; once ``close()`` ran (before the final reply),
+    nothing more is sent, so a late report can never land after the reply.
+    """
 
-    return send
+    def __init__(self, connection: rpc.Connection) -> None:
+        self._connection = connection
+        self._lock = threading.Lock()
+        self._open = True
+
+    def __call__(self, value: int) -> None:
+        with self._lock:
+            if not self._open:
+                return
+            try:
+                self._connection.send(rpc.reply({"progress": rpc.encode_value(value)}, continues=True))
+            except (OSError, rpc.RpcError, TypeError, ValueError):
+                self._open = False
+
+    def close(self) -> None:
+        with self._lock:
+            self._open = False
+
+
+_PROGRESS_METHODS = frozenset({"RegisterDistribution", "ExportDistribution"})
 
 
 def call(session: Any, method: rpc.Method, arguments: dict[str, Any],
@@ -119,28 +130,33 @@ def call(session: Any, method: rpc.Method, arguments: dict[str, Any],
     """Run one method on ``session`` and return the reply parameters.
 
     ``arguments`` are already checked (``Method.decode_parameters``); fds in them belong to the
-    caller, which closes them afterwards.
+    caller, which closes them afterwards. ``progress_to``: where progress replies go, if asked.
     """
+    arguments = dict(arguments)
     if method.name == "CreateLxProcess":
-        return {"pid": _create_lx_process(session, arguments)}
+        # The relay gets the client's own control and exit ends; the reply is its pid.
+        arguments["control_fd"] = arguments.pop("control")
+        arguments["exit_fd"] = arguments.pop("exit")
+        return {"pid": int(session.launch_lx_process(**arguments))}
     target = getattr(session, python_name(method.name))
-    if method.name in ("RegisterDistribution", "ExportDistribution"):
-        progress = _progress_sender(progress_to)
+    progress = ProgressSender(progress_to) if progress_to and method.name in _PROGRESS_METHODS else None
+    if progress is not None:
+        arguments["progress"] = progress
+    try:
+        result = target(**arguments)
+    finally:
         if progress is not None:
-            arguments = {**arguments, "progress": progress}
-    result = target(**arguments)
+            progress.close()
     if method.result is None:
         return {}
     return {method.result: rpc.encode_value(result)}
 
 
-def _create_lx_process(session: Any, arguments: Mapping[str, Any]) -> int:
-    """Launch through the session with the client's own fds; the reply is the relay pid."""
-    launch = session.launch_lx_process
-    arguments = dict(arguments)
-    control, exit_fd = arguments.pop("control"), arguments.pop("exit")
-    pid = launch(control_fd=control, exit_fd=exit_fd, **arguments)
-    return int(pid)
+def _version() -> str:
+    try:
+        return importlib.metadata.version("pywsl")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def handle_request(
@@ -153,8 +169,8 @@ def handle_request(
                 {
                     "vendor": "pywsl",
                     "product": "pywsl-service",
-                    "version": _VERSION,
-                    "url": "https://github.com/microsoft/WSL",
+                    "version": _version(),
+                    "url": "",
                     "interfaces": ["org.varlink.service", rpc.INTERFACE],
                 }
             )
@@ -180,10 +196,16 @@ def handle_request(
 class Service:
     """Accepts connections on ``listener`` and serves each in its own thread."""
 
-    def __init__(self, listener: socket.socket, factory: SessionFactory) -> None:
+    def __init__(self, listener: socket.socket, factory: SessionFactory, *,
+                 max_connections: int = MAX_CONNECTIONS,
+                 max_connections_per_user: int = MAX_CONNECTIONS_PER_USER) -> None:
         self.listener = listener
         self.factory = factory
+        self.max_connections = max_connections
+        self.max_connections_per_user = max_connections_per_user
         self._stopping = threading.Event()
+        self._count_lock = threading.Lock()
+        self._connections: dict[int, int] = {}
 
     def serve_forever(self) -> None:
         while not self._stopping.is_set():
@@ -193,8 +215,37 @@ class Service:
                 if self._stopping.is_set():
                     return
                 raise
-            thread = threading.Thread(target=self.serve_connection, args=(sock,), daemon=True)
+            try:
+                peer = peer_credentials(sock)
+            except OSError:
+                sock.close()
+                continue
+            if not self._admit(peer.uid):
+                log.warning("refusing a connection from %s: too many connections", peer)
+                with contextlib.suppress(OSError):
+                    sock.sendall(rpc.encode_message(rpc.error_reply(
+                        rpc.ERROR_BUSY, {"message": "too many connections to the service"})))
+                sock.close()
+                continue
+            thread = threading.Thread(target=self.serve_connection, args=(sock, peer), daemon=True)
             thread.start()
+
+    def _admit(self, uid: int) -> bool:
+        with self._count_lock:
+            total = sum(self._connections.values())
+            mine = self._connections.get(uid, 0)
+            if total >= self.max_connections or mine >= self.max_connections_per_user:
+                return False
+            self._connections[uid] = mine + 1
+            return True
+
+    def _release(self, uid: int) -> None:
+        with self._count_lock:
+            left = self._connections.get(uid, 1) - 1
+            if left > 0:
+                self._connections[uid] = left
+            else:
+                self._connections.pop(uid, None)
 
     def stop(self) -> None:
         """Stop accepting (running calls finish in their threads)."""
@@ -202,11 +253,11 @@ class Service:
         with contextlib.suppress(OSError):
             self.listener.shutdown(socket.SHUT_RDWR)
 
-    def serve_connection(self, sock: socket.socket) -> None:
+    def serve_connection(self, sock: socket.socket, peer: PeerCredentials) -> None:
+        """Answer the requests of one connection, in order, until it closes."""
         connection = rpc.Connection(sock)
+        log.debug("connection from %s", peer)
         try:
-            peer = peer_credentials(sock)
-            log.debug("connection from %s", peer)
             while True:
                 try:
                     received = connection.receive()
@@ -226,9 +277,10 @@ class Service:
                 if not request.oneway:
                     connection.send(answer)
         except OSError as error:
-            log.debug("connection ended: %s", error)
+            log.debug("connection from %s ended: %s", peer, error)
         finally:
             connection.close()
+            self._release(peer.uid)
 
     def answer(self, uid: int, request: rpc.Request, connection: rpc.Connection | None) -> dict[str, Any]:
         """The reply to ``request`` from the session of ``uid``."""
@@ -391,10 +443,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("pywsl-service: must run as root (it acts for every user)", file=sys.stderr)
         return 1
+    path = arguments.socket or rpc.socket_path()
     try:
-        listener = systemd_listener()
-        if listener is None:
-            listener = bind_listener(arguments.socket or rpc.socket_path())
+        activated = systemd_listener()  # systemd owns (and removes) a socket it passed
+        listener = activated or bind_listener(path)
+        bound = None if activated else os.stat(path).st_ino
     except (ServiceSetupError, OSError) as error:
         print(f"pywsl-service: {error}", file=sys.stderr)
         return 1
@@ -403,9 +456,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as error:
         print(f"pywsl-service: the user session is not available: {error}", file=sys.stderr)
         return 1
-    log.info("listening on %s", listener.getsockname() or "the socket from systemd")
-    run(listener, factory)
+    log.info("listening on %s", "the socket systemd passed" if activated else path)
+    try:
+        run(listener, factory)
+    finally:
+        listener.close()
+        if bound is not None:
+            _remove_socket(path, bound)
     return 0
+
+
+def _remove_socket(path: str, inode: int) -> None:
+    """Remove the socket this service bound (not one a newer service put there since)."""
+    with contextlib.suppress(OSError):
+        if os.lstat(path).st_ino == inode:
+            os.unlink(path)
 
 
 if __name__ == "__main__":
