@@ -3,7 +3,7 @@
 The VM tests run the real thing: Linux namespaces, cgroups and the host's static busybox
 (Debian's ``busybox-static``). Every VM gets its own runtime folder and short idle timeouts; the
 ``vm_factory`` fixture shuts each one down (forced) at the end and checks that nothing of it is
-left: no process, no runtime file, no cgroup.
+left: no process, no runtime file, no cgroup named for its runtime folder in any hierarchy.
 """
 
 from __future__ import annotations
@@ -309,7 +309,8 @@ class VmFactory:
         return path
 
     def teardown(self) -> list[str]:
-        from pywsl.vm.backends.namespaces import NamespacesBackend
+        from pywsl.vm.backends.namespaces import NamespacesBackend, is_cgroup_of
+        from pywsl.vm.cgroups import find_groups
 
         problems: list[str] = []
         backend = NamespacesBackend()
@@ -329,6 +330,8 @@ class VmFactory:
             for path in booted.cgroups:
                 if path.exists():
                     problems.append(f"cgroup {path} left behind")
+            for path in find_groups(lambda name, booted=booted: is_cgroup_of(booted.runtime_dir, name)):
+                problems.append(f"cgroup {path} left behind")
         for root in self.runtime_roots:
             shutil.rmtree(root, ignore_errors=True)
         return problems

@@ -262,7 +262,8 @@ def test_register_never_touches_an_existing_rootfs(session: UserSession, tmp_pat
 def test_the_vm_only_gets_a_real_rootfs_folder(session: UserSession, tmp_path: Path) -> None:
     entry = register(session, "Debian")
     with session._rootfs_for_vm(entry.base_path) as rootfs:
-        assert rootfs == entry.rootfs
+        assert (os.fstat(rootfs).st_dev, os.fstat(rootfs).st_ino) == (
+            entry.rootfs.stat().st_dev, entry.rootfs.stat().st_ino)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     entry.rootfs.rename(tmp_path / "moved-away")
@@ -274,3 +275,43 @@ def test_the_vm_only_gets_a_real_rootfs_folder(session: UserSession, tmp_path: P
     with pytest.raises(WslError) as missing, session._rootfs_for_vm(entry.base_path):
         pass
     assert missing.value.code == "ERROR_PATH_NOT_FOUND"
+
+
+def test_folders_below_the_users_folders_are_never_links(session: UserSession, tmp_path: Path) -> None:
+    entry = register(session, "Debian")
+    moved = tmp_path / "look-alike"
+    entry.base_path.rename(moved)
+    entry.base_path.symlink_to(moved)   # data/pywsl/<id> is now a link to a folder with a rootfs
+    with pytest.raises(WslError) as linked, session._rootfs_for_vm(entry.base_path):
+        pass
+    assert linked.value.code == "E_ACCESSDENIED" and "symbolic link" in linked.value.message
+    entry.base_path.unlink()
+    moved.rename(entry.base_path)
+    # The user's data folder itself may be reached through a link (it is the user's own setup).
+    data = session.paths.data_dir.parent
+    data.rename(tmp_path / "data-elsewhere")
+    data.symlink_to(tmp_path / "data-elsewhere")
+    with session._rootfs_for_vm(entry.base_path) as rootfs:
+        assert os.fstat(rootfs).st_ino == entry.rootfs.stat().st_ino
+    # Outside the user's folders, no component at all may be a link.
+    outside = tmp_path / "outside"
+    (outside / "real" / "distro" / "rootfs").mkdir(parents=True)
+    (outside / "link").symlink_to(outside / "real")
+    with session._rootfs_for_vm(outside / "real" / "distro") as rootfs:
+        assert os.fstat(rootfs).st_ino == (outside / "real" / "distro" / "rootfs").stat().st_ino
+    with pytest.raises(WslError) as outside_link, session._rootfs_for_vm(outside / "link" / "distro"):
+        pass
+    assert outside_link.value.code == "E_ACCESSDENIED"
+    with pytest.raises(WslError) as missing, session._rootfs_for_vm(outside / "none" / "distro"):
+        pass
+    assert missing.value.code == "ERROR_PATH_NOT_FOUND"
+
+
+def test_the_vm_gets_the_timeouts_of_wslconfig(session: UserSession) -> None:
+    session.paths.config_file.parent.mkdir(parents=True, exist_ok=True)
+    session.paths.config_file.write_text(
+        "[wsl2]\nkernelBootTimeout = 1234\ndistributionStartTimeout = 5678\n")
+    config = session.vm_config()
+    assert (config.kernel_boot_timeout_ms, config.distribution_start_timeout_ms) == (1234, 5678)
+    session.paths.config_file.write_text("[wsl2]\nkernelBootTimeout = -1\n")
+    assert session.vm_config().kernel_boot_timeout_ms == 30000   # invalid: a warning and the default

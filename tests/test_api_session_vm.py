@@ -223,6 +223,30 @@ def test_move_while_running_is_refused(session: UserSession, distro: str, tmp_pa
     assert caught.value.code == "WSL_E_DISTRO_NOT_STOPPED"
 
 
+def test_a_folder_swapped_for_a_symlink_is_not_followed(session: UserSession, distro: str,
+                                                         tmp_path: Path) -> None:
+    place = tmp_path / "place"
+    session.register_distribution("Swapped", io.BytesIO(busybox_tar()), location=place / "distro")
+    try:
+        assert run(session, "Swapped", "echo first") == (0, b"first\n")
+        session.terminate_distribution("Swapped")
+        # Between registration and launch, a folder on the way becomes a link to a look-alike.
+        place.rename(tmp_path / "real")
+        place.symlink_to(tmp_path / "real")
+        for start in (lambda: session.create_instance("Swapped"), lambda: run(session, "Swapped", "true")):
+            with pytest.raises(WslError) as refused:
+                start()
+            assert refused.value.code == "E_ACCESSDENIED"
+            assert "symbolic link" in refused.value.message
+        states = {info.name: info.state for info in session.enumerate_distributions()}
+        assert states["Swapped"] is DistributionState.INSTALLED
+        place.unlink()
+        (tmp_path / "real").rename(place)
+        assert run(session, "Swapped", "echo again") == (0, b"again\n")
+    finally:
+        session.unregister_distribution("Swapped")
+
+
 def test_unregister_and_shutdown(session: UserSession, distro: str) -> None:
     info = session.enumerate_distributions()[0]
     session.create_instance(distro)

@@ -29,6 +29,7 @@ def test_wsl_conf_values() -> None:
         "[network]\nhostname = box\ngenerateHosts = 0\ngenerateResolvConf = FALSE\n"
         '[user]\ndefault = "alice"\n[boot]\ncommand = service ssh start # comment\nsystemd = true\n'
         "[filesystem]\numask = 027\n[interop]\nappendWindowsPath = false\n"
+        "[time]\nuseWindowsTimezone = false\n"
     )
     assert conf.warnings == []
     assert (conf.automount_enabled, conf.automount_root, conf.host_mount_point) == (
@@ -45,6 +46,7 @@ def test_wsl_conf_values() -> None:
     assert conf.boot_command == "service ssh start" and conf.boot_systemd
     assert conf.umask == 0o27
     assert not conf.interop_append_windows_path
+    assert not conf.time_use_windows_timezone and WslConf().time_use_windows_timezone
 
 
 def test_wsl_conf_problems_are_warnings() -> None:
@@ -188,7 +190,9 @@ def test_boot_arguments() -> None:
     assert boot.uid_map == [(0, 100000, 65536)] and boot.gid_map == [(0, 100000, 1000), (1000, 1000, 1)]
     assert boot.networking_mode == "none" and boot.vm_idle_timeout_ms == -1
     assert boot.instance_idle_timeout_ms == 15000 and boot.cgroups == ("/sys/fs/cgroup/x",)
-    for bad in (["--uid-map", "0:1"], ["--uid-map", "0:1:0"], ["--networking-mode", "nat"]):
+    assert boot.boot_timeout_ms == 30000
+    for bad in (["--uid-map", "0:1"], ["--uid-map", "0:1:0"], ["--networking-mode", "nat"],
+                ["--boot-timeout", "0"], ["--boot-timeout", "soon"]):
         with pytest.raises(SystemExit):
             parse_boot_arguments(
                 [

@@ -67,7 +67,6 @@ Distro = str | uuid.UUID | None
 Source = str | os.PathLike[str] | BinaryIO | IO[bytes] | int
 
 TERMINATE_WAIT_SECONDS = 10.0
-_PATH_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 EXPORT_FORMATS = {"tar": "", "tar.gz": "gzip", "tgz": "gzip", "tar.xz": "xz", "txz": "xz"}
 
@@ -195,6 +194,8 @@ class UserSession:
             processors=config.processors,
             vm_idle_timeout_ms=config.vm_idle_timeout_ms,
             instance_idle_timeout_ms=config.instance_idle_timeout_ms,
+            kernel_boot_timeout_ms=config.kernel_boot_timeout_ms,
+            distribution_start_timeout_ms=config.distribution_start_timeout_ms,
         )
 
     def _install_root(self, config: WslConfig) -> Path:
@@ -341,18 +342,44 @@ class UserSession:
                 self._update(registration.id, store)
         return instance
 
-    @contextlib.contextmanager
-    def _rootfs_for_vm(self, base_path: Path) -> Iterator[Path]:
-        """`base_path/rootfs` for the VM, checked with the user's rights: the folder belongs to the
-        user and `rootfs` is a real directory, not a symlink.
+    def _trusted_anchor(self, path: Path) -> tuple[Path, list[str]]:
+        """The folder a distribution's folder is reached from, and the components below it.
 
-        The block runs with the user's filesystem rights (`acting_as`), so when the VM backend
-        opens the path, every folder on the way is resolved as the user would resolve it: a link
-        the user planted can only lead where the user may go. The backend refuses a symlink as
-        the last component itself.
+        The anchor is the deepest of the user's install folder (`distributionInstallPath`), data
+        folder and home that holds `path`, or `/` for a folder elsewhere. The anchor itself is
+        opened as it is; no component below it may be a symlink.
         """
+        from pywsl.vm.directories import parts_below
+
+        anchors = [self._install_root(self.config()), self.paths.data_dir, self.paths.home]
+        best: tuple[Path, list[str]] | None = None
+        for anchor in anchors:
+            parts = parts_below(anchor, path)
+            if parts is not None and (best is None or len(parts) < len(best[1])):
+                best = (anchor, parts)
+        if best is None:
+            best = (Path("/"), parts_below("/", path) or [])
+        return best
+
+    @contextlib.contextmanager
+    def _rootfs_for_vm(self, base_path: Path) -> Iterator[int]:
+        """An open descriptor of `base_path/rootfs` for the VM, opened with the user's rights.
+
+        Every component below the user's install, data or home folder (`_trusted_anchor`) is
+        opened with `O_NOFOLLOW`, one at a time, and the VM gets the descriptor, never the path:
+        a folder swapped for a symlink after registration makes the start fail instead of
+        leading the VM elsewhere. The distribution's folder must belong to the user.
+        """
+        from pywsl.vm.directories import SymlinkInPath, open_beneath, open_child
+
+        anchor, parts = self._trusted_anchor(base_path)
+        rootfs = base_path / "rootfs"
         try:
-            parent_fd = open_directory_as(self.identity, base_path)
+            with acting_as(self.identity):
+                parent_fd = open_beneath(anchor, parts)
+        except SymlinkInPath as error:
+            raise WslError("E_ACCESSDENIED", f"{error.filename} is a symbolic link: the distribution's "
+                           f"folder {base_path} is not reached through links.") from None
         except OSError as error:
             raise WslError("ERROR_PATH_NOT_FOUND", f"The distribution's folder {base_path} "
                            f"cannot be opened: {error.strerror}") from None
@@ -361,16 +388,21 @@ class UserSession:
             if self.identity.uid != 0 and owner != self.identity.uid:
                 raise WslError("E_ACCESSDENIED", f"{base_path} does not belong to {self.identity.name}.")
             try:
-                os.close(os.open("rootfs", _PATH_FLAGS, dir_fd=parent_fd))
+                with acting_as(self.identity):
+                    rootfs_fd = open_child(parent_fd, "rootfs", str(rootfs))
             except FileNotFoundError:
-                raise WslError("ERROR_PATH_NOT_FOUND",
-                               f"The root filesystem {base_path / 'rootfs'} is missing.") from None
+                raise WslError("ERROR_PATH_NOT_FOUND", f"The root filesystem {rootfs} is missing.") from None
+            except SymlinkInPath:
+                raise WslError("E_ACCESSDENIED", f"{rootfs} is a symbolic link, not the distribution's "
+                               "root filesystem.") from None
             except OSError as error:
-                raise WslError("E_ACCESSDENIED", f"{base_path / 'rootfs'}: {error.strerror}") from None
+                raise WslError("E_ACCESSDENIED", f"{rootfs}: {error.strerror}") from None
         finally:
             os.close(parent_fd)
-        with acting_as(self.identity):
-            yield base_path / "rootfs"
+        try:
+            yield rootfs_fd
+        finally:
+            os.close(rootfs_fd)
 
     def register_distribution(
         self,
@@ -955,8 +987,7 @@ class UserSession:
                 self._rootfs_for_vm(source_base) as source, self._rootfs_for_vm(target_base) as target:
             def export() -> None:
                 try:
-                    with acting_as(self.identity):
-                        exporter.export_rootfs(source, write_end, stderr.fd, "")
+                    exporter.export_rootfs(source, write_end, stderr.fd, "")
                 except BaseException as error:
                     failure.append(error)
                 finally:

@@ -13,6 +13,7 @@ these arguments (the host side writes them in ``pywsl.vm.backends.namespaces``):
 ``--vm-idle-timeout``            ms; negative = never
 ``--owner-uid``                  the host user the VM belongs to
 ``--cgroup``                     a cgroup directory the VM runs in (repeatable)
+``--boot-timeout``               ms the VM has to serve (``kernelBootTimeout``), else the boot fails
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class BootArguments:
     vm_idle_timeout_ms: int
     owner_uid: int
     cgroups: tuple[str, ...]
+    boot_timeout_ms: int = 30000
 
 
 def _id_map_line(text: str) -> tuple[int, int, int]:
@@ -46,6 +48,16 @@ def _id_map_line(text: str) -> tuple[int, int, int]:
     if count == 0 or inside + count > 1 << 32 or outside + count > 1 << 32:
         raise argparse.ArgumentTypeError(f"{text!r} is not a valid id range")
     return inside, outside, count
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
 
 
 def parse_boot_arguments(argv: list[str]) -> BootArguments:
@@ -61,6 +73,7 @@ def parse_boot_arguments(argv: list[str]) -> BootArguments:
     parser.add_argument("--vm-idle-timeout", type=int, default=60000)
     parser.add_argument("--owner-uid", type=int, required=True)
     parser.add_argument("--cgroup", action="append", default=[])
+    parser.add_argument("--boot-timeout", type=_positive, default=30000)
     options = parser.parse_args(argv)
     return BootArguments(
         runtime_dir=options.runtime_dir,
@@ -73,4 +86,5 @@ def parse_boot_arguments(argv: list[str]) -> BootArguments:
         vm_idle_timeout_ms=options.vm_idle_timeout,
         owner_uid=options.owner_uid,
         cgroups=tuple(options.cgroup),
+        boot_timeout_ms=options.boot_timeout,
     )

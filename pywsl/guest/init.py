@@ -5,8 +5,8 @@ mini_init's shim forks this role into fresh mount, pid, uts and ipc namespaces. 
 * reads ``/etc/wsl.conf``, mounts the distribution's filesystems (``mounts.distribution_plan``)
   and ``pivot_root``s into the distribution;
 * greets the host with ``CreateInstanceResult`` (its pid in the VM and the wsl.conf warnings);
-* answers ``Initialize`` (host name, ``/etc/hosts``, ``/etc/resolv.conf``, ``[boot] command`` on
-  the first one) with ``InitializeResponse``;
+* answers ``Initialize`` (host name, ``/etc/hosts``, ``/etc/resolv.conf``, the time zone,
+  ``[boot] command`` on the first one) with ``InitializeResponse``;
 * forks a session leader for each ``CreateSession``;
 * ends its pid namespace on ``TerminateInstance`` (the channel closing is the success), on
   SIGTERM from mini_init, or after ``instanceIdleTimeout`` ms with no process besides itself and
@@ -31,7 +31,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from pywsl.guest import forking, mounts, network_files, syscalls
+from pywsl.guest import forking, mounts, network_files, syscalls, timezone
 from pywsl.guest.os_release import flavor_and_version
 from pywsl.guest.requests import receive_request
 from pywsl.guest.rootfs import write_file_atomic
@@ -306,6 +306,9 @@ class Init:
                 log.warning("[user] default: no user %r in /etc/passwd", conf.user_default)
             else:
                 default_uid = user.uid
+        zone = getattr(message, "Timezone", None) or ""
+        if conf.time_use_windows_timezone and zone:
+            timezone.apply_timezone(zone)
         root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             flavor, version = flavor_and_version(root)

@@ -9,7 +9,8 @@ of hvsocket ports (see ``docs/design.md``), plus pywsl's extension messages: ``Q
 
 Everything any guest role needs is imported here, before the VM's namespaces are entered: the
 interpreter's files are not readable by the VM's root, and a distribution's init has no Python.
-The VM exits after ``vmIdleTimeout`` ms with no instance and no import/export worker.
+The VM exits after ``vmIdleTimeout`` ms with no instance and no import/export worker, and at once
+when its monitor (the process that clones mount trees for it) is gone.
 """
 
 from __future__ import annotations
@@ -136,6 +137,8 @@ class MiniInit:
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         self.selector.register(self.listener, selectors.EVENT_READ, "listener")
         self.selector.register(wakeup_read, selectors.EVENT_READ, "signal")
+        # The monitor never speaks unasked: its socket turning readable means it is gone.
+        self.selector.register(self.cloner.fileno(), selectors.EVENT_READ, "monitor")
         self.ready.send(b"R")
         self.ready.close()
         log.info("utility VM ready (networking %s, host name %s)", self.boot.networking_mode,
@@ -147,6 +150,9 @@ class MiniInit:
                 elif key.data == "signal":
                     with contextlib.suppress(BlockingIOError):
                         os.read(wakeup_read, 512)
+                elif key.data == "monitor":
+                    log.error("the VM monitor is gone: stopping the VM")
+                    self._request_exit(1)
                 elif isinstance(key.data, Connection):
                     self._on_connection(key.data)
                 if self.exit_code is not None:

@@ -8,12 +8,17 @@ namespaces, and this process, still host root and outside them, plays the hyperv
    uid/gid maps (only a process privileged in the parent namespace may map whole ranges);
 2. the child forks pid 1 of the VM, ``mini_init``, which becomes the monitor's child (the monitor
    is a child subreaper);
-3. it writes ``mini_init.pid`` and reports readiness once ``mini_init`` serves;
+3. it writes ``mini_init.pid`` and reports readiness once ``mini_init`` serves, or gives up after
+   ``kernelBootTimeout`` (``--boot-timeout``) and undoes everything;
 4. while the VM runs it clones mount trees for ``mini_init``: a directory the host passed as a
    file descriptor belongs to the host's mount namespace, which the VM cannot bind-mount from,
    but a detached copy made here (``open_tree``) can be attached inside the VM;
 5. when ``mini_init`` exits (idle, shutdown, killed) the kernel ends everything in the VM; the
    monitor removes ``mini_init.sock``, ``mini_init.pid`` and the VM's cgroups, then exits.
+
+Like a VM whose hypervisor dies, the VM stops when the monitor is killed: ``mini_init`` sees its
+end of the clone service close and exits. The host then removes what is left (``remove_leftovers``
+in ``pywsl.vm.backends.namespaces``).
 
 The monitor never parses anything from the guest but those clone requests (one fd each).
 """
@@ -40,7 +45,6 @@ log = logging.getLogger("pywsl.vm-monitor")
 
 SOCKET_NAME = "mini_init.sock"
 PID_FILE_NAME = "mini_init.pid"
-READY_TIMEOUT = 30.0
 CGROUP_REMOVE_TIMEOUT = 5.0
 _RESULT = struct.Struct("<i")
 
@@ -163,11 +167,12 @@ class Monitor:
         self.vm_pid: int | None = None
         self.first_reaped = False
         self.vm_status = 1
+        self.boot_deadline = time.monotonic() + boot.boot_timeout_ms / 1000
 
     def run(self, serve: ServeFunction, ready_fd: int) -> int:
         syscalls.set_process_name("pywsl-vm")
         syscalls.set_child_subreaper()
-        for number in (signal.SIGINT, signal.SIGHUP):
+        for number in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
             signal.signal(number, signal.SIG_IGN)
         # sync: the first child's steps (U, then P<pid>); ready: pid 1's R (or E<reason>).
         sync, sync_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -183,6 +188,9 @@ class Monitor:
         os.close(self.boot.listen_fd)
         try:
             self._boot(first, sync, ready)
+            # When nobody reads this any more (the host gave up waiting), the write fails and the
+            # VM is stopped below rather than left running unseen.
+            forking.write_all(ready_fd, b"1")
         except Exception as error:
             log.error("the VM did not start: %s", error)
             # Only unreaped children are signalled: their pids cannot belong to anyone else yet.
@@ -198,7 +206,6 @@ class Monitor:
             os.close(ready_fd)
             self._cleanup()
             return 1
-        forking.write_all(ready_fd, b"1")
         os.close(ready_fd)
         sync.close()
         ready.close()
@@ -207,8 +214,15 @@ class Monitor:
         return self.vm_status
 
     def _receive(self, sync: socket.socket, expected: bytes) -> bytes:
-        sync.settimeout(READY_TIMEOUT)
-        data = sync.recv(8192)
+        remaining = self.boot_deadline - time.monotonic()
+        try:
+            if remaining <= 0:
+                raise TimeoutError()
+            sync.settimeout(remaining)
+            data = sync.recv(8192)
+        except TimeoutError:
+            raise RuntimeError(f"the VM did not serve within kernelBootTimeout "
+                               f"({self.boot.boot_timeout_ms} ms)") from None
         if data.startswith(b"E"):
             raise RuntimeError(data[1:].decode(errors="replace"))
         if not data.startswith(expected):
@@ -315,17 +329,7 @@ class Monitor:
         """
         deadline = time.monotonic() + CGROUP_REMOVE_TIMEOUT
         for path in self.boot.cgroups:
-            while True:
-                try:
-                    os.rmdir(path)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as error:
-                    if error.errno != errno.EBUSY or time.monotonic() > deadline:
-                        log.warning("cannot remove cgroup %s: %s", path, error)
-                        break
-                    time.sleep(0.02)
+            _remove_cgroup(path, deadline)
         try:
             lock_fd = os.open(self.boot.runtime_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
@@ -347,6 +351,22 @@ class Monitor:
                 first = handle.readline().strip()
             if self.vm_pid is not None and first == str(self.vm_pid):
                 os.unlink(self.pid_path)
+
+
+def _remove_cgroup(path: str, deadline: float) -> None:
+    """Remove a cgroup and any sub-group, deepest first; a group still busy is retried until ``deadline``."""
+    for folder, _dirs, _files in list(os.walk(path, topdown=False)):
+        while True:
+            try:
+                os.rmdir(folder)
+                break
+            except FileNotFoundError:
+                break
+            except OSError as error:
+                if error.errno != errno.EBUSY or time.monotonic() > deadline:
+                    log.warning("cannot remove cgroup %s: %s", folder, error)
+                    return
+                time.sleep(0.02)
 
 
 def launch(boot: BootArguments, serve: ServeFunction) -> int:

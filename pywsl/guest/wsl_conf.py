@@ -34,6 +34,7 @@ class WslConf:
     interop_enabled: bool = True
     interop_append_windows_path: bool = True
     umask: int = 0o022
+    time_use_windows_timezone: bool = True
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -82,7 +83,7 @@ _KEYS: dict[str, tuple[str | None, Callable[[ConfigValue], object | None]]] = {
     "network.generatehosts": ("network_generate_hosts", _boolean),
     "network.generateresolvconf": ("network_generate_resolv_conf", _boolean),
     "network.hostname": ("network_hostname", _nonempty),
-    "time.usewindowstimezone": (None, _boolean),
+    "time.usewindowstimezone": ("time_use_windows_timezone", _boolean),
     "fileserver.enabled": (None, _boolean),
     "fileserver.logfile": (None, _text),
     "fileserver.loglevel": (None, lambda entry: parse_int(entry.value)),

@@ -11,13 +11,19 @@ The VM's group is ``pywsl-<uid>-<digest>`` (one per runtime folder) beneath the 
 process runs in, in every hierarchy that is used: v2 always (it is the root of the VM's cgroup
 namespace), and v1 ``memory`` and ``cpu`` where those are v1 controllers. The host creates the
 groups before boot; the VM's monitor moves the VM into them and removes them once it has stopped.
+A VM whose monitor was killed leaves its (empty) groups behind: ``find_groups`` finds them by name
+in every hierarchy, wherever the process that booted that VM ran, and ``remove_group`` removes
+them, sub-groups first, as long as no process is left in them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +31,7 @@ log = logging.getLogger(__name__)
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CPU_PERIOD_US = 100_000
+MAX_GROUPS_SCANNED = 200_000
 
 
 @dataclass(frozen=True)
@@ -119,12 +126,7 @@ class VmCgroup:
     def remove(self) -> None:
         """Remove the groups that are empty (a group still in use stays)."""
         for path in self.paths:
-            try:
-                os.rmdir(path)
-            except FileNotFoundError:
-                pass
-            except OSError as error:
-                log.warning("cannot remove cgroup %s: %s", path, error)
+            remove_group(path)
 
     def process_ids(self) -> set[int]:
         """Every process still in one of the VM's groups (an empty set once the VM has stopped)."""
@@ -198,3 +200,84 @@ def _apply(paths: list[Path], v2_controllers: set[str], controller: str, value: 
             warnings.append(f"cannot set the VM's {controller} limit in {path}: {error.strerror}")
         return
     warnings.append(f"no cgroup carries the VM's {controller} limit")
+
+
+def find_groups(matches: Callable[[str], bool], hierarchies: list[Hierarchy] | None = None) -> list[Path]:
+    """Every group whose name ``matches``, in the v2 hierarchy and the v1 memory/cpu/pids ones.
+
+    The walk does not descend into a matching group (its sub-groups go with it) and gives up after
+    ``MAX_GROUPS_SCANNED`` directories.
+    """
+    if hierarchies is None:
+        hierarchies = mounted_hierarchies()
+    found: list[Path] = []
+    seen: set[Path] = set()
+    scanned = 0
+    for hierarchy in hierarchies:
+        if hierarchy.version == 1 and not hierarchy.controllers:
+            continue
+        if hierarchy.mount_point in seen:
+            continue
+        seen.add(hierarchy.mount_point)
+        pending = [hierarchy.mount_point]
+        while pending and scanned < MAX_GROUPS_SCANNED:
+            folder = pending.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for entry in entries:
+                try:
+                    if not entry.is_dir(follow_symlinks=False):
+                        continue
+                except OSError:
+                    continue
+                scanned += 1
+                path = Path(entry.path)
+                if matches(entry.name):
+                    found.append(path)
+                else:
+                    pending.append(path)
+    return found
+
+
+def _groups_below(path: Path) -> list[Path]:
+    """``path`` and its sub-groups, deepest first."""
+    ordered: list[Path] = []
+    for root, _dirs, _files in os.walk(path, topdown=False):
+        ordered.append(Path(root))
+    return ordered
+
+
+def _has_processes(path: Path) -> bool:
+    try:
+        return bool((path / "cgroup.procs").read_text().split())
+    except FileNotFoundError:
+        return False
+
+
+def remove_group(path: Path, timeout: float = 0.0) -> bool:
+    """Remove a group and its sub-groups if no process is left in them; True once it is gone.
+
+    A group whose last processes are still exiting is busy for a moment: it is retried for up to
+    ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    for group in _groups_below(path):
+        while True:
+            if _has_processes(group):
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.02)
+                continue
+            try:
+                os.rmdir(group)
+                break
+            except FileNotFoundError:
+                break
+            except OSError as error:
+                if error.errno != errno.EBUSY or time.monotonic() >= deadline:
+                    log.warning("cannot remove cgroup %s: %s", group, error)
+                    return False
+                time.sleep(0.02)
+    return not path.exists()

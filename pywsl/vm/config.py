@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 IdMap = list[tuple[int, int, int]]
+DEFAULT_KERNEL_BOOT_TIMEOUT_MS = 30_000  # .wslconfig [wsl2] kernelBootTimeout
+DEFAULT_DISTRIBUTION_START_TIMEOUT_MS = 60_000  # .wslconfig [wsl2] distributionStartTimeout
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,14 @@ class VmConfig:
     vm_idle_timeout_ms: int
     instance_idle_timeout_ms: int
     backend: str = "namespaces"
+    kernel_boot_timeout_ms: int = DEFAULT_KERNEL_BOOT_TIMEOUT_MS  # until the VM serves
+    distribution_start_timeout_ms: int = DEFAULT_DISTRIBUTION_START_TIMEOUT_MS  # until init is ready
+
+    def __post_init__(self) -> None:
+        for name in ("kernel_boot_timeout_ms", "distribution_start_timeout_ms"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"VmConfig.{name} must be a positive number of milliseconds, not {value!r}")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from pywsl.wire.enums import CREATE_PROCESS_SHELL_OPTIONS, LX_INIT_CREATE_PROCES
 from pywsl.wire.errors import ChannelClosed
 
 REQUEST_TIMEOUT = 30.0
-TERMINATE_TIMEOUT = 60.0  # distributionStartTimeout
+TERMINATE_TIMEOUT = 60.0  # distributionStartTimeout's default
 
 CREATE_SESSION = schema("LX_INIT_CREATE_SESSION")
 CREATE_SESSION_RESPONSE = schema("LX_INIT_CREATE_SESSION_RESPONSE")
@@ -52,7 +52,8 @@ class CoreInstance:
     """A running distribution, as seen through one init channel."""
 
     def __init__(self, *, name: str, pid: int, channel: MessageChannel, warnings: list[str], default_uid: int,
-                 flavor: str | None, version: str | None, pid_namespace: int) -> None:
+                 flavor: str | None, version: str | None, pid_namespace: int,
+                 terminate_timeout: float = TERMINATE_TIMEOUT) -> None:
         self.name = name
         self.pid = pid
         self.warnings = warnings
@@ -60,6 +61,7 @@ class CoreInstance:
         self.flavor = flavor
         self.version = version
         self.pid_namespace = pid_namespace
+        self.terminate_timeout = terminate_timeout
         self._channel = channel
         self._leader: MessageChannel | None = None
         self._lock = threading.Lock()
@@ -149,7 +151,7 @@ class CoreInstance:
                 self._leader.close()
                 self._leader = None
             try:
-                with self._channel.start_transaction(TERMINATE_TIMEOUT) as transaction:
+                with self._channel.start_transaction(self.terminate_timeout) as transaction:
                     transaction.send(TERMINATE_INSTANCE, Force=force)
                     reply, _fds = transaction.receive(RESULT_BOOL)
             except (ChannelClosed, ConnectionError):

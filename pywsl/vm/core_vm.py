@@ -6,6 +6,11 @@ channel to it (``GuestCapabilities`` first). Over that channel the host sends WS
 (``EarlyConfig``/``InitialConfig`` once after boot, ``LaunchInit``, ``Import``, ``Export``) with the
 file descriptors described in ``docs/design.md``, and pywsl's extensions (``QueryInstances``,
 ``AttachNotify``, ``ShutdownVm``).
+
+A directory for ``LaunchInit``, ``Import`` or ``Export`` is either a path, opened here, or a
+descriptor the caller opened itself (the api opens a user's folder with the user's rights and
+without following symlinks). ``distributionStartTimeout`` bounds the wait for a distribution's
+``CreateInstanceResult`` and ``InitializeResponse``.
 """
 
 from __future__ import annotations
@@ -13,14 +18,17 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import stat
 import struct
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from pywsl.vm.backends.base import VmBackend, backend
-from pywsl.vm.config import ImportOutcome, VmConfig
+from pywsl.vm.config import DEFAULT_DISTRIBUTION_START_TIMEOUT_MS, ImportOutcome, VmConfig
 from pywsl.vm.core_instance import CoreInstance
 from pywsl.vm.errors import VmError, describe_result
+from pywsl.vm.timezone import host_timezone, valid_timezone
 from pywsl.wire import Message, schema
 from pywsl.wire.channel import MessageChannel
 from pywsl.wire.constants import BOOT_ENTROPY_SIZE, EPHEMERAL_PORT_RANGE, LX_INIT_UTILITY_VM_INVALID_PORT
@@ -35,8 +43,9 @@ from pywsl.wire.extensions import parse_instance_entries
 
 GREETING_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 30.0
-START_TIMEOUT = 60.0  # distributionStartTimeout
 SHUTDOWN_TIMEOUT = 30.0
+
+Directory = Path | int  # a path, or an open directory descriptor (O_PATH or O_DIRECTORY)
 
 GUEST_CAPABILITIES = schema("LX_INIT_GUEST_CAPABILITIES")
 EARLY_CONFIG = schema("LX_MINI_INIT_EARLY_CONFIG_MESSAGE")
@@ -83,6 +92,10 @@ class _StoppedWhileStarting(Exception):
     """The guest closed a new channel before its first result."""
 
 
+def _describe(where: Directory) -> str:
+    return str(where) if isinstance(where, Path) else ""
+
+
 class ExitWatch:
     """A notify channel (``AttachNotify``): the pids of instance inits as they exit (``ChildExit``)."""
 
@@ -105,12 +118,18 @@ class CoreVm:
     """A connection to a running utility VM."""
 
     def __init__(self, vm_backend: VmBackend, runtime_dir: Path, channel: MessageChannel,
-                 kernel_release: str) -> None:
+                 kernel_release: str, *,
+                 start_timeout_ms: int = DEFAULT_DISTRIBUTION_START_TIMEOUT_MS) -> None:
         self.backend = vm_backend
         self.runtime_dir = Path(runtime_dir)
         self.kernel_release = kernel_release
+        self.start_timeout_ms = start_timeout_ms  # distributionStartTimeout
         self._channel = channel
         self._lock = threading.Lock()
+
+    @property
+    def _start_timeout(self) -> float:
+        return self.start_timeout_ms / 1000
 
     # -- reaching the VM -----------------------------------------------------------------------
 
@@ -120,6 +139,8 @@ class CoreVm:
         vm_backend = backend(backend_name)
         sock = vm_backend.connect(Path(runtime_dir))
         if sock is None:
+            if vm_backend.has_leftovers(Path(runtime_dir)):
+                vm_backend.remove_leftovers(Path(runtime_dir))
             return None
         greeted = _greet(sock)
         if greeted is None:
@@ -138,7 +159,8 @@ class CoreVm:
             greeted = _greet(sock)
             if greeted is None:
                 continue  # it stopped (idle) between connect and greeting: start over
-            vm = cls(vm_backend, config.runtime_dir, *greeted)
+            vm = cls(vm_backend, config.runtime_dir, *greeted,
+                     start_timeout_ms=config.distribution_start_timeout_ms)
             if booted:
                 vm._configure(config)
             return vm
@@ -183,44 +205,73 @@ class CoreVm:
                 InstallPath=install_path, UserProfile="", Flags=flags, ConnectPort=0,
             )
 
+    @contextlib.contextmanager
+    def _directory(self, where: Directory) -> Iterator[int]:
+        """A descriptor of ``where`` for the message: the caller's own, or one opened (and closed) here."""
+        if isinstance(where, bool) or not isinstance(where, Path | int):
+            raise TypeError(f"a directory is a Path or an open descriptor, not {type(where).__name__}")
+        if isinstance(where, int):
+            if not stat.S_ISDIR(os.fstat(where).st_mode):
+                raise NotADirectoryError(f"descriptor {where} is not a directory")
+            yield where
+            return
+        fd = self.backend.directory_handle(where)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
     def running_instances(self) -> dict[str, int]:
         """Running distributions: casefolded name -> init pid (in the VM)."""
         with self._lock:
             reply = self._channel.request(QUERY_INSTANCES, INSTANCE_LIST, timeout=REQUEST_TIMEOUT)
         return {name.casefold(): pid for name, pid in parse_instance_entries(reply.Entries or []).items()}
 
-    def launch_instance(self, name: str, rootfs: Path, *, default_uid: int, hostname: str) -> CoreInstance:
+    def launch_instance(self, name: str, rootfs: Directory, *, default_uid: int, hostname: str,
+                        timezone: str | None = None) -> CoreInstance:
         """``CreateInstance``: LaunchInit (or attach to the running one), CreateInstanceResult, Initialize.
 
+        ``rootfs`` is a path or an open directory descriptor (which stays the caller's).
+        ``timezone`` is the IANA id for ``Initialize.Timezone``: None sends the host's, "" none.
         An instance that stops just as this attaches to it (idle) closes the new channel without a
         result; the launch is then tried once more, which starts it anew.
         """
+        if timezone is None:
+            timezone = host_timezone() or ""
+        elif timezone and not valid_timezone(timezone):
+            raise ValueError(f"invalid time zone id {timezone!r}")
         for attempt in range(2):
             try:
-                return self._launch_once(name, rootfs, default_uid=default_uid, hostname=hostname)
+                return self._launch_once(name, rootfs, default_uid=default_uid, hostname=hostname,
+                                         timezone=timezone)
             except _StoppedWhileStarting:
                 if attempt:
                     break
         raise VmError(f"distribution {name} stopped while it was starting")
 
-    def _launch_once(self, name: str, rootfs: Path, *, default_uid: int, hostname: str) -> CoreInstance:
+    def _launch_once(self, name: str, rootfs: Directory, *, default_uid: int, hostname: str,
+                     timezone: str) -> CoreInstance:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         channel = MessageChannel(ours, name=f"init channel of {name}")
+        what = f"distribution {name}"
         try:
-            directory = self.backend.directory_handle(Path(rootfs))
             try:
-                self._send_mini_init(LX_MESSAGE_TYPE.LxMiniInitMessageLaunchInit,
-                                     [directory, theirs.fileno()], name=name, install_path=str(rootfs))
+                with self._directory(rootfs) as directory:
+                    self._send_mini_init(LX_MESSAGE_TYPE.LxMiniInitMessageLaunchInit,
+                                         [directory, theirs.fileno()], name=name,
+                                         install_path=_describe(rootfs))
             finally:
-                os.close(directory)
                 theirs.close()
-            result = self._instance_result(channel, f"distribution {name}")
-            response = channel.request(
-                INITIALIZE, INITIALIZE_RESPONSE, timeout=START_TIMEOUT,
-                Hostname=hostname, Domainname="", WindowsHosts="", DistributionName=name, Plan9Socket="",
-                Timezone="", DrvFsVolumesBitmap=0, DrvFsDefaultOwner=default_uid, FeatureFlags=0,
-                DrvfsMount=0,
-            )
+            result = self._instance_result(channel, what)
+            try:
+                response = channel.request(
+                    INITIALIZE, INITIALIZE_RESPONSE, timeout=self._start_timeout,
+                    Hostname=hostname, Domainname="", WindowsHosts="", DistributionName=name, Plan9Socket="",
+                    Timezone=timezone, DrvFsVolumesBitmap=0, DrvFsDefaultOwner=default_uid, FeatureFlags=0,
+                    DrvfsMount=0,
+                )
+            except TimeoutError:
+                raise self._start_timed_out(what) from None
         except (ChannelClosed, _StoppedWhileStarting):
             channel.close()
             raise _StoppedWhileStarting() from None
@@ -232,36 +283,41 @@ class CoreVm:
             name=name, pid=int(result.Pid), channel=channel, warnings=warnings,
             default_uid=int(response.DefaultUid), flavor=response.Flavor or None,
             version=response.Version or None, pid_namespace=int(response.PidNamespace),
+            terminate_timeout=self._start_timeout,
         )
 
-    @staticmethod
-    def _instance_result(channel: MessageChannel, what: str) -> Message:
+    def _start_timed_out(self, what: str) -> VmError:
+        return VmError(f"{what} did not start within distributionStartTimeout ({self.start_timeout_ms} ms)")
+
+    def _instance_result(self, channel: MessageChannel, what: str) -> Message:
         try:
-            result, _fds = channel.receive(CREATE_INSTANCE_RESULT, timeout=START_TIMEOUT, expect_fds=0)
+            result, _fds = channel.receive(CREATE_INSTANCE_RESULT, timeout=self._start_timeout, expect_fds=0)
         except ChannelClosed:
             raise _StoppedWhileStarting() from None
+        except TimeoutError:
+            raise self._start_timed_out(what) from None
         if result.Result != 0:
             code = int(result.Result)
             raise VmError(f"{what} failed: {describe_result(code)} (step {int(result.FailureStep)})",
                           code=code, step=int(result.FailureStep))
         return result
 
-    def import_rootfs(self, target_dir: Path, archive_fd: int, stderr_fd: int) -> ImportOutcome:
+    def import_rootfs(self, target_dir: Directory, archive_fd: int, stderr_fd: int) -> ImportOutcome:
         """``Import``: extract the archive (read from ``archive_fd``) into ``target_dir`` inside the VM.
 
+        ``target_dir`` is a path or an open directory descriptor (which stays the caller's).
         tar's messages go to ``stderr_fd``. Raises VmError when tar fails (its exit status is
         the error's ``errno``).
         """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         channel = MessageChannel(ours, name="import channel")
         try:
-            directory = self.backend.directory_handle(Path(target_dir))
             try:
-                self._send_mini_init(LX_MESSAGE_TYPE.LxMiniInitMessageImport,
-                                     [directory, theirs.fileno(), archive_fd, stderr_fd],
-                                     install_path=str(target_dir))
+                with self._directory(target_dir) as directory:
+                    self._send_mini_init(LX_MESSAGE_TYPE.LxMiniInitMessageImport,
+                                         [directory, theirs.fileno(), archive_fd, stderr_fd],
+                                         install_path=_describe(target_dir))
             finally:
-                os.close(directory)
                 theirs.close()
             try:
                 self._instance_result(channel, "import")
@@ -279,20 +335,21 @@ class CoreVm:
         return ImportOutcome(valid=bool(result.ValidDistribution), flavor=result.Flavor or None,
                              version=result.Version or None, default_name=result.DefaultName or None)
 
-    def export_rootfs(self, rootfs: Path, output_fd: int, stderr_fd: int, compression: str) -> None:
-        """``Export``: ``rootfs`` as a tar stream (``compression`` "", "gzip" or "xz") on ``output_fd``."""
+    def export_rootfs(self, rootfs: Directory, output_fd: int, stderr_fd: int, compression: str) -> None:
+        """``Export``: ``rootfs`` (a path or an open directory descriptor) as a tar stream
+        (``compression`` "", "gzip" or "xz") on ``output_fd``."""
         if compression not in COMPRESSION_FLAGS:
             raise ValueError(f"unknown compression {compression!r} (use '', 'gzip' or 'xz')")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         channel = MessageChannel(ours, name="export channel")
         try:
-            directory = self.backend.directory_handle(Path(rootfs))
             try:
-                self._send_mini_init(LX_MESSAGE_TYPE.LxMiniInitMessageExport,
-                                     [directory, theirs.fileno(), output_fd, stderr_fd],
-                                     install_path=str(rootfs), flags=int(COMPRESSION_FLAGS[compression]))
+                with self._directory(rootfs) as directory:
+                    self._send_mini_init(LX_MESSAGE_TYPE.LxMiniInitMessageExport,
+                                         [directory, theirs.fileno(), output_fd, stderr_fd],
+                                         install_path=_describe(rootfs),
+                                         flags=int(COMPRESSION_FLAGS[compression]))
             finally:
-                os.close(directory)
                 theirs.close()
             try:
                 self._instance_result(channel, "export")

@@ -40,6 +40,14 @@ class VmBackend(abc.ABC):
         """Wait until the VM and everything it left behind are gone; False on timeout."""
 
     @abc.abstractmethod
+    def has_leftovers(self, runtime_dir: Path) -> bool:
+        """True when a VM that is no more may have left something behind (a cheap check)."""
+
+    @abc.abstractmethod
+    def remove_leftovers(self, runtime_dir: Path, timeout: float = 0.0) -> bool:
+        """Remove what a VM that stopped without its monitor left; False if something remains."""
+
+    @abc.abstractmethod
     def directory_handle(self, path: Path) -> int:
         """A file descriptor for a directory that LaunchInit, Import or Export carry."""
 

@@ -9,6 +9,11 @@ connecting to ``mini_init.sock`` (``connect``). A refused connection means no VM
 
 The guest's log goes to ``mini_init.log`` in the runtime folder. ``mini_init.pid`` holds the host
 pids of the VM's pid 1 and of its monitor; ``kill`` uses them for a forced shutdown.
+
+The monitor removes the VM's socket, pid file and cgroups when the VM stops. When the monitor
+itself was killed, the host does it: ``wait_stopped`` and ``attach`` (``remove_leftovers``) once
+nothing of that VM runs any more, and every boot removes the empty cgroups a killed VM of the
+same runtime folder left, wherever they are.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
+import re
 import signal
 import socket
 import stat
@@ -26,19 +33,22 @@ import time
 from pathlib import Path
 
 from pywsl.vm.backends.base import VmBackend
-from pywsl.vm.cgroups import VmCgroup
+from pywsl.vm.cgroups import VmCgroup, find_groups, remove_group
 from pywsl.vm.config import VmConfig
 from pywsl.vm.errors import VmError
 
 SOCKET_NAME = "mini_init.sock"
 PID_FILE_NAME = "mini_init.pid"
 LOG_NAME = "mini_init.log"
-BOOT_TIMEOUT = 30.0
+BOOT_GRACE = 5.0  # on top of kernelBootTimeout: the guest's own deadline is the one that fires
 PREVIOUS_VM_TIMEOUT = 15.0
+LEFTOVER_TIMEOUT = 5.0
 MONITOR_NAME = "pywsl-vm"
 MINI_INIT_NAME = "mini_init"
 _PACKAGE_ROOT = Path(__file__).resolve().parents[3]
 _LOG_TAIL = 4000
+
+log = logging.getLogger(__name__)
 
 
 def boot_arguments(config: VmConfig, listen_fd: int, cgroups: tuple[Path, ...]) -> list[str]:
@@ -51,6 +61,7 @@ def boot_arguments(config: VmConfig, listen_fd: int, cgroups: tuple[Path, ...]) 
         "--instance-idle-timeout", str(config.instance_idle_timeout_ms),
         "--vm-idle-timeout", str(config.vm_idle_timeout_ms),
         "--owner-uid", str(config.owner_uid),
+        "--boot-timeout", str(config.kernel_boot_timeout_ms),
     ]
     for inside, outside, count in config.uid_map:
         arguments += ["--uid-map", f"{inside}:{outside}:{count}"]
@@ -61,10 +72,19 @@ def boot_arguments(config: VmConfig, listen_fd: int, cgroups: tuple[Path, ...]) 
     return arguments
 
 
+def cgroup_digest(runtime_dir: Path) -> str:
+    """The part of the VM's cgroup name that names its runtime folder."""
+    return hashlib.sha256(str(Path(runtime_dir).resolve()).encode()).hexdigest()[:12]
+
+
 def cgroup_name(config: VmConfig) -> str:
     """``pywsl-<uid>-<digest of the runtime folder>``: one group per VM, even for one user's test VMs."""
-    digest = hashlib.sha256(str(Path(config.runtime_dir).resolve()).encode()).hexdigest()[:12]
-    return f"pywsl-{config.owner_uid}-{digest}"
+    return f"pywsl-{config.owner_uid}-{cgroup_digest(config.runtime_dir)}"
+
+
+def is_cgroup_of(runtime_dir: Path, name: str) -> bool:
+    """True for the name of a cgroup that a VM of ``runtime_dir`` uses (whatever its owner)."""
+    return re.fullmatch(rf"pywsl-[0-9]+-{cgroup_digest(runtime_dir)}", name) is not None
 
 
 def _process_name(pid: int) -> str | None:
@@ -78,12 +98,34 @@ def _process_name(pid: int) -> str | None:
         return None
 
 
-def _parent_pid(pid: int) -> int | None:
+def _runtime_dir_of(pid: int) -> str | None:
+    """The ``--runtime-dir`` a VM process (monitor or mini_init) was started with."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return None
-    return int(text.rpartition(")")[2].split()[1])
+    for index, item in enumerate(arguments[:-1]):
+        if item == "--runtime-dir":
+            return arguments[index + 1]
+    return None
+
+
+def vm_process_alive(pid: int, name: str, runtime_dir: Path) -> bool:
+    """True while ``pid`` is a live process called ``name`` of the VM of ``runtime_dir``.
+
+    Both the monitor and the VM's pid 1 carry the boot arguments on their command line; checking
+    them keeps a recycled pid from passing for the VM.
+    """
+    if _process_name(pid) != name:
+        return False
+    started_with = _runtime_dir_of(pid)
+    return started_with is not None and os.path.abspath(started_with) == os.path.abspath(runtime_dir)
+
+
+def _vm_alive(runtime_dir: Path, pids: tuple[int, int]) -> bool:
+    vm_pid, monitor = pids
+    return vm_process_alive(monitor, MONITOR_NAME, runtime_dir) or vm_process_alive(
+        vm_pid, MINI_INIT_NAME, runtime_dir)
 
 
 def read_pid_file(runtime_dir: Path) -> tuple[int, int] | None:
@@ -159,9 +201,9 @@ class NamespacesBackend(VmBackend):
         return sock
 
     def _launch(self, config: VmConfig, runtime_dir: Path) -> None:
-        for name in (SOCKET_NAME, PID_FILE_NAME):
-            with contextlib.suppress(FileNotFoundError):
-                (runtime_dir / name).unlink()
+        """Boot (the caller holds the runtime folder's lock and no VM answers)."""
+        self._remove_runtime_files(runtime_dir)
+        self._remove_stale_groups(runtime_dir, 0.0)
         cgroup = VmCgroup.create(cgroup_name(config), memory_bytes=config.memory_bytes,
                                  processors=config.processors)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -185,7 +227,8 @@ class NamespacesBackend(VmBackend):
             if log_fd >= 0:
                 os.close(log_fd)
         try:
-            code = process.wait(BOOT_TIMEOUT)
+            # The monitor gives up by itself after kernelBootTimeout; this is the backstop.
+            code = process.wait(config.kernel_boot_timeout_ms / 1000 + BOOT_GRACE)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
@@ -202,7 +245,7 @@ class NamespacesBackend(VmBackend):
     def _wait_for_previous(self, runtime_dir: Path) -> None:
         """A VM that is stopping still removes its files: let it finish before a new one starts."""
         pids = read_pid_file(runtime_dir)
-        if pids is None or _process_name(pids[1]) != MONITOR_NAME:
+        if pids is None or not vm_process_alive(pids[1], MONITOR_NAME, runtime_dir):
             return
         deadline = time.monotonic() + PREVIOUS_VM_TIMEOUT
         while time.monotonic() < deadline:
@@ -210,32 +253,81 @@ class NamespacesBackend(VmBackend):
             if sock is not None:
                 sock.close()
                 return
-            if _process_name(pids[1]) != MONITOR_NAME:
+            if not vm_process_alive(pids[1], MONITOR_NAME, runtime_dir):
                 return
             time.sleep(0.02)
 
     def kill(self, runtime_dir: Path) -> None:
-        pids = read_pid_file(Path(runtime_dir))
+        runtime_dir = Path(runtime_dir)
+        pids = read_pid_file(runtime_dir)
         if pids is None:
             return
-        vm_pid, monitor = pids
-        if _process_name(vm_pid) == MINI_INIT_NAME and _parent_pid(vm_pid) == monitor:
+        # pid 1 of the VM, even when its monitor is gone (the kernel then ends the rest of the VM).
+        if vm_process_alive(pids[0], MINI_INIT_NAME, runtime_dir):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(vm_pid, signal.SIGKILL)
+                os.kill(pids[0], signal.SIGKILL)
 
     def wait_stopped(self, runtime_dir: Path, timeout: float) -> bool:
         runtime_dir = Path(runtime_dir)
         deadline = time.monotonic() + timeout
-        monitor: int | None = None
+        known: tuple[int, int] | None = None
         while True:
-            pids = read_pid_file(runtime_dir)
-            if pids is not None:
-                monitor = pids[1]
-            if monitor is None or _process_name(monitor) != MONITOR_NAME:
-                return True
+            known = read_pid_file(runtime_dir) or known
+            if known is None or not _vm_alive(runtime_dir, known):
+                break
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.01)
+        return self.remove_leftovers(runtime_dir, max(LEFTOVER_TIMEOUT, deadline - time.monotonic()))
+
+    def remove_leftovers(self, runtime_dir: Path, timeout: float = 0.0) -> bool:
+        """Remove what a VM that is no more left behind (its monitor was killed): socket, pid file,
+        cgroups. False when something could not be removed yet.
+
+        Nothing happens while a VM of that folder answers, runs, or is being booted (the boot
+        cleans up itself).
+        """
+        runtime_dir = Path(runtime_dir)
+        try:
+            lock = os.open(runtime_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return self._remove_stale_groups(runtime_dir, timeout)
+        try:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True  # a boot is under way: it removes what is stale
+            running = self.connect(runtime_dir)
+            if running is not None:
+                running.close()
+                return True
+            pids = read_pid_file(runtime_dir)
+            if pids is not None and _vm_alive(runtime_dir, pids):
+                return False  # still stopping: its monitor removes everything
+            self._remove_runtime_files(runtime_dir)
+            return self._remove_stale_groups(runtime_dir, timeout)
+        finally:
+            os.close(lock)
+
+    def has_leftovers(self, runtime_dir: Path) -> bool:
+        """True when the runtime folder still holds a socket or pid file (cheap; no cgroup walk)."""
+        return any(os.path.lexists(Path(runtime_dir) / name) for name in (SOCKET_NAME, PID_FILE_NAME))
+
+    @staticmethod
+    def _remove_runtime_files(runtime_dir: Path) -> None:
+        for name in (SOCKET_NAME, PID_FILE_NAME):
+            with contextlib.suppress(FileNotFoundError):
+                (runtime_dir / name).unlink()
+
+    @staticmethod
+    def _remove_stale_groups(runtime_dir: Path, timeout: float) -> bool:
+        """Remove the cgroups of this runtime folder's VMs that no process uses any more."""
+        removed = True
+        for path in find_groups(lambda name: is_cgroup_of(runtime_dir, name)):
+            if not remove_group(path, timeout):
+                log.warning("cgroup %s of an earlier VM still has processes; left in place", path)
+                removed = False
+        return removed
 
     def directory_handle(self, path: Path) -> int:
         return os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)

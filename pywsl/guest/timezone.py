@@ -1,0 +1,70 @@
+"""The distribution's time zone: init's part of WSL's ``[time] useWindowsTimezone``.
+
+The host sends an IANA id in ``Initialize.Timezone`` (WSL maps the Windows zone to one). When the
+distribution has ``/usr/share/zoneinfo/<id>``, init points ``/etc/localtime`` at it and rewrites
+``/etc/timezone`` if the distribution keeps one. The id comes from outside the VM: it must be a
+relative name below the zoneinfo folder (no ``..``, no absolute path, no odd characters).
+Runs in init after ``pivot_root``: every path is the distribution's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import stat
+
+from pywsl.guest.rootfs import write_file_atomic
+
+log = logging.getLogger("pywsl.init")
+
+ZONEINFO_DIR = "/usr/share/zoneinfo"
+LOCALTIME = "/etc/localtime"
+TIMEZONE_FILE = "/etc/timezone"
+MAX_TIMEZONE_LENGTH = 255
+_COMPONENT = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]*")
+
+
+def valid_timezone(name: str) -> bool:
+    """An IANA id usable below the zoneinfo folder: relative, no ``.``/``..``, no odd characters."""
+    if not name or len(name) > MAX_TIMEZONE_LENGTH:
+        return False
+    return all(_COMPONENT.fullmatch(part) and part not in (".", "..") for part in name.split("/"))
+
+
+def apply_timezone(name: str) -> bool:
+    """Point ``/etc/localtime`` at the zone ``name``; False (and a log line) when it cannot be done."""
+    if not valid_timezone(name):
+        log.warning("ignoring the invalid time zone id %r", name)
+        return False
+    zone = f"{ZONEINFO_DIR}/{name}"
+    try:
+        if not stat.S_ISREG(os.stat(zone).st_mode):
+            raise FileNotFoundError(zone)
+    except OSError:
+        log.info("time zone %s: %s is not in the distribution, /etc/localtime left as it is", name, zone)
+        return False
+    try:
+        current = os.readlink(LOCALTIME)
+    except OSError:
+        current = None
+    try:
+        if current != zone:
+            temporary = "/etc/.localtime.pywsl-new"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            os.symlink(zone, temporary)
+            try:
+                os.rename(temporary, LOCALTIME)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+                raise
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISREG(os.lstat(TIMEZONE_FILE).st_mode):
+                write_file_atomic(TIMEZONE_FILE, f"{name}\n".encode())
+    except OSError as error:
+        log.warning("cannot set the time zone to %s: %s", name, error)
+        return False
+    return True

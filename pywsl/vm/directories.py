@@ -1,0 +1,67 @@
+"""Directory descriptors for the VM: a distribution's folder opened without following symlinks.
+
+WSL hands its utility VM a disk; the namespaces backend hands mini_init an open directory
+(``LaunchInit``, ``Import``, ``Export``). Whoever opens it for a user must not let a symlink
+planted in the user's tree redirect it: ``open_beneath`` opens a trusted anchor folder (symlinks
+allowed there, it is the user's own setting) and then walks every component below it with
+``O_NOFOLLOW``, one ``openat`` at a time, so that the descriptor it returns is the directory the
+path names and nothing else. The caller runs it with the user's rights.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Sequence
+from pathlib import PurePosixPath
+
+_WALK_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class SymlinkInPath(OSError):
+    """A component of the path is a symbolic link (``errno`` ELOOP)."""
+
+
+def parts_below(anchor: os.PathLike[str] | str, path: os.PathLike[str] | str) -> list[str] | None:
+    """The components of ``path`` below ``anchor`` (both made absolute and normalized, without
+    resolving links); [] for the anchor itself, None when ``path`` is not below ``anchor``."""
+    top = PurePosixPath(os.path.normpath(os.path.abspath(anchor)))
+    target = PurePosixPath(os.path.normpath(os.path.abspath(path)))
+    if target == top:
+        return []
+    if top not in target.parents:
+        return None
+    return list(target.relative_to(top).parts)
+
+
+def open_child(parent_fd: int, name: str, shown: str = "") -> int:
+    """``name`` in ``parent_fd`` as an O_PATH directory descriptor; never through a symlink."""
+    if not name or "/" in name or name in (".", ".."):
+        raise OSError(errno.EINVAL, f"invalid folder name {name!r}")
+    try:
+        return os.open(name, _WALK_FLAGS, dir_fd=parent_fd)
+    except NotADirectoryError:
+        info = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+        if stat.S_ISLNK(info.st_mode):
+            raise SymlinkInPath(errno.ELOOP, "is a symbolic link", shown or name) from None
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", shown or name) from None
+    except OSError as error:
+        raise type(error)(error.errno, error.strerror, shown or name) from None
+
+
+def open_beneath(anchor: os.PathLike[str] | str, parts: Sequence[str]) -> int:
+    """An O_PATH descriptor of ``anchor/parts...``: the anchor is opened as it is (following
+    symlinks), each part below it with ``O_NOFOLLOW`` (SymlinkInPath when one is a link)."""
+    fd = os.open(anchor, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    shown = os.fspath(anchor)
+    try:
+        for name in parts:
+            shown = os.path.join(shown, name)
+            child = open_child(fd, name, shown)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
