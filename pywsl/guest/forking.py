@@ -56,6 +56,22 @@ def exit_code(status: int) -> int:
     return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1
 
 
+def reap_children() -> tuple[list[tuple[int, int]], bool]:
+    """Collect every child that has exited, without blocking.
+
+    Returns the ``(pid, wait status)`` pairs and whether any child is still running.
+    """
+    reaped: list[tuple[int, int]] = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return reaped, False
+        if pid == 0:
+            return reaped, True
+        reaped.append((pid, status))
+
+
 def wait_for(pid: int) -> int:
     """Wait for one child and return its exit code (as :func:`exit_code`)."""
     while True:

@@ -376,13 +376,7 @@ class Init:
     # -- processes -------------------------------------------------------------------------------
 
     def _reap(self) -> None:
-        while True:
-            try:
-                pid, _status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, _status in forking.reap_children()[0]:
             self.instance.session_leaders.discard(pid)
 
     def _other_processes(self) -> set[int]:

@@ -409,13 +409,7 @@ class MiniInit:
     # -- children ----------------------------------------------------------------------------------
 
     def _reap(self) -> None:
-        while True:
-            try:
-                pid, _status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, _status in forking.reap_children()[0]:
             key = self.workers.shims.pop(pid, None)
             if key is not None:
                 self._instance_exited(key, pid)

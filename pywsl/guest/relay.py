@@ -43,7 +43,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from pywsl.guest import syscalls
+from pywsl.guest import forking, syscalls
 from pywsl.guest.environment import (
     DEFAULT_PATH,
     UserNotFound,
@@ -64,7 +64,6 @@ __all__ = [
     "LaunchRequest",
     "RelayContext",
     "RelayDescriptors",
-    "exit_code_from_status",
     "open_pty",
     "run_relay",
 ]
@@ -165,12 +164,6 @@ class RelayDescriptors:
 
     def all(self) -> tuple[int, ...]:
         return (*self.stdio, self.control, self.exit)
-
-
-def exit_code_from_status(status: int) -> int:
-    """The exit status of a child, or 128 + the signal number when a signal killed it."""
-    code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code
 
 
 def open_pty() -> tuple[int, int]:
@@ -716,16 +709,11 @@ class _Relay:
     # -- children --------------------------------------------------------------------------------
 
     def _reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                self.no_children = True
-                return
-            if pid == 0:
-                return
+        reaped, running = forking.reap_children()
+        self.no_children = not running
+        for pid, status in reaped:
             if pid == self.child_pid:
-                self.exit_code = exit_code_from_status(status)
+                self.exit_code = forking.exit_code(status)
 
     def _close_everything(self) -> None:
         self._close_master()

@@ -21,6 +21,7 @@ import struct
 from collections.abc import Sequence
 from types import FrameType
 
+from pywsl.guest import forking
 from pywsl.guest.relay import LaunchRequest, RelayContext, RelayDescriptors, run_relay
 from pywsl.wire import schema
 from pywsl.wire.channel import MessageChannel
@@ -48,13 +49,7 @@ def _close_fds(fds: Sequence[int]) -> None:
 
 def _reap_relays(number: int, frame: FrameType | None) -> None:
     """SIGCHLD: collect every relay that has exited."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+    forking.reap_children()
 
 
 def _start_relay(channel: MessageChannel, data: bytes, fds: list[int], context: RelayContext) -> int:

@@ -287,17 +287,13 @@ class Monitor:
 
     def _reap(self) -> bool:
         """Reap exited children; True once pid 1 of the VM is among them."""
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return True
-            if pid == 0:
-                return False
+        reaped, running = forking.reap_children()
+        for pid, status in reaped:
             if pid == self.vm_pid:
                 self.vm_status = forking.exit_code(status)
                 log.info("the VM stopped (mini_init exit code %d)", self.vm_status)
                 return True
+        return not running
 
     def _clone_one(self, clones: socket.socket) -> bool:
         try:
