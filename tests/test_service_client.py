@@ -20,9 +20,10 @@ import pytest
 
 from pywsl.api import rpc, service
 from pywsl.api.client import ServiceClient
+from pywsl.api.distribution_info import DistributionConfiguration, DistributionInfo
 from pywsl.api.errors import WslError
 from pywsl.api.registry import DistributionState
-from pywsl.api.session import DistributionConfiguration, DistributionInfo, UserSession
+from pywsl.api.session import UserSession
 from pywsl.wire import schema
 from pywsl.wire.channel import MessageChannel
 

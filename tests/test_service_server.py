@@ -22,9 +22,9 @@ import pytest
 
 from pywsl.api import rpc, service, service_install
 from pywsl.api.client import ServiceClient
+from pywsl.api.distribution_info import DistributionInfo
 from pywsl.api.errors import WslError
 from pywsl.api.registry import DistributionState
-from pywsl.api.session import DistributionInfo
 
 ALPHA = uuid.UUID("11111111-2222-3333-4444-555555555555")
 

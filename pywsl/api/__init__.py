@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pywsl.api.connect import connect
+    from pywsl.api.distribution_info import DistributionConfiguration, DistributionInfo
     from pywsl.api.errors import WslError
     from pywsl.api.registry import DistributionState
-    from pywsl.api.session import DistributionConfiguration, DistributionInfo, UserSession
+    from pywsl.api.session import UserSession
     from pywsl.api.wslconfig import WslConfig
 
 __all__ = [
@@ -31,8 +32,8 @@ _EXPORTS = {
     "connect": "pywsl.api.connect",
     "WslError": "pywsl.api.errors",
     "DistributionState": "pywsl.api.registry",
-    "DistributionInfo": "pywsl.api.session",
-    "DistributionConfiguration": "pywsl.api.session",
+    "DistributionInfo": "pywsl.api.distribution_info",
+    "DistributionConfiguration": "pywsl.api.distribution_info",
     "UserSession": "pywsl.api.session",
     "WslConfig": "pywsl.api.wslconfig",
 }

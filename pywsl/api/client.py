@@ -25,8 +25,8 @@ from pywsl.api import rpc
 from pywsl.api.errors import WslError, error_context
 
 if TYPE_CHECKING:
+    from pywsl.api.distribution_info import DistributionConfiguration, DistributionInfo
     from pywsl.api.process import LxProcess, PreparedStdio
-    from pywsl.api.session import DistributionConfiguration, DistributionInfo
 
 __all__ = ["ServiceClient"]
 
@@ -163,7 +163,7 @@ def _open_export_file(path: str) -> int:
 
 def _shared_environment(source: Mapping[str, str]) -> dict[str, str]:
     """What the session needs of the caller's environment: TERM, WSLENV and what WSLENV names."""
-    from pywsl.api.session import parse_wslenv
+    from pywsl.api.launch_request import parse_wslenv
 
     wanted = {"TERM", "WSLENV", *parse_wslenv(source.get("WSLENV", ""))}
     return {name: value for name, value in source.items() if name in wanted}
@@ -317,7 +317,7 @@ class ServiceClient:
             )
         finally:
             fds.finish()
-        from pywsl.api.session import DistributionInfo
+        from pywsl.api.distribution_info import DistributionInfo
 
         info: DistributionInfo = _decode(DistributionInfo, result, "distribution")
         return info
@@ -351,7 +351,7 @@ class ServiceClient:
 
     def get_distribution_configuration(self, distro: Distro = None) -> DistributionConfiguration:
         """``GetDistributionConfiguration``."""
-        from pywsl.api.session import DistributionConfiguration
+        from pywsl.api.distribution_info import DistributionConfiguration
 
         result = self.call("GetDistributionConfiguration", {"distro": rpc.encode_distro(distro)})
         configuration: DistributionConfiguration = _decode(DistributionConfiguration, result, "configuration")
@@ -368,7 +368,7 @@ class ServiceClient:
 
     def enumerate_distributions(self) -> list[DistributionInfo]:
         """``EnumerateDistributions``."""
-        from pywsl.api.session import DistributionInfo
+        from pywsl.api.distribution_info import DistributionInfo
 
         result = self.call("EnumerateDistributions")
         distributions: list[DistributionInfo] = _decode(list[DistributionInfo], result, "distributions")

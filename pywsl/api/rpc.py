@@ -3,6 +3,8 @@
 On Windows ``wsl.exe`` reaches ``wslservice.exe`` through COM. Here an unprivileged client reaches
 the root service (``pywsl.api.service``) through a Unix socket, by default
 ``/run/pywsl/service.sock``. This docstring is the one place the format is written down.
+This module holds the requests, the parameter checks and the method table, and gives every name
+of the format: the messages travel through ``rpc_framing``, values are converted by ``rpc_values``.
 
 Transport
     ``AF_UNIX``, ``SOCK_STREAM``. Every message is one JSON object (UTF-8, no NaN/Infinity,
@@ -95,216 +97,85 @@ Methods (``io.pywsl.UserSession.`` + the name; WSL's ``ILxssUserSession`` names)
 
 from __future__ import annotations
 
-import array
-import contextlib
 import dataclasses
-import enum
-import json
-import math
 import os
-import socket
-import types
-import typing
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import PurePath
 from typing import Any
+
+from pywsl.api.rpc_framing import (
+    ERROR_BUSY,
+    ERROR_INTERNAL,
+    ERROR_INVALID_MESSAGE,
+    ERROR_INVALID_PARAMETER,
+    ERROR_METHOD_NOT_FOUND,
+    ERROR_WSL,
+    MAX_FDS,
+    MAX_MESSAGE_SIZE,
+    Connection,
+    InvalidMessage,
+    InvalidParameter,
+    MethodNotFound,
+    RpcError,
+    close_fds,
+    decode_message,
+    encode_message,
+    error_reply,
+    reply,
+)
+from pywsl.api.rpc_values import decode_dataclass, decode_uuid, decode_value, encode_distro, encode_value
+
+__all__ = [
+    "DEFAULT_SOCKET",
+    "ERROR_BUSY",
+    "ERROR_INTERNAL",
+    "ERROR_INVALID_MESSAGE",
+    "ERROR_INVALID_PARAMETER",
+    "ERROR_METHOD_NOT_FOUND",
+    "ERROR_WSL",
+    "GET_INFO",
+    "INTERFACE",
+    "MAX_FDS",
+    "MAX_MESSAGE_SIZE",
+    "METHODS",
+    "SOCKET_ENVIRONMENT_VARIABLE",
+    "Connection",
+    "InvalidMessage",
+    "InvalidParameter",
+    "Method",
+    "MethodNotFound",
+    "Param",
+    "ParamType",
+    "Request",
+    "RpcError",
+    "close_fds",
+    "decode_dataclass",
+    "decode_message",
+    "decode_uuid",
+    "decode_value",
+    "encode_distro",
+    "encode_message",
+    "encode_value",
+    "error_reply",
+    "method",
+    "parse_request",
+    "reply",
+    "socket_path",
+]
 
 INTERFACE = "io.pywsl.UserSession"
 DEFAULT_SOCKET = "/run/pywsl/service.sock"
 SOCKET_ENVIRONMENT_VARIABLE = "PYWSL_SERVICE_SOCKET"
-
-MAX_MESSAGE_SIZE = 1024 * 1024
-MAX_FDS = 16
-MAX_LIST_ITEMS = 4096
-MAX_STRING_LENGTH = 64 * 1024
-
-ERROR_WSL = "io.pywsl.WslError"
-ERROR_METHOD_NOT_FOUND = "org.varlink.service.MethodNotFound"
-ERROR_INVALID_PARAMETER = "org.varlink.service.InvalidParameter"
-ERROR_INVALID_MESSAGE = "io.pywsl.InvalidMessage"
-ERROR_INTERNAL = "io.pywsl.InternalError"
-ERROR_BUSY = "io.pywsl.TooManyConnections"
 GET_INFO = "org.varlink.service.GetInfo"
 
-_RECEIVE_CHUNK = 64 * 1024
-_INT_SIZE = array.array("i").itemsize
+MAX_LIST_ITEMS = 4096
+MAX_STRING_LENGTH = 64 * 1024
 
 
 def socket_path() -> str:
     """The service socket: ``$PYWSL_SERVICE_SOCKET`` or ``/run/pywsl/service.sock``."""
     return os.environ.get(SOCKET_ENVIRONMENT_VARIABLE) or DEFAULT_SOCKET
-
-
-# --------------------------------------------------------------------------------------------
-# Errors of the format itself
-# --------------------------------------------------------------------------------------------
-
-
-class RpcError(Exception):
-    """An error reply: ``name`` is the varlink error name, ``parameters`` its payload."""
-
-    def __init__(self, name: str, parameters: Mapping[str, Any], text: str) -> None:
-        super().__init__(text)
-        self.name = name
-        self.parameters = dict(parameters)
-
-    def reply(self) -> dict[str, Any]:
-        return {"error": self.name, "parameters": self.parameters}
-
-
-class InvalidMessage(RpcError):
-    """Bytes that are not a valid message. ``fatal``: the stream cannot be trusted any more."""
-
-    def __init__(self, text: str, *, fatal: bool = False) -> None:
-        super().__init__(ERROR_INVALID_MESSAGE, {"message": text}, text)
-        self.fatal = fatal
-
-
-class InvalidParameter(RpcError):
-    def __init__(self, parameter: str, text: str) -> None:
-        super().__init__(
-            ERROR_INVALID_PARAMETER, {"parameter": parameter, "message": text}, f"{parameter}: {text}"
-        )
-
-
-class MethodNotFound(RpcError):
-    def __init__(self, method: str) -> None:
-        super().__init__(ERROR_METHOD_NOT_FOUND, {"method": method}, f"unknown method {method!r}")
-
-
-# --------------------------------------------------------------------------------------------
-# Framing: NUL-terminated JSON with SCM_RIGHTS
-# --------------------------------------------------------------------------------------------
-
-
-def encode_message(message: Mapping[str, Any]) -> bytes:
-    """One message as it goes on the wire (JSON + NUL)."""
-    try:
-        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise InvalidMessage(f"cannot encode message: {error}") from None
-    data = text.encode("utf-8") + b"\0"
-    if len(data) > MAX_MESSAGE_SIZE:
-        raise InvalidMessage(f"message of {len(data)} bytes exceeds the limit of {MAX_MESSAGE_SIZE}")
-    return data
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
-
-
-def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
-def decode_message(data: bytes) -> dict[str, Any]:
-    """Parse the JSON of one message (without its NUL); InvalidMessage if it is not an object."""
-    try:
-        value = json.loads(
-            data.decode("utf-8"), object_pairs_hook=_unique_object, parse_constant=_reject_constant
-        )
-    except UnicodeDecodeError:
-        raise InvalidMessage("message is not valid UTF-8") from None
-    except RecursionError:
-        raise InvalidMessage("message nests too deeply") from None
-    except ValueError as error:
-        raise InvalidMessage(f"message is not valid JSON: {error}") from None
-    if not isinstance(value, dict):
-        raise InvalidMessage(f"message is a JSON {type(value).__name__}, not an object")
-    return value
-
-
-def close_fds(fds: Iterable[int]) -> None:
-    """Close every fd, ignoring ones already closed."""
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
-
-class Connection:
-    """One end of a service connection: sends and receives whole messages with their fds."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self._buffer = bytearray()
-        self._fds: list[int] = []
-        self._broken = False
-
-    def send(self, message: Mapping[str, Any], fds: Sequence[int] = ()) -> None:
-        self.send_encoded(encode_message(message), fds)
-
-    def send_encoded(self, data: bytes, fds: Sequence[int] = ()) -> None:
-        """Send a message ``encode_message`` made, with its descriptors."""
-        if len(fds) > MAX_FDS:
-            raise InvalidMessage(f"{len(fds)} file descriptors exceed the limit of {MAX_FDS}")
-        sent = socket.send_fds(self.sock, [data], list(fds)) if fds else self.sock.send(data)
-        if sent < len(data):
-            self.sock.sendall(data[sent:])
-
-    def receive(self) -> tuple[dict[str, Any], list[int]] | None:
-        """The next message and the fds that came with it; None at EOF between messages.
-
-        The caller owns the returned fds. Raises InvalidMessage (with ``fatal`` when the
-        connection must be closed), ConnectionError when the peer vanished mid-message.
-        """
-        if self._broken:
-            raise InvalidMessage("connection is no longer usable", fatal=True)
-        while True:
-            end = self._buffer.find(b"\0")
-            if end >= 0:
-                data = bytes(self._buffer[:end])
-                del self._buffer[: end + 1]
-                fds, self._fds = self._fds, []
-                try:
-                    return decode_message(data), fds
-                except InvalidMessage:
-                    close_fds(fds)
-                    raise
-            if len(self._buffer) >= MAX_MESSAGE_SIZE:
-                self._fail()
-                raise InvalidMessage(
-                    f"message exceeds the limit of {MAX_MESSAGE_SIZE} bytes", fatal=True
-                )
-            try:
-                data, ancillary, flags, _ = self.sock.recvmsg(
-                    _RECEIVE_CHUNK, socket.CMSG_SPACE(MAX_FDS * _INT_SIZE), socket.MSG_CMSG_CLOEXEC
-                )
-            except ConnectionResetError:
-                data, ancillary, flags = b"", [], 0
-            for level, kind, payload in ancillary:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    received = array.array("i")
-                    received.frombytes(payload[: len(payload) - len(payload) % _INT_SIZE])
-                    self._fds.extend(received)
-            if flags & socket.MSG_CTRUNC or len(self._fds) > MAX_FDS:
-                self._fail()
-                raise InvalidMessage(
-                    f"more than {MAX_FDS} file descriptors in one message", fatal=True
-                )
-            if not data:
-                pending = bool(self._buffer) or bool(self._fds)
-                self._fail()
-                if pending:
-                    raise ConnectionError("connection closed in the middle of a message")
-                return None
-            self._buffer.extend(data)
-
-    def _fail(self) -> None:
-        self._broken = True
-        self._buffer.clear()
-        close_fds(self._fds)
-        self._fds = []
-
-    def close(self) -> None:
-        self._fail()
-        self.sock.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -626,162 +497,3 @@ def method(full_name: str) -> Method:
         return METHODS[full_name]
     except KeyError:
         raise MethodNotFound(full_name) from None
-
-
-# --------------------------------------------------------------------------------------------
-# Values: what goes into parameters and comes out of results
-# --------------------------------------------------------------------------------------------
-
-
-def decode_uuid(text: Any) -> uuid.UUID:
-    if not isinstance(text, str):
-        raise ValueError("expected a GUID string")
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a GUID") from None
-
-
-def encode_distro(distro: str | uuid.UUID | None) -> dict[str, str] | None:
-    if distro is None:
-        return None
-    if isinstance(distro, uuid.UUID):
-        return {"id": str(distro)}
-    if isinstance(distro, str):
-        return {"name": distro}
-    raise TypeError(f"a distribution is a name, a uuid.UUID or None, not {type(distro).__name__}")
-
-
-def encode_value(value: Any) -> Any:
-    """A result value as JSON: dataclasses by field, enums by value, GUIDs and paths as strings."""
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, enum.Enum):
-        return encode_value(value.value)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError("non-finite number")
-        return value
-    if isinstance(value, uuid.UUID | PurePath):
-        return str(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {field.name: encode_value(getattr(value, field.name)) for field in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {str(key): encode_value(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [encode_value(item) for item in value]
-    raise TypeError(f"cannot encode a {type(value).__name__}")
-
-
-def decode_value(annotation: Any, value: Any) -> Any:
-    """The inverse of ``encode_value`` for a declared type; ValueError on a mismatch."""
-    origin = typing.get_origin(annotation)
-    if origin is typing.Union or origin is types.UnionType:
-        arguments = typing.get_args(annotation)
-        if value is None and type(None) in arguments:
-            return None
-        errors = []
-        for argument in arguments:
-            if argument is type(None):
-                continue
-            try:
-                return decode_value(argument, value)
-            except ValueError as error:
-                errors.append(str(error))
-        raise ValueError("; ".join(errors) or "no matching type")
-    if origin in (list, Sequence, tuple):
-        if not isinstance(value, list):
-            raise ValueError(f"expected a list, got {type(value).__name__}")
-        arguments = typing.get_args(annotation)
-        if origin is tuple and arguments and arguments[-1] is not Ellipsis:
-            if len(arguments) != len(value):
-                raise ValueError(f"expected {len(arguments)} items")
-            return tuple(decode_value(a, v) for a, v in zip(arguments, value, strict=True))
-        inner = arguments[0] if arguments else Any
-        items = [decode_value(inner, item) for item in value]
-        return tuple(items) if origin is tuple else items
-    if origin in (dict, Mapping):
-        if not isinstance(value, dict):
-            raise ValueError(f"expected an object, got {type(value).__name__}")
-        key_type, item_type = typing.get_args(annotation) or (Any, Any)
-        return {decode_value(key_type, k): decode_value(item_type, v) for k, v in value.items()}
-    if annotation is Any:
-        return value
-    if annotation is type(None):
-        if value is not None:
-            raise ValueError("expected null")
-        return None
-    if not isinstance(annotation, type):
-        raise ValueError(f"cannot decode into {annotation!r}")
-    return _decode_class(annotation, value)
-
-
-def _decode_class(cls: type, value: Any) -> Any:
-    if dataclasses.is_dataclass(cls):
-        return decode_dataclass(cls, value)
-    if issubclass(cls, enum.Enum):
-        try:
-            return cls(value)
-        except ValueError:
-            raise ValueError(f"{value!r} is not a {cls.__name__}") from None
-    if cls is uuid.UUID:
-        return decode_uuid(value)
-    if issubclass(cls, PurePath):
-        if not isinstance(value, str):
-            raise ValueError("expected a path string")
-        return cls(value)
-    if cls is bool:
-        if not isinstance(value, bool):
-            raise ValueError("expected a boolean")
-        return value
-    if cls is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError("expected an integer")
-        return value
-    if cls is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError("expected a number")
-        return float(value)
-    if cls is str:
-        if not isinstance(value, str):
-            raise ValueError("expected a string")
-        return value
-    raise ValueError(f"cannot decode into {cls.__name__}")
-
-
-def decode_dataclass(cls: type, value: Any) -> Any:
-    """Build dataclass ``cls`` from its JSON object (unknown keys are ignored)."""
-    if not isinstance(value, dict):
-        raise ValueError(f"expected a {cls.__name__} object")
-    hints = typing.get_type_hints(cls)
-    arguments: dict[str, Any] = {}
-    for field in dataclasses.fields(cls):
-        if not field.init:
-            continue
-        if field.name not in value:
-            has_default = (
-                field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
-            )
-            if has_default:
-                continue
-            raise ValueError(f"{cls.__name__}.{field.name} is missing")
-        try:
-            arguments[field.name] = decode_value(hints.get(field.name, Any), value[field.name])
-        except ValueError as error:
-            raise ValueError(f"{cls.__name__}.{field.name}: {error}") from None
-    return cls(**arguments)
-
-
-def reply(parameters: Mapping[str, Any] | None = None, *, continues: bool = False) -> dict[str, Any]:
-    message: dict[str, Any] = {"parameters": dict(parameters or {})}
-    if continues:
-        message["continues"] = True
-    return message
-
-
-def error_reply(name: str, parameters: Mapping[str, Any]) -> dict[str, Any]:
-    return {"error": name, "parameters": dict(parameters)}
-
-

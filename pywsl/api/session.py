@@ -10,32 +10,39 @@ them.
 For the calling user (`UserSession()`) the session runs in-process; root's service creates
 `UserSession(uid=N)` for a client and then touches that user's files with the user's credentials
 (`credentials.acting_as`), as WSL impersonates the caller.
+
+The methods check their arguments, take the registry's locks and delegate the work: finding and
+changing registrations (`registrations.py`), the user's VM (`user_vm.py`), a distribution's folder
+and root filesystem (`rootfs_folder.py`), an import (`distribution_import.py`), the request of a
+new process (`launch_request.py`) and what the session reports (`distribution_info.py`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
-from pywsl.api.credentials import (
-    UserIdentity,
-    acting_as,
-    makedirs_as,
-    open_directory_as,
-    remove_tree,
-    rename_tree,
+from pywsl.api import user_vm
+from pywsl.api.credentials import UserIdentity, makedirs_as
+from pywsl.api.distribution_import import DistributionImporter
+from pywsl.api.distribution_info import (
+    DistributionConfiguration,
+    DistributionInfo,
+    distribution_configuration,
+    distribution_info,
 )
 from pywsl.api.errors import WslError, error_context, not_supported_by_backend
+from pywsl.api.launch_request import process_request
 from pywsl.api.paths import UserPaths, user_paths
+from pywsl.api.registrations import Distro, check_unique, lookup, update_registration
 from pywsl.api.registry import (
     FLAG_VM_MODE,
     FLAGS_ALL,
@@ -48,90 +55,18 @@ from pywsl.api.registry import (
     default_environment,
     validate_name,
 )
-from pywsl.api.transfer import Progress, StderrCollector, open_archive_source, open_export_target
+from pywsl.api.rootfs_folder import RootfsFolders, export_compression
+from pywsl.api.transfer import Progress, Source
 from pywsl.api.wslconfig import WslConfig, load_wslconfig
 
 if TYPE_CHECKING:
     from pywsl.api.process import LxProcess
-    from pywsl.vm import CoreInstance, CoreVm, ImportOutcome, ProcessRequest, VmConfig
+    from pywsl.vm import CoreInstance, CoreVm, ProcessRequest, VmConfig
 
-__all__ = [
-    "DistributionConfiguration",
-    "DistributionInfo",
-    "DistributionState",
-    "UserSession",
-    "parse_wslenv",
-]
+__all__ = ["Distro", "Source", "UserSession"]
 
-Distro = str | uuid.UUID | None
-Source = str | os.PathLike[str] | BinaryIO | IO[bytes] | int
 
 TERMINATE_WAIT_SECONDS = 10.0
-_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-EXPORT_FORMATS = {"tar": "", "tar.gz": "gzip", "tgz": "gzip", "tar.xz": "xz", "txz": "xz"}
-
-
-@dataclass(frozen=True)
-class DistributionInfo:
-    """One row of `EnumerateDistributions` (`LXSS_ENUMERATE_INFO` plus the registry values)."""
-
-    id: uuid.UUID
-    name: str
-    state: DistributionState
-    version: int                # WSL version (2)
-    is_default: bool
-    flavor: str
-    os_version: str
-    base_path: Path
-    default_uid: int
-    run_oobe: bool
-
-
-@dataclass(frozen=True)
-class DistributionConfiguration:
-    """What `GetDistributionConfiguration` returns."""
-
-    id: uuid.UUID
-    name: str
-    version: int                # filesystem version (2), not the WSL version
-    default_uid: int
-    flags: int
-    default_environment: list[str] = field(default_factory=list)
-    base_path: Path = Path("/")
-
-
-def parse_wslenv(value: str) -> list[str]:
-    """The variable names `WSLENV` shares with Linux (`NAME`, `NAME/p`, ...; `/w`-only ones excluded).
-
-    The flags translate Windows paths in WSL; host paths are Linux paths already, so `/p` and `/l`
-    change nothing here. `/w` alone means "from Linux to Windows only" and is left out.
-    """
-    names: list[str] = []
-    for item in value.split(":"):
-        name, _, flags = item.partition("/")
-        if not name or "=" in name or "\0" in name:
-            continue
-        if "w" in flags and "u" not in flags:
-            continue
-        if name not in names:
-            names.append(name)
-    return names
-
-
-def _info(registration: Registration, state: DistributionState,
-          default: uuid.UUID | None) -> DistributionInfo:
-    return DistributionInfo(
-        id=registration.id,
-        name=registration.name,
-        state=state,
-        version=registration.wsl_version,
-        is_default=registration.id == default,
-        flavor=registration.flavor,
-        os_version=registration.os_version,
-        base_path=registration.base_path,
-        default_uid=registration.default_uid,
-        run_oobe=registration.run_oobe,
-    )
 
 
 class UserSession:
@@ -150,7 +85,8 @@ class UserSession:
             self.identity = UserIdentity.for_uid(uid)
             self._environ = None
         self.paths: UserPaths = user_paths(self.identity.uid, self.identity.home, self._environ)
-        self.registry = Registry(self.paths.data_dir, self.identity, remove_files=self._remove_files)
+        self.folders = RootfsFolders(self.identity, self._trusted_folders)
+        self.registry = Registry(self.paths.data_dir, self.identity, remove_files=self.folders.remove_files)
         self._vm_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -174,44 +110,20 @@ class UserSession:
 
     def vm_config(self, config: WslConfig | None = None) -> VmConfig:
         """The `VmConfig` of this user's VM."""
-        from pywsl.vm import VmConfig
-        from pywsl.vm.idmap import IdMapError, maps_for_owner
-
-        config = config or self.config()
-        try:
-            uid_map, gid_map = maps_for_owner(self.identity.uid, self.identity.gid)
-        except IdMapError as error:
-            raise WslError("E_ACCESSDENIED", str(error)) from None
-        return VmConfig(
-            owner_uid=self.identity.uid,
-            owner_gid=self.identity.gid,
-            runtime_dir=self.paths.runtime_dir,
-            uid_map=uid_map,
-            gid_map=gid_map,
-            networking_mode=config.networking_mode,
-            hostname=socket.gethostname(),
-            memory_bytes=config.effective_memory_bytes(),
-            processors=config.processors,
-            vm_idle_timeout_ms=config.vm_idle_timeout_ms,
-            instance_idle_timeout_ms=config.instance_idle_timeout_ms,
-            kernel_boot_timeout_ms=config.kernel_boot_timeout_ms,
-            distribution_start_timeout_ms=config.distribution_start_timeout_ms,
-        )
+        return user_vm.vm_config(self.identity, self.paths.runtime_dir, config or self.config())
 
     def _install_root(self, config: WslConfig) -> Path:
         return config.distribution_install_path or self.paths.data_dir
+
+    def _trusted_folders(self) -> list[Path]:
+        """The folders a distribution's folder may be reached from through links (its anchors)."""
+        return [self._install_root(self.config()), self.paths.data_dir, self.paths.home]
 
     # -- the VM ------------------------------------------------------------------------------
 
     def _attach(self) -> CoreVm | None:
         """The running VM, or None."""
-        from pywsl.vm import CoreVm
-
-        try:
-            return CoreVm.attach(self.paths.runtime_dir)
-        except PermissionError:
-            self._require_root("Reaching the utility VM")
-            raise
+        return user_vm.attach(self.paths.runtime_dir)
 
     def _boot(self) -> CoreVm:
         """`_CreateVm`: the running VM, or a new one."""
@@ -222,10 +134,7 @@ class UserSession:
         with self._vm_lock, error_context("CreateVm"):
             return CoreVm.boot(config)
 
-    def _require_root(self, what: str) -> None:
-        if os.geteuid() != 0:
-            raise WslError("E_ACCESSDENIED", f"{what} needs root: use the pywsl service "
-                           "(pywsl.connect()) or run as root.")
+    _require_root = staticmethod(user_vm.require_root)
 
     @contextlib.contextmanager
     def _vm(self) -> Iterator[CoreVm]:
@@ -237,60 +146,17 @@ class UserSession:
 
     def _running(self) -> dict[str, int]:
         """Running distributions (casefolded name → init pid); empty when no VM runs."""
-        try:
-            vm = self._attach()
-        except (OSError, WslError):
-            return {}
-        if vm is None:
-            return {}
-        try:
-            return vm.running_instances()
-        finally:
-            vm.close()
+        return user_vm.running_instances(self.paths.runtime_dir)
 
     # -- registry helpers --------------------------------------------------------------------
 
     def _recover(self) -> None:
         self.registry.recover()
 
-    def _remove_files(self, registration: Registration) -> None:
-        """Delete a distribution's root filesystem, and its folder if pywsl created it."""
-        remove_tree(self.identity, registration.base_path, "rootfs")
-        if registration.created_base_path:
-            with acting_as(self.identity), contextlib.suppress(FileNotFoundError):
-                try:
-                    os.rmdir(registration.base_path)
-                except OSError as error:
-                    if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                        raise
-
-    @staticmethod
-    def _lookup(data: RegistryData, distro: Distro, *, list_all: bool = False) -> Registration:
-        """`OpenOrDefault`: a registration by name, GUID or the default."""
-        if distro is None:
-            data.fix_default()
-            if data.default_distribution is None:
-                raise WslError("WSL_E_DEFAULT_DISTRO_NOT_FOUND")
-            return data.distributions[data.default_distribution]
-        if isinstance(distro, uuid.UUID):
-            found = data.distributions.get(distro)
-            if found is None:
-                raise WslError("WSL_E_DISTRO_NOT_FOUND")
-            return found
-        if not isinstance(distro, str):
-            raise WslError("E_INVALIDARG",
-                           f"A distribution is a name, a UUID or None, not {type(distro).__name__}.")
-        if not distro:
-            raise WslError("E_INVALIDARG", "The distribution name is empty.")
-        by_name = data.find(distro, list_all=list_all)
-        if by_name is None:
-            raise WslError("WSL_E_DISTRO_NOT_FOUND")
-        return by_name
-
     def _resolve(self, distro: Distro, *, list_all: bool = False) -> Registration:
         self._recover()
         with self.registry.transaction(create=False) as data:
-            return self._lookup(data, distro, list_all=list_all)
+            return lookup(data, distro, list_all=list_all)
 
     def _ensure_installed(self, registration: Registration) -> None:
         if registration.state is not DistributionState.INSTALLED:
@@ -301,14 +167,11 @@ class UserSession:
         if self.registry.active_operation(registration.id) is not None:
             raise WslError("E_ILLEGAL_STATE_CHANGE")
 
+    _check_unique = staticmethod(check_unique)   # `_ValidateDistributionNameAndPathNotInUse`
+
     def _update(self, distro_id: uuid.UUID,
                 change: Callable[[Registration, RegistryData], None]) -> Registration:
-        with self.registry.transaction() as data:
-            registration = data.distributions.get(distro_id)
-            if registration is None:
-                raise WslError("WSL_E_DISTRO_NOT_FOUND")
-            change(registration, data)
-            return registration
+        return update_registration(self.registry, distro_id, change)
 
     # -- ILxssUserSession --------------------------------------------------------------------
 
@@ -331,9 +194,7 @@ class UserSession:
     def _launch(self, vm: CoreVm, registration: Registration) -> CoreInstance:
         """`_CreateInstance`: LaunchInit (or attach) + Initialize; refreshes Flavor/OsVersion."""
         self._ensure_not_locked(registration)   # again: an export may have started meanwhile
-        with self._rootfs_for_vm(registration.base_path) as rootfs:
-            instance = vm.launch_instance(registration.name, rootfs, default_uid=registration.default_uid,
-                                          hostname=socket.gethostname())
+        instance = self._launch_init(vm, registration)
         flavor, version = instance.flavor or "", instance.version or ""
         if (flavor, version) != (registration.flavor, registration.os_version) and (flavor or version):
             def store(entry: Registration, _: RegistryData) -> None:
@@ -342,67 +203,15 @@ class UserSession:
                 self._update(registration.id, store)
         return instance
 
-    def _trusted_anchor(self, path: Path) -> tuple[Path, list[str]]:
-        """The folder a distribution's folder is reached from, and the components below it.
+    def _launch_init(self, vm: CoreVm, registration: Registration) -> CoreInstance:
+        """LaunchInit (or attach to the running init) with the root filesystem as a descriptor."""
+        with self._rootfs_for_vm(registration.base_path) as rootfs:
+            return vm.launch_instance(registration.name, rootfs, default_uid=registration.default_uid,
+                                      hostname=socket.gethostname())
 
-        The anchor is the deepest of the user's install folder (`distributionInstallPath`), data
-        folder and home that holds `path`, or `/` for a folder elsewhere. The anchor itself is
-        opened as it is; no component below it may be a symlink.
-        """
-        from pywsl.vm.directories import parts_below
-
-        anchors = [self._install_root(self.config()), self.paths.data_dir, self.paths.home]
-        best: tuple[Path, list[str]] | None = None
-        for anchor in anchors:
-            parts = parts_below(anchor, path)
-            if parts is not None and (best is None or len(parts) < len(best[1])):
-                best = (anchor, parts)
-        if best is None:
-            best = (Path("/"), parts_below("/", path) or [])
-        return best
-
-    @contextlib.contextmanager
-    def _rootfs_for_vm(self, base_path: Path) -> Iterator[int]:
-        """An open descriptor of `base_path/rootfs` for the VM, opened with the user's rights.
-
-        Every component below the user's install, data or home folder (`_trusted_anchor`) is
-        opened with `O_NOFOLLOW`, one at a time, and the VM gets the descriptor, never the path:
-        a folder swapped for a symlink after registration makes the start fail instead of
-        leading the VM elsewhere. The distribution's folder must belong to the user.
-        """
-        from pywsl.vm.directories import SymlinkInPath, open_beneath, open_child
-
-        anchor, parts = self._trusted_anchor(base_path)
-        rootfs = base_path / "rootfs"
-        try:
-            with acting_as(self.identity):
-                parent_fd = open_beneath(anchor, parts)
-        except SymlinkInPath as error:
-            raise WslError("E_ACCESSDENIED", f"{error.filename} is a symbolic link: the distribution's "
-                           f"folder {base_path} is not reached through links.") from None
-        except OSError as error:
-            raise WslError("ERROR_PATH_NOT_FOUND", f"The distribution's folder {base_path} "
-                           f"cannot be opened: {error.strerror}") from None
-        try:
-            owner = os.fstat(parent_fd).st_uid
-            if self.identity.uid != 0 and owner != self.identity.uid:
-                raise WslError("E_ACCESSDENIED", f"{base_path} does not belong to {self.identity.name}.")
-            try:
-                with acting_as(self.identity):
-                    rootfs_fd = open_child(parent_fd, "rootfs", str(rootfs))
-            except FileNotFoundError:
-                raise WslError("ERROR_PATH_NOT_FOUND", f"The root filesystem {rootfs} is missing.") from None
-            except SymlinkInPath:
-                raise WslError("E_ACCESSDENIED", f"{rootfs} is a symbolic link, not the distribution's "
-                               "root filesystem.") from None
-            except OSError as error:
-                raise WslError("E_ACCESSDENIED", f"{rootfs}: {error.strerror}") from None
-        finally:
-            os.close(parent_fd)
-        try:
-            yield rootfs_fd
-        finally:
-            os.close(rootfs_fd)
+    def _rootfs_for_vm(self, base_path: Path) -> AbstractContextManager[int]:
+        """`base_path/rootfs` opened for the VM without following links (`RootfsFolders.open_rootfs`)."""
+        return self.folders.open_rootfs(base_path)
 
     def register_distribution(
         self,
@@ -439,7 +248,7 @@ class UserSession:
             distro_id = uuid.uuid4()
             base_path = (Path(os.path.abspath(os.fspath(location))) if location is not None
                          else self._install_root(config) / str(distro_id))
-            self._ensure_no_rootfs(base_path)
+            self.folders.ensure_no_rootfs(base_path)
             lock = self.registry.acquire_operation(distro_id, DistributionState.INSTALLING)
             with lock:
                 registration = Registration(id=distro_id, name=name or "", base_path=base_path,
@@ -447,148 +256,9 @@ class UserSession:
                 with self.registry.transaction() as data:
                     self._check_unique(data, name, base_path)
                     data.distributions[distro_id] = registration
-                made: list[bool] = []
-                try:
-                    return self._import(registration, source, progress, made)
-                except BaseException:
-                    self._rollback_install(registration, rootfs_made=bool(made))
-                    raise
-
-    def _ensure_no_rootfs(self, base_path: Path) -> None:
-        """An install location must not hold a root filesystem already (it would be replaced)."""
-        with acting_as(self.identity):
-            try:
-                os.lstat(base_path / "rootfs")
-            except (FileNotFoundError, NotADirectoryError):
-                return
-            except OSError as error:
-                raise WslError("E_ACCESSDENIED", f"{base_path}: {error.strerror}") from None
-        raise WslError("ERROR_FILE_EXISTS", "The supplied install location is already in use.")
-
-    @staticmethod
-    def _check_unique(data: RegistryData, name: str | None, base_path: Path, exclude: uuid.UUID | None = None
-                      ) -> None:
-        """`_ValidateDistributionNameAndPathNotInUse`."""
-        canonical = os.path.realpath(base_path)
-        for other in data.distributions.values():
-            if other.id == exclude:
-                continue
-            if name and other.name.casefold() == name.casefold():
-                if other.state is DistributionState.INSTALLED:
-                    raise WslError("ERROR_ALREADY_EXISTS", "A distribution with the supplied name already "
-                                   "exists. Use --name to choose a different name.")
-                raise WslError("E_ILLEGAL_STATE_CHANGE")
-            if os.path.realpath(other.base_path) == canonical:
-                raise WslError("ERROR_FILE_EXISTS", "The supplied install location is already in use.")
-
-    def _prepare_rootfs(self, registration: Registration, uid_map: list[tuple[int, int, int]],
-                        gid_map: list[tuple[int, int, int]], made: list[bool]) -> None:
-        """Create the distribution's folder (as the user) and an empty `rootfs` in it; `made`
-        gets an item once the rootfs is there (a rollback may delete it then, not before)."""
-        created = makedirs_as(self.identity, registration.base_path, 0o755)
-        if created:
-            def mark(entry: Registration, _: RegistryData) -> None:
-                entry.created_base_path = True
-            self._update(registration.id, mark)
-            registration.created_base_path = True
-        elif self.identity.uid != 0:
-            with acting_as(self.identity):
-                owner = os.stat(registration.base_path).st_uid
-            if owner != self.identity.uid:
-                raise WslError("E_ACCESSDENIED", f"{registration.base_path} does not belong to "
-                               f"{self.identity.name}: choose a folder of your own.")
-        self._make_rootfs(registration.base_path, uid_map, gid_map)
-        made.append(True)
-
-    def _make_rootfs(self, folder: Path, uid_map: list[tuple[int, int, int]],
-                     gid_map: list[tuple[int, int, int]]) -> None:
-        """An empty `folder/rootfs`, made as the user and then given to the VM's root."""
-        from pywsl.vm.idmap import host_id
-
-        parent_fd = open_directory_as(self.identity, folder)
-        try:
-            try:
-                with acting_as(self.identity):
-                    os.mkdir("rootfs", 0o755, dir_fd=parent_fd)
-            except FileExistsError:
-                raise WslError("ERROR_FILE_EXISTS",
-                               "The supplied install location is already in use.") from None
-            fd = os.open("rootfs", _DIRECTORY_FLAGS, dir_fd=parent_fd)
-            try:
-                os.fchown(fd, host_id(uid_map, 0), host_id(gid_map, 0))
-                os.fchmod(fd, 0o755)
-            finally:
-                os.close(fd)
-        finally:
-            os.close(parent_fd)
-
-    def _import(self, registration: Registration, source: Source, progress: Progress | None,
-                made: list[bool]) -> DistributionInfo:
-        config = self.vm_config()
-        self._prepare_rootfs(registration, config.uid_map, config.gid_map, made)
-        stderr = StderrCollector()
-        try:
-            with open_archive_source(source, self.identity, progress=progress) as archive, self._vm() as vm:
-                try:
-                    with self._rootfs_for_vm(registration.base_path) as rootfs:
-                        outcome = vm.import_rootfs(rootfs, archive.fd, stderr.fd)
-                except WslError:
-                    archive.check()
-                    raise
-                except (OSError, ValueError) as error:
-                    archive.check()
-                    raise WslError("WSL_E_IMPORT_FAILED", _with_details(
-                        "Importing the distribution failed.", f"{error}", stderr.text())) from None
-                archive.check()
-        finally:
-            details = stderr.text()
-        return self._finish_import(registration, outcome, details)
-
-    def _finish_import(self, registration: Registration, outcome: ImportOutcome,
-                       details: str) -> DistributionInfo:
-        """`_ProcessImportResultMessage`, then State=Installed and the default if there is none."""
-        if not outcome.valid:
-            raise WslError("WSL_E_NOT_A_LINUX_DISTRO", _with_details(
-                "The imported file is not a valid Linux distribution.", details))
-        name = registration.name
-        if not name:
-            name = outcome.default_name or ""
-            if not name:
-                raise WslError("WSL_E_DISTRIBUTION_NAME_NEEDED")
-            validate_name(name)
-        flavor = outcome.flavor or ""
-        os_version = outcome.version or ""
-        with self.registry.transaction() as data:
-            self._check_unique(data, name, registration.base_path, exclude=registration.id)
-            entry = data.distributions.get(registration.id)
-            if entry is None:
-                raise WslError("E_UNEXPECTED", "The registration vanished during the import.")
-            entry.name, entry.flavor, entry.os_version = name, flavor, os_version
-            entry.state = DistributionState.INSTALLED
-            if data.default_distribution is None or data.default_distribution not in data.distributions:
-                data.default_distribution = entry.id
-            data.fix_default()
-            return _info(entry, entry.state, data.default_distribution)
-
-    def _rollback_install(self, registration: Registration, *, rootfs_made: bool) -> None:
-        """Undo a failed import: files (only what this import made), then the entry (the op lock
-        is still held)."""
-        with contextlib.suppress(WslError), self.registry.transaction() as data:
-            entry = data.distributions.get(registration.id)
-            if entry is not None:
-                entry.state = DistributionState.UNINSTALLING
-                registration.created_base_path = entry.created_base_path
-        try:
-            if rootfs_made:
-                self._remove_files(registration)
-            elif registration.created_base_path:
-                with acting_as(self.identity), contextlib.suppress(OSError):
-                    os.rmdir(registration.base_path)
-        except OSError:
-            return   # left as Uninstalling: the next recovery retries
-        with contextlib.suppress(WslError), self.registry.transaction() as data:
-            data.distributions.pop(registration.id, None)
-            data.fix_default()
+                importer = DistributionImporter(self.registry, self.folders, vm_config=self.vm_config,
+                                                open_vm=self._vm)
+                return importer.run(registration, source, progress)
 
     def get_distribution_id(self, name: str, *, list_all: bool = False) -> uuid.UUID:
         """`GetDistributionId`: case-insensitive lookup; `list_all` also finds distributions that
@@ -617,9 +287,7 @@ class UserSession:
         try:
             if key not in vm.running_instances():
                 return
-            with self._rootfs_for_vm(registration.base_path) as rootfs:
-                instance = vm.launch_instance(registration.name, rootfs, default_uid=registration.default_uid,
-                                              hostname=socket.gethostname())
+            instance = self._launch_init(vm, registration)
             try:
                 instance.terminate(force=True)
             finally:
@@ -645,7 +313,7 @@ class UserSession:
                     entry.state = DistributionState.UNINSTALLING
                     data.fix_default()
                 registration = self._update(registration.id, mark)
-                self._remove_files(registration)
+                self.folders.remove_files(registration)
                 with self.registry.transaction() as data:
                     data.distributions.pop(registration.id, None)
                     data.fix_default()
@@ -655,9 +323,7 @@ class UserSession:
         """`ConfigureDistribution`: set the default uid and/or the flags (`VM_MODE` stays as it is);
         the distribution is terminated if anything changed."""
         with error_context("ConfigureDistro"):
-            if default_uid is not None and (isinstance(default_uid, bool) or not isinstance(default_uid, int)
-                                            or not 0 <= default_uid < LX_UID_INVALID):
-                raise WslError("E_INVALIDARG", f"Invalid default uid {default_uid!r}.")
+            _check_default_uid(default_uid)
             if flags is not None and flags != FLAGS_UNCHANGED and (
                     isinstance(flags, bool) or not isinstance(flags, int) or flags & ~FLAGS_ALL or flags < 0):
                 raise WslError("E_INVALIDARG", f"Invalid distribution flags {flags!r}.")
@@ -681,9 +347,7 @@ class UserSession:
         """What WSL does on a successful `OobeResult`: clear RunOOBE and store the default uid
         (when the distribution's setup named one)."""
         with error_context("ConfigureDistro"):
-            if default_uid is not None and (isinstance(default_uid, bool) or not isinstance(default_uid, int)
-                                            or not 0 <= default_uid < LX_UID_INVALID):
-                raise WslError("E_INVALIDARG", f"Invalid default uid {default_uid!r}.")
+            _check_default_uid(default_uid)
             registration = self._resolve(distro)
 
             def apply(entry: Registration, _: RegistryData) -> None:
@@ -695,16 +359,7 @@ class UserSession:
     def get_distribution_configuration(self, distro: Distro = None) -> DistributionConfiguration:
         """`GetDistributionConfiguration` (its Version is the filesystem version)."""
         with error_context("GetDistroConfiguration"):
-            registration = self._resolve(distro)
-            return DistributionConfiguration(
-                id=registration.id,
-                name=registration.name,
-                version=registration.version,
-                default_uid=registration.default_uid,
-                flags=registration.flags,
-                default_environment=list(registration.default_environment),
-                base_path=registration.base_path,
-            )
+            return distribution_configuration(self._resolve(distro))
 
     def get_default_distribution(self) -> uuid.UUID:
         """`GetDefaultDistribution`: WSL_E_DEFAULT_DISTRO_NOT_FOUND when there is none."""
@@ -718,7 +373,7 @@ class UserSession:
                 raise WslError("E_INVALIDARG", "No distribution given.")
             self._recover()
             with self.registry.transaction() as data:
-                registration = self._lookup(data, distro)
+                registration = lookup(data, distro)
                 if registration.state is not DistributionState.INSTALLED:
                     raise WslError("WSL_E_DISTRO_NOT_FOUND")
                 data.default_distribution = registration.id
@@ -740,7 +395,7 @@ class UserSession:
                     state = DistributionState.RUNNING
                 elif state is DistributionState.INSTALLED:
                     state = self.registry.active_operation(registration.id) or state
-                result.append(_info(registration, state, default))
+                result.append(distribution_info(registration, state, default))
             return result
 
     def create_lx_process(
@@ -827,61 +482,17 @@ class UserSession:
             finally:
                 instance.close()
 
-    def _process_request(self, registration: Registration, command_line: Sequence[str], *,
+    @staticmethod
+    def _process_request(registration: Registration, command_line: Sequence[str], *,
                          filename: str | None, cwd: str, username: str, login: bool,
                          environment: Mapping[str, str] | None, wslenv_source: Mapping[str, str],
                          console: tuple[bool, bool, bool], rows: int, columns: int) -> ProcessRequest:
-        """`ParseArguments` + the environment block of a new process."""
-        from pywsl.vm import ProcessRequest
-
-        arguments = [str(item) for item in command_line]
-        for value in (*arguments, cwd, username, filename or ""):
-            if "\0" in value:
-                raise WslError("E_INVALIDARG", "An argument contains a NUL character.")
-        if filename is None:
-            program = ""
-            argv = ["-c", " ".join(arguments)] if arguments else []
-        else:
-            if login:
-                raise WslError("E_INVALIDARG", "A login shell cannot be combined with a program to run.")
-            if not filename:
-                raise WslError("E_INVALIDARG", "The program name is empty.")
-            program = filename
-            argv = arguments or [filename]
-        if cwd and not cwd.startswith(("/", "~")):
-            raise WslError("E_INVALIDARG", f"The working directory {cwd!r} must be an absolute Linux path or "
-                           "start with ~.")
-        return ProcessRequest(
-            filename=program,
-            command_line=argv,
-            cwd=cwd,
-            environment=self._environment(registration, any(console), environment, wslenv_source),
-            username=username,
-            default_uid=registration.default_uid,
-            login_shell=login,
-            console=console,
-            rows=max(0, int(rows)),
-            columns=max(0, int(columns)),
-        )
-
-    @staticmethod
-    def _environment(registration: Registration, terminal: bool, environment: Mapping[str, str] | None,
-                     source: Mapping[str, str]) -> list[str]:
-        """DefaultEnvironment, TERM of a terminal caller, WSLENV's variables, explicit ones."""
-        result: dict[str, str] = {}
-        for item in registration.default_environment:
-            name, _, value = item.partition("=")
-            result[name] = value
-        if terminal and source.get("TERM"):
-            result["TERM"] = source["TERM"]
-        for name in parse_wslenv(source.get("WSLENV", "")):
-            if name in source:
-                result[name] = source[name]
-        for name, value in (environment or {}).items():
-            if not name or "=" in name or "\0" in name or "\0" in value:
-                raise WslError("E_INVALIDARG", f"Invalid environment variable {name!r}.")
-            result[name] = value
-        return [f"{name}={value}" for name, value in result.items()]
+        """`ParseArguments` + the environment block of a new process (`launch_request`)."""
+        return process_request(
+            command_line, filename=filename, cwd=cwd, username=username, login=login,
+            environment=environment, wslenv_source=wslenv_source, console=console, rows=rows,
+            columns=columns, default_environment=registration.default_environment,
+            default_uid=registration.default_uid)
 
     def export_distribution(self, distro: Distro, target: Source, *, format: str = "tar",
                             progress: Progress | None = None) -> None:
@@ -889,37 +500,13 @@ class UserSession:
         tar.gz or tar.xz to a path, file object, descriptor or pipe. A file created for the export
         is removed again if it fails. `progress` is called with the bytes written so far."""
         with error_context("ExportDistro"):
-            compression = self._export_compression(format)
+            compression = export_compression(format)
             registration = self._resolve(distro)
             self._ensure_installed(registration)
             self._require_root("Exporting a distribution")
             lock = self.registry.acquire_operation(registration.id, DistributionState.EXPORTING)
             with lock:
-                stderr = StderrCollector()
-                try:
-                    with open_export_target(target, self.identity, progress=progress) as output, \
-                            self._vm() as vm, self._rootfs_for_vm(registration.base_path) as rootfs:
-                        try:
-                            vm.export_rootfs(rootfs, output.fd, stderr.fd, compression)
-                        except WslError:
-                            raise
-                        except (OSError, ValueError) as error:
-                            raise WslError("WSL_E_EXPORT_FAILED", _with_details(
-                                "Exporting the distribution failed.", str(error), stderr.text())) from None
-                        output.finish()
-                finally:
-                    stderr.close_writer()
-
-    @staticmethod
-    def _export_compression(format: str) -> str:
-        if not isinstance(format, str):
-            raise WslError("E_INVALIDARG", "The export format must be a string.")
-        if format.lower() in ("vhd", "vhdx"):
-            not_supported_by_backend("Exporting a VHD")
-        compression = EXPORT_FORMATS.get(format.lower())
-        if compression is None:
-            raise WslError("E_INVALIDARG", f"Unknown export format {format!r}: use tar, tar.gz or tar.xz.")
-        return compression
+                self.folders.export_rootfs(registration.base_path, target, compression, progress, self._vm)
 
     def move_distribution(self, distro: Distro, location: str | os.PathLike[str]) -> None:
         """`MoveDistribution`: move the root filesystem to the folder `location`. The distribution
@@ -944,8 +531,7 @@ class UserSession:
                     self._move_rootfs(registration, target)
                 except BaseException:
                     if created:
-                        with acting_as(self.identity), contextlib.suppress(OSError):
-                            os.rmdir(target)
+                        self.folders.remove_empty_folder(target)
 
                     def forget(entry: Registration, _: RegistryData) -> None:
                         entry.move_target = None
@@ -956,53 +542,15 @@ class UserSession:
                     entry.base_path, entry.created_base_path, entry.move_target = target, False, None
                 self._update(registration.id, relocate)
                 if registration.created_base_path:
-                    with acting_as(self.identity), contextlib.suppress(OSError):
-                        os.rmdir(registration.base_path)
+                    self.folders.remove_empty_folder(registration.base_path)
 
     def _move_rootfs(self, registration: Registration, target: Path) -> None:
-        try:
-            rename_tree(self.identity, registration.base_path, target, "rootfs")
+        """A rename into `target`, or across file systems a copy through the VM (needs root)."""
+        if self.folders.rename_rootfs(registration.base_path, target):
             return
-        except OSError as error:
-            if error.errno != errno.EXDEV:
-                raise
-        # Another file system: copy through the VM (export piped into import), then delete.
         self._require_root("Moving a distribution to another file system")
         config = self.vm_config()
-        moved = Registration(id=registration.id, name=registration.name, base_path=target)
-        self._make_rootfs(target, config.uid_map, config.gid_map)
-        try:
-            self._copy_rootfs(registration.base_path, moved.base_path)
-        except BaseException:
-            remove_tree(self.identity, target, "rootfs")
-            raise
-        remove_tree(self.identity, registration.base_path, "rootfs")
-
-    def _copy_rootfs(self, source_base: Path, target_base: Path) -> None:
-        """Copy `source_base/rootfs` into the empty `target_base/rootfs` through the VM."""
-        stderr = StderrCollector()
-        read_end, write_end = os.pipe2(os.O_CLOEXEC)
-        failure: list[BaseException] = []
-        with self._vm() as exporter, self._vm() as importer, \
-                self._rootfs_for_vm(source_base) as source, self._rootfs_for_vm(target_base) as target:
-            def export() -> None:
-                try:
-                    exporter.export_rootfs(source, write_end, stderr.fd, "")
-                except BaseException as error:
-                    failure.append(error)
-                finally:
-                    os.close(write_end)
-            thread = threading.Thread(target=export, daemon=True)
-            thread.start()
-            try:
-                importer.import_rootfs(target, read_end, stderr.fd)
-            finally:
-                os.close(read_end)
-                thread.join()
-        details = stderr.text()
-        if failure:
-            raise WslError("WSL_E_EXPORT_FAILED", _with_details("Copying the distribution failed.",
-                                                                str(failure[0]), details))
+        self.folders.move_through_vm(registration.base_path, target, config.uid_map, config.gid_map, self._vm)
 
     def shutdown(self, force: bool = False) -> None:
         """`Shutdown`: stop every distribution and the VM (`force` kills at once)."""
@@ -1058,6 +606,8 @@ class UserSession:
             not_supported_by_backend("Mounting a disk")
 
 
-def _with_details(message: str, *details: str) -> str:
-    extra = [detail.strip() for detail in details if detail and detail.strip()]
-    return "\n".join([message, *extra])
+def _check_default_uid(default_uid: int | None) -> None:
+    """A default uid argument: None (unchanged) or a uid below `LX_UID_INVALID`."""
+    if default_uid is not None and (isinstance(default_uid, bool) or not isinstance(default_uid, int)
+                                    or not 0 <= default_uid < LX_UID_INVALID):
+        raise WslError("E_INVALIDARG", f"Invalid default uid {default_uid!r}.")

@@ -1,0 +1,126 @@
+"""The work of `RegisterDistribution`: a root filesystem archive becomes an Installed distribution.
+
+`UserSession.register_distribution` checks the arguments, adds the new registration as Installing
+and holds its operation lock; `DistributionImporter` then does the rest as WSL does: the folder and an
+empty root filesystem, the archive through the VM's import worker (`LxMiniInitMessageImport`),
+`_ProcessImportResultMessage` (a valid distribution, its name, flavor and version) and State =
+Installed (the default when there is none). A failure undoes what this import made and removes the
+entry; an entry whose files cannot be deleted stays Uninstalling for the next recovery.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pywsl.api.distribution_info import DistributionInfo, distribution_info
+from pywsl.api.errors import WslError
+from pywsl.api.registrations import check_unique, update_registration
+from pywsl.api.registry import DistributionState, Registration, Registry, RegistryData, validate_name
+from pywsl.api.rootfs_folder import OpenVm, RootfsFolders, with_details
+from pywsl.api.transfer import Progress, Source, StderrCollector, open_archive_source
+
+if TYPE_CHECKING:
+    from pywsl.vm import ImportOutcome, VmConfig
+
+__all__ = ["DistributionImporter"]
+
+
+class DistributionImporter:
+    """Imports into new registrations of `registry`, in `folders`, through the VM `open_vm` gives
+    (booted with `vm_config()`)."""
+
+    def __init__(self, registry: Registry, folders: RootfsFolders, *, vm_config: Callable[[], VmConfig],
+                 open_vm: OpenVm) -> None:
+        self.registry = registry
+        self.folders = folders
+        self._vm_config = vm_config
+        self._open_vm = open_vm
+
+    def run(self, registration: Registration, source: Source, progress: Progress | None) -> DistributionInfo:
+        """Import `source` into `registration` (Installing, its operation lock held); its final
+        `DistributionInfo`, or the failure after the rollback."""
+        made: list[bool] = []
+        try:
+            return self._import(registration, source, progress, made)
+        except BaseException:
+            self._rollback(registration, rootfs_made=bool(made))
+            raise
+
+    def _prepare_rootfs(self, registration: Registration, config: VmConfig, made: list[bool]) -> None:
+        """Create the distribution's folder (as the user) and an empty `rootfs` in it; `made`
+        gets an item once the rootfs is there (a rollback may delete it then, not before)."""
+        if self.folders.make_folder(registration.base_path):
+            def mark(entry: Registration, _: RegistryData) -> None:
+                entry.created_base_path = True
+            update_registration(self.registry, registration.id, mark)
+            registration.created_base_path = True
+        self.folders.make_rootfs(registration.base_path, config.uid_map, config.gid_map)
+        made.append(True)
+
+    def _import(self, registration: Registration, source: Source, progress: Progress | None,
+                made: list[bool]) -> DistributionInfo:
+        self._prepare_rootfs(registration, self._vm_config(), made)
+        stderr = StderrCollector()
+        try:
+            with open_archive_source(source, self.folders.identity, progress=progress) as archive, \
+                    self._open_vm() as vm:
+                try:
+                    with self.folders.open_rootfs(registration.base_path) as rootfs:
+                        outcome = vm.import_rootfs(rootfs, archive.fd, stderr.fd)
+                except WslError:
+                    archive.check()
+                    raise
+                except (OSError, ValueError) as error:
+                    archive.check()
+                    raise WslError("WSL_E_IMPORT_FAILED", with_details(
+                        "Importing the distribution failed.", f"{error}", stderr.text())) from None
+                archive.check()
+        finally:
+            details = stderr.text()
+        return self._finish(registration, outcome, details)
+
+    def _finish(self, registration: Registration, outcome: ImportOutcome, details: str) -> DistributionInfo:
+        """`_ProcessImportResultMessage`, then State=Installed and the default if there is none."""
+        if not outcome.valid:
+            raise WslError("WSL_E_NOT_A_LINUX_DISTRO", with_details(
+                "The imported file is not a valid Linux distribution.", details))
+        name = registration.name
+        if not name:
+            name = outcome.default_name or ""
+            if not name:
+                raise WslError("WSL_E_DISTRIBUTION_NAME_NEEDED")
+            validate_name(name)
+        flavor = outcome.flavor or ""
+        os_version = outcome.version or ""
+        with self.registry.transaction() as data:
+            check_unique(data, name, registration.base_path, exclude=registration.id)
+            entry = data.distributions.get(registration.id)
+            if entry is None:
+                raise WslError("E_UNEXPECTED", "The registration vanished during the import.")
+            entry.name, entry.flavor, entry.os_version = name, flavor, os_version
+            entry.state = DistributionState.INSTALLED
+            if data.default_distribution is None or data.default_distribution not in data.distributions:
+                data.default_distribution = entry.id
+            data.fix_default()
+            return distribution_info(entry, entry.state, data.default_distribution)
+
+    def _rollback(self, registration: Registration, *, rootfs_made: bool) -> None:
+        """Undo a failed import: files (only what this import made), then the entry (the op lock
+        is still held)."""
+        with contextlib.suppress(WslError), self.registry.transaction() as data:
+            entry = data.distributions.get(registration.id)
+            if entry is not None:
+                entry.state = DistributionState.UNINSTALLING
+                registration.created_base_path = entry.created_base_path
+        try:
+            if rootfs_made:
+                self.folders.remove_files(registration)
+            elif registration.created_base_path:
+                self.folders.remove_empty_folder(registration.base_path)
+        except OSError:
+            return   # left as Uninstalling: the next recovery retries
+        with contextlib.suppress(WslError), self.registry.transaction() as data:
+            data.distributions.pop(registration.id, None)
+            data.fix_default()

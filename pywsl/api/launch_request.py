@@ -1,0 +1,96 @@
+"""The request of `CreateLxProcess`: what WSL's `ParseArguments` and environment block make of a call.
+
+`process_request` turns the arguments of `UserSession.create_lx_process` into the `ProcessRequest`
+that becomes `LX_INIT_CREATE_PROCESS_UTILITY_VM`: shell mode or a program with its argv, the
+working folder, and the environment (the distribution's `DefaultEnvironment`, TERM of a terminal
+caller, the variables `WSLENV` shares, then the explicit ones). Pure functions: nothing here
+touches the registry, the VM or a file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from pywsl.api.errors import WslError
+
+if TYPE_CHECKING:
+    from pywsl.vm import ProcessRequest
+
+__all__ = ["parse_wslenv", "process_environment", "process_request"]
+
+
+def parse_wslenv(value: str) -> list[str]:
+    """The variable names `WSLENV` shares with Linux (`NAME`, `NAME/p`, ...; `/w`-only ones excluded).
+
+    The flags translate Windows paths in WSL; host paths are Linux paths already, so `/p` and `/l`
+    change nothing here. `/w` alone means "from Linux to Windows only" and is left out.
+    """
+    names: list[str] = []
+    for item in value.split(":"):
+        name, _, flags = item.partition("/")
+        if not name or "=" in name or "\0" in name:
+            continue
+        if "w" in flags and "u" not in flags:
+            continue
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def process_request(command_line: Sequence[str], *, filename: str | None, cwd: str, username: str,
+                    login: bool, environment: Mapping[str, str] | None, wslenv_source: Mapping[str, str],
+                    console: tuple[bool, bool, bool], rows: int, columns: int,
+                    default_environment: Sequence[str], default_uid: int) -> ProcessRequest:
+    """`ParseArguments` + the environment block of a new process of a distribution whose registry
+    values are `default_environment` and `default_uid`; E_INVALIDARG for arguments WSL refuses."""
+    from pywsl.vm import ProcessRequest
+
+    arguments = [str(item) for item in command_line]
+    for value in (*arguments, cwd, username, filename or ""):
+        if "\0" in value:
+            raise WslError("E_INVALIDARG", "An argument contains a NUL character.")
+    if filename is None:
+        program = ""
+        argv = ["-c", " ".join(arguments)] if arguments else []
+    else:
+        if login:
+            raise WslError("E_INVALIDARG", "A login shell cannot be combined with a program to run.")
+        if not filename:
+            raise WslError("E_INVALIDARG", "The program name is empty.")
+        program = filename
+        argv = arguments or [filename]
+    if cwd and not cwd.startswith(("/", "~")):
+        raise WslError("E_INVALIDARG", f"The working directory {cwd!r} must be an absolute Linux path or "
+                       "start with ~.")
+    return ProcessRequest(
+        filename=program,
+        command_line=argv,
+        cwd=cwd,
+        environment=process_environment(default_environment, any(console), environment, wslenv_source),
+        username=username,
+        default_uid=default_uid,
+        login_shell=login,
+        console=console,
+        rows=max(0, int(rows)),
+        columns=max(0, int(columns)),
+    )
+
+
+def process_environment(default_environment: Sequence[str], terminal: bool,
+                        environment: Mapping[str, str] | None, source: Mapping[str, str]) -> list[str]:
+    """DefaultEnvironment, TERM of a terminal caller, WSLENV's variables, explicit ones."""
+    result: dict[str, str] = {}
+    for item in default_environment:
+        name, _, value = item.partition("=")
+        result[name] = value
+    if terminal and source.get("TERM"):
+        result["TERM"] = source["TERM"]
+    for name in parse_wslenv(source.get("WSLENV", "")):
+        if name in source:
+            result[name] = source[name]
+    for name, value in (environment or {}).items():
+        if not name or "=" in name or "\0" in name or "\0" in value:
+            raise WslError("E_INVALIDARG", f"Invalid environment variable {name!r}.")
+        result[name] = value
+    return [f"{name}={value}" for name, value in result.items()]
