@@ -1,0 +1,334 @@
+"""The metrics: pywsl's performance goals, each measured next to its baseline.
+
+Every timed comparison alternates pywsl and its baseline and keeps medians; ``DESCRIPTIONS``
+says what each metric compares and what its goal is. Throughputs are streaming rates (first to
+last output byte), so a launch's fixed cost shows in the launch metrics, not twice.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench_env import BenchEnvironment
+from bench_proc import BenchError, StreamRun, pipe_stream, process_name, pss_bytes, pty_stream, timed_run
+from bench_rootfs import remove_tree
+from bench_stats import interleave, percentile, ratio
+from bench_table import Goal, Result
+
+__all__ = ["DESCRIPTIONS", "METRICS", "Context", "Settings"]
+
+MiB = 1 << 20
+PTY_FILE = "pywsl-bench-pty.txt"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Repetitions and sizes; ``full`` and ``quick`` are the two presets."""
+
+    warm_repetitions: int
+    cold_repetitions: int
+    pipe_repetitions: int
+    pty_repetitions: int
+    archive_repetitions: int
+    warmups: int
+    pipe_bytes: int
+    pty_bytes: int
+    clients: int
+    launches_per_client: int
+
+    @classmethod
+    def full(cls) -> Settings:
+        return cls(warm_repetitions=21, cold_repetitions=7, pipe_repetitions=9, pty_repetitions=5,
+                   archive_repetitions=5,
+                   warmups=2, pipe_bytes=1 << 30, pty_bytes=256 * MiB, clients=64, launches_per_client=20)
+
+    @classmethod
+    def quick(cls) -> Settings:
+        return cls(warm_repetitions=7, cold_repetitions=3, pipe_repetitions=5, pty_repetitions=3,
+                   archive_repetitions=3,
+                   warmups=1, pipe_bytes=256 * MiB, pty_bytes=64 * MiB, clients=16, launches_per_client=5)
+
+
+@dataclass
+class Context:
+    """What every metric needs: the private pywsl, the test distribution and the baselines' tools."""
+
+    env: BenchEnvironment
+    settings: Settings
+    distribution: str
+    archive: Path
+    host_cat: list[str]  # the baseline `cat`: the same program the distribution has
+    log: Callable[[str], None]
+    counter: list[int] = field(default_factory=lambda: [0])
+
+    def next_number(self) -> int:
+        self.counter[0] += 1
+        return self.counter[0]
+
+    @property
+    def rootfs(self) -> Path:
+        return self.env.distribution_folder(self.distribution) / "rootfs"
+
+    def launch_argv(self, *command: str) -> list[str]:
+        return self.env.argv("-d", self.distribution, "--", *command)
+
+    def bare_python(self) -> float:
+        return timed_run([self.env.launcher.interpreter, "-c", "pass"], self.env.env)[0]
+
+
+def _summaries(first: object, second: object) -> dict[str, object]:
+    return {"pywsl": first, "baseline": second}
+
+
+def warm_launch(ctx: Context) -> Result:
+    settings = ctx.settings
+    argv = ctx.launch_argv("true")
+    first, second = interleave(lambda: timed_run(argv, ctx.env.env)[0], ctx.bare_python,
+                               repetitions=settings.warm_repetitions, warmups=settings.warmups)
+    return Result("warm-launch", "warm launch `-- true`", "s", first.median, second.median,
+                  "python -c pass", ratio(first.median, second.median), Goal("max", "ratio", 4),
+                  details=_summaries(first.summary(), second.summary()))
+
+
+def cold_launch(ctx: Context) -> Result:
+    settings = ctx.settings
+    argv = ctx.launch_argv("true")
+
+    def cold() -> float:
+        ctx.env.shutdown()
+        return timed_run(argv, ctx.env.env)[0]
+
+    first, second = interleave(cold, ctx.bare_python, repetitions=settings.cold_repetitions, warmups=1)
+    return Result("cold-launch", "cold launch `-- true` (no VM)", "s", first.median, second.median,
+                  "python -c pass", ratio(first.median, second.median), Goal("max", "ratio", 10),
+                  details=_summaries(first.summary(), second.summary()))
+
+
+def _stream_details(runs: list[StreamRun], payload: int) -> dict[str, float]:
+    totals = sorted(run.total_seconds for run in runs)
+    median_total = totals[len(totals) // 2]
+    return {"median_total_seconds": median_total, "end_to_end_MiB_per_s": payload / median_total / MiB}
+
+
+def pipe(ctx: Context) -> Result:
+    settings = ctx.settings
+    total = settings.pipe_bytes
+    argv = ctx.launch_argv("cat")
+    pywsl_runs: list[StreamRun] = []
+    plain_runs: list[StreamRun] = []
+
+    def through(command: list[str], runs: list[StreamRun]) -> Callable[[], float]:
+        def measure() -> float:
+            run = pipe_stream(command, ctx.env.env, total)
+            runs.append(run)
+            return run.steady_rate(total) / MiB
+        return measure
+
+    first, second = interleave(through(argv, pywsl_runs), through(ctx.host_cat, plain_runs),
+                               repetitions=settings.pipe_repetitions, warmups=1)
+    details = _summaries(first.summary(), second.summary())
+    pywsl_end_to_end = _stream_details(pywsl_runs, total)
+    plain_end_to_end = _stream_details(plain_runs, total)
+    details["pywsl_end_to_end"] = pywsl_end_to_end
+    details["baseline_end_to_end"] = plain_end_to_end
+    end_to_end = pywsl_end_to_end["end_to_end_MiB_per_s"] / plain_end_to_end["end_to_end_MiB_per_s"]
+    return Result("pipe", f"pipe throughput `-- cat` ({total // MiB} MiB)", "MiB/s", first.median,
+                  second.median, "cat", ratio(first.median, second.median), Goal("min", "ratio", 0.95),
+                  note=f"streaming rate (first to last byte); end to end with the launch: {end_to_end:.2f}x",
+                  details=details)
+
+
+def _write_text_file(path: Path, size: int) -> None:
+    line = b"pywsl terminal throughput: the quick brown fox jumps over the lazy dog 0123456\n"
+    block = (line * (MiB // len(line) + 1))[:MiB]
+    with open(path, "wb") as file:
+        written = 0
+        while written < size:
+            piece = block[: min(len(block), size - written)]
+            file.write(piece)
+            written += len(piece)
+    os.chmod(path, 0o644)
+
+
+def pty(ctx: Context) -> Result:
+    settings = ctx.settings
+    size = settings.pty_bytes
+    host_file = ctx.rootfs / PTY_FILE
+    _write_text_file(host_file, size)
+    try:
+        argv = ctx.launch_argv("cat", f"/{PTY_FILE}")
+        plain = [*ctx.host_cat, str(host_file)]
+        first, second = interleave(
+            lambda: size / pty_stream(argv, ctx.env.env, size).stream_seconds / MiB,
+            lambda: size / pty_stream(plain, ctx.env.env, size).stream_seconds / MiB,
+            repetitions=settings.pty_repetitions, warmups=1)
+    finally:
+        host_file.unlink()
+    return Result("pty", f"PTY throughput `-- cat` ({size // MiB} MiB)", "MiB/s", first.median,
+                  second.median, "plain PTY", ratio(first.median, second.median),
+                  Goal("min", "value", 500, "MiB/s"), details=_summaries(first.summary(), second.summary()))
+
+
+def _sync() -> None:
+    os.sync()
+
+
+def import_(ctx: Context) -> Result:
+    settings = ctx.settings
+    env = ctx.env
+
+    def through_pywsl() -> float:
+        name = f"pywsl-bench-import-{ctx.next_number()}"
+        seconds = timed_run(env.argv("--import", name, str(env.distribution_folder(name)), str(ctx.archive)),
+                            env.env)[0]
+        env.registered.append(name)
+        env.unregister(name)
+        _sync()
+        return seconds
+
+    def through_tar() -> float:
+        target = env.scratch / f"tar-x-{ctx.next_number()}"
+        target.mkdir()
+        seconds = timed_run(["tar", "-xzf", str(ctx.archive), "-C", str(target)], env.env)[0]
+        remove_tree(target)
+        _sync()
+        return seconds
+
+    _sync()
+    first, second = interleave(through_pywsl, through_tar, repetitions=settings.archive_repetitions,
+                               warmups=0)
+    return Result("import", f"--import {ctx.archive.name}", "s", first.median, second.median, "tar -xzf",
+                  ratio(first.median, second.median), Goal("max", "ratio", 1.2),
+                  details=_summaries(first.summary(), second.summary()))
+
+
+def export(ctx: Context) -> Result:
+    settings = ctx.settings
+    env = ctx.env
+    sizes: dict[str, int] = {}
+
+    def through(label: str, command: Callable[[Path], list[str]]) -> Callable[[], float]:
+        def measure() -> float:
+            output = env.scratch / f"export-{ctx.next_number()}.tar.gz"
+            seconds = timed_run(command(output), env.env)[0]
+            sizes[label] = output.stat().st_size
+            output.unlink()
+            _sync()
+            return seconds
+        return measure
+
+    _sync()
+    first, second = interleave(
+        through("pywsl", lambda out: env.argv("--export", ctx.distribution, str(out), "--format", "tar.gz")),
+        through("tar", lambda out: ["tar", "-czf", str(out), "-C", str(ctx.rootfs), "."]),
+        repetitions=settings.archive_repetitions, warmups=0)
+    details = _summaries(first.summary(), second.summary())
+    details["archive_bytes"] = sizes
+    return Result("export", "--export --format tar.gz", "s", first.median, second.median, "tar -czf",
+                  ratio(first.median, second.median), Goal("max", "ratio", 1.2), details=details)
+
+
+def _settled_processes(env: BenchEnvironment, quiet: float = 1.0, limit: float = 15.0) -> set[int]:
+    """The VM's processes once the set has not changed for ``quiet`` seconds (relays gone)."""
+    deadline = time.monotonic() + limit
+    current = env.vm_processes()
+    stable_since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = env.vm_processes()
+        if now != current:
+            current, stable_since = now, time.monotonic()
+        elif time.monotonic() - stable_since >= quiet:
+            break
+    return current
+
+
+def memory(ctx: Context) -> Result:
+    timed_run(ctx.launch_argv("true"), ctx.env.env)  # the VM and the distribution are up
+    processes = _settled_processes(ctx.env)
+    if not processes:
+        raise BenchError("no VM process found through the runtime folder's pid file")
+    listing: list[dict[str, int | str]] = []
+    total = 0
+    for pid in sorted(processes):
+        size = pss_bytes(pid)
+        if size is None:
+            continue
+        total += size
+        listing.append({"pid": pid, "name": process_name(pid), "pss_kib": size // 1024})
+    names = ", ".join(f"{item['name']} {int(item['pss_kib']) / 1024:.1f}" for item in listing)
+    return Result("memory", "memory: PSS, VM + 1 idle distribution", "MB", total / 1e6,
+                  goal=Goal("max", "value", 40, "MB"),
+                  note=f"{len(listing)} processes (MiB): {names}", details={"processes": listing})
+
+
+def concurrency(ctx: Context) -> Result:
+    settings = ctx.settings
+    clients, per_client = settings.clients, settings.launches_per_client
+    argv = ctx.launch_argv("true")
+    timed_run(argv, ctx.env.env)  # the VM and the distribution are up
+    latencies: list[float] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(clients)
+
+    def client() -> None:
+        barrier.wait()
+        for _ in range(per_client):
+            seconds, code, message = timed_run(argv, ctx.env.env, check=False, timeout=120)
+            with lock:
+                if code == 0:
+                    latencies.append(seconds)
+                else:
+                    failures.append(f"exit {code}: {message[-300:]}")
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    if not latencies:
+        raise BenchError(f"every launch failed, e.g. {failures[0] if failures else '?'}")
+    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    spread = ratio(p99, p50)
+    goal = Goal("max", "ratio", 5, text="0 failed, p99 <= 5x p50")
+    note = (f"{clients * per_client} launches in {wall:.1f} s ({clients * per_client / wall:.1f}/s), "
+            f"{len(failures)} failed")
+    if failures:
+        note += f"; first failure: {failures[0]}"
+    return Result("concurrency", f"{clients} clients x {per_client} launches: p99", "s", p99, p50, "p50",
+                  spread, goal, passed=not failures and spread <= 5, note=note,
+                  details={"p50": p50, "p90": percentile(latencies, 90), "p99": p99, "max": max(latencies),
+                           "failures": len(failures), "wall_seconds": wall})
+
+
+# Run order: the memory figure right after the warm launches (the VM and one idle distribution),
+# the archive metrics after the streaming ones, the cold launches (which stop the VM) last.
+METRICS: dict[str, Callable[[Context], Result]] = {
+    "warm-launch": warm_launch,
+    "memory": memory,
+    "pipe": pipe,
+    "pty": pty,
+    "concurrency": concurrency,
+    "import": import_,
+    "export": export,
+    "cold-launch": cold_launch,
+}
+
+DESCRIPTIONS: dict[str, str] = {
+    "warm-launch": "`pywsl -d D -- true` with the VM running vs `<interpreter> -c pass` (goal <= 4x)",
+    "memory": "PSS of the VM's processes with one idle distribution (goal <= 40 MB)",
+    "pipe": "`pywsl -d D -- cat` on a 1 GiB stream vs the host's cat (goal >= 0.95x)",
+    "pty": "`cat` of a 256 MiB file in a terminal session, plain PTY for context (goal >= 500 MiB/s)",
+    "concurrency": "64 clients x 20 launches at once (goal: 0 failed, p99 <= 5x p50)",
+    "import": "`pywsl --import` of the archive vs `tar -xzf` (goal <= 1.2x)",
+    "export": "`pywsl --export --format tar.gz` vs `tar -czf` of the same tree (goal <= 1.2x)",
+    "cold-launch": "`pywsl -d D -- true` with no VM running vs `<interpreter> -c pass` (goal <= 10x)",
+}
