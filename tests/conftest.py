@@ -13,7 +13,6 @@ import os
 import select
 import shutil
 import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -21,55 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-
-BUSYBOX = Path("/bin/busybox")
-DEFAULT_OS_RELEASE = 'NAME="BusyBox"\nID=busybox\nVERSION_ID="1.36"\nPRETTY_NAME="BusyBox test root"\n'
-
-
-def busybox_applets() -> list[str]:
-    output = subprocess.run([str(BUSYBOX), "--list"], check=True, capture_output=True, text=True).stdout
-    return [name for name in output.split() if name and "/" not in name and name != "busybox"]
-
-
-def _chown_tree(path: Path, uid: int, gid: int) -> None:
-    os.lchown(path, uid, gid)
-    for root, dirs, files in os.walk(path):
-        for name in dirs + files:
-            os.lchown(os.path.join(root, name), uid, gid)
-
-
-def build_busybox_rootfs(
-    path: Path,
-    *,
-    owner: tuple[int, int] | None = None,
-    os_release: str | None = DEFAULT_OS_RELEASE,
-    wsl_conf: str | None = None,
-) -> Path:
-    """A minimal distribution at ``path``: busybox and its applets, root and ``alice`` (uid 1000).
-
-    ``owner`` = host (uid, gid) of the VM's root, which then owns every file, as after an import.
-    """
-    path.mkdir(parents=True, exist_ok=True)
-    for directory in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "home/alice", "tmp", "var/tmp"):
-        (path / directory).mkdir(parents=True, exist_ok=True)
-    shutil.copy2(BUSYBOX, path / "bin/busybox")
-    for applet in busybox_applets():
-        link = path / "bin" / applet
-        if not link.exists():
-            link.symlink_to("busybox")
-    (path / "etc/passwd").write_text(
-        "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000:Alice:/home/alice:/bin/sh\n"
-    )
-    (path / "etc/group").write_text("root:x:0:\ntty:x:5:\nalice:x:1000:\n")
-    if os_release is not None:
-        (path / "etc/os-release").write_text(os_release)
-    if wsl_conf is not None:
-        (path / "etc/wsl.conf").write_text(wsl_conf)
-    (path / "tmp").chmod(0o1777)
-    if owner is not None:
-        _chown_tree(path, *owner)
-        os.lchown(path / "home/alice", owner[0] + 1000, owner[1] + 1000)
-    return path
+from busybox_images import BUSYBOX, build_busybox_rootfs, own_tree
 
 
 def pid_alive(pid: int) -> bool:
@@ -302,10 +253,8 @@ class VmFactory:
             (path / "etc/os-release").write_text(os_release)
         if wsl_conf is not None:
             (path / "etc/wsl.conf").write_text(wsl_conf)
-        uid = host_id(config.uid_map, 0)  # type: ignore[attr-defined]
-        gid = host_id(config.gid_map, 0)  # type: ignore[attr-defined]
-        _chown_tree(path, uid, gid)
-        os.lchown(path / "home/alice", host_id(config.uid_map, 1000), host_id(config.gid_map, 1000))  # type: ignore[attr-defined]
+        uid_map, gid_map = config.uid_map, config.gid_map  # type: ignore[attr-defined]
+        own_tree(path, lambda inside: (host_id(uid_map, inside), host_id(gid_map, inside)))
         return path
 
     def teardown(self) -> list[str]:

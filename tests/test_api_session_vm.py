@@ -17,46 +17,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from busybox_images import BUSYBOX, busybox_archive, os_release_text
 
 from pywsl.api.errors import WslError
 from pywsl.api.registry import DistributionState
 from pywsl.api.session import UserSession
 
-BUSYBOX = Path("/bin/busybox")
-APPLETS = ("sh", "echo", "cat", "ls", "id", "env", "sleep", "true", "false", "tar", "mkdir", "rm")
+FROM_IMAGE = "[oobe]\ndefaultName=FromImage\n"
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the utility VM needs root"),
     pytest.mark.skipif(not BUSYBOX.is_file(), reason="no /bin/busybox to build a distribution from"),
 ]
-
-
-def busybox_tar(*, default_name: str | None = None, os_release: bool = True) -> bytes:
-    """A minimal distribution: busybox with its applets as symlinks, passwd, group, os-release."""
-    buffer = io.BytesIO()
-
-    def add_file(archive: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
-        info = tarfile.TarInfo(name)
-        info.size, info.mode = len(data), mode
-        archive.addfile(info, io.BytesIO(data))
-
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for folder in ("bin", "etc", "root", "tmp", "dev", "proc", "sys", "home"):
-            info = tarfile.TarInfo(folder)
-            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if folder == "tmp" else 0o755
-            archive.addfile(info)
-        add_file(archive, "bin/busybox", BUSYBOX.read_bytes(), 0o755)
-        for applet in APPLETS:
-            link = tarfile.TarInfo(f"bin/{applet}")
-            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-            archive.addfile(link)
-        add_file(archive, "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
-        add_file(archive, "etc/group", b"root:x:0:\n")
-        if os_release:
-            add_file(archive, "etc/os-release", b'ID=busybox\nVERSION_ID="1.36"\n')
-        if default_name is not None:
-            add_file(archive, "etc/wsl-distribution.conf", f"[oobe]\ndefaultName={default_name}\n".encode())
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +62,7 @@ def session() -> Iterator[UserSession]:
 def distro(session: UserSession) -> str:
     path = Path(session.paths.data_dir).parent / "busybox.tar.gz"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(subprocess.run(["gzip", "-c"], input=busybox_tar(), stdout=subprocess.PIPE,
-                                    check=True).stdout)
+    busybox_archive(path, compression="gz", os_release=os_release_text())
     seen: list[int] = []
     info = session.register_distribution("Busy", path, progress=seen.append)
     assert info.name == "Busy" and info.state is DistributionState.INSTALLED
@@ -157,14 +128,14 @@ def test_export_round_trip(session: UserSession, distro: str, tmp_path: Path) ->
 
 def test_register_name_from_the_image_and_bad_archives(session: UserSession, distro: str,
                                                        tmp_path: Path) -> None:
-    named = session.register_distribution(None, io.BytesIO(busybox_tar(default_name="FromImage")))
+    named = session.register_distribution(None, io.BytesIO(busybox_archive(wsl_distribution_conf=FROM_IMAGE)))
     assert named.name == "FromImage"
     with pytest.raises(WslError) as taken:
-        session.register_distribution(None, io.BytesIO(busybox_tar(default_name="FromImage")))
+        session.register_distribution(None, io.BytesIO(busybox_archive(wsl_distribution_conf=FROM_IMAGE)))
     assert taken.value.code == "ERROR_ALREADY_EXISTS"
     session.unregister_distribution("fromimage")
     with pytest.raises(WslError) as unnamed:
-        session.register_distribution(None, io.BytesIO(busybox_tar()))
+        session.register_distribution(None, io.BytesIO(busybox_archive()))
     assert unnamed.value.code == "WSL_E_DISTRIBUTION_NAME_NEEDED"
     junk = io.BytesIO()
     with tarfile.open(fileobj=junk, mode="w") as archive:
@@ -226,7 +197,7 @@ def test_move_while_running_is_refused(session: UserSession, distro: str, tmp_pa
 def test_a_folder_swapped_for_a_symlink_is_not_followed(session: UserSession, distro: str,
                                                          tmp_path: Path) -> None:
     place = tmp_path / "place"
-    session.register_distribution("Swapped", io.BytesIO(busybox_tar()), location=place / "distro")
+    session.register_distribution("Swapped", io.BytesIO(busybox_archive()), location=place / "distro")
     try:
         assert run(session, "Swapped", "echo first") == (0, b"first\n")
         session.terminate_distribution("Swapped")

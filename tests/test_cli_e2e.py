@@ -15,15 +15,12 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-BUSYBOX = Path("/bin/busybox")
-APPLETS = ("sh", "echo", "cat", "id", "true", "false", "pwd", "sleep", "env", "ls", "printf")
+from busybox_images import BUSYBOX, busybox_archive, os_release_text
 
 
 def _library_ready() -> bool:
@@ -40,43 +37,6 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the in-process session runs the VM as root"),
     pytest.mark.skipif(not BUSYBOX.is_file(), reason="needs a static /bin/busybox (busybox-static)"),
 ]
-
-
-def _add(archive: tarfile.TarFile, name: str, *, kind: bytes = tarfile.DIRTYPE, data: bytes = b"",
-         mode: int = 0o755, target: str = "") -> None:
-    member = tarfile.TarInfo(name)
-    member.type = kind
-    member.mode = mode
-    member.uid = member.gid = 0
-    member.mtime = int(time.time())
-    if kind == tarfile.SYMTYPE:
-        member.linkname = target
-        archive.addfile(member)
-    elif kind == tarfile.REGTYPE:
-        member.size = len(data)
-        archive.addfile(member, io.BytesIO(data))
-    else:
-        archive.addfile(member)
-
-
-def build_busybox_rootfs(path: Path, *, flavor: str = "busybox") -> Path:
-    """A minimal root filesystem: busybox, its applets, root and alice, an os-release."""
-    with tarfile.open(path, "w") as archive:
-        for folder in ("bin", "usr", "usr/bin", "etc", "root", "home", "tmp", "proc", "sys", "dev", "run"):
-            _add(archive, folder, mode=0o1777 if folder == "tmp" else 0o755)
-        _add(archive, "home/alice", mode=0o755)
-        _add(archive, "bin/busybox", kind=tarfile.REGTYPE, data=BUSYBOX.read_bytes())
-        for applet in APPLETS:
-            _add(archive, f"bin/{applet}", kind=tarfile.SYMTYPE, target="busybox")
-            _add(archive, f"usr/bin/{applet}", kind=tarfile.SYMTYPE, target="/bin/busybox")
-        files = {
-            "etc/passwd": "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n",
-            "etc/group": "root:x:0:\nalice:x:1000:\n",
-            "etc/os-release": f"ID={flavor}\nVERSION_ID=1.36\nNAME=BusyBox\n",
-        }
-        for name, text in files.items():
-            _add(archive, name, kind=tarfile.REGTYPE, data=text.encode(), mode=0o644)
-    return path
 
 
 @dataclass
@@ -146,7 +106,7 @@ def pywsl(workspace: Path) -> Iterator[Pywsl]:
 @pytest.fixture(scope="module")
 def box(pywsl: Pywsl, workspace: Path) -> str:
     """A distribution named Box, imported once for the module."""
-    archive = build_busybox_rootfs(workspace / "box.tar")
+    archive = busybox_archive(workspace / "box.tar", usr_bin_links=True)
     result = pywsl("--import", "Box", str(workspace / "box"), str(archive))
     assert result.returncode == 0, result.err
     assert result.stdout == b""
@@ -233,8 +193,8 @@ def test_export_to_a_file_and_to_stdout(pywsl: Pywsl, box: str, workspace: Path)
 
 
 def test_set_default_manage_and_unregister(pywsl: Pywsl, box: str, workspace: Path) -> None:
-    archive = build_busybox_rootfs(workspace / "other.tar", flavor="other")
-    result = pywsl("--import", "Other", str(workspace / "other"), "-", input=archive.read_bytes())
+    archive = busybox_archive(os_release=os_release_text("other"), usr_bin_links=True)
+    result = pywsl("--import", "Other", str(workspace / "other"), "-", input=archive)
     assert result.returncode == 0, result.err
     assert pywsl("-s", "other").returncode == 0
     assert json.loads(pywsl("--status", "--format", "json").out)["default_distribution"] == "Other"
@@ -260,7 +220,8 @@ def test_set_default_manage_and_unregister(pywsl: Pywsl, box: str, workspace: Pa
 
 
 def test_list_online_and_install_from_the_manifest(pywsl: Pywsl, box: str, workspace: Path) -> None:
-    image = build_busybox_rootfs(workspace / "image.tar", flavor="installed")
+    image = busybox_archive(workspace / "image.tar", os_release=os_release_text("installed"),
+                            usr_bin_links=True)
     digest = hashlib.sha256(image.read_bytes()).hexdigest()
     manifest = {"Default": "Tiny", "ModernDistributions": {"Tiny": [
         {"Name": "Tiny-1", "FriendlyName": "Tiny Box 1", "Default": True,

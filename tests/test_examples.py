@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import build_busybox_rootfs
+from busybox_images import busybox_archive
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -47,10 +47,8 @@ def run_example(name: str, *args: str, env: dict[str, str]) -> subprocess.Comple
 
 @pytest.fixture(scope="module")
 def distro(environment: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> str:
-    folder = tmp_path_factory.mktemp("example-rootfs")
-    tree = build_busybox_rootfs(folder / "tree")
-    archive = folder / "rootfs.tar.gz"
-    subprocess.run(["tar", "-czf", str(archive), "--numeric-owner", "-C", str(tree), "."], check=True)
+    archive = busybox_archive(tmp_path_factory.mktemp("example-rootfs") / "rootfs.tar.gz", compression="gz",
+                              prefix="./", tar_format=tarfile.GNU_FORMAT)
     result = run_example("import_distribution.py", "Example", str(archive), env=environment)
     assert result.returncode == 0, result.stderr
     name, guid, flavor, version = result.stdout.split()

@@ -7,7 +7,6 @@ the built-in debootstrap source and packed as a tar.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import http.server
 import io
@@ -22,14 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-BUSYBOX = Path("/bin/busybox")
-
-OS_RELEASE = 'PRETTY_NAME="Tiny Linux 1.0"\nNAME="Tiny Linux"\nID=tiny\nVERSION_ID="1.0"\n'
-PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
-GROUP = "root:x:0:\nnogroup:x:65534:\n"
-APPLETS = ("sh", "cat", "id", "echo", "ls", "mkdir", "touch", "true", "false", "sleep", "env", "grep",
-           "test", "printf", "chown", "stat", "rm", "head")
+from busybox_images import NOBODY, ROOT, Compression, busybox_archive, os_release_text
 
 
 def sha256_hex(data: bytes) -> str:
@@ -144,50 +136,12 @@ def version_entry(name: str, friendly: str, url: str, sha: str, *, default: bool
     return entry
 
 
-def _add_bytes(archive: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mode = mode
-    archive.addfile(info, io.BytesIO(data))
-
-
-def _add_dir(archive: tarfile.TarFile, name: str, mode: int = 0o755) -> None:
-    info = tarfile.TarInfo(name)
-    info.type = tarfile.DIRTYPE
-    info.mode = mode
-    archive.addfile(info)
-
-
-def rootfs_tar(*, conf: str | None = None, compression: str = "",
+def rootfs_tar(*, conf: str | None = None, compression: Compression = "",
                extra: dict[str, str] | None = None) -> bytes:
-    """A tiny root filesystem made of /bin/busybox, as a tar (plain, "gz" or "xz")."""
-    return _rootfs_tar(conf, compression, tuple(sorted((extra or {}).items())))
-
-
-@functools.lru_cache(maxsize=32)
-def _rootfs_tar(conf: str | None, compression: str, extra: tuple[tuple[str, str], ...]) -> bytes:
-    buffer = io.BytesIO()
-    mode = f"w:{compression}" if compression else "w"
-    with tarfile.open(fileobj=buffer, mode=mode, format=tarfile.GNU_FORMAT) as archive:  # type: ignore[call-overload]
-        for folder in ("bin", "etc", "root", "tmp", "home", "dev", "proc", "sys", "usr", "usr/bin",
-                       "sbin", "run", "var"):
-            _add_dir(archive, f"./{folder}", 0o1777 if folder == "tmp" else 0o755)
-        _add_bytes(archive, "./bin/busybox", BUSYBOX.read_bytes(), 0o755)
-        for applet in APPLETS:
-            info = tarfile.TarInfo(f"./bin/{applet}")
-            info.type = tarfile.SYMTYPE
-            info.linkname = "busybox"
-            info.mode = 0o777
-            archive.addfile(info)
-        _add_bytes(archive, "./etc/os-release", OS_RELEASE.encode())
-        _add_bytes(archive, "./etc/passwd", PASSWD.encode())
-        _add_bytes(archive, "./etc/group", GROUP.encode())
-        _add_bytes(archive, "./etc/shadow", b"root:*:19000:0:99999:7:::\n", 0o640)
-        if conf is not None:
-            _add_bytes(archive, "./etc/wsl-distribution.conf", conf.encode())
-        for name, text in extra:
-            _add_bytes(archive, name, text.encode(), 0o755)
-    return buffer.getvalue()
+    """A tiny .wsl image made of /bin/busybox (plain, "gz" or "xz"), member names as GNU tar writes them."""
+    return busybox_archive(compression=compression, prefix="./", tar_format=tarfile.GNU_FORMAT,
+                           users=(ROOT, NOBODY), os_release=os_release_text("tiny", "1.0", "Tiny Linux"),
+                           wsl_distribution_conf=conf, extra_files=extra)
 
 
 # -- the Debian build cache ------------------------------------------------------------------------

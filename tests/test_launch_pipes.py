@@ -13,14 +13,12 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import pid_alive
+from conftest import pid_alive, wait_until
 from test_launch_support import (
     DISTRIBUTION,
     EXTRA_GID,
@@ -31,26 +29,15 @@ from test_launch_support import (
     UINT_MAX,
     WINDOW_SIZE_CHANGED,
     Leader,
+    etc_root,
+    leader,
     leader_for,
-    make_etc,
     python_environment,
 )
 
 from pywsl.api.process import DEVNULL, PIPE
 
-
-@pytest.fixture(scope="module")
-def etc_root() -> Iterator[Path]:
-    # Not under pytest's own (0700) temporary folder: other users must reach their homes.
-    with tempfile.TemporaryDirectory(prefix="pywsl-launch-") as directory:
-        os.chmod(directory, 0o755)
-        yield make_etc(Path(directory))
-
-
-@pytest.fixture(scope="module")
-def leader(etc_root: Path) -> Iterator[Leader]:
-    with leader_for(etc_root) as running:
-        yield running
+__all__ = ["etc_root", "leader"]  # the module-scoped fixtures every test here uses
 
 
 def shell(leader: Leader, command: str, **request: object) -> tuple[int, bytes, bytes]:
@@ -58,12 +45,7 @@ def shell(leader: Leader, command: str, **request: object) -> tuple[int, bytes, 
 
 
 def wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return True
-        time.sleep(0.02)
-    return False
+    return wait_until(lambda: not pid_alive(pid), timeout)
 
 
 def test_64_mib_round_trip_through_cat(leader: Leader) -> None:

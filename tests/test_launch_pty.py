@@ -13,7 +13,6 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import termios
 import threading
 import time
@@ -29,26 +28,16 @@ from test_launch_support import (
     TEST_UID,
     WINDOW_SIZE_CHANGED,
     Leader,
+    etc_root,
+    leader,
     leader_for,
-    make_etc,
     python_environment,
 )
 
 from pywsl.wire.channel import MessageChannel
 from pywsl.wire.constants import LX_INIT_TTY_LIMIT
 
-
-@pytest.fixture(scope="module")
-def etc_root() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="pywsl-pty-") as directory:
-        os.chmod(directory, 0o755)
-        yield make_etc(Path(directory))
-
-
-@pytest.fixture(scope="module")
-def leader(etc_root: Path) -> Iterator[Leader]:
-    with leader_for(etc_root) as running:
-        yield running
+__all__ = ["etc_root", "leader"]  # the module-scoped fixtures every test here uses
 
 
 def _collect(sock: socket.socket, into: bytearray) -> None:

@@ -14,11 +14,14 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from pywsl.api.process import LxProcess, PreparedStdio, StdioSpec
 from pywsl.wire import LX_INIT_CREATE_PROCESS_FLAGS, schema
@@ -222,10 +225,24 @@ def leader_for(etc_root: Path, **options: Any) -> Iterator[Leader]:
         leader.close()
 
 
+@pytest.fixture(scope="module")
+def etc_root() -> Iterator[Path]:
+    """A module's ``make_etc`` tree; not under pytest's own (0700) temporary folder: other users
+    must reach their homes."""
+    with tempfile.TemporaryDirectory(prefix="pywsl-launch-") as directory:
+        os.chmod(directory, 0o755)
+        yield make_etc(Path(directory))
+
+
+@pytest.fixture(scope="module")
+def leader(etc_root: Path) -> Iterator[Leader]:
+    """A module's session leader on ``etc_root``."""
+    with leader_for(etc_root) as running:
+        yield running
+
+
 def _client_main(spec: dict[str, Any]) -> int:
     """A tiny wsl.exe on this process's own stdio."""
-    import tempfile
-
     with tempfile.TemporaryDirectory() as directory, leader_for(make_etc(Path(directory))) as leader:
         process = leader.launch(spec.get("command_line", ()), **spec.get("request", {}))
         code = process.wait()

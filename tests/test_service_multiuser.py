@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
-import io
 import json
 import os
 import pwd
@@ -33,11 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from busybox_images import BUSYBOX, busybox_archive, os_release_text
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEM_PYTHON = Path("/usr/bin/python3")
-BUSYBOX = Path("/bin/busybox")
-APPLETS = ("sh", "echo", "cat", "sleep", "id", "true", "ls", "head")
 # Pure-Python packages the client side imports (copied into the users' environment).
 CLIENT_PACKAGES = ("construct", "click", "rich", "markdown_it", "mdurl", "pygments")
 WSLCONFIG = "[general]\ninstanceIdleTimeout=120000\n[wsl2]\nvmIdleTimeout=120000\n"
@@ -56,41 +54,6 @@ pytestmark = [
     pytest.mark.skipif(not BUSYBOX.is_file(), reason="needs a static /bin/busybox (busybox-static)"),
     pytest.mark.skipif(shutil.which("useradd") is None, reason="needs useradd"),
 ]
-
-
-# ------------------------------------------------------------------------------------------------
-# A distribution small enough to import in a blink
-# ------------------------------------------------------------------------------------------------
-
-
-def _member(archive: tarfile.TarFile, name: str, kind: bytes, *, data: bytes = b"", mode: int = 0o755,
-            target: str = "") -> None:
-    member = tarfile.TarInfo(name)
-    member.type, member.mode, member.mtime = kind, mode, int(time.time())
-    member.linkname = target
-    member.size = len(data) if kind == tarfile.REGTYPE else 0
-    archive.addfile(member, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
-
-
-def write_rootfs(path: Path, *, flavor: str, filler: int = 0) -> Path:
-    """busybox with a few applets, passwd/group, os-release; ``filler`` bytes of padding file."""
-    with tarfile.open(path, "w") as archive:
-        for folder in ("bin", "etc", "root", "tmp", "proc", "sys", "dev", "run", "home"):
-            _member(archive, folder, tarfile.DIRTYPE, mode=0o1777 if folder == "tmp" else 0o755)
-        _member(archive, "bin/busybox", tarfile.REGTYPE, data=BUSYBOX.read_bytes())
-        for applet in APPLETS:
-            _member(archive, f"bin/{applet}", tarfile.SYMTYPE, target="busybox")
-        texts = {
-            "etc/passwd": "root:x:0:0:root:/root:/bin/sh\n",
-            "etc/group": "root:x:0:\n",
-            "etc/os-release": f"ID={flavor}\nVERSION_ID=1\nNAME={flavor}\n",
-        }
-        for name, text in texts.items():
-            _member(archive, name, tarfile.REGTYPE, data=text.encode(), mode=0o644)
-        if filler:
-            _member(archive, "filler", tarfile.REGTYPE, data=secrets.token_bytes(filler), mode=0o644)
-    os.chmod(path, 0o644)
-    return path
 
 
 # ------------------------------------------------------------------------------------------------
@@ -278,6 +241,19 @@ class ServiceProcess:
         self.process.wait(30)
         self.process = None
 
+    @contextlib.contextmanager
+    def running_after(self, client: subprocess.Popen[bytes]) -> Iterator[None]:
+        """Around a test that kills the service under ``client``: whatever happens, the client is
+        gone afterwards and the service runs again."""
+        try:
+            yield
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+            if self.process is None:
+                self.start()
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
@@ -381,7 +357,7 @@ def _digest(path: Path) -> str:
 def alpha(users: tuple[User, User], workspace: Workspace) -> dict[str, str]:
     """User A's distribution "Alpha"."""
     a, _ = users
-    archive = write_rootfs(workspace.folder / "alpha.tar", flavor="alpha")
+    archive = busybox_archive(workspace.folder / "alpha.tar", os_release=os_release_text("alpha"))
     answer = as_user(workspace, a, {"op": "import", "name": "Alpha", "archive": str(archive),
                                     "location": str(a.home / "distros" / "alpha")})
     assert "result" in answer, answer
@@ -413,7 +389,7 @@ def test_another_user_cannot_see_or_touch_a_distribution(
         assert not target.exists()
 
     # B's own "Alpha" is a different distribution.
-    archive = write_rootfs(workspace.folder / "beta.tar", flavor="beta")
+    archive = busybox_archive(workspace.folder / "beta.tar", os_release=os_release_text("beta"))
     answer = as_user(workspace, b, {"op": "import", "name": "Alpha", "archive": str(archive),
                                     "location": str(b.home / "alpha")})
     assert answer["result"] != alpha["id"]
@@ -435,7 +411,7 @@ def test_symlinks_never_make_the_service_write_elsewhere(
     (protected / "marker").write_text("root's")
     a_data = a.home / ".local" / "share" / "pywsl"
     a_before = {name: _digest(a_data / name) for name in _tree(a_data) if (a_data / name).is_file()}
-    archive = write_rootfs(workspace.folder / "evil.tar", flavor="evil")
+    archive = busybox_archive(workspace.folder / "evil.tar", os_release=os_release_text("evil"))
     data = b.home / ".local" / "share"
     data.mkdir(parents=True, exist_ok=True)
     for path in (b.home / ".local", data):
@@ -512,16 +488,10 @@ def test_kill_9_of_the_service_spares_running_commands(
          "command": ["echo started; sleep 2; echo still here"]},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
     )
-    try:
+    with service.running_after(process):
         assert _read_line(process.stdout, 60) == b"started\n"
         service.kill()
         out, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if service.process is None:
-            service.start()
     lines = out.decode().splitlines()
     assert lines[:-1] == ["still here"], err.decode()
     assert json.loads(lines[-1]) == {"result": {"code": 0}}
@@ -535,14 +505,14 @@ def test_kill_9_during_an_import_leaves_nothing_behind(
     users: tuple[User, User], workspace: Workspace, service: ServiceProcess, alpha: dict[str, str]
 ) -> None:
     a, _ = users
-    archive = write_rootfs(workspace.folder / "big.tar", flavor="big", filler=8 << 20).read_bytes()
+    archive = busybox_archive(os_release=os_release_text("big"), filler_bytes=8 << 20)
     location = a.home / "distros" / "half"
     process = start_as_user(
         workspace, a, {"op": "import", "name": "Half", "archive": "-", "location": str(location)},
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     assert process.stdin is not None
-    try:
+    with service.running_after(process):
         process.stdin.write(archive[: len(archive) // 2])
         process.stdin.flush()
         deadline = time.monotonic() + 60
@@ -553,12 +523,6 @@ def test_kill_9_during_an_import_leaves_nothing_behind(
         service.kill()
         process.stdin.close()
         process.wait(60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if service.process is None:
-            service.start()
     deadline = time.monotonic() + 60
     while True:
         names = [entry["name"] for entry in as_user(workspace, a, {"op": "list"})["result"]]
@@ -578,7 +542,7 @@ def test_64_concurrent_clients_20_launches_each(
     users: tuple[User, User], workspace: Workspace, alpha: dict[str, str]
 ) -> None:
     a, b = users
-    archive = write_rootfs(workspace.folder / "load.tar", flavor="load")
+    archive = busybox_archive(workspace.folder / "load.tar", os_release=os_release_text("load"))
     answer = as_user(workspace, b, {"op": "import", "name": "Load", "archive": str(archive),
                                     "location": str(b.home / "load")})
     assert "result" in answer, answer
@@ -661,7 +625,7 @@ def test_the_same_scenario_in_process_and_through_the_service(
     session = session_factory()
     name = f"Scenario{secrets.token_hex(3)}"
     archive = workspace.folder / f"{name}.tar"
-    write_rootfs(archive, flavor="scenario")
+    busybox_archive(archive, os_release=os_release_text("scenario"))
     location = workspace.folder / f"{name}-place"
     info = session.register_distribution(name, str(archive), location=str(location))
     assert (info.name, info.flavor, info.base_path) == (name, "scenario", location)

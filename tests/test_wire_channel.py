@@ -110,6 +110,29 @@ def forked(child: Callable[[], None], *, close_in_parent: tuple[socket.socket, .
     assert os.waitstatus_to_exitcode(status) == 0
 
 
+@dataclass
+class Pipe:
+    """A pipe whose write end a test may close early; the fixture closes whatever is left."""
+
+    read_end: int
+    write_end: int
+
+    def close_write(self) -> None:
+        os.close(self.write_end)
+        self.write_end = -1
+
+
+@pytest.fixture
+def pipe() -> Iterator[Pipe]:
+    ends = Pipe(*os.pipe())
+    try:
+        yield ends
+    finally:
+        for fd in (ends.read_end, ends.write_end):
+            if fd >= 0:
+                os.close(fd)
+
+
 def read_eof(fd: int) -> bool:
     """True when every write end of the pipe ``fd`` reads from has been closed."""
     os.set_blocking(fd, False)
@@ -315,83 +338,65 @@ def test_request_across_processes() -> None:
 # -- file descriptors -----------------------------------------------------------------------------
 
 
-def test_fd_passing_delivers_a_usable_cloexec_descriptor(pair: tuple[MessageChannel, MessageChannel]) -> None:
+def test_fd_passing_delivers_a_usable_cloexec_descriptor(
+    pair: tuple[MessageChannel, MessageChannel], pipe: Pipe
+) -> None:
     a, b = pair
-    read_end, write_end = os.pipe()
-    try:
-        a.send(PING, fds=[write_end, read_end], Value=1)
-        message, fds = b.receive(PING, timeout=T, expect_fds=2)
-        assert len(fds) == 2 and message["Value"] == 1
-        for fd in fds:
-            assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
-        os.write(fds[0], b"through")
-        assert os.read(read_end, 100) == b"through"
-        for fd in fds:
-            os.close(fd)
-        # A message without descriptors that follows is not mixed up with them.
-        a.send(PING, Value=2)
-        assert b.receive(PING, timeout=T) == ({**message, "id": 2, "Value": 2}, [])
-    finally:
-        os.close(read_end)
-        os.close(write_end)
+    a.send(PING, fds=[pipe.write_end, pipe.read_end], Value=1)
+    message, fds = b.receive(PING, timeout=T, expect_fds=2)
+    assert len(fds) == 2 and message["Value"] == 1
+    for fd in fds:
+        assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+    os.write(fds[0], b"through")
+    assert os.read(pipe.read_end, 100) == b"through"
+    for fd in fds:
+        os.close(fd)
+    # A message without descriptors that follows is not mixed up with them.
+    a.send(PING, Value=2)
+    assert b.receive(PING, timeout=T) == ({**message, "id": 2, "Value": 2}, [])
 
 
-def test_fds_of_a_rejected_message_are_closed(pair: tuple[MessageChannel, MessageChannel]) -> None:
+def test_fds_of_a_rejected_message_are_closed(
+    pair: tuple[MessageChannel, MessageChannel], pipe: Pipe
+) -> None:
     a, b = pair
-    read_end, write_end = os.pipe()
-    try:
-        a.send(PONG, fds=[write_end])  # the receiver expects PING
-        a.send(PING, fds=[write_end])  # right type, but the receiver wants no descriptors
-        os.close(write_end)
-        write_end = -1
-        with pytest.raises(ProtocolError, match="unexpected MessageType"):
-            b.receive(PING, timeout=T)
-        with pytest.raises(ProtocolError, match=r"1 file descriptor.*expected 0"):
-            b.receive(PING, timeout=T, expect_fds=0)
-        assert read_eof(read_end)  # every copy of the write end is gone
-    finally:
-        os.close(read_end)
-        if write_end >= 0:
-            os.close(write_end)
+    a.send(PONG, fds=[pipe.write_end])  # the receiver expects PING
+    a.send(PING, fds=[pipe.write_end])  # right type, but the receiver wants no descriptors
+    pipe.close_write()
+    with pytest.raises(ProtocolError, match="unexpected MessageType"):
+        b.receive(PING, timeout=T)
+    with pytest.raises(ProtocolError, match=r"1 file descriptor.*expected 0"):
+        b.receive(PING, timeout=T, expect_fds=0)
+    assert read_eof(pipe.read_end)  # every copy of the write end is gone
 
 
-def test_fds_of_discarded_messages_are_closed(pair: tuple[MessageChannel, MessageChannel]) -> None:
+def test_fds_of_discarded_messages_are_closed(
+    pair: tuple[MessageChannel, MessageChannel], pipe: Pipe
+) -> None:
     a, b = pair
-    read_end, write_end = os.pipe()
-    try:
-        a.send(PING, fds=[write_end])  # a step-0 message: stale for a transaction receive
-        with a.start_transaction() as transaction:
-            transaction.send(PING, Value=3)
-        os.close(write_end)
-        write_end = -1
-        request, fds = b.receive_transaction(timeout=T).receive(PING)
-        assert request["Value"] == 3 and fds == []
-        assert read_eof(read_end)
-    finally:
-        os.close(read_end)
-        if write_end >= 0:
-            os.close(write_end)
+    a.send(PING, fds=[pipe.write_end])  # a step-0 message: stale for a transaction receive
+    with a.start_transaction() as transaction:
+        transaction.send(PING, Value=3)
+    pipe.close_write()
+    request, fds = b.receive_transaction(timeout=T).receive(PING)
+    assert request["Value"] == 3 and fds == []
+    assert read_eof(pipe.read_end)
 
 
-def test_too_many_fds_are_closed_and_rejected(raw_pair: tuple[socket.socket, MessageChannel]) -> None:
+def test_too_many_fds_are_closed_and_rejected(
+    raw_pair: tuple[socket.socket, MessageChannel], pipe: Pipe
+) -> None:
     writer, channel = raw_pair
-    read_end, write_end = os.pipe()
-    try:
-        fds = [write_end] * (MAX_FDS + 1)
-        writer.sendmsg(
-            [frame(7, 1, 0)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))]
-        )
-        os.close(write_end)
-        write_end = -1
-        with pytest.raises(ProtocolError, match=f"{MAX_FDS + 1} file descriptors"):
-            channel.receive(PING, timeout=T)
-        assert read_eof(read_end)
-        writer.sendall(frame(7, 2, 0))
-        assert channel.receive(PING, timeout=T)[0]["id"] == 2  # still in step
-    finally:
-        os.close(read_end)
-        if write_end >= 0:
-            os.close(write_end)
+    fds = [pipe.write_end] * (MAX_FDS + 1)
+    writer.sendmsg(
+        [frame(7, 1, 0)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))]
+    )
+    pipe.close_write()
+    with pytest.raises(ProtocolError, match=f"{MAX_FDS + 1} file descriptors"):
+        channel.receive(PING, timeout=T)
+    assert read_eof(pipe.read_end)
+    writer.sendall(frame(7, 2, 0))
+    assert channel.receive(PING, timeout=T)[0]["id"] == 2  # still in step
 
 
 def test_sender_refuses_bad_fd_lists(pair: tuple[MessageChannel, MessageChannel]) -> None:

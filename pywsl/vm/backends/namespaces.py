@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+import construct
+
 from pywsl.vm.backends.base import VmBackend
 from pywsl.vm.cgroups import VmCgroup, find_groups, remove_group
 from pywsl.vm.config import VmConfig
@@ -140,7 +142,8 @@ def read_pid_file(runtime_dir: Path) -> tuple[int, int] | None:
 
 
 def _environment() -> dict[str, str]:
-    python_path = [str(_PACKAGE_ROOT)]
+    # The guest starts with -S (no `site`: a faster boot), so it is told where pywsl and construct are.
+    python_path = [str(_PACKAGE_ROOT), str(Path(construct.__file__).resolve().parent.parent)]
     return {
         "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "LANG": "C.UTF-8",
@@ -214,7 +217,7 @@ class NamespacesBackend(VmBackend):
             listener.listen(64)
             log_fd = os.open(runtime_dir / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
                              0o600)
-            argv = [sys.executable, "-m", "pywsl.guest.mini_init",
+            argv = [sys.executable, "-S", "-m", "pywsl.guest.mini_init",
                     *boot_arguments(config, listener.fileno(), cgroup.paths)]
             process = subprocess.Popen(argv, pass_fds=(listener.fileno(),), stdin=subprocess.DEVNULL,
                                        stdout=log_fd, stderr=log_fd, cwd="/", env=_environment(),
