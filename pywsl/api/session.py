@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 
 from pywsl.api import user_vm
 from pywsl.api.credentials import UserIdentity, makedirs_as
-from pywsl.api.distribution_import import DistributionImporter
 from pywsl.api.distribution_info import (
     DistributionConfiguration,
     DistributionInfo,
@@ -256,6 +255,8 @@ class UserSession:
                 with self.registry.transaction() as data:
                     self._check_unique(data, name, base_path)
                     data.distributions[distro_id] = registration
+                from pywsl.api.distribution_import import DistributionImporter  # not on the launch path
+
                 importer = DistributionImporter(self.registry, self.folders, vm_config=self.vm_config,
                                                 open_vm=self._vm)
                 return importer.run(registration, source, progress)
