@@ -55,6 +55,11 @@ def test_distribution_basics(vm_factory: VmFactory) -> None:
     assert result.code == 0 and comm == "init" and int(shell_pid) > 1
     assert hostname == etc_hostname == "host.Name1"
     assert uid == "0"
+    # Named as WSL names them; the interpreter's command line (host paths) is not visible inside.
+    titles = run_in(instance, "tr '\\0' '|' < /proc/1/cmdline; echo; cat /proc/$PPID/comm; "
+                              "tr '\\0' '|' < /proc/$PPID/cmdline").stdout.splitlines()
+    assert titles[0] == "/init|"
+    assert titles[1] == titles[2].rstrip("|") and titles[1].startswith("Relay(")
     hosts = run_in(instance, "cat /etc/hosts").stdout
     assert hosts.startswith(LX_INIT_AUTO_GENERATED_FILE_HEADER + "# [network]\n# generateHosts = false\n")
     assert "127.0.0.1\tlocalhost\n127.0.1.1\thost.Name1\n" in hosts

@@ -361,7 +361,7 @@ class Init:
                 forking.become_child([0, 1, 2, fd])
                 _redirect_stdio_to_null()
                 os.setsid()
-                syscalls.set_process_name("session-leader")
+                syscalls.set_process_title("SessionLeader")
                 _session_leader.serve(socket.socket(fileno=fd), distribution_name=self.name,
                                       default_uid=settings.default_uid,
                                       default_user=self.instance.conf.user_default)
@@ -423,7 +423,7 @@ def send_failure(channel_fd: int, error: int, step: int = STEP_LAUNCH_INIT) -> N
 
 def run(parameters: InitParameters) -> None:
     """init's entry point in the forked child (pid 1 of the new pid namespace). Never returns."""
-    syscalls.set_process_name("init")
+    syscalls.set_process_title("/init")
     try:
         instance = prepare_root(parameters)
     except Exception as error:

@@ -740,6 +740,8 @@ def run_relay(request: LaunchRequest, fds: RelayDescriptors, context: RelayConte
         _close_all_except(keep)
         relay = _Relay(request, fds)
         relay.start(context)
+        if relay.child_pid:
+            syscalls.set_process_title(f"Relay({relay.child_pid})")
         relay.run()
     except BaseException as error:
         _log(f"failed: {error!r}")

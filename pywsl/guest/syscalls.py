@@ -234,6 +234,26 @@ def set_process_name(name: str) -> None:
     prctl(PR_SET_NAME, ctypes.addressof(buffer))
 
 
+def set_process_title(title: str) -> None:
+    """Name the process as WSL's guest processes are named (``/init``, ``SessionLeader``, ``Relay(N)``).
+
+    Sets ``comm`` and rewrites the process's argument area, so that ``/proc/<pid>/cmdline`` and
+    ``ps -f`` show ``title`` instead of the interpreter's command line (which also keeps host paths
+    out of sight inside a distribution). The kernel reads a title up to its NUL when the area's last
+    byte is not NUL, as for setproctitle(3).
+    """
+    set_process_name(title.rpartition("/")[2])
+    with open("/proc/self/stat", "rb") as stat_file:
+        fields = stat_file.read().rpartition(b")")[2].split()
+    start, end = int(fields[45]), int(fields[46])  # arg_start and arg_end: fields 48 and 49
+    size = end - start
+    if size < 2:
+        return
+    text = title.encode()[: size - 2]
+    area = text + b"\0" + b" " * (size - len(text) - 1)
+    ctypes.memmove(start, area, size)
+
+
 def set_link_up(interface: str) -> None:
     """Bring a network interface up (``ip link set <interface> up``) in the caller's network namespace."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
