@@ -45,6 +45,27 @@ def test_hresult_values(code: str, hresult: int) -> None:
     assert known is not None and known.name == code
 
 
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("WSL_E_DISTRO_NOT_STOPPED",
+         "The operation could not be completed because the distribution's root filesystem is currently "
+         "in use. To force WSL to stop use: pywsl --shutdown"),
+        ("WSL_E_LOWER_INTEGRITY", "Cannot launch because another instance is running elevated.  Elevated and "
+                                  "un-elevated instances are not permitted to run simultaneously."),
+        ("WSL_E_USER_VHD_ALREADY_ATTACHED",
+         "VHD already mounted via pywsl --mount, please unmount the disk before launching."),
+        ("WSL_E_ELEVATION_NEEDED_TO_MOUNT_DISK", "Administrator access is needed to mount a disk."),
+        ("WSL_E_VM_MODE_INVALID_MOUNT_NAME",
+         "The mount name cannot be empty, '.', '..', or contain '/'. Please retry with a valid mount name."),
+        ("WSL_E_DISK_MOUNT_DISABLED", "pywsl --mount is disabled by the computer policy."),
+        ("WSL_E_VM_CRASHED", "The WSL2 Virtual Machine crashed."),
+    ],
+)
+def test_default_messages_are_wsls(code: str, message: str) -> None:
+    assert WslError(code).message == message
+
+
 def test_every_wsl_e_code_of_the_reference_is_known() -> None:
     low_bytes = [*range(0x01, 0x16), *range(0x18, 0x22), *range(0x24, 0x33)]
     values = {entry.hresult for entry in HRESULTS.values() if entry.name.startswith("WSL_E_")}

@@ -234,7 +234,7 @@ def test_set_default_version(cli: Cli) -> None:
     assert (outcome.exit_code, outcome.stderr) == (0, SUCCESS)
     outcome = cli("--set-default-version", "1")
     assert outcome.exit_code == 255
-    assert "WSL1 is not supported here" in outcome.stderr
+    assert "WSL1 is not supported with your current machine configuration." in outcome.stderr
     assert outcome.stderr.endswith("Error code: Wsl/WSL_E_WSL1_NOT_SUPPORTED\n")
     outcome = cli("--set-default-version", "3")
     assert outcome.exit_code == 255
@@ -475,8 +475,8 @@ def test_install_no_launch_and_options(cli: Cli, installer: Any, tmp_path: Path)
     (["Debian", "--no-distribution"], "Arguments --no-distribution and --distribution can't be specified"),
     (["--fixed-vhd"], "Argument --fixed-vhd requires the --vhd-size argument."),
     (["Debian", "--from-file", "x.wsl"], "Arguments --from-file and --distribution can't be specified"),
-    (["--enable-wsl1"], "WSL1 is not supported here"),
-    (["--version", "1"], "WSL1 is not supported here"),
+    (["--enable-wsl1"], "WSL1 is not supported with your current machine configuration."),
+    (["--version", "1"], "WSL1 is not supported with your current machine configuration."),
     (["--vhd-size", "10GB"], "--vhd-size is not supported"),
 ])
 def test_install_checks(cli: Cli, installer: Any, args: list[str], text: str) -> None:

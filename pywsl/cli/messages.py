@@ -53,9 +53,7 @@ STATUS_DEFAULT_VERSION = "Default Version: {version}"
 PACKAGE_VERSIONS = "pywsl version: {pywsl}\nKernel version: {kernel}\nPython version: {python}"
 
 # Versions.
-WSL1_NOT_SUPPORTED = (
-    "WSL1 is not supported here: pywsl runs every distribution as WSL 2, in its utility VM."
-)
+WSL1_NOT_SUPPORTED = "WSL1 is not supported with your current machine configuration."
 INVALID_VERSION = "Invalid version '{value}': the supported version is 2."
 ALREADY_REQUESTED_VERSION = "The distribution is already the requested version."
 
