@@ -1,0 +1,321 @@
+"""`pywsl` run by unprivileged users: the command line reaches the root service over its socket.
+
+Real subprocesses (argument lists, no host shell) run as users created for the module, with an
+interpreter every user can run; the service runs as root on a private socket. The workspace,
+service and users come from ``test_service_multiuser``; everything is removed at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import gzip
+import io
+import json
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import tarfile
+import termios
+import time
+from dataclasses import dataclass
+
+import pytest
+from busybox_images import busybox_archive, os_release_text
+from test_service_multiuser import User, Workspace, _user_env, pytestmark, service, users, workspace
+
+__all__ = ["pytestmark", "service", "users", "workspace"]
+
+NOT_FOUND = re.compile(r"Error code: Wsl/\S*WSL_E_DISTRO_NOT_FOUND")
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def out(self) -> str:
+        return self.stdout.decode()
+
+    @property
+    def err(self) -> str:
+        return self.stderr.decode()
+
+
+def pywsl(workspace: Workspace, user: User, *args: str, input: bytes | None = None,
+          timeout: float = 120) -> Run:
+    """``pywsl ARGS`` as ``user``, through the service."""
+    result = subprocess.run(
+        [str(workspace.python), "-m", "pywsl.cli.main", *args],
+        user=user.uid, group=user.gid, extra_groups=[], env=_user_env(workspace, user), cwd=user.home,
+        input=input, stdin=None if input is not None else subprocess.DEVNULL, capture_output=True,
+        timeout=timeout, check=False,
+    )
+    return Run(result.returncode, result.stdout, result.stderr)
+
+
+@pytest.fixture(scope="module")
+def box(users: tuple[User, User], workspace: Workspace) -> str:
+    """User A's distribution "Box", imported from a file."""
+    a, _ = users
+    archive = busybox_archive(workspace.folder / "box.tar", usr_bin_links=True)
+    result = pywsl(workspace, a, "--import", "Box", str(a.home / "box"), str(archive))
+    assert result.returncode == 0, result.err
+    assert result.stdout == b""
+    assert result.err.endswith("The operation completed successfully.\n")
+    assert (a.home / "box" / "rootfs" / "bin" / "busybox").is_file()
+    return "Box"
+
+
+def test_import_from_stdin_and_list(users: tuple[User, User], workspace: Workspace, box: str) -> None:
+    a, _ = users
+    archive = busybox_archive(os_release=os_release_text("other"), usr_bin_links=True)
+    result = pywsl(workspace, a, "--import", "Other", str(a.home / "other"), "-", input=archive)
+    assert result.returncode == 0, result.err
+    assert result.stdout == b""
+    assert pywsl(workspace, a, "-d", "other", "true").returncode == 0
+    result = pywsl(workspace, a, "-l", "-v")
+    assert result.returncode == 0, result.err
+    lines = [line.split() for line in result.out.splitlines()]
+    assert lines[0] == ["NAME", "STATE", "VERSION"]
+    assert sorted(lines[1:]) == [["*", "Box", "Stopped", "2"], ["Other", "Running", "2"]]
+    records = json.loads(pywsl(workspace, a, "-l", "--format", "json").out)
+    assert [(r["name"], r["default"], r["flavor"]) for r in records] == [
+        ("Box", True, "busybox"), ("Other", False, "other")]
+    assert pywsl(workspace, a, "-t", "Other").returncode == 0
+
+
+def test_shell_and_exec_modes(users: tuple[User, User], workspace: Workspace, box: str) -> None:
+    a, _ = users
+    result = pywsl(workspace, a, "-d", box, "--", "echo", "a  b", "c")
+    assert (result.returncode, result.out, result.err) == (0, "a b c\n", "")
+    result = pywsl(workspace, a, "-d", box, "-e", "/bin/echo", "a  b", "c")
+    assert (result.returncode, result.out, result.err) == (0, "a  b c\n", "")
+
+
+def test_exit_status_and_stdout_stderr_split(
+    users: tuple[User, User], workspace: Workspace, box: str
+) -> None:
+    a, _ = users
+    result = pywsl(workspace, a, "-d", box, "--", "echo out; echo err >&2; exit 3")
+    assert (result.returncode, result.out, result.err) == (3, "out\n", "err\n")
+    assert pywsl(workspace, a, "-d", box, "-e", "false").returncode == 1
+    assert pywsl(workspace, a, "--", "exit 200").returncode == 200
+
+
+def test_stdin_round_trip_is_binary_exact(users: tuple[User, User], workspace: Workspace, box: str) -> None:
+    a, _ = users
+    data = os.urandom(3 << 20) + bytes(range(256)) * 64
+    result = pywsl(workspace, a, "-d", box, "--", "cat", input=data)
+    assert result.returncode == 0, result.err
+    assert len(result.stdout) == len(data) and result.stdout == data
+
+
+def test_user_and_working_directory(users: tuple[User, User], workspace: Workspace, box: str) -> None:
+    a, _ = users
+    result = pywsl(workspace, a, "-d", box, "-u", "root", "--", "id", "-u")
+    assert (result.returncode, result.out) == (0, "0\n")
+    assert pywsl(workspace, a, "-d", box, "-u", "alice", "--", "id", "-u").out == "1000\n"
+    result = pywsl(workspace, a, "-d", box, "--cd", "/tmp", "pwd")
+    assert (result.returncode, result.out) == (0, "/tmp\n")
+
+
+def _read_until(master: int, pattern: bytes, seen: bytearray, timeout: float = 60) -> bytes:
+    deadline = time.monotonic() + timeout
+    while pattern not in seen:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"no {pattern!r} in {bytes(seen)!r}"
+        ready, _, _ = select.select([master], [], [], remaining)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(master, 65536)
+        except OSError as error:  # EIO: the terminal's last process is gone
+            assert error.errno == errno.EIO
+            chunk = b""
+        assert chunk, f"the terminal closed before {pattern!r}: {bytes(seen)!r}"
+        seen.extend(chunk)
+    return bytes(seen)
+
+
+def test_interactive_login_shell_under_a_pty(
+    users: tuple[User, User], workspace: Workspace, box: str
+) -> None:
+    a, _ = users
+    env = _user_env(workspace, a) | {"TERM": "xterm"}
+    argv = [str(workspace.python), "-m", "pywsl.cli.main", "-d", box]
+    pid, master = pty.fork()
+    if pid == 0:  # the child: a terminal of 33 rows and 101 columns, then the user's pywsl
+        try:
+            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+            os.setgroups([])
+            os.setgid(a.gid)
+            os.setuid(a.uid)
+            os.chdir(a.home)
+            os.execve(argv[0], argv, env)
+        finally:
+            os._exit(127)
+    try:
+        seen = bytearray()
+        _read_until(master, b"# ", seen)  # root's prompt
+        os.write(master, b"stty size; echo done-$((6*7))\n")
+        text = _read_until(master, b"done-42", seen)
+        assert b"33 101" in text
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 44, 120, 0, 0))  # a resize
+        deadline = time.monotonic() + 30
+        answer = b""
+        while b"44 120" not in answer:  # the window change travels asynchronously
+            assert time.monotonic() < deadline, f"the new size never arrived: {answer!r}"
+            os.write(master, b"stty size; echo size-$((2*2))\n")
+            answer = _read_until(master, b"size-4", bytearray())
+        os.write(master, b"exit 5\n")
+        deadline = time.monotonic() + 60
+        while True:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                with contextlib.suppress(OSError):
+                    os.read(master, 65536)
+            finished, status = os.waitpid(pid, os.WNOHANG)
+            if finished:
+                break
+            assert time.monotonic() < deadline, "the shell did not exit"
+        assert os.waitstatus_to_exitcode(status) == 5
+        pid = 0
+    finally:
+        if pid:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        os.close(master)
+
+
+def test_export_to_a_file_and_to_stdout(users: tuple[User, User], workspace: Workspace, box: str) -> None:
+    a, _ = users
+    target = a.home / "box-export.tar.gz"
+    result = pywsl(workspace, a, "--export", box, str(target), "--format", "tar.gz")
+    assert result.returncode == 0, result.err
+    assert result.stdout == b""
+    assert target.stat().st_uid == a.uid
+    with gzip.open(target) as compressed, tarfile.open(fileobj=compressed) as archive:
+        assert any(name.endswith("bin/busybox") for name in archive.getnames())
+    target.unlink()
+    result = pywsl(workspace, a, "--export", box, "-")
+    assert result.returncode == 0, result.err
+    assert b"The operation completed successfully" not in result.stdout
+    with tarfile.open(fileobj=io.BytesIO(result.stdout), mode="r:") as archive:
+        names = archive.getnames()
+        assert any(name.endswith("etc/passwd") for name in names)
+        assert any(name.endswith("bin/busybox") for name in names)
+    assert "The operation completed successfully." not in result.err
+
+
+def test_another_users_distribution_is_invisible(
+    users: tuple[User, User], workspace: Workspace, box: str
+) -> None:
+    a, b = users
+    result = pywsl(workspace, a, "-d", "Nope", "true")
+    assert result.returncode == 255 and result.stdout == b""
+    assert NOT_FOUND.search(result.err), result.err
+    assert json.loads(pywsl(workspace, b, "-l", "--format", "json").out) == []
+    target = b.home / "stolen.tar"
+    for args in (("-d", box, "true"), ("-t", box), ("-s", box), ("--unregister", box),
+                 ("--export", box, str(target))):
+        result = pywsl(workspace, b, *args)
+        assert result.returncode == 255 and result.stdout == b"", args
+        assert NOT_FOUND.search(result.err), (args, result.err)
+    assert not target.exists()
+    assert [r["name"] for r in json.loads(pywsl(workspace, a, "-l", "--format", "json").out)] == [
+        "Box", "Other"]
+
+
+def test_paths_the_user_cannot_reach_are_refused(
+    users: tuple[User, User], workspace: Workspace, box: str
+) -> None:
+    a, _ = users
+    private = workspace.folder / "root-only"
+    private.mkdir(mode=0o700)
+    secret = busybox_archive(private / "secret.tar")
+    secret.chmod(0o600)
+    protected = workspace.folder / "protected.tar"
+    protected.write_bytes(b"root's")
+    protected.chmod(0o644)
+    link = a.home / "link.tar"
+    link.symlink_to(protected)
+    os.chown(link, a.uid, a.gid, follow_symlinks=False)
+    attempts = (
+        ("--import", "Secret", str(a.home / "secret"), str(secret)),
+        ("--import", "Inside", str(private / "inside"), str(workspace.folder / "box.tar")),
+        ("--export", box, str(private / "out.tar")),
+        ("--export", box, str(link)),
+    )
+    try:
+        for args in attempts:
+            result = pywsl(workspace, a, *args)
+            assert result.returncode == 255 and result.stdout == b"", args
+            assert "Permission denied" in result.err and "E_ACCESSDENIED" in result.err, (args, result.err)
+        assert sorted(os.listdir(private)) == ["secret.tar"]
+        assert protected.read_bytes() == b"root's"
+        assert not (a.home / "secret").exists()
+        assert [r["name"] for r in json.loads(pywsl(workspace, a, "-l", "--format", "json").out)] == [
+            "Box", "Other"]
+    finally:
+        link.unlink()
+        protected.unlink()
+        secret.unlink()
+        private.rmdir()
+
+
+def test_shutdown_stops_only_the_callers_vm(users: tuple[User, User], workspace: Workspace, box: str) -> None:
+    a, b = users
+    result = pywsl(workspace, b, "--import", "Bee", str(b.home / "bee"), str(workspace.folder / "box.tar"))
+    assert result.returncode == 0, result.err
+    command = [str(workspace.python), "-m", "pywsl.cli.main", "--", "echo started; sleep 2; echo alive"]
+    running = subprocess.Popen(command, user=b.uid, group=b.gid, extra_groups=[], env=_user_env(workspace, b),
+                               cwd=b.home, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    try:
+        assert running.stdout is not None
+        ready, _, _ = select.select([running.stdout], [], [], 60)
+        assert ready and running.stdout.readline() == b"started\n"
+        assert pywsl(workspace, a, "-d", box, "true").returncode == 0
+        result = pywsl(workspace, a, "--shutdown")
+        assert (result.returncode, result.out) == (0, ""), result.err
+        out, err = running.communicate(timeout=60)
+        assert (running.returncode, out, err) == (0, b"alive\n", b"")
+    finally:
+        if running.poll() is None:
+            running.kill()
+            running.wait()
+    assert pywsl(workspace, b, "--unregister", "Bee").returncode == 0
+
+
+def test_terminate_set_default_unregister_shutdown(
+    users: tuple[User, User], workspace: Workspace, box: str
+) -> None:
+    a, _ = users
+    assert pywsl(workspace, a, "-d", box, "true").returncode == 0
+    assert pywsl(workspace, a, "-l", "--running", "-q").out.splitlines() == ["Box"]
+    result = pywsl(workspace, a, "-t", box)
+    assert (result.returncode, result.out, result.err) == (0, "", "The operation completed successfully.\n")
+    assert json.loads(pywsl(workspace, a, "-l", "--running", "--format", "json").out) == []
+
+    assert pywsl(workspace, a, "--set-default", "other").returncode == 0
+    records = json.loads(pywsl(workspace, a, "-l", "--format", "json").out)
+    assert [r["name"] for r in records if r["default"]] == ["Other"]
+    assert pywsl(workspace, a, "--", "cat /etc/os-release").out.startswith("ID=other")
+
+    result = pywsl(workspace, a, "--unregister", "Other")
+    assert result.returncode == 0, result.err
+    assert not (a.home / "other" / "rootfs").exists()
+    assert NOT_FOUND.search(pywsl(workspace, a, "-d", "Other", "true").err)
+    assert [r["name"] for r in json.loads(pywsl(workspace, a, "-l", "--format", "json").out)] == ["Box"]
+
+    assert pywsl(workspace, a, "-d", box, "true").returncode == 0
+    result = pywsl(workspace, a, "--shutdown")
+    assert (result.returncode, result.out) == (0, ""), result.err
+    assert json.loads(pywsl(workspace, a, "-l", "--running", "--format", "json").out) == []
