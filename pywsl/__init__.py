@@ -1,8 +1,8 @@
 """pywsl: WSL's service architecture in Python, running on Linux hosts.
 
 `pywsl.connect()` gives the calling user's session (WSL's `ILxssUserSession`): in-process for
-root, through the pywsl service otherwise. The public names are loaded on first use, so that
-`import pywsl.cli` or `import pywsl.wire` does not load the whole library.
+root, through the pywsl service otherwise. The public names are those of `pywsl.api`, loaded on
+first use, so that `import pywsl.cli` or `import pywsl.wire` does not load the whole library.
 """
 
 from __future__ import annotations
@@ -11,12 +11,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pywsl.api.connect import connect
-    from pywsl.api.distribution_info import DistributionConfiguration, DistributionInfo
-    from pywsl.api.errors import WslError
-    from pywsl.api.registry import DistributionState
-    from pywsl.api.session import UserSession
-    from pywsl.api.wslconfig import WslConfig
+    from pywsl.api import (
+        DistributionConfiguration,
+        DistributionInfo,
+        DistributionState,
+        UserSession,
+        WslConfig,
+        WslError,
+        connect,
+    )
 
 __version__ = "0.1.0"
 
@@ -31,22 +34,11 @@ __all__ = [
     "connect",
 ]
 
-_EXPORTS = {
-    "connect": "pywsl.api.connect",
-    "WslError": "pywsl.api.errors",
-    "DistributionState": "pywsl.api.registry",
-    "DistributionInfo": "pywsl.api.distribution_info",
-    "DistributionConfiguration": "pywsl.api.distribution_info",
-    "UserSession": "pywsl.api.session",
-    "WslConfig": "pywsl.api.wslconfig",
-}
-
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
+    if name not in __all__:
         raise AttributeError(f"module 'pywsl' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module("pywsl.api"), name)
     globals()[name] = value
     return value
 
