@@ -125,15 +125,6 @@ class _Invalid(ValueError):
     pass
 
 
-def _string(entry: Mapping[str, Any], key: str, where: str, default: str = "") -> str:
-    value = entry.get(key, default)
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise _Invalid(f"{where}.{key}: expected a string, got {type(value).__name__}")
-    return value
-
-
 def _optional_string(entry: Mapping[str, Any], key: str, where: str) -> str | None:
     value = entry.get(key)
     if value is None:
@@ -141,6 +132,11 @@ def _optional_string(entry: Mapping[str, Any], key: str, where: str) -> str | No
     if not isinstance(value, str):
         raise _Invalid(f"{where}.{key}: expected a string, got {type(value).__name__}")
     return value
+
+
+def _string(entry: Mapping[str, Any], key: str, where: str, default: str = "") -> str:
+    value = _optional_string(entry, key, where)
+    return default if value is None else value
 
 
 def _bool(entry: Mapping[str, Any], key: str, where: str) -> bool | None:
