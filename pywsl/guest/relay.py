@@ -39,7 +39,7 @@ import signal
 import socket
 import struct
 import termios
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -198,16 +198,6 @@ def _close(fd: int | None) -> None:
     if fd is not None and fd >= 0:
         with contextlib.suppress(OSError):
             os.close(fd)
-
-
-def _close_all_except(keep: Iterable[int]) -> None:
-    """Close every descriptor of this process that is not in ``keep``."""
-    low = 0
-    for fd in sorted({fd for fd in keep if fd >= 0}):
-        if fd > low:
-            os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, 0x7FFFFFFF)
 
 
 def _shutdown(fd: int, how: int) -> None:
@@ -736,8 +726,7 @@ def run_relay(request: LaunchRequest, fds: RelayDescriptors, context: RelayConte
         # Collect garbage inherited from the parent now: a socket object collected later would
         # close whatever descriptor had reused its number by then.
         gc.collect()
-        keep = {0, 1, 2, *fds.all()}
-        _close_all_except(keep)
+        forking.close_other_fds(fds.all())
         relay = _Relay(request, fds)
         relay.start(context)
         if relay.child_pid:
