@@ -22,30 +22,15 @@ import subprocess
 import tarfile
 import termios
 import time
-from dataclasses import dataclass
 
 import pytest
 from busybox_images import busybox_archive, os_release_text
+from test_cli_e2e import Run
 from test_service_multiuser import User, Workspace, _user_env, pytestmark, service, users, workspace
 
 __all__ = ["pytestmark", "service", "users", "workspace"]
 
 NOT_FOUND = re.compile(r"Error code: Wsl/\S*WSL_E_DISTRO_NOT_FOUND")
-
-
-@dataclass
-class Run:
-    returncode: int
-    stdout: bytes
-    stderr: bytes
-
-    @property
-    def out(self) -> str:
-        return self.stdout.decode()
-
-    @property
-    def err(self) -> str:
-        return self.stderr.decode()
 
 
 def pywsl(workspace: Workspace, user: User, *args: str, input: bytes | None = None,
