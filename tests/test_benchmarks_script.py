@@ -214,7 +214,8 @@ def test_descendants_and_pss_of_this_process() -> None:
 
 
 def test_unknown_metric_is_a_usage_error() -> None:
-    result = subprocess.run([str(BENCHMARKS / "run"), "--only", "nope"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "run"), "--only", "nope"], capture_output=True,
+                            text=True,
                             timeout=30, check=False)
     assert result.returncode == 2
     assert "unknown metric nope" in result.stderr
@@ -226,7 +227,7 @@ def test_quick_run_prints_the_table_and_cleans_up() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="pwb-", dir="/tmp"))  # short: the VM's socket path is limited
     try:
         result = subprocess.run(
-            [str(BENCHMARKS / "run"), "--quick", "--only", "warm-launch,memory", "--repeat", "3",
+            [sys.executable, str(BENCHMARKS / "run"), "--quick", "--only", "warm-launch,memory", "--repeat", "3",
              "--workdir", str(workdir), "--json"],
             capture_output=True, text=True, timeout=120, check=False,
         )
