@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -19,32 +20,68 @@ ALLOWED: dict[str, set[str]] = {
 }
 
 
+_MODULE_NAME = re.compile(r"pywsl(\.[A-Za-z_]\w*)+")
+
+
+def _spawned_modules(tree: ast.AST) -> set[int]:
+    """ids of the string constants that follow "-m" in a list or tuple: modules run as a new process
+    (the VM's host side starts ``python -m pywsl.guest.mini_init``), not imported."""
+    spawned: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.List, ast.Tuple)):
+            for before, item in zip(node.elts, node.elts[1:], strict=False):
+                if isinstance(before, ast.Constant) and before.value == "-m":
+                    spawned.add(id(item))
+    return spawned
+
+
+def _lazy_names(tree: ast.AST) -> list[tuple[str, int]]:
+    """Module names in strings: ``importlib.import_module("pywsl.api.x")``, tables of lazy exports,
+    ``f"pywsl.cli.{module}"``; every string that is a dotted ``pywsl.…`` name counts."""
+    spawned = _spawned_modules(tree)
+    names: list[tuple[str, int]] = []
+    formatted: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr) and node.values:
+            first = node.values[0]
+            formatted.update(id(value) for value in node.values)
+            if isinstance(first, ast.Constant) and isinstance(first.value, str) and \
+                    _MODULE_NAME.match(first.value.rstrip(".")):
+                names.append((first.value.rstrip("."), node.lineno))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in formatted \
+                and id(node) not in spawned and _MODULE_NAME.fullmatch(node.value):
+            names.append((node.value, node.lineno))
+    return names
+
+
 def _imported_layers(path: Path, root: Path = PACKAGE.parent) -> set[tuple[str, int]]:
-    """Every `pywsl.<layer>` a module imports, with the line, relative imports resolved."""
+    """Every `pywsl.<layer>` a module imports, with the line: import statements (relative ones
+    resolved against the module's package), and module names in strings (lazy imports)."""
     tree = ast.parse(path.read_text(), filename=str(path))
+    # For a package's __init__.py the last part is "__init__": level 1 is then the package itself.
     module_parts = path.relative_to(root).with_suffix("").parts
     found: set[tuple[str, int]] = set()
+    named: list[tuple[str, int]] = _lazy_names(tree)
     for node in ast.walk(tree):
-        names: list[str] = []
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
+            named += [(alias.name, node.lineno) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = list(module_parts[: len(module_parts) - node.level])
-                if path.name == "__init__.py":
-                    base = list(module_parts[: len(module_parts) - node.level + 1])
                 target = ".".join(base + ([node.module] if node.module else []))
-                names = [target] if node.module else [f"{target}.{a.name}" for a in node.names]
+                named += [(target, node.lineno)] if node.module else [
+                    (f"{target}.{alias.name}", node.lineno) for alias in node.names]
+            elif node.module == "pywsl":
+                named += [(f"pywsl.{alias.name}", node.lineno) for alias in node.names]
             elif node.module:
-                names = [node.module]
-                if node.module == "pywsl":
-                    names = [f"pywsl.{alias.name}" for alias in node.names]
-        for name in names:
-            parts = name.split(".")
-            if parts[0] == "pywsl" and len(parts) > 1 and parts[1] in ALLOWED:
-                found.add((parts[1], node.lineno))
-            elif parts[0] == "pywsl" and len(parts) == 1:
-                found.add(("pywsl", node.lineno))
+                named.append((node.module, node.lineno))
+    for name, line in named:
+        parts = name.split(".")
+        if parts[0] == "pywsl" and len(parts) > 1 and parts[1] in ALLOWED:
+            found.add((parts[1], line))
+        elif parts[0] == "pywsl" and len(parts) == 1:
+            found.add(("pywsl", line))
     return found
 
 
@@ -68,6 +105,31 @@ def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     probe.parent.mkdir(parents=True)
     probe.write_text("from pywsl.api import session\nfrom ..cli import main\nfrom . import codec\n")
     assert {name for name, _ in _imported_layers(probe, tmp_path)} == {"api", "cli", "wire"}
+
+
+def test_relative_imports_in_a_package_init_resolve_to_the_package(tmp_path: Path) -> None:
+    init = tmp_path / "pywsl" / "wire" / "__init__.py"
+    init.parent.mkdir(parents=True)
+    init.write_text("from . import codec\nfrom .. import api\nfrom ..guest import relay\n")
+    assert {name for name, _ in _imported_layers(init, tmp_path)} == {"wire", "api", "guest"}
+
+
+def test_lazy_imports_by_name_are_seen(tmp_path: Path) -> None:
+    probe = tmp_path / "pywsl" / "vm" / "probe.py"
+    probe.parent.mkdir(parents=True)
+    probe.write_text(
+        "import importlib\n"
+        "importlib.import_module('pywsl.api.session')\n"
+        "TABLE = {'x': 'pywsl.cli.main'}\n"
+        "def load(name):\n    return importlib.import_module(f'pywsl.guest.{name}')\n"
+        "ARGV = ['python', '-m', 'pywsl.guest.mini_init']\n"  # a new process: not an import
+        "LOGGER = 'pywsl.vm-monitor'\n"
+    )
+    assert {name for name, _ in _imported_layers(probe, tmp_path)} == {"api", "cli", "guest"}
+
+
+def test_the_top_level_package_loads_only_the_api() -> None:
+    assert {name for name, _ in _imported_layers(PACKAGE / "__init__.py")} == {"api"}
 
 
 def test_every_layer_exists() -> None:
