@@ -12,25 +12,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import stat
 
 from pywsl.guest.rootfs import write_file_atomic
+from pywsl.wire.timezone_id import valid_timezone
 
 log = logging.getLogger("pywsl.init")
 
 ZONEINFO_DIR = "/usr/share/zoneinfo"
 LOCALTIME = "/etc/localtime"
 TIMEZONE_FILE = "/etc/timezone"
-MAX_TIMEZONE_LENGTH = 255
-_COMPONENT = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]*")
-
-
-def valid_timezone(name: str) -> bool:
-    """An IANA id usable below the zoneinfo folder: relative, no ``.``/``..``, no odd characters."""
-    if not name or len(name) > MAX_TIMEZONE_LENGTH:
-        return False
-    return all(_COMPONENT.fullmatch(part) and part not in (".", "..") for part in name.split("/"))
 
 
 def apply_timezone(name: str) -> bool:

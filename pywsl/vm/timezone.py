@@ -9,20 +9,13 @@ first line of ``/etc/timezone`` (Debian), else the target of the ``/etc/localtim
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
-MAX_TIMEZONE_LENGTH = 255
-_COMPONENT = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]*")
+from pywsl.wire.timezone_id import MAX_TIMEZONE_LENGTH, valid_timezone
+
+__all__ = ["host_timezone", "valid_timezone"]
+
 _VARIANTS = ("posix/", "right/")
-
-
-def valid_timezone(name: str) -> bool:
-    """An IANA id usable below ``/usr/share/zoneinfo``: relative, no ``.``/``..``, no odd characters."""
-    if not name or len(name) > MAX_TIMEZONE_LENGTH:
-        return False
-    parts = name.split("/")
-    return all(_COMPONENT.fullmatch(part) and part not in (".", "..") for part in parts)
 
 
 def _from_localtime(target: str) -> str | None:
