@@ -22,6 +22,13 @@ from pathlib import Path
 import pytest
 from busybox_images import BUSYBOX, build_busybox_rootfs, own_tree
 
+# Every process the tests start (the CLI, the service, the VM's host side) runs this checkout,
+# whatever copy of pywsl is installed in the environment running the tests.
+REPOSITORY = Path(__file__).resolve().parents[1]
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(REPOSITORY), *(item for item in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                        if item and item != str(REPOSITORY))])
+
 
 def pid_alive(pid: int) -> bool:
     """True while ``pid`` is a live process (a zombie awaiting its parent counts as gone)."""

@@ -191,6 +191,7 @@ class ServiceProcess:
             "XDG_CONFIG_HOME": str(self.root_home / ".config"),
             "PYWSL_RUNTIME_ROOT": str(workspace.runtime),
             "LANG": "C.UTF-8",
+            "PYTHONPATH": str(REPO),  # the service runs this checkout, not an installed copy
         }
 
     def start(self) -> None:

@@ -1,10 +1,9 @@
-"""Acting as a user: filesystem credentials per thread, and root's deletions confined to the user's tree."""
+"""Acting as a user: filesystem credentials per thread (root's changes to a user's tree: tests/security)."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import stat
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -17,8 +16,6 @@ from pywsl.api.credentials import (
     acting_as,
     makedirs_as,
     open_as,
-    remove_tree,
-    rename_tree,
 )
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="acting as another user needs root")
@@ -97,62 +94,6 @@ def test_nested_and_conflicting_identities(user_tree: Path) -> None:
         pass
     with acting_as(UserIdentity.current()):   # the process user: nothing to switch
         pass
-
-
-def _rootfs_owned_elsewhere(parent: Path) -> Path:
-    rootfs = parent / "rootfs"
-    (rootfs / "etc" / "deep").mkdir(parents=True)
-    (rootfs / "etc" / "deep" / "file").write_text("x")
-    (rootfs / "link").symlink_to("/etc")
-    for path in (rootfs, rootfs / "etc", rootfs / "etc" / "deep"):
-        os.chown(path, 1 << 30, 1 << 30)
-        os.chmod(path, 0o755)
-    return rootfs
-
-
-def test_remove_tree_deletes_a_mapped_rootfs_with_roots_rights(user_tree: Path) -> None:
-    _rootfs_owned_elsewhere(user_tree)
-    assert remove_tree(NOBODY, user_tree, "rootfs")
-    assert not (user_tree / "rootfs").exists()
-    assert Path("/etc/passwd").exists()
-    assert not remove_tree(NOBODY, user_tree, "rootfs")
-
-
-def test_remove_tree_refuses_a_folder_of_somebody_else(tmp_path: Path) -> None:
-    victim = tmp_path / "victim"
-    victim.mkdir()
-    _rootfs_owned_elsewhere(victim)
-    with pytest.raises(PermissionError):
-        remove_tree(NOBODY, victim, "rootfs")
-    assert (victim / "rootfs" / "etc" / "deep" / "file").exists()
-
-
-def test_remove_tree_does_not_follow_a_planted_symlink(user_tree: Path, tmp_path: Path) -> None:
-    target = tmp_path / "target"
-    (target / "rootfs").mkdir(parents=True)
-    (target / "rootfs" / "precious").write_text("x")
-    os.chmod(target, 0o755)
-    os.chmod(target / "rootfs", 0o755)
-    (user_tree / "rootfs").symlink_to(target / "rootfs")
-    with pytest.raises(NotADirectoryError):
-        remove_tree(NOBODY, user_tree, "rootfs")
-    link_parent = tmp_path / "linked"
-    link_parent.symlink_to(target)
-    with pytest.raises(OSError):
-        remove_tree(NOBODY, link_parent, "rootfs")
-    assert (target / "rootfs" / "precious").exists()
-
-
-def test_rename_tree_moves_within_the_users_folders(user_tree: Path) -> None:
-    rootfs = _rootfs_owned_elsewhere(user_tree)
-    destination = user_tree / "moved"
-    makedirs_as(NOBODY, destination)
-    rename_tree(NOBODY, user_tree, destination, "rootfs")
-    assert not rootfs.exists()
-    moved = destination / "rootfs"
-    assert stat.S_ISDIR(moved.lstat().st_mode) and moved.stat().st_uid == 1 << 30
-    with pytest.raises(FileNotFoundError):
-        rename_tree(NOBODY, user_tree, destination, "rootfs")
 
 
 def test_makedirs_never_creates_through_a_dangling_link(user_tree: Path, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pywsl.api.credentials import UserIdentity, remove_tree
+from pywsl.api.credentials import UserIdentity
 from pywsl.api.errors import WslError
 from pywsl.api.registry import (
     FLAGS_ALL,
@@ -23,6 +23,7 @@ from pywsl.api.registry import (
     default_environment,
     validate_name,
 )
+from pywsl.api.rootfs_folder import RootfsFolders
 
 ME = UserIdentity.current()
 
@@ -31,7 +32,7 @@ def make_registry(folder: Path, removed: list[str] | None = None) -> Registry:
     def remove(registration: Registration) -> None:
         if removed is not None:
             removed.append(registration.name)
-        remove_tree(ME, registration.base_path, "rootfs")
+        RootfsFolders(ME, lambda: []).remove_rootfs(registration.base_path)
 
     return Registry(folder / "pywsl", ME, remove_files=remove)
 

@@ -9,9 +9,8 @@ resolved and checked with that user's rights, so a symlink the user planted lead
 the user could not go already.
 
 A few operations must still be done with root's rights on a user's tree (deleting or moving a
-root filesystem whose files belong to the VM's mapped ids): `remove_tree` and `rename_tree` do
-them through directory descriptors opened as the user, never follow a symlink and never leave the
-file system they started on.
+root filesystem whose files belong to the VM's mapped ids): `owned_tree.py` does them, from
+descriptors opened as the user and verified, on what the user or the VM's ids own only.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import errno
 import os
 import platform
 import pwd
-import stat
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,8 +32,6 @@ __all__ = [
     "makedirs_as",
     "open_as",
     "open_directory_as",
-    "remove_tree",
-    "rename_tree",
 ]
 
 _NO_CHANGE = 0xFFFFFFFF  # (uid_t)-1: setfsuid/setfsgid only report the current value
@@ -195,105 +191,3 @@ def makedirs_as(identity: UserIdentity, path: str | os.PathLike[str], mode: int 
         if not target.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(target))
     return created
-
-
-def _check_parent(parent_fd: int, owner_uid: int, what: str) -> os.stat_result:
-    info = os.fstat(parent_fd)
-    if info.st_uid != owner_uid and owner_uid != 0:
-        raise PermissionError(errno.EPERM, f"{what}: the folder does not belong to uid {owner_uid}")
-    return info
-
-
-def _open_child_dir(parent_fd: int, name: str) -> tuple[int, os.stat_result]:
-    info = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
-    if not stat.S_ISDIR(info.st_mode):
-        raise NotADirectoryError(errno.ENOTDIR, "not a directory (or a symlink)", name)
-    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
-    opened = os.fstat(fd)
-    if (opened.st_dev, opened.st_ino) != (info.st_dev, info.st_ino):
-        os.close(fd)
-        raise OSError(errno.EAGAIN, "the folder changed while it was being opened", name)
-    return fd, opened
-
-
-def remove_tree(identity: UserIdentity, parent: str | os.PathLike[str], name: str) -> bool:
-    """Delete the folder `parent/name` and all it holds, with root's rights but the user's reach.
-
-    `parent` is opened as the user and must belong to the user (a registration cannot aim root at
-    somebody else's files); `name` must be a real directory, not a symlink. The deletion works on
-    directory descriptors only and stops at mount points. Returns False if `parent/name` did not
-    exist.
-    """
-    if "/" in name or name in ("", ".", ".."):
-        raise ValueError(f"invalid folder name {name!r}")
-    try:
-        parent_fd = open_directory_as(identity, parent)
-    except FileNotFoundError:
-        return False
-    try:
-        _check_parent(parent_fd, identity.uid, os.fspath(parent))
-        try:
-            fd, info = _open_child_dir(parent_fd, name)
-        except FileNotFoundError:
-            return False
-        try:
-            _remove_below(fd, info.st_dev)
-        finally:
-            os.close(fd)
-        os.rmdir(name, dir_fd=parent_fd)
-        return True
-    finally:
-        os.close(parent_fd)
-
-
-def _remove_below(top_fd: int, device: int) -> None:
-    """Iterative depth-first deletion of the contents of `top_fd` (descriptors only)."""
-    # Each frame: (directory fd, names still to look at, name of this directory in its parent).
-    frames: list[tuple[int, list[str], str]] = [(top_fd, os.listdir(top_fd), "")]
-    try:
-        while frames:
-            fd, names, own_name = frames[-1]
-            if names:
-                name = names.pop()
-                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                if not stat.S_ISDIR(info.st_mode):
-                    os.unlink(name, dir_fd=fd)
-                elif info.st_dev != device:
-                    raise OSError(errno.EXDEV, "refusing to delete across a mount point", name)
-                else:
-                    child_fd, _ = _open_child_dir(fd, name)
-                    frames.append((child_fd, os.listdir(child_fd), name))
-                continue
-            frames.pop()
-            if frames:
-                os.close(fd)
-                os.rmdir(own_name, dir_fd=frames[-1][0])
-    finally:
-        for fd, _, _ in frames[1:]:
-            os.close(fd)
-
-
-def rename_tree(identity: UserIdentity, source_parent: str | os.PathLike[str],
-                target_parent: str | os.PathLike[str], name: str) -> None:
-    """Move the folder `source_parent/name` to `target_parent/name` (same file system), with root's
-    rights but through parent folders opened as the user and belonging to the user."""
-    source_fd = open_directory_as(identity, source_parent)
-    try:
-        target_fd = open_directory_as(identity, target_parent)
-        try:
-            _check_parent(source_fd, identity.uid, os.fspath(source_parent))
-            _check_parent(target_fd, identity.uid, os.fspath(target_parent))
-            info = os.stat(name, dir_fd=source_fd, follow_symlinks=False)
-            if not stat.S_ISDIR(info.st_mode):
-                raise NotADirectoryError(errno.ENOTDIR, "not a directory (or a symlink)", name)
-            try:
-                os.stat(name, dir_fd=target_fd, follow_symlinks=False)
-            except FileNotFoundError:
-                pass
-            else:
-                raise FileExistsError(errno.EEXIST, "already exists", os.path.join(target_parent, name))
-            os.rename(name, name, src_dir_fd=source_fd, dst_dir_fd=target_fd)
-        finally:
-            os.close(target_fd)
-    finally:
-        os.close(source_fd)

@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pywsl.api import cancellation
 from pywsl.api.distribution_info import DistributionInfo, distribution_info
 from pywsl.api.errors import WslError
 from pywsl.api.registrations import check_unique, update_registration
@@ -68,7 +69,8 @@ class DistributionImporter:
                     self._open_vm() as vm:
                 try:
                     with self.folders.open_rootfs(registration.base_path) as rootfs:
-                        outcome = vm.import_rootfs(rootfs, archive.fd, stderr.fd)
+                        outcome = vm.import_rootfs(rootfs, archive.fd, stderr.fd,
+                                                   cancel=cancellation.current())
                 except WslError:
                     archive.check()
                     raise
@@ -119,8 +121,8 @@ class DistributionImporter:
                 self.folders.remove_files(registration)
             elif registration.created_base_path:
                 self.folders.remove_empty_folder(registration.base_path)
-        except OSError:
-            return   # left as Uninstalling: the next recovery retries
+        except (OSError, WslError):
+            return   # left as Uninstalling: the next recovery retries (content root must not delete stays)
         with contextlib.suppress(WslError), self.registry.transaction() as data:
             data.distributions.pop(registration.id, None)
             data.fix_default()

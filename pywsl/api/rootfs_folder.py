@@ -1,12 +1,15 @@
 """A distribution's folder and its `rootfs`: what WSL keeps as `BasePath` and the disk in it.
 
 WSL's distribution is a VHD in the folder the registry names; here it is the directory
-`<BasePath>/rootfs`, owned by the VM's root. `RootfsFolders` touches these folders for one user,
-always with that user's rights (`credentials.acting_as`) so that root never follows a user's links:
-it opens a root filesystem for the VM as a descriptor reached without symbolic links, creates an
-empty one for an import, removes one, moves one to another folder (a rename, or across file
-systems a copy through the VM's export and import workers) and exports one as a tar archive
-(`ExportDistribution`).
+`<BasePath>/rootfs`, owned by the VM's root, in a folder of mode 0700 that belongs to the user (no
+other host user reaches a root filesystem or its setuid files). `RootfsFolders` touches these
+folders for one user: it reaches them with that user's rights (`credentials.acting_as`) through
+descriptors, one component at a time without symbolic links, and checks their owner. It opens a
+root filesystem for the VM as such a descriptor, creates an empty one for an import, removes one,
+moves one to another folder (a rename, or across file systems a copy through the VM's export and
+import workers) and exports one as a tar archive (`ExportDistribution`). The steps that need root's
+rights (handing the new `rootfs` to the VM's root, deleting and moving the VM's files) work from
+those verified descriptors and touch only what the user or the VM's ids own (`owned_tree.py`).
 """
 
 from __future__ import annotations
@@ -14,32 +17,30 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pywsl.api.credentials import (
-    UserIdentity,
-    acting_as,
-    makedirs_as,
-    open_directory_as,
-    remove_tree,
-    rename_tree,
-)
+from pywsl.api import cancellation
+from pywsl.api.credentials import UserIdentity, acting_as, makedirs_as
 from pywsl.api.errors import WslError, not_supported_by_backend
+from pywsl.api.owned_tree import ForeignContent, TreeOwners, move_tree, remove_tree
 from pywsl.api.registry import Registration
 from pywsl.api.transfer import Progress, Source, StderrCollector, open_export_target
 
 if TYPE_CHECKING:
     from pywsl.vm import CoreVm
 
-__all__ = ["EXPORT_FORMATS", "IdMap", "OpenVm", "RootfsFolders", "export_compression", "with_details"]
+__all__ = ["EXPORT_FORMATS", "FOLDER_MODE", "IdMap", "OpenVm", "RootfsFolders", "export_compression",
+           "with_details"]
 
 IdMap = list[tuple[int, int, int]]
 OpenVm = Callable[[], AbstractContextManager["CoreVm"]]   # the user's VM, booted if needed
 EXPORT_FORMATS = {"tar": "", "tar.gz": "gzip", "tgz": "gzip", "tar.xz": "xz", "txz": "xz"}
+FOLDER_MODE = 0o700   # a distribution's folder: its owner only (root filesystems hold setuid files)
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -66,12 +67,28 @@ class RootfsFolders:
 
     `trusted_folders` gives the folders a distribution's folder may be reached from through
     links (the user's install folder, data folder and home); it is asked on every use, since the
-    install folder comes from .wslconfig, which WSL reads again each time.
+    install folder comes from .wslconfig, which WSL reads again each time. `uid_map` gives the uid
+    map of the user's VM (by default the user's range, `idmap.maps_for_owner`): root deletes, moves
+    and hands over only what the user or those ids own (`owned_tree.TreeOwners`).
     """
 
-    def __init__(self, identity: UserIdentity, trusted_folders: Callable[[], Sequence[Path]]) -> None:
+    def __init__(self, identity: UserIdentity, trusted_folders: Callable[[], Sequence[Path]],
+                 uid_map: Callable[[], IdMap] | None = None) -> None:
         self.identity = identity
         self._trusted_folders = trusted_folders
+        self._uid_map = uid_map or self._default_uid_map
+
+    def _default_uid_map(self) -> IdMap:
+        from pywsl.vm.idmap import IdMapError, maps_for_owner
+
+        try:
+            return maps_for_owner(self.identity.uid, self.identity.gid)[0]
+        except IdMapError:
+            return []
+
+    def owners(self) -> TreeOwners:
+        """Whose files root may touch in this user's distribution folders."""
+        return TreeOwners.for_vm(self.identity.uid, self._uid_map())
 
     def trusted_anchor(self, path: Path) -> tuple[Path, list[str]]:
         """The folder a distribution's folder is reached from, and the components below it.
@@ -90,6 +107,38 @@ class RootfsFolders:
             best = (Path("/"), parts_below("/", path) or [])
         return best
 
+    def open_folder(self, base_path: Path) -> int:
+        """`base_path` as an `O_PATH` descriptor, reached with the user's rights from its trusted
+        anchor without links (`trusted_anchor`) and checked to belong to the user (root may use
+        any folder). FileNotFoundError when it does not exist."""
+        from pywsl.vm.directories import SymlinkInPath, open_beneath
+
+        anchor, parts = self.trusted_anchor(base_path)
+        try:
+            with acting_as(self.identity):
+                fd = open_beneath(anchor, parts)
+        except SymlinkInPath as error:
+            raise WslError("E_ACCESSDENIED", f"{error.filename} is a symbolic link: the distribution's "
+                           f"folder {base_path} is not reached through links.") from None
+        except FileNotFoundError:
+            raise
+        except OSError as error:
+            raise WslError("ERROR_PATH_NOT_FOUND", f"The distribution's folder {base_path} "
+                           f"cannot be opened: {error.strerror}") from None
+        owner = os.fstat(fd).st_uid
+        if self.identity.uid != 0 and owner != self.identity.uid:
+            os.close(fd)
+            raise WslError("E_ACCESSDENIED", f"{base_path} does not belong to {self.identity.name}: "
+                           "choose a folder of your own.")
+        return fd
+
+    def _open_existing_folder(self, base_path: Path) -> int:
+        try:
+            return self.open_folder(base_path)
+        except FileNotFoundError:
+            raise WslError("ERROR_PATH_NOT_FOUND", f"The distribution's folder {base_path} "
+                           "does not exist.") from None
+
     @contextlib.contextmanager
     def open_rootfs(self, base_path: Path) -> Iterator[int]:
         """An open descriptor of `base_path/rootfs` for the VM, opened with the user's rights.
@@ -97,25 +146,14 @@ class RootfsFolders:
         Every component below the user's install, data or home folder (`trusted_anchor`) is
         opened with `O_NOFOLLOW`, one at a time, and the VM gets the descriptor, never the path:
         a folder swapped for a symlink after registration makes the start fail instead of
-        leading the VM elsewhere. The distribution's folder must belong to the user.
+        leading the VM elsewhere. The distribution's folder must belong to the user, its `rootfs`
+        to the VM's root or the user, on the folder's file system.
         """
-        from pywsl.vm.directories import SymlinkInPath, open_beneath, open_child
+        from pywsl.vm.directories import SymlinkInPath, open_child
 
-        anchor, parts = self.trusted_anchor(base_path)
         rootfs = base_path / "rootfs"
+        parent_fd = self._open_existing_folder(base_path)
         try:
-            with acting_as(self.identity):
-                parent_fd = open_beneath(anchor, parts)
-        except SymlinkInPath as error:
-            raise WslError("E_ACCESSDENIED", f"{error.filename} is a symbolic link: the distribution's "
-                           f"folder {base_path} is not reached through links.") from None
-        except OSError as error:
-            raise WslError("ERROR_PATH_NOT_FOUND", f"The distribution's folder {base_path} "
-                           f"cannot be opened: {error.strerror}") from None
-        try:
-            owner = os.fstat(parent_fd).st_uid
-            if self.identity.uid != 0 and owner != self.identity.uid:
-                raise WslError("E_ACCESSDENIED", f"{base_path} does not belong to {self.identity.name}.")
             try:
                 with acting_as(self.identity):
                     rootfs_fd = open_child(parent_fd, "rootfs", str(rootfs))
@@ -126,12 +164,26 @@ class RootfsFolders:
                                "root filesystem.") from None
             except OSError as error:
                 raise WslError("E_ACCESSDENIED", f"{rootfs}: {error.strerror}") from None
+            try:
+                self._check_top(parent_fd, rootfs_fd, rootfs)
+            except BaseException:
+                os.close(rootfs_fd)
+                raise
         finally:
             os.close(parent_fd)
         try:
             yield rootfs_fd
         finally:
             os.close(rootfs_fd)
+
+    def _check_top(self, parent_fd: int, rootfs_fd: int, rootfs: Path) -> None:
+        info = os.fstat(rootfs_fd)
+        if info.st_dev != os.fstat(parent_fd).st_dev:
+            raise WslError("E_ACCESSDENIED", f"{rootfs} is a mount point, not the distribution's root "
+                           "filesystem.")
+        if not self.owners().may_be_top(info.st_uid):
+            raise WslError("E_ACCESSDENIED", f"{rootfs} belongs to uid {info.st_uid}, not to the root of "
+                           f"{self.identity.name}'s VM: it is not the distribution's root filesystem.")
 
     def ensure_no_rootfs(self, base_path: Path) -> None:
         """An install location must not hold a root filesystem already (it would be replaced)."""
@@ -145,32 +197,58 @@ class RootfsFolders:
         raise WslError("ERROR_FILE_EXISTS", "The supplied install location is already in use.")
 
     def make_folder(self, base_path: Path) -> bool:
-        """Create a distribution's folder as the user; True if it was created. An existing folder
-        must belong to the user (root may use any)."""
-        if makedirs_as(self.identity, base_path, 0o755):
-            return True
-        if self.identity.uid != 0:
+        """Create a distribution's folder as the user, mode 0700; True if it was created. An
+        existing folder must belong to the user (root may use any) and is made 0700 too: nobody
+        else may reach a root filesystem (its setuid files belong to the VM's ids)."""
+        created = makedirs_as(self.identity, base_path, FOLDER_MODE)
+        fd = self._open_existing_folder(base_path)
+        try:
             with acting_as(self.identity):
-                owner = os.stat(base_path).st_uid
-            if owner != self.identity.uid:
-                raise WslError("E_ACCESSDENIED", f"{base_path} does not belong to "
-                               f"{self.identity.name}: choose a folder of your own.")
-        return False
+                readable = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+            try:
+                if (os.fstat(readable).st_dev, os.fstat(readable).st_ino) != (
+                        os.fstat(fd).st_dev, os.fstat(fd).st_ino):
+                    raise WslError("E_ACCESSDENIED", f"{base_path} changed while it was being opened.")
+                with acting_as(self.identity):
+                    os.fchmod(readable, FOLDER_MODE)
+            finally:
+                os.close(readable)
+        finally:
+            os.close(fd)
+        return created
 
     def make_rootfs(self, folder: Path, uid_map: IdMap, gid_map: IdMap) -> None:
-        """An empty `folder/rootfs`, made as the user and then given to the VM's root."""
+        """An empty `folder/rootfs`, made as the user and then given to the VM's root.
+
+        The new folder is opened as the user (`O_NOFOLLOW`) and checked before root changes its
+        owner through that descriptor: a directory of the user, on the folder's file system, empty.
+        Whatever the user puts under the name meanwhile, root only ever hands over that one."""
+        from pywsl.vm.directories import is_empty_directory
         from pywsl.vm.idmap import host_id
 
-        parent_fd = open_directory_as(self.identity, folder)
+        rootfs = folder / "rootfs"
+        parent_fd = self._open_existing_folder(folder)
         try:
             try:
                 with acting_as(self.identity):
-                    os.mkdir("rootfs", 0o755, dir_fd=parent_fd)
+                    os.mkdir("rootfs", 0o700, dir_fd=parent_fd)
             except FileExistsError:
                 raise WslError("ERROR_FILE_EXISTS",
                                "The supplied install location is already in use.") from None
-            fd = os.open("rootfs", _DIRECTORY_FLAGS, dir_fd=parent_fd)
             try:
+                with acting_as(self.identity):
+                    fd = os.open("rootfs", _DIRECTORY_FLAGS, dir_fd=parent_fd)
+            except OSError as error:
+                raise WslError("E_ACCESSDENIED", f"{rootfs} changed while it was being created: "
+                               f"{error.strerror}") from None
+            try:
+                info = os.fstat(fd)
+                if (not stat.S_ISDIR(info.st_mode) or info.st_uid != self.identity.uid
+                        or info.st_dev != os.fstat(parent_fd).st_dev or not is_empty_directory(fd)):
+                    with acting_as(self.identity), contextlib.suppress(OSError):
+                        os.rmdir("rootfs", dir_fd=parent_fd)   # the user's own right: an empty folder
+                    raise WslError("E_ACCESSDENIED", f"{rootfs} was replaced while it was being created: "
+                                   "it is not the empty folder made for the distribution.")
                 os.fchown(fd, host_id(uid_map, 0), host_id(gid_map, 0))
                 os.fchmod(fd, 0o755)
             finally:
@@ -178,9 +256,30 @@ class RootfsFolders:
         finally:
             os.close(parent_fd)
 
+    def remove_rootfs(self, base_path: Path) -> bool:
+        """Delete `base_path/rootfs` (`owned_tree.remove_tree`); False when there is none.
+
+        Content that belongs to neither the user nor the VM's ids, another file system, or a
+        `rootfs` that is not the folder made for the distribution is left in place and reported
+        (E_ACCESSDENIED)."""
+        try:
+            parent_fd = self.open_folder(base_path)
+        except FileNotFoundError:
+            return False
+        try:
+            return remove_tree(parent_fd, "rootfs", self.owners(), str(base_path / "rootfs"))
+        except ForeignContent as error:
+            raise WslError("E_ACCESSDENIED", f"{error.strerror} Remove them as root (or put the "
+                           "distribution's folder back), then try again.") from None
+        except NotADirectoryError as error:
+            raise WslError("E_ACCESSDENIED", f"{error.filename}: {error.strerror}; it was left in "
+                           "place.") from None
+        finally:
+            os.close(parent_fd)
+
     def remove_files(self, registration: Registration) -> None:
         """Delete a distribution's root filesystem, and its folder if pywsl created it."""
-        remove_tree(self.identity, registration.base_path, "rootfs")
+        self.remove_rootfs(registration.base_path)
         if registration.created_base_path:
             with acting_as(self.identity), contextlib.suppress(FileNotFoundError):
                 try:
@@ -195,13 +294,23 @@ class RootfsFolders:
             os.rmdir(folder)
 
     def rename_rootfs(self, source_base: Path, target_base: Path) -> bool:
-        """Move `source_base/rootfs` into `target_base` by a rename; False across file systems."""
+        """Move `source_base/rootfs` into `target_base` by a rename (`owned_tree.move_tree`); False
+        across file systems."""
+        source_fd = self._open_existing_folder(source_base)
         try:
-            rename_tree(self.identity, source_base, target_base, "rootfs")
+            target_fd = self._open_existing_folder(target_base)
+            try:
+                move_tree(source_fd, target_fd, "rootfs", self.owners(), str(source_base / "rootfs"))
+            finally:
+                os.close(target_fd)
+        except ForeignContent as error:
+            raise WslError("E_ACCESSDENIED", error.strerror) from None
         except OSError as error:
             if error.errno != errno.EXDEV:
                 raise
             return False
+        finally:
+            os.close(source_fd)
         return True
 
     def move_through_vm(self, source_base: Path, target_base: Path, uid_map: IdMap, gid_map: IdMap,
@@ -213,9 +322,9 @@ class RootfsFolders:
         try:
             self.copy_rootfs(source_base, target_base, open_vm)
         except BaseException:
-            remove_tree(self.identity, target_base, "rootfs")
+            self.remove_rootfs(target_base)
             raise
-        remove_tree(self.identity, source_base, "rootfs")
+        self.remove_rootfs(source_base)
 
     def copy_rootfs(self, source_base: Path, target_base: Path, open_vm: OpenVm) -> None:
         """Copy `source_base/rootfs` into the empty `target_base/rootfs` through the VM."""
@@ -253,7 +362,7 @@ class RootfsFolders:
             with open_export_target(target, self.identity, progress=progress) as output, \
                     open_vm() as vm, self.open_rootfs(base_path) as rootfs:
                 try:
-                    vm.export_rootfs(rootfs, output.fd, stderr.fd, compression)
+                    vm.export_rootfs(rootfs, output.fd, stderr.fd, compression, cancel=cancellation.current())
                 except WslError:
                     raise
                 except (OSError, ValueError) as error:
