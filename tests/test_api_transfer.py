@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import io
 import lzma
 import os
 import shutil
+import socket
+import stat
 import subprocess
 import tarfile
 import threading
@@ -15,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from pywsl.api.cancellation import CancelToken, cancel_scope
 from pywsl.api.credentials import UserIdentity
 from pywsl.api.errors import WslError
 from pywsl.api.transfer import StderrCollector, detect_format, open_archive_source, open_export_target
@@ -179,3 +183,153 @@ def test_stderr_collector_keeps_the_tail() -> None:
     os.write(collector.fd, b"x" * 40000 + b"\ntar: the end\n")
     text = collector.text()
     assert text.endswith("tar: the end") and len(text) <= 16 * 1024
+
+
+@pytest.mark.parametrize("kind", ["/dev/zero", "/dev/urandom", "eventfd", "write-only pipe", "datagram"])
+def test_sources_that_never_end_are_refused_up_front(kind: str) -> None:
+    opened: list[int] = []
+    if kind.startswith("/dev/"):
+        opened.append(os.open(kind, os.O_RDONLY))
+    elif kind == "eventfd":
+        opened.append(os.eventfd(1))
+    elif kind == "datagram":
+        pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        opened.extend(end.detach() for end in pair)
+    else:
+        read_end, write_end = os.pipe()
+        opened.extend((write_end, read_end))
+    try:
+        with pytest.raises(WslError) as caught, open_archive_source(opened[0], ME):
+            pass
+        assert caught.value.code == "E_INVALIDARG", caught.value.message
+    finally:
+        for fd in opened:
+            os.close(fd)
+
+
+def test_empty_and_foreign_files_are_not_archives(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.touch()
+    noise = tmp_path / "noise"
+    noise.write_bytes(os.urandom(4096))
+    for path in (empty, noise):
+        with pytest.raises(WslError) as caught, open_archive_source(path, ME):
+            pass
+        assert caught.value.code == "WSL_E_IMPORT_FAILED", caught.value.message
+    old = bytearray(TAR[:512])
+    old[257:265] = bytes(8)   # no "ustar" magic: a pre-POSIX header, recognised by its checksum
+    old[148:156] = b"%06o\0 " % (sum(old[:148]) + 8 * 32 + sum(old[156:]))
+    assert detect_format(bytes(old)) == "tar"
+
+
+def test_a_fifo_opened_by_path_does_not_block(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(WslError) as caught, open_archive_source(fifo, ME, idle_timeout=0.2):
+        pass
+    assert "sent nothing" in caught.value.message
+
+
+def test_a_quiet_pipe_fails_after_the_idle_timeout() -> None:
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, TAR[:100])
+        with pytest.raises(WslError) as caught, open_archive_source(read_end, ME, idle_timeout=0.2):
+            pass
+        assert caught.value.code == "WSL_E_IMPORT_FAILED"
+        assert "sent nothing for 0.2 seconds" in caught.value.message
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_cancel_stops_reading_a_pipe() -> None:
+    """The client going away ends the relay at once; the import then reports the cancellation."""
+    read_end, write_end = os.pipe()
+    token = CancelToken()
+    try:
+        os.write(write_end, TAR[:2048])
+        with cancel_scope(token), pytest.raises(WslError) as caught, \
+                open_archive_source(read_end, ME) as source:
+            assert os.read(source.fd, 2048) == TAR[:2048]   # the relay now waits for more
+            token.cancel()
+            assert os.read(source.fd, 65536) == b""          # the worker sees the end of its input
+            source.check()
+        assert caught.value.code == "E_ABORT"
+        with cancel_scope(token), pytest.raises(WslError) as early, open_archive_source(read_end, ME):
+            pass
+        assert early.value.code == "E_ABORT"
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_data_after_the_archive_is_not_waited_for() -> None:
+    """Once the worker is done, check() ends the relay even though the source keeps sending."""
+    read_end, write_end = os.pipe()
+    stop = threading.Event()
+
+    def send() -> None:
+        try:
+            os.write(write_end, TAR)
+            while not stop.is_set():
+                os.write(write_end, bytes(65536))
+        except OSError:
+            pass
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        with open_archive_source(read_end, ME) as source:
+            received = b""
+            while len(received) < len(TAR):
+                received += os.read(source.fd, len(TAR) - len(received))
+            assert received == TAR
+            source.check()
+    finally:
+        stop.set()
+        os.close(read_end)
+        sender.join(30)
+        os.close(write_end)
+    assert not sender.is_alive()
+
+
+def test_a_stream_socket_is_a_source() -> None:
+    ours, theirs = socket.socketpair()
+    try:
+        theirs.sendall(TAR)
+        theirs.shutdown(socket.SHUT_WR)
+        with open_archive_source(ours.fileno(), ME) as source:
+            assert read_all(source.fd) == TAR
+            source.check()
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def test_cancel_stops_an_export_into_a_pipe_nobody_reads() -> None:
+    read_end, write_end = os.pipe()
+    token = CancelToken()
+    seen: list[int] = []
+    try:
+        with cancel_scope(token), pytest.raises(WslError) as caught, \
+                open_export_target(write_end, ME, progress=seen.append) as target:
+            os.set_blocking(target.fd, False)
+            with contextlib.suppress(BlockingIOError):
+                while True:   # fill our pipe and the caller's: the relay now waits for room
+                    os.write(target.fd, bytes(65536))
+            token.cancel()
+            target.finish()
+        assert caught.value.code == "E_ABORT"
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_export_to_a_fifo_nobody_reads_is_refused(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(WslError) as caught, open_export_target(fifo, ME):
+        pass
+    assert caught.value.code == "E_INVALIDARG"
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)

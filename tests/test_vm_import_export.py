@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import bz2
+import contextlib
+import errno
 import gzip
 import hashlib
 import io
 import lzma
 import os
+import select
 import stat
 import subprocess
 import tarfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -296,3 +299,167 @@ def test_large_import_through_a_pipe(booted: BootedVm, tmp_path: Path) -> None:
     outcome, errors = run_import(booted, target, data, pipe=True)
     assert isinstance(outcome, ImportOutcome) and outcome.valid, errors
     assert (target / "etc/blob").read_bytes() == payload
+
+
+def _feed_then_repeat(data: bytes, filler: bytes) -> tuple[int, threading.Thread]:
+    """A pipe that yields ``data`` and then ``filler`` over and over until nobody reads it any more."""
+    source, feed = os.pipe()
+
+    def write() -> None:
+        try:
+            forking_write(feed, data)
+            while True:
+                forking_write(feed, filler)
+        except BrokenPipeError:
+            pass
+        finally:
+            os.close(feed)
+
+    feeder = threading.Thread(target=write, daemon=True)
+    feeder.start()
+    return source, feeder
+
+
+def forking_write(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+@pytest.mark.parametrize("kind", ["tar", "gz"])
+def test_the_end_of_the_archive_ends_the_import(booted: BootedVm, tmp_path: Path, kind: str) -> None:
+    """Data after the archive (a pipe that never ends) is not waited for."""
+    target = _target(booted, tmp_path)
+    source, feeder = _feed_then_repeat(_compress(DISTRO, kind), bytes(1 << 16))
+    error_read, error_write = os.pipe()
+    try:
+        outcome = booted.vm.import_rootfs(target, source, error_write)
+    finally:
+        os.close(source)
+        os.close(error_write)
+    feeder.join(30)
+    assert not feeder.is_alive()
+    with os.fdopen(error_read, "rb") as errors:
+        assert outcome.valid, errors.read()
+    assert (target / "etc/os-release").is_file()
+
+
+@contextlib.contextmanager
+def small_filesystem(where: Path, options: str) -> Iterator[Path]:
+    where.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "pywsl-full", str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+
+
+def _zero_file_archive(size: int) -> bytes:
+    """A gzip of a tar holding one file of ``size`` zero bytes (a few hundred KiB for many MiB)."""
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=9) as packed, \
+            tarfile.open(fileobj=packed, mode="w|", format=tarfile.GNU_FORMAT) as handle:
+        for info, data in (_member("etc", tarfile.DIRTYPE), _member("etc/os-release", data=b"ID=x\n")):
+            handle.addfile(info, io.BytesIO(data) if data is not None else None)
+        info = tarfile.TarInfo("zeros")
+        info.size = size
+        handle.addfile(info, io.BytesIO(bytes(size)))
+    return buffer.getvalue()
+
+
+def _many_files_archive(count: int) -> bytes:
+    return gzip.compress(archive(_member("etc", tarfile.DIRTYPE),
+                                 *(_member(f"etc/f{index}") for index in range(count))))
+
+
+@pytest.mark.parametrize(("options", "data"), [
+    ("size=8m", lambda: _zero_file_archive(64 << 20)),
+    ("size=8m,nr_inodes=200", lambda: _many_files_archive(2000)),
+])
+def test_a_full_disk_stops_the_import(booted: BootedVm, tmp_path: Path, options: str,
+                                      data: Callable[[], bytes]) -> None:
+    with small_filesystem(tmp_path / "small", options) as small:
+        target = _target(booted, small)
+        outcome, errors = run_import(booted, target, data(), pipe=True)
+        assert isinstance(outcome, VmError), errors
+        assert outcome.errno == errno.ENOSPC and "the disk is full" in str(outcome), outcome
+        assert "No space left on device" in errors
+
+
+def test_sparse_files_stay_sparse(booted: BootedVm, tmp_path: Path) -> None:
+    source = _target(booted, tmp_path, "source")
+    (source / "etc").mkdir()
+    sparse = source / "etc" / "sparse"
+    with open(sparse, "wb") as handle:
+        handle.truncate(256 << 20)
+        handle.seek(128 << 20)
+        handle.write(b"middle")
+    assert os.stat(sparse).st_blocks * 512 < (1 << 20)
+    exported = tmp_path / "exported.tar"
+    error_read, error_write = os.pipe()
+    with open(exported, "wb") as output:
+        booted.vm.export_rootfs(source, output.fileno(), error_write, "")
+    os.close(error_write)
+    os.close(error_read)
+    assert exported.stat().st_size < (1 << 20)
+    target = _target(booted, tmp_path, "copy")
+    outcome, errors = run_import(booted, target, exported.read_bytes())
+    assert isinstance(outcome, ImportOutcome), errors
+    copy = os.stat(target / "etc" / "sparse")
+    assert copy.st_size == 256 << 20 and copy.st_blocks * 512 < (1 << 20)
+    with open(target / "etc" / "sparse", "rb") as handle:
+        handle.seek(128 << 20)
+        assert handle.read(6) == b"middle"
+
+
+class _Cancel:
+    """A cancellation the test fires (the api's CancelToken in miniature)."""
+
+    def __init__(self) -> None:
+        self._callbacks: list[Callable[[], None]] = []
+
+    @contextlib.contextmanager
+    def on_cancel(self, callback: Callable[[], None]) -> Iterator[None]:
+        self._callbacks.append(callback)
+        try:
+            yield
+        finally:
+            self._callbacks.remove(callback)
+
+    def fire(self) -> None:
+        for callback in list(self._callbacks):
+            callback()
+
+
+def test_cancel_stops_a_blocked_export(booted: BootedVm, tmp_path: Path) -> None:
+    """An export into a pipe nobody reads ends when it is cancelled; the worker is gone."""
+    source = _target(booted, tmp_path)
+    (source / "blob").write_bytes(os.urandom(4 << 20))
+    read_end, write_end = os.pipe()
+    error_read, error_write = os.pipe()
+    cancel = _Cancel()
+    failure: list[BaseException] = []
+
+    def export() -> None:
+        try:
+            booted.vm.export_rootfs(source, write_end, error_write, "", cancel=cancel)
+        except BaseException as error:
+            failure.append(error)
+
+    exporter = threading.Thread(target=export)
+    exporter.start()
+    try:
+        ready = select.poll()
+        ready.register(read_end, select.POLLIN)
+        assert ready.poll(30_000), "tar writes into the pipe"
+        cancel.fire()
+        exporter.join(40)
+        assert not exporter.is_alive()
+    finally:
+        os.close(read_end)
+        exporter.join()
+        os.close(write_end)
+        os.close(error_write)
+        os.close(error_read)
+    assert isinstance(failure[0], VmError) and failure[0].errno == errno.ECANCELED
+    assert booted.vm.running_instances() == {}

@@ -118,7 +118,7 @@ class DistributionImporter:
                 registration.created_base_path = entry.created_base_path
         try:
             if rootfs_made:
-                self.folders.remove_files(registration)
+                self.folders.remove_files(registration, only_created_folder=True)
             elif registration.created_base_path:
                 self.folders.remove_empty_folder(registration.base_path)
         except (OSError, WslError):

@@ -22,6 +22,7 @@ import http.client
 import os
 import shutil
 import socket
+import stat
 import tempfile
 import time
 import urllib.error
@@ -41,6 +42,7 @@ __all__ = [
     "clean_stale_temporaries",
     "download_to",
     "local_path",
+    "open_local_file",
     "read_url",
     "verify_sha256",
 ]
@@ -135,12 +137,23 @@ def _read_bounded(stream: BinaryIO, limit: int, url: str) -> bytes:
     return data
 
 
+def open_local_file(path: Path, url: str) -> int:
+    """A local document or archive (`file://` or a path), opened without waiting for a FIFO's
+    writer; anything but a regular file (a FIFO, `/dev/zero`) is refused."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise WslError("ERROR_INVALID_DATA", f"{url}: not a regular file")
+    os.set_blocking(fd, True)
+    return fd
+
+
 def read_url(url: str, *, timeout: float = DEFAULT_TIMEOUT, limit: int = MAX_MANIFEST_BYTES) -> bytes:
     """The whole body at `url` (a small document such as the manifest)."""
     path = local_path(url)
     if path is not None:
         try:
-            with open(path, "rb") as stream:
+            with os.fdopen(open_local_file(path, url), "rb") as stream:
                 return _read_bounded(stream, limit, url)
         except OSError as error:
             raise from_os_error(error, what=url) from None

@@ -14,7 +14,11 @@ crashed operation (its lock is free again) from a running one. `Registry.recover
 crash left: an Installing entry whose installer is gone is removed with its files, an Uninstalling
 entry is deleted for good.
 
-All file access here happens with the user's credentials (`credentials.acting_as`).
+All file access here happens with the user's credentials (`credentials.acting_as`). The registry
+and the lock files are opened without blocking and without following links, must be regular files
+and are read up to a size limit; the registry lock is waited for at most `user_files.LOCK_TIMEOUT`
+seconds (`user_files`), so a registry replaced by a FIFO or a huge file, or a lock held forever,
+is a clear error instead of a service thread waiting for good.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from typing import Any
 
 from pywsl.api.credentials import UserIdentity, acting_as, makedirs_as
 from pywsl.api.errors import WslError
+from pywsl.api.user_files import flock_bounded, open_regular, read_bounded
 
 __all__ = [
     "FLAGS_ALL",
@@ -369,21 +374,13 @@ class Registry:
     def _load(self) -> RegistryData:
         try:
             with acting_as(self.identity):
-                fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                fd = open_regular(self.path, os.O_RDONLY, what="The registry")
         except FileNotFoundError:
             return RegistryData()
         try:
-            chunks = []
-            size = 0
-            while chunk := os.read(fd, 1 << 20):
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > _MAX_REGISTRY_BYTES:
-                    raise WslError("E_UNEXPECTED", f"The registry {self.path} is larger than "
-                                   f"{_MAX_REGISTRY_BYTES} bytes.")
+            raw = read_bounded(fd, _MAX_REGISTRY_BYTES, what=f"The registry {self.path}")
         finally:
             os.close(fd)
-        raw = b"".join(chunks)
         if not raw.strip():
             return RegistryData()
         try:
@@ -420,10 +417,10 @@ class Registry:
     def _locked(self) -> Iterator[None]:
         self._ensure_folder()
         with acting_as(self.identity):
-            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(self.folder / "registry.lock", flags, 0o600)
+            fd = open_regular(self.folder / "registry.lock", os.O_RDWR | os.O_CREAT, 0o600,
+                              what="The registry lock")
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            flock_bounded(fd, fcntl.LOCK_EX, what=f"The registry lock in {self.folder}")
             yield
         finally:
             os.close(fd)
@@ -464,7 +461,7 @@ class Registry:
         path = self._lock_path(distro_id)
         for _ in range(100):
             with acting_as(self.identity):
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                fd = open_regular(path, os.O_RDWR | os.O_CREAT, 0o600, what="The operation lock")
             if not _try_flock(fd, fcntl.LOCK_EX):
                 os.close(fd)
                 raise WslError("E_ILLEGAL_STATE_CHANGE")
@@ -487,7 +484,7 @@ class Registry:
         """The state a live operation on the distribution stands for, or None when none runs."""
         try:
             with acting_as(self.identity):
-                fd = os.open(self._lock_path(distro_id), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                fd = open_regular(self._lock_path(distro_id), os.O_RDONLY, what="The operation lock")
         except FileNotFoundError:
             return None
         try:

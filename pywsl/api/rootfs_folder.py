@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from pywsl.api import cancellation
 from pywsl.api.credentials import UserIdentity, acting_as, makedirs_as
-from pywsl.api.errors import WslError, not_supported_by_backend
+from pywsl.api.errors import WslError, from_os_error, not_supported_by_backend
 from pywsl.api.owned_tree import ForeignContent, TreeOwners, move_tree, remove_tree
 from pywsl.api.registry import Registration
 from pywsl.api.transfer import Progress, Source, StderrCollector, open_export_target
@@ -197,10 +197,14 @@ class RootfsFolders:
         raise WslError("ERROR_FILE_EXISTS", "The supplied install location is already in use.")
 
     def make_folder(self, base_path: Path) -> bool:
-        """Create a distribution's folder as the user, mode 0700; True if it was created. An
-        existing folder must belong to the user (root may use any) and is made 0700 too: nobody
-        else may reach a root filesystem (its setuid files belong to the VM's ids)."""
-        created = makedirs_as(self.identity, base_path, FOLDER_MODE)
+        """Create a distribution's folder, and the folders that lead to it (WSL's
+        `CreateDirectoryDeep`), as the user, mode 0700; True if `base_path` itself was created.
+
+        Below its trusted anchor (`trusted_anchor`) every folder is made through its parent's
+        descriptor and opened without following links. An existing folder must belong to the user
+        (root may use any) and is made 0700 too: nobody else may reach a root filesystem (its
+        setuid files belong to the VM's ids)."""
+        created = self._make_path(base_path)
         fd = self._open_existing_folder(base_path)
         try:
             with acting_as(self.identity):
@@ -215,6 +219,39 @@ class RootfsFolders:
                 os.close(readable)
         finally:
             os.close(fd)
+        return created
+
+    def _make_path(self, base_path: Path) -> bool:
+        """`mkdir -p base_path` as the user, one descriptor at a time from the trusted anchor
+        (which is made as it is when missing: the user's own install, data or home folder);
+        True if `base_path` itself was created."""
+        from pywsl.vm.directories import SymlinkInPath, open_child
+
+        anchor, parts = self.trusted_anchor(base_path)
+        shown = str(anchor)
+        try:
+            created = makedirs_as(self.identity, anchor, FOLDER_MODE)
+            with acting_as(self.identity):
+                fd = os.open(anchor, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    for name in parts:
+                        shown = os.path.join(shown, name)
+                        try:
+                            os.mkdir(name, FOLDER_MODE, dir_fd=fd)
+                            created = True
+                        except FileExistsError:
+                            created = False
+                        child = open_child(fd, name, shown)
+                        os.close(fd)
+                        fd = child
+                finally:
+                    os.close(fd)
+        except SymlinkInPath:
+            raise WslError("E_ACCESSDENIED", f"{shown} is a symbolic link: the distribution's folder "
+                           f"{base_path} is not reached through links.") from None
+        except OSError as error:
+            raise WslError(from_os_error(error).code, f"The distribution's folder {base_path} cannot be "
+                           f"created: {shown}: {error.strerror}") from None
         return created
 
     def make_rootfs(self, folder: Path, uid_map: IdMap, gid_map: IdMap) -> None:
@@ -277,21 +314,47 @@ class RootfsFolders:
         finally:
             os.close(parent_fd)
 
-    def remove_files(self, registration: Registration) -> None:
-        """Delete a distribution's root filesystem, and its folder if pywsl created it."""
+    def remove_files(self, registration: Registration, *, only_created_folder: bool = False) -> None:
+        """WSL's `_DeleteDistribution`: delete a distribution's root filesystem, then its folder
+        when that is left empty (`remove_empty_folder`). With `only_created_folder` (a failed
+        import) the folder goes only if pywsl created it: a folder the user gave stays."""
         self.remove_rootfs(registration.base_path)
-        if registration.created_base_path:
-            with acting_as(self.identity), contextlib.suppress(FileNotFoundError):
-                try:
-                    os.rmdir(registration.base_path)
-                except OSError as error:
-                    if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                        raise
+        if registration.created_base_path or not only_created_folder:
+            self.remove_empty_folder(registration.base_path)
 
-    def remove_empty_folder(self, folder: Path) -> None:
-        """Remove `folder` if it is empty; a folder that cannot go stays, silently."""
-        with acting_as(self.identity), contextlib.suppress(OSError):
-            os.rmdir(folder)
+    def remove_empty_folder(self, folder: Path) -> bool:
+        """Remove the distribution's folder `folder` if it is empty; True if it was removed.
+
+        The folder is reached as `open_folder` does (the user's, without links) and removed as the
+        user through its parent's descriptor, only while its name still names that folder. A
+        folder that is not empty, belongs to somebody else, is a trusted folder itself (the user's
+        home, data or install folder) or cannot go for another reason stays, silently, as in WSL.
+        """
+        from pywsl.vm.directories import open_beneath
+
+        anchor, parts = self.trusted_anchor(folder)
+        if not parts:
+            return False
+        try:
+            fd = self.open_folder(folder)
+        except (OSError, WslError):
+            return False
+        try:
+            expected = os.fstat(fd)
+            with acting_as(self.identity):
+                parent_fd = open_beneath(anchor, parts[:-1])
+                try:
+                    current = os.stat(parts[-1], dir_fd=parent_fd, follow_symlinks=False)
+                    if (current.st_dev, current.st_ino) != (expected.st_dev, expected.st_ino):
+                        return False
+                    os.rmdir(parts[-1], dir_fd=parent_fd)
+                finally:
+                    os.close(parent_fd)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        return True
 
     def rename_rootfs(self, source_base: Path, target_base: Path) -> bool:
         """Move `source_base/rootfs` into `target_base` by a rename (`owned_tree.move_tree`); False

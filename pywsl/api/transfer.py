@@ -5,31 +5,45 @@ WSL's service relays the client's file handle to the guest's `bsdtar` over an hv
 file descriptors directly, so this module only has to turn what the caller gave (a path, a file
 object, a descriptor, a pipe) into a descriptor:
 
-* import: the archive is handed over as it is (the VM's worker detects and undoes gzip, xz,
-  bzip2 and zstd compression itself, inside the VM); a disk image (VHD, VHDX) is refused with a
-  clear error; a pipe or a file object is read ahead (to look at its first bytes) and relayed;
-* export: the VM writes to the target descriptor; a file object without a descriptor is fed
-  through a pipe;
+* import: what the source is decides how it travels. A regular file is handed over as it is (the
+  VM's worker detects and undoes gzip, xz, bzip2 and zstd compression itself, inside the VM). A
+  pipe, a FIFO or a stream socket ("-", standard input) is read here and relayed through a pipe
+  of our own: every wait on it is bounded (`ARCHIVE_IDLE_TIMEOUT` without a byte fails the
+  import) and ends at once when the import stops or the client goes away (the request's
+  `cancellation` token), so a source that never ends or never sends cannot hold the service.
+  Anything else (a character or block device such as `/dev/zero`, an eventfd or other anonymous
+  descriptor, a directory, a descriptor not open for reading) is refused up front, and so is a
+  source whose first bytes are not a tar archive (plain or compressed) or that is empty. A disk
+  image (VHD, VHDX) is refused with a clear error;
+* export: the VM writes to the target descriptor; a file object without a descriptor (or a
+  progress callback) is fed through a pipe, relayed with the same bounded, cancellable waits;
 * progress: when asked for, the bytes go through a pipe and are counted;
 * the worker's stderr is collected (its tail goes into the error message of a failure).
 
-Paths are opened with the user's rights (`credentials.open_as`).
+Paths are opened with the user's rights (`credentials.open_as`), without blocking (a FIFO) and
+without a controlling terminal.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
+import select
+import socket
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import IO, Any, BinaryIO
 
+from pywsl.api import cancellation
 from pywsl.api.credentials import UserIdentity, open_as
 from pywsl.api.errors import WslError
 
 __all__ = [
+    "ARCHIVE_IDLE_TIMEOUT",
     "ArchiveSource",
     "ExportTarget",
     "Progress",
@@ -41,9 +55,25 @@ __all__ = [
 
 Progress = Callable[[int], Any]
 Source = str | os.PathLike[str] | BinaryIO | IO[bytes] | int
+# A streamed archive (pipe, FIFO, socket) that sends nothing for this long fails the import.
+ARCHIVE_IDLE_TIMEOUT = 300.0
+# How long closing a source waits for its relay thread (it wakes at once; this only bounds a bug).
+_JOIN_TIMEOUT = 30.0
 _CHUNK = 1 << 20
 _HEAD = 512
 _STDERR_TAIL = 16 * 1024
+
+
+def _tar_checksum_valid(block: bytes) -> bool:
+    """Whether a 512-byte block is a tar header (its checksum field matches, as tar checks it)."""
+    field = block[148:156].split(b"\0", 1)[0].strip(b" ")
+    try:
+        recorded = int(field, 8)
+    except ValueError:
+        return False
+    unsigned = sum(block[:148]) + 8 * 32 + sum(block[156:512])
+    signed = unsigned - 2 * sum(byte for byte in block[:148] + block[156:512] if byte >= 128)
+    return recorded in (unsigned, signed)
 
 
 def detect_format(head: bytes) -> str:
@@ -62,8 +92,10 @@ def detect_format(head: bytes) -> str:
         return "vhd"
     if len(head) >= 262 and head[257:262] == b"ustar":
         return "tar"
-    if len(head) >= 512 and not head.strip(b"\0"):
+    if len(head) >= 512 and not head[:512].strip(b"\0"):
         return "tar"   # an empty archive: end-of-archive blocks only
+    if len(head) >= 512 and _tar_checksum_valid(head[:512]):
+        return "tar"   # a pre-POSIX (v7) header
     return "unknown"
 
 
@@ -71,6 +103,97 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+class _Stopped(Exception):
+    """A relay was told to stop (the operation ended, or the client went away)."""
+
+
+class _StopSignal:
+    """Wakes a relay's waits: a pipe that `fire` makes readable (safe to fire after `close`)."""
+
+    def __init__(self) -> None:
+        self.fd, self._write_fd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._lock = threading.Lock()
+        self.fired = False
+        self.cancelled = False
+
+    def fire(self, *, cancelled: bool = False) -> None:
+        with self._lock:
+            self.cancelled = self.cancelled or cancelled
+            self.fired = True
+            if self._write_fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.write(self._write_fd, b"\0")
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in (self.fd, self._write_fd):
+                if fd >= 0:
+                    os.close(fd)
+            self.fd = self._write_fd = -1
+
+
+def _wait(fd: int, events: int, stop: _StopSignal, timeout: float | None) -> bool:
+    """Wait until ``fd`` is ready for ``events``; False on timeout, _Stopped when stopped."""
+    ready = select.poll()
+    ready.register(fd, events)
+    ready.register(stop.fd, select.POLLIN)
+    found = dict(ready.poll(None if timeout is None else max(0, int(timeout * 1000))))
+    if stop.fd in found or stop.fired:
+        raise _Stopped()
+    return bool(found)
+
+
+class _StreamReader:
+    """Reads a pipe, FIFO or stream socket without ever blocking for good: it reads through its
+    own non-blocking open of the pipe (`/proc/self/fd`, so the caller's file status flags stay
+    as they are) or non-blocking `recv`, waits at most `ARCHIVE_IDLE_TIMEOUT` for each chunk, and
+    stops when its `_StopSignal` fires."""
+
+    def __init__(self, fd: int, stop: _StopSignal, idle_timeout: float) -> None:
+        self._stop = stop
+        self._idle_timeout = idle_timeout
+        self._socket: socket.socket | None = None
+        if stat.S_ISSOCK(os.fstat(fd).st_mode):
+            self._socket = socket.socket(fileno=os.dup(fd))
+            self.fd = self._socket.fileno()
+        else:
+            self.fd = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def read(self) -> bytes:
+        deadline = time.monotonic() + self._idle_timeout
+        while True:
+            if not _wait(self.fd, select.POLLIN, self._stop, deadline - time.monotonic()):
+                raise WslError("WSL_E_IMPORT_FAILED", f"The archive stream sent nothing for "
+                               f"{self._idle_timeout:g} seconds.")
+            try:
+                if self._socket is not None:
+                    return self._socket.recv(_CHUNK, socket.MSG_DONTWAIT)
+                return os.read(self.fd, _CHUNK)
+            except BlockingIOError:
+                continue   # someone else took it first: wait again
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+        elif self.fd >= 0:
+            os.close(self.fd)
+        self.fd = -1
+
+
+def _bounded_writer(fd: int, stop: _StopSignal) -> Callable[[bytes], None]:
+    """Writes to our own non-blocking pipe end ``fd``, waiting for room until `stop` fires."""
+    os.set_blocking(fd, False)
+
+    def write(data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(fd, view):]
+            except BlockingIOError:
+                _wait(fd, select.POLLOUT, stop, None)
+    return write
 
 
 class _Pump(threading.Thread):
@@ -135,28 +258,53 @@ class ArchiveSource:
         self.fd = -1
         self._owned: list[int] = []
         self._pumps: list[_Pump] = []
+        self._readers: list[_StreamReader] = []
+        self._stop = _StopSignal()
         self.format = "tar"
 
     def _own(self, fd: int) -> int:
         self._owned.append(fd)
         return fd
 
-    def close(self) -> None:
-        """Release the descriptors; stops feeding (a pump blocked on a full pipe sees EPIPE)."""
-        for fd in self._owned:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._owned.clear()
+    def _close_own(self, fd: int) -> None:
+        if fd in self._owned:
+            self._owned.remove(fd)
+            os.close(fd)
+
+    def cancel(self) -> None:
+        """The client went away: stop feeding the worker (it then sees the end of its input)."""
+        self._stop.fire(cancelled=True)
+
+    def _halt(self) -> None:
+        """Stop the relay and wait for its thread (it wakes at once)."""
+        self._stop.fire()
         for pump in self._pumps:
-            pump.join(5)
+            pump.join(_JOIN_TIMEOUT)
+
+    def close(self) -> None:
+        """Stop feeding and release every descriptor (after the relay's thread has ended)."""
+        self._halt()
+        for fd in list(self._owned):
+            self._close_own(fd)
+        for reader in self._readers:
+            reader.close()
+        self._readers.clear()
+        self._stop.close()
 
     def check(self) -> None:
-        """Raise if reading the archive failed."""
+        """Once the worker is done with the archive: end the relay (what follows the end of the
+        archive is not read) and raise if reading the archive failed or was cancelled."""
+        self._close_own(self.fd)   # the worker has its own copy; without ours a blocked write ends
+        self._halt()
         for pump in self._pumps:
-            pump.join()
             error = pump.error
-            if error is None or (isinstance(error, OSError) and error.errno == errno.EPIPE):
+            if isinstance(error, _Stopped) and self._stop.cancelled:
+                raise WslError("E_ABORT", "The import was canceled because the client went away.")
+            if error is None or isinstance(error, _Stopped) or (
+                    isinstance(error, OSError) and error.errno == errno.EPIPE):
                 continue
+            if isinstance(error, WslError):
+                raise error
             reason = error.strerror if isinstance(error, OSError) else str(error)
             raise WslError("WSL_E_IMPORT_FAILED", f"Reading the archive failed: {reason}")
 
@@ -181,68 +329,146 @@ def _fileno(stream: Any) -> int | None:
     return fd if isinstance(fd, int) and fd >= 0 else None
 
 
+def _is_anonymous(fd: int) -> bool:
+    """An eventfd, signalfd, timerfd, epoll or other descriptor without a file behind it."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}").startswith("anon_inode:")
+    except OSError:
+        return False
+
+
+def _refuse(what: str) -> WslError:
+    return WslError("E_INVALIDARG", f"The archive is {what}, not a file or a pipe: give a tar archive "
+                    "(a file, or '-' with the archive on standard input).")
+
+
+def source_kind(fd: int) -> str:
+    """"regular" (handed to the worker as it is) or "stream" (relayed here); anything the import
+    does not read from raises a clear WslError."""
+    if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE not in (os.O_RDONLY, os.O_RDWR):
+        raise WslError("E_INVALIDARG", "The archive descriptor is not open for reading.")
+    info = os.fstat(fd)
+    mode = info.st_mode
+    if stat.S_ISDIR(mode):
+        raise WslError("E_INVALIDARG", "The archive is a directory, not a file.")
+    if _is_anonymous(fd):
+        raise _refuse("an event or other anonymous descriptor")
+    if stat.S_ISREG(mode):
+        if info.st_size == 0:
+            raise WslError("WSL_E_IMPORT_FAILED", "The archive is empty (a file of 0 bytes is not a tar "
+                           "archive).")
+        return "regular"
+    if stat.S_ISFIFO(mode):
+        return "stream"
+    if stat.S_ISSOCK(mode):
+        if _socket_type(fd) == socket.SOCK_STREAM:
+            return "stream"
+        raise _refuse("a socket that is not a stream")
+    if stat.S_ISCHR(mode):
+        raise _refuse("a character device (a terminal, /dev/zero, /dev/urandom, ...)")
+    if stat.S_ISBLK(mode):
+        raise _refuse("a block device")
+    raise _refuse("neither a file nor a pipe")
+
+
+def _socket_type(fd: int) -> int:
+    probe = socket.socket(fileno=os.dup(fd))
+    try:
+        return int(probe.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE))
+    finally:
+        probe.close()
+
+
 @contextlib.contextmanager
-def open_archive_source(source: Source, identity: UserIdentity, *, progress: Progress | None = None
-                        ) -> Iterator[ArchiveSource]:
+def open_archive_source(source: Source, identity: UserIdentity, *, progress: Progress | None = None,
+                        idle_timeout: float = ARCHIVE_IDLE_TIMEOUT) -> Iterator[ArchiveSource]:
     """A descriptor the import worker reads `source` from (see the module docstring); closes what
-    it opened."""
+    it opened. The current request's cancellation stops the relay."""
     result = ArchiveSource()
     try:
-        stream: IO[bytes] | None = None
-        if isinstance(source, bool):
-            raise WslError("E_INVALIDARG", "The archive must be a path, a file object or a descriptor.")
-        if isinstance(source, int):
-            fd = source
-        elif isinstance(source, str | os.PathLike):
-            try:
-                fd = result._own(open_as(identity, source, os.O_RDONLY | os.O_NOCTTY))
-            except OSError as error:
-                raise WslError("ERROR_FILE_NOT_FOUND" if error.errno == errno.ENOENT else "E_ACCESSDENIED"
-                               if error.errno in (errno.EACCES, errno.EPERM) else "E_INVALIDARG",
-                               f"{os.fspath(source)}: {error.strerror}") from None
-        else:
-            number = _fileno(source)
-            if number is None:
-                stream = source
-                fd = -1
-            else:
-                fd = number
-        if fd >= 0 and stat.S_ISDIR(os.fstat(fd).st_mode):
-            raise WslError("E_INVALIDARG", "The archive is a directory, not a file.")
-        regular = fd >= 0 and stat.S_ISREG(os.fstat(fd).st_mode)
-        try:
-            if regular:
-                head = os.pread(fd, _HEAD, os.lseek(fd, 0, os.SEEK_CUR))
-                rest: Callable[[], bytes] = _fd_reader(fd)
-            else:
-                read = _reader_of(stream) if stream is not None else _fd_reader(fd)
-                head = _read_head(read)
-        except (OSError, ValueError) as error:
-            reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-            raise WslError("WSL_E_IMPORT_FAILED", f"Reading the archive failed: {reason}") from None
-        if not regular:
-            first = [head]
-
-            def rest() -> bytes:
-                return first.pop() if first else read()
-        kind = detect_format(head)
-        result.format = kind
-        if kind in ("vhd", "vhdx"):
-            from pywsl.api.errors import not_supported_by_backend
-
-            not_supported_by_backend("Importing a VHD")
-        if regular and progress is None:
-            result.fd = fd
-            yield result
-            return
-        read_end, write_end = os.pipe2(os.O_CLOEXEC)
-        result._own(read_end)
-        result._own(write_end)
-        result.fd = read_end
-        _start_feed(result, rest, write_end, progress)
-        yield result
+        with cancellation.current().on_cancel(result.cancel):
+            yield from _prepare_source(result, source, identity, progress, idle_timeout)
     finally:
         result.close()
+
+
+def _open_path(source: str | os.PathLike[str], identity: UserIdentity) -> int:
+    try:
+        return open_as(identity, source, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError as error:
+        raise WslError("ERROR_FILE_NOT_FOUND" if error.errno == errno.ENOENT else "E_ACCESSDENIED"
+                       if error.errno in (errno.EACCES, errno.EPERM) else "E_INVALIDARG",
+                       f"{os.fspath(source)}: {error.strerror}") from None
+
+
+def _prepare_source(result: ArchiveSource, source: Source, identity: UserIdentity,
+                    progress: Progress | None, idle_timeout: float) -> Iterator[ArchiveSource]:
+    stream: IO[bytes] | None = None
+    if isinstance(source, bool):
+        raise WslError("E_INVALIDARG", "The archive must be a path, a file object or a descriptor.")
+    if isinstance(source, int):
+        fd = source
+    elif isinstance(source, str | os.PathLike):
+        fd = result._own(_open_path(source, identity))
+    else:
+        number = _fileno(source)
+        if number is None:
+            stream = source
+            fd = -1
+        else:
+            fd = number
+    kind = source_kind(fd) if fd >= 0 else "object"
+    try:
+        if kind == "regular":
+            head = os.pread(fd, _HEAD, os.lseek(fd, 0, os.SEEK_CUR))
+            read: Callable[[], bytes] = _fd_reader(fd)
+        else:
+            if stream is not None:
+                read = _reader_of(stream)
+            else:
+                reader = _StreamReader(fd, result._stop, idle_timeout)
+                result._readers.append(reader)
+                read = reader.read
+            head = _read_head(read)
+    except _Stopped:
+        raise WslError("E_ABORT", "The import was canceled because the client went away.") from None
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise WslError("WSL_E_IMPORT_FAILED", f"Reading the archive failed: {reason}") from None
+    result.format = detect_format(head)
+    _check_format(result.format, head)
+    if kind == "regular" and progress is None:
+        result.fd = fd
+        yield result
+        return
+    if kind == "regular":
+        rest = read
+    else:
+        first = [head]
+
+        def rest() -> bytes:
+            return first.pop() if first else read()
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    result._own(read_end)
+    result._own(write_end)
+    result.fd = read_end
+    pump = _Pump(rest, _bounded_writer(write_end, result._stop), lambda: result._close_own(write_end),
+                 progress)
+    result._pumps.append(pump)
+    pump.start()
+    yield result
+
+
+def _check_format(kind: str, head: bytes) -> None:
+    if kind in ("vhd", "vhdx"):
+        from pywsl.api.errors import not_supported_by_backend
+
+        not_supported_by_backend("Importing a VHD")
+    if not head:
+        raise WslError("WSL_E_IMPORT_FAILED", "The archive is empty.")
+    if kind == "unknown":
+        raise WslError("WSL_E_IMPORT_FAILED", "The file is not a tar archive (plain, or compressed with "
+                       "gzip, xz, bzip2 or zstd).")
 
 
 def _read_head(read: Callable[[], bytes]) -> bytes:
@@ -255,24 +481,6 @@ def _read_head(read: Callable[[], bytes]) -> bytes:
     return head
 
 
-def _closer(result: ArchiveSource, fd: int) -> Callable[[], None]:
-    def close() -> None:
-        if fd in result._owned:
-            result._owned.remove(fd)
-            os.close(fd)
-    return close
-
-
-def _start_feed(result: ArchiveSource, read: Callable[[], bytes], write_end: int,
-                progress: Progress | None) -> None:
-    def feed(data: bytes) -> None:
-        _write_all(write_end, data)
-
-    pump = _Pump(read, feed, _closer(result, write_end), progress)
-    result._pumps.append(pump)
-    pump.start()
-
-
 class ExportTarget:
     """Where the export worker writes (`fd`), and what carries it on to the caller's target."""
 
@@ -280,17 +488,27 @@ class ExportTarget:
         self.fd = -1
         self._owned: list[int] = []
         self._pumps: list[_Pump] = []
+        self._stop = _StopSignal()
+        self._closers: list[Callable[[], None]] = []
         self.created_path: str | None = None
         self._identity: UserIdentity | None = None
+
+    def cancel(self) -> None:
+        """The client went away: stop relaying (the worker's next write fails)."""
+        self._stop.fire(cancelled=True)
 
     def finish(self) -> None:
         """Wait until every byte reached the target; raise if writing it failed."""
         self._close_own(self.fd)
         for pump in self._pumps:
             pump.join()
-            if pump.error is not None:
-                reason = pump.error.strerror if isinstance(pump.error, OSError) else str(pump.error)
-                raise WslError("WSL_E_EXPORT_FAILED", f"Writing the archive failed: {reason}")
+            error = pump.error
+            if error is None:
+                continue
+            if isinstance(error, _Stopped):
+                raise WslError("E_ABORT", "The export was canceled because the client went away.")
+            reason = error.strerror if isinstance(error, OSError) else str(error)
+            raise WslError("WSL_E_EXPORT_FAILED", f"Writing the archive failed: {reason}")
 
     def _close_own(self, fd: int) -> None:
         if fd in self._owned:
@@ -307,62 +525,89 @@ class ExportTarget:
                 os.unlink(self.created_path)
 
     def _close_all(self) -> None:
+        self._stop.fire()
+        for pump in self._pumps:
+            pump.join(_JOIN_TIMEOUT)
         for fd in list(self._owned):
             self._close_own(fd)
-        for pump in self._pumps:
-            pump.join(5)
+        for close in self._closers:
+            close()
+        self._closers.clear()
+        self._stop.close()
+
+
+def _target_writer(fd: int, stop: _StopSignal) -> tuple[Callable[[bytes], None], Callable[[], None]]:
+    """A writer to the caller's descriptor that a stop ends even when nobody reads a pipe: a pipe
+    or FIFO is written through our own non-blocking open of it, a socket with non-blocking
+    `send`; the closer releases what that opened."""
+    if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE not in (os.O_WRONLY, os.O_RDWR):
+        raise WslError("E_INVALIDARG", "The export target is not open for writing.")
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISSOCK(mode):
+        sock = socket.socket(fileno=os.dup(fd))
+
+        def send(data: bytes) -> None:
+            view = memoryview(data)
+            while view:
+                try:
+                    view = view[sock.send(view, socket.MSG_DONTWAIT):]
+                except BlockingIOError:
+                    _wait(sock.fileno(), select.POLLOUT, stop, None)
+        return send, sock.close
+    if stat.S_ISFIFO(mode):
+        own = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        return _bounded_writer(own, stop), lambda: os.close(own)
+
+    def write(data: bytes) -> None:
+        _write_all(fd, data)
+    return write, lambda: None
+
+
+def _stream_writer(stream: IO[bytes]) -> Callable[[bytes], None]:
+    def write(data: bytes) -> None:
+        stream.write(data)
+    return write
+
+
+def _bounded_reader(fd: int, stop: _StopSignal) -> Callable[[], bytes]:
+    """Reads our own pipe end ``fd`` (the worker's output) until its end or a stop."""
+    os.set_blocking(fd, False)
+
+    def read() -> bytes:
+        while True:
+            _wait(fd, select.POLLIN, stop, None)
+            try:
+                return os.read(fd, _CHUNK)
+            except BlockingIOError:
+                continue
+    return read
+
+
+def _open_target_path(path: str, identity: UserIdentity) -> int:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOCTTY | os.O_NONBLOCK
+    try:
+        fd = open_as(identity, path, flags, 0o666)
+    except OSError as error:
+        if error.errno == errno.ENXIO:
+            raise WslError("E_INVALIDARG", f"{path}: a FIFO that nobody reads.") from None
+        raise WslError("ERROR_PATH_NOT_FOUND" if error.errno in (errno.ENOENT, errno.ENOTDIR)
+                       else "E_ACCESSDENIED" if error.errno in (errno.EACCES, errno.EPERM)
+                       else "E_INVALIDARG", f"{path}: {error.strerror}") from None
+    os.set_blocking(fd, True)
+    return fd
 
 
 @contextlib.contextmanager
 def open_export_target(target: Source, identity: UserIdentity, *, progress: Progress | None = None
                        ) -> Iterator[ExportTarget]:
-    """A descriptor the export worker can write to; on an exception the partial file is removed."""
+    """A descriptor the export worker can write to; on an exception the partial file is removed.
+    The current request's cancellation stops the relay."""
     result = ExportTarget()
     result._identity = identity
     try:
-        stream: IO[bytes] | None = None
-        if isinstance(target, bool):
-            raise WslError("E_INVALIDARG", "The target must be a path, a file object or a descriptor.")
-        if isinstance(target, int):
-            fd = target
-        elif isinstance(target, str | os.PathLike):
-            path = os.path.abspath(os.fspath(target))
-            try:
-                fd = open_as(identity, path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOCTTY, 0o666)
-            except OSError as error:
-                raise WslError("ERROR_PATH_NOT_FOUND" if error.errno in (errno.ENOENT, errno.ENOTDIR)
-                               else "E_ACCESSDENIED" if error.errno in (errno.EACCES, errno.EPERM)
-                               else "E_INVALIDARG", f"{path}: {error.strerror}") from None
-            result._owned.append(fd)
-            result.created_path = path
-        else:
-            with contextlib.suppress(AttributeError, OSError, ValueError):
-                target.flush()
-            number = _fileno(target)
-            if number is None:
-                stream = target
-                fd = -1
-            else:
-                fd = number
-        if stream is None and progress is None:
-            result.fd = fd
-        else:
-            read_end, write_end = os.pipe2(os.O_CLOEXEC)
-            result._owned.extend((read_end, write_end))
-            result.fd = write_end
-            if stream is not None:
-                sink = stream
-
-                def write(data: bytes) -> None:
-                    sink.write(data)
-            else:
-                def write(data: bytes) -> None:
-                    _write_all(fd, data)
-
-            pump = _Pump(_fd_reader(read_end), write, lambda: result._close_own(read_end), progress)
-            result._pumps.append(pump)
-            pump.start()
-        yield result
+        with cancellation.current().on_cancel(result.cancel):
+            stream = _prepare_target(result, target, identity, progress)
+            yield result
         if stream is not None:
             with contextlib.suppress(AttributeError, OSError, ValueError):
                 stream.flush()
@@ -371,3 +616,44 @@ def open_export_target(target: Source, identity: UserIdentity, *, progress: Prog
         raise
     finally:
         result._close_all()
+
+
+def _prepare_target(result: ExportTarget, target: Source, identity: UserIdentity,
+                    progress: Progress | None) -> IO[bytes] | None:
+    stream: IO[bytes] | None = None
+    if isinstance(target, bool):
+        raise WslError("E_INVALIDARG", "The target must be a path, a file object or a descriptor.")
+    if isinstance(target, int):
+        fd = target
+    elif isinstance(target, str | os.PathLike):
+        path = os.path.abspath(os.fspath(target))
+        fd = _open_target_path(path, identity)
+        result._owned.append(fd)
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            result.created_path = path
+    else:
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            target.flush()
+        number = _fileno(target)
+        if number is None:
+            stream = target
+            fd = -1
+        else:
+            fd = number
+    if stream is None and progress is None:
+        result.fd = fd
+        return None
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    result._owned.extend((read_end, write_end))
+    result.fd = write_end
+    write: Callable[[bytes], None]
+    if stream is not None:
+        write = _stream_writer(stream)
+    else:
+        write, close = _target_writer(fd, result._stop)
+        result._closers.append(close)
+    pump = _Pump(_bounded_reader(read_end, result._stop), write, lambda: result._close_own(read_end),
+                 progress)
+    result._pumps.append(pump)
+    pump.start()
+    return stream

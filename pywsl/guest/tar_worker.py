@@ -6,12 +6,17 @@ whose root is a private tmpfs holding only the VM's programs (read-only) and the
 ``/target``, ``pivot_root``s into it and runs GNU tar there, so an archive can never write outside
 the distribution's root filesystem, whatever its member names or links say.
 
-Import: the compression is detected from the archive's first bytes (gzip, xz, bzip2, zstd); a
-non-seekable source is read ahead and the rest relayed (``splice``) into tar's stdin. Then the
-result: ``ImportResult`` with ValidDistribution (``/etc`` or ``/bin/sh`` exists), Flavor and
-Version (os-release) and DefaultName (``/etc/wsl-distribution.conf``), all looked up inside the
-tree. Export: ``--one-file-system --xattrs --numeric-owner``, ``-z`` or ``-J``, then tar's exit
-status as a raw int32 on the result channel, as WSL does. tar's diagnostics go to the stderr fd.
+Import: the compression is detected from the archive's first bytes (gzip, xz, bzip2, zstd) and the
+decompressor runs in front of tar; a non-seekable source is read ahead and the rest relayed
+(``splice``). tar's end of archive ends the import (``worker_processes``: what follows is not
+waited for), a full disk stops tar at once and is reported as ``-ENOSPC`` (or ``-EDQUOT``) in
+``ImportResult.Result`` (tar's exit status otherwise), and the host closing the result channel
+stops everything. Then the result: ``ImportResult`` with ValidDistribution (``/etc`` or ``/bin/sh``
+exists), Flavor and Version (os-release) and DefaultName (``/etc/wsl-distribution.conf``), all
+looked up inside the tree. Export: ``--one-file-system --sparse --xattrs --numeric-owner``
+(sparse files stay sparse; tar restores them so on import), ``-z`` or ``-J``, then tar's exit
+status as a raw int32 on the result channel, as WSL does (``-ENOSPC`` when the output's disk
+filled). tar's diagnostics go to the stderr fd.
 """
 
 from __future__ import annotations
@@ -20,11 +25,13 @@ import contextlib
 import errno
 import logging
 import os
+import select
+import signal
 import socket
 import struct
 from dataclasses import dataclass
 
-from pywsl.guest import forking, mounts, rootfs, syscalls
+from pywsl.guest import forking, mounts, rootfs, syscalls, worker_processes
 from pywsl.guest.os_release import default_name, flavor_and_version
 from pywsl.wire import schema
 from pywsl.wire.channel import MessageChannel
@@ -37,19 +44,21 @@ IMPORT_RESULT = schema("LX_MINI_INIT_IMPORT_RESULT")
 STEP_RUN_TAR = int(LX_MINI_CREATE_INSTANCE_STEP.LxInitCreateInstanceStepRunTar)
 FLAGS = LX_MINI_INIT_MESSAGE_FLAGS
 SEND_TIMEOUT = 30.0
-TAR_PATHS = ("/usr/bin/tar", "/bin/tar")
-TAR_ENVIRONMENT = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 MAGIC_LENGTH = 6
-# (leading bytes, tar option): what GNU tar calls to decompress.
+# (leading bytes, decompressor in worker_processes.DECOMPRESSORS)
 COMPRESSION_MAGIC = (
-    (b"\x1f\x8b", "--gzip"),
-    (b"\xfd7zXZ\x00", "--xz"),
-    (b"BZh", "--bzip2"),
-    (b"\x28\xb5\x2f\xfd", "--zstd"),
+    (b"\x1f\x8b", "gzip"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"BZh", "bzip2"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
 )
 EXTRACT_OPTIONS = ("-x", "--preserve-permissions", "--same-owner", "--numeric-owner", "--xattrs",
                    "--xattrs-include=*", "--no-overwrite-dir")
-CREATE_OPTIONS = ("-c", "--one-file-system", "--xattrs", "--xattrs-include=*", "--numeric-owner")
+CREATE_OPTIONS = ("-c", "--one-file-system", "--sparse", "--xattrs", "--xattrs-include=*", "--numeric-owner")
+
+
+class HostGone(Exception):
+    """The host closed the result channel: stop, send nothing."""
 
 
 @dataclass(frozen=True)
@@ -63,15 +72,34 @@ class TarJob:
     flags: int
 
 
-def compression_option(head: bytes) -> str | None:
-    """The tar option that decompresses an archive starting with ``head`` (None: plain tar)."""
-    for magic, option in COMPRESSION_MAGIC:
+def compression_of(head: bytes) -> str | None:
+    """The compression of an archive starting with ``head`` (None: plain tar)."""
+    for magic, name in COMPRESSION_MAGIC:
         if head.startswith(magic):
-            return option
+            return name
     return None
 
 
-def _read_head(fd: int) -> tuple[bytes, bool]:
+def compression_option(head: bytes) -> str | None:
+    """GNU tar's option for that compression (``--gzip``, ...), None for plain tar."""
+    name = compression_of(head)
+    return None if name is None else f"--{name}"
+
+
+def _wait_readable(fd: int, channel_fd: int) -> None:
+    """Block until ``fd`` has data (or its end); HostGone when the host closes the channel first."""
+    ready = select.poll()
+    ready.register(fd, select.POLLIN)
+    ready.register(channel_fd, select.POLLIN | select.POLLHUP | select.POLLRDHUP)
+    while True:
+        events = dict(ready.poll())
+        if channel_fd in events:
+            raise HostGone()
+        if fd in events:
+            return
+
+
+def _read_head(fd: int, channel_fd: int) -> tuple[bytes, bool]:
     """The archive's first bytes and whether they were consumed (a pipe) or peeked (seekable)."""
     try:
         position = os.lseek(fd, 0, os.SEEK_CUR)
@@ -81,6 +109,7 @@ def _read_head(fd: int) -> tuple[bytes, bool]:
         return os.pread(fd, MAGIC_LENGTH, position), False
     head = b""
     while len(head) < MAGIC_LENGTH:
+        _wait_readable(fd, channel_fd)
         chunk = os.read(fd, MAGIC_LENGTH - len(head))
         if not chunk:
             break
@@ -88,8 +117,9 @@ def _read_head(fd: int) -> tuple[bytes, bool]:
     return head, True
 
 
-def _relay(head: bytes, source: int) -> int:
-    """A pipe that yields ``head`` and then everything left in ``source`` (a forked relay)."""
+def _relay(head: bytes, source: int) -> tuple[int, int]:
+    """A pipe that yields ``head`` and then everything left in ``source`` (a forked relay): the
+    read end and the relay's pid."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -114,24 +144,7 @@ def _relay(head: bytes, source: int) -> int:
                 code = 1
         forking.exit_now(code)
     os.close(write_end)
-    return read_end
-
-
-def _run_tar(arguments: list[str], stdin: int, stdout: int, stderr: int) -> int:
-    program = next((path for path in TAR_PATHS if os.path.exists(path)), TAR_PATHS[0])
-    pid = os.fork()
-    if pid == 0:
-        try:
-            for source, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
-                os.dup2(source, target)
-            forking.close_other_fds([])
-            os.chdir(mounts.WORKER_TARGET)
-            os.execve(program, ["tar", *arguments], TAR_ENVIRONMENT)
-        except OSError as error:
-            with contextlib.suppress(OSError):
-                os.write(2, f"pywsl: cannot run {program}: {error.strerror}\n".encode())
-        forking.exit_now(127)
-    return forking.wait_for(pid)
+    return read_end, pid
 
 
 def _enter(job: TarJob, read_only: bool) -> MessageChannel:
@@ -160,19 +173,80 @@ def _verbose(job: TarJob) -> list[str]:
     return ["-v"] if job.flags & FLAGS.LxMiniInitMessageFlagVerbose else []
 
 
+def _run_tar(job: TarJob, arguments: list[str], stdin: int, stdout: int | None
+             ) -> worker_processes.TarOutcome:
+    """tar with ``arguments``; its diagnostics (and stdout when ``stdout`` is None) watched on the
+    way to the host's stderr."""
+    diagnostics, diagnostics_write = os.pipe()
+    try:
+        pid = worker_processes.spawn(["tar", *arguments], stdin,
+                                     diagnostics_write if stdout is None else stdout, diagnostics_write)
+    except BaseException:
+        os.close(diagnostics)
+        raise
+    finally:
+        os.close(diagnostics_write)
+    return worker_processes.watch_tar(pid, diagnostics, job.stderr_fd, job.result_fd,
+                                      writes_target=stdout is None)
+
+
+def _result(outcome: worker_processes.TarOutcome, other_failure: int = 0) -> int:
+    """What the host gets: -errno for a full disk, else tar's status (or the decompressor's)."""
+    if outcome.full_disk:
+        return -outcome.full_disk
+    return outcome.status or other_failure
+
+
+def _extract(job: TarJob) -> int:
+    """The extraction itself; the status `_result` gives. HostGone when the host went away."""
+    head, consumed = _read_head(job.data_fd, job.result_fd)
+    helpers: list[int] = []
+    source = job.data_fd
+    try:
+        if consumed:
+            source, relay = _relay(head, job.data_fd)
+            helpers.append(relay)
+        compression = compression_of(head)
+        decompressor = -1
+        accepted: frozenset[int] = frozenset({0})
+        if compression is not None:
+            argv, accepted = worker_processes.DECOMPRESSORS[compression]
+            plain, plain_write = os.pipe()
+            try:
+                decompressor = worker_processes.spawn(list(argv), source, plain_write, job.stderr_fd)
+            finally:
+                os.close(plain_write)
+            if source != job.data_fd:
+                os.close(source)
+            source = plain
+        arguments = [*EXTRACT_OPTIONS, *_verbose(job), "-f", "-"]
+        outcome = _run_tar(job, arguments, source, None)
+        if source != job.data_fd:
+            os.close(source)
+            source = job.data_fd
+        failure = 0
+        if decompressor > 0:
+            failure = worker_processes.finish_decompressor(decompressor, accepted, outcome.status,
+                                                           job.result_fd)
+        if outcome.host_gone or worker_processes.host_gone(job.result_fd):
+            raise HostGone()
+        return _result(outcome, failure)
+    finally:
+        if source != job.data_fd:
+            os.close(source)
+        for pid in helpers:
+            worker_processes.stop(pid)
+
+
 def run_import(job: TarJob) -> None:
     """Extract the archive into the target and send ``ImportResult``. Never returns."""
     syscalls.set_process_name("import")
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     code = 1
     try:
         channel = _enter(job, read_only=False)
-        head, consumed = _read_head(job.data_fd)
-        option = compression_option(head)
-        source = _relay(head, job.data_fd) if consumed else job.data_fd
-        arguments = [*EXTRACT_OPTIONS, *_verbose(job), *([option] if option else []), "-f", "-"]
-        status = _run_tar(arguments, source, job.stderr_fd, job.stderr_fd)
-        if source != job.data_fd:
-            os.close(source)
+        status = _extract(job)
+        os.close(job.data_fd)
         root = os.open(mounts.WORKER_TARGET, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         valid = rootfs.exists_in_root(root, "/etc") or rootfs.exists_in_root(root, "/bin/sh")
         flavor, version = flavor_and_version(root)
@@ -182,6 +256,8 @@ def run_import(job: TarJob) -> None:
                      DefaultName=name, ShortcutIcon=None, TerminalProfile=None, GenerateTerminalProfile=False,
                      GenerateShortcut=False, timeout=SEND_TIMEOUT)
         code = 0 if status == 0 else 1
+    except HostGone:
+        log.info("import cancelled: the host closed the channel")
     except Exception:
         log.exception("import failed")
     forking.exit_now(code)
@@ -190,6 +266,7 @@ def run_import(job: TarJob) -> None:
 def run_export(job: TarJob) -> None:
     """Write the target as a tar stream to the output, then tar's status as a raw int32. Never returns."""
     syscalls.set_process_name("export")
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     code = 1
     try:
         channel = _enter(job, read_only=True)
@@ -200,11 +277,18 @@ def run_export(job: TarJob) -> None:
             compression = ["--xz"]
         null = os.open("/dev/null", os.O_RDONLY)
         arguments = [*CREATE_OPTIONS, *_verbose(job), *compression, "-f", "-", "."]
-        status = _run_tar(arguments, null, job.data_fd, job.stderr_fd)
-        os.close(null)
+        try:
+            outcome = _run_tar(job, arguments, null, job.data_fd)
+        finally:
+            os.close(null)
         os.close(job.data_fd)
+        if outcome.host_gone:
+            raise HostGone()
+        status = _result(outcome)
         channel.send_raw(struct.pack("<i", status), timeout=SEND_TIMEOUT)
         code = 0 if status == 0 else 1
+    except HostGone:
+        log.info("export cancelled: the host closed the channel")
     except Exception:
         log.exception("export failed")
     forking.exit_now(code)

@@ -11,18 +11,28 @@ A directory for ``LaunchInit``, ``Import`` or ``Export`` is either a path, opene
 descriptor the caller opened itself (the api opens a user's folder with the user's rights and
 without following symlinks). ``distributionStartTimeout`` bounds the wait for a distribution's
 ``CreateInstanceResult`` and ``InitializeResponse``.
+
+An import or an export may take as long as its archive needs, so its wait for the worker's
+result has no time limit; it ends when the worker ends (tar reached the end of the archive, failed
+or filled the disk), or when the caller's ``cancel`` fires: the host then shuts its end of the
+worker's channel, which makes the worker stop tar and exit, and waits at most
+``CANCEL_WAIT_TIMEOUT`` for it to go.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import select
 import socket
 import stat
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Protocol
 
 from pywsl.vm.backends.base import VmBackend, backend
 from pywsl.vm.config import DEFAULT_DISTRIBUTION_START_TIMEOUT_MS, ImportOutcome, VmConfig
@@ -44,6 +54,7 @@ from pywsl.wire.extensions import parse_instance_entries
 GREETING_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 30.0
 SHUTDOWN_TIMEOUT = 30.0
+CANCEL_WAIT_TIMEOUT = 30.0   # for a cancelled import/export worker to stop
 
 Directory = Path | int  # a path, or an open directory descriptor (O_PATH or O_DIRECTORY)
 
@@ -96,6 +107,71 @@ def _describe(where: Directory) -> str:
     return str(where) if isinstance(where, Path) else ""
 
 
+class Cancellation(Protocol):
+    """What can cancel an import or export (``pywsl.api.cancellation.CancelToken`` is one)."""
+
+    def on_cancel(self, callback: Callable[[], None]) -> AbstractContextManager[None]: ...
+
+
+class _Wakeup:
+    """A pipe that a cancellation callback writes to, safe to fire after it was closed."""
+
+    def __init__(self) -> None:
+        self.read_fd, self._write_fd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._lock = threading.Lock()
+
+    def fire(self) -> None:
+        with self._lock:
+            if self._write_fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.write(self._write_fd, b"\0")
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in (self.read_fd, self._write_fd):
+                if fd >= 0:
+                    os.close(fd)
+            self.read_fd = self._write_fd = -1
+
+
+def _await_worker(channel: MessageChannel, cancel: Cancellation | None, what: str) -> None:
+    """Return once the worker's channel has something to read; on ``cancel``, shut the channel
+    (the worker stops tar and exits), wait up to CANCEL_WAIT_TIMEOUT for it and raise."""
+    if cancel is None:
+        return
+    wakeup = _Wakeup()
+    try:
+        with cancel.on_cancel(wakeup.fire):
+            ready = select.poll()
+            ready.register(channel.fileno(), select.POLLIN)
+            ready.register(wakeup.read_fd, select.POLLIN)
+            events = dict(ready.poll())
+        if channel.fileno() in events:
+            return
+    finally:
+        wakeup.close()
+    end = socket.socket(fileno=os.dup(channel.fileno()))
+    try:
+        with contextlib.suppress(OSError):
+            end.shutdown(socket.SHUT_WR)
+    finally:
+        end.close()
+    gone = select.poll()
+    gone.register(channel.fileno(), select.POLLIN)
+    gone.poll(int(CANCEL_WAIT_TIMEOUT * 1000))
+    raise VmError(f"{what} was cancelled: the client went away", code=errno.ECANCELED)
+
+
+def _tar_failure(what: str, status: int) -> VmError:
+    """The error for a worker's non-zero result: ``-errno`` (a full disk) or tar's exit status."""
+    if status in (-errno.ENOSPC, -errno.EDQUOT):
+        return VmError(f"{what} failed: the disk is full ({os.strerror(-status)}); "
+                       "nothing of it was kept", code=-status)
+    if status < 0:
+        return VmError(f"{what} failed: {describe_result(-status)}", code=-status)
+    return VmError(f"{what} failed (tar exit status {status})", code=status)
+
+
 class ExitWatch:
     """A notify channel (``AttachNotify``): the pids of instance inits as they exit (``ChildExit``)."""
 
@@ -124,6 +200,7 @@ class CoreVm:
         self.runtime_dir = Path(runtime_dir)
         self.kernel_release = kernel_release
         self.start_timeout_ms = start_timeout_ms  # distributionStartTimeout
+        self.booted = False  # this connection started the VM (``boot``), rather than attached to it
         self._channel = channel
         self._lock = threading.Lock()
 
@@ -163,6 +240,7 @@ class CoreVm:
                      start_timeout_ms=config.distribution_start_timeout_ms)
             if booted:
                 vm._configure(config)
+                vm.booted = True
             return vm
         raise VmError("the utility VM keeps stopping while it is being reached")
 
@@ -302,12 +380,14 @@ class CoreVm:
                           code=code, step=int(result.FailureStep))
         return result
 
-    def import_rootfs(self, target_dir: Directory, archive_fd: int, stderr_fd: int) -> ImportOutcome:
+    def import_rootfs(self, target_dir: Directory, archive_fd: int, stderr_fd: int, *,
+                      cancel: Cancellation | None = None) -> ImportOutcome:
         """``Import``: extract the archive (read from ``archive_fd``) into ``target_dir`` inside the VM.
 
         ``target_dir`` is a path or an open directory descriptor (which stays the caller's).
         tar's messages go to ``stderr_fd``. Raises VmError when tar fails (its exit status is
-        the error's ``errno``).
+        the error's ``errno``; ENOSPC or EDQUOT when the target's disk filled up; ECANCELED when
+        ``cancel`` fired).
         """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         channel = MessageChannel(ours, name="import channel")
@@ -323,6 +403,7 @@ class CoreVm:
                 self._instance_result(channel, "import")
             except _StoppedWhileStarting:
                 raise VmError("import: the VM closed the channel without a result") from None
+            _await_worker(channel, cancel, "the import")
             try:
                 result, _fds = channel.receive(IMPORT_RESULT, expect_fds=0)
             except ChannelClosed:
@@ -330,14 +411,14 @@ class CoreVm:
         finally:
             channel.close()
         if result.Result != 0:
-            raise VmError(f"extracting the archive failed (tar exit status {int(result.Result)})",
-                          code=int(result.Result))
+            raise _tar_failure("extracting the archive", int(result.Result))
         return ImportOutcome(valid=bool(result.ValidDistribution), flavor=result.Flavor or None,
                              version=result.Version or None, default_name=result.DefaultName or None)
 
-    def export_rootfs(self, rootfs: Directory, output_fd: int, stderr_fd: int, compression: str) -> None:
+    def export_rootfs(self, rootfs: Directory, output_fd: int, stderr_fd: int, compression: str, *,
+                      cancel: Cancellation | None = None) -> None:
         """``Export``: ``rootfs`` (a path or an open directory descriptor) as a tar stream
-        (``compression`` "", "gzip" or "xz") on ``output_fd``."""
+        (``compression`` "", "gzip" or "xz") on ``output_fd``; ``cancel`` as for `import_rootfs`."""
         if compression not in COMPRESSION_FLAGS:
             raise ValueError(f"unknown compression {compression!r} (use '', 'gzip' or 'xz')")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -355,6 +436,7 @@ class CoreVm:
                 self._instance_result(channel, "export")
             except _StoppedWhileStarting:
                 raise VmError("export: the VM closed the channel without a result") from None
+            _await_worker(channel, cancel, "the export")
             try:
                 status = struct.unpack("<i", channel.receive_exact(4))[0]
             except ChannelClosed:
@@ -362,7 +444,7 @@ class CoreVm:
         finally:
             channel.close()
         if status != 0:
-            raise VmError(f"writing the archive failed (tar exit status {status})", code=status)
+            raise _tar_failure("writing the archive", status)
 
     def open_exit_watch(self) -> ExitWatch:
         """A new connection that reports every instance init that exits (``AttachNotify``)."""
