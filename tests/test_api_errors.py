@@ -50,15 +50,15 @@ def test_hresult_values(code: str, hresult: int) -> None:
     [
         ("WSL_E_DISTRO_NOT_STOPPED",
          "The operation could not be completed because the distribution's root filesystem is currently "
-         "in use. To force WSL to stop use: pywsl --shutdown"),
+         "in use."),
         ("WSL_E_LOWER_INTEGRITY", "Cannot launch because another instance is running elevated.  Elevated and "
                                   "un-elevated instances are not permitted to run simultaneously."),
         ("WSL_E_USER_VHD_ALREADY_ATTACHED",
-         "VHD already mounted via pywsl --mount, please unmount the disk before launching."),
+         "A disk is already mounted, please unmount the disk before launching."),
         ("WSL_E_ELEVATION_NEEDED_TO_MOUNT_DISK", "Administrator access is needed to mount a disk."),
         ("WSL_E_VM_MODE_INVALID_MOUNT_NAME",
          "The mount name cannot be empty, '.', '..', or contain '/'. Please retry with a valid mount name."),
-        ("WSL_E_DISK_MOUNT_DISABLED", "pywsl --mount is disabled by the computer policy."),
+        ("WSL_E_DISK_MOUNT_DISABLED", "Mounting disks is disabled by the computer policy."),
         ("WSL_E_VM_CRASHED", "The WSL2 Virtual Machine crashed."),
     ],
 )

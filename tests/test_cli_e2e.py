@@ -15,12 +15,16 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from busybox_images import BUSYBOX, busybox_archive, os_release_text
+
+import pywsl as pywsl_package
+from pywsl.api.errors import WslError
 
 
 def _library_ready() -> bool:
@@ -62,10 +66,10 @@ class Pywsl:
         self.cwd = cwd
 
     def __call__(self, *args: str, input: bytes | None = None, extra: list[str] | None = None,
-                 timeout: float = 120) -> Run:
+                 timeout: float = 120, cwd: Path | None = None, env: Mapping[str, str] | None = None) -> Run:
         command = [sys.executable, *(extra or []), "-m", "pywsl.cli.main", *args]
-        result = subprocess.run(command, env=self.env, cwd=self.cwd, input=input, capture_output=True,
-                                timeout=timeout, check=False,
+        result = subprocess.run(command, env={**self.env, **(env or {})}, cwd=cwd or self.cwd, input=input,
+                                capture_output=True, timeout=timeout, check=False,
                                 stdin=None if input is not None else subprocess.DEVNULL)
         return Run(result.returncode, result.stdout, result.stderr)
 
@@ -94,8 +98,12 @@ def pywsl(workspace: Path) -> Iterator[Pywsl]:
         "XDG_CONFIG_HOME": str(config),
         "PYWSL_RUNTIME_ROOT": str(runtime),
         "LANG": "C.UTF-8",
+        # The command runs the pywsl under test (the one this test imported), whatever its folder.
+        "PYTHONPATH": str(Path(pywsl_package.__file__).resolve().parent.parent),
     }
-    command = Pywsl(env, workspace)
+    # The distribution starts in the caller's folder: "/" is reachable inside (/mnt/host), while the
+    # workspace under pytest's private folder is not (root of the VM is not the host's root).
+    command = Pywsl(env, Path("/"))
     try:
         yield command
     finally:
@@ -229,7 +237,7 @@ def test_list_online_and_install_from_the_manifest(pywsl: Pywsl, box: str, works
     (workspace / "manifest.json").write_text(json.dumps(manifest))
     listed = json.loads(pywsl("--list", "--online", "--format", "json").out)
     online = {entry["name"]: entry for entry in listed}
-    assert set(online["Tiny-1"]) == {"name", "friendly_name", "default", "source"}
+    assert {"name", "friendly_name", "default", "source"} <= set(online["Tiny-1"])
     assert (online["Tiny-1"]["friendly_name"], online["Tiny-1"]["source"]) == ("Tiny Box 1", "manifest")
     text = pywsl("-l", "-o")
     assert text.returncode == 0 and "Tiny-1" in text.out and "Tiny Box 1" in text.out
@@ -277,3 +285,210 @@ def test_shutdown(pywsl: Pywsl, box: str) -> None:
     result = pywsl("--shutdown")
     assert (result.returncode, result.out, result.err) == (0, "", "")
     assert json.loads(pywsl("-l", "--running", "--format", "json").out) == []
+
+
+# -- the caller's folder, exec failures, configuration warnings, messages ---------------------------
+
+
+@pytest.fixture
+def host_folder() -> Iterator[Path]:
+    """A folder of the host that every user can reach (the VM's root is not the host's root)."""
+    folder = Path(tempfile.mkdtemp(prefix="pywsl-cwd-"))
+    try:
+        folder.chmod(0o755)
+        (folder / "Makefile").write_text("all:\n\t@pwd\n")
+        yield folder
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_default_working_directory_is_the_callers_folder(pywsl: Pywsl, box: str, host_folder: Path) -> None:
+    result = pywsl("-d", box, "pwd", cwd=host_folder)
+    assert (result.returncode, result.out, result.err) == (0, f"/mnt/host{host_folder}\n", "")
+    result = pywsl("-d", box, "-e", "cat", "Makefile", cwd=host_folder)
+    assert (result.returncode, result.out) == (0, "all:\n\t@pwd\n")
+    result = pywsl("-d", box, "pwd", cwd=Path("/"))
+    assert result.out == "/mnt/host\n"
+    # --cd and ~ win over the caller's folder, as before.
+    assert pywsl("-d", box, "--cd", "/tmp", "pwd", cwd=host_folder).out == "/tmp\n"
+    assert pywsl("~", "-d", box, "pwd", cwd=host_folder).out == "/root\n"
+
+
+def test_a_folder_the_distribution_cannot_reach_starts_in_home(
+    pywsl: Pywsl, box: str, host_folder: Path, workspace: Path
+) -> None:
+    private = host_folder / "private"
+    private.mkdir(mode=0o700)   # the host's root only: the distribution's root is another uid
+    result = pywsl("-d", box, "pwd", cwd=private)
+    assert (result.returncode, result.out) == (0, "/root\n")
+    assert result.err == f"wsl: Failed to translate '{private}'\n"
+    archive = busybox_archive(workspace / "nomount.tar", wsl_conf="[automount]\nenabled=false\n")
+    assert pywsl("--import", "NoMount", str(workspace / "nomount"), str(archive)).returncode == 0
+    try:
+        result = pywsl("-d", "NoMount", "-u", "alice", "pwd", cwd=host_folder)
+        assert (result.returncode, result.out, result.err) == (0, "/home/alice\n", "")
+    finally:
+        assert pywsl("--unregister", "NoMount").returncode == 0
+
+
+def test_exec_mode_with_a_missing_program(pywsl: Pywsl, box: str) -> None:
+    result = pywsl("-d", box, "-e", "no-such-program", "x")
+    assert (result.returncode, result.out) == (1, "")
+    assert "execvpe(no-such-program) failed: No such file or directory\n" in result.err
+    assert pywsl("-d", box, "--exec", "/no/such/file").returncode == 1
+    result = pywsl("-d", box, "--", "no-such-program")
+    assert result.returncode == 127 and "no-such-program" in result.err   # the shell's own status
+    for spelling in ("-e", "--exec"):
+        result = pywsl("-d", "NotEvenChecked", spelling)
+        assert (result.returncode, result.out) == (255, "")
+        assert result.err == "The parameter is incorrect.\nError code: Wsl/E_INVALIDARG\n"
+
+
+def test_wsl_conf_warnings_when_the_distribution_starts(pywsl: Pywsl, workspace: Path) -> None:
+    archive = busybox_archive(workspace / "warned.tar",
+                              wsl_conf="[network]\ngenerateHosts = maybe\n[bogus]\nkey = 1\n")
+    assert pywsl("--import", "Warned", str(workspace / "warned"), str(archive)).returncode == 0
+    try:
+        result = pywsl("-d", "Warned", "echo", "started")
+        assert (result.returncode, result.out) == (0, "started\n")
+        assert result.err == ("wsl: Invalid boolean value 'maybe' for key 'network.generateHosts' in "
+                              "/etc/wsl.conf:2\nwsl: Unknown key 'bogus.key' in /etc/wsl.conf:4\n")
+        assert pywsl("-d", "Warned", "true").err == ""   # already running: nothing new to say
+        assert pywsl("-t", "Warned").returncode == 0
+        result = pywsl("-d", "Warned", "true", env={"WSL_DISABLE_WARNINGS": "1"})
+        assert (result.returncode, result.err) == (0, "")
+    finally:
+        assert pywsl("--unregister", "Warned").returncode == 0
+
+
+def test_wslconfig_warnings_when_the_vm_starts_and_a_missing_kernel(
+    pywsl: Pywsl, box: str, workspace: Path
+) -> None:
+    config = workspace / "config" / "pywsl" / "wslconfig"
+    original = config.read_text()
+    try:
+        config.write_text(original + "bogusKey = 1\nswap = 0\nlocalhostForwarding = perhaps\n")
+        lines = original.count("\n")
+        assert pywsl("--shutdown").returncode == 0
+        result = pywsl("-d", box, "echo", "booted")
+        assert (result.returncode, result.out) == (0, "booted\n")
+        assert result.err.splitlines() == [
+            f"wsl: Unknown key 'wsl2.bogusKey' in {config}:{lines + 1}",
+            "wsl: Invalid boolean value 'perhaps' for key 'wsl2.localhostForwarding' in "
+            f"{config}:{lines + 3}",
+            f"wsl: Ignored key 'wsl2.swap' in {config}:{lines + 2}: this host cannot honour it",
+        ]
+        assert pywsl("-d", box, "true").err == ""   # the VM runs already
+        assert pywsl("--shutdown").returncode == 0
+        assert pywsl("-d", box, "true", env={"WSL_DISABLE_WARNINGS": "1"}).err == ""
+
+        config.write_text(original + f"kernel = {workspace}/no-such-kernel\n")
+        assert pywsl("--shutdown").returncode == 0
+        result = pywsl("-d", box, "true", env={"WSL_DISABLE_WARNINGS": "1"})
+        assert (result.returncode, result.out) == (255, "")
+        assert result.err.startswith(f"The custom kernel specified in {config} was not found: "
+                                     f"'{workspace}/no-such-kernel'.\nError code: Wsl/")
+        assert "WSL_E_CUSTOM_KERNEL_NOT_FOUND" in result.err
+        assert json.loads(pywsl("-l", "--running", "--format", "json").out) == []   # no VM started
+    finally:
+        config.write_text(original)
+        pywsl("--shutdown")
+
+
+def test_no_installed_distributions_message(pywsl: Pywsl, workspace: Path) -> None:
+    empty = workspace / "empty-data"
+    result = pywsl("--", "true", env={"XDG_DATA_HOME": str(empty)})
+    assert (result.returncode, result.out) == (255, "")
+    assert result.err == (
+        "pywsl has no installed distributions.\n"
+        "You can resolve this by installing a distribution with the instructions below:\n\n"
+        "Use 'pywsl --list --online' to list available distributions\n"
+        "and 'pywsl --install <Distro>' to install.\n")
+    shutil.rmtree(empty, ignore_errors=True)
+
+
+def test_library_errors_do_not_advise_options(pywsl: Pywsl, box: str, workspace: Path) -> None:
+    for code in ("WSL_E_DEFAULT_DISTRO_NOT_FOUND", "WSL_E_DISTRIBUTION_NAME_NEEDED",
+                 "WSL_E_DISTRO_NOT_STOPPED", "ERROR_ALREADY_EXISTS"):
+        assert "--" not in WslError(code).message
+    result = pywsl("--import", box, str(workspace / "again"), str(workspace / "box.tar"))
+    assert result.returncode == 255
+    assert ("\nA distribution with the supplied name already exists. Use --name to choose a different name.\n"
+            "Error code: Wsl/Service/RegisterDistro/ERROR_ALREADY_EXISTS\n") in result.err
+
+
+# -- the install location: made by --import, removed on failure and by --unregister -----------------
+
+
+PATH_NOT_FOUND = "The system cannot find the path specified.\nError code: Wsl/ERROR_PATH_NOT_FOUND\n"
+
+
+def _names(pywsl: Pywsl) -> list[str]:
+    return [record["name"] for record in json.loads(pywsl("-l", "--format", "json").out)]
+
+
+def test_import_makes_the_missing_location_and_unregister_removes_it(
+    pywsl: Pywsl, box: str, workspace: Path
+) -> None:
+    archive = str(workspace / "box.tar")
+    made = workspace / "made"
+    result = pywsl("--import", "Made", str(made), archive)
+    assert result.returncode == 0, result.err
+    assert made.stat().st_mode & 0o7777 == 0o700 and (made / "rootfs" / "bin" / "busybox").is_file()
+    assert pywsl("-d", "Made", "--", "echo in").out == "in\n"
+    result = pywsl("--unregister", "Made")
+    assert result.returncode == 0, result.err
+    assert not made.exists()
+    # A folder that holds other files stays, with them, and nothing else.
+    kept = workspace / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    assert pywsl("--import", "Kept", str(kept), archive).returncode == 0
+    assert pywsl("--unregister", "Kept").returncode == 0
+    assert os.listdir(kept) == ["notes.txt"] and (kept / "notes.txt").read_text() == "mine"
+    assert "Made" not in _names(pywsl) and "Kept" not in _names(pywsl)
+
+
+def test_import_failures_remove_the_location_they_made(pywsl: Pywsl, box: str, workspace: Path) -> None:
+    corrupt = workspace / "corrupt.tar.gz"
+    corrupt.write_bytes(gzip.compress(b"this is not a tar archive\n" * 64)[:200])
+    before = _names(pywsl)
+    broken = workspace / "broken"
+    result = pywsl("--import", "Broken", str(broken), str(corrupt))
+    assert result.returncode == 255 and result.stdout == b""
+    assert "Error code: Wsl/" in result.err
+    assert not broken.exists()
+    # A missing archive is found after the folder is made (wsl.exe's order): it goes again.
+    result = pywsl("--import", "Broken", str(broken), str(workspace / "no-such.tar"))
+    assert result.returncode == 255 and "ERROR_FILE_NOT_FOUND" in result.err
+    assert not broken.exists()
+    # A folder the user made stays, as it was, when the import fails.
+    given = workspace / "given"
+    given.mkdir(mode=0o755)
+    assert pywsl("--import", "Broken", str(given), str(corrupt)).returncode == 255
+    assert given.is_dir() and os.listdir(given) == []
+    given.rmdir()
+    # One level only: a missing parent is wsl.exe's ERROR_PATH_NOT_FOUND, and wins over a missing file.
+    for archive in (str(workspace / "box.tar"), str(workspace / "no-such.tar")):
+        result = pywsl("--import", "Broken", str(workspace / "no-parent" / "broken"), archive)
+        assert (result.returncode, result.out, result.err) == (255, "", PATH_NOT_FOUND)
+    assert not (workspace / "no-parent").exists()
+    assert _names(pywsl) == before
+
+
+def test_install_location_and_move_make_every_missing_folder(pywsl: Pywsl, box: str, workspace: Path) -> None:
+    image = busybox_archive(workspace / "deep.tar", os_release=os_release_text("deep"), usr_bin_links=True)
+    location = workspace / "deep" / "a" / "b"
+    result = pywsl("--install", "--from-file", str(image), "--name", "Deep", "--location", str(location),
+                   "--no-launch")
+    assert result.returncode == 0, result.err
+    assert location.stat().st_mode & 0o7777 == 0o700 and (location / "rootfs").is_dir()
+    target = workspace / "moved-deep" / "x" / "y"
+    result = pywsl("--manage", "Deep", "--move", str(target))
+    assert result.returncode == 0, result.err
+    assert (target / "rootfs").is_dir() and not location.exists() and (workspace / "deep" / "a").is_dir()
+    assert pywsl("-d", "Deep", "--", "cat /etc/os-release").out.startswith("ID=deep")
+    assert pywsl("--unregister", "Deep").returncode == 0
+    assert not target.exists() and (workspace / "moved-deep" / "x").is_dir()
+    shutil.rmtree(workspace / "deep")
+    shutil.rmtree(workspace / "moved-deep")

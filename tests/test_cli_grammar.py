@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from pytest_mock import MockerFixture
 from test_cli_support import ALPINE_ID, DEBIAN_ID, Cli
@@ -23,7 +25,7 @@ def test_shell_mode_joins_the_rest_with_single_spaces(cli: Cli) -> None:
     assert args == (DEBIAN_ID, ["echo a  b $HOME"])
     assert kwargs["filename"] is None
     assert kwargs["login"] is False
-    assert kwargs["cwd"] == "" and kwargs["username"] == ""
+    assert kwargs["cwd"] == f"host:{os.getcwd()}" and kwargs["username"] == ""
     cli.session.get_distribution_id.assert_called_once_with("debian")
 
 
@@ -49,10 +51,11 @@ def test_exec_mode_passes_argv_as_is(cli: Cli, spelling: str) -> None:
     assert kwargs["login"] is False
 
 
-def test_exec_without_a_program_is_an_error(cli: Cli) -> None:
-    outcome = cli("-d", "Debian", "-e")
+@pytest.mark.parametrize("spelling", ["-e", "--exec"])
+def test_exec_without_a_program_is_an_error(cli: Cli, spelling: str) -> None:
+    outcome = cli("-d", "Debian", spelling)
     assert outcome.exit_code == 255
-    assert outcome.stderr == "Argument --exec is missing a required parameter.\n"
+    assert outcome.stderr == "The parameter is incorrect.\nError code: Wsl/E_INVALIDARG\n"
     cli.open_session.assert_not_called()
 
 
@@ -80,7 +83,7 @@ def test_legacy_guid_prefix_then_tilde(cli: Cli) -> None:
 def test_tilde_later_is_part_of_the_command(cli: Cli) -> None:
     cli("ls", "~")
     args, kwargs = cli.launched()
-    assert args == (None, ["ls ~"]) and kwargs["cwd"] == ""
+    assert args == (None, ["ls ~"]) and kwargs["cwd"] == f"host:{os.getcwd()}"
 
 
 @pytest.mark.parametrize("value", ["/tmp", "~", "~/src"])
@@ -176,7 +179,7 @@ def test_shell_types(cli: Cli, shell_type: str, command: list[str],
 def test_shell_type_none_needs_a_command(cli: Cli) -> None:
     outcome = cli("--shell-type", "none")
     assert outcome.exit_code == 255
-    assert outcome.stderr == "Argument --shell-type is missing a required parameter.\n"
+    assert outcome.stderr == "The parameter is incorrect.\nError code: Wsl/E_INVALIDARG\n"
 
 
 def test_invalid_shell_type(cli: Cli) -> None:

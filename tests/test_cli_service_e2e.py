@@ -24,9 +24,11 @@ import termios
 import time
 
 import pytest
-from busybox_images import busybox_archive, os_release_text
+from busybox_images import DEFAULT_USERS, Account, busybox_archive, os_release_text
+from multiuser_support import User, Workspace
+from multiuser_support import user_env as _user_env
 from test_cli_e2e import Run
-from test_service_multiuser import User, Workspace, _user_env, pytestmark, service, users, workspace
+from test_service_multiuser import pytestmark, service, users, workspace
 
 __all__ = ["pytestmark", "service", "users", "workspace"]
 
@@ -34,11 +36,13 @@ NOT_FOUND = re.compile(r"Error code: Wsl/\S*WSL_E_DISTRO_NOT_FOUND")
 
 
 def pywsl(workspace: Workspace, user: User, *args: str, input: bytes | None = None,
-          timeout: float = 120) -> Run:
-    """``pywsl ARGS`` as ``user``, through the service."""
+          timeout: float = 120, cwd: os.PathLike[str] | None = None,
+          env: dict[str, str] | None = None) -> Run:
+    """``pywsl ARGS`` as ``user``, through the service (in the user's home unless ``cwd``)."""
     result = subprocess.run(
         [str(workspace.python), "-m", "pywsl.cli.main", *args],
-        user=user.uid, group=user.gid, extra_groups=[], env=_user_env(workspace, user), cwd=user.home,
+        user=user.uid, group=user.gid, extra_groups=[], env={**_user_env(workspace, user), **(env or {})},
+        cwd=cwd or user.home,
         input=input, stdin=None if input is not None else subprocess.DEVNULL, capture_output=True,
         timeout=timeout, check=False,
     )
@@ -304,3 +308,126 @@ def test_terminate_set_default_unregister_shutdown(
     result = pywsl(workspace, a, "--shutdown")
     assert (result.returncode, result.out) == (0, ""), result.err
     assert json.loads(pywsl(workspace, a, "-l", "--running", "--format", "json").out) == []
+
+
+# -- the caller's folder, exec failures, configuration warnings, messages ---------------------------
+
+
+def test_default_working_directory_is_the_callers_folder(
+    users: tuple[User, User], workspace: Workspace, box: str
+) -> None:
+    a, _ = users
+    project = a.home / "project"
+    project.mkdir(mode=0o700)
+    os.chown(project, a.uid, a.gid)
+    try:
+        result = pywsl(workspace, a, "-d", box, "-u", "alice", "pwd", cwd=project)
+        assert (result.returncode, result.out, result.err) == (0, f"/mnt/host{project}\n", "")
+        # bob's uid inside is not the user's: the folder (0700) is out of his reach.
+        archive = busybox_archive(workspace.folder / "bob.tar",
+                                  users=(*DEFAULT_USERS, Account("bob", 1001, "/home/bob", "Bob")))
+        result = pywsl(workspace, a, "--import", "Bobs", str(a.home / "bobs"), str(archive))
+        assert result.returncode == 0, result.err
+        try:
+            result = pywsl(workspace, a, "-d", "Bobs", "-u", "bob", "--", "pwd", cwd=project)
+            assert (result.returncode, result.out) == (0, "/home/bob\n")
+            assert result.err == f"wsl: Failed to translate '{project}'\n"
+        finally:
+            assert pywsl(workspace, a, "--unregister", "Bobs").returncode == 0
+        assert pywsl(workspace, a, "-d", box, "--cd", "/tmp", "pwd", cwd=project).out == "/tmp\n"
+    finally:
+        project.rmdir()
+
+
+def test_exec_mode_with_a_missing_program(users: tuple[User, User], workspace: Workspace, box: str) -> None:
+    a, _ = users
+    result = pywsl(workspace, a, "-d", box, "-e", "no-such-program")
+    assert (result.returncode, result.out) == (1, "")
+    assert "execvpe(no-such-program) failed: No such file or directory\n" in result.err
+    assert pywsl(workspace, a, "-d", box, "--", "no-such-program").returncode == 127
+    result = pywsl(workspace, a, "-d", box, "--exec")
+    assert result.returncode == 255
+    assert result.err == "The parameter is incorrect.\nError code: Wsl/E_INVALIDARG\n"
+
+
+def test_wslconfig_warnings_reach_the_user(users: tuple[User, User], workspace: Workspace, box: str) -> None:
+    a, _ = users
+    config = a.home / ".config" / "pywsl" / "wslconfig"
+    for folder in (config.parent.parent, config.parent):
+        folder.mkdir(exist_ok=True)
+        os.chown(folder, a.uid, a.gid)
+    config.write_text("[wsl2]\nbogusKey = 1\n")
+    os.chown(config, a.uid, a.gid)
+    try:
+        assert pywsl(workspace, a, "--shutdown").returncode == 0
+        result = pywsl(workspace, a, "-d", box, "echo", "booted")
+        assert (result.returncode, result.out) == (0, "booted\n")
+        assert result.err == f"wsl: Unknown key 'wsl2.bogusKey' in {config}:2\n"
+        assert pywsl(workspace, a, "--shutdown").returncode == 0
+        result = pywsl(workspace, a, "-d", box, "true", env={"WSL_DISABLE_WARNINGS": "1"})
+        assert (result.returncode, result.err) == (0, "")
+        config.write_text(f"[wsl2]\nkernel = {a.home}/no-such-kernel\n")
+        assert pywsl(workspace, a, "--shutdown").returncode == 0
+        result = pywsl(workspace, a, "-d", box, "true")
+        assert result.returncode == 255
+        assert result.err.startswith(f"The custom kernel specified in {config} was not found: "
+                                     f"'{a.home}/no-such-kernel'.\nError code: Wsl/")
+    finally:
+        config.unlink()
+        pywsl(workspace, a, "--shutdown")
+
+
+def test_a_user_with_nothing_installed(users: tuple[User, User], workspace: Workspace, box: str) -> None:
+    _, b = users
+    result = pywsl(workspace, b, "--", "true")
+    assert (result.returncode, result.out) == (255, "")
+    assert result.err.startswith("pywsl has no installed distributions.\n"
+                                 "You can resolve this by installing a distribution")
+    assert "'pywsl --install <Distro>' to install.\n" in result.err
+    assert "Windows Subsystem for Linux" not in result.err
+
+
+# -- the install location: made by --import, removed on failure and by --unregister -----------------
+
+
+def test_import_location_is_made_as_the_user_and_removed_again(
+    users: tuple[User, User], workspace: Workspace, box: str
+) -> None:
+    a, _ = users
+    archive = str(workspace.folder / "box.tar")
+    made = a.home / "made"
+    result = pywsl(workspace, a, "--import", "Made", str(made), archive)
+    assert result.returncode == 0, result.err
+    info = made.stat()
+    assert (info.st_uid, info.st_mode & 0o7777) == (a.uid, 0o700)
+    assert pywsl(workspace, a, "-d", "Made", "--", "echo in").out == "in\n"
+    assert pywsl(workspace, a, "--unregister", "Made").returncode == 0
+    assert not made.exists()
+
+    kept = a.home / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    for path in (kept, kept / "notes.txt"):
+        os.chown(path, a.uid, a.gid)
+    assert pywsl(workspace, a, "--import", "Kept", str(kept), archive).returncode == 0
+    assert pywsl(workspace, a, "--unregister", "Kept").returncode == 0
+    assert os.listdir(kept) == ["notes.txt"] and (kept / "notes.txt").read_text() == "mine"
+    (kept / "notes.txt").unlink()
+    kept.rmdir()
+
+    corrupt = workspace.folder / "corrupt.tar.gz"
+    corrupt.write_bytes(gzip.compress(b"this is not a tar archive\n" * 64)[:200])
+    corrupt.chmod(0o644)
+    try:
+        broken = a.home / "broken"
+        result = pywsl(workspace, a, "--import", "Broken", str(broken), str(corrupt))
+        assert result.returncode == 255 and result.stdout == b"" and "Error code: Wsl/" in result.err
+        assert not broken.exists()
+        result = pywsl(workspace, a, "--import", "Broken", str(a.home / "no-parent" / "broken"), archive)
+        assert (result.returncode, result.out, result.err) == (
+            255, "", "The system cannot find the path specified.\nError code: Wsl/ERROR_PATH_NOT_FOUND\n")
+        assert not (a.home / "no-parent").exists()
+    finally:
+        corrupt.unlink()
+    names = [r["name"] for r in json.loads(pywsl(workspace, a, "-l", "--format", "json").out)]
+    assert not {"Made", "Kept", "Broken"} & set(names)

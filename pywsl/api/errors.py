@@ -42,12 +42,9 @@ class ErrorCode:
     message: str
 
 
-_NO_DEFAULT_DISTRO = (
-    "Windows Subsystem for Linux has no installed distributions.\n"
-    "You can resolve this by installing a distribution with the instructions below:\n\n"
-    "Use 'pywsl --list --online' to list available distributions\n"
-    "and 'pywsl --install <Distro>' to install."
-)
+# The messages are the library's: they never advise command line options (the command line adds
+# its own advice, as wsl.exe's texts have it: `pywsl.cli.report`).
+_NO_DEFAULT_DISTRO = "pywsl has no installed distributions."
 
 _TABLE: tuple[tuple[str, int, str], ...] = (
     ("WSL_E_DEFAULT_DISTRO_NOT_FOUND", _WSL_E_BASE + 0x01, _NO_DEFAULT_DISTRO),
@@ -64,8 +61,7 @@ _TABLE: tuple[tuple[str, int, str], ...] = (
     ("WSL_E_EXPORT_FAILED", _WSL_E_BASE + 0x0A, "Exporting the distribution failed."),
     ("WSL_E_IMPORT_FAILED", _WSL_E_BASE + 0x0B, "Importing the distribution failed."),
     ("WSL_E_DISTRO_NOT_STOPPED", _WSL_E_BASE + 0x0C,
-     "The operation could not be completed because the distribution's root filesystem is currently in use. "
-     "To force WSL to stop use: pywsl --shutdown"),
+     "The operation could not be completed because the distribution's root filesystem is currently in use."),
     ("WSL_E_TTY_LIMIT", _WSL_E_BASE + 0x0D, "The maximum number of terminals has been reached."),
     ("WSL_E_CUSTOM_SYSTEM_DISTRO_ERROR", _WSL_E_BASE + 0x0E,
      "The custom system distribution failed to start."),
@@ -77,7 +73,7 @@ _TABLE: tuple[tuple[str, int, str], ...] = (
      "Elevated and un-elevated instances are not permitted to run simultaneously."),
     ("WSL_E_FS_UPGRADE_NEEDED", _WSL_E_BASE + 0x11, "The distribution's filesystem needs an upgrade."),
     ("WSL_E_USER_VHD_ALREADY_ATTACHED", _WSL_E_BASE + 0x12,
-     "VHD already mounted via pywsl --mount, please unmount the disk before launching."),
+     "A disk is already mounted, please unmount the disk before launching."),
     ("WSL_E_VM_MODE_INVALID_STATE", _WSL_E_BASE + 0x13, "The distribution is already the requested version."),
     ("WSL_E_VM_MODE_MOUNT_NAME_ALREADY_EXISTS", _WSL_E_BASE + 0x14,
      "A disk with that name is already mounted; please unmount the disk or choose a new name and try again."),
@@ -103,7 +99,7 @@ _TABLE: tuple[tuple[str, int, str], ...] = (
     ("WSL_E_INSTALL_PROCESS_FAILED", _WSL_E_BASE + 0x28, "The installation process failed."),
     ("WSL_E_INSTALL_COMPONENT_FAILED", _WSL_E_BASE + 0x29, "Installing a component failed."),
     ("WSL_E_PLUGIN_REQUIRES_UPDATE", _WSL_E_BASE + 0x2A, "A plugin requires a newer version."),
-    ("WSL_E_DISK_MOUNT_DISABLED", _WSL_E_BASE + 0x2B, "pywsl --mount is disabled by the computer policy."),
+    ("WSL_E_DISK_MOUNT_DISABLED", _WSL_E_BASE + 0x2B, "Mounting disks is disabled by the computer policy."),
     ("WSL_E_WSL1_DISABLED", _WSL_E_BASE + 0x2C, "WSL1 is disabled by the computer policy."),
     ("WSL_E_VIRTUAL_MACHINE_PLATFORM_REQUIRED", _WSL_E_BASE + 0x2D,
      "The virtual machine platform is not available."),
@@ -111,7 +107,7 @@ _TABLE: tuple[tuple[str, int, str], ...] = (
     ("WSL_E_DISK_CORRUPTED", _WSL_E_BASE + 0x2F,
      "The distribution failed to start because its virtual disk is corrupted."),
     ("WSL_E_DISTRIBUTION_NAME_NEEDED", _WSL_E_BASE + 0x30,
-     "This distribution doesn't contain a default name. Use --name to choose the distribution name."),
+     "This distribution doesn't contain a default name."),
     ("WSL_E_INVALID_JSON", _WSL_E_BASE + 0x31, "Invalid JSON document."),
     ("WSL_E_VM_CRASHED", _WSL_E_BASE + 0x32, "The WSL2 Virtual Machine crashed."),
     ("E_INVALIDARG", 0x80070057, "The parameter is incorrect."),

@@ -2,7 +2,8 @@
 
 `process_request` turns the arguments of `UserSession.create_lx_process` into the `ProcessRequest`
 that becomes `LX_INIT_CREATE_PROCESS_UTILITY_VM`: shell mode or a program with its argv, the
-working folder, and the environment (the distribution's `DefaultEnvironment`, TERM of a terminal
+working folder (a Linux path, or the caller's host folder as `host_directory` writes it), and
+the environment (the distribution's `DefaultEnvironment`, TERM of a terminal
 caller, the variables `WSLENV` shares, then the explicit ones). Pure functions: nothing here
 touches the registry, the VM or a file.
 """
@@ -17,7 +18,31 @@ from pywsl.api.errors import WslError
 if TYPE_CHECKING:
     from pywsl.vm import ProcessRequest
 
-__all__ = ["parse_wslenv", "process_environment", "process_request"]
+__all__ = [
+    "HOST_DIRECTORY_PREFIX",
+    "host_directory",
+    "parse_wslenv",
+    "process_environment",
+    "process_request",
+]
+
+# A working directory of the host travels as "host:" + its absolute path, as WSL sends the Windows
+# directory ("C:\\x"); the distribution finds it under its automount root (/mnt/host/x).
+HOST_DIRECTORY_PREFIX = "host:"
+
+
+def host_directory(path: str) -> str:
+    """The `cwd` that starts a process in the host folder `path` (absolute): inside the
+    distribution, `<automount root>host<path>`; the user's home when that is not reachable."""
+    if not path.startswith("/"):
+        raise WslError("E_INVALIDARG", f"The host directory {path!r} is not an absolute path.")
+    return HOST_DIRECTORY_PREFIX + path
+
+
+def _valid_cwd(cwd: str) -> bool:
+    if cwd.startswith(HOST_DIRECTORY_PREFIX):
+        return cwd[len(HOST_DIRECTORY_PREFIX):].startswith("/")
+    return not cwd or cwd.startswith(("/", "~"))
 
 
 def parse_wslenv(value: str) -> list[str]:
@@ -60,9 +85,9 @@ def process_request(command_line: Sequence[str], *, filename: str | None, cwd: s
             raise WslError("E_INVALIDARG", "The program name is empty.")
         program = filename
         argv = arguments or [filename]
-    if cwd and not cwd.startswith(("/", "~")):
-        raise WslError("E_INVALIDARG", f"The working directory {cwd!r} must be an absolute Linux path or "
-                       "start with ~.")
+    if not _valid_cwd(cwd):
+        raise WslError("E_INVALIDARG", f"The working directory {cwd!r} must be an absolute Linux path, "
+                       f"start with ~, or be a host directory ({HOST_DIRECTORY_PREFIX}/...).")
     return ProcessRequest(
         filename=program,
         command_line=argv,

@@ -55,7 +55,7 @@ def check_unique(data: RegistryData, name: str | None, base_path: Path, exclude:
         if name and other.name.casefold() == name.casefold():
             if other.state is DistributionState.INSTALLED:
                 raise WslError("ERROR_ALREADY_EXISTS", "A distribution with the supplied name already "
-                               "exists. Use --name to choose a different name.")
+                               "exists.")
             raise WslError("E_ILLEGAL_STATE_CHANGE")
         if os.path.realpath(other.base_path) == canonical:
             raise WslError("ERROR_FILE_EXISTS", "The supplied install location is already in use.")

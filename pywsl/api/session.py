@@ -30,7 +30,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pywsl.api import user_vm
+from pywsl.api import user_vm, user_warnings
 from pywsl.api.credentials import UserIdentity, makedirs_as
 from pywsl.api.distribution_info import (
     DistributionConfiguration,
@@ -54,7 +54,7 @@ from pywsl.api.registry import (
     default_environment,
     validate_name,
 )
-from pywsl.api.rootfs_folder import RootfsFolders, export_compression
+from pywsl.api.rootfs_folder import FOLDER_MODE, RootfsFolders, export_compression
 from pywsl.api.transfer import Progress, Source
 from pywsl.api.wslconfig import WslConfig, load_wslconfig
 
@@ -129,9 +129,18 @@ class UserSession:
         from pywsl.vm import CoreVm
 
         self._require_root("Starting the utility VM")
-        config = self.vm_config()
+        config = self.config()
+        if config.missing_kernel is not None:
+            running = self._attach()   # a running VM is used as it is, as WSL does
+            if running is not None:
+                return running
         with self._vm_lock, error_context("CreateVm"):
-            return CoreVm.boot(config)
+            config.check_kernel()
+            vm = CoreVm.boot(self.vm_config(config))
+        if vm.booted:
+            for warning in config.startup_warnings():
+                user_warnings.emit(warning)
+        return vm
 
     _require_root = staticmethod(user_vm.require_root)
 
@@ -194,6 +203,8 @@ class UserSession:
         """`_CreateInstance`: LaunchInit (or attach) + Initialize; refreshes Flavor/OsVersion."""
         self._ensure_not_locked(registration)   # again: an export may have started meanwhile
         instance = self._launch_init(vm, registration)
+        for warning in instance.warnings:   # init reports them to the host that started it only
+            user_warnings.emit(warning)
         flavor, version = instance.flavor or "", instance.version or ""
         if (flavor, version) != (registration.flavor, registration.os_version) and (flavor or version):
             def store(entry: Registration, _: RegistryData) -> None:
@@ -227,8 +238,11 @@ class UserSession:
 
         `source` is a path, a binary file object, a descriptor or a pipe holding a tar, tar.gz,
         tar.xz, tar.bz2 or tar.zst. `name` None takes the image's `oobe.defaultName`. `location`
-        is the distribution's folder (default `<distributionInstallPath>/<guid>`). `progress` is
-        called with the number of archive bytes read so far.
+        is the distribution's folder (default `<distributionInstallPath>/<guid>`); it is created
+        with the folders that lead to it (WSL's `CreateDirectoryDeep`), or an existing folder of
+        the user's is made, mode 0700, so that no other host user reaches the root filesystem; a
+        failed import removes the folder only if it created it. `progress` is called with the
+        number of archive bytes read so far.
         """
         with error_context("RegisterDistro"):
             if vhd:
@@ -245,8 +259,11 @@ class UserSession:
             self._recover()
             config = self.config()
             distro_id = uuid.uuid4()
-            base_path = (Path(os.path.abspath(os.fspath(location))) if location is not None
-                         else self._install_root(config) / str(distro_id))
+            if location is not None:
+                base_path = Path(os.path.abspath(os.fspath(location)))
+            else:
+                base_path = self._install_root(config) / str(distro_id)
+                makedirs_as(self.identity, base_path.parent, FOLDER_MODE)
             self.folders.ensure_no_rootfs(base_path)
             lock = self.registry.acquire_operation(distro_id, DistributionState.INSTALLING)
             with lock:
@@ -300,8 +317,14 @@ class UserSession:
             vm.close()
 
     def unregister_distribution(self, distro: Distro) -> None:
-        """`UnregisterDistribution`: terminate, mark Uninstalling, move the default, delete the files,
-        delete the entry. An interruption is completed by the next session that opens the registry."""
+        """`UnregisterDistribution`: terminate, mark Uninstalling, move the default, delete the files
+        (the root filesystem, then the distribution's folder when it is left empty, as WSL's
+        `_DeleteDistribution`), delete the entry. An interruption is completed by the next session
+        that opens the registry.
+        Files root must not delete for the user (owned by neither the user nor the VM's ids, on
+        another file system, or a `rootfs` that is not the one made for the distribution) are left
+        in place and named in the error (E_ACCESSDENIED); the entry stays Uninstalling, and the
+        first call after they are gone completes it (`RootfsFolders.remove_rootfs`)."""
         with error_context("UnregisterDistro"):
             if distro is None:
                 raise WslError("E_INVALIDARG", "No distribution given.")
@@ -510,8 +533,9 @@ class UserSession:
                 self.folders.export_rootfs(registration.base_path, target, compression, progress, self._vm)
 
     def move_distribution(self, distro: Distro, location: str | os.PathLike[str]) -> None:
-        """`MoveDistribution`: move the root filesystem to the folder `location`. The distribution
-        must be stopped; a failure leaves it where it was."""
+        """`MoveDistribution`: move the root filesystem to the folder `location` (created with the
+        folders that lead to it, as WSL's `create_directories`, or made, mode 0700). The
+        distribution must be stopped; a failure leaves it where it was."""
         with error_context("MoveDistro"):
             if not os.path.isabs(os.fspath(location)):
                 raise WslError("E_INVALIDARG", "The new location must be an absolute path.")
@@ -527,8 +551,9 @@ class UserSession:
                 with self.registry.transaction() as data:
                     self._check_unique(data, None, target, exclude=registration.id)
                     data.distributions[registration.id].move_target = target   # for crash recovery
-                created = makedirs_as(self.identity, target, 0o755)
+                created = False
                 try:
+                    created = self.folders.make_folder(target)
                     self._move_rootfs(registration, target)
                 except BaseException:
                     if created:

@@ -15,11 +15,15 @@ made of namespaces take effect:
 * `[general] distributionListUrl`, `distributionListUrlAppend` → the manifests `--install` reads
   (machine-wide registry values in WSL).
 
-The rest is accepted and kept in `WslConfig.values` for whoever wants to show it.
+The rest is accepted and kept in `WslConfig.values`; each key set there that this host cannot
+honour is named in `WslConfig.ignored`. Warnings use WSL's wording ("Unknown key 'wsl2.x' in
+<file>:<line>"); whoever starts the VM shows them (`startup_warnings`). A `[wsl2] kernel` that does
+not exist is `WSL_E_CUSTOM_KERNEL_NOT_FOUND` when a VM is to be started (`check_kernel`), as in WSL.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
 import stat
@@ -29,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from pywsl.api.credentials import UserIdentity, acting_as
+from pywsl.api.errors import WslError
 from pywsl.wire.config_format import (
     MAX_CONFIG_BYTES,
     ConfigValue,
@@ -70,9 +75,18 @@ class Kind(enum.Enum):
     INT = "an integer"
     MEMORY = "a memory size (e.g. 4GB, 512MB)"
     STRING = "a string"
-    PATH = "a path"
-    NETWORKING_MODE = "one of None, Nat, Bridged, Mirrored, Consomme, VirtioProxy"
-    MEMORY_RECLAIM = "one of Disabled, Gradual, DropCache"
+    PATH = "an absolute path"
+    NETWORKING_MODE = ", ".join(sorted(_NETWORKING_MODES.values()))
+    MEMORY_RECLAIM = ", ".join(sorted(_AUTO_MEMORY_RECLAIM.values()))
+
+
+# The keys that take effect on this host (see the module docstring); any other key is ignored.
+HONOURED_KEYS = frozenset({
+    "wsl2.memory", "wsl2.processors", "wsl2.vmIdleTimeout", "wsl2.kernelBootTimeout",
+    "wsl2.distributionStartTimeout", "wsl2.networkingMode", "experimental.networkingMode",
+    "general.instanceIdleTimeout", "general.distributionInstallPath", "general.distributionListUrl",
+    "general.distributionListUrlAppend",
+})
 
 
 # Every documented key, by section, with the canonical spelling used as the key of `values`.
@@ -126,7 +140,19 @@ class WslConfig:
     distribution_list_url_append: str | None = None
     values: Mapping[str, Any] = field(default_factory=dict)   # "section.key" -> parsed value
     warnings: tuple[str, ...] = ()
+    ignored: tuple[str, ...] = ()            # a warning for each key set that this host cannot honour
     source: Path | None = None
+    missing_kernel: Path | None = None       # [wsl2] kernel names a file that does not exist
+
+    def startup_warnings(self) -> tuple[str, ...]:
+        """What the user is told when a VM starts with this configuration."""
+        return (*self.warnings, *self.ignored)
+
+    def check_kernel(self) -> None:
+        """`WSL_E_CUSTOM_KERNEL_NOT_FOUND` when `[wsl2] kernel` names a file that does not exist."""
+        if self.missing_kernel is not None:
+            raise WslError("WSL_E_CUSTOM_KERNEL_NOT_FOUND", f"The custom kernel specified in {self.source} "
+                           f"was not found: '{self.missing_kernel}'.")
 
     @property
     def networking_mode(self) -> str:
@@ -173,12 +199,13 @@ def parse_wslconfig(text: str, source: str = "wslconfig", *, home: Path | None =
     """Parse the text of a .wslconfig; never raises for bad content (warnings instead)."""
     sections, warnings = parse_config(text, source)
     values: dict[str, Any] = {}
+    ignored: list[str] = []
     for section_name, entries in sections.items():
         known = _LOOKUP.get(section_name)
         for entry in entries.values():
             canonical = known.get(entry.key.lower()) if known is not None else None
             if known is None or canonical is None:
-                warnings.append(f"{source}:{entry.line}: unknown key '{entry.section}.{entry.key}'")
+                warnings.append(f"Unknown key '{entry.section}.{entry.key}' in {source}:{entry.line}")
                 continue
             kind = _KEYS[section_name][canonical]
             value = _convert(kind, entry.value, home)
@@ -186,6 +213,9 @@ def parse_wslconfig(text: str, source: str = "wslconfig", *, home: Path | None =
                 warnings.append(_bad_value(source, entry, kind))
                 continue
             values[f"{section_name}.{canonical}"] = value
+            if f"{section_name}.{canonical}" not in HONOURED_KEYS:
+                ignored.append(f"Ignored key '{entry.section}.{entry.key}' in {source}:{entry.line}: "
+                               "this host cannot honour it")
 
     def take(key: str, check: Callable[[Any], str | None] | None = None) -> Any:
         value = values.get(key)
@@ -233,6 +263,7 @@ def parse_wslconfig(text: str, source: str = "wslconfig", *, home: Path | None =
         distribution_list_url_append=take("general.distributionListUrlAppend") or None,
         values=values,
         warnings=tuple(warnings),
+        ignored=tuple(ignored),
         source=Path(source),
     )
 
@@ -242,8 +273,31 @@ def _or(value: int | None, default: int) -> int:
 
 
 def _bad_value(source: str, entry: ConfigValue, kind: Kind) -> str:
-    return (f"{source}:{entry.line}: invalid value '{entry.value}' for '{entry.section}.{entry.key}' "
-            f"(expected {kind.value}); using the default")
+    """WSL's warning for a value that does not parse (`MessageConfigInvalid*`)."""
+    name, where = f"{entry.section}.{entry.key}", f"{source}:{entry.line}"
+    if kind is Kind.BOOL:
+        return f"Invalid boolean value '{entry.value}' for key '{name}' in {where}"
+    if kind is Kind.INT:
+        return f"Invalid integer value '{entry.value}' for key '{name}' in {where}"
+    if kind is Kind.MEMORY:
+        return f"Invalid memory string '{entry.value}' for .wslconfig entry '{name}' in {where}"
+    return f"Invalid value '{entry.value}' for config key '{name}' in {where} (Valid values: {kind.value})"
+
+
+def _missing_kernel(config: WslConfig, identity: UserIdentity | None) -> WslConfig:
+    """`config` with `missing_kernel` set when `[wsl2] kernel` does not exist (looked up as the user)."""
+    kernel = config.values.get("wsl2.kernel")
+    if not isinstance(kernel, Path):
+        return config
+    try:
+        if identity is not None:
+            with acting_as(identity):
+                found = os.path.isfile(kernel)
+        else:
+            found = os.path.isfile(kernel)
+    except OSError:
+        found = False
+    return config if found else dataclasses.replace(config, missing_kernel=kernel)
 
 
 def load_wslconfig(path: Path, identity: UserIdentity | None = None, *,
@@ -275,8 +329,9 @@ def load_wslconfig(path: Path, identity: UserIdentity | None = None, *,
         return WslConfig(source=path, warnings=(
             f"{path}: larger than {MAX_CONFIG_BYTES} bytes; using the defaults",))
     text = data.decode("utf-8", errors="replace").lstrip("\ufeff")
-    return parse_wslconfig(text, str(path), home=home if home is not None else (
+    config = parse_wslconfig(text, str(path), home=home if home is not None else (
         identity.home if identity is not None else None))
+    return _missing_kernel(config, identity)
 
 
 def _unreadable(path: Path, error: OSError) -> WslConfig:

@@ -1,9 +1,10 @@
 """`--import` and `--export`: a distribution from and to a tar archive (wsl.exe's
 `ImportDistribution` and `ExportDistribution`).
 
-Import: the install location is made absolute and created if missing (and removed again if the
-import fails, when this command created it); a file named `.vhd`/`.vhdx` is refused without `--vhd`;
-`-` reads the archive from stdin; the new distribution does not run the out-of-box experience.
+Import: the install location is made absolute and created if missing, one level as wsl.exe's
+`CreateDirectoryW` (`import_location`), and removed again if the import fails; a file named
+`.vhd`/`.vhdx` is refused without `--vhd`; `-` reads the archive from stdin; the new distribution
+does not run the out-of-box experience.
 Export: `--format` is tar, tar.gz or tar.xz, or else inferred from the file name; `-` writes to
 stdout; a partly written file is deleted when the export fails. The file is opened here, with the
 caller's rights, and its descriptor handed to the session; the progress display watches that
@@ -73,47 +74,31 @@ def _watch(source: int | BinaryIO, mode: str,
     return FdWatcher(source, mode, display) if isinstance(source, int) else contextlib.nullcontext()
 
 
-def _make_location(path: str) -> tuple[str, bool]:
-    """The absolute install location, created if missing; whether it was created here."""
-    location = os.path.abspath(path)
-    try:
-        os.mkdir(location, 0o755)
-    except FileExistsError:
-        return location, False
-    except OSError as error:
-        raise _os_error(error) from None
-    return location, True
-
-
 def import_command(distro: str, location: str, file_name: str, version: str | None, vhd: bool) -> int:
+    from pywsl.api.import_location import import_location
+
     if version is not None:
         parse_version(version)
     if vhd:
         _not_supported("--import --vhd")
-    if file_name != STDIO_NAME and file_name.lower().endswith(_VHD_SUFFIXES):
-        raise UsageFailure(messages.PASS_VHD_FLAG)
-    session = current_session()
-    source: int | BinaryIO
-    if file_name == STDIO_NAME:
-        source = stdio_source(True)
-    else:
+    with import_location(location) as target:   # wsl.exe's CreateDirectoryW, removed again on failure
+        if file_name != STDIO_NAME and file_name.lower().endswith(_VHD_SUFFIXES):
+            raise UsageFailure(messages.PASS_VHD_FLAG)
+        source: int | BinaryIO
+        if file_name == STDIO_NAME:
+            source = stdio_source(True)
+        else:
+            try:
+                source = os.open(file_name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+            except OSError as error:
+                raise _os_error(error) from None
         try:
-            source = os.open(file_name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
-        except OSError as error:
-            raise _os_error(error) from None
-    try:
-        target, created = _make_location(location)
-        try:
+            session = current_session()
             with TransferProgress(messages.IMPORT_PROGRESS) as display, _watch(source, "read", display):
                 session.register_distribution(distro, source, location=target, version=2, run_oobe=False)
-        except BaseException:
-            if created:
-                with contextlib.suppress(OSError):
-                    os.rmdir(target)
-            raise
-    finally:
-        if file_name != STDIO_NAME and isinstance(source, int):
-            os.close(source)
+        finally:
+            if file_name != STDIO_NAME and isinstance(source, int):
+                os.close(source)
     print_success()
     return 0
 

@@ -4,7 +4,8 @@
 and exits with wsl.exe's exit status: the Linux process's own status for a launch, 0 for a verb
 that succeeded, 255 (wsl.exe's -1) after printing an error. Text is UTF-8 whatever the locale
 (wsl.exe's `WSL_UTF8=1`). pywsl's own messages go to stderr; stdout carries only the output of
-the command or of the verb.
+the command or of the verb. Warnings the library emits for the user (configuration warnings when
+the VM or a distribution starts) are printed as `wsl: <warning>`, unless `WSL_DISABLE_WARNINGS=1`.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ EPILOG = """JSON output (--format json of --list and --status: one document on s
   ([] when no distribution matches; not an error)
 --list --online: an array of
   {"name": str, "friendly_name": str, "default": bool,
-   "source": "manifest" | "built-in"}
+   "source": "manifest" | "built-in", "available": bool,
+   "unavailable_reason": str | null}
 --status: {"default_distribution": str | null, "default_version": 2}
 
 Exit status
@@ -68,11 +70,13 @@ class Pywsl(WslCommand):
         return status
 
     def _run(self, args: Sequence[str] | None, prog_name: str, complete_var: str | None, **extra: Any) -> int:
+        from pywsl.api import user_warnings
         from pywsl.api.errors import WslError
 
         _utf8_streams()
         try:
-            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            with user_warnings.collecting(report.print_user_warning):
+                result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except WslError as error:
             report.print_error(report.error_text(error))
             return report.FAILURE_EXIT_STATUS

@@ -29,12 +29,25 @@ __all__ = [
     "fail",
     "print_error",
     "print_success",
+    "print_user_warning",
     "print_warning",
 ]
 
 FAILURE_EXIT_STATUS = 255  # wsl.exe's -1
 
 _CODE_HIDDEN = frozenset({"WSL_E_DEFAULT_DISTRO_NOT_FOUND", "WSL_E_INVALID_USAGE"})
+
+# The command line's advice after the library's message, completing wsl.exe's text for the error.
+_ADVICE = {
+    "WSL_E_DEFAULT_DISTRO_NOT_FOUND": (
+        "\nYou can resolve this by installing a distribution with the instructions below:\n\n"
+        f"Use '{messages.PROGRAM} --list --online' to list available distributions\n"
+        f"and '{messages.PROGRAM} --install <Distro>' to install."
+    ),
+    "WSL_E_DISTRO_NOT_STOPPED": f" To force WSL to stop use: {messages.PROGRAM} --shutdown",
+    "WSL_E_DISTRIBUTION_NAME_NEEDED": " Use --name to choose the distribution name.",
+    "ERROR_ALREADY_EXISTS": " Use --name to choose a different name.",
+}
 
 
 class UsageFailure(Exception):
@@ -54,12 +67,13 @@ def fail(code: str, message: str | None = None) -> WslError:
 
 def error_text(error: WslError) -> str:
     """The lines wsl.exe prints for a failed operation."""
+    message = error.message + _ADVICE.get(error.code, "")
     if error.code in _CODE_HIDDEN:
-        return error.message
+        return message
     code = error.error_code
     if not code.startswith("Wsl/"):
         code = f"Wsl/{code}"
-    return f"{error.message}\nError code: {code}"
+    return f"{message}\nError code: {code}"
 
 
 def _long_spelling(ctx: click.Context | None, spelling: str) -> str:
@@ -136,6 +150,11 @@ def print_warning(text: str) -> None:
     """A warning, on stderr, unless WSL_DISABLE_WARNINGS=1 (as wsl.exe)."""
     if os.environ.get("WSL_DISABLE_WARNINGS") != "1":
         _write(text)
+
+
+def print_user_warning(text: str) -> None:
+    """A warning the library emitted for the user (`pywsl.api.user_warnings`): `wsl: <text>`."""
+    print_warning(f"wsl: {text}")
 
 
 def print_success() -> None:

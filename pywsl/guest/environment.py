@@ -10,7 +10,9 @@ and calling ``execvpe`` (wsl-reference §4.3 step 6), as pure functions:
 * the program: an empty ``Filename`` means the user's shell (``/bin/sh`` when ``pw_shell`` is
   empty), whose argv[0] is ``-<basename>`` for a login shell, followed by ``CommandLine``;
   otherwise ``Filename`` is run with ``CommandLine`` as its whole argv;
-* the working directory: empty = home, ``~`` and ``~/...`` are relative to home, ``/...`` as is.
+* the working directory: empty = home, ``~`` and ``~/...`` are relative to home, ``/...`` as is;
+  ``host:/...`` is a directory of the host, which the distribution sees under its automount
+  root (``/mnt/host/...``), as WSL translates a Windows directory ``C:\\x`` to ``/mnt/c/x``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pywsl.guest.users import PasswdEntry, UserDatabase
 __all__ = [
     "DEFAULT_PATH",
     "DEFAULT_SHELL",
+    "HOST_DIRECTORY_PREFIX",
     "ROOT_FALLBACK",
     "Program",
     "UserNotFound",
@@ -31,10 +34,13 @@ __all__ = [
     "resolve_program",
     "resolve_user",
     "resolve_working_directory",
+    "translate_host_directory",
 ]
 
 # WSL's registry DefaultEnvironment PATH, used when the request carries none.
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games:/usr/local/games"
+# A working directory of the host: "host:" + its absolute path (the host is the drive "host").
+HOST_DIRECTORY_PREFIX = "host:"
 # The shell of a user whose pw_shell is empty (as login(1) and WSL do).
 DEFAULT_SHELL = "/bin/sh"
 # Root when the distribution's /etc/passwd has no entry for uid 0.
@@ -141,3 +147,18 @@ def resolve_working_directory(cwd: str, home: str) -> str:
     if cwd.startswith("/"):
         return cwd
     raise ValueError(f"{cwd!r} is not a Linux path (expected '/...' or '~/...')")
+
+
+def translate_host_directory(cwd: str, host_mount_point: str | None) -> str | None:
+    """Where the host directory ``host:/x`` is inside the distribution (``/mnt/host/x``).
+
+    None when ``cwd`` is not a host directory, is not absolute, or the host is not mounted
+    (``[automount] enabled = false``: ``host_mount_point`` None).
+    """
+    if not cwd.startswith(HOST_DIRECTORY_PREFIX) or host_mount_point is None:
+        return None
+    path = cwd[len(HOST_DIRECTORY_PREFIX):]
+    if not path.startswith("/"):
+        return None
+    relative = posixpath.normpath(path).lstrip("/")
+    return posixpath.join(host_mount_point, relative) if relative else host_mount_point

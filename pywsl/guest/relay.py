@@ -46,11 +46,13 @@ from typing import Any, NoReturn
 from pywsl.guest import forking, syscalls
 from pywsl.guest.environment import (
     DEFAULT_PATH,
+    HOST_DIRECTORY_PREFIX,
     UserNotFound,
     build_environment,
     resolve_program,
     resolve_user,
     resolve_working_directory,
+    translate_host_directory,
 )
 from pywsl.guest.users import PasswdEntry, UserDatabase
 from pywsl.wire import schema
@@ -92,9 +94,8 @@ _CONSOLE_FLAGS = (
     LX_INIT_CREATE_PROCESS_FLAGS.LxInitCreateProcessFlagsStdOutConsole,
     LX_INIT_CREATE_PROCESS_FLAGS.LxInitCreateProcessFlagsStdErrConsole,
 )
-# Exit codes of a child that could not run its program, as a shell reports them.
-_EXIT_NOT_FOUND = 127
-_EXIT_NOT_EXECUTABLE = 126
+# The exit code of a child that could not run its program or could not be set up (WSL's
+# FATAL_ERROR after a failed execvpe): a shell's 127 only comes from a shell.
 _EXIT_SETUP_FAILED = 1
 
 
@@ -144,6 +145,7 @@ class RelayContext:
     default_user: str | None = None  # wsl.conf [user] default
     fallback_uid: int | None = None  # tried after the request's DefaultUid
     etc_root: str = "/"  # where etc/passwd and etc/group are read from
+    host_mount_point: str | None = None  # where the host is mounted (None: [automount] disabled)
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,12 @@ def _write_error(message: str) -> None:
         os.write(2, f"pywsl: {message}\n".encode(errors="replace"))
 
 
+def _write_warning(message: str) -> None:
+    """A warning of the process's set-up, as WSL's relay prints the warnings it collected."""
+    with contextlib.suppress(OSError):
+        os.write(2, f"wsl: {message}\n".encode(errors="replace"))
+
+
 def _install_stdio(sources: Sequence[int]) -> None:
     """Make ``sources`` the process's fds 0, 1 and 2 and close everything else."""
     lifted = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in sources]
@@ -280,7 +288,30 @@ def _execvpe(file: str, argv: list[str], environment: dict[str, str]) -> int:
             break
     assert failure is not None
     _write_error(f"execvpe({file}) failed: {os.strerror(failure.errno or 0)}")
-    return _EXIT_NOT_FOUND if failure.errno in (errno.ENOENT, errno.ENOTDIR) else _EXIT_NOT_EXECUTABLE
+    return _EXIT_SETUP_FAILED
+
+
+def _enter_working_directory(cwd: str, home: str, host_mount_point: str | None) -> None:
+    """chdir as the user: a host directory through the automount root, else home (with WSL's
+    "Failed to translate" warning when automount is enabled); a Linux path or ~ as given."""
+    host_directory = translate_host_directory(cwd, host_mount_point)
+    if host_directory is not None:
+        try:
+            os.chdir(host_directory)
+            return
+        except OSError:
+            pass
+    if cwd.startswith(HOST_DIRECTORY_PREFIX):
+        if host_mount_point is not None:
+            _write_warning(f"Failed to translate '{cwd[len(HOST_DIRECTORY_PREFIX):]}'")
+        cwd = ""
+    try:
+        os.chdir(resolve_working_directory(cwd, home))
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        _write_error(f"cannot change to directory {cwd or home!r}: {reason}; starting in /")
+        with contextlib.suppress(OSError):
+            os.chdir("/")
 
 
 def _start_child(
@@ -312,14 +343,7 @@ def _start_child(
     )
     program = resolve_program(request.filename, request.command_line, user, login=request.login)
     _drop_privileges(database, user)
-    try:
-        directory = resolve_working_directory(request.cwd, user.home)
-        os.chdir(directory)
-    except (OSError, ValueError) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-        _write_error(f"cannot change to directory {request.cwd or user.home!r}: {reason}; starting in /")
-        with contextlib.suppress(OSError):
-            os.chdir("/")
+    _enter_working_directory(request.cwd, user.home, context.host_mount_point)
     return _execvpe(program.file, program.argv, environment)
 
 

@@ -91,14 +91,17 @@ def serve(
     default_uid: int,
     default_user: str | None,
     etc_root: str = "/",
+    host_mount_point: str | None = None,
 ) -> None:
     """Serve CreateProcessUtilityVm transactions on ``channel`` until it closes.
 
     ``default_user`` is wsl.conf's ``[user] default``; ``default_uid`` is tried when neither the
     request's user name, that user, nor the request's DefaultUid resolve. ``etc_root`` is the
     directory whose ``etc/passwd`` and ``etc/group`` describe the users (``/`` in a
-    distribution). A malformed frame or a broken sequence ends the session (WSL's leader treats
-    it as fatal); a request that cannot be served is answered with UINT_MAX.
+    distribution). ``host_mount_point`` is where the host is mounted (``/mnt/host``; None when
+    wsl.conf disables automount): a host working directory is entered through it. A malformed
+    frame or a broken sequence ends the session (WSL's leader treats it as fatal); a request that
+    cannot be served is answered with UINT_MAX.
     """
     signal.set_wakeup_fd(-1)
     previous = signal.signal(signal.SIGCHLD, _reap_relays)
@@ -108,6 +111,7 @@ def serve(
         default_user=default_user,
         fallback_uid=default_uid,
         etc_root=etc_root,
+        host_mount_point=host_mount_point,
     )
     leader = MessageChannel(channel, name="session leader")
     try:
