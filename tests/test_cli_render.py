@@ -161,6 +161,7 @@ import pywsl.cli.main as main
 session = mock.MagicMock()
 session.get_distribution_id.return_value = None
 session.create_lx_process.return_value.wait.return_value = 7
+session.create_lx_process.return_value.exit_status_lost = False
 with mock.patch("pywsl.cli.context.open_session", return_value=session):
     status = main.run(["-d", "D", "--", "true"])
 heavy = sorted(name for name in set(sys.modules) - before

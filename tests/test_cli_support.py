@@ -62,6 +62,7 @@ class Cli:
         self.session.get_distribution_id.side_effect = get_distribution_id
         self.process = mocker.MagicMock()
         self.process.wait.return_value = 0
+        self.process.exit_status_lost = False
         self.session.create_lx_process.return_value = self.process
         self.open_session = mocker.patch("pywsl.cli.context.open_session", return_value=self.session)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import stat
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from pywsl.guest.os_release import default_name, flavor_and_version, parse_os_re
 from pywsl.guest.rootfs import exists_in_root, read_in_root, write_file_atomic
 from pywsl.guest.tar_worker import compression_option
 from pywsl.guest.wsl_conf import WslConf, parse_wsl_conf, read_wsl_conf
+from pywsl.wire.config_format import MAX_CONFIG_BYTES
 from pywsl.wire.constants import LX_INIT_AUTO_GENERATED_FILE_HEADER, LX_INIT_RESOLVCONF_PREFIX
 
 
@@ -69,7 +72,33 @@ def test_wsl_conf_problems_are_warnings() -> None:
         "boot.command",
     ):
         assert fragment in text, fragment
-    assert all(warning.startswith("/etc/wsl.conf:") for warning in conf.warnings)
+    assert all("/etc/wsl.conf:" in warning for warning in conf.warnings)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "/proc", "/proc/", "/sys", "/sys/fs", "/dev", "/dev/shm/", "/", "//", "/etc", "/usr/", "/var",
+        "relative/path", "mnt", "/mnt/../proc", "/mnt/./x", "..", "", '""', "/" + "x" * 300,
+        "/mnt\0", "/mnt\x01x", "/proc/self/root", "/sys/kernel/../fs",
+    ],
+)
+def test_unusable_automount_roots_are_refused(value: str) -> None:
+    conf = parse_wsl_conf(f"[automount]\nroot = {value}\n")
+    assert conf.automount_root == "/mnt/" and conf.host_mount_point == "/mnt/host"
+    assert len(conf.warnings) == 1, conf.warnings
+    warning = conf.warnings[0]
+    assert "automount.root" in warning and "\0" not in warning and "\x01" not in warning
+    assert len(warning) < 200
+    shown = value.strip('"').replace("\0", "\\x00").replace("\x01", "\\x01")
+    assert shown[:40] in warning
+
+
+@pytest.mark.parametrize(("value", "expected"), [("/windows", "/windows/"), ("/mnt//x/", "/mnt/x/"),
+                                                  ("/run/", "/run/"), ("/srv/files", "/srv/files/")])
+def test_usable_automount_roots(value: str, expected: str) -> None:
+    conf = parse_wsl_conf(f"[automount]\nroot = {value}\n")
+    assert (conf.automount_root, conf.warnings) == (expected, [])
 
 
 def test_read_wsl_conf_inside_a_tree(tmp_path: Path) -> None:
@@ -81,11 +110,46 @@ def test_read_wsl_conf_inside_a_tree(tmp_path: Path) -> None:
         conf = read_wsl_conf(root)
         assert conf.network_hostname == "b\ufffdx" and "UTF-8" in conf.warnings[0]
         (tmp_path / "etc/wsl.conf").unlink()
-        (tmp_path / "etc/wsl.conf").symlink_to("/etc/passwd")  # resolves inside the tree: absent
-        assert read_wsl_conf(root) == WslConf()
+        (tmp_path / "etc/wsl.conf").symlink_to("/etc/passwd")  # resolves inside the tree: nothing there
+        _assert_defaults_with_warning(read_wsl_conf(root), "symbolic link to nothing")
+        (tmp_path / "etc/passwd").write_text("[network]\nhostname = linked\n")
+        assert read_wsl_conf(root).network_hostname == "linked"
         (tmp_path / "etc/wsl.conf").unlink()
         (tmp_path / "etc/wsl.conf").mkdir()
-        assert read_wsl_conf(root) == WslConf()
+        _assert_defaults_with_warning(read_wsl_conf(root), "not a regular file")
+    finally:
+        os.close(root)
+
+
+def _assert_defaults_with_warning(conf: WslConf, fragment: str) -> None:
+    assert len(conf.warnings) == 1 and fragment in conf.warnings[0], conf.warnings
+    assert "/etc/wsl.conf" in conf.warnings[0]
+    assert replace(conf, warnings=[]) == WslConf()
+
+
+def test_unreadable_wsl_conf_never_blocks_and_warns(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "dev").mkdir()
+    conf_path = tmp_path / "etc/wsl.conf"
+    root = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    try:
+        os.mkfifo(conf_path)  # nobody ever writes: a read would wait forever
+        _assert_defaults_with_warning(read_wsl_conf(root), "not a regular file")
+        conf_path.unlink()
+        os.mknod(tmp_path / "dev/zero", stat.S_IFCHR | 0o666, os.makedev(1, 5))  # endless data
+        conf_path.symlink_to("/dev/zero")  # resolved inside the tree: its own /dev/zero
+        _assert_defaults_with_warning(read_wsl_conf(root), "not a regular file")
+        (tmp_path / "dev/zero").unlink()
+        _assert_defaults_with_warning(read_wsl_conf(root), "symbolic link to nothing")
+        conf_path.unlink()
+        with open(conf_path, "wb") as handle:
+            handle.truncate(MAX_CONFIG_BYTES + 1)  # sparse: big without using the disk
+        _assert_defaults_with_warning(read_wsl_conf(root), "larger than")
+        conf_path.unlink()
+        conf_path.write_text("[automount]\nroot = /proc\n[user]\ndefault = \"a\x7fb\"\n")
+        conf = read_wsl_conf(root)
+        assert conf.automount_root == "/mnt/" and conf.user_default == "a\x7fb"
+        assert [("automount.root" in item, "/proc" in item) for item in conf.warnings] == [(True, True)]
     finally:
         os.close(root)
 

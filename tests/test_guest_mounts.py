@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pywsl.guest import forking, mounts, syscalls
+from pywsl.guest import forking, host_view, mounts, syscalls
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mount namespaces need root")
 
@@ -140,3 +140,64 @@ def test_a_dangling_mount_point_fails_clearly(tmp_path: Path) -> None:
     result = _in_mount_namespace(root, [mounts.Mount("/dev", "tmpfs", "tmpfs")])
     assert "cannot set up /dev" in str(result.get("error"))
     assert not Path("/nowhere").exists()
+
+
+def test_host_tree_plan_attaches_the_prepared_tree_with_a_proc_on_top() -> None:
+    plan = mounts.host_tree_plan("/windows/host")
+    assert plan[0] == mounts.AttachTree("/windows/host", "host")
+    assert isinstance(plan[1], mounts.Mount)
+    assert (plan[1].target, plan[1].fstype) == ("/windows/host/proc", "proc")
+    assert mounts.distribution_plan("mirrored", "/windows/host")[-2:] == plan
+
+
+def _mount_table() -> dict[str, tuple[str, set[str]]]:
+    """mount point -> (type, per-mount options) of this process; the topmost mount wins."""
+    table: dict[str, tuple[str, set[str]]] = {}
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        table[fields[4]] = (fields[fields.index("-") + 1], set(fields[5].split(",")))
+    return table
+
+
+@needs_root
+def test_host_view_masks_and_locks_what_the_vm_inherits(tmp_path: Path) -> None:
+    """``host_view.prepare`` in a forked child: the host tree at the folder, its masks, /sys read-only."""
+    before = _mount_table()
+    folder = tmp_path / "runtime"
+    folder.mkdir(mode=0o700)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        result: dict[str, object] = {}
+        try:
+            os.close(read_end)
+            host_view.prepare(str(folder))
+            fd = host_view.open_host_tree(str(folder))
+            os.close(fd)
+            table = _mount_table()
+            result["mounts"] = {point: [kind, sorted(options)] for point, (kind, options) in table.items()}
+            result["masked"] = {name: os.listdir(folder / name) for name in host_view.MASKED}
+            result["host_pid_visible"] = os.path.exists(folder / "proc" / str(os.getpid()))
+        except BaseException as error:  # reported to the parent
+            result["error"] = repr(error)
+        forking.write_all(write_end, json.dumps(result).encode())
+        forking.exit_now(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        data = reader.read()
+    forking.wait_for(pid)
+    result = json.loads(data)
+    assert "error" not in result, result
+    table = result["mounts"]
+    kind, options = table[str(folder)]
+    assert {"nosuid", "nodev"} <= set(options) and "ro" not in options
+    for name in host_view.MASKED:
+        kind, options = table[f"{folder}/{name}"]
+        assert kind == "tmpfs" and {"ro", "nosuid", "nodev", "noexec"} <= set(options)
+        assert result["masked"][name] == []
+    assert not result["host_pid_visible"]
+    assert "ro" in table["/sys"][1]
+    # Nothing of it reached the host's mount namespace; the folder is no host tree here.
+    assert _mount_table() == before
+    with pytest.raises(OSError):
+        host_view.open_host_tree(str(folder))

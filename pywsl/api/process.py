@@ -16,7 +16,9 @@ to the Linux process as is, with no copy. It also makes the control and exit soc
   foreground group otherwise);
 * ``ExitStatus`` on the exit channel is echoed back (the relay waits for the echo), the rest of
   the terminal output is copied, and the exit status is the result: the process's exit code,
-  128 + the signal number when a signal killed it, 1 if the channel closed without a status.
+  128 + the signal number when a signal killed it, 1 if the channel closed without a status
+  (``exit_status_lost``: the instance or the whole VM ended under the process;
+  ``instance_terminated_error`` is what wsl.exe then says).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from dataclasses import dataclass, field
 from types import FrameType, TracebackType
 from typing import IO, Any, BinaryIO, Final
 
+from pywsl.api.errors import WslError
 from pywsl.api.terminal import RawMode, is_terminal, window_size
 from pywsl.wire import schema
 from pywsl.wire.channel import MessageChannel
@@ -50,6 +53,7 @@ __all__ = [
     "LxProcess",
     "PreparedStdio",
     "StdioSpec",
+    "instance_terminated_error",
     "prepare_stdio",
 ]
 
@@ -66,6 +70,7 @@ _PENDING_LIMIT = 4 * BUFFER_SIZE
 FORWARDED_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 # Exit status when the exit channel closes before an ExitStatus arrives (as wsl.exe).
 _EXIT_CHANNEL_CLOSED = 1
+INSTANCE_TERMINATED = "The Windows Subsystem for Linux instance has terminated."
 
 _EXIT_STATUS = schema("LX_INIT_PROCESS_EXIT_STATUS")
 _WINDOW_SIZE_CHANGED = schema("LX_INIT_WINDOW_SIZE_CHANGED")
@@ -439,6 +444,12 @@ class LxProcess:
     def __repr__(self) -> str:
         return f"<LxProcess relay={self.pid} returncode={self.returncode}>"
 
+    @property
+    def exit_status_lost(self) -> bool:
+        """True once finished without an exit status: the relay went away before reporting one
+        (its distribution was terminated, or the VM stopped or was killed)."""
+        return self.returncode is not None and not self._status_received
+
     # -- control channel -------------------------------------------------------------------------
 
     def _send_control(self, message: Any, **values: Any) -> None:
@@ -674,3 +685,8 @@ def _write_from(fd: int, pump: _Pump) -> None:
         pump.sink_done = True
         return
     del pump.pending[:written]
+
+
+def instance_terminated_error() -> WslError:
+    """What wsl.exe reports when the instance a process ran in ends under it."""
+    return WslError("HCS_E_TERMINATED", INSTANCE_TERMINATED, context="Wsl/Service/CreateLxProcess")

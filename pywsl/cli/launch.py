@@ -77,8 +77,14 @@ def launch_options() -> list[click.Parameter]:
 
 
 def _working_directory(value: str | None) -> str:
+    """--cd's value, else the caller's folder (WSL's default: the current Windows directory)."""
     if value is None:
-        return ""
+        from pywsl.api.launch_request import host_directory
+
+        try:
+            return host_directory(os.getcwd())
+        except OSError:
+            return ""  # the caller's folder is gone: the user's home, as WSL when it has none
     if not value.startswith(("/", "~")):
         raise fail("E_INVALIDARG", messages.INVALID_CWD.format(value=value))
     return value
@@ -110,8 +116,7 @@ def _process_arguments(invocation: Invocation, shell_type: str | None) -> tuple[
     arguments: Sequence[str] = invocation.arguments
     if invocation.mode == "exec" or shell_type == "none":
         if not arguments:
-            option = "--exec" if invocation.mode == "exec" else "--shell-type"
-            raise UsageFailure(messages.REQUIRED_PARAMETER_MISSING.format(argument=option))
+            raise fail("E_INVALIDARG")  # wsl.exe: exec mode with an empty command line
         return arguments[0], list(arguments), False
     command_line = [" ".join(arguments)] if arguments else []
     login = shell_type == "login" or (shell_type is None and not arguments)
@@ -132,8 +137,34 @@ def launch_process(session: UserSession, distro: uuid.UUID | None, invocation: I
     process = session.create_lx_process(distro, command_line, filename=filename, cwd=cwd, username=user,
                                         login=login, wslenv_source=os.environ)
     status = process.wait()
+    if process.exit_status_lost and not _distribution_running(session, distro):
+        _report_instance_terminated()
+        return status
     if status == USER_NOT_FOUND_STATUS:
         raise fail("WSL_E_USER_NOT_FOUND")
     if status == TTY_LIMIT_STATUS:
         raise fail("WSL_E_TTY_LIMIT")
     return status
+
+
+def _distribution_running(session: UserSession, distro: uuid.UUID | None) -> bool:
+    """Whether the distribution (None: the default one) still runs; False when that cannot be told."""
+    from pywsl.api.errors import WslError
+    from pywsl.api.registry import DistributionState
+
+    try:
+        infos = session.enumerate_distributions()
+    except WslError:
+        return False
+    for info in infos:
+        if (info.id == distro) if distro is not None else info.is_default:
+            return info.state is DistributionState.RUNNING
+    return False
+
+
+def _report_instance_terminated() -> None:
+    """The process's instance (or the whole VM) ended under it: say so, as wsl.exe does."""
+    from pywsl.api.process import instance_terminated_error
+    from pywsl.cli.report import error_text, print_error
+
+    print_error(error_text(instance_terminated_error()))

@@ -8,9 +8,10 @@ mini_init's shim forks this role into fresh mount, pid, uts and ipc namespaces. 
 * answers ``Initialize`` (host name, ``/etc/hosts``, ``/etc/resolv.conf``, the time zone,
   ``[boot] command`` on the first one) with ``InitializeResponse``;
 * forks a session leader for each ``CreateSession``;
-* ends its pid namespace on ``TerminateInstance`` (the channel closing is the success), on
-  SIGTERM from mini_init, or after ``instanceIdleTimeout`` ms with no process besides itself and
-  its session leaders;
+* ends its pid namespace on ``TerminateInstance`` (the channel closing is the success), on a
+  stop request from mini_init (its control socket; signals from the distribution's own
+  processes are ignored), or after ``instanceIdleTimeout`` ms with no process besides itself
+  and its session leaders;
 * reaps every orphan of the distribution, as pid 1 must.
 
 A host process may attach to the running instance later: mini_init passes the new channel over the
@@ -36,7 +37,7 @@ from pywsl.guest.os_release import flavor_and_version
 from pywsl.guest.requests import receive_request
 from pywsl.guest.rootfs import write_file_atomic
 from pywsl.guest.users import UserDatabase
-from pywsl.guest.wsl_conf import WslConf, read_wsl_conf
+from pywsl.guest.wsl_conf import WslConf, read_wsl_conf, shown_value
 from pywsl.wire import schema
 from pywsl.wire.channel import MessageChannel, Transaction
 from pywsl.wire.constants import LX_INIT_UTILITY_VM_INVALID_PORT
@@ -54,6 +55,7 @@ STEP_LAUNCH_INIT = int(LX_MINI_CREATE_INSTANCE_STEP.LxInitCreateInstanceStepLaun
 RECEIVE_TIMEOUT = 10.0
 SEND_TIMEOUT = 5.0
 TERMINATE_GRACE = 2.0
+STOP_REQUEST = b"T"  # on the control socket, from mini_init: stop the instance (VM shutdown)
 MAX_HOST_RESOLV_CONF = network_files.MAX_RESOLV_CONF_BYTES
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -73,6 +75,7 @@ class InitParameters:
 
     name: str
     tree_fd: int  # the distribution's root, a detached mount tree
+    host_tree_fd: int  # the host tree for /mnt/host, a detached mount tree (``host_view``)
     channel_fd: int  # the first host channel
     control_fd: int  # from mini_init: further host channels (attach)
     networking_mode: str
@@ -115,18 +118,42 @@ def prepare_root(parameters: InitParameters) -> Instance:
     conf = read_wsl_conf(parameters.tree_fd)
     host_resolv_conf = _read_host_resolv_conf()
     mounts.make_private()
-    trees: dict[str, int] = {}
-    if conf.automount_enabled:
-        trees["host"] = mounts.clone_tree("/")
     mounts.attach_root(parameters.tree_fd)
-    plan = mounts.distribution_plan(parameters.networking_mode,
-                                    conf.host_mount_point if conf.automount_enabled else None)
-    mounts.apply_plan(parameters.tree_fd, plan, trees)
+    mounts.apply_plan(parameters.tree_fd, mounts.distribution_plan(parameters.networking_mode, None))
+    if conf.automount_enabled:
+        _mount_host_tree(parameters, conf)
     mounts.pivot_into(parameters.tree_fd)
-    for fd in (*trees.values(), parameters.tree_fd):
+    for fd in (parameters.host_tree_fd, parameters.tree_fd):
         os.close(fd)
+    _check_default_user(conf)
     proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     return Instance(parameters, conf, vm_pid, host_resolv_conf, proc_fd)
+
+
+def _mount_host_tree(parameters: InitParameters, conf: WslConf) -> None:
+    """The host's files at ``[automount] root``; a failure is a warning, never a failed start."""
+    target = conf.host_mount_point
+    try:
+        trees = {"host": parameters.host_tree_fd}
+        mounts.apply_plan(parameters.tree_fd, mounts.host_tree_plan(target), trees)
+    except OSError as error:
+        log.warning("cannot mount the host's files at %s: %s", target, error)
+        conf.warnings.append(f"The host's files cannot be mounted at {target} ({error.strerror or error}); "
+                             "[automount] is skipped for this start")
+
+
+def _check_default_user(conf: WslConf) -> None:
+    """``[user] default`` naming no user: a warning, and the registered default user is used."""
+    if conf.user_default is None:
+        return
+    try:
+        user = UserDatabase("/").user_by_name(conf.user_default)
+    except OSError as error:
+        log.warning("cannot read /etc/passwd: %s", error)
+        return
+    if user is None:
+        conf.warnings.append(f"[user] default: there is no user '{shown_value(conf.user_default)}' in "
+                             "/etc/passwd, using the distribution's default user")
 
 
 def _redirect_stdio_to_null() -> None:
@@ -149,6 +176,7 @@ class Init:
         self.stop: bool | None = None  # None: running; else: terminate, forced or not
         self.idle_since: float | None = None
         self.idle_timeout_ms = instance.parameters.idle_timeout_ms
+        self.warnings_sent = False  # wsl.conf's warnings go to the host that started the instance
 
     # -- loop ------------------------------------------------------------------------------------
 
@@ -156,7 +184,9 @@ class Init:
         wakeup_read, wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wakeup_write)
         signal.signal(signal.SIGCHLD, lambda *_: None)
-        signal.signal(signal.SIGTERM, lambda *_: self._request_stop(False))
+        # Stopping is mini_init's to ask (over the control socket): a signal from a process of
+        # the distribution ([boot] command = kill 1) must not stop every launch.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         self.selector.register(wakeup_read, selectors.EVENT_READ, "signal")
         self.selector.register(self.control, selectors.EVENT_READ, "control")
@@ -195,7 +225,8 @@ class Init:
             log.error("refusing a host channel: %s", error)
             sock.close()
             return
-        warnings = "\n".join(self.instance.conf.warnings) or None
+        warnings = None if self.warnings_sent else "\n".join(self.instance.conf.warnings) or None
+        self.warnings_sent = True
         try:
             channel.send(CREATE_INSTANCE_RESULT, Result=0, FailureStep=0, Pid=self.instance.vm_pid,
                          ConnectPort=0, Warnings=warnings, timeout=SEND_TIMEOUT)
@@ -221,6 +252,8 @@ class Init:
             # mini_init is gone: the VM is stopping.
             self.selector.unregister(self.control)
             return
+        if data == STOP_REQUEST:
+            self._request_stop(False)
         for fd in fds:
             if data == b"A" and stat.S_ISSOCK(os.fstat(fd).st_mode):
                 self._add_channel(socket.socket(fileno=fd))
@@ -364,7 +397,9 @@ class Init:
                 syscalls.set_process_title("SessionLeader")
                 _session_leader.serve(socket.socket(fileno=fd), distribution_name=self.name,
                                       default_uid=settings.default_uid,
-                                      default_user=self.instance.conf.user_default)
+                                      default_user=self.instance.conf.user_default,
+                                      host_mount_point=self.instance.conf.host_mount_point
+                                      if self.instance.conf.automount_enabled else None)
                 code = 0
             except BaseException:
                 log.exception("session leader failed")

@@ -114,6 +114,7 @@ class MiniInit:
         self.boot: BootArguments = context.boot
         self.cloner = context.cloner
         self.ready = context.ready
+        self.host_tree = context.host_tree
         self.listener = socket.socket(fileno=self.boot.listen_fd)
         self.listener.setblocking(False)
         self.selector = selectors.DefaultSelector()
@@ -307,12 +308,20 @@ class MiniInit:
                 return
             step = STEP.LxInitCreateInstanceStepMountDisk
             tree = self.cloner.clone(rootfs_fd)
+            try:
+                # The host tree for /mnt/host: a copy of the masked tree host_view prepared, whose
+                # mounts stay locked in the distribution.
+                host_tree = mounts.clone_tree(self.host_tree)
+            except OSError:
+                os.close(tree)
+                raise
             step = STEP.LxInitCreateInstanceStepLaunchInit
             try:
-                self._start_instance(name, tree, channel_fd)
+                self._start_instance(name, tree, host_tree, channel_fd)
                 channel_fd = -1
             finally:
                 os.close(tree)
+                os.close(host_tree)
         except OSError as error:
             log.error("cannot start distribution %r: %s", message.DistributionName, error)
             os_error = error.errno or errno.EIO
@@ -335,7 +344,7 @@ class MiniInit:
         os.close(channel_fd)
         return True
 
-    def _start_instance(self, name: str, tree: int, channel_fd: int) -> None:
+    def _start_instance(self, name: str, tree: int, host_tree: int, channel_fd: int) -> None:
         """Fork the shim that starts init (``launch.run_shim``); takes ``channel_fd`` over on success."""
         control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
@@ -345,7 +354,8 @@ class MiniInit:
             control_child.close()
             raise
         parameters = init.InitParameters(
-            name=name, tree_fd=tree, channel_fd=channel_fd, control_fd=control_child.fileno(),
+            name=name, tree_fd=tree, host_tree_fd=host_tree, channel_fd=channel_fd,
+            control_fd=control_child.fileno(),
             networking_mode=self.boot.networking_mode, idle_timeout_ms=self.boot.instance_idle_timeout_ms,
         )
         try:
@@ -356,7 +366,7 @@ class MiniInit:
             control_child.close()
             raise
         if shim == 0:
-            forking.become_child([0, 1, 2, tree, channel_fd, control_child.fileno(), pid_write])
+            forking.become_child([0, 1, 2, tree, host_tree, channel_fd, control_child.fileno(), pid_write])
             launch.run_shim(parameters, pid_write)
         os.close(pid_write)
         os.close(channel_fd)
@@ -432,11 +442,18 @@ class MiniInit:
     # -- shutdown ----------------------------------------------------------------------------------
 
     def _shutdown(self, force: bool) -> None:
-        """Stop every instance (SIGTERM, or SIGKILL when forced) and exit; the channel closing is success."""
+        """Stop every instance (a stop request, or SIGKILL when forced) and exit; the channel closing
+        is success. An init that cannot take the request is killed."""
         log.info("shutting down the utility VM%s", " (forced)" if force else "")
         for instance in self.instances.values():
+            if not force:
+                try:
+                    instance.control.send(init.STOP_REQUEST, socket.MSG_DONTWAIT)
+                    continue
+                except OSError:
+                    pass
             with contextlib.suppress(ProcessLookupError):
-                os.kill(instance.init_pid, signal.SIGKILL if force else signal.SIGTERM)
+                os.kill(instance.init_pid, signal.SIGKILL)
         for pid in self.workers.tar:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

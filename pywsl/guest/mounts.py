@@ -93,12 +93,21 @@ def distribution_plan(networking_mode: str, host_mount_point: str | None) -> lis
         Mount("/tmp", "tmpfs", "tmpfs", "mode=1777", syscalls.MS_NOSUID | syscalls.MS_NODEV),
     ]
     if host_mount_point is not None:
-        steps += [
-            AttachTree(host_mount_point, "host"),
-            # The VM's own /proc inside the host tree would show every distribution's processes.
-            Mount(f"{host_mount_point}/proc", "proc", "proc", flags=_NOSUID_NODEV_NOEXEC),
-        ]
+        steps += host_tree_plan(host_mount_point)
     return steps
+
+
+def host_tree_plan(host_mount_point: str) -> list[Step]:
+    """The host's files at ``host_mount_point`` (``[automount] root`` + ``host``).
+
+    The tree is the one ``host_view`` prepared: nosuid, nodev, with the host's ``proc``, ``sys``
+    and ``dev`` masked by locked empty mounts. The distribution's own ``/proc`` goes on top of the
+    ``proc`` mask, where a host's ``/proc`` is expected.
+    """
+    return [
+        AttachTree(host_mount_point, "host"),
+        Mount(f"{host_mount_point}/proc", "proc", "proc", flags=_NOSUID_NODEV_NOEXEC),
+    ]
 
 
 def worker_plan(read_only_target: bool) -> list[Step]:

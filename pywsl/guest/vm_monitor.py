@@ -3,9 +3,11 @@
 WSL's utility VM is a compute system that Hyper-V runs and tears down. Here the VM is a set of
 namespaces, and this process, still host root and outside them, plays the hypervisor:
 
-1. it forks a child that joins the VM's cgroups and unshares the user, mount, pid, ipc, uts and
-   cgroup namespaces (and net for ``networkingMode=none``); the monitor writes that child's
-   uid/gid maps (only a process privileged in the parent namespace may map whole ranges);
+1. it forks a child that joins the VM's cgroups, prepares the VM's view of the host in a mount
+   namespace of its own (``host_view``: a locked read-only ``/sys``, the masked host tree for
+   ``/mnt/host``), then unshares the user, mount, pid, ipc, uts and cgroup namespaces (and net
+   for ``networkingMode=none``); the monitor writes that child's uid/gid maps (only a process
+   privileged in the parent namespace may map whole ranges);
 2. the child forks pid 1 of the VM, ``mini_init``, which becomes the monitor's child (the monitor
    is a child subreaper);
 3. it writes ``mini_init.pid`` and reports readiness once ``mini_init`` serves, or gives up after
@@ -38,7 +40,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pywsl.guest import forking, mounts, syscalls
+from pywsl.guest import forking, host_view, mounts, syscalls
 from pywsl.guest.boot import BootArguments
 
 log = logging.getLogger("pywsl.vm-monitor")
@@ -82,6 +84,7 @@ class VmContext:
     boot: BootArguments
     cloner: TreeCloner
     ready: socket.socket  # send b"R" once serving, then close
+    host_tree: int  # O_PATH fd of the host tree for /mnt/host (``host_view``)
 
 
 ServeFunction = Callable[[VmContext], int]
@@ -119,7 +122,10 @@ def _enter_vm(boot: BootArguments, sync: socket.socket, ready: socket.socket, cl
     try:
         os.setpgid(0, 0)
         _join_cgroups(boot.cgroups)
+        host_view.prepare(boot.runtime_dir)
         syscalls.unshare(_namespace_flags(boot))
+        # Still the host's root (no mapping yet): the runtime folder is reachable, unlike later.
+        host_tree = host_view.open_host_tree(boot.runtime_dir)
         sync.send(b"U")
         if sync.recv(1) != b"G":
             forking.exit_now(1)
@@ -133,7 +139,7 @@ def _enter_vm(boot: BootArguments, sync: socket.socket, ready: socket.socket, cl
         pid = os.fork()
         if pid == 0:
             sync.close()
-            _run_pid1(boot, ready, cloner, serve)
+            _run_pid1(boot, ready, cloner, host_tree, serve)
         sync.send(b"P" + str(pid).encode())
         forking.exit_now(0)
     except BaseException as error:
@@ -142,12 +148,13 @@ def _enter_vm(boot: BootArguments, sync: socket.socket, ready: socket.socket, cl
         forking.exit_now(1)
 
 
-def _run_pid1(boot: BootArguments, ready: socket.socket, cloner: socket.socket, serve: ServeFunction) -> None:
+def _run_pid1(boot: BootArguments, ready: socket.socket, cloner: socket.socket, host_tree: int,
+              serve: ServeFunction) -> None:
     code = 1
     try:
         syscalls.set_process_name("mini_init")
         syscalls.mount("proc", "/proc", "proc", syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC)
-        code = serve(VmContext(boot, TreeCloner(cloner), ready))
+        code = serve(VmContext(boot, TreeCloner(cloner), ready, host_tree))
     except BaseException:
         log.exception("mini_init failed")
         with contextlib.suppress(OSError):
