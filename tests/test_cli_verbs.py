@@ -70,7 +70,7 @@ def test_list_with_no_distributions(cli: Cli) -> None:
     for args in (["-l"], ["-l", "-v"]):
         outcome = cli(*args)
         assert outcome.exit_code == 255 and outcome.stdout == ""
-        assert outcome.stderr.startswith("Windows Subsystem for Linux has no installed distributions.")
+        assert outcome.stderr.startswith("pywsl has no installed distributions.\nYou can resolve this by")
         assert "Error code" not in outcome.stderr
     assert cli("-l", "-q").exit_code == 0
     assert json.loads(cli("-l", "--format", "json").stdout) == []
@@ -125,8 +125,10 @@ def test_list_online(cli: Cli, mocker: MockerFixture) -> None:
     assert lines[4].split() == ["Debian", "Debian", "GNU/Linux"]
     outcome = cli("-l", "-o", "--format", "json")
     assert json.loads(outcome.stdout) == [
-        {"name": "Debian", "friendly_name": "Debian GNU/Linux", "default": True, "source": "built-in"},
-        {"name": "Ubuntu-24.04", "friendly_name": "Ubuntu 24.04 LTS", "default": False, "source": "manifest"},
+        {"name": "Debian", "friendly_name": "Debian GNU/Linux", "default": True, "source": "built-in",
+         "available": True, "unavailable_reason": None},
+        {"name": "Ubuntu-24.04", "friendly_name": "Ubuntu 24.04 LTS", "default": False, "source": "manifest",
+         "available": True, "unavailable_reason": None},
     ]
     assert fetch.call_count == 2
     cli.session.enumerate_distributions.assert_not_called()

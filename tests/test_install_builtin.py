@@ -9,19 +9,16 @@ from pathlib import Path
 import pytest
 from test_install_support import closed_port_url, debian_archive
 
-from pywsl.api import builtin_source
-from pywsl.api.builtin_source import (
+from pywsl.api.apt_sources import (
     DEFAULT_DEBIAN_MIRROR,
     AptSource,
-    DebootstrapProgress,
-    available_builtins,
-    build_rootfs_archive,
-    find_builtin,
     host_apt_sources,
     mirror_for,
     parse_deb822_sources,
     parse_one_line_sources,
 )
+from pywsl.api.builtin_catalog import HostTools, available_builtins, find_builtin
+from pywsl.api.builtin_source import DebootstrapProgress, build_rootfs_archive
 from pywsl.api.errors import WslError
 
 __all__ = ["debian_archive"]
@@ -109,29 +106,27 @@ def test_this_hosts_debian_mirror_is_found() -> None:
     assert mirror.startswith(("http://", "https://", "file:/"))
 
 
-def test_entries_need_their_keyring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(builtin_source, "debootstrap_path", lambda: "/usr/sbin/debootstrap")
-    monkeypatch.setattr(os, "geteuid", lambda: 0)
+def test_entries_need_their_keyring(tmp_path: Path) -> None:
     ring = tmp_path / "debian.gpg"
     ring.write_bytes(b"")
     scripts = tmp_path / "scripts"
     scripts.mkdir()
     for suite in ("bookworm", "bullseye", "sid", "gutsy", "jammy"):
         (scripts / suite).write_text("")
-    rings = {"debian": ring, "ubuntu": tmp_path / "absent.gpg"}
-    entries = available_builtins(keyrings=rings, scripts=scripts)
+    rings = {"debian": (ring,), "ubuntu": (tmp_path / "absent.gpg",)}
+    tools = HostTools("/usr/sbin/debootstrap", "/usr/bin/gpgv", rings, scripts)
+    entries = available_builtins(tools)
     names = [e.name for e in entries]
     assert names == ["Debian", "Debian-11", "Debian-12", "Debian-13"]
     debian = find_builtin("debian", entries)
     assert debian is not None and debian.suite == "bookworm" and debian.is_default and debian.script is None
     trixie = find_builtin("Debian-13", entries)
     assert trixie is not None and trixie.script == str(scripts / "sid")
-    with_ubuntu = available_builtins(keyrings={"ubuntu": ring}, scripts=scripts)
+    with_ubuntu = available_builtins(HostTools("/d", "/g", {"ubuntu": (ring,)}, scripts))
     assert [e.name for e in with_ubuntu] == ["Ubuntu", "Ubuntu-22.04", "Ubuntu-24.04"]
     noble = find_builtin("Ubuntu-24.04", with_ubuntu)
     assert noble is not None and noble.script == str(scripts / "gutsy")
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    assert available_builtins(keyrings={"debian": ring}, scripts=scripts) == []
+    assert find_builtin("Ubuntu", entries) is None
 
 
 FD3_SAMPLE = """\
@@ -175,7 +170,7 @@ def test_progress_protocol_becomes_one_bar() -> None:
 
 
 def _needs_builtin() -> None:
-    if find_builtin("Debian") is None:
+    if os.geteuid() != 0 or find_builtin("Debian") is None:
         pytest.skip("this host cannot run debootstrap (needs root, debootstrap and the Debian keyring)")
 
 

@@ -32,9 +32,11 @@ from test_install_support import (
     version_entry,
 )
 
-from pywsl.api import builtin_source
+from pywsl.api import builtin_catalog, builtin_source
+from pywsl.api.apt_sources import host_apt_sources, image_sources, mirror_for, security_mirror_for
 from pywsl.api.download import TEMP_PREFIX, TemporaryFile
 from pywsl.api.errors import WslError
+from pywsl.api.first_run_setup import SETUP_SCRIPT, SETUP_SCRIPT_PATH, distribution_conf
 from pywsl.api.install import install, launch_default_shell, list_online
 from pywsl.api.manifest import APPEND_URL_ENV, URL_ENV
 from pywsl.api.oobe import run_oobe_if_pending
@@ -257,15 +259,23 @@ def test_launch_after_install_uses_the_callable(clean: Any, tmp_path: Path) -> N
 
 
 def test_launch_default_shell_without_a_terminal(clean: Any, tmp_path: Path) -> None:
+    """Fed from a file, the shell starts as the current default user and the setup stays pending."""
     image = tmp_path / "image.wsl"
     image.write_bytes(rootfs_tar(conf="[oobe]\ncommand = echo setting up > /etc/oobe-ran\n"))
     info = install(clean, None, from_file=image, name="Plain", no_launch=True)
     script = tmp_path / "input"
-    script.write_text("cat /etc/oobe-ran; id -u; exit 7\n")
+    script.write_text("cat /etc/oobe-ran 2>/dev/null; id -u; exit 7\n")
     output = tmp_path / "output"
     with script.open("rb") as stdin, output.open("wb") as stdout:
         status = launch_default_shell(clean, info.name, stdin=stdin, stdout=stdout, stderr=stdout)
     assert status == 7
+    assert output.read_text().split() == ["0"]
+    (pending,) = [i for i in clean.enumerate_distributions() if i.name == "Plain"]
+    assert pending.run_oobe
+    # An interactive launch runs it (here told so: the setup command reads nothing).
+    assert run_oobe_if_pending(clean, "Plain", stdin=subprocess.DEVNULL, interactive=True) is None
+    with script.open("rb") as stdin, output.open("wb") as stdout:
+        assert launch_default_shell(clean, info.name, stdin=stdin, stdout=stdout, stderr=stdout) == 7
     assert output.read_text().split() == ["setting", "up", "0"]
     (after,) = [i for i in clean.enumerate_distributions() if i.name == "Plain"]
     assert not after.run_oobe
@@ -278,7 +288,8 @@ def test_oobe_failure_keeps_it_pending(clean: Any, tmp_path: Path) -> None:
     install(clean, None, from_file=image, name="Failing", no_launch=True)
     errors = tmp_path / "errors"
     with errors.open("wb") as sink:
-        status = run_oobe_if_pending(clean, "Failing", stdin=subprocess.DEVNULL, stdout=sink, stderr=sink)
+        status = run_oobe_if_pending(clean, "Failing", stdin=subprocess.DEVNULL, stdout=sink, stderr=sink,
+                                     interactive=True)
     assert status == 1
     assert errors.read_text() == 'nope\nOOBE command "echo nope; exit 3" failed, exiting\n'
     (info,) = [i for i in clean.enumerate_distributions() if i.name == "Failing"]
@@ -402,32 +413,162 @@ def test_stale_temporary_of_a_killed_install_is_cleaned(clean: Any, file_server:
     assert leftovers(environment) == []
 
 
-@pytest.mark.slow
-def test_builtin_debian_when_the_manifest_is_unreachable(clean: Any, debian_archive: Path,
-                                                         environment: dict[str, str],
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The built-in source takes over; its build step is the cached build of this test run."""
-    if builtin_source.find_builtin("Debian") is None:
-        pytest.skip("no built-in Debian on this host")
-    built: list[str] = []
+def _cached_build(debian_archive: Path, built: list[str]) -> Any:
+    """A stand-in for `build_rootfs_archive` that hands out this test run's cached build."""
 
-    def cached_build(entry: builtin_source.BuiltinDistribution, work_dir: Path, **_: Any) -> TemporaryFile:
+    def build(entry: builtin_catalog.BuiltinDistribution, work_dir: Path, **_: Any) -> TemporaryFile:
         built.append(entry.suite)
         archive = TemporaryFile(work_dir, entry.name, ".tar")
         with debian_archive.open("rb") as source, os.fdopen(os.dup(archive.fd), "wb") as target:
             shutil.copyfileobj(source, target)
         return archive
 
-    monkeypatch.setattr(builtin_source, "build_rootfs_archive", cached_build)
+    return build
+
+
+@pytest.mark.slow
+def test_builtin_debian_when_the_manifest_is_unreachable(clean: Any, debian_archive: Path,
+                                                         environment: dict[str, str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The built-in source takes over; its build step is the cached build of this test run."""
+    if builtin_catalog.find_builtin("Debian") is None:
+        pytest.skip("no built-in Debian on this host")
+    built: list[str] = []
+    monkeypatch.setattr(builtin_source, "build_rootfs_archive", _cached_build(debian_archive, built))
     monkeypatch.setenv(URL_ENV, closed_port_url())
     warnings: list[str] = []
     listed = list_online(on_warning=warnings.append)
-    assert ("Debian", "built-in", True) in [(e.name, e.source, e.is_default) for e in listed]
+    host_default = builtin_catalog.default_builtin().name
+    assert (host_default, "built-in", True) in [(e.name, e.source, e.is_default) for e in listed]
     assert warnings and "Failed to fetch the distribution list" in warnings[0]
     info = install(clean, "Debian", no_launch=True, on_warning=warnings.append)
     assert built == ["bookworm"]
-    assert info.name == "Debian" and info.flavor == "debian"
+    assert info.name == "Debian" and info.flavor == "debian" and info.run_oobe
     status, output = run(clean, "Debian",
                          ". /etc/os-release; echo $VERSION_CODENAME; apt-get --version | head -1")
     assert status == 0 and output.startswith("bookworm\napt ")
     assert leftovers(environment) == []
+
+
+@pytest.mark.slow
+def test_builtin_debian_looks_like_wsls_image(clean: Any, debian_archive: Path) -> None:
+    """The cached build's first-run setup file, apt sources and locale."""
+    info = install(clean, None, from_file=debian_archive, name="Image", no_launch=True)
+    assert info.run_oobe
+    conf = run(clean, "Image", "cat /etc/wsl-distribution.conf")
+    assert conf == (0, distribution_conf("Debian"))
+    assert run(clean, "Image", f"stat -c '%U %a' {SETUP_SCRIPT_PATH}") == (0, "root 755\n")
+    assert run(clean, "Image", f"cat {SETUP_SCRIPT_PATH}") == (0, SETUP_SCRIPT)
+    host = host_apt_sources()
+    keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
+    mirrors = mirror_for("debian", host), security_mirror_for("debian", host)
+    expected = image_sources("debian", "bookworm", *mirrors, keyring)
+    assert run(clean, "Image", "cat /etc/apt/sources.list.d/debian.sources") == (0, expected)
+    assert run(clean, "Image", "grep -v '^#' /etc/apt/sources.list | wc -l") == (0, "0\n")
+    # The LANG of every registration (en_US.UTF-8) exists: no complaint from locale, and it is listed.
+    assert run(clean, "Image", "echo $LANG; locale 2>&1 >/dev/null; locale -a | grep -x en_US.utf8") == (
+        0, "en_US.UTF-8\nen_US.utf8\n")
+    tools = "cat /etc/default/locale; for p in sudo useradd chpasswd; do command -v $p; done"
+    assert run(clean, "Image", tools) == (
+        0, "LANG=en_US.UTF-8\n/usr/bin/sudo\n/usr/sbin/useradd\n/usr/sbin/chpasswd\n")
+
+
+class Terminal:
+    """`launch_default_shell` in a child process on a new pseudo-terminal, driven by what it prints."""
+
+    def __init__(self, environment: dict[str, str], distro: str) -> None:
+        self.master, slave = os.openpty()
+        try:
+            self.client = subprocess.Popen(
+                [sys.executable, "-c", _PTY_CLIENT, json.dumps(environment), distro],
+                stdin=slave, stdout=slave, stderr=slave, start_new_session=True, env=_python_env(environment))
+        finally:
+            os.close(slave)
+        self.deadline = time.monotonic() + 120
+        self.seen = b""
+
+    def expect(self, text: str) -> bytes:
+        """Everything printed up to and including `text` since the last expectation."""
+        needle = text.encode()
+        while needle not in self.seen:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"timed out waiting for {text!r}; got {self.seen!r}")
+            ready, _, _ = select.select([self.master], [], [], remaining)
+            if ready:
+                try:
+                    chunk = os.read(self.master, 4096)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    raise AssertionError(f"the terminal closed before {text!r}; got {self.seen!r}")
+                self.seen += chunk
+        before, found, after = self.seen.partition(needle)
+        self.seen = after
+        return before + found
+
+    def type(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def close(self) -> int:
+        try:
+            return self.client.wait(timeout=max(1.0, self.deadline - time.monotonic()))
+        finally:
+            if self.client.poll() is None:
+                self.client.kill()
+                self.client.wait()
+            os.close(self.master)
+
+
+@pytest.mark.slow
+def test_builtin_debian_first_launch_creates_the_default_user(clean: Any, debian_archive: Path,
+                                                              environment: dict[str, str]) -> None:
+    install(clean, None, from_file=debian_archive, name="First", no_launch=True)
+    # End of input at the password prompt: the user just made is removed, the setup stays pending.
+    terminal = Terminal(environment, "First")
+    try:
+        terminal.expect("Enter new UNIX username: ")
+        terminal.type("alice\n")
+        terminal.expect("New password: ")
+        terminal.type("\x04")
+        text = terminal.expect(f'OOBE command "{SETUP_SCRIPT_PATH}" failed, exiting')
+    finally:
+        status = terminal.close()
+    assert status == 1 and b"this setup runs again at the next launch" in text
+    assert run(clean, "First", "getent passwd 1000 alice || echo none; ls -A /home") == (0, "none\n")
+    (pending,) = [i for i in clean.enumerate_distributions() if i.name == "First"]
+    assert pending.run_oobe and pending.default_uid == 0
+
+    password = "Correct-Horse-7"
+    terminal = Terminal(environment, "First")
+    try:
+        terminal.expect("Enter new UNIX username: ")
+        terminal.type("Bad Name\n")
+        assert b"starts with a lower-case letter" in terminal.expect("Enter new UNIX username: ")
+        terminal.type("root\n")
+        assert b"root already exists" in terminal.expect("Enter new UNIX username: ")
+        terminal.type("alice\n")
+        terminal.expect("New password: ")
+        terminal.type("one\n")
+        terminal.expect("Retype new password: ")
+        terminal.type("two\n")
+        assert b"Sorry, passwords do not match." in terminal.expect("New password: ")
+        terminal.type(password + "\n")
+        terminal.expect("Retype new password: ")
+        terminal.type(password + "\n")
+        created = terminal.expect("Created alice, the default user of this distribution.")
+        terminal.expect("$ ")
+        terminal.type("echo user=$(id -un) uid=$(id -u) groups=$(id -Gn | tr ' ' ,) home=$HOME.\n")
+        shown = terminal.expect("home=/home/alice.")
+        terminal.type("exit 3\n")
+    finally:
+        status = terminal.close()
+    assert status == 3
+    assert password.encode() not in created and b"two" not in created  # passwords are not echoed
+    assert b"user=alice uid=1000 groups=alice,adm,cdrom,sudo,dip,plugdev,users" in shown
+    (after,) = [i for i in clean.enumerate_distributions() if i.name == "First"]
+    assert after.default_uid == 1000 and not after.run_oobe
+    assert run(clean, "First", "id -un; passwd -S alice | cut -d' ' -f2") == (0, "alice\nP\n")
+    # The password works: sudo accepts it.
+    sudo = f"echo {password} | sudo -S -p '' id -u 2>/dev/null"
+    assert run(clean, "First", sudo, user="alice") == (0, "0\n")

@@ -227,7 +227,7 @@ def test_bad_json_over_http(file_server: FileServer) -> None:
 
 def test_list_online_marks_the_default_and_adds_built_ins(file_server: FileServer,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from pywsl.api import builtin_source
+    from pywsl.api import builtin_catalog
     from pywsl.api.install import list_online
     from pywsl.api.wslconfig import WslConfig
 
@@ -238,10 +238,10 @@ def test_list_online_marks_the_default_and_adds_built_ins(file_server: FileServe
                   version_entry("Tiny-2", "Two", "u2", SHA, default=True)],
          "Debian": [version_entry("Debian", "Debian from the manifest", "d", SHA, default=True)]},
         default="tiny"))
-    built = builtin_source.BuiltinDistribution
+    built = builtin_catalog.BuiltinDistribution
     entries = [built("Debian", "Built", "debian", "bookworm", Path("/k"), True),
                built("Debian-12", "Built Debian", "debian", "bookworm", Path("/k"), False)]
-    monkeypatch.setattr(builtin_source, "available_builtins", lambda: entries)
+    monkeypatch.setattr(builtin_catalog, "builtin_catalog", lambda: entries)
     listed = list_online(WslConfig(distribution_list_url=url))
     assert [(e.name, e.is_default, e.source) for e in listed] == [
         ("Tiny-1", False, "manifest"), ("Tiny-2", True, "manifest"), ("Debian", False, "manifest"),
@@ -252,7 +252,7 @@ def test_list_online_marks_the_default_and_adds_built_ins(file_server: FileServe
     offline = list_online(WslConfig(distribution_list_url=closed_port_url()), on_warning=warnings.append)
     assert [(e.name, e.is_default) for e in offline] == [("Debian", True), ("Debian-12", False)]
     assert warnings and warnings[0].startswith("Failed to fetch the distribution list from")
-    monkeypatch.setattr(builtin_source, "available_builtins", list)
+    monkeypatch.setattr(builtin_catalog, "builtin_catalog", list)
     with pytest.raises(WslError) as caught:
         list_online(WslConfig(distribution_list_url=closed_port_url()))
     assert caught.value.code == "WININET_E_CANNOT_CONNECT"

@@ -155,13 +155,14 @@ def debian_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
     Skips when the host cannot build it (not root, no debootstrap, no keyring, no mirror).
     """
-    from pywsl.api.builtin_source import build_rootfs_archive, find_builtin
+    from pywsl.api.builtin_catalog import find_builtin
+    from pywsl.api.builtin_source import build_rootfs_archive
 
     if "debian" in _DEBIAN_CACHE and _DEBIAN_CACHE["debian"].exists():
         yield _DEBIAN_CACHE["debian"]
         return
     entry = find_builtin("Debian")
-    if entry is None:
+    if entry is None or os.geteuid() != 0:
         pytest.skip("this host cannot build Debian (needs root, debootstrap and the Debian keyring)")
     folder = tmp_path_factory.mktemp("debian-build")
     try:

@@ -1,11 +1,12 @@
-"""Distributions pywsl can build itself, for `--install` without a download server.
+"""Building the distributions pywsl can install without a download server.
 
 WSL's `--install` always downloads an image listed in its manifest. pywsl adds a local source: a
-Debian (or Ubuntu, when its archive keyring is installed) root filesystem built with
-`debootstrap --variant=minbase <suite>` from the host's own apt mirror, packed as a plain tar and
-then imported exactly like a downloaded `.wsl` file. These entries appear in `--list --online`
-beside the manifest's, marked as built locally, and are used when a name is not in the manifest or
-the manifest cannot be fetched.
+Debian or Ubuntu root filesystem (`builtin_catalog` lists them and says which this host can build)
+made with `debootstrap --variant=minbase --include=locales,sudo <suite>` from the host's own apt
+mirror, turned into a WSL-like image (`builtin_image`: first-run setup, the official apt sources,
+the `en_US.UTF-8` locale), packed as a plain tar and then imported exactly like a downloaded `.wsl`
+file. These entries appear in `--list --online` beside the manifest's, marked as built locally,
+and are used when a name is not in the manifest or the manifest cannot be fetched.
 
 The build runs as root (debootstrap needs it) in a private mount namespace (`unshare --mount`), so
 nothing debootstrap mounts can outlive it. Its tree sits beside the destination under a temporary
@@ -22,203 +23,29 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
+from pywsl.api.apt_sources import host_apt_sources, mirror_for, security_mirror_for
+from pywsl.api.builtin_catalog import BuiltinDistribution, require_buildable
+from pywsl.api.builtin_image import EXTRA_PACKAGES, make_wsl_image
 from pywsl.api.download import TemporaryFile
 from pywsl.api.errors import WslError, from_os_error
-from pywsl.api.manifest import host_architecture
 
 __all__ = [
-    "DEBIAN_KEYRING",
-    "UBUNTU_KEYRING",
-    "AptSource",
-    "BuiltinDistribution",
     "DebootstrapProgress",
-    "available_builtins",
     "build_rootfs_archive",
-    "find_builtin",
-    "host_apt_sources",
-    "mirror_for",
-    "parse_deb822_sources",
-    "parse_one_line_sources",
+    "debootstrap_path",
 ]
-
-DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
-UBUNTU_KEYRING = Path("/usr/share/keyrings/ubuntu-archive-keyring.gpg")
-DEBOOTSTRAP_SCRIPTS = Path("/usr/share/debootstrap/scripts")
-DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian"
-DEFAULT_UBUNTU_MIRROR = "http://archive.ubuntu.com/ubuntu"
-DEFAULT_UBUNTU_PORTS_MIRROR = "http://ports.ubuntu.com/ubuntu-ports"
 
 # (progress total, message): the callback gets permille of the whole build and debootstrap's text.
 BuildProgress = Callable[[int, int, str], None]
-
-
-@dataclass(frozen=True)
-class BuiltinDistribution:
-    """One distribution pywsl can build with debootstrap."""
-
-    name: str
-    friendly_name: str
-    vendor: str        # "debian" or "ubuntu"
-    suite: str
-    keyring: Path
-    is_default: bool   # the entry the bare family name ("Debian", "Ubuntu") picks
-    script: str | None = None  # debootstrap script to use when it has none named after the suite
-
-
-_DEBIAN = (
-    ("Debian", "Debian GNU/Linux 12 (bookworm), built locally", "bookworm", True),
-    ("Debian-11", "Debian GNU/Linux 11 (bullseye), built locally", "bullseye", False),
-    ("Debian-12", "Debian GNU/Linux 12 (bookworm), built locally", "bookworm", False),
-    ("Debian-13", "Debian GNU/Linux 13 (trixie), built locally", "trixie", False),
-)
-_UBUNTU = (
-    ("Ubuntu", "Ubuntu 24.04 LTS, built locally", "noble", True),
-    ("Ubuntu-22.04", "Ubuntu 22.04 LTS, built locally", "jammy", False),
-    ("Ubuntu-24.04", "Ubuntu 24.04 LTS, built locally", "noble", False),
-)
-_DEBIAN_SUITES = {"buster", "bullseye", "bookworm", "trixie", "forky", "sid",
-                  "oldoldstable", "oldstable", "stable", "testing", "unstable"}
-_UBUNTU_SUITES = {"focal", "jammy", "noble", "oracular", "plucky", "questing", "devel"}
 
 
 def debootstrap_path() -> str | None:
     """debootstrap's path when it is installed (it lives in sbin)."""
     search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
     return shutil.which("debootstrap", path=search)
-
-
-def available_builtins(*, keyrings: Mapping[str, Path] | None = None,
-                       scripts: Path = DEBOOTSTRAP_SCRIPTS) -> list[BuiltinDistribution]:
-    """The distributions this host can build: needs root, debootstrap and the vendor's keyring."""
-    if os.geteuid() != 0 or debootstrap_path() is None or host_architecture() is None:
-        return []
-    rings = dict(keyrings) if keyrings is not None else {"debian": DEBIAN_KEYRING, "ubuntu": UBUNTU_KEYRING}
-    result: list[BuiltinDistribution] = []
-    for vendor, table in (("debian", _DEBIAN), ("ubuntu", _UBUNTU)):
-        keyring = rings.get(vendor)
-        if keyring is None or not keyring.is_file():
-            continue
-        for name, friendly, suite, default in table:
-            script: str | None = None
-            if not (scripts / suite).exists():
-                fallback = scripts / ("sid" if vendor == "debian" else "gutsy")
-                if not fallback.exists():
-                    continue
-                script = str(fallback)
-            result.append(BuiltinDistribution(name, friendly, vendor, suite, keyring, default, script))
-    return result
-
-
-def find_builtin(name: str,
-                 entries: Iterable[BuiltinDistribution] | None = None) -> BuiltinDistribution | None:
-    """The built-in entry with that name (case-insensitive)."""
-    wanted = name.casefold()
-    for entry in available_builtins() if entries is None else entries:
-        if entry.name.casefold() == wanted:
-            return entry
-    return None
-
-
-# -- the host's apt configuration -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AptSource:
-    """One `deb` source: where, which suites, which components."""
-
-    uri: str
-    suites: tuple[str, ...]
-    components: tuple[str, ...]
-
-
-def parse_one_line_sources(text: str) -> list[AptSource]:
-    """`deb [options] uri suite [component...]` lines (sources.list and *.list)."""
-    result: list[AptSource] = []
-    for raw in text.splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        line = re.sub(r"\[[^\]]*\]", " ", line)  # options
-        fields = line.split()
-        if len(fields) < 3 or fields[0] != "deb":
-            continue
-        result.append(AptSource(fields[1], (fields[2],), tuple(fields[3:])))
-    return result
-
-
-def parse_deb822_sources(text: str) -> list[AptSource]:
-    """Stanzas of a deb822 `*.sources` file (`Types`, `URIs`, `Suites`, `Components`, `Enabled`)."""
-    result: list[AptSource] = []
-    stanzas: list[dict[str, str]] = [{}]
-    last: str | None = None
-    for raw in text.splitlines():
-        if raw.startswith("#"):
-            continue
-        if not raw.strip():
-            if stanzas[-1]:
-                stanzas.append({})
-            last = None
-            continue
-        if raw[0] in " \t" and last is not None:
-            stanzas[-1][last] += " " + raw.strip()
-            continue
-        key, sep, value = raw.partition(":")
-        if not sep:
-            continue
-        last = key.strip().lower()
-        stanzas[-1][last] = value.strip()
-    for stanza in stanzas:
-        if "deb" not in stanza.get("types", "").split():
-            continue
-        if stanza.get("enabled", "yes").strip().lower() in ("no", "false", "0"):
-            continue
-        suites = tuple(stanza.get("suites", "").split())
-        components = tuple(stanza.get("components", "").split())
-        for uri in stanza.get("uris", "").split():
-            result.append(AptSource(uri, suites, components))
-    return result
-
-
-def host_apt_sources(root: Path = Path("/etc/apt")) -> list[AptSource]:
-    """Every enabled `deb` source of the host, in apt's order."""
-    result: list[AptSource] = []
-    with contextlib.suppress(OSError):
-        result += parse_one_line_sources((root / "sources.list").read_text(errors="replace"))
-    try:
-        names = sorted(os.listdir(root / "sources.list.d"))
-    except OSError:
-        names = []
-    for name in names:
-        path = root / "sources.list.d" / name
-        try:
-            if name.endswith(".list"):
-                result += parse_one_line_sources(path.read_text(errors="replace"))
-            elif name.endswith(".sources"):
-                result += parse_deb822_sources(path.read_text(errors="replace"))
-        except OSError:
-            continue
-    return result
-
-
-def _suite_base(suite: str) -> str:
-    return re.split(r"[-/]", suite, maxsplit=1)[0].lower()
-
-
-def mirror_for(vendor: str, sources: Iterable[AptSource], machine: str | None = None) -> str:
-    """The host's mirror for `vendor` ("debian"/"ubuntu"), or the vendor's default mirror."""
-    known = _DEBIAN_SUITES if vendor == "debian" else _UBUNTU_SUITES
-    for source in sources:
-        if not source.uri.startswith(("http://", "https://", "file:/")) or "security" in source.uri:
-            continue
-        if any(_suite_base(suite) in known and "security" not in suite for suite in source.suites):
-            return source.uri.rstrip("/")
-    if vendor == "debian":
-        return DEFAULT_DEBIAN_MIRROR
-    return DEFAULT_UBUNTU_MIRROR if host_architecture(machine) == "Amd64" else DEFAULT_UBUNTU_PORTS_MIRROR
 
 
 # -- debootstrap's progress protocol (--debian-installer) --------------------------------------
@@ -229,7 +56,8 @@ _STAGES = {
     "DOWNDEBS": (130, 550), "EXTRACTPKGS": (550, 650), "INSTCORE": (650, 700), "UNPACKREQ": (700, 800),
     "CONFREQ": (800, 900), "UNPACKBASE": (900, 930), "CONFBASE": (930, 950),
 }
-BUILD_END = 950   # packing the tree takes the rest
+BUILD_END = 950   # setting up the image and packing the tree take the rest
+PACK_START = 975
 TOTAL = 1000
 
 
@@ -317,6 +145,7 @@ def _run_debootstrap(entry: BuiltinDistribution, tree: Path, mirror: str, log: P
     if debootstrap is None:
         raise WslError("ERROR_FILE_NOT_FOUND", "debootstrap is not installed (apt-get install debootstrap)")
     command = [debootstrap, "--debian-installer", "--variant=minbase", f"--keyring={entry.keyring}",
+               "--include=" + ",".join(EXTRA_PACKAGES),
                entry.suite, str(tree), mirror]
     if entry.script is not None:
         command.append(entry.script)
@@ -379,9 +208,12 @@ def build_rootfs_archive(entry: BuiltinDistribution, work_dir: Path, *, progress
     in `work_dir`; the debootstrap log is kept (in `log_dir`, default `$XDG_STATE_HOME/pywsl`) and
     named in the error.
     """
+    require_buildable(entry)
     if os.geteuid() != 0:
         raise WslError("E_ACCESSDENIED", f"Building {entry.name} locally runs debootstrap, which needs root.")
-    chosen_mirror = mirror or mirror_for(entry.vendor, host_apt_sources())
+    sources = host_apt_sources()
+    chosen_mirror = mirror or mirror_for(entry.vendor, sources)
+    security_mirror = security_mirror_for(entry.vendor, sources)
     logs = log_dir if log_dir is not None else _log_folder()
     try:
         logs.mkdir(parents=True, exist_ok=True)
@@ -405,7 +237,11 @@ def build_rootfs_archive(entry: BuiltinDistribution, work_dir: Path, *, progress
                 f"Its log is kept at {log}",
             )
         if progress is not None:
-            progress(BUILD_END, TOTAL, "Packing the root filesystem")
+            progress(BUILD_END, TOTAL, "Setting up the image (first-run setup, apt sources, locale)")
+        make_wsl_image(tree, name=entry.name, vendor=entry.vendor, suite=entry.suite, mirror=chosen_mirror,
+                       security_mirror=security_mirror, log=log)
+        if progress is not None:
+            progress(PACK_START, TOTAL, "Packing the root filesystem")
         archive = TemporaryFile(work_dir, entry.name, ".tar")
         _pack(tree, archive, lock.fd, log)
         if progress is not None:

@@ -7,8 +7,10 @@ SHA-256, register it with OOBE enabled (`--import` never enables it), then launc
 shell unless `--no-launch`. Legacy (Store) entries cannot be installed here
 (`WSL_E_DISTRO_ONLY_AVAILABLE_FROM_STORE`).
 
-pywsl adds the built-in source (`builtin_source`): Debian, and Ubuntu when its keyring is installed,
-built with debootstrap when the name is not in the manifest or the manifest cannot be fetched.
+pywsl adds the built-in source (`builtin_catalog`, `builtin_source`): Debian and Ubuntu built with
+debootstrap when the name is not in the manifest or the manifest cannot be fetched; without a name
+it is the host's own family. One this host cannot build (no debootstrap, or no archive keyring for
+its vendor) fails with the reason and the package to install, and is listed as unavailable.
 
 A failed or interrupted install leaves nothing registered (the session rolls its registration back)
 and no file behind: temporaries are removed on every way out, and one left by a killed install is
@@ -28,8 +30,15 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from pywsl.api import builtin_source
-from pywsl.api.download import TemporaryFile, clean_stale_temporaries, download_to, local_path, verify_sha256
+from pywsl.api import builtin_catalog, builtin_source
+from pywsl.api.download import (
+    TemporaryFile,
+    clean_stale_temporaries,
+    download_to,
+    local_path,
+    open_local_file,
+    verify_sha256,
+)
 from pywsl.api.errors import WslError, from_os_error
 from pywsl.api.manifest import (
     AvailableDistributions,
@@ -71,6 +80,7 @@ class OnlineDistribution:
     source: str                  # "manifest" or "built-in"
     url: str | None = None       # the image for this machine (manifest entries)
     sha256: str | None = None
+    unavailable: str | None = None  # why this host cannot install it, and what to install first
 
 
 def _config(config: WslConfig | None, session: Any = None) -> WslConfig:
@@ -93,13 +103,15 @@ def _load(config: WslConfig) -> AvailableDistributions:
 def list_online(config: WslConfig | None = None, *,
                 on_warning: Message | None = None) -> list[OnlineDistribution]:
     """`--list --online`: the manifests' entries (at most four versions per family, the append
-    manifest first), then the distributions pywsl can build here that the manifests do not name.
+    manifest first), then the distributions pywsl builds itself that the manifests do not name,
+    each with the reason when this host cannot build it (`unavailable`).
 
     When the manifest cannot be fetched, the built-in entries are listed alone (the error goes to
-    `on_warning`); with no built-in entry either, the error is raised.
+    `on_warning`), the host's default one marked as the default; with no built-in entry either, the
+    error is raised.
     """
     effective = _config(config)
-    builtins = builtin_source.available_builtins()
+    builtins = builtin_catalog.builtin_catalog()
     result: list[OnlineDistribution] = []
     try:
         available = _load(effective)
@@ -119,10 +131,11 @@ def list_online(config: WslConfig | None = None, *,
             sha = entry.archive.sha256 if isinstance(entry, ModernVersion) else None
             result.append(OnlineDistribution(name, friendly, entry is default_entry, "manifest", url, sha))
     listed = {entry.name.casefold() for entry in result}
+    host_default = builtin_catalog.default_builtin(builtins) if available is None and builtins else None
     for built in builtins:
         if built.name.casefold() not in listed:
-            is_default = available is None and built.is_default and built.vendor == "debian"
-            result.append(OnlineDistribution(built.name, built.friendly_name, is_default, "built-in"))
+            result.append(OnlineDistribution(built.name, built.friendly_name, built is host_default,
+                                             "built-in", unavailable=built.unavailable))
     return result
 
 
@@ -157,8 +170,7 @@ def _ensure_name_free(session: Any, name: str) -> None:
         if error.code == "WSL_E_DISTRO_NOT_FOUND":
             return
         raise
-    raise WslError("ERROR_ALREADY_EXISTS", "A distribution with the supplied name already exists. "
-                   "Use --name to choose a different name.")
+    raise WslError("ERROR_ALREADY_EXISTS", "A distribution with the supplied name already exists.")
 
 
 def _size_of(fd: int) -> int | None:
@@ -190,7 +202,7 @@ def _install_modern(session: Any, entry: ModernVersion, *, name: str | None, loc
     path = local_path(entry.archive.url)
     if path is not None:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+            fd = open_local_file(path, entry.archive.url)
         except OSError as error:
             raise from_os_error(error, what=entry.archive.url) from None
         try:
@@ -209,7 +221,7 @@ def _install_modern(session: Any, entry: ModernVersion, *, name: str | None, loc
         return _register(session, target, download.fd, location=location, version=version, progress=progress)
 
 
-def _install_builtin(session: Any, entry: builtin_source.BuiltinDistribution, *, name: str | None,
+def _install_builtin(session: Any, entry: builtin_catalog.BuiltinDistribution, *, name: str | None,
                      location: Any, version: int, config: WslConfig, progress: Progress | None,
                      on_status: Message | None) -> Any:
     target = name or entry.name
@@ -302,7 +314,13 @@ def _say(callback: Message | None, text: str) -> None:
         callback(text)
 
 
-Entry = ModernVersion | LegacyDistribution | builtin_source.BuiltinDistribution
+Entry = ModernVersion | LegacyDistribution | builtin_catalog.BuiltinDistribution
+
+
+def _builtin_for(name: str, context: str = "") -> builtin_catalog.BuiltinDistribution | None:
+    """The built-in entry named `name`, or None; one this host cannot build is an error saying why."""
+    entry = builtin_catalog.lookup_builtin(name)
+    return None if entry is None else builtin_catalog.require_buildable(entry, context)
 
 
 def _resolve_entry(distro: str | None, config: WslConfig, *, legacy: bool,
@@ -311,7 +329,8 @@ def _resolve_entry(distro: str | None, config: WslConfig, *, legacy: bool,
     try:
         available = _load(config)
     except WslError as error:
-        fallback = builtin_source.find_builtin(distro or "Debian")
+        wanted_builtin = distro if distro is not None else builtin_catalog.default_builtin().name
+        fallback = _builtin_for(wanted_builtin, error.message)
         if fallback is None:
             raise
         _say(on_warning, f"{error.message}\nUsing the distribution built locally instead.")
@@ -325,7 +344,7 @@ def _resolve_entry(distro: str | None, config: WslConfig, *, legacy: bool,
     except WslError as error:
         if error.code != "WSL_E_DISTRO_NOT_FOUND":
             raise
-        fallback = builtin_source.find_builtin(wanted)
+        fallback = _builtin_for(wanted)
         if fallback is None:
             raise
         return fallback

@@ -13,6 +13,11 @@ pywsl runs the same steps from the client side, before the shell starts: the com
 `OobeResult`: RunOOBE cleared, DefaultUid stored). The file is read from the installed root
 filesystem without following links (`distribution_conf.read_distribution_conf`); when the caller
 may not read it there, it is read inside the distribution, as WSL's relay does.
+
+The setup is meant for a person at a terminal (WSL's images ask for a user name and password), so
+it runs only when the launch's stdin is a terminal: a default-shell launch fed from a pipe or a
+file starts the shell as the current default user and leaves the setup pending for the next
+interactive launch, as `--install --no-launch` does.
 """
 
 from __future__ import annotations
@@ -34,7 +39,13 @@ from pywsl.api.distribution_conf import (
 )
 from pywsl.wire.config_format import MAX_CONFIG_BYTES
 
-__all__ = ["find_distribution", "oobe_failed_message", "read_oobe_settings", "run_oobe_if_pending"]
+__all__ = [
+    "find_distribution",
+    "is_terminal",
+    "oobe_failed_message",
+    "read_oobe_settings",
+    "run_oobe_if_pending",
+]
 
 Distro = str | uuid.UUID | None
 Stream = int | IO[Any] | None
@@ -85,6 +96,18 @@ def read_oobe_settings(session: Any, info: Any) -> DistributionConf:
     return conf if conf is not None else DistributionConf()
 
 
+def is_terminal(stream: Stream) -> bool:
+    """Whether a launch's stdin (None: this process's own) is a terminal."""
+    try:
+        if stream is None:
+            return os.isatty(0)
+        if isinstance(stream, int):
+            return stream >= 0 and os.isatty(stream)
+        return os.isatty(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _write_error(stderr: Stream, text: str) -> None:
     line = (text + "\n").encode()
     with contextlib.suppress(OSError, ValueError):
@@ -109,6 +132,7 @@ def run_oobe_if_pending(
     stdout: Stream = None,
     stderr: Stream = None,
     on_warning: Callable[[str], None] | None = None,
+    interactive: bool | None = None,
 ) -> int | None:
     """Run the distribution's first-run setup if this launch is the one WSL runs it in.
 
@@ -116,9 +140,13 @@ def run_oobe_if_pending(
     runs only for the default shell (both empty). Returns None when the launch goes on (no OOBE
     pending, or the setup succeeded and was recorded), or the exit status that ends the launch (1
     when the OOBE command failed; its message went to `stderr`). The setup command gets `stdin`,
-    `stdout` and `stderr` (None = this process's own, a terminal stays a terminal).
+    `stdout` and `stderr` (None = this process's own, a terminal stays a terminal). It is skipped,
+    and stays pending, when the launch is not `interactive` (default: when `stdin` is not a
+    terminal).
     """
     if command_line or filename:
+        return None
+    if not (is_terminal(stdin) if interactive is None else interactive):
         return None
     info = find_distribution(session, distro)
     if info is None or not info.run_oobe:

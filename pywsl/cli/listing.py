@@ -4,11 +4,16 @@
 keeps the running ones; without `--all` the ones being installed, removed, converted or exported
 are left out; no distribution at all is `WSL_E_DEFAULT_DISTRO_NOT_FOUND`; `--running` with none
 running prints "There are no running distributions." and fails. `--online` lists what `--install`
-can install. `--format json` (see `pywsl.cli.render`) prints the same selection as JSON.
+can install; a built-in distribution this host cannot build keeps its line, its friendly name
+marked "(unavailable here)", and after the table one line on stderr per reason says why and what
+to install (`apt-get install ...`), so that stdout stays wsl.exe's NAME / FRIENDLY NAME table.
+`--format json` (see `pywsl.cli.render`) prints the same selection as JSON, with `available` and
+`unavailable_reason` for every entry.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 from collections.abc import Sequence
@@ -22,6 +27,8 @@ from pywsl.cli.report import FAILURE_EXIT_STATUS, fail, print_error, print_warni
 
 __all__ = ["list_command", "status_command", "version_command"]
 
+UNAVAILABLE_MARK = " (unavailable here)"
+UNAVAILABLE_NOTE = "{names}: cannot be installed here: {reason}."
 RUNNING = 2
 TRANSITIONAL = frozenset({3, 4, 5, 6})  # Installing, Uninstalling, Converting, Exporting
 DEFAULT_WSL_VERSION = 2
@@ -54,14 +61,28 @@ def _select(distributions: Sequence[Any], *, all_: bool, running: bool) -> list[
     return ordered
 
 
+def _unavailable_notes(entries: Sequence[Any]) -> list[str]:
+    """One line per distinct reason, naming every entry it keeps from being installed here."""
+    names_by_reason: dict[str, list[str]] = {}
+    for entry in entries:
+        if entry.unavailable:
+            names_by_reason.setdefault(entry.unavailable, []).append(entry.name)
+    return [UNAVAILABLE_NOTE.format(names=", ".join(names), reason=reason)
+            for reason, names in names_by_reason.items()]
+
+
 def _list_online(output_format: str) -> int:
     from pywsl.api.install import list_online
 
     entries = list_online(on_warning=print_warning)
     if output_format == "json":
         render.print_json([render.online_record(entry) for entry in entries])
-    else:
-        render.print_online_table(entries)
+        return 0
+    render.print_online_table([
+        dataclasses.replace(entry, friendly_name=entry.friendly_name + UNAVAILABLE_MARK)
+        if entry.unavailable else entry for entry in entries])
+    for note in _unavailable_notes(entries):
+        print_error(note)
     return 0
 
 

@@ -12,7 +12,8 @@ unless NO_COLOR is set); when it is not, they are plain aligned text, as wsl.exe
   "version": 2, "default": bool, "flavor": str|null, "os_version": str|null, "id": "<uuid>"}`;
   an empty array when nothing matches (no error).
 * `--list --online`: an array of `{"name": str, "friendly_name": str, "default": bool,
-  "source": "manifest"|"built-in"}`.
+  "source": "manifest"|"built-in", "available": bool, "unavailable_reason": str|null}`
+  (`available` false: this host cannot build that built-in distribution; the reason says why).
 * `--status`: `{"default_distribution": str|null, "default_version": 2}`.
 
 rich and json are imported only here, and only when something is rendered.
@@ -68,6 +69,8 @@ def online_record(entry: Any) -> dict[str, Any]:
         "friendly_name": entry.friendly_name,
         "default": bool(entry.is_default),
         "source": entry.source,
+        "available": not entry.unavailable,
+        "unavailable_reason": entry.unavailable or None,
     }
 
 
