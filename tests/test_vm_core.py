@@ -227,21 +227,23 @@ def test_terminate_and_exit_notifications(vm_factory: VmFactory) -> None:
 
 
 def test_instance_idle_timeout(vm_factory: VmFactory) -> None:
-    booted = vm_factory.boot(instance_idle_timeout_ms=300)
-    instance = booted.vm.launch_instance("Box", vm_factory.rootfs(vm=booted), default_uid=0, hostname="box")
+    rootfs = vm_factory.rootfs()
+    booted = vm_factory.boot(instance_idle_timeout_ms=1500)
+    instance = booted.vm.launch_instance("Box", rootfs, default_uid=0, hostname="box")
+    run_in(instance, "sleep 4 >/dev/null 2>&1 &")
     started = time.monotonic()
-    run_in(instance, "sleep 1.2 >/dev/null 2>&1 &")
-    time.sleep(0.9)
+    time.sleep(3.0)  # twice the idle timeout: a background process keeps the instance running
     assert instance.state == "Running"
-    assert wait_until(lambda: instance.state == "Stopped", timeout=5)
-    assert time.monotonic() - started >= 1.2
+    assert wait_until(lambda: instance.state == "Stopped", timeout=10)
+    assert time.monotonic() - started >= 4.0
     assert wait_until(lambda: booted.vm.running_instances() == {})
 
 
 def test_vm_idle_timeout(vm_factory: VmFactory) -> None:
-    booted = vm_factory.boot(vm_idle_timeout_ms=400)
-    instance = booted.vm.launch_instance("Box", vm_factory.rootfs(vm=booted), default_uid=0, hostname="box")
-    time.sleep(0.8)
+    rootfs = vm_factory.rootfs()  # ready before the boot: the VM starts idling as soon as it serves
+    booted = vm_factory.boot(vm_idle_timeout_ms=1500)
+    instance = booted.vm.launch_instance("Box", rootfs, default_uid=0, hostname="box")
+    time.sleep(3.0)  # twice the idle timeout: a VM with a running instance never idles out
     assert booted.vm.running_instances() == {"box": instance.pid}
     instance.terminate()
     assert wait_until(lambda: not pid_alive(booted.pid), timeout=5)

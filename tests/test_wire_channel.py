@@ -582,13 +582,15 @@ def test_raw_read_truncated(raw_pair: tuple[socket.socket, MessageChannel]) -> N
 
 
 def test_concurrent_senders_are_refused(pair: tuple[MessageChannel, MessageChannel]) -> None:
-    a, _ = pair
+    """A second sender is refused while a first one is blocked in send (the peer is not reading);
+    the first one completes once the peer reads."""
+    a, b = pair
     big = FakeSchema("BIG", 9, sizeof=8 * 1024 * 1024)
     outcome: list[BaseException] = []
 
     def blocked_send() -> None:
         try:
-            a.send(big, timeout=1.0)
+            a.send(big, timeout=4 * T)
         except BaseException as error:
             outcome.append(error)
 
@@ -596,16 +598,20 @@ def test_concurrent_senders_are_refused(pair: tuple[MessageChannel, MessageChann
     sender.start()
     try:
         refused = None
-        deadline = time.monotonic() + 0.8
-        while refused is None and time.monotonic() < deadline:
+        deadline = time.monotonic() + 2 * T
+        while refused is None and time.monotonic() < deadline and sender.is_alive():
             try:
                 a.send_raw(b"", timeout=0)
             except RuntimeError as error:
                 refused = error
+            except TimeoutError:
+                continue  # the first sender has not taken the channel yet
         assert refused is not None and "second concurrent sender" in str(refused)
+        message, _fds = b.receive(big, timeout=2 * T)
+        assert message["type"] == 9
     finally:
-        sender.join(T)
-    assert len(outcome) == 1 and isinstance(outcome[0], TimeoutError)
+        sender.join(4 * T)
+    assert not sender.is_alive() and outcome == []
 
 
 def test_concurrent_receivers_are_refused(pair: tuple[MessageChannel, MessageChannel]) -> None:

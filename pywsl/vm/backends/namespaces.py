@@ -101,11 +101,15 @@ def _process_name(pid: int) -> str | None:
 
 
 def _runtime_dir_of(pid: int) -> str | None:
-    """The ``--runtime-dir`` a VM process (monitor or mini_init) was started with."""
+    """The ``--runtime-dir`` a VM process (monitor or mini_init) was started with; "" while the
+    process is exiting (its memory, and with it the command line, is already gone)."""
     try:
-        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return None
+    if not raw:
+        return ""
+    arguments = raw.decode(errors="replace").split("\0")
     for index, item in enumerate(arguments[:-1]):
         if item == "--runtime-dir":
             return arguments[index + 1]
@@ -121,6 +125,9 @@ def vm_process_alive(pid: int, name: str, runtime_dir: Path) -> bool:
     if _process_name(pid) != name:
         return False
     started_with = _runtime_dir_of(pid)
+    if started_with == "":
+        # Exiting but not yet a zombie: still alive (it may hold the VM's sockets and cgroups).
+        return _process_name(pid) == name
     return started_with is not None and os.path.abspath(started_with) == os.path.abspath(runtime_dir)
 
 
