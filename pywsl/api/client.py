@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
-from pywsl.api import rpc
+from pywsl.api import rpc, user_warnings
 from pywsl.api.errors import WslError, error_context
 
 if TYPE_CHECKING:
@@ -217,7 +217,7 @@ class ServiceClient:
                 f"{error.strerror or error}). Start it with 'pywsl-service' as root, or enable "
                 "pywsl.socket.",
             ) from None
-        return rpc.Connection(sock)
+        return rpc.Connection(sock, receive_limit=rpc.MAX_REPLY_SIZE)
 
     def _take(self) -> rpc.Connection:
         """An idle connection that is still open, or a new one."""
@@ -255,6 +255,7 @@ class ServiceClient:
             connection.close()
             raise
         self._give_back(connection)
+        _emit_warnings(answer)
         return _result(answer, method_name)
 
     def _exchange(self, connection: rpc.Connection, data: bytes, fds: Sequence[int],
@@ -550,6 +551,15 @@ class ServiceClient:
 def _progress_value(answer: Mapping[str, Any]) -> Any:
     parameters = answer.get("parameters")
     return parameters.get("progress") if isinstance(parameters, dict) else None
+
+
+def _emit_warnings(answer: Mapping[str, Any]) -> None:
+    """The warnings the service collected for the user, emitted again on this side."""
+    warnings = answer.get("warnings")
+    if isinstance(warnings, list):
+        for text in warnings:
+            if isinstance(text, str):
+                user_warnings.emit(text)
 
 
 def _result(answer: Mapping[str, Any], method_name: str) -> dict[str, Any]:

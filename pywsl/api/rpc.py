@@ -2,15 +2,18 @@
 
 On Windows ``wsl.exe`` reaches ``wslservice.exe`` through COM. Here an unprivileged client reaches
 the root service (``pywsl.api.service``) through a Unix socket, by default
-``/run/pywsl/service.sock``. This docstring is the one place the format is written down.
+``/run/pywsl/service.sock`` (``$PYWSL_SERVICE_SOCKET``, or ``service.sock`` in
+``$PYWSL_RUNTIME_ROOT``, elsewhere). This docstring is the one place the format is written down.
 This module holds the requests, the parameter checks and the method table, and gives every name
 of the format: the messages travel through ``rpc_framing``, values are converted by ``rpc_values``.
 
 Transport
     ``AF_UNIX``, ``SOCK_STREAM``. Every message is one JSON object (UTF-8, no NaN/Infinity,
-    unique keys) followed by one NUL byte, as in varlink. A message is at most
+    unique keys) followed by one NUL byte, as in varlink. A request is at most
     ``MAX_MESSAGE_SIZE`` (1 MiB) including the NUL; a longer one is refused and the connection
-    closed.
+    closed. That limit protects the service from its clients; a reply may be larger, up to
+    ``MAX_REPLY_SIZE`` (64 MiB: thousands of distributions fit), and clients accept that much. A
+    reply that would exceed even that is replaced by an ``io.pywsl.InternalError`` reply.
 
 Requests (client to service)
     ``{"method": "io.pywsl.UserSession.<Method>", "parameters": {...}}``, optionally
@@ -32,6 +35,9 @@ Replies (service to client)
     Success: ``{"parameters": {...}}``. A progress reply, only when the request asked for
     ``"more"``: ``{"parameters": {"progress": <int>}, "continues": true}``; the final reply
     follows. Failure: ``{"error": "<name>", "parameters": {...}}`` with these names:
+    (A final reply, success or failure, may also carry ``"warnings": ["<text>", ...]``: the
+    warnings for the user the call produced, such as configuration warnings when it started the
+    VM or a distribution; the client shows them as wsl.exe does.)
 
     * ``io.pywsl.WslError`` ``{code, hresult, message, context}``: what ``UserSession`` raised
       (``pywsl.api.errors.WslError.to_dict``); the client raises the same ``WslError``.
@@ -40,9 +46,12 @@ Replies (service to client)
       badly typed parameter, or an fd index the request did not carry.
     * ``io.pywsl.InvalidMessage`` ``{message}``: not a JSON object, not a request, too large,
       too many descriptors.
-    * ``io.pywsl.InternalError`` ``{message}``: the service failed unexpectedly.
+    * ``io.pywsl.InternalError`` ``{message}``: the service failed unexpectedly (any exception
+      inside a request, a reply too large to send); the client reports ``E_UNEXPECTED``.
     * ``io.pywsl.TooManyConnections`` ``{message}``: sent unasked right after ``accept`` when the
-      service holds too many connections (1024, or 256 of the same user), then it closes.
+      service holds too many connections (1024, or 256 of the same owner), then it closes.
+      Connections from the ids of a user's VM (the uid range of its distributions) count
+      against that user's share.
 
     The connection stays usable after every error except a too large message or too many
     descriptors.
@@ -89,6 +98,16 @@ Methods (``io.pywsl.UserSession.`` + the name; WSL's ``ILxssUserSession`` names)
 
     ``org.varlink.service.GetInfo`` answers ``{vendor, product, version, url, interfaces}``.
 
+    Only host users get a session: a peer whose uid lies in a user's VM id range (any id of a
+    distribution but the one mapped to the owner) gets ``io.pywsl.WslError`` ``E_ACCESSDENIED``
+    for every method but ``GetInfo``.
+
+Cancellation
+    A request runs with a ``pywsl.api.cancellation`` token that the service cancels when the
+    client closes or shuts down its end of the connection before the reply (not for ``oneway``
+    requests): long operations stop and roll back. A client half-closing its socket while
+    waiting for a reply therefore cancels the call.
+
     CreateLxProcess: the client keeps its ends of the control and exit socket pairs and passes
     the others (plus its stdio, or for a terminal one end of a socket pair it relays) to the
     service, which hands them to the relay and closes its copies. From then on the client talks
@@ -104,6 +123,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pywsl.api.paths import RUNTIME_ROOT_ENV
 from pywsl.api.rpc_framing import (
     ERROR_BUSY,
     ERROR_INTERNAL,
@@ -113,6 +133,7 @@ from pywsl.api.rpc_framing import (
     ERROR_WSL,
     MAX_FDS,
     MAX_MESSAGE_SIZE,
+    MAX_REPLY_SIZE,
     Connection,
     InvalidMessage,
     InvalidParameter,
@@ -138,8 +159,10 @@ __all__ = [
     "INTERFACE",
     "MAX_FDS",
     "MAX_MESSAGE_SIZE",
+    "MAX_REPLY_SIZE",
     "METHODS",
     "SOCKET_ENVIRONMENT_VARIABLE",
+    "SOCKET_NAME",
     "Connection",
     "InvalidMessage",
     "InvalidParameter",
@@ -173,9 +196,20 @@ MAX_LIST_ITEMS = 4096
 MAX_STRING_LENGTH = 64 * 1024
 
 
-def socket_path() -> str:
-    """The service socket: ``$PYWSL_SERVICE_SOCKET`` or ``/run/pywsl/service.sock``."""
-    return os.environ.get(SOCKET_ENVIRONMENT_VARIABLE) or DEFAULT_SOCKET
+SOCKET_NAME = "service.sock"
+
+
+def socket_path(environ: Mapping[str, str] | None = None) -> str:
+    """The service socket: ``$PYWSL_SERVICE_SOCKET``, else ``service.sock`` in ``$PYWSL_RUNTIME_ROOT``
+    (when set to an absolute path), else ``/run/pywsl/service.sock``."""
+    env = os.environ if environ is None else environ
+    explicit = env.get(SOCKET_ENVIRONMENT_VARIABLE)
+    if explicit:
+        return explicit
+    runtime = env.get(RUNTIME_ROOT_ENV, "")
+    if runtime and os.path.isabs(runtime):
+        return os.path.join(runtime, SOCKET_NAME)
+    return DEFAULT_SOCKET
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,7 +17,10 @@ import socket
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+# A request is at most MAX_MESSAGE_SIZE: that bound protects the service from its clients. A reply
+# may be larger (a list of thousands of distributions), up to MAX_REPLY_SIZE: the client reads it.
 MAX_MESSAGE_SIZE = 1024 * 1024
+MAX_REPLY_SIZE = 64 * 1024 * 1024
 MAX_FDS = 16
 
 ERROR_WSL = "io.pywsl.WslError"
@@ -73,15 +76,15 @@ class MethodNotFound(RpcError):
 # --------------------------------------------------------------------------------------------
 
 
-def encode_message(message: Mapping[str, Any]) -> bytes:
-    """One message as it goes on the wire (JSON + NUL)."""
+def encode_message(message: Mapping[str, Any], *, limit: int = MAX_MESSAGE_SIZE) -> bytes:
+    """One message as it goes on the wire (JSON + NUL); InvalidMessage beyond ``limit`` bytes."""
     try:
         text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise InvalidMessage(f"cannot encode message: {error}") from None
     data = text.encode("utf-8") + b"\0"
-    if len(data) > MAX_MESSAGE_SIZE:
-        raise InvalidMessage(f"message of {len(data)} bytes exceeds the limit of {MAX_MESSAGE_SIZE}")
+    if len(data) > limit:
+        raise InvalidMessage(f"message of {len(data)} bytes exceeds the limit of {limit}")
     return data
 
 
@@ -123,16 +126,30 @@ def close_fds(fds: Iterable[int]) -> None:
 
 
 class Connection:
-    """One end of a service connection: sends and receives whole messages with their fds."""
+    """One end of a service connection: sends and receives whole messages with their fds.
 
-    def __init__(self, sock: socket.socket) -> None:
+    ``receive_limit`` bounds a message read here and ``send_limit`` one sent from here: the
+    service reads requests of at most ``MAX_MESSAGE_SIZE`` and may answer with up to
+    ``MAX_REPLY_SIZE``; a client reads replies of up to ``MAX_REPLY_SIZE``.
+    """
+
+    def __init__(self, sock: socket.socket, *, receive_limit: int = MAX_MESSAGE_SIZE,
+                 send_limit: int = MAX_MESSAGE_SIZE) -> None:
         self.sock = sock
+        self.receive_limit = receive_limit
+        self.send_limit = send_limit
         self._buffer = bytearray()
         self._fds: list[int] = []
         self._broken = False
+        self._eof = False
+
+    @property
+    def broken(self) -> bool:
+        """True once the stream cannot be trusted any more (closed, refused, or at end of file)."""
+        return self._broken
 
     def send(self, message: Mapping[str, Any], fds: Sequence[int] = ()) -> None:
-        self.send_encoded(encode_message(message), fds)
+        self.send_encoded(encode_message(message, limit=self.send_limit), fds)
 
     def send_encoded(self, data: bytes, fds: Sequence[int] = ()) -> None:
         """Send a message ``encode_message`` made, with its descriptors."""
@@ -148,47 +165,84 @@ class Connection:
         The caller owns the returned fds. Raises InvalidMessage (with ``fatal`` when the
         connection must be closed), ConnectionError when the peer vanished mid-message.
         """
-        if self._broken:
-            raise InvalidMessage("connection is no longer usable", fatal=True)
         while True:
-            end = self._buffer.find(b"\0")
-            if end >= 0:
-                data = bytes(self._buffer[:end])
-                del self._buffer[: end + 1]
-                fds, self._fds = self._fds, []
+            taken = self.take_message()
+            if taken is not None:
+                data, fds = taken
                 try:
                     return decode_message(data), fds
                 except InvalidMessage:
                     close_fds(fds)
                     raise
-            if len(self._buffer) >= MAX_MESSAGE_SIZE:
-                self._fail()
-                raise InvalidMessage(
-                    f"message exceeds the limit of {MAX_MESSAGE_SIZE} bytes", fatal=True
-                )
-            try:
-                data, ancillary, flags, _ = self.sock.recvmsg(
-                    _RECEIVE_CHUNK, socket.CMSG_SPACE(MAX_FDS * _INT_SIZE), socket.MSG_CMSG_CLOEXEC
-                )
-            except ConnectionResetError:
-                data, ancillary, flags = b"", [], 0
-            for level, kind, payload in ancillary:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    received = array.array("i")
-                    received.frombytes(payload[: len(payload) - len(payload) % _INT_SIZE])
-                    self._fds.extend(received)
-            if flags & socket.MSG_CTRUNC or len(self._fds) > MAX_FDS:
-                self._fail()
-                raise InvalidMessage(
-                    f"more than {MAX_FDS} file descriptors in one message", fatal=True
-                )
-            if not data:
-                pending = bool(self._buffer) or bool(self._fds)
-                self._fail()
-                if pending:
-                    raise ConnectionError("connection closed in the middle of a message")
+            if not self._read(0):
                 return None
-            self._buffer.extend(data)
+
+    def take_message(self) -> tuple[bytes, list[int]] | None:
+        """The bytes of the next whole message already read (without its NUL) and its fds, or None.
+
+        Raises InvalidMessage (fatal) when what was read can no longer become a message within
+        the limit. The caller owns the returned fds.
+        """
+        if self._broken and not self._eof:
+            raise InvalidMessage("connection is no longer usable", fatal=True)
+        end = self._buffer.find(b"\0")
+        if end >= 0:
+            data = bytes(self._buffer[:end])
+            del self._buffer[: end + 1]
+            fds, self._fds = self._fds, []
+            return data, fds
+        if len(self._buffer) >= self.receive_limit:
+            self._fail()
+            raise InvalidMessage(f"message exceeds the limit of {self.receive_limit} bytes", fatal=True)
+        return None
+
+    def read_available(self) -> bool:
+        """Read what the socket holds now, without waiting; False at end of file.
+
+        Stops once a whole message is buffered. Raises InvalidMessage (fatal) for too many or
+        truncated descriptors, ConnectionError when the peer closed in the middle of a message;
+        in every such case the descriptors that arrived are closed.
+        """
+        while self._buffer.find(b"\0") < 0:
+            if len(self._buffer) >= self.receive_limit:
+                return True  # take_message reports it
+            try:
+                if not self._read(socket.MSG_DONTWAIT):
+                    return False
+            except BlockingIOError:
+                return True
+        return True
+
+    def _read(self, flags: int) -> bool:
+        """One ``recvmsg``; False at end of file between messages."""
+        if self._broken:
+            raise InvalidMessage("connection is no longer usable", fatal=True)
+        try:
+            data, ancillary, received_flags, _ = self.sock.recvmsg(
+                _RECEIVE_CHUNK, socket.CMSG_SPACE(MAX_FDS * _INT_SIZE), socket.MSG_CMSG_CLOEXEC | flags
+            )
+        except ConnectionResetError:
+            data, ancillary, received_flags = b"", [], 0
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                received = array.array("i")
+                received.frombytes(payload[: len(payload) - len(payload) % _INT_SIZE])
+                self._fds.extend(received)
+        if received_flags & socket.MSG_CTRUNC or len(self._fds) > MAX_FDS:
+            self._fail()
+            raise InvalidMessage(
+                f"more than {MAX_FDS} file descriptors in one message (or truncated control data)",
+                fatal=True,
+            )
+        if not data:
+            pending = bool(self._buffer) or bool(self._fds)
+            self._fail()
+            self._eof = True
+            if pending:
+                raise ConnectionError("connection closed in the middle of a message")
+            return False
+        self._buffer.extend(data)
+        return True
 
     def _fail(self) -> None:
         self._broken = True

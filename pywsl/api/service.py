@@ -4,8 +4,18 @@ WSL's service runs as SYSTEM and hands every caller the ``ILxssUserSession`` of 
 user (``LxssUserSessionFactory``: one implementation per SID, however many clients). This daemon
 runs as root, listens on ``/run/pywsl/service.sock`` (0666, in a 0755 folder) or on a socket
 passed by systemd (``LISTEN_FDS``), and gives every connection the ``UserSession`` of its peer
-uid, taken from ``SO_PEERCRED``: a client can never name another user. Each connection gets a
-thread; requests follow ``pywsl.api.rpc``.
+uid, taken from ``SO_PEERCRED``: a client can never name another user. Requests follow
+``pywsl.api.rpc``.
+
+Load is bounded (``service_loop``, ``service_limits``): one thread watches every connection, so
+an idle connection costs a descriptor, not a thread; at most ``MAX_WORKERS`` requests run at once
+(``MAX_WORKERS_PER_USER`` per user, users served in turn); at most ``MAX_CONNECTIONS``
+connections are held (``MAX_CONNECTIONS_PER_USER`` per user). A uid inside a user's VM id range
+(any id a distribution's root can switch to) counts as that user, and is refused every method
+but ``GetInfo``. Any failure inside a request becomes an error reply; ``accept()`` failures pause
+accepting briefly, never end the service. At start the service raises its ``RLIMIT_NOFILE`` soft
+limit to the hard limit. A client that closes its connection cancels the request it waits for
+(``pywsl.api.cancellation``).
 
 The service keeps no state that a crash could lose: running distributions belong to the guest,
 and launched processes talk to their relay directly, so ``kill -9`` of the service stops neither,
@@ -26,38 +36,52 @@ import re
 import signal
 import socket
 import stat
-import struct
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, NamedTuple
+from typing import Any
 
-from pywsl.api import rpc
+from pywsl.api import rpc, user_warnings
+from pywsl.api.cancellation import CancelToken, cancel_scope
 from pywsl.api.errors import WslError, from_os_error
+from pywsl.api.service_limits import (
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_USER,
+    MAX_WORKERS,
+    MAX_WORKERS_PER_USER,
+    ConnectionLimits,
+    RangeOwners,
+    WorkerLimits,
+    raise_descriptor_limit,
+)
+from pywsl.api.service_loop import ClientConnection, PeerCredentials, ServiceLoop, peer_credentials
+
+__all__ = [
+    "MAX_CONNECTIONS",
+    "MAX_CONNECTIONS_PER_USER",
+    "MAX_WORKERS",
+    "MAX_WORKERS_PER_USER",
+    "PeerCredentials",
+    "Service",
+    "ServiceSetupError",
+    "SessionFactory",
+    "bind_listener",
+    "call",
+    "handle_request",
+    "main",
+    "peer_credentials",
+    "python_name",
+    "run",
+    "send_reply",
+    "systemd_listener",
+    "user_session_factory",
+]
 
 log = logging.getLogger("pywsl.service")
 
 SD_LISTEN_FDS_START = 3
-_UCRED = struct.Struct("3i")
-# At most this many connections at once, and per user: each one holds a thread.
-MAX_CONNECTIONS = 1024
-MAX_CONNECTIONS_PER_USER = 256
-
-
-class PeerCredentials(NamedTuple):
-    """Who is on the other end of a connection, as the kernel recorded it at ``connect()``."""
-
-    pid: int
-    uid: int
-    gid: int
-
-
-def peer_credentials(sock: socket.socket) -> PeerCredentials:
-    """``SO_PEERCRED`` of a connected socket."""
-    pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
-    return PeerCredentials(pid, uid, gid)
 
 
 class SessionFactory:
@@ -162,7 +186,20 @@ def _version() -> str:
 def handle_request(
     session: Any, request: rpc.Request, connection: rpc.Connection | None = None
 ) -> dict[str, Any]:
-    """The reply to one request (never raises for anything the client or the session did)."""
+    """The reply to one request (never raises for anything the client or the session did).
+
+    The warnings the call emitted for the user (``user_warnings``) go with the reply, success or
+    failure, as ``"warnings": [str, ...]``.
+    """
+    warnings: list[str] = []
+    with user_warnings.collecting(warnings.append):
+        answer = _answer(session, request, connection)
+    if warnings:
+        answer["warnings"] = warnings
+    return answer
+
+
+def _answer(session: Any, request: rpc.Request, connection: rpc.Connection | None) -> dict[str, Any]:
     try:
         if request.method == rpc.GET_INFO:
             return rpc.reply(
@@ -194,93 +231,60 @@ def handle_request(
 
 
 class Service:
-    """Accepts connections on ``listener`` and serves each in its own thread."""
+    """Accepts connections on ``listener`` and answers their requests (``service_loop``).
+
+    Limits count by owner: a peer uid inside a user's VM id range counts as that user
+    (``service_limits.RangeOwners``). Such a peer gets ``E_ACCESSDENIED`` for every method but
+    ``GetInfo``: only host users have sessions, and a distribution reaches its owner's session
+    through the id mapped to the owner.
+    """
 
     def __init__(self, listener: socket.socket, factory: SessionFactory, *,
                  max_connections: int = MAX_CONNECTIONS,
-                 max_connections_per_user: int = MAX_CONNECTIONS_PER_USER) -> None:
+                 max_connections_per_user: int = MAX_CONNECTIONS_PER_USER,
+                 max_workers: int = MAX_WORKERS,
+                 max_workers_per_user: int = MAX_WORKERS_PER_USER,
+                 owners: RangeOwners | None = None) -> None:
         self.listener = listener
         self.factory = factory
-        self.max_connections = max_connections
-        self.max_connections_per_user = max_connections_per_user
-        self._stopping = threading.Event()
-        self._count_lock = threading.Lock()
-        self._connections: dict[int, int] = {}
+        self.limits = ConnectionLimits(max_connections, max_connections_per_user)
+        self.owners = owners or RangeOwners()
+        self._loop = ServiceLoop(listener, self.serve_message, connections=self.limits,
+                                 workers=WorkerLimits(max_workers, max_workers_per_user), owners=self.owners)
 
     def serve_forever(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                sock, _ = self.listener.accept()
-            except OSError:
-                if self._stopping.is_set():
-                    return
-                raise
-            try:
-                peer = peer_credentials(sock)
-            except OSError:
-                sock.close()
-                continue
-            if not self._admit(peer.uid):
-                log.warning("refusing a connection from %s: too many connections", peer)
-                with contextlib.suppress(OSError):
-                    sock.sendall(rpc.encode_message(rpc.error_reply(
-                        rpc.ERROR_BUSY, {"message": "too many connections to the service"})))
-                sock.close()
-                continue
-            thread = threading.Thread(target=self.serve_connection, args=(sock, peer), daemon=True)
-            thread.start()
-
-    def _admit(self, uid: int) -> bool:
-        with self._count_lock:
-            total = sum(self._connections.values())
-            mine = self._connections.get(uid, 0)
-            if total >= self.max_connections or mine >= self.max_connections_per_user:
-                return False
-            self._connections[uid] = mine + 1
-            return True
-
-    def _release(self, uid: int) -> None:
-        with self._count_lock:
-            left = self._connections.get(uid, 1) - 1
-            if left > 0:
-                self._connections[uid] = left
-            else:
-                self._connections.pop(uid, None)
+        self._loop.run()
 
     def stop(self) -> None:
         """Stop accepting (running calls finish in their threads)."""
-        self._stopping.set()
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)
+        self._loop.stop()
 
-    def serve_connection(self, sock: socket.socket, peer: PeerCredentials) -> None:
-        """Answer the requests of one connection, in order, until it closes."""
-        connection = rpc.Connection(sock)
-        log.debug("connection from %s", peer)
+    def serve_message(self, client: ClientConnection, data: bytes, fds: list[int],
+                      token: CancelToken) -> None:
+        """Answer one message of ``client`` (in a worker thread; the loop closes ``fds``)."""
+        connection = client.connection
         try:
-            while True:
-                try:
-                    received = connection.receive()
-                    if received is None:
-                        return
-                    request = rpc.parse_request(*received)
-                except rpc.InvalidMessage as error:
-                    log.info("bad message from %s: %s", peer, error)
-                    connection.send(error.reply())
-                    if error.fatal:
-                        return
-                    continue
-                try:
-                    answer = self.answer(peer.uid, request, connection)
-                finally:
-                    rpc.close_fds(request.fds)
-                if not request.oneway:
-                    connection.send(answer)
-        except OSError as error:
-            log.debug("connection from %s ended: %s", peer, error)
-        finally:
-            connection.close()
-            self._release(peer.uid)
+            request = rpc.parse_request(rpc.decode_message(data), fds)
+        except rpc.InvalidMessage as error:
+            log.info("bad message from %s: %s", client.peer, error)
+            send_reply(connection, error.reply())
+            return
+        if request.oneway:
+            token = CancelToken()  # nobody waits for it: going away does not cancel it
+        elif token.cancelled:
+            log.debug("%s from %s: the client went away before it started", request.method, client.peer)
+            return
+        with cancel_scope(token):
+            if client.owner != client.peer.uid and request.method != rpc.GET_INFO:
+                answer = rpc.error_reply(rpc.ERROR_WSL, WslError(
+                    "E_ACCESSDENIED",
+                    f"uid {client.peer.uid} belongs to the id range of the VM of uid {client.owner}; "
+                    "the pywsl service serves host users only.",
+                ).to_dict())
+            else:
+                answer = self.answer(client.peer.uid, request, connection)
+        if not request.oneway:
+            send_reply(connection, answer)
 
     def answer(self, uid: int, request: rpc.Request, connection: rpc.Connection | None) -> dict[str, Any]:
         """The reply to ``request`` from the session of ``uid``."""
@@ -294,6 +298,17 @@ class Service:
             log.exception("cannot create the session of uid %d", uid)
             return rpc.error_reply(rpc.ERROR_INTERNAL, {"message": f"{type(error).__name__}: {error}"})
         return handle_request(session, request, connection)
+
+
+def send_reply(connection: rpc.Connection, answer: dict[str, Any]) -> None:
+    """Send ``answer``; one that cannot be encoded or is too large becomes an InternalError reply."""
+    try:
+        data = rpc.encode_message(answer, limit=connection.send_limit)
+    except rpc.InvalidMessage as error:
+        log.error("cannot send a reply: %s", error)
+        data = rpc.encode_message(rpc.error_reply(
+            rpc.ERROR_INTERNAL, {"message": f"the service cannot send its reply: {error}"}))
+    connection.send_encoded(data)
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,8 +427,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--socket",
         default=None,
-        help=f"socket to listen on (default: ${rpc.SOCKET_ENVIRONMENT_VARIABLE} or {rpc.DEFAULT_SOCKET}); "
-        "ignored under systemd socket activation",
+        help=f"socket to listen on (default: ${rpc.SOCKET_ENVIRONMENT_VARIABLE}, else {rpc.SOCKET_NAME} in "
+        f"$PYWSL_RUNTIME_ROOT, else {rpc.DEFAULT_SOCKET}); ignored under systemd socket activation; "
+        "with --install-units, the socket the units listen on",
     )
     parser.add_argument("--install-units", action="store_true", help="install the systemd units and exit")
     parser.add_argument("--uninstall-units", action="store_true", help="remove the systemd units and exit")
@@ -435,7 +451,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pywsl.api import service_install
 
         return service_install.run(
-            uninstall=arguments.uninstall_units, prefix=arguments.prefix, executable=sys.executable
+            uninstall=arguments.uninstall_units, prefix=arguments.prefix, executable=sys.executable,
+            socket_path=arguments.socket,
         )
     if arguments.prefix is not None:
         print("pywsl-service: --prefix only goes with --install-units", file=sys.stderr)
@@ -444,6 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("pywsl-service: must run as root (it acts for every user)", file=sys.stderr)
         return 1
     path = arguments.socket or rpc.socket_path()
+    soft, hard = raise_descriptor_limit()
+    log.debug("descriptor limit %d (hard %d)", soft, hard)
     try:
         activated = systemd_listener()  # systemd owns (and removes) a socket it passed
         listener = activated or bind_listener(path)
