@@ -1,14 +1,14 @@
-"""A real Debian minbase root filesystem in the utility VM (debootstrap, built once per run)."""
+"""A real Debian minbase root filesystem in the utility VM (the built-in source's build, once per run)."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 from conftest import VmFactory, run_in
+from test_install_support import debian_archive
 
 from pywsl.vm import ImportOutcome
 from pywsl.vm.idmap import host_id
@@ -19,56 +19,7 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("debootstrap") is None, reason="needs debootstrap"),
 ]
 
-
-def _mirror() -> str:
-    """The Debian mirror the host's apt uses (deb822 ``URIs:`` or one-line ``deb`` entries)."""
-    sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
-    for path in sources:
-        try:
-            lines = path.read_text().splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            words = line.split()
-            if words[:1] == ["URIs:"] and len(words) > 1 and "security" not in words[1]:
-                return words[1]
-            if words[:1] == ["deb"]:
-                uri = next((word for word in words[1:] if "://" in word), None)
-                if uri and "security" not in uri:
-                    return uri
-    return "http://deb.debian.org/debian"
-
-
-@pytest.fixture(scope="session")
-def debian_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``debootstrap --variant=minbase bookworm`` packed as a tar (without /dev's nodes), once per run."""
-    work = tmp_path_factory.mktemp("debian")
-    root = work / "root"
-    result = subprocess.run(
-        ["debootstrap", "--variant=minbase", "bookworm", str(root), _mirror()],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"debootstrap failed (no mirror?): {result.stdout[-500:]}{result.stderr[-500:]}")
-    archive = work / "debian.tar"
-    subprocess.run(
-        [
-            "tar",
-            "-C",
-            str(root),
-            "--numeric-owner",
-            "--xattrs",
-            "--exclude=./dev/*",
-            "-cf",
-            str(archive),
-            ".",
-        ],
-        check=True,
-    )
-    shutil.rmtree(root)
-    return archive
+__all__ = ["debian_archive"]  # the session-wide build, shared with the install tests
 
 
 def test_debian_minbase(vm_factory: VmFactory, debian_archive: Path, tmp_path: Path) -> None:
@@ -81,7 +32,8 @@ def test_debian_minbase(vm_factory: VmFactory, debian_archive: Path, tmp_path: P
         outcome = booted.vm.import_rootfs(target, source.fileno(), error_write)
     os.close(error_write)
     os.close(error_read)
-    assert outcome == ImportOutcome(valid=True, flavor="debian", version="12", default_name=None)
+    # The built-in image names itself in /etc/wsl-distribution.conf ([oobe] defaultName).
+    assert outcome == ImportOutcome(valid=True, flavor="debian", version="12", default_name="Debian")
     passwd = target / "usr/bin/passwd"
     assert passwd.stat().st_mode & 0o4000 and passwd.stat().st_uid == host_id(booted.config.uid_map, 0)
     instance = booted.vm.launch_instance("Debian", target, default_uid=0, hostname="deb")
