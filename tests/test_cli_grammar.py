@@ -56,7 +56,10 @@ def test_exec_without_a_program_is_an_error(cli: Cli, spelling: str) -> None:
     outcome = cli("-d", "Debian", spelling)
     assert outcome.exit_code == 255
     assert outcome.stderr == "The parameter is incorrect.\nError code: Wsl/E_INVALIDARG\n"
-    cli.open_session.assert_not_called()
+    cli.session.create_lx_process.assert_not_called()
+    # wsl.exe looks -d up where it stands, before it sees that nothing follows -e
+    outcome = cli("-d", "Nowhere", spelling)
+    assert "WSL_E_DISTRO_NOT_FOUND" in outcome.stderr
 
 
 def test_no_command_line_starts_a_login_shell(cli: Cli) -> None:
@@ -132,12 +135,27 @@ def test_invalid_distribution_id(cli: Cli) -> None:
 
 
 @pytest.mark.parametrize("args", [["-d", "Debian", "-d", "Alpine"],
-                                  ["-d", "Debian", "--distribution-id", str(ALPINE_ID)]])
+                                  ["--distribution-id", str(ALPINE_ID), "-d", "Debian"],
+                                  [f"{{{ALPINE_ID}}}", "-d", "Debian"]])
 def test_distribution_given_twice(cli: Cli, args: list[str]) -> None:
     outcome = cli(*args, "true")
     assert outcome.exit_code == 255
     assert outcome.stderr == "The distribution name has already been set.\n"
     cli.session.create_lx_process.assert_not_called()
+
+
+def test_launch_options_fail_in_the_order_given(cli: Cli) -> None:
+    """wsl.exe acts on each option where it stands: the first wrong one is reported."""
+    outcome = cli("-d", "Nope", "-d", "Debian", "true")
+    assert "WSL_E_DISTRO_NOT_FOUND" in outcome.stderr
+    outcome = cli("-d", "Nope", "--cd", "relative", "true")
+    assert "WSL_E_DISTRO_NOT_FOUND" in outcome.stderr
+    outcome = cli("--cd", "relative", "-d", "Nope", "true")
+    assert "Invalid directory for --cd" in outcome.stderr
+    # a later --distribution-id replaces -d, as in wsl.exe
+    outcome = cli("-d", "Debian", "--distribution-id", str(ALPINE_ID), "true")
+    assert outcome.exit_code == 0
+    assert cli.launched()[0][0] == ALPINE_ID
 
 
 @pytest.mark.parametrize(("args", "long_name"), [

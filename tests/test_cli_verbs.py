@@ -62,6 +62,7 @@ def test_list_verbose_plain_when_piped(cli: Cli, spelling: str) -> None:
         "  NAME      STATE           VERSION",
         "* Debian    Stopped         2",
         "  Alpine    Running         2",
+        "  Busy      Installing      2",  # -v shows every distribution and its state, as wsl.exe
     ]
 
 
@@ -86,8 +87,8 @@ def test_list_invalid_combinations(cli: Cli, args: list[str], first: str, second
     outcome = cli("--list", *args)
     assert outcome.exit_code == 255 and outcome.stdout == ""
     assert outcome.stderr.startswith(f"Arguments {first} and {second} can't be specified at same time.\n")
-    assert "Usage: pywsl --list" in outcome.stderr
-    assert "Error code" not in outcome.stderr
+    assert "Usage: pywsl [launch options]" in outcome.stderr  # wsl.exe's usage text: the whole help
+    assert "Error code: " not in outcome.stderr
     cli.open_session.assert_not_called()
 
 
@@ -102,7 +103,7 @@ def test_list_json(cli: Cli, extra: list[str]) -> None:
         {"name": "Alpine", "state": "Running", "version": 2, "default": False, "flavor": "alpine",
          "os_version": "3.20", "id": str(ALPINE_ID)},
     ]
-    if "--all" in extra:
+    if "--all" in extra or "-v" in extra:
         expected.append({"name": "Busy", "state": "Installing", "version": 2, "default": False,
                          "flavor": None, "os_version": None, "id": str(BUSY_ID)})
     assert document == expected
@@ -218,14 +219,41 @@ def test_unregister_finds_half_installed_distributions(cli: Cli) -> None:
 
 
 @pytest.mark.parametrize(("verb", "long_name"), [("-t", "--terminate"), ("--unregister", "--unregister"),
-                                                 ("-s", "--set-default"), ("--import", "--import"),
-                                                 ("--export", "--export"), ("--manage", "--manage")])
+                                                 ("-s", "--set-default"), ("--set-version", "--set-version")])
 def test_verbs_with_a_missing_argument(cli: Cli, verb: str, long_name: str) -> None:
     outcome = cli(verb)
     assert outcome.exit_code == 255
-    assert outcome.stderr == (f"Argument {long_name} is missing a required parameter.\n"
-                              "Error code: Wsl/E_INVALIDARG\n")
+    assert outcome.stderr == f"Argument {long_name} is missing a required parameter.\n"  # no code, as wsl.exe
     cli.open_session.assert_not_called()
+
+
+@pytest.mark.parametrize("args", [["--export"], ["--export", "Debian"], ["--manage"]])
+def test_a_verb_missing_its_arguments_prints_the_usage(cli: Cli, args: list[str]) -> None:
+    outcome = cli(*args)
+    assert (outcome.exit_code, outcome.stdout) == (255, "")
+    assert outcome.stderr.startswith("Usage: pywsl [launch options]")  # WSL_E_INVALID_USAGE
+    assert "Management options" in outcome.stderr and "Error code: " not in outcome.stderr
+    cli.open_session.assert_not_called()
+
+
+@pytest.mark.parametrize("args", [["--import"], ["--import", "D"], ["--import", "D", "/srv/d"]])
+def test_import_missing_arguments_is_invalid_argument(cli: Cli, args: list[str]) -> None:
+    outcome = cli(*args)
+    assert outcome.exit_code == 255
+    assert outcome.stderr == "The parameter is incorrect.\nError code: Wsl/E_INVALIDARG\n"
+    cli.open_session.assert_not_called()
+
+
+def test_set_version_looks_the_name_up_before_the_version(cli: Cli) -> None:
+    outcome = cli("--set-version", "Nope")
+    assert "WSL_E_DISTRO_NOT_FOUND" in outcome.stderr
+    for args in (["--set-version", "Debian"], ["--set-version", "Debian", "three"],
+                 ["--set-default-version"]):
+        outcome = cli(*args)
+        assert outcome.exit_code == 255
+        assert outcome.stderr.endswith("Error code: Wsl/ERROR_VERSION_PARSE_ERROR\n"), args
+    outcome = cli("--set-default-version", " 2.0")  # std::stoi reads the leading integer
+    assert (outcome.exit_code, outcome.stderr) == (0, SUCCESS)
 
 
 # -- versions -------------------------------------------------------------------------------------
@@ -329,7 +357,7 @@ def test_import_refusals(cli: Cli, tmp_path: Path) -> None:
 @pytest.mark.parametrize(("file_name", "args", "expected"), [
     ("out.tar", [], "tar"), ("out.tar.gz", [], "tar.gz"), ("out.tgz", [], "tar.gz"),
     ("out.tar.xz", [], "tar.xz"), ("out.txz", [], "tar.xz"), ("out.bin", [], "tar"),
-    ("out.tar", ["--format", "tar.xz"], "tar.xz"), ("out.tar.gz", ["--format", "TAR"], "tar"),
+    ("out.tar", ["--format", "tar.xz"], "tar.xz"), ("out.tar.gz", ["--format", "tar"], "tar"),
 ])
 def test_export_format(cli: Cli, tmp_path: Path, file_name: str, args: list[str], expected: str) -> None:
     def export(distro: Any, target: Any, *, format: str = "tar", progress: Any = None) -> None:
@@ -365,8 +393,10 @@ def test_export_refusals(cli: Cli, tmp_path: Path) -> None:
     for args in (["--format", "vhd"], ["--vhd"]):
         outcome = cli("--export", "Debian", str(tmp_path / "x"), *args)
         assert outcome.exit_code == 255 and "ERROR_NOT_SUPPORTED" in outcome.stderr
-    outcome = cli("--export", "Debian", str(tmp_path / "x"), "--format", "zip")
-    assert outcome.exit_code == 255 and "Invalid value for --format" in outcome.stderr
+    for value in ("zip", "TAR", "Tar.Gz"):  # values are case-sensitive, as in wsl.exe
+        outcome = cli("--export", "Debian", str(tmp_path / "x"), "--format", value)
+        assert outcome.exit_code == 255 and "Invalid value for --format" in outcome.stderr
+        assert outcome.stderr.endswith("Error code: Wsl/E_INVALIDARG\n")
     outcome = cli("--export", "Nope", str(tmp_path / "x"))
     assert "WSL_E_DISTRO_NOT_FOUND" in outcome.stderr
     assert not (tmp_path / "x").exists()
@@ -388,8 +418,10 @@ def test_manage_needs_exactly_one_action(cli: Cli, args: list[str]) -> None:
     outcome = cli("--manage", "Debian", *args)
     assert outcome.exit_code == 255
     assert outcome.stderr.startswith("--manage takes exactly one of")
-    assert "Error code" not in outcome.stderr
-    cli.open_session.assert_not_called()
+    assert "Usage: pywsl" in outcome.stderr and "Error code: " not in outcome.stderr
+    outcome = cli("--manage", "Nope", *args)  # wsl.exe looks the name up first
+    assert "WSL_E_DISTRO_NOT_FOUND" in outcome.stderr
+    cli.session.move_distribution.assert_not_called()
 
 
 def _id_prints(cli: Cli, output: bytes, status: int) -> None:

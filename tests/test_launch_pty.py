@@ -185,6 +185,29 @@ def test_end_of_input_reaches_the_process(leader: Leader, typed: list[bytes], ex
     assert bytes(session.output[1]) == expected
 
 
+def test_end_of_input_after_a_raw_enter_leaves_no_nul_for_the_next_reader(leader: Leader) -> None:
+    """A client in raw mode sends Enter as \\r: one VEOF ends cat, and no second one is left in the
+    terminal, where it would reach the next reader as a NUL byte (a shell's stray ``^@``)."""
+    session = raw_launch(leader, ["-c", "cat; stty -icanon min 0 time 5; od -An -c; echo done"])
+    session.type(b"line\r")
+    session.wait_for(1, b"line\r\n")
+    session.end_input()
+    assert session.finish() == 0
+    assert bytes(session.output[1]) == b"line\r\nline\r\ndone\r\n"
+
+
+def test_end_of_input_hangs_up_an_interactive_shell(leader: Leader) -> None:
+    """bash's line editor keeps the terminal in raw mode, where there is no end-of-file: the
+    terminal is hung up (WSL's relay closes it), and the shell ends instead of waiting forever."""
+    session = raw_launch(leader, ["bash", "--norc", "-i"], filename="/bin/bash")
+    session.type(b"echo $((6 * 7))\r")
+    session.wait_for(1, b"42\r\n")
+    session.end_input()
+    assert session.finish() == 128 + signal.SIGHUP
+    output = bytes(session.output[1])
+    assert b"\0" not in output and b"^@" not in output
+
+
 def test_signal_in_pty_mode_goes_to_the_foreground_group(leader: Leader) -> None:
     session = raw_launch(leader, ["-c", "echo ready; sleep 30"])
     session.wait_for(1, b"ready")
@@ -393,7 +416,7 @@ def test_nothing_is_imported_after_start_up(etc_root: Path) -> None:
         session.control.send(SIGNAL_PROCESS, Signal=int(signal.SIGTERM))
         assert session.finish() == 128 + signal.SIGTERM
         assert strict.run(["-c", "echo fine"], cwd="/no/such/dir")[:2] == (0, b"fine\n")
-        assert strict.run(["missing-program"], filename="missing-program")[0] == 127
+        assert strict.run(["missing-program"], filename="missing-program")[0] == 1
         assert strict.run(["-c", "true"], username="ghost")[0] == 67
         strict.channel.close()
         assert strict.process.wait(timeout=10) == 0

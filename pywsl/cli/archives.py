@@ -5,21 +5,27 @@ Import: the install location is made absolute and created if missing, one level 
 `CreateDirectoryW` (`import_location`), and removed again if the import fails; a file named
 `.vhd`/`.vhdx` is refused without `--vhd`; `-` reads the archive from stdin; the new distribution
 does not run the out-of-box experience.
-Export: `--format` is tar, tar.gz or tar.xz, or else inferred from the file name; `-` writes to
-stdout; a partly written file is deleted when the export fails. The file is opened here, with the
-caller's rights, and its descriptor handed to the session; the progress display watches that
-descriptor. Disk images (`--vhd`, `--format vhd`) need a disk-image backend.
+Export: `--format` is tar, tar.gz or tar.xz (values are case-sensitive, as in wsl.exe), or else
+inferred from the file name; the file is created before the distribution is looked up, as wsl.exe
+does; `-` writes to stdout; a partly written file is deleted when the export fails. The file is
+opened here, with the caller's rights, and its descriptor handed to the session; on a terminal the
+progress display watches that descriptor, or counts the bytes of an export to a pipe
+(`pywsl.cli.counted_pipe`). Disk images (`--vhd`, `--format vhd`) need a disk-image backend.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO, NoReturn, TextIO
 
 from pywsl.cli import messages
 from pywsl.cli.context import current_session
+from pywsl.cli.counted_pipe import CountedPipe
 from pywsl.cli.operations import parse_version
 from pywsl.cli.progress import FdWatcher, TransferProgress
 from pywsl.cli.report import UsageFailure, print_success
@@ -46,6 +52,17 @@ def _os_error(error: OSError) -> WslError:
     return from_os_error(error, context="Wsl")
 
 
+def _create_error(error: OSError) -> WslError:
+    """A file that cannot be created: ENOENT there means a missing folder, which CreateFileW reports
+    as ERROR_PATH_NOT_FOUND."""
+    from pywsl.api.errors import WslError
+
+    found = _os_error(error)
+    if error.errno == errno.ENOENT:
+        return WslError("ERROR_PATH_NOT_FOUND", found.message, context="Wsl")
+    return found
+
+
 def _not_supported(feature: str) -> NoReturn:
     from pywsl.api.errors import not_supported_by_backend
 
@@ -55,7 +72,7 @@ def _not_supported(feature: str) -> NoReturn:
 def export_format_for(file_name: str, explicit: str | None) -> str:
     """The export format: `--format` when given, else from the file name (tar by default)."""
     if explicit is not None:
-        return explicit.lower()
+        return explicit
     lowered = file_name.lower()
     return next((fmt for suffix, fmt in _SUFFIX_FORMATS if lowered.endswith(suffix)), "tar")
 
@@ -103,12 +120,28 @@ def import_command(distro: str, location: str, file_name: str, version: str | No
     return 0
 
 
+@contextlib.contextmanager
+def _export_sink(target: int | BinaryIO, display: TransferProgress) -> Iterator[int | BinaryIO]:
+    """What the session writes to: the target itself (its size watched when it is a regular file),
+    or, while a bar is drawn for a target without a size (a pipe), a pipe whose bytes are counted."""
+    if not isinstance(target, int):
+        yield target
+        return
+    if stat.S_ISREG(os.fstat(target).st_mode) or not display.drawing:
+        with FdWatcher(target, "write", display):
+            yield target
+        return
+    with CountedPipe(target, display) as counted:
+        yield counted.write_fd
+    if counted.error is not None:
+        raise _os_error(counted.error)
+
+
 def export_command(distro: str, file_name: str, output_format: str | None, vhd: bool) -> int:
+    """wsl.exe's order: the file is created (and deleted on failure) before the name is looked up."""
     fmt = export_format_for(file_name, output_format)
     if vhd or fmt == "vhd":
         _not_supported("Exporting a VHD")
-    session = current_session()
-    distro_id = session.get_distribution_id(distro)
     to_stdout = file_name == STDIO_NAME
     target: int | BinaryIO
     if to_stdout:
@@ -119,10 +152,12 @@ def export_command(distro: str, file_name: str, output_format: str | None, vhd: 
             target = os.open(file_name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOCTTY,
                              0o666)
         except OSError as error:
-            raise _os_error(error) from None
+            raise _create_error(error) from None
     try:
-        with TransferProgress(messages.EXPORT_PROGRESS) as display, _watch(target, "write", display):
-            session.export_distribution(distro_id, target, format=fmt)
+        session = current_session()
+        distro_id = session.get_distribution_id(distro)
+        with TransferProgress(messages.EXPORT_PROGRESS) as display, _export_sink(target, display) as sink:
+            session.export_distribution(distro_id, sink, format=fmt)
     except BaseException:
         if not to_stdout:
             with contextlib.suppress(OSError):

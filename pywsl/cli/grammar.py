@@ -30,7 +30,9 @@ __all__ = [
     "STOP_TOKEN",
     "HelpOption",
     "Invocation",
+    "MissingArgument",
     "Verb",
+    "VerbArgument",
     "WslCommand",
     "invocation_of",
 ]
@@ -38,6 +40,9 @@ __all__ = [
 STOP_TOKEN = "--"
 EXEC_TOKENS = ("-e", "--exec")
 HOME_TOKEN = "~"
+
+# How a verb reports a missing argument (see `Verb`).
+MissingArgument = Literal["required_parameter", "usage", "invalid_argument"]
 
 # Key of the parsed `Invocation` in the root context's `meta`.
 INVOCATION = "pywsl.invocation"
@@ -113,24 +118,36 @@ def _error_context(ctx: click.Context) -> Iterator[None]:
         raise
 
 
+class VerbArgument(click.Argument):
+    """An argument wsl.exe requires but checks itself, after what comes before it: the verb gets None
+    when it is missing and reports that as wsl.exe does. The help shows it as required."""
+
+    def __init__(self, param_decls: Sequence[str], **attributes: Any) -> None:
+        super().__init__(param_decls, required=False, **attributes)
+
+
 def _argument_metavar(argument: click.Argument) -> str:
     text = argument.metavar or (argument.name or "").upper()
     if argument.nargs != 1:
         text = f"{text}..."
-    return text if argument.required else f"[{text}]"
+    return text if argument.required or isinstance(argument, VerbArgument) else f"[{text}]"
 
 
 class Verb(click.Command):
     """A management verb (`--list`, `--import`, ...): a click command named by its option spelling.
 
     `aliases` are its other spellings (`-l` for `--list`). Arguments left over after the verb's own
-    options are rejected as wsl.exe's ArgumentParser rejects them.
+    options are rejected as wsl.exe's ArgumentParser rejects them. `missing_argument` says what a
+    missing argument is, as each of wsl.exe's verbs reports it: "required_parameter" ("Argument
+    --terminate is missing a required parameter."), "usage" (WSL_E_INVALID_USAGE: the usage text) or
+    "invalid_argument" (E_INVALIDARG).
     """
 
     def __init__(self, name: str, *, aliases: Sequence[str] = (), summary: str = "",
                  callback: Callable[..., Any] | None = None, params: Sequence[click.Parameter] = (),
                  help: str | None = None, hidden: bool = False,
-                 context_settings: Mapping[str, Any] | None = None) -> None:
+                 context_settings: Mapping[str, Any] | None = None,
+                 missing_argument: MissingArgument = "required_parameter") -> None:
         settings = {"allow_extra_args": True, **(context_settings or {})}
         super().__init__(
             name,
@@ -143,6 +160,7 @@ class Verb(click.Command):
             context_settings=settings,
         )
         self.aliases = tuple(aliases)
+        self.missing_argument = missing_argument
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         with _error_context(ctx):

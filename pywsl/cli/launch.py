@@ -95,18 +95,26 @@ def launch_command(distribution: tuple[str, ...], distribution_id: uuid.UUID | N
     """The callback of the `pywsl` command: resolve -d, then launch unless a verb follows."""
     ctx = click.get_current_context()
     state = state_of(ctx)
-    if len(distribution) + (distribution_id is not None) > 1:
-        raise UsageFailure(messages.DISTRO_ALREADY_SET)
-    cwd = _working_directory(cd)
-    invocation = invocation_of(ctx)
-    if ctx.invoked_subcommand is None:
-        _process_arguments(invocation, shell_type)  # its usage errors come before anything runs
-    if distribution:
-        state.distro = state.get_session().get_distribution_id(distribution[0])
-    elif distribution_id is not None:
-        state.distro = distribution_id
+    cwd: str | None = None
+    # wsl.exe acts on each option where it stands: click hands the values over in the order the
+    # options were given (then the absent ones), so the first failing option is the one reported.
+    for name in list(ctx.params):
+        if name == "distribution" and distribution:
+            if state.distro is not None:  # a --distribution-id (or a leading {GUID}) came first
+                raise UsageFailure(messages.DISTRO_ALREADY_SET)
+            state.distro = state.get_session().get_distribution_id(distribution[0])
+            if len(distribution) > 1:
+                raise UsageFailure(messages.DISTRO_ALREADY_SET)
+        elif name == "distribution_id" and distribution_id is not None:
+            state.distro = distribution_id  # as in wsl.exe, it replaces an earlier -d
+        elif name == "cd" and cd is not None:
+            cwd = _working_directory(cd)
+    if cwd is None:
+        cwd = _working_directory(None)
     if ctx.invoked_subcommand is not None:
         return None
+    invocation = invocation_of(ctx)
+    _process_arguments(invocation, shell_type)  # its usage errors come after the options', as in wsl.exe
     return launch_process(state.get_session(), state.distro, invocation, user=user or "", cwd=cwd,
                           shell_type=shell_type)
 

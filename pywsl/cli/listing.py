@@ -1,14 +1,16 @@
 """The read-only verbs: `--list` (and its variants), `--status`, `--version`.
 
 `--list` follows `ListDistributionsHelper` in wsl.exe: the default distribution first; `--running`
-keeps the running ones; without `--all` the ones being installed, removed, converted or exported
-are left out; no distribution at all is `WSL_E_DEFAULT_DISTRO_NOT_FOUND`; `--running` with none
-running prints "There are no running distributions." and fails. `--online` lists what `--install`
-can install; a built-in distribution this host cannot build keeps its line, its friendly name
-marked "(unavailable here)", and after the table one line on stderr per reason says why and what
-to install (`apt-get install ...`), so that stdout stays wsl.exe's NAME / FRIENDLY NAME table.
-`--format json` (see `pywsl.cli.render`) prints the same selection as JSON, with `available` and
-`unavailable_reason` for every entry.
+keeps the running ones; without `--all` the ones being installed, removed, converted or exported are
+left out, except with `--verbose`, which shows every distribution and its state (Installing,
+Uninstalling, Converting, Exporting) whatever `--all` and `--running` say, as wsl.exe does; no
+distribution at all is `WSL_E_DEFAULT_DISTRO_NOT_FOUND`; `--running` with none running prints "There
+are no running distributions." and fails. `--online` lists what `--install` can install; a built-in
+distribution this host cannot build keeps its line, its friendly name marked "(unavailable here)",
+and after the table one line on stderr per reason says why and what to install (`apt-get install
+...`), so that stdout stays wsl.exe's NAME / FRIENDLY NAME table. `--format json` (see
+`pywsl.cli.render`) prints the same selection as JSON, with `available` and `unavailable_reason` for
+every entry.
 """
 
 from __future__ import annotations
@@ -19,11 +21,9 @@ import platform
 from collections.abc import Sequence
 from typing import Any
 
-import click
-
 from pywsl.cli import messages, render
 from pywsl.cli.context import current_session
-from pywsl.cli.report import FAILURE_EXIT_STATUS, fail, print_error, print_warning
+from pywsl.cli.report import FAILURE_EXIT_STATUS, fail, invalid_usage, print_error, print_warning
 
 __all__ = ["list_command", "status_command", "version_command"]
 
@@ -34,26 +34,29 @@ TRANSITIONAL = frozenset({3, 4, 5, 6})  # Installing, Uninstalling, Converting, 
 DEFAULT_WSL_VERSION = 2
 
 
-def _invalid_together(ctx: click.Context, first: str, second: str) -> Exception:
-    text = messages.ARGUMENTS_NOT_VALID_TOGETHER.format(first=first, second=second)
-    return fail("WSL_E_INVALID_USAGE", f"{text}\n{ctx.get_usage()}")
+def _invalid_together(first: str, second: str) -> Exception:
+    return invalid_usage(messages.ARGUMENTS_NOT_VALID_TOGETHER.format(first=first, second=second))
 
 
-def _check_combination(ctx: click.Context, *, all_: bool, running: bool, quiet: bool, verbose: bool,
+def _check_combination(*, all_: bool, running: bool, quiet: bool, verbose: bool,
                        online: bool) -> None:
     """wsl.exe's invalid combinations: -q with -v; --all with --running; -v or --all with --online."""
     if quiet and verbose:
-        raise _invalid_together(ctx, "--quiet", "--verbose")
+        raise _invalid_together("--quiet", "--verbose")
     if all_ and running:
-        raise _invalid_together(ctx, "--all", "--running")
+        raise _invalid_together("--all", "--running")
     if online and verbose:
-        raise _invalid_together(ctx, "--verbose", "--online")
+        raise _invalid_together("--verbose", "--online")
     if online and all_:
-        raise _invalid_together(ctx, "--all", "--online")
+        raise _invalid_together("--all", "--online")
 
 
-def _select(distributions: Sequence[Any], *, all_: bool, running: bool) -> list[Any]:
+def _select(distributions: Sequence[Any], *, all_: bool, running: bool, verbose: bool) -> list[Any]:
+    """wsl.exe's selection; `--verbose` shows every distribution, whatever --all and --running say,
+    so that one being installed, removed, converted or exported shows its state."""
     ordered = sorted(distributions, key=lambda info: not info.is_default)
+    if verbose:
+        return ordered
     if running:
         ordered = [info for info in ordered if int(info.state) == RUNNING]
     if not all_:
@@ -88,12 +91,11 @@ def _list_online(output_format: str) -> int:
 
 def list_command(all_: bool, running: bool, quiet: bool, verbose: bool, online: bool,
                  output_format: str) -> int:
-    ctx = click.get_current_context()
-    _check_combination(ctx, all_=all_, running=running, quiet=quiet, verbose=verbose, online=online)
+    _check_combination(all_=all_, running=running, quiet=quiet, verbose=verbose, online=online)
     if online:
         return _list_online(output_format)
     distributions = current_session().enumerate_distributions()
-    selected = _select(distributions, all_=all_, running=running)
+    selected = _select(distributions, all_=all_, running=running, verbose=verbose)
     if output_format == "json":
         render.print_json([render.distribution_record(info) for info in selected])
         return 0

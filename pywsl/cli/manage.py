@@ -1,9 +1,10 @@
 """`--manage <Distro>`: change one setting of a distribution (wsl.exe's `Manage`).
 
-Exactly one action: `--move DIR` (`MoveDistribution`), `--set-default-user USER` (runs
-`id -u -- USER` as root inside the distribution, parses the uid, then `ConfigureDistribution` with
-it, as wsl.exe does), or the disk-image actions `--set-sparse` and `--resize`, which need a
-disk-image backend.
+The distribution is looked up first, as in wsl.exe (an unknown name wins over a usage error; a
+missing name is the usage). Exactly one action: `--move DIR` (`MoveDistribution`),
+`--set-default-user USER` (runs `id -u -- USER` as root inside the distribution, parses the uid,
+then `ConfigureDistribution` with it, as wsl.exe does), or the disk-image actions `--set-sparse` and
+`--resize`, which need a disk-image backend.
 """
 
 from __future__ import annotations
@@ -13,11 +14,9 @@ import threading
 import uuid
 from typing import TYPE_CHECKING
 
-import click
-
 from pywsl.cli import messages
 from pywsl.cli.context import current_session
-from pywsl.cli.report import fail, print_success
+from pywsl.cli.report import fail, invalid_usage, print_success
 
 if TYPE_CHECKING:
     from pywsl.api.session import UserSession
@@ -63,12 +62,11 @@ def query_uid(session: UserSession, distro: uuid.UUID, user: str) -> tuple[int, 
 
 def manage_command(distro: str, move: str | None, set_default_user: str | None, set_sparse: str | None,
                    resize: str | None, allow_unsafe: bool) -> int:
+    session = current_session()
+    distro_id = session.get_distribution_id(distro)  # wsl.exe: an unknown name wins over the usage
     actions = [value for value in (move, set_default_user, set_sparse, resize) if value is not None]
     if len(actions) != 1:
-        ctx = click.get_current_context()
-        raise fail("WSL_E_INVALID_USAGE", f"{messages.MANAGE_ONE_ACTION}\n{ctx.get_usage()}")
-    session = current_session()
-    distro_id = session.get_distribution_id(distro)
+        raise invalid_usage(messages.MANAGE_ONE_ACTION)
     if move is not None:
         session.move_distribution(distro_id, os.path.abspath(move))
     elif set_default_user is not None:

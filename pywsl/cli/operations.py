@@ -10,6 +10,8 @@ stored as a directory and fail with a clear error.
 
 from __future__ import annotations
 
+import re
+
 import click
 
 from pywsl.cli import messages
@@ -29,14 +31,15 @@ __all__ = [
 
 WSL_VERSION_1 = 1
 WSL_VERSION_2 = 2
+_LEADING_INTEGER = re.compile(r"\s*([+-]?[0-9]+)")
 
 
-def parse_version(text: str) -> int:
-    """`ParseVersionString`: 1 or 2, else ERROR_VERSION_PARSE_ERROR; 1 is not supported here."""
-    try:
-        version = int(text.strip(), 10)
-    except ValueError:
-        version = 0
+def parse_version(text: str | None) -> int:
+    """`ParseVersionString`: the leading integer as `std::stoi` reads it ("2", " 2", "2.0"); 1 or 2,
+    else ERROR_VERSION_PARSE_ERROR (also when missing); 1 is not supported here."""
+    found = _LEADING_INTEGER.match(text or "")
+    version = int(found.group(1)) if found else 0
+    text = text or ""
     if version not in (WSL_VERSION_1, WSL_VERSION_2):
         raise fail("ERROR_VERSION_PARSE_ERROR", messages.INVALID_VERSION.format(value=text))
     if version == WSL_VERSION_1:
@@ -70,15 +73,16 @@ def unregister_command(distro: str) -> int:
     return 0
 
 
-def set_default_version_command(version: str) -> int:
+def set_default_version_command(version: str | None) -> int:
     """Only 2 exists here, and it is already the default: nothing to store."""
     parse_version(version)
     print_success()
     return 0
 
 
-def set_version_command(distro: str, version: str) -> int:
-    """Converting needs WSL 1; every distribution is version 2 already."""
+def set_version_command(distro: str, version: str | None) -> int:
+    """Converting needs WSL 1; every distribution is version 2 already. As in wsl.exe the name is
+    looked up before the version is read: an unknown name wins over a missing or bad version."""
     session = current_session()
     session.get_distribution_id(distro)
     parse_version(version)

@@ -6,8 +6,9 @@ descriptor it passes to the session (the guest reads and writes the same open fi
 and size move), which works in-process and through the service alike. Downloads report their
 progress through the installer's callback.
 
-On a terminal this is a rich progress bar (cleared when done); otherwise one line saying what is in
-progress. rich is imported only when a bar is drawn.
+On a terminal this is a rich progress bar (cleared when done) with the bytes moved so far and the
+average rate; otherwise one line saying what is in progress, and no progress at all. rich is
+imported only when a bar is drawn.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import stat
 import sys
 import threading
+import time
 from types import TracebackType
 from typing import Any
 
@@ -41,8 +43,15 @@ class TransferProgress:
         self._progress: Any = None
         self._task: Any = None
         self._lock = threading.Lock()
+        self._started = time.monotonic()
+
+    @property
+    def drawing(self) -> bool:
+        """Whether a progress bar is on the terminal (False when stderr is not one)."""
+        return self._progress is not None
 
     def __enter__(self) -> TransferProgress:
+        self._started = time.monotonic()
         if use_rich(sys.stderr):
             from rich.console import Console
             from rich.progress import (
@@ -75,7 +84,10 @@ class TransferProgress:
             return ""
         from rich.filesize import decimal
 
-        return decimal(done) if self.total is None else f"{decimal(done)} / {decimal(self.total)}"
+        amount = decimal(done) if self.total is None else f"{decimal(done)} / {decimal(self.total)}"
+        elapsed = time.monotonic() - self._started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        return f"{amount} ({decimal(int(rate))}/s)"
 
     def update(self, done: int, total: int | None = None) -> None:
         with self._lock:
@@ -101,6 +113,7 @@ class TransferProgress:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if self._progress is not None:
+            self._progress.refresh()  # the last figures are drawn once before the bar is cleared
             self._progress.stop()
             self._progress = None
 
@@ -148,3 +161,7 @@ class FdWatcher:
                  tb: TracebackType | None) -> None:
         self._stop.set()
         self._thread.join()
+        with contextlib.suppress(OSError):
+            sample = self._sample()  # where the transfer ended, for the last frame
+            if sample is not None:
+                self.display.update(*sample)

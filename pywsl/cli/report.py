@@ -27,10 +27,12 @@ __all__ = [
     "click_error_text",
     "error_text",
     "fail",
+    "invalid_usage",
     "print_error",
     "print_success",
     "print_user_warning",
     "print_warning",
+    "usage_text",
 ]
 
 FAILURE_EXIT_STATUS = 255  # wsl.exe's -1
@@ -94,6 +96,20 @@ def _option_takes_value(ctx: click.Context | None, spelling: str) -> bool:
     return False
 
 
+def usage_text(ctx: click.Context | None) -> str:
+    """wsl.exe's usage text (the message of WSL_E_INVALID_USAGE): the whole help."""
+    if ctx is None:
+        ctx = click.get_current_context(silent=True)
+    return ctx.find_root().get_help() if ctx is not None else ""
+
+
+def invalid_usage(detail: str | None = None) -> WslError:
+    """WSL_E_INVALID_USAGE: `detail` (pywsl's own line saying what is wrong), then the usage text;
+    printed without an error code, as wsl.exe prints it."""
+    text = usage_text(None)
+    return fail("WSL_E_INVALID_USAGE", f"{detail}\n\n{text}" if detail else text)
+
+
 def click_error_text(error: click.ClickException) -> str:
     """What wsl.exe prints for a command line error that click found.
 
@@ -120,7 +136,15 @@ def _click_error_message(error: click.ClickException, ctx: click.Context | None,
         return messages.INVALID_COMMAND_LINE.format(argument=spelling), in_verb
     if isinstance(error, click.MissingParameter):
         verb_name = ctx.info_name if ctx is not None and in_verb else None
-        return messages.REQUIRED_PARAMETER_MISSING.format(argument=verb_name or "--"), in_verb
+        policy = getattr(ctx.command, "missing_argument", None) if ctx is not None else None
+        if policy == "usage":
+            return usage_text(ctx), False
+        if policy == "invalid_argument":
+            from pywsl.api.errors import WslError
+
+            return WslError("E_INVALIDARG").message, True
+        # wsl.exe prints this one alone, as it does at the top level
+        return messages.REQUIRED_PARAMETER_MISSING.format(argument=verb_name or "--"), False
     if isinstance(error, click.BadParameter):
         param = error.param
         if isinstance(param, click.Option):

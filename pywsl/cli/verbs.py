@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from pywsl.cli.completion import complete_distribution
-from pywsl.cli.grammar import Verb
+from pywsl.cli.grammar import Verb, VerbArgument
 
 __all__ = ["build_verbs"]
 
@@ -35,6 +35,11 @@ _FORMAT_HELP = "text (default) or json: one JSON document on stdout, described b
 
 def _distro_argument(name: str = "distro", *, required: bool = True) -> click.Argument:
     return click.Argument([name], metavar="DISTRO", required=required, shell_complete=complete_distribution)
+
+
+def _version_argument() -> click.Argument:
+    """A version wsl.exe reads itself (`ParseVersionString`): missing, it is not a valid version."""
+    return VerbArgument(["version"], metavar="VERSION")
 
 
 def _output_format() -> click.Option:
@@ -110,6 +115,7 @@ def _import() -> Verb:
         help="Register a tar (or tar.gz, tar.xz, ...) root filesystem as a new distribution installed in "
              "DIR. FILE can be - for stdin.",
         callback=_lazy("archives", "import_command"),
+        missing_argument="invalid_argument",
         params=[
             click.Argument(["distro"], metavar="DISTRO"),
             click.Argument(["location"], metavar="DIR"),
@@ -126,11 +132,12 @@ def _export() -> Verb:
         summary="Export a distribution to a tar file.",
         help="Write the distribution's root filesystem to FILE as a tar archive. FILE can be - for stdout.",
         callback=_lazy("archives", "export_command"),
+        missing_argument="usage",
         params=[
             _distro_argument(),
             click.Argument(["file_name"], metavar="FILE"),
             click.Option(["--format", "output_format"],
-                         type=click.Choice(EXPORT_FORMATS, case_sensitive=False),
+                         type=click.Choice(EXPORT_FORMATS),
                          help="tar, tar.gz or tar.xz (default: from FILE's name, else tar); vhd is not "
                               "supported."),
             click.Option(["--vhd"], is_flag=True, help="Export a disk image: not supported."),
@@ -144,6 +151,7 @@ def _manage() -> Verb:
         summary="Change a setting of a distribution.",
         help="Change one setting of DISTRO.",
         callback=_lazy("manage", "manage_command"),
+        missing_argument="usage",
         params=[
             _distro_argument(),
             click.Option(["-m", "--move"], metavar="DIR", help="Move its files to DIR."),
@@ -188,11 +196,11 @@ def build_verbs() -> list[Verb]:
         _simple("--set-default-version", "operations", "set_default_version_command",
                 "Set the version of new distributions.",
                 "Set the WSL version of new distributions: only 2 exists here.",
-                params=(click.Argument(["version"], metavar="VERSION"),)),
+                params=(_version_argument(),)),
         _simple("--set-version", "operations", "set_version_command",
                 "Convert a distribution to another WSL version.",
                 "Convert DISTRO to VERSION: every distribution is version 2 here.",
-                params=(_distro_argument(), click.Argument(["version"], metavar="VERSION"))),
+                params=(_distro_argument(), _version_argument())),
         _unsupported("--import-in-place", "Register an existing disk image as a distribution."),
         _unsupported("--mount", "Attach and mount a disk in the utility VM."),
         _unsupported("--unmount", "Unmount and detach a disk."),

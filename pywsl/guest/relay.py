@@ -10,7 +10,8 @@ terminal-control channel and the exit channel.
 * The console streams share one PTY opened from the distribution's own ``/dev/ptmx``. The relay
   copies socket [0] → PTY master and PTY master → socket [1] (or [2] when stdout is not a
   console, or back on [0] when neither output is), non-blocking with pending buffers. EOF on
-  socket [0] becomes end-of-file on the terminal (VEOF at the start of a line).
+  socket [0] becomes end-of-file on the terminal (VEOF at the start of a line), or a hang-up
+  when the terminal is in raw mode.
 * Control channel (sequence numbers ignored): ``WindowSizeChanged`` → ``TIOCSWINSZ``; the pywsl
   extension ``SignalProcess`` → the signal to the process group of the child (pipes) or to the
   terminal's foreground process group (PTY). The control channel closing means the client is
@@ -97,6 +98,8 @@ _CONSOLE_FLAGS = (
 # The exit code of a child that could not run its program or could not be set up (WSL's
 # FATAL_ERROR after a failed execvpe): a shell's 127 only comes from a shell.
 _EXIT_SETUP_FAILED = 1
+# A control character set to this is disabled (_POSIX_VDISABLE).
+_DISABLED_CHARACTER = b"\0"
 
 
 @dataclass(frozen=True)
@@ -538,8 +541,11 @@ class _Relay:
         """EOF on the stdin socket: end-of-file for the terminal's reader.
 
         In canonical mode VEOF at the start of a line makes read() return 0; after a partial
-        line the first VEOF only completes it, so a second one follows. A terminal in raw mode
-        has no end-of-file: nothing is sent.
+        line the first VEOF only completes it, so a second one follows. Only then: a VEOF nobody
+        consumes stays in the terminal as a NUL byte that the next reader gets (a shell prints
+        it as ``^@``). A client in raw mode sends Enter as ``\\r``, a line end once ICRNL maps it.
+        A terminal in raw mode (a line editor) has no end-of-file: it is hung up, as WSL's relay
+        closes the terminal when its stdin socket ends.
         """
         self.end_of_file_sent = True
         if self.master is None:
@@ -549,11 +555,31 @@ class _Relay:
         except termios.error:
             return
         if not attributes[3] & termios.ICANON:
+            self._hang_up()
             return
-        eof = attributes[6][termios.VEOF]
+        characters = attributes[6]
+        eof = characters[termios.VEOF]
         eof = eof if isinstance(eof, bytes) else bytes([eof])
-        line_ends = {b"\n", eof, attributes[6][termios.VEOL], attributes[6][termios.VEOL2]}
+        line_ends = {b"\n", eof} | {
+            character for character in (characters[termios.VEOL], characters[termios.VEOL2])
+            if character != _DISABLED_CHARACTER}
+        if attributes[0] & termios.ICRNL and not attributes[0] & termios.IGNCR:
+            line_ends.add(b"\r")
         self.input_pending += eof if self.last_input in line_ends else eof * 2
+
+    def _hang_up(self) -> None:
+        """What the kernel does when a terminal hangs up: SIGHUP and SIGCONT to its foreground
+        group and to the session leader (the child). The master stays open for the last output."""
+        if self.exit_code is not None or self.child_pid <= 0 or self.master is None:
+            return
+        with contextlib.suppress(OSError):
+            group = os.tcgetpgrp(self.master)
+            if group > 0:
+                for number in (signal.SIGHUP, signal.SIGCONT):
+                    os.killpg(group, number)
+        for number in (signal.SIGHUP, signal.SIGCONT):
+            with contextlib.suppress(OSError):
+                os.kill(self.child_pid, number)
 
     def _write_master(self) -> None:
         assert self.master is not None
