@@ -62,7 +62,7 @@ def test_distribution_basics(vm_factory: VmFactory) -> None:
     assert titles[1] == titles[2].rstrip("|") and titles[1].startswith("Relay(")
     hosts = run_in(instance, "cat /etc/hosts").stdout
     assert hosts.startswith(LX_INIT_AUTO_GENERATED_FILE_HEADER + "# [network]\n# generateHosts = false\n")
-    assert "127.0.0.1\tlocalhost\n127.0.1.1\thost.Name1\n" in hosts
+    assert "127.0.0.1\tlocalhost\n127.0.1.1\thost.Name1.localdomain\thost.Name1\n" in hosts
     resolv = run_in(instance, "cat /etc/resolv.conf").stdout
     assert resolv.startswith(LX_INIT_AUTO_GENERATED_FILE_HEADER + LX_INIT_RESOLVCONF_PREFIX)
     host_nameservers = [
@@ -230,12 +230,11 @@ def test_instance_idle_timeout(vm_factory: VmFactory) -> None:
     rootfs = vm_factory.rootfs()
     booted = vm_factory.boot(instance_idle_timeout_ms=1500)
     instance = booted.vm.launch_instance("Box", rootfs, default_uid=0, hostname="box")
-    run_in(instance, "sleep 4 >/dev/null 2>&1 &")
-    started = time.monotonic()
+    background = run_in(instance, "sleep 600 >/dev/null 2>&1 & echo $!").stdout.strip()
     time.sleep(3.0)  # twice the idle timeout: a background process keeps the instance running
     assert instance.state == "Running"
-    assert wait_until(lambda: instance.state == "Stopped", timeout=10)
-    assert time.monotonic() - started >= 4.0
+    assert run_in(instance, f"kill {background}").code == 0
+    assert wait_until(lambda: instance.state == "Stopped", timeout=15)  # idle again: it stops
     assert wait_until(lambda: booted.vm.running_instances() == {})
 
 
@@ -399,7 +398,7 @@ def test_wsl_conf_settings_and_warnings(vm_factory: VmFactory) -> None:
     assert instance.default_uid == 1000
     assert any("unknown.key" in warning for warning in instance.warnings)
     assert any("generateResolvConf" in warning for warning in instance.warnings)
-    assert any("not a line" in warning for warning in instance.warnings)
+    assert instance.warnings[-1] == "Expected '=' in /etc/wsl.conf:12"   # WSL stops reading there
     assert run_in(instance, "cat /etc/hosts").stdout == "# mine\n"
     assert run_in(instance, "cat /etc/resolv.conf").stdout.startswith(LX_INIT_AUTO_GENERATED_FILE_HEADER)
     assert wait_until(lambda: run_in(instance, "cat /run/boot-marker 2>/dev/null").stdout == "booted\n", 5)
@@ -459,3 +458,55 @@ def test_a_failed_boot_leaves_nothing(
     assert wait_until(lambda: sorted(os.listdir(runtime_dir)) == ["mini_init.log"], timeout=5)
     name = cgroup_name(config)
     assert not [path for path in Path("/sys/fs/cgroup").glob(f"**/{name}")]
+
+
+IPV6_HOSTS = ("# The following lines are desirable for IPv6 capable hosts\n"
+              "::1     ip6-localhost ip6-loopback\nfe00::0 ip6-localnet\nff00::0 ip6-mcastprefix\n"
+              "ff02::1 ip6-allnodes\nff02::2 ip6-allrouters\n")
+
+
+def test_wsl_conf_hostname_hosts_umask_and_lang_as_wsl_init(vm_factory: VmFactory) -> None:
+    booted = vm_factory.boot()
+    conf_lines = [
+        "# as WSL's init reads it",
+        "[network]",
+        "hostname = my_box.example.org--",
+        "[filesystem]",
+        "umask = 077",
+        "[boot]",
+        "command = echo $0 $NAME > /run/boot-args; \\",
+        "    umask > /run/boot-umask",
+        "[interop]",
+        "appendWindowsPath = false ; not a comment",
+        "this line stops the reading",
+        "[network]",
+        "generateHosts = false",
+    ]
+    rootfs = vm_factory.rootfs("first", vm=booted, wsl_conf="\n".join(conf_lines) + "\n")
+    (rootfs / "etc/default").mkdir(exist_ok=True)
+    (rootfs / "etc/default/locale").write_text('# set by hand\nLANG="de_DE.UTF-8"\n')
+    (rootfs / "etc/locale.conf").write_text("LANG=not_this_one\n")
+    instance = booted.vm.launch_instance("First", rootfs, default_uid=0, hostname="ignored")
+    assert instance.warnings == [
+        "Invalid boolean value 'false ; not a comment' for key 'interop.appendWindowsPath' "
+        "in /etc/wsl.conf:10",
+        "Expected '=' in /etc/wsl.conf:11",
+    ]
+    result = run_in(instance, "hostname; cat /etc/hostname /proc/sys/kernel/domainname; umask; echo $LANG")
+    assert result.stdout.split() == ["mybox.exampleorg", "mybox.exampleorg", "localdomain", "0077",
+                                     "de_DE.UTF-8"]
+    # generateHosts = false came after the syntax error: the file is generated, laid out as WSL's.
+    assert run_in(instance, "cat /etc/hosts").stdout == (
+        LX_INIT_AUTO_GENERATED_FILE_HEADER + "# [network]\n# generateHosts = false\n127.0.0.1\tlocalhost\n"
+        "127.0.1.1\tmybox.exampleorg.localdomain\tmybox.exampleorg\n\n" + IPV6_HOSTS)
+    # [boot] command: "sh -c", init's umask 0, NAME set; the continued line is part of it.
+    assert wait_until(lambda: run_in(instance, "cat /run/boot-umask 2>/dev/null").stdout == "0000\n", 5)
+    assert run_in(instance, "cat /run/boot-args").stdout == "sh mybox.exampleorg\n"
+    # Without /etc/default/locale, /etc/locale.conf names LANG; an empty hostname is "localhost".
+    second = vm_factory.rootfs("second", vm=booted, wsl_conf="[network]\nhostname =\n")
+    (second / "etc/locale.conf").write_text("export LANG='fr_FR.UTF-8' # comment\n")
+    other = booted.vm.launch_instance("Second", second, default_uid=0, hostname="ignored")
+    assert other.warnings == []
+    assert run_in(other, "hostname; umask; echo $LANG").stdout.split() == ["localhost", "0022", "fr_FR.UTF-8"]
+    other.close()
+    instance.close()
