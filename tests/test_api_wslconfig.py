@@ -71,7 +71,7 @@ def test_processors_clamped_to_host() -> None:
 def test_duplicate_key_first_wins() -> None:
     config = parse("[wsl2]\nmemory=2GB\nMEMORY=6GB\n")
     assert config.memory_bytes == 2 * GIB
-    assert any("duplicate" in w for w in config.warnings)
+    assert any("Duplicated config key 'wsl2.MEMORY'" in w for w in config.warnings)
 
 
 def test_unknown_keys_and_sections_warn() -> None:

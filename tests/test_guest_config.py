@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 
 from pywsl.guest.boot import parse_boot_arguments
+from pywsl.guest.environment import build_environment
+from pywsl.guest.locale_conf import language_from_text, read_language, read_language_at
 from pywsl.guest.network_files import clean_hostname, hosts_file, resolv_conf_file
 from pywsl.guest.os_release import default_name, flavor_and_version, parse_os_release
 from pywsl.guest.rootfs import exists_in_root, read_in_root, write_file_atomic
 from pywsl.guest.tar_worker import compression_option
+from pywsl.guest.users import PasswdEntry
 from pywsl.guest.wsl_conf import WslConf, parse_wsl_conf, read_wsl_conf
 from pywsl.wire.config_format import MAX_CONFIG_BYTES
 from pywsl.wire.constants import LX_INIT_AUTO_GENERATED_FILE_HEADER, LX_INIT_RESOLVCONF_PREFIX
@@ -55,24 +58,50 @@ def test_wsl_conf_values() -> None:
 def test_wsl_conf_problems_are_warnings() -> None:
     conf = parse_wsl_conf(
         "[network]\ngenerateHosts = maybe\ngenerateHosts = false\nfoo = 1\n"
-        "[automount]\nroot = relative/path\n[filesystem]\numask = 0999\n"
-        "garbage line\nkey = outside\n[boot]\ncommand =\n[nope]\nx = y\n"
+        "[automount]\nroot = relative/path\ncgroups = V1\n[filesystem]\numask = 0999\n"
+        "[nope]\nx = y\n[boot]\ncommand =\n[fileServer]\nlogLevel = 4x\n"
+        "[automount]\ncgroups = v3\n"
     )
     assert conf.network_generate_hosts  # the first (bad) value wins and falls back to the default
-    assert conf.automount_root == "/mnt/" and conf.umask == 0o022 and conf.boot_command is None
-    text = "\n".join(conf.warnings)
-    for fragment in (
-        "generateHosts",
-        "duplicate",
-        "network.foo",
-        "relative/path",
-        "0999",
-        "garbage line",
-        "nope.x",
-        "boot.command",
-    ):
-        assert fragment in text, fragment
-    assert all("/etc/wsl.conf:" in warning for warning in conf.warnings)
+    assert conf.automount_root == "/mnt/" and conf.umask == 0o022
+    assert conf.boot_command == ""      # a string key takes any value, the empty one too
+    w = "/etc/wsl.conf"
+    assert conf.warnings == [   # WSL's wording, in the order of the file
+        f"Invalid boolean value 'maybe' for key 'network.generateHosts' in {w}:2",
+        f"Duplicated config key 'network.generateHosts' in {w}:3 (Conflicting key: 'network.generateHosts' "
+        f"in {w}:2)",
+        f"Unknown key 'network.foo' in {w}:4",
+        f"Invalid value 'relative/path' for key 'automount.root' in {w}:6",
+        f"Invalid integer value '0999' for key 'filesystem.umask' in {w}:9",
+        f"Unknown key 'nope.x' in {w}:11",
+        f"Invalid integer value '4x' for key 'fileServer.logLevel' in {w}:15",
+        f"Duplicated config key 'automount.cgroups' in {w}:17 "
+        f"(Conflicting key: 'automount.cgroups' in {w}:7)",
+    ]
+    bad_enum = parse_wsl_conf("[automount]\ncgroups = v3\n")
+    assert bad_enum.warnings == [f"Invalid value 'v3' for config key 'automount.cgroups' in {w}:2 "
+                                 "(Valid values: v1, v2)"]
+
+
+def test_wsl_conf_reading_stops_at_a_syntax_error() -> None:
+    conf = parse_wsl_conf(
+        "[network]\nhostname = before\n[boot]\ncommand = echo \\\n  continued # comment\n"
+        "garbage line\n[user]\ndefault = alice\nnoSuchKey = 1\n"
+    )
+    assert conf.network_hostname == "before" and conf.boot_command == "echo   continued"
+    assert conf.user_default is None    # after the error: never read
+    assert conf.warnings == ["Expected '=' in /etc/wsl.conf:6"]
+    semicolon = parse_wsl_conf("; a comment elsewhere\n[network]\nhostname = x\n")
+    assert semicolon.network_hostname is None
+    assert semicolon.warnings == ["Invalid key name in /etc/wsl.conf:1"]
+
+
+def test_wsl_conf_string_values_are_taken_as_written() -> None:
+    conf = parse_wsl_conf('[network]\nhostname =\n[user]\ndefault = " al ice "\n'
+                          "[filesystem]\numask = 0x1ff\n[automount]\noptions = metadata;uid=1\n")
+    assert conf.warnings == []
+    assert conf.network_hostname == "" and conf.user_default == " al ice "
+    assert conf.umask == 0o777 and conf.automount_options == "metadata;uid=1"
 
 
 @pytest.mark.parametrize(
@@ -204,19 +233,82 @@ def test_write_file_atomic_replaces_symlinks(tmp_path: Path) -> None:
     assert not (tmp_path / "hosts").is_symlink() and (tmp_path / "hosts").read_text() == "new\n"
 
 
+@pytest.mark.parametrize(("name", "cleaned"), [
+    ("My_Host!.example.com-", "MyHost.examplecom"),     # one dot only, the rest dropped
+    ("host.Name_1", "host.Name1"),
+    ("-.-a--b-.c..d.-", "a-b-c.d"),                    # no leading -/., no -- or .- or -.
+    ("a.-b", "a.b"), ("a-.b", "a-b"),
+    ("héllo wörld", "hllowrld"),
+    ("___", "localhost"), ("", "localhost"), ("...---", "localhost"),
+    ("a" * 63 + "-b", "a" * 63),                       # cut at 64, then trailing dashes go
+    ("b" * 100, "b" * 64),
+])
+def test_clean_hostname(name: str, cleaned: str) -> None:
+    assert clean_hostname(name) == cleaned
+
+
 def test_network_files() -> None:
-    assert clean_hostname("My_Host!.example.com-") == "MyHost.example.com"
-    assert clean_hostname("___") == "localhost"
-    assert len(clean_hostname("a" * 100)) == 64
-    hosts = hosts_file("box", "lan", "10.0.0.1\tserver\n")
-    assert hosts.startswith(LX_INIT_AUTO_GENERATED_FILE_HEADER + "# [network]\n# generateHosts = false\n")
-    assert "127.0.1.1\tbox.lan\tbox\n" in hosts and "10.0.0.1\tserver\n" in hosts and "::1" in hosts
+    ipv6 = ("# The following lines are desirable for IPv6 capable hosts\n"
+            "::1     ip6-localhost ip6-loopback\nfe00::0 ip6-localnet\nff00::0 ip6-mcastprefix\n"
+            "ff02::1 ip6-allnodes\nff02::2 ip6-allrouters\n")
+    head = LX_INIT_AUTO_GENERATED_FILE_HEADER + "# [network]\n# generateHosts = false\n127.0.0.1\tlocalhost\n"
+    assert hosts_file("box", "localdomain") == head + "127.0.1.1\tbox.localdomain\tbox\n\n" + ipv6
+    assert hosts_file("box", "lan", "10.0.0.1\tserver\n") == (
+        head + "127.0.1.1\tbox.lan\tbox\n10.0.0.1\tserver\n\n" + ipv6)
+    assert "127.0.1.1\tbox.\tbox\n" in hosts_file("box", "")      # as WSL's init with no domain
     resolv = resolv_conf_file("# comment\nnameserver 1.1.1.1\nsearch  a b\nbogus line\noptions edns0\n")
     assert resolv == (
         LX_INIT_AUTO_GENERATED_FILE_HEADER
         + LX_INIT_RESOLVCONF_PREFIX
         + "nameserver 1.1.1.1\nsearch a b\noptions edns0\n"
     )
+
+
+@pytest.mark.parametrize(("text", "language"), [
+    ("LANG=en_GB.UTF-8\n", "en_GB.UTF-8"),
+    ('LANG="de_DE.UTF-8"\n', "de_DE.UTF-8"),
+    ("LANG='C.UTF-8'\n", "C.UTF-8"),
+    ("  export LANG=fr_FR.UTF-8  # set by hand\n", "fr_FR.UTF-8"),
+    ("LANG=a\nLANGUAGE=en:de\nLANG=b\n", "b"),            # the last LANG= line wins
+    ("# LANG=commented\nLC_ALL=C\n", None),
+    ("LANG=\n", ""),
+    ('LANG="un#closed"\n', '"un'),                         # '#' is a comment even inside quotes
+    ('LANG="unclosed\n', '"unclosed'),                     # a bad quote: the text as it is
+    ("LANG=a\\ b\n", "a b"),
+    ('LANG="a\\$b\\x"\n', "a$b\\x"),
+    ("LANG=a\\\n", "a\\"),
+    ("LANG=x\0junk\nLANG=y\0\n", "y"),
+    ("", None),
+])
+def test_language_from_locale_text(text: str, language: str | None) -> None:
+    assert language_from_text(text) == language
+
+
+def test_read_language_order_and_odd_files(tmp_path: Path) -> None:
+    (tmp_path / "etc/default").mkdir(parents=True)
+    default, conf = tmp_path / "etc/default/locale", tmp_path / "etc/locale.conf"
+    root = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    try:
+        assert read_language(root) is None
+        conf.write_text("LANG=from_locale_conf\n")
+        assert read_language(root) == "from_locale_conf"
+        default.write_text("# no LANG here\n")
+        assert read_language(root) is None                    # the first file that opens is the one
+        default.write_text("LANG=from_default\n")
+        assert read_language(root) == "from_default"
+        default.unlink()
+        default.symlink_to("/nowhere")                        # does not open: the next file
+        assert read_language(root) == "from_locale_conf"
+        default.unlink()
+        os.mkfifo(default)                                    # never waited on
+        assert read_language(root) is None
+        default.unlink()
+        default.symlink_to("../../../../../../../../etc/locale.conf")   # resolved inside the tree
+        assert read_language(root) == "from_locale_conf"
+        assert read_language_at(str(tmp_path)) == "from_locale_conf"
+        assert read_language_at(str(tmp_path / "missing")) is None
+    finally:
+        os.close(root)
 
 
 def test_compression_detection() -> None:
@@ -273,3 +365,16 @@ def test_boot_arguments() -> None:
                     *bad,
                 ]
             )
+
+
+def test_environment_lang_from_the_locale_file_in_wsl_order() -> None:
+    user = PasswdEntry("alice", 1000, 1000, "", "/home/alice", "/bin/sh")
+    request = ["TERM=xterm", "LANG=en_US.UTF-8", "PATH=/bin"]
+    env = build_environment(request, user, distribution_name="D", hostname="h", language="de_DE.UTF-8")
+    # LANG keeps its place in the request and takes the file's value; the rest follow as WSL adds them.
+    assert list(env.items()) == [("TERM", "xterm"), ("LANG", "de_DE.UTF-8"), ("PATH", "/bin"), ("NAME", "h"),
+                                 ("WSL_DISTRO_NAME", "D"), ("HOME", "/home/alice"), ("USER", "alice"),
+                                 ("LOGNAME", "alice"), ("SHELL", "/bin/sh")]
+    assert build_environment(request, user, distribution_name="D", hostname="h")["LANG"] == "en_US.UTF-8"
+    assert build_environment([], user, distribution_name="D", hostname="h", language="")["LANG"] == ""
+    assert "LANG" not in build_environment([], user, distribution_name="D", hostname="h", language=None)

@@ -5,8 +5,9 @@ and calling ``execvpe`` (wsl-reference §4.3 step 6), as pure functions:
 
 * the user: ``Username`` if given (unknown = ``LX_INIT_USER_NOT_FOUND``), else the wsl.conf
   ``[user] default``, else ``DefaultUid``, else root;
-* the environment: the request's ``Environment`` list, then ``HOME``, ``USER``, ``LOGNAME``,
-  ``SHELL``, ``WSL_DISTRO_NAME`` and ``NAME`` (the host name);
+* the environment: the request's ``Environment`` list, then ``NAME`` (the host name),
+  ``WSL_DISTRO_NAME``, ``LANG`` from the distribution's ``/etc/default/locale`` or
+  ``/etc/locale.conf`` (``locale_conf``), ``HOME``, ``USER``, ``LOGNAME`` and ``SHELL``;
 * the program: an empty ``Filename`` means the user's shell (``/bin/sh`` when ``pw_shell`` is
   empty), whose argv[0] is ``-<basename>`` for a login shell, followed by ``CommandLine``;
   otherwise ``Filename`` is run with ``CommandLine`` as its whole argv;
@@ -99,11 +100,15 @@ def build_environment(
     *,
     distribution_name: str,
     hostname: str,
+    language: str | None = None,
 ) -> dict[str, str]:
     """The environment of the new process.
 
     Entries of the request are ``K=V``; an entry without ``=`` or with an empty name is skipped
-    (the later of two equal names wins). PATH falls back to WSL's default when absent.
+    (the later of two equal names wins). PATH falls back to WSL's default when absent. Then, in
+    WSL's order (a name the request has keeps its place): ``NAME``, ``WSL_DISTRO_NAME``, ``LANG``
+    when the distribution's locale file sets one (``language``, see ``locale_conf``), ``HOME``,
+    ``USER``, ``LOGNAME`` and ``SHELL``.
     """
     environment: dict[str, str] = {}
     for entry in request_environment:
@@ -112,12 +117,14 @@ def build_environment(
             continue
         environment[name] = value
     environment.setdefault("PATH", DEFAULT_PATH)
+    environment["NAME"] = hostname
+    environment["WSL_DISTRO_NAME"] = distribution_name
+    if language is not None and "\0" not in language:
+        environment["LANG"] = language
     environment["HOME"] = user.home
     environment["USER"] = user.name
     environment["LOGNAME"] = user.name
     environment["SHELL"] = user_shell(user)
-    environment["WSL_DISTRO_NAME"] = distribution_name
-    environment["NAME"] = hostname
     return environment
 
 

@@ -32,7 +32,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from pywsl.guest import forking, mounts, network_files, syscalls, timezone
+from pywsl.guest import forking, interop_init, mounts, network_files, syscalls, timezone
 from pywsl.guest.os_release import flavor_and_version
 from pywsl.guest.requests import receive_request
 from pywsl.guest.rootfs import write_file_atomic
@@ -80,6 +80,8 @@ class InitParameters:
     control_fd: int  # from mini_init: further host channels (attach)
     networking_mode: str
     idle_timeout_ms: int
+    interop_tree_fd: int = -1  # another copy of the host tree, for the interop runtime (``interop_init``)
+    install_path: str = ""  # the root filesystem's host folder (wslpath -w), "" when unknown
 
 
 @dataclass
@@ -120,11 +122,14 @@ def prepare_root(parameters: InitParameters) -> Instance:
     mounts.make_private()
     mounts.attach_root(parameters.tree_fd)
     mounts.apply_plan(parameters.tree_fd, mounts.distribution_plan(parameters.networking_mode, None))
+    interop_init.attach_host_view(parameters.tree_fd, parameters.interop_tree_fd)
     if conf.automount_enabled:
         _mount_host_tree(parameters, conf)
     mounts.pivot_into(parameters.tree_fd)
     for fd in (parameters.host_tree_fd, parameters.tree_fd):
         os.close(fd)
+    interop_init.install_runtime(conf.host_mount_point if conf.automount_enabled else None,
+                                 parameters.install_path or None)
     _check_default_user(conf)
     proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     return Instance(parameters, conf, vm_pid, host_resolv_conf, proc_fd)
@@ -190,6 +195,9 @@ class Init:
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         self.selector.register(wakeup_read, selectors.EVENT_READ, "signal")
         self.selector.register(self.control, selectors.EVENT_READ, "control")
+        interop = interop_init.start_listener(self.instance.conf.interop_enabled)
+        if interop is not None:
+            self.selector.register(interop, selectors.EVENT_READ, "interop")
         self._add_channel(socket.socket(fileno=self.instance.parameters.channel_fd))
         while self.stop is None:
             for key, _events in self.selector.select(self._select_timeout()):
@@ -198,6 +206,8 @@ class Init:
                         os.read(wakeup_read, 512)
                 elif key.data == "control":
                     self._on_control()
+                elif key.data == "interop" and interop is not None:
+                    interop.accept(None if self.control.fileno() < 0 else self.control)
                 elif isinstance(key.data, MessageChannel):
                     self._on_channel(key.data)
                 if self.stop is not None:
@@ -251,6 +261,7 @@ class Init:
         if not data:
             # mini_init is gone: the VM is stopping.
             self.selector.unregister(self.control)
+            self.control.close()
             return
         if data == STOP_REQUEST:
             self._request_stop(False)
@@ -314,14 +325,13 @@ class Init:
         if self.instance.settings is not None:
             return self.instance.settings
         conf = self.instance.conf
-        requested = getattr(message, "Hostname", None) or socket.gethostname()
-        hostname = network_files.clean_hostname(conf.network_hostname or requested)
-        domain = getattr(message, "Domainname", None) or ""
+        hostname = self._apply_hostname(conf, getattr(message, "Hostname", None) or socket.gethostname())
+        domain = getattr(message, "Domainname", None) or network_files.DEFAULT_DOMAIN
         windows_hosts = getattr(message, "WindowsHosts", None) or ""
         try:
-            syscalls.sethostname(hostname)
+            syscalls.setdomainname(domain)
         except OSError as error:
-            log.warning("cannot set the host name: %s", error)
+            log.warning("cannot set the domain name %r: %s", domain, error)
         self._write_etc("/etc/hostname", hostname + "\n")
         if conf.network_generate_hosts:
             self._write_etc("/etc/hosts", network_files.hosts_file(hostname, domain, windows_hosts))
@@ -349,8 +359,24 @@ class Init:
             os.close(root)
         self.instance.settings = Settings(default_uid, flavor, version)
         if conf.boot_command:
-            self._run_boot_command(conf.boot_command)
+            self._run_boot_command(conf.boot_command, hostname)
         return self.instance.settings
+
+    @staticmethod
+    def _apply_hostname(conf: WslConf, requested: str) -> str:
+        """Set the host name: wsl.conf's (even empty) over the host's, cleaned; ``localhost`` if refused."""
+        hostname = network_files.clean_hostname(
+            conf.network_hostname if conf.network_hostname is not None else requested)
+        try:
+            syscalls.sethostname(hostname)
+        except OSError as error:
+            log.warning("cannot set the host name %r: %s", hostname, error)
+            hostname = network_files.DEFAULT_HOSTNAME
+            try:
+                syscalls.sethostname(hostname)
+            except OSError as second:
+                log.warning("cannot set the host name %r: %s", hostname, second)
+        return hostname
 
     @staticmethod
     def _write_etc(path: str, text: str) -> None:
@@ -359,17 +385,19 @@ class Init:
         except OSError as error:
             log.warning("cannot write %s: %s", path, error)
 
-    def _run_boot_command(self, command: str) -> None:
+    def _run_boot_command(self, command: str, hostname: str) -> None:
+        """``[boot] command`` as WSL's init runs it: ``sh -c``, as root, with init's umask 0."""
         pid = os.fork()
         if pid == 0:
             try:
                 forking.become_child([0, 1, 2])
                 _redirect_stdio_to_null()
                 os.setsid()
+                os.umask(0)
                 environment = {"PATH": DEFAULT_PATH, "HOME": "/root", "USER": "root", "LOGNAME": "root",
-                               "SHELL": "/bin/sh", "WSL_DISTRO_NAME": self.name}
+                               "SHELL": "/bin/sh", "NAME": hostname, "WSL_DISTRO_NAME": self.name}
                 os.chdir("/")
-                os.execve("/bin/sh", ["/bin/sh", "-c", command], environment)
+                os.execve("/bin/sh", ["sh", "-c", command], environment)
             except OSError as error:
                 log.error("[boot] command: cannot run /bin/sh: %s", error)
             forking.exit_now(127)
@@ -394,12 +422,14 @@ class Init:
                 forking.become_child([0, 1, 2, fd])
                 _redirect_stdio_to_null()
                 os.setsid()
+                os.umask(self.instance.conf.umask & 0o777)  # [filesystem] umask, for every launch
                 syscalls.set_process_title("SessionLeader")
                 _session_leader.serve(socket.socket(fileno=fd), distribution_name=self.name,
                                       default_uid=settings.default_uid,
                                       default_user=self.instance.conf.user_default,
                                       host_mount_point=self.instance.conf.host_mount_point
-                                      if self.instance.conf.automount_enabled else None)
+                                      if self.instance.conf.automount_enabled else None,
+                                      interop=interop_init.relay_settings(self.instance.conf))
                 code = 0
             except BaseException:
                 log.exception("session leader failed")

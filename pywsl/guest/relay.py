@@ -55,6 +55,8 @@ from pywsl.guest.environment import (
     resolve_working_directory,
     translate_host_directory,
 )
+from pywsl.guest.interop_init import InteropSettings, launch_environment
+from pywsl.guest.locale_conf import read_language_at
 from pywsl.guest.users import PasswdEntry, UserDatabase
 from pywsl.wire import schema
 from pywsl.wire.channel import MessageChannel
@@ -116,6 +118,7 @@ class LaunchRequest:
     console: tuple[bool, bool, bool]
     rows: int
     columns: int
+    nt_path: str = ""  # the caller's host PATH (NtPath), appended as host PATH folders
 
     @classmethod
     def from_message(cls, message: Any) -> LaunchRequest:
@@ -137,6 +140,7 @@ class LaunchRequest:
             ),
             rows=int(message.Rows),
             columns=int(message.Columns),
+            nt_path=common.NtPath or "",
         )
 
 
@@ -149,6 +153,7 @@ class RelayContext:
     fallback_uid: int | None = None  # tried after the request's DefaultUid
     etc_root: str = "/"  # where etc/passwd and etc/group are read from
     host_mount_point: str | None = None  # where the host is mounted (None: [automount] disabled)
+    interop: InteropSettings | None = None  # [interop] (None: off)
 
 
 @dataclass(frozen=True)
@@ -342,8 +347,11 @@ def _start_child(
             os.fchmod(terminal, 0o620)
     _install_stdio(stdio)
     environment = build_environment(
-        request.environment, user, distribution_name=context.distribution_name, hostname=os.uname().nodename
+        request.environment, user, distribution_name=context.distribution_name, hostname=os.uname().nodename,
+        language=read_language_at(context.etc_root),
     )
+    # As the distribution's root: the host PATH folders are made or refreshed before the user runs.
+    environment = launch_environment(environment, context.interop, request.nt_path, context.host_mount_point)
     program = resolve_program(request.filename, request.command_line, user, login=request.login)
     _drop_privileges(database, user)
     _enter_working_directory(request.cwd, user.home, context.host_mount_point)

@@ -212,6 +212,13 @@ def sethostname(name: str) -> None:
     socket.sethostname(name)
 
 
+def setdomainname(name: str) -> None:
+    """setdomainname(2) in the caller's UTS namespace (what ``domainname`` prints)."""
+    data = name.encode()
+    if _libc.setdomainname(ctypes.c_char_p(data), ctypes.c_size_t(len(data))) < 0:
+        raise _fail("setdomainname")
+
+
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     result = int(_libc.prctl(option, arg2, arg3, arg4, arg5))
     if result < 0:

@@ -1,19 +1,29 @@
 """``/etc/wsl.conf``: a distribution's own settings, read by its init at start.
 
-The file uses WSL's gitconfig-style format (``pywsl.wire.config_format``). As in WSL, an unknown
-key, a bad value or an unreadable file produces a warning (sent back to the host in
-``CreateInstanceResult.Warnings``) and the default, never a failed start.
+The file uses WSL's gitconfig-style format (``pywsl.wire.config_format``), read as WSL's init reads
+it: a syntax error stops the reading there (what came before counts). As in WSL, an unknown key,
+a repeated key, a bad value or an unreadable file produces a warning (sent back to the host in
+``CreateInstanceResult.Warnings``) and the default, never a failed start. String values are taken
+as written, even empty (``hostname =`` names no host, so the host name becomes ``localhost``);
+only ``[automount] root`` is checked further, for the distribution's safety.
 """
 
 from __future__ import annotations
 
-import os
-import stat
-from collections.abc import Callable
+import enum
 from dataclasses import dataclass, field
 
-from pywsl.guest.rootfs import open_in_root
-from pywsl.wire.config_format import MAX_CONFIG_BYTES, ConfigValue, parse_bool, parse_config, parse_int
+from pywsl.guest.distribution_files import UnusableFile, read_regular_file
+from pywsl.wire.config_format import (
+    MAX_CONFIG_BYTES,
+    ConfigProblem,
+    ConfigValue,
+    duplicate_warning,
+    parse_bool,
+    parse_int,
+    read_config,
+    unknown_key_warning,
+)
 
 WSL_CONF_PATH = "/etc/wsl.conf"
 MAX_MOUNT_ROOT = 256
@@ -52,22 +62,27 @@ class WslConf:
         return self.automount_root + "host"
 
 
-def _boolean(entry: ConfigValue) -> bool | None:
-    return parse_bool(entry.value)
+class _Kind(enum.Enum):
+    """How WSL parses a key's value, and so which warning a bad one gets."""
+
+    BOOLEAN = "boolean"
+    INTEGER = "integer"
+    STRING = "string"
+    CGROUPS = "cgroups"
+    MOUNT_ROOT = "mount root"
 
 
-def _text(entry: ConfigValue) -> str | None:
-    return entry.value
+CGROUP_VERSIONS = ("v1", "v2")
 
 
-def _mount_root(entry: ConfigValue) -> str | None:
+def _mount_root(value: str) -> str | None:
     """``[automount] root``: an absolute, plain path where the host's files can be mounted.
 
     Refused (the default is used): relative paths, ``..`` or ``.`` components, control
     characters, over-long values, ``/`` itself, the pseudo-filesystems the distribution's init
     mounts (``/proc``, ``/sys``, ``/dev`` and anything beneath them) and the system folders.
     """
-    value = entry.value.strip()
+    value = value.strip()
     if not value.startswith("/") or len(value) > MAX_MOUNT_ROOT or _has_control(value):
         return None
     parts = [part for part in value.split("/") if part]
@@ -91,66 +106,91 @@ def shown_value(value: str) -> str:
     return text if len(text) <= SHOWN_VALUE else text[:SHOWN_VALUE] + "..."
 
 
-def _umask(entry: ConfigValue) -> int | None:
-    value = parse_int(entry.value)
-    return value if value is not None and 0 <= value <= 0o777 else None
+def _convert(kind: _Kind, value: str) -> object | None:
+    """The value of a key of ``kind``; None when WSL would reject it."""
+    if kind is _Kind.BOOLEAN:
+        return parse_bool(value)
+    if kind is _Kind.INTEGER:
+        return parse_int(value)
+    if kind is _Kind.CGROUPS:
+        lowered = value.lower()
+        return lowered if lowered in CGROUP_VERSIONS else None
+    if kind is _Kind.MOUNT_ROOT:
+        return _mount_root(value)
+    return value
 
 
-def _nonempty(entry: ConfigValue) -> str | None:
-    value = entry.value.strip()
-    return value or None
+def _bad_value_warning(kind: _Kind, entry: ConfigValue, source: str) -> str:
+    """WSL's wording for a value it rejects (``MessageConfigInvalid*``)."""
+    value, where = shown_value(entry.value), f"{source}:{entry.line}"
+    if kind is _Kind.BOOLEAN:
+        return f"Invalid boolean value '{value}' for key '{entry.name}' in {where}"
+    if kind is _Kind.INTEGER:
+        return f"Invalid integer value '{value}' for key '{entry.name}' in {where}"
+    if kind is _Kind.CGROUPS:
+        return (f"Invalid value '{value}' for config key '{entry.name}' in {where} "
+                f"(Valid values: {', '.join(CGROUP_VERSIONS)})")
+    return f"Invalid value '{value}' for key '{entry.name}' in {where}"
 
 
-# section.key (lower case) -> (attribute, converter). A converter returning None = a bad value.
-_KEYS: dict[str, tuple[str | None, Callable[[ConfigValue], object | None]]] = {
-    "automount.enabled": ("automount_enabled", _boolean),
-    "automount.root": ("automount_root", _mount_root),
-    "automount.options": ("automount_options", _text),
-    "automount.mountfstab": ("automount_mount_fs_tab", _boolean),
-    "automount.ldconfig": (None, _boolean),
-    "automount.cgroups": (None, lambda entry: entry.value if entry.value in ("v1", "v2") else None),
-    "filesystem.umask": ("umask", _umask),
-    "interop.enabled": ("interop_enabled", _boolean),
-    "interop.appendwindowspath": ("interop_append_windows_path", _boolean),
-    "network.generatehosts": ("network_generate_hosts", _boolean),
-    "network.generateresolvconf": ("network_generate_resolv_conf", _boolean),
-    "network.hostname": ("network_hostname", _nonempty),
-    "time.usewindowstimezone": ("time_use_windows_timezone", _boolean),
-    "fileserver.enabled": (None, _boolean),
-    "fileserver.logfile": (None, _text),
-    "fileserver.loglevel": (None, lambda entry: parse_int(entry.value)),
-    "fileserver.logtruncate": (None, _boolean),
-    "gpu.enabled": (None, _boolean),
-    "gpu.appendlibpath": (None, _boolean),
-    "user.default": ("user_default", _nonempty),
-    "boot.command": ("boot_command", _nonempty),
-    "boot.systemd": ("boot_systemd", _boolean),
-    "boot.inittimeout": (None, lambda entry: parse_int(entry.value)),
-    "boot.protectbinfmt": (None, _boolean),
-    "general.guiapplications": (None, _boolean),
+# section.key (lower case) -> (attribute or None when pywsl has no use for it, kind). WSL's list.
+_KEYS: dict[str, tuple[str | None, _Kind]] = {
+    "automount.enabled": ("automount_enabled", _Kind.BOOLEAN),
+    "automount.root": ("automount_root", _Kind.MOUNT_ROOT),
+    "automount.options": ("automount_options", _Kind.STRING),
+    "automount.mountfstab": ("automount_mount_fs_tab", _Kind.BOOLEAN),
+    "automount.ldconfig": (None, _Kind.BOOLEAN),
+    "automount.cgroups": (None, _Kind.CGROUPS),
+    "filesystem.umask": ("umask", _Kind.INTEGER),
+    "interop.enabled": ("interop_enabled", _Kind.BOOLEAN),
+    "interop.appendwindowspath": ("interop_append_windows_path", _Kind.BOOLEAN),
+    "network.generatehosts": ("network_generate_hosts", _Kind.BOOLEAN),
+    "network.generateresolvconf": ("network_generate_resolv_conf", _Kind.BOOLEAN),
+    "network.hostname": ("network_hostname", _Kind.STRING),
+    "time.usewindowstimezone": ("time_use_windows_timezone", _Kind.BOOLEAN),
+    "fileserver.enabled": (None, _Kind.BOOLEAN),
+    "fileserver.logfile": (None, _Kind.STRING),
+    "fileserver.loglevel": (None, _Kind.INTEGER),
+    "fileserver.logtruncate": (None, _Kind.BOOLEAN),
+    "gpu.enabled": (None, _Kind.BOOLEAN),
+    "gpu.appendlibpath": (None, _Kind.BOOLEAN),
+    "user.default": ("user_default", _Kind.STRING),
+    "boot.command": ("boot_command", _Kind.STRING),
+    "boot.systemd": ("boot_systemd", _Kind.BOOLEAN),
+    "boot.inittimeout": (None, _Kind.INTEGER),
+    "boot.protectbinfmt": (None, _Kind.BOOLEAN),
+    "general.guiapplications": (None, _Kind.BOOLEAN),
 }
 
 
 def parse_wsl_conf(text: str, source: str = WSL_CONF_PATH) -> WslConf:
-    """Parse the text of a wsl.conf; problems end up in ``.warnings``."""
-    sections, warnings = parse_config(text, source)
+    """Parse the text of a wsl.conf as WSL's init does; problems end up in ``.warnings``.
+
+    Warnings come in the order of the file. A syntax error ends the reading there (the keys
+    before it keep their values, the rest are defaults); an unknown key, a repeated key (the
+    first one stays, even when its value was bad) or a bad value is a warning and reading goes on.
+    """
     conf = WslConf()
-    for section_name, entries in sections.items():
-        for key_name, entry in entries.items():
-            known = _KEYS.get(f"{section_name}.{key_name}")
-            name, where = f"{entry.section}.{entry.key}", f"{source}:{entry.line}"
-            if known is None:
-                warnings.append(f"Unknown key '{name}' in {where}")   # WSL's wording
-                continue
-            attribute, convert = known
-            value = convert(entry)
-            if value is None:
-                kind = "boolean value" if convert is _boolean else "value"
-                warnings.append(f"Invalid {kind} '{shown_value(entry.value)}' for key '{name}' in {where}")
-                continue
-            if attribute is not None:
-                setattr(conf, attribute, value)
-    conf.warnings = warnings
+    seen: dict[str, ConfigValue] = {}
+    for item in read_config(text, source, skip_invalid_lines=False):
+        if isinstance(item, ConfigProblem):
+            conf.warnings.append(item.message)
+            continue
+        name = item.name.lower()
+        known = _KEYS.get(name)
+        if known is None:
+            conf.warnings.append(unknown_key_warning(item, source))
+            continue
+        if name in seen:
+            conf.warnings.append(duplicate_warning(item, seen[name], source))
+            continue
+        seen[name] = item
+        attribute, kind = known
+        value = _convert(kind, item.value)
+        if value is None:
+            conf.warnings.append(_bad_value_warning(kind, item, source))
+        elif attribute is not None:
+            setattr(conf, attribute, value)
     return conf
 
 
@@ -162,8 +202,8 @@ def read_wsl_conf(root_fd: int) -> WslConf:
     waiting on it.
     """
     try:
-        data = _read_regular_file(root_fd, WSL_CONF_PATH, MAX_CONFIG_BYTES)
-    except _Unusable as problem:
+        data = read_regular_file(root_fd, WSL_CONF_PATH, MAX_CONFIG_BYTES)
+    except UnusableFile as problem:
         conf = WslConf()
         conf.warnings.append(f"{WSL_CONF_PATH}: {problem}, using the defaults")
         return conf
@@ -177,64 +217,3 @@ def read_wsl_conf(root_fd: int) -> WslConf:
         conf.warnings.insert(0, f"{WSL_CONF_PATH}: not valid UTF-8, undecodable bytes replaced")
         return conf
     return parse_wsl_conf(text)
-
-
-def _is_symlink(root_fd: int, path: str) -> bool:
-    try:
-        fd = open_in_root(root_fd, path, os.O_PATH | os.O_NOFOLLOW)
-    except OSError:
-        return False
-    try:
-        return stat.S_ISLNK(os.fstat(fd).st_mode)
-    finally:
-        os.close(fd)
-
-
-class _Unusable(Exception):
-    """The file exists but is not something to read a configuration from."""
-
-
-def _read_regular_file(root_fd: int, path: str, limit: int) -> bytes | None:
-    """The bytes of ``path`` inside the tree, None if absent; ``_Unusable`` for anything else.
-
-    The path is opened ``O_PATH`` first (opening a FIFO or a device has effects of its own), and
-    only a regular file is then opened for reading, non-blocking, and read up to ``limit``.
-    """
-    try:
-        handle = open_in_root(root_fd, path, os.O_PATH)
-    except FileNotFoundError:
-        if _is_symlink(root_fd, path):
-            raise _Unusable("a symbolic link to nothing in the distribution") from None
-        return None
-    except OSError as error:
-        raise _Unusable(f"cannot be opened ({error.strerror or error})") from None
-    try:
-        info = os.fstat(handle)
-        if not stat.S_ISREG(info.st_mode):
-            raise _Unusable("not a regular file")
-        if info.st_size > limit:
-            raise _Unusable(f"larger than {limit} bytes")
-        try:
-            fd = os.open(f"/proc/self/fd/{handle}", os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-        except OSError as error:
-            raise _Unusable(f"cannot be read ({error.strerror or error})") from None
-    finally:
-        os.close(handle)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise _Unusable("not a regular file")
-        chunks: list[bytes] = []
-        total = 0
-        while total <= limit:
-            chunk = os.read(fd, min(65536, limit + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-        if total > limit:
-            raise _Unusable(f"larger than {limit} bytes")
-        return b"".join(chunks)
-    except OSError as error:
-        raise _Unusable(f"cannot be read ({error.strerror or error})") from None
-    finally:
-        os.close(fd)
