@@ -431,3 +431,120 @@ def test_import_location_is_made_as_the_user_and_removed_again(
         corrupt.unlink()
     names = [r["name"] for r in json.loads(pywsl(workspace, a, "-l", "--format", "json").out)]
     assert not {"Made", "Kept", "Broken"} & set(names)
+
+
+def test_device_nodes_are_skipped_with_one_warning(
+    users: tuple[User, User], workspace: Workspace, box: str
+) -> None:
+    """The warning travels with the service's reply; the archive also comes in on stdin."""
+    from stat import S_ISFIFO
+
+    from test_cli_e2e import DEVICES_WARNING, archive_entries, device_node_archive, without_device_nodes
+
+    a, _ = users
+    archive = device_node_archive(workspace.folder / "devices.tar.gz")
+    location = a.home / "devices"
+    try:
+        for source, data in ((str(archive), None), ("-", archive.read_bytes())):
+            result = pywsl(workspace, a, "--import", "Devices", str(location), source, input=data)
+            assert (result.returncode, result.out) == (0, ""), result.err
+            assert result.err.splitlines()[-2:] == [DEVICES_WARNING, "The operation completed successfully."]
+            assert result.err.count("device nodes") == 1
+            exported = pywsl(workspace, a, "--export", "Devices", "-")
+            assert exported.returncode == 0, exported.err
+            assert archive_entries(exported.stdout) == without_device_nodes(archive)
+            assert S_ISFIFO(os.lstat(location / "rootfs" / "dev" / "initctl").st_mode)
+            assert pywsl(workspace, a, "--unregister", "Devices").returncode == 0
+        result = pywsl(workspace, a, "--import", "Devices", str(location), str(archive),
+                       env={"WSL_DISABLE_WARNINGS": "1"})
+        assert result.returncode == 0 and "device nodes" not in result.err
+        assert pywsl(workspace, a, "--unregister", "Devices").returncode == 0
+        truncated = archive.read_bytes()[:-300]
+        result = pywsl(workspace, a, "--import", "Devices", str(location), "-", input=truncated)
+        assert result.returncode == 255 and "Error code: Wsl/" in result.err
+        assert not location.exists()
+    finally:
+        pywsl(workspace, a, "--unregister", "Devices")
+        archive.unlink()
+
+
+# -- built-in distributions through the service, and a service that is not running -----------------
+
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from test_install_support import debian_archive  # noqa: E402  (the session's cached Debian build)
+
+__all__ += ["debian_archive"]
+
+
+def test_a_service_that_is_not_running_says_how_to_start_it(
+    users: tuple[User, User], workspace: Workspace, box: str
+) -> None:
+    a, _ = users
+    absent = workspace.folder / "absent.sock"
+    result = pywsl(workspace, a, "-l", env={"PYWSL_SERVICE_SOCKET": str(absent)})
+    assert (result.returncode, result.out) == (255, "")
+    assert f"The pywsl service is not running (cannot connect to {absent}: No such file or directory)" \
+        in result.err
+    assert "systemctl enable --now pywsl.socket" in result.err and "'pywsl-service'" in result.err
+    assert result.err.rstrip().endswith("ERROR_SERVICE_NOT_ACTIVE")
+
+
+@pytest.fixture
+def build_cache(service: Any, workspace: Workspace) -> Iterator[Path]:
+    """The module's service restarted with its build folder in the workspace; restored afterwards."""
+    import shutil
+
+    from pywsl.api.builtin_cache import BUILD_CACHE_ENV
+
+    folder = workspace.folder / "build-cache"
+    service.stop()
+    service.env[BUILD_CACHE_ENV] = str(folder)
+    try:
+        service.start()
+        yield folder
+    finally:
+        service.stop()
+        service.env.pop(BUILD_CACHE_ENV, None)
+        service.start()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_a_user_installs_builtin_debian_through_the_service(
+    users: tuple[User, User], workspace: Workspace, box: str, build_cache: Path, debian_archive: Path
+) -> None:
+    """The manifest is unreachable: the built-in Debian is built by the service (here: this run's
+    build, kept in the service's build folder) and imported for the user."""
+    import shutil
+
+    from test_install_support import closed_port_url
+
+    from pywsl.api.builtin_cache import BuildCache
+    from pywsl.api.builtin_catalog import find_builtin
+    from pywsl.api.manifest import URL_ENV
+
+    entry = find_builtin("Debian")
+    if entry is None:
+        pytest.skip("this host cannot build Debian")
+    cache = BuildCache(build_cache)
+    cache.prepare()
+    shutil.copyfile(debian_archive, cache.path_for(entry))
+    os.chmod(cache.path_for(entry), 0o600)
+    a, _ = users
+    try:
+        result = pywsl(workspace, a, "--install", "Debian", "--no-launch", env={URL_ENV: closed_port_url()},
+                       timeout=600)
+        assert (result.returncode, result.out) == (0, ""), result.err
+        lines = result.err.splitlines()
+        assert "Using the distribution built locally instead." in lines
+        assert f"Installing: {entry.friendly_name}" in lines
+        assert lines[-1] == "Distribution successfully installed. It can be launched via 'pywsl -d Debian'"
+        result = pywsl(workspace, a, "-d", "Debian", "--", ". /etc/os-release; echo $VERSION_CODENAME")
+        assert (result.returncode, result.out) == (0, "bookworm\n"), result.err
+        records = json.loads(pywsl(workspace, a, "-l", "--format", "json").out)
+        assert [r["flavor"] for r in records if r["name"] == "Debian"] == ["debian"]
+    finally:
+        pywsl(workspace, a, "--unregister", "Debian")

@@ -182,7 +182,7 @@ def test_method_names_are_wsl_names() -> None:
         "GetDefaultDistribution", "SetDefaultDistribution", "EnumerateDistributions",
         "CreateLxProcess", "ExportDistribution", "MoveDistribution", "Shutdown", "SetVersion",
         "SetSparse", "ResizeDistribution", "ImportDistributionInplace", "AttachDisk", "DetachDisk",
-        "MountDisk", "CompleteOobe",
+        "MountDisk", "CompleteOobe", "InstallBuiltinDistribution",
     } == names
     assert all(full.startswith("io.pywsl.UserSession.") for full in rpc.METHODS)
 

@@ -12,6 +12,10 @@ The build runs as root (debootstrap needs it) in a private mount namespace (`uns
 nothing debootstrap mounts can outlive it. Its tree sits beside the destination under a temporary
 name locked with `flock` (see `download.clean_stale_temporaries`) and is removed whatever happens;
 debootstrap's log is kept only when the build fails, and its path is part of the error.
+
+A build follows the cancellation token of the request it serves (`pywsl.api.cancellation`): when
+the token fires (the service's client went away), debootstrap's or tar's process group is killed
+at once and the build ends with `E_ABORT`, leaving nothing behind.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pywsl.api import cancellation
 from pywsl.api.apt_sources import host_apt_sources, mirror_for, security_mirror_for
 from pywsl.api.builtin_catalog import BuiltinDistribution, require_buildable
 from pywsl.api.builtin_image import EXTRA_PACKAGES, make_wsl_image
@@ -35,11 +40,17 @@ from pywsl.api.errors import WslError, from_os_error
 __all__ = [
     "DebootstrapProgress",
     "build_rootfs_archive",
+    "build_status",
     "debootstrap_path",
 ]
 
 # (progress total, message): the callback gets permille of the whole build and debootstrap's text.
 BuildProgress = Callable[[int, int, str], None]
+
+
+def build_status(entry: BuiltinDistribution) -> str:
+    """The step message a build shows (the root command line and the service say the same)."""
+    return f"Building: {entry.friendly_name} (debootstrap --variant=minbase {entry.suite})"
 
 
 def debootstrap_path() -> str | None:
@@ -139,6 +150,18 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         os.killpg(process.pid, signal.SIGKILL)  # stragglers of the group
 
 
+def _killer(process: subprocess.Popen[bytes]) -> Callable[[], None]:
+    """What a cancelled build does at once: kill the child's whole process group (the waiting
+    thread then sees the end of its output and cleans up)."""
+
+    def kill() -> None:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+    return kill
+
+
 def _run_debootstrap(entry: BuiltinDistribution, tree: Path, mirror: str, log: Path,
                      lock_fd: int, progress: DebootstrapProgress) -> int:
     debootstrap = debootstrap_path()
@@ -165,11 +188,12 @@ def _run_debootstrap(entry: BuiltinDistribution, tree: Path, mirror: str, log: P
         os.close(write_end)
         write_end = -1
         try:
-            with os.fdopen(read_end, "rb", closefd=True) as stream:
-                read_end = -1
-                for raw in stream:
-                    progress.feed(raw.decode("utf-8", errors="replace").rstrip("\n"))
-            return process.wait()
+            with cancellation.current().on_cancel(_killer(process)):
+                with os.fdopen(read_end, "rb", closefd=True) as stream:
+                    read_end = -1
+                    for raw in stream:
+                        progress.feed(raw.decode("utf-8", errors="replace").rstrip("\n"))
+                return process.wait()
         finally:
             _stop(process)
     finally:
@@ -192,9 +216,11 @@ def _pack(tree: Path, output: TemporaryFile, lock_fd: int, log: Path) -> None:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output.fd, stderr=log_file,
                                    pass_fds=(lock_fd,), start_new_session=True)
         try:
-            status = process.wait()
+            with cancellation.current().on_cancel(_killer(process)):
+                status = process.wait()
         finally:
             _stop(process)
+    cancellation.current().check()
     if status != 0:
         raise WslError("WSL_E_INSTALL_PROCESS_FAILED",
                        f"Packing the built root filesystem failed (tar exit status {status}); see {log}")
@@ -229,6 +255,7 @@ def build_rootfs_archive(entry: BuiltinDistribution, work_dir: Path, *, progress
     try:
         os.mkdir(tree, 0o755)
         status = _run_debootstrap(entry, tree, chosen_mirror, log, lock.fd, tracker)
+        cancellation.current().check()
         if status != 0:
             detail = f": {tracker.errors[-1]}" if tracker.errors else ""
             raise WslError(
@@ -242,6 +269,7 @@ def build_rootfs_archive(entry: BuiltinDistribution, work_dir: Path, *, progress
                        security_mirror=security_mirror, log=log)
         if progress is not None:
             progress(PACK_START, TOTAL, "Packing the root filesystem")
+        cancellation.current().check()
         archive = TemporaryFile(work_dir, entry.name, ".tar")
         _pack(tree, archive, lock.fd, log)
         if progress is not None:
@@ -254,9 +282,8 @@ def build_rootfs_archive(entry: BuiltinDistribution, work_dir: Path, *, progress
     finally:
         shutil.rmtree(tree, ignore_errors=True)
         lock.close()
-        if not succeeded:
-            if archive is not None:
-                archive.close()
-        else:
+        if not succeeded and archive is not None:
+            archive.close()
+        if succeeded or cancellation.current().cancelled:  # a cancelled build's log tells nothing
             with contextlib.suppress(OSError):
                 log.unlink()

@@ -38,6 +38,26 @@ def _disconnected(path: str, what: str) -> WslError:
     return WslError("RPC_E_DISCONNECTED", f"The pywsl service at {path} {what}.")
 
 
+HOW_TO_START = ("Start it as root with 'systemctl enable --now pywsl.socket' (after "
+                "'pywsl-service --install-units' and 'systemctl daemon-reload'), or run 'pywsl-service' "
+                "as root in the foreground.")
+# connect() failures that mean nobody serves the socket (missing, stale, or not a socket).
+_NOT_RUNNING = frozenset({errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK, errno.ENOTDIR})
+
+
+def _unreachable(path: str, error: OSError) -> WslError:
+    """The error for a socket that cannot be connected to: not running (and how to start it), or
+    not reachable by this user."""
+    reason = error.strerror or str(error)
+    if error.errno in _NOT_RUNNING:
+        return WslError("ERROR_SERVICE_NOT_ACTIVE", f"The pywsl service is not running (cannot connect to "
+                                                    f"{path}: {reason}). {HOW_TO_START}")
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return WslError("E_ACCESSDENIED", f"Cannot connect to the pywsl service at {path}: {reason}.")
+    return WslError("ERROR_SERVICE_NOT_ACTIVE",
+                    f"Cannot connect to the pywsl service at {path}: {reason}. {HOW_TO_START}")
+
+
 class _Pump(threading.Thread):
     """Copies between a Python file object without a descriptor and a pipe end."""
 
@@ -162,10 +182,11 @@ def _open_export_file(path: str) -> int:
 
 
 def _shared_environment(source: Mapping[str, str]) -> dict[str, str]:
-    """What the session needs of the caller's environment: TERM, WSLENV and what WSLENV names."""
+    """What the session needs of the caller's environment: TERM, PATH (interop's host PATH), WSLENV
+    and what WSLENV names."""
     from pywsl.api.launch_request import parse_wslenv
 
-    wanted = {"TERM", "WSLENV", *parse_wslenv(source.get("WSLENV", ""))}
+    wanted = {"TERM", "WSLENV", "PATH", *parse_wslenv(source.get("WSLENV", ""))}
     return {name: value for name, value in source.items() if name in wanted}
 
 
@@ -211,12 +232,7 @@ class ServiceClient:
             sock.connect(self.path)
         except OSError as error:
             sock.close()
-            raise WslError(
-                "ERROR_SERVICE_NOT_ACTIVE",
-                f"The pywsl service is not running (cannot connect to {self.path}: "
-                f"{error.strerror or error}). Start it with 'pywsl-service' as root, or enable "
-                "pywsl.socket.",
-            ) from None
+            raise _unreachable(self.path, error) from None
         return rpc.Connection(sock, receive_limit=rpc.MAX_REPLY_SIZE)
 
     def _take(self) -> rpc.Connection:
@@ -318,6 +334,42 @@ class ServiceClient:
             )
         finally:
             fds.finish()
+        from pywsl.api.distribution_info import DistributionInfo
+
+        info: DistributionInfo = _decode(DistributionInfo, result, "distribution")
+        return info
+
+    def install_builtin_distribution(
+        self,
+        distribution: str,
+        *,
+        name: str | None = None,
+        location: str | os.PathLike[str] | None = None,
+        version: int = 2,
+        progress: Callable[[int, int | None], Any] | None = None,
+        on_status: Callable[[str], Any] | None = None,
+    ) -> DistributionInfo:
+        """``InstallBuiltinDistribution``: the service builds the built-in `distribution` as root
+        and registers it for the caller (as `name`, in `location`); `on_status` gets each step's
+        message, `progress(done, total)` the step's progress."""
+
+        def relay(value: Any) -> None:
+            if not isinstance(value, dict):
+                return
+            status = value.get("status")
+            done = value.get("done")
+            total = value.get("total")
+            if isinstance(status, str):
+                if on_status is not None:
+                    on_status(status)
+            elif isinstance(done, int) and not isinstance(done, bool) and progress is not None:
+                progress(done, total if isinstance(total, int) and not isinstance(total, bool) else None)
+
+        result = self.call(
+            "InstallBuiltinDistribution",
+            {"distribution": distribution, "name": name, "location": _absolute(location), "version": version},
+            progress=relay,
+        )
         from pywsl.api.distribution_info import DistributionInfo
 
         info: DistributionInfo = _decode(DistributionInfo, result, "distribution")

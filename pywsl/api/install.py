@@ -10,7 +10,10 @@ shell unless `--no-launch`. Legacy (Store) entries cannot be installed here
 pywsl adds the built-in source (`builtin_catalog`, `builtin_source`): Debian and Ubuntu built with
 debootstrap when the name is not in the manifest or the manifest cannot be fetched; without a name
 it is the host's own family. One this host cannot build (no debootstrap, or no archive keyring for
-its vendor) fails with the reason and the package to install, and is listed as unavailable.
+its vendor) fails with the reason and the package to install, and is listed as unavailable. Root
+builds it here; a client of the service (an unprivileged user) asks the service to build it as root
+and import it for the caller (`InstallBuiltinDistribution`, `builtin_service`), with the same steps
+and progress.
 
 A failed or interrupted install leaves nothing registered (the session rolls its registration back)
 and no file behind: temporaries are removed on every way out, and one left by a killed install is
@@ -226,9 +229,16 @@ def _install_builtin(session: Any, entry: builtin_catalog.BuiltinDistribution, *
                      on_status: Message | None) -> Any:
     target = name or entry.name
     _ensure_name_free(session, target)
+    through_service = getattr(session, "install_builtin_distribution", None)
+    if callable(through_service):
+        # A client of the service: root builds it there (debootstrap needs root) and imports it
+        # for this user; the steps and the progress come back as they would here.
+        absolute = None if location is None else os.path.abspath(os.fspath(location))
+        return through_service(entry.name, name=target, location=absolute, version=version,
+                               progress=progress, on_status=on_status)
     folder = _work_folder(session, location, config)
     clean_stale_temporaries(folder)
-    _say(on_status, f"Building: {entry.friendly_name} (debootstrap --variant=minbase {entry.suite})")
+    _say(on_status, builtin_source.build_status(entry))
 
     def built(done: int, total: int, _text: str) -> None:
         if progress is not None:

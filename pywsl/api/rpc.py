@@ -33,8 +33,9 @@ File descriptors
 
 Replies (service to client)
     Success: ``{"parameters": {...}}``. A progress reply, only when the request asked for
-    ``"more"``: ``{"parameters": {"progress": <int>}, "continues": true}``; the final reply
-    follows. Failure: ``{"error": "<name>", "parameters": {...}}`` with these names:
+    ``"more"``: ``{"parameters": {"progress": <value>}, "continues": true}`` (an integer; an
+    object for ``InstallBuiltinDistribution``); the final reply follows. Failure:
+    ``{"error": "<name>", "parameters": {...}}`` with these names:
     (A final reply, success or failure, may also carry ``"warnings": ["<text>", ...]``: the
     warnings for the user the call produced, such as configuration warnings when it started the
     VM or a distribution; the client shows them as wsl.exe does.)
@@ -91,6 +92,15 @@ Methods (``io.pywsl.UserSession.`` + the name; WSL's ``ILxssUserSession`` names)
     * ``AttachDisk(disk, vhd)``, ``DetachDisk(disk?)``
     * ``MountDisk(disk, vhd, partition, name?, fs_type?, options?) -> {name}``
     * ``CompleteOobe(distro, default_uid?)`` (pywsl: what WSL does on a successful ``OobeResult``)
+    * ``InstallBuiltinDistribution(distribution, name?, location?, version)
+      -> {distribution: DistributionInfo}`` (pywsl: ``--install`` of a distribution pywsl builds
+      itself, for users who cannot run debootstrap). ``distribution`` is the name of a built-in
+      entry (``builtin_catalog``), nothing else: the service takes the suite, mirror and keyring
+      from its own catalog, builds as root in a folder of its own (one build at a time, a bounded
+      queue; ``ERROR_BUSY`` beyond it) and registers the result as ``RegisterDistribution`` would,
+      with OOBE enabled. Its progress values are objects: ``{"status": "<step message>"}`` when a
+      step starts, ``{"done": <int>, "total": <int>}`` within one (permille of the build, then
+      archive bytes imported).
 
     Paths (``location``, ``vhd_path``) are absolute: the client resolves relative ones against its
     own working folder. Files the caller names are opened by the client, with its own rights, and
@@ -521,6 +531,14 @@ METHODS: dict[str, Method] = {
             options=_optional(STRING),
         ),
         _method("CompleteOobe", distro=_required(DISTRO), default_uid=_optional(UINT32)),
+        _method(
+            "InstallBuiltinDistribution",
+            "distribution",
+            distribution=_required(STRING),
+            name=_optional(STRING),
+            location=_optional(ABSOLUTE_PATH),
+            version=_optional(INT, 2),
+        ),
     )
 }
 

@@ -132,7 +132,7 @@ class ProgressSender:
         self._lock = threading.Lock()
         self._open = True
 
-    def __call__(self, value: int) -> None:
+    def __call__(self, value: Any) -> None:
         with self._lock:
             if not self._open:
                 return
@@ -162,6 +162,8 @@ def call(session: Any, method: rpc.Method, arguments: dict[str, Any],
         arguments["control_fd"] = arguments.pop("control")
         arguments["exit_fd"] = arguments.pop("exit")
         return {"pid": int(session.launch_lx_process(**arguments))}
+    if method.name == "InstallBuiltinDistribution":
+        return {"distribution": rpc.encode_value(_install_builtin(session, arguments, progress_to))}
     target = getattr(session, python_name(method.name))
     progress = ProgressSender(progress_to) if progress_to and method.name in _PROGRESS_METHODS else None
     if progress is not None:
@@ -174,6 +176,18 @@ def call(session: Any, method: rpc.Method, arguments: dict[str, Any],
     if method.result is None:
         return {}
     return {method.result: rpc.encode_value(result)}
+
+
+def _install_builtin(session: Any, arguments: dict[str, Any], progress_to: rpc.Connection | None) -> Any:
+    """``InstallBuiltinDistribution``: the service's own build, then the session's import."""
+    from pywsl.api.builtin_service import install_builtin_distribution
+
+    progress = ProgressSender(progress_to) if progress_to else None
+    try:
+        return install_builtin_distribution(session, progress=progress, **arguments)
+    finally:
+        if progress is not None:
+            progress.close()
 
 
 def _version() -> str:
