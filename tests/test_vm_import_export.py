@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import BootedVm, VmFactory
 
+from pywsl.guest.tar_device_filter import skipped_devices_warning
 from pywsl.vm import ImportOutcome, VmError
 from pywsl.vm.idmap import host_id
 
@@ -130,6 +131,78 @@ def test_import_formats(booted: BootedVm, tmp_path: Path, kind: str, pipe: bool)
     assert (target / "etc").stat().st_uid == host_id(booted.config.uid_map, 0)
 
 
+def _device(name: str, kind: bytes, major: int, minor: int) -> tuple[tarfile.TarInfo, None]:
+    info, _ = _member(name, kind, mode=0o660)
+    info.devmajor, info.devminor = major, minor
+    return info, None
+
+
+WITH_DEVICES = archive(
+    *(_member(name, tarfile.DIRTYPE) for name in ("./", "etc", "bin", "dev", "dev/pts")),
+    _member("etc/os-release", data=b"ID=devices\nVERSION_ID=1\n"),
+    _member("bin/sh", tarfile.SYMTYPE, target="busybox"),
+    _device("dev/null", tarfile.CHRTYPE, 1, 3),
+    _device("dev/tty", tarfile.CHRTYPE, 5, 0),
+    _device("dev/sda", tarfile.BLKTYPE, 8, 0),
+    _member("dev/initctl", tarfile.FIFOTYPE),
+    _member("dev/stdin", tarfile.SYMTYPE, target="/proc/self/fd/0"),
+    _member("dev/pts/ptmx-name", data=b"kept\n"),
+    _member("etc/hostname", data=b"after-the-devices\n"),
+)
+DEVICES = {"dev/null", "dev/tty", "dev/sda"}
+
+
+def _entries(data: bytes) -> set[tuple[str, bytes]]:
+    """An archive's members as (name without "./" or a trailing "/", type); the root left out."""
+    with tarfile.open(fileobj=io.BytesIO(data)) as handle:
+        entries = {(os.path.normpath(info.name), info.type) for info in handle.getmembers()}
+    return entries - {(".", tarfile.DIRTYPE)}
+
+
+@pytest.mark.parametrize(("kind", "pipe"), [("tar", False), ("gz", True), ("xz", False)])
+def test_device_nodes_are_skipped_with_a_warning(booted: BootedVm, tmp_path: Path, kind: str,
+                                                 pipe: bool) -> None:
+    """Character and block devices cannot be made in the VM: they are left out (with one warning
+    that counts them); a FIFO and everything after them is imported, and exported again."""
+    target = _target(booted, tmp_path)
+    outcome, errors = run_import(booted, target, _compress(WITH_DEVICES, kind), pipe=pipe)
+    assert isinstance(outcome, ImportOutcome) and outcome.valid, errors
+    assert (outcome.flavor, outcome.version) == ("devices", "1")
+    assert outcome.warnings == (skipped_devices_warning(3),)
+    assert "Skipped 3 device nodes" in outcome.warnings[0]
+    assert not errors.strip(), "tar had nothing to complain about"
+    assert stat.S_ISFIFO(os.lstat(target / "dev/initctl").st_mode)
+    assert not any(os.path.lexists(target / name) for name in DEVICES)
+    assert (target / "etc/hostname").read_bytes() == b"after-the-devices\n"
+    exported = tmp_path / "exported.tar"
+    error_read, error_write = os.pipe()
+    with open(exported, "wb") as output:
+        booted.vm.export_rootfs(target, output.fileno(), error_write, "")
+    os.close(error_write)
+    os.close(error_read)
+    original = _entries(WITH_DEVICES)
+    assert _entries(exported.read_bytes()) == {entry for entry in original if entry[0] not in DEVICES}
+
+
+def test_an_archive_without_devices_has_no_warning(booted: BootedVm, tmp_path: Path) -> None:
+    outcome, errors = run_import(booted, _target(booted, tmp_path), DISTRO)
+    assert isinstance(outcome, ImportOutcome) and outcome.warnings == (), errors
+
+
+@pytest.mark.parametrize("damage", ["checksum", "truncated-gzip"])
+def test_a_damaged_archive_with_devices_still_fails(booted: BootedVm, tmp_path: Path, damage: str) -> None:
+    data = bytearray(WITH_DEVICES)
+    if damage == "checksum":
+        with tarfile.open(fileobj=io.BytesIO(WITH_DEVICES)) as handle:
+            hostname = handle.getmember("etc/hostname").offset_data - 512
+        data[hostname + 148] ^= 0x01
+    else:
+        data = bytearray(gzip.compress(WITH_DEVICES)[:-200])
+    outcome, errors = run_import(booted, _target(booted, tmp_path), bytes(data), pipe=damage != "checksum")
+    assert isinstance(outcome, VmError), outcome
+    assert errors.strip(), "tar's (or gzip's) complaint reaches the stderr descriptor"
+
+
 def test_import_of_something_that_is_not_a_distribution(booted: BootedVm, tmp_path: Path) -> None:
     target = _target(booted, tmp_path)
     outcome, _errors = run_import(booted, target, archive(_member("readme.txt", data=b"hello")))
@@ -156,7 +229,6 @@ HOSTILE = {
         _member("passwd", tarfile.LNKTYPE, target="/etc/passwd"),
         _member("shadow", tarfile.LNKTYPE, target="../../../../etc/shadow"),
     ),
-    "device-node": archive(_member("dev", tarfile.DIRTYPE), _member("dev/sda", tarfile.BLKTYPE)),
     "truncated-gzip": gzip.compress(DISTRO)[:60],
     "garbage": b"\x00not a tar archive at all" * 100,
 }

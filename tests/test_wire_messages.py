@@ -37,7 +37,7 @@ OUT_OF_SCOPE = ("LX_GNS_", "WSLC_", "GUID")  # networking service, containers, a
 IN_SCOPE = [s for s in LAYOUTS["structs"] if not s["name"].startswith(OUT_OF_SCOPE)]
 WSL_ENUMS = [e for e in LAYOUTS["enums"] if not e["name"].startswith("WSLC_")]  # containers: unused
 EXTENSIONS = {"PYWSL_QUERY_INSTANCES", "PYWSL_INSTANCE_LIST", "PYWSL_ATTACH_NOTIFY", "PYWSL_SHUTDOWN_VM",
-              "PYWSL_SIGNAL_PROCESS"}
+              "PYWSL_SIGNAL_PROCESS", "PYWSL_IMPORT_WARNINGS"}
 
 
 def header(message_type: int, size: int, transaction_id: int = 0, step: int = 0) -> bytes:
@@ -137,6 +137,7 @@ def test_extension_table() -> None:
         "PYWSL_ATTACH_NOTIFY": (202, 16),
         "PYWSL_SHUTDOWN_VM": (203, 20),
         "PYWSL_SIGNAL_PROCESS": (204, 20),
+        "PYWSL_IMPORT_WARNINGS": (205, 20),
     }
     for name, (message_type, size) in expected.items():
         message_schema = schema(name)

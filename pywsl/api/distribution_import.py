@@ -4,8 +4,10 @@
 and holds its operation lock; `DistributionImporter` then does the rest as WSL does: the folder and an
 empty root filesystem, the archive through the VM's import worker (`LxMiniInitMessageImport`),
 `_ProcessImportResultMessage` (a valid distribution, its name, flavor and version) and State =
-Installed (the default when there is none). A failure undoes what this import made and removes the
-entry; an entry whose files cannot be deleted stays Uninstalling for the next recovery.
+Installed (the default when there is none). The worker's warnings (device nodes it left out) go
+to the user (`user_warnings`) once the import succeeded. A failure undoes what this import made
+and removes the entry; an entry whose files cannot be deleted stays Uninstalling for the next
+recovery.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from pywsl.api import cancellation
+from pywsl.api import cancellation, user_warnings
 from pywsl.api.distribution_info import DistributionInfo, distribution_info
 from pywsl.api.errors import WslError
 from pywsl.api.registrations import check_unique, update_registration
@@ -106,7 +108,10 @@ class DistributionImporter:
             if data.default_distribution is None or data.default_distribution not in data.distributions:
                 data.default_distribution = entry.id
             data.fix_default()
-            return distribution_info(entry, entry.state, data.default_distribution)
+            info = distribution_info(entry, entry.state, data.default_distribution)
+        for warning in outcome.warnings:
+            user_warnings.emit(warning)
+        return info
 
     def _rollback(self, registration: Registration, *, rootfs_made: bool) -> None:
         """Undo a failed import: files (only what this import made), then the entry (the op lock

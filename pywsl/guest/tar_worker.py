@@ -8,15 +8,18 @@ the distribution's root filesystem, whatever its member names or links say.
 
 Import: the compression is detected from the archive's first bytes (gzip, xz, bzip2, zstd) and the
 decompressor runs in front of tar; a non-seekable source is read ahead and the rest relayed
-(``splice``). tar's end of archive ends the import (``worker_processes``: what follows is not
+(``splice``). Device nodes are left out of the stream before tar (``tar_device_filter``: they
+cannot be made in the VM's user namespace, and ``/dev`` is a fresh tmpfs when a distribution
+runs). tar's end of archive ends the import (``worker_processes``: what follows is not
 waited for), a full disk stops tar at once and is reported as ``-ENOSPC`` (or ``-EDQUOT``) in
 ``ImportResult.Result`` (tar's exit status otherwise), and the host closing the result channel
-stops everything. Then the result: ``ImportResult`` with ValidDistribution (``/etc`` or ``/bin/sh``
-exists), Flavor and Version (os-release) and DefaultName (``/etc/wsl-distribution.conf``), all
-looked up inside the tree. Export: ``--one-file-system --sparse --xattrs --numeric-owner``
-(sparse files stay sparse; tar restores them so on import), ``-z`` or ``-J``, then tar's exit
-status as a raw int32 on the result channel, as WSL does (``-ENOSPC`` when the output's disk
-filled). tar's diagnostics go to the stderr fd.
+stops everything. Then the result: ``PYWSL_IMPORT_WARNINGS`` when device nodes were left out (how
+many), and ``ImportResult`` with ValidDistribution (``/etc`` or ``/bin/sh`` exists), Flavor and
+Version (os-release) and DefaultName (``/etc/wsl-distribution.conf``), all looked up inside the
+tree. Export: ``--one-file-system --sparse --xattrs --numeric-owner``
+(sparse files stay sparse; tar restores them so on import), ``-z`` or ``xz -T0`` (every core),
+then tar's exit status as a raw int32 on the result channel, as WSL does (``-ENOSPC`` when the
+output's disk filled). tar's diagnostics go to the stderr fd.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from dataclasses import dataclass
 
 from pywsl.guest import forking, mounts, rootfs, syscalls, worker_processes
 from pywsl.guest.os_release import default_name, flavor_and_version
+from pywsl.guest.tar_device_filter import skipped_devices_warning
 from pywsl.wire import schema
 from pywsl.wire.channel import MessageChannel
 from pywsl.wire.enums import LX_MINI_CREATE_INSTANCE_STEP, LX_MINI_INIT_MESSAGE_FLAGS
@@ -41,9 +45,12 @@ log = logging.getLogger("pywsl.tar")
 
 CREATE_INSTANCE_RESULT = schema("LX_MINI_INIT_CREATE_INSTANCE_RESULT")
 IMPORT_RESULT = schema("LX_MINI_INIT_IMPORT_RESULT")
+IMPORT_WARNINGS = schema("PYWSL_IMPORT_WARNINGS")
 STEP_RUN_TAR = int(LX_MINI_CREATE_INSTANCE_STEP.LxInitCreateInstanceStepRunTar)
 FLAGS = LX_MINI_INIT_MESSAGE_FLAGS
 SEND_TIMEOUT = 30.0
+# xz compresses with one thread per core (tar splits the words and runs it without a shell).
+XZ_EVERY_CORE = "--use-compress-program=xz -T0"
 MAGIC_LENGTH = 6
 # (leading bytes, decompressor in worker_processes.DECOMPRESSORS)
 COMPRESSION_MAGIC = (
@@ -197,11 +204,13 @@ def _result(outcome: worker_processes.TarOutcome, other_failure: int = 0) -> int
     return outcome.status or other_failure
 
 
-def _extract(job: TarJob) -> int:
-    """The extraction itself; the status `_result` gives. HostGone when the host went away."""
+def _extract(job: TarJob) -> tuple[int, int]:
+    """The extraction itself: the status `_result` gives, and how many device nodes were left
+    out. HostGone when the host went away."""
     head, consumed = _read_head(job.data_fd, job.result_fd)
     helpers: list[int] = []
     source = job.data_fd
+    devices: worker_processes.DeviceFilter | None = None
     try:
         if consumed:
             source, relay = _relay(head, job.data_fd)
@@ -219,6 +228,10 @@ def _extract(job: TarJob) -> int:
             if source != job.data_fd:
                 os.close(source)
             source = plain
+        devices = worker_processes.start_device_filter(source)
+        if source != job.data_fd:
+            os.close(source)
+        source = devices.output_fd
         arguments = [*EXTRACT_OPTIONS, *_verbose(job), "-f", "-"]
         outcome = _run_tar(job, arguments, source, None)
         if source != job.data_fd:
@@ -230,10 +243,16 @@ def _extract(job: TarJob) -> int:
                                                            job.result_fd)
         if outcome.host_gone or worker_processes.host_gone(job.result_fd):
             raise HostGone()
-        return _result(outcome, failure)
+        status, skipped = _result(outcome, failure), devices.skipped()
+        if status == 0 and skipped is None:
+            log.error("the device node filter stopped before the end of the archive")
+            status = -errno.EIO
+        return status, skipped or 0
     finally:
         if source != job.data_fd:
             os.close(source)
+        if devices is not None:
+            devices.close()
         for pid in helpers:
             worker_processes.stop(pid)
 
@@ -245,13 +264,15 @@ def run_import(job: TarJob) -> None:
     code = 1
     try:
         channel = _enter(job, read_only=False)
-        status = _extract(job)
+        status, skipped = _extract(job)
         os.close(job.data_fd)
         root = os.open(mounts.WORKER_TARGET, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         valid = rootfs.exists_in_root(root, "/etc") or rootfs.exists_in_root(root, "/bin/sh")
         flavor, version = flavor_and_version(root)
         name = default_name(root)
         os.close(root)
+        if skipped:   # right before the result: the host waits for that one next
+            channel.send(IMPORT_WARNINGS, Warnings=skipped_devices_warning(skipped), timeout=SEND_TIMEOUT)
         channel.send(IMPORT_RESULT, Result=status, ValidDistribution=valid, Flavor=flavor, Version=version,
                      DefaultName=name, ShortcutIcon=None, TerminalProfile=None, GenerateTerminalProfile=False,
                      GenerateShortcut=False, timeout=SEND_TIMEOUT)
@@ -274,7 +295,7 @@ def run_export(job: TarJob) -> None:
         if job.flags & FLAGS.LxMiniInitMessageFlagExportCompressGzip:
             compression = ["--gzip"]
         elif job.flags & FLAGS.LxMiniInitMessageFlagExportCompressXzip:
-            compression = ["--xz"]
+            compression = [XZ_EVERY_CORE]
         null = os.open("/dev/null", os.O_RDONLY)
         arguments = [*CREATE_OPTIONS, *_verbose(job), *compression, "-f", "-", "."]
         try:

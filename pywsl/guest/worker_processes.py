@@ -15,18 +15,25 @@ While tar runs, `watch_tar`:
 tar's end of archive ends an import: after tar, the decompressor gets `DECOMPRESSOR_GRACE`
 seconds to finish, then it is stopped; data after the archive (a pipe that keeps sending) is
 never waited for.
+
+An import's stream reaches tar through `start_device_filter` (``tar_device_filter``: device nodes
+cannot be made in the VM's user namespace and are left out), which tells how many it left out
+on a report pipe before it hands on the end of the archive.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import select
 import signal
+import struct
 from dataclasses import dataclass
 
 from pywsl.guest import forking, mounts
+from pywsl.guest.tar_device_filter import DeviceNodeFilter, Piece
 
 PROGRAM_FOLDERS = ("/usr/bin", "/bin", "/usr/sbin", "/sbin")
 PROGRAM_ENVIRONMENT = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
@@ -47,6 +54,10 @@ WRITE_FAILURES = (b"Wrote only", b"Cannot write", b"Cannot open", b"Cannot mkdir
 FULL_DISK_MARGIN = 64 * 1024
 _HOST_GONE = select.POLLIN | select.POLLHUP | select.POLLERR | select.POLLRDHUP
 _CHUNK = 65536
+_LINE_CARRY = 4096  # the most of an unfinished diagnostics line kept for the next look
+# The device filter's reads, and the size it asks for the pipe to tar (bytes).
+FILTER_CHUNK = 1 << 20
+_SKIPPED_REPORT = struct.Struct("<Q")
 
 
 def find_program(name: str) -> str:
@@ -131,14 +142,18 @@ class _Diagnostics:
                 return False
             with contextlib.suppress(OSError):
                 forking.write_all(self.forward_fd, chunk)
+            # Whole lines only: tar writes one message in pieces ("...: Cannot open", then
+            # ": No space left on device\n"), and tar is stopped once the disk is found full.
             seen = self._carry + chunk
+            lines_end = seen.rfind(b"\n") + 1
+            lines = seen[:lines_end]
             for message, code in FULL_DISK_MESSAGES:
-                if not self.full_disk and message in seen:
+                if not self.full_disk and message in lines:
                     self.full_disk = code
-            failed_write = any(failure in seen for failure in WRITE_FAILURES)
+            failed_write = any(failure in lines for failure in WRITE_FAILURES)
             if self.check_target and not self.full_disk and failed_write:
                 self.full_disk = target_full()
-            self._carry = seen[-64:]
+            self._carry = seen[lines_end:][-_LINE_CARRY:]
 
 
 def watch_tar(pid: int, diagnostics_fd: int, stderr_fd: int, channel_fd: int, *,
@@ -198,3 +213,74 @@ def finish_decompressor(pid: int, accepted: frozenset[int], tar_status: int, cha
         return 0
     code = forking.wait_for(pid)
     return 0 if code in accepted or code == 128 + signal.SIGPIPE else code
+
+
+@dataclass(frozen=True)
+class DeviceFilter:
+    """A running `start_device_filter`: tar's stdin (``output_fd``), the process, its report."""
+
+    output_fd: int
+    pid: int
+    report_fd: int
+
+    def skipped(self) -> int | None:
+        """How many device nodes it left out, once it handed on the end of the archive (or of the
+        stream); None before (after a tar that succeeded: the filter failed, the import is cut)."""
+        os.set_blocking(self.report_fd, False)
+        try:
+            report = os.read(self.report_fd, _SKIPPED_REPORT.size)
+        except BlockingIOError:
+            return None
+        return int(_SKIPPED_REPORT.unpack(report)[0]) if len(report) == _SKIPPED_REPORT.size else None
+
+    def close(self) -> None:
+        """Stop the process; close the report (``output_fd`` is the caller's to close)."""
+        stop(self.pid)
+        os.close(self.report_fd)
+
+
+def start_device_filter(source: int) -> DeviceFilter:
+    """A child that hands the tar stream from ``source`` on without its device nodes."""
+    output, output_write = os.pipe()
+    report, report_write = os.pipe()
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(output_write, fcntl.F_SETPIPE_SZ, FILTER_CHUNK)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            forking.become_child([2, source, output_write, report_write])
+            _filter_devices(source, output_write, report_write)
+            code = 0
+        except OSError as error:
+            code = 0 if error.errno == errno.EPIPE else 1   # EPIPE: tar is done
+        except BaseException:   # never back into the worker's code in this process
+            code = 1
+        forking.exit_now(code)
+    os.close(output_write)
+    os.close(report_write)
+    return DeviceFilter(output_fd=output, pid=pid, report_fd=report)
+
+
+def _write_pieces(fd: int, pieces: list[Piece]) -> None:
+    for piece in pieces:
+        view = memoryview(piece)
+        while view:
+            view = view[os.write(fd, view):]
+
+
+def _filter_devices(source: int, output: int, report: int) -> None:
+    """The filter's loop: the count goes on the report before the end of the archive goes to tar
+    (tar cannot have finished without it)."""
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    nodes = DeviceNodeFilter()
+    reported = False
+    while True:
+        chunk = os.read(source, FILTER_CHUNK)
+        pieces = nodes.feed(chunk) if chunk else nodes.finish()
+        if not nodes.filtering and not reported:
+            os.write(report, _SKIPPED_REPORT.pack(nodes.skipped))
+            reported = True
+        _write_pieces(output, pieces)
+        if not chunk:
+            return

@@ -55,6 +55,7 @@ class ProcessRequest:
     console: tuple[bool, bool, bool]  # stdin/stdout/stderr are terminals
     rows: int
     columns: int
+    nt_path: str = ""  # the caller's host PATH (NtPath): host PATH folders for interop
 
 
 @dataclass(frozen=True)
@@ -65,3 +66,4 @@ class ImportOutcome:
     flavor: str | None  # os-release ID
     version: str | None  # os-release VERSION_ID
     default_name: str | None  # /etc/wsl-distribution.conf [oobe] defaultName
+    warnings: tuple[str, ...] = ()  # for the user (device nodes left out)

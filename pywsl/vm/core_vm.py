@@ -50,6 +50,7 @@ from pywsl.wire.enums import (
 )
 from pywsl.wire.errors import ChannelClosed, ProtocolError
 from pywsl.wire.extensions import parse_instance_entries
+from pywsl.wire.framing import parse_header
 
 GREETING_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 30.0
@@ -64,6 +65,7 @@ INITIAL_CONFIG = schema("LX_MINI_INIT_CONFIG_MESSAGE")
 MINI_INIT_MESSAGE = schema("LX_MINI_INIT_MESSAGE")
 CREATE_INSTANCE_RESULT = schema("LX_MINI_INIT_CREATE_INSTANCE_RESULT")
 IMPORT_RESULT = schema("LX_MINI_INIT_IMPORT_RESULT")
+IMPORT_WARNINGS = schema("PYWSL_IMPORT_WARNINGS")
 INITIALIZE = schema("LX_INIT_CONFIGURATION_INFORMATION")
 INITIALIZE_RESPONSE = schema("LX_INIT_CONFIGURATION_INFORMATION_RESPONSE")
 CHILD_EXIT = schema("LX_MINI_INIT_CHILD_EXIT_MESSAGE")
@@ -170,6 +172,20 @@ def _tar_failure(what: str, status: int) -> VmError:
     if status < 0:
         return VmError(f"{what} failed: {describe_result(-status)}", code=-status)
     return VmError(f"{what} failed (tar exit status {status})", code=status)
+
+
+def _import_result(channel: MessageChannel) -> tuple[tuple[str, ...], Message]:
+    """The import worker's last words: its warnings for the user (``PYWSL_IMPORT_WARNINGS``, at
+    most once, e.g. the device nodes it left out), then at once ``ImportResult``."""
+    data, _fds = channel.receive(expect_fds=0)
+    if parse_header(data).message_type != IMPORT_WARNINGS.message_type:
+        return (), IMPORT_RESULT.parse(data)
+    text = IMPORT_WARNINGS.parse(data).Warnings or ""
+    try:
+        result, _fds = channel.receive(IMPORT_RESULT, timeout=REQUEST_TIMEOUT, expect_fds=0)
+    except TimeoutError:
+        raise VmError("import: the worker sent no result after its warnings") from None
+    return tuple(line for line in text.split("\n") if line.strip()), result
 
 
 class ExitWatch:
@@ -405,7 +421,7 @@ class CoreVm:
                 raise VmError("import: the VM closed the channel without a result") from None
             _await_worker(channel, cancel, "the import")
             try:
-                result, _fds = channel.receive(IMPORT_RESULT, expect_fds=0)
+                warnings, result = _import_result(channel)
             except ChannelClosed:
                 raise VmError("import: the worker stopped without a result") from None
         finally:
@@ -413,7 +429,8 @@ class CoreVm:
         if result.Result != 0:
             raise _tar_failure("extracting the archive", int(result.Result))
         return ImportOutcome(valid=bool(result.ValidDistribution), flavor=result.Flavor or None,
-                             version=result.Version or None, default_name=result.DefaultName or None)
+                             version=result.Version or None, default_name=result.DefaultName or None,
+                             warnings=warnings)
 
     def export_rootfs(self, rootfs: Directory, output_fd: int, stderr_fd: int, compression: str, *,
                       cancel: Cancellation | None = None) -> None:

@@ -251,6 +251,7 @@ class PYWSL_MESSAGE_TYPE(IntEnum):
     PywslAttachNotify = 202
     PywslShutdownVm = 203
     PywslSignalProcess = 204
+    PywslImportWarnings = 205
 
 
 #: Every WSL enum of lxinitshared.h by its C name (the container-only WSLC enums are not used here).

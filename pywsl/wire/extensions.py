@@ -21,6 +21,10 @@ Type   Struct                   sizeof  Meaning
                                         No reply: the channel closing is the success.
 204    PYWSL_SIGNAL_PROCESS     20      client -> relay control channel: ``int32 Signal`` at 16
                                         (a Linux signal number, forwarded in pipe mode).
+205    PYWSL_IMPORT_WARNINGS    20      import worker -> host, just before ImportResult and only
+                                        when there are any: ``u32 WarningsOffset`` at 16 ->
+                                        '\n'-separated warnings for the user (Buffer at 20), as
+                                        ``CreateInstanceResult.Warnings``.
 =====  =======================  ======  ==========================================================
 """
 
@@ -30,7 +34,7 @@ from collections.abc import Mapping, Sequence
 
 import construct as cs
 
-from pywsl.wire.codec import MESSAGE_HEADER, MessageSchema, StringList, boolean, i32, u32
+from pywsl.wire.codec import MESSAGE_HEADER, CString, MessageSchema, StringList, boolean, i32, u32
 from pywsl.wire.enums import PYWSL_MESSAGE_TYPE
 from pywsl.wire.errors import ProtocolError
 
@@ -82,6 +86,18 @@ PYWSL_SIGNAL_PROCESS = MessageSchema(
         "Signal" / i32,  # 16
     ),
     message_type=T.PywslSignalProcess,
+)
+
+
+PYWSL_IMPORT_WARNINGS = MessageSchema(
+    "PYWSL_IMPORT_WARNINGS",
+    cs.Struct(
+        "Header" / MESSAGE_HEADER,
+        "WarningsOffset" / u32,  # 16
+    ),
+    message_type=T.PywslImportWarnings,
+    buffer_offset=20,
+    payload=(CString("WarningsOffset", optional=True),),
 )
 
 
