@@ -26,18 +26,7 @@ from busybox_images import BUSYBOX, busybox_archive, os_release_text
 import pywsl as pywsl_package
 from pywsl.api.errors import WslError
 
-
-def _library_ready() -> bool:
-    try:
-        import pywsl.api.session
-        import pywsl.vm
-    except ImportError:
-        return False
-    return hasattr(pywsl.vm, "CoreVm")
-
-
 pytestmark = [
-    pytest.mark.skipif(not _library_ready(), reason="the library (pywsl.api.session, pywsl.vm) is missing"),
     pytest.mark.skipif(os.geteuid() != 0, reason="the in-process session runs the VM as root"),
     pytest.mark.skipif(not BUSYBOX.is_file(), reason="needs a static /bin/busybox (busybox-static)"),
 ]
@@ -339,9 +328,11 @@ def test_exec_mode_with_a_missing_program(pywsl: Pywsl, box: str) -> None:
     result = pywsl("-d", box, "--", "no-such-program")
     assert result.returncode == 127 and "no-such-program" in result.err   # the shell's own status
     for spelling in ("-e", "--exec"):
-        result = pywsl("-d", "NotEvenChecked", spelling)
+        result = pywsl("-d", box, spelling)
         assert (result.returncode, result.out) == (255, "")
         assert result.err == "The parameter is incorrect.\nError code: Wsl/E_INVALIDARG\n"
+        # wsl.exe looks -d up where it stands, before it finds nothing after -e
+        assert "WSL_E_DISTRO_NOT_FOUND" in pywsl("-d", "NotThere", spelling).err
 
 
 def test_wsl_conf_warnings_when_the_distribution_starts(pywsl: Pywsl, workspace: Path) -> None:
@@ -492,3 +483,98 @@ def test_install_location_and_move_make_every_missing_folder(pywsl: Pywsl, box: 
     assert not target.exists() and (workspace / "moved-deep" / "x").is_dir()
     shutil.rmtree(workspace / "deep")
     shutil.rmtree(workspace / "moved-deep")
+
+
+# -- archives with device nodes: skipped with one warning, the rest imported and exported -----------
+
+
+DEVICE_NODES = {"dev/null": (tarfile.CHRTYPE, 1, 3), "dev/tty": (tarfile.CHRTYPE, 5, 0),
+                "dev/sda": (tarfile.BLKTYPE, 8, 0)}
+DEVICES_WARNING = ("wsl: Skipped 3 device nodes (character or block devices) in the archive: a distribution "
+                   "cannot hold them, its /dev is a fresh tmpfs each time it runs.")
+
+
+def device_node_archive(path: Path) -> Path:
+    """The busybox distribution with a ./dev as debootstrap makes it (character and block devices, a
+    FIFO), then one more file, gzip-compressed at ``path`` (readable by everyone)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(busybox_archive(usr_bin_links=True))) as source, \
+            tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for info in source.getmembers():
+            archive.addfile(info, source.extractfile(info) if info.isreg() else None)
+        for name, (kind, major, minor) in DEVICE_NODES.items():
+            node = tarfile.TarInfo(name)
+            node.type, node.mode, node.devmajor, node.devminor = kind, 0o660, major, minor
+            archive.addfile(node)
+        fifo = tarfile.TarInfo("dev/initctl")
+        fifo.type, fifo.mode = tarfile.FIFOTYPE, 0o600
+        archive.addfile(fifo)
+        after = tarfile.TarInfo("etc/after-the-devices")
+        after.size = 3
+        archive.addfile(after, io.BytesIO(b"ok\n"))
+    path.write_bytes(gzip.compress(buffer.getvalue()))
+    path.chmod(0o644)
+    return path
+
+
+def archive_entries(data: bytes) -> set[tuple[str, bytes]]:
+    """The members of a (possibly gzip-compressed) tar: (normalised name, type), the root left out."""
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        return {(os.path.normpath(info.name), info.type) for info in archive.getmembers()} - {(".", b"5")}
+
+
+def without_device_nodes(path: Path) -> set[tuple[str, bytes]]:
+    return {entry for entry in archive_entries(path.read_bytes()) if entry[0] not in DEVICE_NODES}
+
+
+def test_device_nodes_are_skipped_with_one_warning(pywsl: Pywsl, box: str, workspace: Path) -> None:
+    from stat import S_ISFIFO
+
+    archive = device_node_archive(workspace / "devices.tar.gz")
+    location = workspace / "devices"
+    result = pywsl("--import", "Devices", str(location), str(archive))
+    try:
+        assert (result.returncode, result.out) == (0, ""), result.err
+        assert result.err.splitlines()[-2:] == [DEVICES_WARNING, "The operation completed successfully."]
+        assert result.err.count("device nodes") == 1
+        rootfs = location / "rootfs"
+        assert S_ISFIFO(os.lstat(rootfs / "dev" / "initctl").st_mode)
+        assert not any(os.path.lexists(rootfs / name) for name in DEVICE_NODES)
+        exported = pywsl("--export", "Devices", "-")   # before the first start writes /etc/hosts...
+        assert exported.returncode == 0, exported.err
+        assert archive_entries(exported.stdout) == without_device_nodes(archive)
+        assert pywsl("-d", "Devices", "--", "cat /etc/after-the-devices").out == "ok\n"
+    finally:
+        assert pywsl("--unregister", "Devices").returncode == 0
+    result = pywsl("--import", "Devices", str(location), str(archive), env={"WSL_DISABLE_WARNINGS": "1"})
+    assert result.returncode == 0 and "device nodes" not in result.err
+    assert pywsl("--unregister", "Devices").returncode == 0
+    truncated = workspace / "devices-truncated.tar.gz"
+    truncated.write_bytes(archive.read_bytes()[:-300])
+    result = pywsl("--import", "Devices", str(location), str(truncated))
+    assert result.returncode == 255 and "Error code: Wsl/" in result.err
+    assert "Devices" not in _names(pywsl) and not location.exists()
+
+
+def test_wsl_conf_read_as_wsl_init_reads_it_and_lang_from_the_locale_file(
+    pywsl: Pywsl, box: str, workspace: Path
+) -> None:
+    conf = ("[network]\r\nhostname = Büro_PC.corp.example\r\n[filesystem]\r\numask = 0027\r\n"
+            "umask = 0\r\n[boot]\r\ncommand = true ; no comment\r\n[user] default = alice\r\n"
+            "[network]\r\ngenerateHosts = false\r\n")
+    archive = busybox_archive(workspace / "localized.tar", wsl_conf=conf,
+                              extra_files={"etc/default/locale": 'LANG="de_DE.UTF-8"\n'})
+    assert pywsl("--import", "Localized", str(workspace / "localized"), str(archive)).returncode == 0
+    try:
+        result = pywsl("-d", "Localized", "--", "echo $LANG; hostname; umask; grep 127.0.1.1 /etc/hosts")
+        assert result.out.splitlines() == ["de_DE.UTF-8", "BroPC.corpexample", "0027",
+                                           "127.0.1.1\tBroPC.corpexample.localdomain\tBroPC.corpexample"]
+        # \r\n ends counted twice after a pair or a header, as WSL's reader counts them; the
+        # reading stops at the header followed by text, so [network] generateHosts is never read.
+        assert result.err == ("wsl: Duplicated config key 'filesystem.umask' in /etc/wsl.conf:9 "
+                              "(Conflicting key: 'filesystem.umask' in /etc/wsl.conf:7)\n"
+                              "wsl: Expected ' ' or '\\n' in /etc/wsl.conf:15\n")
+    finally:
+        assert pywsl("--unregister", "Localized").returncode == 0
+    # No locale file: the LANG of WSL's default environment.
+    assert pywsl("-d", box, "--", "echo $LANG").out == "en_US.UTF-8\n"
