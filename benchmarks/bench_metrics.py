@@ -8,6 +8,8 @@ last output byte), so a launch's fixed cost shows in the launch metrics, not twi
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -93,6 +95,38 @@ def warm_launch(ctx: Context) -> Result:
     return Result("warm-launch", "warm launch `-- true`", "s", first.median, second.median,
                   "python -c pass", ratio(first.median, second.median), Goal("max", "ratio", 4),
                   details=_summaries(first.summary(), second.summary()))
+
+
+HOST_TRUE = "pywsl-bench-host-true"  # a name no distribution has: found in the appended host PATH
+
+
+def interop(ctx: Context) -> Result:
+    """The host's `true` run by name from inside (interop) vs run directly on the host.
+
+    pywsl's figure is what interop adds to a launch: `-- pywsl-bench-host-true` (a link to the
+    host's `true` in a folder on the caller's PATH) minus `-- true` (the distribution's own),
+    measured alternately; the baseline is the host's `true` started directly.
+    """
+    settings = ctx.settings
+    folder = Path(tempfile.mkdtemp(prefix="pywsl-bench-interop-"))
+    try:
+        folder.chmod(0o755)  # the distribution's root lists it as an unprivileged host id
+        true_path = shutil.which("true") or "/bin/true"
+        (folder / HOST_TRUE).symlink_to(true_path)
+        env = dict(ctx.env.env, PATH=f"{ctx.env.env.get('PATH', '/usr/bin:/bin')}:{folder}")
+        through_interop, own_launch = interleave(
+            lambda: timed_run(ctx.launch_argv(HOST_TRUE), env)[0],
+            lambda: timed_run(ctx.launch_argv("true"), env)[0],
+            repetitions=settings.warm_repetitions, warmups=settings.warmups)
+        direct, _ = interleave(lambda: timed_run([true_path], env)[0], lambda: 0.0,
+                               repetitions=settings.warm_repetitions, warmups=settings.warmups)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    added = max(0.0, through_interop.median - own_launch.median)
+    return Result("interop", "host `true` by name from inside, beyond `-- true`", "s", added, direct.median,
+                  "host true", ratio(added, direct.median), Goal("max", "ratio", 3),
+                  details={"interop_launch": through_interop.summary(), "own_launch": own_launch.summary(),
+                           "host_true": direct.summary()})
 
 
 def cold_launch(ctx: Context) -> Result:
@@ -314,6 +348,7 @@ def concurrency(ctx: Context) -> Result:
 METRICS: dict[str, Callable[[Context], Result]] = {
     "warm-launch": warm_launch,
     "memory": memory,
+    "interop": interop,
     "pipe": pipe,
     "pty": pty,
     "concurrency": concurrency,
@@ -325,6 +360,7 @@ METRICS: dict[str, Callable[[Context], Result]] = {
 DESCRIPTIONS: dict[str, str] = {
     "warm-launch": "`pywsl -d D -- true` with the VM running vs `<interpreter> -c pass` (goal <= 4x)",
     "memory": "PSS of the VM's processes with one idle distribution (goal <= 40 MB)",
+    "interop": "host `true` by name from inside, minus `-- true`, vs the host's `true` (goal <= 3x)",
     "pipe": "`pywsl -d D -- cat` on a 1 GiB stream vs the host's cat (goal >= 0.95x)",
     "pty": "`cat` of a 256 MiB file in a terminal session, plain PTY for context (goal >= 500 MiB/s)",
     "concurrency": "64 clients x 20 launches at once (goal: 0 failed, p99 <= 5x p50)",

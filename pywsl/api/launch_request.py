@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "HOST_DIRECTORY_PREFIX",
     "host_directory",
+    "host_search_path",
     "parse_wslenv",
     "process_environment",
     "process_request",
@@ -48,8 +49,9 @@ def _valid_cwd(cwd: str) -> bool:
 def parse_wslenv(value: str) -> list[str]:
     """The variable names `WSLENV` shares with Linux (`NAME`, `NAME/p`, ...; `/w`-only ones excluded).
 
-    The flags translate Windows paths in WSL; host paths are Linux paths already, so `/p` and `/l`
-    change nothing here. `/w` alone means "from Linux to Windows only" and is left out.
+    Their host values travel as they are, with `WSLENV` itself: the distribution translates `/p`
+    and `/l` paths to its own view of the host (`<automount root>host/...`). `/w` alone means
+    "from Linux to the host only" and is left out.
     """
     names: list[str] = []
     for item in value.split(":"):
@@ -89,6 +91,7 @@ def process_request(command_line: Sequence[str], *, filename: str | None, cwd: s
         raise WslError("E_INVALIDARG", f"The working directory {cwd!r} must be an absolute Linux path, "
                        f"start with ~, or be a host directory ({HOST_DIRECTORY_PREFIX}/...).")
     return ProcessRequest(
+        nt_path=host_search_path(wslenv_source),
         filename=program,
         command_line=argv,
         cwd=cwd,
@@ -102,6 +105,15 @@ def process_request(command_line: Sequence[str], *, filename: str | None, cwd: s
     )
 
 
+def host_search_path(source: Mapping[str, str]) -> str:
+    """The caller's host `PATH` (WSL's `NtPath`): its absolute folders, which the distribution
+    appends as host PATH folders when `[interop] enabled` and `appendWindowsPath` allow it."""
+    value = source.get("PATH", "")
+    if "\0" in value:
+        return ""
+    return ":".join(item for item in value.split(":") if item.startswith("/"))
+
+
 def process_environment(default_environment: Sequence[str], terminal: bool,
                         environment: Mapping[str, str] | None, source: Mapping[str, str]) -> list[str]:
     """DefaultEnvironment, TERM of a terminal caller, WSLENV's variables, explicit ones."""
@@ -111,6 +123,8 @@ def process_environment(default_environment: Sequence[str], terminal: bool,
         result[name] = value
     if terminal and source.get("TERM"):
         result["TERM"] = source["TERM"]
+    if source.get("WSLENV"):
+        result["WSLENV"] = source["WSLENV"]
     for name in parse_wslenv(source.get("WSLENV", "")):
         if name in source:
             result[name] = source[name]

@@ -31,8 +31,10 @@ def run_shim(parameters: init.InitParameters, pid_write: int) -> None:
         os.close(pid_write)
         init.run(parameters)
         forking.exit_now(1)
-    for fd in (parameters.tree_fd, parameters.host_tree_fd, parameters.channel_fd, parameters.control_fd):
-        os.close(fd)
+    for fd in (parameters.tree_fd, parameters.host_tree_fd, parameters.interop_tree_fd, parameters.channel_fd,
+               parameters.control_fd):
+        if fd >= 0:
+            os.close(fd)
     forking.write_all(pid_write, struct.pack("<I", pid))
     os.close(pid_write)
     forking.exit_now(forking.wait_for(pid))

@@ -29,7 +29,17 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from pywsl.guest import forking, init, launch, mounts, network_files, syscalls, tar_worker, vm_monitor
+from pywsl.guest import (
+    forking,
+    init,
+    interop_init,
+    launch,
+    mounts,
+    network_files,
+    syscalls,
+    tar_worker,
+    vm_monitor,
+)
 from pywsl.guest.boot import BootArguments, parse_boot_arguments
 from pywsl.guest.requests import receive_request
 from pywsl.guest.vm_monitor import VmContext
@@ -101,6 +111,15 @@ def _is_socket(fd: int) -> bool:
         sock.detach()
 
 
+def _path_of(fd: int) -> str:
+    """The host path of a directory the host passed (for ``wslpath -w``), "" when unknown."""
+    try:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return ""
+    return path if path.startswith("/") and not path.endswith(" (deleted)") else ""
+
+
 def _close(fds: list[int]) -> None:
     for fd in fds:
         with contextlib.suppress(OSError):
@@ -156,6 +175,8 @@ class MiniInit:
                     self._request_exit(1)
                 elif isinstance(key.data, Connection):
                     self._on_connection(key.data)
+                elif isinstance(key.data, Instance):
+                    self._on_instance_control(key.data)
                 if self.exit_code is not None:
                     break
             self._reap()
@@ -308,20 +329,21 @@ class MiniInit:
                 return
             step = STEP.LxInitCreateInstanceStepMountDisk
             tree = self.cloner.clone(rootfs_fd)
+            trees = [tree]
             try:
                 # The host tree for /mnt/host: a copy of the masked tree host_view prepared, whose
-                # mounts stay locked in the distribution.
-                host_tree = mounts.clone_tree(self.host_tree)
+                # mounts stay locked in the distribution; another one for the interop runtime.
+                trees.append(mounts.clone_tree(self.host_tree))
+                trees.append(mounts.clone_tree(self.host_tree))
             except OSError:
-                os.close(tree)
+                _close(trees)
                 raise
             step = STEP.LxInitCreateInstanceStepLaunchInit
             try:
-                self._start_instance(name, tree, host_tree, channel_fd)
+                self._start_instance(name, trees, channel_fd, message.InstallPath or _path_of(rootfs_fd))
                 channel_fd = -1
             finally:
-                os.close(tree)
-                os.close(host_tree)
+                _close(trees)
         except OSError as error:
             log.error("cannot start distribution %r: %s", message.DistributionName, error)
             os_error = error.errno or errno.EIO
@@ -344,8 +366,11 @@ class MiniInit:
         os.close(channel_fd)
         return True
 
-    def _start_instance(self, name: str, tree: int, host_tree: int, channel_fd: int) -> None:
-        """Fork the shim that starts init (``launch.run_shim``); takes ``channel_fd`` over on success."""
+    def _start_instance(self, name: str, trees: list[int], channel_fd: int, install_path: str) -> None:
+        """Fork the shim that starts init (``launch.run_shim``); takes ``channel_fd`` over on success.
+
+        ``trees``: the root filesystem, the host tree for /mnt/host, the host tree for interop."""
+        tree, host_tree, interop_tree = trees
         control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             pid_read, pid_write = os.pipe()
@@ -357,6 +382,7 @@ class MiniInit:
             name=name, tree_fd=tree, host_tree_fd=host_tree, channel_fd=channel_fd,
             control_fd=control_child.fileno(),
             networking_mode=self.boot.networking_mode, idle_timeout_ms=self.boot.instance_idle_timeout_ms,
+            interop_tree_fd=interop_tree, install_path=install_path if install_path.startswith("/") else "",
         )
         try:
             shim = os.fork()
@@ -366,7 +392,8 @@ class MiniInit:
             control_child.close()
             raise
         if shim == 0:
-            forking.become_child([0, 1, 2, tree, host_tree, channel_fd, control_child.fileno(), pid_write])
+            forking.become_child([0, 1, 2, tree, host_tree, interop_tree, channel_fd, control_child.fileno(),
+                                  pid_write])
             launch.run_shim(parameters, pid_write)
         os.close(pid_write)
         os.close(channel_fd)
@@ -378,15 +405,37 @@ class MiniInit:
             self.workers.other.add(shim)
             return
         key = name.casefold()
-        self.instances[key] = Instance(name, init_pid, shim, control)
+        instance = Instance(name, init_pid, shim, control)
+        self.instances[key] = instance
         self.workers.shims[shim] = key
+        self.selector.register(control, selectors.EVENT_READ, instance)
         self.idle_since = None
         log.info("distribution %s started, init pid %d", name, init_pid)
 
     def _forget(self, key: str) -> None:
         instance = self.instances.pop(key, None)
         if instance is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(instance.control)
             instance.control.close()
+
+    def _on_instance_control(self, instance: Instance) -> None:
+        """A message from an instance's init: an interop connection to pass to the monitor."""
+        try:
+            data, fds, _flags, _address = socket.recv_fds(instance.control, 16, 1)
+        except OSError:
+            data, fds = b"", []
+        try:
+            if not data:
+                # init is exiting; its shim's exit will report it.
+                with contextlib.suppress(KeyError, ValueError):
+                    self.selector.unregister(instance.control)
+            elif data == interop_init.FORWARD_REQUEST and len(fds) == 1:
+                self.cloner.forward_interop(fds[0])
+        except OSError as error:
+            log.warning("cannot pass an interop connection of %s on: %s", instance.name, error)
+        finally:
+            _close(fds)
 
     # -- Import / Export ---------------------------------------------------------------------------
 
@@ -483,6 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s")
     _warm_up()
+    interop_init.detect_runtime()
     gc.collect()
     gc.freeze()
     return vm_monitor.launch(boot, serve)

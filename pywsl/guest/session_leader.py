@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from pywsl.guest import forking
+from pywsl.guest.interop_init import InteropSettings
 from pywsl.guest.relay import LaunchRequest, RelayContext, RelayDescriptors, run_relay
 from pywsl.wire import schema
 from pywsl.wire.channel import MessageChannel
@@ -92,6 +93,7 @@ def serve(
     default_user: str | None,
     etc_root: str = "/",
     host_mount_point: str | None = None,
+    interop: InteropSettings | None = None,
 ) -> None:
     """Serve CreateProcessUtilityVm transactions on ``channel`` until it closes.
 
@@ -101,7 +103,7 @@ def serve(
     distribution). ``host_mount_point`` is where the host is mounted (``/mnt/host``; None when
     wsl.conf disables automount): a host working directory is entered through it. A malformed
     frame or a broken sequence ends the session (WSL's leader treats it as fatal); a request that
-    cannot be served is answered with UINT_MAX.
+    cannot be served is answered with UINT_MAX. ``interop`` is wsl.conf's ``[interop]`` (None: off).
     """
     signal.set_wakeup_fd(-1)
     previous = signal.signal(signal.SIGCHLD, _reap_relays)
@@ -112,6 +114,7 @@ def serve(
         fallback_uid=default_uid,
         etc_root=etc_root,
         host_mount_point=host_mount_point,
+        interop=interop,
     )
     leader = MessageChannel(channel, name="session leader")
     try:

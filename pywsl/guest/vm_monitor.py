@@ -14,7 +14,9 @@ namespaces, and this process, still host root and outside them, plays the hyperv
    ``kernelBootTimeout`` (``--boot-timeout``) and undoes everything;
 4. while the VM runs it clones mount trees for ``mini_init``: a directory the host passed as a
    file descriptor belongs to the host's mount namespace, which the VM cannot bind-mount from,
-   but a detached copy made here (``open_tree``) can be attached inside the VM;
+   but a detached copy made here (``open_tree``) can be attached inside the VM; and it is the
+   interop server: for each interop connection mini_init passes on, it forks a worker that
+   becomes the VM's owner at once and runs the host program (``interop_server``);
 5. when ``mini_init`` exits (idle, shutdown, killed) the kernel ends everything in the VM; the
    monitor removes ``mini_init.sock``, ``mini_init.pid`` and the VM's cgroups, then exits.
 
@@ -22,7 +24,8 @@ Like a VM whose hypervisor dies, the VM stops when the monitor is killed: ``mini
 end of the clone service close and exits. The host then removes what is left (``remove_leftovers``
 in ``pywsl.vm.backends.namespaces``).
 
-The monitor never parses anything from the guest but those clone requests (one fd each).
+The monitor itself never parses anything from the guest but those requests (one fd each); an
+interop request is read by its worker, with the owner's rights only.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pywsl.guest import forking, host_view, mounts, syscalls
+from pywsl.guest import forking, host_view, interop_server, mounts, syscalls
 from pywsl.guest.boot import BootArguments
 
 log = logging.getLogger("pywsl.vm-monitor")
@@ -49,6 +52,7 @@ SOCKET_NAME = "mini_init.sock"
 PID_FILE_NAME = "mini_init.pid"
 CGROUP_REMOVE_TIMEOUT = 5.0
 _RESULT = struct.Struct("<i")
+INTEROP_REQUEST = b"I"  # mini_init -> monitor, with an interop connection: run a host program
 
 
 class TreeCloner:
@@ -75,6 +79,10 @@ class TreeCloner:
             os.close(received)
         code = code or errno.EIO
         raise OSError(code, f"cannot clone the directory's mount tree: {os.strerror(code)}")
+
+    def forward_interop(self, fd: int) -> None:
+        """Pass an interop connection (``interop_init``) to the monitor; no answer comes back."""
+        socket.send_fds(self.sock, [INTEROP_REQUEST], [fd], socket.MSG_DONTWAIT)
 
 
 @dataclass
@@ -310,6 +318,9 @@ class Monitor:
         if not data:
             return False
         try:
+            if data == INTEROP_REQUEST and len(fds) == 1:
+                self._start_interop(fds[0])
+                return True
             if data != b"C" or len(fds) != 1:
                 raise OSError(errno.EINVAL, "malformed clone request")
             tree = mounts.clone_tree(fds[0])
@@ -324,6 +335,24 @@ class Monitor:
             for fd in fds:
                 os.close(fd)
         return True
+
+    def _start_interop(self, fd: int) -> None:
+        """Fork the worker of one interop connection (``fd`` stays the caller's to close)."""
+        try:
+            pid = os.fork()
+        except OSError as error:
+            log.error("cannot start an interop worker: %s", error)
+            return
+        if pid == 0:
+            code = 1
+            try:
+                forking.become_child([0, 1, 2, fd])
+                os.setsid()
+                syscalls.set_process_name("pywsl-interop")
+                code = interop_server.serve(fd, self.boot.owner_uid)
+            except BaseException:
+                log.exception("the interop worker failed")
+            forking.exit_now(code)
 
     def _cleanup(self) -> None:
         """Remove the VM's cgroups, then its runtime files (under the runtime folder's lock).

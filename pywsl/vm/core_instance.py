@@ -122,7 +122,7 @@ class CoreInstance:
             "CommandLine": list(request.command_line),
             "Environment": list(request.environment),
             "NtEnvironment": [],
-            "NtPath": "",
+            "NtPath": request.nt_path,
             "Username": request.username,
             "ShellOptions": int(CREATE_PROCESS_SHELL_OPTIONS.ShellOptionsLogin)
             if request.login_shell else 0,

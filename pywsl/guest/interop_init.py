@@ -1,0 +1,358 @@
+"""Interop inside a distribution: the client runtime, the interop socket, the host PATH folders.
+
+WSL's init serves an interop socket (``/run/WSL/<pid>_interop``, named by ``WSL_INTEROP``),
+registers ``/init`` as the binfmt interpreter of Windows executables, and links
+``/usr/bin/wslpath`` to ``/init``. pywsl's init does the equivalent with the host's interpreter:
+
+* **Runtime**: a read-only copy of the VM's host tree (nosuid, nodev, the host's ``proc``,
+  ``sys`` and ``dev`` masked, see ``host_view``) at :data:`HOST_VIEW`. The launcher script
+  :data:`LAUNCHER` (``#!/bin/sh``) runs the host's dynamic loader with ``--library-path`` on the
+  host's interpreter there, which imports ``interop_client`` from pywsl's own folder in that view:
+  a distribution needs nothing but ``/bin/sh``. ``/usr/bin/wslpath`` is a link to the launcher
+  when the distribution has none (WSL links it to ``/init``).
+* **Interop socket** :data:`SOCKET_PATH` (``WSL_INTEROP``), mode 0666: init accepts a connection
+  only from a process of its own pid namespace (``SO_PEERCRED`` pid non-zero) and passes it to
+  mini_init, which passes it to the VM monitor, whose worker runs the program on the host as the
+  VM's owner (``interop_server``). With ``[interop] enabled=false`` init answers every connection
+  with ``LX_INIT_CREATE_PROCESS_RESPONSE`` ``Result = EPERM`` itself.
+* **Host PATH folders**: for each folder of the caller's host ``PATH`` (WSL's ``NtPath``), a
+  folder ``<PATH_FOLDER>/<escaped host folder>`` whose entries (links to the launcher, one per
+  executable of the host folder) run the host's program on the host. Each is a link to a
+  generation folder named after the host folder's inode and modification time, so a launch costs
+  one ``stat`` and one ``readlink`` per folder and only a changed host folder is listed again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import shlex
+import socket
+import stat
+import struct
+from dataclasses import dataclass
+
+from pywsl.guest import interop_client, interop_paths, mounts
+from pywsl.guest.interop_client import LAUNCHER, PATH_FOLDER, RUNTIME_DIR, escape_folder
+from pywsl.guest.wsl_conf import WslConf
+from pywsl.wire import schema
+from pywsl.wire.channel import MessageChannel
+
+log = logging.getLogger("pywsl.interop")
+
+HOST_VIEW = RUNTIME_DIR + "/host"
+SOCKET_PATH = interop_client.DEFAULT_SOCKET
+WSLPATH_LINK = "/usr/bin/wslpath"
+FORWARD_REQUEST = b"I"  # init -> mini_init -> monitor, with the connection's descriptor
+MAX_PATH_FOLDERS = 64
+MAX_FOLDER_ENTRIES = 20000
+SEND_TIMEOUT = 2.0
+_GENERATIONS = PATH_FOLDER + "/.generations"
+_CREATE_PROCESS_RESPONSE = schema("LX_INIT_CREATE_PROCESS_RESPONSE")
+_UCRED = struct.Struct("iII")
+
+
+@dataclass(frozen=True)
+class HostRuntime:
+    """Where the running interpreter's pieces are on the host (real paths)."""
+
+    loader: str
+    library_path: tuple[str, ...]
+    executable: str
+    package_parent: str  # the folder holding the ``pywsl`` package
+
+
+_runtime: HostRuntime | None = None
+
+
+def detect_runtime() -> HostRuntime | None:
+    """Find the loader and libraries of this interpreter (``/proc/self/maps``); run on the host,
+    before the VM's namespaces exist. The result is kept for the forked roles."""
+    global _runtime
+    loader = ""
+    folders: list[str] = []
+    try:
+        with open("/proc/self/maps") as handle:
+            for line in handle:
+                fields = line.split(maxsplit=5)
+                if len(fields) < 6 or not fields[5].startswith("/"):
+                    continue
+                path = fields[5].strip()
+                name = os.path.basename(path)
+                if ".so" not in name:
+                    continue
+                if name.startswith(("ld-linux", "ld-musl", "ld64.so")):
+                    loader = path
+                folder = os.path.dirname(path)
+                if folder not in folders:
+                    folders.append(folder)
+    except OSError as error:
+        log.warning("interop: cannot read this interpreter's mappings: %s", error)
+        return None
+    import sys
+
+    if not loader:
+        log.warning("interop: this interpreter has no dynamic loader: no host programs, no wslpath")
+        return None
+    package = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+    _runtime = HostRuntime(os.path.realpath(loader), tuple(folders), os.path.realpath(sys.executable),
+                           package)
+    return _runtime
+
+
+def launcher_script(runtime: HostRuntime, mount_point: str | None, rootfs: str | None) -> str:
+    """The ``#!/bin/sh`` launcher: the host's loader runs the host's interpreter on the client."""
+    def inside(path: str) -> str:
+        return HOST_VIEW + path
+
+    code = (f"import sys; sys.path[:0] = [{inside(runtime.package_parent)!r}]; "
+            "from pywsl.guest.interop_client import main; sys.exit(main())")
+    library_path = ":".join(inside(item) for item in runtime.library_path)
+    words = [inside(runtime.loader), "--library-path", library_path, inside(runtime.executable),
+             "-I", "-S", "-c", code, mount_point or "", rootfs or ""]
+    return "#!/bin/sh\nexec " + " ".join(shlex.quote(word) for word in words) + ' "$0" "$@"\n'
+
+
+def install_runtime(mount_point: str | None, rootfs: str | None) -> None:
+    """After pivot_root: the launcher, the PATH folder and the wslpath link (errors are logged)."""
+    if _runtime is None:
+        return
+    try:
+        os.makedirs(_GENERATIONS, 0o755, exist_ok=True)
+        temporary = LAUNCHER + ".new"
+        with open(temporary, "w") as handle:
+            handle.write(launcher_script(_runtime, mount_point, rootfs))
+        os.chmod(temporary, 0o755)
+        os.rename(temporary, LAUNCHER)
+    except OSError as error:
+        log.warning("interop: cannot install the launcher: %s", error)
+        return
+    try:
+        if os.path.isdir(os.path.dirname(WSLPATH_LINK)) and not os.path.lexists(WSLPATH_LINK):
+            os.symlink(LAUNCHER, WSLPATH_LINK)
+    except OSError as error:
+        log.info("interop: no %s: %s", WSLPATH_LINK, error)
+
+
+# -- the interop socket ---------------------------------------------------------------------------
+
+
+class InteropListener:
+    """init's interop socket; ``forward`` gets each accepted connection of this instance."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        os.makedirs(os.path.dirname(SOCKET_PATH), 0o755, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(SOCKET_PATH)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            self.sock.bind(SOCKET_PATH)
+            os.chmod(SOCKET_PATH, 0o666)
+            self.sock.listen(64)
+            self.sock.setblocking(False)
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def accept(self, control: socket.socket | None) -> None:
+        """Take every pending connection: forward it to mini_init over ``control`` or refuse it."""
+        while True:
+            try:
+                connection, _address = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                log.warning("interop: accept failed: %s", error)
+                return
+            try:
+                self._handle(connection, control)
+            finally:
+                connection.close()
+
+    def _handle(self, connection: socket.socket, control: socket.socket | None) -> None:
+        credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+        pid, _uid, _gid = _UCRED.unpack(credentials)
+        if pid <= 0:
+            log.warning("interop: refused a connection from outside the distribution")
+            return
+        if not self.enabled:
+            _refuse(connection, errno.EPERM)
+            return
+        if control is None:
+            _refuse(connection, errno.ESHUTDOWN)
+            return
+        try:
+            socket.send_fds(control, [FORWARD_REQUEST], [connection.fileno()], socket.MSG_DONTWAIT)
+        except OSError as error:
+            log.warning("interop: cannot pass a connection on: %s", error)
+            _refuse(connection, errno.EAGAIN)
+
+
+def _refuse(connection: socket.socket, error: int) -> None:
+    channel = MessageChannel(connection, name="interop connection")
+    with contextlib.suppress(OSError, TimeoutError):
+        channel.send(_CREATE_PROCESS_RESPONSE, Result=error, SignalPipeId=0, Flags=0, timeout=SEND_TIMEOUT)
+    with contextlib.suppress(OSError):
+        connection.shutdown(socket.SHUT_WR)
+
+
+# -- host PATH folders ----------------------------------------------------------------------------
+
+
+def host_path_folders(nt_path: str) -> list[str]:
+    """The folders inside that stand for the host ``PATH`` ``nt_path`` (made or refreshed here).
+
+    Only absolute host folders that exist and can be listed count; at most ``MAX_PATH_FOLDERS``.
+    """
+    folders: list[str] = []
+    for host_folder in nt_path.split(":"):
+        if len(folders) >= MAX_PATH_FOLDERS:
+            break
+        if not host_folder.startswith("/") or "\0" in host_folder:
+            continue
+        host_folder = os.path.normpath(host_folder)
+        inside = PATH_FOLDER + "/" + escape_folder(host_folder)
+        if inside in folders:
+            continue
+        try:
+            _refresh(host_folder, inside)
+        except OSError as error:
+            log.debug("interop: host folder %s skipped: %s", host_folder, error)
+            continue
+        folders.append(inside)
+    return folders
+
+
+def _refresh(host_folder: str, inside: str) -> None:
+    info = os.stat(HOST_VIEW + host_folder)
+    if not stat.S_ISDIR(info.st_mode):
+        raise OSError(errno.ENOTDIR, "not a folder")
+    generation = f"{escape_folder(host_folder)}@{info.st_dev:x}-{info.st_ino:x}-{info.st_mtime_ns:x}"
+    target = f"{_GENERATIONS}/{generation}"
+    with contextlib.suppress(OSError):
+        if os.readlink(inside) == target:
+            return
+    if not os.path.isdir(target):
+        _generate(host_folder, target)
+    temporary = f"{inside}.{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)
+    os.symlink(target, temporary)
+    os.rename(temporary, inside)
+
+
+def _generate(host_folder: str, target: str) -> None:
+    """A folder with a link to the launcher for each executable of the host folder."""
+    building = f"{target}.{os.getpid()}.new"
+    os.mkdir(building, 0o755)
+    count = 0
+    with os.scandir(HOST_VIEW + host_folder) as entries:
+        for entry in entries:
+            if count >= MAX_FOLDER_ENTRIES:
+                break
+            try:
+                if not _host_executable(os.path.join(host_folder, entry.name)):
+                    continue
+                os.symlink(LAUNCHER, os.path.join(building, entry.name))
+                count += 1
+            except OSError:
+                continue
+    try:
+        os.rename(building, target)
+    except OSError as error:
+        if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+            raise
+        _remove_tree(building)  # another launch made the same generation first
+
+
+def _host_executable(host_path: str) -> bool:
+    """Is the host path a file with an execute bit? Links are followed as the host would: an
+    absolute target is a host path, looked up in the host view too."""
+    for _ in range(16):
+        try:
+            info = os.lstat(HOST_VIEW + host_path)
+        except OSError:
+            return False
+        if not stat.S_ISLNK(info.st_mode):
+            return stat.S_ISREG(info.st_mode) and bool(info.st_mode & 0o111)
+        try:
+            target = os.readlink(HOST_VIEW + host_path)
+        except OSError:
+            return False
+        host_path = os.path.normpath(os.path.join(os.path.dirname(host_path), target))
+    return False
+
+
+def _remove_tree(folder: str) -> None:
+    with contextlib.suppress(OSError):
+        for name in os.listdir(folder):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, name))
+        os.rmdir(folder)
+
+
+# -- init's steps ---------------------------------------------------------------------------------
+
+
+def attach_host_view(root_fd: int, tree_fd: int) -> None:
+    """Before pivot_root: the read-only host view at :data:`HOST_VIEW` (``tree_fd`` is a detached
+    copy of the VM's host tree; closed here). A failure is logged: the distribution still starts."""
+    if tree_fd < 0:
+        return
+    try:
+        if _runtime is not None:
+            mounts.apply_plan(root_fd, [mounts.AttachTree(HOST_VIEW, "interop", read_only=True)],
+                              {"interop": tree_fd})
+    except OSError as error:
+        log.warning("interop: cannot mount the host view: %s", error)
+    finally:
+        os.close(tree_fd)
+
+
+def start_listener(enabled: bool) -> InteropListener | None:
+    """After pivot_root: the interop socket (None, logged, when it cannot be made)."""
+    try:
+        return InteropListener(enabled)
+    except OSError as error:
+        log.warning("interop: cannot serve %s: %s", SOCKET_PATH, error)
+        return None
+
+
+@dataclass(frozen=True)
+class InteropSettings:
+    """What a launch needs of ``[interop]``: host programs at all, and the host PATH appended."""
+
+    enabled: bool
+    append_host_path: bool
+
+
+def relay_settings(conf: WslConf) -> InteropSettings:
+    """``[interop] enabled`` and ``appendWindowsPath`` (both off without a client runtime)."""
+    enabled = conf.interop_enabled and _runtime is not None
+    return InteropSettings(enabled, enabled and conf.interop_append_windows_path)
+
+
+def launch_environment(environment: dict[str, str], settings: InteropSettings | None, nt_path: str,
+                       host_mount_point: str | None) -> dict[str, str]:
+    """The environment of a launched process with interop: ``WSLENV``'s variables translated into
+    the distribution, ``WSL_INTEROP``, and the host PATH folders after the distribution's own."""
+    result = dict(environment)
+    result.update(interop_paths.translate_environment_in(environment, host_mount_point))
+    if settings is None or not settings.enabled:
+        return result
+    result["WSL_INTEROP"] = SOCKET_PATH
+    if settings.append_host_path and nt_path:
+        folders = host_path_folders(nt_path)
+        if folders:
+            own = result.get("PATH", "")
+            result["PATH"] = ":".join([own, *folders]) if own else ":".join(folders)
+    return result
