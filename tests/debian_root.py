@@ -34,7 +34,7 @@ def debian_mirror() -> str:
     deb822, one_line = _sources()
     for text in deb822:
         for stanza in re.split(r"\n\s*\n", text):
-            fields = dict(re.findall(r"^([A-Za-z-]+):\s*(.*)$", stanza, re.MULTILINE))
+            fields: dict[str, str] = dict(re.findall(r"^([A-Za-z-]+):\s*(.*)$", stanza, re.MULTILINE))
             suites = fields.get("Suites", "").split()
             if fields.get("Enabled", "yes").lower() == "no":
                 continue
@@ -44,7 +44,8 @@ def debian_mirror() -> str:
                         return uri.rstrip("/")
     for line in one_line:
         words = re.sub(r"\[[^\]]*\]", "", line.split("#", 1)[0]).split()
-        if len(words) >= 3 and words[0] == "deb" and words[2] in _DEBIAN_SUITES and "security" not in words[1]:
+        if len(words) >= 3 and words[0] == "deb" and words[2] in _DEBIAN_SUITES \
+                and "security" not in words[1]:
             return words[1].rstrip("/")
     return DEFAULT_MIRROR
 

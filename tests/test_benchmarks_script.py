@@ -227,7 +227,8 @@ def test_quick_run_prints_the_table_and_cleans_up() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="pwb-", dir="/tmp"))  # short: the VM's socket path is limited
     try:
         result = subprocess.run(
-            [sys.executable, str(BENCHMARKS / "run"), "--quick", "--only", "warm-launch,memory", "--repeat", "3",
+            [sys.executable, str(BENCHMARKS / "run"), "--quick", "--only", "warm-launch,memory",
+             "--repeat", "3",
              "--workdir", str(workdir), "--json"],
             capture_output=True, text=True, timeout=120, check=False,
         )

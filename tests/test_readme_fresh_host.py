@@ -3,8 +3,9 @@
 The root holds nothing but what a newcomer's machine has (python3, pip, venv, git). It is entered
 with new mount and pid namespaces and ``pivot_root`` (a plain ``chroot`` refuses the user
 namespaces pywsl's VM needs), with its own /proc, /run, /tmp and a /dev of a few bind-mounted
-nodes; the host's resolver and certificate bundle stand for the machine's network set-up. The README's set-up command runs there as root in a copy of this checkout; then an
-unprivileged user of that root runs ``pywsl --version``. Everything lives in the namespaces:
+nodes; the host's resolver and certificate bundle stand for the machine's network set-up. The
+README's set-up command runs there as root in a copy of this checkout; then an unprivileged user
+of that root runs ``pywsl --version``. Everything lives in the namespaces:
 when the entered shell ends, its processes and mounts go with it.
 """
 
@@ -62,8 +63,8 @@ pivot_root . .host
 umount -l /.host
 rmdir /.host
 cd /root/pywsl
-exec env -i HOME=/root LANG=C.UTF-8 TERM=dumb PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    DEBIAN_FRONTEND=noninteractive /bin/bash -c "$2"
+exec env -i HOME=/root LANG=C.UTF-8 TERM=dumb DEBIAN_FRONTEND=noninteractive \
+    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin /bin/bash -c "$2"
 '''
 
 
@@ -93,8 +94,9 @@ def fresh_debian(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _enter(root: Path, command: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["unshare", "--mount", "--pid", "--fork", "sh", "-c", ENTER, "enter", str(root), command],
-                          capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+    command_line = ["unshare", "--mount", "--pid", "--fork", "sh", "-c", ENTER, "enter", str(root), command]
+    return subprocess.run(command_line, capture_output=True, text=True, timeout=timeout, check=False,
+                          stdin=subprocess.DEVNULL)
 
 
 def test_readme_first_command_on_a_stock_debian_12(fresh_debian: Path) -> None:
