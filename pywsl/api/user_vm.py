@@ -20,7 +20,10 @@ from pywsl.api.wslconfig import WslConfig
 if TYPE_CHECKING:
     from pywsl.vm import CoreVm, VmConfig
 
-__all__ = ["attach", "require_root", "running_instances", "vm_config"]
+__all__ = ["attach", "limits_note", "require_root", "running_instances", "vm_config"]
+
+LIMITS_NOTE = ("Memory inside distributions: `free` and /proc/meminfo show the host's memory, not the VM's "
+               "[wsl2] memory limit (install lxcfs on the host to show the limit).")
 
 
 def require_root(what: str) -> None:
@@ -33,12 +36,15 @@ def require_root(what: str) -> None:
 def vm_config(identity: UserIdentity, runtime_dir: Path, config: WslConfig) -> VmConfig:
     """The `VmConfig` of the VM of `identity`, whose runtime folder is `runtime_dir`."""
     from pywsl.vm import VmConfig
-    from pywsl.vm.idmap import IdMapError, maps_for_owner
+    from pywsl.vm.gpu import discover_gpu_libraries
+    from pywsl.vm.idmap import IdMapError, maps_for_owner, owner_device_groups, with_host_groups
+    from pywsl.vm.lxcfs import find_lxcfs
 
     try:
         uid_map, gid_map = maps_for_owner(identity.uid, identity.gid)
     except IdMapError as error:
         raise WslError("E_ACCESSDENIED", str(error)) from None
+    gid_map = with_host_groups(gid_map, owner_device_groups(identity.uid, identity.gid))
     return VmConfig(
         owner_uid=identity.uid,
         owner_gid=identity.gid,
@@ -53,7 +59,19 @@ def vm_config(identity: UserIdentity, runtime_dir: Path, config: WslConfig) -> V
         instance_idle_timeout_ms=config.instance_idle_timeout_ms,
         kernel_boot_timeout_ms=config.kernel_boot_timeout_ms,
         distribution_start_timeout_ms=config.distribution_start_timeout_ms,
+        swap_bytes=config.swap_bytes,
+        nested_virtualization=config.nested_virtualization,
+        gpu_support=config.gpu_support,
+        gpu_libraries=discover_gpu_libraries() if config.gpu_support else (),
+        lxcfs=find_lxcfs(),
     )
+
+
+def limits_note() -> str | None:
+    """What `--status` says about the figures programs see inside: None when lxcfs shows the limits."""
+    from pywsl.vm.lxcfs import find_lxcfs
+
+    return None if find_lxcfs() is not None else LIMITS_NOTE
 
 
 def attach(runtime_dir: Path) -> CoreVm | None:

@@ -5,7 +5,10 @@ Same format and keys as WSL (wsl-reference §6.1): every documented key of `[wsl
 first occurrence of a key wins) and never stops anything. The keys that mean something for a VM
 made of namespaces take effect:
 
-* `[wsl2] memory`, `processors` → the VM's cgroup limits;
+* `[wsl2] memory`, `processors`, `swap` → the VM's cgroup limits (a cpuset and the CPU affinity of
+  `processors` CPUs, so that `nproc` inside shows it; memory plus swap where the host accounts swap);
+* `[wsl2] nestedVirtualization` → `/dev/kvm` in distributions; `gpuSupport` → the host GPU's
+  device nodes and driver libraries (`/usr/lib/wsl/lib`);
 * `[wsl2] vmIdleTimeout`, `[general] instanceIdleTimeout` → the idle timers (negative = never);
 * `[wsl2] kernelBootTimeout`, `distributionStartTimeout` → how long to wait for the VM and for a
   distribution's init;
@@ -82,7 +85,8 @@ class Kind(enum.Enum):
 
 # The keys that take effect on this host (see the module docstring); any other key is ignored.
 HONOURED_KEYS = frozenset({
-    "wsl2.memory", "wsl2.processors", "wsl2.vmIdleTimeout", "wsl2.kernelBootTimeout",
+    "wsl2.memory", "wsl2.processors", "wsl2.swap", "wsl2.nestedVirtualization", "wsl2.gpuSupport",
+    "wsl2.vmIdleTimeout", "wsl2.kernelBootTimeout",
     "wsl2.distributionStartTimeout", "wsl2.networkingMode", "experimental.networkingMode",
     "general.instanceIdleTimeout", "general.distributionInstallPath", "general.distributionListUrl",
     "general.distributionListUrlAppend",
@@ -130,6 +134,9 @@ class WslConfig:
 
     memory_bytes: int | None = None          # None: half of the host's memory (WSL's default)
     processors: int | None = None            # None: every CPU
+    swap_bytes: int | None = None            # None: no limit of its own (the host's swap)
+    nested_virtualization: bool = True       # /dev/kvm in distributions (when the host has it)
+    gpu_support: bool = True                 # the host's GPU in distributions (when it has one)
     vm_idle_timeout_ms: int = DEFAULT_VM_IDLE_TIMEOUT_MS
     instance_idle_timeout_ms: int = DEFAULT_INSTANCE_IDLE_TIMEOUT_MS
     kernel_boot_timeout_ms: int = DEFAULT_KERNEL_BOOT_TIMEOUT_MS
@@ -244,6 +251,8 @@ def parse_wslconfig(text: str, source: str = "wslconfig", *, home: Path | None =
                         f"processors of this machine; using {cpus}")
         processors = cpus
 
+    swap = take("wsl2.swap", lambda v: "must not be negative" if v < 0 else None)
+
     def positive(value: int) -> str | None:
         return "must be a positive number of milliseconds" if value <= 0 else None
 
@@ -252,6 +261,9 @@ def parse_wslconfig(text: str, source: str = "wslconfig", *, home: Path | None =
     return WslConfig(
         memory_bytes=memory,
         processors=processors,
+        swap_bytes=swap,
+        nested_virtualization=values.get("wsl2.nestedVirtualization", True),
+        gpu_support=values.get("wsl2.gpuSupport", True),
         vm_idle_timeout_ms=_or(take("wsl2.vmIdleTimeout"), DEFAULT_VM_IDLE_TIMEOUT_MS),
         instance_idle_timeout_ms=_or(take("general.instanceIdleTimeout"), DEFAULT_INSTANCE_IDLE_TIMEOUT_MS),
         kernel_boot_timeout_ms=_or(take("wsl2.kernelBootTimeout", positive), DEFAULT_KERNEL_BOOT_TIMEOUT_MS),

@@ -122,8 +122,13 @@ def status_command(output_format: str) -> int:
     if output_format == "json":
         render.print_json({"default_distribution": default, "default_version": DEFAULT_WSL_VERSION})
         return 0
+    from pywsl.api.user_vm import limits_note
+
+    note = limits_note()
     lines = [] if default is None else [messages.STATUS_DEFAULT_DISTRO.format(name=default)]
     lines.append(messages.STATUS_DEFAULT_VERSION.format(version=DEFAULT_WSL_VERSION))
+    if note is not None:
+        lines.append(note)
     render.print_lines(lines)
     return 0
 

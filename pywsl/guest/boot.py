@@ -14,12 +14,19 @@ these arguments (the host side writes them in ``pywsl.vm.backends.namespaces``):
 ``--owner-uid``                  the host user the VM belongs to
 ``--cgroup``                     a cgroup directory the VM runs in (repeatable)
 ``--boot-timeout``               ms the VM has to serve (``kernelBootTimeout``), else the boot fails
+``--processors``                 how many CPUs the VM's processes may run on (CPU affinity)
+``--no-nested-virtualization``   no ``/dev/kvm`` in distributions
+``--no-gpu-support``             no GPU nodes or libraries in distributions
+``--gpu-library``                ``name=/path``: a GPU library for ``/usr/lib/wsl/lib`` (repeatable)
+``--lxcfs``                      where root's lxcfs is mounted (its ``/proc`` files go to distributions)
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from pywsl.guest.devices import DeviceSettings, parse_gpu_library
 
 IdMap = list[tuple[int, int, int]]
 NETWORKING_MODES = ("mirrored", "none")
@@ -38,6 +45,8 @@ class BootArguments:
     owner_uid: int
     cgroups: tuple[str, ...]
     boot_timeout_ms: int = 30000
+    processors: int | None = None
+    devices: DeviceSettings = field(default_factory=DeviceSettings)
 
 
 def _id_map_line(text: str) -> tuple[int, int, int]:
@@ -60,6 +69,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _gpu_library(text: str) -> tuple[str, str]:
+    try:
+        return parse_gpu_library(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def parse_boot_arguments(argv: list[str]) -> BootArguments:
     parser = argparse.ArgumentParser(prog="python -m pywsl.guest.mini_init",
                                      description="pywsl utility VM (namespaces backend)")
@@ -74,6 +90,11 @@ def parse_boot_arguments(argv: list[str]) -> BootArguments:
     parser.add_argument("--owner-uid", type=int, required=True)
     parser.add_argument("--cgroup", action="append", default=[])
     parser.add_argument("--boot-timeout", type=_positive, default=30000)
+    parser.add_argument("--processors", type=_positive, default=None)
+    parser.add_argument("--no-nested-virtualization", action="store_true")
+    parser.add_argument("--no-gpu-support", action="store_true")
+    parser.add_argument("--lxcfs", default=None)
+    parser.add_argument("--gpu-library", type=_gpu_library, action="append", default=[])
     options = parser.parse_args(argv)
     return BootArguments(
         runtime_dir=options.runtime_dir,
@@ -87,4 +108,8 @@ def parse_boot_arguments(argv: list[str]) -> BootArguments:
         owner_uid=options.owner_uid,
         cgroups=tuple(options.cgroup),
         boot_timeout_ms=options.boot_timeout,
+        processors=options.processors,
+        devices=DeviceSettings(nested_virtualization=not options.no_nested_virtualization,
+                               gpu_support=not options.no_gpu_support,
+                               gpu_libraries=tuple(options.gpu_library), lxcfs=options.lxcfs),
     )

@@ -32,7 +32,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from pywsl.guest import forking, interop_init, mounts, network_files, syscalls, timezone
+from pywsl.guest import devices, forking, interop_init, mounts, network_files, syscalls, timezone
 from pywsl.guest.os_release import flavor_and_version
 from pywsl.guest.requests import receive_request
 from pywsl.guest.rootfs import write_file_atomic
@@ -82,6 +82,7 @@ class InitParameters:
     idle_timeout_ms: int
     interop_tree_fd: int = -1  # another copy of the host tree, for the interop runtime (``interop_init``)
     install_path: str = ""  # the root filesystem's host folder (wslpath -w), "" when unknown
+    device_settings: devices.DeviceSettings = field(default_factory=devices.DeviceSettings)  # ``devices``
 
 
 @dataclass
@@ -122,12 +123,15 @@ def prepare_root(parameters: InitParameters) -> Instance:
     mounts.make_private()
     mounts.attach_root(parameters.tree_fd)
     mounts.apply_plan(parameters.tree_fd, mounts.distribution_plan(parameters.networking_mode, None))
+    conf.warnings += devices.apply_devices(parameters.tree_fd, parameters.device_settings, conf.gpu_enabled)
     interop_init.attach_host_view(parameters.tree_fd, parameters.interop_tree_fd)
     if conf.automount_enabled:
         _mount_host_tree(parameters, conf)
     mounts.pivot_into(parameters.tree_fd)
     for fd in (parameters.host_tree_fd, parameters.tree_fd):
         os.close(fd)
+    if devices.gpu_active(parameters.device_settings, conf.gpu_enabled):
+        conf.warnings += devices.configure_loader(conf.gpu_append_lib_path, conf.automount_ldconfig)
     interop_init.install_runtime(conf.host_mount_point if conf.automount_enabled else None,
                                  parameters.install_path or None)
     _check_default_user(conf)
@@ -140,7 +144,7 @@ def _mount_host_tree(parameters: InitParameters, conf: WslConf) -> None:
     target = conf.host_mount_point
     try:
         trees = {"host": parameters.host_tree_fd}
-        mounts.apply_plan(parameters.tree_fd, mounts.host_tree_plan(target), trees)
+        mounts.apply_plan(parameters.tree_fd, mounts.host_tree_plan(target, conf.automount_attributes), trees)
     except OSError as error:
         log.warning("cannot mount the host's files at %s: %s", target, error)
         conf.warnings.append(f"The host's files cannot be mounted at {target} ({error.strerror or error}); "

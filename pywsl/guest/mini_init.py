@@ -36,6 +36,7 @@ from pywsl.guest import (
     launch,
     mounts,
     network_files,
+    processors,
     syscalls,
     tar_worker,
     vm_monitor,
@@ -383,6 +384,7 @@ class MiniInit:
             control_fd=control_child.fileno(),
             networking_mode=self.boot.networking_mode, idle_timeout_ms=self.boot.instance_idle_timeout_ms,
             interop_tree_fd=interop_tree, install_path=install_path if install_path.startswith("/") else "",
+            device_settings=self.boot.devices,
         )
         try:
             shim = os.fork()
@@ -535,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     interop_init.detect_runtime()
     gc.collect()
     gc.freeze()
+    processors.restrict_processors(boot.processors)
     return vm_monitor.launch(boot, serve)
 
 

@@ -65,7 +65,28 @@ class AttachTree:
     read_only: bool = False
 
 
-Step = Mount | Symlink | AttachTree
+@dataclass(frozen=True)
+class Restrict:
+    """Set mount attributes (``MOUNT_ATTR_RDONLY``, ``_NOEXEC``...) on the mounts at and below ``target``.
+
+    Attributes are only ever added: the kernel refuses to clear a flag a mount inherited locked.
+    """
+
+    target: str
+    attributes: int
+
+
+Step = Mount | Symlink | AttachTree | Restrict
+# [automount] options that a bind mount of the host's tree can carry (wsl.conf), as mount attributes.
+AUTOMOUNT_ATTRIBUTES = {
+    "ro": syscalls.MOUNT_ATTR_RDONLY,
+    "noexec": syscalls.MOUNT_ATTR_NOEXEC,
+    "nosuid": syscalls.MOUNT_ATTR_NOSUID,
+    "nodev": syscalls.MOUNT_ATTR_NODEV,
+}
+# Options that change nothing for this tree ("rw" and friends are the defaults; the host tree is
+# always nosuid and nodev; ownership and case options belong to DrvFs and cannot apply to a bind).
+AUTOMOUNT_NEUTRAL = frozenset({"rw", "exec", "suid", "dev"})
 
 
 def distribution_plan(networking_mode: str, host_mount_point: str | None) -> list[Step]:
@@ -97,17 +118,38 @@ def distribution_plan(networking_mode: str, host_mount_point: str | None) -> lis
     return steps
 
 
-def host_tree_plan(host_mount_point: str) -> list[Step]:
+def host_tree_plan(host_mount_point: str, attributes: int = 0) -> list[Step]:
     """The host's files at ``host_mount_point`` (``[automount] root`` + ``host``).
 
     The tree is the one ``host_view`` prepared: nosuid, nodev, with the host's ``proc``, ``sys``
     and ``dev`` masked by locked empty mounts. The distribution's own ``/proc`` goes on top of the
-    ``proc`` mask, where a host's ``/proc`` is expected.
+    ``proc`` mask, where a host's ``/proc`` is expected. ``attributes`` (from ``[automount]
+    options``, :func:`automount_attributes`) are added to every mount of the tree.
     """
-    return [
-        AttachTree(host_mount_point, "host"),
-        Mount(f"{host_mount_point}/proc", "proc", "proc", flags=_NOSUID_NODEV_NOEXEC),
-    ]
+    steps: list[Step] = [AttachTree(host_mount_point, "host")]
+    if attributes:
+        steps.append(Restrict(host_mount_point, attributes))
+    steps.append(Mount(f"{host_mount_point}/proc", "proc", "proc", flags=_NOSUID_NODEV_NOEXEC))
+    return steps
+
+
+def automount_attributes(options: str) -> tuple[int, list[str]]:
+    """The mount attributes of an ``[automount] options`` string, and the options that do not apply.
+
+    ``ro``, ``noexec``, ``nosuid`` and ``nodev`` apply to the host's tree; ``rw``, ``exec``,
+    ``suid`` and ``dev`` are accepted and change nothing; anything else (DrvFs' ``uid=``,
+    ``gid=``, ``umask=``, ``metadata``, ``case=``...) cannot apply to a bind mount and is named.
+    """
+    attributes, ignored = 0, []
+    for option in (item.strip() for item in options.split(",")):
+        if not option:
+            continue
+        value = AUTOMOUNT_ATTRIBUTES.get(option.lower())
+        if value is not None:
+            attributes |= value
+        elif option.lower() not in AUTOMOUNT_NEUTRAL:
+            ignored.append(option)
+    return attributes, ignored
 
 
 def worker_plan(read_only_target: bool) -> list[Step]:
@@ -181,9 +223,12 @@ def _ensure_file(root_fd: int, path: str) -> None:
 
 
 def _make_read_only(root_fd: int, target: str) -> None:
+    _restrict(root_fd, target, syscalls.MOUNT_ATTR_RDONLY)
+
+
+def _restrict(root_fd: int, target: str, attributes: int) -> None:
     with _opened(open_in_root(root_fd, target, os.O_PATH)) as fd:
-        syscalls.mount_setattr(fd, "", syscalls.AT_EMPTY_PATH | syscalls.AT_RECURSIVE,
-                               attr_set=syscalls.MOUNT_ATTR_RDONLY)
+        syscalls.mount_setattr(fd, "", syscalls.AT_EMPTY_PATH | syscalls.AT_RECURSIVE, attr_set=attributes)
 
 
 def _apply_mount(root_fd: int, step: Mount) -> None:
@@ -234,6 +279,8 @@ def apply_plan(root_fd: int, steps: Sequence[Step], trees: Mapping[str, int] | N
                 _apply_mount(root_fd, step)
             elif isinstance(step, Symlink):
                 _apply_symlink(root_fd, step)
+            elif isinstance(step, Restrict):
+                _restrict(root_fd, step.target, step.attributes)
             else:
                 _apply_tree(root_fd, step, trees or {})
         except OSError as error:

@@ -44,7 +44,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from pywsl.guest import forking, syscalls
+from pywsl.guest import devices, forking, syscalls
 from pywsl.guest.environment import (
     DEFAULT_PATH,
     HOST_DIRECTORY_PREFIX,
@@ -352,6 +352,7 @@ def _start_child(
     )
     # As the distribution's root: the host PATH folders are made or refreshed before the user runs.
     environment = launch_environment(environment, context.interop, request.nt_path, context.host_mount_point)
+    environment["PATH"] = devices.launch_path(environment.get("PATH", ""))  # GPU tools (nvidia-smi)
     program = resolve_program(request.filename, request.command_line, user, login=request.login)
     _drop_privileges(database, user)
     _enter_working_directory(request.cwd, user.home, context.host_mount_point)

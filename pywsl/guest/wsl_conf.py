@@ -14,6 +14,7 @@ import enum
 from dataclasses import dataclass, field
 
 from pywsl.guest.distribution_files import UnusableFile, read_regular_file
+from pywsl.guest.mounts import automount_attributes
 from pywsl.wire.config_format import (
     MAX_CONFIG_BYTES,
     ConfigProblem,
@@ -53,8 +54,17 @@ class WslConf:
     interop_enabled: bool = True
     interop_append_windows_path: bool = True
     umask: int = 0o022
+    automount_ldconfig: bool = True
+    gpu_enabled: bool = True
+    gpu_append_lib_path: bool = True
     time_use_windows_timezone: bool = True
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def automount_attributes(self) -> int:
+        """The mount attributes ``[automount] options`` adds to the host's tree (``ro``, ``noexec``,
+        ``nosuid``, ``nodev``); DrvFs' own options (``metadata``, ``uid=``...) do not apply to it."""
+        return automount_attributes(self.automount_options)[0]
 
     @property
     def host_mount_point(self) -> str:
@@ -139,7 +149,7 @@ _KEYS: dict[str, tuple[str | None, _Kind]] = {
     "automount.root": ("automount_root", _Kind.MOUNT_ROOT),
     "automount.options": ("automount_options", _Kind.STRING),
     "automount.mountfstab": ("automount_mount_fs_tab", _Kind.BOOLEAN),
-    "automount.ldconfig": (None, _Kind.BOOLEAN),
+    "automount.ldconfig": ("automount_ldconfig", _Kind.BOOLEAN),
     "automount.cgroups": (None, _Kind.CGROUPS),
     "filesystem.umask": ("umask", _Kind.INTEGER),
     "interop.enabled": ("interop_enabled", _Kind.BOOLEAN),
@@ -152,8 +162,8 @@ _KEYS: dict[str, tuple[str | None, _Kind]] = {
     "fileserver.logfile": (None, _Kind.STRING),
     "fileserver.loglevel": (None, _Kind.INTEGER),
     "fileserver.logtruncate": (None, _Kind.BOOLEAN),
-    "gpu.enabled": (None, _Kind.BOOLEAN),
-    "gpu.appendlibpath": (None, _Kind.BOOLEAN),
+    "gpu.enabled": ("gpu_enabled", _Kind.BOOLEAN),
+    "gpu.appendlibpath": ("gpu_append_lib_path", _Kind.BOOLEAN),
     "user.default": ("user_default", _Kind.STRING),
     "boot.command": ("boot_command", _Kind.STRING),
     "boot.systemd": ("boot_systemd", _Kind.BOOLEAN),

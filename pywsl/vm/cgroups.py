@@ -7,6 +7,12 @@ WSL gives its utility VM a memory size and a processor count (``.wslconfig`` ``m
 * otherwise cgroup v1 (``memory.limit_in_bytes``, ``cpu.cfs_quota_us``/``cpu.cfs_period_us``),
   as on hybrid hosts.
 
+``processors`` also gives the VM a cpuset of that many CPUs (the first ones the host process may
+use; ``cpuset.cpus``, v2 or v1), so that ``nproc`` and ``sched_getaffinity`` inside show the
+count (the VM also restricts its own CPU affinity, for hosts without a cpuset controller).
+``swap`` limits memory plus swap (``memory.memsw.limit_in_bytes`` in v1 where the kernel accounts
+swap, ``memory.swap.max`` in v2).
+
 The VM's group is ``pywsl-<uid>-<digest>`` (one per runtime folder) beneath the group the host
 process runs in, in every hierarchy that is used: v2 always (it is the root of the VM's cgroup
 namespace), and v1 ``memory`` and ``cpu`` where those are v1 controllers. The host creates the
@@ -59,7 +65,8 @@ def mounted_hierarchies(mountinfo: str | None = None) -> list[Hierarchy]:
         if fstype == "cgroup2":
             found.append(Hierarchy(mount_point, 2, frozenset()))
         elif fstype == "cgroup":
-            found.append(Hierarchy(mount_point, 1, frozenset(super_options & {"memory", "cpu", "pids"})))
+            found.append(Hierarchy(mount_point, 1, frozenset(
+                super_options & {"memory", "cpu", "pids", "cpuset"})))
     return found
 
 
@@ -84,7 +91,8 @@ class VmCgroup:
     warnings: tuple[str, ...] = ()
 
     @classmethod
-    def create(cls, name: str, *, memory_bytes: int | None, processors: int | None) -> VmCgroup:
+    def create(cls, name: str, *, memory_bytes: int | None, processors: int | None,
+               swap_bytes: int | None = None) -> VmCgroup:
         """Create (or reuse) the groups and apply the limits. Limits that cannot be applied are warnings."""
         paths: list[Path] = []
         warnings: list[str] = []
@@ -96,16 +104,19 @@ class VmCgroup:
             if group is not None:
                 paths.append(group)
                 v2_controllers = _enabled_controllers(group)
-        wanted = {"memory": memory_bytes is not None, "cpu": processors is not None}
+        wanted = {"memory": memory_bytes is not None, "cpu": processors is not None,
+                  "cpuset": processors is not None}
         for controller, needed in wanted.items():
             if v2 is not None and controller in v2_controllers:
                 continue
             v1 = next((item for item in hierarchies if item.version == 1 and controller in item.controllers),
                       None)
             if v1 is None:
-                if needed:
+                if needed and controller != "cpuset":
                     warnings.append(f"no cgroup {controller} controller: "
                                     f"the VM's {controller} limit is not applied")
+                continue
+            if controller == "cpuset" and not needed:
                 continue
             group = _make_group(v1.mount_point, own_cgroup(1, controller), name)
             if group is None:
@@ -119,6 +130,9 @@ class VmCgroup:
             _apply(paths, v2_controllers, "memory", memory_bytes, warnings)
         if processors is not None:
             _apply(paths, v2_controllers, "cpu", processors, warnings)
+            _apply_cpuset(paths, v2_controllers, processors, warnings)
+        if swap_bytes is not None and memory_bytes is not None:
+            _apply_swap(paths, v2_controllers, memory_bytes, swap_bytes, warnings)
         for warning in warnings:
             log.warning("%s", warning)
         return cls(tuple(paths), tuple(warnings))
@@ -170,7 +184,8 @@ def _reset_limits(path: Path) -> None:
     settings = (
         [("memory.max", "max"), ("cpu.max", f"max {CPU_PERIOD_US}")]
         if _is_v2(path)
-        else [("memory.limit_in_bytes", "-1"), ("cpu.cfs_quota_us", "-1")]
+        else [("memory.memsw.limit_in_bytes", "-1"), ("memory.limit_in_bytes", "-1"),
+              ("memory.memsw.limit_in_bytes", "-1"), ("cpu.cfs_quota_us", "-1")]
     )
     for name, value in settings:
         target = path / name
@@ -200,6 +215,55 @@ def _apply(paths: list[Path], v2_controllers: set[str], controller: str, value: 
             warnings.append(f"cannot set the VM's {controller} limit in {path}: {error.strerror}")
         return
     warnings.append(f"no cgroup carries the VM's {controller} limit")
+
+
+def parse_cpu_list(text: str) -> list[int]:
+    """The CPUs of a ``cpuset.cpus``-style list (``0-3,6``)."""
+    cpus: list[int] = []
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        first, _, last = part.partition("-")
+        cpus.extend(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def _apply_cpuset(paths: list[Path], v2_controllers: set[str], processors: int, warnings: list[str]) -> None:
+    """Restrict the group to the first ``processors`` CPUs of its parent (v1 needs ``mems`` too)."""
+    for path in paths:
+        v2 = _is_v2(path)
+        if (v2 and "cpuset" not in v2_controllers) or not (path / "cpuset.cpus").exists():
+            continue
+        try:
+            parent = path.parent
+            effective = parent / "cpuset.cpus.effective" if v2 else parent / "cpuset.effective_cpus"
+            available = parse_cpu_list(effective.read_text() if effective.exists()
+                                       else (parent / "cpuset.cpus").read_text())
+            if not v2:
+                mems = parent / "cpuset.effective_mems"
+                mems = mems if mems.exists() else parent / "cpuset.mems"
+                _write(path / "cpuset.mems", mems.read_text().strip())
+            chosen = available[:processors] or available
+            _write(path / "cpuset.cpus", ",".join(str(cpu) for cpu in chosen))
+        except (OSError, ValueError) as error:
+            warnings.append(f"cannot set the VM's cpuset in {path}: {error}")
+        return
+
+
+def _apply_swap(paths: list[Path], v2_controllers: set[str], memory_bytes: int, swap_bytes: int,
+                warnings: list[str]) -> None:
+    """Memory plus swap: ``memory.memsw.limit_in_bytes`` (v1) or ``memory.swap.max`` (v2)."""
+    for path in paths:
+        v2 = _is_v2(path)
+        target = path / ("memory.swap.max" if v2 else "memory.memsw.limit_in_bytes")
+        if (v2 and "memory" not in v2_controllers) or not target.exists():
+            continue
+        try:
+            _write(target, str(swap_bytes if v2 else memory_bytes + swap_bytes))
+        except OSError as error:
+            warnings.append(f"cannot set the VM's swap limit in {path}: {error.strerror}")
+        return
+    warnings.append("the host does not account swap per cgroup: the VM's swap limit is not applied")
 
 
 def find_groups(matches: Callable[[str], bool], hierarchies: list[Hierarchy] | None = None) -> list[Path]:

@@ -33,6 +33,11 @@ class VmConfig:
     backend: str = "namespaces"
     kernel_boot_timeout_ms: int = DEFAULT_KERNEL_BOOT_TIMEOUT_MS  # until the VM serves
     distribution_start_timeout_ms: int = DEFAULT_DISTRIBUTION_START_TIMEOUT_MS  # until init is ready
+    swap_bytes: int | None = None  # [wsl2] swap: memory + swap is limited (memsw) where the host can
+    nested_virtualization: bool = True  # [wsl2] nestedVirtualization: /dev/kvm in distributions
+    gpu_support: bool = True  # [wsl2] gpuSupport: GPU nodes and libraries in distributions
+    gpu_libraries: tuple[tuple[str, str], ...] = ()  # (name in /usr/lib/wsl/lib, host path)
+    lxcfs: str | None = None  # where root's lxcfs is mounted: its /proc files go to distributions
 
     def __post_init__(self) -> None:
         for name in ("kernel_boot_timeout_ms", "distribution_start_timeout_ms"):

@@ -18,10 +18,20 @@ The range of a user is:
 For an owner other than root, uid and gid 1000 inside (the first user a distribution's setup
 creates) map to the owner's own host uid and gid, so files that user creates in the host's
 filesystem belong to the owner.
+
+The host groups that own device nodes a distribution gets (:data:`DEVICE_GROUPS`: ``kvm``,
+``video``, ``render``) keep their host number inside when the owner is a member of them (root's VM
+gets every one that exists): ``with_host_groups`` maps each such gid to itself, in place of the
+same number of the range. A distribution's user in a group of that number then reaches the
+nodes as the host's group allows; the nodes' own modes never change, and an owner outside the
+group gets nothing. Files of the distribution that carry such a number from the range show as
+``nogroup`` inside.
 """
 
 from __future__ import annotations
 
+import grp
+import os
 import pwd
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +45,8 @@ MIN_RANGE = 65536
 OWNER_ID_INSIDE = 1000
 SUBUID_PATH = Path("/etc/subuid")
 SUBGID_PATH = Path("/etc/subgid")
+DEVICE_GROUPS = ("kvm", "video", "render")
+OVERFLOW_ID = 65534  # nobody / nogroup: never remapped
 
 
 class IdMapError(ValueError):
@@ -129,3 +141,44 @@ def host_id(id_map: IdMap, inside: int) -> int:
 def format_map(id_map: IdMap) -> str:
     """The text written to ``/proc/<pid>/uid_map``."""
     return "".join(f"{inside} {outside} {count}\n" for inside, outside, count in id_map)
+
+
+def owner_device_groups(uid: int, gid: int, names: tuple[str, ...] = DEVICE_GROUPS) -> list[int]:
+    """Host gids of the device groups ``names`` that host user ``uid`` belongs to (root: all that exist)."""
+    try:
+        user_name: str | None = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user_name = None
+    member_of: set[int] = {gid}
+    if user_name is not None:
+        member_of.update(os.getgrouplist(user_name, gid))
+    found: list[int] = []
+    for name in names:
+        try:
+            group = grp.getgrnam(name)
+        except KeyError:
+            continue
+        if uid == 0 or group.gr_gid in member_of:
+            found.append(group.gr_gid)
+    return sorted(set(found))
+
+
+def with_host_groups(id_map: IdMap, host_ids: list[int]) -> IdMap:
+    """``id_map`` with each of ``host_ids`` mapped to the same number inside (see the module docstring).
+
+    An id is left out when it is 0, the overflow id, outside the map's inside range, already the
+    host side of a line (the owner's own group) or the inside id of a single-id line.
+    """
+    lines = sorted(id_map)
+    for host in sorted(set(host_ids)):
+        if host in (0, OVERFLOW_ID) or any(outside <= host < outside + count for _, outside, count in lines):
+            continue
+        index = next((number for number, (inside, _, count) in enumerate(lines)
+                      if inside <= host < inside + count and count > 1), None)
+        if index is None:
+            continue
+        inside, outside, count = lines.pop(index)
+        pieces = [(inside, outside, host - inside), (host, host, 1),
+                  (host + 1, outside + host + 1 - inside, inside + count - host - 1)]
+        lines[index:index] = [piece for piece in pieces if piece[2] > 0]
+    return lines

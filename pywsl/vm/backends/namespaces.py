@@ -71,6 +71,16 @@ def boot_arguments(config: VmConfig, listen_fd: int, cgroups: tuple[Path, ...]) 
         arguments += ["--gid-map", f"{inside}:{outside}:{count}"]
     for path in cgroups:
         arguments += ["--cgroup", str(path)]
+    if config.processors is not None:
+        arguments += ["--processors", str(config.processors)]
+    if not config.nested_virtualization:
+        arguments.append("--no-nested-virtualization")
+    if not config.gpu_support:
+        arguments.append("--no-gpu-support")
+    if config.lxcfs is not None:
+        arguments += ["--lxcfs", config.lxcfs]
+    for name, library in config.gpu_libraries if config.gpu_support else ():
+        arguments += ["--gpu-library", f"{name}={library}"]
     return arguments
 
 
@@ -215,7 +225,7 @@ class NamespacesBackend(VmBackend):
         self._remove_runtime_files(runtime_dir)
         self._remove_stale_groups(runtime_dir, 0.0)
         cgroup = VmCgroup.create(cgroup_name(config), memory_bytes=config.memory_bytes,
-                                 processors=config.processors)
+                                 processors=config.processors, swap_bytes=config.swap_bytes)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         log_fd = -1
         try:
