@@ -358,7 +358,7 @@ def test_wslconfig_warnings_when_the_vm_starts_and_a_missing_kernel(
     config = workspace / "config" / "pywsl" / "wslconfig"
     original = config.read_text()
     try:
-        config.write_text(original + "bogusKey = 1\nswap = 0\nlocalhostForwarding = perhaps\n")
+        config.write_text(original + "bogusKey = 1\nswapFile = /nowhere\nlocalhostForwarding = perhaps\n")
         lines = original.count("\n")
         assert pywsl("--shutdown").returncode == 0
         result = pywsl("-d", box, "echo", "booted")
@@ -367,7 +367,7 @@ def test_wslconfig_warnings_when_the_vm_starts_and_a_missing_kernel(
             f"wsl: Unknown key 'wsl2.bogusKey' in {config}:{lines + 1}",
             "wsl: Invalid boolean value 'perhaps' for key 'wsl2.localhostForwarding' in "
             f"{config}:{lines + 3}",
-            f"wsl: Ignored key 'wsl2.swap' in {config}:{lines + 2}: this host cannot honour it",
+            f"wsl: Ignored key 'wsl2.swapFile' in {config}:{lines + 2}: this host cannot honour it",
         ]
         assert pywsl("-d", box, "true").err == ""   # the VM runs already
         assert pywsl("--shutdown").returncode == 0

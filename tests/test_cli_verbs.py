@@ -160,7 +160,8 @@ def test_list_rejects_unknown_options_and_extra_arguments(cli: Cli) -> None:
 # -- --status, --version -------------------------------------------------------------------------
 
 
-def test_status(cli: Cli) -> None:
+def test_status(cli: Cli, mocker: MockerFixture) -> None:
+    mocker.patch("pywsl.api.user_vm.limits_note", return_value=None)  # lxcfs shows the VM's limits
     outcome = cli("--status")
     assert outcome.stdout == "Default Distribution: Debian\nDefault Version: 2\n"
     assert json.loads(cli("--status", "--format", "json").stdout) == {
@@ -168,6 +169,8 @@ def test_status(cli: Cli) -> None:
     cli.session.enumerate_distributions.return_value = []
     assert cli("--status").stdout == "Default Version: 2\n"
     assert json.loads(cli("--status", "--format", "json").stdout)["default_distribution"] is None
+    mocker.patch("pywsl.api.user_vm.limits_note", return_value="Memory note.")  # no lxcfs
+    assert cli("--status").stdout == "Default Version: 2\nMemory note.\n"
 
 
 @pytest.mark.parametrize("spelling", ["--version", "-v"])
