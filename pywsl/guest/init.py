@@ -32,7 +32,17 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from pywsl.guest import devices, forking, interop_init, mounts, network_files, syscalls, timezone
+from pywsl.guest import (
+    devices,
+    forking,
+    fstab,
+    interop_init,
+    mounts,
+    network_files,
+    syscalls,
+    systemd_boot,
+    timezone,
+)
 from pywsl.guest.os_release import flavor_and_version
 from pywsl.guest.requests import receive_request
 from pywsl.guest.rootfs import write_file_atomic
@@ -55,6 +65,7 @@ STEP_LAUNCH_INIT = int(LX_MINI_CREATE_INSTANCE_STEP.LxInitCreateInstanceStepLaun
 RECEIVE_TIMEOUT = 10.0
 SEND_TIMEOUT = 5.0
 TERMINATE_GRACE = 2.0
+SYSTEMD_STOP_TIMEOUT = 30.0  # units stopping at -t / --shutdown; then systemd is killed
 STOP_REQUEST = b"T"  # on the control socket, from mini_init: stop the instance (VM shutdown)
 MAX_HOST_RESOLV_CONF = network_files.MAX_RESOLV_CONF_BYTES
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -83,6 +94,10 @@ class InitParameters:
     interop_tree_fd: int = -1  # another copy of the host tree, for the interop runtime (``interop_init``)
     install_path: str = ""  # the root filesystem's host folder (wslpath -w), "" when unknown
     device_settings: devices.DeviceSettings = field(default_factory=devices.DeviceSettings)  # ``devices``
+    shared_tree_fd: int = -1  # the VM's shared tmpfs for /mnt/wsl, a detached mount tree; -1: none
+    guard_fd: int = -1  # the shim's pipe: closed when init exits, b"K" = end the instance now
+    cgroup_fd: int = -1  # the VM's cgroup2 root (delegated to the VM's root); -1: none
+    cgroup_name: str = ""  # the instance's sub-group there, made for systemd
 
 
 @dataclass
@@ -103,6 +118,7 @@ class Instance:
     proc_fd: int
     settings: Settings | None = None
     session_leaders: set[int] = field(default_factory=set)
+    console: systemd_boot.Console | None = None  # systemd is pid 1 (its console's primary end)
 
 
 def _read_host_resolv_conf() -> str:
@@ -125,11 +141,14 @@ def prepare_root(parameters: InitParameters) -> Instance:
     mounts.apply_plan(parameters.tree_fd, mounts.distribution_plan(parameters.networking_mode, None))
     conf.warnings += devices.apply_devices(parameters.tree_fd, parameters.device_settings, conf.gpu_enabled)
     interop_init.attach_host_view(parameters.tree_fd, parameters.interop_tree_fd)
+    _mount_shared_tmpfs(parameters, conf)
     if conf.automount_enabled:
         _mount_host_tree(parameters, conf)
     mounts.pivot_into(parameters.tree_fd)
     for fd in (parameters.host_tree_fd, parameters.tree_fd):
         os.close(fd)
+    if conf.automount_mount_fs_tab:
+        conf.warnings += fstab.mount_all()
     if devices.gpu_active(parameters.device_settings, conf.gpu_enabled):
         conf.warnings += devices.configure_loader(conf.gpu_append_lib_path, conf.automount_ldconfig)
     interop_init.install_runtime(conf.host_mount_point if conf.automount_enabled else None,
@@ -137,6 +156,20 @@ def prepare_root(parameters: InitParameters) -> Instance:
     _check_default_user(conf)
     proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     return Instance(parameters, conf, vm_pid, host_resolv_conf, proc_fd)
+
+
+def _mount_shared_tmpfs(parameters: InitParameters, conf: WslConf) -> None:
+    """``/mnt/wsl``: the VM's tmpfs that every distribution shares; a failure is a warning."""
+    if parameters.shared_tree_fd < 0:
+        return
+    try:
+        steps = [mounts.AttachTree(mounts.SHARED_MOUNT_POINT, "shared")]
+        mounts.apply_plan(parameters.tree_fd, steps, {"shared": parameters.shared_tree_fd})
+    except OSError as error:
+        log.warning("cannot mount %s: %s", mounts.SHARED_MOUNT_POINT, error)
+        conf.warnings.append(f"{mounts.SHARED_MOUNT_POINT} cannot be mounted ({error.strerror or error})")
+    finally:
+        os.close(parameters.shared_tree_fd)
 
 
 def _mount_host_tree(parameters: InitParameters, conf: WslConf) -> None:
@@ -174,7 +207,7 @@ def _redirect_stdio_to_null() -> None:
 
 
 class Init:
-    """The serve loop of a distribution's pid 1."""
+    """The serve loop of a distribution's pid 1 (of pywsl's init beside systemd, when systemd is pid 1)."""
 
     def __init__(self, instance: Instance) -> None:
         self.instance = instance
@@ -199,6 +232,8 @@ class Init:
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         self.selector.register(wakeup_read, selectors.EVENT_READ, "signal")
         self.selector.register(self.control, selectors.EVENT_READ, "control")
+        if self.instance.console is not None:
+            self.selector.register(self.instance.console.fd, selectors.EVENT_READ, "console")
         interop = interop_init.start_listener(self.instance.conf.interop_enabled)
         if interop is not None:
             self.selector.register(interop, selectors.EVENT_READ, "interop")
@@ -210,6 +245,8 @@ class Init:
                         os.read(wakeup_read, 512)
                 elif key.data == "control":
                     self._on_control()
+                elif key.data == "console" and self.instance.console is not None:
+                    self.instance.console.drain()
                 elif key.data == "interop" and interop is not None:
                     interop.accept(None if self.control.fileno() < 0 else self.control)
                 elif isinstance(key.data, MessageChannel):
@@ -311,8 +348,8 @@ class Init:
                 namespace = os.stat("/proc/self/ns/pid").st_ino
             transaction.send(INITIALIZE_RESPONSE, Plan9Port=LX_INIT_UTILITY_VM_INVALID_PORT,
                              DefaultUid=settings.default_uid, InteropPort=LX_INIT_UTILITY_VM_INVALID_PORT,
-                             SystemdEnabled=False, PidNamespace=namespace, Flavor=settings.flavor,
-                             Version=settings.version)
+                             SystemdEnabled=self.instance.console is not None, PidNamespace=namespace,
+                             Flavor=settings.flavor, Version=settings.version)
         elif message_type == T.LxInitMessageCreateSession:
             CREATE_SESSION.parse(data)
             port = self._create_session(fds.pop())  # takes the descriptor over
@@ -449,10 +486,36 @@ class Init:
             self.instance.session_leaders.discard(pid)
 
     def _other_processes(self) -> set[int]:
-        """Processes of the distribution besides init and its session leaders."""
+        """Processes of the distribution besides init and its session leaders.
+
+        With systemd as pid 1, only what pywsl started counts (init's descendants: launches, their
+        background processes, ``[boot] command``), never systemd's units."""
         pids = {int(name) for name in os.listdir(self.instance.proc_fd) if name.isdigit()}
         pids.discard(1)
+        if self.instance.console is not None:
+            pids = self._descendants(pids)
         return pids - self.instance.session_leaders
+
+    def _descendants(self, pids: set[int]) -> set[int]:
+        parents: dict[int, int] = {}
+        for pid in pids:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fd = os.open(f"{pid}/stat", os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.instance.proc_fd)
+                try:
+                    text = os.read(fd, 4096)
+                finally:
+                    os.close(fd)
+                parents[pid] = int(text.rpartition(b")")[2].split()[1])
+        found = {os.getpid()}
+        changed = True
+        while changed:
+            changed = False
+            for pid, parent in parents.items():
+                if parent in found and pid not in found:
+                    found.add(pid)
+                    changed = True
+        found.discard(os.getpid())
+        return found
 
     def _check_idle(self) -> None:
         if self.idle_timeout_ms < 0:
@@ -469,6 +532,9 @@ class Init:
 
     def _terminate(self, force: bool) -> None:
         """End every process of the pid namespace; returning from serve then ends init itself."""
+        if self.instance.console is not None:
+            self._stop_systemd(force)
+            return
         if force:
             return
         with contextlib.suppress(OSError):
@@ -481,6 +547,34 @@ class Init:
             time.sleep(0.02)
 
 
+    def _stop_systemd(self, force: bool) -> None:
+        """SIGRTMIN+3 to systemd (units stop, then pid 1 exits and the namespace ends with it);
+        init returns once systemd's final stage signals it, or after the bound (the shim then
+        kills pid 1). Forced: the shim kills pid 1 at once."""
+        guard = self.instance.parameters.guard_fd
+        if force:
+            if guard >= 0:
+                with contextlib.suppress(OSError):
+                    os.write(guard, b"K")
+            return
+        stopping: list[bool] = []
+        signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+        with contextlib.suppress(OSError):
+            os.kill(1, systemd_boot.STOP_SIGNAL)
+        console = self.instance.console
+        deadline = time.monotonic() + SYSTEMD_STOP_TIMEOUT
+        while not stopping and time.monotonic() < deadline:
+            if console is not None:
+                console.drain()
+            self._reap()
+            time.sleep(0.02)
+        if not stopping:
+            log.warning("systemd of %s did not stop within %g s: ending it", self.name, SYSTEMD_STOP_TIMEOUT)
+            if guard >= 0:
+                with contextlib.suppress(OSError):
+                    os.write(guard, b"K")
+
+
 def send_failure(channel_fd: int, error: int, step: int = STEP_LAUNCH_INIT) -> None:
     """Report a failed start with ``CreateInstanceResult`` on a fresh channel, then close it."""
     channel = MessageChannel(socket.socket(fileno=channel_fd), name="init channel")
@@ -488,6 +582,40 @@ def send_failure(channel_fd: int, error: int, step: int = STEP_LAUNCH_INIT) -> N
         channel.send(CREATE_INSTANCE_RESULT, Result=error, FailureStep=step, Pid=0, ConnectPort=0,
                      Warnings=None, timeout=SEND_TIMEOUT)
     channel.close()
+
+
+def _start_systemd(instance: Instance) -> None:
+    """Prepare what systemd needs, fork, exec systemd as pid 1; returns in the child (pywsl's init).
+
+    Anything that cannot be prepared is a warning and the instance runs without systemd."""
+    parameters, conf = instance.parameters, instance.conf
+    try:
+        if parameters.cgroup_fd < 0:
+            raise OSError(errno.ENOTSUP, "the VM has no delegated cgroup2 hierarchy")
+        systemd_boot.enter_cgroup(parameters.cgroup_fd, parameters.cgroup_name)
+        systemd_boot.mount_run_lock()
+        console, secondary = systemd_boot.make_console()
+    except OSError as error:
+        log.warning("distribution %s: cannot start systemd: %s", parameters.name, error)
+        conf.warnings.append(f"[boot] systemd: systemd cannot start here ({error.strerror or error}); "
+                             "pywsl's init runs the distribution")
+        return
+    finally:
+        if parameters.cgroup_fd >= 0:
+            os.close(parameters.cgroup_fd)
+    machine_id_warning = systemd_boot.ensure_machine_id()
+    if machine_id_warning:
+        conf.warnings.append(machine_id_warning)
+    child = os.fork()
+    if child != 0:
+        systemd_boot.exec_systemd(secondary)
+    os.close(secondary)
+    syscalls.set_process_title("/init")
+    instance.console = console
+    timeout_warning = systemd_boot.wait_until_running(conf.boot_init_timeout_ms, console)
+    if timeout_warning:
+        log.warning("distribution %s: %s", parameters.name, timeout_warning)
+        conf.warnings.append(timeout_warning)
 
 
 def run(parameters: InitParameters) -> None:
@@ -501,6 +629,10 @@ def run(parameters: InitParameters) -> None:
         send_failure(parameters.channel_fd, code)
         forking.exit_now(1)
         return
+    if instance.conf.boot_systemd and systemd_boot.can_boot():
+        _start_systemd(instance)  # returns in the child: pywsl's init beside systemd
+    elif parameters.cgroup_fd >= 0:
+        os.close(parameters.cgroup_fd)
     code = 1
     try:
         code = Init(instance).serve()

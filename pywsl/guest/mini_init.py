@@ -121,6 +121,15 @@ def _path_of(fd: int) -> str:
     return path if path.startswith("/") and not path.endswith(" (deleted)") else ""
 
 
+def _make_shared_tmpfs() -> int:
+    """The VM's ``/mnt/wsl`` tmpfs (``mounts.shared_tmpfs``); -1, and no ``/mnt/wsl``, when refused."""
+    try:
+        return mounts.shared_tmpfs()
+    except OSError as error:
+        log.warning("no %s for the distributions: %s", mounts.SHARED_MOUNT_POINT, error)
+        return -1
+
+
 def _close(fds: list[int]) -> None:
     for fd in fds:
         with contextlib.suppress(OSError):
@@ -135,6 +144,7 @@ class MiniInit:
         self.cloner = context.cloner
         self.ready = context.ready
         self.host_tree = context.host_tree
+        self.shared_tmpfs = _make_shared_tmpfs()
         self.listener = socket.socket(fileno=self.boot.listen_fd)
         self.listener.setblocking(False)
         self.selector = selectors.DefaultSelector()
@@ -336,15 +346,17 @@ class MiniInit:
                 # mounts stay locked in the distribution; another one for the interop runtime.
                 trees.append(mounts.clone_tree(self.host_tree))
                 trees.append(mounts.clone_tree(self.host_tree))
+                # /mnt/wsl: a clone of the VM's shared tmpfs (the files are the same for every instance).
+                trees.append(mounts.clone_tree(self.shared_tmpfs) if self.shared_tmpfs >= 0 else -1)
             except OSError:
-                _close(trees)
+                _close([fd for fd in trees if fd >= 0])
                 raise
             step = STEP.LxInitCreateInstanceStepLaunchInit
             try:
                 self._start_instance(name, trees, channel_fd, message.InstallPath or _path_of(rootfs_fd))
                 channel_fd = -1
             finally:
-                _close(trees)
+                _close([fd for fd in trees if fd >= 0])
         except OSError as error:
             log.error("cannot start distribution %r: %s", message.DistributionName, error)
             os_error = error.errno or errno.EIO
@@ -370,8 +382,9 @@ class MiniInit:
     def _start_instance(self, name: str, trees: list[int], channel_fd: int, install_path: str) -> None:
         """Fork the shim that starts init (``launch.run_shim``); takes ``channel_fd`` over on success.
 
-        ``trees``: the root filesystem, the host tree for /mnt/host, the host tree for interop."""
-        tree, host_tree, interop_tree = trees
+        ``trees``: the root filesystem, the host tree for /mnt/host, the host tree for interop, the
+        shared tmpfs for /mnt/wsl (-1: none)."""
+        tree, host_tree, interop_tree, shared_tree = trees
         control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             pid_read, pid_write = os.pipe()
@@ -384,7 +397,7 @@ class MiniInit:
             control_fd=control_child.fileno(),
             networking_mode=self.boot.networking_mode, idle_timeout_ms=self.boot.instance_idle_timeout_ms,
             interop_tree_fd=interop_tree, install_path=install_path if install_path.startswith("/") else "",
-            device_settings=self.boot.devices,
+            device_settings=self.boot.devices, shared_tree_fd=shared_tree,
         )
         try:
             shim = os.fork()
@@ -394,8 +407,8 @@ class MiniInit:
             control_child.close()
             raise
         if shim == 0:
-            forking.become_child([0, 1, 2, tree, host_tree, interop_tree, channel_fd, control_child.fileno(),
-                                  pid_write])
+            forking.become_child([0, 1, 2, tree, host_tree, interop_tree, shared_tree, channel_fd,
+                                  control_child.fileno(), pid_write])
             launch.run_shim(parameters, pid_write)
         os.close(pid_write)
         os.close(channel_fd)

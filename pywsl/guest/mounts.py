@@ -34,6 +34,10 @@ WORKER_HOST_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx
 WORKER_HOST_FILES = ("/etc/ld.so.cache",)
 # Where a new root is attached before pivot_root, in the private mount namespace doing it.
 STAGING = "/tmp"
+# The tmpfs every distribution of a VM shares (WSL's /mnt/wsl), and where mini_init keeps it
+# attached in the VM's own mount namespace (which no process of the VM uses as its root).
+SHARED_MOUNT_POINT = "/mnt/wsl"
+SHARED_TMPFS_PATH = "/tmp"
 
 
 @dataclass(frozen=True)
@@ -286,6 +290,15 @@ def apply_plan(root_fd: int, steps: Sequence[Step], trees: Mapping[str, int] | N
         except OSError as error:
             target = step.path if isinstance(step, Symlink) else step.target
             raise OSError(error.errno, f"cannot set up {target}: {error.strerror or error}") from error
+
+
+def shared_tmpfs(path: str = SHARED_TMPFS_PATH) -> int:
+    """mini_init's tmpfs for :data:`SHARED_MOUNT_POINT`, mounted at ``path``; an O_PATH fd of its root.
+
+    Each instance attaches a clone of it (:func:`clone_tree`): clones of one mount share its files.
+    """
+    syscalls.mount("tmpfs", path, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "mode=1777")
+    return os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
 
 
 def make_private() -> None:

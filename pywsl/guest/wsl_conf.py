@@ -51,6 +51,7 @@ class WslConf:
     user_default: str | None = None
     boot_command: str | None = None
     boot_systemd: bool = False
+    boot_init_timeout_ms: int = 10000
     interop_enabled: bool = True
     interop_append_windows_path: bool = True
     umask: int = 0o022
@@ -167,7 +168,7 @@ _KEYS: dict[str, tuple[str | None, _Kind]] = {
     "user.default": ("user_default", _Kind.STRING),
     "boot.command": ("boot_command", _Kind.STRING),
     "boot.systemd": ("boot_systemd", _Kind.BOOLEAN),
-    "boot.inittimeout": (None, _Kind.INTEGER),
+    "boot.inittimeout": ("boot_init_timeout_ms", _Kind.INTEGER),
     "boot.protectbinfmt": (None, _Kind.BOOLEAN),
     "general.guiapplications": (None, _Kind.BOOLEAN),
 }

@@ -17,6 +17,11 @@ The VM's group is ``pywsl-<uid>-<digest>`` (one per runtime folder) beneath the 
 process runs in, in every hierarchy that is used: v2 always (it is the root of the VM's cgroup
 namespace), and v1 ``memory`` and ``cpu`` where those are v1 controllers. The host creates the
 groups before boot; the VM's monitor moves the VM into them and removes them once it has stopped.
+The v2 group is delegated to the VM's root (``delegate_to``: the group, its ``cgroup.procs``,
+``cgroup.threads`` and ``cgroup.subtree_control`` are chowned to it, as a container manager does),
+so that a distribution's systemd can make its own sub-groups there; the limit files stay root's.
+On a hybrid host the unified hierarchy has no controllers: systemd runs on it all the same (no
+resource control of its units), while the v1 limits above still hold for the whole VM.
 A VM whose monitor was killed leaves its (empty) groups behind: ``find_groups`` finds them by name
 in every hierarchy, wherever the process that booted that VM ran, and ``remove_group`` removes
 them, sub-groups first, as long as no process is left in them.
@@ -92,8 +97,10 @@ class VmCgroup:
 
     @classmethod
     def create(cls, name: str, *, memory_bytes: int | None, processors: int | None,
-               swap_bytes: int | None = None) -> VmCgroup:
-        """Create (or reuse) the groups and apply the limits. Limits that cannot be applied are warnings."""
+               swap_bytes: int | None = None, delegate_to: tuple[int, int] | None = None) -> VmCgroup:
+        """Create (or reuse) the groups and apply the limits. Limits that cannot be applied are warnings.
+
+        ``delegate_to``: the host uid and gid of the VM's root, who gets the v2 group (``delegate``)."""
         paths: list[Path] = []
         warnings: list[str] = []
         hierarchies = mounted_hierarchies()
@@ -104,6 +111,8 @@ class VmCgroup:
             if group is not None:
                 paths.append(group)
                 v2_controllers = _enabled_controllers(group)
+                if delegate_to is not None:
+                    warnings += delegate(group, *delegate_to)
         wanted = {"memory": memory_bytes is not None, "cpu": processors is not None,
                   "cpuset": processors is not None}
         for controller, needed in wanted.items():
@@ -152,6 +161,29 @@ class VmCgroup:
                         text = Path(root, "cgroup.procs").read_text()
                         pids.update(int(item) for item in text.split())
         return pids
+
+
+DELEGATED_FILES = ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control")
+
+
+def delegate(group: Path, uid: int, gid: int) -> list[str]:
+    """Give a v2 group (and the files that manage its sub-groups) to ``uid``/``gid``; warnings on failure.
+
+    The group is one the host just made below a cgroup2 mount (root's alone); nothing is followed."""
+    try:
+        fd = os.open(group, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as error:
+        return [f"cannot delegate cgroup {group}: {error.strerror}"]
+    try:
+        os.fchown(fd, uid, gid)
+        for name in DELEGATED_FILES:
+            with contextlib.suppress(FileNotFoundError):
+                os.chown(name, uid, gid, dir_fd=fd, follow_symlinks=False)
+    except OSError as error:
+        return [f"cannot delegate cgroup {group}: {error.strerror}"]
+    finally:
+        os.close(fd)
+    return []
 
 
 def _make_group(mount_point: Path, own: str, name: str) -> Path | None:

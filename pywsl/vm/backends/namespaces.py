@@ -38,6 +38,7 @@ from pywsl.vm.backends.base import VmBackend
 from pywsl.vm.cgroups import VmCgroup, find_groups, remove_group
 from pywsl.vm.config import VmConfig
 from pywsl.vm.errors import VmError
+from pywsl.vm.idmap import host_id
 
 SOCKET_NAME = "mini_init.sock"
 PID_FILE_NAME = "mini_init.pid"
@@ -224,8 +225,10 @@ class NamespacesBackend(VmBackend):
         """Boot (the caller holds the runtime folder's lock and no VM answers)."""
         self._remove_runtime_files(runtime_dir)
         self._remove_stale_groups(runtime_dir, 0.0)
+        # The VM's root gets the v2 group: a distribution's systemd makes its sub-groups there.
         cgroup = VmCgroup.create(cgroup_name(config), memory_bytes=config.memory_bytes,
-                                 processors=config.processors, swap_bytes=config.swap_bytes)
+                                 processors=config.processors, swap_bytes=config.swap_bytes,
+                                 delegate_to=(host_id(config.uid_map, 0), host_id(config.gid_map, 0)))
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         log_fd = -1
         try:

@@ -1,0 +1,132 @@
+"""``[boot] systemd=true``: a real Debian with systemd as pid 1 of its instance (debootstrap once per run)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import BootedVm, VmFactory, run_in, wait_until
+from debian_root import debootstrap
+
+from pywsl.vm import CoreInstance
+from pywsl.vm.idmap import host_id
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the namespaces backend needs root"),
+    pytest.mark.skipif(shutil.which("debootstrap") is None, reason="needs debootstrap"),
+]
+
+SYSTEMD_CONF = "[boot]\nsystemd = true\n"
+PROBE_UNIT = ("[Unit]\nDescription=enabled in the root filesystem\n[Service]\nExecStart=/bin/sleep infinity\n"
+              "[Install]\nWantedBy=multi-user.target\n")
+
+
+@pytest.fixture(scope="session")
+def systemd_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A Debian bookworm minbase with systemd, systemd-sysv and dbus, as a tar without ``./dev/*``."""
+    folder = tmp_path_factory.mktemp("systemd-debian")
+    root = folder / "root"
+    result = debootstrap(root, include=("systemd", "systemd-sysv", "dbus"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    (root / "etc/systemd/system/pywsl-enabled.service").write_text(PROBE_UNIT)
+    (root / "etc/systemd/system/multi-user.target.wants/pywsl-enabled.service").symlink_to(
+        "/etc/systemd/system/pywsl-enabled.service")
+    archive = folder / "debian-systemd.tar"
+    subprocess.run(["tar", "-C", str(root), "--exclude=./dev/*", "-cf", str(archive), "."], check=True)
+    shutil.rmtree(root)
+    yield archive
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _import(booted: BootedVm, archive: Path, target: Path, wsl_conf: str) -> Path:
+    target.mkdir()
+    os.chown(target, host_id(booted.config.uid_map, 0), host_id(booted.config.gid_map, 0))
+    error_read, error_write = os.pipe()
+    with open(archive, "rb") as source:
+        outcome = booted.vm.import_rootfs(target, source.fileno(), error_write)
+    os.close(error_write)
+    os.close(error_read)
+    assert outcome.valid
+    conf = target / "etc/wsl.conf"
+    conf.write_text(wsl_conf)
+    os.chown(conf, host_id(booted.config.uid_map, 0), host_id(booted.config.gid_map, 0))
+    return target
+
+
+def _instance_groups(booted: BootedVm) -> list[Path]:
+    return [path for group in booted.cgroups if (group / "cgroup.controllers").exists()
+            for path in group.iterdir() if path.is_dir()]
+
+
+def test_systemd_is_pid_1_and_units_run(vm_factory: VmFactory, systemd_archive: Path, tmp_path: Path) -> None:
+    booted = vm_factory.boot()
+    rootfs = _import(booted, systemd_archive, tmp_path / "debian", SYSTEMD_CONF)
+    started = time.monotonic()
+    instance = booted.vm.launch_instance("SystemdDebian", rootfs, default_uid=0, hostname="sd")
+    assert time.monotonic() - started < 30
+    first = run_in(instance, "cat /proc/1/comm; systemctl is-system-running; echo $container; "
+                             "cat /proc/$$/status | grep -c '^PPid'")
+    lines = first.stdout.splitlines()
+    assert lines[0] == "systemd", first
+    assert lines[1] in ("running", "degraded"), first
+    started_unit = run_in(instance, "systemd-run --unit=probe sleep 300 && systemctl is-active probe; "
+                                    "systemctl is-active pywsl-enabled; journalctl -u probe --no-pager -q; "
+                                    "echo journal=$?; stat -c %T -f /sys/fs/cgroup; readlink /proc/1/exe")
+    out = started_unit.stdout.splitlines()
+    assert out[0] == "active" and out[1] == "active", started_unit
+    assert "journal=0" in out and "cgroup2fs" in out, started_unit
+    assert out[-1].endswith("systemd"), started_unit
+    # The instance's sub-group of the VM's delegated cgroup2 tree holds systemd's slices.
+    groups = _instance_groups(booted)
+    assert len(groups) == 1 and (groups[0] / "system.slice/probe.service").is_dir()
+    vm_pid = instance.pid
+    instance.terminate(force=False)
+    # The channel closes in systemd's last stage (units stopped); pid 1 exits right after.
+    assert wait_until(lambda: vm_pid not in booted.vm.running_instances().values(), 10)
+    assert wait_until(lambda: not _instance_groups(booted), 10), _instance_groups(booted)
+
+
+def test_idle_timeout_counts_only_pywsl_processes(vm_factory: VmFactory, systemd_archive: Path,
+                                                  tmp_path: Path) -> None:
+    booted = vm_factory.boot(instance_idle_timeout_ms=1500)
+    rootfs = _import(booted, systemd_archive, tmp_path / "debian", SYSTEMD_CONF)
+    instance: CoreInstance = booted.vm.launch_instance("IdleSystemd", rootfs, default_uid=0, hostname="idle")
+    unit = run_in(instance, "systemd-run --unit=idle-probe sleep 600 && cat /proc/1/comm")
+    assert unit.stdout == "systemd\n", unit
+    # Only a unit is left: the instance stops after instanceIdleTimeout, systemd with it.
+    assert wait_until(lambda: instance.state == "Stopped", 30)
+    assert wait_until(lambda: not booted.vm.running_instances(), 15)
+    assert wait_until(lambda: not _instance_groups(booted), 10)
+
+
+def test_systemd_off_keeps_pywsl_init_as_pid_1(vm_factory: VmFactory, systemd_archive: Path,
+                                                tmp_path: Path) -> None:
+    booted = vm_factory.boot()
+    rootfs = _import(booted, systemd_archive, tmp_path / "debian", "[boot]\nsystemd = false\n")
+    instance = booted.vm.launch_instance("PlainDebian", rootfs, default_uid=0, hostname="plain")
+    result = run_in(instance, "cat /proc/1/comm; systemctl is-system-running")
+    assert result.stdout.splitlines()[:2] == ["init", "offline"], result
+    assert not _instance_groups(booted)
+    instance.terminate()
+
+
+def test_init_timeout_warns_and_goes_on(vm_factory: VmFactory, systemd_archive: Path, tmp_path: Path) -> None:
+    booted = vm_factory.boot()
+    rootfs = _import(booted, systemd_archive, tmp_path / "debian", SYSTEMD_CONF + "initTimeout = 1\n")
+    instance = booted.vm.launch_instance("SlowSystemd", rootfs, default_uid=0, hostname="slow")
+    assert any("initTimeout (1 ms" in warning for warning in instance.warnings), instance.warnings
+    # Its bus may not listen yet: ask again (bounded) until systemd answers.
+    result = run_in(instance, "cat /proc/1/comm; i=0; until s=$(systemctl is-system-running --wait); "
+                              "[ \"$s\" = running ] || [ \"$s\" = degraded ] || [ $i -ge 100 ]; "
+                              "do sleep 0.1; i=$((i+1)); done; echo $s")
+    assert result.stdout.splitlines()[0] == "systemd"
+    assert result.stdout.splitlines()[1] in ("running", "degraded"), result
+    instance.terminate(force=True)
+    assert wait_until(lambda: not booted.vm.running_instances(), 10)
+    assert wait_until(lambda: not _instance_groups(booted), 10)
