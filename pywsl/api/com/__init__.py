@@ -1,0 +1,27 @@
+"""The Windows client: the installed WslService's `ILxssUserSession` over COM.
+
+`connect()` (Windows only) checks the service's version, starts COM as wsl.exe does and returns
+a `ComUserSession`. Every module imports on every OS: the declaration (`interface`), the
+structures (`layout`), errors (`hresult`), the vtable calls (`vtable`), the session
+(`session`) and the process relay (`relay`) are plain ctypes and sockets; `win32` loads the
+Windows libraries only when called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pywsl.api.com.session import ComUserSession
+
+__all__ = ["connect"]
+
+
+def connect(environ: Mapping[str, str] | None = None) -> ComUserSession:
+    """The calling Windows user's session in WslService."""
+    from pywsl.api.com import win32
+    from pywsl.api.com.session import ComUserSession
+
+    interface = win32.open_session_interface(environ)
+    return ComUserSession(interface, win32.WindowsHost(), details=win32.registry_details)
