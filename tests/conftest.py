@@ -9,6 +9,7 @@ left: no process, no runtime file, no cgroup named for its runtime folder in any
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import select
 import shutil
@@ -18,9 +19,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 import pytest
 from busybox_images import BUSYBOX, build_busybox_rootfs, own_tree
+
+if TYPE_CHECKING:
+    from pywsl.vm import CoreInstance, CoreVm, VmConfig
+    from pywsl.vm.idmap import IdMap
 
 # Every process the tests start (the CLI, the service, the VM's host side) runs this checkout,
 # whatever copy of pywsl is installed in the environment running the tests.
@@ -37,6 +43,10 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return text.rpartition(")")[2].split()[0] != "Z"
+
+
+def pid_gone(pid: int) -> bool:
+    return not pid_alive(pid)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:
@@ -91,7 +101,7 @@ class RunResult:
 
 
 def run_in(
-    instance: object, command: str, *, user: str = "", stdin: bytes = b"", timeout: float = 20.0
+    instance: CoreInstance, command: str, *, user: str = "", stdin: bytes = b"", timeout: float = 20.0
 ) -> RunResult:
     """Run ``/bin/sh -c command`` in a distribution (through its session leader) and collect its output."""
     from pywsl.vm import ProcessRequest
@@ -119,7 +129,7 @@ def run_in(
     try:
         instance.create_process(
             request,
-            (stdin_read, out_write, err_write),  # type: ignore[attr-defined]
+            (stdin_read, out_write, err_write),
             control_theirs.fileno(),
             exit_theirs.fileno(),
         )
@@ -172,7 +182,7 @@ def busybox_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_busybox_rootfs(tmp_path_factory.mktemp("template") / "rootfs")
 
 
-def _default_config(runtime_dir: Path, owner: tuple[int, int] = (0, 0)) -> object:
+def _default_config(runtime_dir: Path, owner: tuple[int, int] = (0, 0)) -> VmConfig:
     from pywsl.vm import VmConfig
     from pywsl.vm.idmap import maps_for_owner
 
@@ -192,17 +202,41 @@ def _default_config(runtime_dir: Path, owner: tuple[int, int] = (0, 0)) -> objec
     )
 
 
+class VmConfigChanges(TypedDict, total=False):
+    """Fields of ``VmConfig`` a test sets differently from the test defaults (the same names and types)."""
+
+    owner_uid: int
+    owner_gid: int
+    runtime_dir: Path
+    uid_map: IdMap
+    gid_map: IdMap
+    networking_mode: str
+    hostname: str
+    memory_bytes: int | None
+    processors: int | None
+    vm_idle_timeout_ms: int
+    instance_idle_timeout_ms: int
+    backend: str
+    kernel_boot_timeout_ms: int
+    distribution_start_timeout_ms: int
+    swap_bytes: int | None
+    nested_virtualization: bool
+    gpu_support: bool
+    gpu_libraries: tuple[tuple[str, str], ...]
+    lxcfs: str | None
+
+
 @dataclass
 class BootedVm:
-    vm: object  # CoreVm
-    config: object  # VmConfig
+    vm: CoreVm
+    config: VmConfig
     pid: int  # host pid of the VM's pid 1
     monitor: int
     cgroups: list[Path]
 
     @property
     def runtime_dir(self) -> Path:
-        return Path(self.config.runtime_dir)  # type: ignore[attr-defined]
+        return Path(self.config.runtime_dir)
 
 
 class VmFactory:
@@ -214,19 +248,24 @@ class VmFactory:
         self.booted: list[BootedVm] = []
         self.runtime_roots: list[Path] = []
 
-    def config(self, **changes: object) -> object:
+    def config(self, *, owner: tuple[int, int] = (0, 0), **changes: Unpack[VmConfigChanges]) -> VmConfig:
         root = Path(tempfile.mkdtemp(prefix="pywsl-t-", dir="/tmp"))
         self.runtime_roots.append(root)
-        owner = changes.pop("owner", (0, 0))
-        return replace(_default_config(root / "vm", owner), **changes)  # type: ignore[type-var]
+        return replace(_default_config(root / "vm", owner), **changes)
 
-    def boot(self, config: object | None = None, **changes: object) -> BootedVm:
+    def boot(
+        self,
+        config: VmConfig | None = None,
+        *,
+        owner: tuple[int, int] = (0, 0),
+        **changes: Unpack[VmConfigChanges],
+    ) -> BootedVm:
         from pywsl.vm import CoreVm
         from pywsl.vm.backends.namespaces import read_pid_file
 
-        config = config or self.config(**changes)
-        vm = CoreVm.boot(config)  # type: ignore[arg-type]
-        pids = read_pid_file(Path(config.runtime_dir))  # type: ignore[attr-defined]
+        config = config or self.config(owner=owner, **changes)
+        vm = CoreVm.boot(config)
+        pids = read_pid_file(Path(config.runtime_dir))
         assert pids is not None
         booted = BootedVm(vm, config, pids[0], pids[1], self._cgroups(pids[0]))
         self.booted.append(booted)
@@ -260,7 +299,7 @@ class VmFactory:
             (path / "etc/os-release").write_text(os_release)
         if wsl_conf is not None:
             (path / "etc/wsl.conf").write_text(wsl_conf)
-        uid_map, gid_map = config.uid_map, config.gid_map  # type: ignore[attr-defined]
+        uid_map, gid_map = config.uid_map, config.gid_map
         own_tree(path, lambda inside: (host_id(uid_map, inside), host_id(gid_map, inside)))
         return path
 
@@ -272,11 +311,11 @@ class VmFactory:
         backend = NamespacesBackend()
         for booted in self.booted:
             with contextlib.suppress(Exception):
-                booted.vm.close()  # type: ignore[attr-defined]
+                booted.vm.close()
             backend.kill(booted.runtime_dir)
             if not backend.wait_stopped(booted.runtime_dir, 10):
                 problems.append(f"VM {booted.pid} did not stop")
-            wait_until(lambda booted=booted: not pid_alive(booted.monitor), 10)  # it removes the cgroups last
+            wait_until(functools.partial(pid_gone, booted.monitor), 10)  # it removes the cgroups last
             leftovers = [pid for pid in vm_processes(booted.pid) if pid_alive(pid)]
             if leftovers or pid_alive(booted.monitor):
                 problems.append(f"processes left behind: {leftovers} (monitor {booted.monitor})")
@@ -286,7 +325,7 @@ class VmFactory:
             for path in booted.cgroups:
                 if path.exists():
                     problems.append(f"cgroup {path} left behind")
-            for path in find_groups(lambda name, booted=booted: is_cgroup_of(booted.runtime_dir, name)):
+            for path in find_groups(functools.partial(is_cgroup_of, booted.runtime_dir)):
                 problems.append(f"cgroup {path} left behind")
         for root in self.runtime_roots:
             shutil.rmtree(root, ignore_errors=True)

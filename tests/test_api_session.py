@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -47,7 +47,7 @@ def register(session: UserSession, name: str, state: DistributionState = Distrib
     return entry
 
 
-def error_of(call, *args, **kwargs) -> WslError:  # type: ignore[no-untyped-def]
+def error_of(call: Callable[..., object], *args: object, **kwargs: object) -> WslError:
     with pytest.raises(WslError) as caught:
         call(*args, **kwargs)
     return caught.value
@@ -174,9 +174,10 @@ def test_export_and_disk_methods_that_cannot_work_here(session: UserSession, tmp
     assert error_of(session.export_distribution, "Debian", target, format="vhd").code == "ERROR_NOT_SUPPORTED"
     assert error_of(session.export_distribution, "Debian", target, format="zip").code == "E_INVALIDARG"
     assert not target.exists()
-    calls = [(session.set_sparse, ("Debian", True)), (session.resize_distribution, ("Debian", 1 << 30)),
-             (session.import_distribution_inplace, ("X", "/x.vhdx")), (session.attach_disk, ("/x",)),
-             (session.detach_disk, ()), (session.mount_disk, ("/x",))]
+    calls: list[tuple[Callable[..., object], tuple[object, ...]]] = [
+        (session.set_sparse, ("Debian", True)), (session.resize_distribution, ("Debian", 1 << 30)),
+        (session.import_distribution_inplace, ("X", "/x.vhdx")), (session.attach_disk, ("/x",)),
+        (session.detach_disk, ()), (session.mount_disk, ("/x",))]
     for call, args in calls:
         error = error_of(call, *args)
         assert error.code == "ERROR_NOT_SUPPORTED" and "kvm" in error.message
@@ -232,8 +233,9 @@ def test_process_request_building(session: UserSession) -> None:
     assert exec_mode.filename == "/bin/ls" and exec_mode.command_line == ["ls", "-l"]
     for kwargs in ({"filename": "/bin/ls", "login": True}, {"filename": None, "cwd": "relative"},
                    {"filename": ""}, {"filename": None, "environment": {"A=B": "x"}}):
-        arguments = {"filename": None, "cwd": "", "username": "", "login": False, "environment": None,
-                     "wslenv_source": {}, "console": (False, False, False), "rows": 0, "columns": 0}
+        arguments: dict[str, object] = {
+            "filename": None, "cwd": "", "username": "", "login": False, "environment": None,
+            "wslenv_source": {}, "console": (False, False, False), "rows": 0, "columns": 0}
         arguments.update(kwargs)
         assert error_of(session._process_request, entry, ["x"], **arguments).code == "E_INVALIDARG"
 

@@ -15,6 +15,7 @@ import subprocess
 import tarfile
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 import pytest
 
@@ -22,6 +23,9 @@ from pywsl.api.cancellation import CancelToken, cancel_scope
 from pywsl.api.credentials import UserIdentity
 from pywsl.api.errors import WslError
 from pywsl.api.transfer import StderrCollector, detect_format, open_archive_source, open_export_target
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 ME = UserIdentity.current()
 
@@ -98,7 +102,12 @@ def test_plain_tar_file_is_passed_as_is(tmp_path: Path) -> None:
 def test_source_from_a_pipe_and_a_file_object(tmp_path: Path) -> None:
     data = compressed("xz")
     read_end, write_end = os.pipe()
-    writer = threading.Thread(target=lambda: (os.write(write_end, data), os.close(write_end)))
+
+    def write_and_close() -> None:
+        os.write(write_end, data)
+        os.close(write_end)
+
+    writer = threading.Thread(target=write_and_close)
     writer.start()
     try:
         seen: list[int] = []
@@ -130,10 +139,11 @@ def test_a_failing_file_object_is_reported() -> None:
         def readable(self) -> bool:
             return True
 
-        def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        def readinto(self, buffer: WriteableBuffer) -> int:
             raise OSError(5, "Input/output error")
 
-    with pytest.raises(WslError) as caught, open_archive_source(Broken(), ME) as source:
+    # A raw (unbuffered) file object: typing's BinaryIO names only the buffered kinds.
+    with pytest.raises(WslError) as caught, open_archive_source(cast(BinaryIO, Broken()), ME) as source:
         read_all(source.fd)
         source.check()
     assert caught.value.code == "WSL_E_IMPORT_FAILED"

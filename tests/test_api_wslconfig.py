@@ -13,6 +13,7 @@ from pywsl.api.wslconfig import (
     DEFAULT_INSTANCE_IDLE_TIMEOUT_MS,
     DEFAULT_VM_IDLE_TIMEOUT_MS,
     MIN_MEMORY_BYTES,
+    WslConfig,
     load_wslconfig,
     parse_wslconfig,
 )
@@ -20,7 +21,7 @@ from pywsl.api.wslconfig import (
 GIB = 1 << 30
 
 
-def parse(text: str):  # type: ignore[no-untyped-def]
+def parse(text: str) -> WslConfig:
     return parse_wslconfig(text, "cfg", home=Path("/home/u"), host_memory=16 * GIB, host_cpus=8)
 
 

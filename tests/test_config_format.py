@@ -80,7 +80,7 @@ def test_syntax_errors(line: str, warning: str) -> None:
     text = f"[section]\n{line}\nafter = 1\n"
     items = pairs(text)
     assert items[0] == warning and len(items) == 2                         # .wslconfig: the line is skipped
-    assert items[1][1:] == ("1", 3)  # type: ignore[index]
+    assert items[1][1:] == ("1", 3)
     assert pairs(text, skip=False) == [warning]                           # wsl.conf: reading stops there
     assert pairs(f"[s]\nbefore = 0\n{line}\n", skip=False)[0] == ("s.before", "0", 2)
 

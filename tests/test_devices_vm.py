@@ -26,12 +26,16 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Unpack
 
 import pytest
-from conftest import BootedVm, VmFactory, host_pid, run_in, wait_until
+from conftest import BootedVm, VmConfigChanges, VmFactory, host_pid, run_in, wait_until
 
 from pywsl.guest import forking, syscalls
 from pywsl.vm.idmap import with_host_groups
+
+if TYPE_CHECKING:
+    from pywsl.vm import CoreInstance, VmConfig
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="VMs need root")
 
@@ -67,20 +71,20 @@ def stock_nodes() -> Iterator[int]:
             subprocess.run(["groupdel", "kvm"], check=True)
 
 
-def _start(vm_factory: VmFactory, *, wsl_conf: str | None = None,
-           **changes: object) -> tuple[BootedVm, object]:
-    booted = vm_factory.boot(**changes)
+def _start(vm_factory: VmFactory, *, wsl_conf: str | None = None, config: VmConfig | None = None,
+           **changes: Unpack[VmConfigChanges]) -> tuple[BootedVm, CoreInstance]:
+    booted = vm_factory.boot(config, **changes)
     rootfs = vm_factory.rootfs(f"rootfs{len(vm_factory.booted)}", vm=booted, wsl_conf=wsl_conf)
-    instance = booted.vm.launch_instance("Dev", rootfs, default_uid=0, hostname="dev")  # type: ignore[attr-defined]
+    instance = booted.vm.launch_instance("Dev", rootfs, default_uid=0, hostname="dev")
     return booted, instance
 
 
-def _as_distribution_root(booted: BootedVm, instance: object, namespaces: tuple[str, ...],
+def _as_distribution_root(booted: BootedVm, instance: CoreInstance, namespaces: tuple[str, ...],
                           action: Callable[[int], None]) -> tuple[int, int]:
     """Fork a child that joins the distribution's namespaces as its root, then runs ``action(report_fd)``.
 
     Returns (pid, read end of the report pipe)."""
-    init = host_pid(booted.pid, instance.pid)  # type: ignore[attr-defined]
+    init = host_pid(booted.pid, instance.pid)
     fds = {name: os.open(f"/proc/{init}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
            for name in ("user", *namespaces)}
     read_end, write_end = os.pipe()
@@ -238,7 +242,7 @@ OPEN_KVM = "exec 3<>/dev/kvm && echo opened"
 def test_kvm_follows_nested_virtualization_and_the_kvm_group(vm_factory: VmFactory, stock_nodes: int) -> None:
     kvm_gid = stock_nodes
     config = vm_factory.config()
-    member = vm_factory.config(gid_map=with_host_groups(config.gid_map, [kvm_gid]))  # type: ignore[attr-defined]
+    member = vm_factory.config(gid_map=with_host_groups(config.gid_map, [kvm_gid]))
     _booted, instance = _start(vm_factory, config=member)
     joined = run_in(instance, f"echo hostkvm:x:{kvm_gid}:root >> /etc/group && stat -c '%a %g' /dev/kvm")
     assert joined.stdout.split() == ["660", str(kvm_gid)], joined

@@ -6,6 +6,7 @@ import errno
 import json
 import os
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 
@@ -82,12 +83,17 @@ def test_system_call_errors_name_the_call(tmp_path: Path) -> None:
         os.close(fd)
 
 
-def _in_mount_namespace(root: Path, steps: list[mounts.Step]) -> dict[str, object]:
+class MountReport(TypedDict, total=False):
+    mounts: list[list[str]]  # [mount point, filesystem type]
+    error: str
+
+
+def _in_mount_namespace(root: Path, steps: list[mounts.Step]) -> MountReport:
     """Apply ``steps`` under ``root`` in a forked child with its own mount namespace; report its mounts."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
-        result: dict[str, object] = {}
+        result: MountReport = {}
         try:
             os.close(read_end)
             syscalls.unshare(syscalls.CLONE_NEWNS)
@@ -95,7 +101,7 @@ def _in_mount_namespace(root: Path, steps: list[mounts.Step]) -> dict[str, objec
             root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
             mounts.apply_plan(root_fd, steps)
             table = [line.split() for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-            result["mounts"] = [(fields[4], fields[fields.index("-") + 1]) for fields in table]
+            result["mounts"] = [[fields[4], fields[fields.index("-") + 1]] for fields in table]
         except BaseException as error:  # reported to the parent
             result["error"] = repr(error)
         forking.write_all(write_end, json.dumps(result).encode())
@@ -104,7 +110,8 @@ def _in_mount_namespace(root: Path, steps: list[mounts.Step]) -> dict[str, objec
     with os.fdopen(read_end, "rb") as reader:
         data = reader.read()
     forking.wait_for(pid)
-    return dict(json.loads(data))
+    report: MountReport = json.loads(data)
+    return report
 
 
 @needs_root
@@ -122,7 +129,7 @@ def test_symlinks_in_the_root_cannot_redirect_mounts_outside(tmp_path: Path) -> 
     ]
     result = _in_mount_namespace(root, steps)
     assert "error" not in result, result
-    points = {point: fstype for point, fstype in result["mounts"]}  # type: ignore[union-attr]
+    points = {point: fstype for point, fstype in result["mounts"]}
     assert points[f"{root}/etc"] == "tmpfs"  # /proc -> /etc resolved inside the root
     assert points[str(root)] == "tmpfs"  # /dev -> ../../.. stops at the root
     assert f"{root}/null" in points and f"{root}/run/deep/er" in points
@@ -168,19 +175,19 @@ def test_host_view_masks_and_locks_what_the_vm_inherits(tmp_path: Path) -> None:
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
-        result: dict[str, object] = {}
+        report: dict[str, object] = {}
         try:
             os.close(read_end)
             host_view.prepare(str(folder))
             fd = host_view.open_host_tree(str(folder))
             os.close(fd)
-            table = _mount_table()
-            result["mounts"] = {point: [kind, sorted(options)] for point, (kind, options) in table.items()}
-            result["masked"] = {name: os.listdir(folder / name) for name in host_view.MASKED}
-            result["host_pid_visible"] = os.path.exists(folder / "proc" / str(os.getpid()))
+            mounted = _mount_table()
+            report["mounts"] = {point: [kind, sorted(options)] for point, (kind, options) in mounted.items()}
+            report["masked"] = {name: os.listdir(folder / name) for name in host_view.MASKED}
+            report["host_pid_visible"] = os.path.exists(folder / "proc" / str(os.getpid()))
         except BaseException as error:  # reported to the parent
-            result["error"] = repr(error)
-        forking.write_all(write_end, json.dumps(result).encode())
+            report["error"] = repr(error)
+        forking.write_all(write_end, json.dumps(report).encode())
         forking.exit_now(0)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as reader:

@@ -6,6 +6,7 @@ import fcntl
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -54,10 +55,10 @@ def test_download_reports_progress_and_writes_every_byte(file_server: FileServer
 
 
 @pytest.mark.parametrize("spelling", [str.upper, lambda h: "0x" + h, lambda h: "0X" + h.upper()])
-def test_hash_accepts_0x_prefix_and_any_case(tmp_path: Path, spelling: object) -> None:
+def test_hash_accepts_0x_prefix_and_any_case(tmp_path: Path, spelling: Callable[[str], str]) -> None:
     with TemporaryFile(tmp_path, "x", ".wsl") as target:
         os.write(target.fd, PAYLOAD)
-        verify_sha256(target.fd, spelling(sha256_hex(PAYLOAD)))  # type: ignore[operator]
+        verify_sha256(target.fd, spelling(sha256_hex(PAYLOAD)))
 
 
 def test_hash_mismatch_shows_both_hashes(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Unpack
 
 import pytest
 from conftest import pid_alive, wait_until
@@ -29,6 +30,7 @@ from test_launch_support import (
     UINT_MAX,
     WINDOW_SIZE_CHANGED,
     Leader,
+    ProcessOptions,
     etc_root,
     leader,
     leader_for,
@@ -40,7 +42,7 @@ from pywsl.api.process import DEVNULL, PIPE
 __all__ = ["etc_root", "leader"]  # the module-scoped fixtures every test here uses
 
 
-def shell(leader: Leader, command: str, **request: object) -> tuple[int, bytes, bytes]:
+def shell(leader: Leader, command: str, **request: Unpack[ProcessOptions]) -> tuple[int, bytes, bytes]:
     return leader.run(["-c", command], **request)
 
 
@@ -69,7 +71,8 @@ def test_the_process_gets_the_callers_pipe_itself(leader: Leader) -> None:
         stdout=PIPE,
         stderr=write_end,
     )
-    stdout_inode = os.fstat(process.stdout.fileno()).st_ino  # type: ignore[union-attr]
+    assert process.stdout is not None
+    stdout_inode = os.fstat(process.stdout.fileno()).st_ino
     out, _ = process.communicate(timeout=30)
     assert process.returncode == 0
     assert (out or b"").decode().split() == [

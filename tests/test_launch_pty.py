@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Unpack
 
 import pytest
 from test_launch_support import (
@@ -28,6 +29,7 @@ from test_launch_support import (
     TEST_UID,
     WINDOW_SIZE_CHANGED,
     Leader,
+    ProcessOptions,
     etc_root,
     leader,
     leader_for,
@@ -111,7 +113,7 @@ def raw_launch(
     passed: dict[int, int] | None = None,
     rows: int = 30,
     columns: int = 100,
-    **request: object,
+    **request: Unpack[ProcessOptions],
 ) -> RawSession:
     """Launch with socket pairs for the console streams and ``passed`` fds for the others."""
     ours: list[socket.socket | None] = []

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import pytest
 
@@ -85,6 +85,17 @@ def make_etc(root: Path) -> Path:
     return root
 
 
+class ProcessOptions(TypedDict, total=False):
+    """What ``Leader.create_process`` takes besides the descriptors, command line and console."""
+
+    filename: str
+    cwd: str
+    environment: Sequence[str]
+    username: str
+    default_uid: int
+    login: bool
+
+
 @dataclass
 class Leader:
     """A session leader serving one end of a socket pair (what init forks per CreateSession)."""
@@ -138,7 +149,7 @@ class Leader:
         stdin: StdioSpec = None,
         stdout: StdioSpec = None,
         stderr: StdioSpec = None,
-        **request: Any,
+        **request: Unpack[ProcessOptions],
     ) -> LxProcess:
         """What UserSession.create_lx_process does: prepare stdio, CreateProcessUtilityVm, LxProcess."""
 
@@ -158,7 +169,11 @@ class Leader:
         return LxProcess.start(send, stdin=stdin, stdout=stdout, stderr=stderr, args=list(command_line))
 
     def run(
-        self, command_line: Sequence[str] = (), *, stdin: StdioSpec = subprocess.DEVNULL, **request: Any
+        self,
+        command_line: Sequence[str] = (),
+        *,
+        stdin: StdioSpec = subprocess.DEVNULL,
+        **request: Unpack[ProcessOptions],
     ) -> tuple[int, bytes, bytes]:
         """Launch with captured stdout/stderr; ``(exit status, stdout, stderr)``."""
         process = self.launch(

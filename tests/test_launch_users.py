@@ -52,7 +52,7 @@ def test_passwd_lookup_like_files_backend(tmp_path: Path) -> None:
     db = write_etc(tmp_path, PASSWD, GROUP)
     alice = db.user_by_name("alice")
     assert alice == PasswdEntry("alice", 1000, 1000, "Alice,,,", "/home/alice", "/bin/zsh")  # first wins
-    assert db.user_by_uid(1001) is not None and db.user_by_uid(1001).home == "/home/alice2"  # type: ignore[union-attr]
+    assert (alice2 := db.user_by_uid(1001)) is not None and alice2.home == "/home/alice2"
     assert db.user_by_name("bob") == PasswdEntry("bob", 1002, 1002, "", "/home/bob", "")  # CRLF tolerated
     assert db.user_by_name("bad") is None
     assert db.user_by_name("huge") is None  # (uid_t)-1 is not an id

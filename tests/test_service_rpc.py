@@ -193,7 +193,7 @@ def test_parameters_are_checked_and_defaulted() -> None:
     assert arguments == {
         "name": "Deb", "source": 11, "location": None, "version": 2, "run_oobe": False, "vhd": False
     }
-    cases = [
+    cases: list[tuple[dict[str, object], str, str]] = [
         ({"name": "Deb"}, "source", "missing"),
         ({"source": 2}, "source", "carried 2"),
         ({"source": True}, "source", "file descriptor"),
@@ -217,6 +217,7 @@ def test_distro_values() -> None:
     assert method.decode_parameters({}, []) == {"distro": None}
     assert method.decode_parameters({"distro": rpc.encode_distro("Deb")}, []) == {"distro": "Deb"}
     assert method.decode_parameters({"distro": rpc.encode_distro(guid)}, []) == {"distro": guid}
+    bad: object
     for bad in ("Deb", {"id": "nope"}, {"name": 1}, {"name": "a", "id": str(guid)}, []):
         with pytest.raises(rpc.InvalidParameter):
             method.decode_parameters({"distro": bad}, [])

@@ -324,7 +324,12 @@ def test_register_streams_the_archive_as_a_descriptor(harness: Harness, tmp_path
 
     progress: list[Any] = []
     read_end, write_end = os.pipe()
-    writer = threading.Thread(target=lambda: (os.write(write_end, b"bad archive"), os.close(write_end)))
+
+    def write_and_close() -> None:
+        os.write(write_end, b"bad archive")
+        os.close(write_end)
+
+    writer = threading.Thread(target=write_and_close)
     writer.start()
     with pytest.raises(WslError) as caught:
         client.call("RegisterDistribution", {"name": "Bad", "source": 0}, fds=[read_end],

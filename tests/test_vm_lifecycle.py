@@ -111,7 +111,7 @@ def test_the_next_boot_cleans_up_after_a_killed_vm(vm_factory: VmFactory) -> Non
     assert wait_until(lambda: not any(pid_alive(pid) for pid in processes | {booted.monitor}))
     booted.vm.close()
     assert leftover_files(booted.runtime_dir) == ["mini_init.pid", "mini_init.sock"]
-    stale = _stale_group_elsewhere(cgroup_name(config))  # type: ignore[arg-type]
+    stale = _stale_group_elsewhere(cgroup_name(config))
     try:
         again = vm_factory.boot(config)
         assert again.pid != booted.pid
@@ -133,9 +133,9 @@ def test_kernel_boot_timeout_stops_a_slow_boot(vm_factory: VmFactory) -> None:
     config = vm_factory.config(kernel_boot_timeout_ms=1)
     started = time.monotonic()
     with pytest.raises(VmError, match=r"kernelBootTimeout \(1 ms\)"):
-        CoreVm.boot(config)  # type: ignore[arg-type]
+        CoreVm.boot(config)
     assert time.monotonic() - started < 10
-    runtime_dir = Path(config.runtime_dir)  # type: ignore[attr-defined]
+    runtime_dir = Path(config.runtime_dir)
     assert wait_until(lambda: leftover_files(runtime_dir) == [] and groups_of(runtime_dir) == [], timeout=5)
 
 

@@ -71,10 +71,10 @@ def _messages(draw: st.DrawFn, name: str) -> bytes:
             message_type = draw(st.integers(0, 2**32 - 1))
         if _rarely(draw, 15):
             size = draw(st.sampled_from([message_schema.sizeof, 2**32 - 1]) | st.integers(0, 2**32 - 1))
-        data = struct.pack("<II", message_type, size) + draw(st.binary(min_size=8, max_size=8)) + body
+        framed = struct.pack("<II", message_type, size) + draw(st.binary(min_size=8, max_size=8)) + body
         if _rarely(draw, 10):
-            data = data[: draw(st.integers(0, len(data)))]
-        return data
+            framed = framed[: draw(st.integers(0, len(framed)))]
+        return framed
     data = bytearray(draw(st.sampled_from(SEEDS[name])))
     operations = ["u32", "flip", "u32", "u16", "flip", "u32", "extend", "fill", "truncate"]
     for _ in range(draw(st.integers(1, 4))):

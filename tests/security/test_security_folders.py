@@ -18,7 +18,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +177,7 @@ def test_root_touches_no_folder_of_somebody_else(scratch: Path, nobody_folder: P
     _mapped_rootfs(victim)
     before = _snapshot(victim)
     folders = RootfsFolders(NOBODY, lambda: [nobody_folder], lambda: [(0, VM_ROOT, 65536)])
+    attempt: Callable[[], object]
     for attempt in (lambda: folders.remove_rootfs(victim),
                     lambda: folders.rename_rootfs(victim, nobody_folder),
                     lambda: folders.rename_rootfs(nobody_folder, victim)):
