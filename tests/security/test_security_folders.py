@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from busybox_images import busybox_archive, os_release_text
-from multiuser_support import REPO, ServiceProcess, User, Workspace, as_user, shutdown_vm, user_env
+from multiuser_support import ServiceProcess, User, Workspace, as_user, user_env
 
 from pywsl.api.credentials import UserIdentity, makedirs_as
 from pywsl.api.errors import WslError
@@ -296,19 +296,6 @@ if os.path.lexists(stash) and not os.path.lexists(rootfs):
     os.rename(stash, rootfs)
 print(json.dumps(counts), flush=True)
 '''
-
-
-@pytest.fixture(scope="module")
-def service(workspace: Workspace) -> Iterator[ServiceProcess]:
-    """The shared fixture's service, running this checkout's pywsl (not an installed copy)."""
-    running = ServiceProcess(workspace)
-    running.env["PYTHONPATH"] = str(REPO)
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
-        shutdown_vm(0, workspace.runtime, running.env)
 
 
 @pytest.fixture(scope="module")
