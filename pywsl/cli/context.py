@@ -11,9 +11,9 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import click
-
 if TYPE_CHECKING:
+    import click
+
     from pywsl.api.session import UserSession
 
 __all__ = ["CliState", "current_session", "open_session", "state_of"]
@@ -57,4 +57,6 @@ def state_of(ctx: click.Context) -> CliState:
 
 def current_session() -> UserSession:
     """The user session of the command line being run, opened on first use."""
+    import click
+
     return state_of(click.get_current_context()).get_session()

@@ -19,10 +19,11 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import click
+
+from pywsl.cli.invocation import EXEC_TOKENS, HOME_TOKEN, STOP_TOKEN, Invocation
 
 __all__ = [
     "EXEC_TOKENS",
@@ -37,9 +38,6 @@ __all__ = [
     "invocation_of",
 ]
 
-STOP_TOKEN = "--"
-EXEC_TOKENS = ("-e", "--exec")
-HOME_TOKEN = "~"
 
 # How a verb reports a missing argument (see `Verb`).
 MissingArgument = Literal["required_parameter", "usage", "invalid_argument"]
@@ -49,19 +47,6 @@ INVOCATION = "pywsl.invocation"
 
 # wsl.exe returns -1 after printing its usage; a process exit status of 255.
 HELP_EXIT_STATUS = 255
-
-
-@dataclass(frozen=True)
-class Invocation:
-    """What follows the launch options.
-
-    `mode` is "shell" (the arguments form one command line for the user's shell; none = the shell
-    itself), "exec" (after `-e`/`--exec`: an argv) or "verb" (a management verb and its arguments).
-    """
-
-    mode: Literal["shell", "exec", "verb"]
-    arguments: tuple[str, ...] = ()
-    verb: str | None = None
 
 
 def invocation_of(ctx: click.Context) -> Invocation:

@@ -1,125 +1,53 @@
 """`pywsl`: wsl.exe's command line on a Linux host (the `pywsl` console script).
 
-`main()` reads the arguments with the grammar of `pywsl.cli.grammar`, runs the launch or the verb,
-and exits with wsl.exe's exit status: the Linux process's own status for a launch, 0 for a verb
-that succeeded, 255 (wsl.exe's -1) after printing an error. Text is UTF-8 whatever the locale
-(wsl.exe's `WSL_UTF8=1`). pywsl's own messages go to stderr; stdout carries only the output of
-the command or of the verb. Warnings the library emits for the user (configuration warnings when
-the VM or a distribution starts) are printed as `wsl: <warning>`, unless `WSL_DISABLE_WARNINGS=1`.
+`main()` reads the arguments and runs the launch or the verb, and exits with wsl.exe's exit
+status: the Linux process's own status for a launch, 0 for a verb that succeeded, 255 (wsl.exe's
+-1) after printing an error. Text is UTF-8 whatever the locale (wsl.exe's `WSL_UTF8=1`). pywsl's
+own messages go to stderr; stdout carries only the output of the command or of the verb. Warnings
+the library emits for the user (configuration warnings when the VM or a distribution starts) are
+printed as `wsl: <warning>`, unless `WSL_DISABLE_WARNINGS=1`.
+
+The common launch lines (`[-d NAME] [-u USER] [--cd DIR] -- CMD...`) take the fast path
+(`pywsl.cli.fast_launch`), which never imports click; every other line goes to the click command
+of `pywsl.cli.command`, the full grammar.
 """
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-import click
+from pywsl.cli import fast_launch
+from pywsl.cli.streams import flush_stdout
 
-from pywsl.cli import report
-from pywsl.cli.grammar import WslCommand
-from pywsl.cli.launch import launch_command, launch_options
-from pywsl.cli.verbs import build_verbs
+if TYPE_CHECKING:
+    from pywsl.cli.command import Pywsl
 
 __all__ = ["build_command", "main", "run"]
 
-PROGRAM = "pywsl"
-INTERRUPTED_EXIT_STATUS = 130  # 128 + SIGINT
-
-HELP = """Run Linux programs in a distribution, or manage distributions.
-
-With no command line, start the default user's shell (as a login shell) in the distribution.
-Otherwise the command line, after -- or not, is joined with single spaces and run through the
-user's shell; after -e/--exec it runs without a shell. Options after the command line belong to
-the command: 'pywsl echo --help' runs 'echo --help'.
-"""
-
-EPILOG = """JSON output (--format json of --list and --status: one document on stdout)
---list, with any of -v, -q, --running, --all: an array, default first, of
-  {"name": str, "state": "Stopped" | "Running" | "Installing" | "Uninstalling"
-   | "Converting" | "Exporting", "version": 2, "default": bool,
-   "flavor": str | null, "os_version": str | null, "id": "<uuid>"}
-  ([] when no distribution matches; not an error)
---list --online: an array of
-  {"name": str, "friendly_name": str, "default": bool,
-   "source": "manifest" | "built-in", "available": bool,
-   "unavailable_reason": str | null}
---status: {"default_distribution": str | null, "default_version": 2}
-
-Exit status
-the Linux process's exit status for a launch (128 + N when signal N killed it);
-0 when a management option succeeded; 255 (wsl.exe's -1) after an error, whose
-message and "Error code" line go to stderr; 255 after --help, as wsl.exe.
-
-Shell completion
-eval "$(_PYWSL_COMPLETE=bash_source pywsl)"    (or zsh_source, fish_source)
-"""
-
-
-class Pywsl(WslCommand):
-    """The `pywsl` command; its `main` reports failures as wsl.exe does (see `pywsl.cli.report`)."""
-
-    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,  # type: ignore[override]
-             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> int:
-        status = self._run(args, prog_name or PROGRAM, complete_var, **extra)
-        if standalone_mode:
-            with contextlib.suppress(BrokenPipeError, ValueError, OSError):
-                sys.stdout.flush()
-            sys.exit(status)
-        return status
-
-    def _run(self, args: Sequence[str] | None, prog_name: str, complete_var: str | None, **extra: Any) -> int:
-        from pywsl.api import user_warnings
-        from pywsl.api.errors import WslError
-
-        _utf8_streams()
-        try:
-            with user_warnings.collecting(report.print_user_warning):
-                result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except WslError as error:
-            report.print_error(report.error_text(error))
-            return report.FAILURE_EXIT_STATUS
-        except report.UsageFailure as failure:
-            report.print_error(failure.message)
-            return report.FAILURE_EXIT_STATUS
-        except click.ClickException as error:
-            report.print_error(report.click_error_text(error))
-            return report.FAILURE_EXIT_STATUS
-        except (click.Abort, KeyboardInterrupt):
-            return INTERRUPTED_EXIT_STATUS
-        except BrokenPipeError:
-            return report.FAILURE_EXIT_STATUS
-        return _exit_status(result)
-
 
 def build_command() -> Pywsl:
-    """The `pywsl` click command."""
-    return Pywsl(PROGRAM, verbs=build_verbs(), params=launch_options(), callback=launch_command,
-                 help=HELP, epilog=EPILOG)
+    """The `pywsl` click command (the full grammar)."""
+    from pywsl.cli.command import build_command as build
 
-
-def _utf8_streams() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        reconfigure = getattr(stream, "reconfigure", None)
-        if callable(reconfigure):
-            with contextlib.suppress(ValueError, OSError):
-                reconfigure(encoding="utf-8", errors="surrogateescape")
-
-
-def _exit_status(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return 0
-    return value & 0xFF
+    return build()
 
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Run one command line; returns the exit status."""
+    status = fast_launch.run(argv)
+    if status is not None:
+        return status
     return build_command().main(argv, standalone_mode=False)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """The console script."""
+    status = fast_launch.run(argv)
+    if status is not None:
+        flush_stdout()
+        sys.exit(status)
     build_command().main(argv)
     raise AssertionError("unreachable: main() exits")
 

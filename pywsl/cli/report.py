@@ -4,7 +4,8 @@ wsl.exe prints the message of the failing HRESULT and then `Error code: Wsl/<con
 except for `WSL_E_DEFAULT_DISTRO_NOT_FOUND` and `WSL_E_INVALID_USAGE`, whose message stands alone,
 and returns -1 (an exit status of 255 here). Command line errors found while reading the launch
 options are printed without a code, as wsl.exe prints them. pywsl writes all of this to stderr,
-so that stdout carries only the output of the command or verb. Warnings are left out when
+so that stdout carries only the output of the command or verb. click is imported only to report
+an error click found (the fast launch path never loads it). Warnings are left out when
 `WSL_DISABLE_WARNINGS=1`, as in wsl.exe.
 """
 
@@ -14,11 +15,11 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-import click
-
 from pywsl.cli import messages
 
 if TYPE_CHECKING:
+    import click
+
     from pywsl.api.errors import WslError
 
 __all__ = [
@@ -80,6 +81,8 @@ def error_text(error: WslError) -> str:
 
 def _long_spelling(ctx: click.Context | None, spelling: str) -> str:
     """`--distribution` for `-d`: the longest spelling of the option `spelling` belongs to."""
+    import click  # only a command line click read has a context
+
     if ctx is not None:
         for param in ctx.command.get_params(ctx):
             if isinstance(param, click.Option) and spelling in (*param.opts, *param.secondary_opts):
@@ -88,6 +91,8 @@ def _long_spelling(ctx: click.Context | None, spelling: str) -> str:
 
 
 def _option_takes_value(ctx: click.Context | None, spelling: str) -> bool:
+    import click
+
     if ctx is None:
         return False
     for param in ctx.command.get_params(ctx):
@@ -98,6 +103,8 @@ def _option_takes_value(ctx: click.Context | None, spelling: str) -> bool:
 
 def usage_text(ctx: click.Context | None) -> str:
     """wsl.exe's usage text (the message of WSL_E_INVALID_USAGE): the whole help."""
+    import click
+
     if ctx is None:
         ctx = click.get_current_context(silent=True)
     return ctx.find_root().get_help() if ctx is not None else ""
@@ -116,6 +123,8 @@ def click_error_text(error: click.ClickException) -> str:
     At the top level wsl.exe prints "Invalid command line argument" or "... is missing a required
     parameter" alone; a verb's ArgumentParser raises them as E_INVALIDARG, with the code line.
     """
+    import click
+
     ctx = error.ctx if isinstance(error, click.UsageError) else None
     in_verb = ctx is not None and ctx.parent is not None
     text, with_code = _click_error_message(error, ctx, in_verb)
@@ -124,6 +133,8 @@ def click_error_text(error: click.ClickException) -> str:
 
 def _click_error_message(error: click.ClickException, ctx: click.Context | None,
                          in_verb: bool) -> tuple[str, bool]:
+    import click
+
     if isinstance(error, click.NoSuchOption):
         return messages.INVALID_COMMAND_LINE.format(argument=error.option_name), in_verb
     if isinstance(error, click.BadOptionUsage):

@@ -1,0 +1,170 @@
+"""The fast path of the common launch lines: `[-d NAME] [-u USER] [--cd DIR] (-- | -e | CMD) ...`.
+
+A launch is what users run most (a script's `pywsl -d D -- cmd`, a prompt calling into a
+distribution), and most of its time used to be spent importing click and the full grammar. This
+module reads only that common shape, without click, and runs it as the click command would: the
+same calls on the session in the same order, the same messages and exit statuses. Anything else (a
+verb, `--help`, another launch option, `--name=value`, an attached short value, a repeated option,
+a value that starts with `-`, wsl.exe's legacy `{GUID}`/`~` prefixes, no command line at all, shell
+completion) returns None and goes to the full grammar (`pywsl.cli.command`), which reports errors.
+
+`LAUNCH_OPTION_SPELLINGS` is the one table of the options both readers know: the click
+declarations in `pywsl.cli.launch` take their spellings from it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TextIO, cast
+
+from pywsl.cli.invocation import EXEC_TOKENS, HOME_TOKEN, STOP_TOKEN, Invocation
+from pywsl.cli.launch_run import launch_process, process_arguments, working_directory
+from pywsl.cli.streams import exit_status, utf8_streams
+
+if TYPE_CHECKING:
+    from pywsl.cli.context import CliState
+
+__all__ = ["COMPLETE_VARIABLE", "INTERRUPTED_EXIT_STATUS", "LAUNCH_OPTION_SPELLINGS", "LaunchLine",
+           "read_launch_line", "run"]
+
+# The launch options that take a value, by the click parameter they set: the fast path reads these.
+LAUNCH_OPTION_SPELLINGS: dict[str, tuple[str, ...]] = {
+    "distribution": ("-d", "--distribution"),
+    "user": ("-u", "--user"),
+    "cd": ("--cd",),
+}
+_PARAMETER_OF = {spelling: name for name, spellings in LAUNCH_OPTION_SPELLINGS.items()
+                 for spelling in spellings}
+
+COMPLETE_VARIABLE = "_PYWSL_COMPLETE"  # click's shell completion instruction for the `pywsl` program
+INTERRUPTED_EXIT_STATUS = 130  # 128 + SIGINT
+BROKEN_PIPE_EXIT_STATUS = 1  # click's status when stdout's reader went away
+
+
+@dataclass(frozen=True)
+class LaunchLine:
+    """A command line of the common launch shape: its options (parameter, value) in the order given."""
+
+    options: tuple[tuple[str, str], ...]
+    invocation: Invocation
+
+    def value(self, parameter: str) -> str | None:
+        return next((value for name, value in self.options if name == parameter), None)
+
+
+def read_launch_line(args: Sequence[str]) -> LaunchLine | None:
+    """The launch `args` ask for, or None when the line needs the full grammar."""
+    if args and (args[0] == HOME_TOKEN or args[0].startswith("{")):
+        return None  # wsl.exe's legacy prefixes
+    options: list[tuple[str, str]] = []
+    index = 0
+    while index < len(args):
+        token = args[index]
+        if token == STOP_TOKEN:
+            return LaunchLine(tuple(options), Invocation("shell", tuple(args[index + 1:])))
+        if token in EXEC_TOKENS:
+            rest = tuple(args[index + 1:])
+            return LaunchLine(tuple(options), Invocation("exec", rest)) if rest else None
+        if not token.startswith("-") or token == "-":
+            return LaunchLine(tuple(options), Invocation("shell", tuple(args[index:])))
+        parameter = _PARAMETER_OF.get(token)
+        if parameter is None or index + 1 >= len(args) or any(name == parameter for name, _ in options):
+            return None
+        value = args[index + 1]
+        if value.startswith("-"):
+            return None
+        options.append((parameter, value))
+        index += 2
+    return None  # no command line: the default shell (and a pending first-run setup)
+
+
+def run(argv: Sequence[str] | None = None) -> int | None:
+    """Run a launch line and return its exit status; None when `argv` needs the full grammar."""
+    if os.environ.get(COMPLETE_VARIABLE):
+        return None
+    line = read_launch_line(sys.argv[1:] if argv is None else list(argv))
+    if line is None:
+        return None
+    return _run_line(line)
+
+
+def _run_line(line: LaunchLine) -> int:
+    """As `pywsl.cli.command.Pywsl.main` runs the launch callback, with its error handling."""
+    from pywsl.api import user_warnings
+    from pywsl.api.errors import WslError
+    from pywsl.cli import report
+
+    utf8_streams()
+    try:
+        with user_warnings.collecting(report.print_user_warning):
+            result = _launch(line)
+    except WslError as error:
+        report.print_error(report.error_text(error))
+        return report.FAILURE_EXIT_STATUS
+    except report.UsageFailure as failure:
+        report.print_error(failure.message)
+        return report.FAILURE_EXIT_STATUS
+    except (EOFError, KeyboardInterrupt):
+        _write_newline(sys.stderr)  # click's abort: an empty line on stderr
+        return INTERRUPTED_EXIT_STATUS
+    except OSError as error:
+        if error.errno != errno.EPIPE:
+            raise
+        sys.stdout = cast(TextIO, _QuietFlush(sys.stdout))
+        sys.stderr = cast(TextIO, _QuietFlush(sys.stderr))
+        raise SystemExit(BROKEN_PIPE_EXIT_STATUS) from None
+    return exit_status(result)
+
+
+def _launch(line: LaunchLine) -> int:
+    """The launch callback's work (`pywsl.cli.launch.launch_command`): each option where it stands."""
+    from pywsl.cli.context import CliState
+
+    state = CliState()
+    try:
+        return _launch_with(state, line)
+    finally:
+        state.close()
+
+
+def _launch_with(state: CliState, line: LaunchLine) -> int:
+    cwd: str | None = None
+    for parameter, value in line.options:
+        if parameter == "distribution":
+            state.distro = state.get_session().get_distribution_id(value)
+        elif parameter == "cd":
+            cwd = working_directory(value)
+    if cwd is None:
+        cwd = working_directory(None)
+    process_arguments(line.invocation, None)
+    return launch_process(state.get_session(), state.distro, line.invocation, user=line.value("user") or "",
+                          cwd=cwd)
+
+
+def _write_newline(stream: TextIO) -> None:
+    try:
+        stream.write("\n")
+        stream.flush()
+    except (OSError, ValueError):
+        pass
+
+
+class _QuietFlush:
+    """A console stream whose flush ignores a reader that went away (as click leaves them)."""
+
+    def __init__(self, wrapped: TextIO) -> None:
+        self._wrapped = wrapped
+
+    def flush(self) -> None:
+        try:
+            self._wrapped.flush()
+        except OSError as error:
+            if error.errno != errno.EPIPE:
+                raise
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._wrapped, name)

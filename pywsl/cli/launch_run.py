@@ -1,0 +1,108 @@
+"""Running a launch once its command line is read: wsl.exe's `LaunchProcess`, without click.
+
+Both readers of the command line end here: the click grammar (`pywsl.cli.launch`) and the fast
+path for the common launch lines (`pywsl.cli.fast_launch`). Nothing here imports click or the
+rendering modules; the library is imported when the launch runs.
+
+* no command line: the default user's shell, as a login shell;
+* a command line (after `--` or not): the arguments joined with single spaces, unquoted, run as
+  `<shell> -c "<line>"` (WSL passes the raw rest of its command line as one string);
+* `-e`/`--exec` or `--shell-type none`: filename = argv[0], argv passed as is.
+
+The process's exit status becomes pywsl's, except 67 and 87, which init uses for "user not found"
+and "too many terminals" and wsl.exe turns into those errors.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from pywsl.cli import messages
+from pywsl.cli.invocation import Invocation
+from pywsl.cli.report import fail
+
+if TYPE_CHECKING:
+    from pywsl.api.session import UserSession
+
+__all__ = ["TTY_LIMIT_STATUS", "USER_NOT_FOUND_STATUS", "launch_process", "process_arguments",
+           "working_directory"]
+
+# Exit statuses of init's relay child that wsl.exe maps to errors (LX_INIT_USER_NOT_FOUND, _TTY_LIMIT).
+USER_NOT_FOUND_STATUS = 67
+TTY_LIMIT_STATUS = 87
+
+
+def working_directory(value: str | None) -> str:
+    """--cd's value, else the caller's folder (WSL's default: the current Windows directory)."""
+    if value is None:
+        from pywsl.api.launch_request import host_directory
+
+        try:
+            return host_directory(os.getcwd())
+        except OSError:
+            return ""  # the caller's folder is gone: the user's home, as WSL when it has none
+    if not value.startswith(("/", "~")):
+        raise fail("E_INVALIDARG", messages.INVALID_CWD.format(value=value))
+    return value
+
+
+def process_arguments(invocation: Invocation, shell_type: str | None) -> tuple[str | None, list[str], bool]:
+    """(filename, command line, login) for `create_lx_process`, as wsl.exe builds them."""
+    arguments: Sequence[str] = invocation.arguments
+    if invocation.mode == "exec" or shell_type == "none":
+        if not arguments:
+            raise fail("E_INVALIDARG")  # wsl.exe: exec mode with an empty command line
+        return arguments[0], list(arguments), False
+    command_line = [" ".join(arguments)] if arguments else []
+    login = shell_type == "login" or (shell_type is None and not arguments)
+    return None, command_line, login
+
+
+def launch_process(session: UserSession, distro: uuid.UUID | None, invocation: Invocation, *,
+                   user: str = "", cwd: str = "", shell_type: str | None = None) -> int:
+    """Run the process and return its exit status (wsl.exe's `LaunchProcess`)."""
+    filename, command_line, login = process_arguments(invocation, shell_type)
+    if filename is None and not command_line:
+        # The default shell: the first-run setup of an installed distribution runs before it.
+        from pywsl.api.oobe import run_oobe_if_pending
+
+        oobe_status = run_oobe_if_pending(session, distro)
+        if oobe_status is not None:
+            return oobe_status
+    process = session.create_lx_process(distro, command_line, filename=filename, cwd=cwd, username=user,
+                                        login=login, wslenv_source=os.environ)
+    status = process.wait()
+    if process.exit_status_lost and not _distribution_running(session, distro):
+        _report_instance_terminated()
+        return status
+    if status == USER_NOT_FOUND_STATUS:
+        raise fail("WSL_E_USER_NOT_FOUND")
+    if status == TTY_LIMIT_STATUS:
+        raise fail("WSL_E_TTY_LIMIT")
+    return status
+
+
+def _distribution_running(session: UserSession, distro: uuid.UUID | None) -> bool:
+    """Whether the distribution (None: the default one) still runs; False when that cannot be told."""
+    from pywsl.api.errors import WslError
+    from pywsl.api.registry import DistributionState
+
+    try:
+        infos = session.enumerate_distributions()
+    except WslError:
+        return False
+    for info in infos:
+        if (info.id == distro) if distro is not None else info.is_default:
+            return info.state is DistributionState.RUNNING
+    return False
+
+
+def _report_instance_terminated() -> None:
+    """The process's instance (or the whole VM) ended under it: say so, as wsl.exe does."""
+    from pywsl.api.process import instance_terminated_error
+    from pywsl.cli.report import error_text, print_error
+
+    print_error(error_text(instance_terminated_error()))
