@@ -64,6 +64,10 @@ def vm_config(identity: UserIdentity, runtime_dir: Path, config: WslConfig) -> V
         gpu_support=config.gpu_support,
         gpu_libraries=discover_gpu_libraries() if config.gpu_support else (),
         lxcfs=find_lxcfs(),
+        backend=config.backend,
+        kernel=config.kernel,
+        kernel_modules=config.kernel_modules,
+        kernel_command_line=config.kernel_command_line,
     )
 
 
@@ -77,9 +81,10 @@ def limits_note() -> str | None:
 def attach(runtime_dir: Path) -> CoreVm | None:
     """The VM serving in `runtime_dir`, or None when none runs."""
     from pywsl.vm import CoreVm
+    from pywsl.vm.backends.qemu import running_backend
 
     try:
-        return CoreVm.attach(runtime_dir)
+        return CoreVm.attach(runtime_dir, running_backend(runtime_dir))
     except PermissionError:
         require_root("Reaching the utility VM")
         raise

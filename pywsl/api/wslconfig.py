@@ -16,7 +16,10 @@ made of namespaces take effect:
   shares the host's network ("mirrored");
 * `[general] distributionInstallPath` → where new distributions go;
 * `[general] distributionListUrl`, `distributionListUrlAppend` → the manifests `--install` reads
-  (machine-wide registry values in WSL).
+  (machine-wide registry values in WSL);
+* `[pywsl] backend` (pywsl's own section, not WSL's) → `namespaces` (the default: a VM made of
+  namespaces) or `qemu` (a real VM with its own kernel, see docs/design.md); with `qemu`,
+  `[wsl2] kernel`, `kernelModules` and `kernelCommandLine` take effect too.
 
 The rest is accepted and kept in `WslConfig.values`; each key set there that this host cannot
 honour is named in `WslConfig.ignored`. Warnings use WSL's wording ("Unknown key 'wsl2.x' in
@@ -80,6 +83,7 @@ class Kind(enum.Enum):
     STRING = "a string"
     PATH = "an absolute path"
     NETWORKING_MODE = ", ".join(sorted(_NETWORKING_MODES.values()))
+    BACKEND = "namespaces, qemu"
     MEMORY_RECLAIM = ", ".join(sorted(_AUTO_MEMORY_RECLAIM.values()))
 
 
@@ -89,8 +93,11 @@ HONOURED_KEYS = frozenset({
     "wsl2.vmIdleTimeout", "wsl2.kernelBootTimeout",
     "wsl2.distributionStartTimeout", "wsl2.networkingMode", "experimental.networkingMode",
     "general.instanceIdleTimeout", "general.distributionInstallPath", "general.distributionListUrl",
-    "general.distributionListUrlAppend",
+    "general.distributionListUrlAppend", "pywsl.backend",
 })
+# Keys that take effect only with `[pywsl] backend = qemu` (a real kernel).
+QEMU_KEYS = frozenset({"wsl2.kernel", "wsl2.kernelModules", "wsl2.kernelCommandLine"})
+BACKENDS = ("namespaces", "qemu")
 
 
 # Every documented key, by section, with the canonical spelling used as the key of `values`.
@@ -122,6 +129,8 @@ _KEYS: dict[str, dict[str, Kind]] = {
         "initialAutoProxyTimeout": Kind.INT, "ignoredPorts": Kind.STRING, "hostAddressLoopback": Kind.BOOL,
         "setVersionDebug": Kind.BOOL, "swiotlb": Kind.MEMORY, "virtioFsAggregateShares": Kind.BOOL,
     },
+    # pywsl's own section (WSL has none): which utility VM backend runs this user's VM.
+    "pywsl": {"backend": Kind.BACKEND},
 }
 _LOOKUP: dict[str, dict[str, str]] = {
     section: {key.lower(): key for key in keys} for section, keys in _KEYS.items()
@@ -150,6 +159,10 @@ class WslConfig:
     ignored: tuple[str, ...] = ()            # a warning for each key set that this host cannot honour
     source: Path | None = None
     missing_kernel: Path | None = None       # [wsl2] kernel names a file that does not exist
+    backend: str = "namespaces"              # [pywsl] backend: "namespaces" or "qemu"
+    kernel: Path | None = None               # [wsl2] kernel (qemu backend)
+    kernel_modules: Path | None = None       # [wsl2] kernelModules (qemu backend)
+    kernel_command_line: str = ""            # [wsl2] kernelCommandLine (qemu backend)
 
     def startup_warnings(self) -> tuple[str, ...]:
         """What the user is told when a VM starts with this configuration."""
@@ -193,6 +206,8 @@ def _convert(kind: Kind, text: str, home: Path | None) -> Any:
         return _NETWORKING_MODES.get(text.strip().lower())
     if kind is Kind.MEMORY_RECLAIM:
         return _AUTO_MEMORY_RECLAIM.get(text.strip().lower())
+    if kind is Kind.BACKEND:
+        return text.strip().lower() if text.strip().lower() in BACKENDS else None
     if kind is Kind.PATH:
         value = text.strip()
         if value.startswith("~") and home is not None and (len(value) == 1 or value[1] == "/"):
@@ -207,6 +222,7 @@ def parse_wslconfig(text: str, source: str = "wslconfig", *, home: Path | None =
     sections, warnings = parse_config(text, source)
     values: dict[str, Any] = {}
     ignored: list[str] = []
+    ignored_keys: list[str] = []
     for section_name, entries in sections.items():
         known = _LOOKUP.get(section_name)
         for entry in entries.values():
@@ -221,6 +237,7 @@ def parse_wslconfig(text: str, source: str = "wslconfig", *, home: Path | None =
                 continue
             values[f"{section_name}.{canonical}"] = value
             if f"{section_name}.{canonical}" not in HONOURED_KEYS:
+                ignored_keys.append(f"{section_name}.{canonical}")
                 ignored.append(f"Ignored key '{entry.section}.{entry.key}' in {source}:{entry.line}: "
                                "this host cannot honour it")
 
@@ -258,6 +275,9 @@ def parse_wslconfig(text: str, source: str = "wslconfig", *, home: Path | None =
 
     networking = values.get("wsl2.networkingMode") or values.get("experimental.networkingMode") or "Nat"
     install_path = take("general.distributionInstallPath")
+    backend = values.get("pywsl.backend", "namespaces")
+    if backend == "qemu":
+        ignored = [text for key, text in zip(ignored_keys, ignored, strict=True) if key not in QEMU_KEYS]
     return WslConfig(
         memory_bytes=memory,
         processors=processors,
@@ -277,6 +297,10 @@ def parse_wslconfig(text: str, source: str = "wslconfig", *, home: Path | None =
         warnings=tuple(warnings),
         ignored=tuple(ignored),
         source=Path(source),
+        backend=backend,
+        kernel=values.get("wsl2.kernel"),
+        kernel_modules=values.get("wsl2.kernelModules"),
+        kernel_command_line=values.get("wsl2.kernelCommandLine", ""),
     )
 
 

@@ -38,6 +38,9 @@ class VmConfig:
     gpu_support: bool = True  # [wsl2] gpuSupport: GPU nodes and libraries in distributions
     gpu_libraries: tuple[tuple[str, str], ...] = ()  # (name in /usr/lib/wsl/lib, host path)
     lxcfs: str | None = None  # where root's lxcfs is mounted: its /proc files go to distributions
+    kernel: Path | None = None  # [wsl2] kernel (qemu backend; None: the host's own)
+    kernel_modules: Path | None = None  # [wsl2] kernelModules (qemu backend; None: /lib/modules/<release>)
+    kernel_command_line: str = ""  # [wsl2] kernelCommandLine (qemu backend), appended
 
     def __post_init__(self) -> None:
         for name in ("kernel_boot_timeout_ms", "distribution_start_timeout_ms"):

@@ -5,7 +5,9 @@ its mini_init and stop it hard:
 
 * ``namespaces`` (``backends/namespaces.py``): Linux namespaces, AF_UNIX, directories passed as
   file descriptors;
-* ``kvm`` and ``hcs`` (later): a real kernel, AF_VSOCK / AF_HYPERV, disk images.
+* ``qemu`` (``backends/qemu.py``): a real kernel in QEMU, channels multiplexed over a virtio-serial
+  port;
+* ``hcs`` (later): AF_HYPERV, disk images.
 """
 
 from __future__ import annotations
@@ -58,4 +60,8 @@ def backend(name: str) -> VmBackend:
         from pywsl.vm.backends.namespaces import NamespacesBackend
 
         return NamespacesBackend()
-    raise ValueError(f"unknown VM backend {name!r} (available: namespaces)")
+    if name == "qemu":
+        from pywsl.vm.backends.qemu import QemuBackend
+
+        return QemuBackend()
+    raise ValueError(f"unknown VM backend {name!r} (available: namespaces, qemu)")

@@ -1,0 +1,241 @@
+"""The ``qemu`` backend: the utility VM is a real virtual machine with its own Linux kernel.
+
+``start`` finds the kernel (``pywsl.vm.kernel``), builds or reuses the cached initramfs
+(``pywsl.vm.initramfs``; cache folder ``$PYWSL_CACHE_ROOT``, default ``/var/cache/pywsl``), and
+runs ``qemu_monitor`` with the QEMU command line (``qemu_command``) under the runtime folder's
+lock. The monitor starts QEMU and exits its first process once the guest's pid 1 serves; from
+then on ``mini_init.sock`` in the runtime folder reaches the guest's mini_init, each connection
+a channel multiplexed over one virtio-serial port. KVM is used when it works here, TCG otherwise
+(with one warning per process: guest code runs much slower).
+
+``mini_init.pid`` holds QEMU's pid and the monitor's. ``kill`` ends QEMU (the monitor then removes
+the VM's files); when the monitor itself was killed, ``remove_leftovers`` removes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import construct
+
+from pywsl.vm.backends.base import VmBackend
+from pywsl.vm.backends.namespaces import _prepare_runtime_dir
+from pywsl.vm.backends.qemu_command import QemuPlan, find_qemu, kvm_works, qemu_argv
+from pywsl.vm.backends.qemu_monitor import (
+    BACKEND_FILE_NAME,
+    LOG_NAME,
+    MONITOR_NAME,
+    PID_FILE_NAME,
+    PORT_SOCKET_NAME,
+    SOCKET_NAME,
+)
+from pywsl.vm.config import VmConfig
+from pywsl.vm.errors import VmError
+from pywsl.vm.initramfs import build_initramfs
+from pywsl.vm.kernel import find_kernel
+
+CACHE_ROOT_ENV = "PYWSL_CACHE_ROOT"
+DEFAULT_CACHE_ROOT = Path("/var/cache/pywsl")
+BOOT_GRACE = 10.0
+LEFTOVER_TIMEOUT = 5.0
+_PACKAGE_ROOT = Path(__file__).resolve().parents[3]
+_LOG_TAIL = 4000
+_FILES = (SOCKET_NAME, PID_FILE_NAME, PORT_SOCKET_NAME, BACKEND_FILE_NAME)
+
+log = logging.getLogger(__name__)
+_warned_tcg = False
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ROOT_ENV) or DEFAULT_CACHE_ROOT)
+
+
+def guest_python() -> str:
+    """The host interpreter, which the guest runs from the shared ``/usr``."""
+    python = os.path.realpath(sys.executable)
+    if not python.startswith("/usr/"):
+        raise VmError(f"the qemu backend needs the host's Python under /usr, not {python}")
+    return python
+
+
+def guest_shares() -> tuple[Path, ...]:
+    """Folders the guest imports from: pywsl's and its dependency's (``construct``)."""
+    folders = [_PACKAGE_ROOT, Path(construct.__file__).resolve().parent.parent]
+    return tuple(dict.fromkeys(folder for folder in folders if not str(folder).startswith("/usr/")))
+
+
+def _warn_tcg() -> None:
+    global _warned_tcg
+    if not _warned_tcg:
+        _warned_tcg = True
+        log.warning("KVM does not work on this host: the utility VM runs under TCG emulation (much slower)")
+
+
+def _log_tail(runtime_dir: Path) -> str:
+    try:
+        data = (runtime_dir / LOG_NAME).read_bytes()
+    except OSError:
+        return ""
+    return data[-_LOG_TAIL:].decode("utf-8", "replace").strip()
+
+
+def _read_pids(runtime_dir: Path) -> tuple[int, int] | None:
+    try:
+        words = (runtime_dir / PID_FILE_NAME).read_text().split()
+    except OSError:
+        return None
+    if len(words) != 2 or not all(word.isdigit() for word in words):
+        return None
+    return int(words[0]), int(words[1])
+
+
+def _process_of(pid: int, runtime_dir: Path, name: str) -> bool:
+    """True while ``pid`` is a live process called ``name`` that belongs to this runtime folder."""
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except (OSError, IndexError):
+        return False
+    return comm.startswith(name) and state != "Z" and str(runtime_dir) in cmdline
+
+
+def running_backend(runtime_dir: Path) -> str:
+    """The backend of the VM (running, or left behind) in ``runtime_dir``: a qemu VM's monitor marks
+    the folder while the VM runs (and a killed monitor leaves the mark for ``remove_leftovers``)."""
+    return "qemu" if os.path.lexists(Path(runtime_dir) / BACKEND_FILE_NAME) else "namespaces"
+
+
+class QemuBackend(VmBackend):
+    name = "qemu"
+
+    def connect(self, runtime_dir: Path) -> socket.socket | None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.connect(str(Path(runtime_dir) / SOCKET_NAME))
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            return None
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def start(self, config: VmConfig) -> socket.socket:
+        runtime_dir = Path(config.runtime_dir).absolute()
+        _prepare_runtime_dir(runtime_dir)
+        lock = os.open(runtime_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            running = self.connect(runtime_dir)
+            if running is not None:
+                return running
+            if not self.wait_stopped(runtime_dir, LEFTOVER_TIMEOUT):
+                raise VmError(f"an earlier utility VM of {runtime_dir} is still stopping")
+            self._launch(config, runtime_dir)
+        finally:
+            os.close(lock)
+        sock = self.connect(runtime_dir)
+        if sock is None:
+            raise VmError(f"the utility VM stopped right after it started: {_log_tail(runtime_dir)}")
+        return sock
+
+    def _plan(self, config: VmConfig, runtime_dir: Path) -> QemuPlan:
+        qemu = find_qemu()
+        kernel = find_kernel(config.kernel, config.kernel_modules)
+        kvm = kvm_works(qemu)
+        if not kvm:
+            _warn_tcg()
+        return QemuPlan(
+            qemu=qemu, kernel=kernel.image, initramfs=build_initramfs(kernel, cache_root()),
+            python=guest_python(), shares=guest_shares(), port_socket=runtime_dir / PORT_SOCKET_NAME,
+            console_log=runtime_dir / LOG_NAME, memory_bytes=config.memory_bytes,
+            processors=config.processors, kvm=kvm, vm_idle_timeout_ms=config.vm_idle_timeout_ms,
+            extra_command_line=config.kernel_command_line,
+        )
+
+    def _launch(self, config: VmConfig, runtime_dir: Path) -> None:
+        plan = self._plan(config, runtime_dir)
+        for name in _FILES:
+            with contextlib.suppress(FileNotFoundError):
+                (runtime_dir / name).unlink()
+        log_fd = os.open(runtime_dir / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            argv = [sys.executable, "-S", "-m", "pywsl.vm.backends.qemu_monitor",
+                    "--runtime-dir", str(runtime_dir), "--boot-timeout", str(config.kernel_boot_timeout_ms),
+                    "--", *qemu_argv(plan)]
+            python_path = os.pathsep.join(str(share) for share in guest_shares()) or str(_PACKAGE_ROOT)
+            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, cwd="/",
+                                       env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                                            "PYTHONPATH": python_path, "LANG": "C.UTF-8"},
+                                       start_new_session=True)
+        finally:
+            os.close(log_fd)
+        try:
+            code = process.wait(config.kernel_boot_timeout_ms / 1000 + BOOT_GRACE)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            code = None
+        if code != 0:
+            self.kill(runtime_dir)
+            self.wait_stopped(runtime_dir, LEFTOVER_TIMEOUT)
+            how = "timed out" if code is None else f"exit {code}"
+            raise VmError(f"the utility VM did not start ({how}): {_log_tail(runtime_dir) or 'no log'}")
+
+    def kill(self, runtime_dir: Path) -> None:
+        runtime_dir = Path(runtime_dir).absolute()
+        pids = _read_pids(runtime_dir)
+        if pids is None:
+            return
+        if _process_of(pids[0], runtime_dir, "qemu-system"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pids[0], signal.SIGKILL)
+
+    def _alive(self, runtime_dir: Path, pids: tuple[int, int]) -> bool:
+        qemu, monitor = pids
+        return (_process_of(qemu, runtime_dir, "qemu-system")
+                or _process_of(monitor, runtime_dir, MONITOR_NAME))
+
+    def wait_stopped(self, runtime_dir: Path, timeout: float) -> bool:
+        runtime_dir = Path(runtime_dir).absolute()
+        deadline = time.monotonic() + timeout
+        known: tuple[int, int] | None = None
+        while True:
+            known = _read_pids(runtime_dir) or known
+            if known is None or not self._alive(runtime_dir, known):
+                break
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return self.remove_leftovers(runtime_dir)
+
+    def has_leftovers(self, runtime_dir: Path) -> bool:
+        return any(os.path.lexists(Path(runtime_dir) / name) for name in _FILES)
+
+    def remove_leftovers(self, runtime_dir: Path, timeout: float = 0.0) -> bool:
+        runtime_dir = Path(runtime_dir).absolute()
+        running = self.connect(runtime_dir)
+        if running is not None:
+            running.close()
+            return True
+        pids = _read_pids(runtime_dir)
+        if pids is not None and self._alive(runtime_dir, pids):
+            return False
+        for name in _FILES:
+            with contextlib.suppress(FileNotFoundError):
+                (runtime_dir / name).unlink()
+        return True
+
+    def directory_handle(self, path: Path) -> int:
+        raise VmError("the qemu backend cannot hand a directory to the VM yet (distributions, import and "
+                      "export need the host file server, not done yet)")

@@ -1,0 +1,120 @@
+"""The QEMU command line of the ``qemu`` backend, and whether KVM works here.
+
+The VM is a ``microvm`` (no PCI, no firmware; virtio-mmio devices): the kernel and the initramfs
+given directly, the guest console on a log file (or the terminal with ``debugConsole``), the
+channel port as a virtio-serial port named ``pywsl.mux`` whose host end is a socket QEMU listens
+on, and the host's ``/usr`` and pywsl's own folders shared read-only over 9p. KVM is used when
+a probe shows it works (a stopped QEMU that resets its vCPU under KVM and quits cleanly), TCG
+otherwise. Under TCG the guest's early TSC calibration is skipped (``tsc_early_khz``).
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from pywsl.vm.errors import VmError
+
+__all__ = ["QemuPlan", "find_qemu", "kvm_works", "qemu_argv"]
+
+QEMU_NAME = "qemu-system-x86_64"
+PORT_NAME = "pywsl.mux"
+KVM_PROBE_TIMEOUT = 10.0
+MIN_MEMORY_MIB = 256
+_QMP_QUIT = b'{"execute":"qmp_capabilities"}\n{"execute":"quit"}\n'
+
+
+def find_qemu() -> str:
+    qemu = shutil.which(QEMU_NAME)
+    if qemu is None:
+        raise VmError(f"the qemu backend needs {QEMU_NAME} (Debian: apt-get install qemu-system-x86)")
+    return qemu
+
+
+@functools.cache
+def kvm_works(qemu: str) -> bool:
+    """True when QEMU can run a vCPU with KVM on this host (probed once per process)."""
+    if not Path("/dev/kvm").exists():
+        return False
+    try:
+        probe = subprocess.run(
+            [qemu, "-M", "microvm", "-accel", "kvm", "-cpu", "host", "-m", "64M", "-nodefaults",
+             "-no-user-config", "-display", "none", "-S", "-qmp", "stdio"],
+            input=_QMP_QUIT, capture_output=True, timeout=KVM_PROBE_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0 and probe.stdout.count(b'"return"') >= 2
+
+
+def host_tsc_khz() -> int | None:
+    """The host's clock rate in kHz (``cpu MHz`` of /proc/cpuinfo), for the guest's TSC."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("cpu MHz"):
+                    return int(float(line.split(":", 1)[1]) * 1000)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+@dataclass(frozen=True)
+class QemuPlan:
+    """Everything one VM's command line depends on."""
+
+    qemu: str
+    kernel: Path
+    initramfs: Path
+    python: str  # the host's interpreter, under /usr (the guest runs it from the shared /usr)
+    shares: tuple[Path, ...]  # folders on the guest's PYTHONPATH (pywsl, its dependencies)
+    port_socket: Path  # QEMU listens here for the channel port's host end
+    console_log: Path | None  # None: the guest console on the terminal (debugConsole)
+    memory_bytes: int | None
+    processors: int | None
+    kvm: bool
+    vm_idle_timeout_ms: int
+    extra_command_line: str = ""
+
+
+def _command_line(plan: QemuPlan) -> str:
+    words = ["console=ttyS0", "reboot=t", "panic=-1", "quiet", "loglevel=4",
+             f"PYWSL_PYTHON={plan.python}", f"PYWSL_SHARES={len(plan.shares)}",
+             f"PYWSL_VM_IDLE_TIMEOUT={plan.vm_idle_timeout_ms}"]
+    khz = None if plan.kvm else host_tsc_khz()
+    if khz:
+        words.append(f"tsc_early_khz={khz}")
+    if plan.extra_command_line.strip():
+        words.append(plan.extra_command_line.strip())
+    return " ".join(words)
+
+
+def _console(log: Path | None) -> str:
+    return f"file,id=console,path={log},append=on" if log is not None else "stdio,id=console"
+
+
+def qemu_argv(plan: QemuPlan) -> list[str]:
+    for path in (plan.python, *map(str, plan.shares)):
+        if "," in path or " " in path:
+            raise VmError(f"the qemu backend cannot share {path!r} (a comma or space in the path)")
+    memory_mib = max(MIN_MEMORY_MIB, (plan.memory_bytes or 0) // (1024 * 1024) or 1024)
+    argv = [
+        plan.qemu, "-M", "microvm", "-accel", "kvm" if plan.kvm else "tcg",
+        "-cpu", "host" if plan.kvm else "max", "-m", f"{memory_mib}M", "-smp", str(plan.processors or 1),
+        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-nic", "none",
+        "-kernel", str(plan.kernel), "-initrd", str(plan.initramfs), "-append", _command_line(plan),
+        "-global", "virtio-mmio.force-legacy=false",
+        "-chardev", _console(plan.console_log),
+        "-serial", "chardev:console",
+        "-device", "virtio-serial-device",
+        "-chardev", f"socket,id=mux,path={plan.port_socket},server=on,wait=off",
+        "-device", f"virtserialport,chardev=mux,name={PORT_NAME}",
+        "-fsdev", "local,id=usr,path=/usr,security_model=none,readonly=on",
+        "-device", "virtio-9p-device,fsdev=usr,mount_tag=usr",
+    ]
+    for index, share in enumerate(plan.shares):
+        argv += ["-fsdev", f"local,id=share{index},path={share},security_model=none,readonly=on",
+                 "-device", f"virtio-9p-device,fsdev=share{index},mount_tag=pywsl{index}"]
+    return argv
