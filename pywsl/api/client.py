@@ -184,9 +184,10 @@ def _open_export_file(path: str) -> int:
 def _shared_environment(source: Mapping[str, str]) -> dict[str, str]:
     """What the session needs of the caller's environment: TERM, PATH (interop's host PATH), WSLENV
     and what WSLENV names."""
+    from pywsl.api.gui_share import GUI_VARIABLES
     from pywsl.api.launch_request import parse_wslenv
 
-    wanted = {"TERM", "WSLENV", "PATH", *parse_wslenv(source.get("WSLENV", ""))}
+    wanted = {"TERM", "WSLENV", "PATH", *GUI_VARIABLES, *parse_wslenv(source.get("WSLENV", ""))}
     return {name: value for name, value in source.items() if name in wanted}
 
 

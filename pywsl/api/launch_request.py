@@ -68,7 +68,8 @@ def parse_wslenv(value: str) -> list[str]:
 def process_request(command_line: Sequence[str], *, filename: str | None, cwd: str, username: str,
                     login: bool, environment: Mapping[str, str] | None, wslenv_source: Mapping[str, str],
                     console: tuple[bool, bool, bool], rows: int, columns: int,
-                    default_environment: Sequence[str], default_uid: int) -> ProcessRequest:
+                    default_environment: Sequence[str], default_uid: int,
+                    host_environment: Sequence[str] = ()) -> ProcessRequest:
     """`ParseArguments` + the environment block of a new process of a distribution whose registry
     values are `default_environment` and `default_uid`; E_INVALIDARG for arguments WSL refuses."""
     from pywsl.vm import ProcessRequest
@@ -102,6 +103,7 @@ def process_request(command_line: Sequence[str], *, filename: str | None, cwd: s
         console=console,
         rows=max(0, int(rows)),
         columns=max(0, int(columns)),
+        host_environment=tuple(host_environment),
     )
 
 

@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,7 @@ from pywsl.api.distribution_info import (
     distribution_info,
 )
 from pywsl.api.errors import WslError, error_context, not_supported_by_backend
+from pywsl.api.gui_share import gui_host_environment
 from pywsl.api.launch_request import process_request
 from pywsl.api.paths import UserPaths, user_paths
 from pywsl.api.registrations import Distro, check_unique, lookup, update_registration
@@ -497,6 +499,9 @@ class UserSession:
                 registration, command_line, filename=filename, cwd=cwd, username=username, login=login,
                 environment=environment, wslenv_source=wslenv_source or {}, console=console,
                 rows=rows, columns=columns)
+            if self.config().gui_applications:  # the caller's own display sockets (gui_share)
+                request = replace(request, host_environment=tuple(
+                    gui_host_environment(wslenv_source or {}, self.identity.uid, str(self.identity.home))))
         with self._vm() as vm:
             with error_context("CreateInstance"):
                 instance = self._launch(vm, registration)

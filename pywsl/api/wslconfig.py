@@ -8,7 +8,8 @@ made of namespaces take effect:
 * `[wsl2] memory`, `processors`, `swap` → the VM's cgroup limits (a cpuset and the CPU affinity of
   `processors` CPUs, so that `nproc` inside shows it; memory plus swap where the host accounts swap);
 * `[wsl2] nestedVirtualization` → `/dev/kvm` in distributions; `gpuSupport` → the host GPU's
-  device nodes and driver libraries (`/usr/lib/wsl/lib`);
+  device nodes and driver libraries (`/usr/lib/wsl/lib`); `guiApplications` → the caller's own X11,
+  Wayland and PulseAudio sockets in distributions, as WSLg lays them out (`gui_share`);
 * `[wsl2] vmIdleTimeout`, `[general] instanceIdleTimeout` → the idle timers (negative = never);
 * `[wsl2] kernelBootTimeout`, `distributionStartTimeout` → how long to wait for the VM and for a
   distribution's init;
@@ -90,6 +91,7 @@ class Kind(enum.Enum):
 # The keys that take effect on this host (see the module docstring); any other key is ignored.
 HONOURED_KEYS = frozenset({
     "wsl2.memory", "wsl2.processors", "wsl2.swap", "wsl2.nestedVirtualization", "wsl2.gpuSupport",
+    "wsl2.guiApplications",
     "wsl2.vmIdleTimeout", "wsl2.kernelBootTimeout",
     "wsl2.distributionStartTimeout", "wsl2.networkingMode", "experimental.networkingMode",
     "general.instanceIdleTimeout", "general.distributionInstallPath", "general.distributionListUrl",
@@ -146,6 +148,7 @@ class WslConfig:
     swap_bytes: int | None = None            # None: no limit of its own (the host's swap)
     nested_virtualization: bool = True       # /dev/kvm in distributions (when the host has it)
     gpu_support: bool = True                 # the host's GPU in distributions (when it has one)
+    gui_applications: bool = True            # the caller's display sockets in distributions
     vm_idle_timeout_ms: int = DEFAULT_VM_IDLE_TIMEOUT_MS
     instance_idle_timeout_ms: int = DEFAULT_INSTANCE_IDLE_TIMEOUT_MS
     kernel_boot_timeout_ms: int = DEFAULT_KERNEL_BOOT_TIMEOUT_MS
@@ -284,6 +287,7 @@ def parse_wslconfig(text: str, source: str = "wslconfig", *, home: Path | None =
         swap_bytes=swap,
         nested_virtualization=values.get("wsl2.nestedVirtualization", True),
         gpu_support=values.get("wsl2.gpuSupport", True),
+        gui_applications=values.get("wsl2.guiApplications", True),
         vm_idle_timeout_ms=_or(take("wsl2.vmIdleTimeout"), DEFAULT_VM_IDLE_TIMEOUT_MS),
         instance_idle_timeout_ms=_or(take("general.instanceIdleTimeout"), DEFAULT_INSTANCE_IDLE_TIMEOUT_MS),
         kernel_boot_timeout_ms=_or(take("wsl2.kernelBootTimeout", positive), DEFAULT_KERNEL_BOOT_TIMEOUT_MS),

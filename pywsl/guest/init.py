@@ -36,6 +36,7 @@ from pywsl.guest import (
     devices,
     forking,
     fstab,
+    gui,
     interop_init,
     mounts,
     network_files,
@@ -140,6 +141,7 @@ def prepare_root(parameters: InitParameters) -> Instance:
     mounts.attach_root(parameters.tree_fd)
     mounts.apply_plan(parameters.tree_fd, mounts.distribution_plan(parameters.networking_mode, None))
     conf.warnings += devices.apply_devices(parameters.tree_fd, parameters.device_settings, conf.gpu_enabled)
+    gui.enable(conf.gui_applications)  # inherited by the session leaders and relays
     interop_init.attach_host_view(parameters.tree_fd, parameters.interop_tree_fd)
     _mount_shared_tmpfs(parameters, conf)
     if conf.automount_enabled:

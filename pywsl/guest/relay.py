@@ -44,7 +44,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from pywsl.guest import devices, forking, syscalls
+from pywsl.guest import devices, forking, gui, syscalls
 from pywsl.guest.environment import (
     DEFAULT_PATH,
     HOST_DIRECTORY_PREFIX,
@@ -119,6 +119,7 @@ class LaunchRequest:
     rows: int
     columns: int
     nt_path: str = ""  # the caller's host PATH (NtPath), appended as host PATH folders
+    host_environment: tuple[str, ...] = ()  # NtEnvironment: what the host checked (GUI sockets)
 
     @classmethod
     def from_message(cls, message: Any) -> LaunchRequest:
@@ -141,6 +142,7 @@ class LaunchRequest:
             rows=int(message.Rows),
             columns=int(message.Columns),
             nt_path=common.NtPath or "",
+            host_environment=tuple(common.NtEnvironment or ()),
         )
 
 
@@ -353,6 +355,10 @@ def _start_child(
     # As the distribution's root: the host PATH folders are made or refreshed before the user runs.
     environment = launch_environment(environment, context.interop, request.nt_path, context.host_mount_point)
     environment["PATH"] = devices.launch_path(environment.get("PATH", ""))  # GPU tools (nvidia-smi)
+    shared, problems = gui.prepare(request.host_environment, user.uid, user.gid)  # the caller's display
+    environment.update(shared)
+    for problem in problems:
+        _write_warning(f"GUI: {problem}")
     program = resolve_program(request.filename, request.command_line, user, login=request.login)
     _drop_privileges(database, user)
     _enter_working_directory(request.cwd, user.home, context.host_mount_point)

@@ -58,6 +58,7 @@ class WslConf:
     automount_ldconfig: bool = True
     gpu_enabled: bool = True
     gpu_append_lib_path: bool = True
+    gui_applications: bool = True  # [general] guiApplications: the caller's display shared
     time_use_windows_timezone: bool = True
     warnings: list[str] = field(default_factory=list)
 
@@ -170,7 +171,7 @@ _KEYS: dict[str, tuple[str | None, _Kind]] = {
     "boot.systemd": ("boot_systemd", _Kind.BOOLEAN),
     "boot.inittimeout": ("boot_init_timeout_ms", _Kind.INTEGER),
     "boot.protectbinfmt": (None, _Kind.BOOLEAN),
-    "general.guiapplications": (None, _Kind.BOOLEAN),
+    "general.guiapplications": ("gui_applications", _Kind.BOOLEAN),
 }
 
 

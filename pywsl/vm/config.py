@@ -64,6 +64,7 @@ class ProcessRequest:
     rows: int
     columns: int
     nt_path: str = ""  # the caller's host PATH (NtPath): host PATH folders for interop
+    host_environment: tuple[str, ...] = ()  # NtEnvironment: host facts the api checked (GUI sockets)
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,7 @@ class CoreInstance:
             "CurrentWorkingDirectory": request.cwd,
             "CommandLine": list(request.command_line),
             "Environment": list(request.environment),
-            "NtEnvironment": [],
+            "NtEnvironment": list(request.host_environment),
             "NtPath": request.nt_path,
             "Username": request.username,
             "ShellOptions": int(CREATE_PROCESS_SHELL_OPTIONS.ShellOptionsLogin)
