@@ -100,6 +100,7 @@ class PosixHost:
 
     def __init__(self) -> None:
         self.freed: list[int] = []
+        self.console_modes: list[str] = []
 
     def free(self, address: int) -> None:
         self.freed.append(address)
@@ -116,6 +117,10 @@ class PosixHost:
 
     def console_size(self) -> tuple[int, int] | None:
         return None
+
+    def enter_raw_console(self) -> Callable[[], None]:
+        self.console_modes.append("raw")
+        return lambda: self.console_modes.append("restored")
 
     def console_handle(self) -> int:
         return 0

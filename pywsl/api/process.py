@@ -41,7 +41,6 @@ from typing import IO, Any, BinaryIO, Final
 from pywsl.api.errors import WslError
 from pywsl.api.terminal import RawMode, is_terminal, window_size
 from pywsl.wire import schema
-from pywsl.wire.channel import MessageChannel
 from pywsl.wire.errors import ChannelClosed, ProtocolError
 
 __all__ = [
@@ -67,7 +66,10 @@ StdioSpec = int | IO[Any] | None
 
 BUFFER_SIZE = 64 * 1024
 _PENDING_LIMIT = 4 * BUFFER_SIZE
-FORWARDED_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+if sys.platform == "win32":  # this module imports there; Windows launches go through ComProcess
+    FORWARDED_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
+else:
+    FORWARDED_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 # Exit status when the exit channel closes before an ExitStatus arrives (as wsl.exe).
 _EXIT_CHANNEL_CLOSED = 1
 INSTANCE_TERMINATED = "The Windows Subsystem for Linux instance has terminated."
@@ -286,6 +288,8 @@ class LxProcess:
         self.returncode: int | None = None
         self.console = stdio.console
         self._stdio = stdio
+        from pywsl.wire.channel import MessageChannel  # AF_UNIX's ancillary data: Linux only
+
         self._control = MessageChannel(stdio.control, name="control")
         self._exit = MessageChannel(stdio.exit, name="exit")
         self._control_lock = threading.Lock()

@@ -26,12 +26,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import enum
-import fcntl
 import json
 import os
 import platform
 import re
 import secrets
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -39,9 +39,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pywsl.api.credentials import UserIdentity, acting_as, makedirs_as
 from pywsl.api.errors import WslError
-from pywsl.api.user_files import flock_bounded, open_regular, read_bounded
+
+if sys.platform != "win32":  # the registry's files are Linux's; on Windows only the types are used
+    import fcntl
+
+    from pywsl.api.credentials import UserIdentity, acting_as, makedirs_as
+    from pywsl.api.user_files import flock_bounded, open_regular, read_bounded
 
 __all__ = [
     "FLAGS_ALL",

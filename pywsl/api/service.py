@@ -43,6 +43,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+if sys.platform == "win32":  # before the Linux-only modules below are imported
+    raise SystemExit(
+        "pywsl-service: the pywsl service runs on Linux only. On Windows, `pywsl` and "
+        "`pywsl.connect()` use the installed WslService."
+    )
+
 from pywsl.api import rpc, user_warnings
 from pywsl.api.cancellation import CancelToken, cancel_scope
 from pywsl.api.errors import WslError, from_os_error

@@ -3,16 +3,16 @@
 wsl.exe switches its console to virtual-terminal input without line editing or echo while a Linux
 process runs, so every key (Ctrl-C included) reaches the PTY inside the distribution, and it
 reports the console size in ``CreateProcessUtilityVm`` and ``WindowSizeChanged``. On a Linux
-host the same is a raw-mode termios on the caller's terminal and ``TIOCGWINSZ``.
+host the same is a raw-mode termios on the caller's terminal and ``TIOCGWINSZ``. On Windows the
+COM client sets the console mode itself (`pywsl.api.com.win32`); this module only imports there.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import struct
-import termios
+import sys
 from types import TracebackType
 from typing import Any
 
@@ -21,6 +21,10 @@ __all__ = ["RawMode", "is_terminal", "make_raw", "window_size"]
 _WINSIZE = struct.Struct("HHHH")
 # termios.tcgetattr's list: iflag, oflag, cflag, lflag, ispeed, ospeed, cc
 _IFLAG, _OFLAG, _CFLAG, _LFLAG, _CC = 0, 1, 2, 3, 6
+
+if sys.platform != "win32":
+    import fcntl
+    import termios
 
 TermiosAttributes = list[Any]
 

@@ -16,6 +16,7 @@ and "too many terminals" and wsl.exe turns into those errors.
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -36,17 +37,40 @@ TTY_LIMIT_STATUS = 87
 
 
 def working_directory(value: str | None) -> str:
-    """--cd's value, else the caller's folder (WSL's default: the current Windows directory)."""
+    """--cd's value, else the caller's folder (WSL's default: the current Windows directory).
+
+    On Windows the caller's folder is left to the session: "" makes `ComUserSession` send the
+    current Windows directory, which the service translates, as wsl.exe does."""
     if value is None:
+        if sys.platform == "win32":
+            return ""
         from pywsl.api.launch_request import host_directory
 
         try:
             return host_directory(os.getcwd())
         except OSError:
             return ""  # the caller's folder is gone: the user's home, as WSL when it has none
+    if sys.platform == "win32" and not value.startswith(("/", "~")):
+        return _enter_windows_directory(value)
     if not value.startswith(("/", "~")):
         raise fail("E_INVALIDARG", messages.INVALID_CWD.format(value=value))
     return value
+
+
+def _enter_windows_directory(value: str) -> str:
+    """--cd with an absolute Windows path: wsl.exe makes it its current directory, which then
+    travels as the Windows folder of the launch ("")."""
+    import ntpath
+
+    if not ntpath.isabs(value):
+        raise fail("E_INVALIDARG", messages.INVALID_CWD.format(value=value))
+    try:
+        os.chdir(value)
+    except OSError as error:
+        from pywsl.api.errors import from_os_error
+
+        raise fail(from_os_error(error).code) from None
+    return ""
 
 
 def process_arguments(invocation: Invocation, shell_type: str | None) -> tuple[str | None, list[str], bool]:

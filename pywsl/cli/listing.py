@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -122,9 +123,11 @@ def status_command(output_format: str) -> int:
     if output_format == "json":
         render.print_json({"default_distribution": default, "default_version": DEFAULT_WSL_VERSION})
         return 0
-    from pywsl.api.user_vm import limits_note
+    note: str | None = None
+    if sys.platform != "win32":  # the namespaces VM's limits: none to report for WslService's VM
+        from pywsl.api.user_vm import limits_note
 
-    note = limits_note()
+        note = limits_note()
     lines = [] if default is None else [messages.STATUS_DEFAULT_DISTRO.format(name=default)]
     lines.append(messages.STATUS_DEFAULT_VERSION.format(version=DEFAULT_WSL_VERSION))
     if note is not None:
@@ -138,5 +141,12 @@ def version_command() -> int:
     from pywsl import __version__
 
     render.print_lines(messages.PACKAGE_VERSIONS.format(
-        pywsl=__version__, kernel=os.uname().release, python=platform.python_version()).splitlines())
+        pywsl=__version__, kernel=_kernel_release(), python=platform.python_version()).splitlines())
     return 0
+
+
+def _kernel_release() -> str:
+    """The host kernel's release (`uname -r`); Windows' version there."""
+    if sys.platform == "win32":
+        return platform.version()
+    return os.uname().release

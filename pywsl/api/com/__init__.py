@@ -4,7 +4,8 @@
 a `ComUserSession`. Every module imports on every OS: the declaration (`interface`), the
 structures (`layout`), errors (`hresult`), the vtable calls (`vtable`), the session
 (`session`) and the process relay (`relay`) are plain ctypes and sockets; `win32` loads the
-Windows libraries only when called.
+Windows libraries only when called. A `[pywsl] backend` in the user's `.wslconfig` is reported
+as ignored (`linux_settings`).
 """
 
 from __future__ import annotations
@@ -20,8 +21,14 @@ __all__ = ["connect"]
 
 def connect(environ: Mapping[str, str] | None = None) -> ComUserSession:
     """The calling Windows user's session in WslService."""
+    import os
+
+    from pywsl.api import user_warnings
     from pywsl.api.com import win32
+    from pywsl.api.com.linux_settings import wslconfig_warnings
     from pywsl.api.com.session import ComUserSession
 
     interface = win32.open_session_interface(environ)
+    for warning in wslconfig_warnings(os.environ if environ is None else environ):
+        user_warnings.emit(warning)
     return ComUserSession(interface, win32.WindowsHost(), details=win32.registry_details)

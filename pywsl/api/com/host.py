@@ -2,7 +2,7 @@
 
 `ComUserSession` calls the interface's methods through a vtable and otherwise needs only these
 services: freeing `CoTaskMemAlloc`'d memory, the OS handle behind a C runtime descriptor, whether
-a handle is a pipe or a console, the console's size and handle, sockets from the handles
+a handle is a pipe or a console, the console's size, raw mode and handle, sockets from the handles
 `CreateLxProcess` returns, the caller's folder and environment. `pywsl.api.com.win32` gives
 Windows' (`CoTaskMemFree`, `_get_osfhandle`, `GetFileType`, ...).
 """
@@ -10,6 +10,7 @@ Windows' (`CoTaskMemFree`, `_get_osfhandle`, `GetFileType`, ...).
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from typing import Protocol
 
 __all__ = ["ComHost"]
@@ -30,6 +31,11 @@ class ComHost(Protocol):
 
     def console_size(self) -> tuple[int, int] | None:
         """The console window's (columns, rows), None without a console."""
+
+    def enter_raw_console(self) -> Callable[[], None]:
+        """Put the console in wsl.exe's mode for a Linux process reading it (only called when
+        stdin is a console); returns the function that restores the previous mode (once: a
+        second call does nothing)."""
 
     def console_handle(self) -> int:
         """The console's handle value (`ConsoleHandle` of `CreateLxProcess`), 0 without one."""

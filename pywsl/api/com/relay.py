@@ -89,7 +89,8 @@ class ComProcess:
 
     `sockets` are stdin, stdout, stderr, control and interop, in `CreateLxProcess` order; the
     object owns them. `console_size` gives the console's (columns, rows), or None when no stream
-    is a console; it is followed while the process runs.
+    is a console; it is followed while the process runs. `restore_console` puts back the console
+    mode the caller changed for the process: called once, when the process is over or closed.
     """
 
     def __init__(
@@ -101,6 +102,7 @@ class ComProcess:
         stderr: StdioTarget = None,
         args: Sequence[str] = (),
         console_size: Callable[[], tuple[int, int] | None] | None = None,
+        restore_console: Callable[[], None] | None = None,
         distribution_id: Any = None,
         instance_id: Any = None,
     ) -> None:
@@ -123,6 +125,7 @@ class ComProcess:
         self._stop = threading.Event()  # stop following the window size
         self._control_lock = threading.Lock()
         self._console_size = console_size
+        self._restore_console = restore_console
         self._threads: list[threading.Thread] = []
         self._made: list[int] = []  # descriptors made here (pipes, /dev/null)
         self._captured: dict[int, bytearray] = {}
@@ -298,7 +301,14 @@ class ComProcess:
             if thread.is_alive():
                 return False
         self.returncode = self._exit_code
+        self._console_restored()
         return True
+
+    def _console_restored(self) -> None:
+        with self._control_lock:
+            restore, self._restore_console = self._restore_console, None
+        if restore is not None:
+            restore()
 
     def communicate(
         self, input: bytes | None = None, timeout: float | None = None
@@ -336,6 +346,7 @@ class ComProcess:
     def close(self) -> None:
         """Close every socket and descriptor held (the Linux process is not affected)."""
         self._stop.set()
+        self._console_restored()
         for stream in (self.stdin, self.stdout, self.stderr):
             if stream is not None:
                 with contextlib.suppress(OSError):

@@ -421,41 +421,49 @@ class ComUserSession:
         flags = L.LXSS_CREATE_INSTANCE_FLAGS_ALLOW_FS_UPGRADE
         if login and filename is None and not arguments:
             flags |= L.LXSS_CREATE_INSTANCE_FLAGS_SHELL_LOGIN
-        self._interface.call(
-            "CreateLxProcess",
-            DistroGuid=self._guid(distro),
-            Filename=filename.encode("utf-8") if filename else None,
-            CommandLineCount=len(encoded),
-            CommandLine=array if encoded else None,
-            CurrentWorkingDirectory=self._wide(cwd or self._host.current_directory()),
-            NtPath=self._wide(self._host.nt_path() or None),
-            NtEnvironment=block,
-            NtEnvironmentLength=(len(block) // 2) if block is not None else 0,
-            Username=self._wide(username or None),
-            Columns=columns,
-            Rows=rows,
-            ConsoleHandle=self._host.console_handle() & 0xFFFFFFFF,
-            StdHandles=ctypes.byref(handles),
-            Flags=flags,
-            DistributionId=ctypes.byref(distribution_id),
-            InstanceId=ctypes.byref(instance_id),
-            ProcessHandle=ctypes.byref(outs[0]),
-            ServerHandle=ctypes.byref(outs[1]),
-            StandardIn=ctypes.byref(outs[2]),
-            StandardOut=ctypes.byref(outs[3]),
-            StandardErr=ctypes.byref(outs[4]),
-            CommunicationChannel=ctypes.byref(outs[5]),
-            InteropSocket=ctypes.byref(outs[6]),
-        )
-        return self._relay(
-            outs,
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            args=arguments,
-            follow_size=any(console),
-            ids=(distribution_id, instance_id),
-        )
+        # wsl.exe's console state: set before the process starts, restored when it is over.
+        restore_console = self._host.enter_raw_console() if console[0] else None
+        try:
+            self._interface.call(
+                "CreateLxProcess",
+                DistroGuid=self._guid(distro),
+                Filename=filename.encode("utf-8") if filename else None,
+                CommandLineCount=len(encoded),
+                CommandLine=array if encoded else None,
+                CurrentWorkingDirectory=self._wide(cwd or self._host.current_directory()),
+                NtPath=self._wide(self._host.nt_path() or None),
+                NtEnvironment=block,
+                NtEnvironmentLength=(len(block) // 2) if block is not None else 0,
+                Username=self._wide(username or None),
+                Columns=columns,
+                Rows=rows,
+                ConsoleHandle=self._host.console_handle() & 0xFFFFFFFF,
+                StdHandles=ctypes.byref(handles),
+                Flags=flags,
+                DistributionId=ctypes.byref(distribution_id),
+                InstanceId=ctypes.byref(instance_id),
+                ProcessHandle=ctypes.byref(outs[0]),
+                ServerHandle=ctypes.byref(outs[1]),
+                StandardIn=ctypes.byref(outs[2]),
+                StandardOut=ctypes.byref(outs[3]),
+                StandardErr=ctypes.byref(outs[4]),
+                CommunicationChannel=ctypes.byref(outs[5]),
+                InteropSocket=ctypes.byref(outs[6]),
+            )
+            return self._relay(
+                outs,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                args=arguments,
+                follow_size=any(console),
+                ids=(distribution_id, instance_id),
+                restore_console=restore_console,
+            )
+        except BaseException:
+            if restore_console is not None:
+                restore_console()
+            raise
 
     def _relay(
         self,
@@ -467,6 +475,7 @@ class ComUserSession:
         args: Sequence[str],
         follow_size: bool,
         ids: tuple[L.GUID, L.GUID],
+        restore_console: Callable[[], None] | None = None,
     ) -> ComProcess:
         """The five sockets as a `ComProcess`; every returned handle is owned or closed on every path."""
         sockets: list[Any] = []
@@ -496,6 +505,7 @@ class ComUserSession:
                 stderr=stderr,
                 args=args,
                 console_size=self._host.console_size if follow_size else None,
+                restore_console=restore_console,
                 distribution_id=L.uuid_from_guid(ids[0]),
                 instance_id=L.uuid_from_guid(ids[1]),
             )

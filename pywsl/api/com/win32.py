@@ -3,9 +3,11 @@
 From `ctypes-windows-sdk` (`cwinsdk`): `CoInitializeEx`, `CoCreateInstance`, `CoTaskMemFree`,
 `GetFileType`, `GetConsoleMode`, `GetConsoleScreenBufferInfo` (with its structure), `GetStdHandle`
 and `CloseHandle`. It lacks the rest, declared here: `CoInitializeSecurity`,
-`CoQueryProxyBlanket`/`CoSetProxyBlanket` (ole32) and `GetFileVersionInfoSizeW`/
-`GetFileVersionInfoW`/`VerQueryValueW` (version.dll). cwinsdk's `GUID` is declared with
-`c_ulong`, right on Windows only; pywsl's own `layout.GUID` (same bytes) is converted at the call.
+`CoQueryProxyBlanket`/`CoSetProxyBlanket` (ole32), `GetFileVersionInfoSizeW`/
+`GetFileVersionInfoW`/`VerQueryValueW` (version.dll) and, for the console's raw mode,
+`Get`/`SetConsoleMode`, `Get`/`SetConsoleCP` and `Get`/`SetConsoleOutputCP` (kernel32).
+cwinsdk's `GUID` is declared with `c_ulong`, right on Windows only; pywsl's own `layout.GUID`
+(same bytes) is converted at the call.
 
 Nothing here runs on import: every function loads the Windows libraries when called, so the
 module imports (and type-checks) on every OS.
@@ -20,7 +22,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pywsl.api.com import layout as L
@@ -29,7 +31,14 @@ from pywsl.api.com.version import check_version
 from pywsl.api.com.vtable import ComInterface
 from pywsl.api.errors import WslError
 
-__all__ = ["WindowsHost", "installed_version", "open_session_interface", "registry_details"]
+__all__ = [
+    "WindowsHost",
+    "installed_version",
+    "open_session_interface",
+    "raw_input_mode",
+    "raw_output_mode",
+    "registry_details",
+]
 
 COINIT_MULTITHREADED = 0x0
 CLSCTX_LOCAL_SERVER = 0x4
@@ -42,6 +51,16 @@ RPC_E_CHANGED_MODE = 0x80010106
 REGDB_E_CLASSNOTREG = 0x80040154
 SERVICE_DOES_NOT_EXIST = 0x80070424  # HRESULT_FROM_WIN32(ERROR_SERVICE_DOES_NOT_EXIST)
 FILE_TYPE_CHAR = 2
+# Console modes (wincon.h) and the UTF-8 code page, for wsl.exe's console state while a process runs.
+ENABLE_PROCESSED_INPUT = 0x1
+ENABLE_LINE_INPUT = 0x2
+ENABLE_ECHO_INPUT = 0x4
+ENABLE_INSERT_MODE = 0x20
+ENABLE_VIRTUAL_TERMINAL_INPUT = 0x200
+ENABLE_PROCESSED_OUTPUT = 0x1
+ENABLE_VIRTUAL_TERMINAL_PROCESSING = 0x4
+DISABLE_NEWLINE_AUTO_RETURN = 0x8
+CP_UTF8 = 65001
 FILE_TYPE_PIPE = 3
 CREATE_RETRY_SECONDS = 60.0
 CREATE_RETRY_INTERVAL = 1.0
@@ -252,8 +271,65 @@ def registry_details(distro_id: uuid.UUID) -> dict[str, Any]:
     return values
 
 
+def raw_input_mode(mode: int) -> int:
+    """The console input mode while a Linux process reads the console, as wsl.exe sets it: keys as
+    virtual-terminal sequences, no line editing, echo or Ctrl-C processing (the PTY does those)."""
+    cleared = ENABLE_ECHO_INPUT | ENABLE_INSERT_MODE | ENABLE_LINE_INPUT | ENABLE_PROCESSED_INPUT
+    return (mode | ENABLE_VIRTUAL_TERMINAL_INPUT) & ~cleared
+
+
+def raw_output_mode(mode: int) -> int:
+    """The console output mode while a Linux process writes to it: virtual-terminal sequences
+    interpreted, and a line feed that does not also return the carriage (the PTY sends both)."""
+    return mode | ENABLE_PROCESSED_OUTPUT | ENABLE_VIRTUAL_TERMINAL_PROCESSING | DISABLE_NEWLINE_AUTO_RETURN
+
+
+def _console_functions() -> Any:
+    kernel32 = _dll("kernel32")
+    kernel32.GetConsoleMode.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)]
+    kernel32.SetConsoleMode.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+    kernel32.SetConsoleCP.argtypes = kernel32.SetConsoleOutputCP.argtypes = [ctypes.c_uint32]
+    for function in (kernel32.GetConsoleMode, kernel32.SetConsoleMode, kernel32.SetConsoleCP,
+                     kernel32.SetConsoleOutputCP):
+        function.restype = ctypes.c_int32
+    kernel32.GetConsoleCP.restype = kernel32.GetConsoleOutputCP.restype = ctypes.c_uint32
+    return kernel32
+
+
 class WindowsHost:
     """`ComHost` on Windows."""
+
+    def enter_raw_console(self) -> Callable[[], None]:
+        """wsl.exe's console state: stdin's and stdout's consoles in the modes above, UTF-8 code
+        pages; returns what puts the saved modes and code pages back. A console that refuses a
+        mode (an old console host refuses DISABLE_NEWLINE_AUTO_RETURN) keeps what it accepts."""
+        kernel32 = _console_functions()
+        saved: list[tuple[int, int]] = []
+        for fd, change in ((0, raw_input_mode), (1, raw_output_mode)):
+            handle, mode = self.handle_of(fd), ctypes.c_uint32()
+            if not handle or not kernel32.GetConsoleMode(handle, ctypes.byref(mode)):
+                continue
+            wanted = change(mode.value)
+            if kernel32.SetConsoleMode(handle, wanted) or kernel32.SetConsoleMode(
+                handle, wanted & ~DISABLE_NEWLINE_AUTO_RETURN
+            ):
+                saved.append((handle, mode.value))
+        pages = [int(kernel32.GetConsoleCP()), int(kernel32.GetConsoleOutputCP())]
+        kernel32.SetConsoleCP(CP_UTF8)
+        kernel32.SetConsoleOutputCP(CP_UTF8)
+
+        def restore() -> None:  # a second call finds nothing left to restore
+            while saved:
+                handle, mode = saved.pop()
+                kernel32.SetConsoleMode(handle, mode)
+            input_page, output_page = pages
+            pages[:] = [0, 0]
+            if input_page:
+                kernel32.SetConsoleCP(input_page)
+            if output_page:
+                kernel32.SetConsoleOutputCP(output_page)
+
+        return restore
 
     def free(self, address: int) -> None:
         _sdk("um.combaseapi").CoTaskMemFree(address)
