@@ -18,7 +18,16 @@ from pathlib import Path
 
 from bench_env import BenchEnvironment
 from bench_peers import PodmanContainer
-from bench_proc import BenchError, StreamRun, pipe_stream, process_name, pss_bytes, pty_stream, timed_run
+from bench_proc import (
+    BenchError,
+    StreamRun,
+    pipe_stream,
+    process_name,
+    pss_bytes,
+    pty_stream,
+    run_checked,
+    timed_run,
+)
 from bench_rootfs import remove_tree
 from bench_stats import interleave, percentile, ratio
 from bench_table import Goal, Result
@@ -76,6 +85,8 @@ class Context:
     host_cat: list[str]  # the baseline `cat`: the same program the distribution has
     log: Callable[[str], None]
     counter: list[int] = field(default_factory=lambda: [0])
+    systemd_archive: Callable[[], Path] | None = None  # built (or taken from the cache) when first needed
+    systemd_rootfs: list[Path] = field(default_factory=list)  # the systemd distribution, once imported
 
     def next_number(self) -> int:
         self.counter[0] += 1
@@ -381,8 +392,85 @@ def concurrency(ctx: Context) -> Result:
                            "failures": len(failures), "wall_seconds": wall})
 
 
+SYSTEMD_DISTRIBUTION = "pywsl-bench-systemd"
+
+
+def _systemd_rootfs(ctx: Context) -> Path:
+    """The Debian + systemd distribution, imported once per run; its root filesystem on the host."""
+    if not ctx.systemd_rootfs:
+        if ctx.systemd_archive is None:
+            raise BenchError("the systemd metrics need the Debian systemd archive (not with --archive)")
+        archive = ctx.systemd_archive()
+        ctx.log(f"importing {archive.name} as {SYSTEMD_DISTRIBUTION}")
+        ctx.systemd_rootfs.append(ctx.env.import_distribution(SYSTEMD_DISTRIBUTION, archive) / "rootfs")
+    return ctx.systemd_rootfs[0]
+
+
+def _set_systemd(rootfs: Path, enabled: bool) -> None:
+    """``/etc/wsl.conf`` with ``[boot] systemd`` on or off, owned as the rest of ``/etc``."""
+    conf = rootfs / "etc/wsl.conf"
+    conf.write_text(f"[boot]\nsystemd = {'true' if enabled else 'false'}\n")
+    folder = os.stat(rootfs / "etc")
+    os.chown(conf, folder.st_uid, folder.st_gid)
+    os.chmod(conf, 0o644)
+
+
+def _require_systemd(ctx: Context) -> None:
+    """BenchError unless the systemd distribution (started now if stopped) runs systemd as pid 1."""
+    comm = run_checked(ctx.env.argv("-d", SYSTEMD_DISTRIBUTION, "--", "cat", "/proc/1/comm"), ctx.env.env)
+    if comm.strip() != "systemd":
+        raise BenchError(f"{SYSTEMD_DISTRIBUTION} started without systemd as pid 1 (it is {comm.strip()!r})")
+
+
+def systemd_cold(ctx: Context) -> Result:
+    """Cold start to the first command with systemd as pid 1, next to the same distribution without.
+
+    The difference of the medians is the part spent starting systemd and waiting until
+    ``systemctl is-system-running`` says running/degraded (init waits for it before it answers).
+    """
+    settings = ctx.settings
+    rootfs = _systemd_rootfs(ctx)
+    argv = ctx.env.argv("-d", SYSTEMD_DISTRIBUTION, "--", "true")
+    _set_systemd(rootfs, True)
+    ctx.env.shutdown()
+    _require_systemd(ctx)
+
+    def cold(enabled: bool) -> Callable[[], float]:
+        def measure() -> float:
+            _set_systemd(rootfs, enabled)
+            ctx.env.shutdown()
+            return timed_run(argv, ctx.env.env)[0]
+        return measure
+
+    with_systemd, without = interleave(cold(True), cold(False), repetitions=settings.cold_repetitions,
+                                       warmups=1)
+    waiting = with_systemd.median - without.median
+    share = waiting / with_systemd.median if with_systemd.median > 0 else 0.0
+    return Result("systemd-cold", "cold launch `-- true`, [boot] systemd=true", "s", with_systemd.median,
+                  without.median, "systemd=false", ratio(with_systemd.median, without.median),
+                  note=f"waiting for systemd: {waiting * 1000:.0f} ms ({share:.0%} of the cold start)",
+                  details={**_summaries(with_systemd.summary(), without.summary()),
+                           "systemd_wait_seconds": waiting})
+
+
+def systemd_warm(ctx: Context) -> Result:
+    """The warm launch into a distribution whose pid 1 is systemd: the warm-launch goal."""
+    settings = ctx.settings
+    rootfs = _systemd_rootfs(ctx)
+    _set_systemd(rootfs, True)
+    ctx.env.run("--terminate", SYSTEMD_DISTRIBUTION)  # the next start reads the new wsl.conf
+    _require_systemd(ctx)
+    argv = ctx.env.argv("-d", SYSTEMD_DISTRIBUTION, "--", "true")
+    first, second = interleave(lambda: timed_run(argv, ctx.env.env)[0], ctx.bare_python,
+                               repetitions=settings.warm_repetitions, warmups=settings.warmups)
+    return Result("systemd-warm", "warm launch `-- true`, systemd as pid 1", "s", first.median,
+                  second.median, "python -c pass", ratio(first.median, second.median),
+                  Goal("max", "ratio", WARM_GOAL), details=_summaries(first.summary(), second.summary()))
+
+
 # Run order: the memory figure right after the warm launches (the VM and one idle distribution),
-# the archive metrics after the streaming ones, the cold launches (which stop the VM) last.
+# the archive metrics after the streaming ones, the cold launches (which stop the VM) last, the
+# systemd distribution (a second archive, imported when first needed) after them.
 METRICS: dict[str, Callable[[Context], Result]] = {
     "warm-launch": warm_launch,
     "memory": memory,
@@ -395,6 +483,8 @@ METRICS: dict[str, Callable[[Context], Result]] = {
     "import": import_,
     "export": export,
     "cold-launch": cold_launch,
+    "systemd-warm": systemd_warm,
+    "systemd-cold": systemd_cold,
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -409,4 +499,8 @@ DESCRIPTIONS: dict[str, str] = {
     "import": "`pywsl --import` of the archive vs `tar -xzf` (goal <= 1.2x)",
     "export": "`pywsl --export --format tar.gz` vs `tar -czf` of the same tree (goal <= 1.2x)",
     "cold-launch": "`pywsl -d D -- true` with no VM running vs `<interpreter> -c pass` (goal <= 6x)",
+    "systemd-warm": "`pywsl -d D -- true` into Debian with systemd as pid 1 vs `<interpreter> -c pass` "
+                    "(goal <= 2.5x)",
+    "systemd-cold": "`pywsl -d D -- true` with no VM, Debian with [boot] systemd=true vs false (the "
+                    "difference: waiting for systemd; figures only)",
 }

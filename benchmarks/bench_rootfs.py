@@ -2,7 +2,9 @@
 
 The Debian archive is what ``wsl --import`` is usually fed: ``debootstrap --variant=minbase``
 packed with GNU tar (numeric owners, ``dev/`` left empty). Building it takes about half a minute
-and needs the network, so it is cached and reused. debootstrap runs in a private mount namespace:
+and needs the network, so it is cached and reused. The systemd variant adds ``systemd``,
+``systemd-sysv`` and ``dbus`` (what a distribution with ``[boot] systemd=true`` needs), cached
+beside it. debootstrap runs in a private mount namespace:
 whatever it mounts in the target vanishes with it, so removing the tree afterwards cannot
 reach into a mounted host folder.
 """
@@ -25,6 +27,7 @@ from bench_proc import BenchError
 
 __all__ = [
     "DEFAULT_MIRROR",
+    "SYSTEMD_PACKAGES",
     "build_busybox_archive",
     "debian_archive",
     "mirror_from_sources",
@@ -41,6 +44,7 @@ OS_RELEASE = 'NAME="BusyBox"\nID=busybox\nVERSION_ID="1"\nPRETTY_NAME="BusyBox b
 # Left out of the Debian archive, as in Debian's own container and WSL images: device nodes
 # (the VM provides /dev), apt's package lists and downloaded packages.
 EXCLUDED = ("dev/*", "var/lib/apt/lists/*", "var/cache/apt/archives/*.deb")
+SYSTEMD_PACKAGES = ("systemd", "systemd-sysv", "dbus")
 FOLDERS = ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "root", "tmp", "var", "var/tmp",
            "proc", "sys", "dev", "run")
 
@@ -163,9 +167,13 @@ def remove_tree(path: Path) -> None:
 
 
 def debian_archive(cache_dir: Path, suite: str, log: Callable[[str], None],
-                   mirror: str | None = None) -> Path:
-    """The cached ``debian-<suite>-minbase.tar.gz``, built with debootstrap when missing."""
-    archive = cache_dir / f"debian-{suite}-minbase.tar.gz"
+                   mirror: str | None = None, *, systemd: bool = False) -> Path:
+    """The cached ``debian-<suite>-minbase.tar.gz``, built with debootstrap when missing.
+
+    With ``systemd``, ``debian-<suite>-minbase-systemd.tar.gz``: the same with ``SYSTEMD_PACKAGES``.
+    """
+    flavor = "minbase-systemd" if systemd else "minbase"
+    archive = cache_dir / f"debian-{suite}-{flavor}.tar.gz"
     if archive.is_file() and archive.stat().st_size > 0:
         return archive
     for tool in ("debootstrap", "unshare", "tar"):
@@ -181,7 +189,8 @@ def debian_archive(cache_dir: Path, suite: str, log: Callable[[str], None],
     try:
         result = subprocess.run(
             ["unshare", "--mount", "--propagation", "private",
-             "debootstrap", "--variant=minbase", suite, str(target), mirror],
+             "debootstrap", "--variant=minbase",
+             *([f"--include={','.join(SYSTEMD_PACKAGES)}"] if systemd else []), suite, str(target), mirror],
             stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
         )
         if result.returncode != 0:

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import shlex
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import BootedVm, VmFactory, run_in, wait_until
+from conftest import BootedVm, VmFactory, pid_alive, run_in, vm_processes, wait_until
 from debian_root import debootstrap
 
+import pywsl as pywsl_package
 from pywsl.vm import CoreInstance
+from pywsl.vm.backends.namespaces import is_cgroup_of
+from pywsl.vm.cgroups import find_groups
 from pywsl.vm.idmap import host_id
 
 pytestmark = [
@@ -130,3 +136,108 @@ def test_init_timeout_warns_and_goes_on(vm_factory: VmFactory, systemd_archive: 
     instance.terminate(force=True)
     assert wait_until(lambda: not booted.vm.running_instances(), 10)
     assert wait_until(lambda: not _instance_groups(booted), 10)
+
+
+# --- Through the command line: `pywsl` as root, in-process, with a private registry and runtime. ---
+
+
+class _Pywsl:
+    """``python -m pywsl.cli.main`` with a private home, registry, configuration and runtime folder."""
+
+    def __init__(self, workspace: Path) -> None:
+        config = workspace / "config"
+        self.runtime = workspace / "run"
+        for folder in (workspace / "home", config / "pywsl", self.runtime):
+            folder.mkdir(parents=True)
+        os.chmod(self.runtime, 0o700)
+        (config / "pywsl" / "wslconfig").write_text(
+            "[general]\ninstanceIdleTimeout=120000\n[wsl2]\nvmIdleTimeout=120000\n")
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(workspace / "home"),
+            "XDG_DATA_HOME": str(workspace / "data"), "XDG_CONFIG_HOME": str(config),
+            "PYWSL_RUNTIME_ROOT": str(self.runtime), "LANG": "C.UTF-8",
+            "PYTHONPATH": str(Path(pywsl_package.__file__).resolve().parent.parent),
+        }
+
+    def __call__(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pywsl.cli.main", *args], env=self.env, cwd="/",
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+
+    @property
+    def vm_runtime(self) -> Path:
+        return self.runtime / str(os.geteuid())
+
+
+def _pid_namespace(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
+def _instance_processes(pywsl: _Pywsl) -> list[int]:
+    """Live processes of the VM outside the VM's own pid namespace: those of its instances."""
+    vm_pid = int((pywsl.vm_runtime / "mini_init.pid").read_text().split()[0])
+    own = _pid_namespace(vm_pid)
+    return [pid for pid in vm_processes(vm_pid)
+            if pid_alive(pid) and _pid_namespace(pid) not in (own, None)]
+
+
+def _vm_instance_groups(pywsl: _Pywsl) -> list[Path]:
+    return [path for group in find_groups(functools.partial(is_cgroup_of, pywsl.vm_runtime))
+            if (group / "cgroup.controllers").exists() for path in group.iterdir() if path.is_dir()]
+
+
+BOOT_PROBE = "/var/tmp/pywsl-boot-command"
+AS_ROOT = ("-d", "SdCli", "-u", "root", "--")
+CLI_CONF = (f"[boot]\nsystemd = true\ncommand = cat /proc/1/comm > {BOOT_PROBE}.part && "
+            f"mv {BOOT_PROBE}.part {BOOT_PROBE}\n")
+
+
+def test_systemd_through_the_command_line(systemd_archive: Path, tmp_path: Path) -> None:
+    pywsl = _Pywsl(tmp_path)
+    try:
+        imported = pywsl("--import", "SdCli", str(tmp_path / "sdcli"), str(systemd_archive), timeout=600)
+        assert imported.returncode == 0, imported.stderr
+        # Written from inside (systemd still off: pywsl's init is pid 1), then a cold start with it on.
+        first = pywsl(*AS_ROOT, f"cat /proc/1/comm; printf %s {shlex.quote(CLI_CONF)} "
+                      f"> /etc/wsl.conf; rm -f {BOOT_PROBE}")
+        assert first.returncode == 0 and first.stdout == "init\n", first
+        assert pywsl(*AS_ROOT, "cat", "/etc/wsl.conf").stdout == CLI_CONF
+        assert pywsl("-t", "SdCli").returncode == 0
+        assert wait_until(lambda: not _instance_processes(pywsl), 15), _instance_processes(pywsl)
+
+        state = pywsl(*AS_ROOT, "cat /proc/1/comm; systemctl is-system-running")  # 1 when degraded
+        assert state.stdout.splitlines()[0] == "systemd", state
+        assert state.stdout.splitlines()[1] in ("running", "degraded"), state
+        unit = pywsl(*AS_ROOT,
+                     "printf '[Service]\\nExecStart=/bin/sleep 600\\n' "
+                     "> /run/systemd/system/cli-probe.service && systemctl daemon-reload "
+                     "&& systemctl start cli-probe && systemctl is-active cli-probe pywsl-enabled")
+        assert (unit.returncode, unit.stdout) == (0, "active\nactive\n"), unit
+        journal = pywsl(*AS_ROOT, "journalctl", "-u", "cli-probe", "--no-pager", "-q",
+                        "-o", "cat")
+        assert journal.returncode == 0 and "Started cli-probe.service" in journal.stdout, journal
+        # systemd-logind runs (dbus is there); launches open no logind session (no pam_systemd).
+        login = pywsl(*AS_ROOT, "loginctl --no-legend list-sessions; echo rc=$?; "
+                      "systemctl is-active systemd-logind")
+        assert login.stdout.splitlines()[-2:] == ["rc=0", "active"], login
+        # [boot] command ran in systemd's world (pid 1 was systemd when it ran); bounded wait for it.
+        boot = pywsl(*AS_ROOT,
+                     f"i=0; until [ -f {BOOT_PROBE} ] || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done; "
+                     f"cat {BOOT_PROBE}")
+        assert boot.stdout == "systemd\n", boot
+        assert _instance_processes(pywsl) and _vm_instance_groups(pywsl)
+
+        stopped = pywsl("-t", "SdCli")
+        assert stopped.returncode == 0, stopped
+        # Nothing of the instance is left: no process in its pid namespace, no cgroup of it.
+        assert wait_until(lambda: not _instance_processes(pywsl), 15), _instance_processes(pywsl)
+        assert wait_until(lambda: not _vm_instance_groups(pywsl), 10), _vm_instance_groups(pywsl)
+        listing = pywsl("--list", "--running", "--quiet")
+        assert "SdCli" not in listing.stdout, listing
+    finally:
+        pywsl("--shutdown", "--force")
+        pywsl("--unregister", "SdCli")
+    assert wait_until(lambda: not find_groups(functools.partial(is_cgroup_of, pywsl.vm_runtime)), 10)

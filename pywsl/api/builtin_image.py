@@ -1,6 +1,7 @@
 """Make a tree built by debootstrap look like WSL's image of the same distribution.
 
-After `debootstrap --variant=minbase --include=locales,sudo`, the tree gets:
+After `debootstrap --variant=minbase --include=<image_packages(vendor)>` (`locales`, `sudo`; for
+Ubuntu also `systemd`, `systemd-sysv` and `dbus`), the tree gets:
 
 * `/etc/wsl-distribution.conf` and the first-run setup it names (`first_run_setup`): the first
   interactive launch asks for a UNIX user name and password and makes that user the default;
@@ -8,7 +9,11 @@ After `debootstrap --variant=minbase --include=locales,sudo`, the tree gets:
   `/etc/apt/sources.list.d/<vendor>.sources`; `/etc/apt/sources.list` only points there;
 * the `en_US.UTF-8` locale, which every registration's `LANG` names (WSL's default environment),
   compiled with the tree's own `localedef`, enabled for later `locale-gen` runs and set in
-  `/etc/default/locale`; the build fails when `locale -a` does not list it afterwards.
+  `/etc/default/locale`; the build fails when `locale -a` does not list it afterwards;
+* the vendor's `/etc/wsl.conf` (`image_wsl_conf`): Ubuntu's WSL image ships `[boot] systemd=true`,
+  so Ubuntu here boots with systemd as pid 1; Debian's WSL image ships no `/etc/wsl.conf` and
+  runs without systemd, and so does Debian here (`[boot] systemd=true` in `/etc/wsl.conf`, after
+  `apt install systemd-sysv dbus`, turns it on).
 
 Files are written from a descriptor of the tree opened once (owner root, a directory), component
 by component without following links; the locale is compiled by `chroot` into that same
@@ -30,9 +35,13 @@ from pywsl.api.apt_sources import image_sources
 from pywsl.api.errors import WslError, from_os_error
 from pywsl.api.first_run_setup import SETUP_SCRIPT, SETUP_SCRIPT_PATH, distribution_conf
 
-__all__ = ["EXTRA_PACKAGES", "LOCALE", "make_wsl_image"]
+__all__ = ["EXTRA_PACKAGES", "LOCALE", "SYSTEMD_PACKAGES", "image_packages", "image_wsl_conf",
+           "make_wsl_image"]
 
 EXTRA_PACKAGES = ("locales", "sudo")
+SYSTEMD_PACKAGES = ("systemd", "systemd-sysv", "dbus")  # systemd as /sbin/init, and its bus
+# The vendors whose official WSL image boots with systemd (Ubuntu's /etc/wsl.conf: [boot] systemd=true).
+_SYSTEMD_VENDORS = frozenset({"ubuntu"})
 LOCALE = "en_US.UTF-8"
 _LOCALE_GEN_LINE = "en_US.UTF-8 UTF-8"
 _COMMAND_TIMEOUT = 600.0
@@ -40,6 +49,18 @@ _ENVIRONMENT = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "HOME": 
 _KEYRINGS = {"debian": ("debian-archive-keyring.pgp", "debian-archive-keyring.gpg"),
              "ubuntu": ("ubuntu-archive-keyring.pgp", "ubuntu-archive-keyring.gpg")}
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def image_packages(vendor: str) -> tuple[str, ...]:
+    """What debootstrap adds to minbase for `vendor`'s image (`--include`)."""
+    return EXTRA_PACKAGES + (SYSTEMD_PACKAGES if vendor in _SYSTEMD_VENDORS else ())
+
+
+def image_wsl_conf(vendor: str) -> str | None:
+    """The `/etc/wsl.conf` of `vendor`'s image, or None when its official image ships none."""
+    if vendor not in _SYSTEMD_VENDORS:
+        return None
+    return "[boot]\nsystemd=true\n"
 
 
 def _failure(text: str) -> WslError:
@@ -201,6 +222,9 @@ def make_wsl_image(tree: Path, *, name: str, vendor: str, suite: str, mirror: st
         _write(root_fd, "etc/wsl-distribution.conf", distribution_conf(name), 0o644)
         _write(root_fd, SETUP_SCRIPT_PATH, SETUP_SCRIPT, 0o755)
         _write_sources(root_fd, vendor, suite, mirror, security_mirror)
+        wsl_conf = image_wsl_conf(vendor)
+        if wsl_conf is not None:
+            _write(root_fd, "etc/wsl.conf", wsl_conf, 0o644)
         _enable_locale(root_fd)
         _generate_locale(root_fd, log)
     except OSError as error:

@@ -33,7 +33,7 @@ from pathlib import Path
 from pywsl.api import cancellation
 from pywsl.api.apt_sources import host_apt_sources, mirror_for, security_mirror_for
 from pywsl.api.builtin_catalog import BuiltinDistribution, require_buildable
-from pywsl.api.builtin_image import EXTRA_PACKAGES, make_wsl_image
+from pywsl.api.builtin_image import image_packages, make_wsl_image
 from pywsl.api.download import TemporaryFile
 from pywsl.api.errors import WslError, from_os_error
 
@@ -168,7 +168,7 @@ def _run_debootstrap(entry: BuiltinDistribution, tree: Path, mirror: str, log: P
     if debootstrap is None:
         raise WslError("ERROR_FILE_NOT_FOUND", "debootstrap is not installed (apt-get install debootstrap)")
     command = [debootstrap, "--debian-installer", "--variant=minbase", f"--keyring={entry.keyring}",
-               "--include=" + ",".join(EXTRA_PACKAGES),
+               "--include=" + ",".join(image_packages(entry.vendor)),
                entry.suite, str(tree), mirror]
     if entry.script is not None:
         command.append(entry.script)
