@@ -194,8 +194,9 @@ class BenchEnvironment:
         for pid in self.vm_pids():
             with contextlib.suppress(OSError):
                 arguments = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-                self.vm_cgroups.update(arguments[index + 1] for index, item in enumerate(arguments[:-1])
-                                       if item == "--cgroup")
+                self.vm_cgroups.update(
+                    arguments[index + 1] for index, item in enumerate(arguments[:-1]) if item == "--cgroup"
+                )
 
     def shutdown(self, timeout: float = 20.0) -> None:
         """``--shutdown`` and wait until every VM process has gone."""

@@ -64,25 +64,52 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="benchmarks/run",
         description="Measure pywsl against its performance goals, each next to a baseline from the same "
-                    "run, and print one table.")
-    parser.add_argument("--quick", action="store_true",
-                        help="a busybox distribution, smaller streams and fewer repetitions (a smoke run)")
+        "run, and print one table.",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a busybox distribution, smaller streams and fewer repetitions (a smoke run)",
+    )
     parser.add_argument("--only", metavar="A,B", help=f"metrics to run: {', '.join(METRICS)}")
     parser.add_argument("--list", action="store_true", help="list the metrics and exit")
-    parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
-                        help="also write the results as JSON: to FILE, or as the last line of the output")
-    parser.add_argument("--archive", type=Path,
-                        help="the root filesystem archive to import instead of Debian minbase / busybox")
-    parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="where the Debian archives are kept (default $XDG_CACHE_HOME/pywsl-bench)")
-    parser.add_argument("--pywsl", metavar="SCRIPT",
-                        help="the pywsl console script to measure (default: the one installed next to "
-                             "this interpreter, else the first on PATH)")
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp"),
-                        help="where the scratch folder (registry, VM runtime, copies) is made (default /tmp)")
-    parser.add_argument("--repeat", type=int, metavar="N",
-                        help="repetitions of the timed comparisons (default 21 warm launches, 7 cold, "
-                             "9 pipe and 5 PTY streams, 5 archives; fewer with --quick)")
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="FILE",
+        help="also write the results as JSON: to FILE, or as the last line of the output",
+    )
+    parser.add_argument(
+        "--archive",
+        type=Path,
+        help="the root filesystem archive to import instead of Debian minbase / busybox",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="where the Debian archives are kept (default $XDG_CACHE_HOME/pywsl-bench)",
+    )
+    parser.add_argument(
+        "--pywsl",
+        metavar="SCRIPT",
+        help="the pywsl console script to measure (default: the one installed next to "
+        "this interpreter, else the first on PATH)",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("/tmp"),
+        help="where the scratch folder (registry, VM runtime, copies) is made (default /tmp)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        metavar="N",
+        help="repetitions of the timed comparisons (default 21 warm launches, 7 cold, "
+        "9 pipe and 5 PTY streams, 5 archives; fewer with --quick)",
+    )
     return parser.parse_args(argv)
 
 
@@ -92,8 +119,14 @@ def settings_for(arguments: argparse.Namespace) -> Settings:
         if arguments.repeat < 1:
             raise ValueError("--repeat needs a positive number")
         count = arguments.repeat
-        settings = replace(settings, warm_repetitions=count, cold_repetitions=count, pipe_repetitions=count,
-                           pty_repetitions=count, archive_repetitions=count)
+        settings = replace(
+            settings,
+            warm_repetitions=count,
+            cold_repetitions=count,
+            pipe_repetitions=count,
+            pty_repetitions=count,
+            archive_repetitions=count,
+        )
     return settings
 
 
@@ -126,16 +159,24 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # unwinds through the cleanup, like Ctrl-C
 
 
-def run(arguments: argparse.Namespace, keys: list[str], settings: Settings, launcher: Launcher
-        ) -> tuple[list[Result], str]:
+def run(
+    arguments: argparse.Namespace, keys: list[str], settings: Settings, launcher: Launcher
+) -> tuple[list[Result], str]:
     results: list[Result] = []
     with BenchEnvironment(launcher, base=arguments.workdir, log=_log) as env:
         archive, host_cat = _archive(arguments, env.scratch)
         _log(f"importing {archive.name} as {DISTRIBUTION}")
         env.import_distribution(DISTRIBUTION, archive)
         cache = arguments.cache_dir or default_cache_dir()
-        ctx = Context(env, settings, DISTRIBUTION, archive, host_cat, _log,
-                      systemd_archive=lambda: debian_archive(cache, SUITE, _log, systemd=True))
+        ctx = Context(
+            env,
+            settings,
+            DISTRIBUTION,
+            archive,
+            host_cat,
+            _log,
+            systemd_archive=lambda: debian_archive(cache, SUITE, _log, systemd=True),
+        )
         for key in keys:
             _log(f"measuring {key}")
             try:
@@ -172,9 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("benchmarks/run: interrupted (cleaned up)", file=sys.stderr)
         return 130
     context = _context(arguments, launcher, results)
-    print(f"pywsl benchmark ({context['mode']}): {DISTRIBUTION} from {archive_name}; "
-          f"{launcher.describe()} on {launcher.interpreter}; {context['cpus']} CPUs; medians, ratios = "
-          "pywsl / baseline of the same run")
+    print(
+        f"pywsl benchmark ({context['mode']}): {DISTRIBUTION} from {archive_name}; "
+        f"{launcher.describe()} on {launcher.interpreter}; {context['cpus']} CPUs; medians, ratios = "
+        "pywsl / baseline of the same run"
+    )
     print(render_table(results))
     if arguments.json is not None:
         document = render_json(results, context)

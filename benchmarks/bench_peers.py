@@ -33,16 +33,43 @@ class PodmanContainer:
         self.folder = folder
         self.env = env
         self.log = log
-        self.base = [program, "--root", str(folder / "root"), "--runroot", str(folder / "run"),
-                     "--runtime", "runc", "--cgroup-manager=cgroupfs", "--storage-driver", "vfs",
-                     "--events-backend", "none"]
+        self.base = [
+            program,
+            "--root",
+            str(folder / "root"),
+            "--runroot",
+            str(folder / "run"),
+            "--runtime",
+            "runc",
+            "--cgroup-manager=cgroupfs",
+            "--storage-driver",
+            "vfs",
+            "--events-backend",
+            "none",
+        ]
         folder.mkdir(parents=True)
         self.started = False
         try:
             run_checked([*self.base, "import", str(archive), IMAGE], env)
-            run_checked([*self.base, "run", "-d", "--name", CONTAINER, "--network", "none",
-                         "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
-                         IMAGE, "sleep", "1000000"], env)
+            run_checked(
+                [
+                    *self.base,
+                    "run",
+                    "-d",
+                    "--name",
+                    CONTAINER,
+                    "--network",
+                    "none",
+                    "--ulimit",
+                    "nofile=1024:1024",
+                    "--ulimit",
+                    "nproc=1024:1024",
+                    IMAGE,
+                    "sleep",
+                    "1000000",
+                ],
+                env,
+            )
             self.started = True
         except BenchError:
             self.close()

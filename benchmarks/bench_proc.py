@@ -86,8 +86,9 @@ def _spawn(argv: Sequence[str], env: Mapping[str, str], stdin: int, stdout: int,
         (os.POSIX_SPAWN_DUP2, stdout, 1),
         (os.POSIX_SPAWN_DUP2, stderr, 2),
     ]
-    return os.posix_spawn(resolve_program(argv[0], env), list(argv), dict(env), file_actions=actions,
-                          setsigdef=_DEFAULT_SIGNALS)
+    return os.posix_spawn(
+        resolve_program(argv[0], env), list(argv), dict(env), file_actions=actions, setsigdef=_DEFAULT_SIGNALS
+    )
 
 
 def _wait(pid: int, timeout: float | None) -> int | None:
@@ -106,8 +107,13 @@ def _wait(pid: int, timeout: float | None) -> int | None:
     return os.waitpid(pid, 0)[1]
 
 
-def timed_run(argv: Sequence[str], env: Mapping[str, str], *, check: bool = True,
-              timeout: float | None = DEFAULT_TIMEOUT) -> tuple[float, int, str]:
+def timed_run(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    check: bool = True,
+    timeout: float | None = DEFAULT_TIMEOUT,
+) -> tuple[float, int, str]:
     """(seconds, exit code, stderr) of one run with stdin and stdout on /dev/null.
 
     A run that outlives ``timeout`` is killed and reported with exit code -1.
@@ -132,8 +138,9 @@ def timed_run(argv: Sequence[str], env: Mapping[str, str], *, check: bool = True
     return elapsed, code, message
 
 
-def run_checked(argv: Sequence[str], env: Mapping[str, str], *, stdin: int | None = None,
-                timeout: float = SETUP_TIMEOUT) -> str:
+def run_checked(
+    argv: Sequence[str], env: Mapping[str, str], *, stdin: int | None = None, timeout: float = SETUP_TIMEOUT
+) -> str:
     """Run a setup command; its stdout, or BenchError with its stderr when it fails."""
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     output = os.memfd_create("stdout", os.MFD_CLOEXEC)
@@ -157,7 +164,7 @@ def run_checked(argv: Sequence[str], env: Mapping[str, str], *, stdin: int | Non
 class StreamRun:
     """One pass of a stream through a command."""
 
-    total_seconds: float   # spawn to reaped exit
+    total_seconds: float  # spawn to reaped exit
     stream_seconds: float  # first output byte to the end of the output
     bytes_out: int
 
@@ -204,8 +211,9 @@ def _drain(fd: int, buffer: bytearray) -> tuple[float | None, float, int]:
     return first, time.perf_counter(), count
 
 
-def pipe_stream(argv: Sequence[str], env: Mapping[str, str], total: int, *, chunk_size: int = READ_SIZE
-                ) -> StreamRun:
+def pipe_stream(
+    argv: Sequence[str], env: Mapping[str, str], total: int, *, chunk_size: int = READ_SIZE
+) -> StreamRun:
     """Write ``total`` zero bytes into ``argv``'s stdin pipe and read its stdout pipe to the end."""
     in_read, in_write = os.pipe2(os.O_CLOEXEC)
     out_read, out_write = os.pipe2(os.O_CLOEXEC)

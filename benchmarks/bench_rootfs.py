@@ -45,8 +45,22 @@ OS_RELEASE = 'NAME="BusyBox"\nID=busybox\nVERSION_ID="1"\nPRETTY_NAME="BusyBox b
 # (the VM provides /dev), apt's package lists and downloaded packages.
 EXCLUDED = ("dev/*", "var/lib/apt/lists/*", "var/cache/apt/archives/*.deb")
 SYSTEMD_PACKAGES = ("systemd", "systemd-sysv", "dbus")
-FOLDERS = ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "root", "tmp", "var", "var/tmp",
-           "proc", "sys", "dev", "run")
+FOLDERS = (
+    "bin",
+    "sbin",
+    "usr",
+    "usr/bin",
+    "usr/sbin",
+    "etc",
+    "root",
+    "tmp",
+    "var",
+    "var/tmp",
+    "proc",
+    "sys",
+    "dev",
+    "run",
+)
 
 
 def busybox_applets(busybox: Path = BUSYBOX) -> list[str]:
@@ -166,8 +180,14 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path)
 
 
-def debian_archive(cache_dir: Path, suite: str, log: Callable[[str], None],
-                   mirror: str | None = None, *, systemd: bool = False) -> Path:
+def debian_archive(
+    cache_dir: Path,
+    suite: str,
+    log: Callable[[str], None],
+    mirror: str | None = None,
+    *,
+    systemd: bool = False,
+) -> Path:
     """The cached ``debian-<suite>-minbase.tar.gz``, built with debootstrap when missing.
 
     With ``systemd``, ``debian-<suite>-minbase-systemd.tar.gz``: the same with ``SYSTEMD_PACKAGES``.
@@ -188,10 +208,22 @@ def debian_archive(cache_dir: Path, suite: str, log: Callable[[str], None],
     log(f"building {archive.name} with debootstrap from {mirror} (cached for later runs)")
     try:
         result = subprocess.run(
-            ["unshare", "--mount", "--propagation", "private",
-             "debootstrap", "--variant=minbase",
-             *([f"--include={','.join(SYSTEMD_PACKAGES)}"] if systemd else []), suite, str(target), mirror],
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
+            [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "debootstrap",
+                "--variant=minbase",
+                *([f"--include={','.join(SYSTEMD_PACKAGES)}"] if systemd else []),
+                suite,
+                str(target),
+                mirror,
+            ],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
@@ -199,10 +231,21 @@ def debian_archive(cache_dir: Path, suite: str, log: Callable[[str], None],
         os.chmod(target, 0o755)  # mkdtemp made it private; it becomes the distribution's /
         with open(partial, "wb") as output:
             tar = subprocess.Popen(
-                ["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*",
-                 *(f"--exclude=./{pattern}" for pattern in EXCLUDED),
-                 "-C", str(target), "-czf", "-", "."],
-                stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.PIPE,
+                [
+                    "tar",
+                    "--numeric-owner",
+                    "--xattrs",
+                    "--xattrs-include=*",
+                    *(f"--exclude=./{pattern}" for pattern in EXCLUDED),
+                    "-C",
+                    str(target),
+                    "-czf",
+                    "-",
+                    ".",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.PIPE,
             )
             _, tar_errors = tar.communicate()
         if tar.returncode != 0:

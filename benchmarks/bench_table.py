@@ -139,16 +139,18 @@ def render_table(results: list[Result]) -> str:
     numeric = {1, 2, 3}
 
     def line(row: tuple[str, ...]) -> str:
-        cells = [cell.rjust(widths[i]) if i in numeric and row is not HEADERS else cell.ljust(widths[i])
-                 for i, cell in enumerate(row)]
+        cells = [
+            cell.rjust(widths[i]) if i in numeric and row is not HEADERS else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ]
         return "  ".join(cells).rstrip()
 
     out = [line(HEADERS), "  ".join("-" * width for width in widths)]
     out.extend(line(row) for row in rows[1:])
-    remarks = [f"  {result.title}: {shorten(result.error)}" for result in results
-               if result.error is not None]
-    remarks += [f"  {result.title}: {result.note}" for result in results
-                if result.note and result.error is None]
+    remarks = [f"  {result.title}: {shorten(result.error)}" for result in results if result.error is not None]
+    remarks += [
+        f"  {result.title}: {result.note}" for result in results if result.note and result.error is None
+    ]
     if remarks:
         out.append("")
         out.extend(remarks)
@@ -157,5 +159,6 @@ def render_table(results: list[Result]) -> str:
 
 def render_json(results: list[Result], context: dict[str, Any]) -> str:
     """One line of JSON: the run's context and every row."""
-    return json.dumps({"context": context, "results": [result.as_dict() for result in results]},
-                      sort_keys=True)
+    return json.dumps(
+        {"context": context, "results": [result.as_dict() for result in results]}, sort_keys=True
+    )

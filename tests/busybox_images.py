@@ -23,8 +23,23 @@ from typing import Literal, TypedDict, Unpack, overload
 BUSYBOX = Path("/bin/busybox")
 # A fixed modification time: the same arguments give the same tar (before compression).
 MTIME = 1_700_000_000
-FOLDERS = ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "root", "home", "tmp", "var", "var/tmp",
-           "dev", "proc", "sys", "run")
+FOLDERS = (
+    "bin",
+    "sbin",
+    "usr",
+    "usr/bin",
+    "usr/sbin",
+    "etc",
+    "root",
+    "home",
+    "tmp",
+    "var",
+    "var/tmp",
+    "dev",
+    "proc",
+    "sys",
+    "run",
+)
 STICKY_FOLDERS = ("tmp", "var/tmp")
 
 Compression = Literal["", "gz", "xz"]
@@ -158,16 +173,27 @@ def _layout(
     extra_files: Mapping[str, str | bytes] | None = None,
     filler_bytes: int = 0,
 ) -> _Layout:
-    extras = tuple(sorted(
-        (name.removeprefix("./").lstrip("/"), data.encode() if isinstance(data, str) else data)
-        for name, data in (extra_files or {}).items()
-    ))
-    return _Layout(None if applets is None else tuple(applets), usr_bin_links, tuple(users), os_release,
-                   wsl_conf, wsl_distribution_conf, extras, filler_bytes)
+    extras = tuple(
+        sorted(
+            (name.removeprefix("./").lstrip("/"), data.encode() if isinstance(data, str) else data)
+            for name, data in (extra_files or {}).items()
+        )
+    )
+    return _Layout(
+        None if applets is None else tuple(applets),
+        usr_bin_links,
+        tuple(users),
+        os_release,
+        wsl_conf,
+        wsl_distribution_conf,
+        extras,
+        filler_bytes,
+    )
 
 
-def own_tree(path: Path, host_ids: Callable[[int], tuple[int, int]], users: Sequence[Account] = DEFAULT_USERS
-             ) -> None:
+def own_tree(
+    path: Path, host_ids: Callable[[int], tuple[int, int]], users: Sequence[Account] = DEFAULT_USERS
+) -> None:
     """Give the tree at ``path`` to the VM's root and each home below /home to its user.
 
     ``host_ids(inside)`` = the host (uid, gid) that id ``inside`` of the VM maps to.
@@ -232,21 +258,33 @@ def _archive_bytes(layout: _Layout, compression: Compression, prefix: str, tar_f
 
 @overload
 def busybox_archive(
-    path: None = None, *, compression: Compression = "", prefix: str = "",
-    tar_format: int = tarfile.PAX_FORMAT, **contents: Unpack[Contents],
+    path: None = None,
+    *,
+    compression: Compression = "",
+    prefix: str = "",
+    tar_format: int = tarfile.PAX_FORMAT,
+    **contents: Unpack[Contents],
 ) -> bytes: ...
 
 
 @overload
 def busybox_archive(
-    path: Path, *, compression: Compression = "", prefix: str = "",
-    tar_format: int = tarfile.PAX_FORMAT, **contents: Unpack[Contents],
+    path: Path,
+    *,
+    compression: Compression = "",
+    prefix: str = "",
+    tar_format: int = tarfile.PAX_FORMAT,
+    **contents: Unpack[Contents],
 ) -> Path: ...
 
 
 def busybox_archive(
-    path: Path | None = None, *, compression: Compression = "", prefix: str = "",
-    tar_format: int = tarfile.PAX_FORMAT, **contents: Unpack[Contents],
+    path: Path | None = None,
+    *,
+    compression: Compression = "",
+    prefix: str = "",
+    tar_format: int = tarfile.PAX_FORMAT,
+    **contents: Unpack[Contents],
 ) -> bytes | Path:
     """A distribution as a tar (``compression`` "", "gz" or "xz"): its bytes, or written to ``path``.
 

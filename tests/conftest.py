@@ -32,8 +32,15 @@ if TYPE_CHECKING:
 # whatever copy of pywsl is installed in the environment running the tests.
 REPOSITORY = Path(__file__).resolve().parents[1]
 os.environ["PYTHONPATH"] = os.pathsep.join(
-    [str(REPOSITORY), *(item for item in os.environ.get("PYTHONPATH", "").split(os.pathsep)
-                        if item and item != str(REPOSITORY))])
+    [
+        str(REPOSITORY),
+        *(
+            item
+            for item in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+            if item and item != str(REPOSITORY)
+        ),
+    ]
+)
 
 
 def pid_alive(pid: int) -> bool:

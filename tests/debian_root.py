@@ -44,14 +44,24 @@ def debian_mirror() -> str:
                         return uri.rstrip("/")
     for line in one_line:
         words = re.sub(r"\[[^\]]*\]", "", line.split("#", 1)[0]).split()
-        if len(words) >= 3 and words[0] == "deb" and words[2] in _DEBIAN_SUITES \
-                and "security" not in words[1]:
+        if (
+            len(words) >= 3
+            and words[0] == "deb"
+            and words[2] in _DEBIAN_SUITES
+            and "security" not in words[1]
+        ):
             return words[1].rstrip("/")
     return DEFAULT_MIRROR
 
 
-def debootstrap(target: Path, *, suite: str = "bookworm", variant: str = "minbase",
-                include: Sequence[str] = (), timeout: float = 900) -> subprocess.CompletedProcess[str]:
+def debootstrap(
+    target: Path,
+    *,
+    suite: str = "bookworm",
+    variant: str = "minbase",
+    include: Sequence[str] = (),
+    timeout: float = 900,
+) -> subprocess.CompletedProcess[str]:
     """``debootstrap`` into ``target`` from the host's Debian mirror; the completed process."""
     command = ["debootstrap", f"--variant={variant}"]
     if include:

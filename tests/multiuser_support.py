@@ -35,7 +35,7 @@ CLIENT_PACKAGES = ("construct", "click", "rich", "markdown_it", "mdurl", "pygmen
 WSLCONFIG = "[general]\ninstanceIdleTimeout=120000\n[wsl2]\nvmIdleTimeout=120000\n"
 
 
-DRIVER = r'''
+DRIVER = r"""
 import json, os, subprocess, sys, uuid
 from pywsl.api.client import ServiceClient
 from pywsl.api.errors import WslError
@@ -101,7 +101,7 @@ except WslError as error:
     result = {"error": error.code, "message": error.message}
 sys.stdout.flush()
 print(json.dumps(result), flush=True)
-'''
+"""
 
 
 @dataclass
@@ -149,15 +149,27 @@ def make_workspace() -> Iterator[Workspace]:
     os.chmod(folder, 0o755)
     try:
         venv = folder / "venv"
-        created = subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", "--without-pip", str(venv)],
-                                 capture_output=True, text=True, timeout=120, check=False)
+        created = subprocess.run(
+            [str(SYSTEM_PYTHON), "-m", "venv", "--without-pip", str(venv)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         if created.returncode != 0:
-            raise RuntimeError(f"cannot make a virtual environment from {SYSTEM_PYTHON}: "
-                               f"{created.stderr.strip()}")
+            raise RuntimeError(
+                f"cannot make a virtual environment from {SYSTEM_PYTHON}: {created.stderr.strip()}"
+            )
         python = venv / "bin" / "python3"
-        site = Path(subprocess.run(
-            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            capture_output=True, text=True, check=True, timeout=60).stdout.strip())
+        site = Path(
+            subprocess.run(
+                [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=60,
+            ).stdout.strip()
+        )
         shutil.copytree(REPO / "pywsl", site / "pywsl", ignore=shutil.ignore_patterns("__pycache__"))
         for name in CLIENT_PACKAGES:
             _copy_package(name, site)
@@ -170,7 +182,6 @@ def make_workspace() -> Iterator[Workspace]:
         yield Workspace(folder, python, driver, folder / "service.sock", runtime)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
 
 
 class ServiceProcess:
@@ -198,7 +209,11 @@ class ServiceProcess:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "pywsl.api.service", "--socket", str(self.workspace.socket)],
-                env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd="/",
             )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -253,14 +268,19 @@ def shutdown_vm(uid: int, runtime: Path, env: dict[str, str]) -> None:
         "from pywsl.api.session import UserSession\n"
         "UserSession(uid=int(sys.argv[1])).shutdown()\n"
     )
-    subprocess.run([sys.executable, "-c", script, str(uid)], env=env, timeout=60, check=False,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", script, str(uid)], env=env, timeout=60, check=False, capture_output=True
+    )
 
 
 def add_user(prefix: str) -> User:
     name = f"{prefix}{secrets.token_hex(4)}"
-    subprocess.run(["useradd", "--create-home", "--user-group", "--shell", "/bin/sh", name],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        ["useradd", "--create-home", "--user-group", "--shell", "/bin/sh", name],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     entry = pwd.getpwnam(name)
     home = Path(entry.pw_dir)
     config = home / ".config" / "pywsl"
@@ -271,13 +291,26 @@ def add_user(prefix: str) -> User:
     return User(name, entry.pw_uid, entry.pw_gid, home)
 
 
-def as_user(workspace: Workspace, user: User, action: dict[str, Any], *, timeout: float = 120,
-            stdin: bytes | None = None) -> dict[str, Any]:
+def as_user(
+    workspace: Workspace,
+    user: User,
+    action: dict[str, Any],
+    *,
+    timeout: float = 120,
+    stdin: bytes | None = None,
+) -> dict[str, Any]:
     """Run one driver action as ``user``; its JSON answer."""
     result = subprocess.run(
         [str(workspace.python), str(workspace.driver), json.dumps(action)],
-        user=user.uid, group=user.gid, extra_groups=[], env=user_env(workspace, user), cwd=user.home,
-        input=stdin, capture_output=True, timeout=timeout, check=False,
+        user=user.uid,
+        group=user.gid,
+        extra_groups=[],
+        env=user_env(workspace, user),
+        cwd=user.home,
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
     )
     assert result.returncode == 0, result.stderr.decode()
     answer: dict[str, Any] = json.loads(result.stdout.decode().splitlines()[-1])
@@ -285,15 +318,24 @@ def as_user(workspace: Workspace, user: User, action: dict[str, Any], *, timeout
 
 
 def user_env(workspace: Workspace, user: User) -> dict[str, str]:
-    return {"HOME": str(user.home), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
-            "PYWSL_SERVICE_SOCKET": str(workspace.socket)}
+    return {
+        "HOME": str(user.home),
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "PYWSL_SERVICE_SOCKET": str(workspace.socket),
+    }
 
 
-def start_as_user(workspace: Workspace, user: User, action: dict[str, Any], **popen: Any
-                  ) -> subprocess.Popen[bytes]:
+def start_as_user(
+    workspace: Workspace, user: User, action: dict[str, Any], **popen: Any
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [str(workspace.python), str(workspace.driver), json.dumps(action)],
-        user=user.uid, group=user.gid, extra_groups=[], env=user_env(workspace, user), cwd=user.home,
+        user=user.uid,
+        group=user.gid,
+        extra_groups=[],
+        env=user_env(workspace, user),
+        cwd=user.home,
         **popen,
     )
 
@@ -304,8 +346,6 @@ def tree(path: Path) -> list[str]:
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 
 
 @contextlib.contextmanager
@@ -319,6 +359,7 @@ def created_users(workspace: Workspace, service: ServiceProcess, *prefixes: str)
     finally:
         for user in made:
             shutdown_vm(user.uid, workspace.runtime, service.env)
-            subprocess.run(["userdel", "--remove", "--force", user.name], capture_output=True, timeout=60,
-                           check=False)
+            subprocess.run(
+                ["userdel", "--remove", "--force", user.name], capture_output=True, timeout=60, check=False
+            )
             shutil.rmtree(workspace.runtime / str(user.uid), ignore_errors=True)

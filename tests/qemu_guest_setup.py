@@ -29,8 +29,13 @@ def ensure_qemu() -> str | None:
     if shutil.which("apt-get") is None:
         print("no apt-get: cannot install qemu-system-x86", file=sys.stderr)
         return None
-    result = subprocess.run(["apt-get", "install", "-y", "-qq", "qemu-system-x86", "qemu-utils"],
-                            capture_output=True, text=True, timeout=APT_TIMEOUT, check=False)
+    result = subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "qemu-system-x86", "qemu-utils"],
+        capture_output=True,
+        text=True,
+        timeout=APT_TIMEOUT,
+        check=False,
+    )
     if result.returncode != 0:
         print(f"apt-get install qemu-system-x86 failed: {result.stderr.strip()[-2000:]}", file=sys.stderr)
         return None
@@ -39,8 +44,13 @@ def ensure_qemu() -> str | None:
 
 def _kernel_package() -> str:
     """``linux-image-<version>-amd64``: what Debian's ``linux-image-amd64`` depends on."""
-    output = subprocess.run(["apt-cache", "depends", "linux-image-amd64"], capture_output=True, text=True,
-                            timeout=APT_TIMEOUT, check=True).stdout
+    output = subprocess.run(
+        ["apt-cache", "depends", "linux-image-amd64"],
+        capture_output=True,
+        text=True,
+        timeout=APT_TIMEOUT,
+        check=True,
+    ).stdout
     for line in output.splitlines():
         word = line.strip().removeprefix("Depends:").strip()
         if line.strip().startswith("Depends:") and word.startswith("linux-image-"):
@@ -58,8 +68,13 @@ def ensure_kernel(cache: Path = DEFAULT_CACHE) -> tuple[Path, Path]:
         return image, modules
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as work:
-        subprocess.run(["apt-get", "download", "-qq", package], cwd=work, capture_output=True,
-                       timeout=APT_TIMEOUT, check=True)
+        subprocess.run(
+            ["apt-get", "download", "-qq", package],
+            cwd=work,
+            capture_output=True,
+            timeout=APT_TIMEOUT,
+            check=True,
+        )
         (deb,) = Path(work).glob("*.deb")
         unpacked = Path(work) / "root"
         subprocess.run(["dpkg", "-x", str(deb), str(unpacked)], timeout=APT_TIMEOUT, check=True)

@@ -59,7 +59,7 @@ def test_the_user_cannot_reach_roots_files(tmp_path: Path) -> None:
         open_as(NOBODY, private / "x", os.O_WRONLY | os.O_CREAT)
     with acting_as(NOBODY), pytest.raises(PermissionError):
         os.listdir(private)
-    os.listdir(private)   # root again afterwards
+    os.listdir(private)  # root again afterwards
 
 
 def test_credentials_are_per_thread(user_tree: Path, tmp_path: Path) -> None:
@@ -92,7 +92,7 @@ def test_nested_and_conflicting_identities(user_tree: Path) -> None:
     other = UserIdentity(65533, 65533, (65533,), "other", Path("/"))
     with acting_as(NOBODY), pytest.raises(RuntimeError), acting_as(other):
         pass
-    with acting_as(UserIdentity.current()):   # the process user: nothing to switch
+    with acting_as(UserIdentity.current()):  # the process user: nothing to switch
         pass
 
 

@@ -48,16 +48,26 @@ def test_hresult_values(code: str, hresult: int) -> None:
 @pytest.mark.parametrize(
     ("code", "message"),
     [
-        ("WSL_E_DISTRO_NOT_STOPPED",
-         "The operation could not be completed because the distribution's root filesystem is currently "
-         "in use."),
-        ("WSL_E_LOWER_INTEGRITY", "Cannot launch because another instance is running elevated.  Elevated and "
-                                  "un-elevated instances are not permitted to run simultaneously."),
-        ("WSL_E_USER_VHD_ALREADY_ATTACHED",
-         "A disk is already mounted, please unmount the disk before launching."),
+        (
+            "WSL_E_DISTRO_NOT_STOPPED",
+            "The operation could not be completed because the distribution's root filesystem is currently "
+            "in use.",
+        ),
+        (
+            "WSL_E_LOWER_INTEGRITY",
+            "Cannot launch because another instance is running elevated.  Elevated and "
+            "un-elevated instances are not permitted to run simultaneously.",
+        ),
+        (
+            "WSL_E_USER_VHD_ALREADY_ATTACHED",
+            "A disk is already mounted, please unmount the disk before launching.",
+        ),
         ("WSL_E_ELEVATION_NEEDED_TO_MOUNT_DISK", "Administrator access is needed to mount a disk."),
-        ("WSL_E_VM_MODE_INVALID_MOUNT_NAME",
-         "The mount name cannot be empty, '.', '..', or contain '/'. Please retry with a valid mount name."),
+        (
+            "WSL_E_VM_MODE_INVALID_MOUNT_NAME",
+            "The mount name cannot be empty, '.', '..', or contain '/'. "
+            "Please retry with a valid mount name.",
+        ),
         ("WSL_E_DISK_MOUNT_DISABLED", "Mounting disks is disabled by the computer policy."),
         ("WSL_E_VM_CRASHED", "The WSL2 Virtual Machine crashed."),
     ],
@@ -87,12 +97,18 @@ def test_unknown_code_needs_an_hresult() -> None:
 
 
 def test_dict_round_trip_and_pickle() -> None:
-    error = WslError("WSL_E_IMPORT_FAILED", "Importing the distribution failed.\ntar: boom",
-                     context="Wsl/Service/RegisterDistro")
+    error = WslError(
+        "WSL_E_IMPORT_FAILED",
+        "Importing the distribution failed.\ntar: boom",
+        context="Wsl/Service/RegisterDistro",
+    )
     data = error.to_dict()
-    assert data == {"code": "WSL_E_IMPORT_FAILED", "hresult": 0x8004030B,
-                    "message": "Importing the distribution failed.\ntar: boom",
-                    "context": "Wsl/Service/RegisterDistro"}
+    assert data == {
+        "code": "WSL_E_IMPORT_FAILED",
+        "hresult": 0x8004030B,
+        "message": "Importing the distribution failed.\ntar: boom",
+        "context": "Wsl/Service/RegisterDistro",
+    }
     again = WslError.from_dict(data)
     assert again.to_dict() == data
     copied = pickle.loads(pickle.dumps(error))
@@ -139,8 +155,13 @@ def test_error_context_converts_os_errors() -> None:
 
 @pytest.mark.parametrize(
     ("number", "code"),
-    [(errno.ENOENT, "ERROR_FILE_NOT_FOUND"), (errno.ENOTDIR, "ERROR_PATH_NOT_FOUND"),
-     (errno.EEXIST, "ERROR_FILE_EXISTS"), (errno.ENOSPC, "ERROR_DISK_FULL"), (errno.EIO, "E_FAIL")],
+    [
+        (errno.ENOENT, "ERROR_FILE_NOT_FOUND"),
+        (errno.ENOTDIR, "ERROR_PATH_NOT_FOUND"),
+        (errno.EEXIST, "ERROR_FILE_EXISTS"),
+        (errno.ENOSPC, "ERROR_DISK_FULL"),
+        (errno.EIO, "E_FAIL"),
+    ],
 )
 def test_from_os_error(number: int, code: str) -> None:
     assert from_os_error(OSError(number, "why")).code == code

@@ -37,11 +37,16 @@ def make_registry(folder: Path, removed: list[str] | None = None) -> Registry:
     return Registry(folder / "pywsl", ME, remove_files=remove)
 
 
-def add(registry: Registry, name: str, state: DistributionState = DistributionState.INSTALLED,
-        base: Path | None = None) -> Registration:
+def add(
+    registry: Registry,
+    name: str,
+    state: DistributionState = DistributionState.INSTALLED,
+    base: Path | None = None,
+) -> Registration:
     distro_id = uuid.uuid4()
-    entry = Registration(id=distro_id, name=name, base_path=base or registry.folder / str(distro_id),
-                         state=state)
+    entry = Registration(
+        id=distro_id, name=name, base_path=base or registry.folder / str(distro_id), state=state
+    )
     with registry.transaction() as data:
         data.distributions[distro_id] = entry
         if data.default_distribution is None and state is DistributionState.INSTALLED:
@@ -149,8 +154,11 @@ def _add_many(folder: str, worker: int, count: int) -> None:
         with registry.transaction() as data:
             distro_id = uuid.uuid4()
             data.distributions[distro_id] = Registration(
-                id=distro_id, name=f"w{worker}-{index}", base_path=Path("/nonexistent") / str(distro_id),
-                state=DistributionState.INSTALLED)
+                id=distro_id,
+                name=f"w{worker}-{index}",
+                base_path=Path("/nonexistent") / str(distro_id),
+                state=DistributionState.INSTALLED,
+            )
 
 
 def test_concurrent_processes_lose_no_update(tmp_path: Path) -> None:
@@ -204,8 +212,9 @@ def _crash_during_install(folder: str, base: str, ready: multiprocessing.synchro
     distro_id = uuid.uuid4()
     registry.acquire_operation(distro_id, DistributionState.INSTALLING)
     with registry.transaction() as data:
-        data.distributions[distro_id] = Registration(id=distro_id, name="Crashed", base_path=Path(base),
-                                                     state=DistributionState.INSTALLING)
+        data.distributions[distro_id] = Registration(
+            id=distro_id, name="Crashed", base_path=Path(base), state=DistributionState.INSTALLING
+        )
     rootfs = Path(base) / "rootfs"
     (rootfs / "etc").mkdir(parents=True)
     (rootfs / "etc" / "os-release").write_text("ID=test\n")
@@ -226,7 +235,7 @@ def test_recovery_rolls_back_an_install_whose_installer_died(tmp_path: Path) -> 
     installer.start()
     try:
         assert ready.wait(10)
-        assert registry.recover() == []     # the installer is alive: nothing to do
+        assert registry.recover() == []  # the installer is alive: nothing to do
         assert registry.snapshot().find("Crashed", list_all=True) is not None
     finally:
         assert installer.pid is not None
@@ -237,7 +246,7 @@ def test_recovery_rolls_back_an_install_whose_installer_died(tmp_path: Path) -> 
     assert data.find("Crashed", list_all=True) is None
     assert list(data.distributions) == [keep.id]
     assert not (base / "rootfs").exists()
-    assert Path("/usr/bin").is_dir()   # the symlink inside was removed, not followed
+    assert Path("/usr/bin").is_dir()  # the symlink inside was removed, not followed
     assert removed == ["Crashed"]
 
 

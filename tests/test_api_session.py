@@ -33,12 +33,18 @@ def session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[UserSes
         yield opened
 
 
-def register(session: UserSession, name: str, state: DistributionState = DistributionState.INSTALLED
-             ) -> Registration:
+def register(
+    session: UserSession, name: str, state: DistributionState = DistributionState.INSTALLED
+) -> Registration:
     """A registration as a finished (or interrupted) import leaves it, with a real rootfs folder."""
     distro_id = uuid.uuid4()
-    entry = Registration(id=distro_id, name=name, base_path=session.paths.data_dir / str(distro_id),
-                         state=state, created_base_path=True)
+    entry = Registration(
+        id=distro_id,
+        name=name,
+        base_path=session.paths.data_dir / str(distro_id),
+        state=state,
+        created_base_path=True,
+    )
     (entry.rootfs / "etc").mkdir(parents=True)
     with session.registry.transaction() as data:
         data.distributions[distro_id] = entry
@@ -68,8 +74,10 @@ def test_empty_registry(session: UserSession) -> None:
     error = error_of(session.get_default_distribution)
     assert error.code == "WSL_E_DEFAULT_DISTRO_NOT_FOUND"
     assert error.context == "Wsl/Service/GetDefaultDistro"
-    assert error_of(session.get_distribution_id, "Debian").error_code == \
-        "Wsl/Service/GetDistroId/WSL_E_DISTRO_NOT_FOUND"
+    assert (
+        error_of(session.get_distribution_id, "Debian").error_code
+        == "Wsl/Service/GetDistroId/WSL_E_DISTRO_NOT_FOUND"
+    )
     assert error_of(session.get_distribution_id, "").code == "E_INVALIDARG"
     assert error_of(session.create_instance).code == "WSL_E_DEFAULT_DISTRO_NOT_FOUND"
 
@@ -126,7 +134,7 @@ def test_configure_distribution(session: UserSession) -> None:
     assert session.get_distribution_configuration("Debian").default_uid == 1000
     session.configure_distribution("Debian", flags=0x1)
     config = session.get_distribution_configuration("Debian")
-    assert config.flags == 0x1 | FLAG_VM_MODE   # VM_MODE cannot be changed here
+    assert config.flags == 0x1 | FLAG_VM_MODE  # VM_MODE cannot be changed here
     session.configure_distribution("Debian", flags=FLAGS_UNCHANGED, default_uid=0)
     assert session.get_distribution_configuration("Debian").flags == 0x1 | FLAG_VM_MODE
     assert error_of(session.configure_distribution, "Debian", default_uid=0xFFFFFFFF).code == "E_INVALIDARG"
@@ -150,8 +158,10 @@ def test_unregister_without_a_vm_moves_the_default(session: UserSession) -> None
 
 def test_register_argument_checks(session: UserSession) -> None:
     archive = io.BytesIO(b"")
-    assert error_of(session.register_distribution, "bad name", archive).error_code == \
-        "Wsl/Service/RegisterDistro/E_INVALIDARG"
+    assert (
+        error_of(session.register_distribution, "bad name", archive).error_code
+        == "Wsl/Service/RegisterDistro/E_INVALIDARG"
+    )
     assert error_of(session.register_distribution, "legacy", archive).code == "E_INVALIDARG"
     wsl1 = error_of(session.register_distribution, "Ok", archive, version=1)
     assert wsl1.code == "WSL_E_WSL1_NOT_SUPPORTED"
@@ -175,9 +185,13 @@ def test_export_and_disk_methods_that_cannot_work_here(session: UserSession, tmp
     assert error_of(session.export_distribution, "Debian", target, format="zip").code == "E_INVALIDARG"
     assert not target.exists()
     calls: list[tuple[Callable[..., object], tuple[object, ...]]] = [
-        (session.set_sparse, ("Debian", True)), (session.resize_distribution, ("Debian", 1 << 30)),
-        (session.import_distribution_inplace, ("X", "/x.vhdx")), (session.attach_disk, ("/x",)),
-        (session.detach_disk, ()), (session.mount_disk, ("/x",))]
+        (session.set_sparse, ("Debian", True)),
+        (session.resize_distribution, ("Debian", 1 << 30)),
+        (session.import_distribution_inplace, ("X", "/x.vhdx")),
+        (session.attach_disk, ("/x",)),
+        (session.detach_disk, ()),
+        (session.mount_disk, ("/x",)),
+    ]
     for call, args in calls:
         error = error_of(call, *args)
         assert error.code == "ERROR_NOT_SUPPORTED" and "kvm" in error.message
@@ -205,8 +219,13 @@ def test_move_within_a_file_system(session: UserSession, tmp_path: Path) -> None
 
 @pytest.mark.parametrize(
     ("value", "names"),
-    [("", []), ("FOO", ["FOO"]), ("FOO:BAR/p:BAZ/l", ["FOO", "BAR", "BAZ"]), ("A/w:B/wu:C/u", ["B", "C"]),
-     ("A::A:=x:/p", ["A"])],
+    [
+        ("", []),
+        ("FOO", ["FOO"]),
+        ("FOO:BAR/p:BAZ/l", ["FOO", "BAR", "BAZ"]),
+        ("A/w:B/wu:C/u", ["B", "C"]),
+        ("A::A:=x:/p", ["A"]),
+    ],
 )
 def test_parse_wslenv(value: str, names: list[str]) -> None:
     assert parse_wslenv(value) == names
@@ -215,27 +234,69 @@ def test_parse_wslenv(value: str, names: list[str]) -> None:
 def test_process_request_building(session: UserSession) -> None:
     entry = register(session, "Debian")
     source = {"TERM": "screen", "WSLENV": "GREETING:MISSING", "GREETING": "hi", "SECRET": "no"}
-    shell = session._process_request(entry, ["echo", "$HOME"], filename=None, cwd="", username="",
-                                     login=False, environment={"EXTRA": "1"}, wslenv_source=source,
-                                     console=(True, True, True), rows=24, columns=80)
+    shell = session._process_request(
+        entry,
+        ["echo", "$HOME"],
+        filename=None,
+        cwd="",
+        username="",
+        login=False,
+        environment={"EXTRA": "1"},
+        wslenv_source=source,
+        console=(True, True, True),
+        rows=24,
+        columns=80,
+    )
     assert shell.filename == "" and shell.command_line == ["-c", "echo $HOME"]
     environment = dict(item.split("=", 1) for item in shell.environment)
     assert environment["TERM"] == "screen" and environment["GREETING"] == "hi" and environment["EXTRA"] == "1"
     assert "SECRET" not in environment and environment["LANG"] == "en_US.UTF-8"
-    piped = session._process_request(entry, [], filename=None, cwd="~", username="", login=True,
-                                     environment=None, wslenv_source=source,
-                                     console=(False, False, False), rows=0, columns=0)
+    piped = session._process_request(
+        entry,
+        [],
+        filename=None,
+        cwd="~",
+        username="",
+        login=True,
+        environment=None,
+        wslenv_source=source,
+        console=(False, False, False),
+        rows=0,
+        columns=0,
+    )
     assert piped.command_line == [] and piped.login_shell
     assert dict(item.split("=", 1) for item in piped.environment)["TERM"] == "xterm-256color"
-    exec_mode = session._process_request(entry, ["ls", "-l"], filename="/bin/ls", cwd="/tmp", username="root",
-                                         login=False, environment=None, wslenv_source={},
-                                         console=(False, False, False), rows=0, columns=0)
+    exec_mode = session._process_request(
+        entry,
+        ["ls", "-l"],
+        filename="/bin/ls",
+        cwd="/tmp",
+        username="root",
+        login=False,
+        environment=None,
+        wslenv_source={},
+        console=(False, False, False),
+        rows=0,
+        columns=0,
+    )
     assert exec_mode.filename == "/bin/ls" and exec_mode.command_line == ["ls", "-l"]
-    for kwargs in ({"filename": "/bin/ls", "login": True}, {"filename": None, "cwd": "relative"},
-                   {"filename": ""}, {"filename": None, "environment": {"A=B": "x"}}):
+    for kwargs in (
+        {"filename": "/bin/ls", "login": True},
+        {"filename": None, "cwd": "relative"},
+        {"filename": ""},
+        {"filename": None, "environment": {"A=B": "x"}},
+    ):
         arguments: dict[str, object] = {
-            "filename": None, "cwd": "", "username": "", "login": False, "environment": None,
-            "wslenv_source": {}, "console": (False, False, False), "rows": 0, "columns": 0}
+            "filename": None,
+            "cwd": "",
+            "username": "",
+            "login": False,
+            "environment": None,
+            "wslenv_source": {},
+            "console": (False, False, False),
+            "rows": 0,
+            "columns": 0,
+        }
         arguments.update(kwargs)
         assert error_of(session._process_request, entry, ["x"], **arguments).code == "E_INVALIDARG"
 
@@ -260,14 +321,16 @@ def test_register_never_touches_an_existing_rootfs(session: UserSession, tmp_pat
     assert error.code == "ERROR_FILE_EXISTS"
     assert (location / "rootfs" / "etc").is_dir()
     assert session.enumerate_distributions() == []
-    assert not session.paths.data_dir.exists()   # a refused import leaves nothing behind
+    assert not session.paths.data_dir.exists()  # a refused import leaves nothing behind
 
 
 def test_the_vm_only_gets_a_real_rootfs_folder(session: UserSession, tmp_path: Path) -> None:
     entry = register(session, "Debian")
     with session._rootfs_for_vm(entry.base_path) as rootfs:
         assert (os.fstat(rootfs).st_dev, os.fstat(rootfs).st_ino) == (
-            entry.rootfs.stat().st_dev, entry.rootfs.stat().st_ino)
+            entry.rootfs.stat().st_dev,
+            entry.rootfs.stat().st_ino,
+        )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     entry.rootfs.rename(tmp_path / "moved-away")
@@ -285,7 +348,7 @@ def test_folders_below_the_users_folders_are_never_links(session: UserSession, t
     entry = register(session, "Debian")
     moved = tmp_path / "look-alike"
     entry.base_path.rename(moved)
-    entry.base_path.symlink_to(moved)   # data/pywsl/<id> is now a link to a folder with a rootfs
+    entry.base_path.symlink_to(moved)  # data/pywsl/<id> is now a link to a folder with a rootfs
     with pytest.raises(WslError) as linked, session._rootfs_for_vm(entry.base_path):
         pass
     assert linked.value.code == "E_ACCESSDENIED" and "symbolic link" in linked.value.message
@@ -314,8 +377,9 @@ def test_folders_below_the_users_folders_are_never_links(session: UserSession, t
 def test_the_vm_gets_the_timeouts_of_wslconfig(session: UserSession) -> None:
     session.paths.config_file.parent.mkdir(parents=True, exist_ok=True)
     session.paths.config_file.write_text(
-        "[wsl2]\nkernelBootTimeout = 1234\ndistributionStartTimeout = 5678\n")
+        "[wsl2]\nkernelBootTimeout = 1234\ndistributionStartTimeout = 5678\n"
+    )
     config = session.vm_config()
     assert (config.kernel_boot_timeout_ms, config.distribution_start_timeout_ms) == (1234, 5678)
     session.paths.config_file.write_text("[wsl2]\nkernelBootTimeout = -1\n")
-    assert session.vm_config().kernel_boot_timeout_ms == 30000   # invalid: a warning and the default
+    assert session.vm_config().kernel_boot_timeout_ms == 30000  # invalid: a warning and the default

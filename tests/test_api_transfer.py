@@ -53,7 +53,7 @@ def read_all(fd: int) -> bytes:
 
 def compressed(kind: str) -> bytes:
     if kind == "gzip":
-        half = len(TAR) // 2   # two gzip members, as `cat a.gz b.gz` makes
+        half = len(TAR) // 2  # two gzip members, as `cat a.gz b.gz` makes
         return gzip.compress(TAR[:half]) + gzip.compress(TAR[half:])
     if kind == "xz":
         return lzma.compress(TAR)
@@ -66,9 +66,17 @@ def compressed(kind: str) -> bytes:
 
 @pytest.mark.parametrize(
     ("head", "kind"),
-    [(TAR[:512], "tar"), (b"\x1f\x8b\x08", "gzip"), (b"\xfd7zXZ\x00", "xz"), (b"BZh9", "bzip2"),
-     (b"\x28\xb5\x2f\xfd", "zstd"), (b"vhdxfile", "vhdx"), (b"conectix", "vhd"), (b"\0" * 1024, "tar"),
-     (b"hello", "unknown")],
+    [
+        (TAR[:512], "tar"),
+        (b"\x1f\x8b\x08", "gzip"),
+        (b"\xfd7zXZ\x00", "xz"),
+        (b"BZh9", "bzip2"),
+        (b"\x28\xb5\x2f\xfd", "zstd"),
+        (b"vhdxfile", "vhdx"),
+        (b"conectix", "vhd"),
+        (b"\0" * 1024, "tar"),
+        (b"hello", "unknown"),
+    ],
 )
 def test_detect_format(head: bytes, kind: str) -> None:
     assert detect_format(head) == kind
@@ -227,7 +235,7 @@ def test_empty_and_foreign_files_are_not_archives(tmp_path: Path) -> None:
             pass
         assert caught.value.code == "WSL_E_IMPORT_FAILED", caught.value.message
     old = bytearray(TAR[:512])
-    old[257:265] = bytes(8)   # no "ustar" magic: a pre-POSIX header, recognised by its checksum
+    old[257:265] = bytes(8)  # no "ustar" magic: a pre-POSIX header, recognised by its checksum
     old[148:156] = b"%06o\0 " % (sum(old[:148]) + 8 * 32 + sum(old[156:]))
     assert detect_format(bytes(old)) == "tar"
 
@@ -259,11 +267,14 @@ def test_cancel_stops_reading_a_pipe() -> None:
     token = CancelToken()
     try:
         os.write(write_end, TAR[:2048])
-        with cancel_scope(token), pytest.raises(WslError) as caught, \
-                open_archive_source(read_end, ME) as source:
-            assert os.read(source.fd, 2048) == TAR[:2048]   # the relay now waits for more
+        with (
+            cancel_scope(token),
+            pytest.raises(WslError) as caught,
+            open_archive_source(read_end, ME) as source,
+        ):
+            assert os.read(source.fd, 2048) == TAR[:2048]  # the relay now waits for more
             token.cancel()
-            assert os.read(source.fd, 65536) == b""          # the worker sees the end of its input
+            assert os.read(source.fd, 65536) == b""  # the worker sees the end of its input
             source.check()
         assert caught.value.code == "E_ABORT"
         with cancel_scope(token), pytest.raises(WslError) as early, open_archive_source(read_end, ME):
@@ -322,11 +333,14 @@ def test_cancel_stops_an_export_into_a_pipe_nobody_reads() -> None:
     token = CancelToken()
     seen: list[int] = []
     try:
-        with cancel_scope(token), pytest.raises(WslError) as caught, \
-                open_export_target(write_end, ME, progress=seen.append) as target:
+        with (
+            cancel_scope(token),
+            pytest.raises(WslError) as caught,
+            open_export_target(write_end, ME, progress=seen.append) as target,
+        ):
             os.set_blocking(target.fd, False)
             with contextlib.suppress(BlockingIOError):
-                while True:   # fill our pipe and the caller's: the relay now waits for room
+                while True:  # fill our pipe and the caller's: the relay now waits for room
                     os.write(target.fd, bytes(65536))
             token.cancel()
             target.finish()

@@ -49,14 +49,14 @@ def test_memory_strings(text: str, expected: int) -> None:
 def test_memory_bounds_and_bad_values() -> None:
     low = parse("[wsl2]\nmemory=1MB\n")
     assert low.memory_bytes == MIN_MEMORY_BYTES and any("minimum" in w for w in low.warnings)
-    bad = parse("[wsl2]\nmemory=4gb\n")   # suffixes are upper case only
+    bad = parse("[wsl2]\nmemory=4gb\n")  # suffixes are upper case only
     assert bad.memory_bytes is None and any("Invalid memory string '4gb'" in w for w in bad.warnings)
 
 
 def test_base_zero_integers_and_timeouts() -> None:
     config = parse("[wsl2]\nvmIdleTimeout=0x10\nprocessors=010\n[general]\ninstanceIdleTimeout=-1\n")
     assert config.vm_idle_timeout_ms == 16
-    assert config.processors == 8          # octal 010
+    assert config.processors == 8  # octal 010
     assert config.instance_idle_timeout_ms == -1
     bad = parse("[wsl2]\nvmIdleTimeout=09\nkernelBootTimeout=0\n")
     assert bad.vm_idle_timeout_ms == DEFAULT_VM_IDLE_TIMEOUT_MS
@@ -142,8 +142,15 @@ virtioFsAggregateShares=true
 
 @pytest.mark.parametrize(
     ("value", "mode"),
-    [("None", "none"), ("none", "none"), ("NAT", "mirrored"), ("Mirrored", "mirrored"),
-     ("bridged", "mirrored"), ("Consomme", "mirrored"), ("VirtioProxy", "mirrored")],
+    [
+        ("None", "none"),
+        ("none", "none"),
+        ("NAT", "mirrored"),
+        ("Mirrored", "mirrored"),
+        ("bridged", "mirrored"),
+        ("Consomme", "mirrored"),
+        ("VirtioProxy", "mirrored"),
+    ],
 )
 def test_networking_modes(value: str, mode: str) -> None:
     assert parse(f"[wsl2]\nnetworkingMode={value}\n").networking_mode == mode
@@ -156,8 +163,10 @@ def test_experimental_networking_alias_and_bad_mode() -> None:
 
 
 def test_install_path_and_manifest_urls() -> None:
-    config = parse("[general]\ndistributionInstallPath=~/distros\ndistributionListUrl=file:///m.json\n"
-                   "distributionListUrlAppend = \"https://example.invalid/extra.json\"\n")
+    config = parse(
+        "[general]\ndistributionInstallPath=~/distros\ndistributionListUrl=file:///m.json\n"
+        'distributionListUrlAppend = "https://example.invalid/extra.json"\n'
+    )
     assert config.distribution_install_path == Path("/home/u/distros")
     assert config.distribution_list_url == "file:///m.json"
     assert config.distribution_list_url_append == "https://example.invalid/extra.json"

@@ -66,7 +66,7 @@ def test_interleave_alternates_and_drops_the_warmups() -> None:
         return float(next(counter))
 
     kept_a, kept_b = bench_stats.interleave(first, second, repetitions=3, warmups=1)
-    assert "".join(calls) == "ab" "ba" "ab" "ba"
+    assert "".join(calls) == "abbaabba"
     assert kept_a.values == [3.0, 4.0, 7.0]
     assert kept_b.values == [2.0, 5.0, 6.0]
     assert kept_a.summary() == {"n": 3, "median": 4.0, "min": 3.0, "max": 7.0}
@@ -88,8 +88,9 @@ def test_goals_bound_the_ratio_or_the_value() -> None:
 def test_verdicts_and_the_rendered_table() -> None:
     Result, Goal = bench_table.Result, bench_table.Goal
     results = [
-        Result("warm-launch", "warm launch", "s", 0.060, 0.015, "python -c pass", 4.0,
-               Goal("max", "ratio", 4)),
+        Result(
+            "warm-launch", "warm launch", "s", 0.060, 0.015, "python -c pass", 4.0, Goal("max", "ratio", 4)
+        ),
         Result("pipe", "pipe", "MiB/s", 900.0, 1000.0, "cat", 0.9, Goal("min", "ratio", 0.95), note="noted"),
         Result("concurrency", "clients", "s", 1.0, 0.5, "p50", 2.0, Goal("max", "ratio", 5), passed=False),
         Result("memory", "memory", "MB", 12.5),
@@ -110,8 +111,11 @@ def test_verdicts_and_the_rendered_table() -> None:
 
 
 def test_a_long_error_is_shortened_in_the_table_only() -> None:
-    error = "`pywsl` exited with 1: Traceback (most recent call last):\n" + "".join(
-        f"  frame {number}\n" for number in range(20)) + "AttributeError: boom"
+    error = (
+        "`pywsl` exited with 1: Traceback (most recent call last):\n"
+        + "".join(f"  frame {number}\n" for number in range(20))
+        + "AttributeError: boom"
+    )
     result = bench_table.Result("export", "export", "s", error=error)
     table = bench_table.render_table([result])
     assert "frame 5" not in table
@@ -135,8 +139,13 @@ def test_only_selects_known_metrics_in_run_order() -> None:
 
 def test_repeat_overrides_the_preset() -> None:
     settings = bench_main.settings_for(bench_main.parse_arguments(["--quick", "--repeat", "2"]))
-    assert (settings.warm_repetitions, settings.cold_repetitions, settings.pipe_repetitions,
-            settings.pty_repetitions, settings.archive_repetitions) == (2, 2, 2, 2, 2)
+    assert (
+        settings.warm_repetitions,
+        settings.cold_repetitions,
+        settings.pipe_repetitions,
+        settings.pty_repetitions,
+        settings.archive_repetitions,
+    ) == (2, 2, 2, 2, 2)
     assert settings.pipe_bytes == bench_metrics.Settings.quick().pipe_bytes
     with pytest.raises(ValueError):
         bench_main.settings_for(bench_main.parse_arguments(["--repeat", "0"]))
@@ -151,7 +160,7 @@ def test_the_interpreter_comes_from_the_console_script_shebang(tmp_path: Path) -
     assert launcher.command == (str(script),)
     assert launcher.interpreter == interpreter
     shim = tmp_path / "shim"
-    shim.write_text("#!/usr/bin/env bash\nexec python3 \"$@\"\n")
+    shim.write_text('#!/usr/bin/env bash\nexec python3 "$@"\n')
     shim.chmod(0o755)
     assert bench_env.shebang_interpreter(shim) is None
     with pytest.raises(bench_proc.BenchError):
@@ -166,9 +175,11 @@ def test_mirror_from_apt_sources() -> None:
     )
     assert bench_rootfs.mirror_from_sources("bookworm", [deb822]) == "http://mirror.example/debian"
     assert bench_rootfs.mirror_from_sources("bookworm-security", [deb822]) == (
-        "http://security.example/debian-security")
-    one_line = ("# deb http://old.example/debian bookworm main\n"
-                "deb [arch=amd64] http://one.example/d bookworm main\n")
+        "http://security.example/debian-security"
+    )
+    one_line = (
+        "# deb http://old.example/debian bookworm main\ndeb [arch=amd64] http://one.example/d bookworm main\n"
+    )
     assert bench_rootfs.mirror_from_sources("bookworm", [], [one_line]) == "http://one.example/d"
     assert bench_rootfs.mirror_from_sources("trixie", [deb822], [one_line]) is None
 
@@ -214,9 +225,13 @@ def test_descendants_and_pss_of_this_process() -> None:
 
 
 def test_unknown_metric_is_a_usage_error() -> None:
-    result = subprocess.run([sys.executable, str(BENCHMARKS / "run"), "--only", "nope"], capture_output=True,
-                            text=True,
-                            timeout=30, check=False)
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "run"), "--only", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 2
     assert "unknown metric nope" in result.stderr
 
@@ -227,10 +242,22 @@ def test_quick_run_prints_the_table_and_cleans_up() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="pwb-", dir="/tmp"))  # short: the VM's socket path is limited
     try:
         result = subprocess.run(
-            [sys.executable, str(BENCHMARKS / "run"), "--quick", "--only", "warm-launch,memory",
-             "--repeat", "3",
-             "--workdir", str(workdir), "--json"],
-            capture_output=True, text=True, timeout=120, check=False,
+            [
+                sys.executable,
+                str(BENCHMARKS / "run"),
+                "--quick",
+                "--only",
+                "warm-launch,memory",
+                "--repeat",
+                "3",
+                "--workdir",
+                str(workdir),
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         left = list(workdir.iterdir())
     finally:

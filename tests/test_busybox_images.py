@@ -58,10 +58,17 @@ def test_the_default_archive() -> None:
 
 def test_the_variants() -> None:
     data = busybox_archive(
-        compression="xz", prefix="./", tar_format=tarfile.GNU_FORMAT, applets=["sh", "cat"],
-        usr_bin_links=True, users=(ROOT, NOBODY), os_release=os_release_text("tiny", "1.0", "Tiny"),
-        wsl_conf="[boot]\n", wsl_distribution_conf="[oobe]\ndefaultName=Tiny\n",
-        extra_files={"./etc/marker": "one\n", "opt/data": b"\0\1"}, filler_bytes=4096,
+        compression="xz",
+        prefix="./",
+        tar_format=tarfile.GNU_FORMAT,
+        applets=["sh", "cat"],
+        usr_bin_links=True,
+        users=(ROOT, NOBODY),
+        os_release=os_release_text("tiny", "1.0", "Tiny"),
+        wsl_conf="[boot]\n",
+        wsl_distribution_conf="[oobe]\ndefaultName=Tiny\n",
+        extra_files={"./etc/marker": "one\n", "opt/data": b"\0\1"},
+        filler_bytes=4096,
     )
     assert data.startswith(b"\xfd7zXZ")
     found = members(data)

@@ -54,12 +54,26 @@ class Pywsl:
         self.env = dict(env)
         self.cwd = cwd
 
-    def __call__(self, *args: str, input: bytes | None = None, extra: list[str] | None = None,
-                 timeout: float = 120, cwd: Path | None = None, env: Mapping[str, str] | None = None) -> Run:
+    def __call__(
+        self,
+        *args: str,
+        input: bytes | None = None,
+        extra: list[str] | None = None,
+        timeout: float = 120,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Run:
         command = [sys.executable, *(extra or []), "-m", "pywsl.cli.main", *args]
-        result = subprocess.run(command, env={**self.env, **(env or {})}, cwd=cwd or self.cwd, input=input,
-                                capture_output=True, timeout=timeout, check=False,
-                                stdin=None if input is not None else subprocess.DEVNULL)
+        result = subprocess.run(
+            command,
+            env={**self.env, **(env or {})},
+            cwd=cwd or self.cwd,
+            input=input,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
         return Run(result.returncode, result.stdout, result.stderr)
 
 
@@ -79,7 +93,8 @@ def pywsl(workspace: Path) -> Iterator[Pywsl]:
     manifest = (workspace / "manifest.json").as_uri()
     (config / "pywsl" / "wslconfig").write_text(
         f"[general]\ninstanceIdleTimeout=120000\ndistributionListUrl={manifest}\n"
-        "[wsl2]\nvmIdleTimeout=120000\n")
+        "[wsl2]\nvmIdleTimeout=120000\n"
+    )
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
@@ -222,12 +237,23 @@ def test_set_default_manage_and_unregister(pywsl: Pywsl, box: str, workspace: Pa
 
 
 def test_list_online_and_install_from_the_manifest(pywsl: Pywsl, box: str, workspace: Path) -> None:
-    image = busybox_archive(workspace / "image.tar", os_release=os_release_text("installed"),
-                            usr_bin_links=True)
+    image = busybox_archive(
+        workspace / "image.tar", os_release=os_release_text("installed"), usr_bin_links=True
+    )
     digest = hashlib.sha256(image.read_bytes()).hexdigest()
-    manifest = {"Default": "Tiny", "ModernDistributions": {"Tiny": [
-        {"Name": "Tiny-1", "FriendlyName": "Tiny Box 1", "Default": True,
-         "Amd64Url": {"Url": image.as_uri(), "Sha256": digest}}]}}
+    manifest = {
+        "Default": "Tiny",
+        "ModernDistributions": {
+            "Tiny": [
+                {
+                    "Name": "Tiny-1",
+                    "FriendlyName": "Tiny Box 1",
+                    "Default": True,
+                    "Amd64Url": {"Url": image.as_uri(), "Sha256": digest},
+                }
+            ]
+        },
+    }
     (workspace / "manifest.json").write_text(json.dumps(manifest))
     listed = json.loads(pywsl("--list", "--online", "--format", "json").out)
     online = {entry["name"]: entry for entry in listed}
@@ -268,14 +294,27 @@ def test_launch_path_imports(pywsl: Pywsl, box: str) -> None:
     pywsl("-d", box, "true")  # the instance is running: only the launch itself is measured
     result = pywsl("-d", box, "--", "true", extra=["-X", "importtime"])
     assert result.returncode == 0
-    modules = [line.rsplit("|", 1)[-1].strip() for line in result.err.splitlines()
-               if line.startswith("import time:")]
+    modules = [
+        line.rsplit("|", 1)[-1].strip() for line in result.err.splitlines() if line.startswith("import time:")
+    ]
     assert "pywsl.cli.launch_run" in modules  # the fast path of the common launch lines
     loaded = {name.split(".")[0] for name in modules} | set(modules)
     # (json is the registry's file format: the library loads it, the command line does not.)
-    for heavy in ("rich", "http", "urllib.request", "pywsl.api.install", "pywsl.api.manifest",
-                  "pywsl.api.download", "pywsl.cli.render", "pywsl.cli.listing", "pywsl.cli.archives",
-                  "click", "pywsl.cli.command", "pywsl.cli.grammar", "pywsl.cli.launch"):
+    for heavy in (
+        "rich",
+        "http",
+        "urllib.request",
+        "pywsl.api.install",
+        "pywsl.api.manifest",
+        "pywsl.api.download",
+        "pywsl.cli.render",
+        "pywsl.cli.listing",
+        "pywsl.cli.archives",
+        "click",
+        "pywsl.cli.command",
+        "pywsl.cli.grammar",
+        "pywsl.cli.launch",
+    ):
         assert heavy not in loaded, heavy
 
 
@@ -317,7 +356,7 @@ def test_a_folder_the_distribution_cannot_reach_starts_in_home(
     pywsl: Pywsl, box: str, host_folder: Path, workspace: Path
 ) -> None:
     private = host_folder / "private"
-    private.mkdir(mode=0o700)   # the host's root only: the distribution's root is another uid
+    private.mkdir(mode=0o700)  # the host's root only: the distribution's root is another uid
     result = pywsl("-d", box, "pwd", cwd=private)
     assert (result.returncode, result.out) == (0, "/root\n")
     assert result.err == f"wsl: Failed to translate '{private}'\n"
@@ -336,7 +375,7 @@ def test_exec_mode_with_a_missing_program(pywsl: Pywsl, box: str) -> None:
     assert "execvpe(no-such-program) failed: No such file or directory\n" in result.err
     assert pywsl("-d", box, "--exec", "/no/such/file").returncode == 1
     result = pywsl("-d", box, "--", "no-such-program")
-    assert result.returncode == 127 and "no-such-program" in result.err   # the shell's own status
+    assert result.returncode == 127 and "no-such-program" in result.err  # the shell's own status
     for spelling in ("-e", "--exec"):
         result = pywsl("-d", box, spelling)
         assert (result.returncode, result.out) == (255, "")
@@ -346,15 +385,18 @@ def test_exec_mode_with_a_missing_program(pywsl: Pywsl, box: str) -> None:
 
 
 def test_wsl_conf_warnings_when_the_distribution_starts(pywsl: Pywsl, workspace: Path) -> None:
-    archive = busybox_archive(workspace / "warned.tar",
-                              wsl_conf="[network]\ngenerateHosts = maybe\n[bogus]\nkey = 1\n")
+    archive = busybox_archive(
+        workspace / "warned.tar", wsl_conf="[network]\ngenerateHosts = maybe\n[bogus]\nkey = 1\n"
+    )
     assert pywsl("--import", "Warned", str(workspace / "warned"), str(archive)).returncode == 0
     try:
         result = pywsl("-d", "Warned", "echo", "started")
         assert (result.returncode, result.out) == (0, "started\n")
-        assert result.err == ("wsl: Invalid boolean value 'maybe' for key 'network.generateHosts' in "
-                              "/etc/wsl.conf:2\nwsl: Unknown key 'bogus.key' in /etc/wsl.conf:4\n")
-        assert pywsl("-d", "Warned", "true").err == ""   # already running: nothing new to say
+        assert result.err == (
+            "wsl: Invalid boolean value 'maybe' for key 'network.generateHosts' in "
+            "/etc/wsl.conf:2\nwsl: Unknown key 'bogus.key' in /etc/wsl.conf:4\n"
+        )
+        assert pywsl("-d", "Warned", "true").err == ""  # already running: nothing new to say
         assert pywsl("-t", "Warned").returncode == 0
         result = pywsl("-d", "Warned", "true", env={"WSL_DISABLE_WARNINGS": "1"})
         assert (result.returncode, result.err) == (0, "")
@@ -379,7 +421,7 @@ def test_wslconfig_warnings_when_the_vm_starts_and_a_missing_kernel(
             f"{config}:{lines + 3}",
             f"wsl: Ignored key 'wsl2.swapFile' in {config}:{lines + 2}: this host cannot honour it",
         ]
-        assert pywsl("-d", box, "true").err == ""   # the VM runs already
+        assert pywsl("-d", box, "true").err == ""  # the VM runs already
         assert pywsl("--shutdown").returncode == 0
         assert pywsl("-d", box, "true", env={"WSL_DISABLE_WARNINGS": "1"}).err == ""
 
@@ -387,10 +429,12 @@ def test_wslconfig_warnings_when_the_vm_starts_and_a_missing_kernel(
         assert pywsl("--shutdown").returncode == 0
         result = pywsl("-d", box, "true", env={"WSL_DISABLE_WARNINGS": "1"})
         assert (result.returncode, result.out) == (255, "")
-        assert result.err.startswith(f"The custom kernel specified in {config} was not found: "
-                                     f"'{workspace}/no-such-kernel'.\nError code: Wsl/")
+        assert result.err.startswith(
+            f"The custom kernel specified in {config} was not found: "
+            f"'{workspace}/no-such-kernel'.\nError code: Wsl/"
+        )
         assert "WSL_E_CUSTOM_KERNEL_NOT_FOUND" in result.err
-        assert json.loads(pywsl("-l", "--running", "--format", "json").out) == []   # no VM started
+        assert json.loads(pywsl("-l", "--running", "--format", "json").out) == []  # no VM started
     finally:
         config.write_text(original)
         pywsl("--shutdown")
@@ -404,18 +448,25 @@ def test_no_installed_distributions_message(pywsl: Pywsl, workspace: Path) -> No
         "pywsl has no installed distributions.\n"
         "You can resolve this by installing a distribution with the instructions below:\n\n"
         "Use 'pywsl --list --online' to list available distributions\n"
-        "and 'pywsl --install <Distro>' to install.\n")
+        "and 'pywsl --install <Distro>' to install.\n"
+    )
     shutil.rmtree(empty, ignore_errors=True)
 
 
 def test_library_errors_do_not_advise_options(pywsl: Pywsl, box: str, workspace: Path) -> None:
-    for code in ("WSL_E_DEFAULT_DISTRO_NOT_FOUND", "WSL_E_DISTRIBUTION_NAME_NEEDED",
-                 "WSL_E_DISTRO_NOT_STOPPED", "ERROR_ALREADY_EXISTS"):
+    for code in (
+        "WSL_E_DEFAULT_DISTRO_NOT_FOUND",
+        "WSL_E_DISTRIBUTION_NAME_NEEDED",
+        "WSL_E_DISTRO_NOT_STOPPED",
+        "ERROR_ALREADY_EXISTS",
+    ):
         assert "--" not in WslError(code).message
     result = pywsl("--import", box, str(workspace / "again"), str(workspace / "box.tar"))
     assert result.returncode == 255
-    assert ("\nA distribution with the supplied name already exists. Use --name to choose a different name.\n"
-            "Error code: Wsl/Service/RegisterDistro/ERROR_ALREADY_EXISTS\n") in result.err
+    assert (
+        "\nA distribution with the supplied name already exists. Use --name to choose a different name.\n"
+        "Error code: Wsl/Service/RegisterDistro/ERROR_ALREADY_EXISTS\n"
+    ) in result.err
 
 
 # -- the install location: made by --import, removed on failure and by --unregister -----------------
@@ -485,8 +536,16 @@ def test_install_location_and_move_make_every_missing_folder(pywsl: Pywsl, box: 
     image = busybox_archive(workspace / "deep.tar", os_release=os_release_text("deep"), usr_bin_links=True)
     location = workspace / "deep" / "a" / "b"
     try:
-        result = pywsl("--install", "--from-file", str(image), "--name", "Deep", "--location", str(location),
-                       "--no-launch")
+        result = pywsl(
+            "--install",
+            "--from-file",
+            str(image),
+            "--name",
+            "Deep",
+            "--location",
+            str(location),
+            "--no-launch",
+        )
         assert result.returncode == 0, result.err
         assert location.stat().st_mode & 0o7777 == 0o700 and (location / "rootfs").is_dir()
         target = workspace / "moved-deep" / "x" / "y"
@@ -506,18 +565,25 @@ def test_install_location_and_move_make_every_missing_folder(pywsl: Pywsl, box: 
 # -- archives with device nodes: skipped with one warning, the rest imported and exported -----------
 
 
-DEVICE_NODES = {"dev/null": (tarfile.CHRTYPE, 1, 3), "dev/tty": (tarfile.CHRTYPE, 5, 0),
-                "dev/sda": (tarfile.BLKTYPE, 8, 0)}
-DEVICES_WARNING = ("wsl: Skipped 3 device nodes (character or block devices) in the archive: a distribution "
-                   "cannot hold them, its /dev is a fresh tmpfs each time it runs.")
+DEVICE_NODES = {
+    "dev/null": (tarfile.CHRTYPE, 1, 3),
+    "dev/tty": (tarfile.CHRTYPE, 5, 0),
+    "dev/sda": (tarfile.BLKTYPE, 8, 0),
+}
+DEVICES_WARNING = (
+    "wsl: Skipped 3 device nodes (character or block devices) in the archive: a distribution "
+    "cannot hold them, its /dev is a fresh tmpfs each time it runs."
+)
 
 
 def device_node_archive(path: Path) -> Path:
     """The busybox distribution with a ./dev as debootstrap makes it (character and block devices, a
     FIFO), then one more file, gzip-compressed at ``path`` (readable by everyone)."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=io.BytesIO(busybox_archive(usr_bin_links=True))) as source, \
-            tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+    with (
+        tarfile.open(fileobj=io.BytesIO(busybox_archive(usr_bin_links=True))) as source,
+        tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive,
+    ):
         for info in source.getmembers():
             archive.addfile(info, source.extractfile(info) if info.isreg() else None)
         for name, (kind, major, minor) in DEVICE_NODES.items():
@@ -558,7 +624,7 @@ def test_device_nodes_are_skipped_with_one_warning(pywsl: Pywsl, box: str, works
         rootfs = location / "rootfs"
         assert S_ISFIFO(os.lstat(rootfs / "dev" / "initctl").st_mode)
         assert not any(os.path.lexists(rootfs / name) for name in DEVICE_NODES)
-        exported = pywsl("--export", "Devices", "-")   # before the first start writes /etc/hosts...
+        exported = pywsl("--export", "Devices", "-")  # before the first start writes /etc/hosts...
         assert exported.returncode == 0, exported.err
         assert archive_entries(exported.stdout) == without_device_nodes(archive)
         assert pywsl("-d", "Devices", "--", "cat /etc/after-the-devices").out == "ok\n"
@@ -581,21 +647,30 @@ def test_device_nodes_are_skipped_with_one_warning(pywsl: Pywsl, box: str, works
 def test_wsl_conf_read_as_wsl_init_reads_it_and_lang_from_the_locale_file(
     pywsl: Pywsl, box: str, workspace: Path
 ) -> None:
-    conf = ("[network]\r\nhostname = Büro_PC.corp.example\r\n[filesystem]\r\numask = 0027\r\n"
-            "umask = 0\r\n[boot]\r\ncommand = true ; no comment\r\n[user] default = alice\r\n"
-            "[network]\r\ngenerateHosts = false\r\n")
-    archive = busybox_archive(workspace / "localized.tar", wsl_conf=conf,
-                              extra_files={"etc/default/locale": 'LANG="de_DE.UTF-8"\n'})
+    conf = (
+        "[network]\r\nhostname = Büro_PC.corp.example\r\n[filesystem]\r\numask = 0027\r\n"
+        "umask = 0\r\n[boot]\r\ncommand = true ; no comment\r\n[user] default = alice\r\n"
+        "[network]\r\ngenerateHosts = false\r\n"
+    )
+    archive = busybox_archive(
+        workspace / "localized.tar", wsl_conf=conf, extra_files={"etc/default/locale": 'LANG="de_DE.UTF-8"\n'}
+    )
     assert pywsl("--import", "Localized", str(workspace / "localized"), str(archive)).returncode == 0
     try:
         result = pywsl("-d", "Localized", "--", "echo $LANG; hostname; umask; grep 127.0.1.1 /etc/hosts")
-        assert result.out.splitlines() == ["de_DE.UTF-8", "BroPC.corpexample", "0027",
-                                           "127.0.1.1\tBroPC.corpexample.localdomain\tBroPC.corpexample"]
+        assert result.out.splitlines() == [
+            "de_DE.UTF-8",
+            "BroPC.corpexample",
+            "0027",
+            "127.0.1.1\tBroPC.corpexample.localdomain\tBroPC.corpexample",
+        ]
         # \r\n ends counted twice after a pair or a header, as WSL's reader counts them; the
         # reading stops at the header followed by text, so [network] generateHosts is never read.
-        assert result.err == ("wsl: Duplicated config key 'filesystem.umask' in /etc/wsl.conf:9 "
-                              "(Conflicting key: 'filesystem.umask' in /etc/wsl.conf:7)\n"
-                              "wsl: Expected ' ' or '\\n' in /etc/wsl.conf:15\n")
+        assert result.err == (
+            "wsl: Duplicated config key 'filesystem.umask' in /etc/wsl.conf:9 "
+            "(Conflicting key: 'filesystem.umask' in /etc/wsl.conf:7)\n"
+            "wsl: Expected ' ' or '\\n' in /etc/wsl.conf:15\n"
+        )
     finally:
         assert pywsl("--unregister", "Localized").returncode == 0
     # No locale file: the LANG of WSL's default environment.

@@ -55,28 +55,53 @@ def test_the_table_is_the_click_declaration() -> None:
         assert not (option.is_flag or option.count)  # each takes one value
 
 
-@pytest.mark.parametrize(("argv", "expected"), [
-    (["-d", "debian", "--", "true"],
-     LaunchLine((("distribution", "debian"),), Invocation("shell", ("true",)))),
-    (["--cd", "/tmp", "-u", "root", "-e", "ls", "-l"],
-     LaunchLine((("cd", "/tmp"), ("user", "root")), Invocation("exec", ("ls", "-l")))),
-    (["echo", "--help"], LaunchLine((), Invocation("shell", ("echo", "--help")))),
-    (["--distribution", "alpine", "-", "x"],
-     LaunchLine((("distribution", "alpine"),), Invocation("shell", ("-", "x")))),
-    (["--", "-d", "x"], LaunchLine((), Invocation("shell", ("-d", "x")))),
-])
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["-d", "debian", "--", "true"],
+            LaunchLine((("distribution", "debian"),), Invocation("shell", ("true",))),
+        ),
+        (
+            ["--cd", "/tmp", "-u", "root", "-e", "ls", "-l"],
+            LaunchLine((("cd", "/tmp"), ("user", "root")), Invocation("exec", ("ls", "-l"))),
+        ),
+        (["echo", "--help"], LaunchLine((), Invocation("shell", ("echo", "--help")))),
+        (
+            ["--distribution", "alpine", "-", "x"],
+            LaunchLine((("distribution", "alpine"),), Invocation("shell", ("-", "x"))),
+        ),
+        (["--", "-d", "x"], LaunchLine((), Invocation("shell", ("-d", "x")))),
+    ],
+)
 def test_common_lines_are_read(argv: list[str], expected: LaunchLine) -> None:
     assert read_launch_line(argv) == expected
 
 
-@pytest.mark.parametrize("argv", [
-    [], ["-d", "debian"], ["--list"], ["-l"], ["--help"], ["-d", "debian", "--help"], ["-e"],
-    ["-d", "a", "-d", "b", "--", "true"], ["-u", "a", "-u", "b", "--", "true"],
-    ["--distribution=debian", "ls"],
-    ["-ddebian", "ls"], ["--shell-type", "none", "ls"], ["--distribution-id", "x", "ls"], ["~", "ls"],
-    ["{00000000-0000-0000-0000-000000000001}", "ls"], ["-d", "--", "ls"], ["-u", "-e", "ls"], ["-x", "ls"],
-    ["-d", "debian", "--import", "a", "b", "c"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["-d", "debian"],
+        ["--list"],
+        ["-l"],
+        ["--help"],
+        ["-d", "debian", "--help"],
+        ["-e"],
+        ["-d", "a", "-d", "b", "--", "true"],
+        ["-u", "a", "-u", "b", "--", "true"],
+        ["--distribution=debian", "ls"],
+        ["-ddebian", "ls"],
+        ["--shell-type", "none", "ls"],
+        ["--distribution-id", "x", "ls"],
+        ["~", "ls"],
+        ["{00000000-0000-0000-0000-000000000001}", "ls"],
+        ["-d", "--", "ls"],
+        ["-u", "-e", "ls"],
+        ["-x", "ls"],
+        ["-d", "debian", "--import", "a", "b", "c"],
+    ],
+)
 def test_other_lines_need_the_full_grammar(argv: list[str]) -> None:
     assert read_launch_line(argv) is None
 
@@ -96,8 +121,9 @@ EQUIVALENT_LINES = [
 
 @pytest.mark.parametrize("argv", EQUIVALENT_LINES)
 @pytest.mark.parametrize("status", [0, 3, 67, 87, 300])
-def test_the_fast_path_behaves_as_the_grammar(cli: Cli, capsys: pytest.CaptureFixture[str], argv: list[str],
-                                              status: int) -> None:
+def test_the_fast_path_behaves_as_the_grammar(
+    cli: Cli, capsys: pytest.CaptureFixture[str], argv: list[str], status: int
+) -> None:
     cli.process.wait.return_value = status
     fast, full = _both(cli, capsys, argv)
     assert fast[0] is not None
@@ -113,16 +139,18 @@ def test_a_lost_exit_status_is_reported_the_same(cli: Cli, capsys: pytest.Captur
 
 
 @pytest.mark.parametrize("error", [KeyboardInterrupt, EOFError])
-def test_an_interrupt_is_reported_the_same(cli: Cli, capsys: pytest.CaptureFixture[str],
-                                           error: type[BaseException]) -> None:
+def test_an_interrupt_is_reported_the_same(
+    cli: Cli, capsys: pytest.CaptureFixture[str], error: type[BaseException]
+) -> None:
     cli.session.create_lx_process.side_effect = error
     fast, full = _both(cli, capsys, ["-d", "debian", "--", "sleep", "9"])
     assert fast == full
     assert fast[0] == 130
 
 
-def test_a_closed_stdout_exits_as_click_does(cli: Cli, capsys: pytest.CaptureFixture[str],
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_closed_stdout_exits_as_click_does(
+    cli: Cli, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     cli.session.create_lx_process.side_effect = BrokenPipeError(errno.EPIPE, "Broken pipe")
     outcomes = []
     for runner in (fast_launch.run, _click_run):

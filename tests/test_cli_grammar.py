@@ -134,9 +134,14 @@ def test_invalid_distribution_id(cli: Cli) -> None:
     assert outcome.stderr == "Invalid GUID format: 'not-a-guid'\nError code: Wsl/E_INVALIDARG\n"
 
 
-@pytest.mark.parametrize("args", [["-d", "Debian", "-d", "Alpine"],
-                                  ["--distribution-id", str(ALPINE_ID), "-d", "Debian"],
-                                  [f"{{{ALPINE_ID}}}", "-d", "Debian"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-d", "Debian", "-d", "Alpine"],
+        ["--distribution-id", str(ALPINE_ID), "-d", "Debian"],
+        [f"{{{ALPINE_ID}}}", "-d", "Debian"],
+    ],
+)
 def test_distribution_given_twice(cli: Cli, args: list[str]) -> None:
     outcome = cli(*args, "true")
     assert outcome.exit_code == 255
@@ -158,10 +163,17 @@ def test_launch_options_fail_in_the_order_given(cli: Cli) -> None:
     assert cli.launched()[0][0] == ALPINE_ID
 
 
-@pytest.mark.parametrize(("args", "long_name"), [
-    (["-d"], "--distribution"), (["--distribution"], "--distribution"), (["-u"], "--user"),
-    (["--cd"], "--cd"), (["--shell-type"], "--shell-type"), (["--distribution-id"], "--distribution-id"),
-])
+@pytest.mark.parametrize(
+    ("args", "long_name"),
+    [
+        (["-d"], "--distribution"),
+        (["--distribution"], "--distribution"),
+        (["-u"], "--user"),
+        (["--cd"], "--cd"),
+        (["--shell-type"], "--shell-type"),
+        (["--distribution-id"], "--distribution-id"),
+    ],
+)
 def test_missing_values_name_the_long_option(cli: Cli, args: list[str], long_name: str) -> None:
     outcome = cli(*args)
     assert outcome.exit_code == 255
@@ -174,20 +186,26 @@ def test_unknown_option_is_rejected_before_anything_runs(cli: Cli, option: str) 
     outcome = cli("-d", "Debian", option, "true")
     assert outcome.exit_code == 255
     assert outcome.stdout == ""
-    assert outcome.stderr == (f"Invalid command line argument: {option}\n"
-                              "Please use 'pywsl --help' to get a list of supported arguments.\n")
+    assert outcome.stderr == (
+        f"Invalid command line argument: {option}\n"
+        "Please use 'pywsl --help' to get a list of supported arguments.\n"
+    )
     cli.open_session.assert_not_called()
 
 
-@pytest.mark.parametrize(("shell_type", "command", "expected"), [
-    ("standard", ["ls", "-l"], ((None, ["ls -l"]), {"filename": None, "login": False})),
-    ("login", ["ls", "-l"], ((None, ["ls -l"]), {"filename": None, "login": True})),
-    ("none", ["ls", "-l"], ((None, ["ls", "-l"]), {"filename": "ls", "login": False})),
-    ("standard", [], ((None, []), {"filename": None, "login": False})),
-    ("login", [], ((None, []), {"filename": None, "login": True})),
-])
-def test_shell_types(cli: Cli, shell_type: str, command: list[str],
-                     expected: tuple[tuple[object, ...], dict[str, object]]) -> None:
+@pytest.mark.parametrize(
+    ("shell_type", "command", "expected"),
+    [
+        ("standard", ["ls", "-l"], ((None, ["ls -l"]), {"filename": None, "login": False})),
+        ("login", ["ls", "-l"], ((None, ["ls -l"]), {"filename": None, "login": True})),
+        ("none", ["ls", "-l"], ((None, ["ls", "-l"]), {"filename": "ls", "login": False})),
+        ("standard", [], ((None, []), {"filename": None, "login": False})),
+        ("login", [], ((None, []), {"filename": None, "login": True})),
+    ],
+)
+def test_shell_types(
+    cli: Cli, shell_type: str, command: list[str], expected: tuple[tuple[object, ...], dict[str, object]]
+) -> None:
     cli("--shell-type", shell_type, "--", *command)
     args, kwargs = cli.launched()
     assert args == expected[0]
@@ -207,10 +225,13 @@ def test_invalid_shell_type(cli: Cli) -> None:
     assert "fancy" in outcome.stderr and outcome.stderr.endswith("Error code: Wsl/E_INVALIDARG\n")
 
 
-@pytest.mark.parametrize(("status", "message", "code"), [
-    (67, "User not found.", "WSL_E_USER_NOT_FOUND"),
-    (87, "The maximum number of terminals has been reached.", "WSL_E_TTY_LIMIT"),
-])
+@pytest.mark.parametrize(
+    ("status", "message", "code"),
+    [
+        (67, "User not found.", "WSL_E_USER_NOT_FOUND"),
+        (87, "The maximum number of terminals has been reached.", "WSL_E_TTY_LIMIT"),
+    ],
+)
 def test_init_exit_codes_become_errors(cli: Cli, status: int, message: str, code: str) -> None:
     cli.process.wait.return_value = status
     outcome = cli("-u", "nobody-here", "true")
@@ -227,8 +248,9 @@ def test_exit_status_passes_through(cli: Cli, status: int) -> None:
 def test_unknown_distribution_is_reported_with_its_code(cli: Cli) -> None:
     outcome = cli("-d", "Nope", "true")
     assert outcome.exit_code == 255
-    assert outcome.stderr == ("There is no distribution with the supplied name.\n"
-                              "Error code: Wsl/Service/WSL_E_DISTRO_NOT_FOUND\n")
+    assert outcome.stderr == (
+        "There is no distribution with the supplied name.\nError code: Wsl/Service/WSL_E_DISTRO_NOT_FOUND\n"
+    )
     cli.session.create_lx_process.assert_not_called()
 
 
@@ -240,8 +262,9 @@ def test_distribution_is_resolved_before_a_verb_runs(cli: Cli) -> None:
 
 
 def test_default_distro_errors_have_no_code_line(cli: Cli) -> None:
-    cli.session.create_lx_process.side_effect = WslError("WSL_E_DEFAULT_DISTRO_NOT_FOUND",
-                                                         context="Wsl/Service/CreateInstance")
+    cli.session.create_lx_process.side_effect = WslError(
+        "WSL_E_DEFAULT_DISTRO_NOT_FOUND", context="Wsl/Service/CreateInstance"
+    )
     outcome = cli("true")
     assert outcome.exit_code == 255
     assert "no installed distributions" in outcome.stderr
@@ -249,8 +272,9 @@ def test_default_distro_errors_have_no_code_line(cli: Cli) -> None:
 
 
 def test_launch_failure_from_the_library_is_reported(cli: Cli) -> None:
-    cli.session.create_lx_process.side_effect = WslError("E_ACCESSDENIED", "No way.",
-                                                         context="Wsl/Service/CreateLxProcess")
+    cli.session.create_lx_process.side_effect = WslError(
+        "E_ACCESSDENIED", "No way.", context="Wsl/Service/CreateLxProcess"
+    )
     outcome = cli("-d", "Debian", "true")
     assert (outcome.exit_code, outcome.stdout) == (255, "")
     assert outcome.stderr == "No way.\nError code: Wsl/Service/CreateLxProcess/E_ACCESSDENIED\n"
@@ -261,11 +285,32 @@ def test_help_prints_usage_to_stdout_and_exits_like_wsl(cli: Cli) -> None:
     assert outcome.exit_code == 255
     assert outcome.stderr == ""
     assert outcome.stdout.startswith("Usage: pywsl [launch options] [--] [command line...]")
-    for word in ("--distribution", "--distribution-id", "--user", "--cd", "--shell-type", "--exec",
-                 "--install", "--list, -l", "--set-default, -s, --setdefault", "--terminate, -t",
-                 "--shutdown", "--import", "--export", "--unregister", "--manage", "--set-default-user",
-                 "--status", "--version, -v", "--set-default-version", "--set-version", "--mount",
-                 "JSON output", '"os_version"', "_PYWSL_COMPLETE"):
+    for word in (
+        "--distribution",
+        "--distribution-id",
+        "--user",
+        "--cd",
+        "--shell-type",
+        "--exec",
+        "--install",
+        "--list, -l",
+        "--set-default, -s, --setdefault",
+        "--terminate, -t",
+        "--shutdown",
+        "--import",
+        "--export",
+        "--unregister",
+        "--manage",
+        "--set-default-user",
+        "--status",
+        "--version, -v",
+        "--set-default-version",
+        "--set-version",
+        "--mount",
+        "JSON output",
+        '"os_version"',
+        "_PYWSL_COMPLETE",
+    ):
         assert word in outcome.stdout, word
     cli.open_session.assert_not_called()
 

@@ -24,8 +24,9 @@ def cli(mocker: MockerFixture) -> Cli:
     return Cli(mocker)
 
 
-def _rich_table(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *,
-                no_color: bool) -> str:
+def _rich_table(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *, no_color: bool
+) -> str:
     monkeypatch.setattr(render, "use_rich", lambda stream: True)
     monkeypatch.setenv("FORCE_COLOR", "1")
     monkeypatch.setenv("COLUMNS", "80")
@@ -37,8 +38,9 @@ def _rich_table(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[s
     return capsys.readouterr().out
 
 
-def test_rich_table_on_a_terminal(monkeypatch: pytest.MonkeyPatch,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_rich_table_on_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     output = _rich_table(monkeypatch, capsys, no_color=False)
     assert ANSI_ESCAPE in output
     for word in ("NAME", "STATE", "VERSION", "Debian", "Alpine", "Running", "Stopped", "*"):
@@ -75,8 +77,12 @@ def test_use_rich_needs_a_terminal(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 
 def test_utf8_output_whatever_the_locale(cli: Cli, tmp_path: Path) -> None:
     env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONIOENCODING": "ascii"}
-    result = subprocess.run([sys.executable, "-m", "pywsl.cli.main", "--list", "--help"], env=env,
-                            capture_output=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "pywsl.cli.main", "--list", "--help"],
+        env=env,
+        capture_output=True,
+        check=False,
+    )
     assert result.returncode == 255
     assert result.stdout.decode("utf-8").startswith("Usage: pywsl --list")
 
@@ -90,8 +96,9 @@ def test_progress_plain_prints_one_line(capsys: pytest.CaptureFixture[str]) -> N
     assert captured.err == "Import in progress\nInstalling: X\n"
 
 
-def test_progress_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_progress_bar_on_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr("pywsl.cli.progress.use_rich", lambda stream: True)
     monkeypatch.setenv("FORCE_COLOR", "1")
     with TransferProgress("Export in progress") as display:
@@ -147,8 +154,9 @@ def test_completion_without_a_session_offers_no_names(mocker: MockerFixture) -> 
 
 def test_completion_script_for_bash() -> None:
     env = {**os.environ, "_PYWSL_COMPLETE": "bash_source"}
-    result = subprocess.run([sys.executable, "-m", "pywsl.cli.main"], env=env, capture_output=True,
-                            text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "pywsl.cli.main"], env=env, capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0
     assert "_PYWSL_COMPLETE" in result.stdout and "complete " in result.stdout
 
@@ -179,6 +187,7 @@ print(status, heavy, grammar)
 
 
 def test_launch_path_imports_no_rendering_or_installer_modules() -> None:
-    result = subprocess.run([sys.executable, "-c", LAUNCH_PATH_PROBE], capture_output=True, text=True,
-                            check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", LAUNCH_PATH_PROBE], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "7 [] []"

@@ -21,11 +21,27 @@ ALPINE_ID = uuid.UUID("6d3f4c1e-2222-4a2b-9c3d-000000000002")
 BUSY_ID = uuid.UUID("6d3f4c1e-3333-4a2b-9c3d-000000000003")
 
 
-def info(distro_id: uuid.UUID, name: str, state: DistributionState = DistributionState.INSTALLED, *,
-         default: bool = False, flavor: str = "", os_version: str = "") -> DistributionInfo:
-    return DistributionInfo(id=distro_id, name=name, state=state, version=2, is_default=default,
-                            flavor=flavor, os_version=os_version, base_path=Path("/srv") / name,
-                            default_uid=0, run_oobe=False)
+def info(
+    distro_id: uuid.UUID,
+    name: str,
+    state: DistributionState = DistributionState.INSTALLED,
+    *,
+    default: bool = False,
+    flavor: str = "",
+    os_version: str = "",
+) -> DistributionInfo:
+    return DistributionInfo(
+        id=distro_id,
+        name=name,
+        state=state,
+        version=2,
+        is_default=default,
+        flavor=flavor,
+        os_version=os_version,
+        base_path=Path("/srv") / name,
+        default_uid=0,
+        run_oobe=False,
+    )
 
 
 def standard_distributions() -> list[DistributionInfo]:
@@ -66,8 +82,9 @@ class Cli:
         self.session.create_lx_process.return_value = self.process
         self.open_session = mocker.patch("pywsl.cli.context.open_session", return_value=self.session)
 
-    def __call__(self, *args: str, input: str | bytes | None = None, env: dict[str, str] | None = None
-                 ) -> Outcome:
+    def __call__(
+        self, *args: str, input: str | bytes | None = None, env: dict[str, str] | None = None
+    ) -> Outcome:
         runner = CliRunner()
         result = runner.invoke(build_command(), list(args), input=input, env=env, catch_exceptions=False)
         return Outcome(result.exit_code, result.stdout, result.stderr)

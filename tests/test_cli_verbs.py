@@ -77,12 +77,15 @@ def test_list_with_no_distributions(cli: Cli) -> None:
     assert json.loads(cli("-l", "--format", "json").stdout) == []
 
 
-@pytest.mark.parametrize(("args", "first", "second"), [
-    (["-q", "-v"], "--quiet", "--verbose"),
-    (["--all", "--running"], "--all", "--running"),
-    (["-v", "--online"], "--verbose", "--online"),
-    (["--all", "-o"], "--all", "--online"),
-])
+@pytest.mark.parametrize(
+    ("args", "first", "second"),
+    [
+        (["-q", "-v"], "--quiet", "--verbose"),
+        (["--all", "--running"], "--all", "--running"),
+        (["-v", "--online"], "--verbose", "--online"),
+        (["--all", "-o"], "--all", "--online"),
+    ],
+)
 def test_list_invalid_combinations(cli: Cli, args: list[str], first: str, second: str) -> None:
     outcome = cli("--list", *args)
     assert outcome.exit_code == 255 and outcome.stdout == ""
@@ -98,25 +101,51 @@ def test_list_json(cli: Cli, extra: list[str]) -> None:
     assert outcome.exit_code == 0 and outcome.stderr == ""
     document = json.loads(outcome.stdout)
     expected = [
-        {"name": "Debian", "state": "Stopped", "version": 2, "default": True, "flavor": "debian",
-         "os_version": "12", "id": str(DEBIAN_ID)},
-        {"name": "Alpine", "state": "Running", "version": 2, "default": False, "flavor": "alpine",
-         "os_version": "3.20", "id": str(ALPINE_ID)},
+        {
+            "name": "Debian",
+            "state": "Stopped",
+            "version": 2,
+            "default": True,
+            "flavor": "debian",
+            "os_version": "12",
+            "id": str(DEBIAN_ID),
+        },
+        {
+            "name": "Alpine",
+            "state": "Running",
+            "version": 2,
+            "default": False,
+            "flavor": "alpine",
+            "os_version": "3.20",
+            "id": str(ALPINE_ID),
+        },
     ]
     if "--all" in extra or "-v" in extra:
-        expected.append({"name": "Busy", "state": "Installing", "version": 2, "default": False,
-                         "flavor": None, "os_version": None, "id": str(BUSY_ID)})
+        expected.append(
+            {
+                "name": "Busy",
+                "state": "Installing",
+                "version": 2,
+                "default": False,
+                "flavor": None,
+                "os_version": None,
+                "id": str(BUSY_ID),
+            }
+        )
     assert document == expected
 
 
 def test_list_json_running(cli: Cli) -> None:
     assert [entry["name"] for entry in json.loads(cli("-l", "--running", "--format", "json").stdout)] == [
-        "Alpine"]
+        "Alpine"
+    ]
 
 
 def test_list_online(cli: Cli, mocker: MockerFixture) -> None:
-    entries = [OnlineDistribution("Debian", "Debian GNU/Linux", True, "built-in"),
-               OnlineDistribution("Ubuntu-24.04", "Ubuntu 24.04 LTS", False, "manifest")]
+    entries = [
+        OnlineDistribution("Debian", "Debian GNU/Linux", True, "built-in"),
+        OnlineDistribution("Ubuntu-24.04", "Ubuntu 24.04 LTS", False, "manifest"),
+    ]
     fetch = mocker.patch("pywsl.api.install.list_online", return_value=entries)
     outcome = cli("--list", "--online")
     assert outcome.exit_code == 0
@@ -126,10 +155,22 @@ def test_list_online(cli: Cli, mocker: MockerFixture) -> None:
     assert lines[4].split() == ["Debian", "Debian", "GNU/Linux"]
     outcome = cli("-l", "-o", "--format", "json")
     assert json.loads(outcome.stdout) == [
-        {"name": "Debian", "friendly_name": "Debian GNU/Linux", "default": True, "source": "built-in",
-         "available": True, "unavailable_reason": None},
-        {"name": "Ubuntu-24.04", "friendly_name": "Ubuntu 24.04 LTS", "default": False, "source": "manifest",
-         "available": True, "unavailable_reason": None},
+        {
+            "name": "Debian",
+            "friendly_name": "Debian GNU/Linux",
+            "default": True,
+            "source": "built-in",
+            "available": True,
+            "unavailable_reason": None,
+        },
+        {
+            "name": "Ubuntu-24.04",
+            "friendly_name": "Ubuntu 24.04 LTS",
+            "default": False,
+            "source": "manifest",
+            "available": True,
+            "unavailable_reason": None,
+        },
     ]
     assert fetch.call_count == 2
     cli.session.enumerate_distributions.assert_not_called()
@@ -148,9 +189,11 @@ def test_list_online_warnings_can_be_disabled(cli: Cli, mocker: MockerFixture) -
 def test_list_rejects_unknown_options_and_extra_arguments(cli: Cli) -> None:
     outcome = cli("--list", "--bogus")
     assert outcome.exit_code == 255
-    assert outcome.stderr == ("Invalid command line argument: --bogus\n"
-                              "Please use 'pywsl --help' to get a list of supported arguments.\n"
-                              "Error code: Wsl/E_INVALIDARG\n")
+    assert outcome.stderr == (
+        "Invalid command line argument: --bogus\n"
+        "Please use 'pywsl --help' to get a list of supported arguments.\n"
+        "Error code: Wsl/E_INVALIDARG\n"
+    )
     outcome = cli("-t", "Debian", "Alpine")
     assert outcome.exit_code == 255
     assert outcome.stderr.startswith("Invalid command line argument: Alpine\n")
@@ -165,7 +208,9 @@ def test_status(cli: Cli, mocker: MockerFixture) -> None:
     outcome = cli("--status")
     assert outcome.stdout == "Default Distribution: Debian\nDefault Version: 2\n"
     assert json.loads(cli("--status", "--format", "json").stdout) == {
-        "default_distribution": "Debian", "default_version": 2}
+        "default_distribution": "Debian",
+        "default_version": 2,
+    }
     cli.session.enumerate_distributions.return_value = []
     assert cli("--status").stdout == "Default Version: 2\n"
     assert json.loads(cli("--status", "--format", "json").stdout)["default_distribution"] is None
@@ -221,8 +266,15 @@ def test_unregister_finds_half_installed_distributions(cli: Cli) -> None:
     cli.session.unregister_distribution.assert_called_once_with(BUSY_ID)
 
 
-@pytest.mark.parametrize(("verb", "long_name"), [("-t", "--terminate"), ("--unregister", "--unregister"),
-                                                 ("-s", "--set-default"), ("--set-version", "--set-version")])
+@pytest.mark.parametrize(
+    ("verb", "long_name"),
+    [
+        ("-t", "--terminate"),
+        ("--unregister", "--unregister"),
+        ("-s", "--set-default"),
+        ("--set-version", "--set-version"),
+    ],
+)
 def test_verbs_with_a_missing_argument(cli: Cli, verb: str, long_name: str) -> None:
     outcome = cli(verb)
     assert outcome.exit_code == 255
@@ -250,8 +302,11 @@ def test_import_missing_arguments_is_invalid_argument(cli: Cli, args: list[str])
 def test_set_version_looks_the_name_up_before_the_version(cli: Cli) -> None:
     outcome = cli("--set-version", "Nope")
     assert "WSL_E_DISTRO_NOT_FOUND" in outcome.stderr
-    for args in (["--set-version", "Debian"], ["--set-version", "Debian", "three"],
-                 ["--set-default-version"]):
+    for args in (
+        ["--set-version", "Debian"],
+        ["--set-version", "Debian", "three"],
+        ["--set-default-version"],
+    ):
         outcome = cli(*args)
         assert outcome.exit_code == 255
         assert outcome.stderr.endswith("Error code: Wsl/ERROR_VERSION_PARSE_ERROR\n"), args
@@ -277,13 +332,15 @@ def test_set_default_version(cli: Cli) -> None:
 def test_set_version(cli: Cli) -> None:
     outcome = cli("--set-version", "Debian", "2")
     assert outcome.exit_code == 255
-    assert outcome.stderr == ("The distribution is already the requested version.\n"
-                              "Error code: Wsl/WSL_E_VM_MODE_INVALID_STATE\n")
+    assert outcome.stderr == (
+        "The distribution is already the requested version.\nError code: Wsl/WSL_E_VM_MODE_INVALID_STATE\n"
+    )
     assert "WSL_E_WSL1_NOT_SUPPORTED" in cli("--set-version", "Debian", "1").stderr
 
 
-@pytest.mark.parametrize("args", [["--mount", "/dev/sdb", "--bare"], ["--unmount"],
-                                  ["--import-in-place", "X", "disk.vhdx"]])
+@pytest.mark.parametrize(
+    "args", [["--mount", "/dev/sdb", "--bare"], ["--unmount"], ["--import-in-place", "X", "disk.vhdx"]]
+)
 def test_disk_verbs_are_not_supported(cli: Cli, args: list[str]) -> None:
     outcome = cli(*args)
     assert outcome.exit_code == 255
@@ -320,7 +377,8 @@ def test_import_failure_removes_the_location_it_created(cli: Cli, tmp_path: Path
     archive = tmp_path / "rootfs.tar"
     archive.write_bytes(b"junk")
     cli.session.register_distribution.side_effect = WslError(
-        "WSL_E_NOT_A_LINUX_DISTRO", context="Wsl/Service/RegisterDistro")
+        "WSL_E_NOT_A_LINUX_DISTRO", context="Wsl/Service/RegisterDistro"
+    )
     existing = tmp_path / "existing"
     existing.mkdir()
     for location in (tmp_path / "new", existing):
@@ -357,11 +415,19 @@ def test_import_refusals(cli: Cli, tmp_path: Path) -> None:
 # -- --export -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("file_name", "args", "expected"), [
-    ("out.tar", [], "tar"), ("out.tar.gz", [], "tar.gz"), ("out.tgz", [], "tar.gz"),
-    ("out.tar.xz", [], "tar.xz"), ("out.txz", [], "tar.xz"), ("out.bin", [], "tar"),
-    ("out.tar", ["--format", "tar.xz"], "tar.xz"), ("out.tar.gz", ["--format", "tar"], "tar"),
-])
+@pytest.mark.parametrize(
+    ("file_name", "args", "expected"),
+    [
+        ("out.tar", [], "tar"),
+        ("out.tar.gz", [], "tar.gz"),
+        ("out.tgz", [], "tar.gz"),
+        ("out.tar.xz", [], "tar.xz"),
+        ("out.txz", [], "tar.xz"),
+        ("out.bin", [], "tar"),
+        ("out.tar", ["--format", "tar.xz"], "tar.xz"),
+        ("out.tar.gz", ["--format", "tar"], "tar"),
+    ],
+)
 def test_export_format(cli: Cli, tmp_path: Path, file_name: str, args: list[str], expected: str) -> None:
     def export(distro: Any, target: Any, *, format: str = "tar", progress: Any = None) -> None:
         os.write(target, b"archive")
@@ -457,8 +523,9 @@ def test_manage_set_default_user_failures(cli: Cli) -> None:
     cli.session.configure_distribution.assert_not_called()
 
 
-@pytest.mark.parametrize("args", [["--resize", "10G"], ["-r", "10G"], ["--set-sparse", "true"],
-                                  ["-s", "false"]])
+@pytest.mark.parametrize(
+    "args", [["--resize", "10G"], ["-r", "10G"], ["--set-sparse", "true"], ["-s", "false"]]
+)
 def test_manage_disk_actions_are_not_supported(cli: Cli, args: list[str]) -> None:
     outcome = cli("--manage", "Debian", *args)
     assert outcome.exit_code == 255 and "ERROR_NOT_SUPPORTED" in outcome.stderr
@@ -466,9 +533,11 @@ def test_manage_disk_actions_are_not_supported(cli: Cli, args: list[str]) -> Non
 
 def test_manage_missing_value_names_the_option(cli: Cli) -> None:
     outcome = cli("--manage", "Debian", "-m")
-    assert outcome.stderr == ("Command line argument --move requires a value.\n"
-                              "Please use 'pywsl --help' to get a list of supported arguments.\n"
-                              "Error code: Wsl/E_INVALIDARG\n")
+    assert outcome.stderr == (
+        "Command line argument --move requires a value.\n"
+        "Please use 'pywsl --help' to get a list of supported arguments.\n"
+        "Error code: Wsl/E_INVALIDARG\n"
+    )
 
 
 # -- --install ------------------------------------------------------------------------------------
@@ -508,14 +577,20 @@ def test_install_no_launch_and_options(cli: Cli, installer: Any, tmp_path: Path)
     assert installer.call_args.args[1] is None and installer.call_args.kwargs["from_file"] == "image.wsl"
 
 
-@pytest.mark.parametrize(("args", "text"), [
-    (["Debian", "--no-distribution"], "Arguments --no-distribution and --distribution can't be specified"),
-    (["--fixed-vhd"], "Argument --fixed-vhd requires the --vhd-size argument."),
-    (["Debian", "--from-file", "x.wsl"], "Arguments --from-file and --distribution can't be specified"),
-    (["--enable-wsl1"], "WSL1 is not supported with your current machine configuration."),
-    (["--version", "1"], "WSL1 is not supported with your current machine configuration."),
-    (["--vhd-size", "10GB"], "--vhd-size is not supported"),
-])
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        (
+            ["Debian", "--no-distribution"],
+            "Arguments --no-distribution and --distribution can't be specified",
+        ),
+        (["--fixed-vhd"], "Argument --fixed-vhd requires the --vhd-size argument."),
+        (["Debian", "--from-file", "x.wsl"], "Arguments --from-file and --distribution can't be specified"),
+        (["--enable-wsl1"], "WSL1 is not supported with your current machine configuration."),
+        (["--version", "1"], "WSL1 is not supported with your current machine configuration."),
+        (["--vhd-size", "10GB"], "--vhd-size is not supported"),
+    ],
+)
 def test_install_checks(cli: Cli, installer: Any, args: list[str], text: str) -> None:
     outcome = cli("--install", *args)
     assert outcome.exit_code == 255 and text in outcome.stderr
@@ -540,7 +615,15 @@ def test_login_shell_runs_pending_oobe_first(cli: Cli, mocker: MockerFixture) ->
 
 def test_state_labels_cover_every_state(cli: Cli) -> None:
     cli.session.enumerate_distributions.return_value = [
-        info(DEBIAN_ID, f"D{state.value}", state) for state in DistributionState]
+        info(DEBIAN_ID, f"D{state.value}", state) for state in DistributionState
+    ]
     document = json.loads(cli("-l", "--all", "--format", "json").stdout)
     assert [entry["state"] for entry in document] == [
-        "Stopped", "Stopped", "Running", "Installing", "Uninstalling", "Converting", "Exporting"]
+        "Stopped",
+        "Stopped",
+        "Running",
+        "Installing",
+        "Uninstalling",
+        "Converting",
+        "Exporting",
+    ]

@@ -81,9 +81,16 @@ def _run_with_terminal_stderr(pywsl: Pywsl, *args: str) -> tuple[int, bytes, byt
     """(exit status, stdout, what the terminal on stderr received)."""
     terminal = TerminalStderr()
     try:
-        process = subprocess.run(_command(*args), env={**pywsl.env, "TERM": "xterm"}, cwd="/",
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=terminal.slave,
-                                 timeout=300, check=False)
+        process = subprocess.run(
+            _command(*args),
+            env={**pywsl.env, "TERM": "xterm"},
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=terminal.slave,
+            timeout=300,
+            check=False,
+        )
     finally:
         shown = terminal.close()
     return process.returncode, process.stdout or b"", shown
@@ -146,9 +153,14 @@ def _state_of(pywsl: Pywsl, name: str) -> str | None:
 
 def test_list_verbose_shows_installing_while_an_import_runs(pywsl: Pywsl, box: str, workspace: Path) -> None:
     archive = (workspace / "box.tar").read_bytes()
-    importing = subprocess.Popen(_command("--import", "Arriving", str(workspace / "arriving"), "-"),
-                                 env=pywsl.env, cwd="/", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE)
+    importing = subprocess.Popen(
+        _command("--import", "Arriving", str(workspace / "arriving"), "-"),
+        env=pywsl.env,
+        cwd="/",
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         assert importing.stdin is not None
         importing.stdin.write(archive[:65536])
@@ -168,8 +180,14 @@ def test_list_verbose_shows_installing_while_an_import_runs(pywsl: Pywsl, box: s
 
 def test_list_verbose_shows_exporting_while_an_export_runs(pywsl: Pywsl, box: str) -> None:
     # The export blocks on a full pipe until its output is read.
-    exporting = subprocess.Popen(_command("--export", box, "-"), env=pywsl.env, cwd="/",
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    exporting = subprocess.Popen(
+        _command("--export", box, "-"),
+        env=pywsl.env,
+        cwd="/",
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         _until(lambda: _state_of(pywsl, box) == "Exporting", "Exporting in -l -v")
         assert box not in _listed(pywsl, "-q").split()
@@ -240,14 +258,24 @@ def _tar_of(files: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize(("content", "code", "message"), [
-    (_tar_of({"notes.txt": b"hello\n"}), "WSL_E_NOT_A_LINUX_DISTRO",
-     "The imported file is not a valid Linux distribution."),
-    (b"this is not an archive\n" * 100, "WSL_E_IMPORT_FAILED",  # pywsl says why the import failed
-     "The file is not a tar archive"),
-])
-def test_import_of_something_that_is_not_a_distribution(pywsl: Pywsl, box: str, workspace: Path,
-                                                         content: bytes, code: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("content", "code", "message"),
+    [
+        (
+            _tar_of({"notes.txt": b"hello\n"}),
+            "WSL_E_NOT_A_LINUX_DISTRO",
+            "The imported file is not a valid Linux distribution.",
+        ),
+        (
+            b"this is not an archive\n" * 100,
+            "WSL_E_IMPORT_FAILED",  # pywsl says why the import failed
+            "The file is not a tar archive",
+        ),
+    ],
+)
+def test_import_of_something_that_is_not_a_distribution(
+    pywsl: Pywsl, box: str, workspace: Path, content: bytes, code: str, message: str
+) -> None:
     source = workspace / f"{code}.tar"
     source.write_bytes(content)
     location = workspace / f"{code}-location"

@@ -21,17 +21,31 @@ SIMULATION = TESTS / "windows_simulation.py"
 DEBIAN = "11111111-2222-3333-4444-555555555555"
 
 
-def simulate(tmp_path: Path, *argv: str, profile: Path | None = None,
-             ) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
+def simulate(
+    tmp_path: Path,
+    *argv: str,
+    profile: Path | None = None,
+) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
     record = tmp_path / "calls.jsonl"
     record.unlink(missing_ok=True)
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("PYWSL_", "WSL")) and key != "USERPROFILE"}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PYWSL_", "WSL")) and key != "USERPROFILE"
+    }
     env.update(PYTHONPATH=str(ROOT), PYWSL_SIMULATION_RECORD=str(record))
     if profile is not None:
         env["USERPROFILE"] = str(profile)
-    result = subprocess.run([sys.executable, str(SIMULATION), *argv], cwd=tmp_path, env=env, text=True,
-                            capture_output=True, stdin=subprocess.DEVNULL, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, str(SIMULATION), *argv],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+        check=False,
+    )
     calls = [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
     return result, calls
 
@@ -39,9 +53,9 @@ def simulate(tmp_path: Path, *argv: str, profile: Path | None = None,
 def test_list_verbose_prints_wsl_exe_table(tmp_path: Path) -> None:
     result, _ = simulate(tmp_path, "cli", "-l", "-v")
     assert (result.returncode, result.stderr) == (0, "")
-    assert result.stdout == ("  NAME      STATE           VERSION\n"
-                             "* Debian    Running         2\n"
-                             "  Ubuntu    Stopped         2\n")
+    assert result.stdout == (
+        "  NAME      STATE           VERSION\n* Debian    Running         2\n  Ubuntu    Stopped         2\n"
+    )
 
 
 def test_the_pywsl_backend_setting_is_reported_as_ignored(tmp_path: Path) -> None:
@@ -50,8 +64,10 @@ def test_the_pywsl_backend_setting_is_reported_as_ignored(tmp_path: Path) -> Non
     (profile / ".wslconfig").write_text("[wsl2]\nmemory=4GB\n[pywsl]\nbackend = qemu\n")
     result, _ = simulate(tmp_path, "cli", "-d", "Debian", "--", "echo", "hi", profile=profile)
     assert (result.returncode, result.stdout) == (0, "hi\n")
-    assert result.stderr == (f"wsl: Ignored key 'pywsl.backend' in {profile / '.wslconfig'}:4: on Windows "
-                             "the installed WslService runs WSL's own virtual machine\n")
+    assert result.stderr == (
+        f"wsl: Ignored key 'pywsl.backend' in {profile / '.wslconfig'}:4: on Windows "
+        "the installed WslService runs WSL's own virtual machine\n"
+    )
     (profile / ".wslconfig").write_text("[wsl2]\nmemory=4GB\n")
     quiet, _ = simulate(tmp_path, "cli", "-l", "-v", profile=profile)
     assert (quiet.returncode, quiet.stderr) == (0, "")
@@ -61,14 +77,18 @@ def test_a_launch_runs_in_the_named_distribution_from_the_windows_folder(tmp_pat
     result, calls = simulate(tmp_path, "cli", "-d", "Debian", "--", "echo", "hi")
     assert (result.returncode, result.stdout, result.stderr) == (0, "hi\n", "")
     # The caller's folder travels as the Windows directory, which the service translates.
-    assert calls == [{"distro": DEBIAN, "command": ["echo hi"], "filename": None, "cwd": str(tmp_path),
-                      "user": None}]
+    assert calls == [
+        {"distro": DEBIAN, "command": ["echo hi"], "filename": None, "cwd": str(tmp_path), "user": None}
+    ]
 
 
-@pytest.mark.parametrize("argv", [
-    ("--cd", "C:\\work", "--", "echo", "x"),  # the fast path
-    ("--shell-type", "none", "--cd", "C:\\work", "--", "echo", "x"),  # click's grammar
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("--cd", "C:\\work", "--", "echo", "x"),  # the fast path
+        ("--shell-type", "none", "--cd", "C:\\work", "--", "echo", "x"),  # click's grammar
+    ],
+)
 def test_cd_with_a_windows_path_makes_it_the_folder_sent(tmp_path: Path, argv: tuple[str, ...]) -> None:
     (tmp_path / "C:\\work").mkdir()  # relative to the simulation's folder, as a drive path is on Windows
     result, calls = simulate(tmp_path, "cli", *argv)
@@ -79,12 +99,15 @@ def test_cd_with_a_windows_path_makes_it_the_folder_sent(tmp_path: Path, argv: t
 def test_cd_refuses_a_relative_path_and_reports_a_missing_folder(tmp_path: Path) -> None:
     relative, calls = simulate(tmp_path, "cli", "--cd", "work", "--", "echo", "x")
     assert (relative.returncode, relative.stdout, calls) == (255, "", [])
-    assert relative.stderr == ("Invalid directory for --cd: 'work'. Use a path inside the distribution, "
-                               "starting with / or ~.\nError code: Wsl/E_INVALIDARG\n")
+    assert relative.stderr == (
+        "Invalid directory for --cd: 'work'. Use a path inside the distribution, "
+        "starting with / or ~.\nError code: Wsl/E_INVALIDARG\n"
+    )
     missing, calls = simulate(tmp_path, "cli", "--cd", "C:\\nowhere", "--", "echo", "x")
     assert (missing.returncode, missing.stdout, calls) == (255, "", [])
-    assert missing.stderr == ("The system cannot find the file specified.\n"
-                              "Error code: Wsl/ERROR_FILE_NOT_FOUND\n")
+    assert missing.stderr == (
+        "The system cannot find the file specified.\nError code: Wsl/ERROR_FILE_NOT_FOUND\n"
+    )
 
 
 def test_the_process_exit_status_is_pywsl_s(tmp_path: Path) -> None:
@@ -93,10 +116,13 @@ def test_the_process_exit_status_is_pywsl_s(tmp_path: Path) -> None:
     assert calls[0]["distro"] is None  # the default distribution: a NULL GUID, as wsl.exe
 
 
-@pytest.mark.parametrize("argv", [
-    ("--cd", "~", "-u", "root", "--", "missing"),  # the fast path
-    ("--shell-type", "standard", "--cd", "~", "-u", "root", "--", "missing"),  # click's grammar
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("--cd", "~", "-u", "root", "--", "missing"),  # the fast path
+        ("--shell-type", "standard", "--cd", "~", "-u", "root", "--", "missing"),  # click's grammar
+    ],
+)
 def test_options_reach_create_lx_process_and_stderr_is_relayed(tmp_path: Path, argv: tuple[str, ...]) -> None:
     result, calls = simulate(tmp_path, "cli", *argv)
     assert (result.returncode, result.stdout) == (127, "")
@@ -113,14 +139,19 @@ def test_exec_mode_passes_the_program_and_its_argv(tmp_path: Path) -> None:
 def test_an_unknown_distribution_is_wsl_exe_s_error(tmp_path: Path) -> None:
     result, calls = simulate(tmp_path, "cli", "-d", "Nope", "--", "echo", "hi")
     assert (result.returncode, result.stdout, calls) == (255, "", [])
-    assert result.stderr == ("There is no distribution with the supplied name.\n"
-                             "Error code: Wsl/Service/GetDistroId/WSL_E_DISTRO_NOT_FOUND\n")
+    assert result.stderr == (
+        "There is no distribution with the supplied name.\n"
+        "Error code: Wsl/Service/GetDistroId/WSL_E_DISTRO_NOT_FOUND\n"
+    )
 
 
 def test_status_and_version_need_nothing_linux_only(tmp_path: Path) -> None:
     status, _ = simulate(tmp_path, "cli", "--status")
     assert (status.returncode, status.stdout, status.stderr) == (
-        0, "Default Distribution: Debian\nDefault Version: 2\n", "")
+        0,
+        "Default Distribution: Debian\nDefault Version: 2\n",
+        "",
+    )
     version, _ = simulate(tmp_path, "cli", "--version")
     assert version.returncode == 0 and version.stdout.startswith("pywsl version: ")
     assert "Kernel version: " in version.stdout and version.stderr == ""
@@ -129,8 +160,10 @@ def test_status_and_version_need_nothing_linux_only(tmp_path: Path) -> None:
 def test_the_service_entry_point_says_it_is_linux_only(tmp_path: Path) -> None:
     result, _ = simulate(tmp_path, "service")
     assert (result.returncode, result.stdout) == (1, "")
-    assert result.stderr.strip() == ("pywsl-service: the pywsl service runs on Linux only. On Windows, "
-                                     "`pywsl` and `pywsl.connect()` use the installed WslService.")
+    assert result.stderr.strip() == (
+        "pywsl-service: the pywsl service runs on Linux only. On Windows, "
+        "`pywsl` and `pywsl.connect()` use the installed WslService."
+    )
 
 
 def test_examples_run_unchanged(tmp_path: Path) -> None:
@@ -146,8 +179,9 @@ def test_examples_run_unchanged(tmp_path: Path) -> None:
     imported, _ = simulate(tmp_path, "example", str(examples / "import_distribution.py"), "New", str(archive))
     assert (imported.returncode, imported.stdout) == (0, "New 99999999-8888-7777-6666-555555555555 - -\n")
     target = tmp_path / "out.tar"
-    exported, _ = simulate(tmp_path, "example", str(examples / "export_distribution.py"), "Debian",
-                           str(target))
+    exported, _ = simulate(
+        tmp_path, "example", str(examples / "export_distribution.py"), "Debian", str(target)
+    )
     assert (exported.returncode, exported.stderr) == (0, "")
     assert target.read_bytes() == f"archive of {DEBIAN}".encode()
 

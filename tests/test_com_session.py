@@ -79,8 +79,12 @@ class FakeSession:
                 values[param.name] = guid_at(value)
             elif param.ctype is interface.LPCWSTR and not param.name.endswith("Handle"):
                 values[param.name] = layout.read_wide(value) if value else None
-            elif param.direction == "in" and value and isinstance(value, ctypes._Pointer) \
-                    and isinstance(value.contents, ctypes.Structure):
+            elif (
+                param.direction == "in"
+                and value
+                and isinstance(value, ctypes._Pointer)
+                and isinstance(value.contents, ctypes.Structure)
+            ):
                 # A structure passed by pointer: copied now, the caller's buffer may go later.
                 copy = type(value.contents).from_buffer_copy(value.contents)
                 values[param.name] = ctypes.pointer(copy)

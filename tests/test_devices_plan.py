@@ -75,14 +75,32 @@ def test_no_gpu_means_no_discovery_and_no_plan(tmp_path: Path) -> None:
 def test_gpu_nodes_and_library_plan_from_a_fake_dev(fake_dev, tmp_path: Path) -> None:  # type: ignore
 
     root, add = fake_dev
-    for name in ("nvidiactl", "nvidia0", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset", "dri/card0",
-                 "dri/renderD128", "nvidia-caps/nvidia-cap1", "fuse", "net/tun", "kvm"):
+    for name in (
+        "nvidiactl",
+        "nvidia0",
+        "nvidia-uvm",
+        "nvidia-uvm-tools",
+        "nvidia-modeset",
+        "dri/card0",
+        "dri/renderD128",
+        "nvidia-caps/nvidia-cap1",
+        "fuse",
+        "net/tun",
+        "kvm",
+    ):
         add(name)
     (root / "nvidia-notanode").write_text("")
     (root / "nvidiafoo").mkdir()
     assert devices.gpu_device_nodes(str(root)) == [
-        "nvidia-modeset", "nvidia-uvm", "nvidia-uvm-tools", "nvidia0", "nvidiactl", "dri/card0",
-        "dri/renderD128", "nvidia-caps/nvidia-cap1"]
+        "nvidia-modeset",
+        "nvidia-uvm",
+        "nvidia-uvm-tools",
+        "nvidia0",
+        "nvidiactl",
+        "dri/card0",
+        "dri/renderD128",
+        "nvidia-caps/nvidia-cap1",
+    ]
     assert gpu.host_has_gpu(root)
     library = tmp_path / "libcuda.so.1"
     library.write_text("")
@@ -101,17 +119,25 @@ def test_gpu_nodes_and_library_plan_from_a_fake_dev(fake_dev, tmp_path: Path) ->
     binds = [step.target for step in steps if isinstance(step, mounts.Mount) and step.source == step.target]
     assert binds[:3] == ["/dev/fuse", "/dev/net/tun", "/dev/kvm"]
     assert "/dev/nvidiactl" in binds and "/dev/dri/renderD128" in binds
-    library_steps = steps[len(binds):]
-    assert library_steps[0] == mounts.Mount(devices.GPU_LIBRARY_DIR, "tmpfs", "tmpfs",
-                                            "mode=755,size=64k,nr_inodes=1024",
-                                            syscalls.MS_NOSUID | syscalls.MS_NODEV)
-    assert library_steps[1] == mounts.Mount("/usr/lib/wsl/lib/libcuda.so.1", source=str(library), file=True,
-                                            read_only=True)
+    library_steps = steps[len(binds) :]
+    assert library_steps[0] == mounts.Mount(
+        devices.GPU_LIBRARY_DIR,
+        "tmpfs",
+        "tmpfs",
+        "mode=755,size=64k,nr_inodes=1024",
+        syscalls.MS_NOSUID | syscalls.MS_NODEV,
+    )
+    assert library_steps[1] == mounts.Mount(
+        "/usr/lib/wsl/lib/libcuda.so.1", source=str(library), file=True, read_only=True
+    )
     assert library_steps[-1] == mounts.Restrict("/usr/lib/wsl/lib", syscalls.MOUNT_ATTR_RDONLY)
     # [gpu] enabled=false in the distribution, or gpuSupport=false for the VM: no GPU at all.
-    for plan in (devices.distribution_devices(settings, False, str(root)),
-                 devices.distribution_devices(devices.DeviceSettings(gpu_support=False, gpu_libraries=found),
-                                              True, str(root))):
+    for plan in (
+        devices.distribution_devices(settings, False, str(root)),
+        devices.distribution_devices(
+            devices.DeviceSettings(gpu_support=False, gpu_libraries=found), True, str(root)
+        ),
+    ):
         assert [step.target for step in plan] == ["/dev/fuse", "/dev/net/tun", "/dev/kvm"]
     plan = devices.distribution_devices(devices.DeviceSettings(nested_virtualization=False), False, str(root))
     assert [step.target for step in plan] == ["/dev/fuse", "/dev/net/tun"]
@@ -137,8 +163,15 @@ def test_launch_path_appends_the_library_folder(monkeypatch: pytest.MonkeyPatch)
 def test_device_groups_keep_their_number_inside() -> None:
     gid_map = [(0, 1 << 30, 1000), (1000, 4343, 1), (1001, (1 << 30) + 1001, 64535)]
     mapped = idmap.with_host_groups(gid_map, [993, 44, 4343, 0, 65534, 70000])
-    assert mapped == [(0, 1 << 30, 44), (44, 44, 1), (45, (1 << 30) + 45, 948), (993, 993, 1),
-                      (994, (1 << 30) + 994, 6), (1000, 4343, 1), (1001, (1 << 30) + 1001, 64535)]
+    assert mapped == [
+        (0, 1 << 30, 44),
+        (44, 44, 1),
+        (45, (1 << 30) + 45, 948),
+        (993, 993, 1),
+        (994, (1 << 30) + 994, 6),
+        (1000, 4343, 1),
+        (1001, (1 << 30) + 1001, 64535),
+    ]
     assert sum(count for _, _, count in mapped) == 65536
     assert idmap.host_id(mapped, 993) == 993 and idmap.host_id(mapped, 994) == (1 << 30) + 994
     assert idmap.with_host_groups(gid_map, []) == gid_map
@@ -155,11 +188,16 @@ def test_device_groups_of_an_owner() -> None:
 
 def test_automount_options_and_gpu_keys_of_wsl_conf() -> None:
     attributes, ignored = mounts.automount_attributes("ro, noexec,metadata,uid=1000,rw,nodev,nosuid")
-    assert attributes == (syscalls.MOUNT_ATTR_RDONLY | syscalls.MOUNT_ATTR_NOEXEC | syscalls.MOUNT_ATTR_NODEV
-                          | syscalls.MOUNT_ATTR_NOSUID)
+    assert attributes == (
+        syscalls.MOUNT_ATTR_RDONLY
+        | syscalls.MOUNT_ATTR_NOEXEC
+        | syscalls.MOUNT_ATTR_NODEV
+        | syscalls.MOUNT_ATTR_NOSUID
+    )
     assert ignored == ["metadata", "uid=1000"]
-    conf = parse_wsl_conf("[automount]\noptions = ro,noexec\nldconfig = false\n"
-                          "[gpu]\nenabled = false\nappendLibPath = false\n")
+    conf = parse_wsl_conf(
+        "[automount]\noptions = ro,noexec\nldconfig = false\n[gpu]\nenabled = false\nappendLibPath = false\n"
+    )
     assert conf.warnings == []
     assert conf.automount_attributes == syscalls.MOUNT_ATTR_RDONLY | syscalls.MOUNT_ATTR_NOEXEC
     assert not (conf.gpu_enabled or conf.gpu_append_lib_path or conf.automount_ldconfig)
@@ -184,18 +222,42 @@ def test_boot_arguments_carry_the_device_settings() -> None:
     from pywsl.vm import VmConfig
     from pywsl.vm.backends.namespaces import boot_arguments
 
-    config = VmConfig(owner_uid=0, owner_gid=0, runtime_dir=Path("/run/x"), uid_map=[(0, 1 << 30, 65536)],
-                      gid_map=[(0, 1 << 30, 65536)], networking_mode="none", hostname="h", memory_bytes=None,
-                      processors=2, vm_idle_timeout_ms=1, instance_idle_timeout_ms=1,
-                      nested_virtualization=False, gpu_libraries=(("libcuda.so.1", "/l/libcuda.so.1"),),
-                      lxcfs="/var/lib/lxcfs")
+    config = VmConfig(
+        owner_uid=0,
+        owner_gid=0,
+        runtime_dir=Path("/run/x"),
+        uid_map=[(0, 1 << 30, 65536)],
+        gid_map=[(0, 1 << 30, 65536)],
+        networking_mode="none",
+        hostname="h",
+        memory_bytes=None,
+        processors=2,
+        vm_idle_timeout_ms=1,
+        instance_idle_timeout_ms=1,
+        nested_virtualization=False,
+        gpu_libraries=(("libcuda.so.1", "/l/libcuda.so.1"),),
+        lxcfs="/var/lib/lxcfs",
+    )
     boot = parse_boot_arguments(boot_arguments(config, 3, ()))
     assert boot.processors == 2
-    assert boot.devices == devices.DeviceSettings(False, True, (("libcuda.so.1", "/l/libcuda.so.1"),),
-                                                  "/var/lib/lxcfs")
-    plain = parse_boot_arguments(boot_arguments(
-        VmConfig(**{**config.__dict__, "processors": None, "nested_virtualization": True,
-                    "gpu_support": False, "lxcfs": None}), 3, ()))
+    assert boot.devices == devices.DeviceSettings(
+        False, True, (("libcuda.so.1", "/l/libcuda.so.1"),), "/var/lib/lxcfs"
+    )
+    plain = parse_boot_arguments(
+        boot_arguments(
+            VmConfig(
+                **{
+                    **config.__dict__,
+                    "processors": None,
+                    "nested_virtualization": True,
+                    "gpu_support": False,
+                    "lxcfs": None,
+                }
+            ),
+            3,
+            (),
+        )
+    )
     assert plain.processors is None and plain.devices == devices.DeviceSettings(True, False, (), None)
 
 

@@ -71,22 +71,29 @@ def stock_nodes() -> Iterator[int]:
             subprocess.run(["groupdel", "kvm"], check=True)
 
 
-def _start(vm_factory: VmFactory, *, wsl_conf: str | None = None, config: VmConfig | None = None,
-           **changes: Unpack[VmConfigChanges]) -> tuple[BootedVm, CoreInstance]:
+def _start(
+    vm_factory: VmFactory,
+    *,
+    wsl_conf: str | None = None,
+    config: VmConfig | None = None,
+    **changes: Unpack[VmConfigChanges],
+) -> tuple[BootedVm, CoreInstance]:
     booted = vm_factory.boot(config, **changes)
     rootfs = vm_factory.rootfs(f"rootfs{len(vm_factory.booted)}", vm=booted, wsl_conf=wsl_conf)
     instance = booted.vm.launch_instance("Dev", rootfs, default_uid=0, hostname="dev")
     return booted, instance
 
 
-def _as_distribution_root(booted: BootedVm, instance: CoreInstance, namespaces: tuple[str, ...],
-                          action: Callable[[int], None]) -> tuple[int, int]:
+def _as_distribution_root(
+    booted: BootedVm, instance: CoreInstance, namespaces: tuple[str, ...], action: Callable[[int], None]
+) -> tuple[int, int]:
     """Fork a child that joins the distribution's namespaces as its root, then runs ``action(report_fd)``.
 
     Returns (pid, read end of the report pipe)."""
     init = host_pid(booted.pid, instance.pid)
-    fds = {name: os.open(f"/proc/{init}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
-           for name in ("user", *namespaces)}
+    fds = {
+        name: os.open(f"/proc/{init}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC) for name in ("user", *namespaces)
+    }
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -153,8 +160,13 @@ def _attr(inode: int) -> bytes:
 def _fuse_server(report: int) -> None:
     device = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
     os.makedirs("/tmp/fuse", exist_ok=True)
-    syscalls.mount("fuse", "/tmp/fuse", "fuse", syscalls.MS_NOSUID | syscalls.MS_NODEV,
-                   f"fd={device},rootmode=40000,user_id=0,group_id=0")
+    syscalls.mount(
+        "fuse",
+        "/tmp/fuse",
+        "fuse",
+        syscalls.MS_NOSUID | syscalls.MS_NODEV,
+        f"fd={device},rootmode=40000,user_id=0,group_id=0",
+    )
     os.write(report, b"mounted\n")
     while True:
         try:
@@ -164,7 +176,7 @@ def _fuse_server(report: int) -> None:
                 return
             raise
         length, opcode, unique, node, *_ = _IN_HEADER.unpack_from(request)
-        body = request[_IN_HEADER.size:length]
+        body = request[_IN_HEADER.size : length]
         error_code, payload = 0, b""
         if opcode in (FUSE_FORGET, FUSE_BATCH_FORGET):
             continue
@@ -183,7 +195,7 @@ def _fuse_server(report: int) -> None:
             payload = struct.pack("<QIi", 0, 0, 0)
         elif opcode == FUSE_READ:
             _handle, offset, size = struct.unpack_from("<QQI", body)
-            payload = HELLO[offset:offset + size]
+            payload = HELLO[offset : offset + size]
         elif opcode in (FUSE_RELEASE, FUSE_FLUSH, FUSE_DESTROY):
             pass
         else:
@@ -201,8 +213,9 @@ def test_fuse_file_system_mounts_inside(vm_factory: VmFactory, stock_nodes: int)
     pid, report = _as_distribution_root(booted, instance, ("mnt",), _fuse_server)
     try:
         assert _read_line(report) == "mounted"
-        result = run_in(instance,
-                        "grep ' /tmp/fuse ' /proc/mounts && cat /tmp/fuse/hello && ls /tmp/fuse/none")
+        result = run_in(
+            instance, "grep ' /tmp/fuse ' /proc/mounts && cat /tmp/fuse/hello && ls /tmp/fuse/none"
+        )
         assert "fuse" in result.stdout and HELLO.decode() in result.stdout, result
         assert result.code != 0 and "No such file" in result.stderr  # answered ENOENT by the server
         unmounted = run_in(instance, "umount /tmp/fuse")
@@ -288,8 +301,9 @@ def test_automount_options_restrict_the_host_tree(vm_factory: VmFactory, shared_
     script.chmod(0o755)
     _booted, instance = _start(vm_factory, wsl_conf="[automount]\noptions = ro,noexec,metadata\n")
     inside = f"/mnt/host{script}"
-    result = run_in(instance,
-                    f"grep ' /mnt/host ' /proc/mounts; {inside}; touch /mnt/host{shared_folder}/probe")
+    result = run_in(
+        instance, f"grep ' /mnt/host ' /proc/mounts; {inside}; touch /mnt/host{shared_folder}/probe"
+    )
     assert "ro," in result.stdout.split("\n")[0] and "noexec" in result.stdout.split("\n")[0], result
     assert "ran" not in result.stdout and "Permission denied" in result.stderr
     assert "Read-only file system" in result.stderr
@@ -307,8 +321,12 @@ def lxcfs_mount(tmp_path: Path) -> Iterator[str]:
     point = Path("/run") / f"pywsl-test-lxcfs-{os.getpid()}"
     point.mkdir(mode=0o755)
     pid_file = tmp_path / "lxcfs.pid"
-    process = subprocess.Popen([program, "-f", "-p", str(pid_file), str(point)], stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [program, "-f", "-p", str(pid_file), str(point)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         assert wait_until(lambda: (point / "proc/meminfo").exists(), 10), "lxcfs did not start"
         yield str(point)
@@ -336,4 +354,3 @@ def test_lxcfs_shows_the_vm_memory_limit(vm_factory: VmFactory, lxcfs_mount: str
     _booted, plain = _start(vm_factory, memory_bytes=limit)
     host_total = int(run_in(plain, "grep MemTotal /proc/meminfo").stdout.split()[1])
     assert host_total > limit // 1024  # without lxcfs: the host's figure
-

@@ -35,20 +35,36 @@ def environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         "LANG": "C.UTF-8",
     }
     yield env
-    subprocess.run([sys.executable, "-m", "pywsl.cli.main", "--shutdown", "--force"], env=env,
-                   capture_output=True, check=False, timeout=60)
+    subprocess.run(
+        [sys.executable, "-m", "pywsl.cli.main", "--shutdown", "--force"],
+        env=env,
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
     shutil.rmtree(workspace / "data", ignore_errors=True)
 
 
 def run_example(name: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(EXAMPLES / name), *args], env=env, capture_output=True,
-                          text=True, timeout=120, check=False, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 @pytest.fixture(scope="module")
 def distro(environment: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> str:
-    archive = busybox_archive(tmp_path_factory.mktemp("example-rootfs") / "rootfs.tar.gz", compression="gz",
-                              prefix="./", tar_format=tarfile.GNU_FORMAT)
+    archive = busybox_archive(
+        tmp_path_factory.mktemp("example-rootfs") / "rootfs.tar.gz",
+        compression="gz",
+        prefix="./",
+        tar_format=tarfile.GNU_FORMAT,
+    )
     result = run_example("import_distribution.py", "Example", str(archive), env=environment)
     assert result.returncode == 0, result.stderr
     name, guid, flavor, version = result.stdout.split()
@@ -67,8 +83,9 @@ def test_import_refuses_a_taken_name(environment: dict[str, str], distro: str, t
 
 
 def test_run_and_capture(environment: dict[str, str], distro: str) -> None:
-    result = run_example("run_and_capture.py", distro, "/bin/sh", "-c", "echo out; echo err >&2; exit 5",
-                         env=environment)
+    result = run_example(
+        "run_and_capture.py", distro, "/bin/sh", "-c", "echo out; echo err >&2; exit 5", env=environment
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "exit status: 5",

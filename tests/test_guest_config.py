@@ -64,9 +64,9 @@ def test_wsl_conf_problems_are_warnings() -> None:
     )
     assert conf.network_generate_hosts  # the first (bad) value wins and falls back to the default
     assert conf.automount_root == "/mnt/" and conf.umask == 0o022
-    assert conf.boot_command == ""      # a string key takes any value, the empty one too
+    assert conf.boot_command == ""  # a string key takes any value, the empty one too
     w = "/etc/wsl.conf"
-    assert conf.warnings == [   # WSL's wording, in the order of the file
+    assert conf.warnings == [  # WSL's wording, in the order of the file
         f"Invalid boolean value 'maybe' for key 'network.generateHosts' in {w}:2",
         f"Duplicated config key 'network.generateHosts' in {w}:3 (Conflicting key: 'network.generateHosts' "
         f"in {w}:2)",
@@ -79,8 +79,9 @@ def test_wsl_conf_problems_are_warnings() -> None:
         f"(Conflicting key: 'automount.cgroups' in {w}:7)",
     ]
     bad_enum = parse_wsl_conf("[automount]\ncgroups = v3\n")
-    assert bad_enum.warnings == [f"Invalid value 'v3' for config key 'automount.cgroups' in {w}:2 "
-                                 "(Valid values: v1, v2)"]
+    assert bad_enum.warnings == [
+        f"Invalid value 'v3' for config key 'automount.cgroups' in {w}:2 (Valid values: v1, v2)"
+    ]
 
 
 def test_wsl_conf_reading_stops_at_a_syntax_error() -> None:
@@ -89,7 +90,7 @@ def test_wsl_conf_reading_stops_at_a_syntax_error() -> None:
         "garbage line\n[user]\ndefault = alice\nnoSuchKey = 1\n"
     )
     assert conf.network_hostname == "before" and conf.boot_command == "echo   continued"
-    assert conf.user_default is None    # after the error: never read
+    assert conf.user_default is None  # after the error: never read
     assert conf.warnings == ["Expected '=' in /etc/wsl.conf:6"]
     semicolon = parse_wsl_conf("; a comment elsewhere\n[network]\nhostname = x\n")
     assert semicolon.network_hostname is None
@@ -97,8 +98,10 @@ def test_wsl_conf_reading_stops_at_a_syntax_error() -> None:
 
 
 def test_wsl_conf_string_values_are_taken_as_written() -> None:
-    conf = parse_wsl_conf('[network]\nhostname =\n[user]\ndefault = " al ice "\n'
-                          "[filesystem]\numask = 0x1ff\n[automount]\noptions = metadata;uid=1\n")
+    conf = parse_wsl_conf(
+        '[network]\nhostname =\n[user]\ndefault = " al ice "\n'
+        "[filesystem]\numask = 0x1ff\n[automount]\noptions = metadata;uid=1\n"
+    )
     assert conf.warnings == []
     assert conf.network_hostname == "" and conf.user_default == " al ice "
     assert conf.umask == 0o777 and conf.automount_options == "metadata;uid=1"
@@ -107,9 +110,29 @@ def test_wsl_conf_string_values_are_taken_as_written() -> None:
 @pytest.mark.parametrize(
     "value",
     [
-        "/proc", "/proc/", "/sys", "/sys/fs", "/dev", "/dev/shm/", "/", "//", "/etc", "/usr/", "/var",
-        "relative/path", "mnt", "/mnt/../proc", "/mnt/./x", "..", "", '""', "/" + "x" * 300,
-        "/mnt\0", "/mnt\x01x", "/proc/self/root", "/sys/kernel/../fs",
+        "/proc",
+        "/proc/",
+        "/sys",
+        "/sys/fs",
+        "/dev",
+        "/dev/shm/",
+        "/",
+        "//",
+        "/etc",
+        "/usr/",
+        "/var",
+        "relative/path",
+        "mnt",
+        "/mnt/../proc",
+        "/mnt/./x",
+        "..",
+        "",
+        '""',
+        "/" + "x" * 300,
+        "/mnt\0",
+        "/mnt\x01x",
+        "/proc/self/root",
+        "/sys/kernel/../fs",
     ],
 )
 def test_unusable_automount_roots_are_refused(value: str) -> None:
@@ -123,8 +146,10 @@ def test_unusable_automount_roots_are_refused(value: str) -> None:
     assert shown[:40] in warning
 
 
-@pytest.mark.parametrize(("value", "expected"), [("/windows", "/windows/"), ("/mnt//x/", "/mnt/x/"),
-                                                  ("/run/", "/run/"), ("/srv/files", "/srv/files/")])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("/windows", "/windows/"), ("/mnt//x/", "/mnt/x/"), ("/run/", "/run/"), ("/srv/files", "/srv/files/")],
+)
 def test_usable_automount_roots(value: str, expected: str) -> None:
     conf = parse_wsl_conf(f"[automount]\nroot = {value}\n")
     assert (conf.automount_root, conf.warnings) == (expected, [])
@@ -175,7 +200,7 @@ def test_unreadable_wsl_conf_never_blocks_and_warns(tmp_path: Path) -> None:
             handle.truncate(MAX_CONFIG_BYTES + 1)  # sparse: big without using the disk
         _assert_defaults_with_warning(read_wsl_conf(root), "larger than")
         conf_path.unlink()
-        conf_path.write_text("[automount]\nroot = /proc\n[user]\ndefault = \"a\x7fb\"\n")
+        conf_path.write_text('[automount]\nroot = /proc\n[user]\ndefault = "a\x7fb"\n')
         conf = read_wsl_conf(root)
         assert conf.automount_root == "/mnt/" and conf.user_default == "a\x7fb"
         assert [("automount.root" in item, "/proc" in item) for item in conf.warnings] == [(True, True)]
@@ -233,29 +258,38 @@ def test_write_file_atomic_replaces_symlinks(tmp_path: Path) -> None:
     assert not (tmp_path / "hosts").is_symlink() and (tmp_path / "hosts").read_text() == "new\n"
 
 
-@pytest.mark.parametrize(("name", "cleaned"), [
-    ("My_Host!.example.com-", "MyHost.examplecom"),     # one dot only, the rest dropped
-    ("host.Name_1", "host.Name1"),
-    ("-.-a--b-.c..d.-", "a-b-c.d"),                    # no leading -/., no -- or .- or -.
-    ("a.-b", "a.b"), ("a-.b", "a-b"),
-    ("héllo wörld", "hllowrld"),
-    ("___", "localhost"), ("", "localhost"), ("...---", "localhost"),
-    ("a" * 63 + "-b", "a" * 63),                       # cut at 64, then trailing dashes go
-    ("b" * 100, "b" * 64),
-])
+@pytest.mark.parametrize(
+    ("name", "cleaned"),
+    [
+        ("My_Host!.example.com-", "MyHost.examplecom"),  # one dot only, the rest dropped
+        ("host.Name_1", "host.Name1"),
+        ("-.-a--b-.c..d.-", "a-b-c.d"),  # no leading -/., no -- or .- or -.
+        ("a.-b", "a.b"),
+        ("a-.b", "a-b"),
+        ("héllo wörld", "hllowrld"),
+        ("___", "localhost"),
+        ("", "localhost"),
+        ("...---", "localhost"),
+        ("a" * 63 + "-b", "a" * 63),  # cut at 64, then trailing dashes go
+        ("b" * 100, "b" * 64),
+    ],
+)
 def test_clean_hostname(name: str, cleaned: str) -> None:
     assert clean_hostname(name) == cleaned
 
 
 def test_network_files() -> None:
-    ipv6 = ("# The following lines are desirable for IPv6 capable hosts\n"
-            "::1     ip6-localhost ip6-loopback\nfe00::0 ip6-localnet\nff00::0 ip6-mcastprefix\n"
-            "ff02::1 ip6-allnodes\nff02::2 ip6-allrouters\n")
+    ipv6 = (
+        "# The following lines are desirable for IPv6 capable hosts\n"
+        "::1     ip6-localhost ip6-loopback\nfe00::0 ip6-localnet\nff00::0 ip6-mcastprefix\n"
+        "ff02::1 ip6-allnodes\nff02::2 ip6-allrouters\n"
+    )
     head = LX_INIT_AUTO_GENERATED_FILE_HEADER + "# [network]\n# generateHosts = false\n127.0.0.1\tlocalhost\n"
     assert hosts_file("box", "localdomain") == head + "127.0.1.1\tbox.localdomain\tbox\n\n" + ipv6
     assert hosts_file("box", "lan", "10.0.0.1\tserver\n") == (
-        head + "127.0.1.1\tbox.lan\tbox\n10.0.0.1\tserver\n\n" + ipv6)
-    assert "127.0.1.1\tbox.\tbox\n" in hosts_file("box", "")      # as WSL's init with no domain
+        head + "127.0.1.1\tbox.lan\tbox\n10.0.0.1\tserver\n\n" + ipv6
+    )
+    assert "127.0.1.1\tbox.\tbox\n" in hosts_file("box", "")  # as WSL's init with no domain
     resolv = resolv_conf_file("# comment\nnameserver 1.1.1.1\nsearch  a b\nbogus line\noptions edns0\n")
     assert resolv == (
         LX_INIT_AUTO_GENERATED_FILE_HEADER
@@ -264,22 +298,25 @@ def test_network_files() -> None:
     )
 
 
-@pytest.mark.parametrize(("text", "language"), [
-    ("LANG=en_GB.UTF-8\n", "en_GB.UTF-8"),
-    ('LANG="de_DE.UTF-8"\n', "de_DE.UTF-8"),
-    ("LANG='C.UTF-8'\n", "C.UTF-8"),
-    ("  export LANG=fr_FR.UTF-8  # set by hand\n", "fr_FR.UTF-8"),
-    ("LANG=a\nLANGUAGE=en:de\nLANG=b\n", "b"),            # the last LANG= line wins
-    ("# LANG=commented\nLC_ALL=C\n", None),
-    ("LANG=\n", ""),
-    ('LANG="un#closed"\n', '"un'),                         # '#' is a comment even inside quotes
-    ('LANG="unclosed\n', '"unclosed'),                     # a bad quote: the text as it is
-    ("LANG=a\\ b\n", "a b"),
-    ('LANG="a\\$b\\x"\n', "a$b\\x"),
-    ("LANG=a\\\n", "a\\"),
-    ("LANG=x\0junk\nLANG=y\0\n", "y"),
-    ("", None),
-])
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("LANG=en_GB.UTF-8\n", "en_GB.UTF-8"),
+        ('LANG="de_DE.UTF-8"\n', "de_DE.UTF-8"),
+        ("LANG='C.UTF-8'\n", "C.UTF-8"),
+        ("  export LANG=fr_FR.UTF-8  # set by hand\n", "fr_FR.UTF-8"),
+        ("LANG=a\nLANGUAGE=en:de\nLANG=b\n", "b"),  # the last LANG= line wins
+        ("# LANG=commented\nLC_ALL=C\n", None),
+        ("LANG=\n", ""),
+        ('LANG="un#closed"\n', '"un'),  # '#' is a comment even inside quotes
+        ('LANG="unclosed\n', '"unclosed'),  # a bad quote: the text as it is
+        ("LANG=a\\ b\n", "a b"),
+        ('LANG="a\\$b\\x"\n', "a$b\\x"),
+        ("LANG=a\\\n", "a\\"),
+        ("LANG=x\0junk\nLANG=y\0\n", "y"),
+        ("", None),
+    ],
+)
 def test_language_from_locale_text(text: str, language: str | None) -> None:
     assert language_from_text(text) == language
 
@@ -293,17 +330,17 @@ def test_read_language_order_and_odd_files(tmp_path: Path) -> None:
         conf.write_text("LANG=from_locale_conf\n")
         assert read_language(root) == "from_locale_conf"
         default.write_text("# no LANG here\n")
-        assert read_language(root) is None                    # the first file that opens is the one
+        assert read_language(root) is None  # the first file that opens is the one
         default.write_text("LANG=from_default\n")
         assert read_language(root) == "from_default"
         default.unlink()
-        default.symlink_to("/nowhere")                        # does not open: the next file
+        default.symlink_to("/nowhere")  # does not open: the next file
         assert read_language(root) == "from_locale_conf"
         default.unlink()
-        os.mkfifo(default)                                    # never waited on
+        os.mkfifo(default)  # never waited on
         assert read_language(root) is None
         default.unlink()
-        default.symlink_to("../../../../../../../../etc/locale.conf")   # resolved inside the tree
+        default.symlink_to("../../../../../../../../etc/locale.conf")  # resolved inside the tree
         assert read_language(root) == "from_locale_conf"
         assert read_language_at(str(tmp_path)) == "from_locale_conf"
         assert read_language_at(str(tmp_path / "missing")) is None
@@ -347,8 +384,13 @@ def test_boot_arguments() -> None:
     assert boot.networking_mode == "none" and boot.vm_idle_timeout_ms == -1
     assert boot.instance_idle_timeout_ms == 15000 and boot.cgroups == ("/sys/fs/cgroup/x",)
     assert boot.boot_timeout_ms == 30000
-    for bad in (["--uid-map", "0:1"], ["--uid-map", "0:1:0"], ["--networking-mode", "nat"],
-                ["--boot-timeout", "0"], ["--boot-timeout", "soon"]):
+    for bad in (
+        ["--uid-map", "0:1"],
+        ["--uid-map", "0:1:0"],
+        ["--networking-mode", "nat"],
+        ["--boot-timeout", "0"],
+        ["--boot-timeout", "soon"],
+    ):
         with pytest.raises(SystemExit):
             parse_boot_arguments(
                 [
@@ -372,9 +414,17 @@ def test_environment_lang_from_the_locale_file_in_wsl_order() -> None:
     request = ["TERM=xterm", "LANG=en_US.UTF-8", "PATH=/bin"]
     env = build_environment(request, user, distribution_name="D", hostname="h", language="de_DE.UTF-8")
     # LANG keeps its place in the request and takes the file's value; the rest follow as WSL adds them.
-    assert list(env.items()) == [("TERM", "xterm"), ("LANG", "de_DE.UTF-8"), ("PATH", "/bin"), ("NAME", "h"),
-                                 ("WSL_DISTRO_NAME", "D"), ("HOME", "/home/alice"), ("USER", "alice"),
-                                 ("LOGNAME", "alice"), ("SHELL", "/bin/sh")]
+    assert list(env.items()) == [
+        ("TERM", "xterm"),
+        ("LANG", "de_DE.UTF-8"),
+        ("PATH", "/bin"),
+        ("NAME", "h"),
+        ("WSL_DISTRO_NAME", "D"),
+        ("HOME", "/home/alice"),
+        ("USER", "alice"),
+        ("LOGNAME", "alice"),
+        ("SHELL", "/bin/sh"),
+    ]
     assert build_environment(request, user, distribution_name="D", hostname="h")["LANG"] == "en_US.UTF-8"
     assert build_environment([], user, distribution_name="D", hostname="h", language="")["LANG"] == ""
     assert "LANG" not in build_environment([], user, distribution_name="D", hostname="h", language=None)

@@ -12,10 +12,10 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the namespaces backen
 
 def test_mnt_wsl_is_shared_between_distributions_of_a_vm(vm_factory: VmFactory) -> None:
     booted = vm_factory.boot()
-    first = booted.vm.launch_instance("One", vm_factory.rootfs("one", vm=booted), default_uid=0,
-                                      hostname="a")
-    second = booted.vm.launch_instance("Two", vm_factory.rootfs("two", vm=booted), default_uid=0,
-                                       hostname="b")
+    first = booted.vm.launch_instance("One", vm_factory.rootfs("one", vm=booted), default_uid=0, hostname="a")
+    second = booted.vm.launch_instance(
+        "Two", vm_factory.rootfs("two", vm=booted), default_uid=0, hostname="b"
+    )
     assert run_in(first, "echo from-one > /mnt/wsl/marker").code == 0
     assert run_in(second, "cat /mnt/wsl/marker").stdout == "from-one\n"
     shown = run_in(second, "grep ' /mnt/wsl ' /proc/self/mountinfo; stat -c %a /mnt/wsl").stdout.splitlines()
@@ -25,8 +25,9 @@ def test_mnt_wsl_is_shared_between_distributions_of_a_vm(vm_factory: VmFactory) 
     assert run_in(second, "cat /tmp/own").code != 0
     # A second VM has a /mnt/wsl of its own.
     other = vm_factory.boot()
-    third = other.vm.launch_instance("Three", vm_factory.rootfs("three", vm=other), default_uid=0,
-                                     hostname="c")
+    third = other.vm.launch_instance(
+        "Three", vm_factory.rootfs("three", vm=other), default_uid=0, hostname="c"
+    )
     assert run_in(third, "cat /mnt/wsl/marker").code != 0
     for instance in (first, second, third):
         instance.terminate()
@@ -43,13 +44,15 @@ def test_fstab_is_mounted_at_start_and_a_bad_line_warns(vm_factory: VmFactory) -
     shown = run_in(instance, "grep ' /data ' /proc/self/mountinfo; stat -c %a /data").stdout.splitlines()
     assert "tmpfs" in shown[0] and shown[1] == "710"
     # [boot] command runs after fstab is mounted.
-    saw = run_in(instance, "i=0; while [ ! -e /saw ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; "
-                           "cat /saw")
+    saw = run_in(
+        instance, "i=0; while [ ! -e /saw ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; cat /saw"
+    )
     assert saw.stdout == "1\n"
     instance.terminate()
 
-    (rootfs / "etc/fstab").write_text("tmpfs /data tmpfs size=1m 0 0\n"
-                                      "/dev/nothing-here /missing ext4 defaults 0 0\n")
+    (rootfs / "etc/fstab").write_text(
+        "tmpfs /data tmpfs size=1m 0 0\n/dev/nothing-here /missing ext4 defaults 0 0\n"
+    )
     instance = booted.vm.launch_instance("Fstab", rootfs, default_uid=0, hostname="f")
     assert len(instance.warnings) == 1 and "mount -a failed" in instance.warnings[0], instance.warnings
     assert run_in(instance, "grep -c ' /data ' /proc/self/mountinfo").stdout == "1\n"

@@ -17,8 +17,9 @@ from pywsl.guest.tar_device_filter import BLOCK, DeviceNodeFilter, skipped_devic
 LONG = "very-long-directory-name-" * 6
 
 
-def _info(name: str, kind: bytes, *, size: int = 0, target: str = "",
-          pax: dict[str, str] | None = None) -> tarfile.TarInfo:
+def _info(
+    name: str, kind: bytes, *, size: int = 0, target: str = "", pax: dict[str, str] | None = None
+) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type = kind
     info.size = size
@@ -43,8 +44,12 @@ def _members() -> list[tuple[tarfile.TarInfo, bytes | None]]:
         (_info("dev/link-of-link", tarfile.LNKTYPE, target="./dev/console-link"), None),
         (_info("dev/fd", tarfile.SYMTYPE, target="/proc/self/fd"), None),
         (_info(f"dev/{LONG}/", tarfile.DIRTYPE), None),
-        (_info(f"dev/{LONG}/tty-with-a-long-name", tarfile.CHRTYPE,
-               pax={"SCHILY.xattr.user.note": "device"}), None),
+        (
+            _info(
+                f"dev/{LONG}/tty-with-a-long-name", tarfile.CHRTYPE, pax={"SCHILY.xattr.user.note": "device"}
+            ),
+            None,
+        ),
         (_info(f"dev/{LONG}/pipe-with-a-long-name", tarfile.FIFOTYPE), None),
         (_info("etc", tarfile.DIRTYPE, pax={"SCHILY.xattr.user.tag": "kept"}), None),
     ]
@@ -58,8 +63,14 @@ def _members() -> list[tuple[tarfile.TarInfo, bytes | None]]:
     return members
 
 
-DROPPED = {"dev/null", "dev/sda", "dev/console-link", "dev/link-of-link", f"dev/{LONG}/tty-with-a-long-name",
-           "etc/last-device"}
+DROPPED = {
+    "dev/null",
+    "dev/sda",
+    "dev/console-link",
+    "dev/link-of-link",
+    f"dev/{LONG}/tty-with-a-long-name",
+    "etc/last-device",
+}
 
 
 def _archive(members: Iterable[tuple[tarfile.TarInfo, bytes | None]], tar_format: int) -> bytes:
@@ -77,7 +88,7 @@ def _without(data: bytes, dropped: set[str]) -> bytes:
     with tarfile.open(fileobj=io.BytesIO(data), mode="r") as handle:
         for info in handle.getmembers():
             if info.name.rstrip("/") in dropped:
-                kept += data[position:info.offset]
+                kept += data[position : info.offset]
                 position = info.offset_data
     kept += data[position:]
     return bytes(kept)
@@ -88,7 +99,7 @@ def _chunks(data: bytes, sizes: Iterable[int]) -> list[bytes]:
     for size in sizes:
         if position >= len(data):
             break
-        chunks.append(data[position:position + size])
+        chunks.append(data[position : position + size])
         position += size
     if position < len(data):
         chunks.append(data[position:])
@@ -116,8 +127,9 @@ def _splits(data: bytes) -> dict[str, list[bytes]]:
     }
 
 
-@pytest.mark.parametrize("tar_format", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT],
-                         ids=["gnu", "pax", "ustar"])
+@pytest.mark.parametrize(
+    "tar_format", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT], ids=["gnu", "pax", "ustar"]
+)
 def test_devices_and_their_headers_are_cut_out_and_nothing_else(tar_format: int) -> None:
     members = _members()
     if tar_format == tarfile.USTAR_FORMAT:  # no long names, no extended headers
@@ -140,16 +152,24 @@ def test_devices_and_their_headers_are_cut_out_and_nothing_else(tar_format: int)
 
 def _set_size_field(data: bytearray, offset: int, size: int) -> None:
     """Rewrite a header's size field (and its checksum)."""
-    data[offset + 124:offset + 136] = b"%011o\0" % size
-    data[offset + 148:offset + 156] = b" " * 8
-    data[offset + 148:offset + 156] = b"%06o\0 " % sum(data[offset:offset + BLOCK])
+    data[offset + 124 : offset + 136] = b"%011o\0" % size
+    data[offset + 148 : offset + 156] = b" " * 8
+    data[offset + 148 : offset + 156] = b"%06o\0 " % sum(data[offset : offset + BLOCK])
 
 
 def test_the_pax_size_counts_not_the_header_s() -> None:
     payload = os.urandom(3000)
     info = _info("etc/big", tarfile.REGTYPE, size=len(payload), pax={"size": str(len(payload))})
-    data = bytearray(_archive([(info, payload), (_info("dev/zero", tarfile.CHRTYPE), None),
-                               (_info("etc/after", tarfile.REGTYPE, size=1), b"z")], tarfile.PAX_FORMAT))
+    data = bytearray(
+        _archive(
+            [
+                (info, payload),
+                (_info("dev/zero", tarfile.CHRTYPE), None),
+                (_info("etc/after", tarfile.REGTYPE, size=1), b"z"),
+            ],
+            tarfile.PAX_FORMAT,
+        )
+    )
     with tarfile.open(fileobj=io.BytesIO(bytes(data))) as handle:
         header = handle.getmember("etc/big").offset_data - BLOCK
     _set_size_field(data, header, 0)  # as for a file over 8 GiB: only the pax record holds the size
@@ -159,8 +179,11 @@ def test_the_pax_size_counts_not_the_header_s() -> None:
 
 
 def test_a_broken_header_ends_the_filtering_and_passes_the_rest() -> None:
-    members = [(_info("dev/a", tarfile.CHRTYPE), None), (_info("etc/x", tarfile.REGTYPE, size=4), b"data"),
-               (_info("dev/b", tarfile.CHRTYPE), None)]
+    members = [
+        (_info("dev/a", tarfile.CHRTYPE), None),
+        (_info("etc/x", tarfile.REGTYPE, size=4), b"data"),
+        (_info("dev/b", tarfile.CHRTYPE), None),
+    ]
     data = bytearray(_archive(members, tarfile.GNU_FORMAT))
     with tarfile.open(fileobj=io.BytesIO(bytes(data))) as handle:
         broken = handle.getmember("etc/x").offset
@@ -174,9 +197,16 @@ def test_a_broken_header_ends_the_filtering_and_passes_the_rest() -> None:
 def test_what_is_not_sure_is_not_filtered(kind: bytes) -> None:
     """A device or link that claims data, or an unknown member type: the rest passes unchanged."""
     info = _info("odd", kind, size=BLOCK)
-    data = bytearray(_archive([(_info("dev/a", tarfile.BLKTYPE), None),
-                               (_info("odd", tarfile.REGTYPE, size=BLOCK), bytes(BLOCK)),
-                               (_info("dev/b", tarfile.BLKTYPE), None)], tarfile.USTAR_FORMAT))
+    data = bytearray(
+        _archive(
+            [
+                (_info("dev/a", tarfile.BLKTYPE), None),
+                (_info("odd", tarfile.REGTYPE, size=BLOCK), bytes(BLOCK)),
+                (_info("dev/b", tarfile.BLKTYPE), None),
+            ],
+            tarfile.USTAR_FORMAT,
+        )
+    )
     data[BLOCK + 156] = kind[0]
     _set_size_field(data, BLOCK, info.size)
     output, nodes = run_filter([bytes(data)])
@@ -184,8 +214,10 @@ def test_what_is_not_sure_is_not_filtered(kind: bytes) -> None:
 
 
 def test_a_cut_off_stream_is_handed_on_as_it_is() -> None:
-    data = _archive([(_info("etc/x", tarfile.REGTYPE, size=4), b"data"),
-                     (_info(f"dev/{LONG}", tarfile.CHRTYPE), None)], tarfile.GNU_FORMAT)
+    data = _archive(
+        [(_info("etc/x", tarfile.REGTYPE, size=4), b"data"), (_info(f"dev/{LONG}", tarfile.CHRTYPE), None)],
+        tarfile.GNU_FORMAT,
+    )
     for end in (BLOCK + 100, 2 * BLOCK + 700, 3 * BLOCK + 10):  # in a header, in a long name
         output, nodes = run_filter([data[:end]])
         assert output == data[:end] and nodes.skipped == 0
@@ -216,8 +248,22 @@ def test_gnu_tar_archives(tmp_path: Path) -> None:
     for tar_format in ("gnu", "posix"):
         archive = tmp_path / f"{tar_format}.tar"
         xattrs = ["--xattrs"] if tar_format == "posix" else []  # pax records: posix only
-        subprocess.run(["tar", "-c", "--sparse", *xattrs, f"--format={tar_format}", "-f", str(archive),
-                        "-C", str(tree), "./sparse", "./dev"], check=True)  # the devices after it
+        subprocess.run(
+            [
+                "tar",
+                "-c",
+                "--sparse",
+                *xattrs,
+                f"--format={tar_format}",
+                "-f",
+                str(archive),
+                "-C",
+                str(tree),
+                "./sparse",
+                "./dev",
+            ],
+            check=True,
+        )  # the devices after it
         data = archive.read_bytes()
         output, nodes = run_filter(_splits(data)["random"])
         assert nodes.skipped == 3, tar_format
@@ -226,12 +272,14 @@ def test_gnu_tar_archives(tmp_path: Path) -> None:
         listing = subprocess.run(["tar", "-tf", str(filtered)], check=True, capture_output=True, text=True)
         original = subprocess.run(["tar", "-tf", str(archive)], check=True, capture_output=True, text=True)
         devices = {"./dev/null", f"./dev/{LONG}/loop0", "./dev/null-again"}
-        assert listing.stdout.splitlines() == [line for line in original.stdout.splitlines()
-                                               if line not in devices]
+        assert listing.stdout.splitlines() == [
+            line for line in original.stdout.splitlines() if line not in devices
+        ]
         copy = tmp_path / f"{tar_format}-copy"
         copy.mkdir()
-        subprocess.run(["tar", "-x", "--xattrs", "--xattrs-include=*", "-f", str(filtered), "-C", str(copy)],
-                       check=True)
+        subprocess.run(
+            ["tar", "-x", "--xattrs", "--xattrs-include=*", "-f", str(filtered), "-C", str(copy)], check=True
+        )
         assert (copy / "sparse").read_bytes() == sparse.read_bytes()
         if xattrs:
             assert os.getxattr(copy / "sparse", "user.kept") == b"yes"
@@ -240,8 +288,9 @@ def test_gnu_tar_archives(tmp_path: Path) -> None:
 
 def test_a_global_header_stays_when_the_device_after_it_goes() -> None:
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT,
-                      pax_headers={"comment": "for every member"}) as handle:
+    with tarfile.open(
+        fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT, pax_headers={"comment": "for every member"}
+    ) as handle:
         handle.addfile(_info("dev/null", tarfile.CHRTYPE, pax={"SCHILY.xattr.user.a": "b"}))
         handle.addfile(_info("etc/x", tarfile.REGTYPE, size=2), io.BytesIO(b"xy"))
     data = buffer.getvalue()

@@ -51,16 +51,25 @@ def test_cookie_round_trip_and_request_parsing() -> None:
     assert xauthority_cookie(data, "8") == b"\xff" * 16
     assert xauthority_cookie(data, "9") is None
     assert xauthority_cookie(data[:-3], "8") is None  # truncated record
-    request = gui.parse_request([
-        "PYWSL_GUI_X11=7:1:2:/tmp/.X11-unix/X7", f"PYWSL_GUI_XAUTH={COOKIE.hex()}",
-        "PYWSL_GUI_WAYLAND=wayland-0:3:4:/run/user/5/wayland-0",
-        "PYWSL_GUI_PULSE=5:6:/run/user/5/pulse/native",
-        "PYWSL_GUI_X11=x:1:2:/a", "PYWSL_GUI_WAYLAND=../x:1:2:/a", "PYWSL_GUI_X11=1:1:2:relative",
-        "PYWSL_GUI_OTHER=1:2:3:/a", "PATH=/bin",
-    ])
+    request = gui.parse_request(
+        [
+            "PYWSL_GUI_X11=7:1:2:/tmp/.X11-unix/X7",
+            f"PYWSL_GUI_XAUTH={COOKIE.hex()}",
+            "PYWSL_GUI_WAYLAND=wayland-0:3:4:/run/user/5/wayland-0",
+            "PYWSL_GUI_PULSE=5:6:/run/user/5/pulse/native",
+            "PYWSL_GUI_X11=x:1:2:/a",
+            "PYWSL_GUI_WAYLAND=../x:1:2:/a",
+            "PYWSL_GUI_X11=1:1:2:relative",
+            "PYWSL_GUI_OTHER=1:2:3:/a",
+            "PATH=/bin",
+        ]
+    )
     assert request.cookie == COOKIE
     assert [(item.kind, item.name, item.device, item.inode) for item in request.sockets] == [
-        ("X11", "7", 1, 2), ("WAYLAND", "wayland-0", 3, 4), ("PULSE", "native", 5, 6)]
+        ("X11", "7", 1, 2),
+        ("WAYLAND", "wayland-0", 3, 4),
+        ("PULSE", "native", 5, 6),
+    ]
 
 
 def test_wslconfig_gui_applications(tmp_path: Path) -> None:
@@ -123,9 +132,12 @@ def xvfb(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     server_auth = tmp_path / "server-auth"
     server_auth.write_bytes(gui.xauthority_entry("0", COOKIE))
     read_end, write_end = os.pipe()
-    process = subprocess.Popen([program, "-displayfd", str(write_end), "-nolisten", "tcp", "-auth",
-                                str(server_auth)], pass_fds=(write_end,), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [program, "-displayfd", str(write_end), "-nolisten", "tcp", "-auth", str(server_auth)],
+        pass_fds=(write_end,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     os.close(write_end)
     try:
         ready, _, _ = select.select([read_end], [], [], CHILD_TIMEOUT)
@@ -150,11 +162,13 @@ def _setup_request(cookie: bytes | None) -> bytes:
 
     def padded(value: bytes) -> bytes:
         return value + b"\0" * (-len(value) % 4)
+
     return struct.pack("<cxHHHHxx", b"l", 11, 0, len(name), len(data)) + padded(name) + padded(data)
 
 
-def _x11_setup_inside(booted: BootedVm, instance: pywsl.vm.CoreInstance, socket_path: str,
-                      xauthority: str | None) -> int:
+def _x11_setup_inside(
+    booted: BootedVm, instance: pywsl.vm.CoreInstance, socket_path: str, xauthority: str | None
+) -> int:
     """From inside the distribution (its root, its mounts): the X11 setup's first reply byte."""
     init = host_pid(booted.pid, instance.pid)
     fds = [os.open(f"/proc/{init}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC) for name in ("user", "mnt")]
@@ -192,11 +206,18 @@ def _x11_setup_inside(booted: BootedVm, instance: pywsl.vm.CoreInstance, socket_
     return reply[0]
 
 
-def _run_with_host_environment(monkeypatch: pytest.MonkeyPatch, instance: pywsl.vm.CoreInstance, command: str,
-                               host_environment: list[str]) -> str:
+def _run_with_host_environment(
+    monkeypatch: pytest.MonkeyPatch,
+    instance: pywsl.vm.CoreInstance,
+    command: str,
+    host_environment: list[str],
+) -> str:
     with monkeypatch.context() as patch:
-        patch.setattr(pywsl.vm, "ProcessRequest",
-                      functools.partial(pywsl.vm.ProcessRequest, host_environment=tuple(host_environment)))
+        patch.setattr(
+            pywsl.vm,
+            "ProcessRequest",
+            functools.partial(pywsl.vm.ProcessRequest, host_environment=tuple(host_environment)),
+        )
         result = run_in(instance, command)
     assert result.code == 0, result.stderr
     return result.stdout
@@ -208,7 +229,8 @@ def _variables(output: str) -> dict[str, str]:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="VMs need root")
 def test_x11_client_inside_is_accepted_with_the_carried_cookie(
-        vm_factory: VmFactory, xvfb: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    vm_factory: VmFactory, xvfb: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     number, client_auth = xvfb
     entries = gui_host_environment({"DISPLAY": f":{number}", "XAUTHORITY": str(client_auth)}, 0, "/root")
     assert entries[0].startswith(f"PYWSL_GUI_X11={number}:")
@@ -245,7 +267,8 @@ def test_x11_client_inside_is_accepted_with_the_carried_cookie(
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="VMs need root")
 def test_gui_applications_false_shares_nothing(
-        vm_factory: VmFactory, xvfb: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    vm_factory: VmFactory, xvfb: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     number, client_auth = xvfb
     entries = gui_host_environment({"DISPLAY": f":{number}", "XAUTHORITY": str(client_auth)}, 0, "/root")
     booted = vm_factory.boot()

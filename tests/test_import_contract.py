@@ -45,12 +45,20 @@ def _lazy_names(tree: ast.AST) -> list[tuple[str, int]]:
         if isinstance(node, ast.JoinedStr) and node.values:
             first = node.values[0]
             formatted.update(id(value) for value in node.values)
-            if isinstance(first, ast.Constant) and isinstance(first.value, str) and \
-                    _MODULE_NAME.match(first.value.rstrip(".")):
+            if (
+                isinstance(first, ast.Constant)
+                and isinstance(first.value, str)
+                and _MODULE_NAME.match(first.value.rstrip("."))
+            ):
                 names.append((first.value.rstrip("."), node.lineno))
     for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in formatted \
-                and id(node) not in spawned and _MODULE_NAME.fullmatch(node.value):
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in formatted
+            and id(node) not in spawned
+            and _MODULE_NAME.fullmatch(node.value)
+        ):
             names.append((node.value, node.lineno))
     return names
 
@@ -70,8 +78,11 @@ def _imported_layers(path: Path, root: Path = PACKAGE.parent) -> set[tuple[str, 
             if node.level:
                 base = list(module_parts[: len(module_parts) - node.level])
                 target = ".".join(base + ([node.module] if node.module else []))
-                named += [(target, node.lineno)] if node.module else [
-                    (f"{target}.{alias.name}", node.lineno) for alias in node.names]
+                named += (
+                    [(target, node.lineno)]
+                    if node.module
+                    else [(f"{target}.{alias.name}", node.lineno) for alias in node.names]
+                )
             elif node.module == "pywsl":
                 named += [(f"pywsl.{alias.name}", node.lineno) for alias in node.names]
             elif node.module:

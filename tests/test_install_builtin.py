@@ -59,15 +59,20 @@ def test_deb822_stanzas() -> None:
 
 def test_deb822_continuation_lines_and_several_uris() -> None:
     text = "Types: deb deb-src\nURIs: http://a.example/debian\n http://b.example/debian\nSuites: sid\n"
-    assert [s.uri for s in parse_deb822_sources(text)] == ["http://a.example/debian", "http://b.example/debian"]
+    assert [s.uri for s in parse_deb822_sources(text)] == [
+        "http://a.example/debian",
+        "http://b.example/debian",
+    ]
 
 
 def test_one_line_sources() -> None:
-    text = ("# comment\n"
-            "deb [arch=amd64 signed-by=/k.gpg] http://ftp.example/debian bookworm main contrib\n"
-            "deb-src http://ftp.example/debian bookworm main\n"
-            "deb https://packages.cloud.example/apt cloud-sdk main  # trailing\n"
-            "deb http://ftp.example/debian-security bookworm-security main\n")
+    text = (
+        "# comment\n"
+        "deb [arch=amd64 signed-by=/k.gpg] http://ftp.example/debian bookworm main contrib\n"
+        "deb-src http://ftp.example/debian bookworm main\n"
+        "deb https://packages.cloud.example/apt cloud-sdk main  # trailing\n"
+        "deb http://ftp.example/debian-security bookworm-security main\n"
+    )
     assert parse_one_line_sources(text) == [
         AptSource("http://ftp.example/debian", ("bookworm",), ("main", "contrib")),
         AptSource("https://packages.cloud.example/apt", ("cloud-sdk",), ("main",)),
@@ -82,15 +87,21 @@ def test_host_sources_read_every_format(tmp_path: Path) -> None:
     (tmp_path / "sources.list.d" / "other.list").write_text("deb http://vendor.example/apt stable main\n")
     (tmp_path / "sources.list.d" / "ignored.list.disabled").write_text("deb http://x.example/ sid main\n")
     uris = [s.uri for s in host_apt_sources(tmp_path)]
-    assert uris == ["http://one.example/debian", "http://mirror.example/debian",
-                    "http://mirror.example/debian-security", "http://vendor.example/apt"]
+    assert uris == [
+        "http://one.example/debian",
+        "http://mirror.example/debian",
+        "http://mirror.example/debian-security",
+        "http://vendor.example/apt",
+    ]
     assert host_apt_sources(tmp_path / "missing") == []
 
 
 def test_mirror_choice() -> None:
-    vendor_first = [AptSource("https://packages.cloud.example/apt", ("cloud-sdk-bookworm",), ("main",)),
-                    AptSource("http://mirror.example/debian-security", ("bookworm-security",), ("main",)),
-                    AptSource("http://mirror.example/debian/", ("bookworm-updates",), ("main",))]
+    vendor_first = [
+        AptSource("https://packages.cloud.example/apt", ("cloud-sdk-bookworm",), ("main",)),
+        AptSource("http://mirror.example/debian-security", ("bookworm-security",), ("main",)),
+        AptSource("http://mirror.example/debian/", ("bookworm-updates",), ("main",)),
+    ]
     assert mirror_for("debian", vendor_first) == "http://mirror.example/debian"
     assert mirror_for("debian", []) == DEFAULT_DEBIAN_MIRROR
     ubuntu = [AptSource("http://archive.example/ubuntu", ("noble", "noble-updates"), ("main",))]
@@ -201,8 +212,9 @@ def test_interrupted_build_leaves_nothing(tmp_path: Path) -> None:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        build_rootfs_archive(entry, tmp_path, progress=interrupt, mirror=closed_port_url("/debian"),
-                             log_dir=tmp_path / "logs")
+        build_rootfs_archive(
+            entry, tmp_path, progress=interrupt, mirror=closed_port_url("/debian"), log_dir=tmp_path / "logs"
+        )
     assert calls
     assert [p.name for p in tmp_path.iterdir()] == ["logs"]
 
@@ -213,7 +225,10 @@ def test_built_debian_archive_is_a_debian_rootfs(debian_archive: Path) -> None:
         members = {m.name: m for m in archive.getmembers()}
     assert "./etc/os-release" in members and "./usr/bin/apt-get" in members
     assert "./dev/" in members or "./dev" in members
-    assert not [n for n in members if n.startswith(("./dev/", "./proc/", "./sys/")) and n not in
-                ("./dev/", "./proc/", "./sys/")]
+    assert not [
+        n
+        for n in members
+        if n.startswith(("./dev/", "./proc/", "./sys/")) and n not in ("./dev/", "./proc/", "./sys/")
+    ]
     assert not [n for n in members if n.endswith(".deb")]
     assert members["./etc/passwd"].uid == 0

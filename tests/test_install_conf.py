@@ -28,7 +28,7 @@ profileTemplate = /usr/lib/wsl/terminal-profile.json
 
 def test_oobe_keys_are_read_and_windows_sections_ignored() -> None:
     conf = parse_distribution_conf(FULL)
-    assert conf.oobe_command == "/usr/lib/wsl/oobe.sh --user x"   # WSL's reader drops every quote
+    assert conf.oobe_command == "/usr/lib/wsl/oobe.sh --user x"  # WSL's reader drops every quote
     assert conf.default_uid == 1000
     assert conf.default_name == "Tiny-1.0"
     assert conf.warnings == []
@@ -49,7 +49,7 @@ def test_bad_default_uid_is_a_warning(value: str) -> None:
 
 
 def test_empty_values_mean_absent() -> None:
-    conf = parse_distribution_conf("[oobe]\ncommand =\ndefaultName = \"\"\n")
+    conf = parse_distribution_conf('[oobe]\ncommand =\ndefaultName = ""\n')
     assert conf.oobe_command is None and conf.default_name is None
 
 

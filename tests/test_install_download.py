@@ -69,7 +69,8 @@ def test_hash_mismatch_shows_both_hashes(tmp_path: Path) -> None:
             verify_sha256(target.fd, expected)
     assert caught.value.code == "TRUST_E_BAD_DIGEST"
     assert caught.value.message == (
-        f"The distribution hash doesn't match. Expected: {expected}, actual hash: {sha256_hex(PAYLOAD)}")
+        f"The distribution hash doesn't match. Expected: {expected}, actual hash: {sha256_hex(PAYLOAD)}"
+    )
     with TemporaryFile(tmp_path, "x", ".wsl") as target, pytest.raises(WslError):
         verify_sha256(target.fd, "not hex")
 

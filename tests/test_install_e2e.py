@@ -48,9 +48,11 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="installing distributions in-process needs root")
 
 # Debian's busybox has no adduser applet: the setup command creates the account by hand.
-CREATE_USER = ("echo 'tiny:x:1000:1000:Tiny:/home/tiny:/bin/sh' >> /etc/passwd && "
-               "echo 'tiny:x:1000:' >> /etc/group && mkdir -p /home/tiny && chown 1000:1000 /home/tiny && "
-               "echo created tiny")
+CREATE_USER = (
+    "echo 'tiny:x:1000:1000:Tiny:/home/tiny:/bin/sh' >> /etc/passwd && "
+    "echo 'tiny:x:1000:' >> /etc/group && mkdir -p /home/tiny && chown 1000:1000 /home/tiny && "
+    "echo created tiny"
+)
 OOBE_CONF = f'[oobe]\ncommand = "{CREATE_USER}"\ndefaultUid = 1000\ndefaultName = Tiny-OOBE\n'
 
 
@@ -116,15 +118,22 @@ Families = dict[str, list[dict[str, Any]]]
 
 
 def run(session: Any, distro: str, command: str, *, user: str = "") -> tuple[int, str]:
-    process = session.create_lx_process(distro, ["/bin/sh", "-c", command], filename="/bin/sh",
-                                        username=user, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT)
+    process = session.create_lx_process(
+        distro,
+        ["/bin/sh", "-c", command],
+        filename="/bin/sh",
+        username=user,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     output, _ = process.communicate(timeout=60)
     return process.wait(), (output or b"").decode()
 
 
-def publish(server: FileServer, families: Families, *, path: str = "/list.json",
-            default: str | None = None) -> str:
+def publish(
+    server: FileServer, families: Families, *, path: str = "/list.json", default: str | None = None
+) -> str:
     return server.add(path, manifest_document(families, default=default))
 
 
@@ -134,18 +143,27 @@ def tiny_family(server: FileServer, *, marker: str = "main", prefix: str = "") -
     two = rootfs_tar(compression="xz", extra={"./etc/marker": marker + "-2\n"})
     url_one = server.add(f"{prefix}/tiny-1.wsl", one)
     url_two = server.add(f"{prefix}/tiny-2.wsl", two)
-    return {"Tiny": [version_entry("Tiny-1", "Tiny Linux 1", url_one, sha256_hex(one), default=True),
-                     version_entry("Tiny-2", "Tiny Linux 2", url_two, "0x" + sha256_hex(two).upper())]}
+    return {
+        "Tiny": [
+            version_entry("Tiny-1", "Tiny Linux 1", url_one, sha256_hex(one), default=True),
+            version_entry("Tiny-2", "Tiny Linux 2", url_two, "0x" + sha256_hex(two).upper()),
+        ]
+    }
 
 
-def test_family_name_installs_its_default_version(clean: Any, file_server: FileServer,
-                                                  environment: dict[str, str],
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_family_name_installs_its_default_version(
+    clean: Any, file_server: FileServer, environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(URL_ENV, publish(file_server, tiny_family(file_server)))
     statuses: list[str] = []
     seen: list[tuple[int, int | None]] = []
-    info = install(clean, "tiny", no_launch=True, on_status=statuses.append,
-                   progress=lambda done, total: seen.append((done, total)))
+    info = install(
+        clean,
+        "tiny",
+        no_launch=True,
+        on_status=statuses.append,
+        progress=lambda done, total: seen.append((done, total)),
+    )
     assert info.name == "Tiny-1" and info.run_oobe
     assert statuses[:2] == ["Downloading: Tiny Linux 1", "Installing: Tiny Linux 1"]
     assert statuses[2] == "Distribution successfully installed. It can be launched via 'pywsl -d Tiny-1'"
@@ -154,8 +172,9 @@ def test_family_name_installs_its_default_version(clean: Any, file_server: FileS
     assert leftovers(environment) == []
 
 
-def test_version_name_with_name_and_location(clean: Any, file_server: FileServer, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_version_name_with_name_and_location(
+    clean: Any, file_server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(URL_ENV, publish(file_server, tiny_family(file_server)))
     location = tmp_path / "where"
     info = install(clean, "TINY-2", name="Mine", location=location, no_launch=True)
@@ -166,8 +185,12 @@ def test_version_name_with_name_and_location(clean: Any, file_server: FileServer
 
 def test_append_manifest_wins(clean: Any, file_server: FileServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(URL_ENV, publish(file_server, tiny_family(file_server)))
-    override = publish(file_server, tiny_family(file_server, marker="override", prefix="/o"),
-                       path="/override.json", default="Tiny-2")
+    override = publish(
+        file_server,
+        tiny_family(file_server, marker="override", prefix="/o"),
+        path="/override.json",
+        default="Tiny-2",
+    )
     monkeypatch.setenv(APPEND_URL_ENV, override)
     warnings: list[str] = []
     info = install(clean, None, no_launch=True, on_warning=warnings.append)
@@ -178,12 +201,14 @@ def test_append_manifest_wins(clean: Any, file_server: FileServer, monkeypatch: 
     assert ("Tiny-2", "manifest", True) in names and ("Tiny-1", "manifest", False) in names
 
 
-def test_hash_mismatch_installs_nothing(clean: Any, file_server: FileServer, environment: dict[str, str],
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hash_mismatch_installs_nothing(
+    clean: Any, file_server: FileServer, environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     image = rootfs_tar()
     url = file_server.add("/bad.wsl", image)
-    monkeypatch.setenv(URL_ENV, publish(file_server, {"Bad": [version_entry("Bad", "Bad", url, "00" * 32,
-                                                                              default=True)]}))
+    monkeypatch.setenv(
+        URL_ENV, publish(file_server, {"Bad": [version_entry("Bad", "Bad", url, "00" * 32, default=True)]})
+    )
     with pytest.raises(WslError) as caught:
         install(clean, "Bad", no_launch=True)
     assert caught.value.code == "TRUST_E_BAD_DIGEST"
@@ -205,8 +230,13 @@ def test_manifest_errors(clean: Any, file_server: FileServer, monkeypatch: pytes
     with pytest.raises(WslError) as unknown:
         install(clean, "Nonesuch", no_launch=True)
     assert unknown.value.code == "WSL_E_DISTRO_NOT_FOUND"
-    store_only = {"Name": "StoreOnly", "FriendlyName": "Store", "StoreAppId": "9X",
-                  "Amd64": True, "Arm64": True}
+    store_only = {
+        "Name": "StoreOnly",
+        "FriendlyName": "Store",
+        "StoreAppId": "9X",
+        "Amd64": True,
+        "Arm64": True,
+    }
     store = file_server.add("/store.json", json.dumps({"Distributions": [store_only]}).encode())
     monkeypatch.setenv(URL_ENV, store)
     with pytest.raises(WslError) as legacy:
@@ -215,8 +245,9 @@ def test_manifest_errors(clean: Any, file_server: FileServer, monkeypatch: pytes
     assert clean.enumerate_distributions() == []
 
 
-def test_taken_name_fails_before_downloading(clean: Any, file_server: FileServer,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_taken_name_fails_before_downloading(
+    clean: Any, file_server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(URL_ENV, publish(file_server, tiny_family(file_server)))
     install(clean, "Tiny", no_launch=True)
     file_server.requests.clear()
@@ -252,8 +283,9 @@ def test_launch_after_install_uses_the_callable(clean: Any, tmp_path: Path) -> N
     image.write_bytes(rootfs_tar())
     launched: list[Any] = []
     statuses: list[str] = []
-    info = install(clean, None, from_file=image, name="Launched", launch=launched.append,
-                   on_status=statuses.append)
+    info = install(
+        clean, None, from_file=image, name="Launched", launch=launched.append, on_status=statuses.append
+    )
     assert launched == [info]
     assert statuses[-1] == "Launching Launched..."
 
@@ -288,8 +320,9 @@ def test_oobe_failure_keeps_it_pending(clean: Any, tmp_path: Path) -> None:
     install(clean, None, from_file=image, name="Failing", no_launch=True)
     errors = tmp_path / "errors"
     with errors.open("wb") as sink:
-        status = run_oobe_if_pending(clean, "Failing", stdin=subprocess.DEVNULL, stdout=sink, stderr=sink,
-                                     interactive=True)
+        status = run_oobe_if_pending(
+            clean, "Failing", stdin=subprocess.DEVNULL, stdout=sink, stderr=sink, interactive=True
+        )
     assert status == 1
     assert errors.read_text() == 'nope\nOOBE command "echo nope; exit 3" failed, exiting\n'
     (info,) = [i for i in clean.enumerate_distributions() if i.name == "Failing"]
@@ -330,17 +363,23 @@ def _read_until(fd: int, needle: bytes, deadline: float) -> bytes:
     return seen
 
 
-def test_oobe_creates_a_user_and_sets_the_default_uid_under_a_pty(clean: Any, tmp_path: Path,
-                                                                  environment: dict[str, str]) -> None:
+def test_oobe_creates_a_user_and_sets_the_default_uid_under_a_pty(
+    clean: Any, tmp_path: Path, environment: dict[str, str]
+) -> None:
     image = tmp_path / "oobe.wsl"
     image.write_bytes(rootfs_tar(conf=OOBE_CONF, compression="gz"))
     info = install(clean, None, from_file=image, no_launch=True)
     assert info.name == "Tiny-OOBE" and info.run_oobe and info.default_uid == 0
     master, slave = os.openpty()
     try:
-        client = subprocess.Popen([sys.executable, "-c", _PTY_CLIENT, json.dumps(environment), info.name],
-                                  stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-                                  env=_python_env(environment))
+        client = subprocess.Popen(
+            [sys.executable, "-c", _PTY_CLIENT, json.dumps(environment), info.name],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+            env=_python_env(environment),
+        )
         os.close(slave)
         slave = -1
         deadline = time.monotonic() + 60
@@ -369,16 +408,21 @@ install(UserSession(environ=json.loads(sys.argv[1])), "Tiny", no_launch=True)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupted_download_leaves_nothing(clean: Any, file_server: FileServer, environment: dict[str, str],
-                                             sig: signal.Signals) -> None:
+def test_interrupted_download_leaves_nothing(
+    clean: Any, file_server: FileServer, environment: dict[str, str], sig: signal.Signals
+) -> None:
     big = os.urandom(8 * 1024 * 1024)
     url = file_server.add("/big.wsl", big)
     file_server.stall["/big.wsl"] = release = threading.Event()
     entry = version_entry("Tiny", "Tiny", url, sha256_hex(big), default=True)
     manifest = publish(file_server, {"Tiny": [entry]})
-    client = subprocess.Popen([sys.executable, "-c", _INSTALL_CLIENT, json.dumps(environment)],
-                              env=_python_env({**environment, URL_ENV: manifest}),
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    client = subprocess.Popen(
+        [sys.executable, "-c", _INSTALL_CLIENT, json.dumps(environment)],
+        env=_python_env({**environment, URL_ENV: manifest}),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         assert file_server.stalled.wait(30)
         deadline = time.monotonic() + 10
@@ -398,9 +442,9 @@ def test_interrupted_download_leaves_nothing(clean: Any, file_server: FileServer
     assert clean.enumerate_distributions() == []
 
 
-def test_stale_temporary_of_a_killed_install_is_cleaned(clean: Any, file_server: FileServer,
-                                                        environment: dict[str, str],
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stale_temporary_of_a_killed_install_is_cleaned(
+    clean: Any, file_server: FileServer, environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = data_dir(environment)
     folder.mkdir(parents=True, exist_ok=True)
     stale = folder / f"{TEMP_PREFIX}Tiny-1-killed.wsl"
@@ -427,9 +471,9 @@ def _cached_build(debian_archive: Path, built: list[str]) -> Any:
 
 
 @pytest.mark.slow
-def test_builtin_debian_when_the_manifest_is_unreachable(clean: Any, debian_archive: Path,
-                                                         environment: dict[str, str],
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_builtin_debian_when_the_manifest_is_unreachable(
+    clean: Any, debian_archive: Path, environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The built-in source takes over; its build step is the cached build of this test run."""
     if builtin_catalog.find_builtin("Debian") is None:
         pytest.skip("no built-in Debian on this host")
@@ -444,8 +488,9 @@ def test_builtin_debian_when_the_manifest_is_unreachable(clean: Any, debian_arch
     info = install(clean, "Debian", no_launch=True, on_warning=warnings.append)
     assert built == ["bookworm"]
     assert info.name == "Debian" and info.flavor == "debian" and info.run_oobe
-    status, output = run(clean, "Debian",
-                         ". /etc/os-release; echo $VERSION_CODENAME; apt-get --version | head -1")
+    status, output = run(
+        clean, "Debian", ". /etc/os-release; echo $VERSION_CODENAME; apt-get --version | head -1"
+    )
     assert status == 0 and output.startswith("bookworm\napt ")
     assert leftovers(environment) == []
 
@@ -467,10 +512,14 @@ def test_builtin_debian_looks_like_wsls_image(clean: Any, debian_archive: Path) 
     assert run(clean, "Image", "grep -v '^#' /etc/apt/sources.list | wc -l") == (0, "0\n")
     # The LANG of every registration (en_US.UTF-8) exists: no complaint from locale, and it is listed.
     assert run(clean, "Image", "echo $LANG; locale 2>&1 >/dev/null; locale -a | grep -x en_US.utf8") == (
-        0, "en_US.UTF-8\nen_US.utf8\n")
+        0,
+        "en_US.UTF-8\nen_US.utf8\n",
+    )
     tools = "cat /etc/default/locale; for p in sudo useradd chpasswd; do command -v $p; done"
     assert run(clean, "Image", tools) == (
-        0, "LANG=en_US.UTF-8\n/usr/bin/sudo\n/usr/sbin/useradd\n/usr/sbin/chpasswd\n")
+        0,
+        "LANG=en_US.UTF-8\n/usr/bin/sudo\n/usr/sbin/useradd\n/usr/sbin/chpasswd\n",
+    )
 
 
 class Terminal:
@@ -481,7 +530,12 @@ class Terminal:
         try:
             self.client = subprocess.Popen(
                 [sys.executable, "-c", _PTY_CLIENT, json.dumps(environment), distro],
-                stdin=slave, stdout=slave, stderr=slave, start_new_session=True, env=_python_env(environment))
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                start_new_session=True,
+                env=_python_env(environment),
+            )
         finally:
             os.close(slave)
         self.deadline = time.monotonic() + 120
@@ -521,8 +575,9 @@ class Terminal:
 
 
 @pytest.mark.slow
-def test_builtin_debian_first_launch_creates_the_default_user(clean: Any, debian_archive: Path,
-                                                              environment: dict[str, str]) -> None:
+def test_builtin_debian_first_launch_creates_the_default_user(
+    clean: Any, debian_archive: Path, environment: dict[str, str]
+) -> None:
     install(clean, None, from_file=debian_archive, name="First", no_launch=True)
     # End of input at the password prompt: the user just made is removed, the setup stays pending.
     terminal = Terminal(environment, "First")

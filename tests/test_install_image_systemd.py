@@ -14,7 +14,7 @@ from pywsl.api.builtin_image import EXTRA_PACKAGES, image_packages, image_wsl_co
 from pywsl.guest.wsl_conf import parse_wsl_conf
 
 # Stand-ins for the tree's locale tools: make_wsl_image runs them chrooted into the tree.
-LOCALEDEF = "#!/bin/sh\necho \"$@\" > /var/localedef-arguments\n"
+LOCALEDEF = '#!/bin/sh\necho "$@" > /var/localedef-arguments\n'
 LOCALE = "#!/bin/sh\necho C\necho en_US.utf8\n"
 
 
@@ -46,13 +46,21 @@ def _tree(path: Path) -> Path:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the image is written as root and its tools run in a chroot")
-@pytest.mark.skipif(not BUSYBOX.is_file() or shutil.which("chroot") is None,
-                    reason="needs busybox and chroot")
+@pytest.mark.skipif(
+    not BUSYBOX.is_file() or shutil.which("chroot") is None, reason="needs busybox and chroot"
+)
 @pytest.mark.parametrize("vendor", ["ubuntu", "debian"])
 def test_image_files_carry_the_vendors_choice(tmp_path: Path, vendor: str) -> None:
     tree = _tree(tmp_path / "tree")
-    make_wsl_image(tree, name=vendor.title(), vendor=vendor, suite="stable", mirror="http://mirror.example/",
-                   security_mirror="http://security.example/", log=tmp_path / "build.log")
+    make_wsl_image(
+        tree,
+        name=vendor.title(),
+        vendor=vendor,
+        suite="stable",
+        mirror="http://mirror.example/",
+        security_mirror="http://security.example/",
+        log=tmp_path / "build.log",
+    )
     assert (tree / "var/localedef-arguments").read_text() == "-i en_US -c -f UTF-8 en_US.UTF-8\n"
     assert (tree / "etc/wsl-distribution.conf").is_file()
     conf = tree / "etc/wsl.conf"

@@ -39,22 +39,43 @@ SHA = "ab" * 32
 REAL_SHAPE = {
     "ModernDistributions": {
         "Ubuntu": [
-            {"Name": "Ubuntu", "Default": True, "FriendlyName": "Ubuntu",
-             "Amd64Url": {"Url": "https://example.invalid/u-amd64.wsl", "Sha256": "0x" + SHA},
-             "Arm64Url": {"Url": "https://example.invalid/u-arm64.wsl", "Sha256": SHA}},
-            {"Name": "Ubuntu-24.04", "Default": False, "FriendlyName": "Ubuntu 24.04 LTS",
-             "Amd64Url": {"Url": "https://example.invalid/2404-amd64.wsl", "Sha256": SHA}},
-            {"Name": "Ubuntu-22.04", "FriendlyName": "Ubuntu 22.04 LTS",
-             "Arm64Url": {"Url": "https://example.invalid/2204-arm64.wsl", "Sha256": SHA}},
+            {
+                "Name": "Ubuntu",
+                "Default": True,
+                "FriendlyName": "Ubuntu",
+                "Amd64Url": {"Url": "https://example.invalid/u-amd64.wsl", "Sha256": "0x" + SHA},
+                "Arm64Url": {"Url": "https://example.invalid/u-arm64.wsl", "Sha256": SHA},
+            },
+            {
+                "Name": "Ubuntu-24.04",
+                "Default": False,
+                "FriendlyName": "Ubuntu 24.04 LTS",
+                "Amd64Url": {"Url": "https://example.invalid/2404-amd64.wsl", "Sha256": SHA},
+            },
+            {
+                "Name": "Ubuntu-22.04",
+                "FriendlyName": "Ubuntu 22.04 LTS",
+                "Arm64Url": {"Url": "https://example.invalid/2204-arm64.wsl", "Sha256": SHA},
+            },
         ],
         "NoDefaultFamily": [
-            {"Name": "Nodef-1", "FriendlyName": "One", "Amd64Url": {"Url": "u1", "Sha256": SHA},
-             "Arm64Url": {"Url": "u1", "Sha256": SHA}},
+            {
+                "Name": "Nodef-1",
+                "FriendlyName": "One",
+                "Amd64Url": {"Url": "u1", "Sha256": SHA},
+                "Arm64Url": {"Url": "u1", "Sha256": SHA},
+            },
         ],
     },
     "Distributions": [
-        {"Name": "Legacy", "FriendlyName": "Legacy Linux", "StoreAppId": "9XYZ", "Amd64": True,
-         "Arm64": False, "Amd64PackageUrl": "https://example.invalid/legacy.appx"},
+        {
+            "Name": "Legacy",
+            "FriendlyName": "Legacy Linux",
+            "StoreAppId": "9XYZ",
+            "Amd64": True,
+            "Arm64": False,
+            "Amd64PackageUrl": "https://example.invalid/legacy.appx",
+        },
         {"Name": "ArmOnly", "FriendlyName": "Arm only", "StoreAppId": "9ABC", "Amd64": False, "Arm64": True},
     ],
 }
@@ -121,13 +142,23 @@ def test_legacy_entries_are_found_after_modern_ones() -> None:
 
 
 def test_append_manifest_is_consulted_first_and_its_default_wins() -> None:
-    main = parse_manifest(manifest_document(
-        {"Ubuntu": [version_entry("Ubuntu", "Main Ubuntu", "main-url", SHA, default=True)]},
-        default="Ubuntu"), arch=host_architecture())
-    extra = parse_manifest(manifest_document(
-        {"Ubuntu": [version_entry("Ubuntu", "Override Ubuntu", "override-url", SHA, default=True)],
-         "Alpine": [version_entry("Alpine", "Alpine", "alpine-url", SHA, default=True)]}, default="Alpine"),
-        arch=host_architecture())
+    main = parse_manifest(
+        manifest_document(
+            {"Ubuntu": [version_entry("Ubuntu", "Main Ubuntu", "main-url", SHA, default=True)]},
+            default="Ubuntu",
+        ),
+        arch=host_architecture(),
+    )
+    extra = parse_manifest(
+        manifest_document(
+            {
+                "Ubuntu": [version_entry("Ubuntu", "Override Ubuntu", "override-url", SHA, default=True)],
+                "Alpine": [version_entry("Alpine", "Alpine", "alpine-url", SHA, default=True)],
+            },
+            default="Alpine",
+        ),
+        arch=host_architecture(),
+    )
     available = AvailableDistributions(main, extra)
     warnings: list[str] = []
     found = lookup(available, "Ubuntu", on_warning=warnings.append)
@@ -142,30 +173,41 @@ def test_online_names_lists_four_versions_per_family_and_the_override_first() ->
     old = {"Name": "Old", "FriendlyName": "Old one", "StoreAppId": "x", "Amd64": True, "Arm64": True}
     families = {"Fam": versions, "Other": [version_entry("Shared", "From main", "m", SHA)]}
     main = parse_manifest(manifest_document(families, legacy=[old]), arch=host_architecture())
-    extra = parse_manifest(manifest_document({"X": [version_entry("Shared", "From override", "o", SHA)]}),
-                           arch=host_architecture())
+    extra = parse_manifest(
+        manifest_document({"X": [version_entry("Shared", "From override", "o", SHA)]}),
+        arch=host_architecture(),
+    )
     names = online_names(AvailableDistributions(main, extra))
     assert [(n, f) for n, f, _ in names] == [
-        ("Shared", "From override"), ("Fam-0", "Family 0"), ("Fam-1", "Family 1"), ("Fam-2", "Family 2"),
-        ("Fam-3", "Family 3"), ("Old", "Old one"),
+        ("Shared", "From override"),
+        ("Fam-0", "Family 0"),
+        ("Fam-1", "Family 1"),
+        ("Fam-2", "Family 2"),
+        ("Fam-3", "Family 3"),
+        ("Old", "Old one"),
     ]
 
 
-@pytest.mark.parametrize("document", [
-    b"{not json",
-    b"[]",
-    b'{"ModernDistributions": []}',
-    b'{"ModernDistributions": {"A": [{"Name": 5}]}}',
-    b'{"ModernDistributions": {"A": [{"Name": "a", "Default": "yes"}]}}',
-    b'{"ModernDistributions": {"A": [{"Name": "a", "Amd64Url": "http://x"}]}}',
-    b'{"Distributions": [{"Name": "a", "Amd64": 1}]}',
-    b'{"Default": ["x"]}',
-])
+@pytest.mark.parametrize(
+    "document",
+    [
+        b"{not json",
+        b"[]",
+        b'{"ModernDistributions": []}',
+        b'{"ModernDistributions": {"A": [{"Name": 5}]}}',
+        b'{"ModernDistributions": {"A": [{"Name": "a", "Default": "yes"}]}}',
+        b'{"ModernDistributions": {"A": [{"Name": "a", "Amd64Url": "http://x"}]}}',
+        b'{"Distributions": [{"Name": "a", "Amd64": 1}]}',
+        b'{"Default": ["x"]}',
+    ],
+)
 def test_malformed_documents_are_invalid_json(document: bytes) -> None:
     with pytest.raises(WslError) as caught:
         parse_manifest(document, "http://host/list.json")
     assert caught.value.code == "WSL_E_INVALID_JSON"
-    assert caught.value.message.startswith("Failed to fetch the distribution list from 'http://host/list.json'.")
+    assert caught.value.message.startswith(
+        "Failed to fetch the distribution list from 'http://host/list.json'."
+    )
 
 
 def test_missing_fields_take_their_defaults() -> None:
@@ -182,10 +224,16 @@ def test_sources_environment_wins_over_configuration() -> None:
 
 
 def test_load_over_http_with_append(file_server: FileServer) -> None:
-    main = file_server.add("/main.json", manifest_document(
-        {"Ubuntu": [version_entry("Ubuntu", "Main", "m", SHA, default=True)]}, default="Ubuntu"))
-    extra = file_server.add("/extra.json", manifest_document(
-        {"Tiny": [version_entry("Tiny", "Tiny", "t", SHA, default=True)]}, default="Tiny"))
+    main = file_server.add(
+        "/main.json",
+        manifest_document(
+            {"Ubuntu": [version_entry("Ubuntu", "Main", "m", SHA, default=True)]}, default="Ubuntu"
+        ),
+    )
+    extra = file_server.add(
+        "/extra.json",
+        manifest_document({"Tiny": [version_entry("Tiny", "Tiny", "t", SHA, default=True)]}, default="Tiny"),
+    )
     available = load_available(ManifestSources(main, extra))
     assert available.default == "Tiny"
     assert isinstance(lookup(available, "Ubuntu"), ModernVersion)
@@ -225,27 +273,41 @@ def test_bad_json_over_http(file_server: FileServer) -> None:
     assert caught.value.code == "WSL_E_INVALID_JSON"
 
 
-def test_list_online_marks_the_default_and_adds_built_ins(file_server: FileServer,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_list_online_marks_the_default_and_adds_built_ins(
+    file_server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pywsl.api import builtin_catalog
     from pywsl.api.install import list_online
     from pywsl.api.wslconfig import WslConfig
 
     monkeypatch.delenv(URL_ENV, raising=False)
     monkeypatch.delenv(APPEND_URL_ENV, raising=False)
-    url = file_server.add("/list.json", manifest_document(
-        {"Tiny": [version_entry("Tiny-1", "One", "u1", SHA),
-                  version_entry("Tiny-2", "Two", "u2", SHA, default=True)],
-         "Debian": [version_entry("Debian", "Debian from the manifest", "d", SHA, default=True)]},
-        default="tiny"))
+    url = file_server.add(
+        "/list.json",
+        manifest_document(
+            {
+                "Tiny": [
+                    version_entry("Tiny-1", "One", "u1", SHA),
+                    version_entry("Tiny-2", "Two", "u2", SHA, default=True),
+                ],
+                "Debian": [version_entry("Debian", "Debian from the manifest", "d", SHA, default=True)],
+            },
+            default="tiny",
+        ),
+    )
     built = builtin_catalog.BuiltinDistribution
-    entries = [built("Debian", "Built", "debian", "bookworm", Path("/k"), True),
-               built("Debian-12", "Built Debian", "debian", "bookworm", Path("/k"), False)]
+    entries = [
+        built("Debian", "Built", "debian", "bookworm", Path("/k"), True),
+        built("Debian-12", "Built Debian", "debian", "bookworm", Path("/k"), False),
+    ]
     monkeypatch.setattr(builtin_catalog, "builtin_catalog", lambda: entries)
     listed = list_online(WslConfig(distribution_list_url=url))
     assert [(e.name, e.is_default, e.source) for e in listed] == [
-        ("Tiny-1", False, "manifest"), ("Tiny-2", True, "manifest"), ("Debian", False, "manifest"),
-        ("Debian-12", False, "built-in")]
+        ("Tiny-1", False, "manifest"),
+        ("Tiny-2", True, "manifest"),
+        ("Debian", False, "manifest"),
+        ("Debian-12", False, "built-in"),
+    ]
     assert listed[1].url == "u2" and listed[1].sha256 == SHA and listed[3].url is None
 
     warnings: list[str] = []

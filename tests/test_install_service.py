@@ -27,9 +27,22 @@ from pywsl.api.errors import WslError
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="the build folder belongs to root")
 
 HOSTILE_NAMES = [
-    "../Debian", "/usr/share/debootstrap/scripts/sid", "Debian/../../etc", "http://127.0.0.1:1/debian",
-    "file:///etc/shadow", "bookworm", "noble", "Debian ", "Debian\n", "-Debian", "Debian;id", "", ".",
-    "~root", "Debian-12/..", "x" * 5000,
+    "../Debian",
+    "/usr/share/debootstrap/scripts/sid",
+    "Debian/../../etc",
+    "http://127.0.0.1:1/debian",
+    "file:///etc/shadow",
+    "bookworm",
+    "noble",
+    "Debian ",
+    "Debian\n",
+    "-Debian",
+    "Debian;id",
+    "",
+    ".",
+    "~root",
+    "Debian-12/..",
+    "x" * 5000,
 ]
 
 
@@ -61,18 +74,22 @@ def test_only_a_catalog_name_is_accepted(name: str, cache_env: Path) -> None:
     assert not cache_env.exists(), "nothing is prepared for a refused name"
 
 
-@pytest.mark.parametrize("parameters, refused", [
-    ({"distribution": "Debian", "mirror": "http://127.0.0.1:1/"}, "mirror"),
-    ({"distribution": "Debian", "suite": "sid"}, "suite"),
-    ({"distribution": "Debian", "script": "/tmp/x"}, "script"),
-    ({"distribution": "Debian", "keyring": "/tmp/k.gpg"}, "keyring"),
-    ({"distribution": "Debian", "location": "relative/folder"}, "location"),
-    ({"distribution": "Debian", "name": "a\0b"}, "name"),
-    ({"distribution": ["Debian"]}, "distribution"),
-    ({}, "distribution"),
-])
-def test_nothing_but_the_name_location_and_version_is_taken(parameters: dict[str, Any], refused: str,
-                                                             cache_env: Path) -> None:
+@pytest.mark.parametrize(
+    "parameters, refused",
+    [
+        ({"distribution": "Debian", "mirror": "http://127.0.0.1:1/"}, "mirror"),
+        ({"distribution": "Debian", "suite": "sid"}, "suite"),
+        ({"distribution": "Debian", "script": "/tmp/x"}, "script"),
+        ({"distribution": "Debian", "keyring": "/tmp/k.gpg"}, "keyring"),
+        ({"distribution": "Debian", "location": "relative/folder"}, "location"),
+        ({"distribution": "Debian", "name": "a\0b"}, "name"),
+        ({"distribution": ["Debian"]}, "distribution"),
+        ({}, "distribution"),
+    ],
+)
+def test_nothing_but_the_name_location_and_version_is_taken(
+    parameters: dict[str, Any], refused: str, cache_env: Path
+) -> None:
     answer = service.handle_request(UntouchableSession(), _request(parameters))
     assert answer["error"] == rpc.ERROR_INVALID_PARAMETER, answer
     assert answer["parameters"]["parameter"] == refused
@@ -347,8 +364,9 @@ def _processes_under(folder: Path) -> list[int]:
 
 
 @root_only
-def test_a_cancelled_build_kills_debootstrap_and_leaves_nothing(tmp_path: Path,
-                                                                silent_mirror: SilentMirror) -> None:
+def test_a_cancelled_build_kills_debootstrap_and_leaves_nothing(
+    tmp_path: Path, silent_mirror: SilentMirror
+) -> None:
     entry = find_builtin("Debian")
     if entry is None:
         pytest.skip("this host cannot build Debian")
@@ -413,8 +431,9 @@ def test_a_socket_the_user_cannot_reach_is_access_denied() -> None:
 
 
 @root_only
-def test_a_build_that_takes_too_long_is_stopped(tmp_path: Path, silent_mirror: SilentMirror,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_build_that_takes_too_long_is_stopped(
+    tmp_path: Path, silent_mirror: SilentMirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pywsl.api import builtin_service
 
     entry = find_builtin("Debian")

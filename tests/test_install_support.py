@@ -117,8 +117,12 @@ def arch_key() -> str:
     return "Arm64Url" if platform.machine().lower() in ("aarch64", "arm64") else "Amd64Url"
 
 
-def manifest_document(families: dict[str, list[dict[str, Any]]], *, default: str | None = None,
-                      legacy: list[dict[str, Any]] | None = None) -> bytes:
+def manifest_document(
+    families: dict[str, list[dict[str, Any]]],
+    *,
+    default: str | None = None,
+    legacy: list[dict[str, Any]] | None = None,
+) -> bytes:
     document: dict[str, Any] = {"ModernDistributions": families}
     if default is not None:
         document["Default"] = default
@@ -127,8 +131,9 @@ def manifest_document(families: dict[str, list[dict[str, Any]]], *, default: str
     return json.dumps(document).encode()
 
 
-def version_entry(name: str, friendly: str, url: str, sha: str, *, default: bool | None = None,
-                  key: str | None = None) -> dict[str, Any]:
+def version_entry(
+    name: str, friendly: str, url: str, sha: str, *, default: bool | None = None, key: str | None = None
+) -> dict[str, Any]:
     archive = {"Url": url, "Sha256": sha}
     entry: dict[str, Any] = {"Name": name, "FriendlyName": friendly, key or arch_key(): archive}
     if default is not None:
@@ -136,12 +141,19 @@ def version_entry(name: str, friendly: str, url: str, sha: str, *, default: bool
     return entry
 
 
-def rootfs_tar(*, conf: str | None = None, compression: Compression = "",
-               extra: dict[str, str] | None = None) -> bytes:
+def rootfs_tar(
+    *, conf: str | None = None, compression: Compression = "", extra: dict[str, str] | None = None
+) -> bytes:
     """A tiny .wsl image made of /bin/busybox (plain, "gz" or "xz"), member names as GNU tar writes them."""
-    return busybox_archive(compression=compression, prefix="./", tar_format=tarfile.GNU_FORMAT,
-                           users=(ROOT, NOBODY), os_release=os_release_text("tiny", "1.0", "Tiny Linux"),
-                           wsl_distribution_conf=conf, extra_files=extra)
+    return busybox_archive(
+        compression=compression,
+        prefix="./",
+        tar_format=tarfile.GNU_FORMAT,
+        users=(ROOT, NOBODY),
+        os_release=os_release_text("tiny", "1.0", "Tiny Linux"),
+        wsl_distribution_conf=conf,
+        extra_files=extra,
+    )
 
 
 # -- the Debian build cache ------------------------------------------------------------------------

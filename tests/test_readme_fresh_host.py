@@ -33,7 +33,7 @@ pytestmark = [
 
 # Runs on the host inside `unshare --mount --pid --fork`: prepares the root, pivots into it and
 # runs "$2" there as root with a clean environment.
-ENTER = r'''
+ENTER = r"""
 set -eu
 root=$1
 mount --make-rprivate /
@@ -65,7 +65,7 @@ rmdir /.host
 cd /root/pywsl
 exec env -i HOME=/root LANG=C.UTF-8 TERM=dumb DEBIAN_FRONTEND=noninteractive \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin /bin/bash -c "$2"
-'''
+"""
 
 
 def readme_commands() -> list[str]:
@@ -87,16 +87,18 @@ def fresh_debian(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("fresh-debian") / "root"
     built = debootstrap(root, include=STOCK_PACKAGES)
     assert built.returncode == 0, f"debootstrap failed:\n{built.stdout[-2000:]}\n{built.stderr[-2000:]}"
-    ignore = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", ".*_cache",
-                                    ".hypothesis", ".benchmarks")
+    ignore = shutil.ignore_patterns(
+        ".git", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", ".benchmarks"
+    )
     shutil.copytree(REPOSITORY, root / "root" / "pywsl", ignore=ignore)
     return root
 
 
 def _enter(root: Path, command: str, timeout: float) -> subprocess.CompletedProcess[str]:
     command_line = ["unshare", "--mount", "--pid", "--fork", "sh", "-c", ENTER, "enter", str(root), command]
-    return subprocess.run(command_line, capture_output=True, text=True, timeout=timeout, check=False,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        command_line, capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL
+    )
 
 
 def test_readme_first_command_on_a_stock_debian_12(fresh_debian: Path) -> None:
@@ -108,12 +110,16 @@ def test_readme_first_command_on_a_stock_debian_12(fresh_debian: Path) -> None:
     result = _enter(fresh_debian, setup, 1500)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
-    assert 'ID=debian' in result.stdout and 'VERSION_ID="12"' in result.stdout
+    assert "ID=debian" in result.stdout and 'VERSION_ID="12"' in result.stdout
 
-    check = _enter(fresh_debian, "useradd --create-home newcomer && "
-                                 "runuser -u newcomer -- pywsl --version && "
-                                 "runuser -u newcomer -- pywsl-service --help >/dev/null && "
-                                 "pywsl -l -v", 300)
+    check = _enter(
+        fresh_debian,
+        "useradd --create-home newcomer && "
+        "runuser -u newcomer -- pywsl --version && "
+        "runuser -u newcomer -- pywsl-service --help >/dev/null && "
+        "pywsl -l -v",
+        300,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "pywsl" in check.stdout.lower()
     assert "Debian" in check.stdout

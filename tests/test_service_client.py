@@ -78,8 +78,15 @@ class ScriptedSession:
 
     def _info(self) -> DistributionInfo:
         return DistributionInfo(
-            id=GUID, name="Deb", state=DistributionState.RUNNING, version=2, is_default=True,
-            flavor="debian", os_version="12", base_path=Path("/srv/deb"), default_uid=1000,
+            id=GUID,
+            name="Deb",
+            state=DistributionState.RUNNING,
+            version=2,
+            is_default=True,
+            flavor="debian",
+            os_version="12",
+            base_path=Path("/srv/deb"),
+            default_uid=1000,
             run_oobe=False,
         )
 
@@ -94,9 +101,17 @@ class ScriptedSession:
         self._check(distro)
         return DistributionConfiguration(GUID, "Deb", 2, 1000, 7, ["PATH=/bin"], Path("/srv/deb"))
 
-    def register_distribution(self, name: str | None, source: int, *, location: str | None = None,
-                              version: int = 2, run_oobe: bool = False, progress: Any = None,
-                              vhd: bool = False) -> DistributionInfo:
+    def register_distribution(
+        self,
+        name: str | None,
+        source: int,
+        *,
+        location: str | None = None,
+        version: int = 2,
+        run_oobe: bool = False,
+        progress: Any = None,
+        vhd: bool = False,
+    ) -> DistributionInfo:
         chunks = []
         while chunk := os.read(source, 1 << 16):
             chunks.append(chunk)
@@ -107,19 +122,33 @@ class ScriptedSession:
             raise WslError("E_INVALIDARG", "relative location reached the service")
         return self._info()
 
-    def export_distribution(self, distro: Any, target: int, *, format: str = "tar",
-                            progress: Any = None) -> None:
+    def export_distribution(
+        self, distro: Any, target: int, *, format: str = "tar", progress: Any = None
+    ) -> None:
         os.write(target, b"partial")
         self._check(distro)
         os.write(target, f" {format}".encode())
 
-    def mount_disk(self, disk: str, *, vhd: bool = False, partition: int = 0, name: str | None = None,
-                   fs_type: str | None = None, options: str | None = None) -> str:
+    def mount_disk(
+        self,
+        disk: str,
+        *,
+        vhd: bool = False,
+        partition: int = 0,
+        name: str | None = None,
+        fs_type: str | None = None,
+        options: str | None = None,
+    ) -> str:
         raise WslError("ERROR_NOT_SUPPORTED", "no disks here")
 
     def launch_lx_process(self, **arguments: Any) -> int:
-        self.launches.append({k: v for k, v in arguments.items() if not k.endswith(("fd",)) and
-                              k not in ("stdin", "stdout", "stderr")})
+        self.launches.append(
+            {
+                k: v
+                for k, v in arguments.items()
+                if not k.endswith(("fd",)) and k not in ("stdin", "stdout", "stderr")
+            }
+        )
         stdin, stdout = os.dup(arguments["stdin"]), os.dup(arguments["stdout"])
         exit_channel = MessageChannel(socket.socket(fileno=os.dup(arguments["exit_fd"])), name="exit")
 
@@ -223,12 +252,14 @@ def test_export_writes_through_a_descriptor_and_cleans_up_on_failure(
     assert caught.value.code == "ERROR_PATH_NOT_FOUND"
 
 
-def test_create_lx_process_talks_to_the_relay_directly(
-    running: Running
-) -> None:
+def test_create_lx_process_talks_to_the_relay_directly(running: Running) -> None:
     client, sessions = running
     process = client.create_lx_process(
-        "Deb", ["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, environment={"A": "1"},
+        "Deb",
+        ["cat"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        environment={"A": "1"},
         wslenv_source={"WSLENV": "SHARED", "SHARED": "yes", "SECRET": "no", "TERM": "xterm"},
     )
     assert process.pid == 777
@@ -296,8 +327,9 @@ def test_a_launch_survives_a_service_that_dies_before_replying(tmp_path: Path) -
 
     path = str(tmp_path / "dies.sock")
     server = _one_shot_service(path, hand_to_relay)
-    process = ServiceClient(path).create_lx_process("Deb", ["x"], stdin=subprocess.DEVNULL,
-                                                    stdout=subprocess.PIPE)
+    process = ServiceClient(path).create_lx_process(
+        "Deb", ["x"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
+    )
     server.join(5)
     assert process.pid == 0
     assert process.communicate() == (b"finished anyway\n", None)
@@ -316,9 +348,7 @@ def test_a_launch_the_service_dropped_is_an_error(tmp_path: Path) -> None:
     server.join(5)
 
 
-def test_a_connection_the_service_closed_is_not_reused(
-    running: Running, tmp_path: Path
-) -> None:
+def test_a_connection_the_service_closed_is_not_reused(running: Running, tmp_path: Path) -> None:
     client, _ = running
     client.enumerate_distributions()
     [stale] = client._idle

@@ -33,9 +33,16 @@ WAIT = 10.0
 
 def info(index: int) -> DistributionInfo:
     return DistributionInfo(
-        id=uuid.UUID(int=index), name=f"Distro{index}", state=DistributionState.INSTALLED, version=2,
-        is_default=index == 0, flavor="debian", os_version="12",
-        base_path=Path(f"/srv/distributions/{index}"), default_uid=1000, run_oobe=False,
+        id=uuid.UUID(int=index),
+        name=f"Distro{index}",
+        state=DistributionState.INSTALLED,
+        version=2,
+        is_default=index == 0,
+        flavor="debian",
+        os_version="12",
+        base_path=Path(f"/srv/distributions/{index}"),
+        default_uid=1000,
+        run_oobe=False,
     )
 
 
@@ -178,8 +185,10 @@ def test_a_request_whose_client_stays_is_not_cancelled(running: Running) -> None
     assert session.started.acquire(timeout=WAIT)
     sock.close()
     loop = running.service._loop
-    _until(lambda: any(client.hung_up for client in list(loop._clients.values())),
-           "the service did not see the client go")
+    _until(
+        lambda: any(client.hung_up for client in list(loop._clients.values())),
+        "the service did not see the client go",
+    )
     session.release.set()
     _until(lambda: session.outcomes == ["released", "released"], "a oneway request was cancelled")
 
@@ -323,7 +332,7 @@ def test_descriptors_of_refused_messages_are_closed(running: Running) -> None:
             b'{"method":"io.pywsl.UserSession.ExportDistribution","parameters":{"target":9}}\0',
             b'{"method":"io.pywsl.UserSession.Shutdown","more":"yes"}\0',
             b'{"method":"io.pywsl.UserSession.Shutdown","upgrade":true}\0',
-            b'\xff\xfe\0',
+            b"\xff\xfe\0",
         ]
         for _ in range(30):
             for payload in bad:
@@ -361,7 +370,8 @@ def test_replies_larger_than_a_request_may_be(running: Running) -> None:
     assert len(listed) == 6000
     assert listed[5999].name == "Distro5999"
     assert len(rpc.encode_message({"d": [rpc.encode_value(d) for d in listed]}, limit=1 << 30)) > (
-        rpc.MAX_MESSAGE_SIZE)
+        rpc.MAX_MESSAGE_SIZE
+    )
 
 
 def test_a_reply_too_large_is_an_error_reply(running: Running, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -380,8 +390,10 @@ def test_a_reply_too_large_is_an_error_reply(running: Running, monkeypatch: pyte
 def test_pipelined_requests_are_answered_in_order(running: Running) -> None:
     running.session()
     sock = running.raw()
-    sock.sendall(b'{"method":"org.varlink.service.GetInfo"}\0'
-                 b'{"method":"io.pywsl.UserSession.GetDefaultDistribution"}\0{bad\0')
+    sock.sendall(
+        b'{"method":"org.varlink.service.GetInfo"}\0'
+        b'{"method":"io.pywsl.UserSession.GetDefaultDistribution"}\0{bad\0'
+    )
     data = b""
     while data.count(b"\0") < 3:
         chunk = sock.recv(65536)
@@ -410,8 +422,16 @@ def test_accept_errors_never_end_the_service(folder: Path, caplog: pytest.LogCap
     listener = FlakyListener(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(16)
-    listener.failures = [errno.EMFILE, errno.ENFILE, errno.ECONNABORTED, errno.ENOMEM, errno.ENOBUFS,
-                         errno.EPROTO, errno.EINTR, errno.EMFILE]
+    listener.failures = [
+        errno.EMFILE,
+        errno.ENFILE,
+        errno.ECONNABORTED,
+        errno.ENOMEM,
+        errno.ENOBUFS,
+        errno.EPROTO,
+        errno.EINTR,
+        errno.EMFILE,
+    ]
     server = service.Service(listener, service.SessionFactory(BlockingSession))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -439,8 +459,9 @@ def test_raise_descriptor_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def test_install_units_follow_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_install_units_follow_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     prefix = tmp_path / "units"
     monkeypatch.setenv("PYWSL_RUNTIME_ROOT", "/srv/pywsl-run")
     monkeypatch.delenv("PYWSL_SERVICE_SOCKET", raising=False)
@@ -462,7 +483,8 @@ def test_install_units_follow_the_environment(tmp_path: Path, monkeypatch: pytes
     assert "ListenStream=/srv/sockets/pywsl-100%%.sock" in socket_unit.splitlines()
     assert "Environment=PYWSL_SERVICE_SOCKET=/srv/sockets/pywsl-100%%.sock" in service_unit.splitlines()
     assert [line for line in socket_unit.splitlines() if line.startswith("ListenStream=")] == [
-        "ListenStream=/srv/sockets/pywsl-100%%.sock"]
+        "ListenStream=/srv/sockets/pywsl-100%%.sock"
+    ]
     # --socket wins; a path systemd cannot take is refused and nothing changes.
     assert service.main(["--install-units", "--prefix", str(prefix), "--socket", "/srv/other.sock"]) == 0
     assert "ListenStream=/srv/other.sock" in (prefix / "pywsl.socket").read_text().splitlines()

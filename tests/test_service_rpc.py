@@ -84,7 +84,6 @@ def test_large_message_crosses_several_reads(pair: tuple[rpc.Connection, rpc.Con
     a, b = pair
     payload = "x" * (rpc.MAX_MESSAGE_SIZE - 100)
 
-
     sender = threading.Thread(target=a.send, args=({"p": payload},))
     sender.start()
     received = b.receive()
@@ -96,7 +95,6 @@ def test_oversized_message_is_fatal(pair: tuple[rpc.Connection, rpc.Connection])
     a, b = pair
     with pytest.raises(rpc.InvalidMessage, match="exceeds"):
         a.send({"p": "x" * rpc.MAX_MESSAGE_SIZE})
-
 
     def flood() -> None:
         with contextlib.suppress(OSError):
@@ -159,8 +157,13 @@ def test_request_envelope() -> None:
     request = rpc.parse_request({"method": "io.pywsl.UserSession.Shutdown", "more": True}, [])
     assert request.parameters == {}
     assert request.more
-    for bad in ({}, {"method": 3}, {"method": "m", "parameters": []}, {"method": "m", "more": "yes"},
-                {"method": "m", "upgrade": True}):
+    for bad in (
+        {},
+        {"method": 3},
+        {"method": "m", "parameters": []},
+        {"method": "m", "more": "yes"},
+        {"method": "m", "upgrade": True},
+    ):
         with pytest.raises(rpc.InvalidMessage):
             rpc.parse_request(bad, [])
 
@@ -177,12 +180,29 @@ def test_unknown_method() -> None:
 def test_method_names_are_wsl_names() -> None:
     names = {method.name for method in rpc.METHODS.values()}
     assert {
-        "CreateInstance", "RegisterDistribution", "GetDistributionId", "TerminateDistribution",
-        "UnregisterDistribution", "ConfigureDistribution", "GetDistributionConfiguration",
-        "GetDefaultDistribution", "SetDefaultDistribution", "EnumerateDistributions",
-        "CreateLxProcess", "ExportDistribution", "MoveDistribution", "Shutdown", "SetVersion",
-        "SetSparse", "ResizeDistribution", "ImportDistributionInplace", "AttachDisk", "DetachDisk",
-        "MountDisk", "CompleteOobe", "InstallBuiltinDistribution",
+        "CreateInstance",
+        "RegisterDistribution",
+        "GetDistributionId",
+        "TerminateDistribution",
+        "UnregisterDistribution",
+        "ConfigureDistribution",
+        "GetDistributionConfiguration",
+        "GetDefaultDistribution",
+        "SetDefaultDistribution",
+        "EnumerateDistributions",
+        "CreateLxProcess",
+        "ExportDistribution",
+        "MoveDistribution",
+        "Shutdown",
+        "SetVersion",
+        "SetSparse",
+        "ResizeDistribution",
+        "ImportDistributionInplace",
+        "AttachDisk",
+        "DetachDisk",
+        "MountDisk",
+        "CompleteOobe",
+        "InstallBuiltinDistribution",
     } == names
     assert all(full.startswith("io.pywsl.UserSession.") for full in rpc.METHODS)
 
@@ -191,7 +211,12 @@ def test_parameters_are_checked_and_defaulted() -> None:
     method = rpc.method("io.pywsl.UserSession.RegisterDistribution")
     arguments = method.decode_parameters({"name": "Deb", "source": 1}, [10, 11])
     assert arguments == {
-        "name": "Deb", "source": 11, "location": None, "version": 2, "run_oobe": False, "vhd": False
+        "name": "Deb",
+        "source": 11,
+        "location": None,
+        "version": 2,
+        "run_oobe": False,
+        "vhd": False,
     }
     cases: list[tuple[dict[str, object], str, str]] = [
         ({"name": "Deb"}, "source", "missing"),
@@ -229,8 +254,18 @@ def test_create_lx_process_parameters() -> None:
     method = rpc.method("io.pywsl.UserSession.CreateLxProcess")
     fds = [20, 21, 22, 23, 24]
     arguments = method.decode_parameters(
-        {"command_line": ["ls", "-l"], "stdin": 0, "stdout": 1, "stderr": 2, "control": 3, "exit": 4,
-         "console": [True, False, False], "rows": 24, "columns": 80, "environment": {"A": "b"}},
+        {
+            "command_line": ["ls", "-l"],
+            "stdin": 0,
+            "stdout": 1,
+            "stderr": 2,
+            "control": 3,
+            "exit": 4,
+            "console": [True, False, False],
+            "rows": 24,
+            "columns": 80,
+            "environment": {"A": "b"},
+        },
         fds,
     )
     assert arguments["command_line"] == ["ls", "-l"]

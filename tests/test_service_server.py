@@ -31,8 +31,16 @@ ALPHA = uuid.UUID("11111111-2222-3333-4444-555555555555")
 
 def info(identifier: uuid.UUID, name: str, base_path: str) -> DistributionInfo:
     return DistributionInfo(
-        id=identifier, name=name, state=DistributionState.INSTALLED, version=2, is_default=True,
-        flavor="debian", os_version="12", base_path=Path(base_path), default_uid=1000, run_oobe=False,
+        id=identifier,
+        name=name,
+        state=DistributionState.INSTALLED,
+        version=2,
+        is_default=True,
+        flavor="debian",
+        os_version="12",
+        base_path=Path(base_path),
+        default_uid=1000,
+        run_oobe=False,
     )
 
 
@@ -70,9 +78,17 @@ class RecordingSession:
     def enumerate_distributions(self) -> list[DistributionInfo]:
         return [info(ALPHA, "Alpha", "/srv/alpha")]
 
-    def register_distribution(self, name: str | None, source: int, *, location: str | None = None,
-                              version: int = 2, run_oobe: bool = False, progress: Any = None,
-                              vhd: bool = False) -> DistributionInfo:
+    def register_distribution(
+        self,
+        name: str | None,
+        source: int,
+        *,
+        location: str | None = None,
+        version: int = 2,
+        run_oobe: bool = False,
+        progress: Any = None,
+        vhd: bool = False,
+    ) -> DistributionInfo:
         chunks = []
         while chunk := os.read(source, 65536):
             chunks.append(chunk)
@@ -84,8 +100,9 @@ class RecordingSession:
             raise WslError("WSL_E_IMPORT_FAILED", "tar: this does not look like a tar archive")
         return info(uuid.UUID(int=len(self.received)), name or "Default", location or "/default")
 
-    def export_distribution(self, distro: str | uuid.UUID | None, target: int, *, format: str = "tar",
-                            progress: Any = None) -> None:
+    def export_distribution(
+        self, distro: str | uuid.UUID | None, target: int, *, format: str = "tar", progress: Any = None
+    ) -> None:
         self._find(distro)
         os.write(target, f"archive in {format}".encode())
 
@@ -314,8 +331,11 @@ def test_register_streams_the_archive_as_a_descriptor(harness: Harness, tmp_path
     archive = tmp_path / "rootfs.tar"
     archive.write_bytes(b"t" * 300000)
     client = ServiceClient(harness.path)
-    result = client.call("RegisterDistribution", {"name": "Mine", "source": 0, "location": "/srv/mine"},
-                         fds=[os.open(archive, os.O_RDONLY)])
+    result = client.call(
+        "RegisterDistribution",
+        {"name": "Mine", "source": 0, "location": "/srv/mine"},
+        fds=[os.open(archive, os.O_RDONLY)],
+    )
     session = harness.sessions[os.getuid()]
     assert session.received == archive.read_bytes()
     assert result["distribution"]["id"] == str(uuid.UUID(int=300000))
@@ -332,8 +352,9 @@ def test_register_streams_the_archive_as_a_descriptor(harness: Harness, tmp_path
     writer = threading.Thread(target=write_and_close)
     writer.start()
     with pytest.raises(WslError) as caught:
-        client.call("RegisterDistribution", {"name": "Bad", "source": 0}, fds=[read_end],
-                    progress=progress.append)
+        client.call(
+            "RegisterDistribution", {"name": "Bad", "source": 0}, fds=[read_end], progress=progress.append
+        )
     writer.join()
     os.close(read_end)
     assert caught.value.code == "WSL_E_IMPORT_FAILED"
@@ -364,12 +385,21 @@ def test_create_lx_process_hands_the_fds_on_and_replies_the_relay_pid(harness: H
     control_client, control_relay = socket.socketpair()
     exit_client, exit_relay = socket.socketpair()
     parameters = {
-        "distro": {"name": "alpha"}, "command_line": ["echo", "hi"], "stdin": 0, "stdout": 1,
-        "stderr": 1, "control": 2, "exit": 3, "console": [False, False, False], "rows": 0, "columns": 0,
+        "distro": {"name": "alpha"},
+        "command_line": ["echo", "hi"],
+        "stdin": 0,
+        "stdout": 1,
+        "stderr": 1,
+        "control": 2,
+        "exit": 3,
+        "console": [False, False, False],
+        "rows": 0,
+        "columns": 0,
     }
     with ServiceClient(harness.path) as client:
         result = client.call(
-            "CreateLxProcess", parameters,
+            "CreateLxProcess",
+            parameters,
             fds=[0, out_write, control_relay.fileno(), exit_relay.fileno()],
         )
     assert result == {"pid": 4242}
@@ -458,7 +488,11 @@ def test_systemd_socket_activation(tmp_path: Path) -> None:
         result = subprocess.run(
             [sys.executable, "-c", script],
             env={**os.environ, "LISTEN_FDS": "1", "TEST_FD": str(listener.fileno())},
-            pass_fds=(listener.fileno(),), capture_output=True, text=True, check=True, timeout=60,
+            pass_fds=(listener.fileno(),),
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
         )
     assert result.stdout.split() == [path, "False"]
     with pytest.raises(service.ServiceSetupError, match="exactly one"):
@@ -508,9 +542,18 @@ def test_reply_is_json(harness: Harness) -> None:
     assert json.loads(data[:-1]) == {
         "parameters": {
             "distributions": [
-                {"id": str(ALPHA), "name": "Alpha", "state": 1, "version": 2, "is_default": True,
-                 "flavor": "debian", "os_version": "12", "base_path": "/srv/alpha", "default_uid": 1000,
-                 "run_oobe": False}
+                {
+                    "id": str(ALPHA),
+                    "name": "Alpha",
+                    "state": 1,
+                    "version": 2,
+                    "is_default": True,
+                    "flavor": "debian",
+                    "os_version": "12",
+                    "base_path": "/srv/alpha",
+                    "default_uid": 1000,
+                    "run_oobe": False,
+                }
             ]
         }
     }
@@ -519,8 +562,9 @@ def test_reply_is_json(harness: Harness) -> None:
 
 def test_connections_beyond_the_limit_are_refused(public_dir: Path) -> None:
     listener = service.bind_listener(str(public_dir / "limited.sock"))
-    server = service.Service(listener, service.SessionFactory(RecordingSession), max_connections=3,
-                             max_connections_per_user=2)
+    server = service.Service(
+        listener, service.SessionFactory(RecordingSession), max_connections=3, max_connections_per_user=2
+    )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     request = {"method": "io.pywsl.UserSession.GetDefaultDistribution"}
@@ -555,8 +599,12 @@ def test_connections_beyond_the_limit_are_refused(public_dir: Path) -> None:
 def test_the_service_process_serves_and_removes_its_socket_on_sigterm(public_dir: Path) -> None:
     path = public_dir / "process.sock"
     env = {**os.environ, "PYWSL_RUNTIME_ROOT": str(public_dir / "run")}
-    process = subprocess.Popen([sys.executable, "-m", "pywsl.api.service", "--socket", str(path)],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pywsl.api.service", "--socket", str(path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 30
         while not path.exists():

@@ -29,8 +29,10 @@ pytestmark = [
 ]
 
 SYSTEMD_CONF = "[boot]\nsystemd = true\n"
-PROBE_UNIT = ("[Unit]\nDescription=enabled in the root filesystem\n[Service]\nExecStart=/bin/sleep infinity\n"
-              "[Install]\nWantedBy=multi-user.target\n")
+PROBE_UNIT = (
+    "[Unit]\nDescription=enabled in the root filesystem\n[Service]\nExecStart=/bin/sleep infinity\n"
+    "[Install]\nWantedBy=multi-user.target\n"
+)
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +44,8 @@ def systemd_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     assert result.returncode == 0, result.stderr[-2000:]
     (root / "etc/systemd/system/pywsl-enabled.service").write_text(PROBE_UNIT)
     (root / "etc/systemd/system/multi-user.target.wants/pywsl-enabled.service").symlink_to(
-        "/etc/systemd/system/pywsl-enabled.service")
+        "/etc/systemd/system/pywsl-enabled.service"
+    )
     archive = folder / "debian-systemd.tar"
     subprocess.run(["tar", "-C", str(root), "--exclude=./dev/*", "-cf", str(archive), "."], check=True)
     shutil.rmtree(root)
@@ -66,8 +69,13 @@ def _import(booted: BootedVm, archive: Path, target: Path, wsl_conf: str) -> Pat
 
 
 def _instance_groups(booted: BootedVm) -> list[Path]:
-    return [path for group in booted.cgroups if (group / "cgroup.controllers").exists()
-            for path in group.iterdir() if path.is_dir()]
+    return [
+        path
+        for group in booted.cgroups
+        if (group / "cgroup.controllers").exists()
+        for path in group.iterdir()
+        if path.is_dir()
+    ]
 
 
 def test_systemd_is_pid_1_and_units_run(vm_factory: VmFactory, systemd_archive: Path, tmp_path: Path) -> None:
@@ -76,14 +84,20 @@ def test_systemd_is_pid_1_and_units_run(vm_factory: VmFactory, systemd_archive: 
     started = time.monotonic()
     instance = booted.vm.launch_instance("SystemdDebian", rootfs, default_uid=0, hostname="sd")
     assert time.monotonic() - started < 30
-    first = run_in(instance, "cat /proc/1/comm; systemctl is-system-running; echo $container; "
-                             "cat /proc/$$/status | grep -c '^PPid'")
+    first = run_in(
+        instance,
+        "cat /proc/1/comm; systemctl is-system-running; echo $container; "
+        "cat /proc/$$/status | grep -c '^PPid'",
+    )
     lines = first.stdout.splitlines()
     assert lines[0] == "systemd", first
     assert lines[1] in ("running", "degraded"), first
-    started_unit = run_in(instance, "systemd-run --unit=probe sleep 300 && systemctl is-active probe; "
-                                    "systemctl is-active pywsl-enabled; journalctl -u probe --no-pager -q; "
-                                    "echo journal=$?; stat -c %T -f /sys/fs/cgroup; readlink /proc/1/exe")
+    started_unit = run_in(
+        instance,
+        "systemd-run --unit=probe sleep 300 && systemctl is-active probe; "
+        "systemctl is-active pywsl-enabled; journalctl -u probe --no-pager -q; "
+        "echo journal=$?; stat -c %T -f /sys/fs/cgroup; readlink /proc/1/exe",
+    )
     out = started_unit.stdout.splitlines()
     assert out[0] == "active" and out[1] == "active", started_unit
     assert "journal=0" in out and "cgroup2fs" in out, started_unit
@@ -98,8 +112,9 @@ def test_systemd_is_pid_1_and_units_run(vm_factory: VmFactory, systemd_archive: 
     assert wait_until(lambda: not _instance_groups(booted), 10), _instance_groups(booted)
 
 
-def test_idle_timeout_counts_only_pywsl_processes(vm_factory: VmFactory, systemd_archive: Path,
-                                                  tmp_path: Path) -> None:
+def test_idle_timeout_counts_only_pywsl_processes(
+    vm_factory: VmFactory, systemd_archive: Path, tmp_path: Path
+) -> None:
     booted = vm_factory.boot(instance_idle_timeout_ms=1500)
     rootfs = _import(booted, systemd_archive, tmp_path / "debian", SYSTEMD_CONF)
     instance: CoreInstance = booted.vm.launch_instance("IdleSystemd", rootfs, default_uid=0, hostname="idle")
@@ -111,8 +126,9 @@ def test_idle_timeout_counts_only_pywsl_processes(vm_factory: VmFactory, systemd
     assert wait_until(lambda: not _instance_groups(booted), 10)
 
 
-def test_systemd_off_keeps_pywsl_init_as_pid_1(vm_factory: VmFactory, systemd_archive: Path,
-                                                tmp_path: Path) -> None:
+def test_systemd_off_keeps_pywsl_init_as_pid_1(
+    vm_factory: VmFactory, systemd_archive: Path, tmp_path: Path
+) -> None:
     booted = vm_factory.boot()
     rootfs = _import(booted, systemd_archive, tmp_path / "debian", "[boot]\nsystemd = false\n")
     instance = booted.vm.launch_instance("PlainDebian", rootfs, default_uid=0, hostname="plain")
@@ -128,9 +144,12 @@ def test_init_timeout_warns_and_goes_on(vm_factory: VmFactory, systemd_archive: 
     instance = booted.vm.launch_instance("SlowSystemd", rootfs, default_uid=0, hostname="slow")
     assert any("initTimeout (1 ms" in warning for warning in instance.warnings), instance.warnings
     # Its bus may not listen yet: ask again (bounded) until systemd answers.
-    result = run_in(instance, "cat /proc/1/comm; i=0; until s=$(systemctl is-system-running --wait); "
-                              "[ \"$s\" = running ] || [ \"$s\" = degraded ] || [ $i -ge 100 ]; "
-                              "do sleep 0.1; i=$((i+1)); done; echo $s")
+    result = run_in(
+        instance,
+        "cat /proc/1/comm; i=0; until s=$(systemctl is-system-running --wait); "
+        '[ "$s" = running ] || [ "$s" = degraded ] || [ $i -ge 100 ]; '
+        "do sleep 0.1; i=$((i+1)); done; echo $s",
+    )
     assert result.stdout.splitlines()[0] == "systemd"
     assert result.stdout.splitlines()[1] in ("running", "degraded"), result
     instance.terminate(force=True)
@@ -151,18 +170,29 @@ class _Pywsl:
             folder.mkdir(parents=True)
         os.chmod(self.runtime, 0o700)
         (config / "pywsl" / "wslconfig").write_text(
-            "[general]\ninstanceIdleTimeout=120000\n[wsl2]\nvmIdleTimeout=120000\n")
+            "[general]\ninstanceIdleTimeout=120000\n[wsl2]\nvmIdleTimeout=120000\n"
+        )
         self.env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(workspace / "home"),
-            "XDG_DATA_HOME": str(workspace / "data"), "XDG_CONFIG_HOME": str(config),
-            "PYWSL_RUNTIME_ROOT": str(self.runtime), "LANG": "C.UTF-8",
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(workspace / "home"),
+            "XDG_DATA_HOME": str(workspace / "data"),
+            "XDG_CONFIG_HOME": str(config),
+            "PYWSL_RUNTIME_ROOT": str(self.runtime),
+            "LANG": "C.UTF-8",
             "PYTHONPATH": str(Path(pywsl_package.__file__).resolve().parent.parent),
         }
 
     def __call__(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "pywsl.cli.main", *args], env=self.env, cwd="/",
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
-                              check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "pywsl.cli.main", *args],
+            env=self.env,
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     @property
     def vm_runtime(self) -> Path:
@@ -180,19 +210,25 @@ def _instance_processes(pywsl: _Pywsl) -> list[int]:
     """Live processes of the VM outside the VM's own pid namespace: those of its instances."""
     vm_pid = int((pywsl.vm_runtime / "mini_init.pid").read_text().split()[0])
     own = _pid_namespace(vm_pid)
-    return [pid for pid in vm_processes(vm_pid)
-            if pid_alive(pid) and _pid_namespace(pid) not in (own, None)]
+    return [pid for pid in vm_processes(vm_pid) if pid_alive(pid) and _pid_namespace(pid) not in (own, None)]
 
 
 def _vm_instance_groups(pywsl: _Pywsl) -> list[Path]:
-    return [path for group in find_groups(functools.partial(is_cgroup_of, pywsl.vm_runtime))
-            if (group / "cgroup.controllers").exists() for path in group.iterdir() if path.is_dir()]
+    return [
+        path
+        for group in find_groups(functools.partial(is_cgroup_of, pywsl.vm_runtime))
+        if (group / "cgroup.controllers").exists()
+        for path in group.iterdir()
+        if path.is_dir()
+    ]
 
 
 BOOT_PROBE = "/var/tmp/pywsl-boot-command"
 AS_ROOT = ("-d", "SdCli", "-u", "root", "--")
-CLI_CONF = (f"[boot]\nsystemd = true\ncommand = cat /proc/1/comm > {BOOT_PROBE}.part && "
-            f"mv {BOOT_PROBE}.part {BOOT_PROBE}\n")
+CLI_CONF = (
+    f"[boot]\nsystemd = true\ncommand = cat /proc/1/comm > {BOOT_PROBE}.part && "
+    f"mv {BOOT_PROBE}.part {BOOT_PROBE}\n"
+)
 
 
 def test_systemd_through_the_command_line(systemd_archive: Path, tmp_path: Path) -> None:
@@ -201,8 +237,10 @@ def test_systemd_through_the_command_line(systemd_archive: Path, tmp_path: Path)
         imported = pywsl("--import", "SdCli", str(tmp_path / "sdcli"), str(systemd_archive), timeout=600)
         assert imported.returncode == 0, imported.stderr
         # Written from inside (systemd still off: pywsl's init is pid 1), then a cold start with it on.
-        first = pywsl(*AS_ROOT, f"cat /proc/1/comm; printf %s {shlex.quote(CLI_CONF)} "
-                      f"> /etc/wsl.conf; rm -f {BOOT_PROBE}")
+        first = pywsl(
+            *AS_ROOT,
+            f"cat /proc/1/comm; printf %s {shlex.quote(CLI_CONF)} > /etc/wsl.conf; rm -f {BOOT_PROBE}",
+        )
         assert first.returncode == 0 and first.stdout == "init\n", first
         assert pywsl(*AS_ROOT, "cat", "/etc/wsl.conf").stdout == CLI_CONF
         assert pywsl("-t", "SdCli").returncode == 0
@@ -211,22 +249,26 @@ def test_systemd_through_the_command_line(systemd_archive: Path, tmp_path: Path)
         state = pywsl(*AS_ROOT, "cat /proc/1/comm; systemctl is-system-running")  # 1 when degraded
         assert state.stdout.splitlines()[0] == "systemd", state
         assert state.stdout.splitlines()[1] in ("running", "degraded"), state
-        unit = pywsl(*AS_ROOT,
-                     "printf '[Service]\\nExecStart=/bin/sleep 600\\n' "
-                     "> /run/systemd/system/cli-probe.service && systemctl daemon-reload "
-                     "&& systemctl start cli-probe && systemctl is-active cli-probe pywsl-enabled")
+        unit = pywsl(
+            *AS_ROOT,
+            "printf '[Service]\\nExecStart=/bin/sleep 600\\n' "
+            "> /run/systemd/system/cli-probe.service && systemctl daemon-reload "
+            "&& systemctl start cli-probe && systemctl is-active cli-probe pywsl-enabled",
+        )
         assert (unit.returncode, unit.stdout) == (0, "active\nactive\n"), unit
-        journal = pywsl(*AS_ROOT, "journalctl", "-u", "cli-probe", "--no-pager", "-q",
-                        "-o", "cat")
+        journal = pywsl(*AS_ROOT, "journalctl", "-u", "cli-probe", "--no-pager", "-q", "-o", "cat")
         assert journal.returncode == 0 and "Started cli-probe.service" in journal.stdout, journal
         # systemd-logind runs (dbus is there); launches open no logind session (no pam_systemd).
-        login = pywsl(*AS_ROOT, "loginctl --no-legend list-sessions; echo rc=$?; "
-                      "systemctl is-active systemd-logind")
+        login = pywsl(
+            *AS_ROOT, "loginctl --no-legend list-sessions; echo rc=$?; systemctl is-active systemd-logind"
+        )
         assert login.stdout.splitlines()[-2:] == ["rc=0", "active"], login
         # [boot] command ran in systemd's world (pid 1 was systemd when it ran); bounded wait for it.
-        boot = pywsl(*AS_ROOT,
-                     f"i=0; until [ -f {BOOT_PROBE} ] || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done; "
-                     f"cat {BOOT_PROBE}")
+        boot = pywsl(
+            *AS_ROOT,
+            f"i=0; until [ -f {BOOT_PROBE} ] || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done; "
+            f"cat {BOOT_PROBE}",
+        )
         assert boot.stdout == "systemd\n", boot
         assert _instance_processes(pywsl) and _vm_instance_groups(pywsl)
 

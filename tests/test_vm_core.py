@@ -56,8 +56,10 @@ def test_distribution_basics(vm_factory: VmFactory) -> None:
     assert hostname == etc_hostname == "host.Name1"
     assert uid == "0"
     # Named as WSL names them; the interpreter's command line (host paths) is not visible inside.
-    titles = run_in(instance, "tr '\\0' '|' < /proc/1/cmdline; echo; cat /proc/$PPID/comm; "
-                              "tr '\\0' '|' < /proc/$PPID/cmdline").stdout.splitlines()
+    titles = run_in(
+        instance,
+        "tr '\\0' '|' < /proc/1/cmdline; echo; cat /proc/$PPID/comm; tr '\\0' '|' < /proc/$PPID/cmdline",
+    ).stdout.splitlines()
     assert titles[0] == "/init|"
     assert titles[1] == titles[2].rstrip("|") and titles[1].startswith("Relay(")
     hosts = run_in(instance, "cat /etc/hosts").stdout
@@ -101,8 +103,11 @@ def test_mounts_and_devices(vm_factory: VmFactory) -> None:
         point
         for point, (fstype, _) in table.items()
         if fstype == "devtmpfs"
-        and point not in {f"/dev/{n}" for n in ("null", "zero", "full", "random", "urandom", "tty",
-                                                  "fuse", "net/tun", "kvm")}
+        and point
+        not in {
+            f"/dev/{n}"
+            for n in ("null", "zero", "full", "random", "urandom", "tty", "fuse", "net/tun", "kvm")
+        }
         and not point.startswith("/mnt/host")
     ]
     checks = run_in(
@@ -399,7 +404,7 @@ def test_wsl_conf_settings_and_warnings(vm_factory: VmFactory) -> None:
     assert instance.default_uid == 1000
     assert any("unknown.key" in warning for warning in instance.warnings)
     assert any("generateResolvConf" in warning for warning in instance.warnings)
-    assert instance.warnings[-1] == "Expected '=' in /etc/wsl.conf:12"   # WSL stops reading there
+    assert instance.warnings[-1] == "Expected '=' in /etc/wsl.conf:12"  # WSL stops reading there
     assert run_in(instance, "cat /etc/hosts").stdout == "# mine\n"
     assert run_in(instance, "cat /etc/resolv.conf").stdout.startswith(LX_INIT_AUTO_GENERATED_FILE_HEADER)
     assert wait_until(lambda: run_in(instance, "cat /run/boot-marker 2>/dev/null").stdout == "booted\n", 5)
@@ -461,9 +466,11 @@ def test_a_failed_boot_leaves_nothing(
     assert not [path for path in Path("/sys/fs/cgroup").glob(f"**/{name}")]
 
 
-IPV6_HOSTS = ("# The following lines are desirable for IPv6 capable hosts\n"
-              "::1     ip6-localhost ip6-loopback\nfe00::0 ip6-localnet\nff00::0 ip6-mcastprefix\n"
-              "ff02::1 ip6-allnodes\nff02::2 ip6-allrouters\n")
+IPV6_HOSTS = (
+    "# The following lines are desirable for IPv6 capable hosts\n"
+    "::1     ip6-localhost ip6-loopback\nfe00::0 ip6-localnet\nff00::0 ip6-mcastprefix\n"
+    "ff02::1 ip6-allnodes\nff02::2 ip6-allrouters\n"
+)
 
 
 def test_wsl_conf_hostname_hosts_umask_and_lang_as_wsl_init(vm_factory: VmFactory) -> None:
@@ -494,12 +501,18 @@ def test_wsl_conf_hostname_hosts_umask_and_lang_as_wsl_init(vm_factory: VmFactor
         "Expected '=' in /etc/wsl.conf:11",
     ]
     result = run_in(instance, "hostname; cat /etc/hostname /proc/sys/kernel/domainname; umask; echo $LANG")
-    assert result.stdout.split() == ["mybox.exampleorg", "mybox.exampleorg", "localdomain", "0077",
-                                     "de_DE.UTF-8"]
+    assert result.stdout.split() == [
+        "mybox.exampleorg",
+        "mybox.exampleorg",
+        "localdomain",
+        "0077",
+        "de_DE.UTF-8",
+    ]
     # generateHosts = false came after the syntax error: the file is generated, laid out as WSL's.
     assert run_in(instance, "cat /etc/hosts").stdout == (
         LX_INIT_AUTO_GENERATED_FILE_HEADER + "# [network]\n# generateHosts = false\n127.0.0.1\tlocalhost\n"
-        "127.0.1.1\tmybox.exampleorg.localdomain\tmybox.exampleorg\n\n" + IPV6_HOSTS)
+        "127.0.1.1\tmybox.exampleorg.localdomain\tmybox.exampleorg\n\n" + IPV6_HOSTS
+    )
     # [boot] command: "sh -c", init's umask 0, NAME set; the continued line is part of it.
     assert wait_until(lambda: run_in(instance, "cat /run/boot-umask 2>/dev/null").stdout == "0000\n", 5)
     assert run_in(instance, "cat /run/boot-args").stdout == "sh mybox.exampleorg\n"

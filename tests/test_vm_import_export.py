@@ -160,8 +160,9 @@ def _entries(data: bytes) -> set[tuple[str, bytes]]:
 
 
 @pytest.mark.parametrize(("kind", "pipe"), [("tar", False), ("gz", True), ("xz", False)])
-def test_device_nodes_are_skipped_with_a_warning(booted: BootedVm, tmp_path: Path, kind: str,
-                                                 pipe: bool) -> None:
+def test_device_nodes_are_skipped_with_a_warning(
+    booted: BootedVm, tmp_path: Path, kind: str, pipe: bool
+) -> None:
     """Character and block devices cannot be made in the VM: they are left out (with one warning
     that counts them); a FIFO and everything after them is imported, and exported again."""
     target = _target(booted, tmp_path)
@@ -395,7 +396,7 @@ def _feed_then_repeat(data: bytes, filler: bytes) -> tuple[int, threading.Thread
 def forking_write(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 @pytest.mark.parametrize("kind", ["tar", "gz"])
@@ -429,8 +430,10 @@ def small_filesystem(where: Path, options: str) -> Iterator[Path]:
 def _zero_file_archive(size: int) -> bytes:
     """A gzip of a tar holding one file of ``size`` zero bytes (a few hundred KiB for many MiB)."""
     buffer = io.BytesIO()
-    with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=9) as packed, \
-            tarfile.open(fileobj=packed, mode="w|", format=tarfile.GNU_FORMAT) as handle:
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=9) as packed,
+        tarfile.open(fileobj=packed, mode="w|", format=tarfile.GNU_FORMAT) as handle,
+    ):
         for info, data in (_member("etc", tarfile.DIRTYPE), _member("etc/os-release", data=b"ID=x\n")):
             handle.addfile(info, io.BytesIO(data) if data is not None else None)
         info = tarfile.TarInfo("zeros")
@@ -440,16 +443,21 @@ def _zero_file_archive(size: int) -> bytes:
 
 
 def _many_files_archive(count: int) -> bytes:
-    return gzip.compress(archive(_member("etc", tarfile.DIRTYPE),
-                                 *(_member(f"etc/f{index}") for index in range(count))))
+    return gzip.compress(
+        archive(_member("etc", tarfile.DIRTYPE), *(_member(f"etc/f{index}") for index in range(count)))
+    )
 
 
-@pytest.mark.parametrize(("options", "data"), [
-    ("size=8m", lambda: _zero_file_archive(64 << 20)),
-    ("size=8m,nr_inodes=200", lambda: _many_files_archive(2000)),
-])
-def test_a_full_disk_stops_the_import(booted: BootedVm, tmp_path: Path, options: str,
-                                      data: Callable[[], bytes]) -> None:
+@pytest.mark.parametrize(
+    ("options", "data"),
+    [
+        ("size=8m", lambda: _zero_file_archive(64 << 20)),
+        ("size=8m,nr_inodes=200", lambda: _many_files_archive(2000)),
+    ],
+)
+def test_a_full_disk_stops_the_import(
+    booted: BootedVm, tmp_path: Path, options: str, data: Callable[[], bytes]
+) -> None:
     with small_filesystem(tmp_path / "small", options) as small:
         target = _target(booted, small)
         outcome, errors = run_import(booted, target, data(), pipe=True)

@@ -141,9 +141,17 @@ def test_kernel_boot_timeout_stops_a_slow_boot(vm_factory: VmFactory) -> None:
 
 def _config(**changes: object) -> VmConfig:
     values: dict[str, object] = dict(
-        owner_uid=0, owner_gid=0, runtime_dir=Path("/run/pywsl/0"), uid_map=[(0, 1 << 30, 65536)],
-        gid_map=[(0, 1 << 30, 65536)], networking_mode="mirrored", hostname="h", memory_bytes=None,
-        processors=None, vm_idle_timeout_ms=-1, instance_idle_timeout_ms=-1,
+        owner_uid=0,
+        owner_gid=0,
+        runtime_dir=Path("/run/pywsl/0"),
+        uid_map=[(0, 1 << 30, 65536)],
+        gid_map=[(0, 1 << 30, 65536)],
+        networking_mode="mirrored",
+        hostname="h",
+        memory_bytes=None,
+        processors=None,
+        vm_idle_timeout_ms=-1,
+        instance_idle_timeout_ms=-1,
     )
     values.update(changes)
     return VmConfig(**values)  # type: ignore[arg-type]
@@ -182,8 +190,14 @@ class _SilentGuest:
         self.kept.extend(fds)
         if self.send_result:
             init = MessageChannel(socket.socket(fileno=os.dup(fds[1])), name="test init")
-            init.send(schema("LX_MINI_INIT_CREATE_INSTANCE_RESULT"), Result=0, FailureStep=0, Pid=7,
-                      ConnectPort=0, Warnings=None)
+            init.send(
+                schema("LX_MINI_INIT_CREATE_INSTANCE_RESULT"),
+                Result=0,
+                FailureStep=0,
+                Pid=7,
+                ConnectPort=0,
+                Warnings=None,
+            )
             init.close()
 
     def close(self) -> None:

@@ -72,11 +72,23 @@ def runtime_dir() -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def booted(guest_kernel: tuple[Path, Path], cache: Path, runtime_dir: Path) -> Iterator[tuple[CoreVm, float]]:
     image, modules = guest_kernel
-    config = VmConfig(owner_uid=0, owner_gid=0, runtime_dir=runtime_dir, uid_map=[(0, 0, 1)],
-                      gid_map=[(0, 0, 1)], networking_mode="none", hostname="pywsl-qemu-test",
-                      memory_bytes=512 << 20, processors=1, vm_idle_timeout_ms=120_000,
-                      instance_idle_timeout_ms=1000, backend="qemu", kernel=image, kernel_modules=modules,
-                      kernel_boot_timeout_ms=90_000)
+    config = VmConfig(
+        owner_uid=0,
+        owner_gid=0,
+        runtime_dir=runtime_dir,
+        uid_map=[(0, 0, 1)],
+        gid_map=[(0, 0, 1)],
+        networking_mode="none",
+        hostname="pywsl-qemu-test",
+        memory_bytes=512 << 20,
+        processors=1,
+        vm_idle_timeout_ms=120_000,
+        instance_idle_timeout_ms=1000,
+        backend="qemu",
+        kernel=image,
+        kernel_modules=modules,
+        kernel_boot_timeout_ms=90_000,
+    )
     started = time.monotonic()
     vm = CoreVm.boot(config)
     seconds = time.monotonic() - started
@@ -103,23 +115,37 @@ def test_modules_resolve_with_dependencies_first(tmp_path: Path) -> None:
         (tree / "kernel" / name).write_bytes(b"")
     (tree / "modules.dep").write_text(
         "kernel/a/virtio_mmio.ko: kernel/a/virtio.ko kernel/a/virtio_ring.ko\n"
-        "kernel/a/virtio.ko: kernel/a/virtio_ring.ko\nkernel/a/virtio_ring.ko:\nkernel/b/9p.ko:\n")
+        "kernel/a/virtio.ko: kernel/a/virtio_ring.ko\nkernel/a/virtio_ring.ko:\nkernel/b/9p.ko:\n"
+    )
     (tree / "modules.builtin").write_text("kernel/c/virtio_console.ko\nkernel/c/9pnet_virtio.ko\n")
-    assert resolve_modules(tree) == ["kernel/a/virtio_ring.ko", "kernel/a/virtio.ko",
-                                     "kernel/a/virtio_mmio.ko", "kernel/b/9p.ko"]
+    assert resolve_modules(tree) == [
+        "kernel/a/virtio_ring.ko",
+        "kernel/a/virtio.ko",
+        "kernel/a/virtio_mmio.ko",
+        "kernel/b/9p.ko",
+    ]
     (tree / "modules.builtin").write_text("kernel/c/virtio_console.ko\n")
     with pytest.raises(VmError, match="9pnet_virtio is neither built into the kernel"):
         resolve_modules(tree)
 
 
 def test_initramfs_is_built_once_and_holds_init_busybox_and_modules(
-        guest_kernel: tuple[Path, Path], tmp_path: Path) -> None:
+    guest_kernel: tuple[Path, Path], tmp_path: Path
+) -> None:
     kernel = find_kernel(*guest_kernel)
     first = build_initramfs(kernel, tmp_path)
     assert build_initramfs(kernel, tmp_path) == first
     assert [item.name for item in tmp_path.iterdir()] == [first.name]
-    listing = subprocess.run(["busybox", "cpio", "-t"], input=gzip.decompress(first.read_bytes()),
-                             capture_output=True, check=True).stdout.decode().split()
+    listing = (
+        subprocess.run(
+            ["busybox", "cpio", "-t"],
+            input=gzip.decompress(first.read_bytes()),
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split()
+    )
     assert {"init", "busybox", "modules.list", "modules/virtio_console.ko", "modules/9p.ko"} <= set(listing)
     # modules from .modinfo (Debian's package has no modules.dep): virtio_ring before virtio_mmio
     order = resolve_modules(kernel.modules)
@@ -128,8 +154,9 @@ def test_initramfs_is_built_once_and_holds_init_busybox_and_modules(
 
 
 def test_pywsl_backend_key_selects_qemu_and_honours_kernel_keys() -> None:
-    config = parse_wslconfig("[pywsl]\nbackend = qemu\n[wsl2]\nkernel = /k/vmlinuz\n"
-                             "kernelCommandLine = quiet\n")
+    config = parse_wslconfig(
+        "[pywsl]\nbackend = qemu\n[wsl2]\nkernel = /k/vmlinuz\nkernelCommandLine = quiet\n"
+    )
     assert (config.backend, config.kernel) == ("qemu", Path("/k/vmlinuz"))
     assert config.kernel_command_line == "quiet"
     assert config.ignored == () and config.warnings == ()

@@ -13,8 +13,20 @@ from pywsl.vm import timezone as host_side
 from pywsl.wire.timezone_id import valid_timezone
 
 VALID = ["Etc/UTC", "Europe/Paris", "America/Argentina/Buenos_Aires", "UTC", "Etc/GMT+5", "EST5EDT"]
-INVALID = ["", "/etc/passwd", "../../etc/shadow", "Etc/../../x", "Etc//UTC", "Etc/UTC/", ".hidden", "a b",
-           "Etc/UTC\n", "x" * 300, "Europe/.", "Zone\0Name"]
+INVALID = [
+    "",
+    "/etc/passwd",
+    "../../etc/shadow",
+    "Etc/../../x",
+    "Etc//UTC",
+    "Etc/UTC/",
+    ".hidden",
+    "a b",
+    "Etc/UTC\n",
+    "x" * 300,
+    "Europe/.",
+    "Zone\0Name",
+]
 
 
 def test_timezone_ids_are_validated() -> None:
@@ -68,8 +80,14 @@ def test_localtime_follows_the_zone_sent_in_initialize(vm_factory: VmFactory) ->
     booted = vm_factory.boot()
     vm = booted.vm
 
-    def launch(name: str, zone: str | None, *, wsl_conf: str | None = None, zoneinfo: bool = True,
-               timezone_file: bool = False) -> str:
+    def launch(
+        name: str,
+        zone: str | None,
+        *,
+        wsl_conf: str | None = None,
+        zoneinfo: bool = True,
+        timezone_file: bool = False,
+    ) -> str:
         rootfs = vm_factory.rootfs(name.lower(), vm=booted, wsl_conf=wsl_conf)
         if zoneinfo:
             _with_zoneinfo(rootfs, timezone_file=timezone_file)
@@ -90,11 +108,17 @@ def test_localtime_follows_the_zone_sent_in_initialize(vm_factory: VmFactory) ->
     expected = "/usr/share/zoneinfo/Etc/UTC\n" if host == "Etc/UTC" else "none\n"
     assert launch("Host", None) == expected + "no-file\n"
     with pytest.raises(ValueError, match="invalid time zone"):
-        vm.launch_instance("Bad", vm_factory.rootfs("bad", vm=booted), default_uid=0, hostname="box",
-                           timezone="../../etc/passwd")
+        vm.launch_instance(
+            "Bad",
+            vm_factory.rootfs("bad", vm=booted),
+            default_uid=0,
+            hostname="box",
+            timezone="../../etc/passwd",
+        )
     # The guest checks the id itself: a hostile one sent as is changes nothing.
     rootfs = _with_zoneinfo(vm_factory.rootfs("hostile", vm=booted))
-    instance = vm._launch_once("Hostile", rootfs, default_uid=0, hostname="box",
-                               timezone="Etc/../../../../etc/passwd")
+    instance = vm._launch_once(
+        "Hostile", rootfs, default_uid=0, hostname="box", timezone="Etc/../../../../etc/passwd"
+    )
     assert run_in(instance, LOCALTIME).stdout == "none\nno-file\n"
     instance.close()

@@ -83,14 +83,16 @@ def _messages(draw: st.DrawFn, name: str) -> bytes:
             position = draw(st.integers(0, len(data) - 1))
             data[position] ^= draw(st.integers(1, 255))
         elif operation == "truncate":
-            del data[draw(st.integers(0, len(data))):]
+            del data[draw(st.integers(0, len(data))) :]
         elif operation == "extend":
             data += draw(st.binary(min_size=1, max_size=64))
         elif operation in ("u32", "u16") and len(data) >= 20:
             width = 4 if operation == "u32" else 2
             position = draw(st.integers(16, len(data) - width)) & ~(width - 1)
-            value = draw(st.sampled_from([*U32_VALUES, len(data), len(data) - 1, len(data) + 1])
-                         | st.integers(0, 2**32 - 1))
+            value = draw(
+                st.sampled_from([*U32_VALUES, len(data), len(data) - 1, len(data) + 1])
+                | st.integers(0, 2**32 - 1)
+            )
             data[position : position + width] = (value & (2 ** (8 * width) - 1)).to_bytes(width, "little")
         elif operation == "fill" and len(data) > 16:
             start = draw(st.integers(16, len(data) - 1))
@@ -130,8 +132,13 @@ def _check(name: str, data: bytes) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_any_bytes_decode_or_raise_protocol_error(name: str) -> None:
-    @settings(max_examples=EXAMPLES_PER_STRUCT, deadline=None, derandomize=True, database=None,
-              suppress_health_check=[HealthCheck.too_slow])
+    @settings(
+        max_examples=EXAMPLES_PER_STRUCT,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
     @given(data=_messages(name))
     def run(data: bytes) -> None:
         _check(name, data)

@@ -37,8 +37,14 @@ LAYOUTS: dict[str, Any] = load_vectors("layouts.json")
 OUT_OF_SCOPE = ("LX_GNS_", "WSLC_", "GUID")  # networking service, containers, and a helper struct
 IN_SCOPE = [s for s in LAYOUTS["structs"] if not s["name"].startswith(OUT_OF_SCOPE)]
 WSL_ENUMS = [e for e in LAYOUTS["enums"] if not e["name"].startswith("WSLC_")]  # containers: unused
-EXTENSIONS = {"PYWSL_QUERY_INSTANCES", "PYWSL_INSTANCE_LIST", "PYWSL_ATTACH_NOTIFY", "PYWSL_SHUTDOWN_VM",
-              "PYWSL_SIGNAL_PROCESS", "PYWSL_IMPORT_WARNINGS"}
+EXTENSIONS = {
+    "PYWSL_QUERY_INSTANCES",
+    "PYWSL_INSTANCE_LIST",
+    "PYWSL_ATTACH_NOTIFY",
+    "PYWSL_SHUTDOWN_VM",
+    "PYWSL_SIGNAL_PROCESS",
+    "PYWSL_IMPORT_WARNINGS",
+}
 
 
 def header(message_type: int, size: int, transaction_id: int = 0, step: int = 0) -> bytes:
@@ -161,7 +167,10 @@ def test_build_and_parse_a_fixed_message() -> None:
     assert message.Header.MessageType is LX_MESSAGE_TYPE.LxInitMessageCreateSession
     assert message.Header.TransactionStep is TRANSACTION_STEP.REQUEST
     assert dict(message.Header) == {
-        "MessageType": 2, "MessageSize": 24, "TransactionId": 3, "TransactionStep": 1
+        "MessageType": 2,
+        "MessageSize": 24,
+        "TransactionId": 3,
+        "TransactionStep": 1,
     }
     with pytest.raises(AttributeError):
         _ = message.Nope
@@ -169,8 +178,15 @@ def test_build_and_parse_a_fixed_message() -> None:
 
 def test_strings_by_logical_name() -> None:
     info = schema("LX_INIT_CONFIGURATION_INFORMATION")
-    data = info.build(Hostname="host", Domainname="", WindowsHosts="", DistributionName="Debian",
-                      Plan9Socket="", Timezone="Etc/UTC", DrvFsDefaultOwner=1000)
+    data = info.build(
+        Hostname="host",
+        Domainname="",
+        WindowsHosts="",
+        DistributionName="Debian",
+        Plan9Socket="",
+        Timezone="Etc/UTC",
+        DrvFsDefaultOwner=1000,
+    )
     assert data[:16] == header(5, 56 + 5 + 1 + 1 + 7 + 1 + 8)
     assert data[16:40] == struct.pack("<6I", 56, 61, 62, 63, 70, 71)
     assert data[56:] == b"host\0\0\0Debian\0\0Etc/UTC\0"
@@ -202,8 +218,11 @@ def test_message_writer_pads_to_sizeof_and_starts_at_offsetof_buffer() -> None:
 def test_blobs_and_their_sizes() -> None:
     config = schema("LX_MINI_INIT_CONFIG_MESSAGE")
     entropy = bytes(range(64))
-    data = config.build(Entropy=entropy, EnableGuiApps=True,
-                        NetworkingConfiguration={"NetworkingMode": 3, "DhcpTimeout": 5000})
+    data = config.build(
+        Entropy=entropy,
+        EnableGuiApps=True,
+        NetworkingConfiguration={"NetworkingMode": 3, "DhcpTimeout": 5000},
+    )
     assert struct.unpack_from("<iI", data, 16) == (64, 48)
     assert data[48:] == entropy
     message = config.parse(data)
@@ -219,8 +238,11 @@ def test_blobs_and_their_sizes() -> None:
 def test_flags_and_enums_parse_to_members() -> None:
     launch = schema("LX_MINI_INIT_MESSAGE")
     flags = LX_MINI_INIT_MESSAGE_FLAGS.LxMiniInitMessageFlagExportCompressGzip
-    data = launch.build(Header={"MessageType": LX_MESSAGE_TYPE.LxMiniInitMessageExport}, Flags=flags,
-                        DistributionName="Debian")
+    data = launch.build(
+        Header={"MessageType": LX_MESSAGE_TYPE.LxMiniInitMessageExport},
+        Flags=flags,
+        DistributionName="Debian",
+    )
     message = launch.parse(data)
     assert message.Flags == flags and isinstance(message.Flags, LX_MINI_INIT_MESSAGE_FLAGS)
     assert message.Header.MessageType == LX_MESSAGE_TYPE.LxMiniInitMessageExport
@@ -241,7 +263,8 @@ def test_create_process_common_offsets_are_relative_to_common() -> None:
     flags = LX_INIT_CREATE_PROCESS_FLAGS.LxInitCreateProcessFlagsStdInConsole
     flags |= LX_INIT_CREATE_PROCESS_FLAGS.LxInitCreateProcessFlagAllowOOBE
     data = schema("LX_INIT_CREATE_PROCESS_UTILITY_VM").build(
-        Rows=24, Columns=80,
+        Rows=24,
+        Columns=80,
         Common={"Environment": ["A=1"], "DefaultUid": 1000, "Flags": flags, "ShellOptions": 1},
     )
     common = struct.pack("<IIIHxxIHxxIHxxIIIIi", 52, 53, 54, 0, 55, 1, 59, 0, 60, 1, 61, 1000, 0x21)
@@ -389,7 +412,7 @@ def test_parse_rejects_bad_variable_parts() -> None:
     good = schema("LX_MINI_INIT_MOUNT_FOLDER_MESSAGE").build(Path="/p", Name="n")
 
     def with_offset(field_offset: int, value: int, data: bytes = good) -> bytes:
-        return data[:field_offset] + struct.pack("<I", value) + data[field_offset + 4:]
+        return data[:field_offset] + struct.pack("<I", value) + data[field_offset + 4 :]
 
     assert _error("LX_MINI_INIT_MOUNT_FOLDER_MESSAGE", with_offset(20, 1000)).field == "PathIndex"
     assert _error("LX_MINI_INIT_MOUNT_FOLDER_MESSAGE", with_offset(24, 0)).field == "NameIndex"
@@ -400,9 +423,11 @@ def test_parse_rejects_bad_variable_parts() -> None:
     assert error.field == "PathIndex" and "UTF-8" in str(error)
     config = schema("LX_MINI_INIT_CONFIG_MESSAGE").build(Entropy=b"abcd")
     assert _error("LX_MINI_INIT_CONFIG_MESSAGE", config[:16] + struct.pack("<i", 5) + config[20:]).field == (
-        "EntropyOffset")
+        "EntropyOffset"
+    )
     assert _error("LX_MINI_INIT_CONFIG_MESSAGE", config[:16] + struct.pack("<i", -1) + config[20:]).field == (
-        "EntropySize")
+        "EntropySize"
+    )
     create = schema("LX_INIT_CREATE_PROCESS_UTILITY_VM").build(
         Common={"CommandLine": ["a"], "Environment": ["b"]}
     )
@@ -443,6 +468,7 @@ def test_importing_the_package_stays_light() -> None:
         " if m in sys.modules))"
     )
     env = {**os.environ, "PYTHONPATH": str(root)}
-    result = subprocess.run([sys.executable, "-c", probe], cwd=root, env=env, capture_output=True,
-                            text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=root, env=env, capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "[]"

@@ -86,14 +86,18 @@ def test_dump_lists_absent_values_in_field_order() -> None:
     assert len(data) == 56
     assert vectors.dump("LX_MINI_INIT_IMPORT_RESULT", data)["payload"] == {
         "absent": [
-            "FlavorIndex", "VersionIndex", "ShortcutIconIndex", "DefaultNameIndex", "TerminalProfileIndex"
+            "FlavorIndex",
+            "VersionIndex",
+            "ShortcutIconIndex",
+            "DefaultNameIndex",
+            "TerminalProfileIndex",
         ]
     }
 
 
 def test_dump_and_build_of_an_empty_buffer_string_padded_to_sizeof() -> None:
     """Telemetry with no text: one NUL at 17 then zero padding up to sizeof (20)."""
-    data = bytes.fromhex("30000000" "14000000" "02000000" "00000000") + b"\x00" + b"\x00" + b"\x00\x00"
+    data = bytes.fromhex("30000000140000000200000000000000") + b"\x00" + b"\x00" + b"\x00\x00"
     dumped = vectors.dump("LX_MINI_INIT_TELEMETRY_MESSAGE", data)
     assert dumped["payload"] == {"strings": {"Buffer": ""}}
     assert vectors.build("LX_MINI_INIT_TELEMETRY_MESSAGE", dumped["fields"], dumped["payload"]) == data

@@ -42,10 +42,36 @@ UBUNTU = uuid.UUID("66666666-7777-8888-9999-000000000000")
 IMPORTED = uuid.UUID("99999999-8888-7777-6666-555555555555")
 LINUX_ONLY_MODULES = ("fcntl", "termios", "pwd", "grp", "pty", "tty", "resource")
 LINUX_ONLY_NAMES: dict[ModuleType, tuple[str, ...]] = {
-    os: ("getuid", "geteuid", "getgid", "getegid", "getgroups", "uname", "fork", "setsid", "killpg",
-         "getpgid", "tcgetpgrp", "openpty"),
-    signal: ("SIGHUP", "SIGQUIT", "SIGWINCH", "SIGKILL", "SIGCHLD", "SIGUSR1", "SIGUSR2", "SIGPIPE",
-             "SIGALRM", "SIGTSTP", "SIGCONT", "SIGSTOP", "SIGTTIN", "SIGTTOU"),
+    os: (
+        "getuid",
+        "geteuid",
+        "getgid",
+        "getegid",
+        "getgroups",
+        "uname",
+        "fork",
+        "setsid",
+        "killpg",
+        "getpgid",
+        "tcgetpgrp",
+        "openpty",
+    ),
+    signal: (
+        "SIGHUP",
+        "SIGQUIT",
+        "SIGWINCH",
+        "SIGKILL",
+        "SIGCHLD",
+        "SIGUSR1",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTSTP",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTTIN",
+        "SIGTTOU",
+    ),
     socket: ("AF_UNIX", "SCM_RIGHTS", "CMSG_LEN", "CMSG_SPACE"),
 }
 AF_UNIX = socket.AF_UNIX  # the fake relay's socket pairs (Windows' socketpair() is TCP)
@@ -113,7 +139,8 @@ def install_fake_service() -> None:
     def enumerate_distributions(count: Any, array: Any, error: Any) -> int:
         rows = (layout.LXSS_ENUMERATE_INFO * 2)()
         for row, (guid, name, state, flags) in zip(
-                rows, [(DEBIAN, "Debian", 2, 1), (UBUNTU, "Ubuntu", 1, 0)], strict=True):
+            rows, [(DEBIAN, "Debian", 2, 1), (UBUNTU, "Ubuntu", 1, 0)], strict=True
+        ):
             row.DistroGuid = layout.guid_from_uuid(guid)
             row.State, row.Version, row.Flags = state, 2, flags
             data = name.encode("utf-16-le")
@@ -122,8 +149,9 @@ def install_fake_service() -> None:
         ctypes.cast(array, ctypes.POINTER(ctypes.c_void_p)).contents.value = allocate(bytes(rows))
         return 0
 
-    not_found = fail_with(0x80040302, "There is no distribution with the supplied name.",
-                          0x1 | 0x40 | 0x200000)  # Wsl/Service/GetDistroId
+    not_found = fail_with(
+        0x80040302, "There is no distribution with the supplied name.", 0x1 | 0x40 | 0x200000
+    )  # Wsl/Service/GetDistroId
 
     def get_distribution_id(name: int, flags: int, error: Any, result: Any) -> int:
         guid = names.get(layout.read_wide(name).lower())
@@ -138,9 +166,16 @@ def install_fake_service() -> None:
         if record:
             guid = seen["DistroGuid"]
             with open(record, "a", encoding="utf-8") as file:
-                json.dump({"distro": None if guid is None else str(guid), "command": command,
-                           "filename": seen["Filename"].decode() if seen["Filename"] else None,
-                           "cwd": seen["CurrentWorkingDirectory"], "user": seen["Username"]}, file)
+                json.dump(
+                    {
+                        "distro": None if guid is None else str(guid),
+                        "command": command,
+                        "filename": seen["Filename"].decode() if seen["Filename"] else None,
+                        "cwd": seen["CurrentWorkingDirectory"],
+                        "user": seen["Username"],
+                    },
+                    file,
+                )
                 file.write("\n")
         ends: list[socket.socket] = []
         for out in args[18:23]:
@@ -162,9 +197,13 @@ def install_fake_service() -> None:
         os.write(file, b"archive of " + str(layout.uuid_from_guid(distro.contents)).encode())
         return 0
 
-    fake.handlers.update(EnumerateDistributions=enumerate_distributions,
-                         GetDistributionId=get_distribution_id, CreateLxProcess=create_lx_process,
-                         RegisterDistribution=register_distribution, ExportDistribution=export_distribution)
+    fake.handlers.update(
+        EnumerateDistributions=enumerate_distributions,
+        GetDistributionId=get_distribution_id,
+        CreateLxProcess=create_lx_process,
+        RegisterDistribution=register_distribution,
+        ExportDistribution=export_distribution,
+    )
     win32.open_session_interface = lambda environ=None: ComInterface(fake.pointer, host.free)
     win32.WindowsHost = lambda: host  # type: ignore[assignment,misc,return-value]
     win32.registry_details = lambda distro_id: {}

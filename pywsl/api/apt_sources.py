@@ -42,8 +42,21 @@ DEFAULT_UBUNTU_MIRROR = "http://archive.ubuntu.com/ubuntu"
 DEFAULT_UBUNTU_SECURITY_MIRROR = "http://security.ubuntu.com/ubuntu"
 DEFAULT_UBUNTU_PORTS_MIRROR = "http://ports.ubuntu.com/ubuntu-ports"
 
-DEBIAN_SUITES = frozenset({"buster", "bullseye", "bookworm", "trixie", "forky", "sid", "oldoldstable",
-                           "oldstable", "stable", "testing", "unstable"})
+DEBIAN_SUITES = frozenset(
+    {
+        "buster",
+        "bullseye",
+        "bookworm",
+        "trixie",
+        "forky",
+        "sid",
+        "oldoldstable",
+        "oldstable",
+        "stable",
+        "testing",
+        "unstable",
+    }
+)
 UBUNTU_SUITES = frozenset({"focal", "jammy", "noble", "oracular", "plucky", "questing", "devel"})
 _UNRELEASED = frozenset({"sid", "unstable"})  # no -updates or -security suites
 _COMPONENTS = {"debian": "main", "ubuntu": "main restricted universe multiverse"}
@@ -168,8 +181,11 @@ def security_mirror_for(vendor: str, sources: Iterable[AptSource], machine: str 
             return source.uri.rstrip("/")
     if vendor == "debian":
         return DEFAULT_DEBIAN_SECURITY_MIRROR
-    return DEFAULT_UBUNTU_SECURITY_MIRROR if host_architecture(machine) == "Amd64" \
+    return (
+        DEFAULT_UBUNTU_SECURITY_MIRROR
+        if host_architecture(machine) == "Amd64"
         else DEFAULT_UBUNTU_PORTS_MIRROR
+    )
 
 
 def _stanza(uri: str, suites: Iterable[str], components: str, signed_by: str | None) -> str:
@@ -179,8 +195,9 @@ def _stanza(uri: str, suites: Iterable[str], components: str, signed_by: str | N
     return "\n".join(lines) + "\n"
 
 
-def image_sources(vendor: str, suite: str, mirror: str, security_mirror: str,
-                  signed_by: str | None = None) -> str:
+def image_sources(
+    vendor: str, suite: str, mirror: str, security_mirror: str, signed_by: str | None = None
+) -> str:
     """The deb822 `sources.list.d` file of the vendor's official image for `suite`, on these mirrors."""
     components = _COMPONENTS[vendor]
     if suite in _UNRELEASED:

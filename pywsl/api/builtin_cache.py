@@ -58,7 +58,7 @@ def _unsafe(path: Path, why: str) -> WslError:
 def check_root_only(folder: Path) -> None:
     """Refuse `folder` unless only root can change it or any folder above it (no links on the way)."""
     current = Path(folder.anchor)
-    for part in (folder.parts[1:] if folder.is_absolute() else ()):
+    for part in folder.parts[1:] if folder.is_absolute() else ():
         current = current / part
         try:
             info = os.lstat(current)
@@ -125,8 +125,13 @@ class BuildCache:
         try:
             info = os.fstat(fd)
             age = time.time() - info.st_mtime
-            usable = (stat.S_ISREG(info.st_mode) and info.st_uid == 0 and not info.st_mode & 0o077
-                      and info.st_size > 0 and -_CLOCK_SLACK_SECONDS <= age <= self.max_age)
+            usable = (
+                stat.S_ISREG(info.st_mode)
+                and info.st_uid == 0
+                and not info.st_mode & 0o077
+                and info.st_size > 0
+                and -_CLOCK_SLACK_SECONDS <= age <= self.max_age
+            )
         except OSError:
             usable = False
         if usable:
@@ -136,8 +141,9 @@ class BuildCache:
             os.unlink(path)
         return None
 
-    def build(self, entry: BuiltinDistribution, *, progress: BuildProgress | None = None,
-              mirror: str | None = None) -> int:
+    def build(
+        self, entry: BuiltinDistribution, *, progress: BuildProgress | None = None, mirror: str | None = None
+    ) -> int:
         """Build `entry` in a private folder of its own, keep the archive, and return a read-only
         descriptor of it. The private folder is gone when this returns or raises."""
         self.prepare()
@@ -146,8 +152,9 @@ class BuildCache:
         private = lock.path.with_suffix("")
         try:
             os.mkdir(private, 0o700)
-            archive = build_rootfs_archive(entry, private, progress=progress, mirror=mirror,
-                                           log_dir=self.folder / "logs")
+            archive = build_rootfs_archive(
+                entry, private, progress=progress, mirror=mirror, log_dir=self.folder / "logs"
+            )
             try:
                 os.fchmod(archive.fd, 0o600)
                 reader = os.open(f"/proc/self/fd/{archive.fd}", os.O_RDONLY | os.O_CLOEXEC)

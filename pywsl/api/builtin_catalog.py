@@ -40,10 +40,14 @@ __all__ = [
 DEBOOTSTRAP_SCRIPTS = Path("/usr/share/debootstrap/scripts")
 # Where each vendor's keyring package puts the archive keyring (newer releases ship `.pgp`).
 KEYRINGS: Mapping[str, tuple[Path, ...]] = {
-    "debian": (Path("/usr/share/keyrings/debian-archive-keyring.gpg"),
-               Path("/usr/share/keyrings/debian-archive-keyring.pgp")),
-    "ubuntu": (Path("/usr/share/keyrings/ubuntu-archive-keyring.gpg"),
-               Path("/usr/share/keyrings/ubuntu-archive-keyring.pgp")),
+    "debian": (
+        Path("/usr/share/keyrings/debian-archive-keyring.gpg"),
+        Path("/usr/share/keyrings/debian-archive-keyring.pgp"),
+    ),
+    "ubuntu": (
+        Path("/usr/share/keyrings/ubuntu-archive-keyring.gpg"),
+        Path("/usr/share/keyrings/ubuntu-archive-keyring.pgp"),
+    ),
 }
 _KEYRING_PACKAGES = {"debian": "debian-archive-keyring", "ubuntu": "ubuntu-keyring"}
 _VENDOR_NAMES = {"debian": "Debian", "ubuntu": "Ubuntu"}
@@ -59,10 +63,10 @@ class BuiltinDistribution:
 
     name: str
     friendly_name: str
-    vendor: str        # "debian" or "ubuntu"
+    vendor: str  # "debian" or "ubuntu"
     suite: str
     keyring: Path
-    is_default: bool   # the entry the bare family name ("Debian", "Ubuntu") picks
+    is_default: bool  # the entry the bare family name ("Debian", "Ubuntu") picks
     script: str | None = None  # debootstrap script to use when it has none named after the suite
     unavailable: str | None = None  # why this host cannot build it, and what to install
 
@@ -105,8 +109,11 @@ class HostTools:
 def _advice(packages: list[str], codename: str) -> str:
     """The apt-get command line(s) that install `packages` on a host of release `codename`."""
     wanted = list(dict.fromkeys(packages))
-    backported = [(package, _BACKPORTED[(codename, package)]) for package in wanted
-                  if (codename, package) in _BACKPORTED]
+    backported = [
+        (package, _BACKPORTED[(codename, package)])
+        for package in wanted
+        if (codename, package) in _BACKPORTED
+    ]
     plain = [package for package in wanted if (codename, package) not in _BACKPORTED]
     commands = [f"'apt-get install {' '.join(plain)}'"] if plain else []
     commands += [f"'apt-get install -t {suite} {package}'" for package, suite in backported]
@@ -124,8 +131,9 @@ def _reason(missing: list[str], packages: list[str], codename: str) -> str | Non
     return f"{' and '.join(missing)} {verb} not installed; {_advice(packages, codename)}"
 
 
-def _entry(tools: HostTools, vendor: str, name: str, friendly: str, suite: str,
-           default: bool) -> BuiltinDistribution:
+def _entry(
+    tools: HostTools, vendor: str, name: str, friendly: str, suite: str, default: bool
+) -> BuiltinDistribution:
     missing: list[str] = []
     packages: list[str] = []
     if tools.debootstrap is None:
@@ -148,8 +156,9 @@ def _entry(tools: HostTools, vendor: str, name: str, friendly: str, suite: str,
             missing.append(f"a debootstrap script for {suite}")
             packages.append("debootstrap")
     chosen = keyring if keyring is not None else tools.keyrings.get(vendor, KEYRINGS[vendor])[0]
-    return BuiltinDistribution(name, friendly, vendor, suite, chosen, default, script,
-                               _reason(missing, packages, tools.codename))
+    return BuiltinDistribution(
+        name, friendly, vendor, suite, chosen, default, script, _reason(missing, packages, tools.codename)
+    )
 
 
 def builtin_catalog(tools: HostTools | None = None) -> list[BuiltinDistribution]:
@@ -163,8 +172,9 @@ def available_builtins(tools: HostTools | None = None) -> list[BuiltinDistributi
     return [entry for entry in builtin_catalog(tools) if entry.unavailable is None]
 
 
-def lookup_builtin(name: str,
-                   entries: Iterable[BuiltinDistribution] | None = None) -> BuiltinDistribution | None:
+def lookup_builtin(
+    name: str, entries: Iterable[BuiltinDistribution] | None = None
+) -> BuiltinDistribution | None:
     """The catalog entry with that name (case-insensitive), buildable here or not."""
     wanted = name.casefold()
     for entry in builtin_catalog() if entries is None else entries:
@@ -173,22 +183,27 @@ def lookup_builtin(name: str,
     return None
 
 
-def find_builtin(name: str,
-                 entries: Iterable[BuiltinDistribution] | None = None) -> BuiltinDistribution | None:
+def find_builtin(
+    name: str, entries: Iterable[BuiltinDistribution] | None = None
+) -> BuiltinDistribution | None:
     """The built-in entry with that name (case-insensitive) when this host can build it."""
     entry = lookup_builtin(name, available_builtins() if entries is None else entries)
     return entry if entry is not None and entry.unavailable is None else None
 
 
-def default_builtin(entries: Iterable[BuiltinDistribution] | None = None, *,
-                    os_release: Path | None = None) -> BuiltinDistribution:
+def default_builtin(
+    entries: Iterable[BuiltinDistribution] | None = None, *, os_release: Path | None = None
+) -> BuiltinDistribution:
     """What `--install` picks without a name from the built-in source (see the module's text)."""
     catalog = list(builtin_catalog() if entries is None else entries)
     defaults = {entry.vendor: entry for entry in catalog if entry.is_default}
     family = host_family(os_release)
     if family not in defaults:
-        buildable = [vendor for vendor in ("ubuntu", "debian")
-                     if vendor in defaults and defaults[vendor].unavailable is None]
+        buildable = [
+            vendor
+            for vendor in ("ubuntu", "debian")
+            if vendor in defaults and defaults[vendor].unavailable is None
+        ]
         family = buildable[0] if buildable else "ubuntu"
     chosen = defaults.get(family) or next(iter(defaults.values()), None)
     if chosen is None:
@@ -201,6 +216,6 @@ def require_buildable(entry: BuiltinDistribution, context: str = "") -> BuiltinD
     if entry.unavailable is None:
         return entry
     prefix = f"{context}\n" if context else ""
-    raise WslError("ERROR_FILE_NOT_FOUND",
-                   f"{prefix}{entry.name} cannot be built on this host: {entry.unavailable}.")
-
+    raise WslError(
+        "ERROR_FILE_NOT_FOUND", f"{prefix}{entry.name} cannot be built on this host: {entry.unavailable}."
+    )

@@ -35,8 +35,14 @@ from pywsl.api.apt_sources import image_sources
 from pywsl.api.errors import WslError, from_os_error
 from pywsl.api.first_run_setup import SETUP_SCRIPT, SETUP_SCRIPT_PATH, distribution_conf
 
-__all__ = ["EXTRA_PACKAGES", "LOCALE", "SYSTEMD_PACKAGES", "image_packages", "image_wsl_conf",
-           "make_wsl_image"]
+__all__ = [
+    "EXTRA_PACKAGES",
+    "LOCALE",
+    "SYSTEMD_PACKAGES",
+    "image_packages",
+    "image_wsl_conf",
+    "make_wsl_image",
+]
 
 EXTRA_PACKAGES = ("locales", "sudo")
 SYSTEMD_PACKAGES = ("systemd", "systemd-sysv", "dbus")  # systemd as /sbin/init, and its bus
@@ -46,8 +52,10 @@ LOCALE = "en_US.UTF-8"
 _LOCALE_GEN_LINE = "en_US.UTF-8 UTF-8"
 _COMMAND_TIMEOUT = 600.0
 _ENVIRONMENT = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "HOME": "/root"}
-_KEYRINGS = {"debian": ("debian-archive-keyring.pgp", "debian-archive-keyring.gpg"),
-             "ubuntu": ("ubuntu-archive-keyring.pgp", "ubuntu-archive-keyring.gpg")}
+_KEYRINGS = {
+    "debian": ("debian-archive-keyring.pgp", "debian-archive-keyring.gpg"),
+    "ubuntu": ("ubuntu-archive-keyring.pgp", "ubuntu-archive-keyring.gpg"),
+}
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -94,8 +102,9 @@ def _write(root_fd: int, path: str, text: str, mode: int) -> None:
     try:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name, dir_fd=parent)
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
-                     dir_fd=parent)
+        fd = os.open(
+            name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=parent
+        )
         with os.fdopen(fd, "w", encoding="utf-8") as stream:
             os.fchown(stream.fileno(), 0, 0)
             os.fchmod(stream.fileno(), mode)
@@ -152,21 +161,29 @@ def _in_tree(root_fd: int, command: Sequence[str], log: Path) -> str:
     if chroot is None:
         raise _failure("chroot (coreutils) is not installed on this host")
     with open(log, "ab") as log_file:
-        process = subprocess.Popen([chroot, f"/proc/self/fd/{root_fd}", *command], stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, stderr=log_file, pass_fds=(root_fd,),
-                                   start_new_session=True, env=_ENVIRONMENT)
+        process = subprocess.Popen(
+            [chroot, f"/proc/self/fd/{root_fd}", *command],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            pass_fds=(root_fd,),
+            start_new_session=True,
+            env=_ENVIRONMENT,
+        )
     try:
         output, _ = process.communicate(timeout=_COMMAND_TIMEOUT)
     except subprocess.TimeoutExpired:
         _end(process)
-        raise _failure(f"'{' '.join(command)}' in the built tree did not finish in "
-                       f"{_COMMAND_TIMEOUT:.0f} s; see {log}") from None
+        raise _failure(
+            f"'{' '.join(command)}' in the built tree did not finish in {_COMMAND_TIMEOUT:.0f} s; see {log}"
+        ) from None
     except BaseException:
         _end(process)
         raise
     if process.returncode != 0:
-        raise _failure(f"'{' '.join(command)}' in the built tree failed with exit status "
-                       f"{process.returncode}; see {log}")
+        raise _failure(
+            f"'{' '.join(command)}' in the built tree failed with exit status {process.returncode}; see {log}"
+        )
     return output.decode("utf-8", errors="replace")
 
 
@@ -175,8 +192,9 @@ def _enable_locale(root_fd: int) -> None:
     current = _read(root_fd, "etc/locale.gen")
     if current is not None:
         lines = current.splitlines()
-        uncommented = [_LOCALE_GEN_LINE if line.lstrip("# ").strip() == _LOCALE_GEN_LINE else line
-                       for line in lines]
+        uncommented = [
+            _LOCALE_GEN_LINE if line.lstrip("# ").strip() == _LOCALE_GEN_LINE else line for line in lines
+        ]
         if _LOCALE_GEN_LINE not in uncommented:
             uncommented.append(_LOCALE_GEN_LINE)
         _write(root_fd, "etc/locale.gen", "\n".join(uncommented) + "\n", 0o644)
@@ -188,8 +206,10 @@ def _enable_locale(root_fd: int) -> None:
 def _generate_locale(root_fd: int, log: Path) -> None:
     name, _, charset = LOCALE.partition(".")
     _in_tree(root_fd, ["localedef", "-i", name, "-c", "-f", charset, LOCALE], log)
-    available = {line.strip().lower().replace("-", "") for line in _in_tree(root_fd, ["locale", "-a"], log)
-                 .splitlines()}
+    available = {
+        line.strip().lower().replace("-", "")
+        for line in _in_tree(root_fd, ["locale", "-a"], log).splitlines()
+    }
     if LOCALE.lower().replace("-", "") not in available:
         raise _failure(f"{LOCALE} is not among the built tree's locales after localedef; see {log}")
 
@@ -204,12 +224,17 @@ def _signed_by(root_fd: int, vendor: str) -> str | None:
 def _write_sources(root_fd: int, vendor: str, suite: str, mirror: str, security_mirror: str) -> None:
     sources = image_sources(vendor, suite, mirror, security_mirror, _signed_by(root_fd, vendor))
     _write(root_fd, f"etc/apt/sources.list.d/{vendor}.sources", sources, 0o644)
-    _write(root_fd, "etc/apt/sources.list",
-           f"# This image's apt sources are in /etc/apt/sources.list.d/{vendor}.sources\n", 0o644)
+    _write(
+        root_fd,
+        "etc/apt/sources.list",
+        f"# This image's apt sources are in /etc/apt/sources.list.d/{vendor}.sources\n",
+        0o644,
+    )
 
 
-def make_wsl_image(tree: Path, *, name: str, vendor: str, suite: str, mirror: str, security_mirror: str,
-                   log: Path) -> None:
+def make_wsl_image(
+    tree: Path, *, name: str, vendor: str, suite: str, mirror: str, security_mirror: str, log: Path
+) -> None:
     """Turn the debootstrap tree at `tree` into a WSL-like image (see the module's text)."""
     try:
         root_fd = os.open(tree, _DIRECTORY_FLAGS)

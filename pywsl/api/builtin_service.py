@@ -64,8 +64,9 @@ class BuildQueue:
     """One build at a time; a bounded number of requests wait, each for a bounded time, and a user
     has at most one request running or waiting."""
 
-    def __init__(self, *, max_waiting: int = MAX_WAITING_BUILDS,
-                 wait_seconds: float = BUILD_WAIT_SECONDS) -> None:
+    def __init__(
+        self, *, max_waiting: int = MAX_WAITING_BUILDS, wait_seconds: float = BUILD_WAIT_SECONDS
+    ) -> None:
         self.max_waiting = max_waiting
         self.wait_seconds = wait_seconds
         self._condition = threading.Condition()
@@ -79,15 +80,18 @@ class BuildQueue:
             return self._waiting
 
     @contextlib.contextmanager
-    def turn(self, uid: int, token: CancelToken | None = None,
-             on_wait: Callable[[], Any] | None = None) -> Iterator[None]:
+    def turn(
+        self, uid: int, token: CancelToken | None = None, on_wait: Callable[[], Any] | None = None
+    ) -> Iterator[None]:
         """The block runs as the one build of the service. `on_wait` is called once if the request
         has to wait for another build first."""
         cancel = token if token is not None else cancellation.current()
         with self._condition:
             if uid in self._users:
-                raise _busy("A built-in distribution is already being built for you; "
-                            "wait until that install has finished.")
+                raise _busy(
+                    "A built-in distribution is already being built for you; "
+                    "wait until that install has finished."
+                )
             if self._building and self._waiting >= self.max_waiting:
                 raise _busy("The pywsl service is building other distributions; try again later.")
             self._users.add(uid)
@@ -123,8 +127,10 @@ class BuildQueue:
                 token.check()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise _busy(f"Another distribution was still being built after "
-                                f"{self.wait_seconds:.0f} s; try again later.")
+                    raise _busy(
+                        f"Another distribution was still being built after "
+                        f"{self.wait_seconds:.0f} s; try again later."
+                    )
                 self._condition.wait(remaining)
             token.check()
             self._building = True
@@ -141,9 +147,10 @@ def builtin_entry(distribution: str) -> builtin_catalog.BuiltinDistribution:
     entry = builtin_catalog.lookup_builtin(distribution) if isinstance(distribution, str) else None
     if entry is None:
         shown = distribution[:_NAME_SHOWN] if isinstance(distribution, str) else ""
-        raise WslError("WSL_E_DISTRO_NOT_FOUND",
-                       f"{shown!r} is not a distribution pywsl builds. "
-                       "'--list --online' lists the ones it can install.")
+        raise WslError(
+            "WSL_E_DISTRO_NOT_FOUND",
+            f"{shown!r} is not a distribution pywsl builds. '--list --online' lists the ones it can install.",
+        )
     return builtin_catalog.require_buildable(entry)
 
 
@@ -157,8 +164,9 @@ def _ensure_name_free(session: Any, name: str) -> None:
     raise WslError("ERROR_ALREADY_EXISTS", "A distribution with the supplied name already exists.")
 
 
-def _archive(entry: builtin_catalog.BuiltinDistribution, uid: int, cache: BuildCache, queue: BuildQueue,
-             report: Report) -> int:
+def _archive(
+    entry: builtin_catalog.BuiltinDistribution, uid: int, cache: BuildCache, queue: BuildQueue, report: Report
+) -> int:
     """A read-only descriptor of the built archive: the kept one, or one built now."""
     fd = cache.open_fresh(entry)
     if fd is not None:
@@ -179,8 +187,9 @@ def _archive(entry: builtin_catalog.BuiltinDistribution, uid: int, cache: BuildC
         return _bounded_build(entry, cache, built)
 
 
-def _bounded_build(entry: builtin_catalog.BuiltinDistribution, cache: BuildCache,
-                   progress: Callable[[int, int, str], None]) -> int:
+def _bounded_build(
+    entry: builtin_catalog.BuiltinDistribution, cache: BuildCache, progress: Callable[[int, int, str], None]
+) -> int:
     """`cache.build` under a token that fires when the request's does, or after
     `BUILD_TIMEOUT_SECONDS` (a mirror that stalls must not hold the one build forever)."""
     request = cancellation.current()
@@ -193,23 +202,33 @@ def _bounded_build(entry: builtin_catalog.BuiltinDistribution, cache: BuildCache
             return cache.build(entry, progress=progress)
         except WslError as error:
             if error.code == "E_ABORT" and not request.cancelled:
-                raise WslError("WSL_E_INSTALL_PROCESS_FAILED",
-                               f"Building {entry.name} took longer than {BUILD_TIMEOUT_SECONDS / 60:.0f} "
-                               "minutes and was stopped.") from None
+                raise WslError(
+                    "WSL_E_INSTALL_PROCESS_FAILED",
+                    f"Building {entry.name} took longer than {BUILD_TIMEOUT_SECONDS / 60:.0f} "
+                    "minutes and was stopped.",
+                ) from None
             raise
         finally:
             timer.cancel()
 
 
-def install_builtin_distribution(session: Any, distribution: str, *, name: str | None = None,
-                                 location: str | None = None, version: int = 2,
-                                 progress: Report | None = None, cache: BuildCache | None = None,
-                                 queue: BuildQueue | None = None) -> Any:
+def install_builtin_distribution(
+    session: Any,
+    distribution: str,
+    *,
+    name: str | None = None,
+    location: str | None = None,
+    version: int = 2,
+    progress: Report | None = None,
+    cache: BuildCache | None = None,
+    queue: BuildQueue | None = None,
+) -> Any:
     """Build `distribution` (a built-in's name) and register it for the user of `session` as
     `name` (default: the built-in's name) in `location`; returns its `DistributionInfo`.
 
     `progress` gets the objects the module's text describes.
     """
+
     def report(value: dict[str, Any]) -> None:
         if progress is not None:
             progress(value)
@@ -219,8 +238,9 @@ def install_builtin_distribution(session: Any, distribution: str, *, name: str |
         target = name if name is not None else entry.name
         validate_name(target)
         _ensure_name_free(session, target)
-        fd = _archive(entry, int(session.identity.uid), cache or BuildCache.from_environment(),
-                      queue or _QUEUE, report)
+        fd = _archive(
+            entry, int(session.identity.uid), cache or BuildCache.from_environment(), queue or _QUEUE, report
+        )
         try:
             cancellation.current().check()
             report({"status": f"Installing: {entry.friendly_name}"})
@@ -229,7 +249,8 @@ def install_builtin_distribution(session: Any, distribution: str, *, name: str |
             def imported(done: int) -> None:
                 report({"done": done, "total": total})
 
-            return session.register_distribution(target, fd, location=location, version=version,
-                                                 run_oobe=True, progress=imported)
+            return session.register_distribution(
+                target, fd, location=location, version=version, run_oobe=True, progress=imported
+            )
         finally:
             os.close(fd)

@@ -63,11 +63,19 @@ def debootstrap_path() -> str | None:
 
 # Stages of a minbase run and the share of the whole bar each one covers (start, end, in permille).
 _STAGES = {
-    "DOWNREL": (0, 10), "DOWNRELSIG": (10, 20), "DOWNPKGS": (20, 120), "SIZEDEBS": (120, 130),
-    "DOWNDEBS": (130, 550), "EXTRACTPKGS": (550, 650), "INSTCORE": (650, 700), "UNPACKREQ": (700, 800),
-    "CONFREQ": (800, 900), "UNPACKBASE": (900, 930), "CONFBASE": (930, 950),
+    "DOWNREL": (0, 10),
+    "DOWNRELSIG": (10, 20),
+    "DOWNPKGS": (20, 120),
+    "SIZEDEBS": (120, 130),
+    "DOWNDEBS": (130, 550),
+    "EXTRACTPKGS": (550, 650),
+    "INSTCORE": (650, 700),
+    "UNPACKREQ": (700, 800),
+    "CONFREQ": (800, 900),
+    "UNPACKBASE": (900, 930),
+    "CONFBASE": (930, 950),
 }
-BUILD_END = 950   # setting up the image and packing the tree take the rest
+BUILD_END = 950  # setting up the image and packing the tree take the rest
 PACK_START = 975
 TOTAL = 1000
 
@@ -162,28 +170,59 @@ def _killer(process: subprocess.Popen[bytes]) -> Callable[[], None]:
     return kill
 
 
-def _run_debootstrap(entry: BuiltinDistribution, tree: Path, mirror: str, log: Path,
-                     lock_fd: int, progress: DebootstrapProgress) -> int:
+def _run_debootstrap(
+    entry: BuiltinDistribution,
+    tree: Path,
+    mirror: str,
+    log: Path,
+    lock_fd: int,
+    progress: DebootstrapProgress,
+) -> int:
     debootstrap = debootstrap_path()
     if debootstrap is None:
         raise WslError("ERROR_FILE_NOT_FOUND", "debootstrap is not installed (apt-get install debootstrap)")
-    command = [debootstrap, "--debian-installer", "--variant=minbase", f"--keyring={entry.keyring}",
-               "--include=" + ",".join(image_packages(entry.vendor)),
-               entry.suite, str(tree), mirror]
+    command = [
+        debootstrap,
+        "--debian-installer",
+        "--variant=minbase",
+        f"--keyring={entry.keyring}",
+        "--include=" + ",".join(image_packages(entry.vendor)),
+        entry.suite,
+        str(tree),
+        mirror,
+    ]
     if entry.script is not None:
         command.append(entry.script)
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
-    environment = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "HOME": "/root",
-                   "DEBIAN_FRONTEND": "noninteractive"}
+    environment = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "LC_ALL": "C",
+        "HOME": "/root",
+        "DEBIAN_FRONTEND": "noninteractive",
+    }
     try:
         with open(log, "wb") as log_file:
             # fd 3 carries the progress protocol; the lock fd is inherited so that the build's
             # folder counts as in use for as long as any of its processes lives.
             process = subprocess.Popen(
-                ["unshare", "--mount", "--propagation", "private", "--",
-                 "/bin/sh", "-c", 'exec 3>"/proc/self/fd/$0"; exec "$@"', str(write_end), *command],
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                pass_fds=(write_end, lock_fd), start_new_session=True, env=environment,
+                [
+                    "unshare",
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "--",
+                    "/bin/sh",
+                    "-c",
+                    'exec 3>"/proc/self/fd/$0"; exec "$@"',
+                    str(write_end),
+                    *command,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                pass_fds=(write_end, lock_fd),
+                start_new_session=True,
+                env=environment,
             )
         os.close(write_end)
         write_end = -1
@@ -205,16 +244,34 @@ def _run_debootstrap(entry: BuiltinDistribution, tree: Path, mirror: str, log: P
 def _pack(tree: Path, output: TemporaryFile, lock_fd: int, log: Path) -> None:
     """GNU tar of the tree: numeric owners, xattrs, without device nodes, /proc, /sys or apt caches."""
     command = [
-        "tar", "--create", "--file=-", "--numeric-owner", "--xattrs", "--xattrs-include=*",
-        "--one-file-system", "--anchored",
-        "--exclude=./dev/*", "--exclude=./proc/*", "--exclude=./sys/*",
-        "--exclude=./var/cache/apt/archives/*.deb", "--exclude=./var/lib/apt/lists/*",
-        "--exclude=./run/*", "--exclude=./tmp/*",
-        "-C", str(tree), ".",
+        "tar",
+        "--create",
+        "--file=-",
+        "--numeric-owner",
+        "--xattrs",
+        "--xattrs-include=*",
+        "--one-file-system",
+        "--anchored",
+        "--exclude=./dev/*",
+        "--exclude=./proc/*",
+        "--exclude=./sys/*",
+        "--exclude=./var/cache/apt/archives/*.deb",
+        "--exclude=./var/lib/apt/lists/*",
+        "--exclude=./run/*",
+        "--exclude=./tmp/*",
+        "-C",
+        str(tree),
+        ".",
     ]
     with open(log, "ab") as log_file:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output.fd, stderr=log_file,
-                                   pass_fds=(lock_fd,), start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=output.fd,
+            stderr=log_file,
+            pass_fds=(lock_fd,),
+            start_new_session=True,
+        )
         try:
             with cancellation.current().on_cancel(_killer(process)):
                 status = process.wait()
@@ -222,12 +279,20 @@ def _pack(tree: Path, output: TemporaryFile, lock_fd: int, log: Path) -> None:
             _stop(process)
     cancellation.current().check()
     if status != 0:
-        raise WslError("WSL_E_INSTALL_PROCESS_FAILED",
-                       f"Packing the built root filesystem failed (tar exit status {status}); see {log}")
+        raise WslError(
+            "WSL_E_INSTALL_PROCESS_FAILED",
+            f"Packing the built root filesystem failed (tar exit status {status}); see {log}",
+        )
 
 
-def build_rootfs_archive(entry: BuiltinDistribution, work_dir: Path, *, progress: BuildProgress | None = None,
-                         mirror: str | None = None, log_dir: Path | None = None) -> TemporaryFile:
+def build_rootfs_archive(
+    entry: BuiltinDistribution,
+    work_dir: Path,
+    *,
+    progress: BuildProgress | None = None,
+    mirror: str | None = None,
+    log_dir: Path | None = None,
+) -> TemporaryFile:
     """Build `entry` with debootstrap in `work_dir` and pack it; returns the tar as a TemporaryFile.
 
     The caller closes the result (which deletes it). On any failure or interruption nothing is left
@@ -265,8 +330,15 @@ def build_rootfs_archive(entry: BuiltinDistribution, work_dir: Path, *, progress
             )
         if progress is not None:
             progress(BUILD_END, TOTAL, "Setting up the image (first-run setup, apt sources, locale)")
-        make_wsl_image(tree, name=entry.name, vendor=entry.vendor, suite=entry.suite, mirror=chosen_mirror,
-                       security_mirror=security_mirror, log=log)
+        make_wsl_image(
+            tree,
+            name=entry.name,
+            vendor=entry.vendor,
+            suite=entry.suite,
+            mirror=chosen_mirror,
+            security_mirror=security_mirror,
+            log=log,
+        )
         if progress is not None:
             progress(PACK_START, TOTAL, "Packing the root filesystem")
         cancellation.current().check()

@@ -38,9 +38,11 @@ def _disconnected(path: str, what: str) -> WslError:
     return WslError("RPC_E_DISCONNECTED", f"The pywsl service at {path} {what}.")
 
 
-HOW_TO_START = ("Start it as root with 'systemctl enable --now pywsl.socket' (after "
-                "'pywsl-service --install-units' and 'systemctl daemon-reload'), or run 'pywsl-service' "
-                "as root in the foreground.")
+HOW_TO_START = (
+    "Start it as root with 'systemctl enable --now pywsl.socket' (after "
+    "'pywsl-service --install-units' and 'systemctl daemon-reload'), or run 'pywsl-service' "
+    "as root in the foreground."
+)
 # connect() failures that mean nobody serves the socket (missing, stale, or not a socket).
 _NOT_RUNNING = frozenset({errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK, errno.ENOTDIR})
 
@@ -50,12 +52,15 @@ def _unreachable(path: str, error: OSError) -> WslError:
     not reachable by this user."""
     reason = error.strerror or str(error)
     if error.errno in _NOT_RUNNING:
-        return WslError("ERROR_SERVICE_NOT_ACTIVE", f"The pywsl service is not running (cannot connect to "
-                                                    f"{path}: {reason}). {HOW_TO_START}")
+        return WslError(
+            "ERROR_SERVICE_NOT_ACTIVE",
+            f"The pywsl service is not running (cannot connect to {path}: {reason}). {HOW_TO_START}",
+        )
     if error.errno in (errno.EACCES, errno.EPERM):
         return WslError("E_ACCESSDENIED", f"Cannot connect to the pywsl service at {path}: {reason}.")
-    return WslError("ERROR_SERVICE_NOT_ACTIVE",
-                    f"Cannot connect to the pywsl service at {path}: {reason}. {HOW_TO_START}")
+    return WslError(
+        "ERROR_SERVICE_NOT_ACTIVE", f"Cannot connect to the pywsl service at {path}: {reason}. {HOW_TO_START}"
+    )
 
 
 class _Pump(threading.Thread):
@@ -85,7 +90,7 @@ def _write_all(fd: int) -> Callable[[bytes], None]:
     def write(data: bytes) -> None:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
 
     return write
 
@@ -166,10 +171,17 @@ def _fileno(stream: IO[bytes]) -> int | None:
         return None
 
 
-_OPEN_ERRORS = {errno.ENOENT: "ERROR_FILE_NOT_FOUND", errno.EACCES: "E_ACCESSDENIED",
-                errno.EPERM: "E_ACCESSDENIED"}
-_CREATE_ERRORS = {errno.ENOENT: "ERROR_PATH_NOT_FOUND", errno.ENOTDIR: "ERROR_PATH_NOT_FOUND",
-                  errno.EACCES: "E_ACCESSDENIED", errno.EPERM: "E_ACCESSDENIED"}
+_OPEN_ERRORS = {
+    errno.ENOENT: "ERROR_FILE_NOT_FOUND",
+    errno.EACCES: "E_ACCESSDENIED",
+    errno.EPERM: "E_ACCESSDENIED",
+}
+_CREATE_ERRORS = {
+    errno.ENOENT: "ERROR_PATH_NOT_FOUND",
+    errno.ENOTDIR: "ERROR_PATH_NOT_FOUND",
+    errno.EACCES: "E_ACCESSDENIED",
+    errno.EPERM: "E_ACCESSDENIED",
+}
 
 
 def _open_export_file(path: str) -> int:
@@ -252,8 +264,14 @@ class ServiceClient:
         with self._lock:
             self._idle.append(connection)
 
-    def call(self, method_name: str, parameters: Mapping[str, Any] | None = None, *,
-             fds: Sequence[int] = (), progress: Progress | None = None) -> dict[str, Any]:
+    def call(
+        self,
+        method_name: str,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        fds: Sequence[int] = (),
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
         """One request; the final reply's parameters, or the WslError the service reported."""
         method = rpc.method(f"{rpc.INTERFACE}.{method_name}")
         request: dict[str, Any] = {"method": method.full_name, "parameters": dict(parameters or {})}
@@ -275,8 +293,14 @@ class ServiceClient:
         _emit_warnings(answer)
         return _result(answer, method_name)
 
-    def _exchange(self, connection: rpc.Connection, data: bytes, fds: Sequence[int],
-                  method_name: str, progress: Progress | None) -> Mapping[str, Any]:
+    def _exchange(
+        self,
+        connection: rpc.Connection,
+        data: bytes,
+        fds: Sequence[int],
+        method_name: str,
+        progress: Progress | None,
+    ) -> Mapping[str, Any]:
         try:
             # If the service closed at once, it may have said why first: that is read below.
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
@@ -391,8 +415,9 @@ class ServiceClient:
         """``UnregisterDistribution``."""
         self.call("UnregisterDistribution", {"distro": rpc.encode_distro(distro)})
 
-    def configure_distribution(self, distro: Distro, *, default_uid: int | None = None,
-                               flags: int | None = None) -> None:
+    def configure_distribution(
+        self, distro: Distro, *, default_uid: int | None = None, flags: int | None = None
+    ) -> None:
         """``ConfigureDistribution``."""
         self.call(
             "ConfigureDistribution",
@@ -473,7 +498,10 @@ class ServiceClient:
 
         try:
             return LxProcess.start(
-                launch, stdin=stdin, stdout=stdout, stderr=stderr,
+                launch,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
                 args=[filename] if filename and not arguments else arguments,
             )
         except (TypeError, ValueError) as error:
@@ -577,13 +605,27 @@ class ServiceClient:
         """``DetachDisk``."""
         self.call("DetachDisk", {"disk": disk})
 
-    def mount_disk(self, disk: str, *, vhd: bool = False, partition: int = 0, name: str | None = None,
-                   fs_type: str | None = None, options: str | None = None) -> str:
+    def mount_disk(
+        self,
+        disk: str,
+        *,
+        vhd: bool = False,
+        partition: int = 0,
+        name: str | None = None,
+        fs_type: str | None = None,
+        options: str | None = None,
+    ) -> str:
         """``MountDisk``: the mount name."""
         result = self.call(
             "MountDisk",
-            {"disk": disk, "vhd": vhd, "partition": partition, "name": name, "fs_type": fs_type,
-             "options": options},
+            {
+                "disk": disk,
+                "vhd": vhd,
+                "partition": partition,
+                "name": name,
+                "fs_type": fs_type,
+                "options": options,
+            },
         )
         mount_name: str = _decode(str, result, "name")
         return mount_name

@@ -34,8 +34,9 @@ def connect(transport: str = "auto") -> UserSession:
         raise WslError("E_INVALIDARG", f"Unknown transport {transport!r}: use one of {choices}.")
     if sys.platform == "win32":
         if transport != "auto":
-            raise WslError("E_INVALIDARG",
-                           f"Transport {transport!r} needs a Linux host; on Windows use 'auto'.")
+            raise WslError(
+                "E_INVALIDARG", f"Transport {transport!r} needs a Linux host; on Windows use 'auto'."
+            )
         from pywsl.api.com import connect as connect_com
 
         com_session: Any = connect_com()

@@ -34,8 +34,14 @@ class DistributionImporter:
     """Imports into new registrations of `registry`, in `folders`, through the VM `open_vm` gives
     (booted with `vm_config()`)."""
 
-    def __init__(self, registry: Registry, folders: RootfsFolders, *, vm_config: Callable[[], VmConfig],
-                 open_vm: OpenVm) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        folders: RootfsFolders,
+        *,
+        vm_config: Callable[[], VmConfig],
+        open_vm: OpenVm,
+    ) -> None:
         self.registry = registry
         self.folders = folders
         self._vm_config = vm_config
@@ -55,31 +61,39 @@ class DistributionImporter:
         """Create the distribution's folder (as the user) and an empty `rootfs` in it; `made`
         gets an item once the rootfs is there (a rollback may delete it then, not before)."""
         if self.folders.make_folder(registration.base_path):
+
             def mark(entry: Registration, _: RegistryData) -> None:
                 entry.created_base_path = True
+
             update_registration(self.registry, registration.id, mark)
             registration.created_base_path = True
         self.folders.make_rootfs(registration.base_path, config.uid_map, config.gid_map)
         made.append(True)
 
-    def _import(self, registration: Registration, source: Source, progress: Progress | None,
-                made: list[bool]) -> DistributionInfo:
+    def _import(
+        self, registration: Registration, source: Source, progress: Progress | None, made: list[bool]
+    ) -> DistributionInfo:
         self._prepare_rootfs(registration, self._vm_config(), made)
         stderr = StderrCollector()
         try:
-            with open_archive_source(source, self.folders.identity, progress=progress) as archive, \
-                    self._open_vm() as vm:
+            with (
+                open_archive_source(source, self.folders.identity, progress=progress) as archive,
+                self._open_vm() as vm,
+            ):
                 try:
                     with self.folders.open_rootfs(registration.base_path) as rootfs:
-                        outcome = vm.import_rootfs(rootfs, archive.fd, stderr.fd,
-                                                   cancel=cancellation.current())
+                        outcome = vm.import_rootfs(
+                            rootfs, archive.fd, stderr.fd, cancel=cancellation.current()
+                        )
                 except WslError:
                     archive.check()
                     raise
                 except (OSError, ValueError) as error:
                     archive.check()
-                    raise WslError("WSL_E_IMPORT_FAILED", with_details(
-                        "Importing the distribution failed.", f"{error}", stderr.text())) from None
+                    raise WslError(
+                        "WSL_E_IMPORT_FAILED",
+                        with_details("Importing the distribution failed.", f"{error}", stderr.text()),
+                    ) from None
                 archive.check()
         finally:
             details = stderr.text()
@@ -88,8 +102,10 @@ class DistributionImporter:
     def _finish(self, registration: Registration, outcome: ImportOutcome, details: str) -> DistributionInfo:
         """`_ProcessImportResultMessage`, then State=Installed and the default if there is none."""
         if not outcome.valid:
-            raise WslError("WSL_E_NOT_A_LINUX_DISTRO", with_details(
-                "The imported file is not a valid Linux distribution.", details))
+            raise WslError(
+                "WSL_E_NOT_A_LINUX_DISTRO",
+                with_details("The imported file is not a valid Linux distribution.", details),
+            )
         name = registration.name
         if not name:
             name = outcome.default_name or ""
@@ -127,7 +143,7 @@ class DistributionImporter:
             elif registration.created_base_path:
                 self.folders.remove_empty_folder(registration.base_path)
         except (OSError, WslError):
-            return   # left as Uninstalling: the next recovery retries (content root must not delete stays)
+            return  # left as Uninstalling: the next recovery retries (content root must not delete stays)
         with contextlib.suppress(WslError), self.registry.transaction() as data:
             data.distributions.pop(registration.id, None)
             data.fix_default()

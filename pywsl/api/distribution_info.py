@@ -25,7 +25,7 @@ class DistributionInfo:
     id: uuid.UUID
     name: str
     state: DistributionState
-    version: int                # WSL version (2)
+    version: int  # WSL version (2)
     is_default: bool
     flavor: str
     os_version: str
@@ -40,15 +40,16 @@ class DistributionConfiguration:
 
     id: uuid.UUID
     name: str
-    version: int                # filesystem version (2), not the WSL version
+    version: int  # filesystem version (2), not the WSL version
     default_uid: int
     flags: int
     default_environment: list[str] = field(default_factory=list)
     base_path: Path = Path("/")
 
 
-def distribution_info(registration: Registration, state: DistributionState,
-                      default: uuid.UUID | None) -> DistributionInfo:
+def distribution_info(
+    registration: Registration, state: DistributionState, default: uuid.UUID | None
+) -> DistributionInfo:
     """The enumeration row of `registration` in the live `state`; `default` is the default's GUID."""
     return DistributionInfo(
         id=registration.id,

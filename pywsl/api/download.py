@@ -94,16 +94,24 @@ def local_path(url: str) -> Path | None:
         return None
     if parsed.scheme == "" or len(parsed.scheme) == 1:
         return Path(url)
-    raise WslError("WININET_E_UNRECOGNIZED_SCHEME", f"{url}: unsupported URL scheme {parsed.scheme!r}",
-                   hresult=_WININET["WININET_E_UNRECOGNIZED_SCHEME"])
+    raise WslError(
+        "WININET_E_UNRECOGNIZED_SCHEME",
+        f"{url}: unsupported URL scheme {parsed.scheme!r}",
+        hresult=_WININET["WININET_E_UNRECOGNIZED_SCHEME"],
+    )
 
 
 @contextlib.contextmanager
 def _open_http(url: str, timeout: float) -> Iterator[http.client.HTTPResponse]:
     """GET `url` without caches; failures become WslErrors."""
-    request = urllib.request.Request(url, headers={
-        "Cache-Control": "no-cache", "Pragma": "no-cache", "User-Agent": "pywsl",
-    })
+    request = urllib.request.Request(
+        url,
+        headers={
+            "Cache-Control": "no-cache",
+            "Pragma": "no-cache",
+            "User-Agent": "pywsl",
+        },
+    )
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as error:
@@ -241,8 +249,9 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def download_to(url: str, target: TemporaryFile, *, progress: ByteProgress | None = None,
-                timeout: float = DEFAULT_TIMEOUT) -> int:
+def download_to(
+    url: str, target: TemporaryFile, *, progress: ByteProgress | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> int:
     """Stream `url` into `target`; returns the number of bytes written."""
     done = 0
     with _open_http(url, timeout) as response:
@@ -265,8 +274,9 @@ def download_to(url: str, target: TemporaryFile, *, progress: ByteProgress | Non
             if progress is not None:
                 progress(done, total)
     if total is not None and done != total:
-        raise _network_error("WININET_E_CONNECTION_RESET", url,
-                             f"the download ended after {done} of {total} bytes")
+        raise _network_error(
+            "WININET_E_CONNECTION_RESET", url, f"the download ended after {done} of {total} bytes"
+        )
     return done
 
 

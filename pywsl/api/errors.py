@@ -49,49 +49,87 @@ _NO_DEFAULT_DISTRO = "pywsl has no installed distributions."
 _TABLE: tuple[tuple[str, int, str], ...] = (
     ("WSL_E_DEFAULT_DISTRO_NOT_FOUND", _WSL_E_BASE + 0x01, _NO_DEFAULT_DISTRO),
     ("WSL_E_DISTRO_NOT_FOUND", _WSL_E_BASE + 0x02, "There is no distribution with the supplied name."),
-    ("WSL_E_WSL1_NOT_SUPPORTED", _WSL_E_BASE + 0x03,
-     "WSL1 is not supported with your current machine configuration."),
+    (
+        "WSL_E_WSL1_NOT_SUPPORTED",
+        _WSL_E_BASE + 0x03,
+        "WSL1 is not supported with your current machine configuration.",
+    ),
     ("WSL_E_VM_MODE_NOT_SUPPORTED", _WSL_E_BASE + 0x04, "The Legacy distribution does not support WSL 2."),
-    ("WSL_E_TOO_MANY_DISKS_ATTACHED", _WSL_E_BASE + 0x05,
-     "Too many virtual hard disks or physical disks are attached."),
+    (
+        "WSL_E_TOO_MANY_DISKS_ATTACHED",
+        _WSL_E_BASE + 0x05,
+        "Too many virtual hard disks or physical disks are attached.",
+    ),
     ("WSL_E_CONSOLE", _WSL_E_BASE + 0x06, "Unsupported console settings."),
     ("WSL_E_CUSTOM_KERNEL_NOT_FOUND", _WSL_E_BASE + 0x07, "The custom kernel was not found."),
     ("WSL_E_USER_NOT_FOUND", _WSL_E_BASE + 0x08, "User not found."),
     ("WSL_E_INVALID_USAGE", _WSL_E_BASE + 0x09, "Invalid command line."),
     ("WSL_E_EXPORT_FAILED", _WSL_E_BASE + 0x0A, "Exporting the distribution failed."),
     ("WSL_E_IMPORT_FAILED", _WSL_E_BASE + 0x0B, "Importing the distribution failed."),
-    ("WSL_E_DISTRO_NOT_STOPPED", _WSL_E_BASE + 0x0C,
-     "The operation could not be completed because the distribution's root filesystem is currently in use."),
+    (
+        "WSL_E_DISTRO_NOT_STOPPED",
+        _WSL_E_BASE + 0x0C,
+        "The operation could not be completed because the distribution's root filesystem is "
+        "currently in use.",
+    ),
     ("WSL_E_TTY_LIMIT", _WSL_E_BASE + 0x0D, "The maximum number of terminals has been reached."),
-    ("WSL_E_CUSTOM_SYSTEM_DISTRO_ERROR", _WSL_E_BASE + 0x0E,
-     "The custom system distribution failed to start."),
-    ("WSL_E_LOWER_INTEGRITY", _WSL_E_BASE + 0x0F,
-     "Cannot launch because another instance is running elevated.  "
-     "Elevated and un-elevated instances are not permitted to run simultaneously."),
-    ("WSL_E_HIGHER_INTEGRITY", _WSL_E_BASE + 0x10,
-     "Cannot launch because another instance is running un-elevated.  "
-     "Elevated and un-elevated instances are not permitted to run simultaneously."),
+    (
+        "WSL_E_CUSTOM_SYSTEM_DISTRO_ERROR",
+        _WSL_E_BASE + 0x0E,
+        "The custom system distribution failed to start.",
+    ),
+    (
+        "WSL_E_LOWER_INTEGRITY",
+        _WSL_E_BASE + 0x0F,
+        "Cannot launch because another instance is running elevated.  "
+        "Elevated and un-elevated instances are not permitted to run simultaneously.",
+    ),
+    (
+        "WSL_E_HIGHER_INTEGRITY",
+        _WSL_E_BASE + 0x10,
+        "Cannot launch because another instance is running un-elevated.  "
+        "Elevated and un-elevated instances are not permitted to run simultaneously.",
+    ),
     ("WSL_E_FS_UPGRADE_NEEDED", _WSL_E_BASE + 0x11, "The distribution's filesystem needs an upgrade."),
-    ("WSL_E_USER_VHD_ALREADY_ATTACHED", _WSL_E_BASE + 0x12,
-     "A disk is already mounted, please unmount the disk before launching."),
+    (
+        "WSL_E_USER_VHD_ALREADY_ATTACHED",
+        _WSL_E_BASE + 0x12,
+        "A disk is already mounted, please unmount the disk before launching.",
+    ),
     ("WSL_E_VM_MODE_INVALID_STATE", _WSL_E_BASE + 0x13, "The distribution is already the requested version."),
-    ("WSL_E_VM_MODE_MOUNT_NAME_ALREADY_EXISTS", _WSL_E_BASE + 0x14,
-     "A disk with that name is already mounted; please unmount the disk or choose a new name and try again."),
-    ("WSL_E_ELEVATION_NEEDED_TO_MOUNT_DISK", _WSL_E_BASE + 0x15,
-     "Administrator access is needed to mount a disk."),
+    (
+        "WSL_E_VM_MODE_MOUNT_NAME_ALREADY_EXISTS",
+        _WSL_E_BASE + 0x14,
+        "A disk with that name is already mounted; please unmount the disk or choose a new name "
+        "and try again.",
+    ),
+    (
+        "WSL_E_ELEVATION_NEEDED_TO_MOUNT_DISK",
+        _WSL_E_BASE + 0x15,
+        "Administrator access is needed to mount a disk.",
+    ),
     ("WSL_E_DISK_ALREADY_ATTACHED", _WSL_E_BASE + 0x18, "The disk is already attached."),
     ("WSL_E_DISK_ALREADY_MOUNTED", _WSL_E_BASE + 0x19, "That volume is already mounted inside WSL2."),
     ("WSL_E_DISK_MOUNT_FAILED", _WSL_E_BASE + 0x1A, "Mounting the disk failed."),
     ("WSL_E_DISK_UNMOUNT_FAILED", _WSL_E_BASE + 0x1B, "Unmounting the disk failed."),
     ("WSL_E_WSL2_NEEDED", _WSL_E_BASE + 0x1C, "This operation is only supported by WSL2."),
-    ("WSL_E_VM_MODE_INVALID_MOUNT_NAME", _WSL_E_BASE + 0x1D,
-     "The mount name cannot be empty, '.', '..', or contain '/'. Please retry with a valid mount name."),
+    (
+        "WSL_E_VM_MODE_INVALID_MOUNT_NAME",
+        _WSL_E_BASE + 0x1D,
+        "The mount name cannot be empty, '.', '..', or contain '/'. Please retry with a valid mount name.",
+    ),
     ("WSL_E_GUI_APPLICATIONS_DISABLED", _WSL_E_BASE + 0x1E, "GUI application support is disabled."),
-    ("WSL_E_DISTRO_ONLY_AVAILABLE_FROM_STORE", _WSL_E_BASE + 0x1F,
-     "This distribution is only available from the Microsoft Store."),
+    (
+        "WSL_E_DISTRO_ONLY_AVAILABLE_FROM_STORE",
+        _WSL_E_BASE + 0x1F,
+        "This distribution is only available from the Microsoft Store.",
+    ),
     ("WSL_E_WSL_MOUNT_NOT_SUPPORTED", _WSL_E_BASE + 0x20, "--mount is not supported on this machine."),
-    ("WSL_E_WSL_OPTIONAL_COMPONENT_REQUIRED", _WSL_E_BASE + 0x21,
-     "The Windows Subsystem for Linux optional component is not enabled."),
+    (
+        "WSL_E_WSL_OPTIONAL_COMPONENT_REQUIRED",
+        _WSL_E_BASE + 0x21,
+        "The Windows Subsystem for Linux optional component is not enabled.",
+    ),
     ("WSL_E_VMSWITCH_NOT_FOUND", _WSL_E_BASE + 0x24, "The VmSwitch was not found."),
     ("WSL_E_VMSWITCH_NOT_SET", _WSL_E_BASE + 0x25, "Bridged networking requires wsl2.vmSwitch to be set."),
     ("WSL_E_NOT_A_LINUX_DISTRO", _WSL_E_BASE + 0x26, "The imported file is not a valid Linux distribution."),
@@ -101,13 +139,22 @@ _TABLE: tuple[tuple[str, int, str], ...] = (
     ("WSL_E_PLUGIN_REQUIRES_UPDATE", _WSL_E_BASE + 0x2A, "A plugin requires a newer version."),
     ("WSL_E_DISK_MOUNT_DISABLED", _WSL_E_BASE + 0x2B, "Mounting disks is disabled by the computer policy."),
     ("WSL_E_WSL1_DISABLED", _WSL_E_BASE + 0x2C, "WSL1 is disabled by the computer policy."),
-    ("WSL_E_VIRTUAL_MACHINE_PLATFORM_REQUIRED", _WSL_E_BASE + 0x2D,
-     "The virtual machine platform is not available."),
+    (
+        "WSL_E_VIRTUAL_MACHINE_PLATFORM_REQUIRED",
+        _WSL_E_BASE + 0x2D,
+        "The virtual machine platform is not available.",
+    ),
     ("WSL_E_LOCAL_SYSTEM_NOT_SUPPORTED", _WSL_E_BASE + 0x2E, "Running WSL as local system is not supported."),
-    ("WSL_E_DISK_CORRUPTED", _WSL_E_BASE + 0x2F,
-     "The distribution failed to start because its virtual disk is corrupted."),
-    ("WSL_E_DISTRIBUTION_NAME_NEEDED", _WSL_E_BASE + 0x30,
-     "This distribution doesn't contain a default name."),
+    (
+        "WSL_E_DISK_CORRUPTED",
+        _WSL_E_BASE + 0x2F,
+        "The distribution failed to start because its virtual disk is corrupted.",
+    ),
+    (
+        "WSL_E_DISTRIBUTION_NAME_NEEDED",
+        _WSL_E_BASE + 0x30,
+        "This distribution doesn't contain a default name.",
+    ),
     ("WSL_E_INVALID_JSON", _WSL_E_BASE + 0x31, "Invalid JSON document."),
     ("WSL_E_VM_CRASHED", _WSL_E_BASE + 0x32, "The WSL2 Virtual Machine crashed."),
     ("E_INVALIDARG", 0x80070057, "The parameter is incorrect."),
@@ -117,8 +164,11 @@ _TABLE: tuple[tuple[str, int, str], ...] = (
     ("E_UNEXPECTED", 0x8000FFFF, "Catastrophic failure."),
     ("E_ABORT", 0x80004004, "Operation aborted."),
     ("E_NOT_SET", _win32(1168), "Element not found."),
-    ("E_ILLEGAL_STATE_CHANGE", 0x8000000D,
-     "An install, uninstall, or conversion is in progress for this distribution."),
+    (
+        "E_ILLEGAL_STATE_CHANGE",
+        0x8000000D,
+        "An install, uninstall, or conversion is in progress for this distribution.",
+    ),
     ("ERROR_FILE_NOT_FOUND", _win32(2), "The system cannot find the file specified."),
     ("ERROR_PATH_NOT_FOUND", _win32(3), "The system cannot find the path specified."),
     ("ERROR_NOT_SUPPORTED", _win32(50), "The request is not supported."),
@@ -154,8 +204,9 @@ class WslError(Exception):
     """A failed `ILxssUserSession` call: `code` (e.g. "WSL_E_DISTRO_NOT_FOUND"), `hresult`,
     `message` (the text to show the user) and `context` (e.g. "Wsl/Service/RegisterDistro")."""
 
-    def __init__(self, code: str, message: str | None = None, *, context: str = "",
-                 hresult: int | None = None) -> None:
+    def __init__(
+        self, code: str, message: str | None = None, *, context: str = "", hresult: int | None = None
+    ) -> None:
         known = HRESULTS.get(code)
         if hresult is None:
             if known is None:
@@ -176,8 +227,9 @@ class WslError(Exception):
         return self.message
 
     def __repr__(self) -> str:
-        return (f"WslError({self.code!r}, {self.message!r}, context={self.context!r}, "
-                f"hresult={self.hresult:#x})")
+        return (
+            f"WslError({self.code!r}, {self.message!r}, context={self.context!r}, hresult={self.hresult:#x})"
+        )
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (self.to_dict(),))

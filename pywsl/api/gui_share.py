@@ -117,11 +117,15 @@ def xauthority_cookie(data: bytes, number: str) -> bytes | None:
             offset += 2
             if offset + length > len(data):
                 return None
-            fields.append(data[offset:offset + length])
+            fields.append(data[offset : offset + length])
             offset += length
         _address, display, name, cookie = fields
-        if family in (FAMILY_LOCAL, FAMILY_WILD) and display == number.encode() and name == COOKIE_NAME \
-                and 0 < len(cookie) <= 256:
+        if (
+            family in (FAMILY_LOCAL, FAMILY_WILD)
+            and display == number.encode()
+            and name == COOKIE_NAME
+            and 0 < len(cookie) <= 256
+        ):
             return cookie
     return None
 
@@ -150,7 +154,7 @@ def gui_host_environment(source: Mapping[str, str], uid: int, home: str) -> list
         if found is not None:
             entries.append(f"PYWSL_GUI_WAYLAND={name}:{found[0]}:{found[1]}:{path}")
     pulse = source.get("PULSE_SERVER", "")
-    pulse_path = pulse[len("unix:"):] if pulse.startswith("unix:/") else ""
+    pulse_path = pulse[len("unix:") :] if pulse.startswith("unix:/") else ""
     if not pulse_path and not pulse and runtime.startswith("/"):
         pulse_path = f"{runtime}/pulse/native"
     if pulse_path:

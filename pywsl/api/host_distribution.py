@@ -49,7 +49,7 @@ def read_os_release(path: Path | None = None) -> dict[str, str]:
 
 
 def host_family(os_release: Path | None = None) -> str | None:
-    """"ubuntu", "debian" or None: the family of the host described by `os_release`."""
+    """ "ubuntu", "debian" or None: the family of the host described by `os_release`."""
     values = read_os_release(os_release)
     names = [values.get("ID", "").lower(), *values.get("ID_LIKE", "").lower().split()]
     for family in FAMILIES:

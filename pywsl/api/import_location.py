@@ -38,7 +38,7 @@ def import_location(location: str | os.PathLike[str]) -> Iterator[str]:
     created here is removed again when the block fails."""
     path = os.path.abspath(os.fspath(location))
     parent, name = os.path.split(path)
-    if not name:   # the root folder exists
+    if not name:  # the root folder exists
         yield path
         return
     try:

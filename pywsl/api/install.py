@@ -80,8 +80,8 @@ class OnlineDistribution:
     name: str
     friendly_name: str
     is_default: bool
-    source: str                  # "manifest" or "built-in"
-    url: str | None = None       # the image for this machine (manifest entries)
+    source: str  # "manifest" or "built-in"
+    url: str | None = None  # the image for this machine (manifest entries)
     sha256: str | None = None
     unavailable: str | None = None  # why this host cannot install it, and what to install first
 
@@ -103,8 +103,9 @@ def _load(config: WslConfig) -> AvailableDistributions:
     return load_available(sources)
 
 
-def list_online(config: WslConfig | None = None, *,
-                on_warning: Message | None = None) -> list[OnlineDistribution]:
+def list_online(
+    config: WslConfig | None = None, *, on_warning: Message | None = None
+) -> list[OnlineDistribution]:
     """`--list --online`: the manifests' entries (at most four versions per family, the append
     manifest first), then the distributions pywsl builds itself that the manifests do not name,
     each with the reason when this host cannot build it (`unavailable`).
@@ -137,8 +138,15 @@ def list_online(config: WslConfig | None = None, *,
     host_default = builtin_catalog.default_builtin(builtins) if available is None and builtins else None
     for built in builtins:
         if built.name.casefold() not in listed:
-            result.append(OnlineDistribution(built.name, built.friendly_name, built is host_default,
-                                             "built-in", unavailable=built.unavailable))
+            result.append(
+                OnlineDistribution(
+                    built.name,
+                    built.friendly_name,
+                    built is host_default,
+                    "built-in",
+                    unavailable=built.unavailable,
+                )
+            )
     return result
 
 
@@ -183,8 +191,15 @@ def _size_of(fd: int) -> int | None:
         return None
 
 
-def _register(session: Any, name: str | None, fd: int, *, location: str | os.PathLike[str] | None,
-              version: int, progress: Progress | None) -> Any:
+def _register(
+    session: Any,
+    name: str | None,
+    fd: int,
+    *,
+    location: str | os.PathLike[str] | None,
+    version: int,
+    progress: Progress | None,
+) -> Any:
     os.lseek(fd, 0, os.SEEK_SET)
     total = _size_of(fd)
 
@@ -193,13 +208,26 @@ def _register(session: Any, name: str | None, fd: int, *, location: str | os.Pat
             progress(done, total)
 
     return session.register_distribution(
-        name, fd, location=None if location is None else os.path.abspath(os.fspath(location)),
-        version=version, run_oobe=True, progress=imported if progress is not None else None,
+        name,
+        fd,
+        location=None if location is None else os.path.abspath(os.fspath(location)),
+        version=version,
+        run_oobe=True,
+        progress=imported if progress is not None else None,
     )
 
 
-def _install_modern(session: Any, entry: ModernVersion, *, name: str | None, location: Any, version: int,
-                    config: WslConfig, progress: Progress | None, on_status: Message | None) -> Any:
+def _install_modern(
+    session: Any,
+    entry: ModernVersion,
+    *,
+    name: str | None,
+    location: Any,
+    version: int,
+    config: WslConfig,
+    progress: Progress | None,
+    on_status: Message | None,
+) -> Any:
     target = name or entry.name
     _ensure_name_free(session, target)
     path = local_path(entry.archive.url)
@@ -224,9 +252,17 @@ def _install_modern(session: Any, entry: ModernVersion, *, name: str | None, loc
         return _register(session, target, download.fd, location=location, version=version, progress=progress)
 
 
-def _install_builtin(session: Any, entry: builtin_catalog.BuiltinDistribution, *, name: str | None,
-                     location: Any, version: int, config: WslConfig, progress: Progress | None,
-                     on_status: Message | None) -> Any:
+def _install_builtin(
+    session: Any,
+    entry: builtin_catalog.BuiltinDistribution,
+    *,
+    name: str | None,
+    location: Any,
+    version: int,
+    config: WslConfig,
+    progress: Progress | None,
+    on_status: Message | None,
+) -> Any:
     target = name or entry.name
     _ensure_name_free(session, target)
     through_service = getattr(session, "install_builtin_distribution", None)
@@ -234,8 +270,14 @@ def _install_builtin(session: Any, entry: builtin_catalog.BuiltinDistribution, *
         # A client of the service: root builds it there (debootstrap needs root) and imports it
         # for this user; the steps and the progress come back as they would here.
         absolute = None if location is None else os.path.abspath(os.fspath(location))
-        return through_service(entry.name, name=target, location=absolute, version=version,
-                               progress=progress, on_status=on_status)
+        return through_service(
+            entry.name,
+            name=target,
+            location=absolute,
+            version=version,
+            progress=progress,
+            on_status=on_status,
+        )
     folder = _work_folder(session, location, config)
     clean_stale_temporaries(folder)
     _say(on_status, builtin_source.build_status(entry))
@@ -252,8 +294,16 @@ def _install_builtin(session: Any, entry: builtin_catalog.BuiltinDistribution, *
         archive.close()
 
 
-def _install_from_file(session: Any, source: Source, *, name: str | None, location: Any, version: int,
-                       progress: Progress | None, on_status: Message | None) -> Any:
+def _install_from_file(
+    session: Any,
+    source: Source,
+    *,
+    name: str | None,
+    location: Any,
+    version: int,
+    progress: Progress | None,
+    on_status: Message | None,
+) -> Any:
     if isinstance(source, (str, os.PathLike)) and os.fspath(source) == "-":
         label, opened = "<stdin>", 0
         owned = False
@@ -282,9 +332,12 @@ def _install_from_file(session: Any, source: Source, *, name: str | None, locati
                 progress(done, total)
 
         return session.register_distribution(
-            name, opened if opened >= 0 else source,
+            name,
+            opened if opened >= 0 else source,
             location=None if location is None else os.path.abspath(os.fspath(location)),
-            version=version, run_oobe=True, progress=imported if progress is not None else None,
+            version=version,
+            run_oobe=True,
+            progress=imported if progress is not None else None,
         )
     finally:
         if owned:
@@ -333,8 +386,9 @@ def _builtin_for(name: str, context: str = "") -> builtin_catalog.BuiltinDistrib
     return None if entry is None else builtin_catalog.require_buildable(entry, context)
 
 
-def _resolve_entry(distro: str | None, config: WslConfig, *, legacy: bool,
-                   on_warning: Message | None) -> Entry:
+def _resolve_entry(
+    distro: str | None, config: WslConfig, *, legacy: bool, on_warning: Message | None
+) -> Entry:
     """The manifest entry, or the built-in one when the manifest lacks it or cannot be fetched."""
     try:
         available = _load(config)
@@ -347,8 +401,10 @@ def _resolve_entry(distro: str | None, config: WslConfig, *, legacy: bool,
         return fallback
     wanted = distro if distro is not None else available.default
     if wanted is None:
-        raise WslError("E_UNEXPECTED", "No default distribution has been configured. "
-                       "Please provide a distribution to install.")
+        raise WslError(
+            "E_UNEXPECTED",
+            "No default distribution has been configured. Please provide a distribution to install.",
+        )
     try:
         return lookup(available, wanted, legacy=legacy, on_warning=on_warning)
     except WslError as error:
@@ -390,12 +446,23 @@ def install(
     if version not in (0, 1, 2):
         raise WslError("E_INVALIDARG", f"Invalid WSL version {version}.")
     if from_file is not None and distro is not None:
-        raise WslError("E_INVALIDARG",
-                       "The arguments '--from-file' and '--distribution' are not valid together.")
+        raise WslError(
+            "E_INVALIDARG", "The arguments '--from-file' and '--distribution' are not valid together."
+        )
     with _signals_interrupt():
-        info = _install(session, distro, name=name, location=location, from_file=from_file, version=version,
-                        legacy=legacy, progress=progress, config=config, on_status=on_status,
-                        on_warning=on_warning)
+        info = _install(
+            session,
+            distro,
+            name=name,
+            location=location,
+            from_file=from_file,
+            version=version,
+            legacy=legacy,
+            progress=progress,
+            config=config,
+            on_status=on_status,
+            on_warning=on_warning,
+        )
     _say(on_status, f"Distribution successfully installed. It can be launched via '{PROGRAM} -d {info.name}'")
     if not no_launch:
         _say(on_status, f"Launching {info.name}...")
@@ -406,34 +473,73 @@ def install(
     return info
 
 
-def _install(session: Any, distro: str | None, *, name: str | None, location: Any, from_file: Source | None,
-             version: int, legacy: bool, progress: Progress | None, config: WslConfig | None,
-             on_status: Message | None, on_warning: Message | None) -> Any:
+def _install(
+    session: Any,
+    distro: str | None,
+    *,
+    name: str | None,
+    location: Any,
+    from_file: Source | None,
+    version: int,
+    legacy: bool,
+    progress: Progress | None,
+    config: WslConfig | None,
+    on_status: Message | None,
+    on_warning: Message | None,
+) -> Any:
     if from_file is not None:
-        info = _install_from_file(session, from_file, name=name, location=location, version=version,
-                                  progress=progress, on_status=on_status)
+        info = _install_from_file(
+            session,
+            from_file,
+            name=name,
+            location=location,
+            version=version,
+            progress=progress,
+            on_status=on_status,
+        )
     else:
         effective = _config(config, session)
         entry = _resolve_entry(distro, effective, legacy=legacy, on_warning=on_warning)
         if isinstance(entry, LegacyDistribution):
             for given, option in ((name, "--name"), (location, "--location")):
                 if given is not None:
-                    raise WslError("WSL_E_INVALID_USAGE",
-                                   f"'{option}' is not supported when installing legacy distributions.")
-            raise WslError("WSL_E_DISTRO_ONLY_AVAILABLE_FROM_STORE",
-                           f"{entry.friendly_name or entry.name}: this distribution is only available from "
-                           "the Microsoft Store.")
+                    raise WslError(
+                        "WSL_E_INVALID_USAGE",
+                        f"'{option}' is not supported when installing legacy distributions.",
+                    )
+            raise WslError(
+                "WSL_E_DISTRO_ONLY_AVAILABLE_FROM_STORE",
+                f"{entry.friendly_name or entry.name}: this distribution is only available from "
+                "the Microsoft Store.",
+            )
         if isinstance(entry, ModernVersion):
-            info = _install_modern(session, entry, name=name, location=location, version=version,
-                                   config=effective, progress=progress, on_status=on_status)
+            info = _install_modern(
+                session,
+                entry,
+                name=name,
+                location=location,
+                version=version,
+                config=effective,
+                progress=progress,
+                on_status=on_status,
+            )
         else:
-            info = _install_builtin(session, entry, name=name, location=location, version=version,
-                                    config=effective, progress=progress, on_status=on_status)
+            info = _install_builtin(
+                session,
+                entry,
+                name=name,
+                location=location,
+                version=version,
+                config=effective,
+                progress=progress,
+                on_status=on_status,
+            )
     return info
 
 
-def launch_default_shell(session: Any, distro: str | uuid.UUID | None, *, stdin: Any = None,
-                         stdout: Any = None, stderr: Any = None) -> int:
+def launch_default_shell(
+    session: Any, distro: str | uuid.UUID | None, *, stdin: Any = None, stdout: Any = None, stderr: Any = None
+) -> int:
     """What `wsl -d X` with no command does: OOBE when pending, then the user's login shell."""
     status = run_oobe_if_pending(session, distro, stdin=stdin, stdout=stdout, stderr=stderr)
     if status is not None:

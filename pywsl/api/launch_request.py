@@ -42,7 +42,7 @@ def host_directory(path: str) -> str:
 
 def _valid_cwd(cwd: str) -> bool:
     if cwd.startswith(HOST_DIRECTORY_PREFIX):
-        return cwd[len(HOST_DIRECTORY_PREFIX):].startswith("/")
+        return cwd[len(HOST_DIRECTORY_PREFIX) :].startswith("/")
     return not cwd or cwd.startswith(("/", "~"))
 
 
@@ -65,11 +65,22 @@ def parse_wslenv(value: str) -> list[str]:
     return names
 
 
-def process_request(command_line: Sequence[str], *, filename: str | None, cwd: str, username: str,
-                    login: bool, environment: Mapping[str, str] | None, wslenv_source: Mapping[str, str],
-                    console: tuple[bool, bool, bool], rows: int, columns: int,
-                    default_environment: Sequence[str], default_uid: int,
-                    host_environment: Sequence[str] = ()) -> ProcessRequest:
+def process_request(
+    command_line: Sequence[str],
+    *,
+    filename: str | None,
+    cwd: str,
+    username: str,
+    login: bool,
+    environment: Mapping[str, str] | None,
+    wslenv_source: Mapping[str, str],
+    console: tuple[bool, bool, bool],
+    rows: int,
+    columns: int,
+    default_environment: Sequence[str],
+    default_uid: int,
+    host_environment: Sequence[str] = (),
+) -> ProcessRequest:
     """`ParseArguments` + the environment block of a new process of a distribution whose registry
     values are `default_environment` and `default_uid`; E_INVALIDARG for arguments WSL refuses."""
     from pywsl.vm import ProcessRequest
@@ -89,8 +100,11 @@ def process_request(command_line: Sequence[str], *, filename: str | None, cwd: s
         program = filename
         argv = arguments or [filename]
     if not _valid_cwd(cwd):
-        raise WslError("E_INVALIDARG", f"The working directory {cwd!r} must be an absolute Linux path, "
-                       f"start with ~, or be a host directory ({HOST_DIRECTORY_PREFIX}/...).")
+        raise WslError(
+            "E_INVALIDARG",
+            f"The working directory {cwd!r} must be an absolute Linux path, "
+            f"start with ~, or be a host directory ({HOST_DIRECTORY_PREFIX}/...).",
+        )
     return ProcessRequest(
         nt_path=host_search_path(wslenv_source),
         filename=program,
@@ -116,8 +130,12 @@ def host_search_path(source: Mapping[str, str]) -> str:
     return ":".join(item for item in value.split(":") if item.startswith("/"))
 
 
-def process_environment(default_environment: Sequence[str], terminal: bool,
-                        environment: Mapping[str, str] | None, source: Mapping[str, str]) -> list[str]:
+def process_environment(
+    default_environment: Sequence[str],
+    terminal: bool,
+    environment: Mapping[str, str] | None,
+    source: Mapping[str, str],
+) -> list[str]:
     """DefaultEnvironment, TERM of a terminal caller, WSLENV's variables, explicit ones."""
     result: dict[str, str] = {}
     for item in default_environment:

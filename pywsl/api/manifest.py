@@ -42,7 +42,9 @@ __all__ = [
     "resolve_sources",
 ]
 
-DEFAULT_MANIFEST_URL = "https://raw.githubusercontent.com/microsoft/WSL/master/distributions/DistributionInfo.json"
+DEFAULT_MANIFEST_URL = (
+    "https://raw.githubusercontent.com/microsoft/WSL/master/distributions/DistributionInfo.json"
+)
 URL_ENV = "PYWSL_DISTRIBUTION_LIST_URL"
 APPEND_URL_ENV = "PYWSL_DISTRIBUTION_LIST_URL_APPEND"
 ONLINE_VERSIONS_PER_FAMILY = 4  # WSL's `i > 3` check: four, although its comment says three
@@ -112,7 +114,7 @@ class ManifestSources:
 
 
 def host_architecture(machine: str | None = None) -> str | None:
-    """"Amd64", "Arm64" or None (no WSL images exist for other machines)."""
+    """ "Amd64", "Arm64" or None (no WSL images exist for other machines)."""
     value = (machine if machine is not None else platform.machine()).lower()
     if value in ("x86_64", "amd64", "x64"):
         return "Amd64"
@@ -192,8 +194,9 @@ def _parse(document: Any, url: str, arch: str | None) -> DistributionList:
             where = f"Distributions[{index}]"
             entry = _object(raw, where)
             flags = {name: bool(_bool(entry, name, where)) for name in ("Amd64", "Arm64")}
-            package_urls = {name: _optional_string(entry, f"{name}PackageUrl", where)
-                            for name in ("Amd64", "Arm64")}
+            package_urls = {
+                name: _optional_string(entry, f"{name}PackageUrl", where) for name in ("Amd64", "Arm64")
+            }
             item = LegacyDistribution(
                 name=_string(entry, "Name", where),
                 friendly_name=_string(entry, "FriendlyName", where),
@@ -208,8 +211,9 @@ def _parse(document: Any, url: str, arch: str | None) -> DistributionList:
     return result
 
 
-def parse_manifest(text: str | bytes, url: str = "<manifest>", *,
-                   arch: str | None = None) -> DistributionList:
+def parse_manifest(
+    text: str | bytes, url: str = "<manifest>", *, arch: str | None = None
+) -> DistributionList:
     """Parse a manifest document, keeping the entries for `arch` (default: this machine)."""
     architecture = arch if arch is not None else host_architecture()
     try:
@@ -227,13 +231,17 @@ def _fetch(url: str, timeout: float, arch: str | None) -> DistributionList:
     try:
         data = read_url(url, timeout=timeout)
     except WslError as error:
-        raise WslError(error.code, f"Failed to fetch the distribution list from '{url}'. {error.message}",
-                       hresult=error.hresult) from None
+        raise WslError(
+            error.code,
+            f"Failed to fetch the distribution list from '{url}'. {error.message}",
+            hresult=error.hresult,
+        ) from None
     return parse_manifest(data, url, arch=arch)
 
 
-def resolve_sources(url: str | None = None, append_url: str | None = None,
-                    environ: Mapping[str, str] | None = None) -> ManifestSources:
+def resolve_sources(
+    url: str | None = None, append_url: str | None = None, environ: Mapping[str, str] | None = None
+) -> ManifestSources:
     """The manifest URLs: the environment wins over the values given (from `.wslconfig`)."""
     env = os.environ if environ is None else environ
     chosen_url = env.get(URL_ENV) or url or DEFAULT_MANIFEST_URL
@@ -241,16 +249,18 @@ def resolve_sources(url: str | None = None, append_url: str | None = None,
     return ManifestSources(chosen_url, chosen_append)
 
 
-def load_available(sources: ManifestSources, *, timeout: float = DEFAULT_TIMEOUT,
-                   arch: str | None = None) -> AvailableDistributions:
+def load_available(
+    sources: ManifestSources, *, timeout: float = DEFAULT_TIMEOUT, arch: str | None = None
+) -> AvailableDistributions:
     """Fetch and parse the manifest and the append manifest (WSL's `GetAvailable`)."""
     manifest = _fetch(sources.url, timeout, arch)
     override = _fetch(sources.append_url, timeout, arch) if sources.append_url else None
     return AvailableDistributions(manifest, override)
 
 
-def _lookup_in(manifest: DistributionList, name: str,
-               legacy_only: bool) -> ModernVersion | LegacyDistribution | None:
+def _lookup_in(
+    manifest: DistributionList, name: str, legacy_only: bool
+) -> ModernVersion | LegacyDistribution | None:
     wanted = name.casefold()
     if not legacy_only:
         for family, versions in manifest.modern.items():
@@ -266,8 +276,13 @@ def _lookup_in(manifest: DistributionList, name: str,
     return None
 
 
-def lookup(available: AvailableDistributions, name: str, *, legacy: bool = False,
-           on_warning: Callable[[str], None] | None = None) -> ModernVersion | LegacyDistribution:
+def lookup(
+    available: AvailableDistributions,
+    name: str,
+    *,
+    legacy: bool = False,
+    on_warning: Callable[[str], None] | None = None,
+) -> ModernVersion | LegacyDistribution:
     """WSL's `LookupByName`: the append manifest first (with its warning), then the manifest."""
     if available.override is not None:
         found = _lookup_in(available.override, name, legacy)
@@ -285,8 +300,9 @@ def lookup(available: AvailableDistributions, name: str, *, legacy: bool = False
     return found
 
 
-def online_names(available: AvailableDistributions
-                 ) -> list[tuple[str, str, ModernVersion | LegacyDistribution]]:
+def online_names(
+    available: AvailableDistributions,
+) -> list[tuple[str, str, ModernVersion | LegacyDistribution]]:
     """`--list --online`: (name, friendly name, entry), append manifest first, first name wins,
     at most four versions per family."""
     seen: set[str] = set()

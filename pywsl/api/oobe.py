@@ -71,8 +71,13 @@ def find_distribution(session: Any, distro: Distro) -> Any | None:
 def _read_inside(session: Any, distro_id: uuid.UUID) -> DistributionConf | None:
     """Read the file through the distribution itself, as root (its own view of its links)."""
     process = session.create_lx_process(
-        distro_id, ["/bin/sh", "-c", f"exec cat {CONFIG_PATH} 2>/dev/null"], filename="/bin/sh",
-        username="root", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        distro_id,
+        ["/bin/sh", "-c", f"exec cat {CONFIG_PATH} 2>/dev/null"],
+        filename="/bin/sh",
+        username="root",
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     output, _ = process.communicate()
     if process.wait() != 0:
@@ -159,8 +164,13 @@ def run_oobe_if_pending(
             _write_error(stderr, warning)
     if conf.oobe_command:
         process = session.create_lx_process(
-            info.id, ["/bin/sh", "-c", conf.oobe_command], filename="/bin/sh", username="root",
-            stdin=stdin, stdout=stdout, stderr=stderr,
+            info.id,
+            ["/bin/sh", "-c", conf.oobe_command],
+            filename="/bin/sh",
+            username="root",
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
         )
         status = process.wait()
         if status != 0:

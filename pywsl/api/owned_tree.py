@@ -34,7 +34,7 @@ from pywsl.vm.directories import RENAME_NOREPLACE, renameat2
 __all__ = ["ForeignContent", "TreeOwners", "move_tree", "open_tree_top", "remove_tree"]
 
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_REPORTED = 3   # paths named in a ForeignContent message
+_REPORTED = 3  # paths named in a ForeignContent message
 
 
 class ForeignContent(PermissionError):
@@ -65,14 +65,18 @@ class TreeOwners:
         """The owners of the tree of `user_uid`'s VM with uid map `uid_map` (inside, outside, count)."""
         lines = list(uid_map)
         ranges = tuple((outside, count) for _, outside, count in lines)
-        vm_root = next((outside - inside for inside, outside, count in lines if inside <= 0 < inside + count),
-                       user_uid)
+        vm_root = next(
+            (outside - inside for inside, outside, count in lines if inside <= 0 < inside + count), user_uid
+        )
         return cls(user_uid, vm_root, ranges, anyone=user_uid == 0)
 
     def owns(self, uid: int) -> bool:
         """True for a file root may delete for this user."""
-        return (self.anyone or uid == self.user_uid
-                or any(first <= uid < first + count for first, count in self.ranges))
+        return (
+            self.anyone
+            or uid == self.user_uid
+            or any(first <= uid < first + count for first, count in self.ranges)
+        )
 
     def may_be_top(self, uid: int) -> bool:
         """True for the owner of a tree's top as the service makes it: the VM's root, or the user."""
@@ -95,12 +99,17 @@ def open_tree_top(parent_fd: int, name: str, owners: TreeOwners, shown: str) -> 
     try:
         info = os.fstat(fd)
         if info.st_dev != os.fstat(parent_fd).st_dev:
-            raise ForeignContent(f"{shown} is a mount point, not a distribution's root filesystem; "
-                                 "it was left in place.", [shown])
+            raise ForeignContent(
+                f"{shown} is a mount point, not a distribution's root filesystem; it was left in place.",
+                [shown],
+            )
         if not owners.may_be_top(info.st_uid):
-            raise ForeignContent(f"{shown} belongs to uid {info.st_uid}, which is neither the user nor "
-                                 "the root of the user's VM: it is not the folder made for the "
-                                 "distribution and was left in place.", [shown])
+            raise ForeignContent(
+                f"{shown} belongs to uid {info.st_uid}, which is neither the user nor "
+                "the root of the user's VM: it is not the folder made for the "
+                "distribution and was left in place.",
+                [shown],
+            )
     except BaseException:
         os.close(fd)
         raise
@@ -123,11 +132,15 @@ def remove_tree(parent_fd: int, name: str, owners: TreeOwners, shown: str) -> bo
     finally:
         os.close(top_fd)
     if kept:
-        listed = ", ".join(kept[:_REPORTED]) + (f" and {len(kept) - _REPORTED} more" if len(kept) > _REPORTED
-                                                else "")
-        raise ForeignContent(f"{shown} holds files that belong to neither the user nor the "
-                             f"distribution's ids, or other file systems: {listed}. They were left in "
-                             "place.", kept)
+        listed = ", ".join(kept[:_REPORTED]) + (
+            f" and {len(kept) - _REPORTED} more" if len(kept) > _REPORTED else ""
+        )
+        raise ForeignContent(
+            f"{shown} holds files that belong to neither the user nor the "
+            f"distribution's ids, or other file systems: {listed}. They were left in "
+            "place.",
+            kept,
+        )
     _remove_verified_entry(parent_fd, name, top, shown)
     return True
 
@@ -137,19 +150,22 @@ def _remove_verified_entry(parent_fd: int, name: str, expected: os.stat_result, 
     try:
         current = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
     except FileNotFoundError:
-        raise _MovedAway(f"{shown} was moved away while it was being removed; it was left where it "
-                         "went.", [shown]) from None
+        raise _MovedAway(
+            f"{shown} was moved away while it was being removed; it was left where it went.", [shown]
+        ) from None
     if (current.st_dev, current.st_ino) != (expected.st_dev, expected.st_ino):
-        raise ForeignContent(f"{shown} was replaced while it was being removed; the new folder was left "
-                             "in place.", [shown])
+        raise ForeignContent(
+            f"{shown} was replaced while it was being removed; the new folder was left in place.", [shown]
+        )
     try:
         os.rmdir(name, dir_fd=parent_fd)
     except OSError as error:
         if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
             raise
         # Emptied, then filled again or replaced under the same name: whatever is there stays.
-        raise ForeignContent(f"{shown} was changed while it was being removed; what it holds now was "
-                             "left in place.", [shown]) from None
+        raise ForeignContent(
+            f"{shown} was changed while it was being removed; what it holds now was left in place.", [shown]
+        ) from None
 
 
 class _Frame:
@@ -188,7 +204,7 @@ def _remove_contents(top_fd: int, device: int, owners: TreeOwners, shown: str) -
             try:
                 _remove_verified_entry(parent.fd, frame.name, frame.info, frame.shown)
             except _MovedAway:
-                continue   # the user moved it elsewhere meanwhile: not root's to chase
+                continue  # the user moved it elsewhere meanwhile: not root's to chase
             except ForeignContent:
                 kept.append(frame.shown)
                 parent.keeps = True
@@ -212,7 +228,7 @@ def _visit(frame: _Frame, name: str, device: int, owners: TreeOwners, kept: list
         except FileNotFoundError:
             pass
         except IsADirectoryError:
-            refused = True   # replaced by a directory meanwhile: looked at next time
+            refused = True  # replaced by a directory meanwhile: looked at next time
         return None
     if not refused:
         opened = _open_checked(frame.fd, name, info, device, owners)
@@ -224,8 +240,9 @@ def _visit(frame: _Frame, name: str, device: int, owners: TreeOwners, kept: list
     return None
 
 
-def _open_checked(parent_fd: int, name: str, seen: os.stat_result, device: int,
-                  owners: TreeOwners) -> tuple[int, os.stat_result] | None:
+def _open_checked(
+    parent_fd: int, name: str, seen: os.stat_result, device: int, owners: TreeOwners
+) -> tuple[int, os.stat_result] | None:
     """The subdirectory `name` opened without following links, if it is still the entry `seen`
     and still owned by `owners` on `device`; None otherwise."""
     try:
@@ -233,8 +250,11 @@ def _open_checked(parent_fd: int, name: str, seen: os.stat_result, device: int,
     except OSError:
         return None
     info = os.fstat(fd)
-    if ((info.st_dev, info.st_ino) != (seen.st_dev, seen.st_ino) or info.st_dev != device
-            or not owners.owns(info.st_uid)):
+    if (
+        (info.st_dev, info.st_ino) != (seen.st_dev, seen.st_ino)
+        or info.st_dev != device
+        or not owners.owns(info.st_uid)
+    ):
         os.close(fd)
         return None
     return fd, info

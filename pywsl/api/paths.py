@@ -36,9 +36,9 @@ class UserPaths:
     """The folders and files of one user."""
 
     home: Path
-    data_dir: Path        # the registry and, by default, the distributions' folders
-    config_file: Path     # the .wslconfig equivalent
-    runtime_dir: Path     # the VM's runtime folder (root-owned)
+    data_dir: Path  # the registry and, by default, the distributions' folders
+    config_file: Path  # the .wslconfig equivalent
+    runtime_dir: Path  # the VM's runtime folder (root-owned)
 
     @property
     def registry_file(self) -> Path:

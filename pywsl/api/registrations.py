@@ -34,8 +34,9 @@ def lookup(data: RegistryData, distro: Distro, *, list_all: bool = False) -> Reg
             raise WslError("WSL_E_DISTRO_NOT_FOUND")
         return found
     if not isinstance(distro, str):
-        raise WslError("E_INVALIDARG",
-                       f"A distribution is a name, a UUID or None, not {type(distro).__name__}.")
+        raise WslError(
+            "E_INVALIDARG", f"A distribution is a name, a UUID or None, not {type(distro).__name__}."
+        )
     if not distro:
         raise WslError("E_INVALIDARG", "The distribution name is empty.")
     by_name = data.find(distro, list_all=list_all)
@@ -44,8 +45,9 @@ def lookup(data: RegistryData, distro: Distro, *, list_all: bool = False) -> Reg
     return by_name
 
 
-def check_unique(data: RegistryData, name: str | None, base_path: Path, exclude: uuid.UUID | None = None
-                 ) -> None:
+def check_unique(
+    data: RegistryData, name: str | None, base_path: Path, exclude: uuid.UUID | None = None
+) -> None:
     """`_ValidateDistributionNameAndPathNotInUse`: no other registration (but `exclude`) has the
     name (case-insensitive) or the folder (after resolving links)."""
     canonical = os.path.realpath(base_path)
@@ -54,15 +56,17 @@ def check_unique(data: RegistryData, name: str | None, base_path: Path, exclude:
             continue
         if name and other.name.casefold() == name.casefold():
             if other.state is DistributionState.INSTALLED:
-                raise WslError("ERROR_ALREADY_EXISTS", "A distribution with the supplied name already "
-                               "exists.")
+                raise WslError(
+                    "ERROR_ALREADY_EXISTS", "A distribution with the supplied name already exists."
+                )
             raise WslError("E_ILLEGAL_STATE_CHANGE")
         if os.path.realpath(other.base_path) == canonical:
             raise WslError("ERROR_FILE_EXISTS", "The supplied install location is already in use.")
 
 
-def update_registration(registry: Registry, distro_id: uuid.UUID,
-                        change: Callable[[Registration, RegistryData], None]) -> Registration:
+def update_registration(
+    registry: Registry, distro_id: uuid.UUID, change: Callable[[Registration, RegistryData], None]
+) -> Registration:
     """Apply `change` to one entry in a registry transaction; WSL_E_DISTRO_NOT_FOUND if it is gone."""
     with registry.transaction() as data:
         registration = data.distributions.get(distro_id)

@@ -77,8 +77,8 @@ FLAGS_ALL = 0xF
 FLAGS_UNCHANGED = 0xFFFFFFFE
 
 LX_UID_INVALID = 0xFFFFFFFF
-FS_VERSION = 2            # LXSS_DISTRO_VERSION_2
-NAME_MAX = 256            # LX_INIT_DISTRO_NAME_MAX
+FS_VERSION = 2  # LXSS_DISTRO_VERSION_2
+NAME_MAX = 256  # LX_INIT_DISTRO_NAME_MAX
 LEGACY_NAME = "Legacy"
 _NAME = re.compile(rf"[A-Za-z0-9._-]{{1,{NAME_MAX}}}")
 _MAX_REGISTRY_BYTES = 16 * 1024 * 1024
@@ -102,10 +102,17 @@ class DistributionState(enum.IntEnum):
         return "Stopped" if self is DistributionState.INSTALLED else self.name.capitalize()
 
 
-_PERSISTED_STATES = (DistributionState.INSTALLED, DistributionState.INSTALLING,
-                     DistributionState.UNINSTALLING)
-_LOCK_STATES = (DistributionState.INSTALLING, DistributionState.UNINSTALLING, DistributionState.EXPORTING,
-                DistributionState.CONVERTING)
+_PERSISTED_STATES = (
+    DistributionState.INSTALLED,
+    DistributionState.INSTALLING,
+    DistributionState.UNINSTALLING,
+)
+_LOCK_STATES = (
+    DistributionState.INSTALLING,
+    DistributionState.UNINSTALLING,
+    DistributionState.EXPORTING,
+    DistributionState.CONVERTING,
+)
 
 
 def validate_name(name: str) -> None:
@@ -156,8 +163,8 @@ class Registration:
     os_version: str = ""
     modern: bool = True
     package_family_name: str = ""
-    created_base_path: bool = False   # pywsl: the install removed the folder it created
-    move_target: Path | None = None   # pywsl: a move to this folder is in progress
+    created_base_path: bool = False  # pywsl: the install removed the folder it created
+    move_target: Path | None = None  # pywsl: a move to this folder is in progress
 
     @property
     def rootfs(self) -> Path:
@@ -216,8 +223,11 @@ class Registration:
         if not os.path.isabs(base_path):
             raise ValueError("BasePath must be absolute")
         environment = data.get("DefaultEnvironment", default_environment())
-        if not isinstance(environment, list) or len(environment) > 1024 or not all(
-                isinstance(item, str) and "=" in item and "\0" not in item for item in environment):
+        if (
+            not isinstance(environment, list)
+            or len(environment) > 1024
+            or not all(isinstance(item, str) and "=" in item and "\0" not in item for item in environment)
+        ):
             raise ValueError("DefaultEnvironment must be a list of NAME=value strings")
         return cls(
             id=guid,
@@ -262,7 +272,8 @@ class RegistryData:
         wanted = name.casefold()
         for registration in self.distributions.values():
             if registration.name.casefold() == wanted and (
-                    list_all or registration.state is DistributionState.INSTALLED):
+                list_all or registration.state is DistributionState.INSTALLED
+            ):
                 return registration
         return None
 
@@ -356,8 +367,9 @@ FileRemover = Callable[[Registration], None]
 class Registry:
     """The registry of one user, in `folder` (created on first write, mode 0700)."""
 
-    def __init__(self, folder: Path, identity: UserIdentity, *,
-                 remove_files: FileRemover | None = None) -> None:
+    def __init__(
+        self, folder: Path, identity: UserIdentity, *, remove_files: FileRemover | None = None
+    ) -> None:
         self.folder = folder
         self.identity = identity
         self.remove_files = remove_files
@@ -402,7 +414,7 @@ class Registry:
                 try:
                     view = memoryview(payload)
                     while view:
-                        view = view[os.write(fd, view):]
+                        view = view[os.write(fd, view) :]
                     os.fsync(fd)
                 finally:
                     os.close(fd)
@@ -421,8 +433,9 @@ class Registry:
     def _locked(self) -> Iterator[None]:
         self._ensure_folder()
         with acting_as(self.identity):
-            fd = open_regular(self.folder / "registry.lock", os.O_RDWR | os.O_CREAT, 0o600,
-                              what="The registry lock")
+            fd = open_regular(
+                self.folder / "registry.lock", os.O_RDWR | os.O_CREAT, 0o600, what="The registry lock"
+            )
         try:
             flock_bounded(fd, fcntl.LOCK_EX, what=f"The registry lock in {self.folder}")
             yield
@@ -476,7 +489,7 @@ class Registry:
                 current = None
             opened = os.fstat(fd)
             if current is None or (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino):
-                os.close(fd)   # the previous owner removed it between our open and flock: retry
+                os.close(fd)  # the previous owner removed it between our open and flock: retry
                 continue
             record = json.dumps({"pid": os.getpid(), "state": state.name}).encode()
             os.ftruncate(fd, 0)
@@ -497,13 +510,13 @@ class Registry:
             except BlockingIOError:
                 pass
             else:
-                return None   # nobody holds it: a crashed operation's leftover
+                return None  # nobody holds it: a crashed operation's leftover
             for _ in range(50):
                 raw = os.pread(fd, 256, 0)
                 try:
                     return DistributionState[json.loads(raw)["state"]]
                 except (ValueError, KeyError, TypeError):
-                    time.sleep(0.002)   # the owner is still writing its record
+                    time.sleep(0.002)  # the owner is still writing its record
             return DistributionState.INSTALLING
         finally:
             os.close(fd)
@@ -522,8 +535,10 @@ class Registry:
         with acting_as(self.identity):
             if not self.path.exists():
                 return []
-        if all(r.state is DistributionState.INSTALLED and r.move_target is None
-               for r in self.snapshot().distributions.values()):
+        if all(
+            r.state is DistributionState.INSTALLED and r.move_target is None
+            for r in self.snapshot().distributions.values()
+        ):
             return []
         held: list[tuple[Registration, OperationLock]] = []
         moves: list[tuple[Registration, OperationLock]] = []
@@ -532,11 +547,11 @@ class Registry:
                 if registration.state is DistributionState.INSTALLED and registration.move_target is None:
                     continue
                 if self.active_operation(registration.id) is not None:
-                    continue   # its owner is alive
+                    continue  # its owner is alive
                 try:
                     lock = self.acquire_operation(registration.id, DistributionState.UNINSTALLING)
                 except WslError:
-                    continue   # its owner is alive
+                    continue  # its owner is alive
                 if registration.state is DistributionState.INSTALLED:
                     moves.append((registration, lock))
                     continue

@@ -34,13 +34,20 @@ from pywsl.api.transfer import Progress, Source, StderrCollector, open_export_ta
 if TYPE_CHECKING:
     from pywsl.vm import CoreVm
 
-__all__ = ["EXPORT_FORMATS", "FOLDER_MODE", "IdMap", "OpenVm", "RootfsFolders", "export_compression",
-           "with_details"]
+__all__ = [
+    "EXPORT_FORMATS",
+    "FOLDER_MODE",
+    "IdMap",
+    "OpenVm",
+    "RootfsFolders",
+    "export_compression",
+    "with_details",
+]
 
 IdMap = list[tuple[int, int, int]]
-OpenVm = Callable[[], AbstractContextManager["CoreVm"]]   # the user's VM, booted if needed
+OpenVm = Callable[[], AbstractContextManager["CoreVm"]]  # the user's VM, booted if needed
 EXPORT_FORMATS = {"tar": "", "tar.gz": "gzip", "tgz": "gzip", "tar.xz": "xz", "txz": "xz"}
-FOLDER_MODE = 0o700   # a distribution's folder: its owner only (root filesystems hold setuid files)
+FOLDER_MODE = 0o700  # a distribution's folder: its owner only (root filesystems hold setuid files)
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -72,8 +79,12 @@ class RootfsFolders:
     and hands over only what the user or those ids own (`owned_tree.TreeOwners`).
     """
 
-    def __init__(self, identity: UserIdentity, trusted_folders: Callable[[], Sequence[Path]],
-                 uid_map: Callable[[], IdMap] | None = None) -> None:
+    def __init__(
+        self,
+        identity: UserIdentity,
+        trusted_folders: Callable[[], Sequence[Path]],
+        uid_map: Callable[[], IdMap] | None = None,
+    ) -> None:
         self.identity = identity
         self._trusted_folders = trusted_folders
         self._uid_map = uid_map or self._default_uid_map
@@ -118,26 +129,34 @@ class RootfsFolders:
             with acting_as(self.identity):
                 fd = open_beneath(anchor, parts)
         except SymlinkInPath as error:
-            raise WslError("E_ACCESSDENIED", f"{error.filename} is a symbolic link: the distribution's "
-                           f"folder {base_path} is not reached through links.") from None
+            raise WslError(
+                "E_ACCESSDENIED",
+                f"{error.filename} is a symbolic link: the distribution's "
+                f"folder {base_path} is not reached through links.",
+            ) from None
         except FileNotFoundError:
             raise
         except OSError as error:
-            raise WslError("ERROR_PATH_NOT_FOUND", f"The distribution's folder {base_path} "
-                           f"cannot be opened: {error.strerror}") from None
+            raise WslError(
+                "ERROR_PATH_NOT_FOUND",
+                f"The distribution's folder {base_path} cannot be opened: {error.strerror}",
+            ) from None
         owner = os.fstat(fd).st_uid
         if self.identity.uid != 0 and owner != self.identity.uid:
             os.close(fd)
-            raise WslError("E_ACCESSDENIED", f"{base_path} does not belong to {self.identity.name}: "
-                           "choose a folder of your own.")
+            raise WslError(
+                "E_ACCESSDENIED",
+                f"{base_path} does not belong to {self.identity.name}: choose a folder of your own.",
+            )
         return fd
 
     def _open_existing_folder(self, base_path: Path) -> int:
         try:
             return self.open_folder(base_path)
         except FileNotFoundError:
-            raise WslError("ERROR_PATH_NOT_FOUND", f"The distribution's folder {base_path} "
-                           "does not exist.") from None
+            raise WslError(
+                "ERROR_PATH_NOT_FOUND", f"The distribution's folder {base_path} does not exist."
+            ) from None
 
     @contextlib.contextmanager
     def open_rootfs(self, base_path: Path) -> Iterator[int]:
@@ -160,8 +179,9 @@ class RootfsFolders:
             except FileNotFoundError:
                 raise WslError("ERROR_PATH_NOT_FOUND", f"The root filesystem {rootfs} is missing.") from None
             except SymlinkInPath:
-                raise WslError("E_ACCESSDENIED", f"{rootfs} is a symbolic link, not the distribution's "
-                               "root filesystem.") from None
+                raise WslError(
+                    "E_ACCESSDENIED", f"{rootfs} is a symbolic link, not the distribution's root filesystem."
+                ) from None
             except OSError as error:
                 raise WslError("E_ACCESSDENIED", f"{rootfs}: {error.strerror}") from None
             try:
@@ -179,11 +199,15 @@ class RootfsFolders:
     def _check_top(self, parent_fd: int, rootfs_fd: int, rootfs: Path) -> None:
         info = os.fstat(rootfs_fd)
         if info.st_dev != os.fstat(parent_fd).st_dev:
-            raise WslError("E_ACCESSDENIED", f"{rootfs} is a mount point, not the distribution's root "
-                           "filesystem.")
+            raise WslError(
+                "E_ACCESSDENIED", f"{rootfs} is a mount point, not the distribution's root filesystem."
+            )
         if not self.owners().may_be_top(info.st_uid):
-            raise WslError("E_ACCESSDENIED", f"{rootfs} belongs to uid {info.st_uid}, not to the root of "
-                           f"{self.identity.name}'s VM: it is not the distribution's root filesystem.")
+            raise WslError(
+                "E_ACCESSDENIED",
+                f"{rootfs} belongs to uid {info.st_uid}, not to the root of "
+                f"{self.identity.name}'s VM: it is not the distribution's root filesystem.",
+            )
 
     def ensure_no_rootfs(self, base_path: Path) -> None:
         """An install location must not hold a root filesystem already (it would be replaced)."""
@@ -211,7 +235,9 @@ class RootfsFolders:
                 readable = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
             try:
                 if (os.fstat(readable).st_dev, os.fstat(readable).st_ino) != (
-                        os.fstat(fd).st_dev, os.fstat(fd).st_ino):
+                    os.fstat(fd).st_dev,
+                    os.fstat(fd).st_ino,
+                ):
                     raise WslError("E_ACCESSDENIED", f"{base_path} changed while it was being opened.")
                 with acting_as(self.identity):
                     os.fchmod(readable, FOLDER_MODE)
@@ -247,11 +273,16 @@ class RootfsFolders:
                 finally:
                     os.close(fd)
         except SymlinkInPath:
-            raise WslError("E_ACCESSDENIED", f"{shown} is a symbolic link: the distribution's folder "
-                           f"{base_path} is not reached through links.") from None
+            raise WslError(
+                "E_ACCESSDENIED",
+                f"{shown} is a symbolic link: the distribution's folder "
+                f"{base_path} is not reached through links.",
+            ) from None
         except OSError as error:
-            raise WslError(from_os_error(error).code, f"The distribution's folder {base_path} cannot be "
-                           f"created: {shown}: {error.strerror}") from None
+            raise WslError(
+                from_os_error(error).code,
+                f"The distribution's folder {base_path} cannot be created: {shown}: {error.strerror}",
+            ) from None
         return created
 
     def make_rootfs(self, folder: Path, uid_map: IdMap, gid_map: IdMap) -> None:
@@ -270,22 +301,31 @@ class RootfsFolders:
                 with acting_as(self.identity):
                     os.mkdir("rootfs", 0o700, dir_fd=parent_fd)
             except FileExistsError:
-                raise WslError("ERROR_FILE_EXISTS",
-                               "The supplied install location is already in use.") from None
+                raise WslError(
+                    "ERROR_FILE_EXISTS", "The supplied install location is already in use."
+                ) from None
             try:
                 with acting_as(self.identity):
                     fd = os.open("rootfs", _DIRECTORY_FLAGS, dir_fd=parent_fd)
             except OSError as error:
-                raise WslError("E_ACCESSDENIED", f"{rootfs} changed while it was being created: "
-                               f"{error.strerror}") from None
+                raise WslError(
+                    "E_ACCESSDENIED", f"{rootfs} changed while it was being created: {error.strerror}"
+                ) from None
             try:
                 info = os.fstat(fd)
-                if (not stat.S_ISDIR(info.st_mode) or info.st_uid != self.identity.uid
-                        or info.st_dev != os.fstat(parent_fd).st_dev or not is_empty_directory(fd)):
+                if (
+                    not stat.S_ISDIR(info.st_mode)
+                    or info.st_uid != self.identity.uid
+                    or info.st_dev != os.fstat(parent_fd).st_dev
+                    or not is_empty_directory(fd)
+                ):
                     with acting_as(self.identity), contextlib.suppress(OSError):
-                        os.rmdir("rootfs", dir_fd=parent_fd)   # the user's own right: an empty folder
-                    raise WslError("E_ACCESSDENIED", f"{rootfs} was replaced while it was being created: "
-                                   "it is not the empty folder made for the distribution.")
+                        os.rmdir("rootfs", dir_fd=parent_fd)  # the user's own right: an empty folder
+                    raise WslError(
+                        "E_ACCESSDENIED",
+                        f"{rootfs} was replaced while it was being created: "
+                        "it is not the empty folder made for the distribution.",
+                    )
                 os.fchown(fd, host_id(uid_map, 0), host_id(gid_map, 0))
                 os.fchmod(fd, 0o755)
             finally:
@@ -306,11 +346,15 @@ class RootfsFolders:
         try:
             return remove_tree(parent_fd, "rootfs", self.owners(), str(base_path / "rootfs"))
         except ForeignContent as error:
-            raise WslError("E_ACCESSDENIED", f"{error.strerror} Remove them as root (or put the "
-                           "distribution's folder back), then try again.") from None
+            raise WslError(
+                "E_ACCESSDENIED",
+                f"{error.strerror} Remove them as root (or put the "
+                "distribution's folder back), then try again.",
+            ) from None
         except NotADirectoryError as error:
-            raise WslError("E_ACCESSDENIED", f"{error.filename}: {error.strerror}; it was left in "
-                           "place.") from None
+            raise WslError(
+                "E_ACCESSDENIED", f"{error.filename}: {error.strerror}; it was left in place."
+            ) from None
         finally:
             os.close(parent_fd)
 
@@ -376,8 +420,9 @@ class RootfsFolders:
             os.close(source_fd)
         return True
 
-    def move_through_vm(self, source_base: Path, target_base: Path, uid_map: IdMap, gid_map: IdMap,
-                        open_vm: OpenVm) -> None:
+    def move_through_vm(
+        self, source_base: Path, target_base: Path, uid_map: IdMap, gid_map: IdMap, open_vm: OpenVm
+    ) -> None:
         """Move `source_base/rootfs` to another file system: a new root filesystem in `target_base`,
         a copy through the VM (export piped into import), then the old one deleted. A failure
         removes the new copy and leaves the old one."""
@@ -394,8 +439,13 @@ class RootfsFolders:
         stderr = StderrCollector()
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         failure: list[BaseException] = []
-        with open_vm() as exporter, open_vm() as importer, \
-                self.open_rootfs(source_base) as source, self.open_rootfs(target_base) as target:
+        with (
+            open_vm() as exporter,
+            open_vm() as importer,
+            self.open_rootfs(source_base) as source,
+            self.open_rootfs(target_base) as target,
+        ):
+
             def export() -> None:
                 try:
                     exporter.export_rootfs(source, write_end, stderr.fd, "")
@@ -403,6 +453,7 @@ class RootfsFolders:
                     failure.append(error)
                 finally:
                     os.close(write_end)
+
             thread = threading.Thread(target=export, daemon=True)
             thread.start()
             try:
@@ -412,25 +463,33 @@ class RootfsFolders:
                 thread.join()
         details = stderr.text()
         if failure:
-            raise WslError("WSL_E_EXPORT_FAILED", with_details("Copying the distribution failed.",
-                                                               str(failure[0]), details))
+            raise WslError(
+                "WSL_E_EXPORT_FAILED",
+                with_details("Copying the distribution failed.", str(failure[0]), details),
+            )
 
-    def export_rootfs(self, base_path: Path, target: Source, compression: str, progress: Progress | None,
-                      open_vm: OpenVm) -> None:
+    def export_rootfs(
+        self, base_path: Path, target: Source, compression: str, progress: Progress | None, open_vm: OpenVm
+    ) -> None:
         """Write `base_path/rootfs` to `target` (a path, file object, descriptor or pipe) as a tar
         compressed with `compression`, through the VM's export worker. A file created for the
         export is removed again if it fails. `progress` gets the bytes written so far."""
         stderr = StderrCollector()
         try:
-            with open_export_target(target, self.identity, progress=progress) as output, \
-                    open_vm() as vm, self.open_rootfs(base_path) as rootfs:
+            with (
+                open_export_target(target, self.identity, progress=progress) as output,
+                open_vm() as vm,
+                self.open_rootfs(base_path) as rootfs,
+            ):
                 try:
                     vm.export_rootfs(rootfs, output.fd, stderr.fd, compression, cancel=cancellation.current())
                 except WslError:
                     raise
                 except (OSError, ValueError) as error:
-                    raise WslError("WSL_E_EXPORT_FAILED", with_details(
-                        "Exporting the distribution failed.", str(error), stderr.text())) from None
+                    raise WslError(
+                        "WSL_E_EXPORT_FAILED",
+                        with_details("Exporting the distribution failed.", str(error), stderr.text()),
+                    ) from None
                 output.finish()
         finally:
             stderr.close_writer()

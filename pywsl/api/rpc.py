@@ -515,9 +515,7 @@ METHODS: dict[str, Method] = {
         _method(
             "ResizeDistribution", distro=_required(DISTRO), new_size=_required(UINT64), output=_optional(FD)
         ),
-        _method(
-            "ImportDistributionInplace", "id", name=_required(STRING), vhd_path=_required(ABSOLUTE_PATH)
-        ),
+        _method("ImportDistributionInplace", "id", name=_required(STRING), vhd_path=_required(ABSOLUTE_PATH)),
         _method("AttachDisk", disk=_required(STRING), vhd=_optional(BOOL, False)),
         _method("DetachDisk", disk=_optional(STRING)),
         _method(

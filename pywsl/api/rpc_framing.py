@@ -133,8 +133,13 @@ class Connection:
     ``MAX_REPLY_SIZE``; a client reads replies of up to ``MAX_REPLY_SIZE``.
     """
 
-    def __init__(self, sock: socket.socket, *, receive_limit: int = MAX_MESSAGE_SIZE,
-                 send_limit: int = MAX_MESSAGE_SIZE) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        receive_limit: int = MAX_MESSAGE_SIZE,
+        send_limit: int = MAX_MESSAGE_SIZE,
+    ) -> None:
         self.sock = sock
         self.receive_limit = receive_limit
         self.send_limit = send_limit

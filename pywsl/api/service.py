@@ -155,8 +155,9 @@ class ProgressSender:
 _PROGRESS_METHODS = frozenset({"RegisterDistribution", "ExportDistribution"})
 
 
-def call(session: Any, method: rpc.Method, arguments: dict[str, Any],
-         progress_to: rpc.Connection | None = None) -> dict[str, Any]:
+def call(
+    session: Any, method: rpc.Method, arguments: dict[str, Any], progress_to: rpc.Connection | None = None
+) -> dict[str, Any]:
     """Run one method on ``session`` and return the reply parameters.
 
     ``arguments`` are already checked (``Method.decode_parameters``); fds in them belong to the
@@ -259,18 +260,28 @@ class Service:
     through the id mapped to the owner.
     """
 
-    def __init__(self, listener: socket.socket, factory: SessionFactory, *,
-                 max_connections: int = MAX_CONNECTIONS,
-                 max_connections_per_user: int = MAX_CONNECTIONS_PER_USER,
-                 max_workers: int = MAX_WORKERS,
-                 max_workers_per_user: int = MAX_WORKERS_PER_USER,
-                 owners: RangeOwners | None = None) -> None:
+    def __init__(
+        self,
+        listener: socket.socket,
+        factory: SessionFactory,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        max_connections_per_user: int = MAX_CONNECTIONS_PER_USER,
+        max_workers: int = MAX_WORKERS,
+        max_workers_per_user: int = MAX_WORKERS_PER_USER,
+        owners: RangeOwners | None = None,
+    ) -> None:
         self.listener = listener
         self.factory = factory
         self.limits = ConnectionLimits(max_connections, max_connections_per_user)
         self.owners = owners or RangeOwners()
-        self._loop = ServiceLoop(listener, self.serve_message, connections=self.limits,
-                                 workers=WorkerLimits(max_workers, max_workers_per_user), owners=self.owners)
+        self._loop = ServiceLoop(
+            listener,
+            self.serve_message,
+            connections=self.limits,
+            workers=WorkerLimits(max_workers, max_workers_per_user),
+            owners=self.owners,
+        )
 
     def serve_forever(self) -> None:
         self._loop.run()
@@ -279,8 +290,9 @@ class Service:
         """Stop accepting (running calls finish in their threads)."""
         self._loop.stop()
 
-    def serve_message(self, client: ClientConnection, data: bytes, fds: list[int],
-                      token: CancelToken) -> None:
+    def serve_message(
+        self, client: ClientConnection, data: bytes, fds: list[int], token: CancelToken
+    ) -> None:
         """Answer one message of ``client`` (in a worker thread; the loop closes ``fds``)."""
         connection = client.connection
         try:
@@ -296,11 +308,14 @@ class Service:
             return
         with cancel_scope(token):
             if client.owner != client.peer.uid and request.method != rpc.GET_INFO:
-                answer = rpc.error_reply(rpc.ERROR_WSL, WslError(
-                    "E_ACCESSDENIED",
-                    f"uid {client.peer.uid} belongs to the id range of the VM of uid {client.owner}; "
-                    "the pywsl service serves host users only.",
-                ).to_dict())
+                answer = rpc.error_reply(
+                    rpc.ERROR_WSL,
+                    WslError(
+                        "E_ACCESSDENIED",
+                        f"uid {client.peer.uid} belongs to the id range of the VM of uid {client.owner}; "
+                        "the pywsl service serves host users only.",
+                    ).to_dict(),
+                )
             else:
                 answer = self.answer(client.peer.uid, request, connection)
         if not request.oneway:
@@ -326,8 +341,9 @@ def send_reply(connection: rpc.Connection, answer: dict[str, Any]) -> None:
         data = rpc.encode_message(answer, limit=connection.send_limit)
     except rpc.InvalidMessage as error:
         log.error("cannot send a reply: %s", error)
-        data = rpc.encode_message(rpc.error_reply(
-            rpc.ERROR_INTERNAL, {"message": f"the service cannot send its reply: {error}"}))
+        data = rpc.encode_message(
+            rpc.error_reply(rpc.ERROR_INTERNAL, {"message": f"the service cannot send its reply: {error}"})
+        )
     connection.send_encoded(data)
 
 
@@ -471,7 +487,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pywsl.api import service_install
 
         return service_install.run(
-            uninstall=arguments.uninstall_units, prefix=arguments.prefix, executable=sys.executable,
+            uninstall=arguments.uninstall_units,
+            prefix=arguments.prefix,
+            executable=sys.executable,
             socket_path=arguments.socket,
         )
     if arguments.prefix is not None:

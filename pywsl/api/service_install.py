@@ -22,8 +22,16 @@ from pathlib import Path
 
 from pywsl.api import paths, rpc
 
-__all__ = ["DEFAULT_PREFIX", "UNITS", "UnitPaths", "install_units", "run", "uninstall_units", "unit_paths",
-           "unit_text"]
+__all__ = [
+    "DEFAULT_PREFIX",
+    "UNITS",
+    "UnitPaths",
+    "install_units",
+    "run",
+    "uninstall_units",
+    "unit_paths",
+    "unit_text",
+]
 
 DEFAULT_PREFIX = Path("/etc/systemd/system")
 UNITS = ("pywsl.socket", "pywsl.service")

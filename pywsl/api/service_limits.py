@@ -93,8 +93,13 @@ def _account_gid(uid: int) -> int:
 class RangeOwners:
     """Which host user's VM an id belongs to, asked of ``pywsl.vm.idmap`` (cached briefly)."""
 
-    def __init__(self, *, subuid_path: Path = idmap.SUBUID_PATH, subgid_path: Path = idmap.SUBGID_PATH,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        subuid_path: Path = idmap.SUBUID_PATH,
+        subgid_path: Path = idmap.SUBGID_PATH,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.subuid_path = subuid_path
         self.subgid_path = subgid_path
         self._clock = clock
@@ -135,8 +140,12 @@ class RangeOwners:
             if candidate == uid:
                 continue
             try:
-                uid_map, _ = idmap.maps_for_owner(candidate, _account_gid(candidate),
-                                                  subuid_path=self.subuid_path, subgid_path=self.subgid_path)
+                uid_map, _ = idmap.maps_for_owner(
+                    candidate,
+                    _account_gid(candidate),
+                    subuid_path=self.subuid_path,
+                    subgid_path=self.subgid_path,
+                )
             except (idmap.IdMapError, OSError):
                 continue
             if any(outside <= uid < outside + count for _, outside, count in uid_map):

@@ -70,9 +70,9 @@ def peer_credentials(sock: socket.socket) -> PeerCredentials:
 
 
 class _State(enum.Enum):
-    IDLE = "idle"          # watched for the next request
-    WAITING = "waiting"    # a whole request is queued for a worker
-    RUNNING = "running"    # a worker handles its request
+    IDLE = "idle"  # watched for the next request
+    WAITING = "waiting"  # a whole request is queued for a worker
+    RUNNING = "running"  # a worker handles its request
     CLOSED = "closed"
 
 
@@ -107,8 +107,15 @@ class ServiceLoop:
     ends that connection (it is logged).
     """
 
-    def __init__(self, listener: socket.socket, handler: Handler, *, connections: ConnectionLimits,
-                 workers: WorkerLimits, owners: RangeOwners) -> None:
+    def __init__(
+        self,
+        listener: socket.socket,
+        handler: Handler,
+        *,
+        connections: ConnectionLimits,
+        workers: WorkerLimits,
+        owners: RangeOwners,
+    ) -> None:
         self.listener = listener
         self.handler = handler
         self.connections = connections
@@ -214,8 +221,11 @@ class ServiceLoop:
         now = time.monotonic()
         if now - self._last_accept_warning >= 1.0:
             self._last_accept_warning = now
-            log.warning("cannot accept connections (%s); trying again in %d ms",
-                        error.strerror or error, int(self._backoff * 1000))
+            log.warning(
+                "cannot accept connections (%s); trying again in %d ms",
+                error.strerror or error,
+                int(self._backoff * 1000),
+            )
         with contextlib.suppress(OSError):
             self._epoll.modify(self._listener_fd, 0)
         self._resume_accepting = now + self._backoff
@@ -237,8 +247,9 @@ class ServiceLoop:
             return
         if not self.connections.admit(owner):
             log.warning("refusing a connection from %s (owner uid %d): too many connections", peer, owner)
-            refusal = rpc.encode_message(rpc.error_reply(
-                rpc.ERROR_BUSY, {"message": "too many connections to the service"}))
+            refusal = rpc.encode_message(
+                rpc.error_reply(rpc.ERROR_BUSY, {"message": "too many connections to the service"})
+            )
             with contextlib.suppress(OSError):
                 sock.send(refusal, socket.MSG_DONTWAIT)
             sock.close()
@@ -311,8 +322,12 @@ class ServiceLoop:
                 continue
             client.state = _State.RUNNING
             data, fds = message
-            worker = threading.Thread(target=self._work, args=(client, data, fds), daemon=True,
-                                      name=f"pywsl-request-{client.peer.uid}")
+            worker = threading.Thread(
+                target=self._work,
+                args=(client, data, fds),
+                daemon=True,
+                name=f"pywsl-request-{client.peer.uid}",
+            )
             try:
                 worker.start()
             except RuntimeError as error:  # no thread could be made

@@ -133,7 +133,7 @@ class UserSession:
         self._require_root("Starting the utility VM")
         config = self.config()
         if config.missing_kernel is not None:
-            running = self._attach()   # a running VM is used as it is, as WSL does
+            running = self._attach()  # a running VM is used as it is, as WSL does
             if running is not None:
                 return running
         with self._vm_lock, error_context("CreateVm"):
@@ -177,10 +177,11 @@ class UserSession:
         if self.registry.active_operation(registration.id) is not None:
             raise WslError("E_ILLEGAL_STATE_CHANGE")
 
-    _check_unique = staticmethod(check_unique)   # `_ValidateDistributionNameAndPathNotInUse`
+    _check_unique = staticmethod(check_unique)  # `_ValidateDistributionNameAndPathNotInUse`
 
-    def _update(self, distro_id: uuid.UUID,
-                change: Callable[[Registration, RegistryData], None]) -> Registration:
+    def _update(
+        self, distro_id: uuid.UUID, change: Callable[[Registration, RegistryData], None]
+    ) -> Registration:
         return update_registration(self.registry, distro_id, change)
 
     # -- ILxssUserSession --------------------------------------------------------------------
@@ -203,14 +204,16 @@ class UserSession:
 
     def _launch(self, vm: CoreVm, registration: Registration) -> CoreInstance:
         """`_CreateInstance`: LaunchInit (or attach) + Initialize; refreshes Flavor/OsVersion."""
-        self._ensure_not_locked(registration)   # again: an export may have started meanwhile
+        self._ensure_not_locked(registration)  # again: an export may have started meanwhile
         instance = self._launch_init(vm, registration)
-        for warning in instance.warnings:   # init reports them to the host that started it only
+        for warning in instance.warnings:  # init reports them to the host that started it only
             user_warnings.emit(warning)
         flavor, version = instance.flavor or "", instance.version or ""
         if (flavor, version) != (registration.flavor, registration.os_version) and (flavor or version):
+
             def store(entry: Registration, _: RegistryData) -> None:
                 entry.flavor, entry.os_version = flavor, version
+
             with contextlib.suppress(WslError):
                 self._update(registration.id, store)
         return instance
@@ -218,8 +221,9 @@ class UserSession:
     def _launch_init(self, vm: CoreVm, registration: Registration) -> CoreInstance:
         """LaunchInit (or attach to the running init) with the root filesystem as a descriptor."""
         with self._rootfs_for_vm(registration.base_path) as rootfs:
-            return vm.launch_instance(registration.name, rootfs, default_uid=registration.default_uid,
-                                      hostname=socket.gethostname())
+            return vm.launch_instance(
+                registration.name, rootfs, default_uid=registration.default_uid, hostname=socket.gethostname()
+            )
 
     def _rootfs_for_vm(self, base_path: Path) -> AbstractContextManager[int]:
         """`base_path/rootfs` opened for the VM without following links (`RootfsFolders.open_rootfs`)."""
@@ -269,15 +273,21 @@ class UserSession:
             self.folders.ensure_no_rootfs(base_path)
             lock = self.registry.acquire_operation(distro_id, DistributionState.INSTALLING)
             with lock:
-                registration = Registration(id=distro_id, name=name or "", base_path=base_path,
-                                            run_oobe=run_oobe, default_environment=default_environment())
+                registration = Registration(
+                    id=distro_id,
+                    name=name or "",
+                    base_path=base_path,
+                    run_oobe=run_oobe,
+                    default_environment=default_environment(),
+                )
                 with self.registry.transaction() as data:
                     self._check_unique(data, name, base_path)
                     data.distributions[distro_id] = registration
                 from pywsl.api.distribution_import import DistributionImporter  # not on the launch path
 
-                importer = DistributionImporter(self.registry, self.folders, vm_config=self.vm_config,
-                                                open_vm=self._vm)
+                importer = DistributionImporter(
+                    self.registry, self.folders, vm_config=self.vm_config, open_vm=self._vm
+                )
                 return importer.run(registration, source, progress)
 
     def get_distribution_id(self, name: str, *, list_all: bool = False) -> uuid.UUID:
@@ -338,20 +348,25 @@ class UserSession:
                 def mark(entry: Registration, data: RegistryData) -> None:
                     entry.state = DistributionState.UNINSTALLING
                     data.fix_default()
+
                 registration = self._update(registration.id, mark)
                 self.folders.remove_files(registration)
                 with self.registry.transaction() as data:
                     data.distributions.pop(registration.id, None)
                     data.fix_default()
 
-    def configure_distribution(self, distro: Distro, *, default_uid: int | None = None,
-                               flags: int | None = None) -> None:
+    def configure_distribution(
+        self, distro: Distro, *, default_uid: int | None = None, flags: int | None = None
+    ) -> None:
         """`ConfigureDistribution`: set the default uid and/or the flags (`VM_MODE` stays as it is);
         the distribution is terminated if anything changed."""
         with error_context("ConfigureDistro"):
             _check_default_uid(default_uid)
-            if flags is not None and flags != FLAGS_UNCHANGED and (
-                    isinstance(flags, bool) or not isinstance(flags, int) or flags & ~FLAGS_ALL or flags < 0):
+            if (
+                flags is not None
+                and flags != FLAGS_UNCHANGED
+                and (isinstance(flags, bool) or not isinstance(flags, int) or flags & ~FLAGS_ALL or flags < 0)
+            ):
                 raise WslError("E_INVALIDARG", f"Invalid distribution flags {flags!r}.")
             registration = self._resolve(distro)
             self._ensure_installed(registration)
@@ -365,6 +380,7 @@ class UserSession:
                     new_flags = (flags & ~FLAG_VM_MODE) | (entry.flags & FLAG_VM_MODE)
                 changed[0] = (new_uid, new_flags) != (entry.default_uid, entry.flags)
                 entry.default_uid, entry.flags = new_uid, new_flags
+
             registration = self._update(registration.id, apply)
             if changed[0]:
                 self._terminate(registration)
@@ -380,6 +396,7 @@ class UserSession:
                 entry.run_oobe = False
                 if default_uid is not None:
                     entry.default_uid = default_uid
+
             self._update(registration.id, apply)
 
     def get_distribution_configuration(self, distro: Distro = None) -> DistributionConfiguration:
@@ -457,15 +474,32 @@ class UserSession:
 
         def launch(prepared: PreparedStdio) -> int:
             return self.launch_lx_process(
-                distro, arguments, filename=filename, cwd=cwd, username=username, login=login,
-                environment=environment, wslenv_source=source,
-                stdin=prepared.relay_stdio[0], stdout=prepared.relay_stdio[1], stderr=prepared.relay_stdio[2],
-                control_fd=prepared.relay_control_fd, exit_fd=prepared.relay_exit_fd,
-                console=prepared.console, rows=prepared.rows, columns=prepared.columns)
+                distro,
+                arguments,
+                filename=filename,
+                cwd=cwd,
+                username=username,
+                login=login,
+                environment=environment,
+                wslenv_source=source,
+                stdin=prepared.relay_stdio[0],
+                stdout=prepared.relay_stdio[1],
+                stderr=prepared.relay_stdio[2],
+                control_fd=prepared.relay_control_fd,
+                exit_fd=prepared.relay_exit_fd,
+                console=prepared.console,
+                rows=prepared.rows,
+                columns=prepared.columns,
+            )
 
         try:
-            return LxProcess.start(launch, stdin=stdin, stdout=stdout, stderr=stderr,
-                                   args=[filename] if filename and not arguments else arguments)
+            return LxProcess.start(
+                launch,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                args=[filename] if filename and not arguments else arguments,
+            )
         except (TypeError, ValueError) as error:
             raise WslError("E_INVALIDARG", str(error), context="Wsl/Service/CreateLxProcess") from None
 
@@ -496,12 +530,25 @@ class UserSession:
             registration = self._startable(distro)
         with error_context("CreateLxProcess"):
             request = self._process_request(
-                registration, command_line, filename=filename, cwd=cwd, username=username, login=login,
-                environment=environment, wslenv_source=wslenv_source or {}, console=console,
-                rows=rows, columns=columns)
+                registration,
+                command_line,
+                filename=filename,
+                cwd=cwd,
+                username=username,
+                login=login,
+                environment=environment,
+                wslenv_source=wslenv_source or {},
+                console=console,
+                rows=rows,
+                columns=columns,
+            )
             if self.config().gui_applications:  # the caller's own display sockets (gui_share)
-                request = replace(request, host_environment=tuple(
-                    gui_host_environment(wslenv_source or {}, self.identity.uid, str(self.identity.home))))
+                request = replace(
+                    request,
+                    host_environment=tuple(
+                        gui_host_environment(wslenv_source or {}, self.identity.uid, str(self.identity.home))
+                    ),
+                )
         with self._vm() as vm:
             with error_context("CreateInstance"):
                 instance = self._launch(vm, registration)
@@ -512,19 +559,39 @@ class UserSession:
                 instance.close()
 
     @staticmethod
-    def _process_request(registration: Registration, command_line: Sequence[str], *,
-                         filename: str | None, cwd: str, username: str, login: bool,
-                         environment: Mapping[str, str] | None, wslenv_source: Mapping[str, str],
-                         console: tuple[bool, bool, bool], rows: int, columns: int) -> ProcessRequest:
+    def _process_request(
+        registration: Registration,
+        command_line: Sequence[str],
+        *,
+        filename: str | None,
+        cwd: str,
+        username: str,
+        login: bool,
+        environment: Mapping[str, str] | None,
+        wslenv_source: Mapping[str, str],
+        console: tuple[bool, bool, bool],
+        rows: int,
+        columns: int,
+    ) -> ProcessRequest:
         """`ParseArguments` + the environment block of a new process (`launch_request`)."""
         return process_request(
-            command_line, filename=filename, cwd=cwd, username=username, login=login,
-            environment=environment, wslenv_source=wslenv_source, console=console, rows=rows,
-            columns=columns, default_environment=registration.default_environment,
-            default_uid=registration.default_uid)
+            command_line,
+            filename=filename,
+            cwd=cwd,
+            username=username,
+            login=login,
+            environment=environment,
+            wslenv_source=wslenv_source,
+            console=console,
+            rows=rows,
+            columns=columns,
+            default_environment=registration.default_environment,
+            default_uid=registration.default_uid,
+        )
 
-    def export_distribution(self, distro: Distro, target: Source, *, format: str = "tar",
-                            progress: Progress | None = None) -> None:
+    def export_distribution(
+        self, distro: Distro, target: Source, *, format: str = "tar", progress: Progress | None = None
+    ) -> None:
         """`ExportDistribution` / `ExportDistributionPipe`: write the root filesystem as a tar,
         tar.gz or tar.xz to a path, file object, descriptor or pipe. A file created for the export
         is removed again if it fails. `progress` is called with the bytes written so far."""
@@ -555,7 +622,7 @@ class UserSession:
                     pass
                 with self.registry.transaction() as data:
                     self._check_unique(data, None, target, exclude=registration.id)
-                    data.distributions[registration.id].move_target = target   # for crash recovery
+                    data.distributions[registration.id].move_target = target  # for crash recovery
                 created = False
                 try:
                     created = self.folders.make_folder(target)
@@ -566,11 +633,13 @@ class UserSession:
 
                     def forget(entry: Registration, _: RegistryData) -> None:
                         entry.move_target = None
+
                     self._update(registration.id, forget)
                     raise
 
                 def relocate(entry: Registration, _: RegistryData) -> None:
                     entry.base_path, entry.created_base_path, entry.move_target = target, False, None
+
                 self._update(registration.id, relocate)
                 if registration.created_base_path:
                     self.folders.remove_empty_folder(registration.base_path)
@@ -630,8 +699,16 @@ class UserSession:
         with error_context("DetachDisk"):
             not_supported_by_backend("Detaching a disk")
 
-    def mount_disk(self, disk: str, *, vhd: bool = False, partition: int = 0, name: str | None = None,
-                   fs_type: str | None = None, options: str | None = None) -> str:
+    def mount_disk(
+        self,
+        disk: str,
+        *,
+        vhd: bool = False,
+        partition: int = 0,
+        name: str | None = None,
+        fs_type: str | None = None,
+        options: str | None = None,
+    ) -> str:
         """`MountDisk`."""
         with error_context("MountDisk"):
             not_supported_by_backend("Mounting a disk")
@@ -639,6 +716,9 @@ class UserSession:
 
 def _check_default_uid(default_uid: int | None) -> None:
     """A default uid argument: None (unchanged) or a uid below `LX_UID_INVALID`."""
-    if default_uid is not None and (isinstance(default_uid, bool) or not isinstance(default_uid, int)
-                                    or not 0 <= default_uid < LX_UID_INVALID):
+    if default_uid is not None and (
+        isinstance(default_uid, bool)
+        or not isinstance(default_uid, int)
+        or not 0 <= default_uid < LX_UID_INVALID
+    ):
         raise WslError("E_INVALIDARG", f"Invalid default uid {default_uid!r}.")

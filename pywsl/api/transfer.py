@@ -93,16 +93,16 @@ def detect_format(head: bytes) -> str:
     if len(head) >= 262 and head[257:262] == b"ustar":
         return "tar"
     if len(head) >= 512 and not head[:512].strip(b"\0"):
-        return "tar"   # an empty archive: end-of-archive blocks only
+        return "tar"  # an empty archive: end-of-archive blocks only
     if len(head) >= 512 and _tar_checksum_valid(head[:512]):
-        return "tar"   # a pre-POSIX (v7) header
+        return "tar"  # a pre-POSIX (v7) header
     return "unknown"
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 class _Stopped(Exception):
@@ -165,14 +165,16 @@ class _StreamReader:
         deadline = time.monotonic() + self._idle_timeout
         while True:
             if not _wait(self.fd, select.POLLIN, self._stop, deadline - time.monotonic()):
-                raise WslError("WSL_E_IMPORT_FAILED", f"The archive stream sent nothing for "
-                               f"{self._idle_timeout:g} seconds.")
+                raise WslError(
+                    "WSL_E_IMPORT_FAILED",
+                    f"The archive stream sent nothing for {self._idle_timeout:g} seconds.",
+                )
             try:
                 if self._socket is not None:
                     return self._socket.recv(_CHUNK, socket.MSG_DONTWAIT)
                 return os.read(self.fd, _CHUNK)
             except BlockingIOError:
-                continue   # someone else took it first: wait again
+                continue  # someone else took it first: wait again
 
     def close(self) -> None:
         if self._socket is not None:
@@ -190,17 +192,23 @@ def _bounded_writer(fd: int, stop: _StopSignal) -> Callable[[bytes], None]:
         view = memoryview(data)
         while view:
             try:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             except BlockingIOError:
                 _wait(fd, select.POLLOUT, stop, None)
+
     return write
 
 
 class _Pump(threading.Thread):
     """Copies `read` → `write` on its own thread; keeps the first error for `join_checked`."""
 
-    def __init__(self, read: Callable[[], bytes], write: Callable[[bytes], None],
-                 on_end: Callable[[], None], progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        read: Callable[[], bytes],
+        write: Callable[[bytes], None],
+        on_end: Callable[[], None],
+        progress: Progress | None = None,
+    ) -> None:
         super().__init__(daemon=True)
         self._read, self._write, self._on_end, self._progress = read, write, on_end, progress
         self.error: BaseException | None = None
@@ -213,7 +221,7 @@ class _Pump(threading.Thread):
                 self.count += len(chunk)
                 if self._progress is not None:
                     self._progress(self.count)
-        except BaseException as error:   # reported by join_checked
+        except BaseException as error:  # reported by join_checked
             self.error = error
         finally:
             with contextlib.suppress(OSError):
@@ -294,14 +302,17 @@ class ArchiveSource:
     def check(self) -> None:
         """Once the worker is done with the archive: end the relay (what follows the end of the
         archive is not read) and raise if reading the archive failed or was cancelled."""
-        self._close_own(self.fd)   # the worker has its own copy; without ours a blocked write ends
+        self._close_own(self.fd)  # the worker has its own copy; without ours a blocked write ends
         self._halt()
         for pump in self._pumps:
             error = pump.error
             if isinstance(error, _Stopped) and self._stop.cancelled:
                 raise WslError("E_ABORT", "The import was canceled because the client went away.")
-            if error is None or isinstance(error, _Stopped) or (
-                    isinstance(error, OSError) and error.errno == errno.EPIPE):
+            if (
+                error is None
+                or isinstance(error, _Stopped)
+                or (isinstance(error, OSError) and error.errno == errno.EPIPE)
+            ):
                 continue
             if isinstance(error, WslError):
                 raise error
@@ -312,12 +323,14 @@ class ArchiveSource:
 def _reader_of(stream: IO[bytes]) -> Callable[[], bytes]:
     def read() -> bytes:
         return stream.read(_CHUNK) or b""
+
     return read
 
 
 def _fd_reader(fd: int) -> Callable[[], bytes]:
     def read() -> bytes:
         return os.read(fd, _CHUNK)
+
     return read
 
 
@@ -338,12 +351,15 @@ def _is_anonymous(fd: int) -> bool:
 
 
 def _refuse(what: str) -> WslError:
-    return WslError("E_INVALIDARG", f"The archive is {what}, not a file or a pipe: give a tar archive "
-                    "(a file, or '-' with the archive on standard input).")
+    return WslError(
+        "E_INVALIDARG",
+        f"The archive is {what}, not a file or a pipe: give a tar archive "
+        "(a file, or '-' with the archive on standard input).",
+    )
 
 
 def source_kind(fd: int) -> str:
-    """"regular" (handed to the worker as it is) or "stream" (relayed here); anything the import
+    """ "regular" (handed to the worker as it is) or "stream" (relayed here); anything the import
     does not read from raises a clear WslError."""
     if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE not in (os.O_RDONLY, os.O_RDWR):
         raise WslError("E_INVALIDARG", "The archive descriptor is not open for reading.")
@@ -355,8 +371,9 @@ def source_kind(fd: int) -> str:
         raise _refuse("an event or other anonymous descriptor")
     if stat.S_ISREG(mode):
         if info.st_size == 0:
-            raise WslError("WSL_E_IMPORT_FAILED", "The archive is empty (a file of 0 bytes is not a tar "
-                           "archive).")
+            raise WslError(
+                "WSL_E_IMPORT_FAILED", "The archive is empty (a file of 0 bytes is not a tar archive)."
+            )
         return "regular"
     if stat.S_ISFIFO(mode):
         return "stream"
@@ -380,8 +397,13 @@ def _socket_type(fd: int) -> int:
 
 
 @contextlib.contextmanager
-def open_archive_source(source: Source, identity: UserIdentity, *, progress: Progress | None = None,
-                        idle_timeout: float = ARCHIVE_IDLE_TIMEOUT) -> Iterator[ArchiveSource]:
+def open_archive_source(
+    source: Source,
+    identity: UserIdentity,
+    *,
+    progress: Progress | None = None,
+    idle_timeout: float = ARCHIVE_IDLE_TIMEOUT,
+) -> Iterator[ArchiveSource]:
     """A descriptor the import worker reads `source` from (see the module docstring); closes what
     it opened. The current request's cancellation stops the relay."""
     result = ArchiveSource()
@@ -396,13 +418,23 @@ def _open_path(source: str | os.PathLike[str], identity: UserIdentity) -> int:
     try:
         return open_as(identity, source, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
     except OSError as error:
-        raise WslError("ERROR_FILE_NOT_FOUND" if error.errno == errno.ENOENT else "E_ACCESSDENIED"
-                       if error.errno in (errno.EACCES, errno.EPERM) else "E_INVALIDARG",
-                       f"{os.fspath(source)}: {error.strerror}") from None
+        raise WslError(
+            "ERROR_FILE_NOT_FOUND"
+            if error.errno == errno.ENOENT
+            else "E_ACCESSDENIED"
+            if error.errno in (errno.EACCES, errno.EPERM)
+            else "E_INVALIDARG",
+            f"{os.fspath(source)}: {error.strerror}",
+        ) from None
 
 
-def _prepare_source(result: ArchiveSource, source: Source, identity: UserIdentity,
-                    progress: Progress | None, idle_timeout: float) -> Iterator[ArchiveSource]:
+def _prepare_source(
+    result: ArchiveSource,
+    source: Source,
+    identity: UserIdentity,
+    progress: Progress | None,
+    idle_timeout: float,
+) -> Iterator[ArchiveSource]:
     stream: IO[bytes] | None = None
     if isinstance(source, bool):
         raise WslError("E_INVALIDARG", "The archive must be a path, a file object or a descriptor.")
@@ -448,12 +480,14 @@ def _prepare_source(result: ArchiveSource, source: Source, identity: UserIdentit
 
         def rest() -> bytes:
             return first.pop() if first else read()
+
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     result._own(read_end)
     result._own(write_end)
     result.fd = read_end
-    pump = _Pump(rest, _bounded_writer(write_end, result._stop), lambda: result._close_own(write_end),
-                 progress)
+    pump = _Pump(
+        rest, _bounded_writer(write_end, result._stop), lambda: result._close_own(write_end), progress
+    )
     result._pumps.append(pump)
     pump.start()
     yield result
@@ -467,8 +501,10 @@ def _check_format(kind: str, head: bytes) -> None:
     if not head:
         raise WslError("WSL_E_IMPORT_FAILED", "The archive is empty.")
     if kind == "unknown":
-        raise WslError("WSL_E_IMPORT_FAILED", "The file is not a tar archive (plain, or compressed with "
-                       "gzip, xz, bzip2 or zstd).")
+        raise WslError(
+            "WSL_E_IMPORT_FAILED",
+            "The file is not a tar archive (plain, or compressed with gzip, xz, bzip2 or zstd).",
+        )
 
 
 def _read_head(read: Callable[[], bytes]) -> bytes:
@@ -550,9 +586,10 @@ def _target_writer(fd: int, stop: _StopSignal) -> tuple[Callable[[bytes], None],
             view = memoryview(data)
             while view:
                 try:
-                    view = view[sock.send(view, socket.MSG_DONTWAIT):]
+                    view = view[sock.send(view, socket.MSG_DONTWAIT) :]
                 except BlockingIOError:
                     _wait(sock.fileno(), select.POLLOUT, stop, None)
+
         return send, sock.close
     if stat.S_ISFIFO(mode):
         own = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -560,12 +597,14 @@ def _target_writer(fd: int, stop: _StopSignal) -> tuple[Callable[[bytes], None],
 
     def write(data: bytes) -> None:
         _write_all(fd, data)
+
     return write, lambda: None
 
 
 def _stream_writer(stream: IO[bytes]) -> Callable[[bytes], None]:
     def write(data: bytes) -> None:
         stream.write(data)
+
     return write
 
 
@@ -580,6 +619,7 @@ def _bounded_reader(fd: int, stop: _StopSignal) -> Callable[[], bytes]:
                 return os.read(fd, _CHUNK)
             except BlockingIOError:
                 continue
+
     return read
 
 
@@ -590,16 +630,22 @@ def _open_target_path(path: str, identity: UserIdentity) -> int:
     except OSError as error:
         if error.errno == errno.ENXIO:
             raise WslError("E_INVALIDARG", f"{path}: a FIFO that nobody reads.") from None
-        raise WslError("ERROR_PATH_NOT_FOUND" if error.errno in (errno.ENOENT, errno.ENOTDIR)
-                       else "E_ACCESSDENIED" if error.errno in (errno.EACCES, errno.EPERM)
-                       else "E_INVALIDARG", f"{path}: {error.strerror}") from None
+        raise WslError(
+            "ERROR_PATH_NOT_FOUND"
+            if error.errno in (errno.ENOENT, errno.ENOTDIR)
+            else "E_ACCESSDENIED"
+            if error.errno in (errno.EACCES, errno.EPERM)
+            else "E_INVALIDARG",
+            f"{path}: {error.strerror}",
+        ) from None
     os.set_blocking(fd, True)
     return fd
 
 
 @contextlib.contextmanager
-def open_export_target(target: Source, identity: UserIdentity, *, progress: Progress | None = None
-                       ) -> Iterator[ExportTarget]:
+def open_export_target(
+    target: Source, identity: UserIdentity, *, progress: Progress | None = None
+) -> Iterator[ExportTarget]:
     """A descriptor the export worker can write to; on an exception the partial file is removed.
     The current request's cancellation stops the relay."""
     result = ExportTarget()
@@ -618,8 +664,9 @@ def open_export_target(target: Source, identity: UserIdentity, *, progress: Prog
         result._close_all()
 
 
-def _prepare_target(result: ExportTarget, target: Source, identity: UserIdentity,
-                    progress: Progress | None) -> IO[bytes] | None:
+def _prepare_target(
+    result: ExportTarget, target: Source, identity: UserIdentity, progress: Progress | None
+) -> IO[bytes] | None:
     stream: IO[bytes] | None = None
     if isinstance(target, bool):
         raise WslError("E_INVALIDARG", "The target must be a path, a file object or a descriptor.")
@@ -652,8 +699,9 @@ def _prepare_target(result: ExportTarget, target: Source, identity: UserIdentity
     else:
         write, close = _target_writer(fd, result._stop)
         result._closers.append(close)
-    pump = _Pump(_bounded_reader(read_end, result._stop), write, lambda: result._close_own(read_end),
-                 progress)
+    pump = _Pump(
+        _bounded_reader(read_end, result._stop), write, lambda: result._close_own(read_end), progress
+    )
     result._pumps.append(pump)
     pump.start()
     return stream

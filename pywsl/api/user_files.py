@@ -79,8 +79,9 @@ def flock_bounded(fd: int, operation: int, *, what: str, timeout: float = LOCK_T
             pass
         left = deadline - time.monotonic()
         if left <= 0:
-            raise WslError("E_ILLEGAL_STATE_CHANGE",
-                           f"{what} stayed locked by another process for {timeout:g} seconds.")
+            raise WslError(
+                "E_ILLEGAL_STATE_CHANGE", f"{what} stayed locked by another process for {timeout:g} seconds."
+            )
         if token.wait(min(delay, left)):
             token.check()
         delay = min(delay * 2, _LONGEST_DELAY)

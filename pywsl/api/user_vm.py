@@ -22,15 +22,18 @@ if TYPE_CHECKING:
 
 __all__ = ["attach", "limits_note", "require_root", "running_instances", "vm_config"]
 
-LIMITS_NOTE = ("Memory inside distributions: `free` and /proc/meminfo show the host's memory, not the VM's "
-               "[wsl2] memory limit (install lxcfs on the host to show the limit).")
+LIMITS_NOTE = (
+    "Memory inside distributions: `free` and /proc/meminfo show the host's memory, not the VM's "
+    "[wsl2] memory limit (install lxcfs on the host to show the limit)."
+)
 
 
 def require_root(what: str) -> None:
     """E_ACCESSDENIED naming `what` unless this process is root."""
     if os.geteuid() != 0:
-        raise WslError("E_ACCESSDENIED", f"{what} needs root: use the pywsl service "
-                       "(pywsl.connect()) or run as root.")
+        raise WslError(
+            "E_ACCESSDENIED", f"{what} needs root: use the pywsl service (pywsl.connect()) or run as root."
+        )
 
 
 def vm_config(identity: UserIdentity, runtime_dir: Path, config: WslConfig) -> VmConfig:

@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator
 __all__ = ["collecting", "emit"]
 
 _SINK: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar(
-    "pywsl_user_warning_sink", default=None)
+    "pywsl_user_warning_sink", default=None
+)
 
 
 def emit(text: str) -> None:
@@ -38,4 +39,3 @@ def collecting(sink: Callable[[str], None]) -> Iterator[None]:
         yield
     finally:
         _SINK.reset(token)
-

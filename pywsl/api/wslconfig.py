@@ -89,14 +89,26 @@ class Kind(enum.Enum):
 
 
 # The keys that take effect on this host (see the module docstring); any other key is ignored.
-HONOURED_KEYS = frozenset({
-    "wsl2.memory", "wsl2.processors", "wsl2.swap", "wsl2.nestedVirtualization", "wsl2.gpuSupport",
-    "wsl2.guiApplications",
-    "wsl2.vmIdleTimeout", "wsl2.kernelBootTimeout",
-    "wsl2.distributionStartTimeout", "wsl2.networkingMode", "experimental.networkingMode",
-    "general.instanceIdleTimeout", "general.distributionInstallPath", "general.distributionListUrl",
-    "general.distributionListUrlAppend", "pywsl.backend",
-})
+HONOURED_KEYS = frozenset(
+    {
+        "wsl2.memory",
+        "wsl2.processors",
+        "wsl2.swap",
+        "wsl2.nestedVirtualization",
+        "wsl2.gpuSupport",
+        "wsl2.guiApplications",
+        "wsl2.vmIdleTimeout",
+        "wsl2.kernelBootTimeout",
+        "wsl2.distributionStartTimeout",
+        "wsl2.networkingMode",
+        "experimental.networkingMode",
+        "general.instanceIdleTimeout",
+        "general.distributionInstallPath",
+        "general.distributionListUrl",
+        "general.distributionListUrlAppend",
+        "pywsl.backend",
+    }
+)
 # Keys that take effect only with `[pywsl] backend = qemu` (a real kernel).
 QEMU_KEYS = frozenset({"wsl2.kernel", "wsl2.kernelModules", "wsl2.kernelCommandLine"})
 BACKENDS = ("namespaces", "qemu")
@@ -105,31 +117,71 @@ BACKENDS = ("namespaces", "qemu")
 # Every documented key, by section, with the canonical spelling used as the key of `values`.
 _KEYS: dict[str, dict[str, Kind]] = {
     "wsl2": {
-        "kernel": Kind.PATH, "kernelCommandLine": Kind.STRING, "kernelModules": Kind.PATH,
-        "memory": Kind.MEMORY, "processors": Kind.INT, "swap": Kind.MEMORY, "swapFile": Kind.PATH,
-        "localhostForwarding": Kind.BOOL, "nestedVirtualization": Kind.BOOL, "debugConsole": Kind.BOOL,
-        "debugConsoleLogFile": Kind.PATH, "earlyBootLogging": Kind.BOOL, "virtio": Kind.BOOL,
-        "virtio9p": Kind.BOOL, "virtiofs": Kind.BOOL, "kernelDebugPort": Kind.INT, "gpuSupport": Kind.BOOL,
-        "guiApplications": Kind.BOOL, "systemDistro": Kind.PATH, "telemetry": Kind.BOOL,
-        "vmIdleTimeout": Kind.INT, "kernelBootTimeout": Kind.INT, "distributionStartTimeout": Kind.INT,
-        "mountDeviceTimeout": Kind.INT, "hostFileSystemAccess": Kind.BOOL,
-        "hardwarePerformanceCounters": Kind.BOOL, "networkingMode": Kind.NETWORKING_MODE,
-        "vmSwitch": Kind.STRING, "macAddress": Kind.STRING, "dhcp": Kind.BOOL, "dhcpTimeout": Kind.INT,
-        "ipv6": Kind.BOOL, "dnsProxy": Kind.BOOL, "dnsTunneling": Kind.BOOL, "firewall": Kind.BOOL,
-        "autoProxy": Kind.BOOL, "safeMode": Kind.BOOL, "defaultVhdSize": Kind.MEMORY,
-        "crashDumpFolder": Kind.PATH, "maxCrashDumpCount": Kind.INT, "loadDefaultKernelModules": Kind.BOOL,
-        "loadKernelModules": Kind.STRING, "isolateDistroCgroup": Kind.BOOL,
+        "kernel": Kind.PATH,
+        "kernelCommandLine": Kind.STRING,
+        "kernelModules": Kind.PATH,
+        "memory": Kind.MEMORY,
+        "processors": Kind.INT,
+        "swap": Kind.MEMORY,
+        "swapFile": Kind.PATH,
+        "localhostForwarding": Kind.BOOL,
+        "nestedVirtualization": Kind.BOOL,
+        "debugConsole": Kind.BOOL,
+        "debugConsoleLogFile": Kind.PATH,
+        "earlyBootLogging": Kind.BOOL,
+        "virtio": Kind.BOOL,
+        "virtio9p": Kind.BOOL,
+        "virtiofs": Kind.BOOL,
+        "kernelDebugPort": Kind.INT,
+        "gpuSupport": Kind.BOOL,
+        "guiApplications": Kind.BOOL,
+        "systemDistro": Kind.PATH,
+        "telemetry": Kind.BOOL,
+        "vmIdleTimeout": Kind.INT,
+        "kernelBootTimeout": Kind.INT,
+        "distributionStartTimeout": Kind.INT,
+        "mountDeviceTimeout": Kind.INT,
+        "hostFileSystemAccess": Kind.BOOL,
+        "hardwarePerformanceCounters": Kind.BOOL,
+        "networkingMode": Kind.NETWORKING_MODE,
+        "vmSwitch": Kind.STRING,
+        "macAddress": Kind.STRING,
+        "dhcp": Kind.BOOL,
+        "dhcpTimeout": Kind.INT,
+        "ipv6": Kind.BOOL,
+        "dnsProxy": Kind.BOOL,
+        "dnsTunneling": Kind.BOOL,
+        "firewall": Kind.BOOL,
+        "autoProxy": Kind.BOOL,
+        "safeMode": Kind.BOOL,
+        "defaultVhdSize": Kind.MEMORY,
+        "crashDumpFolder": Kind.PATH,
+        "maxCrashDumpCount": Kind.INT,
+        "loadDefaultKernelModules": Kind.BOOL,
+        "loadKernelModules": Kind.STRING,
+        "isolateDistroCgroup": Kind.BOOL,
     },
     "general": {
-        "distributionInstallPath": Kind.PATH, "instanceIdleTimeout": Kind.INT,
-        "distributionListUrl": Kind.STRING, "distributionListUrlAppend": Kind.STRING,
+        "distributionInstallPath": Kind.PATH,
+        "instanceIdleTimeout": Kind.INT,
+        "distributionListUrl": Kind.STRING,
+        "distributionListUrlAppend": Kind.STRING,
     },
     "experimental": {
-        "networkingMode": Kind.NETWORKING_MODE, "dnsTunneling": Kind.BOOL, "firewall": Kind.BOOL,
-        "autoProxy": Kind.BOOL, "autoMemoryReclaim": Kind.MEMORY_RECLAIM, "sparseVhd": Kind.BOOL,
-        "bestEffortDnsParsing": Kind.BOOL, "dnsTunnelingIpAddress": Kind.STRING,
-        "initialAutoProxyTimeout": Kind.INT, "ignoredPorts": Kind.STRING, "hostAddressLoopback": Kind.BOOL,
-        "setVersionDebug": Kind.BOOL, "swiotlb": Kind.MEMORY, "virtioFsAggregateShares": Kind.BOOL,
+        "networkingMode": Kind.NETWORKING_MODE,
+        "dnsTunneling": Kind.BOOL,
+        "firewall": Kind.BOOL,
+        "autoProxy": Kind.BOOL,
+        "autoMemoryReclaim": Kind.MEMORY_RECLAIM,
+        "sparseVhd": Kind.BOOL,
+        "bestEffortDnsParsing": Kind.BOOL,
+        "dnsTunnelingIpAddress": Kind.STRING,
+        "initialAutoProxyTimeout": Kind.INT,
+        "ignoredPorts": Kind.STRING,
+        "hostAddressLoopback": Kind.BOOL,
+        "setVersionDebug": Kind.BOOL,
+        "swiotlb": Kind.MEMORY,
+        "virtioFsAggregateShares": Kind.BOOL,
     },
     # pywsl's own section (WSL has none): which utility VM backend runs this user's VM.
     "pywsl": {"backend": Kind.BACKEND},
@@ -143,29 +195,29 @@ _LOOKUP: dict[str, dict[str, str]] = {
 class WslConfig:
     """The global configuration as it applies to one user's VM."""
 
-    memory_bytes: int | None = None          # None: half of the host's memory (WSL's default)
-    processors: int | None = None            # None: every CPU
-    swap_bytes: int | None = None            # None: no limit of its own (the host's swap)
-    nested_virtualization: bool = True       # /dev/kvm in distributions (when the host has it)
-    gpu_support: bool = True                 # the host's GPU in distributions (when it has one)
-    gui_applications: bool = True            # the caller's display sockets in distributions
+    memory_bytes: int | None = None  # None: half of the host's memory (WSL's default)
+    processors: int | None = None  # None: every CPU
+    swap_bytes: int | None = None  # None: no limit of its own (the host's swap)
+    nested_virtualization: bool = True  # /dev/kvm in distributions (when the host has it)
+    gpu_support: bool = True  # the host's GPU in distributions (when it has one)
+    gui_applications: bool = True  # the caller's display sockets in distributions
     vm_idle_timeout_ms: int = DEFAULT_VM_IDLE_TIMEOUT_MS
     instance_idle_timeout_ms: int = DEFAULT_INSTANCE_IDLE_TIMEOUT_MS
     kernel_boot_timeout_ms: int = DEFAULT_KERNEL_BOOT_TIMEOUT_MS
     distribution_start_timeout_ms: int = DEFAULT_DISTRIBUTION_START_TIMEOUT_MS
-    networking_mode_setting: str = "Nat"     # as WSL names it
+    networking_mode_setting: str = "Nat"  # as WSL names it
     distribution_install_path: Path | None = None
     distribution_list_url: str | None = None
     distribution_list_url_append: str | None = None
-    values: Mapping[str, Any] = field(default_factory=dict)   # "section.key" -> parsed value
+    values: Mapping[str, Any] = field(default_factory=dict)  # "section.key" -> parsed value
     warnings: tuple[str, ...] = ()
-    ignored: tuple[str, ...] = ()            # a warning for each key set that this host cannot honour
+    ignored: tuple[str, ...] = ()  # a warning for each key set that this host cannot honour
     source: Path | None = None
-    missing_kernel: Path | None = None       # [wsl2] kernel names a file that does not exist
-    backend: str = "namespaces"              # [pywsl] backend: "namespaces" or "qemu"
-    kernel: Path | None = None               # [wsl2] kernel (qemu backend)
-    kernel_modules: Path | None = None       # [wsl2] kernelModules (qemu backend)
-    kernel_command_line: str = ""            # [wsl2] kernelCommandLine (qemu backend)
+    missing_kernel: Path | None = None  # [wsl2] kernel names a file that does not exist
+    backend: str = "namespaces"  # [pywsl] backend: "namespaces" or "qemu"
+    kernel: Path | None = None  # [wsl2] kernel (qemu backend)
+    kernel_modules: Path | None = None  # [wsl2] kernelModules (qemu backend)
+    kernel_command_line: str = ""  # [wsl2] kernelCommandLine (qemu backend)
 
     def startup_warnings(self) -> tuple[str, ...]:
         """What the user is told when a VM starts with this configuration."""
@@ -174,8 +226,10 @@ class WslConfig:
     def check_kernel(self) -> None:
         """`WSL_E_CUSTOM_KERNEL_NOT_FOUND` when `[wsl2] kernel` names a file that does not exist."""
         if self.missing_kernel is not None:
-            raise WslError("WSL_E_CUSTOM_KERNEL_NOT_FOUND", f"The custom kernel specified in {self.source} "
-                           f"was not found: '{self.missing_kernel}'.")
+            raise WslError(
+                "WSL_E_CUSTOM_KERNEL_NOT_FOUND",
+                f"The custom kernel specified in {self.source} was not found: '{self.missing_kernel}'.",
+            )
 
     @property
     def networking_mode(self) -> str:
@@ -219,8 +273,14 @@ def _convert(kind: Kind, text: str, home: Path | None) -> Any:
     return text
 
 
-def parse_wslconfig(text: str, source: str = "wslconfig", *, home: Path | None = None,
-                    host_memory: int | None = None, host_cpus: int | None = None) -> WslConfig:
+def parse_wslconfig(
+    text: str,
+    source: str = "wslconfig",
+    *,
+    home: Path | None = None,
+    host_memory: int | None = None,
+    host_cpus: int | None = None,
+) -> WslConfig:
     """Parse the text of a .wslconfig; never raises for bad content (warnings instead)."""
     sections, warnings = parse_config(text, source)
     values: dict[str, Any] = {}
@@ -241,8 +301,10 @@ def parse_wslconfig(text: str, source: str = "wslconfig", *, home: Path | None =
             values[f"{section_name}.{canonical}"] = value
             if f"{section_name}.{canonical}" not in HONOURED_KEYS:
                 ignored_keys.append(f"{section_name}.{canonical}")
-                ignored.append(f"Ignored key '{entry.section}.{entry.key}' in {source}:{entry.line}: "
-                               "this host cannot honour it")
+                ignored.append(
+                    f"Ignored key '{entry.section}.{entry.key}' in {source}:{entry.line}: "
+                    "this host cannot honour it"
+                )
 
     def take(key: str, check: Callable[[Any], str | None] | None = None) -> Any:
         value = values.get(key)
@@ -258,8 +320,9 @@ def parse_wslconfig(text: str, source: str = "wslconfig", *, home: Path | None =
     total = host_memory if host_memory is not None else _host_memory()
     if memory is not None:
         if memory < MIN_MEMORY_BYTES:
-            warnings.append(f"{source}: wsl2.memory: {memory} bytes is below the minimum of 256MB; "
-                            "using 256MB")
+            warnings.append(
+                f"{source}: wsl2.memory: {memory} bytes is below the minimum of 256MB; using 256MB"
+            )
             memory = MIN_MEMORY_BYTES
         elif total and memory > total:
             warnings.append(f"{source}: wsl2.memory: more than the host's memory; using {total} bytes")
@@ -267,8 +330,10 @@ def parse_wslconfig(text: str, source: str = "wslconfig", *, home: Path | None =
     processors = take("wsl2.processors", lambda v: "must be at least 1" if v < 1 else None)
     cpus = host_cpus if host_cpus is not None else os.cpu_count()
     if processors is not None and cpus and processors > cpus:
-        warnings.append(f"{source}: wsl2.processors: {processors} is more than the {cpus} logical "
-                        f"processors of this machine; using {cpus}")
+        warnings.append(
+            f"{source}: wsl2.processors: {processors} is more than the {cpus} logical "
+            f"processors of this machine; using {cpus}"
+        )
         processors = cpus
 
     swap = take("wsl2.swap", lambda v: "must not be negative" if v < 0 else None)
@@ -291,8 +356,9 @@ def parse_wslconfig(text: str, source: str = "wslconfig", *, home: Path | None =
         vm_idle_timeout_ms=_or(take("wsl2.vmIdleTimeout"), DEFAULT_VM_IDLE_TIMEOUT_MS),
         instance_idle_timeout_ms=_or(take("general.instanceIdleTimeout"), DEFAULT_INSTANCE_IDLE_TIMEOUT_MS),
         kernel_boot_timeout_ms=_or(take("wsl2.kernelBootTimeout", positive), DEFAULT_KERNEL_BOOT_TIMEOUT_MS),
-        distribution_start_timeout_ms=_or(take("wsl2.distributionStartTimeout", positive),
-                                          DEFAULT_DISTRIBUTION_START_TIMEOUT_MS),
+        distribution_start_timeout_ms=_or(
+            take("wsl2.distributionStartTimeout", positive), DEFAULT_DISTRIBUTION_START_TIMEOUT_MS
+        ),
         networking_mode_setting=networking,
         distribution_install_path=install_path,
         distribution_list_url=take("general.distributionListUrl") or None,
@@ -340,8 +406,9 @@ def _missing_kernel(config: WslConfig, identity: UserIdentity | None) -> WslConf
     return config if found else dataclasses.replace(config, missing_kernel=kernel)
 
 
-def load_wslconfig(path: Path, identity: UserIdentity | None = None, *,
-                   home: Path | None = None) -> WslConfig:
+def load_wslconfig(
+    path: Path, identity: UserIdentity | None = None, *, home: Path | None = None
+) -> WslConfig:
     """Read and parse the configuration file at `path` with the user's rights.
 
     A missing file is the default configuration; an unreadable one is the default with a warning.
@@ -366,11 +433,13 @@ def load_wslconfig(path: Path, identity: UserIdentity | None = None, *,
     finally:
         os.close(fd)
     if len(data) > MAX_CONFIG_BYTES:
-        return WslConfig(source=path, warnings=(
-            f"{path}: larger than {MAX_CONFIG_BYTES} bytes; using the defaults",))
+        return WslConfig(
+            source=path, warnings=(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; using the defaults",)
+        )
     text = data.decode("utf-8", errors="replace").lstrip("\ufeff")
-    config = parse_wslconfig(text, str(path), home=home if home is not None else (
-        identity.home if identity is not None else None))
+    config = parse_wslconfig(
+        text, str(path), home=home if home is not None else (identity.home if identity is not None else None)
+    )
     return _missing_kernel(config, identity)
 
 

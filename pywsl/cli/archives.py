@@ -86,8 +86,9 @@ def stdio_source(reading: bool) -> int | BinaryIO:
         return stream.buffer
 
 
-def _watch(source: int | BinaryIO, mode: str,
-           display: TransferProgress) -> contextlib.AbstractContextManager[object]:
+def _watch(
+    source: int | BinaryIO, mode: str, display: TransferProgress
+) -> contextlib.AbstractContextManager[object]:
     return FdWatcher(source, mode, display) if isinstance(source, int) else contextlib.nullcontext()
 
 
@@ -98,7 +99,7 @@ def import_command(distro: str, location: str, file_name: str, version: str | No
         parse_version(version)
     if vhd:
         _not_supported("--import --vhd")
-    with import_location(location) as target:   # wsl.exe's CreateDirectoryW, removed again on failure
+    with import_location(location) as target:  # wsl.exe's CreateDirectoryW, removed again on failure
         if file_name != STDIO_NAME and file_name.lower().endswith(_VHD_SUFFIXES):
             raise UsageFailure(messages.PASS_VHD_FLAG)
         source: int | BinaryIO
@@ -149,8 +150,9 @@ def export_command(distro: str, file_name: str, output_format: str | None, vhd: 
         target = stdio_source(False)
     else:
         try:
-            target = os.open(file_name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOCTTY,
-                             0o666)
+            target = os.open(
+                file_name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOCTTY, 0o666
+            )
         except OSError as error:
             raise _create_error(error) from None
     try:

@@ -56,8 +56,14 @@ eval "$(_PYWSL_COMPLETE=bash_source pywsl)"    (or zsh_source, fish_source)
 class Pywsl(WslCommand):
     """The `pywsl` command; its `main` reports failures as wsl.exe does (see `pywsl.cli.report`)."""
 
-    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,  # type: ignore[override]
-             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> int:
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> int:
         status = self._run(args, prog_name or PROGRAM, complete_var, **extra)
         if standalone_mode:
             flush_stdout()
@@ -90,5 +96,11 @@ class Pywsl(WslCommand):
 
 def build_command() -> Pywsl:
     """The `pywsl` click command."""
-    return Pywsl(PROGRAM, verbs=build_verbs(), params=launch_options(), callback=launch_command,
-                 help=HELP, epilog=EPILOG)
+    return Pywsl(
+        PROGRAM,
+        verbs=build_verbs(),
+        params=launch_options(),
+        callback=launch_command,
+        help=HELP,
+        epilog=EPILOG,
+    )

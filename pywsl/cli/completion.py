@@ -35,8 +35,9 @@ def distribution_names() -> list[str]:
             close()
 
 
-def complete_distribution(_ctx: click.Context, _param: click.Parameter,
-                          incomplete: str) -> list[CompletionItem]:
+def complete_distribution(
+    _ctx: click.Context, _param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
     """Distribution names starting with `incomplete` (case-insensitive, as names are compared)."""
     from click.shell_completion import CompletionItem
 

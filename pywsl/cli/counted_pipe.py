@@ -100,8 +100,9 @@ class CountedPipe:
         finally:
             os.close(self.read_fd)
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         with contextlib.suppress(OSError):
             os.close(self.write_fd)
         self._writers_done.set()

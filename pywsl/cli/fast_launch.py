@@ -28,8 +28,14 @@ from pywsl.cli.streams import exit_status, utf8_streams
 if TYPE_CHECKING:
     from pywsl.cli.context import CliState
 
-__all__ = ["COMPLETE_VARIABLE", "INTERRUPTED_EXIT_STATUS", "LAUNCH_OPTION_SPELLINGS", "LaunchLine",
-           "read_launch_line", "run"]
+__all__ = [
+    "COMPLETE_VARIABLE",
+    "INTERRUPTED_EXIT_STATUS",
+    "LAUNCH_OPTION_SPELLINGS",
+    "LaunchLine",
+    "read_launch_line",
+    "run",
+]
 
 # The launch options that take a value, by the click parameter they set: the fast path reads these.
 LAUNCH_OPTION_SPELLINGS: dict[str, tuple[str, ...]] = {
@@ -37,8 +43,9 @@ LAUNCH_OPTION_SPELLINGS: dict[str, tuple[str, ...]] = {
     "user": ("-u", "--user"),
     "cd": ("--cd",),
 }
-_PARAMETER_OF = {spelling: name for name, spellings in LAUNCH_OPTION_SPELLINGS.items()
-                 for spelling in spellings}
+_PARAMETER_OF = {
+    spelling: name for name, spellings in LAUNCH_OPTION_SPELLINGS.items() for spelling in spellings
+}
 
 COMPLETE_VARIABLE = "_PYWSL_COMPLETE"  # click's shell completion instruction for the `pywsl` program
 INTERRUPTED_EXIT_STATUS = 130  # 128 + SIGINT
@@ -65,9 +72,9 @@ def read_launch_line(args: Sequence[str]) -> LaunchLine | None:
     while index < len(args):
         token = args[index]
         if token == STOP_TOKEN:
-            return LaunchLine(tuple(options), Invocation("shell", tuple(args[index + 1:])))
+            return LaunchLine(tuple(options), Invocation("shell", tuple(args[index + 1 :])))
         if token in EXEC_TOKENS:
-            rest = tuple(args[index + 1:])
+            rest = tuple(args[index + 1 :])
             return LaunchLine(tuple(options), Invocation("exec", rest)) if rest else None
         if not token.startswith("-") or token == "-":
             return LaunchLine(tuple(options), Invocation("shell", tuple(args[index:])))
@@ -141,8 +148,9 @@ def _launch_with(state: CliState, line: LaunchLine) -> int:
     if cwd is None:
         cwd = working_directory(None)
     process_arguments(line.invocation, None)
-    return launch_process(state.get_session(), state.distro, line.invocation, user=line.value("user") or "",
-                          cwd=cwd)
+    return launch_process(
+        state.get_session(), state.distro, line.invocation, user=line.value("user") or "", cwd=cwd
+    )
 
 
 def _write_newline(stream: TextIO) -> None:

@@ -128,11 +128,19 @@ class Verb(click.Command):
     "invalid_argument" (E_INVALIDARG).
     """
 
-    def __init__(self, name: str, *, aliases: Sequence[str] = (), summary: str = "",
-                 callback: Callable[..., Any] | None = None, params: Sequence[click.Parameter] = (),
-                 help: str | None = None, hidden: bool = False,
-                 context_settings: Mapping[str, Any] | None = None,
-                 missing_argument: MissingArgument = "required_parameter") -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        aliases: Sequence[str] = (),
+        summary: str = "",
+        callback: Callable[..., Any] | None = None,
+        params: Sequence[click.Parameter] = (),
+        help: str | None = None,
+        hidden: bool = False,
+        context_settings: Mapping[str, Any] | None = None,
+        missing_argument: MissingArgument = "required_parameter",
+    ) -> None:
         settings = {"allow_extra_args": True, **(context_settings or {})}
         super().__init__(
             name,
@@ -158,8 +166,10 @@ class Verb(click.Command):
         """`DISTRO DIR FILE [OPTIONS]`: the arguments in order, then the options if there are any."""
         params = self.get_params(ctx)
         pieces = [_argument_metavar(param) for param in params if isinstance(param, click.Argument)]
-        if any(isinstance(param, click.Option) and not isinstance(param, HelpOption) and not param.hidden
-               for param in params):
+        if any(
+            isinstance(param, click.Option) and not isinstance(param, HelpOption) and not param.hidden
+            for param in params
+        ):
             pieces.append("[OPTIONS]")
         return " ".join(pieces)
 
@@ -174,9 +184,16 @@ class Verb(click.Command):
 class WslCommand(click.Group):
     """The `pywsl` command: launch options, then a command line, `-e` argv or a verb."""
 
-    def __init__(self, name: str, *, verbs: Sequence[Verb], params: Sequence[click.Parameter],
-                 callback: Callable[..., Any], help: str | None = None,
-                 epilog: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        verbs: Sequence[Verb],
+        params: Sequence[click.Parameter],
+        callback: Callable[..., Any],
+        help: str | None = None,
+        epilog: str | None = None,
+    ) -> None:
         super().__init__(
             name,
             commands={verb.name or "": verb for verb in verbs},
@@ -226,12 +243,12 @@ class WslCommand(click.Group):
         while index < len(args):
             token = args[index]
             if token == STOP_TOKEN:
-                return list(args[:index]), Invocation("shell", tuple(args[index + 1:]))
+                return list(args[:index]), Invocation("shell", tuple(args[index + 1 :]))
             if token in EXEC_TOKENS:
-                return list(args[:index]), Invocation("exec", tuple(args[index + 1:]))
+                return list(args[:index]), Invocation("exec", tuple(args[index + 1 :]))
             verb = self.get_command(ctx, token)
             if verb is not None:
-                return list(args[:index]), Invocation("verb", tuple(args[index + 1:]), verb.name)
+                return list(args[:index]), Invocation("verb", tuple(args[index + 1 :]), verb.name)
             if not token.startswith("-") or token == "-":
                 return list(args[:index]), Invocation("shell", tuple(args[index:]))
             index += self._tokens_taken(token, table)
@@ -269,16 +286,25 @@ class WslCommand(click.Group):
         formatter.write_usage(name, "MANAGEMENT-OPTION [OPTIONS...]", prefix="       ")
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        launch = [record for param in self.get_params(ctx)
-                  if (record := param.get_help_record(ctx)) is not None]
-        launch.insert(-1, (", ".join(EXEC_TOKENS) + " PROGRAM [ARGUMENT...]",
-                           "Run PROGRAM with these arguments as is, without the user's shell."))
+        launch = [
+            record for param in self.get_params(ctx) if (record := param.get_help_record(ctx)) is not None
+        ]
+        launch.insert(
+            -1,
+            (
+                ", ".join(EXEC_TOKENS) + " PROGRAM [ARGUMENT...]",
+                "Run PROGRAM with these arguments as is, without the user's shell.",
+            ),
+        )
         launch.insert(-1, (STOP_TOKEN, "End the options: the rest is the command line for the shell."))
         with formatter.section("Launch options"):
             formatter.write_dl(launch)
         with formatter.section("Management options"):
-            verbs = [verb for name in self.list_commands(ctx)
-                     if isinstance(verb := self.commands[name], Verb) and not verb.hidden]
+            verbs = [
+                verb
+                for name in self.list_commands(ctx)
+                if isinstance(verb := self.commands[name], Verb) and not verb.hidden
+            ]
             for index, verb in enumerate(verbs):
                 if index:
                     formatter.write_paragraph()
@@ -291,8 +317,11 @@ class WslCommand(click.Group):
         with formatter.indentation():
             if verb.help:
                 formatter.write_text(verb.help)
-            records = [record for param in verb.get_params(verb_ctx)
-                       if not isinstance(param, HelpOption)
-                       and (record := param.get_help_record(verb_ctx)) is not None]
+            records = [
+                record
+                for param in verb.get_params(verb_ctx)
+                if not isinstance(param, HelpOption)
+                and (record := param.get_help_record(verb_ctx)) is not None
+            ]
             if records:
                 formatter.write_dl(records)

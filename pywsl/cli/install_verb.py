@@ -26,17 +26,30 @@ from pywsl.cli.report import fail, print_error, print_success, print_warning
 __all__ = ["install_command"]
 
 
-def _check(target: str | None, from_file: str | None, no_distribution: bool, vhd_size: str | None,
-           fixed_vhd: bool, enable_wsl1: bool, version: str | None) -> None:
+def _check(
+    target: str | None,
+    from_file: str | None,
+    no_distribution: bool,
+    vhd_size: str | None,
+    fixed_vhd: bool,
+    enable_wsl1: bool,
+    version: str | None,
+) -> None:
     if no_distribution and target is not None:
-        raise fail("E_INVALIDARG", messages.ARGUMENTS_NOT_VALID_TOGETHER.format(
-            first="--no-distribution", second="--distribution"))
+        raise fail(
+            "E_INVALIDARG",
+            messages.ARGUMENTS_NOT_VALID_TOGETHER.format(first="--no-distribution", second="--distribution"),
+        )
     if fixed_vhd and vhd_size is None:
-        raise fail("E_INVALIDARG", messages.ARGUMENT_NOT_VALID_WITHOUT.format(
-            argument="--fixed-vhd", required="--vhd-size"))
+        raise fail(
+            "E_INVALIDARG",
+            messages.ARGUMENT_NOT_VALID_WITHOUT.format(argument="--fixed-vhd", required="--vhd-size"),
+        )
     if from_file is not None and target is not None:
-        raise fail("E_INVALIDARG", messages.ARGUMENTS_NOT_VALID_TOGETHER.format(
-            first="--from-file", second="--distribution"))
+        raise fail(
+            "E_INVALIDARG",
+            messages.ARGUMENTS_NOT_VALID_TOGETHER.format(first="--from-file", second="--distribution"),
+        )
     if enable_wsl1:
         raise fail("WSL_E_WSL1_NOT_SUPPORTED", messages.WSL1_NOT_SUPPORTED)
     if version is not None:
@@ -47,10 +60,23 @@ def _check(target: str | None, from_file: str | None, no_distribution: bool, vhd
         not_supported_by_backend("--vhd-size" if vhd_size is not None else "--fixed-vhd", context="Wsl")
 
 
-def install_command(distro: str | None, distribution: str | None, name: str | None, location: str | None,
-                    version: str | None, from_file: str | None, no_launch: bool, web_download: bool,
-                    no_distribution: bool, legacy: bool, enable_wsl1: bool, vhd_size: str | None,
-                    fixed_vhd: bool, pre_release: bool, prompt_before_exit: bool) -> int:
+def install_command(
+    distro: str | None,
+    distribution: str | None,
+    name: str | None,
+    location: str | None,
+    version: str | None,
+    from_file: str | None,
+    no_launch: bool,
+    web_download: bool,
+    no_distribution: bool,
+    legacy: bool,
+    enable_wsl1: bool,
+    vhd_size: str | None,
+    fixed_vhd: bool,
+    pre_release: bool,
+    prompt_before_exit: bool,
+) -> int:
     target = distribution if distribution is not None else distro
     _check(target, from_file, no_distribution, vhd_size, fixed_vhd, enable_wsl1, version)
     if no_distribution:
@@ -59,13 +85,22 @@ def install_command(distro: str | None, distribution: str | None, name: str | No
     from pywsl.api.install import install
 
     session = current_session()
-    source: str | int | BinaryIO | None = stdio_source(True) if from_file == STDIO_NAME \
-        else from_file
+    source: str | int | BinaryIO | None = stdio_source(True) if from_file == STDIO_NAME else from_file
     with TransferProgress(None, in_bytes=False) as display:
-        info = install(session, target, name=name,
-                       location=None if location is None else os.path.abspath(location),
-                       no_launch=True, from_file=source, version=2, web_download=web_download, legacy=legacy,
-                       progress=display, on_status=display.status, on_warning=print_warning)
+        info = install(
+            session,
+            target,
+            name=name,
+            location=None if location is None else os.path.abspath(location),
+            no_launch=True,
+            from_file=source,
+            version=2,
+            web_download=web_download,
+            legacy=legacy,
+            progress=display,
+            on_status=display.status,
+            on_warning=print_warning,
+        )
     if no_launch:
         return 0
     # Launched here rather than by the installer, once the progress display is gone.

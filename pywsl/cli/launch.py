@@ -43,24 +43,46 @@ def _guid_option(_ctx: click.Context, _param: click.Parameter, value: str | None
 def launch_options() -> list[click.Parameter]:
     """The options that choose what to run, where and as whom."""
     return [
-        click.Option(list(LAUNCH_OPTION_SPELLINGS["distribution"]), metavar="NAME", multiple=True,
-                     shell_complete=complete_distribution,
-                     help="Run in the distribution NAME (default: the default distribution)."),
-        click.Option(["--distribution-id"], metavar="GUID", callback=_guid_option,
-                     help="Run in the distribution with this id."),
-        click.Option(list(LAUNCH_OPTION_SPELLINGS["user"]), metavar="USER",
-                     help="Run as this Linux user of the distribution."),
-        click.Option(list(LAUNCH_OPTION_SPELLINGS["cd"]), metavar="DIR",
-                     help="Start in DIR: an absolute path inside the distribution, or ~ (the user's "
-                          "home). A ~ as the first argument means --cd ~."),
-        click.Option(["--shell-type"], type=click.Choice(SHELL_TYPES),
-                     help="standard: run the command line through the user's shell; login: the same as "
-                          "a login shell; none: run it without a shell (as --exec)."),
+        click.Option(
+            list(LAUNCH_OPTION_SPELLINGS["distribution"]),
+            metavar="NAME",
+            multiple=True,
+            shell_complete=complete_distribution,
+            help="Run in the distribution NAME (default: the default distribution).",
+        ),
+        click.Option(
+            ["--distribution-id"],
+            metavar="GUID",
+            callback=_guid_option,
+            help="Run in the distribution with this id.",
+        ),
+        click.Option(
+            list(LAUNCH_OPTION_SPELLINGS["user"]),
+            metavar="USER",
+            help="Run as this Linux user of the distribution.",
+        ),
+        click.Option(
+            list(LAUNCH_OPTION_SPELLINGS["cd"]),
+            metavar="DIR",
+            help="Start in DIR: an absolute path inside the distribution, or ~ (the user's "
+            "home). A ~ as the first argument means --cd ~.",
+        ),
+        click.Option(
+            ["--shell-type"],
+            type=click.Choice(SHELL_TYPES),
+            help="standard: run the command line through the user's shell; login: the same as "
+            "a login shell; none: run it without a shell (as --exec).",
+        ),
     ]
 
 
-def launch_command(distribution: tuple[str, ...], distribution_id: uuid.UUID | None, user: str | None,
-                   cd: str | None, shell_type: str | None) -> int | None:
+def launch_command(
+    distribution: tuple[str, ...],
+    distribution_id: uuid.UUID | None,
+    user: str | None,
+    cd: str | None,
+    shell_type: str | None,
+) -> int | None:
     """The callback of the `pywsl` command: resolve -d, then launch unless a verb follows."""
     ctx = click.get_current_context()
     state = state_of(ctx)
@@ -84,5 +106,6 @@ def launch_command(distribution: tuple[str, ...], distribution_id: uuid.UUID | N
         return None
     invocation = invocation_of(ctx)
     process_arguments(invocation, shell_type)  # its usage errors come after the options', as in wsl.exe
-    return launch_process(state.get_session(), state.distro, invocation, user=user or "", cwd=cwd,
-                          shell_type=shell_type)
+    return launch_process(
+        state.get_session(), state.distro, invocation, user=user or "", cwd=cwd, shell_type=shell_type
+    )

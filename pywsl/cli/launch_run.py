@@ -28,8 +28,13 @@ from pywsl.cli.report import fail
 if TYPE_CHECKING:
     from pywsl.api.session import UserSession
 
-__all__ = ["TTY_LIMIT_STATUS", "USER_NOT_FOUND_STATUS", "launch_process", "process_arguments",
-           "working_directory"]
+__all__ = [
+    "TTY_LIMIT_STATUS",
+    "USER_NOT_FOUND_STATUS",
+    "launch_process",
+    "process_arguments",
+    "working_directory",
+]
 
 # Exit statuses of init's relay child that wsl.exe maps to errors (LX_INIT_USER_NOT_FOUND, _TTY_LIMIT).
 USER_NOT_FOUND_STATUS = 67
@@ -85,8 +90,15 @@ def process_arguments(invocation: Invocation, shell_type: str | None) -> tuple[s
     return None, command_line, login
 
 
-def launch_process(session: UserSession, distro: uuid.UUID | None, invocation: Invocation, *,
-                   user: str = "", cwd: str = "", shell_type: str | None = None) -> int:
+def launch_process(
+    session: UserSession,
+    distro: uuid.UUID | None,
+    invocation: Invocation,
+    *,
+    user: str = "",
+    cwd: str = "",
+    shell_type: str | None = None,
+) -> int:
     """Run the process and return its exit status (wsl.exe's `LaunchProcess`)."""
     filename, command_line, login = process_arguments(invocation, shell_type)
     if filename is None and not command_line:
@@ -96,8 +108,9 @@ def launch_process(session: UserSession, distro: uuid.UUID | None, invocation: I
         oobe_status = run_oobe_if_pending(session, distro)
         if oobe_status is not None:
             return oobe_status
-    process = session.create_lx_process(distro, command_line, filename=filename, cwd=cwd, username=user,
-                                        login=login, wslenv_source=os.environ)
+    process = session.create_lx_process(
+        distro, command_line, filename=filename, cwd=cwd, username=user, login=login, wslenv_source=os.environ
+    )
     status = process.wait()
     if process.exit_status_lost and not _distribution_running(session, distro):
         _report_instance_terminated()

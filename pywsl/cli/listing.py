@@ -39,8 +39,7 @@ def _invalid_together(first: str, second: str) -> Exception:
     return invalid_usage(messages.ARGUMENTS_NOT_VALID_TOGETHER.format(first=first, second=second))
 
 
-def _check_combination(*, all_: bool, running: bool, quiet: bool, verbose: bool,
-                       online: bool) -> None:
+def _check_combination(*, all_: bool, running: bool, quiet: bool, verbose: bool, online: bool) -> None:
     """wsl.exe's invalid combinations: -q with -v; --all with --running; -v or --all with --online."""
     if quiet and verbose:
         raise _invalid_together("--quiet", "--verbose")
@@ -71,8 +70,10 @@ def _unavailable_notes(entries: Sequence[Any]) -> list[str]:
     for entry in entries:
         if entry.unavailable:
             names_by_reason.setdefault(entry.unavailable, []).append(entry.name)
-    return [UNAVAILABLE_NOTE.format(names=", ".join(names), reason=reason)
-            for reason, names in names_by_reason.items()]
+    return [
+        UNAVAILABLE_NOTE.format(names=", ".join(names), reason=reason)
+        for reason, names in names_by_reason.items()
+    ]
 
 
 def _list_online(output_format: str) -> int:
@@ -82,16 +83,22 @@ def _list_online(output_format: str) -> int:
     if output_format == "json":
         render.print_json([render.online_record(entry) for entry in entries])
         return 0
-    render.print_online_table([
-        dataclasses.replace(entry, friendly_name=entry.friendly_name + UNAVAILABLE_MARK)
-        if entry.unavailable else entry for entry in entries])
+    render.print_online_table(
+        [
+            dataclasses.replace(entry, friendly_name=entry.friendly_name + UNAVAILABLE_MARK)
+            if entry.unavailable
+            else entry
+            for entry in entries
+        ]
+    )
     for note in _unavailable_notes(entries):
         print_error(note)
     return 0
 
 
-def list_command(all_: bool, running: bool, quiet: bool, verbose: bool, online: bool,
-                 output_format: str) -> int:
+def list_command(
+    all_: bool, running: bool, quiet: bool, verbose: bool, online: bool, output_format: str
+) -> int:
     _check_combination(all_=all_, running=running, quiet=quiet, verbose=verbose, online=online)
     if online:
         return _list_online(output_format)
@@ -110,9 +117,15 @@ def list_command(all_: bool, running: bool, quiet: bool, verbose: bool, online: 
     elif quiet:
         render.print_lines(info.name for info in selected)
     else:
-        render.print_lines([messages.REGISTERED_DISTROS_HEADER, *(
-            messages.DISTRO_DEFAULT.format(name=info.name) if info.is_default else info.name
-            for info in selected)])
+        render.print_lines(
+            [
+                messages.REGISTERED_DISTROS_HEADER,
+                *(
+                    messages.DISTRO_DEFAULT.format(name=info.name) if info.is_default else info.name
+                    for info in selected
+                ),
+            ]
+        )
     return 0
 
 
@@ -140,8 +153,11 @@ def version_command() -> int:
     """pywsl's version, the host kernel (the utility VM's kernel here) and Python's."""
     from pywsl import __version__
 
-    render.print_lines(messages.PACKAGE_VERSIONS.format(
-        pywsl=__version__, kernel=_kernel_release(), python=platform.python_version()).splitlines())
+    render.print_lines(
+        messages.PACKAGE_VERSIONS.format(
+            pywsl=__version__, kernel=_kernel_release(), python=platform.python_version()
+        ).splitlines()
+    )
     return 0
 
 

@@ -44,7 +44,8 @@ def query_uid(session: UserSession, distro: uuid.UUID, user: str) -> tuple[int, 
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     try:
         process = session.create_lx_process(
-            distro, ["id", "-u", "--", user], filename="id", username="root", stdout=write_end)
+            distro, ["id", "-u", "--", user], filename="id", username="root", stdout=write_end
+        )
     except BaseException:
         os.close(read_end)
         raise
@@ -60,8 +61,14 @@ def query_uid(session: UserSession, distro: uuid.UUID, user: str) -> tuple[int, 
     return status, b"".join(chunks)
 
 
-def manage_command(distro: str, move: str | None, set_default_user: str | None, set_sparse: str | None,
-                   resize: str | None, allow_unsafe: bool) -> int:
+def manage_command(
+    distro: str,
+    move: str | None,
+    set_default_user: str | None,
+    set_sparse: str | None,
+    resize: str | None,
+    allow_unsafe: bool,
+) -> int:
     session = current_session()
     distro_id = session.get_distribution_id(distro)  # wsl.exe: an unknown name wins over the usage
     actions = [value for value in (move, set_default_user, set_sparse, resize) if value is not None]
@@ -77,7 +84,8 @@ def manage_command(distro: str, move: str | None, set_default_user: str | None, 
     else:
         from pywsl.api.errors import not_supported_by_backend
 
-        not_supported_by_backend("--manage --set-sparse" if set_sparse is not None else "--manage --resize",
-                                 context="Wsl")
+        not_supported_by_backend(
+            "--manage --set-sparse" if set_sparse is not None else "--manage --resize", context="Wsl"
+        )
     print_success()
     return 0

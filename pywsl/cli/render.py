@@ -41,8 +41,13 @@ __all__ = [
 ]
 
 # LxssDistributionState values as wsl.exe --list --verbose names them (anything else: Stopped).
-STATE_LABELS: Mapping[int, str] = {2: "Running", 3: "Installing", 4: "Uninstalling", 5: "Converting",
-                                   6: "Exporting"}
+STATE_LABELS: Mapping[int, str] = {
+    2: "Running",
+    3: "Installing",
+    4: "Uninstalling",
+    5: "Converting",
+    6: "Exporting",
+}
 
 
 def state_label(state: Any) -> str:
@@ -107,15 +112,19 @@ def _plain_verbose(rows: Sequence[tuple[bool, str, str, str]]) -> list[str]:
     """wsl.exe's `"%s %-<n+4>s%-16s%s"` layout."""
     width = max([len(messages.HEADER_NAME), *(len(name) for _, name, _, _ in rows)]) + 4
     lines = [f"  {messages.HEADER_NAME:<{width}}{messages.HEADER_STATE:<16}{messages.HEADER_VERSION}"]
-    lines += [f"{'*' if default else ' '} {name:<{width}}{state:<16}{version}"
-              for default, name, state, version in rows]
+    lines += [
+        f"{'*' if default else ' '} {name:<{width}}{state:<16}{version}"
+        for default, name, state, version in rows
+    ]
     return lines
 
 
 def print_verbose_table(distributions: Sequence[Any]) -> None:
     """`--list --verbose`."""
-    rows = [(bool(info.is_default), info.name, state_label(info.state), str(int(info.version)))
-            for info in distributions]
+    rows = [
+        (bool(info.is_default), info.name, state_label(info.state), str(int(info.version)))
+        for info in distributions
+    ]
     if not use_rich(sys.stdout):
         print_lines(_plain_verbose(rows))
         return

@@ -131,8 +131,9 @@ def click_error_text(error: click.ClickException) -> str:
     return f"{text}\nError code: Wsl/E_INVALIDARG" if with_code else text
 
 
-def _click_error_message(error: click.ClickException, ctx: click.Context | None,
-                         in_verb: bool) -> tuple[str, bool]:
+def _click_error_message(
+    error: click.ClickException, ctx: click.Context | None, in_verb: bool
+) -> tuple[str, bool]:
     import click
 
     if isinstance(error, click.NoSuchOption):

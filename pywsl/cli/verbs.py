@@ -23,6 +23,7 @@ EXPORT_FORMATS = ("tar", "tar.gz", "tar.xz", "vhd")
 
 def _lazy(module: str, name: str) -> Callable[..., Any]:
     """A callback that imports its module when the verb runs (keeps the launch path light)."""
+
     def callback(**options: Any) -> Any:
         return getattr(importlib.import_module(f"pywsl.cli.{module}"), name)(**options)
 
@@ -43,8 +44,13 @@ def _version_argument() -> click.Argument:
 
 
 def _output_format() -> click.Option:
-    return click.Option(["--format", "output_format"], type=click.Choice(["text", "json"]), default="text",
-                        show_default=False, help=_FORMAT_HELP)
+    return click.Option(
+        ["--format", "output_format"],
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=False,
+        help=_FORMAT_HELP,
+    )
 
 
 def _unsupported(name: str, summary: str) -> Verb:
@@ -66,19 +72,30 @@ def _install() -> Verb:
         callback=_lazy("install_verb", "install_command"),
         params=[
             _distro_argument(required=False),
-            click.Option(["-d", "--distribution"], metavar="DISTRO", shell_complete=complete_distribution,
-                         help="The distribution to install (same as the DISTRO argument)."),
+            click.Option(
+                ["-d", "--distribution"],
+                metavar="DISTRO",
+                shell_complete=complete_distribution,
+                help="The distribution to install (same as the DISTRO argument).",
+            ),
             click.Option(["--name"], metavar="NAME", help="Register it under this name."),
             click.Option(["-l", "--location"], metavar="DIR", help="Install its files in DIR."),
             click.Option(["--version"], metavar="VERSION", help="The WSL version: 2."),
-            click.Option(["-f", "--from-file"], metavar="FILE",
-                         help="Install from a local .wsl or tar file (- for stdin)."),
+            click.Option(
+                ["-f", "--from-file"],
+                metavar="FILE",
+                help="Install from a local .wsl or tar file (- for stdin).",
+            ),
             click.Option(["-n", "--no-launch"], is_flag=True, help="Do not start it after installing."),
             click.Option(["--web-download"], is_flag=True, help="Download it from the internet."),
-            click.Option(["--no-distribution"], is_flag=True,
-                         help="Install no distribution (there are no components to add)."),
-            click.Option(["--legacy"], is_flag=True, help="Use the legacy manifest (Store packages): "
-                                                          "not supported."),
+            click.Option(
+                ["--no-distribution"],
+                is_flag=True,
+                help="Install no distribution (there are no components to add).",
+            ),
+            click.Option(
+                ["--legacy"], is_flag=True, help="Use the legacy manifest (Store packages): not supported."
+            ),
             click.Option(["--enable-wsl1"], is_flag=True, help="WSL 1: not supported."),
             click.Option(["--vhd-size"], metavar="SIZE", help="Disk image size: not supported."),
             click.Option(["--fixed-vhd"], is_flag=True, help="Fixed-size disk image: not supported."),
@@ -96,12 +113,16 @@ def _list() -> Verb:
         help="List the registered distributions.",
         callback=_lazy("listing", "list_command"),
         params=[
-            click.Option(["--all", "all_"], is_flag=True,
-                         help="Include those being installed, removed, converted or exported."),
+            click.Option(
+                ["--all", "all_"],
+                is_flag=True,
+                help="Include those being installed, removed, converted or exported.",
+            ),
             click.Option(["--running"], is_flag=True, help="Only the running ones."),
             click.Option(["-q", "--quiet"], is_flag=True, help="Names only."),
-            click.Option(["-v", "--verbose"], is_flag=True,
-                         help="NAME, STATE and VERSION; * marks the default."),
+            click.Option(
+                ["-v", "--verbose"], is_flag=True, help="NAME, STATE and VERSION; * marks the default."
+            ),
             click.Option(["-o", "--online"], is_flag=True, help="What --install can install."),
             _output_format(),
         ],
@@ -113,7 +134,7 @@ def _import() -> Verb:
         "--import",
         summary="Import a distribution from a tar file.",
         help="Register a tar (or tar.gz, tar.xz, ...) root filesystem as a new distribution installed in "
-             "DIR. FILE can be - for stdin.",
+        "DIR. FILE can be - for stdin.",
         callback=_lazy("archives", "import_command"),
         missing_argument="invalid_argument",
         params=[
@@ -136,10 +157,11 @@ def _export() -> Verb:
         params=[
             _distro_argument(),
             click.Argument(["file_name"], metavar="FILE"),
-            click.Option(["--format", "output_format"],
-                         type=click.Choice(EXPORT_FORMATS),
-                         help="tar, tar.gz or tar.xz (default: from FILE's name, else tar); vhd is not "
-                              "supported."),
+            click.Option(
+                ["--format", "output_format"],
+                type=click.Choice(EXPORT_FORMATS),
+                help="tar, tar.gz or tar.xz (default: from FILE's name, else tar); vhd is not supported.",
+            ),
             click.Option(["--vhd"], is_flag=True, help="Export a disk image: not supported."),
         ],
     )
@@ -163,10 +185,19 @@ def _manage() -> Verb:
     )
 
 
-def _simple(name: str, module: str, callback: str, summary: str, help: str, *,
-            aliases: tuple[str, ...] = (), params: tuple[click.Parameter, ...] = ()) -> Verb:
-    return Verb(name, aliases=aliases, summary=summary, help=help, callback=_lazy(module, callback),
-                params=params)
+def _simple(
+    name: str,
+    module: str,
+    callback: str,
+    summary: str,
+    help: str,
+    *,
+    aliases: tuple[str, ...] = (),
+    params: tuple[click.Parameter, ...] = (),
+) -> Verb:
+    return Verb(
+        name, aliases=aliases, summary=summary, help=help, callback=_lazy(module, callback), params=params
+    )
 
 
 def build_verbs() -> list[Verb]:
@@ -174,33 +205,79 @@ def build_verbs() -> list[Verb]:
     return [
         _install(),
         _list(),
-        _simple("--set-default", "operations", "set_default_command", "Set the default distribution.",
-                "Make DISTRO the default distribution.", aliases=("-s", "--setdefault"),
-                params=(_distro_argument(),)),
-        _simple("--terminate", "operations", "terminate_command", "Terminate a distribution.",
-                "Stop DISTRO and every process in it.", aliases=("-t",), params=(_distro_argument(),)),
-        _simple("--shutdown", "operations", "shutdown_command", "Stop every distribution and the utility VM.",
-                "Stop every running distribution and the utility VM.",
-                params=(click.Option(["--force"], is_flag=True,
-                                     help="Kill the VM even if an operation is in progress."),)),
+        _simple(
+            "--set-default",
+            "operations",
+            "set_default_command",
+            "Set the default distribution.",
+            "Make DISTRO the default distribution.",
+            aliases=("-s", "--setdefault"),
+            params=(_distro_argument(),),
+        ),
+        _simple(
+            "--terminate",
+            "operations",
+            "terminate_command",
+            "Terminate a distribution.",
+            "Stop DISTRO and every process in it.",
+            aliases=("-t",),
+            params=(_distro_argument(),),
+        ),
+        _simple(
+            "--shutdown",
+            "operations",
+            "shutdown_command",
+            "Stop every distribution and the utility VM.",
+            "Stop every running distribution and the utility VM.",
+            params=(
+                click.Option(
+                    ["--force"], is_flag=True, help="Kill the VM even if an operation is in progress."
+                ),
+            ),
+        ),
         _import(),
         _export(),
-        _simple("--unregister", "operations", "unregister_command",
-                "Unregister a distribution and delete its files.",
-                "Unregister DISTRO and delete its root filesystem.", params=(_distro_argument(),)),
+        _simple(
+            "--unregister",
+            "operations",
+            "unregister_command",
+            "Unregister a distribution and delete its files.",
+            "Unregister DISTRO and delete its root filesystem.",
+            params=(_distro_argument(),),
+        ),
         _manage(),
-        _simple("--status", "listing", "status_command", "Show the default distribution and version.",
-                "Show the default distribution and the default version.", params=(_output_format(),)),
-        _simple("--version", "listing", "version_command", "Show version information.",
-                "Show the versions of pywsl, the kernel and Python.", aliases=("-v",)),
-        _simple("--set-default-version", "operations", "set_default_version_command",
-                "Set the version of new distributions.",
-                "Set the WSL version of new distributions: only 2 exists here.",
-                params=(_version_argument(),)),
-        _simple("--set-version", "operations", "set_version_command",
-                "Convert a distribution to another WSL version.",
-                "Convert DISTRO to VERSION: every distribution is version 2 here.",
-                params=(_distro_argument(), _version_argument())),
+        _simple(
+            "--status",
+            "listing",
+            "status_command",
+            "Show the default distribution and version.",
+            "Show the default distribution and the default version.",
+            params=(_output_format(),),
+        ),
+        _simple(
+            "--version",
+            "listing",
+            "version_command",
+            "Show version information.",
+            "Show the versions of pywsl, the kernel and Python.",
+            aliases=("-v",),
+        ),
+        _simple(
+            "--set-default-version",
+            "operations",
+            "set_default_version_command",
+            "Set the version of new distributions.",
+            "Set the WSL version of new distributions: only 2 exists here.",
+            params=(_version_argument(),),
+        ),
+        _simple(
+            "--set-version",
+            "operations",
+            "set_version_command",
+            "Convert a distribution to another WSL version.",
+            "Convert DISTRO to VERSION: every distribution is version 2 here.",
+            params=(_distro_argument(), _version_argument()),
+        ),
         _unsupported("--import-in-place", "Register an existing disk image as a distribution."),
         _unsupported("--mount", "Attach and mount a disk in the utility VM."),
         _unsupported("--unmount", "Unmount and detach a disk."),

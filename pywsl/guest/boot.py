@@ -77,8 +77,9 @@ def _gpu_library(text: str) -> tuple[str, str]:
 
 
 def parse_boot_arguments(argv: list[str]) -> BootArguments:
-    parser = argparse.ArgumentParser(prog="python -m pywsl.guest.mini_init",
-                                     description="pywsl utility VM (namespaces backend)")
+    parser = argparse.ArgumentParser(
+        prog="python -m pywsl.guest.mini_init", description="pywsl utility VM (namespaces backend)"
+    )
     parser.add_argument("--runtime-dir", required=True)
     parser.add_argument("--listen-fd", type=int, required=True)
     parser.add_argument("--uid-map", type=_id_map_line, action="append", required=True)
@@ -109,7 +110,10 @@ def parse_boot_arguments(argv: list[str]) -> BootArguments:
         cgroups=tuple(options.cgroup),
         boot_timeout_ms=options.boot_timeout,
         processors=options.processors,
-        devices=DeviceSettings(nested_virtualization=not options.no_nested_virtualization,
-                               gpu_support=not options.no_gpu_support,
-                               gpu_libraries=tuple(options.gpu_library), lxcfs=options.lxcfs),
+        devices=DeviceSettings(
+            nested_virtualization=not options.no_nested_virtualization,
+            gpu_support=not options.no_gpu_support,
+            gpu_libraries=tuple(options.gpu_library),
+            lxcfs=options.lxcfs,
+        ),
     )

@@ -61,7 +61,7 @@ def _is_char_device(path: str) -> bool:
 def _is_nvidia_node(name: str) -> bool:
     if name in ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset"):
         return True
-    return name.startswith("nvidia") and name[len("nvidia"):].isdigit()
+    return name.startswith("nvidia") and name[len("nvidia") :].isdigit()
 
 
 def gpu_device_nodes(dev_root: str = "/dev") -> list[str]:
@@ -108,8 +108,15 @@ def gpu_library_plan(libraries: Sequence[tuple[str, str]]) -> list[Step]:
     """``/usr/lib/wsl/lib``: a tmpfs with each library bound read-only under its name, then read-only."""
     if not libraries:
         return []
-    steps: list[Step] = [Mount(GPU_LIBRARY_DIR, "tmpfs", "tmpfs", "mode=755,size=64k,nr_inodes=1024",
-                               syscalls.MS_NOSUID | syscalls.MS_NODEV)]
+    steps: list[Step] = [
+        Mount(
+            GPU_LIBRARY_DIR,
+            "tmpfs",
+            "tmpfs",
+            "mode=755,size=64k,nr_inodes=1024",
+            syscalls.MS_NOSUID | syscalls.MS_NODEV,
+        )
+    ]
     seen: set[str] = set()
     for name, source in libraries:
         if not _plain_name(name) or name in seen:
@@ -128,8 +135,11 @@ def lxcfs_plan(lxcfs_root: str | None) -> list[Step]:
     """lxcfs' ``/proc`` files over the distribution's own (those lxcfs serves)."""
     if lxcfs_root is None:
         return []
-    return [Mount(f"/proc/{name}", source=f"{lxcfs_root}/proc/{name}", file=True)
-            for name in LXCFS_PROC_FILES if os.path.isfile(f"{lxcfs_root}/proc/{name}")]
+    return [
+        Mount(f"/proc/{name}", source=f"{lxcfs_root}/proc/{name}", file=True)
+        for name in LXCFS_PROC_FILES
+        if os.path.isfile(f"{lxcfs_root}/proc/{name}")
+    ]
 
 
 def distribution_devices(settings: DeviceSettings, gpu_enabled: bool, dev_root: str = "/dev") -> list[Step]:

@@ -164,7 +164,7 @@ def translate_host_directory(cwd: str, host_mount_point: str | None) -> str | No
     """
     if not cwd.startswith(HOST_DIRECTORY_PREFIX) or host_mount_point is None:
         return None
-    path = cwd[len(HOST_DIRECTORY_PREFIX):]
+    path = cwd[len(HOST_DIRECTORY_PREFIX) :]
     if not path.startswith("/"):
         return None
     relative = posixpath.normpath(path).lstrip("/")

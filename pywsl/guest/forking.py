@@ -87,7 +87,7 @@ def wait_for(pid: int) -> int:
 def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def read_u32(fd: int) -> int | None:

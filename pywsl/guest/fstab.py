@@ -48,7 +48,7 @@ def _collect(read_fd: int, pid: int, timeout: float) -> tuple[bytes, int | None]
             if not chunk:
                 open_pipe = False
             elif len(output) < MAX_OUTPUT:
-                output += chunk[:MAX_OUTPUT - len(output)]
+                output += chunk[: MAX_OUTPUT - len(output)]
     return bytes(output), forking.wait_for(pid)
 
 

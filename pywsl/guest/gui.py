@@ -82,7 +82,7 @@ def parse_request(host_environment: Sequence[str]) -> GuiRequest:
         key, _, value = entry.partition("=")
         if not key.startswith("PYWSL_GUI_"):
             continue
-        kind = key[len("PYWSL_GUI_"):]
+        kind = key[len("PYWSL_GUI_") :]
         if kind == "XAUTH":
             with contextlib.suppress(ValueError):
                 data = bytes.fromhex(value)
@@ -103,10 +103,17 @@ def parse_request(host_environment: Sequence[str]) -> GuiRequest:
 
 def xauthority_entry(display: str, cookie: bytes) -> bytes:
     """One Xauthority record: any address (FamilyWild), display ``display``, MIT-MAGIC-COOKIE-1."""
+
     def field(data: bytes) -> bytes:
         return struct.pack(">H", len(data)) + data
-    return (struct.pack(">H", FAMILY_WILD) + field(b"") + field(display.encode()) + field(COOKIE_NAME)
-            + field(cookie))
+
+    return (
+        struct.pack(">H", FAMILY_WILD)
+        + field(b"")
+        + field(display.encode())
+        + field(COOKIE_NAME)
+        + field(cookie)
+    )
 
 
 def _open_checked(shared: SharedSocket) -> int:

@@ -60,19 +60,25 @@ def prepare(runtime_dir: str) -> None:
 
 def _make_sys_read_only() -> None:
     with _opened(os.open("/sys", os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)) as fd:
-        syscalls.mount_setattr(fd, "", syscalls.AT_EMPTY_PATH | syscalls.AT_RECURSIVE,
-                               attr_set=syscalls.MOUNT_ATTR_RDONLY)
+        syscalls.mount_setattr(
+            fd, "", syscalls.AT_EMPTY_PATH | syscalls.AT_RECURSIVE, attr_set=syscalls.MOUNT_ATTR_RDONLY
+        )
 
 
 def _attach_host_tree(path: str) -> None:
     tree = mounts.clone_tree("/")
     try:
-        syscalls.mount_setattr(tree, "", syscalls.AT_EMPTY_PATH | syscalls.AT_RECURSIVE,
-                               attr_set=syscalls.MOUNT_ATTR_NOSUID | syscalls.MOUNT_ATTR_NODEV,
-                               propagation=syscalls.MS_PRIVATE)
+        syscalls.mount_setattr(
+            tree,
+            "",
+            syscalls.AT_EMPTY_PATH | syscalls.AT_RECURSIVE,
+            attr_set=syscalls.MOUNT_ATTR_NOSUID | syscalls.MOUNT_ATTR_NODEV,
+            propagation=syscalls.MS_PRIVATE,
+        )
         with _opened(os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)) as target:
-            syscalls.move_mount(tree, "", target, "",
-                                syscalls.MOVE_MOUNT_F_EMPTY_PATH | syscalls.MOVE_MOUNT_T_EMPTY_PATH)
+            syscalls.move_mount(
+                tree, "", target, "", syscalls.MOVE_MOUNT_F_EMPTY_PATH | syscalls.MOVE_MOUNT_T_EMPTY_PATH
+            )
     finally:
         os.close(tree)
     with _opened(os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)) as root:
@@ -83,8 +89,9 @@ def _attach_host_tree(path: str) -> None:
 def _mask(root: int, name: str) -> None:
     """Cover ``root/name`` (a directory of the host tree) with an empty read-only tmpfs."""
     try:
-        fd = syscalls.openat2(root, name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW,
-                              _RESOLVE_NO_SYMLINKS | _RESOLVE_BENEATH)
+        fd = syscalls.openat2(
+            root, name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, _RESOLVE_NO_SYMLINKS | _RESOLVE_BENEATH
+        )
     except OSError as error:
         if error.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
             return  # nothing of the host there to hide

@@ -153,8 +153,9 @@ def prepare_root(parameters: InitParameters) -> Instance:
         conf.warnings += fstab.mount_all()
     if devices.gpu_active(parameters.device_settings, conf.gpu_enabled):
         conf.warnings += devices.configure_loader(conf.gpu_append_lib_path, conf.automount_ldconfig)
-    interop_init.install_runtime(conf.host_mount_point if conf.automount_enabled else None,
-                                 parameters.install_path or None)
+    interop_init.install_runtime(
+        conf.host_mount_point if conf.automount_enabled else None, parameters.install_path or None
+    )
     _check_default_user(conf)
     proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     return Instance(parameters, conf, vm_pid, host_resolv_conf, proc_fd)
@@ -182,8 +183,10 @@ def _mount_host_tree(parameters: InitParameters, conf: WslConf) -> None:
         mounts.apply_plan(parameters.tree_fd, mounts.host_tree_plan(target, conf.automount_attributes), trees)
     except OSError as error:
         log.warning("cannot mount the host's files at %s: %s", target, error)
-        conf.warnings.append(f"The host's files cannot be mounted at {target} ({error.strerror or error}); "
-                             "[automount] is skipped for this start")
+        conf.warnings.append(
+            f"The host's files cannot be mounted at {target} ({error.strerror or error}); "
+            "[automount] is skipped for this start"
+        )
 
 
 def _check_default_user(conf: WslConf) -> None:
@@ -196,8 +199,10 @@ def _check_default_user(conf: WslConf) -> None:
         log.warning("cannot read /etc/passwd: %s", error)
         return
     if user is None:
-        conf.warnings.append(f"[user] default: there is no user '{shown_value(conf.user_default)}' in "
-                             "/etc/passwd, using the distribution's default user")
+        conf.warnings.append(
+            f"[user] default: there is no user '{shown_value(conf.user_default)}' in "
+            "/etc/passwd, using the distribution's default user"
+        )
 
 
 def _redirect_stdio_to_null() -> None:
@@ -281,8 +286,15 @@ class Init:
         warnings = None if self.warnings_sent else "\n".join(self.instance.conf.warnings) or None
         self.warnings_sent = True
         try:
-            channel.send(CREATE_INSTANCE_RESULT, Result=0, FailureStep=0, Pid=self.instance.vm_pid,
-                         ConnectPort=0, Warnings=warnings, timeout=SEND_TIMEOUT)
+            channel.send(
+                CREATE_INSTANCE_RESULT,
+                Result=0,
+                FailureStep=0,
+                Pid=self.instance.vm_pid,
+                ConnectPort=0,
+                Warnings=warnings,
+                timeout=SEND_TIMEOUT,
+            )
         except (OSError, TimeoutError) as error:
             log.warning("cannot greet a host channel: %s", error)
             channel.close()
@@ -341,17 +353,25 @@ class Init:
         message_type = struct.unpack_from("<I", data)[0]
         expected_fds = 1 if message_type == T.LxInitMessageCreateSession else 0
         if len(fds) != expected_fds:
-            raise ProtocolError(f"{len(fds)} file descriptor(s) arrived with message type {message_type}, "
-                                f"expected {expected_fds}")
+            raise ProtocolError(
+                f"{len(fds)} file descriptor(s) arrived with message type {message_type}, "
+                f"expected {expected_fds}"
+            )
         if message_type == T.LxInitMessageInitialize:
             settings = self._initialize(INITIALIZE.parse(data))
             namespace = 0
             with contextlib.suppress(OSError):
                 namespace = os.stat("/proc/self/ns/pid").st_ino
-            transaction.send(INITIALIZE_RESPONSE, Plan9Port=LX_INIT_UTILITY_VM_INVALID_PORT,
-                             DefaultUid=settings.default_uid, InteropPort=LX_INIT_UTILITY_VM_INVALID_PORT,
-                             SystemdEnabled=self.instance.console is not None, PidNamespace=namespace,
-                             Flavor=settings.flavor, Version=settings.version)
+            transaction.send(
+                INITIALIZE_RESPONSE,
+                Plan9Port=LX_INIT_UTILITY_VM_INVALID_PORT,
+                DefaultUid=settings.default_uid,
+                InteropPort=LX_INIT_UTILITY_VM_INVALID_PORT,
+                SystemdEnabled=self.instance.console is not None,
+                PidNamespace=namespace,
+                Flavor=settings.flavor,
+                Version=settings.version,
+            )
         elif message_type == T.LxInitMessageCreateSession:
             CREATE_SESSION.parse(data)
             port = self._create_session(fds.pop())  # takes the descriptor over
@@ -359,8 +379,11 @@ class Init:
         elif message_type == T.LxInitMessageTerminateInstance:
             self._request_stop(bool(TERMINATE_INSTANCE.parse(data).Force))
         else:
-            raise ProtocolError(f"unexpected message type {message_type} on the init channel",
-                                struct="MESSAGE_HEADER", field="MessageType")
+            raise ProtocolError(
+                f"unexpected message type {message_type} on the init channel",
+                struct="MESSAGE_HEADER",
+                field="MessageType",
+            )
 
     # -- Initialize ------------------------------------------------------------------------------
 
@@ -409,7 +432,8 @@ class Init:
     def _apply_hostname(conf: WslConf, requested: str) -> str:
         """Set the host name: wsl.conf's (even empty) over the host's, cleaned; ``localhost`` if refused."""
         hostname = network_files.clean_hostname(
-            conf.network_hostname if conf.network_hostname is not None else requested)
+            conf.network_hostname if conf.network_hostname is not None else requested
+        )
         try:
             syscalls.sethostname(hostname)
         except OSError as error:
@@ -437,8 +461,15 @@ class Init:
                 _redirect_stdio_to_null()
                 os.setsid()
                 os.umask(0)
-                environment = {"PATH": DEFAULT_PATH, "HOME": "/root", "USER": "root", "LOGNAME": "root",
-                               "SHELL": "/bin/sh", "NAME": hostname, "WSL_DISTRO_NAME": self.name}
+                environment = {
+                    "PATH": DEFAULT_PATH,
+                    "HOME": "/root",
+                    "USER": "root",
+                    "LOGNAME": "root",
+                    "SHELL": "/bin/sh",
+                    "NAME": hostname,
+                    "WSL_DISTRO_NAME": self.name,
+                }
                 os.chdir("/")
                 os.execve("/bin/sh", ["sh", "-c", command], environment)
             except OSError as error:
@@ -467,12 +498,16 @@ class Init:
                 os.setsid()
                 os.umask(self.instance.conf.umask & 0o777)  # [filesystem] umask, for every launch
                 syscalls.set_process_title("SessionLeader")
-                _session_leader.serve(socket.socket(fileno=fd), distribution_name=self.name,
-                                      default_uid=settings.default_uid,
-                                      default_user=self.instance.conf.user_default,
-                                      host_mount_point=self.instance.conf.host_mount_point
-                                      if self.instance.conf.automount_enabled else None,
-                                      interop=interop_init.relay_settings(self.instance.conf))
+                _session_leader.serve(
+                    socket.socket(fileno=fd),
+                    distribution_name=self.name,
+                    default_uid=settings.default_uid,
+                    default_user=self.instance.conf.user_default,
+                    host_mount_point=self.instance.conf.host_mount_point
+                    if self.instance.conf.automount_enabled
+                    else None,
+                    interop=interop_init.relay_settings(self.instance.conf),
+                )
                 code = 0
             except BaseException:
                 log.exception("session leader failed")
@@ -548,7 +583,6 @@ class Init:
                 return
             time.sleep(0.02)
 
-
     def _stop_systemd(self, force: bool) -> None:
         """SIGRTMIN+3 to systemd (units stop, then pid 1 exits and the namespace ends with it);
         init returns once systemd's final stage signals it, or after the bound (the shim then
@@ -581,8 +615,15 @@ def send_failure(channel_fd: int, error: int, step: int = STEP_LAUNCH_INIT) -> N
     """Report a failed start with ``CreateInstanceResult`` on a fresh channel, then close it."""
     channel = MessageChannel(socket.socket(fileno=channel_fd), name="init channel")
     with contextlib.suppress(OSError, TimeoutError):
-        channel.send(CREATE_INSTANCE_RESULT, Result=error, FailureStep=step, Pid=0, ConnectPort=0,
-                     Warnings=None, timeout=SEND_TIMEOUT)
+        channel.send(
+            CREATE_INSTANCE_RESULT,
+            Result=error,
+            FailureStep=step,
+            Pid=0,
+            ConnectPort=0,
+            Warnings=None,
+            timeout=SEND_TIMEOUT,
+        )
     channel.close()
 
 
@@ -599,8 +640,10 @@ def _start_systemd(instance: Instance) -> None:
         console, secondary = systemd_boot.make_console()
     except OSError as error:
         log.warning("distribution %s: cannot start systemd: %s", parameters.name, error)
-        conf.warnings.append(f"[boot] systemd: systemd cannot start here ({error.strerror or error}); "
-                             "pywsl's init runs the distribution")
+        conf.warnings.append(
+            f"[boot] systemd: systemd cannot start here ({error.strerror or error}); "
+            "pywsl's init runs the distribution"
+        )
         return
     finally:
         if parameters.cgroup_fd >= 0:

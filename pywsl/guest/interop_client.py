@@ -36,8 +36,14 @@ from collections.abc import Sequence
 
 from pywsl.guest import interop_paths
 
-__all__ = ["DEFAULT_SOCKET", "PATH_FOLDER", "encode_create_process", "escape_folder", "main",
-           "unescape_folder"]
+__all__ = [
+    "DEFAULT_SOCKET",
+    "PATH_FOLDER",
+    "encode_create_process",
+    "escape_folder",
+    "main",
+    "unescape_folder",
+]
 
 RUNTIME_DIR = "/run/WSL/interop"
 PATH_FOLDER = RUNTIME_DIR + "/path"
@@ -54,8 +60,15 @@ _SIGNAL_PROCESS_TYPE = 204
 _NT_COMMON_OFFSET = 24
 _NT_BUFFER_OFFSET = 73  # Common + 49
 _NT_SIZEOF = 80
-_FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGWINCH,
-                      signal.SIGUSR1, signal.SIGUSR2)
+_FORWARDED_SIGNALS = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGWINCH,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
 
 
 def escape_folder(host_folder: str) -> str:
@@ -67,9 +80,16 @@ def unescape_folder(name: str) -> str:
     return name.replace("%2F", "/").replace("%25", "%")
 
 
-def encode_create_process(filename: str, cwd: str, arguments: Sequence[str], environment: Sequence[str],
-                          rows: int = 0, columns: int = 0) -> bytes:
+def encode_create_process(
+    filename: str,
+    cwd: str,
+    arguments: Sequence[str],
+    environment: Sequence[str],
+    rows: int = 0,
+    columns: int = 0,
+) -> bytes:
     """``LX_INIT_CREATE_NT_PROCESS_UTILITY_VM`` as WSL's binfmt client writes it."""
+
     def z(text: str) -> bytes:
         return text.encode("utf-8", "surrogateescape") + b"\0"
 
@@ -88,9 +108,20 @@ def encode_create_process(filename: str, cwd: str, arguments: Sequence[str], env
     size = max(_NT_BUFFER_OFFSET + len(buffer), _NT_SIZEOF)
     message = bytearray(size)
     _HEADER.pack_into(message, 0, _CREATE_NT_PROCESS_TYPE, size, 0, 0)
-    struct.pack_into("<IIIHxxIHH?", message, _NT_COMMON_OFFSET + 24, filename_offset, cwd_offset,
-                     command_line_offset, len(arguments), environment_offset, rows, columns, False)
-    message[_NT_BUFFER_OFFSET:_NT_BUFFER_OFFSET + len(buffer)] = buffer
+    struct.pack_into(
+        "<IIIHxxIHH?",
+        message,
+        _NT_COMMON_OFFSET + 24,
+        filename_offset,
+        cwd_offset,
+        command_line_offset,
+        len(arguments),
+        environment_offset,
+        rows,
+        columns,
+        False,
+    )
+    message[_NT_BUFFER_OFFSET : _NT_BUFFER_OFFSET + len(buffer)] = buffer
     return bytes(message)
 
 
@@ -141,8 +172,11 @@ def _host_environment(mount_point: str | None, rootfs: str | None) -> list[str]:
     holds, and the variables ``WSLENV`` shares (translated back to host paths)."""
     result: dict[str, str] = {}
     prefix = PATH_FOLDER + "/"
-    host_path = [unescape_folder(item[len(prefix):]) for item in os.environ.get("PATH", "").split(":")
-                 if item.startswith(prefix)]
+    host_path = [
+        unescape_folder(item[len(prefix) :])
+        for item in os.environ.get("PATH", "").split(":")
+        if item.startswith(prefix)
+    ]
     if host_path:
         result["PATH"] = ":".join(host_path)
     if "TERM" in os.environ:
@@ -161,8 +195,9 @@ def _window_size() -> tuple[int, int]:
     return 0, 0
 
 
-def run_host_program(filename: str, arguments: Sequence[str], mount_point: str | None,
-                     rootfs: str | None) -> int:
+def run_host_program(
+    filename: str, arguments: Sequence[str], mount_point: str | None, rootfs: str | None
+) -> int:
     """Start ``filename`` on the host through the interop socket; its exit status."""
     try:
         cwd = interop_paths.inside_to_host(interop_paths.current_directory(), mount_point, rootfs)
@@ -244,8 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rest = arguments[3:]
     name = os.path.basename(invoked)
     if name == "wslpath":
-        code, out, err = interop_paths.wslpath(rest, cwd=interop_paths.current_directory(),
-                                               mount_point=mount_point, rootfs=rootfs)
+        code, out, err = interop_paths.wslpath(
+            rest, cwd=interop_paths.current_directory(), mount_point=mount_point, rootfs=rootfs
+        )
         for fd, text in ((1, out), (2, err)):
             if text:
                 try:
@@ -255,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     folder = os.path.dirname(invoked)
     if folder.startswith(PATH_FOLDER + "/"):
-        host_folder = unescape_folder(folder[len(PATH_FOLDER) + 1:])
+        host_folder = unescape_folder(folder[len(PATH_FOLDER) + 1 :])
         return run_host_program(os.path.join(host_folder, name), rest, mount_point, rootfs)
     if not rest or not rest[0].startswith("/"):
         _error("usage: launch HOSTPATH [ARGUMENT...] (HOSTPATH: an absolute path of the host)")

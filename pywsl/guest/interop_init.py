@@ -97,21 +97,35 @@ def detect_runtime() -> HostRuntime | None:
         log.warning("interop: this interpreter has no dynamic loader: no host programs, no wslpath")
         return None
     package = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
-    _runtime = HostRuntime(os.path.realpath(loader), tuple(folders), os.path.realpath(sys.executable),
-                           package)
+    _runtime = HostRuntime(
+        os.path.realpath(loader), tuple(folders), os.path.realpath(sys.executable), package
+    )
     return _runtime
 
 
 def launcher_script(runtime: HostRuntime, mount_point: str | None, rootfs: str | None) -> str:
     """The ``#!/bin/sh`` launcher: the host's loader runs the host's interpreter on the client."""
+
     def inside(path: str) -> str:
         return HOST_VIEW + path
 
-    code = (f"import sys; sys.path[:0] = [{inside(runtime.package_parent)!r}]; "
-            "from pywsl.guest.interop_client import main; sys.exit(main())")
+    code = (
+        f"import sys; sys.path[:0] = [{inside(runtime.package_parent)!r}]; "
+        "from pywsl.guest.interop_client import main; sys.exit(main())"
+    )
     library_path = ":".join(inside(item) for item in runtime.library_path)
-    words = [inside(runtime.loader), "--library-path", library_path, inside(runtime.executable),
-             "-I", "-S", "-c", code, mount_point or "", rootfs or ""]
+    words = [
+        inside(runtime.loader),
+        "--library-path",
+        library_path,
+        inside(runtime.executable),
+        "-I",
+        "-S",
+        "-c",
+        code,
+        mount_point or "",
+        rootfs or "",
+    ]
     return "#!/bin/sh\nexec " + " ".join(shlex.quote(word) for word in words) + ' "$0" "$@"\n'
 
 
@@ -310,8 +324,9 @@ def attach_host_view(root_fd: int, tree_fd: int) -> None:
         return
     try:
         if _runtime is not None:
-            mounts.apply_plan(root_fd, [mounts.AttachTree(HOST_VIEW, "interop", read_only=True)],
-                              {"interop": tree_fd})
+            mounts.apply_plan(
+                root_fd, [mounts.AttachTree(HOST_VIEW, "interop", read_only=True)], {"interop": tree_fd}
+            )
     except OSError as error:
         log.warning("interop: cannot mount the host view: %s", error)
     finally:
@@ -341,8 +356,9 @@ def relay_settings(conf: WslConf) -> InteropSettings:
     return InteropSettings(enabled, enabled and conf.interop_append_windows_path)
 
 
-def launch_environment(environment: dict[str, str], settings: InteropSettings | None, nt_path: str,
-                       host_mount_point: str | None) -> dict[str, str]:
+def launch_environment(
+    environment: dict[str, str], settings: InteropSettings | None, nt_path: str, host_mount_point: str | None
+) -> dict[str, str]:
     """The environment of a launched process with interop: ``WSLENV``'s variables translated into
     the distribution, ``WSL_INTEROP``, and the host PATH folders after the distribution's own."""
     result = dict(environment)

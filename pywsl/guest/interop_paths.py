@@ -56,7 +56,7 @@ def inside_to_host(path: str, mount_point: str | None, rootfs: str | None) -> st
         if cleaned == mount_point:
             return "/"
         if cleaned.startswith(mount_point.rstrip("/") + "/"):
-            return "/" + cleaned[len(mount_point.rstrip("/")) + 1:]
+            return "/" + cleaned[len(mount_point.rstrip("/")) + 1 :]
     if rootfs:
         return rootfs.rstrip("/") + cleaned if cleaned != "/" else rootfs
     raise TranslationError(f"{path}: the distribution's files have no host path")
@@ -136,13 +136,15 @@ def translate_environment_in(environment: Mapping[str, str], mount_point: str | 
     for entry in parse_wslenv(environment.get("WSLENV", "")):
         if not entry.into_linux or entry.name not in environment:
             continue
-        result[entry.name] = _translate_value(environment[entry.name], entry,
-                                              lambda path: host_to_inside(path, mount_point))
+        result[entry.name] = _translate_value(
+            environment[entry.name], entry, lambda path: host_to_inside(path, mount_point)
+        )
     return result
 
 
-def translate_environment_out(environment: Mapping[str, str], mount_point: str | None,
-                              rootfs: str | None) -> dict[str, str]:
+def translate_environment_out(
+    environment: Mapping[str, str], mount_point: str | None, rootfs: str | None
+) -> dict[str, str]:
     """The distribution's variables that ``WSLENV`` shares with a host program, translated back
     (``/u``-only ones left out), plus ``WSLENV`` itself."""
     result: dict[str, str] = {}
@@ -152,8 +154,9 @@ def translate_environment_out(environment: Mapping[str, str], mount_point: str |
     for entry in parse_wslenv(wslenv):
         if not entry.out_of_linux or entry.name not in environment:
             continue
-        result[entry.name] = _translate_value(environment[entry.name], entry,
-                                              lambda path: inside_to_host(path, mount_point, rootfs))
+        result[entry.name] = _translate_value(
+            environment[entry.name], entry, lambda path: inside_to_host(path, mount_point, rootfs)
+        )
     result["WSLENV"] = wslenv
     return result
 
@@ -169,8 +172,9 @@ Usage:
 """
 
 
-def wslpath(argv: Sequence[str], *, cwd: str, mount_point: str | None,
-            rootfs: str | None) -> tuple[int, str, str]:
+def wslpath(
+    argv: Sequence[str], *, cwd: str, mount_point: str | None, rootfs: str | None
+) -> tuple[int, str, str]:
     """``wslpath [-a] [-u|-w|-m] PATH``: (exit code, stdout text, stderr text), as WSL's wslpath."""
     absolute = False
     mode = "u"

@@ -108,16 +108,28 @@ def validate(message: Any) -> tuple[str, list[str], list[str], str]:
 
 
 def _environment(owner: Owner, requested: Sequence[str]) -> dict[str, str]:
-    environment = {"HOME": owner.home, "USER": owner.name, "LOGNAME": owner.name, "SHELL": owner.shell,
-                   "PATH": "/usr/local/bin:/usr/bin:/bin"}
+    environment = {
+        "HOME": owner.home,
+        "USER": owner.name,
+        "LOGNAME": owner.name,
+        "SHELL": owner.shell,
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+    }
     for entry in requested:
         name, _, value = entry.partition("=")
         environment[name] = value
     return environment
 
 
-def _exec_child(program: str, argv: list[str], environment: dict[str, str], cwd: str, owner: Owner,
-                stdio: Sequence[int], report: int) -> None:
+def _exec_child(
+    program: str,
+    argv: list[str],
+    environment: dict[str, str],
+    cwd: str,
+    owner: Owner,
+    stdio: Sequence[int],
+    report: int,
+) -> None:
     """The program's process: a session of its own, the caller's stdio, the host folder. Never returns."""
     try:
         os.setsid()
@@ -138,8 +150,9 @@ def _exec_child(program: str, argv: list[str], environment: dict[str, str], cwd:
     forking.exit_now(127)
 
 
-def _start(program: str, argv: list[str], environment: dict[str, str], cwd: str, owner: Owner,
-           stdio: Sequence[int]) -> tuple[int, int]:
+def _start(
+    program: str, argv: list[str], environment: dict[str, str], cwd: str, owner: Owner, stdio: Sequence[int]
+) -> tuple[int, int]:
     """Fork and execute; (pid, 0) or (pid or -1, errno)."""
     report_read, report_write = os.pipe2(os.O_CLOEXEC)
     try:
@@ -207,8 +220,13 @@ def serve(fd: int, owner_uid: int) -> int:
         except (BadRequest, ProtocolError) as error:
             log.warning("interop: refused a request: %s", error)
             with contextlib.suppress(OSError, TimeoutError):
-                channel.send(CREATE_PROCESS_RESPONSE, Result=errno.EINVAL, SignalPipeId=0, Flags=0,
-                             timeout=SEND_TIMEOUT)
+                channel.send(
+                    CREATE_PROCESS_RESPONSE,
+                    Result=errno.EINVAL,
+                    SignalPipeId=0,
+                    Flags=0,
+                    timeout=SEND_TIMEOUT,
+                )
             return 1
         except (ChannelClosed, OSError, TimeoutError) as error:
             log.warning("interop: no request: %s", error)
@@ -217,8 +235,9 @@ def serve(fd: int, owner_uid: int) -> int:
         _close(stdio)
         stdio = []
         try:
-            channel.send(CREATE_PROCESS_RESPONSE, Result=result, SignalPipeId=0, Flags=0,
-                         timeout=SEND_TIMEOUT)
+            channel.send(
+                CREATE_PROCESS_RESPONSE, Result=result, SignalPipeId=0, Flags=0, timeout=SEND_TIMEOUT
+            )
         except (OSError, TimeoutError):
             result = result or errno.EPIPE
             if pid > 0 and result == errno.EPIPE:

@@ -35,8 +35,13 @@ CGROUP_REMOVE_TIMEOUT = 5.0
 def _open_cgroup_root() -> int:
     """A descriptor of the VM's cgroup2 root (this cgroup namespace's), or -1 when there is none."""
     try:
-        syscalls.mount("cgroup2", CGROUP_STAGING, "cgroup2",
-                       syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC, None)
+        syscalls.mount(
+            "cgroup2",
+            CGROUP_STAGING,
+            "cgroup2",
+            syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC,
+            None,
+        )
     except OSError:
         return -1
     try:
@@ -112,12 +117,14 @@ def run_shim(parameters: init.InitParameters, pid_write: int) -> None:
     """The forked shim: new namespaces, fork init, report its pid, wait for it. Never returns."""
     syscalls.set_process_name("init-shim")
     try:
-        syscalls.unshare(syscalls.CLONE_NEWNS | syscalls.CLONE_NEWPID | syscalls.CLONE_NEWUTS
-                         | syscalls.CLONE_NEWIPC)
+        syscalls.unshare(
+            syscalls.CLONE_NEWNS | syscalls.CLONE_NEWPID | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWIPC
+        )
         cgroup_fd = _open_cgroup_root()
         guard_read, guard_write = os.pipe2(os.O_CLOEXEC)
-        parameters = dataclasses.replace(parameters, guard_fd=guard_write, cgroup_fd=cgroup_fd,
-                                         cgroup_name=f"instance-{os.getpid()}")
+        parameters = dataclasses.replace(
+            parameters, guard_fd=guard_write, cgroup_fd=cgroup_fd, cgroup_name=f"instance-{os.getpid()}"
+        )
         pid = os.fork()
     except OSError as error:
         send_failure(parameters.channel_fd, error.errno or 1, init.STEP_LAUNCH_INIT)
@@ -128,8 +135,15 @@ def run_shim(parameters: init.InitParameters, pid_write: int) -> None:
         os.close(guard_read)
         init.run(parameters)
         forking.exit_now(1)
-    for fd in (parameters.tree_fd, parameters.host_tree_fd, parameters.interop_tree_fd,
-               parameters.shared_tree_fd, parameters.channel_fd, parameters.control_fd, guard_write):
+    for fd in (
+        parameters.tree_fd,
+        parameters.host_tree_fd,
+        parameters.interop_tree_fd,
+        parameters.shared_tree_fd,
+        parameters.channel_fd,
+        parameters.control_fd,
+        guard_write,
+    ):
         if fd >= 0:
             os.close(fd)
     forking.write_all(pid_write, struct.pack("<I", pid))

@@ -20,8 +20,14 @@ import os
 
 from pywsl.guest.distribution_files import UnusableFile, read_regular_file
 
-__all__ = ["LOCALE_FILES", "MAX_LOCALE_FILE_BYTES", "language_from_text", "read_language", "read_language_at",
-           "unescape_shell"]
+__all__ = [
+    "LOCALE_FILES",
+    "MAX_LOCALE_FILE_BYTES",
+    "language_from_text",
+    "read_language",
+    "read_language_at",
+    "unescape_shell",
+]
 
 LOCALE_FILES = ("/etc/default/locale", "/etc/locale.conf")
 MAX_LOCALE_FILE_BYTES = 64 * 1024
@@ -71,7 +77,7 @@ def language_from_text(text: str) -> str | None:
         line = line.split("\0", 1)[0].split("#", 1)[0]  # C strings end at NUL; '#' starts a comment
         start = line.find(_MARKER)
         if start >= 0:
-            language = unescape_shell(line[start + len(_MARKER):].strip(_TRIMMED))
+            language = unescape_shell(line[start + len(_MARKER) :].strip(_TRIMMED))
     return language
 
 
@@ -82,8 +88,8 @@ def read_language(root_fd: int) -> str | None:
             data = read_regular_file(root_fd, path, MAX_LOCALE_FILE_BYTES)
         except UnusableFile as problem:
             if problem.not_opened:
-                continue   # as when fopen fails: the next file is tried
-            return None   # opened, but nothing to read a LANG from
+                continue  # as when fopen fails: the next file is tried
+            return None  # opened, but nothing to read a LANG from
         if data is not None:
             return language_from_text(data.decode("utf-8", "replace"))
     return None

@@ -154,7 +154,9 @@ class MiniInit:
         self.idle_since: float | None = time.monotonic()
         self.exit_code: int | None = None
         self.capabilities = GUEST_CAPABILITIES.build(
-            SeccompAvailable=_seccomp_available(), HvPciSwiotlbBase=0, HvPciSwiotlbSize=0,
+            SeccompAvailable=_seccomp_available(),
+            HvPciSwiotlbBase=0,
+            HvPciSwiotlbSize=0,
             Buffer=os.uname().release,
         )
 
@@ -172,8 +174,9 @@ class MiniInit:
         self.selector.register(self.cloner.fileno(), selectors.EVENT_READ, "monitor")
         self.ready.send(b"R")
         self.ready.close()
-        log.info("utility VM ready (networking %s, host name %s)", self.boot.networking_mode,
-                 self.boot.hostname)
+        log.info(
+            "utility VM ready (networking %s, host name %s)", self.boot.networking_mode, self.boot.hostname
+        )
         while self.exit_code is None:
             for key, _events in self.selector.select(self._select_timeout()):
                 if key.data == "listener":
@@ -284,8 +287,9 @@ class MiniInit:
             _close(fds)
             self._drop(connection)
 
-    def _dispatch(self, connection: Connection, transaction: Transaction, data: bytes,
-                  fds: list[int]) -> None:
+    def _dispatch(
+        self, connection: Connection, transaction: Transaction, data: bytes, fds: list[int]
+    ) -> None:
         message_type = struct.unpack_from("<I", data)[0]
         if message_type == T.LxMiniInitMessageEarlyConfig:
             self._expect_fds(fds, 0, "LX_MINI_INIT_EARLY_CONFIG_MESSAGE")
@@ -312,8 +316,11 @@ class MiniInit:
             self._expect_fds(fds, 0, "PYWSL_SHUTDOWN_VM")
             self._shutdown(bool(SHUTDOWN_VM.parse(data).Force))
         else:
-            raise ProtocolError(f"unexpected message type {message_type} on the mini_init channel",
-                                struct="MESSAGE_HEADER", field="MessageType")
+            raise ProtocolError(
+                f"unexpected message type {message_type} on the mini_init channel",
+                struct="MESSAGE_HEADER",
+                field="MessageType",
+            )
 
     @staticmethod
     def _expect_fds(fds: list[int], count: int, name: str) -> None:
@@ -393,11 +400,17 @@ class MiniInit:
             control_child.close()
             raise
         parameters = init.InitParameters(
-            name=name, tree_fd=tree, host_tree_fd=host_tree, channel_fd=channel_fd,
+            name=name,
+            tree_fd=tree,
+            host_tree_fd=host_tree,
+            channel_fd=channel_fd,
             control_fd=control_child.fileno(),
-            networking_mode=self.boot.networking_mode, idle_timeout_ms=self.boot.instance_idle_timeout_ms,
-            interop_tree_fd=interop_tree, install_path=install_path if install_path.startswith("/") else "",
-            device_settings=self.boot.devices, shared_tree_fd=shared_tree,
+            networking_mode=self.boot.networking_mode,
+            idle_timeout_ms=self.boot.instance_idle_timeout_ms,
+            interop_tree_fd=interop_tree,
+            install_path=install_path if install_path.startswith("/") else "",
+            device_settings=self.boot.devices,
+            shared_tree_fd=shared_tree,
         )
         try:
             shim = os.fork()
@@ -407,8 +420,20 @@ class MiniInit:
             control_child.close()
             raise
         if shim == 0:
-            forking.become_child([0, 1, 2, tree, host_tree, interop_tree, shared_tree, channel_fd,
-                                  control_child.fileno(), pid_write])
+            forking.become_child(
+                [
+                    0,
+                    1,
+                    2,
+                    tree,
+                    host_tree,
+                    interop_tree,
+                    shared_tree,
+                    channel_fd,
+                    control_child.fileno(),
+                    pid_write,
+                ]
+            )
             launch.run_shim(parameters, pid_write)
         os.close(pid_write)
         os.close(channel_fd)
@@ -473,8 +498,13 @@ class MiniInit:
             return
         if pid == 0:
             forking.become_child([0, 1, 2, tree, result_fd, data_fd, stderr_fd])
-            job = tar_worker.TarJob(tree_fd=tree, result_fd=result_fd, data_fd=data_fd, stderr_fd=stderr_fd,
-                                    flags=int(message.Flags))
+            job = tar_worker.TarJob(
+                tree_fd=tree,
+                result_fd=result_fd,
+                data_fd=data_fd,
+                stderr_fd=stderr_fd,
+                flags=int(message.Flags),
+            )
             tar_worker.run_import(job) if is_import else tar_worker.run_export(job)
         _close([tree, target_fd, result_fd, data_fd, stderr_fd])
         self.workers.tar.add(pid)
@@ -544,8 +574,11 @@ def _warm_up() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     boot = parse_boot_arguments(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s",
+    )
     _warm_up()
     interop_init.detect_runtime()
     gc.collect()

@@ -105,8 +105,13 @@ def distribution_plan(networking_mode: str, host_mount_point: str | None) -> lis
     steps += [
         Mount("/dev", "tmpfs", "tmpfs", "mode=755,size=65536k", syscalls.MS_NOSUID | syscalls.MS_STRICTATIME),
         *(Mount(f"/dev/{name}", source=f"/dev/{name}", file=True) for name in DEVICE_NODES),
-        Mount("/dev/pts", "devpts", "devpts", "newinstance,ptmxmode=0666,mode=0620,gid=5",
-              syscalls.MS_NOSUID | syscalls.MS_NOEXEC),
+        Mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            "newinstance,ptmxmode=0666,mode=0620,gid=5",
+            syscalls.MS_NOSUID | syscalls.MS_NOEXEC,
+        ),
         Symlink("/dev/ptmx", "pts/ptmx"),
         Mount("/dev/shm", "tmpfs", "tmpfs", "mode=1777", syscalls.MS_NOSUID | syscalls.MS_NODEV),
         Mount("/dev/mqueue", "mqueue", "mqueue", flags=_NOSUID_NODEV_NOEXEC),
@@ -221,8 +226,9 @@ def _ensure_file(root_fd: int, path: str) -> None:
     except FileNotFoundError:
         pass
     with _opened(open_in_root(root_fd, parent or "/", os.O_PATH | os.O_DIRECTORY)) as parent_fd:
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
-                     dir_fd=parent_fd)
+        fd = os.open(
+            name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=parent_fd
+        )
         os.close(fd)
 
 

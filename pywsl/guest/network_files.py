@@ -61,9 +61,14 @@ def hosts_file(hostname: str, domain: str, extra_entries: str = "") -> str:
     first is ``<hostname>.``, as in WSL); ``extra_entries`` (WSL: the Windows hosts file, one
     tab-separated entry a line) follows as given, then a newline and the IPv6 lines.
     """
-    return (LX_INIT_AUTO_GENERATED_FILE_HEADER + HOSTS_PREFIX
-            + f"127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}.{domain}\t{hostname}\n"
-            + extra_entries + "\n" + _IPV6_HOSTS)
+    return (
+        LX_INIT_AUTO_GENERATED_FILE_HEADER
+        + HOSTS_PREFIX
+        + f"127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}.{domain}\t{hostname}\n"
+        + extra_entries
+        + "\n"
+        + _IPV6_HOSTS
+    )
 
 
 def resolv_conf_file(host_resolv_conf: str) -> str:

@@ -45,7 +45,7 @@ def find_port(name: str = PORT_NAME) -> str | None:
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 class PortDemux:

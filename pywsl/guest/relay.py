@@ -313,7 +313,7 @@ def _enter_working_directory(cwd: str, home: str, host_mount_point: str | None) 
             pass
     if cwd.startswith(HOST_DIRECTORY_PREFIX):
         if host_mount_point is not None:
-            _write_warning(f"Failed to translate '{cwd[len(HOST_DIRECTORY_PREFIX):]}'")
+            _write_warning(f"Failed to translate '{cwd[len(HOST_DIRECTORY_PREFIX) :]}'")
         cwd = ""
     try:
         os.chdir(resolve_working_directory(cwd, home))
@@ -349,7 +349,10 @@ def _start_child(
             os.fchmod(terminal, 0o620)
     _install_stdio(stdio)
     environment = build_environment(
-        request.environment, user, distribution_name=context.distribution_name, hostname=os.uname().nodename,
+        request.environment,
+        user,
+        distribution_name=context.distribution_name,
+        hostname=os.uname().nodename,
         language=read_language_at(context.etc_root),
     )
     # As the distribution's root: the host PATH folders are made or refreshed before the user runs.
@@ -576,8 +579,10 @@ class _Relay:
         eof = characters[termios.VEOF]
         eof = eof if isinstance(eof, bytes) else bytes([eof])
         line_ends = {b"\n", eof} | {
-            character for character in (characters[termios.VEOL], characters[termios.VEOL2])
-            if character != _DISABLED_CHARACTER}
+            character
+            for character in (characters[termios.VEOL], characters[termios.VEOL2])
+            if character != _DISABLED_CHARACTER
+        }
         if attributes[0] & termios.ICRNL and not attributes[0] & termios.IGNCR:
             line_ends.add(b"\r")
         self.input_pending += eof if self.last_input in line_ends else eof * 2

@@ -32,9 +32,12 @@ def receive_request(channel: MessageChannel, timeout: float) -> tuple[Transactio
     if len(peeked) == HEADER_SIZE:
         header = parse_header(peeked)
         if header.transaction_step != TRANSACTION_STEP.REQUEST:
-            raise ProtocolError(f"message type {header.message_type} with transaction step "
-                                f"{header.transaction_step} where a request was expected on {channel.name}",
-                                struct="MESSAGE_HEADER", field="TransactionStep")
+            raise ProtocolError(
+                f"message type {header.message_type} with transaction step "
+                f"{header.transaction_step} where a request was expected on {channel.name}",
+                struct="MESSAGE_HEADER",
+                field="TransactionStep",
+            )
     transaction = channel.receive_transaction(timeout=timeout)
     data, fds = transaction.receive()
     return transaction, data, fds

@@ -73,10 +73,8 @@ _IFF_UP = 0x1
 
 _SYSCALL_NUMBERS: dict[str, dict[str, int]] = {
     # The new mount API and openat2 share numbers on every architecture since Linux 5.1.
-    "x86_64": {"pivot_root": 155, "open_tree": 428, "move_mount": 429, "openat2": 437,
-               "mount_setattr": 442},
-    "aarch64": {"pivot_root": 41, "open_tree": 428, "move_mount": 429, "openat2": 437,
-                "mount_setattr": 442},
+    "x86_64": {"pivot_root": 155, "open_tree": 428, "move_mount": 429, "openat2": 437, "mount_setattr": 442},
+    "aarch64": {"pivot_root": 41, "open_tree": 428, "move_mount": 429, "openat2": 437, "mount_setattr": 442},
 }
 
 _libc = ctypes.CDLL(None, use_errno=True)  # the C library this interpreter already has loaded
@@ -146,12 +144,18 @@ def setns(fd: int, nstype: int = 0) -> None:
         raise _fail(f"setns(fd {fd}, 0x{nstype:x})")
 
 
-def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
-          options: str | None = None) -> None:
+def mount(
+    source: str | None, target: str, fstype: str | None, flags: int = 0, options: str | None = None
+) -> None:
     """mount(2); ``target`` may be relative to the working directory."""
     data = _path(options)
-    result = _libc.mount(_path(source), os.fsencode(target), _path(fstype), flags,
-                         ctypes.c_char_p(data) if data is not None else None)
+    result = _libc.mount(
+        _path(source),
+        os.fsencode(target),
+        _path(fstype),
+        flags,
+        ctypes.c_char_p(data) if data is not None else None,
+    )
     if result < 0:
         what = f"mount({source!r}, {target!r}, {fstype!r}, 0x{flags:x}, {options!r})"
         raise _fail(what, target)
@@ -165,15 +169,16 @@ def umount2(target: str, flags: int = 0) -> None:
 
 def pivot_root(new_root: str, put_old: str) -> None:
     """pivot_root(2) (glibc has no wrapper)."""
-    if _syscall("pivot_root", ctypes.c_char_p(os.fsencode(new_root)),
-                ctypes.c_char_p(os.fsencode(put_old))) < 0:
+    if (
+        _syscall("pivot_root", ctypes.c_char_p(os.fsencode(new_root)), ctypes.c_char_p(os.fsencode(put_old)))
+        < 0
+    ):
         raise _fail(f"pivot_root({new_root!r}, {put_old!r})", new_root)
 
 
 def open_tree(dirfd: int, path: str, flags: int) -> int:
     """open_tree(2): with ``OPEN_TREE_CLONE`` returns a detached copy of a mount tree as an fd."""
-    fd = _syscall("open_tree", ctypes.c_int(dirfd), ctypes.c_char_p(os.fsencode(path)),
-                  ctypes.c_uint(flags))
+    fd = _syscall("open_tree", ctypes.c_int(dirfd), ctypes.c_char_p(os.fsencode(path)), ctypes.c_uint(flags))
     if fd < 0:
         raise _fail(f"open_tree({dirfd}, {path!r}, 0x{flags:x})", path or None)
     return fd
@@ -181,27 +186,51 @@ def open_tree(dirfd: int, path: str, flags: int) -> int:
 
 def move_mount(from_dirfd: int, from_path: str, to_dirfd: int, to_path: str, flags: int) -> None:
     """move_mount(2): attach a (detached) mount somewhere in the caller's mount namespace."""
-    if _syscall("move_mount", ctypes.c_int(from_dirfd), ctypes.c_char_p(os.fsencode(from_path)),
-                ctypes.c_int(to_dirfd), ctypes.c_char_p(os.fsencode(to_path)),
-                ctypes.c_uint(flags)) < 0:
-        raise _fail(f"move_mount({from_dirfd}, {from_path!r}, {to_dirfd}, {to_path!r}, 0x{flags:x})",
-                    to_path or None)
+    if (
+        _syscall(
+            "move_mount",
+            ctypes.c_int(from_dirfd),
+            ctypes.c_char_p(os.fsencode(from_path)),
+            ctypes.c_int(to_dirfd),
+            ctypes.c_char_p(os.fsencode(to_path)),
+            ctypes.c_uint(flags),
+        )
+        < 0
+    ):
+        raise _fail(
+            f"move_mount({from_dirfd}, {from_path!r}, {to_dirfd}, {to_path!r}, 0x{flags:x})", to_path or None
+        )
 
 
-def mount_setattr(dirfd: int, path: str, flags: int, attr_set: int = 0, attr_clr: int = 0,
-                  propagation: int = 0) -> None:
+def mount_setattr(
+    dirfd: int, path: str, flags: int, attr_set: int = 0, attr_clr: int = 0, propagation: int = 0
+) -> None:
     """mount_setattr(2), e.g. a recursive read-only flag on a bind mount tree."""
     attr = _MountAttr(attr_set, attr_clr, propagation, 0)
-    if _syscall("mount_setattr", ctypes.c_int(dirfd), ctypes.c_char_p(os.fsencode(path)),
-                ctypes.c_uint(flags), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))) < 0:
+    if (
+        _syscall(
+            "mount_setattr",
+            ctypes.c_int(dirfd),
+            ctypes.c_char_p(os.fsencode(path)),
+            ctypes.c_uint(flags),
+            ctypes.byref(attr),
+            ctypes.c_size_t(ctypes.sizeof(attr)),
+        )
+        < 0
+    ):
         raise _fail(f"mount_setattr({dirfd}, {path!r}, 0x{flags:x}, set=0x{attr_set:x})", path or None)
 
 
 def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
     """openat2(2); with ``RESOLVE_IN_ROOT`` the lookup behaves as if ``dirfd`` were ``/`` (chroot)."""
     how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
-    fd = _syscall("openat2", ctypes.c_int(dirfd), ctypes.c_char_p(os.fsencode(path)),
-                  ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    fd = _syscall(
+        "openat2",
+        ctypes.c_int(dirfd),
+        ctypes.c_char_p(os.fsencode(path)),
+        ctypes.byref(how),
+        ctypes.c_size_t(ctypes.sizeof(how)),
+    )
     if fd < 0:
         raise _fail(f"openat2({dirfd}, {path!r})", path)
     return fd

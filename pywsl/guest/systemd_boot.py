@@ -197,5 +197,7 @@ def wait_until_running(timeout_ms: int, console: Console) -> str | None:
         ready, _, _ = select.select([console.fd], [], [], pause)
         if ready:
             console.drain()
-    return (f"systemd did not start within [boot] initTimeout ({timeout_ms} ms, state "
-            f"'{state or 'unknown'}'): going on")
+    return (
+        f"systemd did not start within [boot] initTimeout ({timeout_ms} ms, state "
+        f"'{state or 'unknown'}'): going on"
+    )

@@ -45,8 +45,10 @@ Piece = bytes | memoryview
 def skipped_devices_warning(skipped: int) -> str:
     """The warning for the user when ``skipped`` device nodes were left out of an import."""
     nodes = "device node" if skipped == 1 else "device nodes"
-    return (f"Skipped {skipped} {nodes} (character or block devices) in the archive: a distribution "
-            "cannot hold them, its /dev is a fresh tmpfs each time it runs.")
+    return (
+        f"Skipped {skipped} {nodes} (character or block devices) in the archive: a distribution "
+        "cannot hold them, its /dev is a fresh tmpfs each time it runs."
+    )
 
 
 def _padded(size: int) -> int:
@@ -104,7 +106,7 @@ def _pax_records(data: bytes) -> dict[bytes, bytes] | None:
         end = position + int(length_text)
         if end <= space + 1 or end > len(data) or data[end - 1] != ord("\n"):
             return None
-        key, equals, value = data[space + 1:end - 1].partition(b"=")
+        key, equals, value = data[space + 1 : end - 1].partition(b"=")
         if not equals:
             return None
         records[key] = value
@@ -125,7 +127,7 @@ class _Extended:
         return self.header + self.data
 
     def content(self) -> bytes:
-        return bytes(self.data[:self.size])
+        return bytes(self.data[: self.size])
 
 
 class _Output:
@@ -152,7 +154,7 @@ class _Output:
 
     def _flush(self) -> None:
         if self._start >= 0:
-            self.pieces.append(self.view[self._start:self._end])
+            self.pieces.append(self.view[self._start : self._end])
         self._start = self._end = -1
 
     def done(self) -> list[Piece]:
@@ -195,13 +197,13 @@ class DeviceNodeFilter:
                 position = self._collect(view, position)
                 continue
             if not self._header and length - position >= BLOCK:
-                block: bytes | memoryview = view[position:position + BLOCK]
+                block: bytes | memoryview = view[position : position + BLOCK]
                 if self._header_block(block, output):
                     output.take(position, position + BLOCK)
                 position += BLOCK
                 continue
             step = min(BLOCK - len(self._header), length - position)
-            self._header += view[position:position + step]
+            self._header += view[position : position + step]
             position += step
             if len(self._header) == BLOCK:
                 block = bytes(self._header)
@@ -226,7 +228,7 @@ class DeviceNodeFilter:
         entry = self._collecting
         assert entry is not None
         step = min(_padded(entry.size) - len(entry.data), len(view) - position)
-        entry.data += view[position:position + step]
+        entry.data += view[position : position + step]
         if len(entry.data) == _padded(entry.size):
             self._collecting = None
             self._pending.append(entry)
@@ -280,12 +282,12 @@ class DeviceNodeFilter:
                 name = prefix + b"/" + name
         if kind in _NO_DATA:
             if size:
-                return self._stop(output)   # a link or device that claims data: not ours to judge
+                return self._stop(output)  # a link or device that claims data: not ours to judge
             if kind in _DEVICES or (kind == _HARD_LINK and self._links_to_dropped(block, extended)):
                 return self._drop(name, output)
         elif kind in _WITH_DATA:
             if kind in _REGULAR and name.endswith(b"/") and size:
-                return self._stop(output)   # a directory by its name, claiming data
+                return self._stop(output)  # a directory by its name, claiming data
             if kind == _GNU_SPARSE and block[482]:
                 self._sparse_blocks = True
                 self._sparse_data = _padded(size)

@@ -59,8 +59,15 @@ COMPRESSION_MAGIC = (
     (b"BZh", "bzip2"),
     (b"\x28\xb5\x2f\xfd", "zstd"),
 )
-EXTRACT_OPTIONS = ("-x", "--preserve-permissions", "--same-owner", "--numeric-owner", "--xattrs",
-                   "--xattrs-include=*", "--no-overwrite-dir")
+EXTRACT_OPTIONS = (
+    "-x",
+    "--preserve-permissions",
+    "--same-owner",
+    "--numeric-owner",
+    "--xattrs",
+    "--xattrs-include=*",
+    "--no-overwrite-dir",
+)
 CREATE_OPTIONS = ("-c", "--one-file-system", "--sparse", "--xattrs", "--xattrs-include=*", "--numeric-owner")
 
 
@@ -168,11 +175,25 @@ def _enter(job: TarJob, read_only: bool) -> MessageChannel:
     except OSError as error:
         log.error("cannot prepare the import/export worker: %s", error)
         with contextlib.suppress(OSError, TimeoutError):
-            channel.send(CREATE_INSTANCE_RESULT, Result=error.errno or errno.EIO, FailureStep=STEP_RUN_TAR,
-                         Pid=0, ConnectPort=0, Warnings=None, timeout=SEND_TIMEOUT)
+            channel.send(
+                CREATE_INSTANCE_RESULT,
+                Result=error.errno or errno.EIO,
+                FailureStep=STEP_RUN_TAR,
+                Pid=0,
+                ConnectPort=0,
+                Warnings=None,
+                timeout=SEND_TIMEOUT,
+            )
         forking.exit_now(1)
-    channel.send(CREATE_INSTANCE_RESULT, Result=0, FailureStep=0, Pid=os.getpid(), ConnectPort=0,
-                 Warnings=None, timeout=SEND_TIMEOUT)
+    channel.send(
+        CREATE_INSTANCE_RESULT,
+        Result=0,
+        FailureStep=0,
+        Pid=os.getpid(),
+        ConnectPort=0,
+        Warnings=None,
+        timeout=SEND_TIMEOUT,
+    )
     return channel
 
 
@@ -180,21 +201,24 @@ def _verbose(job: TarJob) -> list[str]:
     return ["-v"] if job.flags & FLAGS.LxMiniInitMessageFlagVerbose else []
 
 
-def _run_tar(job: TarJob, arguments: list[str], stdin: int, stdout: int | None
-             ) -> worker_processes.TarOutcome:
+def _run_tar(
+    job: TarJob, arguments: list[str], stdin: int, stdout: int | None
+) -> worker_processes.TarOutcome:
     """tar with ``arguments``; its diagnostics (and stdout when ``stdout`` is None) watched on the
     way to the host's stderr."""
     diagnostics, diagnostics_write = os.pipe()
     try:
-        pid = worker_processes.spawn(["tar", *arguments], stdin,
-                                     diagnostics_write if stdout is None else stdout, diagnostics_write)
+        pid = worker_processes.spawn(
+            ["tar", *arguments], stdin, diagnostics_write if stdout is None else stdout, diagnostics_write
+        )
     except BaseException:
         os.close(diagnostics)
         raise
     finally:
         os.close(diagnostics_write)
-    return worker_processes.watch_tar(pid, diagnostics, job.stderr_fd, job.result_fd,
-                                      writes_target=stdout is None)
+    return worker_processes.watch_tar(
+        pid, diagnostics, job.stderr_fd, job.result_fd, writes_target=stdout is None
+    )
 
 
 def _result(outcome: worker_processes.TarOutcome, other_failure: int = 0) -> int:
@@ -239,8 +263,9 @@ def _extract(job: TarJob) -> tuple[int, int]:
             source = job.data_fd
         failure = 0
         if decompressor > 0:
-            failure = worker_processes.finish_decompressor(decompressor, accepted, outcome.status,
-                                                           job.result_fd)
+            failure = worker_processes.finish_decompressor(
+                decompressor, accepted, outcome.status, job.result_fd
+            )
         if outcome.host_gone or worker_processes.host_gone(job.result_fd):
             raise HostGone()
         status, skipped = _result(outcome, failure), devices.skipped()
@@ -271,11 +296,21 @@ def run_import(job: TarJob) -> None:
         flavor, version = flavor_and_version(root)
         name = default_name(root)
         os.close(root)
-        if skipped:   # right before the result: the host waits for that one next
+        if skipped:  # right before the result: the host waits for that one next
             channel.send(IMPORT_WARNINGS, Warnings=skipped_devices_warning(skipped), timeout=SEND_TIMEOUT)
-        channel.send(IMPORT_RESULT, Result=status, ValidDistribution=valid, Flavor=flavor, Version=version,
-                     DefaultName=name, ShortcutIcon=None, TerminalProfile=None, GenerateTerminalProfile=False,
-                     GenerateShortcut=False, timeout=SEND_TIMEOUT)
+        channel.send(
+            IMPORT_RESULT,
+            Result=status,
+            ValidDistribution=valid,
+            Flavor=flavor,
+            Version=version,
+            DefaultName=name,
+            ShortcutIcon=None,
+            TerminalProfile=None,
+            GenerateTerminalProfile=False,
+            GenerateShortcut=False,
+            timeout=SEND_TIMEOUT,
+        )
         code = 0 if status == 0 else 1
     except HostGone:
         log.info("import cancelled: the host closed the channel")

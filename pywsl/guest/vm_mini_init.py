@@ -60,7 +60,8 @@ class VmMiniInit:
         self.last_request = time.monotonic()
         self.stopping = False
         self.capabilities = GUEST_CAPABILITIES.build(
-            SeccompAvailable=True, HvPciSwiotlbBase=0, HvPciSwiotlbSize=0, Buffer=os.uname().release)
+            SeccompAvailable=True, HvPciSwiotlbBase=0, HvPciSwiotlbSize=0, Buffer=os.uname().release
+        )
 
     def serve(self) -> None:
         self.selector.register(self.listener, selectors.EVENT_READ, None)
@@ -84,8 +85,10 @@ class VmMiniInit:
         return max(0.0, self.last_request + self.vm_idle_timeout_ms / 1000 - time.monotonic())
 
     def _idle_expired(self) -> bool:
-        return self.vm_idle_timeout_ms >= 0 and \
-            time.monotonic() - self.last_request >= self.vm_idle_timeout_ms / 1000
+        return (
+            self.vm_idle_timeout_ms >= 0
+            and time.monotonic() - self.last_request >= self.vm_idle_timeout_ms / 1000
+        )
 
     def _accept(self) -> None:
         while True:
@@ -150,8 +153,13 @@ class VmMiniInit:
             log.info("shutting down the utility VM%s", " (forced)" if SHUTDOWN_VM.parse(data).Force else "")
             self.stopping = True
         elif message_type in _NEEDS_DESCRIPTORS:
-            raise ProtocolError(f"{_NEEDS_DESCRIPTORS[message_type]} is not served over the qemu backend's "
-                                "channel port yet", struct="LX_MINI_INIT_MESSAGE")
+            raise ProtocolError(
+                f"{_NEEDS_DESCRIPTORS[message_type]} is not served over the qemu backend's channel port yet",
+                struct="LX_MINI_INIT_MESSAGE",
+            )
         else:
-            raise ProtocolError(f"unexpected message type {message_type} on the mini_init channel",
-                                struct="MESSAGE_HEADER", field="MessageType")
+            raise ProtocolError(
+                f"unexpected message type {message_type} on the mini_init channel",
+                struct="MESSAGE_HEADER",
+                field="MessageType",
+            )

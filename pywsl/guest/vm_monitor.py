@@ -114,15 +114,26 @@ def _join_cgroups(paths: tuple[str, ...]) -> None:
 
 
 def _namespace_flags(boot: BootArguments) -> int:
-    flags = (syscalls.CLONE_NEWUSER | syscalls.CLONE_NEWNS | syscalls.CLONE_NEWPID | syscalls.CLONE_NEWIPC
-             | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWCGROUP)
+    flags = (
+        syscalls.CLONE_NEWUSER
+        | syscalls.CLONE_NEWNS
+        | syscalls.CLONE_NEWPID
+        | syscalls.CLONE_NEWIPC
+        | syscalls.CLONE_NEWUTS
+        | syscalls.CLONE_NEWCGROUP
+    )
     if boot.networking_mode == "none":
         flags |= syscalls.CLONE_NEWNET
     return flags
 
 
-def _enter_vm(boot: BootArguments, sync: socket.socket, ready: socket.socket, cloner: socket.socket,
-              serve: ServeFunction) -> None:
+def _enter_vm(
+    boot: BootArguments,
+    sync: socket.socket,
+    ready: socket.socket,
+    cloner: socket.socket,
+    serve: ServeFunction,
+) -> None:
     """The first child: enter the VM's namespaces, fork pid 1, report its pid, exit.
 
     It leads a process group of its own, which pid 1 inherits: a failed boot kills the group.
@@ -156,8 +167,9 @@ def _enter_vm(boot: BootArguments, sync: socket.socket, ready: socket.socket, cl
         forking.exit_now(1)
 
 
-def _run_pid1(boot: BootArguments, ready: socket.socket, cloner: socket.socket, host_tree: int,
-              serve: ServeFunction) -> None:
+def _run_pid1(
+    boot: BootArguments, ready: socket.socket, cloner: socket.socket, host_tree: int, serve: ServeFunction
+) -> None:
     code = 1
     try:
         syscalls.set_process_name("mini_init")
@@ -236,13 +248,14 @@ class Monitor:
             sync.settimeout(remaining)
             data = sync.recv(8192)
         except TimeoutError:
-            raise RuntimeError(f"the VM did not serve within kernelBootTimeout "
-                               f"({self.boot.boot_timeout_ms} ms)") from None
+            raise RuntimeError(
+                f"the VM did not serve within kernelBootTimeout ({self.boot.boot_timeout_ms} ms)"
+            ) from None
         if data.startswith(b"E"):
             raise RuntimeError(data[1:].decode(errors="replace"))
         if not data.startswith(expected):
             raise RuntimeError(f"unexpected boot message {data[:32]!r}")
-        return data[len(expected):]
+        return data[len(expected) :]
 
     def _boot(self, first: int, sync: socket.socket, ready: socket.socket) -> None:
         self._receive(sync, b"U")

@@ -156,8 +156,9 @@ class _Diagnostics:
             self._carry = seen[lines_end:][-_LINE_CARRY:]
 
 
-def watch_tar(pid: int, diagnostics_fd: int, stderr_fd: int, channel_fd: int, *,
-              writes_target: bool) -> TarOutcome:
+def watch_tar(
+    pid: int, diagnostics_fd: int, stderr_fd: int, channel_fd: int, *, writes_target: bool
+) -> TarOutcome:
     """Wait for tar (``pid``) while forwarding its diagnostics (``diagnostics_fd``, the read end of
     its stderr, closed here) to ``stderr_fd`` and watching the host's end of ``channel_fd``.
     ``writes_target``: tar extracts into the target (its free space tells a full disk)."""
@@ -253,8 +254,8 @@ def start_device_filter(source: int) -> DeviceFilter:
             _filter_devices(source, output_write, report_write)
             code = 0
         except OSError as error:
-            code = 0 if error.errno == errno.EPIPE else 1   # EPIPE: tar is done
-        except BaseException:   # never back into the worker's code in this process
+            code = 0 if error.errno == errno.EPIPE else 1  # EPIPE: tar is done
+        except BaseException:  # never back into the worker's code in this process
             code = 1
         forking.exit_now(code)
     os.close(output_write)
@@ -266,7 +267,7 @@ def _write_pieces(fd: int, pieces: list[Piece]) -> None:
     for piece in pieces:
         view = memoryview(piece)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
 
 
 def _filter_devices(source: int, output: int, report: int) -> None:

@@ -31,10 +31,21 @@ MAX_MOUNT_ROOT = 256
 SHOWN_VALUE = 80
 # Where the distribution's init mounts fresh pseudo-filesystems: no mount point can live there.
 PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
-RESERVED_MOUNT_ROOTS = frozenset({
-    *PSEUDO_FILESYSTEMS, "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot",
-    "/var",
-})
+RESERVED_MOUNT_ROOTS = frozenset(
+    {
+        *PSEUDO_FILESYSTEMS,
+        "/etc",
+        "/usr",
+        "/bin",
+        "/sbin",
+        "/lib",
+        "/lib32",
+        "/lib64",
+        "/libx32",
+        "/boot",
+        "/var",
+    }
+)
 
 
 @dataclass
@@ -102,7 +113,8 @@ def _mount_root(value: str) -> str | None:
         return None
     normalized = "/" + "/".join(parts)
     if normalized in RESERVED_MOUNT_ROOTS or any(
-            normalized.startswith(prefix + "/") for prefix in PSEUDO_FILESYSTEMS):
+        normalized.startswith(prefix + "/") for prefix in PSEUDO_FILESYSTEMS
+    ):
         return None
     return normalized + "/"
 
@@ -113,8 +125,7 @@ def _has_control(text: str) -> bool:
 
 def shown_value(value: str) -> str:
     """A value as a warning shows it: control characters escaped, at most ``SHOWN_VALUE`` characters."""
-    text = "".join(f"\\x{ord(char):02x}" if ord(char) < 0x20 or ord(char) == 0x7F else char
-                   for char in value)
+    text = "".join(f"\\x{ord(char):02x}" if ord(char) < 0x20 or ord(char) == 0x7F else char for char in value)
     return text if len(text) <= SHOWN_VALUE else text[:SHOWN_VALUE] + "..."
 
 
@@ -140,8 +151,10 @@ def _bad_value_warning(kind: _Kind, entry: ConfigValue, source: str) -> str:
     if kind is _Kind.INTEGER:
         return f"Invalid integer value '{value}' for key '{entry.name}' in {where}"
     if kind is _Kind.CGROUPS:
-        return (f"Invalid value '{value}' for config key '{entry.name}' in {where} "
-                f"(Valid values: {', '.join(CGROUP_VERSIONS)})")
+        return (
+            f"Invalid value '{value}' for config key '{entry.name}' in {where} "
+            f"(Valid values: {', '.join(CGROUP_VERSIONS)})"
+        )
     return f"Invalid value '{value}' for key '{entry.name}' in {where}"
 
 

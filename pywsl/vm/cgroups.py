@@ -70,8 +70,9 @@ def mounted_hierarchies(mountinfo: str | None = None) -> list[Hierarchy]:
         if fstype == "cgroup2":
             found.append(Hierarchy(mount_point, 2, frozenset()))
         elif fstype == "cgroup":
-            found.append(Hierarchy(mount_point, 1, frozenset(
-                super_options & {"memory", "cpu", "pids", "cpuset"})))
+            found.append(
+                Hierarchy(mount_point, 1, frozenset(super_options & {"memory", "cpu", "pids", "cpuset"}))
+            )
     return found
 
 
@@ -96,8 +97,15 @@ class VmCgroup:
     warnings: tuple[str, ...] = ()
 
     @classmethod
-    def create(cls, name: str, *, memory_bytes: int | None, processors: int | None,
-               swap_bytes: int | None = None, delegate_to: tuple[int, int] | None = None) -> VmCgroup:
+    def create(
+        cls,
+        name: str,
+        *,
+        memory_bytes: int | None,
+        processors: int | None,
+        swap_bytes: int | None = None,
+        delegate_to: tuple[int, int] | None = None,
+    ) -> VmCgroup:
         """Create (or reuse) the groups and apply the limits. Limits that cannot be applied are warnings.
 
         ``delegate_to``: the host uid and gid of the VM's root, who gets the v2 group (``delegate``)."""
@@ -113,17 +121,22 @@ class VmCgroup:
                 v2_controllers = _enabled_controllers(group)
                 if delegate_to is not None:
                     warnings += delegate(group, *delegate_to)
-        wanted = {"memory": memory_bytes is not None, "cpu": processors is not None,
-                  "cpuset": processors is not None}
+        wanted = {
+            "memory": memory_bytes is not None,
+            "cpu": processors is not None,
+            "cpuset": processors is not None,
+        }
         for controller, needed in wanted.items():
             if v2 is not None and controller in v2_controllers:
                 continue
-            v1 = next((item for item in hierarchies if item.version == 1 and controller in item.controllers),
-                      None)
+            v1 = next(
+                (item for item in hierarchies if item.version == 1 and controller in item.controllers), None
+            )
             if v1 is None:
                 if needed and controller != "cpuset":
-                    warnings.append(f"no cgroup {controller} controller: "
-                                    f"the VM's {controller} limit is not applied")
+                    warnings.append(
+                        f"no cgroup {controller} controller: the VM's {controller} limit is not applied"
+                    )
                 continue
             if controller == "cpuset" and not needed:
                 continue
@@ -216,8 +229,12 @@ def _reset_limits(path: Path) -> None:
     settings = (
         [("memory.max", "max"), ("cpu.max", f"max {CPU_PERIOD_US}")]
         if _is_v2(path)
-        else [("memory.memsw.limit_in_bytes", "-1"), ("memory.limit_in_bytes", "-1"),
-              ("memory.memsw.limit_in_bytes", "-1"), ("cpu.cfs_quota_us", "-1")]
+        else [
+            ("memory.memsw.limit_in_bytes", "-1"),
+            ("memory.limit_in_bytes", "-1"),
+            ("memory.memsw.limit_in_bytes", "-1"),
+            ("cpu.cfs_quota_us", "-1"),
+        ]
     )
     for name, value in settings:
         target = path / name
@@ -226,8 +243,9 @@ def _reset_limits(path: Path) -> None:
                 _write(target, value)
 
 
-def _apply(paths: list[Path], v2_controllers: set[str], controller: str, value: int,
-           warnings: list[str]) -> None:
+def _apply(
+    paths: list[Path], v2_controllers: set[str], controller: str, value: int, warnings: list[str]
+) -> None:
     for path in paths:
         v2 = _is_v2(path)
         if v2 and controller not in v2_controllers:
@@ -269,8 +287,9 @@ def _apply_cpuset(paths: list[Path], v2_controllers: set[str], processors: int, 
         try:
             parent = path.parent
             effective = parent / "cpuset.cpus.effective" if v2 else parent / "cpuset.effective_cpus"
-            available = parse_cpu_list(effective.read_text() if effective.exists()
-                                       else (parent / "cpuset.cpus").read_text())
+            available = parse_cpu_list(
+                effective.read_text() if effective.exists() else (parent / "cpuset.cpus").read_text()
+            )
             if not v2:
                 mems = parent / "cpuset.effective_mems"
                 mems = mems if mems.exists() else parent / "cpuset.mems"
@@ -282,8 +301,9 @@ def _apply_cpuset(paths: list[Path], v2_controllers: set[str], processors: int, 
         return
 
 
-def _apply_swap(paths: list[Path], v2_controllers: set[str], memory_bytes: int, swap_bytes: int,
-                warnings: list[str]) -> None:
+def _apply_swap(
+    paths: list[Path], v2_controllers: set[str], memory_bytes: int, swap_bytes: int, warnings: list[str]
+) -> None:
     """Memory plus swap: ``memory.memsw.limit_in_bytes`` (v1) or ``memory.swap.max`` (v2)."""
     for path in paths:
         v2 = _is_v2(path)

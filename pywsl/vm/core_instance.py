@@ -51,9 +51,19 @@ def process_flags(request: ProcessRequest) -> int:
 class CoreInstance:
     """A running distribution, as seen through one init channel."""
 
-    def __init__(self, *, name: str, pid: int, channel: MessageChannel, warnings: list[str], default_uid: int,
-                 flavor: str | None, version: str | None, pid_namespace: int,
-                 terminate_timeout: float = TERMINATE_TIMEOUT) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        pid: int,
+        channel: MessageChannel,
+        warnings: list[str],
+        default_uid: int,
+        flavor: str | None,
+        version: str | None,
+        pid_namespace: int,
+        terminate_timeout: float = TERMINATE_TIMEOUT,
+    ) -> None:
         self.name = name
         self.pid = pid
         self.warnings = warnings
@@ -69,7 +79,7 @@ class CoreInstance:
 
     @property
     def state(self) -> str:
-        """"Running", or "Stopped" once init has closed the channel (it exited or was terminated)."""
+        """ "Running", or "Stopped" once init has closed the channel (it exited or was terminated)."""
         if self._stopped or self._channel.closed:
             return "Stopped"
         poller = select.poll()
@@ -96,8 +106,13 @@ class CoreInstance:
             return self._leader
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            response = self._channel.request(CREATE_SESSION, CREATE_SESSION_RESPONSE, fds=[theirs.fileno()],
-                                             timeout=REQUEST_TIMEOUT, ConsoleId=0)
+            response = self._channel.request(
+                CREATE_SESSION,
+                CREATE_SESSION_RESPONSE,
+                fds=[theirs.fileno()],
+                timeout=REQUEST_TIMEOUT,
+                ConsoleId=0,
+            )
         except ChannelClosed:
             ours.close()
             self._stopped = True
@@ -113,8 +128,9 @@ class CoreInstance:
         self._leader = MessageChannel(ours, name=f"session leader of {self.name}")
         return self._leader
 
-    def create_process(self, request: ProcessRequest, stdio: tuple[int, int, int], control_fd: int,
-                       exit_fd: int) -> int:
+    def create_process(
+        self, request: ProcessRequest, stdio: tuple[int, int, int], control_fd: int, exit_fd: int
+    ) -> int:
         """``CreateProcessUtilityVm``: start a process; returns the relay's pid. VmError on failure."""
         common = {
             "Filename": request.filename,
@@ -124,17 +140,22 @@ class CoreInstance:
             "NtEnvironment": list(request.host_environment),
             "NtPath": request.nt_path,
             "Username": request.username,
-            "ShellOptions": int(CREATE_PROCESS_SHELL_OPTIONS.ShellOptionsLogin)
-            if request.login_shell else 0,
+            "ShellOptions": int(CREATE_PROCESS_SHELL_OPTIONS.ShellOptionsLogin) if request.login_shell else 0,
             "DefaultUid": request.default_uid,
             "Flags": process_flags(request),
         }
         with self._lock:
             leader = self._session_leader()
             try:
-                reply = leader.request(CREATE_PROCESS, RESULT_UINT32, fds=[*stdio, control_fd, exit_fd],
-                                       timeout=REQUEST_TIMEOUT, Rows=request.rows, Columns=request.columns,
-                                       Common=common)
+                reply = leader.request(
+                    CREATE_PROCESS,
+                    RESULT_UINT32,
+                    fds=[*stdio, control_fd, exit_fd],
+                    timeout=REQUEST_TIMEOUT,
+                    Rows=request.rows,
+                    Columns=request.columns,
+                    Common=common,
+                )
             except (ChannelClosed, ConnectionError):
                 leader.close()
                 self._leader = None

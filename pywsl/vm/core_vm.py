@@ -55,7 +55,7 @@ from pywsl.wire.framing import parse_header
 GREETING_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 30.0
 SHUTDOWN_TIMEOUT = 30.0
-CANCEL_WAIT_TIMEOUT = 30.0   # for a cancelled import/export worker to stop
+CANCEL_WAIT_TIMEOUT = 30.0  # for a cancelled import/export worker to stop
 
 Directory = Path | int  # a path, or an open directory descriptor (O_PATH or O_DIRECTORY)
 
@@ -167,8 +167,9 @@ def _await_worker(channel: MessageChannel, cancel: Cancellation | None, what: st
 def _tar_failure(what: str, status: int) -> VmError:
     """The error for a worker's non-zero result: ``-errno`` (a full disk) or tar's exit status."""
     if status in (-errno.ENOSPC, -errno.EDQUOT):
-        return VmError(f"{what} failed: the disk is full ({os.strerror(-status)}); "
-                       "nothing of it was kept", code=-status)
+        return VmError(
+            f"{what} failed: the disk is full ({os.strerror(-status)}); nothing of it was kept", code=-status
+        )
     if status < 0:
         return VmError(f"{what} failed: {describe_result(-status)}", code=-status)
     return VmError(f"{what} failed (tar exit status {status})", code=status)
@@ -209,9 +210,15 @@ class ExitWatch:
 class CoreVm:
     """A connection to a running utility VM."""
 
-    def __init__(self, vm_backend: VmBackend, runtime_dir: Path, channel: MessageChannel,
-                 kernel_release: str, *,
-                 start_timeout_ms: int = DEFAULT_DISTRIBUTION_START_TIMEOUT_MS) -> None:
+    def __init__(
+        self,
+        vm_backend: VmBackend,
+        runtime_dir: Path,
+        channel: MessageChannel,
+        kernel_release: str,
+        *,
+        start_timeout_ms: int = DEFAULT_DISTRIBUTION_START_TIMEOUT_MS,
+    ) -> None:
         self.backend = vm_backend
         self.runtime_dir = Path(runtime_dir)
         self.kernel_release = kernel_release
@@ -252,8 +259,12 @@ class CoreVm:
             greeted = _greet(sock)
             if greeted is None:
                 continue  # it stopped (idle) between connect and greeting: start over
-            vm = cls(vm_backend, config.runtime_dir, *greeted,
-                     start_timeout_ms=config.distribution_start_timeout_ms)
+            vm = cls(
+                vm_backend,
+                config.runtime_dir,
+                *greeted,
+                start_timeout_ms=config.distribution_start_timeout_ms,
+            )
             if booted:
                 vm._configure(config)
                 vm.booted = True
@@ -268,35 +279,61 @@ class CoreVm:
         with self._lock:
             with self._channel.start_transaction(REQUEST_TIMEOUT) as transaction:
                 transaction.send(
-                    EARLY_CONFIG, SwapLun=invalid, SystemDistroDeviceType=0, SystemDistroDeviceId=invalid,
-                    MemoryReclaimMode=0, DnsTunnelingIpAddress=0, EnableDebugShell=False,
-                    EnableDnsTunneling=False, EnableSafeMode=False, DefaultKernel=True,
+                    EARLY_CONFIG,
+                    SwapLun=invalid,
+                    SystemDistroDeviceType=0,
+                    SystemDistroDeviceId=invalid,
+                    MemoryReclaimMode=0,
+                    DnsTunnelingIpAddress=0,
+                    EnableDebugShell=False,
+                    EnableDnsTunneling=False,
+                    EnableSafeMode=False,
+                    DefaultKernel=True,
                     IsolateDistroCgroup=False,
-                    KernelModulesDeviceId=invalid, Hostname=config.hostname, KernelModulesList="",
+                    KernelModulesDeviceId=invalid,
+                    Hostname=config.hostname,
+                    KernelModulesList="",
                 )
             with self._channel.start_transaction(REQUEST_TIMEOUT) as transaction:
                 transaction.send(
-                    INITIAL_CONFIG, EntropySize=BOOT_ENTROPY_SIZE, Entropy=os.urandom(BOOT_ENTROPY_SIZE),
-                    EnableGuiApps=False, MountGpuShares=False, EnableInboxGpuLibs=False,
+                    INITIAL_CONFIG,
+                    EntropySize=BOOT_ENTROPY_SIZE,
+                    Entropy=os.urandom(BOOT_ENTROPY_SIZE),
+                    EnableGuiApps=False,
+                    MountGpuShares=False,
+                    EnableInboxGpuLibs=False,
                     NetworkingConfiguration={
-                        "NetworkingMode": mode, "PortTrackerType": 0,
+                        "NetworkingMode": mode,
+                        "PortTrackerType": 0,
                         "EphemeralPortRangeStart": EPHEMERAL_PORT_RANGE[0],
                         "EphemeralPortRangeEnd": EPHEMERAL_PORT_RANGE[1] - 1,
-                        "EnableDhcpClient": False, "DisableIpv6": False, "DhcpTimeout": 0,
+                        "EnableDhcpClient": False,
+                        "DisableIpv6": False,
+                        "DhcpTimeout": 0,
                     },
                 )
 
     # -- requests ------------------------------------------------------------------------------
 
-    def _send_mini_init(self, message_type: int, fds: list[int], *, name: str = "", install_path: str = "",
-                        flags: int = 0) -> None:
+    def _send_mini_init(
+        self, message_type: int, fds: list[int], *, name: str = "", install_path: str = "", flags: int = 0
+    ) -> None:
         with self._lock, self._channel.start_transaction(REQUEST_TIMEOUT) as transaction:
             transaction.send(
-                MINI_INIT_MESSAGE, fds=fds,
+                MINI_INIT_MESSAGE,
+                fds=fds,
                 Header={"MessageType": message_type},
-                MountDeviceType=LX_MINI_INIT_MOUNT_DEVICE_TYPE.LxMiniInitMountDeviceTypeInvalid, DeviceId=0,
-                FsType="", MountOptions="", VmId="", DistributionName=name, SharedMemoryRoot="",
-                InstallPath=install_path, UserProfile="", Flags=flags, ConnectPort=0,
+                MountDeviceType=LX_MINI_INIT_MOUNT_DEVICE_TYPE.LxMiniInitMountDeviceTypeInvalid,
+                DeviceId=0,
+                FsType="",
+                MountOptions="",
+                VmId="",
+                DistributionName=name,
+                SharedMemoryRoot="",
+                InstallPath=install_path,
+                UserProfile="",
+                Flags=flags,
+                ConnectPort=0,
             )
 
     @contextlib.contextmanager
@@ -321,8 +358,9 @@ class CoreVm:
             reply = self._channel.request(QUERY_INSTANCES, INSTANCE_LIST, timeout=REQUEST_TIMEOUT)
         return {name.casefold(): pid for name, pid in parse_instance_entries(reply.Entries or []).items()}
 
-    def launch_instance(self, name: str, rootfs: Directory, *, default_uid: int, hostname: str,
-                        timezone: str | None = None) -> CoreInstance:
+    def launch_instance(
+        self, name: str, rootfs: Directory, *, default_uid: int, hostname: str, timezone: str | None = None
+    ) -> CoreInstance:
         """``CreateInstance``: LaunchInit (or attach to the running one), CreateInstanceResult, Initialize.
 
         ``rootfs`` is a path or an open directory descriptor (which stays the caller's).
@@ -336,32 +374,46 @@ class CoreVm:
             raise ValueError(f"invalid time zone id {timezone!r}")
         for attempt in range(2):
             try:
-                return self._launch_once(name, rootfs, default_uid=default_uid, hostname=hostname,
-                                         timezone=timezone)
+                return self._launch_once(
+                    name, rootfs, default_uid=default_uid, hostname=hostname, timezone=timezone
+                )
             except _StoppedWhileStarting:
                 if attempt:
                     break
         raise VmError(f"distribution {name} stopped while it was starting")
 
-    def _launch_once(self, name: str, rootfs: Directory, *, default_uid: int, hostname: str,
-                     timezone: str) -> CoreInstance:
+    def _launch_once(
+        self, name: str, rootfs: Directory, *, default_uid: int, hostname: str, timezone: str
+    ) -> CoreInstance:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         channel = MessageChannel(ours, name=f"init channel of {name}")
         what = f"distribution {name}"
         try:
             try:
                 with self._directory(rootfs) as directory:
-                    self._send_mini_init(LX_MESSAGE_TYPE.LxMiniInitMessageLaunchInit,
-                                         [directory, theirs.fileno()], name=name,
-                                         install_path=_describe(rootfs))
+                    self._send_mini_init(
+                        LX_MESSAGE_TYPE.LxMiniInitMessageLaunchInit,
+                        [directory, theirs.fileno()],
+                        name=name,
+                        install_path=_describe(rootfs),
+                    )
             finally:
                 theirs.close()
             result = self._instance_result(channel, what)
             try:
                 response = channel.request(
-                    INITIALIZE, INITIALIZE_RESPONSE, timeout=self._start_timeout,
-                    Hostname=hostname, Domainname="", WindowsHosts="", DistributionName=name, Plan9Socket="",
-                    Timezone=timezone, DrvFsVolumesBitmap=0, DrvFsDefaultOwner=default_uid, FeatureFlags=0,
+                    INITIALIZE,
+                    INITIALIZE_RESPONSE,
+                    timeout=self._start_timeout,
+                    Hostname=hostname,
+                    Domainname="",
+                    WindowsHosts="",
+                    DistributionName=name,
+                    Plan9Socket="",
+                    Timezone=timezone,
+                    DrvFsVolumesBitmap=0,
+                    DrvFsDefaultOwner=default_uid,
+                    FeatureFlags=0,
                     DrvfsMount=0,
                 )
             except TimeoutError:
@@ -374,9 +426,14 @@ class CoreVm:
             raise
         warnings = [line for line in (result.Warnings or "").split("\n") if line]
         return CoreInstance(
-            name=name, pid=int(result.Pid), channel=channel, warnings=warnings,
-            default_uid=int(response.DefaultUid), flavor=response.Flavor or None,
-            version=response.Version or None, pid_namespace=int(response.PidNamespace),
+            name=name,
+            pid=int(result.Pid),
+            channel=channel,
+            warnings=warnings,
+            default_uid=int(response.DefaultUid),
+            flavor=response.Flavor or None,
+            version=response.Version or None,
+            pid_namespace=int(response.PidNamespace),
             terminate_timeout=self._start_timeout,
         )
 
@@ -392,12 +449,16 @@ class CoreVm:
             raise self._start_timed_out(what) from None
         if result.Result != 0:
             code = int(result.Result)
-            raise VmError(f"{what} failed: {describe_result(code)} (step {int(result.FailureStep)})",
-                          code=code, step=int(result.FailureStep))
+            raise VmError(
+                f"{what} failed: {describe_result(code)} (step {int(result.FailureStep)})",
+                code=code,
+                step=int(result.FailureStep),
+            )
         return result
 
-    def import_rootfs(self, target_dir: Directory, archive_fd: int, stderr_fd: int, *,
-                      cancel: Cancellation | None = None) -> ImportOutcome:
+    def import_rootfs(
+        self, target_dir: Directory, archive_fd: int, stderr_fd: int, *, cancel: Cancellation | None = None
+    ) -> ImportOutcome:
         """``Import``: extract the archive (read from ``archive_fd``) into ``target_dir`` inside the VM.
 
         ``target_dir`` is a path or an open directory descriptor (which stays the caller's).
@@ -410,9 +471,11 @@ class CoreVm:
         try:
             try:
                 with self._directory(target_dir) as directory:
-                    self._send_mini_init(LX_MESSAGE_TYPE.LxMiniInitMessageImport,
-                                         [directory, theirs.fileno(), archive_fd, stderr_fd],
-                                         install_path=_describe(target_dir))
+                    self._send_mini_init(
+                        LX_MESSAGE_TYPE.LxMiniInitMessageImport,
+                        [directory, theirs.fileno(), archive_fd, stderr_fd],
+                        install_path=_describe(target_dir),
+                    )
             finally:
                 theirs.close()
             try:
@@ -428,12 +491,23 @@ class CoreVm:
             channel.close()
         if result.Result != 0:
             raise _tar_failure("extracting the archive", int(result.Result))
-        return ImportOutcome(valid=bool(result.ValidDistribution), flavor=result.Flavor or None,
-                             version=result.Version or None, default_name=result.DefaultName or None,
-                             warnings=warnings)
+        return ImportOutcome(
+            valid=bool(result.ValidDistribution),
+            flavor=result.Flavor or None,
+            version=result.Version or None,
+            default_name=result.DefaultName or None,
+            warnings=warnings,
+        )
 
-    def export_rootfs(self, rootfs: Directory, output_fd: int, stderr_fd: int, compression: str, *,
-                      cancel: Cancellation | None = None) -> None:
+    def export_rootfs(
+        self,
+        rootfs: Directory,
+        output_fd: int,
+        stderr_fd: int,
+        compression: str,
+        *,
+        cancel: Cancellation | None = None,
+    ) -> None:
         """``Export``: ``rootfs`` (a path or an open directory descriptor) as a tar stream
         (``compression`` "", "gzip" or "xz") on ``output_fd``; ``cancel`` as for `import_rootfs`."""
         if compression not in COMPRESSION_FLAGS:
@@ -443,10 +517,12 @@ class CoreVm:
         try:
             try:
                 with self._directory(rootfs) as directory:
-                    self._send_mini_init(LX_MESSAGE_TYPE.LxMiniInitMessageExport,
-                                         [directory, theirs.fileno(), output_fd, stderr_fd],
-                                         install_path=_describe(rootfs),
-                                         flags=int(COMPRESSION_FLAGS[compression]))
+                    self._send_mini_init(
+                        LX_MESSAGE_TYPE.LxMiniInitMessageExport,
+                        [directory, theirs.fileno(), output_fd, stderr_fd],
+                        install_path=_describe(rootfs),
+                        flags=int(COMPRESSION_FLAGS[compression]),
+                    )
             finally:
                 theirs.close()
             try:

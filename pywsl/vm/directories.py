@@ -76,24 +76,36 @@ def open_beneath(anchor: os.PathLike[str] | str, parts: Sequence[str]) -> int:
 # renameat2(2) flags and system call numbers (glibc's wrapper is not in every libc Python links).
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
-_SYS_RENAMEAT2 = {"x86_64": 316, "aarch64": 276, "arm64": 276, "riscv64": 276, "loongarch64": 276,
-                  "ppc64le": 357, "ppc64": 357, "s390x": 347}
+_SYS_RENAMEAT2 = {
+    "x86_64": 316,
+    "aarch64": 276,
+    "arm64": 276,
+    "riscv64": 276,
+    "loongarch64": 276,
+    "ppc64le": 357,
+    "ppc64": 357,
+    "s390x": 347,
+}
 _AT_FDCWD = -100
 
 
-def renameat2(old_dir_fd: int | None, old_name: str, new_dir_fd: int | None, new_name: str,
-              flags: int) -> None:
+def renameat2(
+    old_dir_fd: int | None, old_name: str, new_dir_fd: int | None, new_name: str, flags: int
+) -> None:
     """``renameat2(2)``: a rename with ``RENAME_NOREPLACE`` or ``RENAME_EXCHANGE`` (None for a
     descriptor means the current folder)."""
     number = _SYS_RENAMEAT2.get(platform.machine())
     if number is None:
         raise OSError(errno.ENOSYS, f"renameat2: unknown system call number on {platform.machine()}")
     libc = _libc()
-    result = libc.syscall(ctypes.c_long(number),
-                          ctypes.c_int(_AT_FDCWD if old_dir_fd is None else old_dir_fd),
-                          os.fsencode(old_name),
-                          ctypes.c_int(_AT_FDCWD if new_dir_fd is None else new_dir_fd),
-                          os.fsencode(new_name), ctypes.c_uint(flags))
+    result = libc.syscall(
+        ctypes.c_long(number),
+        ctypes.c_int(_AT_FDCWD if old_dir_fd is None else old_dir_fd),
+        os.fsencode(old_name),
+        ctypes.c_int(_AT_FDCWD if new_dir_fd is None else new_dir_fd),
+        os.fsencode(new_name),
+        ctypes.c_uint(flags),
+    )
     if result != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code), old_name)

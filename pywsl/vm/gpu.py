@@ -21,10 +21,22 @@ import subprocess
 from pathlib import Path
 
 LIBRARY_PREFIXES = (
-    "libcuda.so", "libcudadebugger.so", "libnvidia-ml.so", "libnvidia-ptxjitcompiler.so",
-    "libnvidia-nvvm.so", "libnvidia-opencl.so", "libnvidia-gpucomp.so", "libnvidia-allocator.so",
-    "libnvidia-cfg.so", "libnvidia-pkcs11.so", "libnvidia-pkcs11-openssl3.so", "libnvidia-encode.so",
-    "libnvcuvid.so", "libnvidia-opticalflow.so", "libnvidia-fatbinaryloader.so", "libnvidia-compiler.so",
+    "libcuda.so",
+    "libcudadebugger.so",
+    "libnvidia-ml.so",
+    "libnvidia-ptxjitcompiler.so",
+    "libnvidia-nvvm.so",
+    "libnvidia-opencl.so",
+    "libnvidia-gpucomp.so",
+    "libnvidia-allocator.so",
+    "libnvidia-cfg.so",
+    "libnvidia-pkcs11.so",
+    "libnvidia-pkcs11-openssl3.so",
+    "libnvidia-encode.so",
+    "libnvcuvid.so",
+    "libnvidia-opticalflow.so",
+    "libnvidia-fatbinaryloader.so",
+    "libnvidia-compiler.so",
 )
 PROGRAMS = ("nvidia-smi",)
 PROGRAM_FOLDERS = ("/usr/bin", "/usr/sbin", "/bin", "/sbin")
@@ -93,17 +105,24 @@ def _ldconfig_listing() -> str:
         if not trusted_file(candidate):
             continue
         try:
-            result = subprocess.run([candidate, "-p"], stdin=subprocess.DEVNULL, capture_output=True,
-                                    timeout=LDCONFIG_TIMEOUT, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-                                                                   "LC_ALL": "C"})
+            result = subprocess.run(
+                [candidate, "-p"],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=LDCONFIG_TIMEOUT,
+                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"},
+            )
         except (OSError, subprocess.TimeoutExpired):
             continue
         return result.stdout[:MAX_LDCONFIG_OUTPUT].decode("utf-8", "replace")
     return ""
 
 
-def discover_gpu_libraries(dev_root: Path = Path("/dev"), listing: str | None = None,
-                           program_folders: tuple[str, ...] = PROGRAM_FOLDERS) -> GpuFiles:
+def discover_gpu_libraries(
+    dev_root: Path = Path("/dev"),
+    listing: str | None = None,
+    program_folders: tuple[str, ...] = PROGRAM_FOLDERS,
+) -> GpuFiles:
     """What goes to ``/usr/lib/wsl/lib``; empty (and nothing run) when the host has no GPU."""
     if not host_has_gpu(dev_root):
         return ()

@@ -112,8 +112,9 @@ def build_map(base: SubordinateRange, owner_host_id: int | None) -> IdMap:
     return lines
 
 
-def maps_for_owner(uid: int, gid: int, *, subuid_path: Path = SUBUID_PATH,
-                   subgid_path: Path = SUBGID_PATH) -> tuple[IdMap, IdMap]:
+def maps_for_owner(
+    uid: int, gid: int, *, subuid_path: Path = SUBUID_PATH, subgid_path: Path = SUBGID_PATH
+) -> tuple[IdMap, IdMap]:
     """The uid and gid maps of the VM of host user ``uid`` (primary group ``gid``)."""
     try:
         user_name: str | None = pwd.getpwuid(uid).pw_name
@@ -173,12 +174,21 @@ def with_host_groups(id_map: IdMap, host_ids: list[int]) -> IdMap:
     for host in sorted(set(host_ids)):
         if host in (0, OVERFLOW_ID) or any(outside <= host < outside + count for _, outside, count in lines):
             continue
-        index = next((number for number, (inside, _, count) in enumerate(lines)
-                      if inside <= host < inside + count and count > 1), None)
+        index = next(
+            (
+                number
+                for number, (inside, _, count) in enumerate(lines)
+                if inside <= host < inside + count and count > 1
+            ),
+            None,
+        )
         if index is None:
             continue
         inside, outside, count = lines.pop(index)
-        pieces = [(inside, outside, host - inside), (host, host, 1),
-                  (host + 1, outside + host + 1 - inside, inside + count - host - 1)]
+        pieces = [
+            (inside, outside, host - inside),
+            (host, host, 1),
+            (host + 1, outside + host + 1 - inside, inside + count - host - 1),
+        ]
         lines[index:index] = [piece for piece in pieces if piece[2] > 0]
     return lines

@@ -92,7 +92,7 @@ def _has_interpreter(path: Path) -> bool:
         header = handle.read(64)
         if header[4] != 2:  # not ELF64
             return True
-        phoff, = struct.unpack_from("<Q", header, 0x20)
+        (phoff,) = struct.unpack_from("<Q", header, 0x20)
         phentsize, phnum = struct.unpack_from("<HH", header, 0x36)
         handle.seek(phoff)
         table = handle.read(phentsize * phnum)
@@ -121,12 +121,12 @@ def _modinfo_depends(data: bytes) -> list[str]:
     """The ``depends=`` entry of a module's ``.modinfo`` ELF section."""
     if data[:4] != b"\x7fELF" or data[4] != 2:
         return []
-    shoff, = struct.unpack_from("<Q", data, 0x28)
+    (shoff,) = struct.unpack_from("<Q", data, 0x28)
     shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
 
     def section(index: int) -> tuple[int, int, int]:
         base = shoff + index * shentsize
-        name, = struct.unpack_from("<I", data, base)
+        (name,) = struct.unpack_from("<I", data, base)
         offset, size = struct.unpack_from("<QQ", data, base + 0x18)
         return name, offset, size
 
@@ -134,8 +134,8 @@ def _modinfo_depends(data: bytes) -> list[str]:
     for index in range(shnum):
         name, offset, size = section(index)
         end = data.index(b"\0", names_offset + name)
-        if data[names_offset + name:end] == b".modinfo":
-            for entry in data[offset:offset + size].split(b"\0"):
+        if data[names_offset + name : end] == b".modinfo":
+            for entry in data[offset : offset + size].split(b"\0"):
                 if entry.startswith(b"depends="):
                     return [item for item in entry[8:].decode().split(",") if item]
     return []
@@ -221,8 +221,12 @@ def _archive(kernel: GuestKernel, module_paths: list[str], busybox: bytes, scrip
     cpio = _Cpio()
     for folder in ("dev", "proc", "sys", "usr", "run", "tmp", "modules"):
         cpio.add(folder, stat.S_IFDIR | 0o755)
-    for link, target in (("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"),
-                         ("lib64", "usr/lib64")):
+    for link, target in (
+        ("bin", "usr/bin"),
+        ("sbin", "usr/sbin"),
+        ("lib", "usr/lib"),
+        ("lib64", "usr/lib64"),
+    ):
         cpio.add(link, stat.S_IFLNK | 0o777, target.encode())
     cpio.add("busybox", stat.S_IFREG | 0o755, busybox)
     cpio.add("init", stat.S_IFREG | 0o755, script.encode())

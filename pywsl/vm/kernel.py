@@ -39,7 +39,7 @@ def kernel_release(image: Path) -> str:
             header = handle.read(_HEADER_BYTES)
     except OSError as error:
         raise VmError(f"cannot read the kernel {image}: {error.strerror}") from None
-    if header[_SETUP_HEADER_MAGIC_OFFSET:_SETUP_HEADER_MAGIC_OFFSET + 4] != b"HdrS":
+    if header[_SETUP_HEADER_MAGIC_OFFSET : _SETUP_HEADER_MAGIC_OFFSET + 4] != b"HdrS":
         raise VmError(f"{image} is not an x86 Linux kernel image (bzImage)")
     (pointer,) = struct.unpack_from("<H", header, _KERNEL_VERSION_POINTER)
     start = pointer + 0x200
@@ -66,7 +66,9 @@ def find_kernel(configured: Path | None = None, modules: Path | None = None) -> 
     else:
         image = HOST_BOOT_FOLDER / f"vmlinuz-{os.uname().release}"
         if not os.access(image, os.R_OK):
-            raise VmError(f"no kernel for the qemu backend: {image} is missing or unreadable; set "
-                          "[wsl2] kernel (and kernelModules) in the global configuration")
+            raise VmError(
+                f"no kernel for the qemu backend: {image} is missing or unreadable; set "
+                "[wsl2] kernel (and kernelModules) in the global configuration"
+            )
     release = kernel_release(image)
     return GuestKernel(image=image, release=release, modules=_modules_for(release, modules))

@@ -23,10 +23,10 @@ def _from_localtime(target: str) -> str | None:
     index = target.rfind(marker)
     if index < 0:
         return None
-    name = target[index + len(marker):]
+    name = target[index + len(marker) :]
     for variant in _VARIANTS:
         if name.startswith(variant):
-            name = name[len(variant):]
+            name = name[len(variant) :]
     return name
 
 

@@ -449,17 +449,21 @@ class MessageSchema:
             )
         message_type, message_size = _HEADER_PREFIX.unpack_from(data)
         if message_size != size:
-            raise self._error(f"MessageSize is {message_size} but the message is {size} bytes",
-                              "Header.MessageSize")
+            raise self._error(
+                f"MessageSize is {message_size} but the message is {size} bytes", "Header.MessageSize"
+            )
         if size > MAX_MESSAGE_SIZE:
-            raise self._error(f"message is {size} bytes, larger than {MAX_MESSAGE_SIZE}",
-                              "Header.MessageSize")
+            raise self._error(
+                f"message is {size} bytes, larger than {MAX_MESSAGE_SIZE}", "Header.MessageSize"
+            )
         if message_type not in self.accepted_types:
             expected = " or ".join(str(t) for t in sorted(self.accepted_types))
             raise self._error(f"message type {message_type}, expected {expected}", "Header.MessageType")
         if size < self.sizeof:
-            raise self._error(f"message is {size} bytes, shorter than sizeof({self.name}) = {self.sizeof}",
-                              "Header.MessageSize")
+            raise self._error(
+                f"message is {size} bytes, shorter than sizeof({self.name}) = {self.sizeof}",
+                "Header.MessageSize",
+            )
         try:
             parsed = self.struct.parse(data)
         except cs.ConstructError as exc:  # not reachable with size >= sizeof; kept as a guard
@@ -574,8 +578,9 @@ class MessageSchema:
         end = self.buffer_offset + len(body)
         total = max(end, self.sizeof)
         if total > MAX_MESSAGE_SIZE:
-            raise self._error(f"message would be {total} bytes, larger than {MAX_MESSAGE_SIZE}",
-                              "Header.MessageSize")
+            raise self._error(
+                f"message would be {total} bytes, larger than {MAX_MESSAGE_SIZE}", "Header.MessageSize"
+            )
         complete = _merge(_default(self.struct), fixed, "", self)
         complete["Header"]["MessageType"] = message_type
         complete["Header"]["MessageSize"] = total
@@ -621,8 +626,9 @@ class MessageSchema:
                 raise TypeError(f"{self.name} has no field {level.prefix}{key}")
         return fixed, payload
 
-    def _encode_item(self, item: PayloadItem, value: Any, offset: int, prefix: str
-                     ) -> tuple[bytes, dict[str, int]]:
+    def _encode_item(
+        self, item: PayloadItem, value: Any, offset: int, prefix: str
+    ) -> tuple[bytes, dict[str, int]]:
         where = prefix + (item.name if not isinstance(item, BufferString) else item.field)
         if isinstance(item, BufferString):
             if value is None:

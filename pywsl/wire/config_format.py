@@ -39,8 +39,18 @@ INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 
 _SPACE = " \t"
 _MEMORY = re.compile(r"^(\d+)(B|K|KB|M|MB|G|GB|T|TB)?$")
-_MEMORY_UNITS = {None: 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "M": 1 << 20, "MB": 1 << 20,
-                 "G": 1 << 30, "GB": 1 << 30, "T": 1 << 40, "TB": 1 << 40}
+_MEMORY_UNITS = {
+    None: 1,
+    "B": 1,
+    "K": 1 << 10,
+    "KB": 1 << 10,
+    "M": 1 << 20,
+    "MB": 1 << 20,
+    "G": 1 << 30,
+    "GB": 1 << 30,
+    "T": 1 << 40,
+    "TB": 1 << 40,
+}
 _ESCAPES = {"\\": "\\", '"': '"', "b": "\b", "n": "\n", "t": "\t"}
 _C_SPACE = " \t\n\v\f\r"
 
@@ -207,7 +217,7 @@ class _Reader:
         self.section_length = len(self.names)
 
     def _pair(self) -> None:
-        prefix = (self.names + "\0" * self.section_length)[:self.section_length]
+        prefix = (self.names + "\0" * self.section_length)[: self.section_length]
         key = self._name()
         self.names = f"{prefix}.{key}" if self.section_length else key
         self._skip_space()
@@ -216,7 +226,7 @@ class _Reader:
         self.char = self.read()
         self._skip_space()
         value = self._value()
-        name = self.names.split("\0", 1)[0]   # a C string ends at its first NUL
+        name = self.names.split("\0", 1)[0]  # a C string ends at its first NUL
         section, dot, key = name.partition(".")
         if not dot:
             section, key = "", name
@@ -260,8 +270,10 @@ def read_config(text: str, source: str, *, skip_invalid_lines: bool) -> list[Con
 
 def duplicate_warning(entry: ConfigValue, first: ConfigValue, source: str) -> str:
     """WSL's warning for a key seen again (the first value stays)."""
-    return (f"Duplicated config key '{entry.name}' in {source}:{entry.line} "
-            f"(Conflicting key: '{first.name}' in {source}:{first.line})")
+    return (
+        f"Duplicated config key '{entry.name}' in {source}:{entry.line} "
+        f"(Conflicting key: '{first.name}' in {source}:{first.line})"
+    )
 
 
 def unknown_key_warning(entry: ConfigValue, source: str) -> str:

@@ -112,7 +112,10 @@ def parse_instance_entries(entries: Sequence[str]) -> dict[str, int]:
     for index, entry in enumerate(entries):
         pid, separator, name = entry.partition(":")
         if not separator or not name or not pid.isdigit() or not pid.isascii():
-            raise ProtocolError(f"entry {entry!r} is not '<pid>:<name>'",
-                                struct="PYWSL_INSTANCE_LIST", field=f"EntriesOffset[{index}]")
+            raise ProtocolError(
+                f"entry {entry!r} is not '<pid>:<name>'",
+                struct="PYWSL_INSTANCE_LIST",
+                field=f"EntriesOffset[{index}]",
+            )
         instances[name] = int(pid)
     return instances

@@ -54,16 +54,20 @@ class FrameReader:
         while len(self._pending) >= HEADER.size:
             channel, kind, length = HEADER.unpack_from(self._pending)
             if length > MAX_PAYLOAD:
-                raise ProtocolError(f"port frame of {length} bytes (at most {MAX_PAYLOAD})",
-                                    struct="PORT_FRAME", field="Length")
+                raise ProtocolError(
+                    f"port frame of {length} bytes (at most {MAX_PAYLOAD})",
+                    struct="PORT_FRAME",
+                    field="Length",
+                )
             try:
                 frame_kind = FrameKind(kind)
             except ValueError:
-                raise ProtocolError(f"unknown port frame kind {kind}", struct="PORT_FRAME",
-                                    field="Kind") from None
+                raise ProtocolError(
+                    f"unknown port frame kind {kind}", struct="PORT_FRAME", field="Kind"
+                ) from None
             if len(self._pending) < HEADER.size + length:
                 break
-            payload = bytes(self._pending[HEADER.size:HEADER.size + length])
-            del self._pending[:HEADER.size + length]
+            payload = bytes(self._pending[HEADER.size : HEADER.size + length])
+            del self._pending[: HEADER.size + length]
             frames.append(Frame(channel, frame_kind, payload))
         return frames

@@ -107,7 +107,7 @@ def test_remove_tree_deletes_what_the_vm_and_the_user_own(nobody_folder: Path) -
 
 def test_remove_tree_leaves_a_top_that_was_not_made_for_the_distribution(nobody_folder: Path) -> None:
     rootfs = _mapped_rootfs(nobody_folder)
-    os.chown(rootfs, 0, 0)   # a directory of root's under the distribution's name
+    os.chown(rootfs, 0, 0)  # a directory of root's under the distribution's name
     before = _snapshot(rootfs)
     with _opened(nobody_folder) as fd, pytest.raises(ForeignContent) as refused:
         remove_tree(fd, "rootfs", NOBODY_OWNERS, "rootfs")
@@ -122,7 +122,7 @@ def test_remove_tree_leaves_a_top_that_was_not_made_for_the_distribution(nobody_
 
 def test_remove_tree_keeps_foreign_files_and_says_where(nobody_folder: Path) -> None:
     rootfs = _mapped_rootfs(nobody_folder)
-    (rootfs / "etc" / "deep" / "planted").write_text("root's")   # owned by root: not the VM's
+    (rootfs / "etc" / "deep" / "planted").write_text("root's")  # owned by root: not the VM's
     (rootfs / "var" / "lib").mkdir(parents=True)
     os.chown(rootfs / "var", VM_ROOT, VM_ROOT)
     with _opened(nobody_folder) as fd, pytest.raises(ForeignContent) as refused:
@@ -131,7 +131,12 @@ def test_remove_tree_keeps_foreign_files_and_says_where(nobody_folder: Path) -> 
     assert "neither the user nor the distribution's ids" in str(refused.value)
     # Everything else went; what leads to the foreign entries stays.
     assert sorted(str(p.relative_to(rootfs)) for p in rootfs.rglob("*")) == [
-        "etc", "etc/deep", "etc/deep/planted", "var", "var/lib"]
+        "etc",
+        "etc/deep",
+        "etc/deep/planted",
+        "var",
+        "var/lib",
+    ]
     assert (rootfs / "etc" / "deep" / "planted").read_text() == "root's"
 
 
@@ -178,9 +183,11 @@ def test_root_touches_no_folder_of_somebody_else(scratch: Path, nobody_folder: P
     before = _snapshot(victim)
     folders = RootfsFolders(NOBODY, lambda: [nobody_folder], lambda: [(0, VM_ROOT, 65536)])
     attempt: Callable[[], object]
-    for attempt in (lambda: folders.remove_rootfs(victim),
-                    lambda: folders.rename_rootfs(victim, nobody_folder),
-                    lambda: folders.rename_rootfs(nobody_folder, victim)):
+    for attempt in (
+        lambda: folders.remove_rootfs(victim),
+        lambda: folders.rename_rootfs(victim, nobody_folder),
+        lambda: folders.rename_rootfs(nobody_folder, victim),
+    ):
         with pytest.raises(WslError) as refused:
             attempt()
         assert refused.value.code in ("E_ACCESSDENIED", "ERROR_PATH_NOT_FOUND"), refused.value
@@ -229,7 +236,7 @@ def test_new_folders_are_private_and_the_rootfs_goes_to_the_vms_root(nobody_fold
 
 # Run as the attacker: swaps entries of its own folders until the stop file exists or the deadline
 # passes, then puts everything back where it was; prints how many swaps succeeded.
-ATTACKER = r'''
+ATTACKER = r"""
 import ctypes, errno, json, os, sys, time
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
@@ -295,7 +302,7 @@ if not os.path.islink(link):
 if os.path.lexists(stash) and not os.path.lexists(rootfs):
     os.rename(stash, rootfs)
 print(json.dumps(counts), flush=True)
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -347,8 +354,14 @@ def _attacker(workspace: Workspace, a: User, race: Path) -> Iterator[dict[str, i
     stop = race / "stop"
     process = subprocess.Popen(
         [str(workspace.python), "-c", ATTACKER, str(race), str(stop), str(RACE_SECONDS * 3)],
-        user=a.uid, group=a.gid, extra_groups=[], env=user_env(workspace, a), cwd="/",
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        user=a.uid,
+        group=a.gid,
+        extra_groups=[],
+        env=user_env(workspace, a),
+        cwd="/",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     counts: dict[str, int] = {}
     try:
         assert process.stdout is not None
@@ -383,7 +396,8 @@ def _leftover_of_the_vm(rootfs: Path, user: User) -> None:
 
 
 def test_swapped_folders_never_turn_root_against_other_files(
-        users: tuple[User, User], workspace: Workspace, service: ServiceProcess, archive: Path) -> None:
+    users: tuple[User, User], workspace: Workspace, service: ServiceProcess, archive: Path
+) -> None:
     a, b = users
     with _race_layout(a, b) as (race, dist, victim):
         decoys = {path: _snapshot(path) for path in (race / "topdecoy", dist / "decoy")}
@@ -398,11 +412,11 @@ def test_swapped_folders_never_turn_root_against_other_files(
             with _attacker(workspace, a, race) as raced:
                 answer = as_user(workspace, a, import_action)
             _add(counts, raced)
-            entries = _entries(workspace, a)   # also completes a rollback refused during the race
+            entries = _entries(workspace, a)  # also completes a rollback refused during the race
             if "error" in answer:
                 assert entries == [], (answer, entries)
                 _leftover_of_the_vm(rootfs, a)
-                answer = as_user(workspace, a, import_action)   # undisturbed, it works
+                answer = as_user(workspace, a, import_action)  # undisturbed, it works
                 entries = _entries(workspace, a)
             assert [(entry["name"], entry["state"]) for entry in entries] == [("Racy", 1)], (answer, entries)
             assert rootfs.stat().st_uid == _vm_root_of(a) and (rootfs / "bin" / "busybox").is_file()
@@ -419,25 +433,34 @@ def test_swapped_folders_never_turn_root_against_other_files(
             for path, before in decoys.items():
                 assert _snapshot(path) == before, path
             assert _snapshot(victim) == victim_before
-        assert all(counts.values()), counts   # every kind of swap really happened
+        assert all(counts.values()), counts  # every kind of swap really happened
         assert sorted(os.listdir(dist)) == ["blink", "decoy"]
 
 
 def test_other_users_cannot_reach_a_distributions_files(
-        users: tuple[User, User], workspace: Workspace, archive: Path) -> None:
+    users: tuple[User, User], workspace: Workspace, archive: Path
+) -> None:
     a, b = users
     shared = a.home / "shared"
     shared.mkdir(mode=0o755)
     os.chown(shared, a.uid, a.gid)
     home_mode = stat.S_IMODE(a.home.stat().st_mode)
-    os.chmod(a.home, 0o755)   # A's home is open to everyone: the distribution's folder is not
+    os.chmod(a.home, 0o755)  # A's home is open to everyone: the distribution's folder is not
     try:
         by_default = as_user(workspace, a, {"op": "import", "name": "Private", "archive": str(archive)})
-        in_place = as_user(workspace, a, {"op": "import", "name": "Shared", "archive": str(archive),
-                                          "location": str(shared)})
+        in_place = as_user(
+            workspace, a, {"op": "import", "name": "Shared", "archive": str(archive), "location": str(shared)}
+        )
         assert "result" in by_default and "result" in in_place, (by_default, in_place)
-        made = as_user(workspace, a, {"op": "run", "distro": "Shared", "command": [
-            "cp /bin/busybox /bin/rootshell && chmod 4755 /bin/rootshell && id -u"]})
+        made = as_user(
+            workspace,
+            a,
+            {
+                "op": "run",
+                "distro": "Shared",
+                "command": ["cp /bin/busybox /bin/rootshell && chmod 4755 /bin/rootshell && id -u"],
+            },
+        )
         assert made["result"] == {"code": 0, "stdout": "0\n"}, made
         setuid = shared / "rootfs" / "bin" / "rootshell"
         info = setuid.stat()
@@ -448,10 +471,25 @@ def test_other_users_cannot_reach_a_distributions_files(
             assert (folder.stat().st_uid, stat.S_IMODE(folder.stat().st_mode)) == (a.uid, 0o700)
         for target in (setuid, default_folder / "rootfs" / "bin" / "busybox"):
             with pytest.raises(PermissionError):
-                subprocess.run([str(target), "id", "-u"], user=b.uid, group=b.gid, extra_groups=[],
-                               env=user_env(workspace, b), cwd="/", capture_output=True, timeout=30)
-            read = subprocess.run(["/bin/cat", str(target.parents[1] / "etc" / "passwd")], user=b.uid,
-                                  group=b.gid, extra_groups=[], cwd="/", capture_output=True, timeout=30)
+                subprocess.run(
+                    [str(target), "id", "-u"],
+                    user=b.uid,
+                    group=b.gid,
+                    extra_groups=[],
+                    env=user_env(workspace, b),
+                    cwd="/",
+                    capture_output=True,
+                    timeout=30,
+                )
+            read = subprocess.run(
+                ["/bin/cat", str(target.parents[1] / "etc" / "passwd")],
+                user=b.uid,
+                group=b.gid,
+                extra_groups=[],
+                cwd="/",
+                capture_output=True,
+                timeout=30,
+            )
             assert read.returncode != 0 and b"Permission denied" in read.stderr
     finally:
         for name in ("Private", "Shared"):
@@ -462,16 +500,18 @@ def test_other_users_cannot_reach_a_distributions_files(
 
 
 def test_files_of_other_owners_survive_an_unregister(
-        users: tuple[User, User], workspace: Workspace, archive: Path) -> None:
+    users: tuple[User, User], workspace: Workspace, archive: Path
+) -> None:
     a, _ = users
     location = a.home / "planted"
-    answer = as_user(workspace, a, {"op": "import", "name": "Planted", "archive": str(archive),
-                                    "location": str(location)})
+    answer = as_user(
+        workspace, a, {"op": "import", "name": "Planted", "archive": str(archive), "location": str(location)}
+    )
     assert "result" in answer, answer
     rootfs = location / "rootfs"
     planted = rootfs / "etc" / "planted"
     try:
-        planted.write_text("root's\n")   # as root: an id outside A's range
+        planted.write_text("root's\n")  # as root: an id outside A's range
         (rootfs / "var" / "root-dir").mkdir()
         (rootfs / "var" / "root-dir" / "inside").write_text("root's\n")
         answer = as_user(workspace, a, {"op": "unregister", "distro": "Planted"})
@@ -480,12 +520,12 @@ def test_files_of_other_owners_survive_an_unregister(
         assert "planted" in answer["message"] and "root-dir" in answer["message"]
         assert planted.read_text() == "root's\n" and planted.stat().st_uid == 0
         assert (rootfs / "var" / "root-dir" / "inside").read_text() == "root's\n"
-        assert not (rootfs / "bin" / "busybox").exists()   # the distribution's own files went
+        assert not (rootfs / "bin" / "busybox").exists()  # the distribution's own files went
         [entry] = _entries(workspace, a)
-        assert entry["name"] == "Planted" and entry["state"] == 4   # Uninstalling, retried later
+        assert entry["name"] == "Planted" and entry["state"] == 4  # Uninstalling, retried later
         planted.unlink()
         shutil.rmtree(rootfs / "var" / "root-dir")
-        assert _entries(workspace, a) == []   # the next call completes the unregister
+        assert _entries(workspace, a) == []  # the next call completes the unregister
         assert not rootfs.exists()
     finally:
         if location.exists():
@@ -500,10 +540,18 @@ def test_the_attacker_script_really_swaps(users: tuple[User, User], workspace: W
     with _race_layout(a, b) as (_, dist, _):
         (dist / "rootfs").mkdir()
         os.chown(dist / "rootfs", a.uid, a.gid)
-        script = ("import ctypes, sys\nlibc = ctypes.CDLL(None, use_errno=True)\n"
-                  "sys.exit(libc.syscall(316, -100, sys.argv[1].encode(), -100, sys.argv[2].encode(), 2))")
-        swapped = subprocess.run([str(workspace.python), "-c", script, str(dist / "rootfs"),
-                                  str(dist / "decoy")], user=a.uid, group=a.gid, extra_groups=[],
-                                 env=user_env(workspace, a), capture_output=True, timeout=30)
+        script = (
+            "import ctypes, sys\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+            "sys.exit(libc.syscall(316, -100, sys.argv[1].encode(), -100, sys.argv[2].encode(), 2))"
+        )
+        swapped = subprocess.run(
+            [str(workspace.python), "-c", script, str(dist / "rootfs"), str(dist / "decoy")],
+            user=a.uid,
+            group=a.gid,
+            extra_groups=[],
+            env=user_env(workspace, a),
+            capture_output=True,
+            timeout=30,
+        )
         assert swapped.returncode == 0, swapped.stderr
         assert (dist / "rootfs").stat().st_uid == 0 and (dist / "rootfs" / "precious").exists()

@@ -47,12 +47,16 @@ def private_session(networking: str = "mirrored") -> Iterator[tuple[UserSession,
     """A session on its own registry, configuration and runtime folder, with one busybox distribution."""
     folder = Path(tempfile.mkdtemp(prefix="pywsl-guest-sec-"))
     saved = {name: os.environ.get(name) for name in SETTINGS}
-    os.environ.update(XDG_DATA_HOME=str(folder / "data"), XDG_CONFIG_HOME=str(folder / "config"),
-                      PYWSL_RUNTIME_ROOT=str(folder / "run"))
+    os.environ.update(
+        XDG_DATA_HOME=str(folder / "data"),
+        XDG_CONFIG_HOME=str(folder / "config"),
+        PYWSL_RUNTIME_ROOT=str(folder / "run"),
+    )
     os.environ.pop("PYWSL_CONFIG", None)
     (folder / "config" / "pywsl").mkdir(parents=True)
     (folder / "config" / "pywsl" / "wslconfig").write_text(
-        f"[wsl2]\nvmIdleTimeout=-1\nnetworkingMode={networking}\n[general]\ninstanceIdleTimeout=-1\n")
+        f"[wsl2]\nvmIdleTimeout=-1\nnetworkingMode={networking}\n[general]\ninstanceIdleTimeout=-1\n"
+    )
     session = UserSession()
     try:
         archive = folder / "busybox.tar.gz"
@@ -79,8 +83,14 @@ def session() -> Iterator[UserSession]:
 
 def run(session: UserSession, command: str, *, user: str = "", stdin: bytes = b"") -> tuple[int, str]:
     """``sh -c command`` in the distribution: (exit status, stdout and stderr together)."""
-    process = session.create_lx_process(DISTRO, [command], username=user, stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = session.create_lx_process(
+        DISTRO,
+        [command],
+        username=user,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     output, _ = process.communicate(stdin, timeout=60)
     return process.wait(), (output or b"").decode(errors="replace")
 
@@ -96,16 +106,25 @@ def start_with_warnings(session: UserSession) -> tuple[int, str, list[str]]:
 
 # -- 1. the host's state behind /mnt/host -------------------------------------------------------------
 
-HOST_TREE_TARGETS = ("/mnt/host/proc", "/mnt/host/sys", "/mnt/host/dev", "/mnt/host/sys/fs/cgroup",
-                     "/mnt/host/dev/pts", "/mnt/host/dev/shm", "/mnt/host/proc/sys/fs/binfmt_misc")
+HOST_TREE_TARGETS = (
+    "/mnt/host/proc",
+    "/mnt/host/sys",
+    "/mnt/host/dev",
+    "/mnt/host/sys/fs/cgroup",
+    "/mnt/host/dev/pts",
+    "/mnt/host/dev/shm",
+    "/mnt/host/proc/sys/fs/binfmt_misc",
+)
 # The distribution's own filesystems: launching anything new needs them, so they are all attacked in
 # one shell, which then looks for the host.
 OWN_TARGETS = ("/sys/fs/cgroup", "/sys", "/dev/pts", "/dev", "/proc")
 UNMOUNT_FORMS = ("umount {0}", "umount {0}", "umount -l {0}", "umount -f {0}", "umount -l {0}")
 # Prints the pids of every proc in sight, '#', what the host tree's sys and dev masks hold, '#',
 # every command line in sight.
-PROBE = ("ls -1 /mnt/host/proc /proc; echo '#'; ls -A /mnt/host/sys; ls -A /mnt/host/dev; echo '#'; "
-         "cat /mnt/host/proc/*/cmdline /proc/*/cmdline | tr '\\0' ' '")
+PROBE = (
+    "ls -1 /mnt/host/proc /proc; echo '#'; ls -A /mnt/host/sys; ls -A /mnt/host/dev; echo '#'; "
+    "cat /mnt/host/proc/*/cmdline /proc/*/cmdline | tr '\\0' ' '"
+)
 
 
 def _host_traces(output: str) -> list[str]:
@@ -130,11 +149,12 @@ def test_unmounting_never_reveals_the_host(session: UserSession) -> None:
             command = form.format(target)
             assert _host_traces(run(session, f"{command}; {PROBE}")[1]) == [], command
     # The masks cannot be moved away, nor bound elsewhere without them.
-    attempts = ("mkdir -p /run/x && mount --move /mnt/host/proc /run/x",
-                "mkdir -p /run/x && mount --move /mnt/host/sys /run/x",
-                "mkdir -p /run/y && mount --bind /mnt/host /run/y",
-                "mkdir -p /run/z && mount --rbind /mnt/host /run/z && umount /run/z/proc "
-                "&& umount /run/z/proc")
+    attempts = (
+        "mkdir -p /run/x && mount --move /mnt/host/proc /run/x",
+        "mkdir -p /run/x && mount --move /mnt/host/sys /run/x",
+        "mkdir -p /run/y && mount --bind /mnt/host /run/y",
+        "mkdir -p /run/z && mount --rbind /mnt/host /run/z && umount /run/z/proc && umount /run/z/proc",
+    )
     for attempt in attempts:
         assert run(session, attempt)[0] != 0, attempt
     listing = run(session, "ls -A /run/z/proc /run/z/sys /run/z/dev; umount -l /run/z")[1]
@@ -142,7 +162,7 @@ def test_unmounting_never_reveals_the_host(session: UserSession) -> None:
     # A new mount namespace (and a new user namespace inside it) keeps them locked too.
     for prefix in ("unshare -m", "unshare -m -U -r"):
         command = "; ".join(form.format("/mnt/host/proc") for form in UNMOUNT_FORMS)
-        output = run(session, f"{prefix} sh -c \"{command}; {PROBE}\"")[1]
+        output = run(session, f'{prefix} sh -c "{command}; {PROBE}"')[1]
         assert _host_traces(output) == [], (prefix, output)
     own = "; ".join(form.format(target) for target in OWN_TARGETS for form in UNMOUNT_FORMS)
     output = run(session, f"{own}; {PROBE}")[1]
@@ -152,10 +172,16 @@ def test_unmounting_never_reveals_the_host(session: UserSession) -> None:
 
 # -- 2. /sys stays read-only ----------------------------------------------------------------------------
 
-REMOUNTS = ("mount -o remount,bind,rw /sys", "mount -o remount,rw /sys", "mount -o remount,bind,rw /proc/sys",
-            "mount -o remount,rw /proc/sys", "mount -o remount,bind,rw /sys/fs/cgroup",
-            "mount -o remount,rw /sys/fs/cgroup", "mount -o remount,bind,rw /mnt/host/sys",
-            "mount -o remount,rw /mnt/host/dev")
+REMOUNTS = (
+    "mount -o remount,bind,rw /sys",
+    "mount -o remount,rw /sys",
+    "mount -o remount,bind,rw /proc/sys",
+    "mount -o remount,rw /proc/sys",
+    "mount -o remount,bind,rw /sys/fs/cgroup",
+    "mount -o remount,rw /sys/fs/cgroup",
+    "mount -o remount,bind,rw /mnt/host/sys",
+    "mount -o remount,rw /mnt/host/dev",
+)
 
 
 def _sys_stays_read_only(session: UserSession, with_cgroup: bool) -> None:
@@ -167,12 +193,18 @@ def _sys_stays_read_only(session: UserSession, with_cgroup: bool) -> None:
     code, output = run(session, "touch /sys/pywsl-probe; grep ' /sys ' /proc/self/mountinfo")
     assert "Read-only file system" in output and " /sys ro" in output, output
     # Binding /proc/sys again and making that rw gives no write access to the host's settings.
-    code, output = run(session, "mount --bind /proc/sys /proc/sys; mount -o remount,bind,rw /proc/sys; "
-                                "echo 1 > /proc/sys/vm/drop_caches && echo wrote")
+    code, output = run(
+        session,
+        "mount --bind /proc/sys /proc/sys; mount -o remount,bind,rw /proc/sys; "
+        "echo 1 > /proc/sys/vm/drop_caches && echo wrote",
+    )
     assert "wrote" not in output
     # A fresh sysfs, read-only or not, cannot be had either once /sys is gone.
-    code, output = run(session, "umount /sys; mount -t sysfs sysfs /sys && echo mounted-rw; mount -t sysfs "
-                                "-o ro sysfs /sys && mount -o remount,rw /sys && echo remounted")
+    code, output = run(
+        session,
+        "umount /sys; mount -t sysfs sysfs /sys && echo mounted-rw; mount -t sysfs "
+        "-o ro sysfs /sys && mount -o remount,rw /sys && echo remounted",
+    )
     assert "mounted-rw" not in output and "remounted" not in output, output
 
 
@@ -189,6 +221,7 @@ def test_sys_cannot_be_made_writable_without_the_host_network() -> None:
 
 # -- 3. setuid and device files reached through /mnt/host ------------------------------------------------
 
+
 def _euid_program() -> bytes:
     """A static ELF that exits with its effective uid (mod 256): geteuid(), then exit()."""
     machine = platform.machine()
@@ -200,8 +233,27 @@ def _euid_program() -> bytes:
         pytest.skip(f"no euid probe program for {machine}")
     base, header_size = 0x400000, 64 + 56
     size = header_size + len(code)
-    elf = struct.pack("<4sBBBB8xHHIQQQIHHHHHH", b"\x7fELF", 2, 1, 1, 0, 2, e_machine, 1, base + header_size,
-                      64, 0, 0, 64, 56, 1, 0, 0, 0)
+    elf = struct.pack(
+        "<4sBBBB8xHHIQQQIHHHHHH",
+        b"\x7fELF",
+        2,
+        1,
+        1,
+        0,
+        2,
+        e_machine,
+        1,
+        base + header_size,
+        64,
+        0,
+        0,
+        64,
+        56,
+        1,
+        0,
+        0,
+        0,
+    )
     program = struct.pack("<IIQQQQQQ", 1, 5, 0, base, base, size, size, 0x1000)
     return elf + program + code
 
@@ -224,8 +276,12 @@ def test_setuid_and_devices_on_the_host_tree_do_nothing(session: UserSession) ->
         os.mknod(shared / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
         inside = f"/mnt/host{shared}"
         assert run(session, f"{inside}/euid", user="alice")[0] == ALICE_UID % 256
-        for attempt in ("mount -o remount,suid /mnt/host", "mount -o remount,bind,suid /mnt/host",
-                        "mount -o remount,dev /mnt/host", "mount -o remount,bind,dev /mnt/host"):
+        for attempt in (
+            "mount -o remount,suid /mnt/host",
+            "mount -o remount,bind,suid /mnt/host",
+            "mount -o remount,dev /mnt/host",
+            "mount -o remount,bind,dev /mnt/host",
+        ):
             assert run(session, attempt)[0] != 0, attempt
         assert run(session, f"{inside}/euid", user="alice")[0] == ALICE_UID % 256
         code, output = run(session, f"echo x > {inside}/null && echo wrote")
@@ -239,8 +295,21 @@ def test_setuid_and_devices_on_the_host_tree_do_nothing(session: UserSession) ->
 
 # -- 6. configuration that would brick the distribution ---------------------------------------------------
 
-HOSTILE_ROOTS = ("/proc", "/sys", "/dev", "/", "/etc", "/usr", "relative/path", "/mnt/../proc", "/proc/self",
-                 "/sys/fs/cgroup", '""', "/" + "a" * 5000, "/mnt\\x01")
+HOSTILE_ROOTS = (
+    "/proc",
+    "/sys",
+    "/dev",
+    "/",
+    "/etc",
+    "/usr",
+    "relative/path",
+    "/mnt/../proc",
+    "/proc/self",
+    "/sys/fs/cgroup",
+    '""',
+    "/" + "a" * 5000,
+    "/mnt\\x01",
+)
 
 
 @pytest.mark.parametrize("value", HOSTILE_ROOTS)
@@ -266,8 +335,8 @@ BRICKING_FILES = {
     "missing-user": "printf '[user]\\ndefault = nobody-here\\n' > /etc/wsl.conf",
     "odd-hostname": "printf '[network]\\nhostname = -..$(reboot)\\\\n;x\\n' > /etc/wsl.conf",
     "boot-command-stops-init": "echo '[boot]' > /etc/wsl.conf && echo 'command = \"kill 1; kill -TERM 1; "
-                               "kill -INT 1; kill -HUP 1; kill -QUIT 1; touch /run/boot-ran\"' "
-                               ">> /etc/wsl.conf",
+    "kill -INT 1; kill -HUP 1; kill -QUIT 1; touch /run/boot-ran\"' "
+    ">> /etc/wsl.conf",
 }
 
 
@@ -293,6 +362,7 @@ def test_hostile_wsl_conf_still_starts(session: UserSession, name: str) -> None:
 
 # -- a client whose VM is killed -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("victim", ["mini_init", "monitor"])
 def test_a_killed_vm_ends_the_client_with_a_message(victim: str) -> None:
     with private_session() as (opened, folder):
@@ -303,8 +373,12 @@ def test_a_killed_vm_ends_the_client_with_a_message(victim: str) -> None:
         }
         client = subprocess.Popen(
             [sys.executable, "-m", "pywsl.cli.main", "-d", DISTRO, "--", "echo started; exec sleep 100"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment,
-            cwd="/")
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=environment,
+            cwd="/",
+        )
         try:
             assert client.stdout is not None and client.stderr is not None
             ready, _, _ = select.select([client.stdout], [], [], 60)
@@ -314,8 +388,10 @@ def test_a_killed_vm_ends_the_client_with_a_message(victim: str) -> None:
             os.kill(vm_pid if victim == "mini_init" else monitor, signal.SIGKILL)
             assert client.wait(timeout=60) == 1
             error = client.stderr.read().decode()
-            assert error == ("The Windows Subsystem for Linux instance has terminated.\n"
-                             "Error code: Wsl/Service/CreateLxProcess/HCS_E_TERMINATED\n")
+            assert error == (
+                "The Windows Subsystem for Linux instance has terminated.\n"
+                "Error code: Wsl/Service/CreateLxProcess/HCS_E_TERMINATED\n"
+            )
         finally:
             if client.poll() is None:
                 client.kill()
@@ -329,24 +405,31 @@ def test_a_killed_vm_ends_the_client_with_a_message(victim: str) -> None:
 
 # -- the same through the service, as an unprivileged owner ------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def owned_distro(workspace: Workspace, users: tuple[User, User]) -> str:
     """A busybox distribution of the first user, imported through the service."""
     archive = workspace.folder / "guest-busybox.tar.gz"
     busybox_archive(archive, compression="gz", os_release=os_release_text())
     archive.chmod(0o644)
-    answer = as_user(workspace, users[0], {"op": "import", "name": DISTRO, "archive": str(archive),
-                                           "location": str(users[0].home / "guest")})
+    answer = as_user(
+        workspace,
+        users[0],
+        {"op": "import", "name": DISTRO, "archive": str(archive), "location": str(users[0].home / "guest")},
+    )
     assert "result" in answer, answer
     return DISTRO
 
 
-def test_through_the_service_the_host_stays_hidden(workspace: Workspace, service: ServiceProcess,
-                                                    users: tuple[User, User], owned_distro: str) -> None:
+def test_through_the_service_the_host_stays_hidden(
+    workspace: Workspace, service: ServiceProcess, users: tuple[User, User], owned_distro: str
+) -> None:
     assert service.process is not None
     attacks = "; ".join(form.format(target) for target in HOST_TREE_TARGETS for form in UNMOUNT_FORMS)
-    command = (f"{{ {attacks}; }} >/dev/null 2>&1; mount -o remount,bind,rw /sys 2>/dev/null; echo sys=$?; "
-               f"mount -o remount,bind,suid /mnt/host 2>/dev/null; echo suid=$?; {PROBE}")
+    command = (
+        f"{{ {attacks}; }} >/dev/null 2>&1; mount -o remount,bind,rw /sys 2>/dev/null; echo sys=$?; "
+        f"mount -o remount,bind,suid /mnt/host 2>/dev/null; echo suid=$?; {PROBE}"
+    )
     answer = as_user(workspace, users[0], {"op": "run", "distro": owned_distro, "command": [command]})
     assert answer["result"]["code"] == 0, answer
     sys_line, suid_line, output = answer["result"]["stdout"].split("\n", 2)
@@ -357,15 +440,29 @@ def test_through_the_service_the_host_stays_hidden(workspace: Workspace, service
     assert _host_traces(output) == [] and "pywsl.api.service" not in output, output
 
 
-def test_through_the_service_a_killed_vm_is_reported(workspace: Workspace, users: tuple[User, User],
-                                                     owned_distro: str) -> None:
+def test_through_the_service_a_killed_vm_is_reported(
+    workspace: Workspace, users: tuple[User, User], owned_distro: str
+) -> None:
     owner = users[0]
     client = subprocess.Popen(
-        [str(workspace.python), "-m", "pywsl.cli.main", "-d", owned_distro, "--",
-         "echo started; exec sleep 100"],
-        user=owner.uid, group=owner.gid, extra_groups=[], cwd=owner.home,
+        [
+            str(workspace.python),
+            "-m",
+            "pywsl.cli.main",
+            "-d",
+            owned_distro,
+            "--",
+            "echo started; exec sleep 100",
+        ],
+        user=owner.uid,
+        group=owner.gid,
+        extra_groups=[],
+        cwd=owner.home,
         env={**user_env(workspace, owner), "WSL_DISABLE_WARNINGS": "1"},
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         assert client.stdout is not None and client.stderr is not None
         ready, _, _ = select.select([client.stdout], [], [], 60)
@@ -375,7 +472,8 @@ def test_through_the_service_a_killed_vm_is_reported(workspace: Workspace, users
         assert client.wait(timeout=60) == 1
         assert client.stderr.read().decode() == (
             "The Windows Subsystem for Linux instance has terminated.\n"
-            "Error code: Wsl/Service/CreateLxProcess/HCS_E_TERMINATED\n")
+            "Error code: Wsl/Service/CreateLxProcess/HCS_E_TERMINATED\n"
+        )
     finally:
         if client.poll() is None:
             client.kill()

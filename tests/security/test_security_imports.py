@@ -35,15 +35,23 @@ def run_script(workspace: Workspace, user: User, script: str, *args: str) -> dic
     """A small client script run as ``user``; the JSON line it prints."""
     import json
 
-    result = subprocess.run([str(workspace.python), "-c", script, *args], user=user.uid, group=user.gid,
-                            extra_groups=[], env=user_env(workspace, user), cwd=user.home,
-                            capture_output=True, timeout=CLIENT_TIMEOUT, check=False)
+    result = subprocess.run(
+        [str(workspace.python), "-c", script, *args],
+        user=user.uid,
+        group=user.gid,
+        extra_groups=[],
+        env=user_env(workspace, user),
+        cwd=user.home,
+        capture_output=True,
+        timeout=CLIENT_TIMEOUT,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr.decode()
     answer: dict[str, Any] = json.loads(result.stdout.decode().splitlines()[-1])
     return answer
 
 
-IMPORT_DESCRIPTOR = r'''
+IMPORT_DESCRIPTOR = r"""
 import json, os, sys
 from pywsl.api.client import ServiceClient
 from pywsl.api.errors import WslError
@@ -54,15 +62,16 @@ try:
     print(json.dumps({"result": "imported"}))
 except WslError as error:
     print(json.dumps({"error": error.code, "message": error.message}))
-'''
+"""
 
 
 def assert_usable_again(workspace: Workspace, user: User, name: str, archive: Path) -> None:
     """Nothing of a failed import stays: no Installing entry, and the name imports fine."""
     states = names_and_states(workspace, user)
     assert name not in states and INSTALLING not in states.values(), states
-    answer = as_user(workspace, user, {"op": "import", "name": name, "archive": str(archive)},
-                     timeout=CLIENT_TIMEOUT)
+    answer = as_user(
+        workspace, user, {"op": "import", "name": name, "archive": str(archive)}, timeout=CLIENT_TIMEOUT
+    )
     assert "result" in answer, answer
     assert as_user(workspace, user, {"op": "unregister", "distro": name})["result"] is None
 
@@ -77,12 +86,21 @@ def test_data_after_a_valid_archive_ends_the_import(
     users: tuple[User, User], workspace: Workspace, service: ServiceProcess, compression: str
 ) -> None:
     a, _ = users
-    path = busybox_archive(workspace.folder / f"trailing.tar{compression}",
-                           os_release=os_release_text("trailing"), compression="gz" if compression else "")
+    path = busybox_archive(
+        workspace.folder / f"trailing.tar{compression}",
+        os_release=os_release_text("trailing"),
+        compression="gz" if compression else "",
+    )
     producer = subprocess.Popen(["sh", "-c", f'cat "{path}"; exec cat /dev/zero'], stdout=subprocess.PIPE)
     try:
-        client = start_as_user(workspace, a, {"op": "import", "name": "Trailing", "archive": "-"},
-                               stdin=producer.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        client = start_as_user(
+            workspace,
+            a,
+            {"op": "import", "name": "Trailing", "archive": "-"},
+            stdin=producer.stdout,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         assert producer.stdout is not None
         producer.stdout.close()
         out, err = client.communicate(timeout=CLIENT_TIMEOUT)
@@ -125,9 +143,14 @@ def test_a_source_that_stops_sending(
     else:
         stdin, writer = os.pipe()
         source = "-"
-    client = start_as_user(workspace, a, {"op": "import", "name": "Quiet", "archive": source,
-                                          "location": str(location)},
-                           stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    client = start_as_user(
+        workspace,
+        a,
+        {"op": "import", "name": "Quiet", "archive": source, "location": str(location)},
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         if stdin >= 0:
             os.close(stdin)
@@ -161,7 +184,7 @@ def test_a_source_that_stops_sending(
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 @contextlib.contextmanager
@@ -215,8 +238,18 @@ def test_dev_zero_as_wslconfig_keeps_the_defaults(
 @contextlib.contextmanager
 def small_filesystem(where: Path, user: User, size: str) -> Iterator[Path]:
     where.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700,uid={user.uid},gid={user.gid}",
-                    "pywsl-small", str(where)], check=True)
+    subprocess.run(
+        [
+            "mount",
+            "-t",
+            "tmpfs",
+            "-o",
+            f"size={size},mode=0700,uid={user.uid},gid={user.gid}",
+            "pywsl-small",
+            str(where),
+        ],
+        check=True,
+    )
     try:
         yield where
     finally:
@@ -227,8 +260,10 @@ def small_filesystem(where: Path, user: User, size: str) -> Iterator[Path]:
 def expanding_archive(path: Path, size: int) -> Path:
     """A small .tar.gz of a distribution plus one file of ``size`` zero bytes."""
     buffer = io.BytesIO()
-    with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=9) as packed, \
-            tarfile.open(fileobj=packed, mode="w|") as handle:
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=9) as packed,
+        tarfile.open(fileobj=packed, mode="w|") as handle,
+    ):
         with tarfile.open(fileobj=io.BytesIO(busybox_archive(os_release=os_release_text("full")))) as base:
             for member in base.getmembers():
                 handle.addfile(member, base.extractfile(member) if member.isfile() else None)
@@ -245,11 +280,15 @@ def test_an_archive_larger_than_the_disk_is_rolled_back(
 ) -> None:
     a, _ = users
     bomb = expanding_archive(workspace.folder / "bomb.tar.gz", 128 << 20)
-    assert bomb.stat().st_size < (4 << 20)   # busybox itself, and 128 MiB of zeros in a few hundred KiB
+    assert bomb.stat().st_size < (4 << 20)  # busybox itself, and 128 MiB of zeros in a few hundred KiB
     with small_filesystem(a.home / "small", a, "32m") as small:
         location = small / "full"
-        answer = as_user(workspace, a, {"op": "import", "name": "Full", "archive": str(bomb),
-                                        "location": str(location)}, timeout=CLIENT_TIMEOUT)
+        answer = as_user(
+            workspace,
+            a,
+            {"op": "import", "name": "Full", "archive": str(bomb), "location": str(location)},
+            timeout=CLIENT_TIMEOUT,
+        )
         assert answer.get("error") == "WSL_E_IMPORT_FAILED", answer
         assert "the disk is full" in answer["message"], answer["message"]
         assert os.listdir(small) == []
@@ -260,18 +299,24 @@ def test_sparse_files_stay_sparse_through_export_and_import(
     users: tuple[User, User], workspace: Workspace, service: ServiceProcess, archive: Path
 ) -> None:
     a, _ = users
-    assert "result" in as_user(workspace, a, {"op": "import", "name": "Sparse", "archive": str(archive)},
-                               timeout=CLIENT_TIMEOUT)
-    made = as_user(workspace, a, {"op": "run", "distro": "Sparse",
-                                  "command": ["truncate -s 256M /sparse && echo end >> /sparse"]},
-                   timeout=CLIENT_TIMEOUT)
+    assert "result" in as_user(
+        workspace, a, {"op": "import", "name": "Sparse", "archive": str(archive)}, timeout=CLIENT_TIMEOUT
+    )
+    made = as_user(
+        workspace,
+        a,
+        {"op": "run", "distro": "Sparse", "command": ["truncate -s 256M /sparse && echo end >> /sparse"]},
+        timeout=CLIENT_TIMEOUT,
+    )
     assert made["result"]["code"] == 0, made
     exported = a.home / "sparse.tar"
-    assert "result" in as_user(workspace, a, {"op": "export", "distro": "Sparse", "target": str(exported)},
-                               timeout=CLIENT_TIMEOUT)
-    assert exported.stat().st_size < (16 << 20)   # busybox and a 256 MiB file that holds 4 bytes
-    answer = as_user(workspace, a, {"op": "import", "name": "Sparse2", "archive": str(exported)},
-                     timeout=CLIENT_TIMEOUT)
+    assert "result" in as_user(
+        workspace, a, {"op": "export", "distro": "Sparse", "target": str(exported)}, timeout=CLIENT_TIMEOUT
+    )
+    assert exported.stat().st_size < (16 << 20)  # busybox and a 256 MiB file that holds 4 bytes
+    answer = as_user(
+        workspace, a, {"op": "import", "name": "Sparse2", "archive": str(exported)}, timeout=CLIENT_TIMEOUT
+    )
     copy = a.home / ".local" / "share" / "pywsl" / answer["result"] / "rootfs" / "sparse"
     info = os.stat(copy)
     assert info.st_size == (256 << 20) + 4 and info.st_blocks * 512 < (1 << 20)

@@ -33,16 +33,25 @@ exit 7
 
 
 def _run(workspace: Workspace, user: User, distro: str, command: str, host_path: str) -> dict[str, object]:
-    result = subprocess.run([str(workspace.python), "-c", CLIENT, distro, command, host_path],
-                            user=user.uid, group=user.gid, extra_groups=[], env=user_env(workspace, user),
-                            cwd=user.home, capture_output=True, timeout=120, check=False)
+    result = subprocess.run(
+        [str(workspace.python), "-c", CLIENT, distro, command, host_path],
+        user=user.uid,
+        group=user.gid,
+        extra_groups=[],
+        env=user_env(workspace, user),
+        cwd=user.home,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr.decode()
     answer: dict[str, object] = json.loads(result.stdout)
     return answer
 
 
 def test_host_program_runs_as_the_distribution_owner(
-        service: ServiceProcess, workspace: Workspace, users: tuple[User, User]) -> None:
+    service: ServiceProcess, workspace: Workspace, users: tuple[User, User]
+) -> None:
     owner, _ = users
     host_bin = workspace.folder / "interop-bin"
     host_bin.mkdir(mode=0o755)
@@ -55,8 +64,9 @@ def test_host_program_runs_as_the_distribution_owner(
     answer = as_user(workspace, owner, {"op": "import", "name": "Interop", "archive": str(archive)})
     assert "result" in answer, answer
     try:
-        reply = _run(workspace, owner, "Interop", f"cd /mnt/host{work} && whoami-on-host",
-                     f"/usr/bin:/bin:{host_bin}")
+        reply = _run(
+            workspace, owner, "Interop", f"cd /mnt/host{work} && whoami-on-host", f"/usr/bin:/bin:{host_bin}"
+        )
         assert reply["code"] == 7, reply
         namespace, uid, gid, groups, cwd, piped = str(reply["out"]).splitlines()
         assert namespace == os.readlink("/proc/self/ns/pid")  # on the host

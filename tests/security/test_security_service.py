@@ -59,11 +59,19 @@ def _get_info(path: Path) -> dict[str, Any]:
     return rpc.decode_message(data[:-1])
 
 
-def _run_script(workspace: Workspace, uid: int, gid: int, env: dict[str, str], script: str,
-                timeout: float = 300) -> dict[str, Any]:
+def _run_script(
+    workspace: Workspace, uid: int, gid: int, env: dict[str, str], script: str, timeout: float = 300
+) -> dict[str, Any]:
     result = subprocess.run(
-        [str(workspace.python), "-c", textwrap.dedent(script)], user=uid, group=gid, extra_groups=[],
-        env=env, cwd="/", capture_output=True, timeout=timeout, check=False,
+        [str(workspace.python), "-c", textwrap.dedent(script)],
+        user=uid,
+        group=gid,
+        extra_groups=[],
+        env=env,
+        cwd="/",
+        capture_output=True,
+        timeout=timeout,
+        check=False,
     )
     assert result.returncode == 0, result.stderr.decode()
     answer: dict[str, Any] = json.loads(result.stdout.decode().splitlines()[-1])
@@ -71,7 +79,7 @@ def _run_script(workspace: Workspace, uid: int, gid: int, env: dict[str, str], s
 
 
 # The attacker's client: malformed envelopes, each carrying descriptors, answered one by one.
-MALFORMED = r'''
+MALFORMED = r"""
 import json, os, socket
 path = os.environ["PYWSL_SERVICE_SOCKET"]
 rounds = int(os.environ["ROUNDS"])
@@ -131,7 +139,7 @@ for index in range(rounds):
 sock.close()
 os.close(w)
 print(json.dumps({"errors": errors}))
-'''
+"""
 
 
 def test_descriptors_sent_with_malformed_requests_are_all_closed(
@@ -146,14 +154,16 @@ def test_descriptors_sent_with_malformed_requests_are_all_closed(
     rounds = 3000
     answer = _run_script(workspace, attacker.uid, attacker.gid, {**env, "ROUNDS": str(rounds)}, MALFORMED)
     assert answer["errors"] >= rounds * 0.9
-    _until(lambda: _service_fds(service) <= before + 3,
-           f"the service holds {_service_fds(service)} descriptors, {before} before the attack")
+    _until(
+        lambda: _service_fds(service) <= before + 3,
+        f"the service holds {_service_fds(service)} descriptors, {before} before the attack",
+    )
     assert "result" in as_user(workspace, attacker, {"op": "list"})
     assert _get_info(workspace.socket)["parameters"]["product"] == "pywsl-service"
 
 
 # Connections from one id of a VM range, held until stdin closes; reports what each got.
-HOLDER = r'''
+HOLDER = r"""
 import json, os, socket, sys
 path = os.environ["PYWSL_SERVICE_SOCKET"]
 count = int(os.environ["CONNECTIONS"])
@@ -198,16 +208,28 @@ if held:
     denied = reply(held[0])
 print(json.dumps({"served": served, "refused": refused, "other": other, "denied": denied}), flush=True)
 sys.stdin.read()
-'''
+"""
 
 
 @contextlib.contextmanager
 def _holding(workspace: Workspace, uid: int, gid: int, connections: int) -> Iterator[dict[str, Any]]:
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYWSL_SERVICE_SOCKET": str(workspace.socket),
-           "CONNECTIONS": str(connections)}
-    holder = subprocess.Popen([str(workspace.python), "-c", HOLDER], user=uid, group=gid, extra_groups=[],
-                              env=env, cwd="/", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "PYWSL_SERVICE_SOCKET": str(workspace.socket),
+        "CONNECTIONS": str(connections),
+    }
+    holder = subprocess.Popen(
+        [str(workspace.python), "-c", HOLDER],
+        user=uid,
+        group=gid,
+        extra_groups=[],
+        env=env,
+        cwd="/",
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         assert holder.stdout is not None
         line = holder.stdout.readline()
@@ -230,15 +252,18 @@ def test_a_flood_from_a_vm_range_counts_against_its_owner(
     owner, other = users
     uid_map, gid_map = idmap.maps_for_owner(owner.uid, owner.gid)
     # Ids a distribution's root can switch to: the start of the range and far into it.
-    range_ids = [(idmap.host_id(uid_map, inside), idmap.host_id(gid_map, inside))
-                 for inside in (0, 1001, 60000)]
+    range_ids = [
+        (idmap.host_id(uid_map, inside), idmap.host_id(gid_map, inside)) for inside in (0, 1001, 60000)
+    ]
     assert all(uid != owner.uid for uid, _ in range_ids)
     share = MAX_CONNECTIONS_PER_USER
     first, second, third = range_ids
     with contextlib.ExitStack() as stack:
-        got = [stack.enter_context(_holding(workspace, *first, share // 2)),
-               stack.enter_context(_holding(workspace, *second, share // 2 - 1)),
-               stack.enter_context(_holding(workspace, *third, 40))]
+        got = [
+            stack.enter_context(_holding(workspace, *first, share // 2)),
+            stack.enter_context(_holding(workspace, *second, share // 2 - 1)),
+            stack.enter_context(_holding(workspace, *third, 40)),
+        ]
         # Every connection of the range counts as the owner's: one owner share in all.
         assert [answer["other"] for answer in got] == [[], [], []]
         assert sum(answer["served"] for answer in got) == share, got
@@ -267,7 +292,12 @@ def test_the_service_survives_descriptor_exhaustion(workspace: Workspace, users:
         with open(low.log, "ab") as log:
             return subprocess.Popen(
                 [sys.executable, "-m", "pywsl.api.service", "--socket", str(sock_path), "--verbose"],
-                env=low.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/", preexec_fn=lower,
+                env=low.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd="/",
+                preexec_fn=lower,
             )
 
     process = start_with_low_limit()
@@ -297,11 +327,17 @@ def test_the_service_survives_descriptor_exhaustion(workspace: Workspace, users:
         _until(lambda: _get_info(sock_path)["parameters"]["product"] == "pywsl-service", "not served again")
         user = users[0]
         env = {**user_env(workspace, user), "PYWSL_SERVICE_SOCKET": str(sock_path)}
-        answer = _run_script(workspace, user.uid, user.gid, env, """
+        answer = _run_script(
+            workspace,
+            user.uid,
+            user.gid,
+            env,
+            """
             import json
             from pywsl.api.client import ServiceClient
             print(json.dumps({"count": len(ServiceClient().enumerate_distributions())}))
-        """)
+        """,
+        )
         assert answer["count"] >= 0
         assert process.poll() is None
     finally:
@@ -327,8 +363,12 @@ def test_a_registry_of_five_thousand_entries_is_listed_through_the_service(
     for index in range(count):
         guid = uuid.UUID(int=(1 << 100) + index)
         data.distributions[guid] = Registration(
-            id=guid, name=f"Many{index}", base_path=Path(f"/nonexistent/pywsl-many/{index}"),
-            state=DistributionState.INSTALLED, flavor="busybox", os_version="1",
+            id=guid,
+            name=f"Many{index}",
+            base_path=Path(f"/nonexistent/pywsl-many/{index}"),
+            state=DistributionState.INSTALLED,
+            flavor="busybox",
+            os_version="1",
         )
     data.default_distribution = uuid.UUID(int=1 << 100)
     folder.mkdir(parents=True, exist_ok=True)

@@ -23,8 +23,10 @@ def ignored_setting_warnings(text: str, source: str) -> list[str]:
     entry = sections.get("pywsl", {}).get("backend")
     if entry is None:
         return []
-    return [f"Ignored key '{entry.name}' in {source}:{entry.line}: on Windows the installed WslService "
-            "runs WSL's own virtual machine"]
+    return [
+        f"Ignored key '{entry.name}' in {source}:{entry.line}: on Windows the installed WslService "
+        "runs WSL's own virtual machine"
+    ]
 
 
 def wslconfig_warnings(environ: Mapping[str, str]) -> list[str]:

@@ -289,8 +289,12 @@ def _console_functions() -> Any:
     kernel32.GetConsoleMode.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)]
     kernel32.SetConsoleMode.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
     kernel32.SetConsoleCP.argtypes = kernel32.SetConsoleOutputCP.argtypes = [ctypes.c_uint32]
-    for function in (kernel32.GetConsoleMode, kernel32.SetConsoleMode, kernel32.SetConsoleCP,
-                     kernel32.SetConsoleOutputCP):
+    for function in (
+        kernel32.GetConsoleMode,
+        kernel32.SetConsoleMode,
+        kernel32.SetConsoleCP,
+        kernel32.SetConsoleOutputCP,
+    ):
         function.restype = ctypes.c_int32
     kernel32.GetConsoleCP.restype = kernel32.GetConsoleOutputCP.restype = ctypes.c_uint32
     return kernel32

@@ -57,14 +57,22 @@ log = logging.getLogger(__name__)
 def boot_arguments(config: VmConfig, listen_fd: int, cgroups: tuple[Path, ...]) -> list[str]:
     """The VM's "kernel command line" (parsed by ``pywsl.guest.boot``)."""
     arguments = [
-        "--runtime-dir", str(config.runtime_dir),
-        "--listen-fd", str(listen_fd),
-        "--networking-mode", config.networking_mode,
-        "--hostname", config.hostname,
-        "--instance-idle-timeout", str(config.instance_idle_timeout_ms),
-        "--vm-idle-timeout", str(config.vm_idle_timeout_ms),
-        "--owner-uid", str(config.owner_uid),
-        "--boot-timeout", str(config.kernel_boot_timeout_ms),
+        "--runtime-dir",
+        str(config.runtime_dir),
+        "--listen-fd",
+        str(listen_fd),
+        "--networking-mode",
+        config.networking_mode,
+        "--hostname",
+        config.hostname,
+        "--instance-idle-timeout",
+        str(config.instance_idle_timeout_ms),
+        "--vm-idle-timeout",
+        str(config.vm_idle_timeout_ms),
+        "--owner-uid",
+        str(config.owner_uid),
+        "--boot-timeout",
+        str(config.kernel_boot_timeout_ms),
     ]
     for inside, outside, count in config.uid_map:
         arguments += ["--uid-map", f"{inside}:{outside}:{count}"]
@@ -145,7 +153,8 @@ def vm_process_alive(pid: int, name: str, runtime_dir: Path) -> bool:
 def _vm_alive(runtime_dir: Path, pids: tuple[int, int]) -> bool:
     vm_pid, monitor = pids
     return vm_process_alive(monitor, MONITOR_NAME, runtime_dir) or vm_process_alive(
-        vm_pid, MINI_INIT_NAME, runtime_dir)
+        vm_pid, MINI_INIT_NAME, runtime_dir
+    )
 
 
 def read_pid_file(runtime_dir: Path) -> tuple[int, int] | None:
@@ -226,22 +235,39 @@ class NamespacesBackend(VmBackend):
         self._remove_runtime_files(runtime_dir)
         self._remove_stale_groups(runtime_dir, 0.0)
         # The VM's root gets the v2 group: a distribution's systemd makes its sub-groups there.
-        cgroup = VmCgroup.create(cgroup_name(config), memory_bytes=config.memory_bytes,
-                                 processors=config.processors, swap_bytes=config.swap_bytes,
-                                 delegate_to=(host_id(config.uid_map, 0), host_id(config.gid_map, 0)))
+        cgroup = VmCgroup.create(
+            cgroup_name(config),
+            memory_bytes=config.memory_bytes,
+            processors=config.processors,
+            swap_bytes=config.swap_bytes,
+            delegate_to=(host_id(config.uid_map, 0), host_id(config.gid_map, 0)),
+        )
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         log_fd = -1
         try:
             listener.bind(str(runtime_dir / SOCKET_NAME))
             os.chmod(runtime_dir / SOCKET_NAME, 0o600)
             listener.listen(64)
-            log_fd = os.open(runtime_dir / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-                             0o600)
-            argv = [sys.executable, "-S", "-m", "pywsl.guest.mini_init",
-                    *boot_arguments(config, listener.fileno(), cgroup.paths)]
-            process = subprocess.Popen(argv, pass_fds=(listener.fileno(),), stdin=subprocess.DEVNULL,
-                                       stdout=log_fd, stderr=log_fd, cwd="/", env=_environment(),
-                                       start_new_session=True)
+            log_fd = os.open(
+                runtime_dir / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600
+            )
+            argv = [
+                sys.executable,
+                "-S",
+                "-m",
+                "pywsl.guest.mini_init",
+                *boot_arguments(config, listener.fileno(), cgroup.paths),
+            ]
+            process = subprocess.Popen(
+                argv,
+                pass_fds=(listener.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=log_fd,
+                cwd="/",
+                env=_environment(),
+                start_new_session=True,
+            )
         except BaseException:
             cgroup.remove()
             raise

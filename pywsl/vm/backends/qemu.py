@@ -156,10 +156,17 @@ class QemuBackend(VmBackend):
         if not kvm:
             _warn_tcg()
         return QemuPlan(
-            qemu=qemu, kernel=kernel.image, initramfs=build_initramfs(kernel, cache_root()),
-            python=guest_python(), shares=guest_shares(), port_socket=runtime_dir / PORT_SOCKET_NAME,
-            console_log=runtime_dir / LOG_NAME, memory_bytes=config.memory_bytes,
-            processors=config.processors, kvm=kvm, vm_idle_timeout_ms=config.vm_idle_timeout_ms,
+            qemu=qemu,
+            kernel=kernel.image,
+            initramfs=build_initramfs(kernel, cache_root()),
+            python=guest_python(),
+            shares=guest_shares(),
+            port_socket=runtime_dir / PORT_SOCKET_NAME,
+            console_log=runtime_dir / LOG_NAME,
+            memory_bytes=config.memory_bytes,
+            processors=config.processors,
+            kvm=kvm,
+            vm_idle_timeout_ms=config.vm_idle_timeout_ms,
             extra_command_line=config.kernel_command_line,
         )
 
@@ -170,14 +177,32 @@ class QemuBackend(VmBackend):
                 (runtime_dir / name).unlink()
         log_fd = os.open(runtime_dir / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            argv = [sys.executable, "-S", "-m", "pywsl.vm.backends.qemu_monitor",
-                    "--runtime-dir", str(runtime_dir), "--boot-timeout", str(config.kernel_boot_timeout_ms),
-                    "--", *qemu_argv(plan)]
+            argv = [
+                sys.executable,
+                "-S",
+                "-m",
+                "pywsl.vm.backends.qemu_monitor",
+                "--runtime-dir",
+                str(runtime_dir),
+                "--boot-timeout",
+                str(config.kernel_boot_timeout_ms),
+                "--",
+                *qemu_argv(plan),
+            ]
             python_path = os.pathsep.join(str(share) for share in guest_shares()) or str(_PACKAGE_ROOT)
-            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, cwd="/",
-                                       env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                                            "PYTHONPATH": python_path, "LANG": "C.UTF-8"},
-                                       start_new_session=True)
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=log_fd,
+                cwd="/",
+                env={
+                    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                    "PYTHONPATH": python_path,
+                    "LANG": "C.UTF-8",
+                },
+                start_new_session=True,
+            )
         finally:
             os.close(log_fd)
         try:
@@ -203,8 +228,9 @@ class QemuBackend(VmBackend):
 
     def _alive(self, runtime_dir: Path, pids: tuple[int, int]) -> bool:
         qemu, monitor = pids
-        return (_process_of(qemu, runtime_dir, "qemu-system")
-                or _process_of(monitor, runtime_dir, MONITOR_NAME))
+        return _process_of(qemu, runtime_dir, "qemu-system") or _process_of(
+            monitor, runtime_dir, MONITOR_NAME
+        )
 
     def wait_stopped(self, runtime_dir: Path, timeout: float) -> bool:
         runtime_dir = Path(runtime_dir).absolute()
@@ -237,5 +263,7 @@ class QemuBackend(VmBackend):
         return True
 
     def directory_handle(self, path: Path) -> int:
-        raise VmError("the qemu backend cannot hand a directory to the VM yet (distributions, import and "
-                      "export need the host file server, not done yet)")
+        raise VmError(
+            "the qemu backend cannot hand a directory to the VM yet (distributions, import and "
+            "export need the host file server, not done yet)"
+        )

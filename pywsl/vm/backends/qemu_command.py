@@ -41,9 +41,29 @@ def kvm_works(qemu: str) -> bool:
         return False
     try:
         probe = subprocess.run(
-            [qemu, "-M", "microvm", "-accel", "kvm", "-cpu", "host", "-m", "64M", "-nodefaults",
-             "-no-user-config", "-display", "none", "-S", "-qmp", "stdio"],
-            input=_QMP_QUIT, capture_output=True, timeout=KVM_PROBE_TIMEOUT, check=False)
+            [
+                qemu,
+                "-M",
+                "microvm",
+                "-accel",
+                "kvm",
+                "-cpu",
+                "host",
+                "-m",
+                "64M",
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                "-S",
+                "-qmp",
+                "stdio",
+            ],
+            input=_QMP_QUIT,
+            capture_output=True,
+            timeout=KVM_PROBE_TIMEOUT,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return probe.returncode == 0 and probe.stdout.count(b'"return"') >= 2
@@ -80,9 +100,16 @@ class QemuPlan:
 
 
 def _command_line(plan: QemuPlan) -> str:
-    words = ["console=ttyS0", "reboot=t", "panic=-1", "quiet", "loglevel=4",
-             f"PYWSL_PYTHON={plan.python}", f"PYWSL_SHARES={len(plan.shares)}",
-             f"PYWSL_VM_IDLE_TIMEOUT={plan.vm_idle_timeout_ms}"]
+    words = [
+        "console=ttyS0",
+        "reboot=t",
+        "panic=-1",
+        "quiet",
+        "loglevel=4",
+        f"PYWSL_PYTHON={plan.python}",
+        f"PYWSL_SHARES={len(plan.shares)}",
+        f"PYWSL_VM_IDLE_TIMEOUT={plan.vm_idle_timeout_ms}",
+    ]
     khz = None if plan.kvm else host_tsc_khz()
     if khz:
         words.append(f"tsc_early_khz={khz}")
@@ -101,20 +128,52 @@ def qemu_argv(plan: QemuPlan) -> list[str]:
             raise VmError(f"the qemu backend cannot share {path!r} (a comma or space in the path)")
     memory_mib = max(MIN_MEMORY_MIB, (plan.memory_bytes or 0) // (1024 * 1024) or 1024)
     argv = [
-        plan.qemu, "-M", "microvm", "-accel", "kvm" if plan.kvm else "tcg",
-        "-cpu", "host" if plan.kvm else "max", "-m", f"{memory_mib}M", "-smp", str(plan.processors or 1),
-        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-nic", "none",
-        "-kernel", str(plan.kernel), "-initrd", str(plan.initramfs), "-append", _command_line(plan),
-        "-global", "virtio-mmio.force-legacy=false",
-        "-chardev", _console(plan.console_log),
-        "-serial", "chardev:console",
-        "-device", "virtio-serial-device",
-        "-chardev", f"socket,id=mux,path={plan.port_socket},server=on,wait=off",
-        "-device", f"virtserialport,chardev=mux,name={PORT_NAME}",
-        "-fsdev", "local,id=usr,path=/usr,security_model=none,readonly=on",
-        "-device", "virtio-9p-device,fsdev=usr,mount_tag=usr",
+        plan.qemu,
+        "-M",
+        "microvm",
+        "-accel",
+        "kvm" if plan.kvm else "tcg",
+        "-cpu",
+        "host" if plan.kvm else "max",
+        "-m",
+        f"{memory_mib}M",
+        "-smp",
+        str(plan.processors or 1),
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-nic",
+        "none",
+        "-kernel",
+        str(plan.kernel),
+        "-initrd",
+        str(plan.initramfs),
+        "-append",
+        _command_line(plan),
+        "-global",
+        "virtio-mmio.force-legacy=false",
+        "-chardev",
+        _console(plan.console_log),
+        "-serial",
+        "chardev:console",
+        "-device",
+        "virtio-serial-device",
+        "-chardev",
+        f"socket,id=mux,path={plan.port_socket},server=on,wait=off",
+        "-device",
+        f"virtserialport,chardev=mux,name={PORT_NAME}",
+        "-fsdev",
+        "local,id=usr,path=/usr,security_model=none,readonly=on",
+        "-device",
+        "virtio-9p-device,fsdev=usr,mount_tag=usr",
     ]
     for index, share in enumerate(plan.shares):
-        argv += ["-fsdev", f"local,id=share{index},path={share},security_model=none,readonly=on",
-                 "-device", f"virtio-9p-device,fsdev=share{index},mount_tag=pywsl{index}"]
+        argv += [
+            "-fsdev",
+            f"local,id=share{index},path={share},security_model=none,readonly=on",
+            "-device",
+            f"virtio-9p-device,fsdev=share{index},mount_tag=pywsl{index}",
+        ]
     return argv

@@ -68,8 +68,14 @@ class Monitor:
 
     def boot(self, log_fd: int) -> None:
         (self.runtime_dir / BACKEND_FILE_NAME).write_text("qemu\n")
-        self.qemu = subprocess.Popen(self.qemu_argv, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
-                                     preexec_fn=_die_with_parent, cwd="/")
+        self.qemu = subprocess.Popen(
+            self.qemu_argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=log_fd,
+            preexec_fn=_die_with_parent,
+            cwd="/",
+        )
         deadline = time.monotonic() + self.boot_timeout
         self.port = self._connect_port(deadline)
         self.port.settimeout(max(0.0, deadline - time.monotonic()))
@@ -84,8 +90,9 @@ class Monitor:
                 if frames:
                     raise BootFailed("the guest spoke before it was ready")
         except TimeoutError:
-            raise BootFailed(f"the guest did not answer within kernelBootTimeout "
-                             f"({self.boot_timeout:.0f} s)") from None
+            raise BootFailed(
+                f"the guest did not answer within kernelBootTimeout ({self.boot_timeout:.0f} s)"
+            ) from None
         self.port.settimeout(None)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         listener.bind(str(self.runtime_dir / SOCKET_NAME))
