@@ -77,6 +77,45 @@ def install_command(
     pre_release: bool,
     prompt_before_exit: bool,
 ) -> int:
+    # --pre-release is accepted and unused, as in wsl.exe (it concerns WSL's own package).
+    try:
+        return _install(
+            distro,
+            distribution,
+            name,
+            location,
+            version,
+            from_file,
+            no_launch,
+            web_download,
+            no_distribution,
+            legacy,
+            enable_wsl1,
+            vhd_size,
+            fixed_vhd,
+        )
+    finally:
+        if prompt_before_exit:
+            from pywsl.cli.key_prompt import prompt_for_key_press
+
+            prompt_for_key_press()
+
+
+def _install(
+    distro: str | None,
+    distribution: str | None,
+    name: str | None,
+    location: str | None,
+    version: str | None,
+    from_file: str | None,
+    no_launch: bool,
+    web_download: bool,
+    no_distribution: bool,
+    legacy: bool,
+    enable_wsl1: bool,
+    vhd_size: str | None,
+    fixed_vhd: bool,
+) -> int:
     target = distribution if distribution is not None else distro
     _check(target, from_file, no_distribution, vhd_size, fixed_vhd, enable_wsl1, version)
     if no_distribution:
