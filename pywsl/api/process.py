@@ -259,6 +259,10 @@ def _console_size(streams: Sequence[_Stream]) -> tuple[int, int] | None:
     return None
 
 
+# An event handler gets (readable, writable) for its descriptor.
+_EventHandler = Callable[[bool, bool], None]
+
+
 class _Pump:
     """Pending bytes on their way from one descriptor to another."""
 
@@ -538,8 +542,9 @@ class LxProcess:
             poller = select.poll()
             for fd, events in self._interest(capture, wake_read).items():
                 poller.register(fd, events)
+            routes = self._routes(wake_read, received)
             for fd, events in poller.poll(timeout_ms):
-                self._dispatch(fd, events, wake_read, received)
+                _dispatch(routes.get(fd, ()), events)
             if self._to_relay.source_done and not self._to_relay.pending and not self._input_shut:
                 self._shutdown_console_input()
             if deadline is not None and time.monotonic() >= deadline:
@@ -577,41 +582,66 @@ class LxProcess:
                 want(fd, select.POLLIN)
         return interest
 
-    def _dispatch(self, fd: int, events: int, wake_read: int, received: list[int]) -> None:
-        readable = bool(events & (select.POLLIN | select.POLLHUP | select.POLLERR))
-        writable = bool(events & (select.POLLOUT | select.POLLHUP | select.POLLERR))
-        if fd == wake_read:
-            with contextlib.suppress(OSError):
-                os.read(wake_read, 256)
-            while received:
-                number = received.pop(0)
-                if number == signal.SIGWINCH:
-                    self._send_window_size()
-                else:
-                    self.send_signal(number)
-            return
-        if fd == self._exit.fileno() and readable and not self._exit_done:
-            self._read_exit_status()
+    def _routes(self, wake_read: int, received: list[int]) -> dict[int, list[_EventHandler]]:
+        """Which handlers an event on each descriptor goes to, in order (each checks its own state)."""
+        routes: dict[int, list[_EventHandler]] = {}
+
+        def route(fd: int | None, handler: _EventHandler) -> None:
+            if fd is not None:
+                routes.setdefault(fd, []).append(handler)
+
+        route(wake_read, lambda readable, writable: self._on_wake(wake_read, received))
+        route(self._exit.fileno(), self._on_exit_channel)
         if self._console_in is not None:
-            if fd == self._terminal_in:
-                if readable and self._to_relay.room and not self._status_received:
-                    _read_into(fd, self._to_relay)
-                if writable and self._echo.pending:
-                    _write_from(fd, self._echo)
-            if fd == self._console_in:
-                if readable and self._echo.room:
-                    _read_into(fd, self._echo)
-                if writable and self._to_relay.pending:
-                    _write_from(fd, self._to_relay)
+            route(self._terminal_in, self._on_terminal_in)
+            route(self._console_in, self._on_console_in)
         for sock, terminal in self._console_out:
-            pump = self._outputs[sock]
-            if fd == sock and readable and pump.room:
-                _read_into(sock, pump)
-            if fd == terminal and writable and pump.pending:
-                _write_from(terminal, pump)
-        if fd in self._capturing and readable:
-            self._read_captured(fd)
-        if self.stdin is not None and not self.stdin.closed and fd == self.stdin.fileno() and writable:
+            route(sock, _pump_source_handler(sock, self._outputs[sock]))
+            route(terminal, _pump_sink_handler(terminal, self._outputs[sock]))
+        for fd in self._capturing:
+            route(fd, self._captured_handler(fd))
+        if self.stdin is not None and not self.stdin.closed:
+            route(self.stdin.fileno(), self._on_stdin)
+        return routes
+
+    def _on_wake(self, wake_read: int, received: list[int]) -> None:
+        """A forwarded signal arrived: SIGWINCH sends the window size, the others go to the process."""
+        with contextlib.suppress(OSError):
+            os.read(wake_read, 256)
+        while received:
+            number = received.pop(0)
+            if number == signal.SIGWINCH:
+                self._send_window_size()
+            else:
+                self.send_signal(number)
+
+    def _on_exit_channel(self, readable: bool, writable: bool) -> None:
+        if readable and not self._exit_done:
+            self._read_exit_status()
+
+    def _on_terminal_in(self, readable: bool, writable: bool) -> None:
+        assert self._terminal_in is not None
+        if readable and self._to_relay.room and not self._status_received:
+            _read_into(self._terminal_in, self._to_relay)
+        if writable and self._echo.pending:
+            _write_from(self._terminal_in, self._echo)
+
+    def _on_console_in(self, readable: bool, writable: bool) -> None:
+        assert self._console_in is not None
+        if readable and self._echo.room:
+            _read_into(self._console_in, self._echo)
+        if writable and self._to_relay.pending:
+            _write_from(self._console_in, self._to_relay)
+
+    def _captured_handler(self, fd: int) -> _EventHandler:
+        def handle(readable: bool, writable: bool) -> None:
+            if fd in self._capturing and readable:
+                self._read_captured(fd)
+
+        return handle
+
+    def _on_stdin(self, readable: bool, writable: bool) -> None:
+        if self.stdin is not None and not self.stdin.closed and writable:
             self._write_input()
 
     def _shutdown_console_input(self) -> None:
@@ -664,6 +694,34 @@ class LxProcess:
         self._status_received = True
         with contextlib.suppress(OSError, ProtocolError):
             self._exit.send(data)
+
+
+def _dispatch(handlers: Sequence[_EventHandler], events: int) -> None:
+    """One poll event to the handlers of its descriptor, as (readable, writable)."""
+    readable = bool(events & (select.POLLIN | select.POLLHUP | select.POLLERR))
+    writable = bool(events & (select.POLLOUT | select.POLLHUP | select.POLLERR))
+    for handler in handlers:
+        handler(readable, writable)
+
+
+def _pump_source_handler(fd: int, pump: _Pump) -> _EventHandler:
+    """Reads ``fd`` into ``pump`` while the pump has room."""
+
+    def handle(readable: bool, writable: bool) -> None:
+        if readable and pump.room:
+            _read_into(fd, pump)
+
+    return handle
+
+
+def _pump_sink_handler(fd: int, pump: _Pump) -> _EventHandler:
+    """Writes what ``pump`` holds to ``fd``."""
+
+    def handle(readable: bool, writable: bool) -> None:
+        if writable and pump.pending:
+            _write_from(fd, pump)
+
+    return handle
 
 
 def _read_into(fd: int, pump: _Pump) -> None:

@@ -15,7 +15,7 @@ import math
 import types
 import typing
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import PurePath
 from typing import Any
 
@@ -64,36 +64,9 @@ def encode_value(value: Any) -> Any:
 
 def decode_value(annotation: Any, value: Any) -> Any:
     """The inverse of ``encode_value`` for a declared type; ValueError on a mismatch."""
-    origin = typing.get_origin(annotation)
-    if origin is typing.Union or origin is types.UnionType:
-        arguments = typing.get_args(annotation)
-        if value is None and type(None) in arguments:
-            return None
-        errors = []
-        for argument in arguments:
-            if argument is type(None):
-                continue
-            try:
-                return decode_value(argument, value)
-            except ValueError as error:
-                errors.append(str(error))
-        raise ValueError("; ".join(errors) or "no matching type")
-    if origin in (list, Sequence, tuple):
-        if not isinstance(value, list):
-            raise ValueError(f"expected a list, got {type(value).__name__}")
-        arguments = typing.get_args(annotation)
-        if origin is tuple and arguments and arguments[-1] is not Ellipsis:
-            if len(arguments) != len(value):
-                raise ValueError(f"expected {len(arguments)} items")
-            return tuple(decode_value(a, v) for a, v in zip(arguments, value, strict=True))
-        inner = arguments[0] if arguments else Any
-        items = [decode_value(inner, item) for item in value]
-        return tuple(items) if origin is tuple else items
-    if origin in (dict, Mapping):
-        if not isinstance(value, dict):
-            raise ValueError(f"expected an object, got {type(value).__name__}")
-        key_type, item_type = typing.get_args(annotation) or (Any, Any)
-        return {decode_value(key_type, k): decode_value(item_type, v) for k, v in value.items()}
+    generic = _GENERIC_DECODERS.get(typing.get_origin(annotation))
+    if generic is not None:
+        return generic(annotation, value)
     if annotation is Any:
         return value
     if annotation is type(None):
@@ -105,7 +78,95 @@ def decode_value(annotation: Any, value: Any) -> Any:
     return _decode_class(annotation, value)
 
 
+def _decode_union(annotation: Any, value: Any) -> Any:
+    """The first member of the union that takes the value (None for an optional's null)."""
+    arguments = typing.get_args(annotation)
+    if value is None and type(None) in arguments:
+        return None
+    errors = []
+    for argument in arguments:
+        if argument is type(None):
+            continue
+        try:
+            return decode_value(argument, value)
+        except ValueError as error:
+            errors.append(str(error))
+    raise ValueError("; ".join(errors) or "no matching type")
+
+
+def _decode_sequence(annotation: Any, value: Any) -> Any:
+    """A JSON list as ``list[T]``, ``Sequence[T]``, ``tuple[T, ...]`` or a fixed-length tuple."""
+    origin = typing.get_origin(annotation)
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list, got {type(value).__name__}")
+    arguments = typing.get_args(annotation)
+    if origin is tuple and arguments and arguments[-1] is not Ellipsis:
+        if len(arguments) != len(value):
+            raise ValueError(f"expected {len(arguments)} items")
+        return tuple(decode_value(a, v) for a, v in zip(arguments, value, strict=True))
+    inner = arguments[0] if arguments else Any
+    items = [decode_value(inner, item) for item in value]
+    return tuple(items) if origin is tuple else items
+
+
+def _decode_mapping(annotation: Any, value: Any) -> Any:
+    """A JSON object as ``dict[K, V]`` or ``Mapping[K, V]``."""
+    if not isinstance(value, dict):
+        raise ValueError(f"expected an object, got {type(value).__name__}")
+    key_type, item_type = typing.get_args(annotation) or (Any, Any)
+    return {decode_value(key_type, k): decode_value(item_type, v) for k, v in value.items()}
+
+
+# The decoder of each generic type's origin (``typing.get_origin`` of the annotation).
+_GENERIC_DECODERS: dict[Any, Callable[[Any, Any], Any]] = {
+    typing.Union: _decode_union,
+    types.UnionType: _decode_union,
+    list: _decode_sequence,
+    Sequence: _decode_sequence,
+    tuple: _decode_sequence,
+    dict: _decode_mapping,
+    Mapping: _decode_mapping,
+}
+
+
+def _decode_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("expected a boolean")
+    return value
+
+
+def _decode_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("expected an integer")
+    return value
+
+
+def _decode_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("expected a number")
+    return float(value)
+
+
+def _decode_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+# The decoder of each plain class that is taken as it is (no subclasses).
+_SCALAR_DECODERS: dict[type, Callable[[Any], Any]] = {
+    bool: _decode_bool,
+    int: _decode_int,
+    float: _decode_float,
+    str: _decode_str,
+    uuid.UUID: decode_uuid,
+}
+
+
 def _decode_class(cls: type, value: Any) -> Any:
+    scalar = _SCALAR_DECODERS.get(cls)
+    if scalar is not None:
+        return scalar(value)
     if dataclasses.is_dataclass(cls):
         return decode_dataclass(cls, value)
     if issubclass(cls, enum.Enum):
@@ -113,28 +174,10 @@ def _decode_class(cls: type, value: Any) -> Any:
             return cls(value)
         except ValueError:
             raise ValueError(f"{value!r} is not a {cls.__name__}") from None
-    if cls is uuid.UUID:
-        return decode_uuid(value)
     if issubclass(cls, PurePath):
         if not isinstance(value, str):
             raise ValueError("expected a path string")
         return cls(value)
-    if cls is bool:
-        if not isinstance(value, bool):
-            raise ValueError("expected a boolean")
-        return value
-    if cls is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError("expected an integer")
-        return value
-    if cls is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError("expected a number")
-        return float(value)
-    if cls is str:
-        if not isinstance(value, str):
-            raise ValueError("expected a string")
-        return value
     raise ValueError(f"cannot decode into {cls.__name__}")
 
 

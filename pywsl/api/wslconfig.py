@@ -251,41 +251,45 @@ def _host_memory() -> int | None:
         return None
 
 
+def _convert_path(text: str, home: Path | None) -> Path | None:
+    """An absolute path; a leading ``~`` is the user's home."""
+    value = text.strip()
+    if value.startswith("~") and home is not None and (len(value) == 1 or value[1] == "/"):
+        value = str(home) + value[1:]
+    return Path(value) if value and os.path.isabs(value) else None
+
+
+def _convert_backend(text: str, home: Path | None) -> str | None:
+    value = text.strip().lower()
+    return value if value in BACKENDS else None
+
+
+# How the text of a setting of each kind becomes its value (None: it does not parse); a kind
+# that is not here (STRING) keeps its text.
+_CONVERTERS: dict[Kind, Callable[[str, Path | None], Any]] = {
+    Kind.BOOL: lambda text, home: parse_bool(text),
+    Kind.INT: lambda text, home: parse_int(text),
+    Kind.MEMORY: lambda text, home: parse_memory_string(text),
+    Kind.NETWORKING_MODE: lambda text, home: _NETWORKING_MODES.get(text.strip().lower()),
+    Kind.MEMORY_RECLAIM: lambda text, home: _AUTO_MEMORY_RECLAIM.get(text.strip().lower()),
+    Kind.BACKEND: _convert_backend,
+    Kind.PATH: _convert_path,
+}
+
+
 def _convert(kind: Kind, text: str, home: Path | None) -> Any:
     """The value of one setting, or None when it does not parse as `kind`."""
-    if kind is Kind.BOOL:
-        return parse_bool(text)
-    if kind is Kind.INT:
-        return parse_int(text)
-    if kind is Kind.MEMORY:
-        return parse_memory_string(text)
-    if kind is Kind.NETWORKING_MODE:
-        return _NETWORKING_MODES.get(text.strip().lower())
-    if kind is Kind.MEMORY_RECLAIM:
-        return _AUTO_MEMORY_RECLAIM.get(text.strip().lower())
-    if kind is Kind.BACKEND:
-        return text.strip().lower() if text.strip().lower() in BACKENDS else None
-    if kind is Kind.PATH:
-        value = text.strip()
-        if value.startswith("~") and home is not None and (len(value) == 1 or value[1] == "/"):
-            value = str(home) + value[1:]
-        return Path(value) if value and os.path.isabs(value) else None
-    return text
+    converter = _CONVERTERS.get(kind)
+    return text if converter is None else converter(text, home)
 
 
-def parse_wslconfig(
-    text: str,
-    source: str = "wslconfig",
-    *,
-    home: Path | None = None,
-    host_memory: int | None = None,
-    host_cpus: int | None = None,
-) -> WslConfig:
-    """Parse the text of a .wslconfig; never raises for bad content (warnings instead)."""
-    sections, warnings = parse_config(text, source)
+def _read_values(
+    sections: Mapping[str, Mapping[str, ConfigValue]], source: str, home: Path | None, warnings: list[str]
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The known settings by "section.key" and, for each one this host cannot honour, its key
+    and warning; a warning in `warnings` for each unknown key and each value that does not parse."""
     values: dict[str, Any] = {}
-    ignored: list[str] = []
-    ignored_keys: list[str] = []
+    ignored: list[tuple[str, str]] = []
     for section_name, entries in sections.items():
         known = _LOOKUP.get(section_name)
         for entry in entries.values():
@@ -300,11 +304,53 @@ def parse_wslconfig(
                 continue
             values[f"{section_name}.{canonical}"] = value
             if f"{section_name}.{canonical}" not in HONOURED_KEYS:
-                ignored_keys.append(f"{section_name}.{canonical}")
                 ignored.append(
-                    f"Ignored key '{entry.section}.{entry.key}' in {source}:{entry.line}: "
-                    "this host cannot honour it"
+                    (
+                        f"{section_name}.{canonical}",
+                        f"Ignored key '{entry.section}.{entry.key}' in {source}:{entry.line}: "
+                        "this host cannot honour it",
+                    )
                 )
+    return values, ignored
+
+
+def _limit_memory(memory: int | None, total: int | None, source: str, warnings: list[str]) -> int | None:
+    """`wsl2.memory` raised to the minimum and lowered to the host's memory."""
+    if memory is None:
+        return None
+    if memory < MIN_MEMORY_BYTES:
+        warnings.append(f"{source}: wsl2.memory: {memory} bytes is below the minimum of 256MB; using 256MB")
+        return MIN_MEMORY_BYTES
+    if total and memory > total:
+        warnings.append(f"{source}: wsl2.memory: more than the host's memory; using {total} bytes")
+        return total
+    return memory
+
+
+def _limit_processors(
+    processors: int | None, cpus: int | None, source: str, warnings: list[str]
+) -> int | None:
+    """`wsl2.processors` lowered to the host's logical processors."""
+    if processors is not None and cpus and processors > cpus:
+        warnings.append(
+            f"{source}: wsl2.processors: {processors} is more than the {cpus} logical "
+            f"processors of this machine; using {cpus}"
+        )
+        return cpus
+    return processors
+
+
+def parse_wslconfig(
+    text: str,
+    source: str = "wslconfig",
+    *,
+    home: Path | None = None,
+    host_memory: int | None = None,
+    host_cpus: int | None = None,
+) -> WslConfig:
+    """Parse the text of a .wslconfig; never raises for bad content (warnings instead)."""
+    sections, warnings = parse_config(text, source)
+    values, ignored_keys = _read_values(sections, source, home, warnings)
 
     def take(key: str, check: Callable[[Any], str | None] | None = None) -> Any:
         value = values.get(key)
@@ -318,23 +364,10 @@ def parse_wslconfig(
 
     memory = take("wsl2.memory", lambda v: "must not be 0" if v <= 0 else None)
     total = host_memory if host_memory is not None else _host_memory()
-    if memory is not None:
-        if memory < MIN_MEMORY_BYTES:
-            warnings.append(
-                f"{source}: wsl2.memory: {memory} bytes is below the minimum of 256MB; using 256MB"
-            )
-            memory = MIN_MEMORY_BYTES
-        elif total and memory > total:
-            warnings.append(f"{source}: wsl2.memory: more than the host's memory; using {total} bytes")
-            memory = total
+    memory = _limit_memory(memory, total, source, warnings)
     processors = take("wsl2.processors", lambda v: "must be at least 1" if v < 1 else None)
     cpus = host_cpus if host_cpus is not None else os.cpu_count()
-    if processors is not None and cpus and processors > cpus:
-        warnings.append(
-            f"{source}: wsl2.processors: {processors} is more than the {cpus} logical "
-            f"processors of this machine; using {cpus}"
-        )
-        processors = cpus
+    processors = _limit_processors(processors, cpus, source, warnings)
 
     swap = take("wsl2.swap", lambda v: "must not be negative" if v < 0 else None)
 
@@ -344,8 +377,8 @@ def parse_wslconfig(
     networking = values.get("wsl2.networkingMode") or values.get("experimental.networkingMode") or "Nat"
     install_path = take("general.distributionInstallPath")
     backend = values.get("pywsl.backend", "namespaces")
-    if backend == "qemu":
-        ignored = [text for key, text in zip(ignored_keys, ignored, strict=True) if key not in QEMU_KEYS]
+    # The qemu backend honours the keys of its own VM.
+    ignored = [text for key, text in ignored_keys if backend != "qemu" or key not in QEMU_KEYS]
     return WslConfig(
         memory_bytes=memory,
         processors=processors,

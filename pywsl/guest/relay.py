@@ -22,9 +22,8 @@ terminal-control channel and the exit channel.
   (a deliberate difference from WSL's raw wait status). After the client's echo of those bytes
   the stdio sockets are shut down; the relay keeps reaping until no descendant is left.
 
-The child side resolves the user from the distribution's ``/etc/passwd`` and ``/etc/group``,
-builds the environment, takes the terminal as its controlling terminal, drops privileges and
-executes the program with ``execvpe`` semantics; no descriptor but 0, 1 and 2 survives into it.
+The child side, from fork to exec (user, environment, working directory, ``execvpe``), is
+``relay_child``; ``LaunchRequest`` and ``RelayContext`` are defined there and re-exported here.
 Everything here is imported before the guest enters the distribution: nothing is imported later.
 """
 
@@ -40,28 +39,16 @@ import signal
 import socket
 import struct
 import termios
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import NoReturn
 
-from pywsl.guest import devices, forking, gui, syscalls
-from pywsl.guest.environment import (
-    DEFAULT_PATH,
-    HOST_DIRECTORY_PREFIX,
-    UserNotFound,
-    build_environment,
-    resolve_program,
-    resolve_user,
-    resolve_working_directory,
-    translate_host_directory,
-)
-from pywsl.guest.interop_init import InteropSettings, launch_environment
-from pywsl.guest.locale_conf import read_language_at
-from pywsl.guest.users import PasswdEntry, UserDatabase
+from pywsl.guest import forking, syscalls
+from pywsl.guest.relay_child import LaunchRequest, RelayContext, run_child
 from pywsl.wire import schema
 from pywsl.wire.channel import MessageChannel
-from pywsl.wire.constants import LX_INIT_TTY_LIMIT, LX_INIT_USER_NOT_FOUND
-from pywsl.wire.enums import CREATE_PROCESS_SHELL_OPTIONS, LX_INIT_CREATE_PROCESS_FLAGS, LX_MESSAGE_TYPE
+from pywsl.wire.constants import LX_INIT_TTY_LIMIT
+from pywsl.wire.enums import LX_MESSAGE_TYPE
 from pywsl.wire.errors import ChannelClosed, ProtocolError
 
 __all__ = [
@@ -92,70 +79,8 @@ _SIGNAL_PROCESS = schema("PYWSL_SIGNAL_PROCESS")
 _WINDOW_SIZE_TYPE = int(LX_MESSAGE_TYPE.LxInitMessageWindowSizeChanged)
 _SIGNAL_PROCESS_TYPE = int(_SIGNAL_PROCESS.message_type or 0)
 
-_CONSOLE_FLAGS = (
-    LX_INIT_CREATE_PROCESS_FLAGS.LxInitCreateProcessFlagsStdInConsole,
-    LX_INIT_CREATE_PROCESS_FLAGS.LxInitCreateProcessFlagsStdOutConsole,
-    LX_INIT_CREATE_PROCESS_FLAGS.LxInitCreateProcessFlagsStdErrConsole,
-)
-# The exit code of a child that could not run its program or could not be set up (WSL's
-# FATAL_ERROR after a failed execvpe): a shell's 127 only comes from a shell.
-_EXIT_SETUP_FAILED = 1
 # A control character set to this is disabled (_POSIX_VDISABLE).
 _DISABLED_CHARACTER = b"\0"
-
-
-@dataclass(frozen=True)
-class LaunchRequest:
-    """The fields of ``LX_INIT_CREATE_PROCESS_UTILITY_VM`` the relay uses."""
-
-    filename: str
-    cwd: str
-    command_line: tuple[str, ...]
-    environment: tuple[str, ...]
-    username: str
-    default_uid: int
-    login: bool
-    console: tuple[bool, bool, bool]
-    rows: int
-    columns: int
-    nt_path: str = ""  # the caller's host PATH (NtPath), appended as host PATH folders
-    host_environment: tuple[str, ...] = ()  # NtEnvironment: what the host checked (GUI sockets)
-
-    @classmethod
-    def from_message(cls, message: Any) -> LaunchRequest:
-        """Decode a parsed ``LX_INIT_CREATE_PROCESS_UTILITY_VM``."""
-        common = message.Common
-        flags = int(common.Flags)
-        return cls(
-            filename=common.Filename or "",
-            cwd=common.CurrentWorkingDirectory or "",
-            command_line=tuple(common.CommandLine or ()),
-            environment=tuple(common.Environment or ()),
-            username=common.Username or "",
-            default_uid=int(common.DefaultUid),
-            login=bool(int(common.ShellOptions) & CREATE_PROCESS_SHELL_OPTIONS.ShellOptionsLogin),
-            console=(
-                bool(flags & _CONSOLE_FLAGS[0]),
-                bool(flags & _CONSOLE_FLAGS[1]),
-                bool(flags & _CONSOLE_FLAGS[2]),
-            ),
-            rows=int(message.Rows),
-            columns=int(message.Columns),
-            nt_path=common.NtPath or "",
-            host_environment=tuple(common.NtEnvironment or ()),
-        )
-
-
-@dataclass(frozen=True)
-class RelayContext:
-    """What the relay knows about its distribution (from init, through the session leader)."""
-
-    distribution_name: str
-    default_user: str | None = None  # wsl.conf [user] default
-    fallback_uid: int | None = None  # tried after the request's DefaultUid
-    etc_root: str = "/"  # where etc/passwd and etc/group are read from
-    host_mount_point: str | None = None  # where the host is mounted (None: [automount] disabled)
-    interop: InteropSettings | None = None  # [interop] (None: off)
 
 
 @dataclass(frozen=True)
@@ -222,161 +147,6 @@ def _shutdown(fd: int, how: int) -> None:
             sock.shutdown(how)
     finally:
         sock.detach()
-
-
-# -- the child: from fork to exec ---------------------------------------------------------------------
-
-
-def _reset_signals() -> None:
-    """Default dispositions and an empty mask, as a freshly exec'd program expects."""
-    signal.set_wakeup_fd(-1)
-    for number in signal.valid_signals():
-        if number in (signal.SIGKILL, signal.SIGSTOP):
-            continue
-        with contextlib.suppress(OSError, ValueError):
-            signal.signal(number, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
-
-
-def _write_error(message: str) -> None:
-    with contextlib.suppress(OSError):
-        os.write(2, f"pywsl: {message}\n".encode(errors="replace"))
-
-
-def _write_warning(message: str) -> None:
-    """A warning of the process's set-up, as WSL's relay prints the warnings it collected."""
-    with contextlib.suppress(OSError):
-        os.write(2, f"wsl: {message}\n".encode(errors="replace"))
-
-
-def _install_stdio(sources: Sequence[int]) -> None:
-    """Make ``sources`` the process's fds 0, 1 and 2 and close everything else."""
-    lifted = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in sources]
-    for target, fd in enumerate(lifted):
-        os.dup2(fd, target, inheritable=True)
-    os.closerange(3, 0x7FFFFFFF)
-
-
-def _drop_privileges(database: UserDatabase, user: PasswdEntry) -> None:
-    """initgroups + setgid + setuid."""
-    groups = database.group_list(user)
-    try:
-        os.setgroups(groups)
-    except PermissionError:
-        # A user namespace with setgroups denied: fine as long as nothing changes identity.
-        if user.uid != os.geteuid() or user.gid != os.getegid():
-            raise
-    os.setgid(user.gid)
-    os.setuid(user.uid)
-
-
-def _execvpe(file: str, argv: list[str], environment: dict[str, str]) -> int:
-    """``execvpe``: search PATH (the child's own) unless ``file`` has a slash; returns the exit code."""
-    if "/" in file:
-        candidates = [file]
-    else:
-        search = environment.get("PATH", DEFAULT_PATH)
-        candidates = [os.path.join(directory or ".", file) for directory in search.split(":")]
-    failure: OSError | None = None
-    for candidate in candidates:
-        try:
-            os.execve(candidate, argv, environment)
-        except OSError as error:
-            if error.errno == errno.ENOEXEC:
-                # A script without a #! line: run it with the shell, like execvp does.
-                try:
-                    os.execve("/bin/sh", ["/bin/sh", candidate, *argv[1:]], environment)
-                except OSError as shell_error:
-                    error = shell_error
-            if error.errno in (errno.ENOENT, errno.ENOTDIR, errno.ESTALE, errno.ENODEV, errno.ETIMEDOUT):
-                failure = failure or error
-                continue
-            if error.errno == errno.EACCES:
-                failure = error if failure is None or failure.errno != errno.EACCES else failure
-                continue
-            failure = error
-            break
-    assert failure is not None
-    _write_error(f"execvpe({file}) failed: {os.strerror(failure.errno or 0)}")
-    return _EXIT_SETUP_FAILED
-
-
-def _enter_working_directory(cwd: str, home: str, host_mount_point: str | None) -> None:
-    """chdir as the user: a host directory through the automount root, else home (with WSL's
-    "Failed to translate" warning when automount is enabled); a Linux path or ~ as given."""
-    host_directory = translate_host_directory(cwd, host_mount_point)
-    if host_directory is not None:
-        try:
-            os.chdir(host_directory)
-            return
-        except OSError:
-            pass
-    if cwd.startswith(HOST_DIRECTORY_PREFIX):
-        if host_mount_point is not None:
-            _write_warning(f"Failed to translate '{cwd[len(HOST_DIRECTORY_PREFIX) :]}'")
-        cwd = ""
-    try:
-        os.chdir(resolve_working_directory(cwd, home))
-    except (OSError, ValueError) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-        _write_error(f"cannot change to directory {cwd or home!r}: {reason}; starting in /")
-        with contextlib.suppress(OSError):
-            os.chdir("/")
-
-
-def _start_child(
-    request: LaunchRequest, context: RelayContext, stdio: Sequence[int], terminal: int | None
-) -> int:
-    """Everything between fork and exec; returns the exit code when exec did not happen."""
-    _reset_signals()
-    os.setsid()
-    database = UserDatabase(context.etc_root)
-    try:
-        user = resolve_user(
-            database,
-            request.username,
-            default_user=context.default_user,
-            default_uid=request.default_uid,
-            fallback_uid=context.fallback_uid,
-        )
-    except UserNotFound:
-        return LX_INIT_USER_NOT_FOUND
-    if terminal is not None:
-        fcntl.ioctl(terminal, termios.TIOCSCTTY, 0)
-        tty_group = database.group_by_name("tty")
-        with contextlib.suppress(OSError):
-            os.fchown(terminal, user.uid, tty_group.gid if tty_group is not None else -1)
-            os.fchmod(terminal, 0o620)
-    _install_stdio(stdio)
-    environment = build_environment(
-        request.environment,
-        user,
-        distribution_name=context.distribution_name,
-        hostname=os.uname().nodename,
-        language=read_language_at(context.etc_root),
-    )
-    # As the distribution's root: the host PATH folders are made or refreshed before the user runs.
-    environment = launch_environment(environment, context.interop, request.nt_path, context.host_mount_point)
-    environment["PATH"] = devices.launch_path(environment.get("PATH", ""))  # GPU tools (nvidia-smi)
-    shared, problems = gui.prepare(request.host_environment, user.uid, user.gid)  # the caller's display
-    environment.update(shared)
-    for problem in problems:
-        _write_warning(f"GUI: {problem}")
-    program = resolve_program(request.filename, request.command_line, user, login=request.login)
-    _drop_privileges(database, user)
-    _enter_working_directory(request.cwd, user.home, context.host_mount_point)
-    return _execvpe(program.file, program.argv, environment)
-
-
-def _child_main(
-    request: LaunchRequest, context: RelayContext, stdio: Sequence[int], terminal: int | None
-) -> NoReturn:
-    code = _EXIT_SETUP_FAILED
-    try:
-        code = _start_child(request, context, stdio, terminal)
-    except BaseException as error:
-        _write_error(f"cannot start the process: {error}")
-    os._exit(code)
 
 
 # -- the relay ----------------------------------------------------------------------------------------
@@ -449,7 +219,7 @@ class _Relay:
         ]
         pid = os.fork()
         if pid == 0:
-            _child_main(self.request, context, stdio, terminal)
+            run_child(self.request, context, stdio, terminal)
         self.child_pid = pid
         _close(terminal)
         for fd in self.passed_stdio:
@@ -498,28 +268,41 @@ class _Relay:
         return interest
 
     def _dispatch(self, fd: int, events: int) -> None:
+        """One poll event to the handler of each role the descriptor has now (see ``_ROUTES``)."""
         readable = bool(events & (select.POLLIN | select.POLLHUP | select.POLLERR))
         writable = bool(events & (select.POLLOUT | select.POLLHUP | select.POLLERR))
-        if fd == self.wake_read:
-            with contextlib.suppress(OSError):
-                while os.read(self.wake_read, 256):
-                    pass
-            self._reap()
-            return
-        if fd == self.master:
-            if readable:
-                self._read_master()
-                self._write_output()  # most of the time the socket takes it right away
-            if writable and self.master is not None:
-                self._write_master()
-        if self.control is not None and fd == self.control.fileno() and readable:
+        for descriptor_of, handler in _ROUTES:
+            if descriptor_of(self) == fd:
+                handler(self, readable, writable)
+
+    def _on_wake(self, readable: bool, writable: bool) -> None:
+        """A signal woke the loop (SIGCHLD): empty the wakeup pipe and reap."""
+        with contextlib.suppress(OSError):
+            while os.read(self.wake_read, 256):
+                pass
+        self._reap()
+
+    def _on_master(self, readable: bool, writable: bool) -> None:
+        if readable:
+            self._read_master()
+            self._write_output()  # most of the time the socket takes it right away
+        if writable and self.master is not None:
+            self._write_master()
+
+    def _on_control(self, readable: bool, writable: bool) -> None:
+        if readable:
             self._read_control()
-        if self.exit is not None and fd == self.exit.fileno() and readable and self.status_sent:
+
+    def _on_exit_channel(self, readable: bool, writable: bool) -> None:
+        if readable and self.status_sent:
             self._read_echo()
-        room = len(self.input_pending) < _PENDING_LIMIT
-        if fd == self.input_fd and readable and not self.input_eof and room:
+
+    def _on_input(self, readable: bool, writable: bool) -> None:
+        if readable and not self.input_eof and len(self.input_pending) < _PENDING_LIMIT:
             self._read_input()
-        if fd == self.output_fd and writable and self.output_pending:
+
+    def _on_output(self, readable: bool, writable: bool) -> None:
+        if writable and self.output_pending:
             self._write_output()
 
     def _after_events(self) -> None:
@@ -690,17 +473,22 @@ class _Relay:
         for fd in fds:
             _close(fd)
         message_type = struct.unpack_from("<I", data)[0]
+        handler = _CONTROL_HANDLERS.get(message_type)
+        if handler is None:
+            _log(f"control channel: ignoring a message of type {message_type}")
+            return
         try:
-            if message_type == _WINDOW_SIZE_TYPE:
-                size = _WINDOW_SIZE_CHANGED.parse(data)
-                if self.master is not None:
-                    _set_window_size(self.master, int(size.Rows), int(size.Columns))
-            elif message_type == _SIGNAL_PROCESS_TYPE:
-                self._signal(int(_SIGNAL_PROCESS.parse(data).Signal))
-            else:
-                _log(f"control channel: ignoring a message of type {message_type}")
+            handler(self, data)
         except (ProtocolError, OSError) as error:
             _log(f"control channel: {error}")
+
+    def _on_window_size_changed(self, data: bytes) -> None:
+        size = _WINDOW_SIZE_CHANGED.parse(data)
+        if self.master is not None:
+            _set_window_size(self.master, int(size.Rows), int(size.Columns))
+
+    def _on_signal_process(self, data: bytes) -> None:
+        self._signal(int(_SIGNAL_PROCESS.parse(data).Signal))
 
     def _signal(self, number: int) -> None:
         if not 0 < number < signal.NSIG:
@@ -782,6 +570,24 @@ class _Relay:
         signal.set_wakeup_fd(-1)
         _close(self.wake_read)
         _close(self.wake_write)
+
+
+# Each role a descriptor can have in the loop (the descriptor it is now, None when none) and the
+# handler of an event on it, as (readable, writable); a descriptor with two roles (the stdin
+# socket that also takes the output) gets both handlers, in this order.
+_ROUTES: tuple[tuple[Callable[[_Relay], int | None], Callable[[_Relay, bool, bool], None]], ...] = (
+    (lambda relay: relay.wake_read, _Relay._on_wake),
+    (lambda relay: relay.master, _Relay._on_master),
+    (lambda relay: relay.control.fileno() if relay.control is not None else None, _Relay._on_control),
+    (lambda relay: relay.exit.fileno() if relay.exit is not None else None, _Relay._on_exit_channel),
+    (lambda relay: relay.input_fd, _Relay._on_input),
+    (lambda relay: relay.output_fd, _Relay._on_output),
+)
+# The handler of each message type of the control channel.
+_CONTROL_HANDLERS: dict[int, Callable[[_Relay, bytes], None]] = {
+    _WINDOW_SIZE_TYPE: _Relay._on_window_size_changed,
+    _SIGNAL_PROCESS_TYPE: _Relay._on_signal_process,
+}
 
 
 def _ignore_signal(number: int, frame: object) -> None:

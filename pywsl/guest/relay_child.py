@@ -1,0 +1,258 @@
+"""The relay's child, from fork to exec: the launched Linux process before its program runs.
+
+The relay forks one child per ``CreateProcessUtilityVm`` (wsl-reference §4.3 step 7). The child
+starts a new session, resolves the user from the distribution's ``/etc/passwd`` and
+``/etc/group``, takes the terminal (if any) as its controlling terminal, installs the std streams
+as descriptors 0, 1 and 2 (no other descriptor survives), builds the environment (interop host
+PATH folders, GPU tools, the caller's GUI sockets), drops privileges, enters the working directory
+and executes the program with ``execvpe`` semantics. A failure before the exec is written on the
+child's stderr and ends it with exit code 1 (``LX_INIT_USER_NOT_FOUND`` when the user is unknown).
+Everything here is imported before the guest enters the distribution: nothing is imported later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import signal
+import termios
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from pywsl.guest import devices, gui
+from pywsl.guest.environment import (
+    DEFAULT_PATH,
+    HOST_DIRECTORY_PREFIX,
+    UserNotFound,
+    build_environment,
+    resolve_program,
+    resolve_user,
+    resolve_working_directory,
+    translate_host_directory,
+)
+from pywsl.guest.interop_init import InteropSettings, launch_environment
+from pywsl.guest.locale_conf import read_language_at
+from pywsl.guest.users import PasswdEntry, UserDatabase
+from pywsl.wire.constants import LX_INIT_USER_NOT_FOUND
+from pywsl.wire.enums import CREATE_PROCESS_SHELL_OPTIONS, LX_INIT_CREATE_PROCESS_FLAGS
+
+__all__ = ["LaunchRequest", "RelayContext", "run_child"]
+
+_CONSOLE_FLAGS = (
+    LX_INIT_CREATE_PROCESS_FLAGS.LxInitCreateProcessFlagsStdInConsole,
+    LX_INIT_CREATE_PROCESS_FLAGS.LxInitCreateProcessFlagsStdOutConsole,
+    LX_INIT_CREATE_PROCESS_FLAGS.LxInitCreateProcessFlagsStdErrConsole,
+)
+# The exit code of a child that could not run its program or could not be set up (WSL's
+# FATAL_ERROR after a failed execvpe): a shell's 127 only comes from a shell.
+_EXIT_SETUP_FAILED = 1
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """The fields of ``LX_INIT_CREATE_PROCESS_UTILITY_VM`` the relay uses."""
+
+    filename: str
+    cwd: str
+    command_line: tuple[str, ...]
+    environment: tuple[str, ...]
+    username: str
+    default_uid: int
+    login: bool
+    console: tuple[bool, bool, bool]
+    rows: int
+    columns: int
+    nt_path: str = ""  # the caller's host PATH (NtPath), appended as host PATH folders
+    host_environment: tuple[str, ...] = ()  # NtEnvironment: what the host checked (GUI sockets)
+
+    @classmethod
+    def from_message(cls, message: Any) -> LaunchRequest:
+        """Decode a parsed ``LX_INIT_CREATE_PROCESS_UTILITY_VM``."""
+        common = message.Common
+        flags = int(common.Flags)
+        return cls(
+            filename=common.Filename or "",
+            cwd=common.CurrentWorkingDirectory or "",
+            command_line=tuple(common.CommandLine or ()),
+            environment=tuple(common.Environment or ()),
+            username=common.Username or "",
+            default_uid=int(common.DefaultUid),
+            login=bool(int(common.ShellOptions) & CREATE_PROCESS_SHELL_OPTIONS.ShellOptionsLogin),
+            console=(
+                bool(flags & _CONSOLE_FLAGS[0]),
+                bool(flags & _CONSOLE_FLAGS[1]),
+                bool(flags & _CONSOLE_FLAGS[2]),
+            ),
+            rows=int(message.Rows),
+            columns=int(message.Columns),
+            nt_path=common.NtPath or "",
+            host_environment=tuple(common.NtEnvironment or ()),
+        )
+
+
+@dataclass(frozen=True)
+class RelayContext:
+    """What the relay knows about its distribution (from init, through the session leader)."""
+
+    distribution_name: str
+    default_user: str | None = None  # wsl.conf [user] default
+    fallback_uid: int | None = None  # tried after the request's DefaultUid
+    etc_root: str = "/"  # where etc/passwd and etc/group are read from
+    host_mount_point: str | None = None  # where the host is mounted (None: [automount] disabled)
+    interop: InteropSettings | None = None  # [interop] (None: off)
+
+
+def _reset_signals() -> None:
+    """Default dispositions and an empty mask, as a freshly exec'd program expects."""
+    signal.set_wakeup_fd(-1)
+    for number in signal.valid_signals():
+        if number in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            signal.signal(number, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def _write_error(message: str) -> None:
+    with contextlib.suppress(OSError):
+        os.write(2, f"pywsl: {message}\n".encode(errors="replace"))
+
+
+def _write_warning(message: str) -> None:
+    """A warning of the process's set-up, as WSL's relay prints the warnings it collected."""
+    with contextlib.suppress(OSError):
+        os.write(2, f"wsl: {message}\n".encode(errors="replace"))
+
+
+def _install_stdio(sources: Sequence[int]) -> None:
+    """Make ``sources`` the process's fds 0, 1 and 2 and close everything else."""
+    lifted = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in sources]
+    for target, fd in enumerate(lifted):
+        os.dup2(fd, target, inheritable=True)
+    os.closerange(3, 0x7FFFFFFF)
+
+
+def _drop_privileges(database: UserDatabase, user: PasswdEntry) -> None:
+    """initgroups + setgid + setuid."""
+    groups = database.group_list(user)
+    try:
+        os.setgroups(groups)
+    except PermissionError:
+        # A user namespace with setgroups denied: fine as long as nothing changes identity.
+        if user.uid != os.geteuid() or user.gid != os.getegid():
+            raise
+    os.setgid(user.gid)
+    os.setuid(user.uid)
+
+
+def _execvpe(file: str, argv: list[str], environment: dict[str, str]) -> int:
+    """``execvpe``: search PATH (the child's own) unless ``file`` has a slash; returns the exit code."""
+    if "/" in file:
+        candidates = [file]
+    else:
+        search = environment.get("PATH", DEFAULT_PATH)
+        candidates = [os.path.join(directory or ".", file) for directory in search.split(":")]
+    failure: OSError | None = None
+    for candidate in candidates:
+        try:
+            os.execve(candidate, argv, environment)
+        except OSError as error:
+            if error.errno == errno.ENOEXEC:
+                # A script without a #! line: run it with the shell, like execvp does.
+                try:
+                    os.execve("/bin/sh", ["/bin/sh", candidate, *argv[1:]], environment)
+                except OSError as shell_error:
+                    error = shell_error
+            if error.errno in (errno.ENOENT, errno.ENOTDIR, errno.ESTALE, errno.ENODEV, errno.ETIMEDOUT):
+                failure = failure or error
+                continue
+            if error.errno == errno.EACCES:
+                failure = error if failure is None or failure.errno != errno.EACCES else failure
+                continue
+            failure = error
+            break
+    assert failure is not None
+    _write_error(f"execvpe({file}) failed: {os.strerror(failure.errno or 0)}")
+    return _EXIT_SETUP_FAILED
+
+
+def _enter_working_directory(cwd: str, home: str, host_mount_point: str | None) -> None:
+    """chdir as the user: a host directory through the automount root, else home (with WSL's
+    "Failed to translate" warning when automount is enabled); a Linux path or ~ as given."""
+    host_directory = translate_host_directory(cwd, host_mount_point)
+    if host_directory is not None:
+        try:
+            os.chdir(host_directory)
+            return
+        except OSError:
+            pass
+    if cwd.startswith(HOST_DIRECTORY_PREFIX):
+        if host_mount_point is not None:
+            _write_warning(f"Failed to translate '{cwd[len(HOST_DIRECTORY_PREFIX) :]}'")
+        cwd = ""
+    try:
+        os.chdir(resolve_working_directory(cwd, home))
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        _write_error(f"cannot change to directory {cwd or home!r}: {reason}; starting in /")
+        with contextlib.suppress(OSError):
+            os.chdir("/")
+
+
+def _start_child(
+    request: LaunchRequest, context: RelayContext, stdio: Sequence[int], terminal: int | None
+) -> int:
+    """Everything between fork and exec; returns the exit code when exec did not happen."""
+    _reset_signals()
+    os.setsid()
+    database = UserDatabase(context.etc_root)
+    try:
+        user = resolve_user(
+            database,
+            request.username,
+            default_user=context.default_user,
+            default_uid=request.default_uid,
+            fallback_uid=context.fallback_uid,
+        )
+    except UserNotFound:
+        return LX_INIT_USER_NOT_FOUND
+    if terminal is not None:
+        fcntl.ioctl(terminal, termios.TIOCSCTTY, 0)
+        tty_group = database.group_by_name("tty")
+        with contextlib.suppress(OSError):
+            os.fchown(terminal, user.uid, tty_group.gid if tty_group is not None else -1)
+            os.fchmod(terminal, 0o620)
+    _install_stdio(stdio)
+    environment = build_environment(
+        request.environment,
+        user,
+        distribution_name=context.distribution_name,
+        hostname=os.uname().nodename,
+        language=read_language_at(context.etc_root),
+    )
+    # As the distribution's root: the host PATH folders are made or refreshed before the user runs.
+    environment = launch_environment(environment, context.interop, request.nt_path, context.host_mount_point)
+    environment["PATH"] = devices.launch_path(environment.get("PATH", ""))  # GPU tools (nvidia-smi)
+    shared, problems = gui.prepare(request.host_environment, user.uid, user.gid)  # the caller's display
+    environment.update(shared)
+    for problem in problems:
+        _write_warning(f"GUI: {problem}")
+    program = resolve_program(request.filename, request.command_line, user, login=request.login)
+    _drop_privileges(database, user)
+    _enter_working_directory(request.cwd, user.home, context.host_mount_point)
+    return _execvpe(program.file, program.argv, environment)
+
+
+def run_child(
+    request: LaunchRequest, context: RelayContext, stdio: Sequence[int], terminal: int | None
+) -> NoReturn:
+    """The forked child: set the process up and exec its program; exits when that fails."""
+    code = _EXIT_SETUP_FAILED
+    try:
+        code = _start_child(request, context, stdio, terminal)
+    except BaseException as error:
+        _write_error(f"cannot start the process: {error}")
+    os._exit(code)
