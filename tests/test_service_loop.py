@@ -508,3 +508,14 @@ def test_units_default_to_the_runtime_root(monkeypatch: pytest.MonkeyPatch) -> N
     assert rpc.socket_path() == "/srv/r/service.sock"
     monkeypatch.setenv("PYWSL_RUNTIME_ROOT", "relative")
     assert rpc.socket_path() == "/run/pywsl/service.sock"
+
+
+def test_a_service_stopped_before_it_serves_ends_quietly(tmp_path: Path) -> None:
+    """stop() and the listener closed before serve_forever() starts: it returns, nothing leaks."""
+    listener = service.bind_listener(str(tmp_path / "early.sock"))
+    server = service.Service(listener, service.SessionFactory(lambda uid: object()))
+    before = len(os.listdir("/proc/self/fd"))
+    server.stop()
+    listener.close()
+    server.serve_forever()
+    assert len(os.listdir("/proc/self/fd")) <= before

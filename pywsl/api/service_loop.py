@@ -145,10 +145,16 @@ class ServiceLoop:
 
     def run(self) -> None:
         """Serve until ``stop``; everything idle is closed on the way out."""
-        self.listener.setblocking(False)
-        self._listener_fd = self.listener.fileno()
-        self._epoll.register(self._wake, select.EPOLLIN)
-        self._epoll.register(self._listener_fd, select.EPOLLIN)
+        try:
+            self.listener.setblocking(False)
+            self._listener_fd = self.listener.fileno()
+            self._epoll.register(self._wake, select.EPOLLIN)
+            self._epoll.register(self._listener_fd, select.EPOLLIN)
+        except (OSError, ValueError):
+            self._end()
+            if self._stopping:  # stopped, and its listener closed, before it started
+                return
+            raise
         try:
             while not self._stopping:
                 for fd, events in self._epoll.poll(self._poll_timeout()):
