@@ -347,3 +347,10 @@ def vm_factory(tmp_path: Path, busybox_template: Path) -> Iterator[VmFactory]:
     finally:
         problems = factory.teardown()
     assert not problems, problems
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """The random order's seed, also under -q, so that a failing order can be replayed."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if isinstance(seed, int) and getattr(config.option, "randomly_reorganize", True):
+        terminalreporter.write_line(f"random order seed {seed}: --randomly-seed={seed} replays this order")
