@@ -2,7 +2,8 @@
 
 The distribution is a busybox root filesystem built here from the host's static /bin/busybox.
 Every test shares one VM (in a private runtime folder) and one registry (in a temporary
-XDG_DATA_HOME); the VM is shut down at the end.
+XDG_DATA_HOME); the VM is shut down at the end. Between tests the registry holds the module's "Busy"
+(the default) and nothing else: a test unregisters what it registers, so any order works.
 """
 
 from __future__ import annotations
@@ -34,15 +35,18 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def session() -> Iterator[UserSession]:
     folder = Path(tempfile.mkdtemp(prefix="pywsl-vm-"))
-    saved = {name: os.environ.get(name) for name in
-             ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "PYWSL_RUNTIME_ROOT", "PYWSL_CONFIG")}
+    saved = {
+        name: os.environ.get(name)
+        for name in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "PYWSL_RUNTIME_ROOT", "PYWSL_CONFIG")
+    }
     os.environ["XDG_DATA_HOME"] = str(folder / "data")
     os.environ["XDG_CONFIG_HOME"] = str(folder / "config")
     os.environ["PYWSL_RUNTIME_ROOT"] = str(folder / "run")
     os.environ.pop("PYWSL_CONFIG", None)
     (folder / "config" / "pywsl").mkdir(parents=True)
-    (folder / "config" / "pywsl" / "wslconfig").write_text("[wsl2]\nvmIdleTimeout=-1\n[general]\n"
-                                                            "instanceIdleTimeout=-1\n")
+    (folder / "config" / "pywsl" / "wslconfig").write_text(
+        "[wsl2]\nvmIdleTimeout=-1\n[general]\ninstanceIdleTimeout=-1\n"
+    )
     opened = UserSession()
     try:
         yield opened
@@ -73,8 +77,14 @@ def distro(session: UserSession) -> str:
 
 
 def run(session: UserSession, distro: str, *command: str, **kwargs: object) -> tuple[int, bytes]:
-    process = session.create_lx_process(distro, list(command), stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)  # type: ignore[arg-type]
+    process = session.create_lx_process(
+        distro,
+        list(command),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        **kwargs,  # type: ignore[arg-type]
+    )
     output, _ = process.communicate(timeout=60)
     return process.wait(), output or b""
 
@@ -98,9 +108,13 @@ def test_run_in_shell_and_exec_mode(session: UserSession, distro: str) -> None:
 
 
 def test_environment_reaches_the_process(session: UserSession, distro: str) -> None:
-    status, output = run(session, distro, "echo $LANG:$GREETING:$SECRET:$EXTRA",
-                         wslenv_source={"WSLENV": "GREETING", "GREETING": "hi", "SECRET": "no"},
-                         environment={"EXTRA": "x"})
+    status, output = run(
+        session,
+        distro,
+        "echo $LANG:$GREETING:$SECRET:$EXTRA",
+        wslenv_source={"WSLENV": "GREETING", "GREETING": "hi", "SECRET": "no"},
+        environment={"EXTRA": "x"},
+    )
     assert (status, output) == (0, b"en_US.UTF-8:hi::x\n")
 
 
@@ -116,9 +130,11 @@ def test_export_round_trip(session: UserSession, distro: str, tmp_path: Path) ->
         assert archive.getmember("./bin/busybox").size > 0
     with open(target, "rb") as source:
         copy = session.register_distribution("Copy", source, location=tmp_path / "copy")
-    assert copy.base_path == tmp_path / "copy" and not copy.is_default
-    assert run(session, "copy", "cat /etc/passwd")[1].startswith(b"root:")
-    session.unregister_distribution("Copy")
+    try:
+        assert copy.base_path == tmp_path / "copy" and not copy.is_default
+        assert run(session, "copy", "cat /etc/passwd")[1].startswith(b"root:")
+    finally:
+        session.unregister_distribution("Copy")
     assert not (tmp_path / "copy" / "rootfs").exists()
     failed = tmp_path / "nowhere" / "x.tar"
     with pytest.raises(WslError):
@@ -126,14 +142,27 @@ def test_export_round_trip(session: UserSession, distro: str, tmp_path: Path) ->
     assert not failed.exists()
 
 
-def test_register_name_from_the_image_and_bad_archives(session: UserSession, distro: str,
-                                                       tmp_path: Path) -> None:
+def _names(session: UserSession) -> list[str]:
+    return [info.name for info in session.enumerate_distributions()]
+
+
+def _data_entries(session: UserSession) -> set[str]:
+    return {entry.name for entry in session.paths.data_dir.iterdir()}
+
+
+def test_register_name_from_the_image_and_bad_archives(
+    session: UserSession, distro: str, tmp_path: Path
+) -> None:
+    names_before, entries_before = _names(session), _data_entries(session)
     named = session.register_distribution(None, io.BytesIO(busybox_archive(wsl_distribution_conf=FROM_IMAGE)))
-    assert named.name == "FromImage"
-    with pytest.raises(WslError) as taken:
-        session.register_distribution(None, io.BytesIO(busybox_archive(wsl_distribution_conf=FROM_IMAGE)))
-    assert taken.value.code == "ERROR_ALREADY_EXISTS"
-    session.unregister_distribution("fromimage")
+    try:
+        assert named.name == "FromImage"
+        assert _names(session) == [*names_before, "FromImage"]
+        with pytest.raises(WslError) as taken:
+            session.register_distribution(None, io.BytesIO(busybox_archive(wsl_distribution_conf=FROM_IMAGE)))
+        assert taken.value.code == "ERROR_ALREADY_EXISTS"
+    finally:
+        session.unregister_distribution("fromimage")
     with pytest.raises(WslError) as unnamed:
         session.register_distribution(None, io.BytesIO(busybox_archive()))
     assert unnamed.value.code == "WSL_E_DISTRIBUTION_NAME_NEEDED"
@@ -148,54 +177,78 @@ def test_register_name_from_the_image_and_bad_archives(session: UserSession, dis
     with pytest.raises(WslError) as broken:
         session.register_distribution("Broken", io.BytesIO(b"this is not an archive at all" * 100))
     assert broken.value.code == "WSL_E_IMPORT_FAILED"
-    assert [info.name for info in session.enumerate_distributions()] == ["Busy"]
-    leftovers = [p.name for p in session.paths.data_dir.iterdir() if p.name not in
-                 ("registry.json", "registry.lock", "locks")]
-    assert leftovers == [str(session.get_default_distribution())]
+    assert _names(session) == names_before
+    assert _data_entries(session) == entries_before, "a refused or removed import left a folder behind"
+
+
+def _state(session: UserSession, name: str) -> DistributionState:
+    [state] = [info.state for info in session.enumerate_distributions() if info.name == name]
+    return state
 
 
 def test_terminate_and_create_instance(session: UserSession, distro: str) -> None:
     run(session, distro, "true")
     session.terminate_distribution(distro)
-    assert session.enumerate_distributions()[0].state is DistributionState.INSTALLED
-    session.terminate_distribution(distro)   # not running: still a success
+    assert _state(session, distro) is DistributionState.INSTALLED
+    session.terminate_distribution(distro)  # not running: still a success
     session.create_instance(distro)
-    assert session.enumerate_distributions()[0].state is DistributionState.RUNNING
+    assert _state(session, distro) is DistributionState.RUNNING
 
 
-def test_move_within_and_across_file_systems(session: UserSession, distro: str, tmp_path: Path) -> None:
+@pytest.fixture
+def mover(session: UserSession, distro: str, tmp_path: Path) -> Iterator[str]:
+    """A distribution of the test's own ("Mover", in its tmp_path) to move around; unregistered after."""
+    session.register_distribution(
+        "Mover", io.BytesIO(busybox_archive(os_release=os_release_text())), location=tmp_path / "mover"
+    )
+    try:
+        yield "Mover"
+    finally:
+        session.unregister_distribution("Mover")
+
+
+def _base_path(session: UserSession, name: str) -> Path:
+    [path] = [info.base_path for info in session.enumerate_distributions() if info.name == name]
+    return path
+
+
+def test_move_within_and_across_file_systems(session: UserSession, mover: str, tmp_path: Path) -> None:
     shm = Path("/dev/shm")
     if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
         pytest.skip("needs /dev/shm on a file system of its own")
     elsewhere = Path(tempfile.mkdtemp(prefix="pywsl-move-", dir=shm))
     try:
-        session.terminate_distribution(distro)
-        session.move_distribution(distro, elsewhere / "busy")
-        [info] = session.enumerate_distributions()
-        assert info.base_path == elsewhere / "busy"
+        assert run(session, mover, "true") == (0, b"")
+        session.terminate_distribution(mover)
+        session.move_distribution(mover, elsewhere / "busy")
+        assert _base_path(session, mover) == elsewhere / "busy"
         assert (elsewhere / "busy" / "rootfs" / "bin" / "busybox").is_file()
-        assert run(session, distro, "cat /etc/os-release")[1].startswith(b"ID=busybox")
-        session.terminate_distribution(distro)
+        assert not (tmp_path / "mover" / "rootfs").exists()
+        assert run(session, mover, "cat /etc/os-release")[1].startswith(b"ID=busybox")
+        session.terminate_distribution(mover)
         back = tmp_path / "back"
-        session.move_distribution(distro, back)
-        assert session.enumerate_distributions()[0].base_path == back
+        session.move_distribution(mover, back)
+        assert _base_path(session, mover) == back
         assert not (elsewhere / "busy" / "rootfs").exists()
-        session.move_distribution(distro, tmp_path / "again")   # same file system: a rename
+        session.move_distribution(mover, tmp_path / "again")  # same file system: a rename
         assert not (back / "rootfs").exists()
-        assert run(session, distro, "echo moved") == (0, b"moved\n")
+        assert run(session, mover, "echo moved") == (0, b"moved\n")
     finally:
         shutil.rmtree(elsewhere, ignore_errors=True)
 
 
-def test_move_while_running_is_refused(session: UserSession, distro: str, tmp_path: Path) -> None:
-    session.create_instance(distro)
+def test_move_while_running_is_refused(session: UserSession, mover: str, tmp_path: Path) -> None:
+    session.create_instance(mover)
     with pytest.raises(WslError) as caught:
-        session.move_distribution(distro, tmp_path / "moved")
+        session.move_distribution(mover, tmp_path / "moved")
     assert caught.value.code == "WSL_E_DISTRO_NOT_STOPPED"
+    assert _base_path(session, mover) == tmp_path / "mover"
+    assert not (tmp_path / "moved").exists()
 
 
-def test_a_folder_swapped_for_a_symlink_is_not_followed(session: UserSession, distro: str,
-                                                         tmp_path: Path) -> None:
+def test_a_folder_swapped_for_a_symlink_is_not_followed(
+    session: UserSession, distro: str, tmp_path: Path
+) -> None:
     place = tmp_path / "place"
     session.register_distribution("Swapped", io.BytesIO(busybox_archive()), location=place / "distro")
     try:
@@ -219,10 +272,17 @@ def test_a_folder_swapped_for_a_symlink_is_not_followed(session: UserSession, di
 
 
 def test_unregister_and_shutdown(session: UserSession, distro: str) -> None:
-    info = session.enumerate_distributions()[0]
-    session.create_instance(distro)
-    session.unregister_distribution(distro)
-    assert session.enumerate_distributions() == []
+    before = _names(session)
+    info = session.register_distribution("Doomed", io.BytesIO(busybox_archive()))
+    try:
+        assert (info.base_path / "rootfs" / "bin" / "busybox").is_file()
+        session.create_instance("Doomed")
+        assert _state(session, "Doomed") is DistributionState.RUNNING
+    finally:
+        session.unregister_distribution("Doomed")
+    assert _names(session) == before
     assert not (info.base_path / "rootfs").exists()
+    session.create_instance(distro)
     session.shutdown()
     assert session._attach() is None
+    assert _state(session, distro) is DistributionState.INSTALLED

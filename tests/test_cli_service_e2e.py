@@ -35,16 +35,28 @@ __all__ = ["pytestmark", "service", "users", "workspace"]
 NOT_FOUND = re.compile(r"Error code: Wsl/\S*WSL_E_DISTRO_NOT_FOUND")
 
 
-def pywsl(workspace: Workspace, user: User, *args: str, input: bytes | None = None,
-          timeout: float = 120, cwd: os.PathLike[str] | None = None,
-          env: dict[str, str] | None = None) -> Run:
+def pywsl(
+    workspace: Workspace,
+    user: User,
+    *args: str,
+    input: bytes | None = None,
+    timeout: float = 120,
+    cwd: os.PathLike[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> Run:
     """``pywsl ARGS`` as ``user``, through the service (in the user's home unless ``cwd``)."""
     result = subprocess.run(
         [str(workspace.python), "-m", "pywsl.cli.main", *args],
-        user=user.uid, group=user.gid, extra_groups=[], env={**_user_env(workspace, user), **(env or {})},
+        user=user.uid,
+        group=user.gid,
+        extra_groups=[],
+        env={**_user_env(workspace, user), **(env or {})},
         cwd=cwd or user.home,
-        input=input, stdin=None if input is not None else subprocess.DEVNULL, capture_output=True,
-        timeout=timeout, check=False,
+        input=input,
+        stdin=None if input is not None else subprocess.DEVNULL,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
     )
     return Run(result.returncode, result.stdout, result.stderr)
 
@@ -62,22 +74,51 @@ def box(users: tuple[User, User], workspace: Workspace) -> str:
     return "Box"
 
 
-def test_import_from_stdin_and_list(users: tuple[User, User], workspace: Workspace, box: str) -> None:
-    a, _ = users
+def _names(workspace: Workspace, user: User) -> list[str]:
+    """The names ``pywsl -l`` lists for ``user``, in its order."""
+    return [r["name"] for r in json.loads(pywsl(workspace, user, "-l", "--format", "json").out)]
+
+
+def _import_other(workspace: Workspace, user: User) -> None:
+    """``user`` imports "Other" (os-release ID "other") from stdin."""
     archive = busybox_archive(os_release=os_release_text("other"), usr_bin_links=True)
-    result = pywsl(workspace, a, "--import", "Other", str(a.home / "other"), "-", input=archive)
+    result = pywsl(workspace, user, "--import", "Other", str(user.home / "other"), "-", input=archive)
     assert result.returncode == 0, result.err
     assert result.stdout == b""
-    assert pywsl(workspace, a, "-d", "other", "true").returncode == 0
-    result = pywsl(workspace, a, "-l", "-v")
-    assert result.returncode == 0, result.err
-    lines = [line.split() for line in result.out.splitlines()]
-    assert lines[0] == ["NAME", "STATE", "VERSION"]
-    assert sorted(lines[1:]) == [["*", "Box", "Stopped", "2"], ["Other", "Running", "2"]]
-    records = json.loads(pywsl(workspace, a, "-l", "--format", "json").out)
-    assert [(r["name"], r["default"], r["flavor"]) for r in records] == [
-        ("Box", True, "busybox"), ("Other", False, "other")]
-    assert pywsl(workspace, a, "-t", "Other").returncode == 0
+
+
+@pytest.fixture
+def other(users: tuple[User, User], workspace: Workspace, box: str) -> Iterator[str]:
+    """User A's distribution "Other" for one test; unregistered after it, and Box the default again."""
+    a, _ = users
+    _import_other(workspace, a)
+    try:
+        yield "Other"
+    finally:
+        if "Other" in _names(workspace, a):
+            assert pywsl(workspace, a, "--unregister", "Other").returncode == 0
+        assert pywsl(workspace, a, "--set-default", box).returncode == 0
+
+
+def test_import_from_stdin_and_list(users: tuple[User, User], workspace: Workspace, box: str) -> None:
+    a, _ = users
+    assert pywsl(workspace, a, "-t", box).returncode == 0  # Box installed and stopped, whatever ran before
+    _import_other(workspace, a)
+    try:
+        assert pywsl(workspace, a, "-d", "other", "true").returncode == 0
+        result = pywsl(workspace, a, "-l", "-v")
+        assert result.returncode == 0, result.err
+        lines = [line.split() for line in result.out.splitlines()]
+        assert lines[0] == ["NAME", "STATE", "VERSION"]
+        assert sorted(lines[1:]) == [["*", "Box", "Stopped", "2"], ["Other", "Running", "2"]]
+        records = json.loads(pywsl(workspace, a, "-l", "--format", "json").out)
+        assert [(r["name"], r["default"], r["flavor"]) for r in records] == [
+            ("Box", True, "busybox"),
+            ("Other", False, "other"),
+        ]
+        assert pywsl(workspace, a, "-t", "Other").returncode == 0
+    finally:
+        assert pywsl(workspace, a, "--unregister", "Other").returncode == 0
 
 
 def test_shell_and_exec_modes(users: tuple[User, User], workspace: Workspace, box: str) -> None:
@@ -207,19 +248,25 @@ def test_another_users_distribution_is_invisible(
     users: tuple[User, User], workspace: Workspace, box: str
 ) -> None:
     a, b = users
+    before = _names(workspace, a)
+    assert box in before
     result = pywsl(workspace, a, "-d", "Nope", "true")
     assert result.returncode == 255 and result.stdout == b""
     assert NOT_FOUND.search(result.err), result.err
     assert json.loads(pywsl(workspace, b, "-l", "--format", "json").out) == []
     target = b.home / "stolen.tar"
-    for args in (("-d", box, "true"), ("-t", box), ("-s", box), ("--unregister", box),
-                 ("--export", box, str(target))):
+    for args in (
+        ("-d", box, "true"),
+        ("-t", box),
+        ("-s", box),
+        ("--unregister", box),
+        ("--export", box, str(target)),
+    ):
         result = pywsl(workspace, b, *args)
         assert result.returncode == 255 and result.stdout == b"", args
         assert NOT_FOUND.search(result.err), (args, result.err)
     assert not target.exists()
-    assert [r["name"] for r in json.loads(pywsl(workspace, a, "-l", "--format", "json").out)] == [
-        "Box", "Other"]
+    assert _names(workspace, a) == before
 
 
 def test_paths_the_user_cannot_reach_are_refused(
@@ -236,6 +283,7 @@ def test_paths_the_user_cannot_reach_are_refused(
     link = a.home / "link.tar"
     link.symlink_to(protected)
     os.chown(link, a.uid, a.gid, follow_symlinks=False)
+    before = _names(workspace, a)
     attempts = (
         ("--import", "Secret", str(a.home / "secret"), str(secret)),
         ("--import", "Inside", str(private / "inside"), str(workspace.folder / "box.tar")),
@@ -250,8 +298,7 @@ def test_paths_the_user_cannot_reach_are_refused(
         assert sorted(os.listdir(private)) == ["secret.tar"]
         assert protected.read_bytes() == b"root's"
         assert not (a.home / "secret").exists()
-        assert [r["name"] for r in json.loads(pywsl(workspace, a, "-l", "--format", "json").out)] == [
-            "Box", "Other"]
+        assert _names(workspace, a) == before
     finally:
         link.unlink()
         protected.unlink()
@@ -264,9 +311,17 @@ def test_shutdown_stops_only_the_callers_vm(users: tuple[User, User], workspace:
     result = pywsl(workspace, b, "--import", "Bee", str(b.home / "bee"), str(workspace.folder / "box.tar"))
     assert result.returncode == 0, result.err
     command = [str(workspace.python), "-m", "pywsl.cli.main", "--", "echo started; sleep 2; echo alive"]
-    running = subprocess.Popen(command, user=b.uid, group=b.gid, extra_groups=[], env=_user_env(workspace, b),
-                               cwd=b.home, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
+    running = subprocess.Popen(
+        command,
+        user=b.uid,
+        group=b.gid,
+        extra_groups=[],
+        env=_user_env(workspace, b),
+        cwd=b.home,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         assert running.stdout is not None
         ready, _, _ = select.select([running.stdout], [], [], 60)
@@ -280,11 +335,11 @@ def test_shutdown_stops_only_the_callers_vm(users: tuple[User, User], workspace:
         if running.poll() is None:
             running.kill()
             running.wait()
-    assert pywsl(workspace, b, "--unregister", "Bee").returncode == 0
+        assert pywsl(workspace, b, "--unregister", "Bee").returncode == 0
 
 
 def test_terminate_set_default_unregister_shutdown(
-    users: tuple[User, User], workspace: Workspace, box: str
+    users: tuple[User, User], workspace: Workspace, box: str, other: str
 ) -> None:
     a, _ = users
     assert pywsl(workspace, a, "-d", box, "true").returncode == 0
@@ -293,12 +348,12 @@ def test_terminate_set_default_unregister_shutdown(
     assert (result.returncode, result.out, result.err) == (0, "", "The operation completed successfully.\n")
     assert json.loads(pywsl(workspace, a, "-l", "--running", "--format", "json").out) == []
 
-    assert pywsl(workspace, a, "--set-default", "other").returncode == 0
+    assert pywsl(workspace, a, "--set-default", other.lower()).returncode == 0
     records = json.loads(pywsl(workspace, a, "-l", "--format", "json").out)
     assert [r["name"] for r in records if r["default"]] == ["Other"]
     assert pywsl(workspace, a, "--", "cat /etc/os-release").out.startswith("ID=other")
 
-    result = pywsl(workspace, a, "--unregister", "Other")
+    result = pywsl(workspace, a, "--unregister", other)
     assert result.returncode == 0, result.err
     assert not (a.home / "other" / "rootfs").exists()
     assert NOT_FOUND.search(pywsl(workspace, a, "-d", "Other", "true").err)
@@ -324,8 +379,9 @@ def test_default_working_directory_is_the_callers_folder(
         result = pywsl(workspace, a, "-d", box, "-u", "alice", "pwd", cwd=project)
         assert (result.returncode, result.out, result.err) == (0, f"/mnt/host{project}\n", "")
         # bob's uid inside is not the user's: the folder (0700) is out of his reach.
-        archive = busybox_archive(workspace.folder / "bob.tar",
-                                  users=(*DEFAULT_USERS, Account("bob", 1001, "/home/bob", "Bob")))
+        archive = busybox_archive(
+            workspace.folder / "bob.tar", users=(*DEFAULT_USERS, Account("bob", 1001, "/home/bob", "Bob"))
+        )
         result = pywsl(workspace, a, "--import", "Bobs", str(a.home / "bobs"), str(archive))
         assert result.returncode == 0, result.err
         try:
@@ -342,7 +398,7 @@ def test_default_working_directory_is_the_callers_folder(
 def test_exec_mode_with_a_missing_program(users: tuple[User, User], workspace: Workspace, box: str) -> None:
     a, _ = users
     result = pywsl(workspace, a, "-d", box, "-e", "no-such-program")
-    assert (result.returncode, result.out) == (1, "")
+    assert (result.returncode, result.out) == (1, ""), result.err
     assert "execvpe(no-such-program) failed: No such file or directory\n" in result.err
     assert pywsl(workspace, a, "-d", box, "--", "no-such-program").returncode == 127
     result = pywsl(workspace, a, "-d", box, "--exec")
@@ -370,8 +426,10 @@ def test_wslconfig_warnings_reach_the_user(users: tuple[User, User], workspace: 
         assert pywsl(workspace, a, "--shutdown").returncode == 0
         result = pywsl(workspace, a, "-d", box, "true")
         assert result.returncode == 255
-        assert result.err.startswith(f"The custom kernel specified in {config} was not found: "
-                                     f"'{a.home}/no-such-kernel'.\nError code: Wsl/")
+        assert result.err.startswith(
+            f"The custom kernel specified in {config} was not found: "
+            f"'{a.home}/no-such-kernel'.\nError code: Wsl/"
+        )
     finally:
         config.unlink()
         pywsl(workspace, a, "--shutdown")
@@ -381,8 +439,9 @@ def test_a_user_with_nothing_installed(users: tuple[User, User], workspace: Work
     _, b = users
     result = pywsl(workspace, b, "--", "true")
     assert (result.returncode, result.out) == (255, "")
-    assert result.err.startswith("pywsl has no installed distributions.\n"
-                                 "You can resolve this by installing a distribution")
+    assert result.err.startswith(
+        "pywsl has no installed distributions.\nYou can resolve this by installing a distribution"
+    )
     assert "'pywsl --install <Distro>' to install.\n" in result.err
     assert "Windows Subsystem for Linux" not in result.err
 
@@ -396,24 +455,28 @@ def test_import_location_is_made_as_the_user_and_removed_again(
     a, _ = users
     archive = str(workspace.folder / "box.tar")
     made = a.home / "made"
-    result = pywsl(workspace, a, "--import", "Made", str(made), archive)
-    assert result.returncode == 0, result.err
-    info = made.stat()
-    assert (info.st_uid, info.st_mode & 0o7777) == (a.uid, 0o700)
-    assert pywsl(workspace, a, "-d", "Made", "--", "echo in").out == "in\n"
-    assert pywsl(workspace, a, "--unregister", "Made").returncode == 0
-    assert not made.exists()
+    try:
+        result = pywsl(workspace, a, "--import", "Made", str(made), archive)
+        assert result.returncode == 0, result.err
+        info = made.stat()
+        assert (info.st_uid, info.st_mode & 0o7777) == (a.uid, 0o700)
+        assert pywsl(workspace, a, "-d", "Made", "--", "echo in").out == "in\n"
+        assert pywsl(workspace, a, "--unregister", "Made").returncode == 0
+        assert not made.exists()
 
-    kept = a.home / "kept"
-    kept.mkdir()
-    (kept / "notes.txt").write_text("mine")
-    for path in (kept, kept / "notes.txt"):
-        os.chown(path, a.uid, a.gid)
-    assert pywsl(workspace, a, "--import", "Kept", str(kept), archive).returncode == 0
-    assert pywsl(workspace, a, "--unregister", "Kept").returncode == 0
-    assert os.listdir(kept) == ["notes.txt"] and (kept / "notes.txt").read_text() == "mine"
-    (kept / "notes.txt").unlink()
-    kept.rmdir()
+        kept = a.home / "kept"
+        kept.mkdir()
+        (kept / "notes.txt").write_text("mine")
+        for path in (kept, kept / "notes.txt"):
+            os.chown(path, a.uid, a.gid)
+        assert pywsl(workspace, a, "--import", "Kept", str(kept), archive).returncode == 0
+        assert pywsl(workspace, a, "--unregister", "Kept").returncode == 0
+        assert os.listdir(kept) == ["notes.txt"] and (kept / "notes.txt").read_text() == "mine"
+        (kept / "notes.txt").unlink()
+        kept.rmdir()
+    finally:
+        for name in {"Made", "Kept"} & set(_names(workspace, a)):
+            pywsl(workspace, a, "--unregister", name)
 
     corrupt = workspace.folder / "corrupt.tar.gz"
     corrupt.write_bytes(gzip.compress(b"this is not a tar archive\n" * 64)[:200])
@@ -425,7 +488,10 @@ def test_import_location_is_made_as_the_user_and_removed_again(
         assert not broken.exists()
         result = pywsl(workspace, a, "--import", "Broken", str(a.home / "no-parent" / "broken"), archive)
         assert (result.returncode, result.out, result.err) == (
-            255, "", "The system cannot find the path specified.\nError code: Wsl/ERROR_PATH_NOT_FOUND\n")
+            255,
+            "",
+            "The system cannot find the path specified.\nError code: Wsl/ERROR_PATH_NOT_FOUND\n",
+        )
         assert not (a.home / "no-parent").exists()
     finally:
         corrupt.unlink()
@@ -455,8 +521,15 @@ def test_device_nodes_are_skipped_with_one_warning(
             assert archive_entries(exported.stdout) == without_device_nodes(archive)
             assert S_ISFIFO(os.lstat(location / "rootfs" / "dev" / "initctl").st_mode)
             assert pywsl(workspace, a, "--unregister", "Devices").returncode == 0
-        result = pywsl(workspace, a, "--import", "Devices", str(location), str(archive),
-                       env={"WSL_DISABLE_WARNINGS": "1"})
+        result = pywsl(
+            workspace,
+            a,
+            "--import",
+            "Devices",
+            str(location),
+            str(archive),
+            env={"WSL_DISABLE_WARNINGS": "1"},
+        )
         assert result.returncode == 0 and "device nodes" not in result.err
         assert pywsl(workspace, a, "--unregister", "Devices").returncode == 0
         truncated = archive.read_bytes()[:-300]
@@ -486,8 +559,10 @@ def test_a_service_that_is_not_running_says_how_to_start_it(
     absent = workspace.folder / "absent.sock"
     result = pywsl(workspace, a, "-l", env={"PYWSL_SERVICE_SOCKET": str(absent)})
     assert (result.returncode, result.out) == (255, "")
-    assert f"The pywsl service is not running (cannot connect to {absent}: No such file or directory)" \
+    assert (
+        f"The pywsl service is not running (cannot connect to {absent}: No such file or directory)"
         in result.err
+    )
     assert "systemctl enable --now pywsl.socket" in result.err and "'pywsl-service'" in result.err
     assert result.err.rstrip().endswith("ERROR_SERVICE_NOT_ACTIVE")
 
@@ -535,8 +610,9 @@ def test_a_user_installs_builtin_debian_through_the_service(
     os.chmod(cache.path_for(entry), 0o600)
     a, _ = users
     try:
-        result = pywsl(workspace, a, "--install", "Debian", "--no-launch", env={URL_ENV: closed_port_url()},
-                       timeout=600)
+        result = pywsl(
+            workspace, a, "--install", "Debian", "--no-launch", env={URL_ENV: closed_port_url()}, timeout=600
+        )
         assert (result.returncode, result.out) == (0, ""), result.err
         lines = result.err.splitlines()
         assert "Using the distribution built locally instead." in lines

@@ -72,8 +72,16 @@ def alpha(users: tuple[User, User], workspace: Workspace) -> dict[str, str]:
     """User A's distribution "Alpha"."""
     a, _ = users
     archive = busybox_archive(workspace.folder / "alpha.tar", os_release=os_release_text("alpha"))
-    answer = as_user(workspace, a, {"op": "import", "name": "Alpha", "archive": str(archive),
-                                    "location": str(a.home / "distros" / "alpha")})
+    answer = as_user(
+        workspace,
+        a,
+        {
+            "op": "import",
+            "name": "Alpha",
+            "archive": str(archive),
+            "location": str(a.home / "distros" / "alpha"),
+        },
+    )
     assert "result" in answer, answer
     return {"id": answer["result"], "name": "Alpha"}
 
@@ -88,8 +96,9 @@ def test_another_user_cannot_see_or_touch_a_distribution(
 ) -> None:
     a, b = users
     by_name, by_id = "Alpha", {"id": alpha["id"]}
-    assert as_user(workspace, a, {"op": "run", "distro": "Alpha", "command": ["cat /etc/os-release"]}
-                   )["result"]["stdout"].startswith("ID=alpha")
+    assert as_user(workspace, a, {"op": "run", "distro": "Alpha", "command": ["cat /etc/os-release"]})[
+        "result"
+    ]["stdout"].startswith("ID=alpha")
     assert as_user(workspace, b, {"op": "list"}) == {"result": []}
     assert as_user(workspace, b, {"op": "id", "name": "alpha"})["error"] == "WSL_E_DISTRO_NOT_FOUND"
     for distro in (by_name, by_id):
@@ -104,8 +113,11 @@ def test_another_user_cannot_see_or_touch_a_distribution(
 
     # B's own "Alpha" is a different distribution.
     archive = busybox_archive(workspace.folder / "beta.tar", os_release=os_release_text("beta"))
-    answer = as_user(workspace, b, {"op": "import", "name": "Alpha", "archive": str(archive),
-                                    "location": str(b.home / "alpha")})
+    answer = as_user(
+        workspace,
+        b,
+        {"op": "import", "name": "Alpha", "archive": str(archive), "location": str(b.home / "alpha")},
+    )
     assert answer["result"] != alpha["id"]
     answer = as_user(workspace, b, {"op": "run", "distro": "Alpha", "command": ["cat /etc/os-release"]})
     assert answer["result"]["stdout"].startswith("ID=beta")
@@ -139,8 +151,9 @@ def test_symlinks_never_make_the_service_write_elsewhere(
     def attack(**action: Any) -> None:
         nonlocal attempts
         attempts += 1
-        answer = as_user(workspace, b, {"op": "import", "name": f"Evil{attempts}", "archive": str(archive),
-                                        **action})
+        answer = as_user(
+            workspace, b, {"op": "import", "name": f"Evil{attempts}", "archive": str(archive), **action}
+        )
         assert "error" in answer, answer
 
     try:
@@ -197,10 +210,17 @@ def test_kill_9_of_the_service_spares_running_commands(
 ) -> None:
     a, _ = users
     process = start_as_user(
-        workspace, a,
-        {"op": "run", "distro": "Alpha", "passthrough": True,
-         "command": ["echo started; sleep 2; echo still here"]},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        workspace,
+        a,
+        {
+            "op": "run",
+            "distro": "Alpha",
+            "passthrough": True,
+            "command": ["echo started; sleep 2; echo still here"],
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
     )
     with service.running_after(process):
         assert _read_line(process.stdout, 60) == b"started\n"
@@ -222,8 +242,12 @@ def test_kill_9_during_an_import_leaves_nothing_behind(
     archive = busybox_archive(os_release=os_release_text("big"), filler_bytes=8 << 20)
     location = a.home / "distros" / "half"
     process = start_as_user(
-        workspace, a, {"op": "import", "name": "Half", "archive": "-", "location": str(location)},
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        workspace,
+        a,
+        {"op": "import", "name": "Half", "archive": "-", "location": str(location)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     assert process.stdin is not None
     with service.running_after(process):
@@ -252,21 +276,41 @@ def test_kill_9_during_an_import_leaves_nothing_behind(
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def load(users: tuple[User, User], workspace: Workspace) -> Iterator[str]:
+    """User B's distribution "Load", for one test; unregistered after it."""
+    _, b = users
+    archive = busybox_archive(workspace.folder / "load.tar", os_release=os_release_text("load"))
+    answer = as_user(
+        workspace,
+        b,
+        {"op": "import", "name": "Load", "archive": str(archive), "location": str(b.home / "load")},
+    )
+    assert "result" in answer, answer
+    try:
+        yield "Load"
+    finally:
+        assert as_user(workspace, b, {"op": "unregister", "distro": "Load"}) == {"result": None}
+        archive.unlink()
+
+
 def test_64_concurrent_clients_20_launches_each(
-    users: tuple[User, User], workspace: Workspace, alpha: dict[str, str]
+    users: tuple[User, User], workspace: Workspace, alpha: dict[str, str], load: str
 ) -> None:
     a, b = users
-    archive = busybox_archive(workspace.folder / "load.tar", os_release=os_release_text("load"))
-    answer = as_user(workspace, b, {"op": "import", "name": "Load", "archive": str(archive),
-                                    "location": str(b.home / "load")})
-    assert "result" in answer, answer
     clients = []
     for index in range(64):
-        user, distro = (a, "Alpha") if index % 2 else (b, "Load")
-        clients.append(start_as_user(
-            workspace, user, {"op": "launches", "distro": distro, "count": 20, "token": f"c{index}"},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-        ))
+        user, distro = (a, "Alpha") if index % 2 else (b, load)
+        clients.append(
+            start_as_user(
+                workspace,
+                user,
+                {"op": "launches", "distro": distro, "count": 20, "token": f"c{index}"},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+            )
+        )
     failures: list[str] = []
     outputs: dict[int, tuple[bytes, bytes]] = {}
 
@@ -295,7 +339,9 @@ def test_64_concurrent_clients_20_launches_each(
 
 @pytest.fixture(params=["inprocess", "service"])
 def session_factory(
-    request: pytest.FixtureRequest, service: ServiceProcess, workspace: Workspace,
+    request: pytest.FixtureRequest,
+    service: ServiceProcess,
+    workspace: Workspace,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Callable[[], Any]]:
     """A callable returning root's session: ``UserSession()`` in this process, or a
@@ -320,8 +366,12 @@ def session_factory(
     (home / ".config" / "pywsl").mkdir(parents=True, exist_ok=True)
     (home / ".config" / "pywsl" / "wslconfig").write_text(WSLCONFIG)
     runtime.mkdir(mode=0o755, exist_ok=True)
-    for name, value in (("HOME", home), ("XDG_DATA_HOME", home / "data"),
-                        ("XDG_CONFIG_HOME", home / ".config"), ("PYWSL_RUNTIME_ROOT", runtime)):
+    for name, value in (
+        ("HOME", home),
+        ("XDG_DATA_HOME", home / "data"),
+        ("XDG_CONFIG_HOME", home / ".config"),
+        ("PYWSL_RUNTIME_ROOT", runtime),
+    ):
         monkeypatch.setenv(name, str(value))
     monkeypatch.delenv("PYWSL_CONFIG", raising=False)
     try:
@@ -347,11 +397,13 @@ def test_the_same_scenario_in_process_and_through_the_service(
     assert info.id in [entry.id for entry in session.enumerate_distributions()]
     assert session.get_distribution_configuration(info.id).name == name
 
-    process = session.create_lx_process(name, ["echo", "a  b"], filename="/bin/echo", stdout=subprocess.PIPE,
-                                        stdin=subprocess.DEVNULL)
+    process = session.create_lx_process(
+        name, ["echo", "a  b"], filename="/bin/echo", stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+    )
     assert process.communicate() == (b"a  b\n", None) and process.returncode == 0
-    process = session.create_lx_process(info.id, ["cat; exit 3"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE)
+    process = session.create_lx_process(
+        info.id, ["cat; exit 3"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
     assert process.communicate(b"round trip") == (b"round trip", None)
     assert process.returncode == 3
     [entry] = [d for d in session.enumerate_distributions() if d.id == info.id]

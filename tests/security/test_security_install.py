@@ -24,7 +24,7 @@ from multiuser_support import ServiceProcess, User, Workspace, as_user, digest, 
 from pywsl.api.builtin_cache import BUILD_CACHE_ENV, BuildCache
 from pywsl.api.builtin_catalog import find_builtin
 
-CLIENT = r'''
+CLIENT = r"""
 import json, sys
 from pywsl.api.client import ServiceClient
 from pywsl.api.errors import WslError
@@ -38,9 +38,9 @@ for parameters in json.loads(sys.argv[1]):
     except WslError as error:
         results.append({"error": error.code, "message": error.message})
 print(json.dumps(results))
-'''
+"""
 
-INSTALL = r'''
+INSTALL = r"""
 import json, sys
 from pywsl.api.client import ServiceClient
 from pywsl.api.errors import WslError
@@ -56,7 +56,7 @@ try:
 except WslError as error:
     result = {"error": error.code, "message": error.message}
 print(json.dumps({"result": result, "statuses": statuses, "progress": progress}))
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +80,14 @@ def service(workspace: Workspace, build_cache: Path) -> Iterator[ServiceProcess]
 
 def _script(workspace: Workspace, user: User, script: str, argument: Any, timeout: float = 300) -> Any:
     result = subprocess.run(
-        [str(workspace.python), "-c", script, json.dumps(argument)], user=user.uid, group=user.gid,
-        extra_groups=[], env=user_env(workspace, user), cwd=user.home, capture_output=True, timeout=timeout,
+        [str(workspace.python), "-c", script, json.dumps(argument)],
+        user=user.uid,
+        group=user.gid,
+        extra_groups=[],
+        env=user_env(workspace, user),
+        cwd=user.home,
+        capture_output=True,
+        timeout=timeout,
         check=False,
     )
     assert result.returncode == 0, result.stderr.decode()
@@ -102,7 +108,8 @@ def _debootstraps() -> list[int]:
 
 
 def test_a_user_cannot_make_root_build_anything_but_a_catalog_entry(
-        users: tuple[User, User], workspace: Workspace, service: ServiceProcess, build_cache: Path) -> None:
+    users: tuple[User, User], workspace: Workspace, service: ServiceProcess, build_cache: Path
+) -> None:
     a, _ = users
     before = _debootstraps()
     requests = [
@@ -130,26 +137,42 @@ def test_a_user_cannot_make_root_build_anything_but_a_catalog_entry(
     assert as_user(workspace, a, {"op": "list"}) == {"result": []}
 
 
-def _keep(build_cache: Path, archive: Path) -> Path:
-    """Put `archive` where the service keeps its build of the built-in Debian (as root, 0600)."""
+@pytest.fixture
+def kept_build(workspace: Workspace, service: ServiceProcess, build_cache: Path) -> Iterator[Path]:
+    """A small image where the service keeps its build of the built-in Debian (as root, 0600), for one
+    test; the build folder is removed after it."""
     entry = find_builtin("Debian")
     if entry is None:
         pytest.skip("this host cannot build Debian")
-    cache = BuildCache(build_cache)
-    cache.prepare()
-    kept = cache.path_for(entry)
-    shutil.copyfile(archive, kept)
-    os.chmod(kept, 0o600)
-    return kept
+    image = busybox_archive(workspace.folder / "kept.tar", os_release=os_release_text("keptdebian"))
+    try:
+        cache = BuildCache(build_cache)
+        cache.prepare()
+        kept = cache.path_for(entry)
+        shutil.copyfile(image, kept)
+        os.chmod(kept, 0o600)
+        yield kept
+    finally:
+        shutil.rmtree(build_cache, ignore_errors=True)
+        image.unlink()
+
+
+@pytest.fixture
+def unregistered_after(users: tuple[User, User], workspace: Workspace) -> Iterator[None]:
+    """After the test, the users' distributions it left (if it failed half-way) are unregistered."""
+    yield
+    for user in users:
+        for entry in as_user(workspace, user, {"op": "list"})["result"]:
+            as_user(workspace, user, {"op": "unregister", "distro": entry["name"]})
 
 
 def test_a_user_installs_a_builtin_through_the_service(
-        users: tuple[User, User], workspace: Workspace, service: ServiceProcess, build_cache: Path) -> None:
+    users: tuple[User, User], workspace: Workspace, kept_build: Path, unregistered_after: None
+) -> None:
     """The method, the steps, the progress and the import with the user's rights; the service's
     kept build is a small image here (the slow test of `test_cli_service_e2e` uses real Debian)."""
     a, b = users
-    image = busybox_archive(workspace.folder / "kept.tar", os_release=os_release_text("keptdebian"))
-    kept = _keep(build_cache, image)
+    kept = kept_build
     kept_digest = digest(kept)
     size = kept.stat().st_size
     entry = find_builtin("Debian")
@@ -158,8 +181,9 @@ def test_a_user_installs_a_builtin_through_the_service(
     # A location the user cannot write: refused with the user's rights, nothing registered.
     locked = workspace.folder / "locked"
     locked.mkdir(mode=0o755)
-    refused = _script(workspace, a, INSTALL, {"distribution": "Debian", "name": "Deb",
-                                              "location": str(locked / "deb")})
+    refused = _script(
+        workspace, a, INSTALL, {"distribution": "Debian", "name": "Deb", "location": str(locked / "deb")}
+    )
     assert refused["result"]["error"] == "E_ACCESSDENIED", refused
     assert list(locked.iterdir()) == []
     assert as_user(workspace, a, {"op": "list"}) == {"result": []}
@@ -180,9 +204,16 @@ def test_a_user_installs_a_builtin_through_the_service(
     assert os.stat(rootfs).st_uid != 0, "the root filesystem belongs to the user's ids, not root"
     assert digest(kept) == kept_digest, "the kept build is unchanged"
     for user in (a, b):
-        probe = subprocess.run([str(workspace.python), "-c", f"open({str(kept)!r}, 'rb')"], user=user.uid,
-                               group=user.gid, extra_groups=[], env=user_env(workspace, user),
-                               capture_output=True, check=False, timeout=60)
+        probe = subprocess.run(
+            [str(workspace.python), "-c", f"open({str(kept)!r}, 'rb')"],
+            user=user.uid,
+            group=user.gid,
+            extra_groups=[],
+            env=user_env(workspace, user),
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
         assert probe.returncode != 0 and b"PermissionError" in probe.stderr
 
     again = _script(workspace, a, INSTALL, {"distribution": "Debian", "name": "deb"})
