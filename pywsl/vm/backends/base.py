@@ -19,15 +19,38 @@ from typing import ClassVar
 
 from pywsl.vm.config import VmConfig
 
+# What every backend keeps in a VM's runtime folder.
+SOCKET_NAME = "mini_init.sock"  # mini_init's listening socket (or the monitor's, for qemu)
+LOG_NAME = "mini_init.log"
+_LOG_TAIL = 4000
+
+
+def log_tail(runtime_dir: Path) -> str:
+    """The end of the VM's log, for an error message ("" when there is none)."""
+    try:
+        data = (Path(runtime_dir) / LOG_NAME).read_bytes()
+    except OSError:
+        return ""
+    return data[-_LOG_TAIL:].decode("utf-8", "replace").strip()
+
 
 class VmBackend(abc.ABC):
     """How a utility VM is started, reached and stopped."""
 
     name: ClassVar[str]
 
-    @abc.abstractmethod
     def connect(self, runtime_dir: Path) -> socket.socket | None:
         """A new connection to the running VM's mini_init, or None when no VM runs."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.connect(str(Path(runtime_dir) / SOCKET_NAME))
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            return None
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     @abc.abstractmethod
     def start(self, config: VmConfig) -> socket.socket:

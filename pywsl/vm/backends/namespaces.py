@@ -34,22 +34,19 @@ from pathlib import Path
 
 import construct
 
-from pywsl.vm.backends.base import VmBackend
+from pywsl.vm.backends.base import LOG_NAME, SOCKET_NAME, VmBackend, log_tail
 from pywsl.vm.cgroups import VmCgroup, find_groups, remove_group
 from pywsl.vm.config import VmConfig
 from pywsl.vm.errors import VmError
 from pywsl.vm.idmap import host_id
 
-SOCKET_NAME = "mini_init.sock"
 PID_FILE_NAME = "mini_init.pid"
-LOG_NAME = "mini_init.log"
 BOOT_GRACE = 5.0  # on top of kernelBootTimeout: the guest's own deadline is the one that fires
 PREVIOUS_VM_TIMEOUT = 15.0
 LEFTOVER_TIMEOUT = 5.0
 MONITOR_NAME = "pywsl-vm"
 MINI_INIT_NAME = "mini_init"
 _PACKAGE_ROOT = Path(__file__).resolve().parents[3]
-_LOG_TAIL = 4000
 
 log = logging.getLogger(__name__)
 
@@ -189,28 +186,8 @@ def _prepare_runtime_dir(runtime_dir: Path) -> None:
     os.chmod(runtime_dir, 0o700)
 
 
-def _log_tail(runtime_dir: Path) -> str:
-    try:
-        data = (runtime_dir / LOG_NAME).read_bytes()
-    except OSError:
-        return ""
-    return data[-_LOG_TAIL:].decode("utf-8", "replace").strip()
-
-
 class NamespacesBackend(VmBackend):
     name = "namespaces"
-
-    def connect(self, runtime_dir: Path) -> socket.socket | None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        try:
-            sock.connect(str(Path(runtime_dir) / SOCKET_NAME))
-        except (FileNotFoundError, ConnectionRefusedError):
-            sock.close()
-            return None
-        except BaseException:
-            sock.close()
-            raise
-        return sock
 
     def start(self, config: VmConfig) -> socket.socket:
         runtime_dir = Path(config.runtime_dir)
@@ -227,7 +204,7 @@ class NamespacesBackend(VmBackend):
             os.close(lock)
         sock = self.connect(runtime_dir)
         if sock is None:
-            raise VmError(f"the utility VM stopped right after it started: {_log_tail(runtime_dir)}")
+            raise VmError(f"the utility VM stopped right after it started: {log_tail(runtime_dir)}")
         return sock
 
     def _launch(self, config: VmConfig, runtime_dir: Path) -> None:
@@ -287,7 +264,7 @@ class NamespacesBackend(VmBackend):
             cgroup.remove()
             with contextlib.suppress(FileNotFoundError):
                 (runtime_dir / SOCKET_NAME).unlink()
-            detail = _log_tail(runtime_dir) or "no log"
+            detail = log_tail(runtime_dir) or "no log"
             how = "timed out" if code is None else f"exit {code}"
             raise VmError(f"the utility VM did not start ({how}): {detail}")
 

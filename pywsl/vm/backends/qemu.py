@@ -27,16 +27,14 @@ from pathlib import Path
 
 import construct
 
-from pywsl.vm.backends.base import VmBackend
+from pywsl.vm.backends.base import LOG_NAME, SOCKET_NAME, VmBackend, log_tail
 from pywsl.vm.backends.namespaces import _prepare_runtime_dir
 from pywsl.vm.backends.qemu_command import QemuPlan, find_qemu, kvm_works, qemu_argv
 from pywsl.vm.backends.qemu_monitor import (
     BACKEND_FILE_NAME,
-    LOG_NAME,
     MONITOR_NAME,
     PID_FILE_NAME,
     PORT_SOCKET_NAME,
-    SOCKET_NAME,
 )
 from pywsl.vm.config import VmConfig
 from pywsl.vm.errors import VmError
@@ -48,7 +46,6 @@ DEFAULT_CACHE_ROOT = Path("/var/cache/pywsl")
 BOOT_GRACE = 10.0
 LEFTOVER_TIMEOUT = 5.0
 _PACKAGE_ROOT = Path(__file__).resolve().parents[3]
-_LOG_TAIL = 4000
 _FILES = (SOCKET_NAME, PID_FILE_NAME, PORT_SOCKET_NAME, BACKEND_FILE_NAME)
 
 log = logging.getLogger(__name__)
@@ -78,14 +75,6 @@ def _warn_tcg() -> None:
     if not _warned_tcg:
         _warned_tcg = True
         log.warning("KVM does not work on this host: the utility VM runs under TCG emulation (much slower)")
-
-
-def _log_tail(runtime_dir: Path) -> str:
-    try:
-        data = (runtime_dir / LOG_NAME).read_bytes()
-    except OSError:
-        return ""
-    return data[-_LOG_TAIL:].decode("utf-8", "replace").strip()
 
 
 def _read_pids(runtime_dir: Path) -> tuple[int, int] | None:
@@ -118,18 +107,6 @@ def running_backend(runtime_dir: Path) -> str:
 class QemuBackend(VmBackend):
     name = "qemu"
 
-    def connect(self, runtime_dir: Path) -> socket.socket | None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        try:
-            sock.connect(str(Path(runtime_dir) / SOCKET_NAME))
-        except (FileNotFoundError, ConnectionRefusedError):
-            sock.close()
-            return None
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-
     def start(self, config: VmConfig) -> socket.socket:
         runtime_dir = Path(config.runtime_dir).absolute()
         _prepare_runtime_dir(runtime_dir)
@@ -146,7 +123,7 @@ class QemuBackend(VmBackend):
             os.close(lock)
         sock = self.connect(runtime_dir)
         if sock is None:
-            raise VmError(f"the utility VM stopped right after it started: {_log_tail(runtime_dir)}")
+            raise VmError(f"the utility VM stopped right after it started: {log_tail(runtime_dir)}")
         return sock
 
     def _plan(self, config: VmConfig, runtime_dir: Path) -> QemuPlan:
@@ -215,7 +192,7 @@ class QemuBackend(VmBackend):
             self.kill(runtime_dir)
             self.wait_stopped(runtime_dir, LEFTOVER_TIMEOUT)
             how = "timed out" if code is None else f"exit {code}"
-            raise VmError(f"the utility VM did not start ({how}): {_log_tail(runtime_dir) or 'no log'}")
+            raise VmError(f"the utility VM did not start ({how}): {log_tail(runtime_dir) or 'no log'}")
 
     def kill(self, runtime_dir: Path) -> None:
         runtime_dir = Path(runtime_dir).absolute()

@@ -23,14 +23,13 @@ import sys
 import time
 from pathlib import Path
 
+from pywsl.vm.backends.base import LOG_NAME, SOCKET_NAME
 from pywsl.wire.errors import ProtocolError
 from pywsl.wire.port_mux import MAX_PAYLOAD, FrameKind, FrameReader, encode_frame
 
-SOCKET_NAME = "mini_init.sock"
 PID_FILE_NAME = "mini_init.pid"
 PORT_SOCKET_NAME = "port.sock"
 BACKEND_FILE_NAME = "qemu.vm"  # present while a qemu VM (or what it left) is in the runtime folder
-LOG_NAME = "mini_init.log"
 MONITOR_NAME = "pywsl-qemu-vm"
 QEMU_EXIT_TIMEOUT = 10.0
 READ_SIZE = 64 * 1024
