@@ -3,8 +3,9 @@
 The service runs as root from the tests' interpreter on a private socket and runtime folder;
 clients run as unprivileged users created for a module (``useradd``, removed with ``userdel -r``),
 with an interpreter every user can run: a virtual environment made from the system's Python
-holding a copy of pywsl and its pure-Python dependencies. The fixtures built on these helpers
-live in the test modules (``test_service_multiuser.py``) and in ``tests/security/conftest.py``.
+holding a copy of pywsl and its pure-Python dependencies. ``workspace`` and ``service`` are
+module-scoped fixtures for the modules that import them (``test_service_multiuser.py``,
+``tests/security/conftest.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEM_PYTHON = Path("/usr/bin/python3")
@@ -363,3 +366,20 @@ def created_users(workspace: Workspace, service: ServiceProcess, *prefixes: str)
                 ["userdel", "--remove", "--force", user.name], capture_output=True, timeout=60, check=False
             )
             shutil.rmtree(workspace.runtime / str(user.uid), ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def workspace() -> Iterator[Workspace]:
+    with make_workspace() as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def service(workspace: Workspace) -> Iterator[ServiceProcess]:
+    running = ServiceProcess(workspace)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+        shutdown_vm(0, workspace.runtime, running.env)

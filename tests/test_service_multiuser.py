@@ -31,34 +31,19 @@ from multiuser_support import (
     Workspace,
     as_user,
     created_users,
-    make_workspace,
-    shutdown_vm,
+    service,
     start_as_user,
+    workspace,
 )
 from multiuser_support import digest as _digest
 from multiuser_support import tree as _tree
+
+__all__ = ["pytestmark", "service", "users", "workspace"]  # module fixtures, shared with the CLI tests
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="creates users and runs the service as root"),
     pytest.mark.skipif(not BUSYBOX.is_file(), reason="needs a static /bin/busybox (busybox-static)"),
 ]
-
-
-@pytest.fixture(scope="module")
-def workspace() -> Iterator[Workspace]:
-    with make_workspace() as made:
-        yield made
-
-
-@pytest.fixture(scope="module")
-def service(workspace: Workspace) -> Iterator[ServiceProcess]:
-    running = ServiceProcess(workspace)
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
-        shutdown_vm(0, workspace.runtime, running.env)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 from busybox_images import BUSYBOX
-from multiuser_support import ServiceProcess, User, Workspace, created_users, make_workspace, shutdown_vm
+from multiuser_support import ServiceProcess, User, Workspace, created_users, service, workspace
+
+__all__ = ["service", "users", "workspace"]  # the shared module fixtures, and the two users
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -25,23 +27,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(pytest.mark.skip(reason="needs useradd (passwd)"))
             elif not BUSYBOX.is_file():
                 item.add_marker(pytest.mark.skip(reason="needs a static /bin/busybox (busybox-static)"))
-
-
-@pytest.fixture(scope="module")
-def workspace() -> Iterator[Workspace]:
-    with make_workspace() as made:
-        yield made
-
-
-@pytest.fixture(scope="module")
-def service(workspace: Workspace) -> Iterator[ServiceProcess]:
-    running = ServiceProcess(workspace)
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
-        shutdown_vm(0, workspace.runtime, running.env)
 
 
 @pytest.fixture(scope="module")
