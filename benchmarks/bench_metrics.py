@@ -125,9 +125,9 @@ def _summaries(first: object, second: object) -> dict[str, object]:
     return {"pywsl": first, "baseline": second}
 
 
-def warm_launch(ctx: Context) -> Result:
+def _warm_against_python(ctx: Context, argv: list[str], metric: str, label: str) -> Result:
+    """A warm launch of `argv`, alternating with the same interpreter's `python -c pass`."""
     settings = ctx.settings
-    argv = ctx.launch_argv("true")
     first, second = interleave(
         lambda: timed_run(argv, ctx.env.env)[0],
         ctx.bare_python,
@@ -135,8 +135,8 @@ def warm_launch(ctx: Context) -> Result:
         warmups=settings.warmups,
     )
     return Result(
-        "warm-launch",
-        "warm launch `-- true`",
+        metric,
+        label,
         "s",
         first.median,
         second.median,
@@ -145,6 +145,10 @@ def warm_launch(ctx: Context) -> Result:
         Goal("max", "ratio", WARM_GOAL),
         details=_summaries(first.summary(), second.summary()),
     )
+
+
+def warm_launch(ctx: Context) -> Result:
+    return _warm_against_python(ctx, ctx.launch_argv("true"), "warm-launch", "warm launch `-- true`")
 
 
 HOST_TRUE = "pywsl-bench-host-true"  # a name no distribution has: found in the appended host PATH
@@ -608,29 +612,12 @@ def systemd_cold(ctx: Context) -> Result:
 
 def systemd_warm(ctx: Context) -> Result:
     """The warm launch into a distribution whose pid 1 is systemd: the warm-launch goal."""
-    settings = ctx.settings
     rootfs = _systemd_rootfs(ctx)
     _set_systemd(rootfs, True)
     ctx.env.run("--terminate", SYSTEMD_DISTRIBUTION)  # the next start reads the new wsl.conf
     _require_systemd(ctx)
     argv = ctx.env.argv("-d", SYSTEMD_DISTRIBUTION, "--", "true")
-    first, second = interleave(
-        lambda: timed_run(argv, ctx.env.env)[0],
-        ctx.bare_python,
-        repetitions=settings.warm_repetitions,
-        warmups=settings.warmups,
-    )
-    return Result(
-        "systemd-warm",
-        "warm launch `-- true`, systemd as pid 1",
-        "s",
-        first.median,
-        second.median,
-        "python -c pass",
-        ratio(first.median, second.median),
-        Goal("max", "ratio", WARM_GOAL),
-        details=_summaries(first.summary(), second.summary()),
-    )
+    return _warm_against_python(ctx, argv, "systemd-warm", "warm launch `-- true`, systemd as pid 1")
 
 
 # Run order: the memory figure right after the warm launches (the VM and one idle distribution),
