@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import stat
 
-from pywsl.guest.rootfs import open_in_root
+from pywsl.guest.rootfs import open_in_root, read_bounded
 
 __all__ = ["UnusableFile", "read_regular_file"]
 
@@ -62,17 +62,9 @@ def read_regular_file(root_fd: int, path: str, limit: int) -> bytes | None:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise UnusableFile("not a regular file")
-        chunks: list[bytes] = []
-        total = 0
-        while total <= limit:
-            chunk = os.read(fd, min(65536, limit + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-        if total > limit:
-            raise UnusableFile(f"larger than {limit} bytes")
-        return b"".join(chunks)
+        return read_bounded(fd, limit)
+    except ValueError:
+        raise UnusableFile(f"larger than {limit} bytes") from None
     except OSError as error:
         raise UnusableFile(f"cannot be read ({error.strerror or error})") from None
     finally:

@@ -43,19 +43,23 @@ def read_in_root(root_fd: int, path: str, limit: int) -> bytes | None:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            chunk = os.read(fd, min(65536, limit + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > limit:
-                raise ValueError(f"{path}: larger than {limit} bytes")
-        return b"".join(chunks)
+        return read_bounded(fd, limit, path)
     finally:
         os.close(fd)
+
+
+def read_bounded(fd: int, limit: int, shown: str = "") -> bytes:
+    """Everything `fd` holds, at most `limit` bytes: ValueError for more (never truncated)."""
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        chunk = os.read(fd, min(65536, limit + 1 - total))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            raise ValueError(f"{shown + ': ' if shown else ''}larger than {limit} bytes")
 
 
 def write_file_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
