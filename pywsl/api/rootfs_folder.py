@@ -355,6 +355,12 @@ class RootfsFolders:
             raise WslError(
                 "E_ACCESSDENIED", f"{error.filename}: {error.strerror}; it was left in place."
             ) from None
+        except FileNotFoundError as error:
+            # Moved away while it was being removed: reported like a folder that cannot be reached.
+            raise WslError(
+                "ERROR_PATH_NOT_FOUND",
+                f"{error.filename or base_path / 'rootfs'} disappeared while it was being removed.",
+            ) from None
         finally:
             os.close(parent_fd)
 
