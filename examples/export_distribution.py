@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Export a distribution's root filesystem, like `pywsl --export DISTRO FILE --format FORMAT`.
 
-    python3 examples/export_distribution.py DISTRO FILE [tar|tar.gz|tar.xz]
+python3 examples/export_distribution.py DISTRO FILE [tar|tar.gz|tar.xz]
 """
 
 from __future__ import annotations

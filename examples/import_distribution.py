@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Import a root filesystem archive as a new distribution, like `pywsl --import NAME DIR FILE`.
 
-    python3 examples/import_distribution.py NAME ARCHIVE [LOCATION]
+python3 examples/import_distribution.py NAME ARCHIVE [LOCATION]
 """
 
 from __future__ import annotations

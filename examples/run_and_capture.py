@@ -20,9 +20,14 @@ def main(argv: list[str]) -> int:
         return 2
     distro, command = argv[0], argv[1:]
     session = pywsl.connect()
-    process = session.create_lx_process(distro, command, filename=command[0],
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE)
+    process = session.create_lx_process(
+        distro,
+        command,
+        filename=command[0],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     out, err = process.communicate()
     print(f"exit status: {process.returncode}")
     print(f"stdout ({len(out or b'')} bytes): {(out or b'').decode(errors='replace')!r}")

@@ -22,8 +22,9 @@ def main(argv: list[str]) -> int:
         return 2
     distro, mebibytes = argv[0], int(argv[1])
     session = pywsl.connect()
-    process = session.create_lx_process(distro, [f"head -c {mebibytes << 20} /dev/zero"],
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    process = session.create_lx_process(
+        distro, [f"head -c {mebibytes << 20} /dev/zero"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
+    )
     assert process.stdout is not None
     digest = hashlib.sha256()
     total = 0

@@ -40,7 +40,7 @@ WSLCONFIG = "[general]\ninstanceIdleTimeout=120000\n[wsl2]\nvmIdleTimeout=120000
 
 DRIVER = r"""
 import json, os, subprocess, sys, uuid
-from pywsl.api.client import ServiceClient
+from pywsl.api.service.client import ServiceClient
 from pywsl.api.errors import WslError
 
 
@@ -188,7 +188,7 @@ def make_workspace() -> Iterator[Workspace]:
 
 
 class ServiceProcess:
-    """``python -m pywsl.api.service`` as root on the workspace's socket."""
+    """``python -m pywsl.api.service.server`` as root on the workspace's socket."""
 
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
@@ -211,7 +211,7 @@ class ServiceProcess:
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "pywsl.api.service", "--socket", str(self.workspace.socket)],
+                [sys.executable, "-m", "pywsl.api.service.server", "--socket", str(self.workspace.socket)],
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -268,7 +268,7 @@ def shutdown_vm(uid: int, runtime: Path, env: dict[str, str]) -> None:
         return
     script = (
         "import sys\n"
-        "from pywsl.api.session import UserSession\n"
+        "from pywsl.api.session.user_session import UserSession\n"
         "UserSession(uid=int(sys.argv[1])).shutdown()\n"
     )
     subprocess.run(

@@ -14,7 +14,8 @@ import pytest
 
 from pywsl.api.credentials import UserIdentity
 from pywsl.api.errors import WslError
-from pywsl.api.registry import (
+from pywsl.api.files.rootfs_folder import RootfsFolders
+from pywsl.api.session.registry import (
     FLAGS_ALL,
     DistributionState,
     Registration,
@@ -23,7 +24,6 @@ from pywsl.api.registry import (
     default_environment,
     validate_name,
 )
-from pywsl.api.rootfs_folder import RootfsFolders
 
 ME = UserIdentity.current()
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 import pywsl
-from pywsl.api.distribution_info import DistributionInfo
 from pywsl.api.errors import WslError
-from pywsl.api.launch_request import parse_wslenv
-from pywsl.api.registry import FLAG_VM_MODE, FLAGS_UNCHANGED, DistributionState, Registration
-from pywsl.api.session import UserSession
+from pywsl.api.process.launch_request import parse_wslenv
+from pywsl.api.session.distribution_info import DistributionInfo
+from pywsl.api.session.registry import FLAG_VM_MODE, FLAGS_UNCHANGED, DistributionState, Registration
+from pywsl.api.session.user_session import UserSession
 
 
 @pytest.fixture

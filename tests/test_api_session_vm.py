@@ -21,8 +21,8 @@ import pytest
 from busybox_images import BUSYBOX, busybox_archive, os_release_text
 
 from pywsl.api.errors import WslError
-from pywsl.api.registry import DistributionState
-from pywsl.api.session import UserSession
+from pywsl.api.session.registry import DistributionState
+from pywsl.api.session.user_session import UserSession
 
 FROM_IMAGE = "[oobe]\ndefaultName=FromImage\n"
 

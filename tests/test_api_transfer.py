@@ -22,7 +22,7 @@ import pytest
 from pywsl.api.cancellation import CancelToken, cancel_scope
 from pywsl.api.credentials import UserIdentity
 from pywsl.api.errors import WslError
-from pywsl.api.transfer import StderrCollector, detect_format, open_archive_source, open_export_target
+from pywsl.api.files.transfer import StderrCollector, detect_format, open_archive_source, open_export_target
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer

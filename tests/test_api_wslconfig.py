@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from pywsl.api.credentials import UserIdentity
-from pywsl.api.paths import user_paths
-from pywsl.api.wslconfig import (
+from pywsl.api.session.paths import user_paths
+from pywsl.api.session.wslconfig import (
     DEFAULT_INSTANCE_IDLE_TIMEOUT_MS,
     DEFAULT_VM_IDLE_TIMEOUT_MS,
     MIN_MEMORY_BYTES,

@@ -175,13 +175,14 @@ with mock.patch("pywsl.cli.context.open_session", return_value=session):
 heavy = sorted(name for name in set(sys.modules) - before
                if name.split(".")[0] in ("rich", "json", "http", "ssl", "importlib_metadata")
                or name == "urllib.request"
-               or name in ("pywsl.api.install", "pywsl.api.manifest", "pywsl.api.download",
-                           "pywsl.api.builtin_source", "pywsl.cli.render_rich"))
+               or name in ("pywsl.api.install.installer", "pywsl.api.install.manifest",
+                           "pywsl.api.install.download", "pywsl.api.install.builtin_source",
+                           "pywsl.cli.render_rich"))
 # The fast path of the common launch lines reads them without click or the full grammar.
 grammar = sorted(name for name in set(sys.modules) - before
                  if name.split(".")[0] in ("click", "construct")
                  or name in ("pywsl.cli.command", "pywsl.cli.grammar", "pywsl.cli.launch", "pywsl.cli.verbs",
-                             "pywsl.api.wslconfig", "pywsl.wire.config_format"))
+                             "pywsl.api.session.wslconfig", "pywsl.wire.config_format"))
 print(status, heavy, grammar)
 """
 

@@ -572,7 +572,7 @@ def build_cache(service: Any, workspace: Workspace) -> Iterator[Path]:
     """The module's service restarted with its build folder in the workspace; restored afterwards."""
     import shutil
 
-    from pywsl.api.builtin_cache import BUILD_CACHE_ENV
+    from pywsl.api.install.builtin_cache import BUILD_CACHE_ENV
 
     folder = workspace.folder / "build-cache"
     service.stop()
@@ -597,9 +597,9 @@ def test_a_user_installs_builtin_debian_through_the_service(
 
     from test_install_support import closed_port_url
 
-    from pywsl.api.builtin_cache import BuildCache
-    from pywsl.api.builtin_catalog import find_builtin
-    from pywsl.api.manifest import URL_ENV
+    from pywsl.api.install.builtin_cache import BuildCache
+    from pywsl.api.install.builtin_catalog import find_builtin
+    from pywsl.api.install.manifest import URL_ENV
 
     entry = find_builtin("Debian")
     if entry is None:

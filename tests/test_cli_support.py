@@ -11,9 +11,9 @@ from typing import Any
 from click.testing import CliRunner
 from pytest_mock import MockerFixture
 
-from pywsl.api.distribution_info import DistributionInfo
-from pywsl.api.registry import DistributionState
-from pywsl.api.session import UserSession
+from pywsl.api.session.distribution_info import DistributionInfo
+from pywsl.api.session.registry import DistributionState
+from pywsl.api.session.user_session import UserSession
 from pywsl.cli.main import build_command
 
 DEBIAN_ID = uuid.UUID("6d3f4c1e-1111-4a2b-9c3d-000000000001")

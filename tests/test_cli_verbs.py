@@ -12,8 +12,8 @@ from pytest_mock import MockerFixture
 from test_cli_support import ALPINE_ID, BUSY_ID, DEBIAN_ID, Cli, info
 
 from pywsl.api.errors import WslError
-from pywsl.api.install import OnlineDistribution
-from pywsl.api.registry import DistributionState
+from pywsl.api.install.installer import OnlineDistribution
+from pywsl.api.session.registry import DistributionState
 
 SUCCESS = "The operation completed successfully.\n"
 
@@ -146,7 +146,7 @@ def test_list_online(cli: Cli, mocker: MockerFixture) -> None:
         OnlineDistribution("Debian", "Debian GNU/Linux", True, "built-in"),
         OnlineDistribution("Ubuntu-24.04", "Ubuntu 24.04 LTS", False, "manifest"),
     ]
-    fetch = mocker.patch("pywsl.api.install.list_online", return_value=entries)
+    fetch = mocker.patch("pywsl.api.install.installer.list_online", return_value=entries)
     outcome = cli("--list", "--online")
     assert outcome.exit_code == 0
     lines = outcome.stdout.splitlines()
@@ -181,7 +181,7 @@ def test_list_online_warnings_can_be_disabled(cli: Cli, mocker: MockerFixture) -
         on_warning("The manifest could not be fetched.")
         return [OnlineDistribution("Debian", "Debian GNU/Linux", True, "built-in")]
 
-    mocker.patch("pywsl.api.install.list_online", side_effect=fetch)
+    mocker.patch("pywsl.api.install.installer.list_online", side_effect=fetch)
     assert cli("-l", "-o").stderr == "The manifest could not be fetched.\n"
     assert cli("-l", "-o", env={"WSL_DISABLE_WARNINGS": "1"}).stderr == ""
 
@@ -204,7 +204,7 @@ def test_list_rejects_unknown_options_and_extra_arguments(cli: Cli) -> None:
 
 
 def test_status(cli: Cli, mocker: MockerFixture) -> None:
-    mocker.patch("pywsl.api.user_vm.limits_note", return_value=None)  # lxcfs shows the VM's limits
+    mocker.patch("pywsl.api.session.user_vm.limits_note", return_value=None)  # lxcfs shows the VM's limits
     outcome = cli("--status")
     assert outcome.stdout == "Default Distribution: Debian\nDefault Version: 2\n"
     assert json.loads(cli("--status", "--format", "json").stdout) == {
@@ -214,7 +214,7 @@ def test_status(cli: Cli, mocker: MockerFixture) -> None:
     cli.session.enumerate_distributions.return_value = []
     assert cli("--status").stdout == "Default Version: 2\n"
     assert json.loads(cli("--status", "--format", "json").stdout)["default_distribution"] is None
-    mocker.patch("pywsl.api.user_vm.limits_note", return_value="Memory note.")  # no lxcfs
+    mocker.patch("pywsl.api.session.user_vm.limits_note", return_value="Memory note.")  # no lxcfs
     assert cli("--status").stdout == "Default Version: 2\nMemory note.\n"
 
 
@@ -550,7 +550,7 @@ def installer(mocker: MockerFixture, cli: Cli) -> Any:
         kwargs["progress"](5, 10)
         return info(DEBIAN_ID, kwargs.get("name") or "Debian", default=True)
 
-    return mocker.patch("pywsl.api.install.install", side_effect=install)
+    return mocker.patch("pywsl.api.install.installer.install", side_effect=install)
 
 
 def test_install_then_launch(cli: Cli, installer: Any) -> None:
@@ -604,7 +604,7 @@ def test_install_no_distribution(cli: Cli, installer: Any) -> None:
 
 
 def test_login_shell_runs_pending_oobe_first(cli: Cli, mocker: MockerFixture) -> None:
-    oobe = mocker.patch("pywsl.api.oobe.run_oobe_if_pending", return_value=1)
+    oobe = mocker.patch("pywsl.api.install.oobe.run_oobe_if_pending", return_value=1)
     assert cli("-d", "Debian").exit_code == 1
     oobe.assert_called_once_with(cli.session, DEBIAN_ID)
     cli.session.create_lx_process.assert_not_called()

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from pywsl.api import user_warnings
 from pywsl.api.com import interface, layout
 from pywsl.api.com.session import ComUserSession
 from pywsl.api.com.vtable import ComInterface
 from pywsl.api.errors import WslError
+from pywsl.api.session import user_warnings
 
 LIBC = ctypes.CDLL(ctypes.util.find_library("c"))
 LIBC.malloc.restype = ctypes.c_void_p

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pywsl.api.wslconfig import parse_wslconfig
+from pywsl.api.session.wslconfig import parse_wslconfig
 from pywsl.guest import devices, mounts, syscalls
 from pywsl.guest.boot import parse_boot_arguments
 from pywsl.guest.wsl_conf import parse_wsl_conf

@@ -27,8 +27,8 @@ import pytest
 from conftest import BootedVm, VmFactory, host_pid, run_in
 
 import pywsl.vm
-from pywsl.api.gui_share import display_number, gui_host_environment, xauthority_cookie
-from pywsl.api.wslconfig import load_wslconfig
+from pywsl.api.session.gui_share import display_number, gui_host_environment, xauthority_cookie
+from pywsl.api.session.wslconfig import load_wslconfig
 from pywsl.guest import forking, gui, syscalls
 
 CHILD_TIMEOUT = 20

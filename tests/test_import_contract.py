@@ -63,35 +63,49 @@ def _lazy_names(tree: ast.AST) -> list[tuple[str, int]]:
     return names
 
 
-def _imported_layers(path: Path, root: Path = PACKAGE.parent) -> set[tuple[str, int]]:
-    """Every `pywsl.<layer>` a module imports, with the line: import statements (relative ones
-    resolved against the module's package), and module names in strings (lazy imports)."""
+def _typing_only(tree: ast.AST) -> set[int]:
+    """ids of the nodes inside ``if TYPE_CHECKING:`` blocks: names for the type checker, not loads."""
+    inside: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            for statement in node.body:
+                inside.update(id(child) for child in ast.walk(statement))
+    return inside
+
+
+def _imported_names(
+    path: Path, root: Path = PACKAGE.parent, *, typing_too: bool = True
+) -> set[tuple[str, int]]:
+    """Every dotted ``pywsl…`` name a module imports, with the line: import statements (relative
+    ones resolved against the module's package), and module names in strings (lazy imports)."""
     tree = ast.parse(path.read_text(), filename=str(path))
+    skipped = set() if typing_too else _typing_only(tree)
     # For a package's __init__.py the last part is "__init__": level 1 is then the package itself.
     module_parts = path.relative_to(root).with_suffix("").parts
-    found: set[tuple[str, int]] = set()
     named: list[tuple[str, int]] = _lazy_names(tree)
     for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
         if isinstance(node, ast.Import):
             named += [(alias.name, node.lineno) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = list(module_parts[: len(module_parts) - node.level])
                 target = ".".join(base + ([node.module] if node.module else []))
-                named += (
-                    [(target, node.lineno)]
-                    if node.module
-                    else [(f"{target}.{alias.name}", node.lineno) for alias in node.names]
-                )
-            elif node.module == "pywsl":
-                named += [(f"pywsl.{alias.name}", node.lineno) for alias in node.names]
+                named += [(f"{target}.{alias.name}", node.lineno) for alias in node.names]
             elif node.module:
-                named.append((node.module, node.lineno))
-    for name, line in named:
+                named += [(f"{node.module}.{alias.name}", node.lineno) for alias in node.names]
+    return {(name, line) for name, line in named if name.split(".")[0] == "pywsl"}
+
+
+def _imported_layers(path: Path, root: Path = PACKAGE.parent) -> set[tuple[str, int]]:
+    """Every `pywsl.<layer>` a module imports, with the line."""
+    found: set[tuple[str, int]] = set()
+    for name, line in _imported_names(path, root):
         parts = name.split(".")
-        if parts[0] == "pywsl" and len(parts) > 1 and parts[1] in ALLOWED:
+        if len(parts) > 1 and parts[1] in ALLOWED:
             found.add((parts[1], line))
-        elif parts[0] == "pywsl" and len(parts) == 1:
+        elif len(parts) == 1:
             found.add(("pywsl", line))
     return found
 
@@ -130,7 +144,7 @@ def test_lazy_imports_by_name_are_seen(tmp_path: Path) -> None:
     probe.parent.mkdir(parents=True)
     probe.write_text(
         "import importlib\n"
-        "importlib.import_module('pywsl.api.session')\n"
+        "importlib.import_module('pywsl.api.session.user_session')\n"
         "TABLE = {'x': 'pywsl.cli.main'}\n"
         "def load(name):\n    return importlib.import_module(f'pywsl.guest.{name}')\n"
         "ARGV = ['python', '-m', 'pywsl.guest.mini_init']\n"  # a new process: not an import
@@ -146,3 +160,68 @@ def test_the_top_level_package_loads_only_the_api() -> None:
 def test_every_layer_exists() -> None:
     for layer in ALLOWED:
         assert (PACKAGE / layer / "__init__.py").is_file()
+
+
+# Which api sub-packages each may import (itself and the api's foundations — errors, cancellation,
+# credentials — always). `connect` and the package's own `__init__` are entry points: free.
+API_FOUNDATIONS = {"errors", "cancellation", "credentials"}
+API_ALLOWED: dict[str, set[str]] = {
+    "files": set(),
+    "process": set(),
+    "install": {"files", "session"},
+    "session": {"files", "process"},
+    "service": {"files", "install", "process", "session"},
+    "com": {"process", "session"},
+}
+API = PACKAGE / "api"
+
+
+def _api_part(name: str) -> str | None:
+    """The api sub-package or foundation module a dotted name lies in (None outside the api)."""
+    parts = name.split(".")
+    if parts[:2] != ["pywsl", "api"] or len(parts) < 3:
+        return None
+    return parts[2]
+
+
+def test_every_api_module_lies_in_a_sub_package_or_is_a_foundation() -> None:
+    top = {path.stem for path in API.glob("*.py")} - {"__init__", "connect"}
+    assert top == API_FOUNDATIONS
+    assert {path.name for path in API.iterdir() if (path / "__init__.py").is_file()} == set(API_ALLOWED)
+
+
+@pytest.mark.parametrize("package", sorted(API_ALLOWED))
+def test_api_sub_packages_import_only_what_their_job_needs(package: str) -> None:
+    allowed = API_ALLOWED[package] | API_FOUNDATIONS | {package}
+    violations = []
+    for path in sorted((API / package).rglob("*.py")):
+        for name, line in _imported_names(path, typing_too=False):
+            part = _api_part(name)
+            if part is not None and part not in allowed:
+                violations.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {name}")
+    assert not violations, "\n".join(violations)
+
+
+def test_api_foundations_import_no_sub_package() -> None:
+    violations = []
+    for stem in sorted(API_FOUNDATIONS):
+        path = API / f"{stem}.py"
+        for name, line in _imported_names(path, typing_too=False):
+            part = _api_part(name)
+            if part is not None and part not in API_FOUNDATIONS:
+                violations.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {name}")
+    assert not violations, "\n".join(violations)
+
+
+def test_the_sub_package_checker_sees_a_violation(tmp_path: Path) -> None:
+    probe = tmp_path / "pywsl" / "api" / "install" / "probe.py"
+    probe.parent.mkdir(parents=True)
+    probe.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "from ..service import rpc\n"
+        "if TYPE_CHECKING:\n    from pywsl.api.process.terminal import Terminal\n"
+    )
+    loads = {_api_part(name) for name, _ in _imported_names(probe, tmp_path, typing_too=False)}
+    assert loads == {"service"}
+    everything = {_api_part(name) for name, _ in _imported_names(probe, tmp_path)}
+    assert everything == {"service", "process"}

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from test_install_support import closed_port_url, debian_archive
 
-from pywsl.api.apt_sources import (
+from pywsl.api.errors import WslError
+from pywsl.api.install.apt_sources import (
     DEFAULT_DEBIAN_MIRROR,
     AptSource,
     host_apt_sources,
@@ -17,9 +18,8 @@ from pywsl.api.apt_sources import (
     parse_deb822_sources,
     parse_one_line_sources,
 )
-from pywsl.api.builtin_catalog import HostTools, available_builtins, find_builtin
-from pywsl.api.builtin_source import DebootstrapProgress, build_rootfs_archive
-from pywsl.api.errors import WslError
+from pywsl.api.install.builtin_catalog import HostTools, available_builtins, find_builtin
+from pywsl.api.install.builtin_source import DebootstrapProgress, build_rootfs_archive
 
 __all__ = ["debian_archive"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pywsl.api.distribution_conf import parse_distribution_conf, read_distribution_conf
+from pywsl.api.install.distribution_conf import parse_distribution_conf, read_distribution_conf
 from pywsl.wire.config_format import MAX_CONFIG_BYTES
 
 FULL = """

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from test_install_support import FileServer, closed_port_url, file_server, sha256_hex
 
-from pywsl.api.download import (
+from pywsl.api.errors import WslError
+from pywsl.api.install.download import (
     TEMP_PREFIX,
     TemporaryFile,
     clean_stale_temporaries,
@@ -21,7 +22,6 @@ from pywsl.api.download import (
     read_url,
     verify_sha256,
 )
-from pywsl.api.errors import WslError
 
 __all__ = ["file_server"]
 

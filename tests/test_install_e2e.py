@@ -32,14 +32,14 @@ from test_install_support import (
     version_entry,
 )
 
-from pywsl.api import builtin_catalog, builtin_source
-from pywsl.api.apt_sources import host_apt_sources, image_sources, mirror_for, security_mirror_for
-from pywsl.api.download import TEMP_PREFIX, TemporaryFile
 from pywsl.api.errors import WslError
-from pywsl.api.first_run_setup import SETUP_SCRIPT, SETUP_SCRIPT_PATH, distribution_conf
-from pywsl.api.install import install, launch_default_shell, list_online
-from pywsl.api.manifest import APPEND_URL_ENV, URL_ENV
-from pywsl.api.oobe import run_oobe_if_pending
+from pywsl.api.install import builtin_catalog, builtin_source
+from pywsl.api.install.apt_sources import host_apt_sources, image_sources, mirror_for, security_mirror_for
+from pywsl.api.install.download import TEMP_PREFIX, TemporaryFile
+from pywsl.api.install.first_run_setup import SETUP_SCRIPT, SETUP_SCRIPT_PATH, distribution_conf
+from pywsl.api.install.installer import install, launch_default_shell, list_online
+from pywsl.api.install.manifest import APPEND_URL_ENV, URL_ENV
+from pywsl.api.install.oobe import run_oobe_if_pending
 
 __all__ = ["debian_archive", "file_server"]
 
@@ -81,7 +81,7 @@ def environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
 
 @pytest.fixture(scope="module")
 def session(environment: dict[str, str]) -> Iterator[Any]:
-    from pywsl.api.session import UserSession
+    from pywsl.api.session.user_session import UserSession
 
     opened = UserSession(environ=environment)
     try:
@@ -333,8 +333,8 @@ def test_oobe_failure_keeps_it_pending(clean: Any, tmp_path: Path) -> None:
 
 _PTY_CLIENT = """
 import sys
-from pywsl.api.session import UserSession
-from pywsl.api.install import launch_default_shell
+from pywsl.api.session.user_session import UserSession
+from pywsl.api.install.installer import launch_default_shell
 import json
 sys.exit(launch_default_shell(UserSession(environ=json.loads(sys.argv[1])), sys.argv[2]))
 """
@@ -401,8 +401,8 @@ def test_oobe_creates_a_user_and_sets_the_default_uid_under_a_pty(
 
 _INSTALL_CLIENT = """
 import json, sys
-from pywsl.api.session import UserSession
-from pywsl.api.install import install
+from pywsl.api.session.user_session import UserSession
+from pywsl.api.install.installer import install
 install(UserSession(environ=json.loads(sys.argv[1])), "Tiny", no_launch=True)
 """
 

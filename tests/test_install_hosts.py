@@ -11,20 +11,20 @@ from pytest_mock import MockerFixture
 from test_cli_support import Cli
 from test_install_support import FileServer, closed_port_url, file_server, manifest_document, version_entry
 
-from pywsl.api import builtin_catalog, host_distribution
-from pywsl.api.apt_sources import host_apt_sources, image_sources, mirror_for, security_mirror_for
-from pywsl.api.builtin_catalog import (
+from pywsl.api.errors import WslError
+from pywsl.api.install import builtin_catalog, host_distribution
+from pywsl.api.install.apt_sources import host_apt_sources, image_sources, mirror_for, security_mirror_for
+from pywsl.api.install.builtin_catalog import (
     HostTools,
     default_builtin,
     lookup_builtin,
     require_buildable,
 )
-from pywsl.api.builtin_catalog import (
+from pywsl.api.install.builtin_catalog import (
     builtin_catalog as catalog,
 )
-from pywsl.api.errors import WslError
-from pywsl.api.host_distribution import host_family
-from pywsl.api.manifest import APPEND_URL_ENV, URL_ENV
+from pywsl.api.install.host_distribution import host_family
+from pywsl.api.install.manifest import APPEND_URL_ENV, URL_ENV
 
 __all__ = ["file_server"]
 

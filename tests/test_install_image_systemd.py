@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from busybox_images import BUSYBOX, build_busybox_rootfs
 
-from pywsl.api.builtin_image import EXTRA_PACKAGES, image_packages, image_wsl_conf, make_wsl_image
+from pywsl.api.install.builtin_image import EXTRA_PACKAGES, image_packages, image_wsl_conf, make_wsl_image
 from pywsl.guest.wsl_conf import parse_wsl_conf
 
 # Stand-ins for the tree's locale tools: make_wsl_image runs them chrooted into the tree.

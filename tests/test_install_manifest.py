@@ -16,7 +16,7 @@ from test_install_support import (
 )
 
 from pywsl.api.errors import WslError
-from pywsl.api.manifest import (
+from pywsl.api.install.manifest import (
     APPEND_URL_ENV,
     DEFAULT_MANIFEST_URL,
     URL_ENV,
@@ -276,9 +276,9 @@ def test_bad_json_over_http(file_server: FileServer) -> None:
 def test_list_online_marks_the_default_and_adds_built_ins(
     file_server: FileServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pywsl.api import builtin_catalog
-    from pywsl.api.install import list_online
-    from pywsl.api.wslconfig import WslConfig
+    from pywsl.api.install import builtin_catalog
+    from pywsl.api.install.installer import list_online
+    from pywsl.api.session.wslconfig import WslConfig
 
     monkeypatch.delenv(URL_ENV, raising=False)
     monkeypatch.delenv(APPEND_URL_ENV, raising=False)

@@ -16,13 +16,14 @@ from typing import Any
 import pytest
 from conftest import pid_alive, wait_until
 
-from pywsl.api import rpc, service
-from pywsl.api.builtin_cache import BUILD_CACHE_ENV, BuildCache, check_root_only
-from pywsl.api.builtin_catalog import find_builtin, lookup_builtin
-from pywsl.api.builtin_service import BuildQueue, builtin_entry, install_builtin_distribution
 from pywsl.api.cancellation import CancelToken, cancel_scope
-from pywsl.api.client import ServiceClient, _unreachable
 from pywsl.api.errors import WslError
+from pywsl.api.install.builtin_cache import BUILD_CACHE_ENV, BuildCache, check_root_only
+from pywsl.api.install.builtin_catalog import find_builtin, lookup_builtin
+from pywsl.api.install.builtin_service import BuildQueue, builtin_entry, install_builtin_distribution
+from pywsl.api.service import rpc
+from pywsl.api.service import server as service
+from pywsl.api.service.client import ServiceClient, _unreachable
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="the build folder belongs to root")
 
@@ -109,7 +110,7 @@ def test_a_name_this_host_cannot_build_says_why(monkeypatch: pytest.MonkeyPatch)
     assert entry is not None
     from dataclasses import replace
 
-    from pywsl.api import builtin_catalog
+    from pywsl.api.install import builtin_catalog
 
     missing = replace(entry, unavailable="debootstrap is not installed; run 'apt-get install debootstrap'")
     monkeypatch.setattr(builtin_catalog, "builtin_catalog", lambda tools=None: [missing])
@@ -434,7 +435,7 @@ def test_a_socket_the_user_cannot_reach_is_access_denied() -> None:
 def test_a_build_that_takes_too_long_is_stopped(
     tmp_path: Path, silent_mirror: SilentMirror, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pywsl.api import builtin_service
+    from pywsl.api.install import builtin_service
 
     entry = find_builtin("Debian")
     if entry is None:

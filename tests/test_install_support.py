@@ -167,8 +167,8 @@ def debian_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
     Skips when the host cannot build it (not root, no debootstrap, no keyring, no mirror).
     """
-    from pywsl.api.builtin_catalog import find_builtin
-    from pywsl.api.builtin_source import build_rootfs_archive
+    from pywsl.api.install.builtin_catalog import find_builtin
+    from pywsl.api.install.builtin_source import build_rootfs_archive
 
     if "debian" in _DEBIAN_CACHE and _DEBIAN_CACHE["debian"].exists():
         yield _DEBIAN_CACHE["debian"]

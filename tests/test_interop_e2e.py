@@ -21,7 +21,7 @@ import pytest
 from busybox_images import BUSYBOX, busybox_archive, os_release_text
 from conftest import pid_alive, wait_until
 
-from pywsl.api.session import UserSession
+from pywsl.api.session.user_session import UserSession
 from pywsl.guest import interop_client
 from pywsl.wire import schema
 

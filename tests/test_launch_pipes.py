@@ -37,7 +37,7 @@ from test_launch_support import (
     python_environment,
 )
 
-from pywsl.api.process import DEVNULL, PIPE
+from pywsl.api.process.lx_process import DEVNULL, PIPE
 
 __all__ = ["etc_root", "leader"]  # the module-scoped fixtures every test here uses
 

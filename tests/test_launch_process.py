@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pywsl.api.process import DEVNULL, PIPE, STDOUT, LxProcess, PreparedStdio, prepare_stdio
-from pywsl.api.terminal import RawMode, is_terminal, make_raw, window_size
+from pywsl.api.process.lx_process import DEVNULL, PIPE, STDOUT, LxProcess, PreparedStdio, prepare_stdio
+from pywsl.api.process.terminal import RawMode, is_terminal, make_raw, window_size
 
 
 @pytest.fixture

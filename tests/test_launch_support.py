@@ -23,7 +23,7 @@ from typing import Any, TypedDict, Unpack
 
 import pytest
 
-from pywsl.api.process import LxProcess, PreparedStdio, StdioSpec
+from pywsl.api.process.lx_process import LxProcess, PreparedStdio, StdioSpec
 from pywsl.wire import LX_INIT_CREATE_PROCESS_FLAGS, schema
 from pywsl.wire.channel import MessageChannel
 

@@ -18,12 +18,13 @@ from typing import Any
 
 import pytest
 
-from pywsl.api import rpc, service
-from pywsl.api.client import ServiceClient
-from pywsl.api.distribution_info import DistributionConfiguration, DistributionInfo
 from pywsl.api.errors import WslError
-from pywsl.api.registry import DistributionState
-from pywsl.api.session import UserSession
+from pywsl.api.service import rpc
+from pywsl.api.service import server as service
+from pywsl.api.service.client import ServiceClient
+from pywsl.api.session.distribution_info import DistributionConfiguration, DistributionInfo
+from pywsl.api.session.registry import DistributionState
+from pywsl.api.session.user_session import UserSession
 from pywsl.wire import schema
 from pywsl.wire.channel import MessageChannel
 
@@ -55,7 +56,7 @@ def test_client_has_every_session_method_with_the_same_signature() -> None:
 
 
 def test_every_rpc_method_reaches_a_session_method_by_its_parameters() -> None:
-    from pywsl.api import builtin_service
+    from pywsl.api.install import builtin_service
 
     for method in rpc.METHODS.values():
         target = "launch_lx_process" if method.name == "CreateLxProcess" else service.python_name(method.name)

@@ -19,12 +19,15 @@ from typing import Any
 
 import pytest
 
-from pywsl.api import cancellation, rpc, service, service_install
-from pywsl.api.client import ServiceClient
-from pywsl.api.distribution_info import DistributionInfo
+from pywsl.api import cancellation
 from pywsl.api.errors import WslError
-from pywsl.api.registry import DistributionState
-from pywsl.api.service_limits import ConnectionLimits, RangeOwners, WorkerLimits, raise_descriptor_limit
+from pywsl.api.service import rpc
+from pywsl.api.service import server as service
+from pywsl.api.service import units as service_install
+from pywsl.api.service.client import ServiceClient
+from pywsl.api.service.limits import ConnectionLimits, RangeOwners, WorkerLimits, raise_descriptor_limit
+from pywsl.api.session.distribution_info import DistributionInfo
+from pywsl.api.session.registry import DistributionState
 from pywsl.vm import idmap
 
 ALPHA = uuid.UUID("11111111-2222-3333-4444-555555555555")

@@ -332,8 +332,8 @@ def session_factory(
     """A callable returning root's session: ``UserSession()`` in this process, or a
     ``ServiceClient`` of the running service. Both see a private registry and VM runtime folder.
     (Reuse it by importing ``session_factory``, ``service`` and ``workspace`` from this module.)"""
-    from pywsl.api.client import ServiceClient
-    from pywsl.api.session import UserSession
+    from pywsl.api.service.client import ServiceClient
+    from pywsl.api.session.user_session import UserSession
 
     if request.param == "service":
         clients: list[ServiceClient] = []
@@ -369,7 +369,7 @@ def test_the_same_scenario_in_process_and_through_the_service(
     session_factory: Callable[[], Any], workspace: Workspace
 ) -> None:
     from pywsl.api.errors import WslError
-    from pywsl.api.registry import DistributionState
+    from pywsl.api.session.registry import DistributionState
 
     session = session_factory()
     name = f"Scenario{secrets.token_hex(3)}"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pywsl.api import rpc
+from pywsl.api.service import rpc
 
 
 @pytest.fixture

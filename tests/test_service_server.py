@@ -20,11 +20,13 @@ from typing import Any
 
 import pytest
 
-from pywsl.api import rpc, service, service_install
-from pywsl.api.client import ServiceClient
-from pywsl.api.distribution_info import DistributionInfo
 from pywsl.api.errors import WslError
-from pywsl.api.registry import DistributionState
+from pywsl.api.service import rpc
+from pywsl.api.service import server as service
+from pywsl.api.service import units as service_install
+from pywsl.api.service.client import ServiceClient
+from pywsl.api.session.distribution_info import DistributionInfo
+from pywsl.api.session.registry import DistributionState
 
 ALPHA = uuid.UUID("11111111-2222-3333-4444-555555555555")
 
@@ -475,7 +477,7 @@ def test_systemd_socket_activation(tmp_path: Path) -> None:
     # The child puts the socket where systemd would (fd 3) before looking for it.
     script = (
         "import os\n"
-        "from pywsl.api import service\n"
+        "from pywsl.api.service import server as service\n"
         "os.dup2(int(os.environ['TEST_FD']), 3)\n"
         "os.environ['LISTEN_PID'] = str(os.getpid())\n"
         "sock = service.systemd_listener()\n"
@@ -518,7 +520,7 @@ def test_install_units(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     service_unit = (prefix / "pywsl.service").read_text()
     assert "ListenStream=/run/pywsl/service.sock" in socket_unit
     assert "SocketMode=0666" in socket_unit
-    assert f"ExecStart={sys.executable} -m pywsl.api.service" in service_unit
+    assert f"ExecStart={sys.executable} -m pywsl.api.service.server" in service_unit
     assert "KillMode=process" in service_unit
     assert stat.S_IMODE(os.stat(prefix / "pywsl.service").st_mode) == 0o644
     assert sorted(os.listdir(prefix)) == ["pywsl.service", "pywsl.socket"]
@@ -528,7 +530,7 @@ def test_install_units(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 def test_unit_command_line_quoting() -> None:
     text = service_install.unit_text("pywsl.service", '/opt/my python/bin/py"thon')
-    assert 'ExecStart="/opt/my python/bin/py\\"thon" -m pywsl.api.service' in text
+    assert 'ExecStart="/opt/my python/bin/py\\"thon" -m pywsl.api.service.server' in text
     with pytest.raises(ValueError):
         service_install.install_units(Path("/nonexistent"), "relative/python")
 
@@ -600,7 +602,7 @@ def test_the_service_process_serves_and_removes_its_socket_on_sigterm(public_dir
     path = public_dir / "process.sock"
     env = {**os.environ, "PYWSL_RUNTIME_ROOT": str(public_dir / "run")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "pywsl.api.service", "--socket", str(path)],
+        [sys.executable, "-m", "pywsl.api.service.server", "--socket", str(path)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

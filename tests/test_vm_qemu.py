@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from qemu_guest_setup import ensure_kernel, ensure_qemu
 
-from pywsl.api.wslconfig import parse_wslconfig
+from pywsl.api.session.wslconfig import parse_wslconfig
 from pywsl.vm import CoreVm, VmConfig
 from pywsl.vm.backends.qemu import QemuBackend, running_backend
 from pywsl.vm.errors import VmError

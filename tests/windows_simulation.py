@@ -219,7 +219,7 @@ def main(argv: list[str]) -> int:
         sys.argv = ["pywsl", *arguments]
         pywsl_main(arguments)
     if scenario == "service":  # the `pywsl-service` console script
-        from pywsl.api.service import main as service_main
+        from pywsl.api.service.server import main as service_main
 
         return service_main(arguments)
     sys.argv = arguments

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pywsl.api.connect import connect
-    from pywsl.api.distribution_info import DistributionConfiguration, DistributionInfo
     from pywsl.api.errors import WslError
-    from pywsl.api.registry import DistributionState
-    from pywsl.api.session import UserSession
-    from pywsl.api.wslconfig import WslConfig
+    from pywsl.api.session.distribution_info import DistributionConfiguration, DistributionInfo
+    from pywsl.api.session.registry import DistributionState
+    from pywsl.api.session.user_session import UserSession
+    from pywsl.api.session.wslconfig import WslConfig
 
 __all__ = [
     "DistributionConfiguration",
@@ -31,11 +31,11 @@ __all__ = [
 _EXPORTS = {
     "connect": "pywsl.api.connect",
     "WslError": "pywsl.api.errors",
-    "DistributionState": "pywsl.api.registry",
-    "DistributionInfo": "pywsl.api.distribution_info",
-    "DistributionConfiguration": "pywsl.api.distribution_info",
-    "UserSession": "pywsl.api.session",
-    "WslConfig": "pywsl.api.wslconfig",
+    "DistributionState": "pywsl.api.session.registry",
+    "DistributionInfo": "pywsl.api.session.distribution_info",
+    "DistributionConfiguration": "pywsl.api.session.distribution_info",
+    "UserSession": "pywsl.api.session.user_session",
+    "WslConfig": "pywsl.api.session.wslconfig",
 }
 
 

@@ -2,7 +2,7 @@
 
 wsl.exe activates the COM class `LxssUserSession`, which the service runs for the caller. pywsl
 gives root the session in its own process (root can run the VM itself) and everybody else a proxy
-to the root service (`pywsl.api.client.ServiceClient`) with the same methods. On Windows it is
+to the root service (`pywsl.api.service.client.ServiceClient`) with the same methods. On Windows it is
 the installed WslService itself, over COM (`pywsl.api.com.ComUserSession`).
 """
 
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pywsl.api.errors import WslError
 
 if TYPE_CHECKING:
-    from pywsl.api.session import UserSession
+    from pywsl.api.session.user_session import UserSession
 
 __all__ = ["TRANSPORTS", "connect"]
 
@@ -44,10 +44,10 @@ def connect(transport: str = "auto") -> UserSession:
     if transport == "auto":
         transport = "inprocess" if os.geteuid() == 0 else "service"
     if transport == "inprocess":
-        from pywsl.api.session import UserSession
+        from pywsl.api.session.user_session import UserSession
 
         return UserSession()
-    from pywsl.api.client import ServiceClient
+    from pywsl.api.service.client import ServiceClient
 
     client: Any = ServiceClient()
     return client  # type: ignore[no-any-return]

@@ -93,7 +93,7 @@ def _watch(
 
 
 def import_command(distro: str, location: str, file_name: str, version: str | None, vhd: bool) -> int:
-    from pywsl.api.import_location import import_location
+    from pywsl.api.files.import_location import import_location
 
     if version is not None:
         parse_version(version)

@@ -71,8 +71,8 @@ class Pywsl(WslCommand):
         return status
 
     def _run(self, args: Sequence[str] | None, prog_name: str, complete_var: str | None, **extra: Any) -> int:
-        from pywsl.api import user_warnings
         from pywsl.api.errors import WslError
+        from pywsl.api.session import user_warnings
 
         utf8_streams()
         try:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import click
 
-    from pywsl.api.session import UserSession
+    from pywsl.api.session.user_session import UserSession
 
 __all__ = ["CliState", "current_session", "open_session", "state_of"]
 

@@ -101,8 +101,8 @@ def run(argv: Sequence[str] | None = None) -> int | None:
 
 def _run_line(line: LaunchLine) -> int:
     """As `pywsl.cli.command.Pywsl.main` runs the launch callback, with its error handling."""
-    from pywsl.api import user_warnings
     from pywsl.api.errors import WslError
+    from pywsl.api.session import user_warnings
     from pywsl.cli import report
 
     utf8_streams()

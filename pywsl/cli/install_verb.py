@@ -4,7 +4,7 @@ The options and their checks are wsl.exe's (`Install` in `WslClient.cpp`): a dis
 the legacy `--distribution`), `--name`, `--location`, `--version`, `--from-file` (not together with
 a name), `--no-launch`, `--web-download`, `--no-distribution` (not together with a name; there are
 no optional components to install here, so it only succeeds). The installer
-(`pywsl.api.install.install`) registers the distribution; then, unless `--no-launch`, its shell is
+(`pywsl.api.install.installer.install`) registers the distribution; then, unless `--no-launch`, its shell is
 started as for a bare `pywsl -d <name>`. WSL 1, `--legacy` (Store packages), and the disk options
 `--vhd-size`/`--fixed-vhd` have no counterpart here and fail clearly.
 """
@@ -121,7 +121,7 @@ def _install(
     if no_distribution:
         print_success()
         return 0
-    from pywsl.api.install import install
+    from pywsl.api.install.installer import install
 
     session = current_session()
     source: str | int | BinaryIO | None = stdio_source(True) if from_file == STDIO_NAME else from_file

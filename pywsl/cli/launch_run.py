@@ -26,7 +26,7 @@ from pywsl.cli.invocation import Invocation
 from pywsl.cli.report import fail
 
 if TYPE_CHECKING:
-    from pywsl.api.session import UserSession
+    from pywsl.api.session.user_session import UserSession
 
 __all__ = [
     "TTY_LIMIT_STATUS",
@@ -49,7 +49,7 @@ def working_directory(value: str | None) -> str:
     if value is None:
         if sys.platform == "win32":
             return ""
-        from pywsl.api.launch_request import host_directory
+        from pywsl.api.process.launch_request import host_directory
 
         try:
             return host_directory(os.getcwd())
@@ -103,7 +103,7 @@ def launch_process(
     filename, command_line, login = process_arguments(invocation, shell_type)
     if filename is None and not command_line:
         # The default shell: the first-run setup of an installed distribution runs before it.
-        from pywsl.api.oobe import run_oobe_if_pending
+        from pywsl.api.install.oobe import run_oobe_if_pending
 
         oobe_status = run_oobe_if_pending(session, distro)
         if oobe_status is not None:
@@ -125,7 +125,7 @@ def launch_process(
 def _distribution_running(session: UserSession, distro: uuid.UUID | None) -> bool:
     """Whether the distribution (None: the default one) still runs; False when that cannot be told."""
     from pywsl.api.errors import WslError
-    from pywsl.api.registry import DistributionState
+    from pywsl.api.session.registry import DistributionState
 
     try:
         infos = session.enumerate_distributions()
@@ -139,7 +139,7 @@ def _distribution_running(session: UserSession, distro: uuid.UUID | None) -> boo
 
 def _report_instance_terminated() -> None:
     """The process's instance (or the whole VM) ended under it: say so, as wsl.exe does."""
-    from pywsl.api.process import instance_terminated_error
+    from pywsl.api.process.lx_process import instance_terminated_error
     from pywsl.cli.report import error_text, print_error
 
     print_error(error_text(instance_terminated_error()))

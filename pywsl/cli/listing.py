@@ -77,7 +77,7 @@ def _unavailable_notes(entries: Sequence[Any]) -> list[str]:
 
 
 def _list_online(output_format: str) -> int:
-    from pywsl.api.install import list_online
+    from pywsl.api.install.installer import list_online
 
     entries = list_online(on_warning=print_warning)
     if output_format == "json":
@@ -138,7 +138,7 @@ def status_command(output_format: str) -> int:
         return 0
     note: str | None = None
     if sys.platform != "win32":  # the namespaces VM's limits: none to report for WslService's VM
-        from pywsl.api.user_vm import limits_note
+        from pywsl.api.session.user_vm import limits_note
 
         note = limits_note()
     lines = [] if default is None else [messages.STATUS_DEFAULT_DISTRO.format(name=default)]

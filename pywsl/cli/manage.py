@@ -19,7 +19,7 @@ from pywsl.cli.context import current_session
 from pywsl.cli.report import fail, invalid_usage, print_success
 
 if TYPE_CHECKING:
-    from pywsl.api.session import UserSession
+    from pywsl.api.session.user_session import UserSession
 
 __all__ = ["manage_command", "parse_uid", "query_uid"]
 

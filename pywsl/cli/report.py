@@ -189,7 +189,7 @@ def print_warning(text: str) -> None:
 
 
 def print_user_warning(text: str) -> None:
-    """A warning the library emitted for the user (`pywsl.api.user_warnings`): `wsl: <text>`."""
+    """A warning the library emitted for the user (`pywsl.api.session.user_warnings`): `wsl: <text>`."""
     print_warning(f"wsl: {text}")
 
 

@@ -1,6 +1,6 @@
 """GUI apps in a distribution: the caller's X11, Wayland and PulseAudio sockets, laid out as WSLg does.
 
-The host side (``pywsl.api.gui_share``) checks each of the caller's sockets (a socket, owned by
+The host side (``pywsl.api.session.gui_share``) checks each of the caller's sockets (a socket, owned by
 the caller, reached without following a link) and sends what it found in the launch's
 ``NtEnvironment`` (the host environment, which only the host fills): ``PYWSL_GUI_X11=<n>:<dev>:<ino>:<path>``,
 ``PYWSL_GUI_WAYLAND=<name>:<dev>:<ino>:<path>``, ``PYWSL_GUI_PULSE=<dev>:<ino>:<path>`` and

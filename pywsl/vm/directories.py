@@ -8,7 +8,7 @@ allowed there, it is the user's own setting) and then walks every component belo
 path names and nothing else. The caller runs it with the user's rights.
 
 ``renameat2`` (``RENAME_NOREPLACE``, ``RENAME_EXCHANGE``) and ``is_empty_directory`` serve the
-service's checked changes to a user's tree (``pywsl.api.owned_tree``).
+service's checked changes to a user's tree (``pywsl.api.files.owned_tree``).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ its owner controls. These tests attack that with a real service and two real use
 swaps its folders (renames and `renameat2(RENAME_EXCHANGE)`) for a directory of root's or a link
 to the other user's files while it imports and unregisters, plants files of root's in its root
 filesystem, and the other user tries to reach a setuid file of the distribution. The descriptor
-helpers the service uses (`pywsl.api.owned_tree`) are tested on their own first.
+helpers the service uses (`pywsl.api.files.owned_tree`) are tested on their own first.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from multiuser_support import ServiceProcess, User, Workspace, as_user, user_env
 
 from pywsl.api.credentials import UserIdentity, makedirs_as
 from pywsl.api.errors import WslError
-from pywsl.api.owned_tree import ForeignContent, TreeOwners, move_tree, remove_tree
-from pywsl.api.rootfs_folder import RootfsFolders
+from pywsl.api.files.owned_tree import ForeignContent, TreeOwners, move_tree, remove_tree
+from pywsl.api.files.rootfs_folder import RootfsFolders
 from pywsl.vm.directories import RENAME_EXCHANGE, RENAME_NOREPLACE, renameat2
 from pywsl.vm.idmap import maps_for_owner
 

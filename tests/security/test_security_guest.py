@@ -31,8 +31,8 @@ from busybox_images import BUSYBOX, busybox_archive, os_release_text
 from multiuser_support import ServiceProcess, User, Workspace, as_user, user_env
 
 import pywsl
-from pywsl.api import user_warnings
-from pywsl.api.session import UserSession
+from pywsl.api.session import user_warnings
+from pywsl.api.session.user_session import UserSession
 from pywsl.vm.idmap import host_id, maps_for_owner
 
 pytestmark = pytest.mark.skipif(not BUSYBOX.is_file(), reason="needs a static /bin/busybox (busybox-static)")
@@ -437,7 +437,7 @@ def test_through_the_service_the_host_stays_hidden(
     assert suid_line.startswith("suid=") and suid_line != "suid=0", suid_line
     pids = output.split("#\n", 1)[0].split()
     assert str(service.process.pid) not in pids
-    assert _host_traces(output) == [] and "pywsl.api.service" not in output, output
+    assert _host_traces(output) == [] and "pywsl.api.service.server" not in output, output
 
 
 def test_through_the_service_a_killed_vm_is_reported(

@@ -53,7 +53,7 @@ def run_script(workspace: Workspace, user: User, script: str, *args: str) -> dic
 
 IMPORT_DESCRIPTOR = r"""
 import json, os, sys
-from pywsl.api.client import ServiceClient
+from pywsl.api.service.client import ServiceClient
 from pywsl.api.errors import WslError
 kind, name = sys.argv[1], sys.argv[2]
 fd = os.eventfd(1) if kind == "eventfd" else os.open(kind, os.O_RDONLY)

@@ -21,12 +21,12 @@ import pytest
 from busybox_images import busybox_archive, os_release_text
 from multiuser_support import ServiceProcess, User, Workspace, as_user, digest, shutdown_vm, user_env
 
-from pywsl.api.builtin_cache import BUILD_CACHE_ENV, BuildCache
-from pywsl.api.builtin_catalog import find_builtin
+from pywsl.api.install.builtin_cache import BUILD_CACHE_ENV, BuildCache
+from pywsl.api.install.builtin_catalog import find_builtin
 
 CLIENT = r"""
 import json, sys
-from pywsl.api.client import ServiceClient
+from pywsl.api.service.client import ServiceClient
 from pywsl.api.errors import WslError
 
 client = ServiceClient()
@@ -42,7 +42,7 @@ print(json.dumps(results))
 
 INSTALL = r"""
 import json, sys
-from pywsl.api.client import ServiceClient
+from pywsl.api.service.client import ServiceClient
 from pywsl.api.errors import WslError
 
 statuses, progress = [], []

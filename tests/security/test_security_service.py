@@ -1,6 +1,6 @@
 """Attacks on the root service's own resources: descriptors, connections, threads, big answers.
 
-Each test runs the real service as root (``python -m pywsl.api.service``) and attacks it from
+Each test runs the real service as root (``python -m pywsl.api.service.server``) and attacks it from
 real unprivileged users, or from ids of a user's VM range: descriptors attached to malformed
 requests (the service's descriptor count before and after), a connection flood from ids of a
 distribution's range (another user still served), ``accept()`` under a low ``RLIMIT_NOFILE``
@@ -26,9 +26,9 @@ from typing import Any
 
 from multiuser_support import ServiceProcess, User, Workspace, as_user, user_env
 
-from pywsl.api import rpc
-from pywsl.api.registry import DistributionState, Registration, RegistryData
-from pywsl.api.service_limits import MAX_CONNECTIONS_PER_USER
+from pywsl.api.service import rpc
+from pywsl.api.service.limits import MAX_CONNECTIONS_PER_USER
+from pywsl.api.session.registry import DistributionState, Registration, RegistryData
 from pywsl.vm import idmap
 
 WAIT = 30.0
@@ -291,7 +291,7 @@ def test_the_service_survives_descriptor_exhaustion(workspace: Workspace, users:
 
         with open(low.log, "ab") as log:
             return subprocess.Popen(
-                [sys.executable, "-m", "pywsl.api.service", "--socket", str(sock_path), "--verbose"],
+                [sys.executable, "-m", "pywsl.api.service.server", "--socket", str(sock_path), "--verbose"],
                 env=low.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -334,7 +334,7 @@ def test_the_service_survives_descriptor_exhaustion(workspace: Workspace, users:
             env,
             """
             import json
-            from pywsl.api.client import ServiceClient
+            from pywsl.api.service.client import ServiceClient
             print(json.dumps({"count": len(ServiceClient().enumerate_distributions())}))
         """,
         )

@@ -23,10 +23,10 @@ def connect(environ: Mapping[str, str] | None = None) -> ComUserSession:
     """The calling Windows user's session in WslService."""
     import os
 
-    from pywsl.api import user_warnings
     from pywsl.api.com import win32
     from pywsl.api.com.linux_settings import wslconfig_warnings
     from pywsl.api.com.session import ComUserSession
+    from pywsl.api.session import user_warnings
 
     interface = win32.open_session_interface(environ)
     for warning in wslconfig_warnings(os.environ if environ is None else environ):

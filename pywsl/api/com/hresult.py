@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pywsl.api import user_warnings
 from pywsl.api.com.layout import (
     CONTEXT_FLAG_CONTEXTUALIZED_ERRORS,
     CONTEXT_FLAG_USER_WARNINGS,
@@ -18,6 +17,7 @@ from pywsl.api.com.layout import (
     read_wide,
 )
 from pywsl.api.errors import WslError, code_for_hresult
+from pywsl.api.session import user_warnings
 
 __all__ = ["CONTEXT_NAMES", "context_text", "new_error_info", "take_error_info", "to_wsl_error"]
 

@@ -21,9 +21,9 @@ from pywsl.api.com import layout as L
 from pywsl.api.com.host import ComHost
 from pywsl.api.com.relay import ComProcess, StdioTarget
 from pywsl.api.com.vtable import ComInterface
-from pywsl.api.distribution_info import DistributionConfiguration, DistributionInfo
 from pywsl.api.errors import WslError
-from pywsl.api.registry import DistributionState
+from pywsl.api.session.distribution_info import DistributionConfiguration, DistributionInfo
+from pywsl.api.session.registry import DistributionState
 
 __all__ = ["ComUserSession"]
 

@@ -45,7 +45,7 @@ if sys.platform != "win32":  # the registry's files are Linux's; on Windows only
     import fcntl
 
     from pywsl.api.credentials import UserIdentity, acting_as, makedirs_as
-    from pywsl.api.user_files import flock_bounded, open_regular, read_bounded
+    from pywsl.api.files.user_files import flock_bounded, open_regular, read_bounded
 
 __all__ = [
     "FLAGS_ALL",

@@ -1,7 +1,7 @@
 """The service's wire format: WSL's COM interface ``ILxssUserSession`` as varlink-style messages.
 
 On Windows ``wsl.exe`` reaches ``wslservice.exe`` through COM. Here an unprivileged client reaches
-the root service (``pywsl.api.service``) through a Unix socket, by default
+the root service (``pywsl.api.service.server``) through a Unix socket, by default
 ``/run/pywsl/service.sock`` (``$PYWSL_SERVICE_SOCKET``, or ``service.sock`` in
 ``$PYWSL_RUNTIME_ROOT``, elsewhere). This docstring is the one place the format is written down.
 This module holds the requests, the parameter checks and the method table, and gives every name
@@ -133,8 +133,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pywsl.api.paths import RUNTIME_ROOT_ENV
-from pywsl.api.rpc_framing import (
+from pywsl.api.service.rpc_framing import (
     ERROR_BUSY,
     ERROR_INTERNAL,
     ERROR_INVALID_MESSAGE,
@@ -155,7 +154,14 @@ from pywsl.api.rpc_framing import (
     error_reply,
     reply,
 )
-from pywsl.api.rpc_values import decode_dataclass, decode_uuid, decode_value, encode_distro, encode_value
+from pywsl.api.service.rpc_values import (
+    decode_dataclass,
+    decode_uuid,
+    decode_value,
+    encode_distro,
+    encode_value,
+)
+from pywsl.api.session.paths import RUNTIME_ROOT_ENV
 
 __all__ = [
     "DEFAULT_SOCKET",

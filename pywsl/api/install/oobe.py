@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from pywsl.api.distribution_conf import (
+from pywsl.api.install.distribution_conf import (
     CONFIG_PATH,
     DistributionConf,
     parse_distribution_conf,

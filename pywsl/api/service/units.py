@@ -2,7 +2,7 @@
 
 ``pywsl-service --install-units [--prefix /etc/systemd/system]`` writes ``pywsl.socket`` and
 ``pywsl.service`` (shipped as package data) into the prefix. The service unit runs the
-interpreter doing the install (``<python> -m pywsl.api.service``), so it works from a virtual
+interpreter doing the install (``<python> -m pywsl.api.service.server``), so it works from a virtual
 environment or a user-installed Python as well as from a system package.
 ``--uninstall-units`` removes them again.
 
@@ -20,7 +20,8 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from pywsl.api import paths, rpc
+from pywsl.api.service import rpc
+from pywsl.api.session import paths
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -80,11 +81,11 @@ def unit_text(name: str, executable: str, where: UnitPaths | None = None) -> str
     if name not in UNITS:
         raise ValueError(f"unknown unit {name!r}")
     where = where or unit_paths()
-    text = resources.files("pywsl.api").joinpath("systemd", name).read_text(encoding="utf-8")
+    text = resources.files("pywsl.api.service").joinpath("systemd", name).read_text(encoding="utf-8")
     lines = []
     for line in text.splitlines():
         if name == "pywsl.service" and line.startswith("ExecStart="):
-            command = " ".join(_quote(word) for word in (executable, "-m", "pywsl.api.service"))
+            command = " ".join(_quote(word) for word in (executable, "-m", "pywsl.api.service.server"))
             lines += [
                 _ENVIRONMENT_COMMENT,
                 f"Environment={rpc.SOCKET_ENVIRONMENT_VARIABLE}={_specifiers(where.socket_path)}",

@@ -31,20 +31,22 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pywsl.api import user_vm, user_warnings
 from pywsl.api.credentials import UserIdentity, makedirs_as
-from pywsl.api.distribution_info import (
+from pywsl.api.errors import WslError, error_context, not_supported_by_backend
+from pywsl.api.files.rootfs_folder import FOLDER_MODE, RootfsFolders, export_compression
+from pywsl.api.files.transfer import Progress, Source
+from pywsl.api.process.launch_request import process_request
+from pywsl.api.session import user_vm, user_warnings
+from pywsl.api.session.distribution_info import (
     DistributionConfiguration,
     DistributionInfo,
     distribution_configuration,
     distribution_info,
 )
-from pywsl.api.errors import WslError, error_context, not_supported_by_backend
-from pywsl.api.gui_share import gui_host_environment
-from pywsl.api.launch_request import process_request
-from pywsl.api.paths import UserPaths, user_paths
-from pywsl.api.registrations import Distro, check_unique, lookup, update_registration
-from pywsl.api.registry import (
+from pywsl.api.session.gui_share import gui_host_environment
+from pywsl.api.session.paths import UserPaths, user_paths
+from pywsl.api.session.registrations import Distro, check_unique, lookup, update_registration
+from pywsl.api.session.registry import (
     FLAG_VM_MODE,
     FLAGS_ALL,
     FLAGS_UNCHANGED,
@@ -56,12 +58,10 @@ from pywsl.api.registry import (
     default_environment,
     validate_name,
 )
-from pywsl.api.rootfs_folder import FOLDER_MODE, RootfsFolders, export_compression
-from pywsl.api.transfer import Progress, Source
-from pywsl.api.wslconfig import WslConfig, load_wslconfig
+from pywsl.api.session.wslconfig import WslConfig, load_wslconfig
 
 if TYPE_CHECKING:
-    from pywsl.api.process import LxProcess
+    from pywsl.api.process.lx_process import LxProcess
     from pywsl.vm import CoreInstance, CoreVm, ProcessRequest, VmConfig
 
 __all__ = ["Distro", "Source", "UserSession"]
@@ -283,7 +283,9 @@ class UserSession:
                 with self.registry.transaction() as data:
                     self._check_unique(data, name, base_path)
                     data.distributions[distro_id] = registration
-                from pywsl.api.distribution_import import DistributionImporter  # not on the launch path
+                from pywsl.api.session.distribution_import import (
+                    DistributionImporter,  # not on the launch path
+                )
 
                 importer = DistributionImporter(
                     self.registry, self.folders, vm_config=self.vm_config, open_vm=self._vm
@@ -467,7 +469,7 @@ class UserSession:
         is a terminal, the variables `WSLENV` names (from `wslenv_source`, by default this
         process's environment), then `environment`.
         """
-        from pywsl.api.process import LxProcess, PreparedStdio
+        from pywsl.api.process.lx_process import LxProcess, PreparedStdio
 
         source = (self._environ or {}) if wslenv_source is None else wslenv_source
         arguments = list(command_line)

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pywsl.api.manifest import host_architecture
+from pywsl.api.install.manifest import host_architecture
 
 __all__ = [
     "DEFAULT_DEBIAN_MIRROR",

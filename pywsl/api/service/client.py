@@ -1,7 +1,7 @@
 """The client side of the service: ``ILxssUserSession`` through COM, as wsl.exe sees it.
 
 ``ServiceClient`` has the methods of ``UserSession`` with the same signatures, results and
-``WslError``s, and carries each call to the root service over its socket (``pywsl.api.rpc``).
+``WslError``s, and carries each call to the root service over its socket (``pywsl.api.service.rpc``).
 Files named by path are opened here, by the caller, with the caller's own rights, and travel as
 file descriptors; relative paths are made absolute against the caller's working folder.
 ``create_lx_process`` passes the caller's stdio and its ends of the process's control and exit
@@ -21,12 +21,13 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
-from pywsl.api import rpc, user_warnings
 from pywsl.api.errors import WslError, error_context
+from pywsl.api.service import rpc
+from pywsl.api.session import user_warnings
 
 if TYPE_CHECKING:
-    from pywsl.api.distribution_info import DistributionConfiguration, DistributionInfo
-    from pywsl.api.process import LxProcess, PreparedStdio
+    from pywsl.api.process.lx_process import LxProcess, PreparedStdio
+    from pywsl.api.session.distribution_info import DistributionConfiguration, DistributionInfo
 
 __all__ = ["ServiceClient"]
 
@@ -196,8 +197,8 @@ def _open_export_file(path: str) -> int:
 def _shared_environment(source: Mapping[str, str]) -> dict[str, str]:
     """What the session needs of the caller's environment: TERM, PATH (interop's host PATH), WSLENV
     and what WSLENV names."""
-    from pywsl.api.gui_share import GUI_VARIABLES
-    from pywsl.api.launch_request import parse_wslenv
+    from pywsl.api.process.launch_request import parse_wslenv
+    from pywsl.api.session.gui_share import GUI_VARIABLES
 
     wanted = {"TERM", "WSLENV", "PATH", *GUI_VARIABLES, *parse_wslenv(source.get("WSLENV", ""))}
     return {name: value for name, value in source.items() if name in wanted}
@@ -230,7 +231,7 @@ def _absolute(path: str | os.PathLike[str] | None) -> str | None:
 
 
 class ServiceClient:
-    """``UserSession``'s methods, carried to the root service (``pywsl.api.service``)."""
+    """``UserSession``'s methods, carried to the root service (``pywsl.api.service.server``)."""
 
     def __init__(self, path: str | None = None) -> None:
         self.path = path or rpc.socket_path()
@@ -359,7 +360,7 @@ class ServiceClient:
             )
         finally:
             fds.finish()
-        from pywsl.api.distribution_info import DistributionInfo
+        from pywsl.api.session.distribution_info import DistributionInfo
 
         info: DistributionInfo = _decode(DistributionInfo, result, "distribution")
         return info
@@ -395,7 +396,7 @@ class ServiceClient:
             {"distribution": distribution, "name": name, "location": _absolute(location), "version": version},
             progress=relay,
         )
-        from pywsl.api.distribution_info import DistributionInfo
+        from pywsl.api.session.distribution_info import DistributionInfo
 
         info: DistributionInfo = _decode(DistributionInfo, result, "distribution")
         return info
@@ -430,7 +431,7 @@ class ServiceClient:
 
     def get_distribution_configuration(self, distro: Distro = None) -> DistributionConfiguration:
         """``GetDistributionConfiguration``."""
-        from pywsl.api.distribution_info import DistributionConfiguration
+        from pywsl.api.session.distribution_info import DistributionConfiguration
 
         result = self.call("GetDistributionConfiguration", {"distro": rpc.encode_distro(distro)})
         configuration: DistributionConfiguration = _decode(DistributionConfiguration, result, "configuration")
@@ -447,7 +448,7 @@ class ServiceClient:
 
     def enumerate_distributions(self) -> list[DistributionInfo]:
         """``EnumerateDistributions``."""
-        from pywsl.api.distribution_info import DistributionInfo
+        from pywsl.api.session.distribution_info import DistributionInfo
 
         result = self.call("EnumerateDistributions")
         distributions: list[DistributionInfo] = _decode(list[DistributionInfo], result, "distributions")
@@ -470,7 +471,7 @@ class ServiceClient:
     ) -> LxProcess:
         """``CreateLxProcess``: stdio and the relay's control and exit ends go to the service as
         descriptors; the returned ``LxProcess`` talks to the relay directly."""
-        from pywsl.api.process import LxProcess
+        from pywsl.api.process.lx_process import LxProcess
 
         source = _shared_environment(os.environ if wslenv_source is None else wslenv_source)
         arguments = [str(item) for item in command_line]

@@ -5,7 +5,7 @@ user (``LxssUserSessionFactory``: one implementation per SID, however many clien
 runs as root, listens on ``/run/pywsl/service.sock`` (0666, in a 0755 folder) or on a socket
 passed by systemd (``LISTEN_FDS``), and gives every connection the ``UserSession`` of its peer
 uid, taken from ``SO_PEERCRED``: a client can never name another user. Requests follow
-``pywsl.api.rpc``.
+``pywsl.api.service.rpc``.
 
 Load is bounded (``service_loop``, ``service_limits``): one thread watches every connection, so
 an idle connection costs a descriptor, not a thread; at most ``MAX_WORKERS`` requests run at once
@@ -21,7 +21,7 @@ The service keeps no state that a crash could lose: running distributions belong
 and launched processes talk to their relay directly, so ``kill -9`` of the service stops neither,
 and the next call finds them.
 
-``python -m pywsl.api.service`` (or ``pywsl-service``) runs it in the foreground;
+``python -m pywsl.api.service.server`` (or ``pywsl-service``) runs it in the foreground;
 ``pywsl-service --install-units`` installs its systemd units.
 """
 
@@ -49,10 +49,10 @@ if sys.platform == "win32":  # before the Linux-only modules below are imported
         "`pywsl.connect()` use the installed WslService."
     )
 
-from pywsl.api import rpc, user_warnings
 from pywsl.api.cancellation import CancelToken, cancel_scope
 from pywsl.api.errors import WslError, from_os_error
-from pywsl.api.service_limits import (
+from pywsl.api.service import rpc
+from pywsl.api.service.limits import (
     MAX_CONNECTIONS,
     MAX_CONNECTIONS_PER_USER,
     MAX_WORKERS,
@@ -62,7 +62,8 @@ from pywsl.api.service_limits import (
     WorkerLimits,
     raise_descriptor_limit,
 )
-from pywsl.api.service_loop import ClientConnection, PeerCredentials, ServiceLoop, peer_credentials
+from pywsl.api.service.loop import ClientConnection, PeerCredentials, ServiceLoop, peer_credentials
+from pywsl.api.session import user_warnings
 
 __all__ = [
     "MAX_CONNECTIONS",
@@ -109,7 +110,7 @@ class SessionFactory:
 
 def user_session_factory() -> SessionFactory:
     """The real factory: ``UserSession(uid=N)`` acts for user N with N's credentials."""
-    from pywsl.api.session import UserSession
+    from pywsl.api.session.user_session import UserSession
 
     return SessionFactory(lambda uid: UserSession(uid=uid))
 
@@ -187,7 +188,7 @@ def call(
 
 def _install_builtin(session: Any, arguments: dict[str, Any], progress_to: rpc.Connection | None) -> Any:
     """``InstallBuiltinDistribution``: the service's own build, then the session's import."""
-    from pywsl.api.builtin_service import install_builtin_distribution
+    from pywsl.api.install.builtin_service import install_builtin_distribution
 
     progress = ProgressSender(progress_to) if progress_to else None
     try:
@@ -484,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     if arguments.install_units or arguments.uninstall_units:
-        from pywsl.api import service_install
+        from pywsl.api.service import units as service_install
 
         return service_install.run(
             uninstall=arguments.uninstall_units,

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pywsl.api.registry import DistributionState, Registration
+from pywsl.api.session.registry import DistributionState, Registration
 
 __all__ = ["DistributionConfiguration", "DistributionInfo", "distribution_configuration", "distribution_info"]
 

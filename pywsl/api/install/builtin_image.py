@@ -31,9 +31,9 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from pywsl.api.apt_sources import image_sources
 from pywsl.api.errors import WslError, from_os_error
-from pywsl.api.first_run_setup import SETUP_SCRIPT, SETUP_SCRIPT_PATH, distribution_conf
+from pywsl.api.install.apt_sources import image_sources
+from pywsl.api.install.first_run_setup import SETUP_SCRIPT, SETUP_SCRIPT_PATH, distribution_conf
 
 __all__ = [
     "EXTRA_PACKAGES",

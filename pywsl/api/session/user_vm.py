@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from pywsl.api.credentials import UserIdentity
 from pywsl.api.errors import WslError
-from pywsl.api.wslconfig import WslConfig
+from pywsl.api.session.wslconfig import WslConfig
 
 if TYPE_CHECKING:
     from pywsl.vm import CoreVm, VmConfig

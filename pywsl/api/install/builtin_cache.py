@@ -30,11 +30,11 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from pywsl.api.apt_sources import host_apt_sources, mirror_for
-from pywsl.api.builtin_catalog import BuiltinDistribution
-from pywsl.api.builtin_source import BuildProgress, build_rootfs_archive
-from pywsl.api.download import TemporaryFile, clean_stale_temporaries
 from pywsl.api.errors import WslError, from_os_error
+from pywsl.api.install.apt_sources import host_apt_sources, mirror_for
+from pywsl.api.install.builtin_catalog import BuiltinDistribution
+from pywsl.api.install.builtin_source import BuildProgress, build_rootfs_archive
+from pywsl.api.install.download import TemporaryFile, clean_stale_temporaries
 
 __all__ = [
     "BUILD_CACHE_ENV",

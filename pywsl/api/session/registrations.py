@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pywsl.api.errors import WslError
-from pywsl.api.registry import DistributionState, Registration, Registry, RegistryData
+from pywsl.api.session.registry import DistributionState, Registration, Registry, RegistryData
 
 __all__ = ["Distro", "check_unique", "lookup", "update_registration"]
 

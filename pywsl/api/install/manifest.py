@@ -21,8 +21,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pywsl.api.download import DEFAULT_TIMEOUT, read_url
 from pywsl.api.errors import WslError
+from pywsl.api.install.download import DEFAULT_TIMEOUT, read_url
 
 __all__ = [
     "APPEND_URL_ENV",

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pywsl.api.errors import WslError
-from pywsl.api.host_distribution import host_family, read_os_release
+from pywsl.api.install.host_distribution import host_family, read_os_release
 
 __all__ = [
     "DEBOOTSTRAP_SCRIPTS",

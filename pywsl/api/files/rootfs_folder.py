@@ -27,9 +27,11 @@ from typing import TYPE_CHECKING
 from pywsl.api import cancellation
 from pywsl.api.credentials import UserIdentity, acting_as, makedirs_as
 from pywsl.api.errors import WslError, from_os_error, not_supported_by_backend
-from pywsl.api.owned_tree import ForeignContent, TreeOwners, move_tree, remove_tree
-from pywsl.api.registry import Registration
-from pywsl.api.transfer import Progress, Source, StderrCollector, open_export_target
+from pywsl.api.files.owned_tree import ForeignContent, TreeOwners, move_tree, remove_tree
+from pywsl.api.files.transfer import Progress, Source, StderrCollector, open_export_target
+
+if TYPE_CHECKING:
+    from pywsl.api.session.registry import Registration
 
 if TYPE_CHECKING:
     from pywsl.vm import CoreVm

@@ -31,11 +31,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pywsl.api import cancellation
-from pywsl.api.apt_sources import host_apt_sources, mirror_for, security_mirror_for
-from pywsl.api.builtin_catalog import BuiltinDistribution, require_buildable
-from pywsl.api.builtin_image import image_packages, make_wsl_image
-from pywsl.api.download import TemporaryFile
 from pywsl.api.errors import WslError, from_os_error
+from pywsl.api.install.apt_sources import host_apt_sources, mirror_for, security_mirror_for
+from pywsl.api.install.builtin_catalog import BuiltinDistribution, require_buildable
+from pywsl.api.install.builtin_image import image_packages, make_wsl_image
+from pywsl.api.install.download import TemporaryFile
 
 __all__ = [
     "DebootstrapProgress",

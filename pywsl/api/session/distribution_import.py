@@ -16,13 +16,14 @@ import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from pywsl.api import cancellation, user_warnings
-from pywsl.api.distribution_info import DistributionInfo, distribution_info
+from pywsl.api import cancellation
 from pywsl.api.errors import WslError
-from pywsl.api.registrations import check_unique, update_registration
-from pywsl.api.registry import DistributionState, Registration, Registry, RegistryData, validate_name
-from pywsl.api.rootfs_folder import OpenVm, RootfsFolders, with_details
-from pywsl.api.transfer import Progress, Source, StderrCollector, open_archive_source
+from pywsl.api.files.rootfs_folder import OpenVm, RootfsFolders, with_details
+from pywsl.api.files.transfer import Progress, Source, StderrCollector, open_archive_source
+from pywsl.api.session import user_warnings
+from pywsl.api.session.distribution_info import DistributionInfo, distribution_info
+from pywsl.api.session.registrations import check_unique, update_registration
+from pywsl.api.session.registry import DistributionState, Registration, Registry, RegistryData, validate_name
 
 if TYPE_CHECKING:
     from pywsl.vm import ImportOutcome, VmConfig

@@ -33,8 +33,9 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from pywsl.api import builtin_catalog, builtin_source
-from pywsl.api.download import (
+from pywsl.api.errors import WslError, from_os_error
+from pywsl.api.install import builtin_catalog, builtin_source
+from pywsl.api.install.download import (
     TemporaryFile,
     clean_stale_temporaries,
     download_to,
@@ -42,8 +43,7 @@ from pywsl.api.download import (
     open_local_file,
     verify_sha256,
 )
-from pywsl.api.errors import WslError, from_os_error
-from pywsl.api.manifest import (
+from pywsl.api.install.manifest import (
     AvailableDistributions,
     LegacyDistribution,
     ModernVersion,
@@ -52,10 +52,10 @@ from pywsl.api.manifest import (
     online_names,
     resolve_sources,
 )
-from pywsl.api.oobe import run_oobe_if_pending
-from pywsl.api.paths import user_paths
-from pywsl.api.registry import validate_name
-from pywsl.api.wslconfig import WslConfig, load_wslconfig
+from pywsl.api.install.oobe import run_oobe_if_pending
+from pywsl.api.session.paths import user_paths
+from pywsl.api.session.registry import validate_name
+from pywsl.api.session.wslconfig import WslConfig, load_wslconfig
 
 __all__ = [
     "PROGRAM",

@@ -31,12 +31,13 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pywsl.api import builtin_catalog, cancellation
-from pywsl.api.builtin_cache import BuildCache
-from pywsl.api.builtin_source import build_status
+from pywsl.api import cancellation
 from pywsl.api.cancellation import CancelToken
 from pywsl.api.errors import WslError, error_context
-from pywsl.api.registry import validate_name
+from pywsl.api.install import builtin_catalog
+from pywsl.api.install.builtin_cache import BuildCache
+from pywsl.api.install.builtin_source import build_status
+from pywsl.api.session.registry import validate_name
 
 __all__ = [
     "BUILD_TIMEOUT_SECONDS",

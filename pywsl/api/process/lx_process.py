@@ -39,7 +39,7 @@ from types import FrameType, TracebackType
 from typing import IO, Any, BinaryIO, Final
 
 from pywsl.api.errors import WslError
-from pywsl.api.terminal import RawMode, is_terminal, window_size
+from pywsl.api.process.terminal import RawMode, is_terminal, window_size
 from pywsl.wire import schema
 from pywsl.wire.errors import ChannelClosed, ProtocolError
 

@@ -34,9 +34,9 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-from pywsl.api import rpc
 from pywsl.api.cancellation import CancelToken
-from pywsl.api.service_limits import ConnectionLimits, RangeOwners, WorkerLimits
+from pywsl.api.service import rpc
+from pywsl.api.service.limits import ConnectionLimits, RangeOwners, WorkerLimits
 
 __all__ = ["ClientConnection", "PeerCredentials", "ServiceLoop", "peer_credentials"]
 

@@ -1,0 +1,1 @@
+"""Installing distributions: manifests, downloads, built-in sources and images, OOBE, distribution conf."""

@@ -1,0 +1,1 @@
+"""Processes seen from the client: the launched process, its terminal, launch requests."""

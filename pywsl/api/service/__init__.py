@@ -1,0 +1,1 @@
+"""The root service: its loop, limits and RPC framing and values, the client proxy, credentials, units."""
