@@ -417,7 +417,7 @@ def test_interrupted_download_leaves_nothing(
     entry = version_entry("Tiny", "Tiny", url, sha256_hex(big), default=True)
     manifest = publish(file_server, {"Tiny": [entry]})
     client = subprocess.Popen(
-        [sys.executable, "-c", _INSTALL_CLIENT, json.dumps(environment)],
+        [sys.executable, "-X", "faulthandler", "-c", _INSTALL_CLIENT, json.dumps(environment)],
         env=_python_env({**environment, URL_ENV: manifest}),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -431,7 +431,12 @@ def test_interrupted_download_leaves_nothing(
         assert leftovers(environment), "the download never created its temporary file"
         client.send_signal(sig)
         # Well within the download's own 15 s timeout: the signal ends it, not the stalled server.
-        _, stderr = client.communicate(timeout=8)
+        try:
+            _, stderr = client.communicate(timeout=8)
+        except subprocess.TimeoutExpired:
+            client.send_signal(signal.SIGABRT)  # faulthandler prints where the client was stuck
+            _, stderr = client.communicate(timeout=10)
+            pytest.fail(f"the client outlived {sig.name} by 8 s:\n{stderr.decode(errors='replace')}")
     finally:
         release.set()
         if client.poll() is None:

@@ -112,40 +112,15 @@ class VmCgroup:
         paths: list[Path] = []
         warnings: list[str] = []
         hierarchies = mounted_hierarchies()
-        v2 = next((item for item in hierarchies if item.version == 2), None)
-        v2_controllers: set[str] = set()
-        if v2 is not None:
-            group = _make_group(v2.mount_point, own_cgroup(2, None), name)
-            if group is not None:
-                paths.append(group)
-                v2_controllers = _enabled_controllers(group)
-                if delegate_to is not None:
-                    warnings += delegate(group, *delegate_to)
+        v2_controllers = _join_v2(hierarchies, name, delegate_to, paths, warnings)
         wanted = {
             "memory": memory_bytes is not None,
             "cpu": processors is not None,
             "cpuset": processors is not None,
         }
         for controller, needed in wanted.items():
-            if v2 is not None and controller in v2_controllers:
-                continue
-            v1 = next(
-                (item for item in hierarchies if item.version == 1 and controller in item.controllers), None
-            )
-            if v1 is None:
-                if needed and controller != "cpuset":
-                    warnings.append(
-                        f"no cgroup {controller} controller: the VM's {controller} limit is not applied"
-                    )
-                continue
-            if controller == "cpuset" and not needed:
-                continue
-            group = _make_group(v1.mount_point, own_cgroup(1, controller), name)
-            if group is None:
-                warnings.append(f"cannot create the VM's cgroup in {v1.mount_point}")
-                continue
-            if group not in paths:
-                paths.append(group)
+            if controller not in v2_controllers:
+                _join_v1(hierarchies, controller, needed, name, paths, warnings)
         for path in paths:
             _reset_limits(path)
         if memory_bytes is not None:
@@ -177,6 +152,49 @@ class VmCgroup:
 
 
 DELEGATED_FILES = ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control")
+
+
+def _join_v2(
+    hierarchies: list[Hierarchy],
+    name: str,
+    delegate_to: tuple[int, int] | None,
+    paths: list[Path],
+    warnings: list[str],
+) -> set[str]:
+    """The VM's group in the unified hierarchy (delegated when asked); its enabled controllers."""
+    v2 = next((item for item in hierarchies if item.version == 2), None)
+    if v2 is None:
+        return set()
+    group = _make_group(v2.mount_point, own_cgroup(2, None), name)
+    if group is None:
+        return set()
+    paths.append(group)
+    if delegate_to is not None:
+        warnings += delegate(group, *delegate_to)
+    return _enabled_controllers(group)
+
+
+def _join_v1(
+    hierarchies: list[Hierarchy],
+    controller: str,
+    needed: bool,
+    name: str,
+    paths: list[Path],
+    warnings: list[str],
+) -> None:
+    """The VM's group in the v1 hierarchy of ``controller`` (cpuset only when a limit needs it)."""
+    v1 = next((item for item in hierarchies if item.version == 1 and controller in item.controllers), None)
+    if v1 is None:
+        if needed and controller != "cpuset":
+            warnings.append(f"no cgroup {controller} controller: the VM's {controller} limit is not applied")
+        return
+    if controller == "cpuset" and not needed:
+        return
+    group = _make_group(v1.mount_point, own_cgroup(1, controller), name)
+    if group is None:
+        warnings.append(f"cannot create the VM's cgroup in {v1.mount_point}")
+    elif group not in paths:
+        paths.append(group)
 
 
 def delegate(group: Path, uid: int, gid: int) -> list[str]:
