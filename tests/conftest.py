@@ -14,7 +14,6 @@ import os
 import select
 import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, TypedDict, Unpack
 
 import pytest
 from busybox_images import BUSYBOX, build_busybox_rootfs, own_tree
+from run_folders import run_folder
 
 if TYPE_CHECKING:
     from pywsl.vm import CoreInstance, CoreVm, VmConfig
@@ -256,7 +256,7 @@ class VmFactory:
         self.runtime_roots: list[Path] = []
 
     def config(self, *, owner: tuple[int, int] = (0, 0), **changes: Unpack[VmConfigChanges]) -> VmConfig:
-        root = Path(tempfile.mkdtemp(prefix="pywsl-t-", dir="/tmp"))
+        root = run_folder("t-")
         self.runtime_roots.append(root)
         return replace(_default_config(root / "vm", owner), **changes)
 

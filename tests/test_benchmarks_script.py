@@ -15,10 +15,10 @@ import statistics
 import subprocess
 import sys
 import tarfile
-import tempfile
 from pathlib import Path
 
 import pytest
+from run_folders import run_folder
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
@@ -239,7 +239,7 @@ def test_unknown_metric_is_a_usage_error() -> None:
 @pytest.mark.skipif(os.geteuid() != 0, reason="the benchmark runs pywsl's VM in-process, as root")
 @pytest.mark.skipif(not bench_rootfs.BUSYBOX.is_file(), reason="needs a static /bin/busybox")
 def test_quick_run_prints_the_table_and_cleans_up() -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="pwb-", dir="/tmp"))  # short: the VM's socket path is limited
+    workdir = run_folder("b-")  # short: the VM's socket path is limited
     try:
         result = subprocess.run(
             [

@@ -22,7 +22,6 @@ import signal
 import stat
 import struct
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Unpack
 
 import pytest
 from conftest import BootedVm, VmConfigChanges, VmFactory, host_pid, run_in, wait_until
+from run_folders import run_folder
 
 from pywsl.guest import forking, syscalls
 from pywsl.vm.idmap import with_host_groups
@@ -287,7 +287,7 @@ def test_processors_limit_what_nproc_shows(vm_factory: VmFactory) -> None:
 @pytest.fixture
 def shared_folder() -> Iterator[Path]:
     """A folder under /tmp that a distribution's root (an unprivileged host id) may enter."""
-    folder = Path(tempfile.mkdtemp(prefix="pywsl-automount-", dir="/tmp"))
+    folder = run_folder("automount-")
     folder.chmod(0o755)
     try:
         yield folder

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import VmFactory, host_pid, mount_points, pid_alive, run_in, vm_processes, wait_until
+from run_folders import run_folder
 
 from pywsl.vm import CoreVm
 from pywsl.vm.idmap import host_id
@@ -132,7 +133,7 @@ def test_uid_map_and_host_files(vm_factory: VmFactory, tmp_path: Path) -> None:
     assert inside == ["0", str(root_uid), "65536", "0", str(host_id(booted.config.gid_map, 0)), "65536"]
     init_host_pid = host_pid(booted.pid, instance.pid)
     assert Path(f"/proc/{init_host_pid}/uid_map").read_text().split() == ["0", str(root_uid), "65536"]
-    shared = Path(tempfile.mkdtemp(dir="/tmp", prefix="pywsl-host-"))
+    shared = run_folder("host-")
     shared.chmod(0o755)
     try:
         (shared / "host-owned").write_text("host\n")
@@ -162,7 +163,7 @@ def test_owner_uid_1000_maps_to_the_owner(vm_factory: VmFactory) -> None:
     instance = booted.vm.launch_instance(
         "Box", vm_factory.rootfs(vm=booted), default_uid=1000, hostname="box"
     )
-    shared = Path(tempfile.mkdtemp(dir="/tmp", prefix="pywsl-owner-"))
+    shared = run_folder("owner-")
     try:
         os.chown(shared, 4242, 4343)
         result = run_in(instance, f"touch /mnt/host{shared}/by-alice && id -u", user="alice")

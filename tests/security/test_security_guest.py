@@ -21,7 +21,6 @@ import stat
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 import pytest
 from busybox_images import BUSYBOX, busybox_archive, os_release_text
 from multiuser_support import ServiceProcess, User, Workspace, as_user, user_env
+from run_folders import run_folder
 
 import pywsl
 from pywsl.api.session import user_warnings
@@ -45,7 +45,7 @@ SETTINGS = ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "PYWSL_RUNTIME_ROOT", "PYWSL_CON
 @contextlib.contextmanager
 def private_session(networking: str = "mirrored") -> Iterator[tuple[UserSession, Path]]:
     """A session on its own registry, configuration and runtime folder, with one busybox distribution."""
-    folder = Path(tempfile.mkdtemp(prefix="pywsl-guest-sec-"))
+    folder = run_folder("guest-sec-")
     saved = {name: os.environ.get(name) for name in SETTINGS}
     os.environ.update(
         XDG_DATA_HOME=str(folder / "data"),
@@ -266,7 +266,7 @@ def test_setuid_and_devices_on_the_host_tree_do_nothing(session: UserSession) ->
     code, output = run(session, "cat > /bin/euid-probe && chmod 4755 /bin/euid-probe", stdin=program)
     assert code == 0, output
     assert run(session, "/bin/euid-probe", user="alice")[0] == 0
-    shared = Path(tempfile.mkdtemp(prefix="pywsl-setuid-", dir="/tmp"))
+    shared = run_folder("setuid-")
     try:
         shared.chmod(0o755)
         probe = shared / "euid"
