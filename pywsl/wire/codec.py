@@ -500,24 +500,24 @@ class MessageSchema:
                 raise self._error(f"negative size {length}", level.prefix + item.size_field)
             self._check_span(data, position, length, where)
             return data[position : position + length]
-        if isinstance(item, StringList):
-            count: int = raw[item.count_field]
-            if count == 0:
-                self._check_span(data, position, 0, where)
-                return []
-            strings = []
-            for index in range(count):
-                text, position = self._cstring(data, position, f"{where}[{index}]")
-                strings.append(text)
-            return strings
-        if isinstance(item, MultiSz | EnvBlock):
-            strings = []
-            while True:
-                text, position = self._cstring(data, position, f"{where}[{len(strings)}]")
-                if not text:
-                    return strings
-                strings.append(text)
+        if isinstance(item, StringList | MultiSz | EnvBlock):
+            return self._decode_strings(
+                data, raw[item.count_field] if isinstance(item, StringList) else None, position, where
+            )
         return self._cstring(data, position, where)[0]
+
+    def _decode_strings(self, data: bytes, count: int | None, position: int, where: str) -> list[str]:
+        """A counted list (``count`` given) or a list ended by an empty string."""
+        strings: list[str] = []
+        if count == 0:
+            self._check_span(data, position, 0, where)
+            return strings
+        while count is None or len(strings) < count:
+            text, position = self._cstring(data, position, f"{where}[{len(strings)}]")
+            if count is None and not text:
+                return strings
+            strings.append(text)
+        return strings
 
     def _check_span(self, data: bytes, position: int, length: int, where: str) -> None:
         if position < self.buffer_offset or position + length > len(data):
@@ -630,25 +630,36 @@ class MessageSchema:
         self, item: PayloadItem, value: Any, offset: int, prefix: str
     ) -> tuple[bytes, dict[str, int]]:
         where = prefix + (item.name if not isinstance(item, BufferString) else item.field)
-        if isinstance(item, BufferString):
-            if value is None:
-                return b"", {}
-            return self._encode_text(value, where) + b"\0", {}
-        if isinstance(item, CString):
-            if value is None:
-                if item.optional:
-                    return b"", {item.field: 0}
-                value = ""  # WriteString(Index, nullptr) writes an empty string
-            return self._encode_text(value, where) + b"\0", {item.field: offset}
+        if isinstance(item, BufferString | CString):
+            return self._encode_string_item(item, value, offset, where)
         if isinstance(item, Blob):
-            if value is None:
-                if item.optional:
-                    return b"", {item.field: 0, item.size_field: 0}
-                value = b""
-            if not isinstance(value, bytes | bytearray | memoryview):
-                raise self._error(f"expected bytes, got {type(value).__name__}", where)
-            blob = bytes(value)
-            return blob, {item.field: offset, item.size_field: len(blob)}
+            return self._encode_blob(item, value, offset, where)
+        return self._encode_strings(item, value, offset, where)
+
+    def _encode_string_item(
+        self, item: BufferString | CString, value: Any, offset: int, where: str
+    ) -> tuple[bytes, dict[str, int]]:
+        if isinstance(item, BufferString):
+            return (b"", {}) if value is None else (self._encode_text(value, where) + b"\0", {})
+        if value is None:
+            if item.optional:
+                return b"", {item.field: 0}
+            value = ""  # WriteString(Index, nullptr) writes an empty string
+        return self._encode_text(value, where) + b"\0", {item.field: offset}
+
+    def _encode_blob(self, item: Blob, value: Any, offset: int, where: str) -> tuple[bytes, dict[str, int]]:
+        if value is None:
+            if item.optional:
+                return b"", {item.field: 0, item.size_field: 0}
+            value = b""
+        if not isinstance(value, bytes | bytearray | memoryview):
+            raise self._error(f"expected bytes, got {type(value).__name__}", where)
+        blob = bytes(value)
+        return blob, {item.field: offset, item.size_field: len(blob)}
+
+    def _encode_strings(
+        self, item: StringList | MultiSz | EnvBlock, value: Any, offset: int, where: str
+    ) -> tuple[bytes, dict[str, int]]:
         strings = self._encode_list(value, where)
         if isinstance(item, StringList):
             data = b"".join(s + b"\0" for s in strings)
