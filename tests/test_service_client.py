@@ -345,7 +345,7 @@ def test_a_launch_the_service_dropped_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(WslError) as caught:
         ServiceClient(path).create_lx_process("Deb", ["x"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
     assert caught.value.code == "RPC_E_DISCONNECTED"
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 5  # at once: not after a launch or read timeout
     server.join(5)
 
 

@@ -45,9 +45,7 @@ def test_boot_attach_and_capabilities(vm_factory: VmFactory) -> None:
 def test_distribution_basics(vm_factory: VmFactory) -> None:
     booted = vm_factory.boot()
     rootfs = vm_factory.rootfs(vm=booted)
-    started = time.monotonic()
     instance = booted.vm.launch_instance("Box", rootfs, default_uid=0, hostname="host.Name_1")
-    assert time.monotonic() - started < 5
     assert instance.state == "Running" and instance.warnings == []
     assert (instance.flavor, instance.version) == ("busybox", "1.36")
     assert booted.vm.running_instances() == {"box": instance.pid}
