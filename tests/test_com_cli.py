@@ -25,15 +25,24 @@ def simulate(
     tmp_path: Path,
     *argv: str,
     profile: Path | None = None,
+    env_extra: dict[str, str] | None = None,
 ) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
     record = tmp_path / "calls.jsonl"
     record.unlink(missing_ok=True)
+    (tmp_path / "service.jsonl").unlink(missing_ok=True)
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("PYWSL_", "WSL")) and key != "USERPROFILE"
+        if not key.startswith(("PYWSL_", "WSL"))
+        and key != "USERPROFILE"
+        and not key.lower().endswith("_proxy")
     }
-    env.update(PYTHONPATH=str(ROOT), PYWSL_SIMULATION_RECORD=str(record))
+    env.update(
+        PYTHONPATH=str(ROOT),
+        PYWSL_SIMULATION_RECORD=str(record),
+        PYWSL_SIMULATION_CALLS=str(tmp_path / "service.jsonl"),
+        **(env_extra or {}),
+    )
     if profile is not None:
         env["USERPROFILE"] = str(profile)
     result = subprocess.run(
@@ -48,6 +57,13 @@ def simulate(
     )
     calls = [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
     return result, calls
+
+
+def service_calls(tmp_path: Path, *methods: str) -> list[dict[str, Any]]:
+    """The calls the last simulated command made to the fake service's `methods`, in order."""
+    path = tmp_path / "service.jsonl"
+    calls = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [call for call in calls if call["method"] in methods]
 
 
 def test_list_verbose_prints_wsl_exe_table(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from pywsl.api.com import interface, layout
-from pywsl.api.com.session import ComUserSession
+from pywsl.api.com.session import ComUserSession, DiskStatus
 from pywsl.api.com.vtable import ComInterface
 from pywsl.api.errors import WslError
 from pywsl.api.session import user_warnings
@@ -298,7 +298,7 @@ def test_simple_methods_pass_their_arguments(fake: FakeSession, session: ComUser
     session.attach_disk("\\\\.\\PHYSICALDRIVE1")
     assert fake.last("AttachDisk")[1] == layout.LXSS_ATTACH_MOUNT_FLAGS_PASS_THROUGH
     session.resize_distribution(DEBIAN, 1 << 40)
-    assert fake.last("ResizeDistribution")[1:3] == (1, 1 << 40)
+    assert fake.last("ResizeDistribution")[1:3] == (2, 1 << 40)  # the tools' output: stderr, as wsl.exe
     assert {name for name, _ in fake.calls} >= {
         "CreateInstance",
         "TerminateDistribution",
@@ -366,8 +366,85 @@ def test_disks_report_their_step_and_free_the_mount_name(
         return 0
 
     fake.handlers["DetachDisk"] = detach
-    with pytest.raises(WslError, match="error -16 at step 2"):
+    with pytest.raises(WslError, match="The disk failed to detach: Device or resource busy") as raised:
         session.detach_disk()
+    assert raised.value.code == "WSL_E_DISK_UNMOUNT_FAILED"
+    assert session.detach_disk_status() == DiskStatus(-16, 2)
+
+
+def test_a_failed_mount_reports_the_errno_and_frees_the_name(
+    fake: FakeSession, host: PosixHost, session: ComUserSession
+) -> None:
+    names: list[int] = []
+
+    def mount(disk: int, flags: int, partition: int, *rest: Any) -> int:
+        assert (layout.read_wide(disk), flags, partition) == (
+            "\\\\.\\PHYSICALDRIVE2",
+            layout.LXSS_ATTACH_MOUNT_FLAGS_PASS_THROUGH,
+            0,
+        )
+        assert [layout.read_wide(value) if value else None for value in rest[:3]] == ["data", None, "ro"]
+        result, step, out = rest[3:6]
+        result.contents.value, step.contents.value = -22, 2  # EINVAL, LX_MINI_MOUNT_STEP mount
+        names.append(wide("data"))
+        out.contents.value = names[-1]
+        return 0
+
+    fake.handlers["MountDisk"] = mount
+    status = session.mount_disk_status("\\\\.\\PHYSICALDRIVE2", name="data", options="ro")
+    assert status == DiskStatus(-22, 2, "data")
+    with pytest.raises(WslError, match="attached but failed to mount: Invalid argument") as raised:
+        session.mount_disk("\\\\.\\PHYSICALDRIVE2", name="data", options="ro")
+    assert raised.value.code == "WSL_E_DISK_MOUNT_FAILED"
+    assert set(names) <= set(host.freed)  # the name the service allocated, freed each time
+
+
+def test_register_passes_the_disk_options(fake: FakeSession, session: ComUserSession, tmp_path: Any) -> None:
+    archive = tmp_path / "image.wsl"
+    archive.write_bytes(b"tar")
+
+    def register(
+        name: int, version: int, file: int, stderr: int, target: int, flags: int, size: int, *rest: Any
+    ) -> int:
+        ctypes.memmove(rest[-1], DEBIAN.bytes_le, 16)
+        return 0
+
+    fake.handlers["RegisterDistribution"] = register
+    session.register_distribution(
+        "Mine", archive, version=0, run_oobe=True, vhd_size=64 << 30, fixed_vhd=True
+    )
+    seen = fake.named("RegisterDistribution")
+    assert (seen["Version"], seen["Flags"], seen["VhdSize"]) == (
+        0,
+        layout.LXSS_IMPORT_DISTRO_FLAGS_FIXED_VHD,
+        64 << 30,
+    )
+    session.register_distribution("Disk", archive, vhd=True)
+    seen = fake.named("RegisterDistribution")
+    assert (seen["Version"], seen["Flags"], seen["VhdSize"]) == (
+        2,
+        layout.LXSS_IMPORT_DISTRO_FLAGS_VHD | layout.LXSS_IMPORT_DISTRO_FLAGS_NO_OOBE,
+        0,
+    )
+
+
+def test_config_is_the_machine_s_manifest_settings(fake: FakeSession, host: PosixHost) -> None:
+    settings = {"DistributionListUrl": "https://example.test/list.json", "DistributionListUrlAppend": ""}
+    session = ComUserSession(ComInterface(fake.pointer, host.free), host, settings=lambda: settings)
+    config = session.config()
+    assert (config.distribution_list_url, config.distribution_list_url_append) == (
+        "https://example.test/list.json",
+        None,
+    )
+    bare = ComUserSession(ComInterface(fake.pointer, host.free), host).config()
+    assert (bare.distribution_list_url, bare.distribution_list_url_append) == (None, None)
+
+
+def test_the_service_runs_the_first_run_setup_itself(fake: FakeSession, session: ComUserSession) -> None:
+    from pywsl.api.install.oobe import run_oobe_if_pending
+
+    assert run_oobe_if_pending(session, DEBIAN, interactive=True) is None
+    assert fake.calls == []  # not even looked up: CreateLxProcess runs it on the service's side
 
 
 def test_register_picks_the_pipe_variant_for_a_pipe(

@@ -5,18 +5,27 @@
 
 Before pywsl is imported, the process is made to look like Windows to pywsl: `sys.platform` is
 "win32", the Linux-only modules (fcntl, termios, pwd, grp, pty, tty, resource) cannot be imported,
-and the Linux-only names (os.getuid/geteuid/uname/fork..., SIGHUP/SIGQUIT/SIGWINCH..., AF_UNIX,
+and the names Windows lacks (os.getuid/geteuid/uname/fork/pipe2/set_blocking/pread...,
+os.O_CLOEXEC/O_NOCTTY/O_NOFOLLOW/O_NONBLOCK/O_DIRECTORY/O_PATH, SIGHUP/SIGQUIT/SIGWINCH..., AF_UNIX,
 SCM_RIGHTS, CMSG_*) are gone. The standard library and click, which pick their Windows parts at
 import, are imported first with their Linux parts. `pywsl.connect()` then takes its Windows path,
 whose COM start-up is replaced by a fake `ILxssUserSession` (tests/test_com_session.py) with two
 distributions, Debian (default, running) and Ubuntu (stopped). Its `CreateLxProcess` plays the
 Linux relay for two commands, `echo WORDS` and `exit N`, over five socket pairs. Each
 `CreateLxProcess` call's arguments are appended, as JSON, to the file named by
-`PYWSL_SIMULATION_RECORD`.
+`PYWSL_SIMULATION_RECORD`; every method's calls (name and in-arguments) are written, as JSON
+lines, to the file named by `PYWSL_SIMULATION_CALLS` when the process exits. The disk methods play
+the service's answers: a disk whose file name starts with "attached" is already attached, "bad"
+fails to mount (EINVAL), "busy" fails to detach (EBUSY); a relative path is not found by
+`DetachDisk`.
+`PYWSL_SIMULATION_LXSS` (JSON) holds the `Lxss` registry values (the manifest URLs, the user's
+`DefaultVersion`; "lxss service": whether WSL 1's driver is installed); a `DefaultVersion` written
+is recorded as a call named "HKCU DefaultVersion".
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import ctypes.util
 import importlib.abc
@@ -55,6 +64,25 @@ LINUX_ONLY_NAMES: dict[ModuleType, tuple[str, ...]] = {
         "getpgid",
         "tcgetpgrp",
         "openpty",
+        "getpgrp",
+        "pread",
+        "pwrite",
+        "pipe2",
+        "set_blocking",
+        "get_blocking",
+        "mkfifo",
+        "fchown",
+        "fchmod",
+        "sched_getaffinity",
+        "pidfd_open",
+        "memfd_create",
+        "eventfd",
+        "O_CLOEXEC",
+        "O_NOCTTY",
+        "O_NOFOLLOW",
+        "O_NONBLOCK",
+        "O_DIRECTORY",
+        "O_PATH",
     ),
     signal: (
         "SIGHUP",
@@ -123,9 +151,129 @@ def relay(command: str, ends: list[socket.socket]) -> None:
         sock.close()
 
 
+def _json_value(value: Any) -> Any:
+    """An in-argument as JSON: strings, numbers, GUIDs (as text) and bytes; pointers are left out."""
+    if value is None or isinstance(value, (str, int, float)):
+        return value
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return "<pointer>"
+
+
+def record_every_call(fake: Any, path: str) -> None:
+    def write() -> None:
+        with open(path, "w", encoding="utf-8") as file:
+            for name, values in fake.seen:
+                arguments = {key: _json_value(value) for key, value in values.items()}
+                json.dump({"method": name, **arguments}, file)
+                file.write("\n")
+
+    atexit.register(write)
+
+
+def disk_handlers(fail_with: Any, allocate_wide: Any) -> dict[str, Any]:
+    """AttachDisk, MountDisk and DetachDisk as the service answers them (see the module's text)."""
+    from pywsl.api.com import layout
+
+    already_attached = fail_with(0x80040318, "The disk is already attached.", 0x1)
+    not_found = fail_with(0x80070002, "The system cannot find the file specified.", 0x1)
+
+    def attach(disk: int, flags: int, error: Any) -> int:
+        if os.path.basename(layout.read_wide(disk)).startswith("attached"):
+            return int(already_attached(disk, flags, error))
+        return 0
+
+    def mount(disk: int, flags: int, partition: int, name: int, *rest: Any) -> int:
+        result, step, mount_name = rest[2], rest[3], rest[4]
+        path = layout.read_wide(disk)
+        if os.path.basename(path).startswith("bad"):
+            result.contents.value, step.contents.value = -22, 2  # EINVAL while mounting
+            return 0
+        chosen = layout.read_wide(name) if name else "".join(c for c in path if c.isalnum()) + f"p{partition}"
+        ctypes.cast(mount_name, ctypes.POINTER(ctypes.c_void_p)).contents.value = allocate_wide(chosen)
+        return 0
+
+    def detach(disk: int | None, result: Any, step: Any, error: Any) -> int:
+        path = layout.read_wide(disk) if disk else ""
+        if path and not os.path.isabs(path):
+            return int(not_found(disk, result, step, error))
+        result.contents.value = -16 if os.path.basename(path).startswith("busy") else 0  # EBUSY
+        return 0
+
+    return {"AttachDisk": attach, "MountDisk": mount, "DetachDisk": detach}
+
+
+def record_launch(path: str, seen: dict[str, Any], command: list[str]) -> None:
+    """One `CreateLxProcess` call, appended as a JSON line."""
+    guid = seen["DistroGuid"]
+    with open(path, "a", encoding="utf-8") as file:
+        json.dump(
+            {
+                "distro": None if guid is None else str(guid),
+                "command": command,
+                "filename": seen["Filename"].decode() if seen["Filename"] else None,
+                "cwd": seen["CurrentWorkingDirectory"],
+                "user": seen["Username"],
+            },
+            file,
+        )
+        file.write("\n")
+
+
+def archive_handlers(fake: Any, names: dict[str, uuid.UUID]) -> dict[str, Any]:
+    """RegisterDistribution (the bytes read from the handle recorded as "Content"),
+    ExportDistribution, ImportDistributionInplace and ResizeDistribution."""
+    from pywsl.api.com import layout
+
+    def register_distribution(name: int, version: int, file: int, *args: Any) -> int:
+        os.lseek(file, 0, os.SEEK_SET)  # what the service reads from the handle, recorded
+        fake.seen[-1][1]["Content"] = os.read(file, 1 << 20).decode(errors="replace")
+        names[layout.read_wide(name).lower()] = IMPORTED
+        ctypes.memmove(args[-1], IMPORTED.bytes_le, 16)
+        return 0
+
+    def export_distribution(distro: Any, file: int, stderr: int, flags: int, error: Any) -> int:
+        kind = b"disk image of " if flags & layout.LXSS_EXPORT_DISTRO_FLAGS_VHD else b"archive of "
+        os.write(file, kind + str(layout.uuid_from_guid(distro.contents)).encode())
+        return 0
+
+    def import_in_place(name: int, vhd: int, error: Any, result: Any) -> int:
+        names[layout.read_wide(name).lower()] = IMPORTED
+        ctypes.memmove(result, IMPORTED.bytes_le, 16)
+        return 0
+
+    def resize(distro: Any, output: int, size: int, error: Any) -> int:
+        os.write(output, f"resize2fs: resized to {size} bytes\n".encode())
+        return 0
+
+    return {
+        "RegisterDistribution": register_distribution,
+        "ExportDistribution": export_distribution,
+        "ImportDistributionInplace": import_in_place,
+        "ResizeDistribution": resize,
+    }
+
+
+def fake_registry(win32: Any, fake: Any) -> None:
+    """The registry reads and writes of `pywsl.api.com.win32`, from `PYWSL_SIMULATION_LXSS`; a
+    `DefaultVersion` written is recorded as a call."""
+    lxss = json.loads(os.environ.get("PYWSL_SIMULATION_LXSS", "{}"))
+
+    def set_default_version(version: int) -> None:
+        fake.seen.append(("HKCU DefaultVersion", {"Version": version}))
+
+    win32.registry_details = lambda distro_id: {}
+    win32.machine_settings = lambda: lxss
+    win32.default_version = lambda: int(lxss.get("DefaultVersion", 2))
+    win32.set_default_version = set_default_version
+    win32.wsl1_component_present = lambda: bool(lxss.get("lxss service"))
+
+
 def install_fake_service() -> None:
     sys.path.insert(0, str(TESTS))
-    from test_com_session import FakeSession, PosixHost, allocate, fail_with
+    from test_com_session import FakeSession, PosixHost, allocate, fail_with, wide
 
     from pywsl.api.com import layout, win32
     from pywsl.api.com.vtable import ComInterface
@@ -134,6 +282,9 @@ def install_fake_service() -> None:
     host.current_directory = os.getcwd  # type: ignore[method-assign]  # the folder --cd may change
     names = {"debian": DEBIAN, "ubuntu": UBUNTU}
     record = os.environ.get("PYWSL_SIMULATION_RECORD")
+    every_call = os.environ.get("PYWSL_SIMULATION_CALLS")
+    if every_call:
+        record_every_call(fake, every_call)
     threads: list[threading.Thread] = []
 
     def enumerate_distributions(count: Any, array: Any, error: Any) -> int:
@@ -164,19 +315,7 @@ def install_fake_service() -> None:
         seen = fake.named("CreateLxProcess")
         command = [args[3][i].decode() for i in range(args[2])]
         if record:
-            guid = seen["DistroGuid"]
-            with open(record, "a", encoding="utf-8") as file:
-                json.dump(
-                    {
-                        "distro": None if guid is None else str(guid),
-                        "command": command,
-                        "filename": seen["Filename"].decode() if seen["Filename"] else None,
-                        "cwd": seen["CurrentWorkingDirectory"],
-                        "user": seen["Username"],
-                    },
-                    file,
-                )
-                file.write("\n")
+            record_launch(record, seen, command)
         ends: list[socket.socket] = []
         for out in args[18:23]:
             ours, theirs = socket.socketpair(AF_UNIX)
@@ -188,25 +327,16 @@ def install_fake_service() -> None:
         thread.start()
         return 0
 
-    def register_distribution(name: int, version: int, file: int, *args: Any) -> int:
-        names[layout.read_wide(name).lower()] = IMPORTED
-        ctypes.memmove(args[-1], IMPORTED.bytes_le, 16)
-        return 0
-
-    def export_distribution(distro: Any, file: int, stderr: int, flags: int, error: Any) -> int:
-        os.write(file, b"archive of " + str(layout.uuid_from_guid(distro.contents)).encode())
-        return 0
-
     fake.handlers.update(
         EnumerateDistributions=enumerate_distributions,
         GetDistributionId=get_distribution_id,
         CreateLxProcess=create_lx_process,
-        RegisterDistribution=register_distribution,
-        ExportDistribution=export_distribution,
+        **archive_handlers(fake, names),
+        **disk_handlers(fail_with, wide),
     )
     win32.open_session_interface = lambda environ=None: ComInterface(fake.pointer, host.free)
     win32.WindowsHost = lambda: host  # type: ignore[assignment,misc,return-value]
-    win32.registry_details = lambda distro_id: {}
+    fake_registry(win32, fake)
 
 
 def main(argv: list[str]) -> int:

@@ -11,6 +11,9 @@ does; `-` writes to stdout; a partly written file is deleted when the export fai
 opened here, with the caller's rights, and its descriptor handed to the session; on a terminal the
 progress display watches that descriptor, or counts the bytes of an export to a pipe
 (`pywsl.cli.counted_pipe`). Disk images (`--vhd`, `--format vhd`) need a disk-image backend.
+On Windows the installed WslService has one: `--import --vhd` registers a disk image, `--export
+--vhd` (or `--format vhd`) copies one, `--version` may be 1 or 2 (the user's default when absent),
+and the folder is created as wsl.exe's `CreateDirectoryW` creates it (`pywsl.cli.windows`).
 """
 
 from __future__ import annotations
@@ -21,14 +24,14 @@ import os
 import stat
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, BinaryIO, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO
 
 from pywsl.cli import messages
 from pywsl.cli.context import current_session
 from pywsl.cli.counted_pipe import CountedPipe
 from pywsl.cli.operations import parse_version
 from pywsl.cli.progress import FdWatcher, TransferProgress
-from pywsl.cli.report import UsageFailure, print_success
+from pywsl.cli.report import UsageFailure, invalid_usage, print_success
 
 if TYPE_CHECKING:
     from pywsl.api.errors import WslError
@@ -44,6 +47,8 @@ __all__ = [
 STDIO_NAME = "-"
 _SUFFIX_FORMATS = ((".tar.gz", "tar.gz"), (".tgz", "tar.gz"), (".tar.xz", "tar.xz"), (".txz", "tar.xz"))
 _VHD_SUFFIXES = (".vhd", ".vhdx")
+# Flags Windows lacks (O_BINARY: its C runtime's binary mode).
+_OPEN_FLAGS = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
 
 
 def _os_error(error: OSError) -> WslError:
@@ -92,28 +97,46 @@ def _watch(
     return FdWatcher(source, mode, display) if isinstance(source, int) else contextlib.nullcontext()
 
 
-def import_command(distro: str, location: str, file_name: str, version: str | None, vhd: bool) -> int:
+def _import_folder(location: str) -> contextlib.AbstractContextManager[str]:
+    """wsl.exe's `CreateDirectoryW` of the install folder, removed again when the import fails."""
+    from pywsl.cli.windows import created_folder, on_windows
+
+    if on_windows():
+        return created_folder(location)
     from pywsl.api.files.import_location import import_location
 
-    if version is not None:
-        parse_version(version)
-    if vhd:
+    return import_location(location)
+
+
+def import_command(distro: str, location: str, file_name: str, version: str | None, vhd: bool) -> int:
+    from pywsl.cli.windows import on_windows
+
+    number = 0 if version is None else parse_version(version, allow_wsl1=on_windows())
+    if vhd and not on_windows():
         _not_supported("--import --vhd")
-    with import_location(location) as target:  # wsl.exe's CreateDirectoryW, removed again on failure
-        if file_name != STDIO_NAME and file_name.lower().endswith(_VHD_SUFFIXES):
+    disk = {"vhd": True} if vhd else {}
+    with _import_folder(location) as target:
+        if not vhd and file_name != STDIO_NAME and file_name.lower().endswith(_VHD_SUFFIXES):
             raise UsageFailure(messages.PASS_VHD_FLAG)
         source: int | BinaryIO
         if file_name == STDIO_NAME:
             source = stdio_source(True)
         else:
             try:
-                source = os.open(file_name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+                source = os.open(file_name, os.O_RDONLY | _OPEN_FLAGS)
             except OSError as error:
                 raise _os_error(error) from None
         try:
-            session = current_session()
+            register: Any = current_session().register_distribution  # Windows': vhd= as well
             with TransferProgress(messages.IMPORT_PROGRESS) as display, _watch(source, "read", display):
-                session.register_distribution(distro, source, location=target, version=2, run_oobe=False)
+                register(
+                    distro,
+                    source,
+                    location=target,
+                    version=number if on_windows() else 2,
+                    run_oobe=False,
+                    **disk,
+                )
         finally:
             if file_name != STDIO_NAME and isinstance(source, int):
                 os.close(source)
@@ -128,7 +151,9 @@ def _export_sink(target: int | BinaryIO, display: TransferProgress) -> Iterator[
     if not isinstance(target, int):
         yield target
         return
-    if stat.S_ISREG(os.fstat(target).st_mode) or not display.drawing:
+    from pywsl.cli.windows import on_windows
+
+    if stat.S_ISREG(os.fstat(target).st_mode) or not display.drawing or on_windows():
         with FdWatcher(target, "write", display):
             yield target
         return
@@ -140,9 +165,15 @@ def _export_sink(target: int | BinaryIO, display: TransferProgress) -> Iterator[
 
 def export_command(distro: str, file_name: str, output_format: str | None, vhd: bool) -> int:
     """wsl.exe's order: the file is created (and deleted on failure) before the name is looked up."""
+    from pywsl.cli.windows import on_windows
+
     fmt = export_format_for(file_name, output_format)
-    if vhd or fmt == "vhd":
+    if (vhd or fmt == "vhd") and not on_windows():
         _not_supported("Exporting a VHD")
+    if vhd and output_format == "tar.gz":  # wsl.exe: gzip and vhd together are a usage error
+        raise invalid_usage()
+    if vhd:
+        fmt = "vhd"
     to_stdout = file_name == STDIO_NAME
     target: int | BinaryIO
     if to_stdout:
@@ -150,9 +181,7 @@ def export_command(distro: str, file_name: str, output_format: str | None, vhd: 
         target = stdio_source(False)
     else:
         try:
-            target = os.open(
-                file_name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOCTTY, 0o666
-            )
+            target = os.open(file_name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _OPEN_FLAGS, 0o666)
         except OSError as error:
             raise _create_error(error) from None
     try:

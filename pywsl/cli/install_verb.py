@@ -7,6 +7,10 @@ no optional components to install here, so it only succeeds). The installer
 (`pywsl.api.install.installer.install`) registers the distribution; then, unless `--no-launch`, its shell is
 started as for a bare `pywsl -d <name>`. WSL 1, `--legacy` (Store packages), and the disk options
 `--vhd-size`/`--fixed-vhd` have no counterpart here and fail clearly.
+
+On Windows the session is the installed WslService, as for wsl.exe: the image is downloaded to the
+temporary folder and registered through `RegisterDistribution`, with `--version` 1 or 2 (the user's
+default when absent) and `--vhd-size`/`--fixed-vhd` passed on; nothing is built locally.
 """
 
 from __future__ import annotations
@@ -34,7 +38,12 @@ def _check(
     fixed_vhd: bool,
     enable_wsl1: bool,
     version: str | None,
-) -> None:
+) -> tuple[int, int | None]:
+    """wsl.exe's checks of the options; returns the WSL version to ask for (here 2; on Windows 1, 2,
+    or 0 for the user's default) and the `--vhd-size` in bytes (Windows only)."""
+    from pywsl.cli.windows import on_windows, parse_size
+
+    size = parse_size(vhd_size) if vhd_size is not None and on_windows() else None
     if no_distribution and target is not None:
         raise fail(
             "E_INVALIDARG",
@@ -52,12 +61,12 @@ def _check(
         )
     if enable_wsl1:
         raise fail("WSL_E_WSL1_NOT_SUPPORTED", messages.WSL1_NOT_SUPPORTED)
-    if version is not None:
-        parse_version(version)
-    if vhd_size is not None or fixed_vhd:
+    number = 0 if version is None else parse_version(version, allow_wsl1=on_windows())
+    if (vhd_size is not None or fixed_vhd) and not on_windows():
         from pywsl.api.errors import not_supported_by_backend
 
         not_supported_by_backend("--vhd-size" if vhd_size is not None else "--fixed-vhd", context="Wsl")
+    return (number if on_windows() else 2), size
 
 
 def install_command(
@@ -117,7 +126,7 @@ def _install(
     fixed_vhd: bool,
 ) -> int:
     target = distribution if distribution is not None else distro
-    _check(target, from_file, no_distribution, vhd_size, fixed_vhd, enable_wsl1, version)
+    number, size = _check(target, from_file, no_distribution, vhd_size, fixed_vhd, enable_wsl1, version)
     if no_distribution:
         print_success()
         return 0
@@ -133,12 +142,14 @@ def _install(
             location=None if location is None else os.path.abspath(location),
             no_launch=True,
             from_file=source,
-            version=2,
+            version=number,
             web_download=web_download,
             legacy=legacy,
             progress=display,
             on_status=display.status,
             on_warning=print_warning,
+            vhd_size=size,
+            fixed_vhd=fixed_vhd and size is not None,
         )
     if no_launch:
         return 0

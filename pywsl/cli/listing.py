@@ -79,7 +79,12 @@ def _unavailable_notes(entries: Sequence[Any]) -> list[str]:
 def _list_online(output_format: str) -> int:
     from pywsl.api.install.installer import list_online
 
-    entries = list_online(on_warning=print_warning)
+    if sys.platform == "win32":  # WSL's manifest settings are the machine's (registry), not .wslconfig's
+        from pywsl.api.com import install_config
+
+        entries = list_online(install_config(), on_warning=print_warning)
+    else:
+        entries = list_online(on_warning=print_warning)
     if output_format == "json":
         render.print_json([render.online_record(entry) for entry in entries])
         return 0
@@ -133,8 +138,13 @@ def status_command(output_format: str) -> int:
     """Default distribution and default version (wsl.exe `--status`)."""
     session = current_session()
     default = next((info.name for info in session.enumerate_distributions() if info.is_default), None)
+    version = DEFAULT_WSL_VERSION
+    if sys.platform == "win32":  # the user's setting (`--set-default-version`), in the registry
+        from pywsl.api.com import win32
+
+        version = win32.default_version()
     if output_format == "json":
-        render.print_json({"default_distribution": default, "default_version": DEFAULT_WSL_VERSION})
+        render.print_json({"default_distribution": default, "default_version": version})
         return 0
     note: str | None = None
     if sys.platform != "win32":  # the namespaces VM's limits: none to report for WslService's VM
@@ -142,7 +152,7 @@ def status_command(output_format: str) -> int:
 
         note = limits_note()
     lines = [] if default is None else [messages.STATUS_DEFAULT_DISTRO.format(name=default)]
-    lines.append(messages.STATUS_DEFAULT_VERSION.format(version=DEFAULT_WSL_VERSION))
+    lines.append(messages.STATUS_DEFAULT_VERSION.format(version=version))
     if note is not None:
         lines.append(note)
     render.print_lines(lines)

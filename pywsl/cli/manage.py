@@ -4,7 +4,9 @@ The distribution is looked up first, as in wsl.exe (an unknown name wins over a 
 missing name is the usage). Exactly one action: `--move DIR` (`MoveDistribution`),
 `--set-default-user USER` (runs `id -u -- USER` as root inside the distribution, parses the uid,
 then `ConfigureDistribution` with it, as wsl.exe does), or the disk-image actions `--set-sparse` and
-`--resize`, which need a disk-image backend.
+`--resize`, which need a disk-image backend: on Windows the installed WslService has one, and
+they reach it (`SetSparse`, `ResizeDistribution`), their values read before the name is looked up,
+as wsl.exe's parser reads them.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def _read_all(fd: int, into: list[bytes]) -> None:
 
 def query_uid(session: UserSession, distro: uuid.UUID, user: str) -> tuple[int, bytes]:
     """Run `id -u -- USER` as root in the distribution: (exit status, its stdout)."""
-    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    read_end, write_end = os.pipe2(os.O_CLOEXEC) if hasattr(os, "pipe2") else os.pipe()  # Windows: no pipe2
     try:
         process = session.create_lx_process(
             distro, ["id", "-u", "--", user], filename="id", username="root", stdout=write_end
@@ -69,6 +71,13 @@ def manage_command(
     resize: str | None,
     allow_unsafe: bool,
 ) -> int:
+    from pywsl.cli.windows import on_windows, parse_bool, parse_size
+
+    sparse: bool | None = None
+    size: int | None = None
+    if on_windows():  # wsl.exe's parser reads the values (and may fail) before the lookup
+        sparse = None if set_sparse is None else parse_bool(set_sparse)
+        size = None if resize is None else parse_size(resize)
     session = current_session()
     distro_id = session.get_distribution_id(distro)  # wsl.exe: an unknown name wins over the usage
     actions = [value for value in (move, set_default_user, set_sparse, resize) if value is not None]
@@ -81,6 +90,10 @@ def manage_command(
         if status != 0:
             return status
         session.configure_distribution(distro_id, default_uid=parse_uid(output))
+    elif on_windows() and sparse is not None:
+        session.set_sparse(distro_id, sparse, allow_unsafe=allow_unsafe)
+    elif on_windows() and size is not None:
+        session.resize_distribution(distro_id, size)
     else:
         from pywsl.api.errors import not_supported_by_backend
 

@@ -62,3 +62,24 @@ IMPORT_PROGRESS = "Import in progress, this may take a few minutes."
 EXPORT_PROGRESS = "Export in progress, this may take a few minutes."
 LAUNCHING_DISTRO = "Launching {name}..."
 PRESS_ANY_KEY_TO_EXIT = "Press any key to exit..."
+
+# Disk images and conversions (Windows, where the installed WslService has them).
+INVALID_SIZE = "Invalid size: {value}"
+INVALID_BOOLEAN = "{value} is not a valid boolean, <true|false>"
+INVALID_INTEGER = "{value} is not a valid integer."
+DISK_MOUNTED = (
+    "The disk was successfully mounted as '/mnt/wsl/{name}'.\n"
+    "Note: The location will be different if you have modified the automount.root setting in "
+    "/etc/wsl.conf.\n"
+    f"To unmount and detach the disk, run '{PROGRAM} --unmount {{disk}}'."
+)
+DISK_MOUNT_FAILED = (
+    "The disk was attached but failed to mount: {error}.\n"
+    "For more details, run 'dmesg' inside WSL2.\n"
+    f"To detach the disk, run '{PROGRAM} --unmount {{disk}}'."
+)
+DETACH_FAILED = (
+    "The disk failed to detach: {error}. For more details, please run 'dmesg' inside WSL2.\n"
+    f"To force WSL2 to stop and detach the disk, run '{PROGRAM} --shutdown'."
+)
+VM_MODE_CONVERSION_INFO = "For information on key differences with WSL 2 please visit https://aka.ms/wsl2"

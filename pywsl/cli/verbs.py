@@ -2,12 +2,15 @@
 
 Each verb takes the rest of the command line (wsl.exe hands it to the verb's own ArgumentParser);
 click parses it from these declarations. The work is done by the modules named in each callback,
-which import the library only when they run.
+which import the library only when they run. On Windows the disk-image verbs and options take
+wsl.exe's full grammar and reach the installed WslService (`pywsl.cli.windows`); on Linux, where
+distributions are directories, they are declared and refused as not supported.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +56,11 @@ def _output_format() -> click.Option:
     )
 
 
+def _host_help(windows: str, linux: str) -> str:
+    """The help of an option that differs by host: what it does on Windows, or on Linux."""
+    return windows if sys.platform == "win32" else linux
+
+
 def _unsupported(name: str, summary: str) -> Verb:
     return Verb(
         name,
@@ -80,7 +88,11 @@ def _install() -> Verb:
             ),
             click.Option(["--name"], metavar="NAME", help="Register it under this name."),
             click.Option(["-l", "--location"], metavar="DIR", help="Install its files in DIR."),
-            click.Option(["--version"], metavar="VERSION", help="The WSL version: 2."),
+            click.Option(
+                ["--version"],
+                metavar="VERSION",
+                help=_host_help("The WSL version: 1 or 2 (default: the user's).", "The WSL version: 2."),
+            ),
             click.Option(
                 ["-f", "--from-file"],
                 metavar="FILE",
@@ -97,8 +109,19 @@ def _install() -> Verb:
                 ["--legacy"], is_flag=True, help="Use the legacy manifest (Store packages): not supported."
             ),
             click.Option(["--enable-wsl1"], is_flag=True, help="WSL 1: not supported."),
-            click.Option(["--vhd-size"], metavar="SIZE", help="Disk image size: not supported."),
-            click.Option(["--fixed-vhd"], is_flag=True, help="Fixed-size disk image: not supported."),
+            click.Option(
+                ["--vhd-size"],
+                metavar="SIZE",
+                help=_host_help("The size of its disk image (e.g. 64GB).", "Disk image size: not supported."),
+            ),
+            click.Option(
+                ["--fixed-vhd"],
+                is_flag=True,
+                help=_host_help(
+                    "Allocate the whole disk image now (needs --vhd-size).",
+                    "Fixed-size disk image: not supported.",
+                ),
+            ),
             click.Option(["--pre-release"], is_flag=True, hidden=True),
             click.Option(["--prompt-before-exit"], is_flag=True, hidden=True),
         ],
@@ -141,8 +164,16 @@ def _import() -> Verb:
             click.Argument(["distro"], metavar="DISTRO"),
             click.Argument(["location"], metavar="DIR"),
             click.Argument(["file_name"], metavar="FILE"),
-            click.Option(["--version"], metavar="VERSION", help="The WSL version: 2."),
-            click.Option(["--vhd"], is_flag=True, help="FILE is a disk image: not supported."),
+            click.Option(
+                ["--version"],
+                metavar="VERSION",
+                help=_host_help("The WSL version: 1 or 2 (default: the user's).", "The WSL version: 2."),
+            ),
+            click.Option(
+                ["--vhd"],
+                is_flag=True,
+                help=_host_help("FILE is a disk image.", "FILE is a disk image: not supported."),
+            ),
         ],
     )
 
@@ -160,9 +191,16 @@ def _export() -> Verb:
             click.Option(
                 ["--format", "output_format"],
                 type=click.Choice(EXPORT_FORMATS),
-                help="tar, tar.gz or tar.xz (default: from FILE's name, else tar); vhd is not supported.",
+                help=_host_help(
+                    "tar, tar.gz, tar.xz or vhd (default: from FILE's name, else tar).",
+                    "tar, tar.gz or tar.xz (default: from FILE's name, else tar); vhd is not supported.",
+                ),
             ),
-            click.Option(["--vhd"], is_flag=True, help="Export a disk image: not supported."),
+            click.Option(
+                ["--vhd"],
+                is_flag=True,
+                help=_host_help("Export its disk image.", "Export a disk image: not supported."),
+            ),
         ],
     )
 
@@ -178,11 +216,81 @@ def _manage() -> Verb:
             _distro_argument(),
             click.Option(["-m", "--move"], metavar="DIR", help="Move its files to DIR."),
             click.Option(["--set-default-user"], metavar="USER", help="Make USER its default user."),
-            click.Option(["-s", "--set-sparse"], metavar="BOOL", help="Sparse disk image: not supported."),
-            click.Option(["-r", "--resize"], metavar="SIZE", help="Resize its disk image: not supported."),
+            click.Option(
+                ["-s", "--set-sparse"],
+                metavar="BOOL",
+                help=_host_help(
+                    "Make its disk image sparse, or not (true needs --allow-unsafe).",
+                    "Sparse disk image: not supported.",
+                ),
+            ),
+            click.Option(
+                ["-r", "--resize"],
+                metavar="SIZE",
+                help=_host_help(
+                    "Resize its disk image (e.g. 64GB).", "Resize its disk image: not supported."
+                ),
+            ),
             click.Option(["--allow-unsafe"], is_flag=True, hidden=True),
         ],
     )
+
+
+def _mount() -> Verb:
+    return Verb(
+        "--mount",
+        summary="Attach and mount a disk in the utility VM.",
+        help="Attach DISK (a physical disk, \\\\.\\PhysicalDriveN, or with --vhd a disk image) to the "
+        "utility VM and mount it under /mnt/wsl.",
+        callback=_lazy("windows", "mount_command"),
+        missing_argument="usage",
+        params=[
+            click.Argument(["disk"], metavar="DISK"),
+            click.Option(["--vhd"], is_flag=True, help="DISK is a disk image (.vhd or .vhdx)."),
+            click.Option(["--bare"], is_flag=True, help="Attach it only; mount nothing."),
+            click.Option(["-n", "--name"], metavar="NAME", help="Mount it as /mnt/wsl/NAME."),
+            click.Option(
+                ["-t", "--type", "fs_type"], metavar="TYPE", help="Its filesystem (default: detected)."
+            ),
+            click.Option(["-o", "--options"], metavar="OPTIONS", help="Mount options."),
+            click.Option(
+                ["-p", "--partition"],
+                metavar="INDEX",
+                help="The partition to mount (default: the whole disk).",
+            ),
+        ],
+    )
+
+
+def _disk_verbs() -> list[Verb]:
+    """`--import-in-place`, `--mount`, `--unmount`: the service's on Windows, refused on Linux."""
+    if sys.platform != "win32":
+        return [
+            _unsupported("--import-in-place", "Register an existing disk image as a distribution."),
+            _unsupported("--mount", "Attach and mount a disk in the utility VM."),
+            _unsupported("--unmount", "Unmount and detach a disk."),
+        ]
+    return [
+        Verb(
+            "--import-in-place",
+            summary="Register an existing disk image as a distribution.",
+            help="Register the ext4 disk image VHD as the distribution DISTRO, where it lies.",
+            callback=_lazy("windows", "import_in_place_command"),
+            missing_argument="usage",
+            params=[
+                click.Argument(["distro"], metavar="DISTRO"),
+                click.Argument(["vhd_path"], metavar="VHD"),
+            ],
+        ),
+        _mount(),
+        Verb(
+            "--unmount",
+            summary="Unmount and detach a disk.",
+            help="Unmount and detach DISK, or every disk attached with --mount.",
+            callback=_lazy("windows", "unmount_command"),
+            params=[click.Argument(["disk"], metavar="DISK", required=False)],
+        ),
+    ]
 
 
 def _simple(
@@ -275,10 +383,11 @@ def build_verbs() -> list[Verb]:
             "operations",
             "set_version_command",
             "Convert a distribution to another WSL version.",
-            "Convert DISTRO to VERSION: every distribution is version 2 here.",
+            _host_help(
+                "Convert DISTRO to WSL VERSION (1 or 2).",
+                "Convert DISTRO to VERSION: every distribution is version 2 here.",
+            ),
             params=(_distro_argument(), _version_argument()),
         ),
-        _unsupported("--import-in-place", "Register an existing disk image as a distribution."),
-        _unsupported("--mount", "Attach and mount a disk in the utility VM."),
-        _unsupported("--unmount", "Unmount and detach a disk."),
+        *_disk_verbs(),
     ]

@@ -1,7 +1,9 @@
 """Smoke test of pywsl's COM client on a Windows host with WSL installed.
 
 Run it as the Windows user whose distributions it should see: ``python tests\\windows\\smoke.py``.
-It lists the distributions, runs ``echo`` in the default one, and prints what worked.
+It lists the distributions, reads the default one's configuration, runs ``echo`` in it, runs the
+``pywsl`` command line's ``--list --verbose`` and ``--status``, and prints what worked. Nothing is
+changed: no distribution is installed, converted, mounted or removed.
 """
 
 from __future__ import annotations
@@ -53,6 +55,16 @@ def main() -> int:
             )
         except (pywsl.WslError, subprocess.TimeoutExpired) as error:
             results.append(("echo in the default distribution", False, str(error)))
+        try:
+            config = session.get_distribution_configuration(None)
+            results.append(("default configuration", True, f"{config.name}, uid {config.default_uid}"))
+        except pywsl.WslError as error:
+            results.append(("default configuration", False, f"{error} ({error.error_code})"))
+    for argv in (["--list", "--verbose"], ["--status"]):
+        command = [sys.executable, "-m", "pywsl.cli.main", *argv]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        detail = (done.stdout + done.stderr).strip().replace("\n", " | ")
+        results.append((f"pywsl {' '.join(argv)}", done.returncode == 0, detail))
     return _report(results)
 
 

@@ -15,8 +15,18 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pywsl.api.com.session import ComUserSession
+    from pywsl.api.session.wslconfig import WslConfig
 
-__all__ = ["connect"]
+__all__ = ["connect", "install_config"]
+
+
+def install_config() -> WslConfig:
+    """What `--install` and `--list --online` read of WSL's machine settings (the manifest URLs in
+    HKLM's `Lxss` key), without opening a session."""
+    from pywsl.api.com import win32
+    from pywsl.api.com.session import machine_config
+
+    return machine_config(win32.machine_settings())
 
 
 def connect(environ: Mapping[str, str] | None = None) -> ComUserSession:
@@ -31,4 +41,6 @@ def connect(environ: Mapping[str, str] | None = None) -> ComUserSession:
     interface = win32.open_session_interface(environ)
     for warning in wslconfig_warnings(os.environ if environ is None else environ):
         user_warnings.emit(warning)
-    return ComUserSession(interface, win32.WindowsHost(), details=win32.registry_details)
+    return ComUserSession(
+        interface, win32.WindowsHost(), details=win32.registry_details, settings=win32.machine_settings
+    )

@@ -5,6 +5,13 @@ declared types; strings and arrays the service allocates are freed with `CoTaskM
 read, handles it returns are closed or owned by the returned object. Distributions are named as
 for `UserSession`: a name (looked up with `GetDistributionId`), a `uuid.UUID`, or None (the
 default distribution).
+
+The disk-image methods (`attach_disk`, `mount_disk`, `detach_disk`, `resize_distribution`,
+`set_sparse`, `import_distribution_inplace`, VHD import and export) reach the service as wsl.exe
+calls them; `mount_disk_status` and `detach_disk_status` return the Linux side's result as wsl.exe
+reads it (the command line prints its own text for a failed mount). The first-run setup of an
+installed distribution is the service's own (it runs in `CreateLxProcess`), so
+`runs_oobe_in_service` tells `pywsl.api.install.oobe` to leave it alone.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import ctypes
 import os
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,8 +32,9 @@ from pywsl.api.com.vtable import ComInterface
 from pywsl.api.errors import WslError
 from pywsl.api.session.distribution_info import DistributionConfiguration, DistributionInfo
 from pywsl.api.session.registry import DistributionState
+from pywsl.api.session.wslconfig import WslConfig
 
-__all__ = ["ComUserSession"]
+__all__ = ["ComUserSession", "DiskStatus", "machine_config"]
 
 Distro = str | uuid.UUID | None
 Source = str | os.PathLike[str] | IO[bytes] | int
@@ -38,18 +47,39 @@ _EXPORT_FLAGS = {
 }
 
 
+@dataclass(frozen=True)
+class DiskStatus:
+    """What `DetachDisk` and `MountDisk` report from the Linux side: `result` (0, or a negative
+    errno), the `step` that failed (`LX_MINI_MOUNT_STEP`) and, for a mount, the name under
+    `/mnt/wsl`."""
+
+    result: int
+    step: int
+    mount_name: str = ""
+
+
 class ComUserSession:
     """The calling Windows user's session in WslService (`pywsl.connect()` on Windows)."""
+
+    runs_oobe_in_service = True  # WSL's service runs a distribution's first-run setup itself
 
     def __init__(
         self,
         interface: ComInterface,
         host: ComHost,
         details: Callable[[uuid.UUID], Mapping[str, Any]] | None = None,
+        settings: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self._interface = interface
         self._host = host
         self._details = details
+        self._settings = settings
+
+    def config(self) -> WslConfig:
+        """What the installer reads of WSL's machine settings: the manifest URLs
+        (`DistributionListUrl`, `DistributionListUrlAppend` under HKLM's `Lxss` key). The rest of
+        `.wslconfig` is the service's own business."""
+        return machine_config(self._settings() if self._settings is not None else {})
 
     def close(self) -> None:
         self._interface.release()
@@ -221,12 +251,20 @@ class ComUserSession:
         run_oobe: bool = False,
         progress: Any = None,
         vhd: bool = False,
+        vhd_size: int | None = None,
+        fixed_vhd: bool = False,
     ) -> DistributionInfo:
-        """`RegisterDistribution`, or `RegisterDistributionPipe` when the source is a pipe."""
+        """`RegisterDistribution`, or `RegisterDistributionPipe` when the source is a pipe.
+
+        `vhd`: the source is a disk image (`--import --vhd`); `vhd_size` and `fixed_vhd`: the new
+        disk's size in bytes and whether it is allocated in full (`--vhd-size`, `--fixed-vhd`);
+        `version` 0 is the user's default version."""
         installed = ctypes.c_void_p()
         result = L.GUID()
-        flags = (L.LXSS_IMPORT_DISTRO_FLAGS_VHD if vhd else 0) | (
-            0 if run_oobe else L.LXSS_IMPORT_DISTRO_FLAGS_NO_OOBE
+        flags = (
+            (L.LXSS_IMPORT_DISTRO_FLAGS_VHD if vhd else 0)
+            | (0 if run_oobe else L.LXSS_IMPORT_DISTRO_FLAGS_NO_OOBE)
+            | (L.LXSS_IMPORT_DISTRO_FLAGS_FIXED_VHD if fixed_vhd else 0)
         )
         with _opened(source, "rb") as fd:
             handle = self._host.handle_of(fd)
@@ -239,7 +277,7 @@ class ComUserSession:
                 StderrHandle=self._stderr_handle(),
                 TargetDirectory=self._wide(location),
                 Flags=flags,
-                VhdSize=0,
+                VhdSize=vhd_size or 0,
                 PackageFamilyName=None,
                 InstalledDistributionName=ctypes.byref(installed),
                 pDistroGuid=ctypes.byref(result),
@@ -307,7 +345,8 @@ class ComUserSession:
         )
 
     def resize_distribution(self, distro: Distro, new_size: int, *, output: Any = None) -> None:
-        with _opened(1 if output is None else output, "wb") as fd:
+        """`ResizeDistribution`: the tools' output goes to `output` (default: stderr, as wsl.exe)."""
+        with _opened(2 if output is None else output, "wb") as fd:
             self._interface.call(
                 "ResizeDistribution",
                 DistroGuid=self._required_guid(distro),
@@ -333,16 +372,23 @@ class ComUserSession:
         )
 
     def detach_disk(self, disk: str | None = None) -> None:
-        result, step = ctypes.c_int32(), ctypes.c_int32()
+        """`DetachDisk` (every disk of the user when `disk` is None); a failure on the Linux side
+        is WSL_E_DISK_UNMOUNT_FAILED."""
+        status = self.detach_disk_status(disk)
+        if status.result != 0:
+            raise WslError(
+                "WSL_E_DISK_UNMOUNT_FAILED",
+                f"The disk failed to detach: {_strerror(status.result)}.",
+                context="Wsl/Service/DetachDisk",
+            )
+
+    def detach_disk_status(self, disk: str | None = None) -> DiskStatus:
+        """`DetachDisk`, returning the Linux side's result instead of raising for it."""
+        result, step = ctypes.c_int32(-1), ctypes.c_int32()
         self._interface.call(
             "DetachDisk", Disk=self._wide(disk), Result=ctypes.byref(result), Step=ctypes.byref(step)
         )
-        if result.value != 0:
-            raise WslError(
-                "WSL_E_DISK_UNMOUNT_FAILED",
-                f"Unmounting the disk failed: error {result.value} at step {step.value}.",
-                context="Wsl/Service/DetachDisk",
-            )
+        return DiskStatus(result.value, step.value)
 
     def mount_disk(
         self,
@@ -354,6 +400,30 @@ class ComUserSession:
         fs_type: str | None = None,
         options: str | None = None,
     ) -> str:
+        """`MountDisk` of an attached disk; returns the name under `/mnt/wsl`. A failure on the
+        Linux side is WSL_E_DISK_MOUNT_FAILED."""
+        status = self.mount_disk_status(
+            disk, vhd=vhd, partition=partition, name=name, fs_type=fs_type, options=options
+        )
+        if status.result != 0:
+            raise WslError(
+                "WSL_E_DISK_MOUNT_FAILED",
+                f"The disk was attached but failed to mount: {_strerror(status.result)}.",
+                context="Wsl/Service/MountDisk",
+            )
+        return status.mount_name
+
+    def mount_disk_status(
+        self,
+        disk: str,
+        *,
+        vhd: bool = False,
+        partition: int = 0,
+        name: str | None = None,
+        fs_type: str | None = None,
+        options: str | None = None,
+    ) -> DiskStatus:
+        """`MountDisk`, returning the Linux side's result instead of raising for it."""
         result, step, mount_name = ctypes.c_int32(), ctypes.c_int32(), ctypes.c_void_p()
         self._interface.call(
             "MountDisk",
@@ -367,14 +437,7 @@ class ComUserSession:
             Step=ctypes.byref(step),
             MountName=ctypes.byref(mount_name),
         )
-        text = self._take_wide(mount_name.value)
-        if result.value != 0:
-            raise WslError(
-                "WSL_E_DISK_MOUNT_FAILED",
-                f"Mounting the disk failed: error {result.value} at step {step.value}.",
-                context="Wsl/Service/MountDisk",
-            )
-        return text
+        return DiskStatus(result.value, step.value, self._take_wide(mount_name.value))
 
     def create_lx_process(
         self,
@@ -531,6 +594,21 @@ class ComUserSession:
             return None
         data = text.encode("utf-16-le")
         return ctypes.create_string_buffer(data, len(data))
+
+
+def machine_config(values: Mapping[str, Any]) -> WslConfig:
+    """The installer's configuration from WSL's machine values (`DistributionListUrl`,
+    `DistributionListUrlAppend`); an absent or empty value is the default."""
+    url, append = values.get("DistributionListUrl"), values.get("DistributionListUrlAppend")
+    return WslConfig(
+        distribution_list_url=url if isinstance(url, str) and url else None,
+        distribution_list_url_append=append if isinstance(append, str) and append else None,
+    )
+
+
+def _strerror(result: int) -> str:
+    """The text of a Linux side's negative errno, as wsl.exe prints it (`strerror(-result)`)."""
+    return os.strerror(-result) if result < 0 else f"error {result}"
 
 
 def _parse_block(block: str) -> dict[str, str]:

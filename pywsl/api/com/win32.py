@@ -33,11 +33,15 @@ from pywsl.api.errors import WslError
 
 __all__ = [
     "WindowsHost",
+    "default_version",
     "installed_version",
+    "machine_settings",
     "open_session_interface",
     "raw_input_mode",
     "raw_output_mode",
     "registry_details",
+    "set_default_version",
+    "wsl1_component_present",
 ]
 
 COINIT_MULTITHREADED = 0x0
@@ -66,6 +70,7 @@ CREATE_RETRY_SECONDS = 60.0
 CREATE_RETRY_INTERVAL = 1.0
 SERVICE_KEY = r"SYSTEM\CurrentControlSet\Services\WslService"
 LXSS_KEY = r"Software\Microsoft\Windows\CurrentVersion\Lxss"
+WSL1_SERVICE_KEY = r"SYSTEM\CurrentControlSet\Services\lxss"
 
 
 def _require_windows() -> None:
@@ -269,6 +274,53 @@ def registry_details(distro_id: uuid.UUID) -> dict[str, Any]:
     except OSError:
         return {}
     return values
+
+
+def machine_settings() -> dict[str, Any]:
+    """WSL's machine-wide install settings (`DistributionListUrl`, `DistributionListUrlAppend`
+    under HKLM's `Lxss` key), as its `--install` reads them; {} when absent."""
+    winreg: Any = importlib.import_module("winreg")
+    values: dict[str, Any] = {}
+    try:
+        with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, LXSS_KEY) as key:
+            for name in ("DistributionListUrl", "DistributionListUrlAppend"):
+                try:
+                    values[name] = winreg.QueryValueEx(key, name)[0]
+                except OSError:
+                    continue
+    except OSError:
+        return {}
+    return values
+
+
+def default_version() -> int:
+    """The WSL version of new distributions (`DefaultVersion` in the user's `Lxss` key; 2 when
+    absent, as in WSL)."""
+    winreg: Any = importlib.import_module("winreg")
+    try:
+        with winreg.OpenKey(winreg.HKEY_CURRENT_USER, LXSS_KEY) as key:
+            value = winreg.QueryValueEx(key, "DefaultVersion")[0]
+    except OSError:
+        return 2
+    return value if value in (1, 2) else 2
+
+
+def set_default_version(version: int) -> None:
+    """`--set-default-version`: wsl.exe writes `DefaultVersion` itself, in the user's `Lxss` key."""
+    winreg: Any = importlib.import_module("winreg")
+    with winreg.CreateKeyEx(winreg.HKEY_CURRENT_USER, LXSS_KEY, 0, winreg.KEY_SET_VALUE) as key:
+        winreg.SetValueEx(key, "DefaultVersion", 0, winreg.REG_DWORD, version)
+
+
+def wsl1_component_present() -> bool:
+    """Whether WSL 1 can run: the `lxss` driver's service is installed (wsl.exe's
+    `IsWslOptionalComponentPresent`)."""
+    winreg: Any = importlib.import_module("winreg")
+    try:
+        with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, WSL1_SERVICE_KEY):
+            return True
+    except OSError:
+        return False
 
 
 def raw_input_mode(mode: int) -> int:

@@ -56,7 +56,10 @@ _KEYRINGS = {
     "debian": ("debian-archive-keyring.pgp", "debian-archive-keyring.gpg"),
     "ubuntu": ("ubuntu-archive-keyring.pgp", "ubuntu-archive-keyring.gpg"),
 }
-_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# Linux's flags; read with getattr so that the module imports on Windows, where nothing is built.
+_DIRECTORY_FLAGS = os.O_RDONLY | sum(
+    getattr(os, flag, 0) for flag in ("O_DIRECTORY", "O_NOFOLLOW", "O_CLOEXEC")
+)
 
 
 def image_packages(vendor: str) -> tuple[str, ...]:

@@ -7,7 +7,8 @@ is written to a temporary file and removed once it has been imported (or the ins
   plain path, with a short timeout and a size bound.
 * `download_to` streams an image into a temporary file created in a given folder, reporting bytes
   done/total. The file holds an exclusive `flock` while its owner lives, so `clean_stale_temporaries`
-  can tell a file left by a killed install (lock free) from one in use by a concurrent install.
+  can tell a file left by a killed install (lock free) from one in use by a concurrent install. On
+  Windows an open file cannot be deleted, which marks it in use without a lock (no `fcntl` there).
 * `verify_sha256` compares the file with the manifest's `Sha256` (hex, optional `0x`, any case).
 
 Network failures become `WslError`s named after the WinINet/HTTP HRESULTs WSL would show.
@@ -16,13 +17,13 @@ Network failures become `WslError`s named after the WinINet/HTTP HRESULTs WSL wo
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import http.client
 import os
 import shutil
 import socket
 import stat
+import sys
 import tempfile
 import time
 import urllib.error
@@ -52,6 +53,12 @@ MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 CHUNK = 1024 * 1024
 TEMP_PREFIX = ".pywsl-install-"
 STALE_AFTER = 10.0  # seconds; younger temporaries are never considered stale
+# Open flags that only some systems have (O_BINARY: Windows' C runtime, text mode otherwise).
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NOCTTY = getattr(os, "O_NOCTTY", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_O_BINARY = getattr(os, "O_BINARY", 0)
 
 ByteProgress = Callable[[int, int | None], None]
 
@@ -148,11 +155,12 @@ def _read_bounded(stream: BinaryIO, limit: int, url: str) -> bytes:
 def open_local_file(path: Path, url: str) -> int:
     """A local document or archive (`file://` or a path), opened without waiting for a FIFO's
     writer; anything but a regular file (a FIFO, `/dev/zero`) is refused."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | _O_NONBLOCK | _O_NOCTTY | _O_CLOEXEC | _O_BINARY)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise WslError("ERROR_INVALID_DATA", f"{url}: not a regular file")
-    os.set_blocking(fd, True)
+    if _O_NONBLOCK:
+        os.set_blocking(fd, True)
     return fd
 
 
@@ -183,11 +191,19 @@ class TemporaryFile:
         fd, name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{safe}-", suffix=suffix, dir=directory)
         self.path = Path(name)
         self.fd = fd
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if not _try_lock(fd):  # only if another install opened it in between
+            os.close(fd)
+            raise BlockingIOError(f"{name}: locked by another install")
 
     def close(self) -> None:
-        """Delete the file (if still there) and drop the lock."""
+        """Delete the file (if still there) and drop the lock (on Windows: close, then delete)."""
         if self.fd < 0:
+            return
+        if sys.platform == "win32":
+            os.close(self.fd)
+            self.fd = -1
+            with contextlib.suppress(FileNotFoundError, PermissionError):  # a later install cleans it
+                os.unlink(self.path)
             return
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
@@ -201,21 +217,30 @@ class TemporaryFile:
         self.close()
 
 
-def clean_stale_temporaries(directory: Path) -> list[Path]:
-    """Delete temporaries another install left behind when it was killed; returns what was removed.
+def _try_lock(fd: int) -> bool:
+    """Take the exclusive lock that marks a temporary in use; False when somebody holds it. On
+    Windows the open file itself is the mark (it cannot be deleted while open)."""
+    if sys.platform == "win32":
+        return True
+    import fcntl
 
-    A temporary is stale when nobody holds its lock. Folders (a root filesystem being built) are
-    stale when their lock file, `<folder>.lock`, is; they are removed with their lock file.
-    """
-    removed: list[Path] = []
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _stale_candidates(directory: Path) -> list[Path]:
+    """The temporaries in `directory` old enough to be stale (folders go with their lock file)."""
     try:
         entries = list(os.scandir(directory))
     except (FileNotFoundError, NotADirectoryError):
-        return removed
+        return []
+    found: list[Path] = []
     for entry in entries:
         if not entry.name.startswith(TEMP_PREFIX) or entry.is_symlink():
             continue
-        path = Path(entry.path)
         if entry.is_dir(follow_symlinks=False):
             continue  # handled through its lock file
         try:
@@ -223,24 +248,51 @@ def clean_stale_temporaries(directory: Path) -> list[Path]:
                 continue  # may be between its creation and its lock
         except OSError:
             continue
-        lock_target = path.with_suffix("") if path.name.endswith(".lock") else None
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            continue
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # a live install owns it
-            if lock_target is not None and lock_target.is_dir() and not lock_target.is_symlink():
-                _remove_tree(lock_target)
-                removed.append(lock_target)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            removed.append(path)
-        finally:
-            os.close(fd)
+        found.append(Path(entry.path))
+    return found
+
+
+def _remove_unless_open(path: Path) -> list[Path]:
+    """Windows: delete a temporary nobody has open (deleting an open file fails there)."""
+    try:
+        os.unlink(path)
+    except OSError:
+        return []
+    return [path]
+
+
+def _remove_unless_locked(path: Path) -> list[Path]:
+    """Delete a temporary whose lock is free, with the folder it locks (`<folder>.lock`)."""
+    removed: list[Path] = []
+    lock_target = path.with_suffix("") if path.name.endswith(".lock") else None
+    try:
+        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
+    except OSError:
+        return removed
+    try:
+        if not _try_lock(fd):
+            return removed  # a live install owns it
+        if lock_target is not None and lock_target.is_dir() and not lock_target.is_symlink():
+            _remove_tree(lock_target)
+            removed.append(lock_target)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        removed.append(path)
+    finally:
+        os.close(fd)
+    return removed
+
+
+def clean_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete temporaries another install left behind when it was killed; returns what was removed.
+
+    A temporary is stale when nobody holds its lock. Folders (a root filesystem being built) are
+    stale when their lock file, `<folder>.lock`, is; they are removed with their lock file.
+    """
+    remove = _remove_unless_open if sys.platform == "win32" else _remove_unless_locked
+    removed: list[Path] = []
+    for path in _stale_candidates(directory):
+        removed.extend(remove(path))
     return removed
 
 
@@ -302,11 +354,19 @@ def file_sha256(fd: int) -> str:
     digest = hashlib.sha256()
     offset = 0
     while True:
-        chunk = os.pread(fd, CHUNK, offset)
+        chunk = _read_at(fd, offset)
         if not chunk:
             return digest.hexdigest()
         digest.update(chunk)
         offset += len(chunk)
+
+
+def _read_at(fd: int, offset: int) -> bytes:
+    """Up to CHUNK bytes at `offset` (`pread`; Windows has none: seek, then read)."""
+    if hasattr(os, "pread"):
+        return os.pread(fd, CHUNK, offset)
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.read(fd, CHUNK)
 
 
 def verify_sha256(fd: int, expected: str) -> None:

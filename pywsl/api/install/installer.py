@@ -15,6 +15,11 @@ builds it here; a client of the service (an unprivileged user) asks the service 
 and import it for the caller (`InstallBuiltinDistribution`, `builtin_service`), with the same steps
 and progress.
 
+On Windows (the session is the installed WslService, `pywsl.api.com`) the install is WSL's own:
+the manifest's image is downloaded to the temporary folder and registered through the service's
+`RegisterDistribution` with `--vhd-size`/`--fixed-vhd` when given; nothing is built locally
+(debootstrap needs a Linux host), and the configuration (the manifest URLs) is the session's.
+
 A failed or interrupted install leaves nothing registered (the session rolls its registration back)
 and no file behind: temporaries are removed on every way out, and one left by a killed install is
 removed by the next install that uses the same folder.
@@ -25,6 +30,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -71,6 +78,14 @@ PROGRAM = "pywsl"
 Progress = Callable[[int, int | None], Any]
 Message = Callable[[str], Any]
 Source = str | os.PathLike[str] | IO[bytes] | int
+# Open flags that only some systems have (O_BINARY: Windows' C runtime, text mode otherwise).
+_READ_FLAGS = (
+    os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+)
+
+
+def _on_windows() -> bool:
+    return sys.platform == "win32"
 
 
 @dataclass(frozen=True)
@@ -87,13 +102,16 @@ class OnlineDistribution:
 
 
 def _config(config: WslConfig | None, session: Any = None) -> WslConfig:
-    """The configuration given, the session's (in-process), or this process's user's."""
+    """The configuration given, the session's (in-process, or Windows'), or this process's user's
+    (on Windows without a session: the defaults; the service reads `.wslconfig` itself)."""
     if config is not None:
         return config
     if session is not None and callable(getattr(session, "config", None)):
         found = session.config()
         if isinstance(found, WslConfig):
             return found
+    if _on_windows():
+        return WslConfig()
     paths = user_paths(os.geteuid(), Path.home(), os.environ)
     return load_wslconfig(paths.config_file, home=paths.home)
 
@@ -115,7 +133,7 @@ def list_online(
     error is raised.
     """
     effective = _config(config)
-    builtins = builtin_catalog.builtin_catalog()
+    builtins = _builtin_catalog()
     result: list[OnlineDistribution] = []
     try:
         available = _load(effective)
@@ -155,7 +173,10 @@ def list_online(
 
 def _work_folder(session: Any, location: str | os.PathLike[str] | None, config: WslConfig) -> Path:
     """Where temporaries go: beside the distribution's folder (the given location, or the default
-    install folder, `<distributionInstallPath>/<guid>`)."""
+    install folder, `<distributionInstallPath>/<guid>`); on Windows the temporary folder, as WSL's
+    `DownloadFile`."""
+    if _on_windows():
+        return Path(tempfile.gettempdir())
     if location is not None:
         parent = Path(os.path.abspath(os.fspath(location))).parent
         if parent.is_dir():
@@ -199,6 +220,7 @@ def _register(
     location: str | os.PathLike[str] | None,
     version: int,
     progress: Progress | None,
+    disk: dict[str, Any],
 ) -> Any:
     os.lseek(fd, 0, os.SEEK_SET)
     total = _size_of(fd)
@@ -214,6 +236,7 @@ def _register(
         version=version,
         run_oobe=True,
         progress=imported if progress is not None else None,
+        **disk,
     )
 
 
@@ -227,6 +250,7 @@ def _install_modern(
     config: WslConfig,
     progress: Progress | None,
     on_status: Message | None,
+    disk: dict[str, Any],
 ) -> Any:
     target = name or entry.name
     _ensure_name_free(session, target)
@@ -239,7 +263,9 @@ def _install_modern(
         try:
             verify_sha256(fd, entry.archive.sha256)
             _say(on_status, f"Installing: {entry.friendly_name}")
-            return _register(session, target, fd, location=location, version=version, progress=progress)
+            return _register(
+                session, target, fd, location=location, version=version, progress=progress, disk=disk
+            )
         finally:
             os.close(fd)
     folder = _work_folder(session, location, config)
@@ -249,7 +275,9 @@ def _install_modern(
         download_to(entry.archive.url, download, progress=progress)
         verify_sha256(download.fd, entry.archive.sha256)
         _say(on_status, f"Installing: {entry.friendly_name}")
-        return _register(session, target, download.fd, location=location, version=version, progress=progress)
+        return _register(
+            session, target, download.fd, location=location, version=version, progress=progress, disk=disk
+        )
 
 
 def _install_builtin(
@@ -289,7 +317,9 @@ def _install_builtin(
     archive = builtin_source.build_rootfs_archive(entry, folder, progress=built)
     try:
         _say(on_status, f"Installing: {entry.friendly_name}")
-        return _register(session, target, archive.fd, location=location, version=version, progress=progress)
+        return _register(
+            session, target, archive.fd, location=location, version=version, progress=progress, disk={}
+        )
     finally:
         archive.close()
 
@@ -303,6 +333,7 @@ def _install_from_file(
     version: int,
     progress: Progress | None,
     on_status: Message | None,
+    disk: dict[str, Any],
 ) -> Any:
     if isinstance(source, (str, os.PathLike)) and os.fspath(source) == "-":
         label, opened = "<stdin>", 0
@@ -310,7 +341,7 @@ def _install_from_file(
     elif isinstance(source, (str, os.PathLike)):
         label = os.fspath(source)
         try:
-            opened = os.open(label, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+            opened = os.open(label, _READ_FLAGS)
         except OSError as error:
             raise from_os_error(error) from None
         owned = True
@@ -338,6 +369,7 @@ def _install_from_file(
             version=version,
             run_oobe=True,
             progress=imported if progress is not None else None,
+            **disk,
         )
     finally:
         if owned:
@@ -362,8 +394,9 @@ def _signals_interrupt() -> Iterator[None]:
         raise InstallInterrupted(f"interrupted by signal {number}")
 
     previous: dict[signal.Signals, Any] = {}
-    for number in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(number) == signal.SIG_DFL:
+    hangup = getattr(signal, "SIGHUP", None)  # none on Windows
+    for number in (signal.SIGTERM, hangup):
+        if number is not None and signal.getsignal(number) == signal.SIG_DFL:
             previous[number] = signal.signal(number, handler)
     try:
         yield
@@ -380,9 +413,19 @@ def _say(callback: Message | None, text: str) -> None:
 Entry = ModernVersion | LegacyDistribution | builtin_catalog.BuiltinDistribution
 
 
-def _builtin_for(name: str, context: str = "") -> builtin_catalog.BuiltinDistribution | None:
-    """The built-in entry named `name`, or None; one this host cannot build is an error saying why."""
-    entry = builtin_catalog.lookup_builtin(name)
+def _builtin_catalog() -> list[builtin_catalog.BuiltinDistribution]:
+    """The distributions built locally: none on Windows (debootstrap needs a Linux host)."""
+    return [] if _on_windows() else builtin_catalog.builtin_catalog()
+
+
+def _builtin_for(name: str | None, context: str = "") -> builtin_catalog.BuiltinDistribution | None:
+    """The built-in entry named `name` (None: the host's default one), or None (always on
+    Windows); one this host cannot build is an error saying why."""
+    if _on_windows():
+        return None
+    entry = builtin_catalog.lookup_builtin(
+        name if name is not None else builtin_catalog.default_builtin().name
+    )
     return None if entry is None else builtin_catalog.require_buildable(entry, context)
 
 
@@ -393,8 +436,7 @@ def _resolve_entry(
     try:
         available = _load(config)
     except WslError as error:
-        wanted_builtin = distro if distro is not None else builtin_catalog.default_builtin().name
-        fallback = _builtin_for(wanted_builtin, error.message)
+        fallback = _builtin_for(distro, error.message)
         if fallback is None:
             raise
         _say(on_warning, f"{error.message}\nUsing the distribution built locally instead.")
@@ -432,6 +474,8 @@ def install(
     config: WslConfig | None = None,
     on_status: Message | None = None,
     on_warning: Message | None = None,
+    vhd_size: int | None = None,
+    fixed_vhd: bool = False,
 ) -> Any:
     """`wsl --install [distro]` / `--install --from-file`: returns the new `DistributionInfo`.
 
@@ -440,7 +484,8 @@ def install(
     "Installing: X", the success line, "Launching X..."), `on_warning` the warnings. Unless
     `no_launch`, the default shell is launched afterwards: `launch(info)` when given (the caller
     then owns the exit status and runs OOBE on its launch path), else `launch_default_shell`.
-    `web_download` is accepted as in WSL (images are always downloaded directly).
+    `web_download` is accepted as in WSL (images are always downloaded directly). `vhd_size` and
+    `fixed_vhd` go to `register_distribution` only when given (a session with disk images: Windows').
     """
     del web_download  # Store installs do not exist here: every image is a direct download
     if version not in (0, 1, 2):
@@ -449,6 +494,9 @@ def install(
         raise WslError(
             "E_INVALIDARG", "The arguments '--from-file' and '--distribution' are not valid together."
         )
+    if fixed_vhd and vhd_size is None:
+        raise WslError("E_INVALIDARG", "The argument '--fixed-vhd' is not valid without '--vhd-size'.")
+    disk: dict[str, Any] = {} if vhd_size is None else {"vhd_size": vhd_size, "fixed_vhd": fixed_vhd}
     with _signals_interrupt():
         info = _install(
             session,
@@ -462,6 +510,7 @@ def install(
             config=config,
             on_status=on_status,
             on_warning=on_warning,
+            disk=disk,
         )
     _say(on_status, f"Distribution successfully installed. It can be launched via '{PROGRAM} -d {info.name}'")
     if not no_launch:
@@ -486,6 +535,7 @@ def _install(
     config: WslConfig | None,
     on_status: Message | None,
     on_warning: Message | None,
+    disk: dict[str, Any],
 ) -> Any:
     if from_file is not None:
         info = _install_from_file(
@@ -496,12 +546,18 @@ def _install(
             version=version,
             progress=progress,
             on_status=on_status,
+            disk=disk,
         )
     else:
         effective = _config(config, session)
         entry = _resolve_entry(distro, effective, legacy=legacy, on_warning=on_warning)
         if isinstance(entry, LegacyDistribution):
-            for given, option in ((name, "--name"), (location, "--location")):
+            for given, option in (
+                (name, "--name"),
+                (location, "--location"),
+                (disk.get("vhd_size"), "--vhd-size"),
+                (disk.get("fixed_vhd") or None, "--fixed-vhd"),
+            ):
                 if given is not None:
                     raise WslError(
                         "WSL_E_INVALID_USAGE",
@@ -522,6 +578,7 @@ def _install(
                 config=effective,
                 progress=progress,
                 on_status=on_status,
+                disk=disk,
             )
         else:
             info = _install_builtin(

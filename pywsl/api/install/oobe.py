@@ -18,6 +18,9 @@ The setup is meant for a person at a terminal (WSL's images ask for a user name 
 it runs only when the launch's stdin is a terminal: a default-shell launch fed from a pipe or a
 file starts the shell as the current default user and leaves the setup pending for the next
 interactive launch, as `--install --no-launch` does.
+
+On Windows the installed WslService runs the setup itself, as in WSL: a session that says so
+(`runs_oobe_in_service`) is left alone.
 """
 
 from __future__ import annotations
@@ -149,8 +152,8 @@ def run_oobe_if_pending(
     and stays pending, when the launch is not `interactive` (default: when `stdin` is not a
     terminal).
     """
-    if command_line or filename:
-        return None
+    if command_line or filename or getattr(session, "runs_oobe_in_service", False):
+        return None  # not the default shell, or a service that runs the setup itself (Windows')
     if not (is_terminal(stdin) if interactive is None else interactive):
         return None
     info = find_distribution(session, distro)

@@ -30,6 +30,7 @@ not exist is `WSL_E_CUSTOM_KERNEL_NOT_FOUND` when a VM is to be started (`check_
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import os
@@ -37,9 +38,8 @@ import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pywsl.api.credentials import UserIdentity, acting_as
 from pywsl.api.errors import WslError
 from pywsl.wire.config_format import (
     MAX_CONFIG_BYTES,
@@ -48,6 +48,14 @@ from pywsl.wire.config_format import (
     parse_config,
     parse_int,
     parse_memory_string,
+)
+
+if TYPE_CHECKING:  # credentials is Linux-only (pwd); it is imported only when acting as a user
+    from pywsl.api.credentials import UserIdentity
+
+# Open flags that only some systems have (none of them on Windows).
+_READ_FLAGS = (
+    os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_NONBLOCK", 0)
 )
 
 __all__ = [
@@ -110,7 +118,9 @@ HONOURED_KEYS = frozenset(
     }
 )
 # Keys that take effect only with `[pywsl] backend = qemu` (a real kernel).
-QEMU_KEYS = frozenset({"wsl2.kernel", "wsl2.kernelModules", "wsl2.kernelCommandLine"})
+QEMU_KEYS = frozenset(
+    {"wsl2.kernel", "wsl2.kernelModules", "wsl2.kernelCommandLine", "wsl2.localhostForwarding"}
+)
 BACKENDS = ("namespaces", "qemu")
 
 
@@ -423,16 +433,22 @@ def _bad_value(source: str, entry: ConfigValue, kind: Kind) -> str:
     return f"Invalid value '{entry.value}' for config key '{name}' in {where} (Valid values: {kind.value})"
 
 
+def _as_user(identity: UserIdentity | None) -> contextlib.AbstractContextManager[object]:
+    """Acting as `identity` (`credentials.acting_as`), or nothing to do without one."""
+    if identity is None:
+        return contextlib.nullcontext()
+    from pywsl.api.credentials import acting_as
+
+    return acting_as(identity)
+
+
 def _missing_kernel(config: WslConfig, identity: UserIdentity | None) -> WslConfig:
     """`config` with `missing_kernel` set when `[wsl2] kernel` does not exist (looked up as the user)."""
     kernel = config.values.get("wsl2.kernel")
     if not isinstance(kernel, Path):
         return config
     try:
-        if identity is not None:
-            with acting_as(identity):
-                found = os.path.isfile(kernel)
-        else:
+        with _as_user(identity):
             found = os.path.isfile(kernel)
     except OSError:
         found = False
@@ -447,11 +463,8 @@ def load_wslconfig(
     A missing file is the default configuration; an unreadable one is the default with a warning.
     """
     try:
-        if identity is not None:
-            with acting_as(identity):
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
-        else:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+        with _as_user(identity):
+            fd = os.open(path, _READ_FLAGS)
     except FileNotFoundError:
         return WslConfig(source=path)
     except OSError as error:
