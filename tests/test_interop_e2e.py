@@ -8,11 +8,17 @@ caller's host PATH names.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import tempfile
+import termios
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +26,10 @@ from pathlib import Path
 import pytest
 from busybox_images import BUSYBOX, busybox_archive, os_release_text
 from conftest import pid_alive, wait_until
+from test_interop_server import Terminal
 
 from pywsl.api.session.user_session import UserSession
-from pywsl.guest import interop_client
-from pywsl.wire import schema
+from pywsl.guest import interop_client, interop_messages
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the utility VM needs root"),
@@ -117,39 +123,6 @@ def interop() -> Iterator[Fixture]:
                 else:
                     os.environ[name] = value
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def test_client_encoding_matches_the_wire_schema() -> None:
-    arguments, environment = ["a", "", "b c"], ["A=1", "PATH=/usr/bin"]
-    built = schema("LX_INIT_CREATE_NT_PROCESS_UTILITY_VM").build(
-        Port=0,
-        Common={
-            "StdFdIds": [0, 0, 0],
-            "Filename": "/usr/bin/x",
-            "CurrentWorkingDirectory": "/srv",
-            "Environment": environment,
-            "CommandLine": arguments,
-            "Rows": 24,
-            "Columns": 80,
-            "CreatePseudoconsole": False,
-        },
-    )
-    assert interop_client.encode_create_process("/usr/bin/x", "/srv", arguments, environment, 24, 80) == built
-    empty = schema("LX_INIT_CREATE_NT_PROCESS_UTILITY_VM").build(
-        Port=0,
-        Common={
-            "StdFdIds": [0, 0, 0],
-            "Filename": "",
-            "CurrentWorkingDirectory": "",
-            "Environment": [],
-            "CommandLine": [],
-            "Rows": 0,
-            "Columns": 0,
-            "CreatePseudoconsole": False,
-        },
-    )
-    assert interop_client.encode_create_process("", "", [], []) == empty
-    assert interop_client.encode_signal(2) == schema("PYWSL_SIGNAL_PROCESS").build(Signal=2)
 
 
 def test_host_program_by_name_runs_on_the_host(interop: Fixture) -> None:
@@ -330,3 +303,123 @@ def test_host_path_folder_follows_changes(interop: Fixture) -> None:
     late.chmod(0o755)
     code, out, err = interop.run("late-arrival")
     assert (code, out) == (0, "late\n"), err
+
+
+def test_host_program_on_the_callers_terminal_has_a_terminal_of_its_own(interop: Fixture) -> None:
+    probe = interop.bin / "ttyprobe"
+    probe.write_text(
+        "#!/bin/sh\necho tty=$(tty)\necho pg=$(ps -o pgid= -p $$) fg=$(ps -o tpgid= -p $$)\n"
+        "echo size=$(stty size)\nread line\necho got=$line\nexit 5\n"
+    )
+    probe.chmod(0o755)
+    terminal = Terminal()
+    fcntl.ioctl(terminal.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+    seen: dict[str, bytes] = {}
+
+    def drive() -> None:  # the user at the terminal, while the process is relayed (wait)
+        seen["inside"] = terminal.expect(r"inside=(\S+)\r\n").group(1)
+        seen["tty"] = terminal.expect(r"tty=(\S+)\r\n").group(1)
+        group = terminal.expect(r"pg=(\d+) fg=(\d+)\r\n")
+        seen["group"], seen["foreground"] = group.group(1), group.group(2)
+        seen["size"] = terminal.expect(r"size=(\d+ \d+)\r\n").group(1)
+        os.write(terminal.master, b"typed\r")
+        seen["got"] = terminal.expect(r"got=(\S+)\r\n").group(1)
+        seen["status"] = terminal.expect(r"status=(\d+)\r\n").group(1)
+
+    driver = threading.Thread(target=drive, daemon=True)
+    try:
+        process = interop.session.create_lx_process(
+            DISTRO,
+            ["echo inside=$(tty); ttyprobe; echo status=$?"],
+            stdin=terminal.slave,
+            stdout=terminal.slave,
+            stderr=terminal.slave,
+            wslenv_source={"PATH": interop.host_path},
+        )
+        driver.start()
+        assert process.wait(timeout=120) == 0
+        driver.join(timeout=60)
+    finally:
+        terminal.close()
+    assert seen["tty"].startswith(b"/dev/pts/") and seen["tty"] != seen["inside"], seen
+    assert seen["group"] == seen["foreground"]  # its controlling terminal, its group in the foreground
+    assert (seen["size"], seen["got"], seen["status"]) == (b"33 101", b"typed", b"5")
+
+
+def test_a_host_program_that_never_exits_keeps_only_its_caller_waiting(interop: Fixture) -> None:
+    pid_file = interop.folder / "forever.pid"
+    script = interop.bin / "forever"
+    script.write_text(
+        f"#!/bin/sh\necho $$ > {pid_file}.new && mv {pid_file}.new {pid_file}\nexec sleep 600\n"
+    )
+    script.chmod(0o755)
+    waiting = interop.session.create_lx_process(
+        DISTRO,
+        ["forever"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        wslenv_source={"PATH": interop.host_path},
+    )
+    try:
+        assert wait_until(pid_file.exists, 30)
+        pid = int(pid_file.read_text())
+        code, out, err = interop.run("hostonly </dev/null; echo status=$?")
+        assert (code, out.splitlines()[-1]) == (0, "status=7"), err
+        assert waiting.poll() is None and pid_alive(pid)
+        waiting.send_signal(signal.SIGKILL)  # the caller inside goes: so does its host program
+        waiting.wait(timeout=60)
+        assert wait_until(lambda: not pid_alive(pid), 20)
+    finally:
+        if waiting.poll() is None:
+            waiting.send_signal(signal.SIGKILL)
+            waiting.wait(timeout=60)
+
+
+def test_oversize_argument_lists_are_refused_with_a_clear_error(interop: Fixture) -> None:
+    # 1100 arguments of 1004 bytes: more than the interop bounds, well within execve's.
+    code, out, err = interop.run(
+        'a=$(printf %01000d 0); set -- $(seq 1000 2099 | sed "s/$/$a/"); '
+        '/run/WSL/interop/launch /bin/true "$@"; echo status=$?'
+    )
+    assert (code, out) == (0, "status=126\n")
+    assert "Argument list too long" in err and f"at most {interop_messages.MAX_STRINGS_BYTES} bytes" in err
+
+
+def _instance_socket(interop: Fixture) -> str:
+    """The path, from the host, of the distribution's interop socket (through a process's root)."""
+    code, out, err = interop.run("stat -c '%d %i' /run/WSL/1_interop")
+    assert code == 0, err
+    device, inode = (int(word) for word in out.split())
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        path = f"/proc/{entry}/root/run/WSL/1_interop"
+        try:
+            info = os.stat(path)
+        except OSError:
+            continue
+        if (info.st_dev, info.st_ino) == (device, inode):
+            return path
+    raise AssertionError("no process of the distribution shows its interop socket")
+
+
+def test_a_process_outside_the_distribution_cannot_use_its_interop_socket(interop: Fixture) -> None:
+    marker = interop.folder / "ran-from-outside"
+    path = _instance_socket(interop)
+    request = interop_messages.encode_create_process(
+        "/bin/sh", "/", ["-c", f"echo ran > {marker}"], ["PATH=/usr/bin:/bin"]
+    )
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect(path)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # refused before it was read
+            socket.send_fds(sock, [request], [0, 1, 2])
+        try:
+            answer = sock.recv(64)
+        except ConnectionResetError:
+            answer = b""  # closed with the request unread
+        assert answer == b""  # no answer: the connection was refused
+    _code, out, _err = interop.run("hostonly </dev/null; echo status=$?")
+    assert out.splitlines()[-1] == "status=7"  # served from inside all along
+    assert not marker.exists()

@@ -97,10 +97,50 @@ def detect_runtime() -> HostRuntime | None:
         log.warning("interop: this interpreter has no dynamic loader: no host programs, no wslpath")
         return None
     package = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+    _compile_client()
     _runtime = HostRuntime(
         os.path.realpath(loader), tuple(folders), os.path.realpath(sys.executable), package
     )
     return _runtime
+
+
+CLIENT_MODULES = ("interop_client", "interop_messages", "interop_paths")
+
+
+def _compile_client() -> None:
+    """Byte-compile the client's modules where their cache is missing or older than the source:
+    the client sees pywsl through the read-only host view and could not cache them itself, so
+    every host program call would compile them again."""
+    import importlib.util
+    import py_compile
+
+    folder = os.path.dirname(os.path.realpath(__file__))
+    for name in CLIENT_MODULES:
+        source = os.path.join(folder, name + ".py")
+        cached = importlib.util.cache_from_source(source)
+        if _cache_is_current(source, cached, importlib.util.MAGIC_NUMBER):
+            continue
+        try:
+            py_compile.compile(source, cfile=cached, doraise=True)
+        except (OSError, py_compile.PyCompileError) as error:
+            log.info("interop: %s is not byte-compiled (each call compiles it): %s", name, error)
+
+
+def _cache_is_current(source: str, cached: str, magic: bytes) -> bool:
+    """Would the interpreter use ``cached`` for ``source`` (this version's magic number, and the
+    source's modification time and size recorded; hash-based caches check themselves)?"""
+    try:
+        with open(cached, "rb") as handle:
+            header = handle.read(16)
+        info = os.stat(source)
+    except OSError:
+        return False
+    if len(header) < 16 or header[:4] != magic:
+        return False
+    if int.from_bytes(header[4:8], "little") != 0:
+        return True
+    recorded = (int.from_bytes(header[8:12], "little"), int.from_bytes(header[12:16], "little"))
+    return recorded == (int(info.st_mtime) & 0xFFFFFFFF, info.st_size & 0xFFFFFFFF)
 
 
 def launcher_script(runtime: HostRuntime, mount_point: str | None, rootfs: str | None) -> str:
@@ -109,9 +149,14 @@ def launcher_script(runtime: HostRuntime, mount_point: str | None, rootfs: str |
     def inside(path: str) -> str:
         return HOST_VIEW + path
 
+    # The packages ``pywsl`` and ``pywsl.guest`` as bare module objects: their ``__init__`` would
+    # import what the client never uses (a start-up cost paid on every host program call).
+    package = inside(runtime.package_parent) + "/pywsl"
     code = (
-        f"import sys; sys.path[:0] = [{inside(runtime.package_parent)!r}]; "
-        "from pywsl.guest.interop_client import main; sys.exit(main())"
+        "import sys; m = type(sys); p = m('pywsl'); g = m('pywsl.guest'); "
+        f"p.__path__ = [{package!r}]; g.__path__ = [{package + '/guest'!r}]; p.guest = g; "
+        "sys.modules.update({'pywsl': p, 'pywsl.guest': g}); "
+        "from pywsl.guest.interop_client import main; sys.exit(main(sys.argv[1:]))"
     )
     library_path = ":".join(inside(item) for item in runtime.library_path)
     words = [
@@ -121,6 +166,9 @@ def launcher_script(runtime: HostRuntime, mount_point: str | None, rootfs: str |
         inside(runtime.executable),
         "-I",
         "-S",
+        "-B",
+        "-X",
+        "frozen_modules=on",
         "-c",
         code,
         mount_point or "",

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Mapping, Sequence
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the interop client imports this module: nothing beyond built-in modules at run time
+    from collections.abc import Mapping, Sequence
 
 __all__ = [
     "TranslationError",
@@ -172,10 +175,8 @@ Usage:
 """
 
 
-def wslpath(
-    argv: Sequence[str], *, cwd: str, mount_point: str | None, rootfs: str | None
-) -> tuple[int, str, str]:
-    """``wslpath [-a] [-u|-w|-m] PATH``: (exit code, stdout text, stderr text), as WSL's wslpath."""
+def _wslpath_options(argv: Sequence[str]) -> tuple[bool, str, list[str]] | None:
+    """(``-a`` given, mode letter, operands) of wslpath's command line; None for a bad option."""
     absolute = False
     mode = "u"
     arguments = list(argv)
@@ -189,21 +190,28 @@ def wslpath(
             elif letter in "uwm":
                 mode = letter
             else:
-                return 1, "", USAGE
-    if len(arguments) != 1 or not arguments[0]:
+                return None
+    return absolute, mode, arguments
+
+
+def wslpath(
+    argv: Sequence[str], *, cwd: str, mount_point: str | None, rootfs: str | None
+) -> tuple[int, str, str]:
+    """``wslpath [-a] [-u|-w|-m] PATH``: (exit code, stdout text, stderr text), as WSL's wslpath."""
+    options = _wslpath_options(argv)
+    if options is None or len(options[2]) != 1 or not options[2][0]:
         return 1, "", USAGE
-    path = arguments[0]
+    absolute, mode, (path,) = options
     try:
         if mode == "u":
             if path.startswith("/"):
                 result = host_to_inside(path, mount_point)
             else:
                 result = posixpath.normpath(posixpath.join(cwd, path)) if absolute else path
+        elif path.startswith("/") or absolute:
+            result = inside_to_host(posixpath.join(cwd, path), mount_point, rootfs)
         else:
-            if path.startswith("/") or absolute:
-                result = inside_to_host(posixpath.join(cwd, path), mount_point, rootfs)
-            else:
-                result = path
+            result = path
     except TranslationError:
         return 1, "", f"wslpath: {path}: Invalid argument\n"
     return 0, result + "\n", ""

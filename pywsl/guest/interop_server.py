@@ -1,19 +1,23 @@
 """The interop server: runs a host program for a process of a distribution (WSL's wsl.exe/wslhost role).
 
-The VM monitor (host root, the host's namespaces) forks one worker per interop connection that
-a distribution's init forwarded to it (``interop_init``). The worker becomes the VM's owner at
-once (``setgroups`` with the owner's groups from the host's password database, ``setgid``,
-``setuid``), before it reads a byte, so nothing a distribution sends is ever handled with
-root's rights. Then, on the connection:
+The VM monitor (host root, the host's namespaces) hands each interop connection that a
+distribution's init forwarded to it (``interop_init``) to a worker of its own. The worker became
+the VM's owner (``setgroups`` with the owner's groups from the host's password database,
+``setgid``, ``setuid``) before it reads a byte, so nothing a distribution sends is ever handled
+with root's rights. Then, on the connection (``interop_messages``):
 
 1. ``LX_INIT_CREATE_NT_PROCESS_UTILITY_VM`` with three descriptors (the caller's stdin, stdout,
    stderr), received within ``REQUEST_TIMEOUT``; ``Filename`` must be an absolute host path,
-   argv and environment are bounded (``MAX_ARGUMENTS``, ``MAX_ENVIRONMENT``, ``MAX_STRINGS_BYTES``);
-2. a child enters a new session, changes to ``CurrentWorkingDirectory`` (the owner's home when
-   that fails) and executes the program with the caller's descriptors as 0, 1 and 2 and the
-   environment of the request plus ``HOME``, ``USER``, ``LOGNAME`` and ``SHELL`` of the owner;
+   argv and environment are bounded (``MAX_ARGUMENTS``, ``MAX_ENVIRONMENT``, ``MAX_STRINGS_BYTES``:
+   ``E2BIG`` beyond them, ``EINVAL`` for anything malformed);
+2. the program is spawned (``posix_spawn``: no copy of the worker) into a new session, in
+   ``CurrentWorkingDirectory`` (the owner's home when that fails), with the caller's descriptors
+   as 0, 1 and 2, default signal dispositions and the environment of the request plus ``HOME``,
+   ``USER``, ``LOGNAME`` and ``SHELL`` of the owner. With ``CreatePseudoconsole`` and a caller's
+   terminal among them, the program gets a terminal of its own instead (``interop_terminal``);
 3. ``LX_INIT_CREATE_PROCESS_RESPONSE`` with ``Result`` = 0 or the errno of the failed execve;
-4. ``PYWSL_SIGNAL_PROCESS`` from the caller is sent to the program's process group;
+4. ``PYWSL_SIGNAL_PROCESS`` from the caller is sent to the program's process group,
+   ``LX_INIT_WINDOW_SIZE_CHANGED`` sets the pseudoconsole's size;
 5. ``LX_INIT_PROCESS_EXIT_STATUS`` (exit status, or 128 + signal) when the program exits.
 
 When the caller's connection closes before the program has exited (the caller was killed, its
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import pwd
@@ -33,34 +38,34 @@ import select
 import signal
 import socket
 import struct
+import time
 from collections.abc import Sequence
-from typing import Any
 
 from pywsl.guest import forking
-from pywsl.wire import schema
-from pywsl.wire.channel import MessageChannel
-from pywsl.wire.enums import LX_MESSAGE_TYPE
-from pywsl.wire.errors import ChannelClosed, ProtocolError
+from pywsl.guest import interop_messages as messages
+from pywsl.guest.interop_terminal import Pseudoconsole
 
 log = logging.getLogger("pywsl.interop")
 
 REQUEST_TIMEOUT = 10.0
 SEND_TIMEOUT = 5.0
-MAX_ARGUMENTS = 65536
-MAX_ENVIRONMENT = 4096
-MAX_STRINGS_BYTES = 1024 * 1024
+MAX_ARGUMENTS = messages.MAX_ARGUMENTS
+MAX_ENVIRONMENT = messages.MAX_ENVIRONMENT
+MAX_STRINGS_BYTES = messages.MAX_STRINGS_BYTES
+MAX_REQUEST_BYTES = messages.MAX_REQUEST_BYTES
+MAX_CONTROL_FRAME = 4096  # signals and window sizes after the request
 KILL_SIGNAL = signal.SIGKILL
-
-CREATE_NT_PROCESS = schema("LX_INIT_CREATE_NT_PROCESS_UTILITY_VM")
-CREATE_PROCESS_RESPONSE = schema("LX_INIT_CREATE_PROCESS_RESPONSE")
-EXIT_STATUS = schema("LX_INIT_PROCESS_EXIT_STATUS")
-SIGNAL_PROCESS = schema("PYWSL_SIGNAL_PROCESS")
-_CREATE_TYPE = int(LX_MESSAGE_TYPE.LxInitMessageCreateProcessUtilityVm)
-_SIGNAL_TYPE = int(SIGNAL_PROCESS.message_type or 0)
+_STDIO_COUNT = 3
+_ANCILLARY = socket.CMSG_SPACE(_STDIO_COUNT * 4)
+_DEFAULT_SIGNALS = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
 
 
 class BadRequest(ValueError):
-    """A request the server refuses (answered with EINVAL)."""
+    """A request the server refuses, with the errno the client gets."""
+
+    def __init__(self, message: str, code: int = errno.EINVAL) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class Owner:
@@ -87,24 +92,25 @@ def _close(fds: Sequence[int]) -> None:
             os.close(fd)
 
 
-def validate(message: Any) -> tuple[str, list[str], list[str], str]:
-    """(program, argv, environment, cwd) of a parsed request; BadRequest when it is not acceptable."""
-    common = message.Common
-    filename = common.Filename or ""
+def validate(request: messages.CreateProcessRequest) -> tuple[str, list[str], list[str], str]:
+    """(program, argv, environment, cwd) of a decoded request; BadRequest when it is not acceptable."""
+    filename = request.filename
     if not filename.startswith("/"):
         raise BadRequest(f"the program {filename!r} is not an absolute host path")
-    arguments = list(common.CommandLine or ())
-    environment = [entry for entry in (common.Environment or ()) if entry]
+    arguments = request.arguments
+    environment = request.environment
     if len(arguments) > MAX_ARGUMENTS or len(environment) > MAX_ENVIRONMENT:
-        raise BadRequest("too many arguments or environment variables")
+        raise BadRequest("too many arguments or environment variables", errno.E2BIG)
     total = sum(len(item) + 1 for item in (filename, *arguments, *environment))
     if total > MAX_STRINGS_BYTES:
-        raise BadRequest(f"arguments and environment are {total} bytes, more than {MAX_STRINGS_BYTES}")
+        raise BadRequest(
+            f"arguments and environment are {total} bytes, more than {MAX_STRINGS_BYTES}", errno.E2BIG
+        )
     for entry in environment:
         name, separator, _value = entry.partition("=")
         if not separator or not name:
             raise BadRequest(f"environment entry {entry[:40]!r} is not NAME=VALUE")
-    return filename, [filename, *arguments], environment, common.CurrentWorkingDirectory or ""
+    return filename, [filename, *arguments], environment, request.cwd
 
 
 def _environment(owner: Owner, requested: Sequence[str]) -> dict[str, str]:
@@ -121,138 +127,260 @@ def _environment(owner: Owner, requested: Sequence[str]) -> dict[str, str]:
     return environment
 
 
-def _exec_child(
+class Connection:
+    """The interop connection: framing over a stream socket, bounded in size and time."""
+
+    def __init__(self, fd: int) -> None:
+        os.set_inheritable(fd, False)
+        self.sock = socket.socket(fileno=fd)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def receive_request(self) -> tuple[bytes, list[int]]:
+        """The first frame and the descriptors that came with it (all close-on-exec)."""
+        deadline = time.monotonic() + REQUEST_TIMEOUT
+        fds: list[int] = []
+        try:
+            header = self._receive(messages.HEADER.size, deadline, fds)
+            message_type, size, _sequence, _reserved = messages.HEADER.unpack(header)
+            if message_type != messages.CREATE_PROCESS_UTILITY_VM or size < len(header):
+                raise BadRequest("the first message is not LX_INIT_CREATE_NT_PROCESS_UTILITY_VM")
+            if size > MAX_REQUEST_BYTES:
+                raise BadRequest(f"a request of {size} bytes (at most {MAX_REQUEST_BYTES})", errno.E2BIG)
+            rest = self._receive(size - len(header), deadline, fds)
+        except BaseException:
+            _close(fds)
+            raise
+        if len(fds) != _STDIO_COUNT:
+            _close(fds)
+            raise BadRequest(f"{len(fds)} descriptors came with the request, not {_STDIO_COUNT}")
+        return header + rest, [_above_stdio(fd) for fd in fds]
+
+    def _receive(self, size: int, deadline: float, fds: list[int]) -> bytes:
+        data = b""
+        while len(data) < size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no whole request in time")
+            self.sock.settimeout(remaining)
+            chunk, ancillary, _flags, _address = self.sock.recvmsg(
+                min(size - len(data), 1 << 16), _ANCILLARY, socket.MSG_CMSG_CLOEXEC
+            )
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    count = len(payload) // 4
+                    fds.extend(struct.unpack(f"{count}i", payload[: count * 4]))
+            if not chunk:
+                raise EOFError("the caller closed the connection")
+            data += chunk
+        return data
+
+    def receive_control(self) -> bytes:
+        """One frame after the request (within ``REQUEST_TIMEOUT`` once started); b"" at the end."""
+        deadline = time.monotonic() + REQUEST_TIMEOUT
+        fds: list[int] = []
+        try:
+            header = self._receive(messages.HEADER.size, deadline, fds)
+            _type, size = messages.frame_size(header, MAX_CONTROL_FRAME)
+            return header + self._receive(size - len(header), deadline, fds)
+        except (OSError, EOFError, messages.MalformedMessage):
+            return b""
+        finally:
+            _close(fds)
+
+    def send(self, data: bytes) -> None:
+        self.sock.settimeout(SEND_TIMEOUT)
+        self.sock.sendall(data)
+
+
+def _above_stdio(fd: int) -> int:
+    """``fd`` moved above 2 (a worker whose own 0-2 were closed receives descriptors there), so
+    that placing the caller's descriptors on 0, 1 and 2 never overwrites one not yet placed."""
+    if fd > 2:
+        return fd
+    try:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    finally:
+        os.close(fd)
+
+
+def _enter_folder(cwd: str, owner: Owner) -> None:
+    for folder in (cwd, owner.home, "/"):
+        if folder:
+            try:
+                os.chdir(folder)
+                return
+            except OSError:
+                continue
+
+
+def _spawn(
     program: str,
     argv: list[str],
     environment: dict[str, str],
-    cwd: str,
-    owner: Owner,
     stdio: Sequence[int],
-    report: int,
-) -> None:
-    """The program's process: a session of its own, the caller's stdio, the host folder. Never returns."""
-    try:
-        os.setsid()
-        for target, fd in enumerate(stdio):
-            os.dup2(fd, target, inheritable=True)
-        forking.close_other_fds([report])
-        for folder in (cwd, owner.home, "/"):
-            if folder:
-                try:
-                    os.chdir(folder)
-                    break
-                except OSError:
-                    continue
-        os.execve(program, argv, environment)
-    except OSError as error:
-        with contextlib.suppress(OSError):
-            os.write(report, struct.pack("<i", error.errno or errno.EIO))
-    forking.exit_now(127)
-
-
-def _start(
-    program: str, argv: list[str], environment: dict[str, str], cwd: str, owner: Owner, stdio: Sequence[int]
+    terminal: Pseudoconsole | None,
 ) -> tuple[int, int]:
-    """Fork and execute; (pid, 0) or (pid or -1, errno)."""
-    report_read, report_write = os.pipe2(os.O_CLOEXEC)
+    """Start the program in a session of its own; (pid, 0) or (-1, errno)."""
+    if terminal is not None:
+        actions = terminal.file_actions(stdio)
+    else:
+        actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio)]
     try:
-        pid = os.fork()
+        pid = os.posix_spawn(
+            program,
+            argv,
+            environment,
+            file_actions=actions,
+            setsid=True,
+            setsigmask=(),
+            setsigdef=_DEFAULT_SIGNALS,
+        )
     except OSError as error:
-        _close([report_read, report_write])
-        return -1, error.errno or errno.EAGAIN
-    if pid == 0:
-        os.close(report_read)
-        _exec_child(program, argv, environment, cwd, owner, stdio, report_write)
-    os.close(report_write)
-    try:
-        data = os.read(report_read, 4)  # end of file: execve succeeded (close-on-exec)
-    finally:
-        os.close(report_read)
-    if len(data) == 4:
-        forking.wait_for(pid)
-        return pid, int(struct.unpack("<i", data)[0]) or errno.EIO
+        return -1, error.errno or errno.EIO
     return pid, 0
 
 
-def _follow(channel: MessageChannel, pid: int) -> int | None:
-    """Forward signals until the program exits; its exit code, or None when the caller went away."""
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, KILL_SIGNAL)
+
+
+def _follow(connection: Connection, pid: int, terminal: Pseudoconsole | None) -> int | None:
+    """Forward signals (and relay the pseudoconsole) until the program exits; its exit code, or
+    None when the caller went away (the program's process group is killed then)."""
     pidfd = os.pidfd_open(pid)
     try:
         while True:
-            ready, _, _ = select.select([channel.fileno(), pidfd], [], [])
-            if pidfd in ready:
-                return forking.wait_for(pid)
+            readers = [connection.fileno(), pidfd, *(terminal.readers() if terminal else ())]
+            writers = terminal.writers() if terminal else []
             try:
-                data, fds = channel.receive(timeout=REQUEST_TIMEOUT)
-            except (ChannelClosed, ProtocolError, OSError, TimeoutError):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, KILL_SIGNAL)
+                readable, writable, _ = select.select(readers, writers, [])
+            except InterruptedError:
+                continue
+            if pidfd in readable:
+                if terminal is not None:
+                    terminal.drain()
+                return forking.wait_for(pid)
+            # The caller's messages first: a window size sent before a key press applies first.
+            if connection.fileno() in readable and not _control(connection, pid, terminal):
+                _kill_group(pid)
                 forking.wait_for(pid)
                 return None
-            _close(fds)
-            if struct.unpack_from("<I", data)[0] == _SIGNAL_TYPE:
-                number = int(SIGNAL_PROCESS.parse(data).Signal)
-                if 0 < number < signal.NSIG:
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(pid, number)
+            if terminal is not None:
+                terminal.relay(readable, writable)
     finally:
         os.close(pidfd)
 
 
-def serve(fd: int, owner_uid: int) -> int:
-    """One interop connection, in a worker forked by the monitor. Returns the worker's exit code."""
+def _control(connection: Connection, pid: int, terminal: Pseudoconsole | None) -> bool:
+    """One message from the caller; False when the connection is gone."""
+    data = connection.receive_control()
+    if not data:
+        return False
+    message_type = messages.HEADER.unpack_from(data)[0]
+    if message_type == messages.SIGNAL_PROCESS and len(data) >= 20:
+        number = messages.int32_at_16(data)
+        if 0 < number < signal.NSIG:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, number)
+    elif message_type == messages.WINDOW_SIZE_CHANGED and len(data) >= 20 and terminal is not None:
+        terminal.resize(*messages.window_size_of(data))
+    return True
+
+
+def _refuse(connection: Connection, error: BadRequest) -> int:
+    log.warning("interop: refused a request: %s", error)
+    with contextlib.suppress(OSError):
+        connection.send(messages.encode_response(error.code))
+    return 1
+
+
+def _pseudoconsole(request: messages.CreateProcessRequest, stdio: Sequence[int]) -> Pseudoconsole | None:
+    if not request.pseudoconsole or not any(os.isatty(fd) for fd in stdio):
+        return None
+    try:
+        return Pseudoconsole(stdio, request.rows, request.columns)
+    except OSError as error:
+        log.warning("interop: no pseudoconsole, the caller's terminal is passed as it is: %s", error)
+        return None
+
+
+def _run(connection: Connection, owner: Owner, data: bytes, stdio: list[int]) -> int:
+    """Decode, start, answer, follow: the worker's exit code."""
+    try:
+        request = messages.decode_create_process(data, MAX_ARGUMENTS, MAX_ENVIRONMENT)
+        program, argv, environment, cwd = validate(request)
+    except messages.MalformedMessage as error:
+        refusal = errno.E2BIG if isinstance(error, messages.TooLarge) else errno.EINVAL
+        return _refuse(connection, BadRequest(str(error), refusal))
+    except BadRequest as error:
+        return _refuse(connection, error)
+    terminal = _pseudoconsole(request, stdio)
+    try:
+        _enter_folder(cwd, owner)
+        pid, result = _spawn(program, argv, _environment(owner, environment), stdio, terminal)
+        _close(stdio)
+        stdio.clear()
+        if terminal is not None:
+            terminal.started()
+        try:
+            connection.send(messages.encode_response(result))
+        except OSError:
+            if pid > 0:
+                _kill_group(pid)
+                forking.wait_for(pid)
+            return 1
+        if result:
+            return 1
+        code = _follow(connection, pid, terminal)
+    finally:
+        if terminal is not None:
+            terminal.close()
+    if code is None:
+        return 1
+    with contextlib.suppress(OSError):
+        connection.send(messages.encode_exit_status(code))
+    return 0
+
+
+def become_owner(owner_uid: int) -> Owner | None:
+    """Drop root's rights for the VM's owner's (None, logged, when that fails)."""
     try:
         owner = Owner(owner_uid)
         owner.become()
     except (KeyError, OSError) as error:
         log.error("interop: cannot become the VM's owner (uid %d): %s", owner_uid, error)
+        return None
+    return owner
+
+
+def serve(fd: int, owner_uid: int) -> int:
+    """One interop connection, in a worker forked by the monitor. Returns the worker's exit code."""
+    owner = become_owner(owner_uid)
+    if owner is None:
         os.close(fd)
         return 1
-    channel = MessageChannel(socket.socket(fileno=fd), name="interop connection")
-    channel.ignore_sequence_numbers()
+    return serve_as(fd, owner)
+
+
+def serve_as(fd: int, owner: Owner) -> int:
+    """One interop connection, in a worker that is already ``owner``."""
+    connection = Connection(fd)
     stdio: list[int] = []
     try:
         try:
-            data, stdio = channel.receive(timeout=REQUEST_TIMEOUT, expect_fds=3)
-            if struct.unpack_from("<I", data)[0] != _CREATE_TYPE:
-                raise BadRequest("the first message is not LX_INIT_CREATE_NT_PROCESS_UTILITY_VM")
-            program, argv, environment, cwd = validate(CREATE_NT_PROCESS.parse(data))
-        except (BadRequest, ProtocolError) as error:
-            log.warning("interop: refused a request: %s", error)
-            with contextlib.suppress(OSError, TimeoutError):
-                channel.send(
-                    CREATE_PROCESS_RESPONSE,
-                    Result=errno.EINVAL,
-                    SignalPipeId=0,
-                    Flags=0,
-                    timeout=SEND_TIMEOUT,
-                )
-            return 1
-        except (ChannelClosed, OSError, TimeoutError) as error:
+            data, stdio = connection.receive_request()
+        except BadRequest as error:
+            return _refuse(connection, error)
+        except (OSError, EOFError) as error:
             log.warning("interop: no request: %s", error)
             return 1
-        pid, result = _start(program, argv, _environment(owner, environment), cwd, owner, stdio)
-        _close(stdio)
-        stdio = []
-        try:
-            channel.send(
-                CREATE_PROCESS_RESPONSE, Result=result, SignalPipeId=0, Flags=0, timeout=SEND_TIMEOUT
-            )
-        except (OSError, TimeoutError):
-            result = result or errno.EPIPE
-            if pid > 0 and result == errno.EPIPE:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, KILL_SIGNAL)
-                forking.wait_for(pid)
-            return 1
-        if result:
-            return 1
-        code = _follow(channel, pid)
-        if code is None:
-            return 1
-        with contextlib.suppress(OSError, TimeoutError):
-            channel.send(EXIT_STATUS, ExitCode=code, timeout=SEND_TIMEOUT)
-        return 0
+        return _run(connection, owner, data, stdio)
     finally:
         _close(stdio)
-        channel.close()
+        connection.close()

@@ -15,8 +15,9 @@ namespaces, and this process, still host root and outside them, plays the hyperv
 4. while the VM runs it clones mount trees for ``mini_init``: a directory the host passed as a
    file descriptor belongs to the host's mount namespace, which the VM cannot bind-mount from,
    but a detached copy made here (``open_tree``) can be attached inside the VM; and it is the
-   interop server: for each interop connection mini_init passes on, it forks a worker that
-   becomes the VM's owner at once and runs the host program (``interop_server``);
+   interop server: each interop connection mini_init passes on goes to a worker of its own,
+   which became the VM's owner before reading a byte and runs the host program
+   (``interop_workers``, ``interop_server``);
 5. when ``mini_init`` exits (idle, shutdown, killed) the kernel ends everything in the VM; the
    monitor removes ``mini_init.sock``, ``mini_init.pid`` and the VM's cgroups, then exits.
 
@@ -43,8 +44,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pywsl.guest import forking, host_view, interop_server, mounts, syscalls
+from pywsl.guest import forking, host_view, mounts, syscalls
 from pywsl.guest.boot import BootArguments
+from pywsl.guest.interop_workers import InteropWorkers
 
 log = logging.getLogger("pywsl.vm-monitor")
 
@@ -195,6 +197,7 @@ class Monitor:
         self.first_reaped = False
         self.vm_status = 1
         self.boot_deadline = time.monotonic() + boot.boot_timeout_ms / 1000
+        self.interop_workers: InteropWorkers | None = None  # after the first interop connection
 
     def run(self, serve: ServeFunction, ready_fd: int) -> int:
         syscalls.set_process_name("pywsl-vm")
@@ -350,22 +353,10 @@ class Monitor:
         return True
 
     def _start_interop(self, fd: int) -> None:
-        """Fork the worker of one interop connection (``fd`` stays the caller's to close)."""
-        try:
-            pid = os.fork()
-        except OSError as error:
-            log.error("cannot start an interop worker: %s", error)
-            return
-        if pid == 0:
-            code = 1
-            try:
-                forking.become_child([0, 1, 2, fd])
-                os.setsid()
-                syscalls.set_process_name("pywsl-interop")
-                code = interop_server.serve(fd, self.boot.owner_uid)
-            except BaseException:
-                log.exception("the interop worker failed")
-            forking.exit_now(code)
+        """Give one interop connection to its worker (``fd`` stays the caller's to close)."""
+        if self.interop_workers is None:
+            self.interop_workers = InteropWorkers(self.boot.owner_uid)
+        self.interop_workers.serve(fd)
 
     def _cleanup(self) -> None:
         """Remove the VM's cgroups, then its runtime files (under the runtime folder's lock).

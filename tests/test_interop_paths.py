@@ -1,0 +1,63 @@
+"""wslpath's command line and translations without a distribution (the e2e tests run it inside),
+and the byte-compiled cache the client's modules need in the read-only host view."""
+
+from __future__ import annotations
+
+import importlib.util
+import py_compile
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pywsl.guest import interop_init, interop_paths
+from pywsl.guest.interop_paths import USAGE, wslpath
+
+MOUNT = "/mnt/host"
+ROOTFS = "/srv/distros/d/rootfs"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["/srv/x"], (0, "/mnt/host/srv/x\n", "")),
+        (["-u", "/"], (0, "/mnt/host\n", "")),
+        (["-w", "/mnt/host/srv/x"], (0, "/srv/x\n", "")),
+        (["-m", "/etc/passwd"], (0, f"{ROOTFS}/etc/passwd\n", "")),
+        (["-a", "-w", "y"], (0, "/srv/y\n", "")),
+        (["-aw", "y"], (0, "/srv/y\n", "")),
+        (["-a", "rel"], (0, "/mnt/host/srv/rel\n", "")),
+        (["-w", "rel"], (0, "rel\n", "")),
+        (["--", "/srv/x"], (0, "/mnt/host/srv/x\n", "")),
+        (["-x", "/srv"], (1, "", USAGE)),
+        ([], (1, "", USAGE)),
+        (["a", "b"], (1, "", USAGE)),
+        ([""], (1, "", USAGE)),
+    ],
+)
+def test_wslpath(argv: list[str], expected: tuple[int, str, str]) -> None:
+    assert wslpath(argv, cwd="/mnt/host/srv", mount_point=MOUNT, rootfs=ROOTFS) == expected
+
+
+def test_paths_without_a_counterpart_are_invalid_arguments() -> None:
+    assert wslpath(["/srv"], cwd="/", mount_point=None, rootfs=ROOTFS) == (
+        1,
+        "",
+        "wslpath: /srv: Invalid argument\n",
+    )
+    assert wslpath(["-w", "/etc"], cwd="/", mount_point=MOUNT, rootfs=None)[0] == 1
+    with pytest.raises(interop_paths.TranslationError):
+        interop_paths.host_to_inside("relative", MOUNT)
+
+
+def test_the_client_modules_are_byte_compiled_for_the_read_only_view(tmp_path: Path) -> None:
+    source = tmp_path / "module.py"
+    shutil.copy(interop_paths.__file__, source)
+    cached = importlib.util.cache_from_source(str(source))
+    magic = importlib.util.MAGIC_NUMBER
+    assert not interop_init._cache_is_current(str(source), cached, magic)
+    py_compile.compile(str(source), cfile=cached, doraise=True)
+    assert interop_init._cache_is_current(str(source), cached, magic)
+    source.write_text(source.read_text() + "\n# changed\n")
+    assert not interop_init._cache_is_current(str(source), cached, magic)
+    assert not interop_init._cache_is_current(str(source), cached, b"\0\0\r\n")
