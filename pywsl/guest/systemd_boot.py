@@ -44,9 +44,13 @@ _CGROUP_FLAGS = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
 
 @dataclass
 class Console:
-    """The primary end of the pty that is systemd's ``/dev/console``."""
+    """The primary end of the pty that is systemd's ``/dev/console``.
+
+    ``keeper``: a secondary end init holds open, so that the primary end never reports a hang-up
+    (which a poll would see again and again) while systemd has the console closed."""
 
     fd: int
+    keeper: int = -1
 
     def drain(self) -> None:
         """Read (and drop) what systemd wrote; never blocks."""
