@@ -342,10 +342,23 @@ def lxcfs_mount(tmp_path: Path) -> Iterator[str]:
         point.rmdir()
 
 
+def test_memory_and_swap_limits_of_the_vm(vm_factory: VmFactory) -> None:
+    memory, swap = 256 << 20, 128 << 20
+    booted, instance = _start(vm_factory, memory_bytes=memory, swap_bytes=swap)
+    groups = [group for group in booted.cgroups if (group / "memory.limit_in_bytes").exists()]
+    if not groups or not (groups[0] / "memory.memsw.limit_in_bytes").exists():
+        pytest.skip("the host has no v1 memory hierarchy with swap accounting")
+    assert int((groups[0] / "memory.limit_in_bytes").read_text()) == memory
+    assert int((groups[0] / "memory.memsw.limit_in_bytes").read_text()) == memory + swap  # memory plus swap
+    assert run_in(instance, "echo up").stdout == "up\n"
+
+
 def test_lxcfs_shows_the_vm_memory_limit(vm_factory: VmFactory, lxcfs_mount: str) -> None:
+    from pywsl.api.session.user_vm import limits_note
     from pywsl.vm.lxcfs import find_lxcfs
 
     assert find_lxcfs() == lxcfs_mount
+    assert limits_note() is None  # --status has no note about `free` while lxcfs runs
     limit = 512 << 20
     _booted, instance = _start(vm_factory, memory_bytes=limit, lxcfs=lxcfs_mount)
     result = run_in(instance, "grep MemTotal /proc/meminfo; free")

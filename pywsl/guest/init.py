@@ -42,6 +42,8 @@ from pywsl.guest import (
     network_files,
     syscalls,
     systemd_boot,
+    systemd_units,
+    systemd_user,
     timezone,
 )
 from pywsl.guest.os_release import flavor_and_version
@@ -651,12 +653,17 @@ def _start_systemd(instance: Instance) -> None:
     machine_id_warning = systemd_boot.ensure_machine_id()
     if machine_id_warning:
         conf.warnings.append(machine_id_warning)
+    try:
+        log.info("distribution %s: units masked for systemd: %s", parameters.name, systemd_units.prepare())
+    except OSError as error:
+        log.warning("distribution %s: cannot mask units for systemd: %s", parameters.name, error)
     child = os.fork()
     if child != 0:
         systemd_boot.exec_systemd(secondary)
-    os.close(secondary)
+    console.keeper = secondary  # held open: the primary end never hangs up
     syscalls.set_process_title("/init")
     instance.console = console
+    systemd_user.enable(conf.boot_init_timeout_ms)  # inherited by the session leaders and relays
     timeout_warning = systemd_boot.wait_until_running(conf.boot_init_timeout_ms, console)
     if timeout_warning:
         log.warning("distribution %s: %s", parameters.name, timeout_warning)

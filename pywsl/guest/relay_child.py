@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from pywsl.guest import devices, gui
+from pywsl.guest import devices, gui, systemd_user
 from pywsl.guest.environment import (
     DEFAULT_PATH,
     HOST_DIRECTORY_PREFIX,
@@ -240,6 +240,10 @@ def _start_child(
     environment.update(shared)
     for problem in problems:
         _write_warning(f"GUI: {problem}")
+    session, problems = systemd_user.prepare(user.uid, user.gid, user.name, shared)  # with systemd as pid 1
+    environment.update(session)
+    for problem in problems:
+        _write_warning(problem)
     program = resolve_program(request.filename, request.command_line, user, login=request.login)
     _drop_privileges(database, user)
     _enter_working_directory(request.cwd, user.home, context.host_mount_point)
