@@ -119,11 +119,32 @@ def test_systemd_is_pid_1_and_units_run(vm_factory: VmFactory, systemd_archive: 
     # The instance's sub-group of the VM's delegated cgroup2 tree holds systemd's slices.
     groups = _instance_groups(booted)
     assert len(groups) == 1 and (groups[0] / "system.slice/probe.service").is_dir()
+    # pywsl's init beside systemd idles: no loop on the console once systemd has closed it.
+    init_pid = _pywsl_init(groups[0])
+    reads_before = _read_calls(init_pid)
+    time.sleep(2)  # a span to count in, not a synchronisation
+    assert _read_calls(init_pid) - reads_before < 2000
     vm_pid = instance.pid
     instance.terminate(force=False)
     # The channel closes in systemd's last stage (units stopped); pid 1 exits right after.
     assert wait_until(lambda: vm_pid not in booted.vm.running_instances().values(), 10)
     assert wait_until(lambda: not _instance_groups(booted), 10), _instance_groups(booted)
+
+
+def _pywsl_init(group: Path) -> int:
+    """The host pid of pywsl's init in an instance's cgroup (``/init`` beside systemd)."""
+    for path in group.rglob("cgroup.procs"):
+        for pid in path.read_text().split():
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if handle.read().split(b"\0")[0] == b"/init":
+                    return int(pid)
+    raise AssertionError(f"no /init process in {group}")
+
+
+def _read_calls(pid: int) -> int:
+    """How many read system calls a process has made (``syscr`` of ``/proc/PID/io``)."""
+    fields = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    return int(fields["syscr"])
 
 
 MASKED = (
