@@ -1,165 +1,99 @@
-"""mini_init's channel server inside a real VM (the ``qemu`` backend), first stage.
+"""mini_init inside a real VM (the ``qemu`` backend): the same ``MiniInit`` as the namespaces
+backend, with what the VM monitor gives it there made here.
 
-It accepts mini_init channels on a listening socket (the port demultiplexer connects one per host
-connection), greets each with ``GuestCapabilities`` (the running kernel's release), and serves
-``EarlyConfig`` (host name), ``InitialConfig``, ``QueryInstances``, ``AttachNotify`` and
-``ShutdownVm``. ``LaunchInit``, ``Import`` and ``Export`` carry descriptors on the namespaces
-backend; no descriptor crosses a VM boundary, so here they are refused (the channel is closed with
-a log line) until their socket-based form exists. The server exits after ``vmIdleTimeout`` ms
-without a request (negative = never) or on ``ShutdownVm``.
+* **Boot arguments** come from the kernel command line (the kernel hands the ``PYWSL_*`` words to
+  pid 1 as environment variables): ``PYWSL_VM_IDLE_TIMEOUT`` and ``PYWSL_INSTANCE_IDLE_TIMEOUT``
+  (ms, negative = never). The instances share the VM's network (QEMU's user networking, or none).
+* **Mount trees**: a directory the host named is a folder of the shared distributions folder,
+  opened here by the port demultiplexer; it belongs to this kernel, so pid 1 clones it itself
+  (``LocalCloner``), where the namespaces backend asks its monitor.
+* **/mnt/host**: the host's tree the monitor's second file server serves (``/run/pywsl/host``,
+  the host's ``/proc``, ``/sys`` and ``/dev`` masked there, seen with the VM's mapped ids); an
+  empty read-only tmpfs when it is not served.
+* **The monitor's socket**: the demultiplexer's process holds the other end, so pid 1 stops the
+  VM when the demultiplexer (the VM's only way to the host) is gone, as mini_init does when its
+  monitor dies. Interop with the host is not available in the VM yet: a request is refused.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import selectors
 import socket
-import struct
-import time
 
-from pywsl.guest import network_files, syscalls
-from pywsl.guest.requests import receive_request
-from pywsl.wire import schema
-from pywsl.wire.channel import MessageChannel, Transaction
-from pywsl.wire.enums import LX_MESSAGE_TYPE, PYWSL_MESSAGE_TYPE
-from pywsl.wire.errors import ChannelClosed, ProtocolError
-from pywsl.wire.extensions import instance_entries
+from pywsl.guest import mini_init, mounts, syscalls
+from pywsl.guest.boot import BootArguments
+from pywsl.guest.devices import DeviceSettings
+from pywsl.guest.vm_monitor import TreeCloner, VmContext
 
 log = logging.getLogger("pywsl.vm_mini_init")
 
-RECEIVE_TIMEOUT = 10.0
-SEND_TIMEOUT = 5.0
-
-GUEST_CAPABILITIES = schema("LX_INIT_GUEST_CAPABILITIES")
-EARLY_CONFIG = schema("LX_MINI_INIT_EARLY_CONFIG_MESSAGE")
-INITIAL_CONFIG = schema("LX_MINI_INIT_CONFIG_MESSAGE")
-INSTANCE_LIST = schema("PYWSL_INSTANCE_LIST")
-SHUTDOWN_VM = schema("PYWSL_SHUTDOWN_VM")
-
-T = LX_MESSAGE_TYPE
-P = PYWSL_MESSAGE_TYPE
-_NEEDS_DESCRIPTORS = {
-    T.LxMiniInitMessageLaunchInit: "LaunchInit",
-    T.LxMiniInitMessageImport: "Import",
-    T.LxMiniInitMessageExport: "Export",
-}
+DEFAULT_VM_IDLE_TIMEOUT_MS = 60_000
+DEFAULT_INSTANCE_IDLE_TIMEOUT_MS = 15_000
+HOST_FILES_PATH = "/run/pywsl/host"  # the host's files, when the host serves them (initramfs)
+HOST_TREE_PATH = "/run/pywsl/empty-host"
+_FULL_RANGE = [(0, 0, (1 << 32) - 1)]
+_kept: list[socket.socket] = []  # the ready socket's peer: mini_init reports once, nobody reads
 
 
-class VmMiniInit:
-    """The channel server of pid 1 in a real VM."""
+def _environment_ms(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
 
-    def __init__(self, listener: socket.socket, vm_idle_timeout_ms: int) -> None:
-        self.listener = listener
-        self.listener.setblocking(False)
-        self.vm_idle_timeout_ms = vm_idle_timeout_ms
-        self.selector = selectors.DefaultSelector()
-        self.channels: dict[int, MessageChannel] = {}
-        self.notify: set[int] = set()
-        self.last_request = time.monotonic()
-        self.stopping = False
-        self.capabilities = GUEST_CAPABILITIES.build(
-            SeccompAvailable=True, HvPciSwiotlbBase=0, HvPciSwiotlbSize=0, Buffer=os.uname().release
-        )
 
-    def serve(self) -> None:
-        self.selector.register(self.listener, selectors.EVENT_READ, None)
-        log.info("utility VM ready (kernel %s)", os.uname().release)
-        while not self.stopping:
-            for key, _events in self.selector.select(self._timeout()):
-                if key.data is None:
-                    self._accept()
-                else:
-                    self._on_channel(key.data)
-            if self._idle_expired():
-                log.info("utility VM idle for %d ms, exiting", self.vm_idle_timeout_ms)
-                break
-        for channel in list(self.channels.values()):
-            channel.close()
-        self.channels.clear()
+class LocalCloner(TreeCloner):
+    """The clone service of pid 1 in a real VM: the directories are this kernel's own. Its socket
+    (``fileno``) is the demultiplexer's watch socket: readable (closed) when that process is gone."""
 
-    def _timeout(self) -> float | None:
-        if self.vm_idle_timeout_ms < 0:
-            return None
-        return max(0.0, self.last_request + self.vm_idle_timeout_ms / 1000 - time.monotonic())
+    def clone(self, fd: int) -> int:
+        return mounts.clone_tree(fd)
 
-    def _idle_expired(self) -> bool:
-        return (
-            self.vm_idle_timeout_ms >= 0
-            and time.monotonic() - self.last_request >= self.vm_idle_timeout_ms / 1000
-        )
+    def forward_interop(self, fd: int) -> None:
+        log.warning("interop with the host is not available in a qemu VM yet")
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _address = self.listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            channel = MessageChannel(sock, name="mini_init channel")
-            try:
-                channel.send(self.capabilities, timeout=SEND_TIMEOUT)
-            except (OSError, TimeoutError) as error:
-                log.warning("cannot greet a new connection: %s", error)
-                channel.close()
-                continue
-            self.channels[channel.fileno()] = channel
-            self.selector.register(channel, selectors.EVENT_READ, channel)
-            self.last_request = time.monotonic()
 
-    def _drop(self, channel: MessageChannel) -> None:
-        fd = channel.fileno()
-        with contextlib.suppress(KeyError, ValueError):
-            self.selector.unregister(channel)
-        self.channels.pop(fd, None)
-        self.notify.discard(fd)
-        channel.close()
+def _host_tree() -> int:
+    """The host's files the file server serves (``/run/pywsl/host``), else an empty tree."""
+    if os.path.ismount(HOST_FILES_PATH):
+        return os.open(HOST_FILES_PATH, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    return _empty_host_tree()
 
-    def _on_channel(self, channel: MessageChannel) -> None:
-        if channel.fileno() in self.notify:
-            self._drop(channel)  # nothing is ever sent on a notify channel: readable means closed
-            return
-        try:
-            transaction, data, fds = receive_request(channel, RECEIVE_TIMEOUT)
-        except ChannelClosed:
-            self._drop(channel)
-            return
-        except (ProtocolError, TimeoutError, OSError) as error:
-            log.error("closing a mini_init channel: %s", error)
-            self._drop(channel)
-            return
-        for fd in fds:
-            os.close(fd)
-        self.last_request = time.monotonic()
-        try:
-            self._dispatch(channel, transaction, data)
-        except (ProtocolError, OSError, TimeoutError) as error:
-            log.error("closing a mini_init channel: %s", error)
-            self._drop(channel)
 
-    def _dispatch(self, channel: MessageChannel, transaction: Transaction, data: bytes) -> None:
-        message_type = struct.unpack_from("<I", data)[0]
-        if message_type == T.LxMiniInitMessageEarlyConfig:
-            early = EARLY_CONFIG.parse(data)
-            if early.Hostname:
-                syscalls.sethostname(network_files.clean_hostname(early.Hostname))
-        elif message_type == T.LxMiniInitMessageInitialConfig:
-            INITIAL_CONFIG.parse(data)
-        elif message_type == P.PywslQueryInstances:
-            transaction.send(INSTANCE_LIST, Entries=instance_entries({}))
-        elif message_type == P.PywslAttachNotify:
-            self.notify.add(channel.fileno())
-        elif message_type == P.PywslShutdownVm:
-            log.info("shutting down the utility VM%s", " (forced)" if SHUTDOWN_VM.parse(data).Force else "")
-            self.stopping = True
-        elif message_type in _NEEDS_DESCRIPTORS:
-            raise ProtocolError(
-                f"{_NEEDS_DESCRIPTORS[message_type]} is not served over the qemu backend's channel port yet",
-                struct="LX_MINI_INIT_MESSAGE",
-            )
-        else:
-            raise ProtocolError(
-                f"unexpected message type {message_type} on the mini_init channel",
-                struct="MESSAGE_HEADER",
-                field="MessageType",
-            )
+def _empty_host_tree() -> int:
+    """A read-only tmpfs with only ``proc`` (where the instance's own /proc goes), for /mnt/host."""
+    os.makedirs(HOST_TREE_PATH, exist_ok=True)
+    flags = syscalls.MS_NOSUID | syscalls.MS_NODEV
+    syscalls.mount("tmpfs", HOST_TREE_PATH, "tmpfs", flags, "mode=755")
+    os.mkdir(os.path.join(HOST_TREE_PATH, "proc"), 0o555)
+    syscalls.mount(None, HOST_TREE_PATH, None, flags | syscalls.MS_REMOUNT | syscalls.MS_RDONLY)
+    return os.open(HOST_TREE_PATH, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+
+def vm_context(listener: socket.socket, watch: socket.socket) -> VmContext:
+    """What pid 1 serves with: the listening socket, the demultiplexer's watch socket."""
+    boot = BootArguments(
+        runtime_dir="/run/pywsl",
+        listen_fd=listener.detach(),
+        uid_map=_FULL_RANGE,
+        gid_map=_FULL_RANGE,
+        networking_mode="mirrored",  # the instances share the VM's own network
+        hostname=socket.gethostname(),
+        instance_idle_timeout_ms=_environment_ms(
+            "PYWSL_INSTANCE_IDLE_TIMEOUT", DEFAULT_INSTANCE_IDLE_TIMEOUT_MS
+        ),
+        vm_idle_timeout_ms=_environment_ms("PYWSL_VM_IDLE_TIMEOUT", DEFAULT_VM_IDLE_TIMEOUT_MS),
+        owner_uid=0,
+        cgroups=(),
+        devices=DeviceSettings(nested_virtualization=False, gpu_support=False),
+    )
+    ready, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    _kept.append(peer)
+    cloner = LocalCloner(watch)
+    return VmContext(boot=boot, cloner=cloner, ready=ready, host_tree=_host_tree())
+
+
+def serve(listener: socket.socket, watch: socket.socket) -> int:
+    """Serve mini_init channels until ``ShutdownVm``, ``vmIdleTimeout`` or the demultiplexer's end."""
+    return mini_init.serve(vm_context(listener, watch))

@@ -1,32 +1,34 @@
 """pid 1 of a real utility VM (``qemu`` backend): ``python -S -m pywsl.guest.vm_pid1``.
 
-The initramfs's ``/init`` mounts ``/proc``, ``/sys``, ``/dev``, the host's ``/usr`` and pywsl's
-folders, loads the virtio modules and execs this. It finds the channel port, starts the port
-demultiplexer (``port_demux``) on a thread, serves mini_init channels (``vm_mini_init``) until
-``ShutdownVm`` or ``vmIdleTimeout``, then restarts the machine, which QEMU (``-no-reboot``) turns
-into its own exit. Settings come from the kernel command line, which the kernel hands over as
-environment variables: ``PYWSL_VM_IDLE_TIMEOUT`` (ms, negative = never).
+The initramfs's ``/init`` mounts ``/proc``, ``/sys``, ``/dev``, the host's ``/usr``, pywsl's
+folders and the shared distributions folder, loads the virtio modules, sets up the network and
+execs this. It binds mini_init's listening socket (an abstract name), forks the port
+demultiplexer (``port_demux``, a process of its own so that copying never waits for Python code
+of mini_init), then serves mini_init channels (``vm_mini_init``) until ``ShutdownVm``,
+``vmIdleTimeout`` or the demultiplexer's end, and restarts the machine, which QEMU
+(``-no-reboot``) turns into its own exit.
 """
 
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
+import signal
 import socket
 import sys
-import threading
 import time
 
-from pywsl.guest.port_demux import PortDemux, find_port
-from pywsl.guest.vm_mini_init import VmMiniInit
+from pywsl.guest import forking, interop_init, mini_init
+from pywsl.guest.port_demux import find_port, run_demux
+from pywsl.guest.vm_mini_init import serve
 
 log = logging.getLogger("pywsl.vm_pid1")
 
 LISTEN_ADDRESS = "\0pywsl-mini-init"
 PORT_WAIT = 10.0
 LINUX_REBOOT_CMD_RESTART = 0x01234567
-DEFAULT_VM_IDLE_TIMEOUT_MS = 60_000
 
 
 def _wait_for_port() -> str:
@@ -48,36 +50,51 @@ def _restart_machine() -> None:
     raise OSError(ctypes.get_errno(), "reboot failed")
 
 
-def _idle_timeout() -> int:
-    try:
-        return int(os.environ.get("PYWSL_VM_IDLE_TIMEOUT", DEFAULT_VM_IDLE_TIMEOUT_MS))
-    except ValueError:
-        return DEFAULT_VM_IDLE_TIMEOUT_MS
+def _start_demux(port_fd: int) -> socket.socket:
+    """Fork the demultiplexer; the returned socket turns readable when it is gone."""
+    watch, watch_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    if os.fork() == 0:
+        try:
+            watch.close()
+            signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+            run_demux(port_fd, LISTEN_ADDRESS)
+        except BaseException:
+            log.exception("the port demultiplexer failed")
+        os._exit(1)
+    watch_child.close()
+    os.close(port_fd)
+    return watch
 
 
-def run() -> None:
+def run() -> int:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     listener.bind(LISTEN_ADDRESS)
     listener.listen(64)
     port_fd = os.open(_wait_for_port(), os.O_RDWR | os.O_CLOEXEC)
-    demux = PortDemux(port_fd, LISTEN_ADDRESS)
-    thread = threading.Thread(target=demux.run, name="port-demux", daemon=True)
-    thread.start()
-    VmMiniInit(listener, _idle_timeout()).serve()
-    listener.close()
+    watch = _start_demux(port_fd)
+    log.info("channel port ready %.1f s after the kernel started", time.monotonic())
+    mini_init._warm_up()
+    interop_init.detect_runtime()
+    gc.collect()
+    gc.freeze()
+    return serve(listener, watch)
 
 
 def main() -> int:
     logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s: %(message)s"
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s",
     )
     try:
-        run()
+        code = run()
     except Exception:
         log.exception("pid 1 failed")
+        code = 1
     if os.getpid() == 1:
+        forking.reap_children()
         _restart_machine()
-    return 1
+    return code
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ class VmConfig:
     kernel: Path | None = None  # [wsl2] kernel (qemu backend; None: the host's own)
     kernel_modules: Path | None = None  # [wsl2] kernelModules (qemu backend; None: /lib/modules/<release>)
     kernel_command_line: str = ""  # [wsl2] kernelCommandLine (qemu backend), appended
+    localhost_forwarding: bool = True  # [wsl2] localhostForwarding (qemu backend with NAT)
 
     def __post_init__(self) -> None:
         for name in ("kernel_boot_timeout_ms", "distribution_start_timeout_ms"):

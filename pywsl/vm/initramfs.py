@@ -4,8 +4,11 @@ It holds only what the guest needs to reach pid 1: a static busybox (``/busybox`
 modules for virtio-mmio, the virtio console (the channel port) and 9p (the host's ``/usr`` and
 pywsl's own folders, shared read-only), each with its dependencies in load order (from
 ``modules.dep``, or from the modules' own ``.modinfo`` when the tree has no ``modules.dep``), and
-``/init``, a shell script that mounts them and execs the host's Python on
-``pywsl.guest.vm_pid1``. Per-VM settings travel on the kernel command line (``PYWSL_*`` words,
+``/init``, a shell script that mounts them (and, over virtiofs, the shared distributions folder
+and the host's files),
+sets up the network for ``networkingMode=NAT`` (QEMU's user networking: 10.0.2.15/24, gateway
+10.0.2.2, DNS 10.0.2.3) and execs the host's Python on ``pywsl.guest.vm_pid1``. Per-VM
+settings travel on the kernel command line (``PYWSL_*`` words,
 which the kernel hands to ``/init`` as environment variables).
 
 The archive is a gzip'd ``newc`` cpio, cached as ``<cache>/initramfs-<key>.img`` where the key
@@ -32,44 +35,78 @@ from pywsl.vm.kernel import GuestKernel
 
 __all__ = ["GUEST_MODULES", "build_initramfs", "find_busybox", "init_script", "resolve_modules"]
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
 # What the guest loads, in this order (each after its dependencies).
-GUEST_MODULES = ("virtio_mmio", "virtio_console", "9pnet_virtio", "9p")
+GUEST_MODULES = ("virtio_mmio", "virtio_console", "9pnet_virtio", "9p", "virtiofs", "virtio_net")
 BUSYBOX_CANDIDATES = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
 GUEST_PID1_ARGV = ("-S", "-m", "pywsl.guest.vm_pid1")
 SHARE_MOUNT_OPTIONS = "trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144"
+DISTRIBUTIONS_TAG = "pywsl.dist"
+DISTRIBUTIONS_FOLDER = "/run/pywsl/distributions"
+HOST_FILES_TAG = "pywsl.host"
+HOST_FILES_FOLDER = "/run/pywsl/host"
+NAT_ADDRESS = "10.0.2.15/24"
+NAT_GATEWAY = "10.0.2.2"
+NAT_DNS = "10.0.2.3"
 
 
 def init_script() -> str:
-    """``/init``: mount the basics and the shares, load the modules, exec pid 1 in Python.
+    """``/init``: load the modules, mount the basics and the shares on a tmpfs root, exec pid 1.
 
-    Any failure ends ``/init``: the kernel panics, reboots (``panic=-1``) and QEMU exits
-    (``-no-reboot``), so a broken boot never leaves a VM that does not answer.
+    The initramfs itself cannot be the root of the VM: ``pivot_root`` (which every instance's init
+    does) refuses to move the initial root filesystem away, so ``/init`` builds the real root on a
+    tmpfs and ``switch_root``s into it. Any failure ends ``/init``: the kernel panics, reboots
+    (``panic=-1``) and QEMU exits (``-no-reboot``), so a broken boot never leaves a VM that does
+    not answer.
     """
     pid1 = " ".join(GUEST_PID1_ARGV)
     return f"""#!/busybox sh
 b=/busybox
+r=/root
 fail() {{ echo "pywsl initramfs: $*" >&2; exit 1; }}
 $b mount -t proc proc /proc || fail "cannot mount /proc"
 $b mount -t sysfs sysfs /sys || fail "cannot mount /sys"
 $b mount -t devtmpfs devtmpfs /dev || fail "cannot mount /dev"
-$b mount -t tmpfs -o mode=0755 tmpfs /run || fail "cannot mount /run"
-$b mount -t tmpfs -o mode=1777 tmpfs /tmp || fail "cannot mount /tmp"
 while read -r module; do
     $b insmod "/modules/$module" || fail "cannot load $module"
 done < /modules.list
-$b mount -t 9p -o {SHARE_MOUNT_OPTIONS} usr /usr || fail "cannot mount the host's /usr"
+$b mount -t tmpfs -o mode=0755 tmpfs $r || fail "cannot mount the root"
+for folder in dev proc sys usr run tmp etc mnt; do $b mkdir -p "$r/$folder"; done
+for link in bin sbin lib lib64; do $b ln -s "usr/$link" "$r/$link"; done
+$b cp /busybox $r/busybox
+$b mount --move /proc $r/proc && $b mount --move /sys $r/sys && $b mount --move /dev $r/dev \
+    || fail "cannot move /proc, /sys and /dev"
+$b mount -t tmpfs -o mode=0755 tmpfs $r/run || fail "cannot mount /run"
+$b mount -t tmpfs -o mode=1777 tmpfs $r/tmp || fail "cannot mount /tmp"
+$b mount -t 9p -o {SHARE_MOUNT_OPTIONS} usr $r/usr || fail "cannot mount the host's /usr"
 paths=""
 i=0
 while [ "$i" -lt "${{PYWSL_SHARES:-0}}" ]; do
-    $b mkdir -p "/run/pywsl/share$i"
-    $b mount -t 9p -o {SHARE_MOUNT_OPTIONS} "pywsl$i" "/run/pywsl/share$i" || fail "cannot mount share $i"
+    $b mkdir -p "$r/run/pywsl/share$i"
+    $b mount -t 9p -o {SHARE_MOUNT_OPTIONS} "pywsl$i" "$r/run/pywsl/share$i" || fail "cannot mount share $i"
     paths="$paths${{paths:+:}}/run/pywsl/share$i"
     i=$((i + 1))
 done
+$b mkdir -p $r{DISTRIBUTIONS_FOLDER}
+if [ "$PYWSL_DISTRIBUTIONS" = 1 ]; then
+    $b mount -t virtiofs {DISTRIBUTIONS_TAG} $r{DISTRIBUTIONS_FOLDER} || fail "cannot mount the distributions"
+fi
+$b mkdir -p $r{HOST_FILES_FOLDER}
+if [ "$PYWSL_HOST_FILES" = 1 ]; then
+    $b mount -t virtiofs -o nosuid,nodev {HOST_FILES_TAG} $r{HOST_FILES_FOLDER} \
+        || fail "cannot mount the host's files"
+fi
+$b ip link set lo up
+: > $r/etc/resolv.conf
+if [ "$PYWSL_NETWORK" = nat ]; then
+    $b ip addr add {NAT_ADDRESS} dev eth0 || fail "cannot configure eth0"
+    $b ip link set eth0 up || fail "cannot bring eth0 up"
+    $b ip route add default via {NAT_GATEWAY} || fail "cannot add the default route"
+    echo "nameserver {NAT_DNS}" > $r/etc/resolv.conf
+fi
 [ -n "$PYWSL_PYTHON" ] || fail "no PYWSL_PYTHON on the kernel command line"
 export PYTHONPATH="$paths" PYTHONDONTWRITEBYTECODE=1 LANG=C.UTF-8 PATH=/usr/sbin:/usr/bin
-exec "$PYWSL_PYTHON" {pid1}
+exec $b switch_root $r "$PYWSL_PYTHON" {pid1}
 """
 
 
@@ -219,15 +256,8 @@ class _Cpio:
 
 def _archive(kernel: GuestKernel, module_paths: list[str], busybox: bytes, script: str) -> bytes:
     cpio = _Cpio()
-    for folder in ("dev", "proc", "sys", "usr", "run", "tmp", "modules"):
+    for folder in ("dev", "proc", "sys", "root", "modules"):
         cpio.add(folder, stat.S_IFDIR | 0o755)
-    for link, target in (
-        ("bin", "usr/bin"),
-        ("sbin", "usr/sbin"),
-        ("lib", "usr/lib"),
-        ("lib64", "usr/lib64"),
-    ):
-        cpio.add(link, stat.S_IFLNK | 0o777, target.encode())
     cpio.add("busybox", stat.S_IFREG | 0o755, busybox)
     cpio.add("init", stat.S_IFREG | 0o755, script.encode())
     names = []

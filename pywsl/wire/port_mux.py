@@ -2,10 +2,23 @@
 
 A VM without AF_VSOCK still has a virtio-serial port, one byte stream between the host and the
 guest. Both sides cut it into frames: ``channel`` (u32), ``kind`` (u8), ``length`` (u32), then
-``length`` bytes. The host opens a channel (``OPEN``) for every connection to the VM's
-``mini_init.sock``, the guest accepts it as a new mini_init connection; ``DATA`` carries the
-channel's bytes and ``CLOSE`` ends it from either side. ``READY`` (channel 0) is the guest's first
-frame: pid 1 serves. Little-endian, as WSL's messages.
+``length`` bytes. Little-endian, as WSL's messages.
+
+* ``READY`` (channel 0): the guest's first frame, pid 1 serves.
+* ``OPEN``: the host opens a channel for every connection to the VM's ``mini_init.sock``; the
+  guest accepts it as a new mini_init connection.
+* ``DATA``: the channel's bytes. ``CREDIT`` (u32): the receiver wrote that many bytes out, so the
+  sender may send as many more; each side has at most ``WINDOW`` bytes in flight per channel,
+  so one stalled reader never stops the other channels.
+* ``EOF``: the sender has no more bytes for this channel (a half close); ``CLOSE``: the channel is
+  gone in both directions (an error, or a reader that went away).
+* ``ATTACH`` (host → guest): the descriptors that go with the next ``DATA`` of the channel, each
+  one a new channel (a socket, a pipe the guest reads or a pipe the guest writes), a directory of
+  the shared distributions folder, or the same as an earlier entry. No descriptor crosses the VM:
+  each becomes a stream over the port (``attach_entries``).
+* ``RELEASED`` (guest → host): the guest opened these directories; the host may detach them.
+* ``PORTS`` (guest → host): the TCP ports the guest listens on (u16 each), for
+  ``localhostForwarding``.
 """
 
 from __future__ import annotations
@@ -16,10 +29,31 @@ from dataclasses import dataclass
 
 from pywsl.wire.errors import ProtocolError
 
-__all__ = ["HEADER", "MAX_PAYLOAD", "Frame", "FrameKind", "FrameReader", "encode_frame"]
+__all__ = [
+    "HEADER",
+    "MAX_PAYLOAD",
+    "WINDOW",
+    "AttachEntry",
+    "AttachKind",
+    "Frame",
+    "FrameKind",
+    "FrameReader",
+    "decode_attach",
+    "decode_names",
+    "decode_ports",
+    "encode_attach",
+    "encode_frame",
+    "encode_names",
+    "encode_ports",
+]
 
 HEADER = struct.Struct("<IBI")
 MAX_PAYLOAD = 256 * 1024
+WINDOW = 1024 * 1024  # bytes in flight per channel and direction
+_COUNT = struct.Struct("<I")
+_ENTRY = struct.Struct("<BIH")
+_PORT = struct.Struct("<H")
+MAX_ATTACH = 16
 
 
 class FrameKind(enum.IntEnum):
@@ -27,6 +61,26 @@ class FrameKind(enum.IntEnum):
     OPEN = 1
     DATA = 2
     CLOSE = 3
+    EOF = 4
+    CREDIT = 5
+    ATTACH = 6
+    RELEASED = 7
+    PORTS = 8
+
+
+class AttachKind(enum.IntEnum):
+    SOCKET = 1  # a stream socket: both directions
+    PIPE_IN = 2  # the guest gets a pipe's read end; the host sends the bytes
+    PIPE_OUT = 3  # the guest gets a pipe's write end; the host receives the bytes
+    DIRECTORY = 4  # a folder of the shared distributions folder, by name
+    SAME = 5  # the same descriptor as entry ``channel`` of this list
+
+
+@dataclass(frozen=True)
+class AttachEntry:
+    kind: AttachKind
+    channel: int = 0  # the new channel (SOCKET, PIPE_IN, PIPE_OUT), or the entry index (SAME)
+    name: str = ""  # DIRECTORY: its name in the shared folder
 
 
 @dataclass(frozen=True)
@@ -42,6 +96,58 @@ def encode_frame(channel: int, kind: FrameKind, payload: bytes = b"") -> bytes:
     return HEADER.pack(channel, kind, len(payload)) + payload
 
 
+def encode_attach(entries: list[AttachEntry]) -> bytes:
+    parts = [_COUNT.pack(len(entries))]
+    for entry in entries:
+        name = entry.name.encode()
+        parts.append(_ENTRY.pack(entry.kind, entry.channel, len(name)) + name)
+    return b"".join(parts)
+
+
+def _error(message: str, field: str) -> ProtocolError:
+    return ProtocolError(message, struct="PORT_ATTACH", field=field)
+
+
+def decode_attach(payload: bytes) -> list[AttachEntry]:
+    if len(payload) < _COUNT.size:
+        raise _error("truncated descriptor list", "Count")
+    (count,) = _COUNT.unpack_from(payload)
+    if count > MAX_ATTACH:
+        raise _error(f"{count} descriptors (at most {MAX_ATTACH})", "Count")
+    entries, offset = [], _COUNT.size
+    for index in range(count):
+        if len(payload) < offset + _ENTRY.size:
+            raise _error("truncated descriptor entry", "Entry")
+        kind, channel, length = _ENTRY.unpack_from(payload, offset)
+        offset += _ENTRY.size
+        name = payload[offset : offset + length].decode("utf-8", "strict")
+        offset += length
+        try:
+            attach_kind = AttachKind(kind)
+        except ValueError:
+            raise _error(f"unknown descriptor kind {kind}", "Kind") from None
+        if attach_kind is AttachKind.SAME and channel >= index:
+            raise _error("a SAME entry names a later entry", "Channel")
+        entries.append(AttachEntry(attach_kind, channel, name))
+    return entries
+
+
+def encode_names(names: list[str]) -> bytes:
+    return b"\0".join(name.encode() for name in names)
+
+
+def decode_names(payload: bytes) -> list[str]:
+    return [name.decode("utf-8", "replace") for name in payload.split(b"\0") if name]
+
+
+def encode_ports(ports: list[int]) -> bytes:
+    return b"".join(_PORT.pack(port) for port in sorted(set(ports)))
+
+
+def decode_ports(payload: bytes) -> list[int]:
+    return [port for (port,) in _PORT.iter_unpack(payload[: len(payload) - len(payload) % _PORT.size])]
+
+
 class FrameReader:
     """Frames out of the bytes read from the port, whatever pieces they arrive in."""
 
@@ -51,8 +157,9 @@ class FrameReader:
     def feed(self, data: bytes) -> list[Frame]:
         self._pending += data
         frames = []
-        while len(self._pending) >= HEADER.size:
-            channel, kind, length = HEADER.unpack_from(self._pending)
+        offset = 0
+        while len(self._pending) - offset >= HEADER.size:
+            channel, kind, length = HEADER.unpack_from(self._pending, offset)
             if length > MAX_PAYLOAD:
                 raise ProtocolError(
                     f"port frame of {length} bytes (at most {MAX_PAYLOAD})",
@@ -65,9 +172,10 @@ class FrameReader:
                 raise ProtocolError(
                     f"unknown port frame kind {kind}", struct="PORT_FRAME", field="Kind"
                 ) from None
-            if len(self._pending) < HEADER.size + length:
+            if len(self._pending) - offset < HEADER.size + length:
                 break
-            payload = bytes(self._pending[HEADER.size : HEADER.size + length])
-            del self._pending[: HEADER.size + length]
-            frames.append(Frame(channel, frame_kind, payload))
+            start = offset + HEADER.size
+            frames.append(Frame(channel, frame_kind, bytes(self._pending[start : start + length])))
+            offset = start + length
+        del self._pending[:offset]
         return frames

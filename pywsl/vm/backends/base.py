@@ -13,6 +13,7 @@ its mini_init and stop it hard:
 from __future__ import annotations
 
 import abc
+import os
 import socket
 from pathlib import Path
 from typing import ClassVar
@@ -22,7 +23,15 @@ from pywsl.vm.config import VmConfig
 # What every backend keeps in a VM's runtime folder.
 SOCKET_NAME = "mini_init.sock"  # mini_init's listening socket (or the monitor's, for qemu)
 LOG_NAME = "mini_init.log"
+BACKEND_FILE_NAME = "qemu.vm"  # present while a qemu VM (or what it left) is in the runtime folder
 _LOG_TAIL = 4000
+
+
+def running_backend(runtime_dir: Path) -> str:
+    """The backend of the VM (running, or left behind) in ``runtime_dir``: a qemu VM's monitor marks
+    the folder while the VM runs (and a killed monitor leaves the mark for ``remove_leftovers``).
+    Told without importing any backend, so that reaching a running VM stays cheap."""
+    return "qemu" if os.path.lexists(Path(runtime_dir) / BACKEND_FILE_NAME) else "namespaces"
 
 
 def log_tail(runtime_dir: Path) -> str:

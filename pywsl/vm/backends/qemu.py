@@ -29,13 +29,16 @@ import construct
 
 from pywsl.vm.backends.base import LOG_NAME, SOCKET_NAME, VmBackend, log_tail
 from pywsl.vm.backends.namespaces import _prepare_runtime_dir
-from pywsl.vm.backends.qemu_command import QemuPlan, find_qemu, kvm_works, qemu_argv
+from pywsl.vm.backends.qemu_command import TCG_MEMORY_LIMIT_MIB, QemuPlan, find_qemu, kvm_works, qemu_argv
+from pywsl.vm.backends.qemu_forwarding import QMP_SOCKET_NAME
 from pywsl.vm.backends.qemu_monitor import (
     BACKEND_FILE_NAME,
     MONITOR_NAME,
     PID_FILE_NAME,
     PORT_SOCKET_NAME,
+    RUNTIME_FILES,
 )
+from pywsl.vm.backends.qemu_shares import HOST_FILES_SOCKET_NAME, VIRTIOFSD_SOCKET_NAME, remove_share
 from pywsl.vm.config import VmConfig
 from pywsl.vm.errors import VmError
 from pywsl.vm.initramfs import build_initramfs
@@ -46,7 +49,7 @@ DEFAULT_CACHE_ROOT = Path("/var/cache/pywsl")
 BOOT_GRACE = 10.0
 LEFTOVER_TIMEOUT = 5.0
 _PACKAGE_ROOT = Path(__file__).resolve().parents[3]
-_FILES = (SOCKET_NAME, PID_FILE_NAME, PORT_SOCKET_NAME, BACKEND_FILE_NAME)
+_FILES = (SOCKET_NAME, *RUNTIME_FILES)
 
 log = logging.getLogger(__name__)
 _warned_tcg = False
@@ -74,7 +77,11 @@ def _warn_tcg() -> None:
     global _warned_tcg
     if not _warned_tcg:
         _warned_tcg = True
-        log.warning("KVM does not work on this host: the utility VM runs under TCG emulation (much slower)")
+        log.warning(
+            "KVM does not work on this host: the utility VM runs under TCG emulation (much slower; "
+            "its memory is limited to %d MiB)",
+            TCG_MEMORY_LIMIT_MIB,
+        )
 
 
 def _read_pids(runtime_dir: Path) -> tuple[int, int] | None:
@@ -102,6 +109,24 @@ def running_backend(runtime_dir: Path) -> str:
     """The backend of the VM (running, or left behind) in ``runtime_dir``: a qemu VM's monitor marks
     the folder while the VM runs (and a killed monitor leaves the mark for ``remove_leftovers``)."""
     return "qemu" if os.path.lexists(Path(runtime_dir) / BACKEND_FILE_NAME) else "namespaces"
+
+
+def _networking(config: VmConfig) -> str:
+    """``none``: no NIC; otherwise (WSL's NAT, the namespaces backend's ``mirrored``) QEMU's user
+    networking, which is NAT."""
+    return "none" if config.networking_mode == "none" else "nat"
+
+
+def _forwards(config: VmConfig) -> bool:
+    return _networking(config) == "nat" and config.localhost_forwarding
+
+
+def _map_arguments(config: VmConfig) -> list[str]:
+    words: list[str] = []
+    for option, id_map in (("--uid-map", config.uid_map), ("--gid-map", config.gid_map)):
+        for inside, outside, count in id_map:
+            words += [option, f"{inside}:{outside}:{count}"]
+    return words
 
 
 class QemuBackend(VmBackend):
@@ -145,6 +170,11 @@ class QemuBackend(VmBackend):
             kvm=kvm,
             vm_idle_timeout_ms=config.vm_idle_timeout_ms,
             extra_command_line=config.kernel_command_line,
+            instance_idle_timeout_ms=config.instance_idle_timeout_ms,
+            distributions_socket=runtime_dir / VIRTIOFSD_SOCKET_NAME,
+            host_files_socket=runtime_dir / HOST_FILES_SOCKET_NAME,
+            networking=_networking(config),
+            qmp_socket=runtime_dir / QMP_SOCKET_NAME,
         )
 
     def _launch(self, config: VmConfig, runtime_dir: Path) -> None:
@@ -163,6 +193,10 @@ class QemuBackend(VmBackend):
                 str(runtime_dir),
                 "--boot-timeout",
                 str(config.kernel_boot_timeout_ms),
+                "--distributions",
+                "--host-files",
+                *_map_arguments(config),
+                *(["--localhost-forwarding"] if _forwards(config) else []),
                 "--",
                 *qemu_argv(plan),
             ]
@@ -234,13 +268,11 @@ class QemuBackend(VmBackend):
         pids = _read_pids(runtime_dir)
         if pids is not None and self._alive(runtime_dir, pids):
             return False
+        remove_share(runtime_dir)
         for name in _FILES:
             with contextlib.suppress(FileNotFoundError):
                 (runtime_dir / name).unlink()
         return True
 
     def directory_handle(self, path: Path) -> int:
-        raise VmError(
-            "the qemu backend cannot hand a directory to the VM yet (distributions, import and "
-            "export need the host file server, not done yet)"
-        )
+        return os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)

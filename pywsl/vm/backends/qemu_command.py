@@ -22,8 +22,12 @@ __all__ = ["QemuPlan", "find_qemu", "kvm_works", "qemu_argv"]
 
 QEMU_NAME = "qemu-system-x86_64"
 PORT_NAME = "pywsl.mux"
+FS_TAGS = {"distributions": "pywsl.dist", "host": "pywsl.host"}  # virtiofs tags the guest mounts
 KVM_PROBE_TIMEOUT = 10.0
 MIN_MEMORY_MIB = 256
+# Under TCG the guest kernel spends about 4 s per GiB initialising its memory map: the memory is
+# limited to this much there (with KVM the configured ``memory`` applies as it is).
+TCG_MEMORY_LIMIT_MIB = 2048
 _QMP_QUIT = b'{"execute":"qmp_capabilities"}\n{"execute":"quit"}\n'
 
 
@@ -97,6 +101,11 @@ class QemuPlan:
     kvm: bool
     vm_idle_timeout_ms: int
     extra_command_line: str = ""
+    instance_idle_timeout_ms: int = 15000
+    distributions_socket: Path | None = None  # virtiofsd's socket for the distributions folder
+    host_files_socket: Path | None = None  # virtiofsd's socket for the host's files (/mnt/host)
+    networking: str = "none"  # "nat": QEMU's user networking; "none": no NIC
+    qmp_socket: Path | None = None  # QEMU's QMP monitor (localhostForwarding)
 
 
 def _command_line(plan: QemuPlan) -> str:
@@ -109,6 +118,10 @@ def _command_line(plan: QemuPlan) -> str:
         f"PYWSL_PYTHON={plan.python}",
         f"PYWSL_SHARES={len(plan.shares)}",
         f"PYWSL_VM_IDLE_TIMEOUT={plan.vm_idle_timeout_ms}",
+        f"PYWSL_INSTANCE_IDLE_TIMEOUT={plan.instance_idle_timeout_ms}",
+        f"PYWSL_NETWORK={plan.networking}",
+        f"PYWSL_DISTRIBUTIONS={int(plan.distributions_socket is not None)}",
+        f"PYWSL_HOST_FILES={int(plan.host_files_socket is not None)}",
     ]
     khz = None if plan.kvm else host_tsc_khz()
     if khz:
@@ -122,15 +135,56 @@ def _console(log: Path | None) -> str:
     return f"file,id=console,path={log},append=on" if log is not None else "stdio,id=console"
 
 
-def qemu_argv(plan: QemuPlan) -> list[str]:
-    for path in (plan.python, *map(str, plan.shares)):
-        if "," in path or " " in path:
-            raise VmError(f"the qemu backend cannot share {path!r} (a comma or space in the path)")
+def memory_size_mib(plan: QemuPlan) -> int:
+    """The guest's memory: ``[wsl2] memory`` (1 GiB when unset), at least ``MIN_MEMORY_MIB``, and
+    at most ``TCG_MEMORY_LIMIT_MIB`` under TCG."""
     memory_mib = max(MIN_MEMORY_MIB, (plan.memory_bytes or 0) // (1024 * 1024) or 1024)
+    return memory_mib if plan.kvm else min(memory_mib, TCG_MEMORY_LIMIT_MIB)
+
+
+def _devices(plan: QemuPlan) -> list[str]:
+    """The NIC, the QMP monitor and the distributions folder (virtiofs)."""
+    argv: list[str] = []
+    if plan.networking == "nat":
+        argv += ["-netdev", "user,id=net0", "-device", "virtio-net-device,netdev=net0"]
+    else:
+        argv += ["-nic", "none"]
+    if plan.qmp_socket is not None:
+        argv += ["-qmp", f"unix:{plan.qmp_socket},server=on,wait=off"]
+    for name, path in (("distributions", plan.distributions_socket), ("host", plan.host_files_socket)):
+        if path is not None:
+            argv += [
+                "-chardev",
+                f"socket,id={name},path={path}",
+                "-device",
+                f"vhost-user-fs-device,chardev={name},tag={FS_TAGS[name]}",
+            ]
+    return argv
+
+
+def _machine(plan: QemuPlan, memory_mib: int) -> list[str]:
+    if plan.distributions_socket is None and plan.host_files_socket is None:
+        return ["-M", "microvm"]
+    # vhost-user devices need the guest's memory shared with the device's process
+    return [
+        "-object",
+        f"memory-backend-memfd,id=mem,size={memory_mib}M,share=on",
+        "-M",
+        "microvm,memory-backend=mem",
+    ]
+
+
+def qemu_argv(plan: QemuPlan) -> list[str]:
+    paths = [plan.python, *map(str, plan.shares)]
+    sockets = (plan.distributions_socket, plan.host_files_socket, plan.qmp_socket)
+    paths += [str(path) for path in sockets if path is not None]
+    for path in paths:
+        if "," in path or " " in path:
+            raise VmError(f"the qemu backend cannot use {path!r} (a comma or space in the path)")
+    memory_mib = memory_size_mib(plan)
     argv = [
         plan.qemu,
-        "-M",
-        "microvm",
+        *_machine(plan, memory_mib),
         "-accel",
         "kvm" if plan.kvm else "tcg",
         "-cpu",
@@ -144,8 +198,7 @@ def qemu_argv(plan: QemuPlan) -> list[str]:
         "-display",
         "none",
         "-no-reboot",
-        "-nic",
-        "none",
+        *_devices(plan),
         "-kernel",
         str(plan.kernel),
         "-initrd",

@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import ctypes
 import os
-import selectors
 import signal
 import socket
 import subprocess
@@ -23,18 +22,51 @@ import sys
 import time
 from pathlib import Path
 
+from pywsl.vm.backends.base import BACKEND_FILE_NAME as BACKEND_FILE_NAME  # named here for qemu.py
 from pywsl.vm.backends.base import LOG_NAME, SOCKET_NAME
-from pywsl.wire.errors import ProtocolError
-from pywsl.wire.port_mux import MAX_PAYLOAD, FrameKind, FrameReader, encode_frame
+from pywsl.vm.backends.qemu_bridge import Bridge, MessageCursor, translate
+from pywsl.vm.backends.qemu_forwarding import QMP_SOCKET_NAME, PortForwarder
+from pywsl.vm.backends.qemu_shares import (
+    HOST_FILES_SOCKET_NAME,
+    VIRTIOFSD_SOCKET_NAME,
+    DistributionShare,
+    start_virtiofsd,
+)
+from pywsl.wire.port_engine import READ_SIZE as ENGINE_READ_SIZE
+from pywsl.wire.port_engine import Endpoint, PortEngine
+from pywsl.wire.port_mux import Frame, FrameKind, FrameReader, decode_names, decode_ports
 
 PID_FILE_NAME = "mini_init.pid"
 PORT_SOCKET_NAME = "port.sock"
-BACKEND_FILE_NAME = "qemu.vm"  # present while a qemu VM (or what it left) is in the runtime folder
 MONITOR_NAME = "pywsl-qemu-vm"
+# What the monitor removes when the VM is gone (mini_init.sock first, mini_init.log stays).
+RUNTIME_FILES = (
+    PORT_SOCKET_NAME,
+    PID_FILE_NAME,
+    BACKEND_FILE_NAME,
+    QMP_SOCKET_NAME,
+    VIRTIOFSD_SOCKET_NAME,
+    HOST_FILES_SOCKET_NAME,
+)
+# What the monitor removes when the VM is gone (mini_init.sock first, mini_init.log stays).
+RUNTIME_FILES = (
+    PORT_SOCKET_NAME,
+    PID_FILE_NAME,
+    BACKEND_FILE_NAME,
+    QMP_SOCKET_NAME,
+    VIRTIOFSD_SOCKET_NAME,
+    HOST_FILES_SOCKET_NAME,
+)
 QEMU_EXIT_TIMEOUT = 10.0
 READ_SIZE = 64 * 1024
+PORT_BUFFER = 1024 * 1024
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
+
+
+def _id_map_line(text: str) -> tuple[int, int, int]:
+    inside, outside, count = (int(part) for part in text.split(":"))
+    return inside, outside, count
 
 
 def _prctl(option: int, value: int | bytes) -> None:
@@ -49,24 +81,86 @@ class BootFailed(Exception):
     pass
 
 
+class HostPort(PortEngine):
+    """The monitor's copying loop: connections to ``mini_init.sock`` are channels; descriptors in
+    their messages are translated (``qemu_bridge``); the guest's ``RELEASED`` and ``PORTS`` are
+    served here."""
+
+    def __init__(self, port_fd: int, listener: socket.socket, monitor: Monitor) -> None:
+        super().__init__(port_fd)
+        self.listener = listener
+        self.monitor = monitor
+        self.bridge = Bridge(self, monitor.share)
+        self.next_channel = 1
+        self.extra[listener.fileno()] = self._accept
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _address = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            channel = self.next_channel
+            self.next_channel = self.next_channel % 0x7FFFFFFF + 1
+            fd = client.detach()
+            self.add(Endpoint(channel, fd, fd, is_socket=True, data=MessageCursor()))
+            self.send_frame(channel, FrameKind.OPEN)
+
+    def on_local_data(self, endpoint: Endpoint, data: bytes, fds: list[int]) -> None:
+        translate(self.bridge, endpoint, data, fds)
+
+    def read_limit(self, endpoint: Endpoint) -> int:
+        if isinstance(endpoint.data, MessageCursor):
+            return min(ENGINE_READ_SIZE, endpoint.data.until_boundary())
+        return ENGINE_READ_SIZE
+
+    def on_frame(self, frame: Frame) -> None:
+        if frame.kind is FrameKind.RELEASED and self.monitor.share is not None:
+            for name in decode_names(frame.payload):
+                self.monitor.share.release(name)
+        elif frame.kind is FrameKind.PORTS and self.monitor.forwarder is not None:
+            self.monitor.forwarder.update(decode_ports(frame.payload))
+
+
 class Monitor:
-    def __init__(self, runtime_dir: Path, qemu_argv: list[str], boot_timeout: float) -> None:
+    def __init__(self, runtime_dir: Path, qemu_argv: list[str], options: argparse.Namespace) -> None:
         self.runtime_dir = runtime_dir
         self.qemu_argv = qemu_argv
-        self.boot_timeout = boot_timeout
+        self.boot_timeout = options.boot_timeout / 1000
+        self.options = options
         self.qemu: subprocess.Popen[bytes] | None = None
         self.port: socket.socket | None = None
         self.listener: socket.socket | None = None
         self.reader = FrameReader()
-        self.selector = selectors.DefaultSelector()
-        self.clients: dict[int, socket.socket] = {}
-        self.next_channel = 1
-        self.stopping = False
+        self.early_frames: list[Frame] = []
+        self.share: DistributionShare | None = None
+        self.file_servers: list[int] = []
+        self.forwarder: PortForwarder | None = None
+        self.engine: HostPort | None = None
 
     # -- boot --------------------------------------------------------------------------------------
 
     def boot(self, log_fd: int) -> None:
         (self.runtime_dir / BACKEND_FILE_NAME).write_text("qemu\n")
+        if self.options.distributions:
+            self.share = DistributionShare(self.runtime_dir)
+            self.share.setup()
+            self.file_servers.append(
+                start_virtiofsd(
+                    self.runtime_dir, self.share.folder, self.options.uid_map, self.options.gid_map, log_fd
+                )
+            )
+        if self.options.host_files:
+            self.file_servers.append(
+                start_virtiofsd(
+                    self.runtime_dir,
+                    None,
+                    self.options.uid_map,
+                    self.options.gid_map,
+                    log_fd,
+                    HOST_FILES_SOCKET_NAME,
+                )
+            )
         self.qemu = subprocess.Popen(
             self.qemu_argv,
             stdin=subprocess.DEVNULL,
@@ -79,26 +173,36 @@ class Monitor:
         self.port = self._connect_port(deadline)
         self.port.settimeout(max(0.0, deadline - time.monotonic()))
         try:
-            while True:
-                data = self.port.recv(READ_SIZE)
-                if not data:
-                    raise BootFailed("QEMU closed the channel port during the boot")
-                frames = self.reader.feed(data)
-                if frames and frames[0].kind is FrameKind.READY:
-                    break
-                if frames:
-                    raise BootFailed("the guest spoke before it was ready")
+            self._wait_ready()
         except TimeoutError:
             raise BootFailed(
                 f"the guest did not answer within kernelBootTimeout ({self.boot_timeout:.0f} s)"
             ) from None
-        self.port.settimeout(None)
+        self.port.setblocking(False)
+        for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            self.port.setsockopt(socket.SOL_SOCKET, option, PORT_BUFFER)
+        if self.options.localhost_forwarding:
+            self.forwarder = PortForwarder(self.runtime_dir / QMP_SOCKET_NAME)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         listener.bind(str(self.runtime_dir / SOCKET_NAME))
         os.chmod(self.runtime_dir / SOCKET_NAME, 0o600)
         listener.listen(64)
+        listener.setblocking(False)
         self.listener = listener
         (self.runtime_dir / PID_FILE_NAME).write_text(f"{self.qemu.pid}\n{os.getpid()}\n")
+
+    def _wait_ready(self) -> None:
+        assert self.port is not None
+        while True:
+            data = self.port.recv(READ_SIZE)
+            if not data:
+                raise BootFailed("QEMU closed the channel port during the boot")
+            frames = self.reader.feed(data)
+            if frames and frames[0].kind is FrameKind.READY:
+                self.early_frames = frames[1:]
+                return
+            if frames:
+                raise BootFailed("the guest spoke before it was ready")
 
     def _connect_port(self, deadline: float) -> socket.socket:
         assert self.qemu is not None
@@ -120,115 +224,76 @@ class Monitor:
 
     def serve(self) -> None:
         assert self.port is not None and self.listener is not None
-        self.listener.setblocking(False)
-        self.selector.register(self.listener, selectors.EVENT_READ, "listener")
-        self.selector.register(self.port, selectors.EVENT_READ, "port")
-        while not self.stopping:
-            for key, _events in self.selector.select():
-                if key.data == "listener":
-                    self._accept()
-                elif key.data == "port":
-                    if not self._from_port():
-                        return
-                else:
-                    self._from_client(key.data)
-
-    def _send(self, channel: int, kind: FrameKind, payload: bytes = b"") -> None:
-        assert self.port is not None
-        self.port.sendall(encode_frame(channel, kind, payload))
-
-    def _accept(self) -> None:
-        assert self.listener is not None
-        while True:
-            try:
-                client, _address = self.listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            client.setblocking(True)
-            channel = self.next_channel
-            self.next_channel = self.next_channel % 0xFFFFFFFF + 1
-            self.clients[channel] = client
-            self.selector.register(client, selectors.EVENT_READ, channel)
-            self._send(channel, FrameKind.OPEN)
-
-    def _from_port(self) -> bool:
-        assert self.port is not None
-        try:
-            data = self.port.recv(READ_SIZE)
-            frames = self.reader.feed(data) if data else None
-        except (OSError, ProtocolError) as error:
-            print(f"channel port failed: {error}", file=sys.stderr)
-            return False
-        if frames is None:
-            return False
-        for frame in frames:
-            client = self.clients.get(frame.channel)
-            if client is None:
-                continue
-            if frame.kind is FrameKind.DATA:
-                try:
-                    client.sendall(frame.payload)
-                except OSError:
-                    self._close(frame.channel, tell_guest=True)
-            elif frame.kind is FrameKind.CLOSE:
-                self._close(frame.channel, tell_guest=False)
-        return True
-
-    def _from_client(self, channel: int) -> None:
-        client = self.clients.get(channel)
-        if client is None:
-            return
-        try:
-            data = client.recv(min(READ_SIZE, MAX_PAYLOAD))
-        except OSError:
-            data = b""
-        if data:
-            self._send(channel, FrameKind.DATA, data)
-        else:
-            self._close(channel, tell_guest=True)
-
-    def _close(self, channel: int, *, tell_guest: bool) -> None:
-        client = self.clients.pop(channel, None)
-        if client is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self.selector.unregister(client)
-            client.close()
-        if tell_guest:
-            self._send(channel, FrameKind.CLOSE)
+        self.engine = HostPort(self.port.fileno(), self.listener, self)
+        self.engine.reader = self.reader
+        for frame in self.early_frames:
+            self.engine.on_frame(frame)
+        self.engine.run()
 
     # -- the end -----------------------------------------------------------------------------------
 
     def finish(self) -> None:
-        """Stop QEMU if it still runs, then remove every file of this VM."""
-        if self.listener is not None:
-            self.listener.close()
-        with contextlib.suppress(FileNotFoundError):
-            (self.runtime_dir / SOCKET_NAME).unlink()
-        for client in self.clients.values():
-            client.close()
-        if self.port is not None:
-            self.port.close()
+        """Stop QEMU if it still runs, then the file server, then remove every file of this VM."""
+        self._close_connections()
         if self.qemu is not None:
             try:
                 self.qemu.wait(QEMU_EXIT_TIMEOUT)
             except subprocess.TimeoutExpired:
                 self.qemu.kill()
                 self.qemu.wait()
-        for name in (PORT_SOCKET_NAME, PID_FILE_NAME, BACKEND_FILE_NAME):
+        for server in self.file_servers:
+            _end_process(server)
+        if self.share is not None:
+            self.share.teardown()
+        for name in RUNTIME_FILES:
             with contextlib.suppress(FileNotFoundError):
                 (self.runtime_dir / name).unlink()
+
+    def _close_connections(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            (self.runtime_dir / SOCKET_NAME).unlink()
+        if self.engine is not None:
+            for endpoint in list(self.engine.endpoints.values()):
+                endpoint.close_fds()
+        if self.forwarder is not None:
+            self.forwarder.close()
+        if self.port is not None:
+            self.port.close()
+
+
+def _end_process(pid: int) -> None:
+    """SIGTERM, then SIGKILL after a bound; reaped."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + QEMU_EXIT_TIMEOUT
+    while time.monotonic() < deadline:
+        done, _status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return
+        time.sleep(0.01)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
 
 
 def _stop(monitor: Monitor) -> None:
     if monitor.qemu is not None and monitor.qemu.poll() is None:
         monitor.qemu.kill()
-    monitor.stopping = True
+    if monitor.engine is not None:
+        monitor.engine.stopping = True
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pywsl.vm.backends.qemu_monitor")
     parser.add_argument("--runtime-dir", required=True, type=Path)
     parser.add_argument("--boot-timeout", type=int, default=30000)
+    parser.add_argument("--distributions", action="store_true", help="serve the distributions folder")
+    parser.add_argument("--uid-map", type=_id_map_line, action="append", default=[])
+    parser.add_argument("--gid-map", type=_id_map_line, action="append", default=[])
+    parser.add_argument("--localhost-forwarding", action="store_true")
+    parser.add_argument("--host-files", action="store_true", help="serve the host's tree for /mnt/host")
     parser.add_argument("qemu_argv", nargs="+")
     options = parser.parse_args(sys.argv[1:] if argv is None else argv)
     ready_read, ready_write = os.pipe()
@@ -240,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     os.setsid()
     _prctl(PR_SET_NAME, MONITOR_NAME.encode())
     runtime_dir = options.runtime_dir
-    monitor = Monitor(runtime_dir, options.qemu_argv, options.boot_timeout / 1000)
+    monitor = Monitor(runtime_dir, options.qemu_argv, options)
     signal.signal(signal.SIGTERM, lambda *_: _stop(monitor))
     log_fd = os.open(runtime_dir / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     os.dup2(log_fd, 2)

@@ -1,0 +1,111 @@
+"""``localhostForwarding`` for a ``qemu`` VM: the guest's listening TCP ports on the host's loopback.
+
+WSL's localhost relay learns which ports listen in the VM and listens on the same ports of the
+host's ``127.0.0.1``. Here the guest's port demultiplexer reports the TCP ports that listen on
+every address (``PORTS`` frames) and the monitor asks QEMU's user networking to forward
+``127.0.0.1:P`` of the host to ``P`` of the guest (``hostfwd_add`` through QMP), and removes a
+forward when its port stops listening. A port the host already uses is not forwarded (QEMU
+refuses it; the monitor logs it); ports below 1024 are never forwarded (QEMU runs as root, the
+guest must not get a privileged port of the host), and at most ``MAX_FORWARDS`` at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+from pathlib import Path
+
+log = logging.getLogger("pywsl.qemu-forwarding")
+
+__all__ = ["QMP_SOCKET_NAME", "PortForwarder"]
+
+QMP_SOCKET_NAME = "qmp.sock"
+QMP_TIMEOUT = 5.0
+GUEST_ADDRESS = "10.0.2.15"
+FIRST_PORT = 1024  # QEMU listens as root: the guest never gets a privileged port of the host
+MAX_FORWARDS = 256
+
+
+class QmpError(Exception):
+    pass
+
+
+class Qmp:
+    """A QMP connection, one command at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        self.sock.settimeout(QMP_TIMEOUT)
+        self.buffer = b""
+        try:
+            self.sock.connect(str(path))
+            self._read()  # the greeting
+            self.execute("qmp_capabilities")
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def _read(self) -> dict[str, object]:
+        while b"\n" not in self.buffer:
+            data = self.sock.recv(65536)
+            if not data:
+                raise QmpError("QEMU closed its QMP monitor")
+            self.buffer += data
+        line, _newline, self.buffer = self.buffer.partition(b"\n")
+        reply = json.loads(line)
+        return reply if isinstance(reply, dict) else {}
+
+    def execute(self, command: str, **arguments: object) -> object:
+        request: dict[str, object] = {"execute": command}
+        if arguments:
+            request["arguments"] = arguments
+        self.sock.sendall(json.dumps(request).encode() + b"\n")
+        while True:
+            reply = self._read()
+            if "return" in reply:
+                return reply["return"]
+            if "error" in reply:
+                raise QmpError(str(reply["error"]))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class PortForwarder:
+    """Keeps QEMU's host forwards equal to the guest's listening ports."""
+
+    def __init__(self, qmp_path: Path) -> None:
+        self.qmp_path = qmp_path
+        self.qmp: Qmp | None = None
+        self.forwarded: set[int] = set()
+
+    def _human(self, line: str) -> str:
+        if self.qmp is None:
+            self.qmp = Qmp(self.qmp_path)
+        answer = self.qmp.execute("human-monitor-command", **{"command-line": line})
+        return answer if isinstance(answer, str) else ""
+
+    def update(self, ports: list[int]) -> None:
+        wanted = {port for port in ports if port >= FIRST_PORT}
+        wanted = set(sorted(wanted)[:MAX_FORWARDS])
+        try:
+            for port in sorted(self.forwarded - wanted):
+                self._human(f"hostfwd_remove net0 tcp:127.0.0.1:{port}")
+                self.forwarded.discard(port)
+            for port in sorted(wanted - self.forwarded):
+                answer = self._human(f"hostfwd_add net0 tcp:127.0.0.1:{port}-{GUEST_ADDRESS}:{port}")
+                if answer.strip():
+                    log.warning("cannot forward port %d: %s", port, answer.strip())
+                else:
+                    self.forwarded.add(port)
+        except (OSError, QmpError, ValueError) as error:
+            log.warning("localhost forwarding failed: %s", error)
+            self.close()
+
+    def close(self) -> None:
+        if self.qmp is not None:
+            with contextlib.suppress(OSError):
+                self.qmp.close()
+            self.qmp = None
