@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench_env import BenchEnvironment
-from bench_peers import PodmanContainer
+from bench_peers import NspawnRoot, PodmanContainer
 from bench_proc import (
     BenchError,
     StreamRun,
@@ -29,7 +29,8 @@ from bench_proc import (
     timed_run,
 )
 from bench_rootfs import remove_tree
-from bench_stats import interleave, percentile, ratio
+from bench_service import ServiceUser
+from bench_stats import Samples, interleave, percentile, ratio
 from bench_table import Goal, Result
 
 __all__ = ["DESCRIPTIONS", "METRICS", "Context", "Settings"]
@@ -39,6 +40,7 @@ GiB = 1 << 30
 WARM_GOAL = 2.5  # warm launch / `python -c pass`
 COLD_GOAL = 6  # cold launch / `python -c pass`
 PODMAN_GOAL = 0.3  # warm launch / `podman exec` into a running container
+SERVICE_GOAL = 1.3  # warm launch through the service (a user) / as root in-process
 SPREAD_GOAL = 3  # p99 / p50 of the concurrent launches
 PTY_FILE = "pywsl-bench-pty.txt"
 
@@ -166,11 +168,14 @@ def interop(ctx: Context) -> Result:
 
     One launch runs a shell loop of ``INTEROP_CALLS`` calls of `pywsl-bench-host-true` (a link to
     the host's `true` in a folder on the caller's PATH: found in the appended host PATH, run on the
-    host); another runs the same loop of the distribution's own `/bin/true`. Their difference per
-    call is what interop adds to starting a program inside (the distribution's own launch cost is
-    on both sides). The baseline is the same loop of the host's `true` in the host's `/bin/sh`,
-    per call. All three alternate in the same run; medians. The details add the floor of a client
-    that is a Python interpreter: the host interpreter's bare start (`-I -S -X frozen_modules=on`).
+    host) through the client the launcher picks (the native one when the host could build it);
+    another the same loop through the Python client (``PYWSL_INTEROP_CLIENT=python``); another
+    the same loop of the distribution's own `/bin/true`. The difference per call between an
+    interop loop and the own loop is what interop adds to starting a program inside (the
+    distribution's own launch cost is on both sides). The baseline is the same loop of the host's
+    `true` in the host's `/bin/sh`, per call. All alternate in the same run; medians. The details
+    add the Python client's figure and the floor of a client that is a Python interpreter: the
+    host interpreter's bare start (`-I -S -X frozen_modules=on`).
     """
     settings = ctx.settings
     calls = INTEROP_CALLS
@@ -181,16 +186,23 @@ def interop(ctx: Context) -> Result:
         (folder / HOST_TRUE).symlink_to(true_path)
         env = dict(ctx.env.env, PATH=f"{ctx.env.env.get('PATH', '/usr/bin:/bin')}:{folder}")
 
-        def inside(program: str) -> float:
-            argv = ctx.env.argv("-d", ctx.distribution, "--exec", "/bin/sh", "-c", _calls(program, calls))
+        def inside(loop: str) -> float:
+            argv = ctx.env.argv("-d", ctx.distribution, "--exec", "/bin/sh", "-c", loop)
             return timed_run(argv, env)[0] / calls
 
-        through_interop, own_program = interleave(
-            lambda: inside(HOST_TRUE),
-            lambda: inside("/bin/true"),
-            repetitions=settings.warm_repetitions,
-            warmups=settings.warmups,
+        loops = (
+            _calls(HOST_TRUE, calls),
+            "export PYWSL_INTEROP_CLIENT=python; " + _calls(HOST_TRUE, calls),
+            _calls("/bin/true", calls),
         )
+        through_interop, through_python, own_program = Samples(), Samples(), Samples()
+        for round_number in range(settings.warmups + settings.warm_repetitions):
+            order = [*zip(loops, (through_interop, through_python, own_program), strict=True)]
+            shift = round_number % len(order)  # each loop takes each place in turn
+            for loop, kept in order[shift:] + order[:shift]:
+                value = inside(loop)
+                if round_number >= settings.warmups:
+                    kept.add(value)
         interpreter = os.path.realpath(ctx.env.launcher.interpreter)
         direct, floor = interleave(
             lambda: timed_run(["/bin/sh", "-c", _calls(true_path, calls)], env)[0] / calls,
@@ -201,6 +213,7 @@ def interop(ctx: Context) -> Result:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     added = max(0.0, through_interop.median - own_program.median)
+    added_python = max(0.0, through_python.median - own_program.median)
     return Result(
         "interop",
         "host `true` by name from inside, beyond `/bin/true` inside, per call",
@@ -213,6 +226,9 @@ def interop(ctx: Context) -> Result:
         details={
             "calls_per_launch": calls,
             "interop_call": through_interop.summary(),
+            "python_client_call": through_python.summary(),
+            "python_client_added_s": added_python,
+            "python_client_ratio": ratio(added_python, direct.median),
             "own_call": own_program.summary(),
             "host_true": direct.summary(),
             "python_floor": floor.summary(),
@@ -351,6 +367,59 @@ def podman(ctx: Context) -> Result:
         "podman exec",
         ratio(first.median, second.median),
         Goal("max", "ratio", PODMAN_GOAL),
+        details=_summaries(first.summary(), second.summary()),
+    )
+
+
+def nspawn(ctx: Context) -> Result:
+    """The warm launch next to a one-shot `systemd-nspawn` container of the same archive (figures)."""
+    settings = ctx.settings
+    argv = ctx.launch_argv("true")
+    with NspawnRoot(ctx.env.scratch / "nspawn", ctx.archive, ctx.env.env, ctx.log) as root:
+        peer = root.run_argv("/bin/true")
+        first, second = interleave(
+            lambda: timed_run(argv, ctx.env.env)[0],
+            lambda: timed_run(peer, ctx.env.env)[0],
+            repetitions=settings.warm_repetitions,
+            warmups=settings.warmups,
+        )
+    return Result(
+        "nspawn",
+        "warm launch `-- true` vs systemd-nspawn",
+        "s",
+        first.median,
+        second.median,
+        "systemd-nspawn",
+        ratio(first.median, second.median),
+        note="a peer for context: one container per command",
+        details=_summaries(first.summary(), second.summary()),
+    )
+
+
+def service(ctx: Context) -> Result:
+    """A warm launch by an unprivileged user through the root service, next to the same launch by
+    root in-process (both warm, both started through setpriv)."""
+    settings = ctx.settings
+    with ServiceUser(ctx.env, ctx.archive, ctx.log) as user:
+        through = user.user_argv("-d", "pywsl-bench-user", "--", "true")
+        in_process = user.root_argv("-d", ctx.distribution, "--", "true")
+        timed_run(through, user.user_env)  # the user's VM and distribution are up
+        timed_run(in_process, ctx.env.env)
+        first, second = interleave(
+            lambda: timed_run(through, user.user_env)[0],
+            lambda: timed_run(in_process, ctx.env.env)[0],
+            repetitions=settings.warm_repetitions,
+            warmups=settings.warmups,
+        )
+    return Result(
+        "service",
+        "warm launch through the service (a user)",
+        "s",
+        first.median,
+        second.median,
+        "root in-process",
+        ratio(first.median, second.median),
+        Goal("max", "ratio", SERVICE_GOAL),
         details=_summaries(first.summary(), second.summary()),
     )
 
@@ -647,6 +716,8 @@ METRICS: dict[str, Callable[[Context], Result]] = {
     "warm-launch": warm_launch,
     "memory": memory,
     "podman": podman,
+    "nspawn": nspawn,
+    "service": service,
     "interop": interop,
     "pipe": pipe,
     "long-pipe": long_pipe,
@@ -662,6 +733,8 @@ METRICS: dict[str, Callable[[Context], Result]] = {
 DESCRIPTIONS: dict[str, str] = {
     "warm-launch": "`pywsl -d D -- true` with the VM running vs `<interpreter> -c pass` (goal <= 2.5x)",
     "podman": "`pywsl -d D -- true` vs `podman exec` into a running container of the archive (goal <= 0.3x)",
+    "nspawn": "`pywsl -d D -- true` vs a one-shot `systemd-nspawn` container of the archive (figures only)",
+    "service": "`pywsl -d D -- true` by a user through the service vs by root in-process (goal <= 1.3x)",
     "memory": "PSS of the VM's processes with one idle distribution (goal <= 40 MB)",
     "interop": "per call inside: host `true` by name minus `/bin/true`, vs the host's `true` (goal <= 3x)",
     "pipe": "`pywsl -d D -- cat` on a 1 GiB stream vs the host's cat (goal >= 0.95x)",

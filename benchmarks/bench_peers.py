@@ -1,10 +1,15 @@
-"""Measured peers of the launch: a running podman container (``podman exec``).
+"""Measured peers of the launch: a running podman container (``podman exec``) and
+``systemd-nspawn`` (a one-shot container).
 
-The container runs the same root filesystem archive as the benchmark's distribution, imported
+The podman container runs the same root filesystem archive as the benchmark's distribution, imported
 with ``podman import`` (images cannot be pulled on these hosts) into a private podman storage in
 the benchmark's scratch folder (``--root``/``--runroot``, the vfs driver: no mounts are left
 behind), with the options these hosts need (``--runtime runc --cgroup-manager=cgroupfs`` and
 1024 as the nofile/nproc limits). Closing the peer removes the container, the image and the storage.
+
+``NspawnRoot`` unpacks the same archive into the scratch folder; each run is a whole
+``systemd-nspawn`` container (no registration with machined, no unit of its own, as the host
+may run no systemd) that runs one command and ends. Closing it removes the tree.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 from bench_proc import BenchError, run_checked, shorten
 from bench_rootfs import remove_tree
 
-__all__ = ["PodmanContainer"]
+__all__ = ["NspawnRoot", "PodmanContainer"]
 
 IMAGE = "pywsl-bench-image"
 CONTAINER = "pywsl-bench-container"
@@ -88,6 +93,47 @@ class PodmanContainer:
             self.log(f"cleanup: {shorten(str(error))}")
 
     def __enter__(self) -> PodmanContainer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class NspawnRoot:
+    """The archive unpacked for ``systemd-nspawn``; ``run_argv`` is one container running a command."""
+
+    def __init__(self, folder: Path, archive: Path, env: dict[str, str], log: Callable[[str], None]) -> None:
+        program = shutil.which("systemd-nspawn", path=env.get("PATH"))
+        if program is None:
+            raise BenchError("systemd-nspawn is not installed (Debian package systemd-container)")
+        self.program = program
+        self.folder = folder
+        self.log = log
+        folder.mkdir(parents=True)
+        try:
+            run_checked(["tar", "-xf", str(archive), "-C", str(folder), "--numeric-owner"], env)
+        except BenchError:
+            self.close()
+            raise
+
+    def run_argv(self, *command: str) -> list[str]:
+        return [
+            self.program,
+            "--quiet",
+            "--register=no",
+            "--keep-unit",
+            "--directory",
+            str(self.folder),
+            *command,
+        ]
+
+    def close(self) -> None:
+        try:
+            remove_tree(self.folder)
+        except (BenchError, OSError) as error:
+            self.log(f"cleanup: {shorten(str(error))}")
+
+    def __enter__(self) -> NspawnRoot:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

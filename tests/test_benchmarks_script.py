@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pwd
 import shutil
 import statistics
 import subprocess
@@ -273,3 +274,31 @@ def test_quick_run_prints_the_table_and_cleans_up() -> None:
     assert rows["memory"]["pywsl"] > 0 and rows["memory"]["details"]["processes"]
     assert document["context"]["mode"] == "quick"
     assert left == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the benchmark runs pywsl's VM in-process, as root")
+@pytest.mark.skipif(not bench_rootfs.BUSYBOX.is_file(), reason="needs a static /bin/busybox")
+@pytest.mark.skipif(shutil.which("systemd-nspawn") is None, reason="needs systemd-nspawn (systemd-container)")
+def test_the_service_and_nspawn_rows_clean_up_their_user_and_trees() -> None:
+    workdir = run_folder("b-")
+    workdir.chmod(0o711)  # the benchmark's user reaches the service's socket below it
+    users_before = {entry.pw_name for entry in pwd.getpwall()}
+    try:
+        options = ["--quick", "--only", "nspawn,service", "--repeat", "2", "--workdir", str(workdir)]
+        result = subprocess.run(
+            [sys.executable, str(BENCHMARKS / "run"), *options, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        left = list(workdir.iterdir())
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    assert result.returncode in (0, 1), result.stderr
+    rows = {row["metric"]: row for row in json.loads(result.stdout.splitlines()[-1])["results"]}
+    assert rows["nspawn"]["result"] == "info" and rows["nspawn"]["baseline"] > 0
+    assert rows["service"]["result"] in ("PASS", "MISS")
+    assert rows["service"]["pywsl"] > 0 and rows["service"]["baseline"] > 0
+    assert left == []
+    assert {entry.pw_name for entry in pwd.getpwall()} == users_before

@@ -45,11 +45,13 @@ from typing import NoReturn
 
 from pywsl.guest import forking, syscalls
 from pywsl.guest.relay_child import LaunchRequest, RelayContext, run_child
-from pywsl.wire import schema
 from pywsl.wire.channel import MessageChannel
 from pywsl.wire.constants import LX_INIT_TTY_LIMIT
 from pywsl.wire.enums import LX_MESSAGE_TYPE
 from pywsl.wire.errors import ChannelClosed, ProtocolError
+from pywsl.wire.launch_codec import EXIT_STATUS as _EXIT_STATUS
+from pywsl.wire.launch_codec import SIGNAL_PROCESS as _SIGNAL_PROCESS
+from pywsl.wire.launch_codec import WINDOW_SIZE_CHANGED as _WINDOW_SIZE_CHANGED
 
 __all__ = [
     "BUFFER_SIZE",
@@ -73,11 +75,8 @@ _TIOCGPTPEER = 0x5441
 _IUTF8 = 0o040000
 _WINSIZE = struct.Struct("HHHH")
 
-_EXIT_STATUS = schema("LX_INIT_PROCESS_EXIT_STATUS")
-_WINDOW_SIZE_CHANGED = schema("LX_INIT_WINDOW_SIZE_CHANGED")
-_SIGNAL_PROCESS = schema("PYWSL_SIGNAL_PROCESS")
 _WINDOW_SIZE_TYPE = int(LX_MESSAGE_TYPE.LxInitMessageWindowSizeChanged)
-_SIGNAL_PROCESS_TYPE = int(_SIGNAL_PROCESS.message_type or 0)
+_SIGNAL_PROCESS_TYPE = _SIGNAL_PROCESS.message_type
 
 # A control character set to this is disabled (_POSIX_VDISABLE).
 _DISABLED_CHARACTER = b"\0"
@@ -600,7 +599,8 @@ def run_relay(request: LaunchRequest, fds: RelayDescriptors, context: RelayConte
     try:
         signal.set_wakeup_fd(-1)
         # Collect garbage inherited from the parent now: a socket object collected later would
-        # close whatever descriptor had reused its number by then.
+        # close whatever descriptor had reused its number by then. The leader froze what it had
+        # before it served (`session_leader.serve`): only its few objects since then are scanned.
         gc.collect()
         forking.close_other_fds(fds.all())
         relay = _Relay(request, fds)

@@ -8,12 +8,15 @@ terminal control, exit) and the reply ``RESULT_MESSAGE<uint32_t>`` carries the r
 (``LX_INIT_UTILITY_VM_INVALID_PORT`` = UINT_MAX when no relay could be started).
 
 The leader returns to its loop as soon as a relay is forked, reaps relays as they exit, and
-returns when its channel closes; the relays live on.
+returns when its channel closes; the relays live on. Everything a relay runs is imported before
+the leader serves, so a relay starts at once; the messages are decoded with the launch codec
+(``pywsl.wire.launch_codec``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -24,17 +27,15 @@ from types import FrameType
 from pywsl.guest import forking
 from pywsl.guest.interop_init import InteropSettings
 from pywsl.guest.relay import LaunchRequest, RelayContext, RelayDescriptors, run_relay
-from pywsl.wire import schema
 from pywsl.wire.channel import MessageChannel
 from pywsl.wire.constants import LX_INIT_UTILITY_VM_INVALID_PORT
-from pywsl.wire.enums import LX_MESSAGE_TYPE
 from pywsl.wire.errors import ChannelClosed, ProtocolError
+from pywsl.wire.launch_codec import CREATE_PROCESS_UTILITY_VM as _CREATE_PROCESS
+from pywsl.wire.launch_codec import RESULT_UINT32 as _RESULT
 
 __all__ = ["serve"]
 
-_CREATE_PROCESS = schema("LX_INIT_CREATE_PROCESS_UTILITY_VM")
-_RESULT = schema("RESULT_MESSAGE<uint32_t>")
-_CREATE_PROCESS_TYPE = int(LX_MESSAGE_TYPE.LxInitMessageCreateProcessUtilityVm)
+_CREATE_PROCESS_TYPE = _CREATE_PROCESS.message_type
 
 
 def _log(message: str) -> None:
@@ -117,6 +118,10 @@ def serve(
         interop=interop,
     )
     leader = MessageChannel(channel, name="session leader")
+    # Every relay is a fork of this process: what it holds now is frozen (never scanned again by
+    # the collector, so a relay's own collection is quick and no copy-on-write page is touched).
+    gc.collect()
+    gc.freeze()
     try:
         while True:
             transaction = leader.receive_transaction()

@@ -4,7 +4,8 @@ It holds an init channel (after ``CreateInstanceResult`` and ``Initialize``), as
 session leader (``CreateSession``, the leader's channel end passed as a file descriptor) and sends
 it ``CreateProcessUtilityVm`` with the process's five descriptors. ``terminate`` sends
 ``TerminateInstance``; the channel closing is the success. The instance keeps running when this
-object is closed: another host process can attach to it with ``CoreVm.launch_instance``.
+object is closed: another host process can attach to it with ``CoreVm.launch_instance``. The
+launch's messages use the struct codec (``pywsl.wire.launch_codec``): a launch never loads construct.
 """
 
 from __future__ import annotations
@@ -16,21 +17,15 @@ import threading
 
 from pywsl.vm.config import ProcessRequest
 from pywsl.vm.errors import VmError
-from pywsl.wire import schema
 from pywsl.wire.channel import MessageChannel
 from pywsl.wire.constants import LX_INIT_UTILITY_VM_INVALID_PORT
 from pywsl.wire.enums import CREATE_PROCESS_SHELL_OPTIONS, LX_INIT_CREATE_PROCESS_FLAGS
 from pywsl.wire.errors import ChannelClosed
+from pywsl.wire.launch_codec import CREATE_PROCESS_UTILITY_VM as CREATE_PROCESS
+from pywsl.wire.launch_codec import CREATE_SESSION, CREATE_SESSION_RESPONSE, RESULT_UINT32
 
 REQUEST_TIMEOUT = 30.0
 TERMINATE_TIMEOUT = 60.0  # distributionStartTimeout's default
-
-CREATE_SESSION = schema("LX_INIT_CREATE_SESSION")
-CREATE_SESSION_RESPONSE = schema("LX_INIT_CREATE_SESSION_RESPONSE")
-CREATE_PROCESS = schema("LX_INIT_CREATE_PROCESS_UTILITY_VM")
-RESULT_UINT32 = schema("RESULT_MESSAGE<uint32_t>")
-RESULT_BOOL = schema("RESULT_MESSAGE<bool>")
-TERMINATE_INSTANCE = schema("LX_INIT_TERMINATE_INSTANCE")
 
 _CONSOLE_FLAGS = (
     LX_INIT_CREATE_PROCESS_FLAGS.LxInitCreateProcessFlagsStdInConsole,
@@ -171,10 +166,12 @@ class CoreInstance:
             if self._leader is not None:
                 self._leader.close()
                 self._leader = None
+            from pywsl.wire import schema  # not on the launch path
+
             try:
                 with self._channel.start_transaction(self.terminate_timeout) as transaction:
-                    transaction.send(TERMINATE_INSTANCE, Force=force)
-                    reply, _fds = transaction.receive(RESULT_BOOL)
+                    transaction.send(schema("LX_INIT_TERMINATE_INSTANCE"), Force=force)
+                    reply, _fds = transaction.receive(schema("RESULT_MESSAGE<bool>"))
             except (ChannelClosed, ConnectionError):
                 self._stopped = True
                 return

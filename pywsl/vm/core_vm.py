@@ -32,14 +32,13 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pywsl.vm.backends.base import VmBackend, backend
 from pywsl.vm.config import DEFAULT_DISTRIBUTION_START_TIMEOUT_MS, ImportOutcome, VmConfig
 from pywsl.vm.core_instance import CoreInstance
 from pywsl.vm.errors import VmError, describe_result
 from pywsl.vm.timezone import host_timezone, valid_timezone
-from pywsl.wire import Message, schema
 from pywsl.wire.channel import MessageChannel
 from pywsl.wire.constants import BOOT_ENTROPY_SIZE, EPHEMERAL_PORT_RANGE, LX_INIT_UTILITY_VM_INVALID_PORT
 from pywsl.wire.enums import (
@@ -49,8 +48,18 @@ from pywsl.wire.enums import (
     LX_MINI_INIT_NETWORKING_MODE,
 )
 from pywsl.wire.errors import ChannelClosed, ProtocolError
-from pywsl.wire.extensions import parse_instance_entries
 from pywsl.wire.framing import parse_header
+from pywsl.wire.launch_codec import (
+    CREATE_INSTANCE_RESULT,
+    GUEST_CAPABILITIES,
+    INITIALIZE,
+    INITIALIZE_RESPONSE,
+    MINI_INIT_MESSAGE,
+    FastMessage,
+)
+
+if TYPE_CHECKING:
+    from pywsl.wire.codec import MessageSchema
 
 GREETING_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 30.0
@@ -59,20 +68,14 @@ CANCEL_WAIT_TIMEOUT = 30.0  # for a cancelled import/export worker to stop
 
 Directory = Path | int  # a path, or an open directory descriptor (O_PATH or O_DIRECTORY)
 
-GUEST_CAPABILITIES = schema("LX_INIT_GUEST_CAPABILITIES")
-EARLY_CONFIG = schema("LX_MINI_INIT_EARLY_CONFIG_MESSAGE")
-INITIAL_CONFIG = schema("LX_MINI_INIT_CONFIG_MESSAGE")
-MINI_INIT_MESSAGE = schema("LX_MINI_INIT_MESSAGE")
-CREATE_INSTANCE_RESULT = schema("LX_MINI_INIT_CREATE_INSTANCE_RESULT")
-IMPORT_RESULT = schema("LX_MINI_INIT_IMPORT_RESULT")
-IMPORT_WARNINGS = schema("PYWSL_IMPORT_WARNINGS")
-INITIALIZE = schema("LX_INIT_CONFIGURATION_INFORMATION")
-INITIALIZE_RESPONSE = schema("LX_INIT_CONFIGURATION_INFORMATION_RESPONSE")
-CHILD_EXIT = schema("LX_MINI_INIT_CHILD_EXIT_MESSAGE")
-QUERY_INSTANCES = schema("PYWSL_QUERY_INSTANCES")
-INSTANCE_LIST = schema("PYWSL_INSTANCE_LIST")
-ATTACH_NOTIFY = schema("PYWSL_ATTACH_NOTIFY")
-SHUTDOWN_VM = schema("PYWSL_SHUTDOWN_VM")
+
+def _schema(name: str) -> MessageSchema:
+    """A message off the launch path (boot, import, export, queries): its construct declaration,
+    loaded on first use. The launch's messages come from ``pywsl.wire.launch_codec``."""
+    from pywsl.wire import schema
+
+    return schema(name)
+
 
 FLAGS = LX_MINI_INIT_MESSAGE_FLAGS
 COMPRESSION_FLAGS = {
@@ -175,15 +178,17 @@ def _tar_failure(what: str, status: int) -> VmError:
     return VmError(f"{what} failed (tar exit status {status})", code=status)
 
 
-def _import_result(channel: MessageChannel) -> tuple[tuple[str, ...], Message]:
+def _import_result(channel: MessageChannel) -> tuple[tuple[str, ...], Any]:
     """The import worker's last words: its warnings for the user (``PYWSL_IMPORT_WARNINGS``, at
     most once, e.g. the device nodes it left out), then at once ``ImportResult``."""
     data, _fds = channel.receive(expect_fds=0)
-    if parse_header(data).message_type != IMPORT_WARNINGS.message_type:
-        return (), IMPORT_RESULT.parse(data)
-    text = IMPORT_WARNINGS.parse(data).Warnings or ""
+    if parse_header(data).message_type != _schema("PYWSL_IMPORT_WARNINGS").message_type:
+        return (), _schema("LX_MINI_INIT_IMPORT_RESULT").parse(data)
+    text = _schema("PYWSL_IMPORT_WARNINGS").parse(data).Warnings or ""
     try:
-        result, _fds = channel.receive(IMPORT_RESULT, timeout=REQUEST_TIMEOUT, expect_fds=0)
+        result, _fds = channel.receive(
+            _schema("LX_MINI_INIT_IMPORT_RESULT"), timeout=REQUEST_TIMEOUT, expect_fds=0
+        )
     except TimeoutError:
         raise VmError("import: the worker sent no result after its warnings") from None
     return tuple(line for line in text.split("\n") if line.strip()), result
@@ -197,7 +202,9 @@ class ExitWatch:
 
     def receive(self, timeout: float | None = None) -> int:
         """The next exited init's pid; ChannelClosed when the VM has stopped, TimeoutError on timeout."""
-        message, _fds = self.channel.receive(CHILD_EXIT, timeout=timeout, expect_fds=0)
+        message, _fds = self.channel.receive(
+            _schema("LX_MINI_INIT_CHILD_EXIT_MESSAGE"), timeout=timeout, expect_fds=0
+        )
         return int(message.ChildPid)
 
     def fileno(self) -> int:
@@ -279,7 +286,7 @@ class CoreVm:
         with self._lock:
             with self._channel.start_transaction(REQUEST_TIMEOUT) as transaction:
                 transaction.send(
-                    EARLY_CONFIG,
+                    _schema("LX_MINI_INIT_EARLY_CONFIG_MESSAGE"),
                     SwapLun=invalid,
                     SystemDistroDeviceType=0,
                     SystemDistroDeviceId=invalid,
@@ -296,7 +303,7 @@ class CoreVm:
                 )
             with self._channel.start_transaction(REQUEST_TIMEOUT) as transaction:
                 transaction.send(
-                    INITIAL_CONFIG,
+                    _schema("LX_MINI_INIT_CONFIG_MESSAGE"),
                     EntropySize=BOOT_ENTROPY_SIZE,
                     Entropy=os.urandom(BOOT_ENTROPY_SIZE),
                     EnableGuiApps=False,
@@ -354,8 +361,12 @@ class CoreVm:
 
     def running_instances(self) -> dict[str, int]:
         """Running distributions: casefolded name -> init pid (in the VM)."""
+        from pywsl.wire.extensions import parse_instance_entries
+
         with self._lock:
-            reply = self._channel.request(QUERY_INSTANCES, INSTANCE_LIST, timeout=REQUEST_TIMEOUT)
+            reply = self._channel.request(
+                _schema("PYWSL_QUERY_INSTANCES"), _schema("PYWSL_INSTANCE_LIST"), timeout=REQUEST_TIMEOUT
+            )
         return {name.casefold(): pid for name, pid in parse_instance_entries(reply.Entries or []).items()}
 
     def launch_instance(
@@ -440,7 +451,7 @@ class CoreVm:
     def _start_timed_out(self, what: str) -> VmError:
         return VmError(f"{what} did not start within distributionStartTimeout ({self.start_timeout_ms} ms)")
 
-    def _instance_result(self, channel: MessageChannel, what: str) -> Message:
+    def _instance_result(self, channel: MessageChannel, what: str) -> FastMessage:
         try:
             result, _fds = channel.receive(CREATE_INSTANCE_RESULT, timeout=self._start_timeout, expect_fds=0)
         except ChannelClosed:
@@ -548,7 +559,7 @@ class CoreVm:
         channel = greeted[0]
         try:
             with channel.start_transaction(REQUEST_TIMEOUT) as transaction:
-                transaction.send(ATTACH_NOTIFY)
+                transaction.send(_schema("PYWSL_ATTACH_NOTIFY"))
         except BaseException:
             channel.close()
             raise
@@ -562,7 +573,7 @@ class CoreVm:
             try:
                 with self._lock:
                     with self._channel.start_transaction(REQUEST_TIMEOUT) as transaction:
-                        transaction.send(SHUTDOWN_VM, Force=False)
+                        transaction.send(_schema("PYWSL_SHUTDOWN_VM"), Force=False)
                     self._channel.receive(timeout=SHUTDOWN_TIMEOUT)
             except (ChannelClosed, ConnectionError):
                 pass

@@ -29,7 +29,6 @@ import os
 import select
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -40,8 +39,10 @@ from typing import IO, Any, BinaryIO, Final
 
 from pywsl.api.errors import WslError
 from pywsl.api.process.terminal import RawMode, is_terminal, window_size
-from pywsl.wire import schema
 from pywsl.wire.errors import ChannelClosed, ProtocolError
+from pywsl.wire.launch_codec import EXIT_STATUS as _EXIT_STATUS
+from pywsl.wire.launch_codec import SIGNAL_PROCESS as _SIGNAL_PROCESS
+from pywsl.wire.launch_codec import WINDOW_SIZE_CHANGED as _WINDOW_SIZE_CHANGED
 
 __all__ = [
     "BUFFER_SIZE",
@@ -56,9 +57,10 @@ __all__ = [
     "prepare_stdio",
 ]
 
-PIPE: Final = subprocess.PIPE
-STDOUT: Final = subprocess.STDOUT
-DEVNULL: Final = subprocess.DEVNULL
+# subprocess's values (`subprocess.PIPE` works as well): the launch path does not import subprocess.
+PIPE: Final = -1
+STDOUT: Final = -2
+DEVNULL: Final = -3
 
 # A std stream: None = the caller's own fd 0/1/2, an fd, a file object with a descriptor,
 # PIPE, DEVNULL, or STDOUT (stderr only: the same stream as stdout).
@@ -74,9 +76,12 @@ else:
 _EXIT_CHANNEL_CLOSED = 1
 INSTANCE_TERMINATED = "The Windows Subsystem for Linux instance has terminated."
 
-_EXIT_STATUS = schema("LX_INIT_PROCESS_EXIT_STATUS")
-_WINDOW_SIZE_CHANGED = schema("LX_INIT_WINDOW_SIZE_CHANGED")
-_SIGNAL_PROCESS = schema("PYWSL_SIGNAL_PROCESS")
+
+def _timeout_expired(args: Sequence[str], timeout: float | None) -> Exception:
+    """`subprocess.TimeoutExpired`, as `Popen.wait` raises it (subprocess is loaded only then)."""
+    import subprocess
+
+    return subprocess.TimeoutExpired(list(args), timeout or 0)
 
 
 def _close(fd: int | None) -> None:
@@ -388,7 +393,7 @@ class LxProcess:
             deadline = None if timeout is None else time.monotonic() + timeout
             self._run(deadline=deadline, capture=False, interactive=True)
             if self.returncode is None:
-                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+                raise _timeout_expired(self.args, timeout)
         return self.returncode
 
     def communicate(
@@ -410,7 +415,7 @@ class LxProcess:
         deadline = None if timeout is None else time.monotonic() + timeout
         self._run(deadline=deadline, capture=True, interactive=True)
         if self.returncode is None or not self._capture_done():
-            raise subprocess.TimeoutExpired(self.args, timeout or 0)
+            raise _timeout_expired(self.args, timeout)
         results: list[bytes | None] = []
         for stream in (self.stdout, self.stderr):
             if stream is None:

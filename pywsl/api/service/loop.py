@@ -4,8 +4,8 @@ One thread accepts connections and watches all of them with ``epoll``: an idle c
 descriptor, not a thread. The loop reads what arrives (without ever waiting on a client), and
 when a whole request is there it stops reading that connection and queues the request; a worker
 thread runs it (at most ``WorkerLimits.total`` at once, ``per_owner`` per owner, owners served in
-turn) and hands the connection back when the reply is sent. Requests of one connection run in
-order, one at a time.
+turn; the threads are reused, ``worker_threads``) and hands the connection back when the reply is
+sent. Requests of one connection run in order, one at a time.
 
 While a request waits or runs, the loop still watches its connection for the client going away
 (``EPOLLRDHUP``/``EPOLLHUP``) and then cancels the request's ``CancelToken``.
@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import functools
 import logging
 import os
 import select
@@ -37,6 +38,7 @@ from typing import NamedTuple
 from pywsl.api.cancellation import CancelToken
 from pywsl.api.service import rpc
 from pywsl.api.service.limits import ConnectionLimits, RangeOwners, WorkerLimits
+from pywsl.api.service.worker_threads import WorkerThreads
 
 __all__ = ["ClientConnection", "PeerCredentials", "ServiceLoop", "peer_credentials"]
 
@@ -132,6 +134,7 @@ class ServiceLoop:
         self._resume_accepting: float | None = None
         self._listener_fd = -1
         self._last_accept_warning = 0.0
+        self._threads = WorkerThreads("pywsl-request")  # reused from request to request
 
     # -- control ----------------------------------------------------------------------------
 
@@ -201,6 +204,7 @@ class ServiceLoop:
             self._epoll.unregister(self._listener_fd)
         self._epoll.close()
         os.close(self._wake)
+        self._threads.close()
 
     # -- accepting --------------------------------------------------------------------------
 
@@ -328,14 +332,8 @@ class ServiceLoop:
                 continue
             client.state = _State.RUNNING
             data, fds = message
-            worker = threading.Thread(
-                target=self._work,
-                args=(client, data, fds),
-                daemon=True,
-                name=f"pywsl-request-{client.peer.uid}",
-            )
             try:
-                worker.start()
+                self._threads.submit(functools.partial(self._work, client, data, fds))
             except RuntimeError as error:  # no thread could be made
                 log.error("cannot start a worker for %s: %s", client.peer, error)
                 rpc.close_fds(fds)
@@ -343,6 +341,7 @@ class ServiceLoop:
                 self._close(client)
 
     def _work(self, client: ClientConnection, data: bytes, fds: list[int]) -> None:
+        threading.current_thread().name = f"pywsl-request-{client.peer.uid}"
         try:
             self.handler(client, data, fds, client.token)
         except OSError as error:  # the reply could not be sent: the client left or stopped reading

@@ -34,16 +34,8 @@ from typing import TYPE_CHECKING, Any
 from pywsl.api.credentials import UserIdentity, makedirs_as
 from pywsl.api.errors import WslError, error_context, not_supported_by_backend
 from pywsl.api.files.rootfs_folder import FOLDER_MODE, RootfsFolders, export_compression
-from pywsl.api.files.transfer import Progress, Source
 from pywsl.api.process.launch_request import process_request
 from pywsl.api.session import user_vm, user_warnings
-from pywsl.api.session.distribution_info import (
-    DistributionConfiguration,
-    DistributionInfo,
-    distribution_configuration,
-    distribution_info,
-)
-from pywsl.api.session.gui_share import gui_host_environment
 from pywsl.api.session.paths import UserPaths, user_paths
 from pywsl.api.session.registrations import Distro, check_unique, lookup, update_registration
 from pywsl.api.session.registry import (
@@ -58,13 +50,25 @@ from pywsl.api.session.registry import (
     default_environment,
     validate_name,
 )
-from pywsl.api.session.wslconfig import WslConfig, load_wslconfig
 
 if TYPE_CHECKING:
+    from pywsl.api.files.transfer import Progress, Source
     from pywsl.api.process.lx_process import LxProcess
+    from pywsl.api.session.distribution_info import DistributionConfiguration, DistributionInfo
+    from pywsl.api.session.wslconfig import WslConfig
     from pywsl.vm import CoreInstance, CoreVm, ProcessRequest, VmConfig
 
 __all__ = ["Distro", "Source", "UserSession"]
+
+
+def __getattr__(name: str) -> Any:
+    """`Source` (the type of an archive source, `pywsl.api.files.transfer`), loaded on first use:
+    the launch path does not import the transfer module."""
+    if name != "Source":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from pywsl.api.files.transfer import Source
+
+    return Source
 
 
 TERMINATE_WAIT_SECONDS = 10.0
@@ -89,6 +93,7 @@ class UserSession:
         self.folders = RootfsFolders(self.identity, self._trusted_folders)
         self.registry = Registry(self.paths.data_dir, self.identity, remove_files=self.folders.remove_files)
         self._vm_lock = threading.Lock()
+        self._config_cache: tuple[tuple[int, ...], WslConfig] | None = None
 
     def __repr__(self) -> str:
         return f"UserSession(uid={self.identity.uid})"
@@ -107,7 +112,35 @@ class UserSession:
     def config(self) -> WslConfig:
         """The user's global configuration (read again on every call, as WSL reads .wslconfig
         whenever it creates the VM)."""
+        from pywsl.api.session.wslconfig import load_wslconfig
+
         return load_wslconfig(self.paths.config_file, self.identity, home=self.paths.home)
+
+    def _current_config(self) -> WslConfig:
+        """`config()` for the settings a running VM's launches read (the install folder, GUI
+        apps): parsed again only when the file changed (its identity, size and times, looked up
+        with the user's rights), so that a warm launch and a long-lived service do not parse an
+        unchanged file again."""
+        key = self._config_key()
+        cached = self._config_cache
+        if cached is not None and key is not None and cached[0] == key:
+            return cached[1]
+        config = self.config()
+        self._config_cache = (key, config) if key is not None else None
+        return config
+
+    def _config_key(self) -> tuple[int, ...] | None:
+        """What tells the configuration file's versions apart; None when it cannot be looked up."""
+        from pywsl.api.credentials import acting_as
+
+        try:
+            with acting_as(self.identity):
+                info = os.stat(self.paths.config_file)
+        except FileNotFoundError:
+            return (0,)
+        except OSError:
+            return None
+        return (1, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
     def vm_config(self, config: WslConfig | None = None) -> VmConfig:
         """The `VmConfig` of this user's VM."""
@@ -118,7 +151,7 @@ class UserSession:
 
     def _trusted_folders(self) -> list[Path]:
         """The folders a distribution's folder may be reached from through links (its anchors)."""
-        return [self._install_root(self.config()), self.paths.data_dir, self.paths.home]
+        return [self._install_root(self._current_config()), self.paths.data_dir, self.paths.home]
 
     # -- the VM ------------------------------------------------------------------------------
 
@@ -127,15 +160,15 @@ class UserSession:
         return user_vm.attach(self.paths.runtime_dir)
 
     def _boot(self) -> CoreVm:
-        """`_CreateVm`: the running VM, or a new one."""
+        """`_CreateVm`: the running VM (used as it is, as WSL does: .wslconfig is read only when
+        the VM is created), or a new one."""
+        self._require_root("Starting the utility VM")
+        running = self._attach()
+        if running is not None:
+            return running
         from pywsl.vm import CoreVm
 
-        self._require_root("Starting the utility VM")
         config = self.config()
-        if config.missing_kernel is not None:
-            running = self._attach()  # a running VM is used as it is, as WSL does
-            if running is not None:
-                return running
         with self._vm_lock, error_context("CreateVm"):
             config.check_kernel()
             vm = CoreVm.boot(self.vm_config(config))
@@ -404,6 +437,8 @@ class UserSession:
     def get_distribution_configuration(self, distro: Distro = None) -> DistributionConfiguration:
         """`GetDistributionConfiguration` (its Version is the filesystem version)."""
         with error_context("GetDistroConfiguration"):
+            from pywsl.api.session.distribution_info import distribution_configuration
+
             return distribution_configuration(self._resolve(distro))
 
     def get_default_distribution(self) -> uuid.UUID:
@@ -426,6 +461,8 @@ class UserSession:
     def enumerate_distributions(self) -> list[DistributionInfo]:
         """`EnumerateDistributions`: every registration, with the live state (Running from the VM,
         Installing/Exporting/... from the operations in progress)."""
+        from pywsl.api.session.distribution_info import distribution_info
+
         with error_context("EnumerateDistros"):
             self._recover()
             with self.registry.transaction(create=False) as data:
@@ -544,13 +581,9 @@ class UserSession:
                 rows=rows,
                 columns=columns,
             )
-            if self.config().gui_applications:  # the caller's own display sockets (gui_share)
-                request = replace(
-                    request,
-                    host_environment=tuple(
-                        gui_host_environment(wslenv_source or {}, self.identity.uid, str(self.identity.home))
-                    ),
-                )
+            gui = self._gui_environment(wslenv_source or {})
+            if gui is not None:
+                request = replace(request, host_environment=gui)
         with self._vm() as vm:
             with error_context("CreateInstance"):
                 instance = self._launch(vm, registration)
@@ -559,6 +592,15 @@ class UserSession:
                     return instance.create_process(request, (stdin, stdout, stderr), control_fd, exit_fd)
             finally:
                 instance.close()
+
+    def _gui_environment(self, source: Mapping[str, str]) -> tuple[str, ...] | None:
+        """The caller's own display sockets for GUI apps (`gui_share`), when `.wslconfig` allows
+        them; None when the caller has no display (the configuration is then not consulted)."""
+        from pywsl.api.session.gui_share import GUI_VARIABLES, gui_host_environment
+
+        if not any(source.get(name) for name in GUI_VARIABLES) or not self._current_config().gui_applications:
+            return None
+        return tuple(gui_host_environment(source, self.identity.uid, str(self.identity.home)))
 
     @staticmethod
     def _process_request(

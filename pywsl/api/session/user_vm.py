@@ -13,11 +13,11 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pywsl.api.credentials import UserIdentity
 from pywsl.api.errors import WslError
-from pywsl.api.session.wslconfig import WslConfig
 
 if TYPE_CHECKING:
+    from pywsl.api.credentials import UserIdentity
+    from pywsl.api.session.wslconfig import WslConfig
     from pywsl.vm import CoreVm, VmConfig
 
 __all__ = ["attach", "limits_note", "require_root", "running_instances", "vm_config"]
@@ -71,6 +71,7 @@ def vm_config(identity: UserIdentity, runtime_dir: Path, config: WslConfig) -> V
         kernel=config.kernel,
         kernel_modules=config.kernel_modules,
         kernel_command_line=config.kernel_command_line,
+        localhost_forwarding=bool(config.values.get("wsl2.localhostForwarding", True)),
     )
 
 
@@ -84,7 +85,7 @@ def limits_note() -> str | None:
 def attach(runtime_dir: Path) -> CoreVm | None:
     """The VM serving in `runtime_dir`, or None when none runs."""
     from pywsl.vm import CoreVm
-    from pywsl.vm.backends.qemu import running_backend
+    from pywsl.vm.backends.base import running_backend
 
     try:
         return CoreVm.attach(runtime_dir, running_backend(runtime_dir))

@@ -20,25 +20,18 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
-import logging
 import os
 import re
 import signal
 import socket
 import stat
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import construct
-
 from pywsl.vm.backends.base import LOG_NAME, SOCKET_NAME, VmBackend, log_tail
-from pywsl.vm.cgroups import VmCgroup, find_groups, remove_group
 from pywsl.vm.config import VmConfig
 from pywsl.vm.errors import VmError
-from pywsl.vm.idmap import host_id
 
 PID_FILE_NAME = "mini_init.pid"
 BOOT_GRACE = 5.0  # on top of kernelBootTimeout: the guest's own deadline is the one that fires
@@ -47,8 +40,6 @@ LEFTOVER_TIMEOUT = 5.0
 MONITOR_NAME = "pywsl-vm"
 MINI_INIT_NAME = "mini_init"
 _PACKAGE_ROOT = Path(__file__).resolve().parents[3]
-
-log = logging.getLogger(__name__)
 
 
 def boot_arguments(config: VmConfig, listen_fd: int, cgroups: tuple[Path, ...]) -> list[str]:
@@ -92,6 +83,8 @@ def boot_arguments(config: VmConfig, listen_fd: int, cgroups: tuple[Path, ...]) 
 
 def cgroup_digest(runtime_dir: Path) -> str:
     """The part of the VM's cgroup name that names its runtime folder."""
+    import hashlib  # off the launch path: only where the VM boots or its leftovers are removed
+
     return hashlib.sha256(str(Path(runtime_dir).resolve()).encode()).hexdigest()[:12]
 
 
@@ -165,7 +158,12 @@ def read_pid_file(runtime_dir: Path) -> tuple[int, int] | None:
     return int(lines[0]), int(lines[1])
 
 
+COVERAGE_VARIABLES = ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
+
+
 def _environment() -> dict[str, str]:
+    import construct  # only where the VM boots: a launch into a running VM never loads it
+
     # The guest starts with -S (no `site`: a faster boot), so it is told where pywsl and construct are.
     python_path = [str(_PACKAGE_ROOT), str(Path(construct.__file__).resolve().parent.parent)]
     return {
@@ -173,6 +171,8 @@ def _environment() -> dict[str, str]:
         "LANG": "C.UTF-8",
         "PYTHONPATH": os.pathsep.join(python_path),
         "PYTHONDONTWRITEBYTECODE": "1",
+        # A coverage measurement of the test suite follows the VM (pywsl.guest.coverage_startup).
+        **{name: os.environ[name] for name in COVERAGE_VARIABLES if name in os.environ},
     }
 
 
@@ -209,8 +209,14 @@ class NamespacesBackend(VmBackend):
 
     def _launch(self, config: VmConfig, runtime_dir: Path) -> None:
         """Boot (the caller holds the runtime folder's lock and no VM answers)."""
+        import subprocess  # only where the VM boots: a launch into a running VM never loads them
+
+        from pywsl.vm.cgroups import VmCgroup
+        from pywsl.vm.idmap import host_id
+
         self._remove_runtime_files(runtime_dir)
         self._remove_stale_groups(runtime_dir, 0.0)
+
         # The VM's root gets the v2 group: a distribution's systemd makes its sub-groups there.
         cgroup = VmCgroup.create(
             cgroup_name(config),
@@ -348,10 +354,16 @@ class NamespacesBackend(VmBackend):
     @staticmethod
     def _remove_stale_groups(runtime_dir: Path, timeout: float) -> bool:
         """Remove the cgroups of this runtime folder's VMs that no process uses any more."""
+        import logging
+
+        from pywsl.vm.cgroups import find_groups, remove_group
+
         removed = True
         for path in find_groups(lambda name: is_cgroup_of(runtime_dir, name)):
             if not remove_group(path, timeout):
-                log.warning("cgroup %s of an earlier VM still has processes; left in place", path)
+                logging.getLogger(__name__).warning(
+                    "cgroup %s of an earlier VM still has processes; left in place", path
+                )
                 removed = False
         return removed
 

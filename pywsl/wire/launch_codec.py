@@ -1,0 +1,531 @@
+"""The messages of a launch, encoded with `struct` alone: the launch path never imports construct.
+
+A warm `pywsl -d D -- cmd` exchanges a handful of messages (the mini_init greeting, `LaunchInit`
+and its `CreateInstanceResult`, `Initialize`, `CreateSession`, `CreateProcessUtilityVm`, the
+exit channel's `ExitStatus`, `WindowSizeChanged`, pywsl's `SignalProcess`). Their layouts are
+declared once, with construct, in `messages_init.py`, `messages_mini_init.py` and
+`extensions.py`; importing construct and building those declarations costs more than the rest of
+the launch. This module restates the same layouts as `struct` formats and gives each message a
+`FastSchema` with the `build(**values)` / `parse(data)` of `pywsl.wire.schema(name)`: the same
+bytes, the same values, the same `ProtocolError`s (the tests check it against the construct
+declarations and the published vectors, message by message).
+
+A schema here is a fixed part (`Header` plus named fields, `x` for padding) and the variable part
+in writer order: `CStr` (an offset field and a NUL-terminated string; `optional`: offset 0 means
+absent), `Direct` (a string stored directly in `Buffer`) and `Strings` (an offset and a count
+field and that many strings; `placeholder`: one NUL when empty). The create-process message embeds
+`Common`, whose offsets count from its own start.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from pywsl.wire.constants import MAX_MESSAGE_SIZE, MESSAGE_HEADER_SIZE
+from pywsl.wire.enums import LX_MESSAGE_TYPE, PYWSL_MESSAGE_TYPE
+from pywsl.wire.errors import ProtocolError
+
+__all__ = [
+    "CREATE_INSTANCE_RESULT",
+    "CREATE_PROCESS_UTILITY_VM",
+    "CREATE_SESSION",
+    "CREATE_SESSION_RESPONSE",
+    "EXIT_STATUS",
+    "FAST_SCHEMAS",
+    "GUEST_CAPABILITIES",
+    "INITIALIZE",
+    "INITIALIZE_RESPONSE",
+    "MINI_INIT_MESSAGE",
+    "RESULT_UINT32",
+    "SIGNAL_PROCESS",
+    "WINDOW_SIZE_CHANGED",
+    "FastMessage",
+    "FastSchema",
+]
+
+_HEADER = struct.Struct("<IIII")
+_HEADER_NAMES = ("MessageType", "MessageSize", "TransactionId", "TransactionStep")
+
+
+class FastMessage(Mapping[str, Any]):
+    """A parsed message: attribute and item access by WSL field name, as `pywsl.wire.Message`."""
+
+    __slots__ = ("_struct", "_values")
+
+    def __init__(self, struct_name: str, values: dict[str, Any]) -> None:
+        self._struct = struct_name
+        self._values = values
+
+    @property
+    def struct(self) -> str:
+        return self._struct
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(f"{self._struct} has no field {name!r}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{key}={value!r}" for key, value in self._values.items())
+        return f"{self._struct}({inner})"
+
+
+class CStr:
+    """An offset field locating a NUL-terminated UTF-8 string (`optional`: offset 0 = absent)."""
+
+    __slots__ = ("field", "name", "optional")
+
+    def __init__(self, field: str, *, optional: bool = False) -> None:
+        self.field = field
+        self.name = field.removesuffix("Offset").removesuffix("Index")
+        self.optional = optional
+
+
+class Direct:
+    """A NUL-terminated string stored directly in `Buffer` (absent when the message ends there)."""
+
+    __slots__ = ("field", "name")
+
+    def __init__(self) -> None:
+        self.field = self.name = "Buffer"
+
+
+class Strings:
+    """`count` consecutive NUL-terminated strings at an offset (`placeholder`: one NUL when empty)."""
+
+    __slots__ = ("count", "field", "name", "placeholder")
+
+    def __init__(self, field: str, count: str, *, placeholder: bool = False) -> None:
+        self.field = field
+        self.count = count
+        self.name = field.removesuffix("Offset")
+        self.placeholder = placeholder
+
+
+Item = CStr | Direct | Strings
+
+
+def _computed(item: Item) -> tuple[str, ...]:
+    """The fixed fields the writer fills in for a payload item."""
+    if isinstance(item, Strings):
+        return (item.field, item.count)
+    return () if isinstance(item, Direct) else (item.field,)
+
+
+class _Fixed:
+    """A fixed part: `struct` format codes and the names of its fields (padding has none)."""
+
+    __slots__ = ("codes", "flags", "names", "struct")
+
+    def __init__(self, layout: str) -> None:
+        codes = []
+        names = []
+        flags = []
+        self.codes: dict[str, str] = {}  # field name -> its struct code
+        for entry in layout.split():
+            name, _, code = entry.rpartition(":")
+            codes.append(code)
+            if name:
+                names.append(name)
+                self.codes[name] = code
+            if code == "?":
+                flags.append(name)  # a C++ bool: any value, written as 0 or 1
+        self.struct = struct.Struct("<" + "".join(codes))
+        self.names = tuple(names)
+        self.flags = frozenset(flags)
+
+
+class _Block:
+    """The create-process `Common`: its fixed part, where its strings start, its variable part."""
+
+    __slots__ = ("buffer_offset", "fixed", "name", "payload")
+
+    def __init__(self, name: str, layout: str, *, buffer_offset: int, payload: Sequence[Item]) -> None:
+        self.name = name
+        self.fixed = _Fixed(layout)
+        self.buffer_offset = buffer_offset
+        self.payload = tuple(payload)
+
+
+class FastSchema:
+    """One message: `build(**values) -> bytes` and `parse(data) -> FastMessage`, as `MessageSchema`."""
+
+    def __init__(
+        self,
+        name: str,
+        message_type: int,
+        layout: str = "",
+        *,
+        buffer_offset: int | None = None,
+        payload: Sequence[Item] = (),
+        common: _Block | None = None,
+        other_types: Sequence[int] = (),
+    ) -> None:
+        self.name = name
+        self.message_type = int(message_type)
+        self.accepted_types = frozenset({self.message_type, *(int(kind) for kind in other_types)})
+        self._fixed = _Fixed(layout + (" Common:" + f"{common.fixed.struct.size}s" if common else ""))
+        self.sizeof = MESSAGE_HEADER_SIZE + self._fixed.struct.size
+        self.payload = tuple(payload)
+        self.common = common
+        self.fields: Mapping[str, str] = {
+            name: code for name, code in self._fixed.codes.items() if name != "Common"
+        }
+        self.common_fields: Mapping[str, str] = common.fixed.codes if common is not None else {}
+        self.computed_fields = frozenset(
+            ["Header.MessageSize"]
+            + [name for item in self.payload if not isinstance(item, Direct) for name in _computed(item)]
+            + [f"Common.{name}" for item in (common.payload if common else ()) for name in _computed(item)]
+        )
+        if common is not None:
+            self.common_offset = MESSAGE_HEADER_SIZE + self._fixed.struct.size - common.fixed.struct.size
+            self.buffer_offset = self.common_offset + common.buffer_offset
+        else:
+            self.common_offset = 0
+            self.buffer_offset = self.sizeof if buffer_offset is None else buffer_offset
+
+    def __repr__(self) -> str:
+        return f"FastSchema({self.name!r}, type={self.message_type}, sizeof={self.sizeof})"
+
+    def _error(self, message: str, field: str) -> ProtocolError:
+        return ProtocolError(message, struct=self.name, field=field)
+
+    # ---- parsing -------------------------------------------------------------------------------
+
+    def parse(self, data: bytes | bytearray | memoryview) -> FastMessage:
+        """Decode one whole message (header included); `ProtocolError` when it is malformed."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"expected bytes, got {type(data).__name__}")
+        data = bytes(data)
+        header = self._check_frame(data)
+        values: dict[str, Any] = {
+            "Header": FastMessage("MESSAGE_HEADER", dict(zip(_HEADER_NAMES, header, strict=True)))
+        }
+        values.update(
+            zip(self._fixed.names, self._fixed.struct.unpack_from(data, MESSAGE_HEADER_SIZE), strict=True)
+        )
+        for item in self.payload:
+            values[item.name] = self._decode(item, data, values, 0, "")
+        if self.common is not None:
+            common = self.common
+            inner = dict(
+                zip(
+                    common.fixed.names, common.fixed.struct.unpack_from(data, self.common_offset), strict=True
+                )
+            )
+            for item in common.payload:
+                inner[item.name] = self._decode(item, data, inner, self.common_offset, "Common.")
+            values["Common"] = FastMessage(common.name, inner)
+        return FastMessage(self.name, values)
+
+    def _check_frame(self, data: bytes) -> tuple[int, ...]:
+        size = len(data)
+        if size < MESSAGE_HEADER_SIZE:
+            raise self._error(
+                f"message is {size} bytes, shorter than the {MESSAGE_HEADER_SIZE}-byte header", "Header"
+            )
+        header: tuple[int, ...] = _HEADER.unpack_from(data)
+        message_type, message_size = header[0], header[1]
+        if message_size != size:
+            raise self._error(
+                f"MessageSize is {message_size} but the message is {size} bytes", "Header.MessageSize"
+            )
+        if size > MAX_MESSAGE_SIZE:
+            raise self._error(
+                f"message is {size} bytes, larger than {MAX_MESSAGE_SIZE}", "Header.MessageSize"
+            )
+        if message_type not in self.accepted_types:
+            expected = " or ".join(str(kind) for kind in sorted(self.accepted_types))
+            raise self._error(f"message type {message_type}, expected {expected}", "Header.MessageType")
+        if size < self.sizeof:
+            raise self._error(
+                f"message is {size} bytes, shorter than sizeof({self.name}) = {self.sizeof}",
+                "Header.MessageSize",
+            )
+        return header
+
+    def _decode(self, item: Item, data: bytes, raw: Mapping[str, Any], base: int, prefix: str) -> Any:
+        where = prefix + item.field
+        if isinstance(item, Direct):
+            return (
+                None if len(data) <= self.buffer_offset else self._cstring(data, self.buffer_offset, where)[0]
+            )
+        offset: int = raw[item.field]
+        if isinstance(item, CStr):
+            if offset == 0 and item.optional:
+                return None
+            return self._cstring(data, base + offset, where)[0]
+        count: int = raw[item.count]
+        position = base + offset
+        if count == 0:
+            if position < self.buffer_offset or position > len(data):
+                raise self._error(
+                    f"0 bytes at byte {position} lie outside the variable part "
+                    f"(bytes {self.buffer_offset}..{len(data)})",
+                    where,
+                )
+            return []
+        strings = []
+        for index in range(count):
+            text, position = self._cstring(data, position, f"{where}[{index}]")
+            strings.append(text)
+        return strings
+
+    def _cstring(self, data: bytes, position: int, where: str) -> tuple[str, int]:
+        if position < self.buffer_offset or position >= len(data):
+            raise self._error(
+                f"string at byte {position} lies outside the variable part "
+                f"(bytes {self.buffer_offset}..{len(data)})",
+                where,
+            )
+        end = data.find(b"\0", position)
+        if end < 0:
+            raise self._error(f"string at byte {position} has no NUL before the end of the message", where)
+        try:
+            text = data[position:end].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise self._error(f"invalid UTF-8 at byte {position + exc.start}", where) from None
+        return text, end + 1
+
+    # ---- building ------------------------------------------------------------------------------
+
+    def build(self, **values: Any) -> bytes:
+        """Encode a message: fixed fields by WSL name (missing: 0), the variable part by logical
+        name, `Header={"MessageType": ...}` for a message that accepts several types. Offsets,
+        counts and MessageSize are computed."""
+        message_type = self._message_type(values.pop("Header", None))
+        common_values = values.pop("Common", None) if self.common is not None else None
+        fixed, body = self._level(values, self._fixed.names, self.payload, self.buffer_offset, "")
+        if self.common is not None:
+            common = self.common
+            if common_values is not None and not isinstance(common_values, Mapping):
+                raise self._error(
+                    f"expected a mapping of fields, got {type(common_values).__name__}", "Common"
+                )
+            start = self.buffer_offset + len(body)
+            inner, common_body = self._level(
+                dict(common_values or {}), common.fixed.names, common.payload, start, "Common."
+            )
+            body += common_body
+            fixed["Common"] = self._pack(common.fixed, inner, "Common.")
+        end = self.buffer_offset + len(body)
+        total = max(end, self.sizeof)
+        if total > MAX_MESSAGE_SIZE:
+            raise self._error(
+                f"message would be {total} bytes, larger than {MAX_MESSAGE_SIZE}", "Header.MessageSize"
+            )
+        head = _HEADER.pack(message_type, total, 0, 0) + self._pack(self._fixed, fixed, "")
+        return head[: self.buffer_offset] + bytes(body) + bytes(total - end)
+
+    def _message_type(self, header: Any) -> int:
+        if header is None:
+            return self.message_type
+        if not isinstance(header, Mapping) or set(header) - {"MessageType"}:
+            raise TypeError(f"{self.name}: only Header.MessageType may be given")
+        message_type = header.get("MessageType", self.message_type)
+        if isinstance(message_type, bool) or not isinstance(message_type, int):
+            raise self._error(f"expected an integer, got {message_type!r}", "Header.MessageType")
+        if message_type not in self.accepted_types:
+            expected = " or ".join(str(kind) for kind in sorted(self.accepted_types))
+            raise self._error(f"message type {message_type}, expected {expected}", "Header.MessageType")
+        return int(message_type)
+
+    def _level(
+        self,
+        values: dict[str, Any],
+        names: tuple[str, ...],
+        payload: tuple[Item, ...],
+        start: int,
+        prefix: str,
+    ) -> tuple[dict[str, Any], bytearray]:
+        """The fixed values of one level (offsets filled in) and its encoded variable part."""
+        base = self.common_offset if prefix else 0  # offsets in Common count from its start
+        body = bytearray()
+        fixed: dict[str, Any] = {}
+        for item in payload:
+            value = values.pop(item.name, None)
+            offset = start + len(body) - base
+            if isinstance(item, Direct):
+                if value is not None:
+                    body += self._text(value, prefix + item.field) + b"\0"
+            elif isinstance(item, CStr):
+                if value is None and item.optional:
+                    fixed[item.field] = 0
+                else:
+                    body += self._text("" if value is None else value, prefix + item.name) + b"\0"
+                    fixed[item.field] = offset
+            else:
+                strings = self._texts([] if value is None else value, prefix + item.name)
+                encoded = b"".join(text + b"\0" for text in strings)
+                body += encoded if strings or not item.placeholder else b"\0"
+                fixed[item.field], fixed[item.count] = offset, len(strings)
+        for key, value in values.items():
+            if key not in names or key in fixed:
+                raise TypeError(f"{self.name} has no settable field {prefix}{key}")
+            fixed[key] = value
+        return fixed, body
+
+    def _pack(self, fixed: _Fixed, values: Mapping[str, Any], prefix: str) -> bytes:
+        arguments = []
+        for name in fixed.names:
+            value = values.get(name, 0)
+            if name in fixed.flags:
+                value = bool(value)
+            elif isinstance(value, bool) or not isinstance(value, int | bytes):
+                raise self._error(f"expected an integer, got {value!r}", prefix + name)
+            arguments.append(value)
+        try:
+            return fixed.struct.pack(*arguments)
+        except struct.error as error:
+            raise self._error(str(error), prefix.rstrip(".") or "Header") from None
+
+    def _text(self, value: Any, where: str) -> bytes:
+        if not isinstance(value, str):
+            raise self._error(f"expected str, got {type(value).__name__}", where)
+        if "\0" in value:
+            raise self._error("string contains a NUL character", where)
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise self._error(f"cannot encode as UTF-8: {exc.reason}", where) from None
+
+    def _texts(self, value: Any, where: str) -> list[bytes]:
+        if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+            raise self._error(f"expected a list of str, got {type(value).__name__}", where)
+        return [self._text(entry, f"{where}[{index}]") for index, entry in enumerate(value)]
+
+
+T = LX_MESSAGE_TYPE
+
+# ---- mini_init channel (messages_mini_init.py) ------------------------------------------------------
+
+GUEST_CAPABILITIES = FastSchema(
+    "LX_INIT_GUEST_CAPABILITIES",
+    T.LxMiniInitMessageGuestCapabilities,
+    "SeccompAvailable:? 7x HvPciSwiotlbBase:Q HvPciSwiotlbSize:Q",
+    buffer_offset=40,
+    payload=(Direct(),),
+)
+MINI_INIT_MESSAGE = FastSchema(
+    "LX_MINI_INIT_MESSAGE",
+    T.LxMiniInitMessageLaunchInit,
+    "MountDeviceType:I DeviceId:I FsTypeOffset:I MountOptionsOffset:I VmIdOffset:I "
+    "DistributionNameOffset:I SharedMemoryRootOffset:I InstallPathOffset:I UserProfileOffset:I "
+    "Flags:I ConnectPort:I",
+    other_types=(T.LxMiniInitMessageImport, T.LxMiniInitMessageImportInplace, T.LxMiniInitMessageExport),
+    buffer_offset=60,
+    payload=tuple(
+        CStr(field)
+        for field in (
+            "FsTypeOffset",
+            "MountOptionsOffset",
+            "VmIdOffset",
+            "DistributionNameOffset",
+            "SharedMemoryRootOffset",
+            "InstallPathOffset",
+            "UserProfileOffset",
+        )
+    ),
+)
+CREATE_INSTANCE_RESULT = FastSchema(
+    "LX_MINI_INIT_CREATE_INSTANCE_RESULT",
+    T.LxMiniInitMessageCreateInstanceResult,
+    "Result:i FailureStep:I Pid:Q ConnectPort:I WarningsOffset:I",
+    buffer_offset=40,
+    payload=(CStr("WarningsOffset", optional=True),),
+)
+
+# ---- distribution init and session leader (messages_init.py) ----------------------------------------
+
+INITIALIZE = FastSchema(
+    "LX_INIT_CONFIGURATION_INFORMATION",
+    T.LxInitMessageInitialize,
+    "HostnameOffset:I DomainnameOffset:I WindowsHostsOffset:I DistributionNameOffset:I "
+    "Plan9SocketOffset:I TimezoneOffset:I DrvFsVolumesBitmap:I DrvFsDefaultOwner:I FeatureFlags:I "
+    "DrvfsMount:I",
+    buffer_offset=56,
+    payload=tuple(
+        CStr(field)
+        for field in (
+            "HostnameOffset",
+            "DomainnameOffset",
+            "WindowsHostsOffset",
+            "DistributionNameOffset",
+            "Plan9SocketOffset",
+            "TimezoneOffset",
+        )
+    ),
+)
+INITIALIZE_RESPONSE = FastSchema(
+    "LX_INIT_CONFIGURATION_INFORMATION_RESPONSE",
+    T.LxInitMessageInitializeResponse,
+    "Plan9Port:I DefaultUid:I InteropPort:I SystemdEnabled:? 3x PidNamespace:Q FlavorIndex:I VersionIndex:I",
+    buffer_offset=48,
+    payload=(CStr("FlavorIndex", optional=True), CStr("VersionIndex", optional=True)),
+)
+CREATE_SESSION = FastSchema("LX_INIT_CREATE_SESSION", T.LxInitMessageCreateSession, "ConsoleId:q")
+CREATE_SESSION_RESPONSE = FastSchema(
+    "LX_INIT_CREATE_SESSION_RESPONSE", T.LxInitMessageCreateSessionResponse, "Port:I"
+)
+CREATE_PROCESS_UTILITY_VM = FastSchema(
+    "LX_INIT_CREATE_PROCESS_UTILITY_VM",
+    T.LxInitMessageCreateProcessUtilityVm,
+    "Rows:H Columns:H",
+    common=_Block(
+        "LX_INIT_CREATE_PROCESS_COMMON",
+        "FilenameOffset:I CurrentWorkingDirectoryOffset:I CommandLineOffset:I CommandLineCount:H 2x "
+        "EnvironmentOffset:I EnvironmentCount:H 2x NtEnvironmentOffset:I NtEnvironmentCount:H 2x "
+        "NtPathOffset:I ShellOptions:I UsernameOffset:I DefaultUid:I Flags:i",
+        buffer_offset=52,
+        payload=(
+            CStr("FilenameOffset"),
+            CStr("CurrentWorkingDirectoryOffset"),
+            Strings("CommandLineOffset", "CommandLineCount", placeholder=True),
+            Strings("EnvironmentOffset", "EnvironmentCount"),
+            Strings("NtEnvironmentOffset", "NtEnvironmentCount", placeholder=True),
+            CStr("NtPathOffset"),
+            CStr("UsernameOffset"),
+        ),
+    ),
+)
+RESULT_UINT32 = FastSchema("RESULT_MESSAGE<uint32_t>", T.LxMessageResultUint32, "Result:I")
+
+# ---- relay sockets ----------------------------------------------------------------------------------
+
+EXIT_STATUS = FastSchema("LX_INIT_PROCESS_EXIT_STATUS", T.LxInitMessageExitStatus, "ExitCode:i")
+WINDOW_SIZE_CHANGED = FastSchema(
+    "LX_INIT_WINDOW_SIZE_CHANGED", T.LxInitMessageWindowSizeChanged, "Rows:H Columns:H"
+)
+SIGNAL_PROCESS = FastSchema("PYWSL_SIGNAL_PROCESS", PYWSL_MESSAGE_TYPE.PywslSignalProcess, "Signal:i")
+
+FAST_SCHEMAS: Mapping[str, FastSchema] = {
+    fast.name: fast
+    for fast in (
+        GUEST_CAPABILITIES,
+        MINI_INIT_MESSAGE,
+        CREATE_INSTANCE_RESULT,
+        INITIALIZE,
+        INITIALIZE_RESPONSE,
+        CREATE_SESSION,
+        CREATE_SESSION_RESPONSE,
+        CREATE_PROCESS_UTILITY_VM,
+        RESULT_UINT32,
+        EXIT_STATUS,
+        WINDOW_SIZE_CHANGED,
+        SIGNAL_PROCESS,
+    )
+}

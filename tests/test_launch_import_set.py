@@ -1,0 +1,230 @@
+"""What `pywsl -d D -- cmd` imports: exactly the modules of the launch path, nothing more.
+
+A warm launch is mostly interpreter start and imports, so every module it loads is part of what
+users wait for. The two launch paths run for real (root in-process against a running VM, and an
+unprivileged user through the root service), and the modules each loaded are compared with the
+lists below: pywsl's own modules exactly, the standard library's within an allowed set, and no
+third-party package (construct, click, rich). A new import on the launch path fails here and
+has to be added on purpose.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+from busybox_images import BUSYBOX, busybox_archive
+from multiuser_support import ServiceProcess, Workspace, as_user, created_users, service, user_env, workspace
+
+import pywsl as pywsl_package
+
+__all__ = ["pytestmark", "service", "workspace"]  # module fixtures
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="the in-process launch runs the VM as root"),
+    pytest.mark.skipif(not BUSYBOX.is_file(), reason="needs a static /bin/busybox (busybox-static)"),
+]
+
+REPO = Path(pywsl_package.__file__).resolve().parent.parent
+
+# The pywsl modules a launch loads, on both paths (the console script, the fast command line).
+COMMON = {
+    "pywsl",
+    "pywsl.api",
+    "pywsl.api.connect",
+    "pywsl.api.errors",
+    "pywsl.api.process",
+    "pywsl.api.process.launch_request",
+    "pywsl.api.process.lx_process",
+    "pywsl.api.process.terminal",
+    "pywsl.api.session",
+    "pywsl.api.session.user_warnings",
+    "pywsl.cli",
+    "pywsl.cli.context",
+    "pywsl.cli.fast_launch",
+    "pywsl.cli.invocation",
+    "pywsl.cli.launch_run",
+    "pywsl.cli.main",
+    "pywsl.cli.messages",
+    "pywsl.cli.report",
+    "pywsl.cli.streams",
+    "pywsl.wire",
+    "pywsl.wire.channel",
+    "pywsl.wire.constants",
+    "pywsl.wire.enums",
+    "pywsl.wire.errors",
+    "pywsl.wire.framing",
+    "pywsl.wire.launch_codec",
+}
+# Root, in-process: the session, the registry, the distribution's folder and the VM's host side.
+IN_PROCESS = COMMON | {
+    "pywsl.api.cancellation",
+    "pywsl.api.credentials",
+    "pywsl.api.files",
+    "pywsl.api.files.owned_tree",
+    "pywsl.api.files.rootfs_folder",
+    "pywsl.api.files.transfer",
+    "pywsl.api.files.user_files",
+    "pywsl.api.session.gui_share",
+    "pywsl.api.session.paths",
+    "pywsl.api.session.registrations",
+    "pywsl.api.session.registry",
+    "pywsl.api.session.user_session",
+    "pywsl.api.session.user_vm",
+    "pywsl.api.session.wslconfig",
+    "pywsl.vm",
+    "pywsl.vm.backends",
+    "pywsl.vm.backends.base",
+    "pywsl.vm.backends.namespaces",
+    "pywsl.vm.config",
+    "pywsl.vm.core_instance",
+    "pywsl.vm.core_vm",
+    "pywsl.vm.directories",
+    "pywsl.vm.errors",
+    "pywsl.vm.idmap",
+    "pywsl.vm.timezone",
+    "pywsl.wire.config_format",
+    "pywsl.wire.timezone_id",
+}
+# An unprivileged user: the service client and its message format.
+THROUGH_SERVICE = COMMON | {
+    "pywsl.api.service",
+    "pywsl.api.service.client",
+    "pywsl.api.service.rpc",
+    "pywsl.api.service.rpc_framing",
+    "pywsl.api.service.rpc_values",
+    "pywsl.api.session.gui_share",
+    "pywsl.api.session.paths",
+}
+# The standard library modules a launch loads (beyond the interpreter's own start-up): both paths,
+# and root's credentials (ctypes for setgroups, the user database) in-process.
+_STANDARD_NAMES = """
+    array ast collections collections.abc contextlib contextvars copy copyreg dataclasses dis enum errno
+    fcntl fnmatch functools importlib importlib.machinery inspect ipaddress itertools json json.decoder
+    json.encoder json.scanner keyword linecache math ntpath opcode operator pathlib platform re reprlib
+    select selectors signal socket struct termios threading token tokenize types typing typing.io
+    typing.re urllib urllib.parse uuid warnings weakref
+"""
+STANDARD = set(_STANDARD_NAMES.split())
+STANDARD_IN_PROCESS = STANDARD | {"ctypes", "grp", "pwd"}
+# What records the modules: the interpreter's own start-up is left out.
+PROBE = """
+import atexit, sys
+start = set(sys.modules)
+def record():
+    with open({out!r}, "w") as file:
+        for name in sorted(set(sys.modules) - start):
+            file.write(name + "\\t" + str(getattr(sys.modules[name], "__file__", None) or "") + "\\n")
+atexit.register(record)
+sys.argv = ["pywsl", *{args!r}]
+from pywsl.cli.main import main
+main()
+"""
+
+
+def _loaded(
+    python: str, out: Path, args: list[str], env: Mapping[str, str], cwd: Path, user: int | None = None
+) -> dict[str, str]:
+    """The modules one launch loaded, with their files ("" for built-in ones)."""
+    script = PROBE.format(out=str(out), args=args)
+    result = subprocess.run(
+        [python, "-c", script],
+        env=env,
+        cwd=cwd,
+        user=user,
+        group=user,
+        extra_groups=[] if user is not None else None,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    lines = [line.split("\t") for line in out.read_text().splitlines() if line]
+    return {name: origin for name, origin in lines}
+
+
+def _check(loaded: dict[str, str], expected: set[str], standard: set[str]) -> None:
+    own = {name for name in loaded if name == "pywsl" or name.startswith("pywsl.")}
+    assert own == expected, f"new: {sorted(own - expected)}, gone: {sorted(expected - own)}"
+    others = {name: origin for name, origin in loaded.items() if name not in own}
+    third_party = sorted(name for name, origin in others.items() if "-packages" in origin)
+    assert not third_party, f"third-party modules on the launch path: {third_party}"
+    public = {name for name in others if not name.split(".")[-1].startswith("_")}
+    assert not public - standard, f"not on the launch path's list: {sorted(public - standard)}"
+
+
+@pytest.fixture(scope="module")
+def root_launch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, str], Path]]:
+    """A private registry, configuration and VM with one busybox distribution, Box, running."""
+    folder = tmp_path_factory.mktemp("launch-imports")
+    runtime = folder / "run"
+    for path in (folder / "home", folder / "config" / "pywsl", runtime):
+        path.mkdir(parents=True)
+    os.chmod(runtime, 0o700)
+    (folder / "config" / "pywsl" / "wslconfig").write_text(
+        "[general]\ninstanceIdleTimeout=120000\n[wsl2]\nvmIdleTimeout=120000\n"
+    )
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(folder / "home"),
+        "XDG_DATA_HOME": str(folder / "data"),
+        "XDG_CONFIG_HOME": str(folder / "config"),
+        "PYWSL_RUNTIME_ROOT": str(runtime),
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": str(REPO),
+    }
+    archive = busybox_archive(folder / "box.tar")
+    command = [sys.executable, "-m", "pywsl.cli.main"]
+    imported = subprocess.run(
+        [*command, "--import", "Box", str(folder / "box"), str(archive)],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    assert imported.returncode == 0, imported.stderr.decode()
+    try:
+        started = subprocess.run(
+            [*command, "-d", "Box", "--", "true"], env=env, capture_output=True, timeout=120
+        )
+        assert started.returncode == 0, started.stderr.decode()
+        yield env, folder
+    finally:
+        subprocess.run([*command, "--shutdown", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(folder / "data", ignore_errors=True)
+
+
+def test_a_warm_launch_as_root_loads_only_the_launch_path(root_launch: tuple[dict[str, str], Path]) -> None:
+    env, folder = root_launch
+    loaded = _loaded(sys.executable, folder / "modules.txt", ["-d", "Box", "--", "true"], env, Path("/"))
+    _check(loaded, IN_PROCESS, STANDARD_IN_PROCESS)
+
+
+def test_a_launch_through_the_service_loads_only_the_client(
+    workspace: Workspace,
+    service: ServiceProcess,
+) -> None:
+    archive = busybox_archive(workspace.folder / "launch-imports.tar")
+    os.chmod(archive, 0o644)
+    with created_users(workspace, service, "pywslimp") as (user,):
+        answer = as_user(workspace, user, {"op": "import", "name": "Box", "archive": str(archive)})
+        assert "result" in answer, answer
+        out = user.home / "modules.txt"
+        launch = ["-d", "Box", "--", "true"]
+        env = user_env(workspace, user)
+        _loaded(str(workspace.python), out, launch, env, user.home, user.uid)  # starts the distribution
+        loaded = _loaded(str(workspace.python), out, launch, env, user.home, user.uid)
+        _check(loaded, THROUGH_SERVICE, STANDARD)
+
+
+def test_the_standard_list_names_only_standard_modules() -> None:
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for name in sorted(STANDARD_IN_PROCESS):
+        module = __import__(name, fromlist=["_"])
+        origin = getattr(module, "__file__", None)
+        assert origin is None or Path(origin).is_relative_to(stdlib) or "lib-dynload" in origin, name
