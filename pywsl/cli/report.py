@@ -134,39 +134,54 @@ def click_error_text(error: click.ClickException) -> str:
 def _click_error_message(
     error: click.ClickException, ctx: click.Context | None, in_verb: bool
 ) -> tuple[str, bool]:
+    """The message wsl.exe prints for `error`, and whether the error code line follows it."""
     import click
 
     if isinstance(error, click.NoSuchOption):
         return messages.INVALID_COMMAND_LINE.format(argument=error.option_name), in_verb
     if isinstance(error, click.BadOptionUsage):
-        spelling = error.option_name
-        if _option_takes_value(ctx, spelling):
-            long_name = _long_spelling(ctx, spelling)
-            if in_verb:
-                return messages.MISSING_ARGUMENT.format(argument=long_name), True
-            return messages.REQUIRED_PARAMETER_MISSING.format(argument=long_name), False
-        return messages.INVALID_COMMAND_LINE.format(argument=spelling), in_verb
+        return _bad_option_usage_message(error.option_name, ctx, in_verb)
     if isinstance(error, click.MissingParameter):
-        verb_name = ctx.info_name if ctx is not None and in_verb else None
-        policy = getattr(ctx.command, "missing_argument", None) if ctx is not None else None
-        if policy == "usage":
-            return usage_text(ctx), False
-        if policy == "invalid_argument":
-            from pywsl.api.errors import WslError
-
-            return WslError("E_INVALIDARG").message, True
-        # wsl.exe prints this one alone, as it does at the top level
-        return messages.REQUIRED_PARAMETER_MISSING.format(argument=verb_name or "--"), False
+        return _missing_parameter_message(ctx, in_verb)
     if isinstance(error, click.BadParameter):
-        param = error.param
-        if isinstance(param, click.Option):
-            name = max(param.opts, key=len)
-        elif param is not None:
-            name = param.human_readable_name
-        else:
-            name = error.param_hint if isinstance(error.param_hint, str) else "argument"
-        return messages.INVALID_VALUE.format(option=name, detail=error.message), True
+        return messages.INVALID_VALUE.format(option=_parameter_name(error), detail=error.message), True
     return error.format_message(), True
+
+
+def _bad_option_usage_message(spelling: str, ctx: click.Context | None, in_verb: bool) -> tuple[str, bool]:
+    """An option used wrongly: its value is missing, or it is not an option of this command."""
+    if not _option_takes_value(ctx, spelling):
+        return messages.INVALID_COMMAND_LINE.format(argument=spelling), in_verb
+    long_name = _long_spelling(ctx, spelling)
+    if in_verb:
+        return messages.MISSING_ARGUMENT.format(argument=long_name), True
+    return messages.REQUIRED_PARAMETER_MISSING.format(argument=long_name), False
+
+
+def _missing_parameter_message(ctx: click.Context | None, in_verb: bool) -> tuple[str, bool]:
+    """A required argument is missing: what the command's `missing_argument` policy says."""
+    verb_name = ctx.info_name if ctx is not None and in_verb else None
+    policy = getattr(ctx.command, "missing_argument", None) if ctx is not None else None
+    if policy == "usage":
+        return usage_text(ctx), False
+    if policy == "invalid_argument":
+        from pywsl.api.errors import WslError
+
+        return WslError("E_INVALIDARG").message, True
+    # wsl.exe prints this one alone, as it does at the top level
+    return messages.REQUIRED_PARAMETER_MISSING.format(argument=verb_name or "--"), False
+
+
+def _parameter_name(error: click.BadParameter) -> str:
+    """How a bad value's option or argument is named: an option by its longest spelling."""
+    import click
+
+    param = error.param
+    if isinstance(param, click.Option):
+        return max(param.opts, key=len)
+    if param is not None:
+        return param.human_readable_name
+    return error.param_hint if isinstance(error.param_hint, str) else "argument"
 
 
 def _write(text: str) -> None:

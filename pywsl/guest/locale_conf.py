@@ -44,30 +44,35 @@ def unescape_shell(text: str) -> str:
     while index < len(text):
         char = text[index]
         index += 1
-        if quote == "'":
-            if char == "'":
-                quote = None
-            else:
-                output.append(char)
-        elif char == "'" and quote is None:
-            quote = "'"
-        elif char == '"':
-            quote = None if quote == '"' else '"'
-        elif char != "\\":
-            output.append(char)
-        elif index == len(text):
-            return text
-        else:
-            escaped = text[index]
+        if char == "\\" and quote != "'":
+            if index == len(text):
+                return text
+            output.append(_escaped(text[index], quote))
             index += 1
-            if quote is None:
-                if escaped != "\n":
-                    output.append(escaped)
-            elif escaped in _DOUBLE_QUOTE_ESCAPES:
-                output.append(escaped)
-            elif escaped != "\n":
-                output.append(char + escaped)
+        else:
+            quote = _quote_after(char, quote, output)
     return "".join(output) if quote is None else text
+
+
+def _escaped(char: str, quote: str | None) -> str:
+    """What a backslash and the ``char`` after it stand for, outside quotes or inside double quotes."""
+    if char == "\n":
+        return ""  # a line continuation
+    if quote is None or char in _DOUBLE_QUOTE_ESCAPES:
+        return char
+    return "\\" + char  # inside double quotes, other backslashes stay
+
+
+def _quote_after(char: str, quote: str | None, output: list[str]) -> str | None:
+    """The quote in force after ``char`` (not an escape); appends ``char`` to ``output`` when it is text."""
+    if quote == "'" and char == "'":
+        return None
+    if quote is None and char == "'":
+        return "'"
+    if quote != "'" and char == '"':
+        return None if quote == '"' else '"'
+    output.append(char)
+    return quote
 
 
 def language_from_text(text: str) -> str | None:

@@ -87,6 +87,24 @@ def _c_string(raw: bytes | memoryview) -> bytes:
     return data if end < 0 else data[:end]
 
 
+def _member_size(extended: dict[bytes, bytes], header_size: int) -> int | None:
+    """A member's data size: a pax ``size`` record overrides the header's; None when malformed."""
+    if b"size" not in extended:
+        return header_size
+    value = extended[b"size"]
+    return int(value) if value.isdigit() else None
+
+
+def _member_name(block: bytes | memoryview, extended: dict[bytes, bytes]) -> bytes:
+    """A member's path: an extended ``path``, else the header's name after its ustar prefix."""
+    name = extended.get(b"path", b"")
+    if name:
+        return name
+    name = _c_string(block[0:100])
+    prefix = _c_string(block[345:500]) if bytes(block[257:263]) == _USTAR_MAGIC else b""
+    return prefix + b"/" + name if prefix else name
+
+
 def _normal(name: bytes) -> bytes:
     """A member name as tar resolves it below the target: no leading "/", no "." parts."""
     return b"/".join(part for part in name.split(b"/") if part not in (b"", b"."))
@@ -266,35 +284,45 @@ class DeviceNodeFilter:
 
     def _member(self, kind: int, block: bytes | memoryview, header_size: int, output: _Output) -> bool:
         extended = self._extended_values()
-        if extended is None:
+        size = None if extended is None else _member_size(extended, header_size)
+        if extended is None or size is None:
             return self._stop(output)
-        size = header_size
-        if b"size" in extended:
-            value = extended[b"size"]
-            if not value.isdigit():
-                return self._stop(output)
-            size = int(value)
-        name = extended.get(b"path", b"")
-        if not name:
-            name = _c_string(block[0:100])
-            prefix = _c_string(block[345:500]) if bytes(block[257:263]) == _USTAR_MAGIC else b""
-            if prefix:
-                name = prefix + b"/" + name
+        name = _member_name(block, extended)
         if kind in _NO_DATA:
-            if size:
-                return self._stop(output)  # a link or device that claims data: not ours to judge
-            if kind in _DEVICES or (kind == _HARD_LINK and self._links_to_dropped(block, extended)):
-                return self._drop(name, output)
-        elif kind in _WITH_DATA:
-            if kind in _REGULAR and name.endswith(b"/") and size:
-                return self._stop(output)  # a directory by its name, claiming data
-            if kind == _GNU_SPARSE and block[482]:
-                self._sparse_blocks = True
-                self._sparse_data = _padded(size)
-            else:
-                self._copy = _padded(size)
+            return self._member_without_data(kind, block, extended, name, size, output)
+        if kind in _WITH_DATA:
+            return self._member_with_data(kind, block, name, size, output)
+        return self._stop(output)
+
+    def _member_without_data(
+        self,
+        kind: int,
+        block: bytes | memoryview,
+        extended: dict[bytes, bytes],
+        name: bytes,
+        size: int,
+        output: _Output,
+    ) -> bool:
+        """A link, device, directory or FIFO: a device node (or a hard link to one left out) is
+        dropped, the rest goes on."""
+        if size:
+            return self._stop(output)  # a link or device that claims data: not ours to judge
+        if kind in _DEVICES or (kind == _HARD_LINK and self._links_to_dropped(block, extended)):
+            return self._drop(name, output)
+        self._release(output)
+        return True
+
+    def _member_with_data(
+        self, kind: int, block: bytes | memoryview, name: bytes, size: int, output: _Output
+    ) -> bool:
+        """A regular, contiguous, sparse or directory-dump member: its data blocks go on after it."""
+        if kind in _REGULAR and name.endswith(b"/") and size:
+            return self._stop(output)  # a directory by its name, claiming data
+        if kind == _GNU_SPARSE and block[482]:
+            self._sparse_blocks = True
+            self._sparse_data = _padded(size)
         else:
-            return self._stop(output)
+            self._copy = _padded(size)
         self._release(output)
         return True
 

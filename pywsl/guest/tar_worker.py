@@ -239,19 +239,7 @@ def _extract(job: TarJob) -> tuple[int, int]:
         if consumed:
             source, relay = _relay(head, job.data_fd)
             helpers.append(relay)
-        compression = compression_of(head)
-        decompressor = -1
-        accepted: frozenset[int] = frozenset({0})
-        if compression is not None:
-            argv, accepted = worker_processes.DECOMPRESSORS[compression]
-            plain, plain_write = os.pipe()
-            try:
-                decompressor = worker_processes.spawn(list(argv), source, plain_write, job.stderr_fd)
-            finally:
-                os.close(plain_write)
-            if source != job.data_fd:
-                os.close(source)
-            source = plain
+        source, decompressor, accepted = _decompressed(job, head, source)
         devices = worker_processes.start_device_filter(source)
         if source != job.data_fd:
             os.close(source)
@@ -261,18 +249,7 @@ def _extract(job: TarJob) -> tuple[int, int]:
         if source != job.data_fd:
             os.close(source)
             source = job.data_fd
-        failure = 0
-        if decompressor > 0:
-            failure = worker_processes.finish_decompressor(
-                decompressor, accepted, outcome.status, job.result_fd
-            )
-        if outcome.host_gone or worker_processes.host_gone(job.result_fd):
-            raise HostGone()
-        status, skipped = _result(outcome, failure), devices.skipped()
-        if status == 0 and skipped is None:
-            log.error("the device node filter stopped before the end of the archive")
-            status = -errno.EIO
-        return status, skipped or 0
+        return _extract_status(job, outcome, decompressor, accepted, devices)
     finally:
         if source != job.data_fd:
             os.close(source)
@@ -280,6 +257,48 @@ def _extract(job: TarJob) -> tuple[int, int]:
             devices.close()
         for pid in helpers:
             worker_processes.stop(pid)
+
+
+def _decompressed(job: TarJob, head: bytes, source: int) -> tuple[int, int, frozenset[int]]:
+    """Where the plain archive comes from: ``source`` itself, or the output of the decompressor
+    ``head`` calls for (``source`` is then closed unless it is the job's own); with the
+    decompressor's pid (-1 for none) and the exit statuses it may end with."""
+    compression = compression_of(head)
+    if compression is None:
+        return source, -1, frozenset({0})
+    argv, accepted = worker_processes.DECOMPRESSORS[compression]
+    plain, plain_write = os.pipe()
+    try:
+        decompressor = worker_processes.spawn(list(argv), source, plain_write, job.stderr_fd)
+    except BaseException:
+        os.close(plain)
+        raise
+    finally:
+        os.close(plain_write)
+    if source != job.data_fd:
+        os.close(source)
+    return plain, decompressor, accepted
+
+
+def _extract_status(
+    job: TarJob,
+    outcome: worker_processes.TarOutcome,
+    decompressor: int,
+    accepted: frozenset[int],
+    devices: worker_processes.DeviceFilter,
+) -> tuple[int, int]:
+    """The extraction's status and skipped device count, once tar has ended: the decompressor
+    (-1 for none) is waited for; HostGone when the host went away."""
+    failure = 0
+    if decompressor > 0:
+        failure = worker_processes.finish_decompressor(decompressor, accepted, outcome.status, job.result_fd)
+    if outcome.host_gone or worker_processes.host_gone(job.result_fd):
+        raise HostGone()
+    status, skipped = _result(outcome, failure), devices.skipped()
+    if status == 0 and skipped is None:
+        log.error("the device node filter stopped before the end of the archive")
+        status = -errno.EIO
+    return status, skipped or 0
 
 
 def run_import(job: TarJob) -> None:

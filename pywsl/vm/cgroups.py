@@ -344,35 +344,37 @@ def find_groups(matches: Callable[[str], bool], hierarchies: list[Hierarchy] | N
     """
     if hierarchies is None:
         hierarchies = mounted_hierarchies()
+    roots = dict.fromkeys(h.mount_point for h in hierarchies if h.version != 1 or h.controllers)
     found: list[Path] = []
-    seen: set[Path] = set()
     scanned = 0
-    for hierarchy in hierarchies:
-        if hierarchy.version == 1 and not hierarchy.controllers:
-            continue
-        if hierarchy.mount_point in seen:
-            continue
-        seen.add(hierarchy.mount_point)
-        pending = [hierarchy.mount_point]
-        while pending and scanned < MAX_GROUPS_SCANNED:
-            folder = pending.pop()
-            try:
-                entries = list(os.scandir(folder))
-            except OSError:
-                continue
-            for entry in entries:
-                try:
-                    if not entry.is_dir(follow_symlinks=False):
-                        continue
-                except OSError:
-                    continue
-                scanned += 1
-                path = Path(entry.path)
-                if matches(entry.name):
-                    found.append(path)
-                else:
-                    pending.append(path)
+    for root in roots:
+        scanned = _walk_groups(root, matches, found, scanned)
     return found
+
+
+def _walk_groups(root: Path, matches: Callable[[str], bool], found: list[Path], scanned: int) -> int:
+    """Add the groups under ``root`` whose name ``matches`` to ``found``; returns how many
+    directories have been scanned in all (the walk stops at ``MAX_GROUPS_SCANNED``)."""
+    pending = [root]
+    while pending and scanned < MAX_GROUPS_SCANNED:
+        for path in _sub_folders(pending.pop()):
+            scanned += 1
+            (found if matches(path.name) else pending).append(path)
+    return scanned
+
+
+def _sub_folders(folder: Path) -> list[Path]:
+    """The directories directly in ``folder`` (not following links); none when it cannot be read."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    folders: list[Path] = []
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(Path(entry.path))
+    return folders
 
 
 def _groups_below(path: Path) -> list[Path]:

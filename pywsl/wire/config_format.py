@@ -156,19 +156,12 @@ class _Reader:
             if self.at_end:
                 return False
             self.char = self.read()
-            while self.char is not None and self.char in _SPACE:
-                self.char = self.read()
+            self._skip_space()
             char = self.char
             if char is None or char == "#":
                 continue
-            if char == "\r":
-                following = self.read()
-                if following == "\n":
-                    self.line += 1
-                else:
-                    self.unread(following)
-            elif char == "\n":
-                self.line += 1
+            if char in ("\r", "\n"):
+                self._line_end(char)
             elif char == "[":
                 self._section()
                 return True
@@ -177,6 +170,18 @@ class _Reader:
             else:
                 self._pair()
                 return True
+
+    def _line_end(self, char: str) -> None:
+        """Count the line ``char`` ends: LF, or CR followed by LF (a CR alone ends no line, and
+        what follows it is read again)."""
+        if char == "\n":
+            self.line += 1
+            return
+        following = self.read()
+        if following == "\n":
+            self.line += 1
+        else:
+            self.unread(following)
 
     def _skip_comment(self) -> None:
         while True:

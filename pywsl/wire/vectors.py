@@ -118,22 +118,8 @@ def build(struct: str, fields: Mapping[str, Any], payload: Mapping[str, Any]) ->
         common = dict(values.pop("Common", None) or {})
     by_path = dict(_items(message_schema))
     for category, entries in payload.items():
-        if category == "absent":
-            if isinstance(entries, str) or not isinstance(entries, list | tuple):
-                raise ValueError(f"{struct}: payload 'absent' must be a list of field names")
-            pairs = [(path, None) for path in entries]
-        elif category in dict(_CATEGORIES):
-            if not isinstance(entries, Mapping):
-                raise ValueError(f"{struct}: payload {category!r} must map field names to values")
-            pairs = list(entries.items())
-        else:
-            raise ValueError(f"{struct}: unknown payload category {category!r}")
-        for path, value in pairs:
-            item = by_path.get(path)
-            if item is None:
-                raise ValueError(f"{struct}: {path!r} does not locate a payload value")
-            if category != "absent" and _category(item) != category:
-                raise ValueError(f"{struct}: {path!r} is not in payload category {category!r}")
+        for path, value in _payload_pairs(struct, category, entries):
+            item = _payload_item(struct, by_path, category, path)
             logical = bytes.fromhex(value) if category == "blobs_hex" and value is not None else value
             if path.startswith("Common."):
                 assert common is not None
@@ -143,6 +129,29 @@ def build(struct: str, fields: Mapping[str, Any], payload: Mapping[str, Any]) ->
     if common is not None:
         values["Common"] = common
     return message_schema.build(**values)
+
+
+def _payload_pairs(struct: str, category: str, entries: Any) -> list[tuple[str, Any]]:
+    """(path, value) of one payload category; the paths of ``absent`` have the value None."""
+    if category == "absent":
+        if isinstance(entries, str) or not isinstance(entries, list | tuple):
+            raise ValueError(f"{struct}: payload 'absent' must be a list of field names")
+        return [(path, None) for path in entries]
+    if category in dict(_CATEGORIES):
+        if not isinstance(entries, Mapping):
+            raise ValueError(f"{struct}: payload {category!r} must map field names to values")
+        return list(entries.items())
+    raise ValueError(f"{struct}: unknown payload category {category!r}")
+
+
+def _payload_item(struct: str, by_path: Mapping[str, PayloadItem], category: str, path: str) -> PayloadItem:
+    """The payload item ``path`` locates; it must belong to ``category`` (any, for ``absent``)."""
+    item = by_path.get(path)
+    if item is None:
+        raise ValueError(f"{struct}: {path!r} does not locate a payload value")
+    if category != "absent" and _category(item) != category:
+        raise ValueError(f"{struct}: {path!r} is not in payload category {category!r}")
+    return item
 
 
 def _without_computed(fields: Mapping[str, Any], computed: frozenset[str], prefix: str) -> dict[str, Any]:

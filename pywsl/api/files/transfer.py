@@ -364,17 +364,22 @@ def source_kind(fd: int) -> str:
     if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE not in (os.O_RDONLY, os.O_RDWR):
         raise WslError("E_INVALIDARG", "The archive descriptor is not open for reading.")
     info = os.fstat(fd)
-    mode = info.st_mode
-    if stat.S_ISDIR(mode):
+    if stat.S_ISDIR(info.st_mode):
         raise WslError("E_INVALIDARG", "The archive is a directory, not a file.")
     if _is_anonymous(fd):
         raise _refuse("an event or other anonymous descriptor")
-    if stat.S_ISREG(mode):
+    if stat.S_ISREG(info.st_mode):
         if info.st_size == 0:
             raise WslError(
                 "WSL_E_IMPORT_FAILED", "The archive is empty (a file of 0 bytes is not a tar archive)."
             )
         return "regular"
+    return _stream_kind(fd, info.st_mode)
+
+
+def _stream_kind(fd: int, mode: int) -> str:
+    """ "stream" for a pipe, a FIFO or a stream socket; WslError for any other file that is not
+    a regular one."""
     if stat.S_ISFIFO(mode):
         return "stream"
     if stat.S_ISSOCK(mode):
@@ -435,62 +440,80 @@ def _prepare_source(
     progress: Progress | None,
     idle_timeout: float,
 ) -> Iterator[ArchiveSource]:
-    stream: IO[bytes] | None = None
-    if isinstance(source, bool):
-        raise WslError("E_INVALIDARG", "The archive must be a path, a file object or a descriptor.")
-    if isinstance(source, int):
-        fd = source
-    elif isinstance(source, str | os.PathLike):
-        fd = result._own(_open_path(source, identity))
-    else:
-        number = _fileno(source)
-        if number is None:
-            stream = source
-            fd = -1
-        else:
-            fd = number
+    fd, stream = _source_descriptor(result, source, identity)
     kind = source_kind(fd) if fd >= 0 else "object"
-    try:
-        if kind == "regular":
-            head = os.pread(fd, _HEAD, os.lseek(fd, 0, os.SEEK_CUR))
-            read: Callable[[], bytes] = _fd_reader(fd)
-        else:
-            if stream is not None:
-                read = _reader_of(stream)
-            else:
-                reader = _StreamReader(fd, result._stop, idle_timeout)
-                result._readers.append(reader)
-                read = reader.read
-            head = _read_head(read)
-    except _Stopped:
-        raise WslError("E_ABORT", "The import was canceled because the client went away.") from None
-    except (OSError, ValueError) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-        raise WslError("WSL_E_IMPORT_FAILED", f"Reading the archive failed: {reason}") from None
+    head, read = _read_source_head(result, fd, kind, stream, idle_timeout)
     result.format = detect_format(head)
     _check_format(result.format, head)
     if kind == "regular" and progress is None:
         result.fd = fd
         yield result
         return
-    if kind == "regular":
-        rest = read
-    else:
-        first = [head]
+    _start_pump(result, read if kind == "regular" else _after_head(head, read), progress)
+    yield result
 
-        def rest() -> bytes:
-            return first.pop() if first else read()
 
+def _source_descriptor(
+    result: ArchiveSource, source: Source, identity: UserIdentity
+) -> tuple[int, IO[bytes] | None]:
+    """The descriptor `source` is read from (a path opened here belongs to `result`), or -1 and
+    the file object itself when it has no descriptor."""
+    if isinstance(source, bool):
+        raise WslError("E_INVALIDARG", "The archive must be a path, a file object or a descriptor.")
+    if isinstance(source, int):
+        return source, None
+    if isinstance(source, str | os.PathLike):
+        return result._own(_open_path(source, identity)), None
+    number = _fileno(source)
+    if number is None:
+        return -1, source
+    return number, None
+
+
+def _read_source_head(
+    result: ArchiveSource, fd: int, kind: str, stream: IO[bytes] | None, idle_timeout: float
+) -> tuple[bytes, Callable[[], bytes]]:
+    """The archive's first bytes and the reader of what follows. A regular file's head is read
+    where its offset stands without moving it (the reader starts there too); a stream's head is
+    consumed, so `_after_head` gives it back first."""
+    try:
+        if kind == "regular":
+            return os.pread(fd, _HEAD, os.lseek(fd, 0, os.SEEK_CUR)), _fd_reader(fd)
+        if stream is not None:
+            read = _reader_of(stream)
+        else:
+            reader = _StreamReader(fd, result._stop, idle_timeout)
+            result._readers.append(reader)
+            read = reader.read
+        return _read_head(read), read
+    except _Stopped:
+        raise WslError("E_ABORT", "The import was canceled because the client went away.") from None
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise WslError("WSL_E_IMPORT_FAILED", f"Reading the archive failed: {reason}") from None
+
+
+def _after_head(head: bytes, read: Callable[[], bytes]) -> Callable[[], bytes]:
+    """A reader that gives `head` back first, then what `read` reads."""
+    first = [head]
+
+    def rest() -> bytes:
+        return first.pop() if first else read()
+
+    return rest
+
+
+def _start_pump(result: ArchiveSource, read: Callable[[], bytes], progress: Progress | None) -> None:
+    """Relay what `read` gives through a pipe of our own; the worker reads its other end."""
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     result._own(read_end)
     result._own(write_end)
     result.fd = read_end
     pump = _Pump(
-        rest, _bounded_writer(write_end, result._stop), lambda: result._close_own(write_end), progress
+        read, _bounded_writer(write_end, result._stop), lambda: result._close_own(write_end), progress
     )
     result._pumps.append(pump)
     pump.start()
-    yield result
 
 
 def _check_format(kind: str, head: bytes) -> None:

@@ -90,6 +90,20 @@ def parse_one_line_sources(text: str) -> list[AptSource]:
 def parse_deb822_sources(text: str) -> list[AptSource]:
     """Stanzas of a deb822 `*.sources` file (`Types`, `URIs`, `Suites`, `Components`, `Enabled`)."""
     result: list[AptSource] = []
+    for stanza in _deb822_stanzas(text):
+        if "deb" not in stanza.get("types", "").split():
+            continue
+        if stanza.get("enabled", "yes").strip().lower() in ("no", "false", "0"):
+            continue
+        suites = tuple(stanza.get("suites", "").split())
+        components = tuple(stanza.get("components", "").split())
+        result.extend(AptSource(uri, suites, components) for uri in stanza.get("uris", "").split())
+    return result
+
+
+def _deb822_stanzas(text: str) -> list[dict[str, str]]:
+    """The fields of each stanza (keys in lower case, continuation lines joined with a space);
+    blank lines separate stanzas, `#` lines are comments."""
     stanzas: list[dict[str, str]] = [{}]
     last: str | None = None
     for raw in text.splitlines():
@@ -99,25 +113,14 @@ def parse_deb822_sources(text: str) -> list[AptSource]:
             if stanzas[-1]:
                 stanzas.append({})
             last = None
-            continue
-        if raw[0] in " \t" and last is not None:
+        elif raw[0] in " \t" and last is not None:
             stanzas[-1][last] += " " + raw.strip()
-            continue
-        key, sep, value = raw.partition(":")
-        if not sep:
-            continue
-        last = key.strip().lower()
-        stanzas[-1][last] = value.strip()
-    for stanza in stanzas:
-        if "deb" not in stanza.get("types", "").split():
-            continue
-        if stanza.get("enabled", "yes").strip().lower() in ("no", "false", "0"):
-            continue
-        suites = tuple(stanza.get("suites", "").split())
-        components = tuple(stanza.get("components", "").split())
-        for uri in stanza.get("uris", "").split():
-            result.append(AptSource(uri, suites, components))
-    return result
+        else:
+            key, sep, value = raw.partition(":")
+            if sep:
+                last = key.strip().lower()
+                stanzas[-1][last] = value.strip()
+    return stanzas
 
 
 def host_apt_sources(root: Path = Path("/etc/apt")) -> list[AptSource]:

@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import re
-import secrets
 import sys
 import time
 import uuid
@@ -198,54 +197,73 @@ class Registration:
         """Validate one entry; ValueError names the bad value."""
         if not isinstance(data, dict):
             raise ValueError("not an object")
-
-        def text(key: str, default: str | None = None, limit: int = 4096) -> str:
-            value = data.get(key, default)
-            if not isinstance(value, str) or len(value) > limit or "\0" in value:
-                raise ValueError(f"{key} must be a string")
-            return value
-
-        def number(key: str, default: int | None, low: int, high: int) -> int:
-            value = data.get(key, default)
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ValueError(f"{key} must be an integer in {low}..{high}")
-            return value
-
-        name = text("DistributionName", limit=NAME_MAX)
-        state = DistributionState(number("State", None, 0, 6))
-        if state not in _PERSISTED_STATES:
-            raise ValueError(f"State {int(state)} is never stored")
-        if name:
-            validate_name(name)
-        elif state is DistributionState.INSTALLED:
-            raise ValueError("DistributionName is missing")
-        base_path = text("BasePath")
+        name = _stored_text(data, "DistributionName", limit=NAME_MAX)
+        state = _stored_state(data, name)
+        base_path = _stored_text(data, "BasePath")
         if not os.path.isabs(base_path):
             raise ValueError("BasePath must be absolute")
-        environment = data.get("DefaultEnvironment", default_environment())
-        if (
-            not isinstance(environment, list)
-            or len(environment) > 1024
-            or not all(isinstance(item, str) and "=" in item and "\0" not in item for item in environment)
-        ):
-            raise ValueError("DefaultEnvironment must be a list of NAME=value strings")
         return cls(
             id=guid,
             name=name,
             base_path=Path(base_path),
             state=state,
-            version=number("Version", FS_VERSION, 0, 2),
-            flags=number("Flags", FLAGS_DEFAULT, 0, FLAGS_ALL),
-            default_uid=number("DefaultUid", 0, 0, LX_UID_INVALID - 1),
-            default_environment=list(environment),
-            run_oobe=bool(number("RunOOBE", 0, 0, 1)),
-            flavor=text("Flavor", ""),
-            os_version=text("OsVersion", ""),
-            modern=bool(number("Modern", 1, 0, 1)),
-            package_family_name=text("PackageFamilyName", ""),
-            created_base_path=bool(number("CreatedBasePath", 0, 0, 1)),
-            move_target=_optional_path(text("MoveTarget", "")),
+            version=_stored_number(data, "Version", FS_VERSION, 0, 2),
+            flags=_stored_number(data, "Flags", FLAGS_DEFAULT, 0, FLAGS_ALL),
+            default_uid=_stored_number(data, "DefaultUid", 0, 0, LX_UID_INVALID - 1),
+            default_environment=_stored_environment(data),
+            run_oobe=bool(_stored_number(data, "RunOOBE", 0, 0, 1)),
+            flavor=_stored_text(data, "Flavor", ""),
+            os_version=_stored_text(data, "OsVersion", ""),
+            modern=bool(_stored_number(data, "Modern", 1, 0, 1)),
+            package_family_name=_stored_text(data, "PackageFamilyName", ""),
+            created_base_path=bool(_stored_number(data, "CreatedBasePath", 0, 0, 1)),
+            move_target=_optional_path(_stored_text(data, "MoveTarget", "")),
         )
+
+
+def _stored_text(data: dict[str, Any], key: str, default: str | None = None, limit: int = 4096) -> str:
+    """A stored string of at most `limit` characters, without NUL."""
+    value = data.get(key, default)
+    if not isinstance(value, str) or len(value) > limit or "\0" in value:
+        raise ValueError(f"{key} must be a string")
+    return value
+
+
+def _stored_number(data: dict[str, Any], key: str, default: int | None, low: int, high: int) -> int:
+    """A stored integer (never a boolean) in `low`..`high`."""
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{key} must be an integer in {low}..{high}")
+    return value
+
+
+def _stored_state(data: dict[str, Any], name: str) -> DistributionState:
+    """The entry's state, one that is ever stored; an installed entry must have a valid name."""
+    state = DistributionState(_stored_number(data, "State", None, 0, 6))
+    if state not in _PERSISTED_STATES:
+        raise ValueError(f"State {int(state)} is never stored")
+    if name:
+        validate_name(name)
+    elif state is DistributionState.INSTALLED:
+        raise ValueError("DistributionName is missing")
+    return state
+
+
+def _stored_environment(data: dict[str, Any]) -> list[str]:
+    """The default environment: at most 1024 NAME=value strings."""
+    environment = data.get("DefaultEnvironment", default_environment())
+    if (
+        not isinstance(environment, list)
+        or len(environment) > 1024
+        or not all(isinstance(item, str) and "=" in item and "\0" not in item for item in environment)
+    ):
+        raise ValueError("DefaultEnvironment must be a list of NAME=value strings")
+    return list(environment)
+
+
+def _needs_recovery(registration: Registration) -> bool:
+    """Whether an operation left the entry half done (not installed, or a move under way)."""
+    return registration.state is not DistributionState.INSTALLED or registration.move_target is not None
 
 
 def _optional_path(value: str) -> Path | None:
@@ -406,7 +424,7 @@ class Registry:
 
     def _store(self, data: RegistryData) -> None:
         payload = (json.dumps(data.to_json(), indent=2, sort_keys=False) + "\n").encode("utf-8")
-        temporary = self.folder / f".registry.json.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        temporary = self.folder / f".registry.json.{os.getpid()}.{os.urandom(4).hex()}.tmp"
         with acting_as(self.identity):
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = os.open(temporary, flags, 0o600)
@@ -535,19 +553,27 @@ class Registry:
         with acting_as(self.identity):
             if not self.path.exists():
                 return []
-        if all(
-            r.state is DistributionState.INSTALLED and r.move_target is None
-            for r in self.snapshot().distributions.values()
-        ):
+        if not any(_needs_recovery(r) for r in self.snapshot().distributions.values()):
             return []
+        held, moves = self._claim_crashed()
+        cleaned: list[str] = [self._finish_move(registration, lock) for registration, lock in moves]
+        for registration, lock in held:
+            name = self._roll_back(registration, lock)
+            if name is not None:
+                cleaned.append(name)
+        return cleaned
+
+    def _claim_crashed(
+        self,
+    ) -> tuple[list[tuple[Registration, OperationLock]], list[tuple[Registration, OperationLock]]]:
+        """Take the operation lock of every entry whose operation crashed: those to remove
+        (marked Uninstalling) and the interrupted moves. Entries whose owner lives are left."""
         held: list[tuple[Registration, OperationLock]] = []
         moves: list[tuple[Registration, OperationLock]] = []
         with self.transaction() as data:
             for registration in list(data.distributions.values()):
-                if registration.state is DistributionState.INSTALLED and registration.move_target is None:
-                    continue
-                if self.active_operation(registration.id) is not None:
-                    continue  # its owner is alive
+                if not _needs_recovery(registration) or self.active_operation(registration.id) is not None:
+                    continue  # nothing to do, or its owner is alive
                 try:
                     lock = self.acquire_operation(registration.id, DistributionState.UNINSTALLING)
                 except WslError:
@@ -558,19 +584,21 @@ class Registry:
                 registration.state = DistributionState.UNINSTALLING
                 held.append((registration, lock))
             data.fix_default()
-        cleaned: list[str] = [self._finish_move(registration, lock) for registration, lock in moves]
-        for registration, lock in held:
-            with lock:
-                try:
-                    if self.remove_files is not None:
-                        self.remove_files(registration)
-                except (OSError, WslError):
-                    continue
-                with self.transaction() as data:
-                    data.distributions.pop(registration.id, None)
-                    data.fix_default()
-                cleaned.append(registration.name or str(registration.id))
-        return cleaned
+        return held, moves
+
+    def _roll_back(self, registration: Registration, lock: OperationLock) -> str | None:
+        """Delete a crashed operation's files and entry; None (the entry stays Uninstalling) when
+        its files cannot be deleted."""
+        with lock:
+            try:
+                if self.remove_files is not None:
+                    self.remove_files(registration)
+            except (OSError, WslError):
+                return None
+            with self.transaction() as data:
+                data.distributions.pop(registration.id, None)
+                data.fix_default()
+        return registration.name or str(registration.id)
 
     def _finish_move(self, registration: Registration, lock: OperationLock) -> str:
         """An interrupted move: keep whichever copy is whole."""
