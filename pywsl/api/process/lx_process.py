@@ -266,6 +266,7 @@ def _console_size(streams: Sequence[_Stream]) -> tuple[int, int] | None:
 
 # An event handler gets (readable, writable) for its descriptor.
 _EventHandler = Callable[[bool, bool], None]
+_Want = tuple[bool, int | None, int]  # (wanted now, descriptor, poll events)
 
 
 class _Pump:
@@ -500,11 +501,7 @@ class LxProcess:
 
         try:
             if interactive and threading.current_thread() is threading.main_thread():
-                wanted: list[int] = list(FORWARDED_SIGNALS)
-                if self._winsize_fd is not None:
-                    wanted.append(signal.SIGWINCH)
-                for number in wanted:
-                    previous[number] = signal.signal(number, handler)
+                self._forward_signals(handler, previous)
             for stream in (sys.stdout, sys.stderr):
                 with contextlib.suppress(Exception):
                     stream.flush()
@@ -522,6 +519,14 @@ class LxProcess:
             _close(wake_write)
         if self._exit_done and self._outputs_done():
             self._finish()
+
+    def _forward_signals(self, handler: Any, previous: dict[int, Any]) -> None:
+        """Catch the signals an interactive process gets forwarded (and SIGWINCH for its size)."""
+        wanted: list[int] = list(FORWARDED_SIGNALS)
+        if self._winsize_fd is not None:
+            wanted.append(signal.SIGWINCH)
+        for number in wanted:
+            previous[number] = signal.signal(number, handler)
 
     def _finish(self) -> None:
         if self.returncode is None:
@@ -556,36 +561,43 @@ class LxProcess:
                 return
 
     def _interest(self, capture: bool, wake_read: int) -> dict[int, int]:
+        """The poll events wanted on each descriptor now (each pump asks only for what it can take)."""
+        wants: list[_Want] = [
+            (True, wake_read, select.POLLIN),
+            (not self._exit_done, None if self._exit_done else self._exit.fileno(), select.POLLIN),
+            *self._console_interest(),
+            *self._output_interest(),
+            *(self._capture_interest() if capture else ()),
+        ]
         interest: dict[int, int] = {}
-
-        def want(fd: int | None, events: int) -> None:
-            if fd is not None:
+        for wanted, fd, events in wants:
+            if wanted and fd is not None:
                 interest[fd] = interest.get(fd, 0) | events
+        return interest
 
-        want(wake_read, select.POLLIN)
-        if not self._exit_done:
-            want(self._exit.fileno(), select.POLLIN)
-        if self._console_in is not None:
-            if self._to_relay.room and not self._status_received:
-                want(self._terminal_in, select.POLLIN)
-            if self._to_relay.pending:
-                want(self._console_in, select.POLLOUT)
-            if self._echo.room:
-                want(self._console_in, select.POLLIN)
-            if self._echo.pending:
-                want(self._terminal_in, select.POLLOUT)
+    def _console_interest(self) -> list[_Want]:
+        if self._console_in is None:
+            return []
+        return [
+            (bool(self._to_relay.room) and not self._status_received, self._terminal_in, select.POLLIN),
+            (bool(self._to_relay.pending), self._console_in, select.POLLOUT),
+            (bool(self._echo.room), self._console_in, select.POLLIN),
+            (bool(self._echo.pending), self._terminal_in, select.POLLOUT),
+        ]
+
+    def _output_interest(self) -> list[_Want]:
+        wants: list[_Want] = []
         for sock, terminal in self._console_out:
             pump = self._outputs[sock]
-            if pump.room:
-                want(sock, select.POLLIN)
-            if pump.pending:
-                want(terminal, select.POLLOUT)
-        if capture:
-            if self.stdin is not None and not self.stdin.closed and self._input is not None:
-                want(self.stdin.fileno(), select.POLLOUT)
-            for fd in self._capturing:
-                want(fd, select.POLLIN)
-        return interest
+            wants += [(bool(pump.room), sock, select.POLLIN), (bool(pump.pending), terminal, select.POLLOUT)]
+        return wants
+
+    def _capture_interest(self) -> list[_Want]:
+        feeding = self.stdin is not None and not self.stdin.closed and self._input is not None
+        wants: list[_Want] = [
+            (feeding, self.stdin.fileno() if feeding and self.stdin else None, select.POLLOUT)
+        ]
+        return wants + [(True, fd, select.POLLIN) for fd in self._capturing]
 
     def _routes(self, wake_read: int, received: list[int]) -> dict[int, list[_EventHandler]]:
         """Which handlers an event on each descriptor goes to, in order (each checks its own state)."""
