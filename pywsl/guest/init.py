@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import selectors
@@ -81,6 +82,12 @@ CREATE_SESSION_RESPONSE = schema("LX_INIT_CREATE_SESSION_RESPONSE")
 TERMINATE_INSTANCE = schema("LX_INIT_TERMINATE_INSTANCE")
 
 T = LX_MESSAGE_TYPE
+
+
+def _drain(fd: int) -> None:
+    """Empty the signal wake-up pipe (the handlers already ran)."""
+    with contextlib.suppress(BlockingIOError):
+        os.read(fd, 512)
 
 
 @dataclass(frozen=True)
@@ -239,33 +246,31 @@ class Init:
         # the distribution ([boot] command = kill 1) must not stop every launch.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        self.selector.register(wakeup_read, selectors.EVENT_READ, "signal")
-        self.selector.register(self.control, selectors.EVENT_READ, "control")
+        # Each registration's data is what to call when its descriptor is readable.
+        self.selector.register(wakeup_read, selectors.EVENT_READ, functools.partial(_drain, wakeup_read))
+        self.selector.register(self.control, selectors.EVENT_READ, self._on_control)
         if self.instance.console is not None:
-            self.selector.register(self.instance.console.fd, selectors.EVENT_READ, "console")
+            self.selector.register(
+                self.instance.console.fd, selectors.EVENT_READ, self.instance.console.drain
+            )
         interop = interop_init.start_listener(self.instance.conf.interop_enabled)
         if interop is not None:
-            self.selector.register(interop, selectors.EVENT_READ, "interop")
+            self.selector.register(
+                interop, selectors.EVENT_READ, functools.partial(self._on_interop, interop)
+            )
         self._add_channel(socket.socket(fileno=self.instance.parameters.channel_fd))
         while self.stop is None:
             for key, _events in self.selector.select(self._select_timeout()):
-                if key.data == "signal":
-                    with contextlib.suppress(BlockingIOError):
-                        os.read(wakeup_read, 512)
-                elif key.data == "control":
-                    self._on_control()
-                elif key.data == "console" and self.instance.console is not None:
-                    self.instance.console.drain()
-                elif key.data == "interop" and interop is not None:
-                    interop.accept(None if self.control.fileno() < 0 else self.control)
-                elif isinstance(key.data, MessageChannel):
-                    self._on_channel(key.data)
+                key.data()
                 if self.stop is not None:
                     break
             self._reap()
             self._check_idle()
         self._terminate(self.stop)
         return 0
+
+    def _on_interop(self, interop: interop_init.InteropListener) -> None:
+        interop.accept(None if self.control.fileno() < 0 else self.control)
 
     def _request_stop(self, force: bool) -> None:
         if self.stop is None:
@@ -302,7 +307,7 @@ class Init:
             channel.close()
             return
         self.channels.add(channel)
-        self.selector.register(channel, selectors.EVENT_READ, channel)
+        self.selector.register(channel, selectors.EVENT_READ, functools.partial(self._on_channel, channel))
 
     def _drop(self, channel: MessageChannel) -> None:
         with contextlib.suppress(KeyError, ValueError):
