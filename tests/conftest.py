@@ -24,6 +24,9 @@ import pytest
 from busybox_images import BUSYBOX, build_busybox_rootfs, own_tree
 from run_folders import run_folder
 
+# Line coverage per package, every process the tests start included (--no-coverage to skip).
+pytest_plugins = ("coverage_report",)
+
 if TYPE_CHECKING:
     from pywsl.vm import CoreInstance, CoreVm, VmConfig
     from pywsl.vm.idmap import IdMap
