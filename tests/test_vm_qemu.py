@@ -1,11 +1,13 @@
 """The qemu backend: a real VM with Debian's kernel, its initramfs, the channel port and the
 distributions folder, driven through the command line. One VM boots for the module (TCG where KVM
-does not work); the channel port's copying loop is also tested on its own, without a VM."""
+does not work); the channel port's copying loop (with an interop call from the guest to the host)
+is also tested on its own, without a VM."""
 
 from __future__ import annotations
 
 import array
 import contextlib
+import errno
 import gzip
 import http.server
 import io
@@ -33,10 +35,13 @@ from run_folders import run_folder
 
 import pywsl as pywsl_package
 from pywsl.api.session.wslconfig import parse_wslconfig
+from pywsl.guest import interop_messages
 from pywsl.guest.port_demux import PortDemux
+from pywsl.guest.vm_mini_init import refuse_interop
 from pywsl.vm import CoreVm
 from pywsl.vm.backends.base import running_backend
 from pywsl.vm.backends.qemu_bridge import MessageCursor
+from pywsl.vm.backends.qemu_interop import InteropHost
 from pywsl.vm.backends.qemu_monitor import HostPort
 from pywsl.vm.backends.qemu_shares import VIRTIOFSD, DistributionShare, remove_share, start_virtiofsd
 from pywsl.vm.errors import VmError
@@ -65,6 +70,7 @@ class _Port:
     host: HostPort
     listener_path: str  # the VM's mini_init.sock
     server: socket.socket  # what pid 1 listens on in the guest
+    interop: socket.socket  # pid 1's end of the socket it passes interop connections on
 
     def open_channel(self) -> tuple[socket.socket, socket.socket]:
         """A host connection and the guest connection it became."""
@@ -89,17 +95,23 @@ def port(tmp_path: Path) -> Iterator[_Port]:
     host_port, guest_port = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     host_port.setblocking(False)
     guest_port.setblocking(False)
-    host = HostPort(host_port.fileno(), listener, SimpleNamespace(share=None, forwarder=None))  # type: ignore[arg-type]
-    guest = PortDemux(guest_port.fileno(), name)
+    log = os.open(tmp_path / "interop.log", os.O_WRONLY | os.O_CREAT, 0o600)
+    interop = InteropHost(os.geteuid(), log)
+    monitor = SimpleNamespace(share=None, forwarder=None, interop=interop)
+    host = HostPort(host_port.fileno(), listener, monitor)  # type: ignore[arg-type]
+    pid1_end, demux_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    guest = PortDemux(guest_port.fileno(), name, interop_source=demux_end)
     threads = [threading.Thread(target=engine.run, daemon=True) for engine in (host, guest)]
     for thread in threads:
         thread.start()
-    yield _Port(host, str(tmp_path / "mini_init.sock"), server)
+    yield _Port(host, str(tmp_path / "mini_init.sock"), server, pid1_end)
     host_port.shutdown(socket.SHUT_RDWR)
     for thread in threads:
         thread.join(10)
         assert not thread.is_alive()
-    for sock in (host_port, guest_port, listener, server):
+    interop.close()
+    os.close(log)
+    for sock in (host_port, guest_port, listener, server, pid1_end, demux_end):
         sock.close()
 
 
@@ -227,6 +239,49 @@ def test_a_descriptor_is_used_only_in_the_direction_it_was_opened_for(port: _Por
 
 
 @needs_root
+@needs_root
+def test_an_interop_call_from_the_guest_runs_on_the_host_with_its_streams(port: _Port) -> None:
+    """pid 1 passes a caller's connection on; the host's worker runs the program with the caller's
+    stdin, stdout and stderr (``2>&1`` here) carried over channels the guest opened."""
+    caller, connection = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    socket.send_fds(port.interop, [b"I"], [connection.fileno()])
+    connection.close()
+    stdin_read, stdin_write = os.pipe()
+    out_read, out_write = os.pipe()
+    request = interop_messages.encode_create_process(
+        "/bin/sh", "/", ["-c", "tr a-z A-Z; echo err >&2; exit 5"], ["PATH=/usr/bin:/bin"]
+    )
+    socket.send_fds(caller, [request], [stdin_read, out_write, out_write])
+    for fd in (stdin_read, out_write):
+        os.close(fd)
+    os.write(stdin_write, b"piped through the port\n")
+    os.close(stdin_write)
+    replies = _read_all(caller)  # the response, the exit status, then the end of the call
+    with os.fdopen(out_read, "rb") as output:
+        assert output.read() == b"PIPED THROUGH THE PORT\nerr\n"
+    response_size = interop_messages.frame_size(replies[: interop_messages.HEADER.size], 1 << 16)[1]
+    assert interop_messages.int32_at_16(replies[:response_size]) == 0  # started
+    assert interop_messages.int32_at_16(replies[response_size:]) == 5  # its exit status
+    caller.close()
+
+
+@needs_root
+def test_an_interop_request_the_guest_cannot_pass_on_is_refused_at_once() -> None:
+    caller, connection = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    stdin_read, stdin_write = os.pipe()
+    request = interop_messages.encode_create_process("/bin/true", "/", ["true"], [])
+    socket.send_fds(caller, [request], [stdin_read, stdin_write, stdin_write])
+    for fd in (stdin_read, stdin_write):
+        os.close(fd)
+    refuse_interop(connection.fileno())
+    connection.close()
+    caller.settimeout(10)
+    reply = caller.recv(4096)
+    assert interop_messages.int32_at_16(reply) == errno.EOPNOTSUPP
+    assert caller.recv(4096) == b""
+    caller.close()
+
+
 def test_the_distributions_folder_is_attached_released_and_removed(tmp_path: Path) -> None:
     runtime = tmp_path / "run"
     runtime.mkdir(mode=0o700)
@@ -329,23 +384,23 @@ def guest_kernel() -> tuple[Path, Path]:
 
 
 def _vm_processes(runtime_dir: Path) -> list[int]:
-    """QEMU, its monitor and the file server of the VM in ``runtime_dir`` (zombies aside)."""
+    """QEMU, its monitor and what the monitor started (file servers, the interop server) for the
+    VM in ``runtime_dir`` (zombies aside)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         with contextlib.suppress(OSError):
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            comm = Path(f"/proc/{entry}/comm").read_text().strip()
             state = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()[0]
             ours = str(runtime_dir).encode() in cmdline and b"qemu" in cmdline
-            if state != "Z" and (ours or (comm == "virtiofsd" and _server_of(entry))):
+            if state != "Z" and (ours or _server_of(entry)):  # QEMU, file and interop servers
                 found.append(int(entry))
     return found
 
 
 def _server_of(pid: str) -> bool:
-    """A file server this test module started (its parent is one of our monitors)."""
+    """A process a VM monitor started (its parent is a monitor)."""
     with contextlib.suppress(OSError):
         parent = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1]
         return b"qemu_monitor" in Path(f"/proc/{parent}/cmdline").read_bytes()
@@ -364,7 +419,7 @@ def pywsl(guest_kernel: tuple[Path, Path], tmp_path_factory: pytest.TempPathFact
     (config / "pywsl" / "wslconfig").write_text(
         "[general]\ninstanceIdleTimeout=120000\n"
         f"[wsl2]\nvmIdleTimeout=300000\nkernel={image}\nkernelModules={modules}\n"
-        "kernelBootTimeout=150000\nmemory=512MB\nprocessors=1\nlocalhostForwarding=true\n"
+        "kernelBootTimeout=150000\nmemory=512MB\nprocessors=1\nlocalhostForwarding=true\nswap=64MB\n"
         "[pywsl]\nbackend=qemu\n"
     )
     env = {
@@ -454,7 +509,7 @@ def test_terminal_size_input_and_exit_status(pywsl: Pywsl, box: str) -> None:
         if not data:
             break
         output += data
-        if b"33 101" in output and not answered:
+        if b"33 101\r\n" in output and not answered:  # the whole line first: the echo comes after it
             os.write(fd, b"abc\n")
             answered = True
     _pid, status = os.waitpid(pid, 0)
@@ -602,6 +657,17 @@ def test_modules_resolve_with_dependencies_first(tmp_path: Path) -> None:
         resolve_modules(tree, wanted)
 
 
+def test_modules_only_every_user_may_read_go_into_the_initramfs(tmp_path: Path) -> None:
+    """A modules tree names its files (modules.dep): one of root's private files is refused."""
+    private = tmp_path / "private"
+    tree = private / "6.0-test"
+    (tree / "kernel").mkdir(parents=True)
+    os.chmod(private, 0o700)  # only its owner (root) may enter
+    (tree / "kernel" / "virtio_mmio.ko").write_bytes(b"\x7fELF")
+    with pytest.raises(VmError, match="not every user may enter"):
+        resolve_modules(tree, ("virtio_mmio",))
+
+
 @vm_test
 def test_initramfs_is_built_once_and_holds_init_busybox_and_modules(
     guest_kernel: tuple[Path, Path], tmp_path: Path
@@ -640,3 +706,28 @@ def test_pywsl_backend_key_selects_qemu_and_honours_kernel_keys() -> None:
     assert default.backend == "namespaces" and len(default.ignored) == 1
     bad = parse_wslconfig("[pywsl]\nbackend = firecracker\n")
     assert bad.backend == "namespaces" and "Valid values: namespaces, qemu" in bad.warnings[0]
+
+
+@vm_test
+def test_host_programs_run_on_the_host_with_the_callers_streams(pywsl: Pywsl, box: str) -> None:
+    script = (
+        "import os, sys; data = sys.stdin.read(); "
+        'print(data.strip(), os.getuid(), os.readlink("/proc/self/ns/pid")); '
+        'print("to stderr", file=sys.stderr); sys.exit(7)'
+    )
+    program = Path(os.path.realpath(sys.executable)).name  # on the host's PATH, not in busybox
+    result = pywsl("-d", box, "--", f"echo piped | {program} -c '{script}'; echo status=$?")
+    assert result.returncode == 0, result
+    host_namespace = os.readlink("/proc/self/ns/pid")
+    assert result.out == f"piped 0 {host_namespace}\nstatus=7\n", result
+    assert result.stderr == b"to stderr\n"
+
+
+@vm_test
+def test_swap_is_a_disk_of_the_configured_size_with_no_file_on_the_host(pywsl: Pywsl, box: str) -> None:
+    result = pywsl("-d", box, "--", "cat /proc/swaps")
+    assert result.returncode == 0, result.stderr
+    device = result.out.splitlines()[1].split()
+    assert device[:3] == ["/dev/vda", "partition", str(64 * 1024 - 4)]  # KiB, less mkswap's header page
+    cache = Path(pywsl.env["PYWSL_CACHE_ROOT"])
+    assert all(entry.name.startswith("initramfs-") or entry.is_dir() for entry in cache.iterdir())

@@ -9,26 +9,34 @@ keeps its own end as a new channel and passes the other with the next bytes of t
 mini_init, init and the relays get descriptors exactly as on the namespaces backend. With a
 network (NAT) it reports every second the TCP ports listening on all addresses (``PORTS``), for
 ``localhostForwarding``.
+
+Interop the other way round: pid 1 passes each interop connection of a distribution here (on
+the socket ``interop_source``); it becomes a channel the guest opens (``INTEROP``, numbered from
+``GUEST_CHANNELS``), and the request's stdin, stdout and stderr become channels of their own
+(``ATTACH`` to the host: pipes the host makes, this side reading or writing the caller's
+descriptors), so the host's interop worker gets descriptors as on the namespaces backend. Only the
+first message of the connection (the request) may carry descriptors, exactly three.
 The port closing (the host side went away) ends the process.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import socket
 import time
 
 from pywsl.wire.errors import ProtocolError
-from pywsl.wire.port_engine import Endpoint, PortEngine
+from pywsl.wire.port_engine import Endpoint, PortEngine, stream_endpoint
 from pywsl.wire.port_mux import (
+    GUEST_CHANNELS,
     AttachEntry,
     AttachKind,
     Frame,
     FrameKind,
     decode_attach,
+    encode_attach,
     encode_names,
     encode_ports,
 )
@@ -39,7 +47,7 @@ PORT_NAME = "pywsl.mux"
 PORTS_FOLDER = "/sys/class/virtio-ports"
 DISTRIBUTIONS_FOLDER = "/run/pywsl/distributions"
 PORT_SCAN_INTERVAL = 1.0
-STREAM_BUFFER = 1024 * 1024  # the pipes and socket pairs made for a process's streams
+INTEROP_STREAMS = 3  # stdin, stdout, stderr of an interop request
 _TCP_TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
 _LISTEN = "0A"
 _ANY_ADDRESSES = {"00000000", "00000000000000000000000000000000"}
@@ -85,6 +93,7 @@ class PortDemux(PortEngine):
         distributions: str = DISTRIBUTIONS_FOLDER,
         *,
         report_ports: bool = False,
+        interop_source: socket.socket | None = None,
     ) -> None:
         super().__init__(port_fd)
         self.listen_address = listen_address
@@ -92,6 +101,10 @@ class PortDemux(PortEngine):
         self.report_ports = report_ports
         self.reported_ports: list[int] = []
         self.next_scan = 0.0
+        self.next_channel = GUEST_CHANNELS
+        self.interop_source = interop_source
+        if interop_source is not None:
+            self.extra[interop_source.fileno()] = self._receive_interop
 
     def run(self) -> None:
         self.send_frame(0, FrameKind.READY)
@@ -164,44 +177,103 @@ class PortDemux(PortEngine):
 
     def _make(self, entry: AttachEntry, made: list[int], opened: list[str]) -> int:
         """The descriptor to pass for ``entry``; this side's end becomes channel ``entry.channel``."""
-        if entry.kind is AttachKind.SAME:
-            return os.dup(made[entry.channel])
         if entry.kind is AttachKind.DIRECTORY:
             opened.append(entry.name)
             if not entry.name.isdigit():
                 raise OSError(f"invalid shared folder name {entry.name!r}")
             flags = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
             return os.open(os.path.join(self.distributions, entry.name), flags)
-        if entry.channel in self.endpoints or entry.channel == 0:
-            raise OSError(f"channel {entry.channel} is in use")
-        if entry.kind is AttachKind.SOCKET:
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            for sock in (ours, theirs):
-                _large_buffers(sock)
-            ours.setblocking(False)
-            fd = ours.detach()
-            self.add(Endpoint(entry.channel, fd, fd, is_socket=True))
-            return theirs.detach()
-        read_end, write_end = os.pipe2(os.O_CLOEXEC)
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, STREAM_BUFFER)
-        if entry.kind is AttachKind.PIPE_IN:
-            os.set_blocking(write_end, False)
-            self.add(Endpoint(entry.channel, -1, write_end))
-            return read_end
-        os.set_blocking(read_end, False)
-        self.add(Endpoint(entry.channel, read_end, -1))
-        return write_end
+        if entry.channel >= GUEST_CHANNELS:
+            raise OSError(f"channel {entry.channel} is the guest's to open")
+        return self.attached_descriptor(entry, made)
+
+    # -- interop: channels the guest opens ---------------------------------------------------------
+
+    def _new_channel(self) -> int:
+        channel = self.next_channel
+        self.next_channel = channel + 1 if channel < 0xFFFF_FFFF else GUEST_CHANNELS
+        return channel
+
+    def _receive_interop(self) -> None:
+        """Interop connections from pid 1, each a new channel (``INTEROP``)."""
+        assert self.interop_source is not None
+        try:
+            data, fds, _flags, _address = socket.recv_fds(
+                self.interop_source, 16, 4, socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
+            )
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data, fds = b"", []
+        if not data and not fds:  # pid 1 is gone (the machine restarts)
+            del self.extra[self.interop_source.fileno()]
+            return
+        for fd in fds:
+            channel = self._new_channel()
+            if channel in self.endpoints:
+                os.close(fd)
+                continue
+            self.add(Endpoint(channel, fd, fd, is_socket=True, data=InteropCall()))
+            self.send_frame(channel, FrameKind.INTEROP)
+
+    def on_local_data(self, endpoint: Endpoint, data: bytes, fds: list[int]) -> None:
+        call = endpoint.data
+        if isinstance(call, InteropCall) and not call.request_seen:
+            call.request_seen = True
+            if fds:
+                try:
+                    entries = self._interop_streams(fds)
+                except OSError as error:
+                    log.error("interop channel %d: %s", endpoint.channel, error)
+                    self.close(endpoint, tell_peer=True)
+                    return
+                self.send_frame(endpoint.channel, FrameKind.ATTACH, encode_attach(entries))
+                fds = []
+        super().on_local_data(endpoint, data, fds)
+
+    def _interop_streams(self, fds: list[int]) -> list[AttachEntry]:
+        """The request's stdin, stdout and stderr (all taken over) as channels this side reads or
+        writes; ``2>&1`` stays one stream."""
+        entries: list[AttachEntry] = []
+        made: list[Endpoint] = []
+        seen: dict[tuple[int, int], int] = {}
+        try:
+            if len(fds) != INTEROP_STREAMS:
+                raise OSError(f"{len(fds)} descriptors with an interop request, not {INTEROP_STREAMS}")
+            for index, fd in enumerate(fds):
+                fds[index] = -1
+                info = os.fstat(fd)
+                key = (info.st_dev, info.st_ino)
+                if index and key in seen:
+                    os.close(fd)
+                    entries.append(AttachEntry(AttachKind.SAME, seen[key]))
+                    continue
+                channel = self._new_channel()
+                made.append(self.add(stream_endpoint(channel, fd, local_reads=index == 0)))
+                entries.append(
+                    AttachEntry(AttachKind.PIPE_IN if index == 0 else AttachKind.PIPE_OUT, channel)
+                )
+                if index:
+                    seen[key] = index
+        except OSError:
+            for fd in fds:
+                if fd >= 0:
+                    os.close(fd)
+            for endpoint in made:
+                self.close(endpoint, tell_peer=False)
+            raise
+        return entries
 
 
-def _large_buffers(sock: socket.socket) -> None:
-    for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, option, STREAM_BUFFER)
+class InteropCall:
+    """What the demultiplexer keeps with an interop connection's channel."""
+
+    def __init__(self) -> None:
+        self.request_seen = False  # the first bytes (the request, with its descriptors) went on
 
 
-def run_demux(port_fd: int, listen_address: str) -> None:
+def run_demux(port_fd: int, listen_address: str, interop_source: socket.socket | None = None) -> None:
     """The demultiplexer's process: copy until the port closes."""
     os.set_blocking(port_fd, False)
     report_ports = os.environ.get("PYWSL_NETWORK") == "nat"  # the kernel command line's setting
-    PortDemux(port_fd, listen_address, report_ports=report_ports).run()
+    PortDemux(port_fd, listen_address, report_ports=report_ports, interop_source=interop_source).run()

@@ -12,16 +12,22 @@ backend, with what the VM monitor gives it there made here.
   empty read-only tmpfs when it is not served.
 * **The monitor's socket**: the demultiplexer's process holds the other end, so pid 1 stops the
   VM when the demultiplexer (the VM's only way to the host) is gone, as mini_init does when its
-  monitor dies. Interop with the host is not available in the VM yet: a request is refused.
+  monitor dies.
+* **Interop**: an interop connection goes to the demultiplexer (on the watch socket), which
+  opens a channel to the host for it (``port_demux``); the host's interop worker, the VM's
+  owner, runs the program. When the demultiplexer cannot take it, the request is answered at
+  once with ``EOPNOTSUPP`` (the caller prints "cannot run <program> on the host: Operation not
+  supported"), without waiting on the caller.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
 
-from pywsl.guest import mini_init, mounts, syscalls
+from pywsl.guest import interop_messages, mini_init, mounts, syscalls
 from pywsl.guest.boot import BootArguments
 from pywsl.guest.devices import DeviceSettings
 from pywsl.guest.vm_monitor import TreeCloner, VmContext
@@ -33,6 +39,7 @@ DEFAULT_INSTANCE_IDLE_TIMEOUT_MS = 15_000
 HOST_FILES_PATH = "/run/pywsl/host"  # the host's files, when the host serves them (initramfs)
 HOST_TREE_PATH = "/run/pywsl/empty-host"
 _FULL_RANGE = [(0, 0, (1 << 32) - 1)]
+_MAX_DRAIN_READS = 32  # what an interop caller sent before its refusal (a request is ~1 MiB at most)
 _kept: list[socket.socket] = []  # the ready socket's peer: mini_init reports once, nobody reads
 
 
@@ -51,7 +58,36 @@ class LocalCloner(TreeCloner):
         return mounts.clone_tree(fd)
 
     def forward_interop(self, fd: int) -> None:
-        log.warning("interop with the host is not available in a qemu VM yet")
+        """Pass an interop connection to the demultiplexer (``fd`` stays the caller's to close)."""
+        try:
+            socket.send_fds(self.sock, [b"I"], [fd], socket.MSG_DONTWAIT)
+        except OSError as error:
+            log.warning("interop: the port demultiplexer cannot take a request: %s", error)
+            refuse_interop(fd)
+
+
+def refuse_interop(fd: int) -> None:
+    """Answer the interop connection ``fd`` (the caller's to close) with ``EOPNOTSUPP``, never
+    blocking: what the caller already sent is read and its descriptors closed first (a socket
+    closed with unread bytes would reset the caller's end), then the answer and the end of it."""
+    connection = socket.socket(fileno=os.dup(fd))
+    try:
+        connection.setblocking(False)
+        for _ in range(_MAX_DRAIN_READS):
+            try:
+                data, fds, _flags, _address = socket.recv_fds(connection, 65536, 8)
+            except (BlockingIOError, InterruptedError):
+                break
+            for received in fds:
+                os.close(received)
+            if not data:
+                break
+        connection.send(interop_messages.encode_response(errno.EOPNOTSUPP))
+        connection.shutdown(socket.SHUT_WR)
+    except OSError as error:
+        log.warning("cannot refuse an interop request: %s", error)
+    finally:
+        connection.close()
 
 
 def _host_tree() -> int:

@@ -12,6 +12,7 @@ of mini_init), then serves mini_init channels (``vm_mini_init``) until ``Shutdow
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import gc
 import logging
 import os
@@ -20,13 +21,14 @@ import socket
 import sys
 import time
 
-from pywsl.guest import forking, interop_init, mini_init
+from pywsl.guest import forking, interop_init, interop_native, mini_init
 from pywsl.guest.port_demux import find_port, run_demux
 from pywsl.guest.vm_mini_init import serve
 
 log = logging.getLogger("pywsl.vm_pid1")
 
 LISTEN_ADDRESS = "\0pywsl-mini-init"
+SHARE_FOLDER = "/run/pywsl/share"  # + index: the initramfs mounts the host's pywsl folders there
 PORT_WAIT = 10.0
 LINUX_REBOOT_CMD_RESTART = 0x01234567
 
@@ -57,13 +59,35 @@ def _start_demux(port_fd: int) -> socket.socket:
         try:
             watch.close()
             signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-            run_demux(port_fd, LISTEN_ADDRESS)
+            run_demux(port_fd, LISTEN_ADDRESS, watch_child)
         except BaseException:
             log.exception("the port demultiplexer failed")
         os._exit(1)
     watch_child.close()
     os.close(port_fd)
     return watch
+
+
+def _host_path(path: str) -> str:
+    """The host's path of ``path`` in one of the shared pywsl folders (``PYWSL_SHARE<n>`` on the
+    kernel command line); others (``/usr``) are the same on both sides."""
+    for name, host_folder in os.environ.items():
+        if name.startswith("PYWSL_SHARE") and name[len("PYWSL_SHARE") :].isdigit():
+            folder = SHARE_FOLDER + name[len("PYWSL_SHARE") :]
+            if path == folder or path.startswith(folder + "/"):
+                return host_folder + path[len(folder) :]
+    return path
+
+
+def _detect_interop_runtime() -> None:
+    """The interop launcher's pieces as the host's files (the distributions see them under
+    /mnt/host, the host's tree): pywsl's folder by its host path; no native client (it would
+    be built in the VM, under emulation, and exist only there)."""
+    os.environ[interop_native.DISABLE_ENV] = "0"
+    runtime = interop_init.detect_runtime()
+    if runtime is not None:
+        package = _host_path(runtime.package_parent)
+        interop_init._runtime = dataclasses.replace(runtime, package_parent=package)
 
 
 def run() -> int:
@@ -74,7 +98,7 @@ def run() -> int:
     watch = _start_demux(port_fd)
     log.info("channel port ready %.1f s after the kernel started", time.monotonic())
     mini_init._warm_up()
-    interop_init.detect_runtime()
+    _detect_interop_runtime()
     gc.collect()
     gc.freeze()
     return serve(listener, watch)

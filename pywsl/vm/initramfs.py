@@ -1,14 +1,14 @@
 """The initramfs of the ``qemu`` backend, built once per kernel and cached.
 
 It holds only what the guest needs to reach pid 1: a static busybox (``/busybox``), the kernel
-modules for virtio-mmio, the virtio console (the channel port) and 9p (the host's ``/usr`` and
-pywsl's own folders, shared read-only), each with its dependencies in load order (from
-``modules.dep``, or from the modules' own ``.modinfo`` when the tree has no ``modules.dep``), and
-``/init``, a shell script that mounts them (and, over virtiofs, the shared distributions folder
-and the host's files),
-sets up the network for ``networkingMode=NAT`` (QEMU's user networking: 10.0.2.15/24, gateway
-10.0.2.2, DNS 10.0.2.3) and execs the host's Python on ``pywsl.guest.vm_pid1``. Per-VM
-settings travel on the kernel command line (``PYWSL_*`` words,
+modules for virtio-mmio, the virtio console (the channel port), 9p (the host's ``/usr`` and
+pywsl's own folders, shared read-only), virtiofs, the NIC and virtio-blk (the swap disk), each
+with its dependencies in load order (from ``modules.dep``, or from the modules' own ``.modinfo``
+when the tree has no ``modules.dep``), and ``/init``, a shell script that mounts them (and, over
+virtiofs, the shared distributions folder and the host's files), turns the swap disk
+(``[wsl2] swap``, ``/dev/vda``) into swap, sets up the network for ``networkingMode=NAT`` (QEMU's
+user networking: 10.0.2.15/24, gateway 10.0.2.2, DNS 10.0.2.3) and execs the host's Python on
+``pywsl.guest.vm_pid1``. Per-VM settings travel on the kernel command line (``PYWSL_*`` words,
 which the kernel hands to ``/init`` as environment variables).
 
 The archive is a gzip'd ``newc`` cpio, cached as ``<cache>/initramfs-<key>.img`` where the key
@@ -35,9 +35,17 @@ from pywsl.vm.kernel import GuestKernel
 
 __all__ = ["GUEST_MODULES", "build_initramfs", "find_busybox", "init_script", "resolve_modules"]
 
-FORMAT_VERSION = "2"
+FORMAT_VERSION = "3"
 # What the guest loads, in this order (each after its dependencies).
-GUEST_MODULES = ("virtio_mmio", "virtio_console", "9pnet_virtio", "9p", "virtiofs", "virtio_net")
+GUEST_MODULES = (
+    "virtio_mmio",
+    "virtio_console",
+    "9pnet_virtio",
+    "9p",
+    "virtiofs",
+    "virtio_net",
+    "virtio_blk",
+)
 BUSYBOX_CANDIDATES = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
 GUEST_PID1_ARGV = ("-S", "-m", "pywsl.guest.vm_pid1")
 SHARE_MOUNT_OPTIONS = "trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144"
@@ -96,6 +104,11 @@ if [ "$PYWSL_HOST_FILES" = 1 ]; then
     $b mount -t virtiofs -o nosuid,nodev {HOST_FILES_TAG} $r{HOST_FILES_FOLDER} \
         || fail "cannot mount the host's files"
 fi
+if [ "$PYWSL_SWAP" = 1 ]; then
+    i=0
+    while [ ! -b $r/dev/vda ] && [ "$i" -lt 200 ]; do $b usleep 10000; i=$((i + 1)); done
+    {{ $b mkswap $r/dev/vda >/dev/null && $b swapon $r/dev/vda; }} || echo "pywsl initramfs: no swap" >&2
+fi
 $b ip link set lo up
 : > $r/etc/resolv.conf
 if [ "$PYWSL_NETWORK" = nat ]; then
@@ -143,8 +156,30 @@ def _module_name(path: str) -> str:
     return name.removesuffix(".ko").replace("-", "_")
 
 
+def _readable_by_everyone(fd: int, path: Path) -> None:
+    """Refuse a module file not every user may read: the tree may be a user's (``[wsl2]
+    kernelModules``) and is read with root's rights, so what goes into the VM is only what the
+    VM's owner could read anyway. Checked on the opened file and the folders of its real path
+    (``/proc/self/fd``): a folder or file of another user that is not open to all stops it."""
+    real = Path(os.readlink(f"/proc/self/fd/{fd}"))
+    if not os.fstat(fd).st_mode & stat.S_IROTH:
+        raise VmError(f"the kernel module {path} ({real}) is not readable by every user")
+    for folder in real.parents:
+        if not os.stat(folder).st_mode & stat.S_IXOTH:
+            raise VmError(f"the kernel module {path} is in {folder}, which not every user may enter")
+
+
 def _read_module(path: Path) -> bytes:
-    data = path.read_bytes()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as error:
+        raise VmError(f"cannot read the kernel module {path}: {error.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise VmError(f"the kernel module {path} is not a regular file")
+        _readable_by_everyone(fd, path)
+        os.set_blocking(fd, True)
+        data = handle.read()
     if path.name.endswith(".xz"):
         return lzma.decompress(data)
     if path.name.endswith(".gz"):

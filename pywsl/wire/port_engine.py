@@ -16,18 +16,29 @@ from __future__ import annotations
 import array
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import select
 import socket
+import stat
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pywsl.wire.errors import ProtocolError
-from pywsl.wire.port_mux import MAX_PAYLOAD, WINDOW, Frame, FrameKind, FrameReader, encode_frame
+from pywsl.wire.port_mux import (
+    MAX_PAYLOAD,
+    WINDOW,
+    AttachEntry,
+    AttachKind,
+    Frame,
+    FrameKind,
+    FrameReader,
+    encode_frame,
+)
 
-__all__ = ["READ_SIZE", "Endpoint", "PortEngine"]
+__all__ = ["READ_SIZE", "STREAM_BUFFER", "Endpoint", "PortEngine", "large_buffers", "stream_endpoint"]
 
 log = logging.getLogger("pywsl.port")
 
@@ -35,6 +46,7 @@ READ_SIZE = 256 * 1024  # a local read (and a DATA frame) at most
 PORT_READ_SIZE = 1024 * 1024
 CREDIT_BATCH = 64 * 1024
 MAX_RECEIVED_FDS = 16
+STREAM_BUFFER = 1024 * 1024  # the pipes and socket pairs made for a process's streams
 
 
 @dataclass
@@ -143,6 +155,35 @@ class PortEngine:
             old.close_fds()
         self.endpoints[endpoint.channel] = endpoint
         return endpoint
+
+    def attached_descriptor(self, entry: AttachEntry, made: list[int]) -> int:
+        """The descriptor to pass on for a ``SAME``, ``SOCKET``, ``PIPE_IN`` or ``PIPE_OUT`` entry
+        of an ``ATTACH`` (``made``: those of the entries before it); this side's end becomes
+        channel ``entry.channel``. OSError for anything else."""
+        if entry.kind is AttachKind.SAME:
+            return os.dup(made[entry.channel])
+        if entry.channel in self.endpoints or entry.channel == 0:
+            raise OSError(f"channel {entry.channel} is in use")
+        if entry.kind is AttachKind.SOCKET:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            for sock in (ours, theirs):
+                large_buffers(sock)
+            ours.setblocking(False)
+            fd = ours.detach()
+            self.add(Endpoint(entry.channel, fd, fd, is_socket=True))
+            return theirs.detach()
+        if entry.kind not in (AttachKind.PIPE_IN, AttachKind.PIPE_OUT):
+            raise OSError(f"a {entry.kind.name} entry cannot be made here")
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, STREAM_BUFFER)
+        if entry.kind is AttachKind.PIPE_IN:
+            os.set_blocking(write_end, False)
+            self.add(Endpoint(entry.channel, -1, write_end))
+            return read_end
+        os.set_blocking(read_end, False)
+        self.add(Endpoint(entry.channel, read_end, -1))
+        return write_end
 
     def close(self, endpoint: Endpoint, *, tell_peer: bool) -> None:
         if self.endpoints.get(endpoint.channel) is endpoint:
@@ -320,6 +361,38 @@ class PortEngine:
     def _finish_if_done(self, endpoint: Endpoint) -> None:
         if endpoint.read_done and endpoint.write_shut and not endpoint.pending:
             self.close(endpoint, tell_peer=False)
+
+
+def large_buffers(sock: socket.socket) -> None:
+    for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, option, STREAM_BUFFER)
+
+
+def _reopened(fd: int, flags: int) -> int:
+    """A FIFO opened anew, non-blocking (the caller's open file is unchanged)."""
+    return os.open(f"/proc/self/fd/{fd}", flags | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+
+
+def stream_endpoint(channel: int, fd: int, *, local_reads: bool) -> Endpoint:
+    """The local end of a one-way stream (this side reads ``fd`` and sends, or receives and
+    writes it); takes ``fd`` over. The descriptor must have been opened for that direction:
+    reopening never gives more access than the caller had. A FIFO is reopened non-blocking."""
+    mode = os.fstat(fd).st_mode
+    access = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+    wanted = (os.O_RDONLY, os.O_RDWR) if local_reads else (os.O_WRONLY, os.O_RDWR)
+    if access not in wanted:
+        os.close(fd)
+        raise OSError(f"a descriptor to {'read' if local_reads else 'write'} is not open for it")
+    if stat.S_ISFIFO(mode):
+        try:
+            reopened = _reopened(fd, os.O_RDONLY if local_reads else os.O_WRONLY)
+        finally:
+            os.close(fd)
+        fd = reopened
+    if local_reads:
+        return Endpoint(channel, fd, -1)
+    return Endpoint(channel, -1, fd)
 
 
 def _ignoring_events(callback: Callable[[], None]) -> Callable[[int], None]:

@@ -12,10 +12,15 @@ guest. Both sides cut it into frames: ``channel`` (u32), ``kind`` (u8), ``length
   so one stalled reader never stops the other channels.
 * ``EOF``: the sender has no more bytes for this channel (a half close); ``CLOSE``: the channel is
   gone in both directions (an error, or a reader that went away).
-* ``ATTACH`` (host → guest): the descriptors that go with the next ``DATA`` of the channel, each
-  one a new channel (a socket, a pipe the guest reads or a pipe the guest writes), a directory of
-  the shared distributions folder, or the same as an earlier entry. No descriptor crosses the VM:
-  each becomes a stream over the port (``attach_entries``).
+* ``ATTACH``: the descriptors that go with the next ``DATA`` of the channel, each one a new
+  channel (a socket, a pipe the receiver reads or a pipe the receiver writes), a directory of the
+  shared distributions folder, or the same as an earlier entry. No descriptor crosses the VM:
+  each becomes a stream over the port, and the receiver makes the other ends. Host → guest for
+  WSL's messages; guest → host only pipes (and ``SAME``), for an interop call's stdin, stdout
+  and stderr.
+* ``INTEROP`` (guest → host): the guest opens a channel for an interop connection (a host program
+  called from a distribution); the host hands its end to an interop worker. Channels the guest
+  opens are numbered from ``GUEST_CHANNELS`` up, the host's below.
 * ``RELEASED`` (guest → host): the guest opened these directories; the host may detach them.
 * ``PORTS`` (guest → host): the TCP ports the guest listens on (u16 each), for
   ``localhostForwarding``.
@@ -30,6 +35,7 @@ from dataclasses import dataclass
 from pywsl.wire.errors import ProtocolError
 
 __all__ = [
+    "GUEST_CHANNELS",
     "HEADER",
     "MAX_PAYLOAD",
     "WINDOW",
@@ -54,6 +60,7 @@ _COUNT = struct.Struct("<I")
 _ENTRY = struct.Struct("<BIH")
 _PORT = struct.Struct("<H")
 MAX_ATTACH = 16
+GUEST_CHANNELS = 0xC000_0000  # the first channel number the guest opens (the host's are below)
 
 
 class FrameKind(enum.IntEnum):
@@ -66,12 +73,13 @@ class FrameKind(enum.IntEnum):
     ATTACH = 6
     RELEASED = 7
     PORTS = 8
+    INTEROP = 9
 
 
 class AttachKind(enum.IntEnum):
     SOCKET = 1  # a stream socket: both directions
-    PIPE_IN = 2  # the guest gets a pipe's read end; the host sends the bytes
-    PIPE_OUT = 3  # the guest gets a pipe's write end; the host receives the bytes
+    PIPE_IN = 2  # the receiver gets a pipe's read end; the sender sends the bytes
+    PIPE_OUT = 3  # the receiver gets a pipe's write end; the sender receives the bytes
     DIRECTORY = 4  # a folder of the shared distributions folder, by name
     SAME = 5  # the same descriptor as entry ``channel`` of this list
 

@@ -3,7 +3,8 @@
 ``start`` finds the kernel (``pywsl.vm.kernel``), builds or reuses the cached initramfs
 (``pywsl.vm.initramfs``; cache folder ``$PYWSL_CACHE_ROOT``, default ``/var/cache/pywsl``), and
 runs ``qemu_monitor`` with the QEMU command line (``qemu_command``) under the runtime folder's
-lock. The monitor starts QEMU and exits its first process once the guest's pid 1 serves; from
+lock. The monitor starts QEMU with the VM's owner's ids (``qemu_process``) and exits its first
+process once the guest's pid 1 serves; from
 then on ``mini_init.sock`` in the runtime folder reaches the guest's mini_init, each connection
 a channel multiplexed over one virtio-serial port. KVM is used when it works here, TCG otherwise
 (with one warning per process: guest code runs much slower).
@@ -30,15 +31,14 @@ import construct
 from pywsl.vm.backends.base import LOG_NAME, SOCKET_NAME, VmBackend, log_tail
 from pywsl.vm.backends.namespaces import _prepare_runtime_dir
 from pywsl.vm.backends.qemu_command import TCG_MEMORY_LIMIT_MIB, QemuPlan, find_qemu, kvm_works, qemu_argv
-from pywsl.vm.backends.qemu_forwarding import QMP_SOCKET_NAME
 from pywsl.vm.backends.qemu_monitor import (
     BACKEND_FILE_NAME,
     MONITOR_NAME,
     PID_FILE_NAME,
-    PORT_SOCKET_NAME,
     RUNTIME_FILES,
 )
-from pywsl.vm.backends.qemu_shares import HOST_FILES_SOCKET_NAME, VIRTIOFSD_SOCKET_NAME, remove_share
+from pywsl.vm.backends.qemu_process import owner_identity
+from pywsl.vm.backends.qemu_shares import remove_share
 from pywsl.vm.config import VmConfig
 from pywsl.vm.errors import VmError
 from pywsl.vm.initramfs import build_initramfs
@@ -94,15 +94,42 @@ def _read_pids(runtime_dir: Path) -> tuple[int, int] | None:
     return int(words[0]), int(words[1])
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first); [] when gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return []
+
+
 def _process_of(pid: int, runtime_dir: Path, name: str) -> bool:
     """True while ``pid`` is a live process called ``name`` that belongs to this runtime folder."""
     try:
         comm = Path(f"/proc/{pid}/comm").read_text().strip()
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except (OSError, IndexError):
+    except OSError:
         return False
-    return comm.startswith(name) and state != "Z" and str(runtime_dir) in cmdline
+    fields = _stat_fields(pid)
+    return comm.startswith(name) and bool(fields) and fields[0] != "Z" and str(runtime_dir) in cmdline
+
+
+def _qemu_of(pids: tuple[int, int], runtime_dir: Path) -> bool:
+    """True while QEMU (``pids[0]``) runs as the child of this runtime folder's monitor. QEMU's
+    own command line names no file of the folder (it gets descriptors); it cannot outlive its
+    monitor (it is killed when the monitor dies)."""
+    qemu, monitor = pids
+    try:
+        comm = Path(f"/proc/{qemu}/comm").read_text().strip()
+    except OSError:
+        return False
+    fields = _stat_fields(qemu)
+    return (
+        comm.startswith("qemu-system")
+        and len(fields) > 1
+        and fields[0] != "Z"
+        and fields[1] == str(monitor)
+        and _process_of(monitor, runtime_dir, MONITOR_NAME)
+    )
 
 
 def running_backend(runtime_dir: Path) -> str:
@@ -129,6 +156,13 @@ def _map_arguments(config: VmConfig) -> list[str]:
     return words
 
 
+def _swap_arguments(config: VmConfig) -> list[str]:
+    """``[wsl2] swap``: a swap disk of that size, its file unnamed in the cache root (on a disk)."""
+    if not config.swap_bytes:
+        return []
+    return ["--swap-bytes", str(config.swap_bytes), "--swap-folder", str(cache_root())]
+
+
 class QemuBackend(VmBackend):
     name = "qemu"
 
@@ -151,10 +185,10 @@ class QemuBackend(VmBackend):
             raise VmError(f"the utility VM stopped right after it started: {log_tail(runtime_dir)}")
         return sock
 
-    def _plan(self, config: VmConfig, runtime_dir: Path) -> QemuPlan:
+    def _plan(self, config: VmConfig) -> QemuPlan:
         qemu = find_qemu()
         kernel = find_kernel(config.kernel, config.kernel_modules)
-        kvm = kvm_works(qemu)
+        kvm = kvm_works(qemu, owner_identity(config.owner_uid, config.owner_gid))
         if not kvm:
             _warn_tcg()
         return QemuPlan(
@@ -163,22 +197,22 @@ class QemuBackend(VmBackend):
             initramfs=build_initramfs(kernel, cache_root()),
             python=guest_python(),
             shares=guest_shares(),
-            port_socket=runtime_dir / PORT_SOCKET_NAME,
-            console_log=runtime_dir / LOG_NAME,
+            console_to_log=True,
             memory_bytes=config.memory_bytes,
             processors=config.processors,
             kvm=kvm,
             vm_idle_timeout_ms=config.vm_idle_timeout_ms,
             extra_command_line=config.kernel_command_line,
             instance_idle_timeout_ms=config.instance_idle_timeout_ms,
-            distributions_socket=runtime_dir / VIRTIOFSD_SOCKET_NAME,
-            host_files_socket=runtime_dir / HOST_FILES_SOCKET_NAME,
+            distributions=True,
+            host_files=True,
             networking=_networking(config),
-            qmp_socket=runtime_dir / QMP_SOCKET_NAME,
+            qmp=_forwards(config),
+            swap=bool(config.swap_bytes),
         )
 
     def _launch(self, config: VmConfig, runtime_dir: Path) -> None:
-        plan = self._plan(config, runtime_dir)
+        plan = self._plan(config)
         for name in _FILES:
             with contextlib.suppress(FileNotFoundError):
                 (runtime_dir / name).unlink()
@@ -197,6 +231,14 @@ class QemuBackend(VmBackend):
                 "--host-files",
                 *_map_arguments(config),
                 *(["--localhost-forwarding"] if _forwards(config) else []),
+                "--owner",
+                f"{config.owner_uid}:{config.owner_gid}",
+                "--kernel",
+                str(plan.kernel),
+                *(["--host-kernel"] if config.kernel is None else []),
+                "--initramfs",
+                str(plan.initramfs),
+                *_swap_arguments(config),
                 "--",
                 *qemu_argv(plan),
             ]
@@ -233,15 +275,12 @@ class QemuBackend(VmBackend):
         pids = _read_pids(runtime_dir)
         if pids is None:
             return
-        if _process_of(pids[0], runtime_dir, "qemu-system"):
+        if _qemu_of(pids, runtime_dir):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pids[0], signal.SIGKILL)
 
     def _alive(self, runtime_dir: Path, pids: tuple[int, int]) -> bool:
-        qemu, monitor = pids
-        return _process_of(qemu, runtime_dir, "qemu-system") or _process_of(
-            monitor, runtime_dir, MONITOR_NAME
-        )
+        return _qemu_of(pids, runtime_dir) or _process_of(pids[1], runtime_dir, MONITOR_NAME)
 
     def wait_stopped(self, runtime_dir: Path, timeout: float) -> bool:
         runtime_dir = Path(runtime_dir).absolute()

@@ -21,7 +21,6 @@ Only the messages listed in ``ROLES`` may carry descriptors; any other descripto
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import socket
@@ -32,8 +31,8 @@ from enum import Enum
 from pywsl.vm.backends.qemu_shares import DistributionShare
 from pywsl.wire.enums import LX_MESSAGE_TYPE
 from pywsl.wire.framing import HEADER_SIZE, parse_header
-from pywsl.wire.port_engine import Endpoint, PortEngine
-from pywsl.wire.port_mux import AttachEntry, AttachKind, FrameKind, encode_attach
+from pywsl.wire.port_engine import Endpoint, PortEngine, stream_endpoint
+from pywsl.wire.port_mux import GUEST_CHANNELS, AttachEntry, AttachKind, FrameKind, encode_attach
 
 log = logging.getLogger("pywsl.qemu-bridge")
 
@@ -101,37 +100,14 @@ class Bridge:
 
     engine: PortEngine
     share: DistributionShare | None
-    next_channel: int = 1 << 31  # channels made for descriptors (the host's own connections count up from 1)
+    # channels made for descriptors (the host's own connections count up from 1; the guest's
+    # channels start at GUEST_CHANNELS)
+    next_channel: int = 1 << 31
 
     def new_channel(self) -> int:
         channel = self.next_channel
-        self.next_channel = (self.next_channel + 1) & 0xFFFFFFFF or 1 << 31
+        self.next_channel = self.next_channel + 1 if self.next_channel + 1 < GUEST_CHANNELS else 1 << 31
         return channel
-
-
-def _reopened(fd: int, flags: int) -> int:
-    """A FIFO opened anew, non-blocking (the caller's open file is unchanged)."""
-    return os.open(f"/proc/self/fd/{fd}", flags | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-
-
-def _stream_endpoint(channel: int, fd: int, role: Role) -> Endpoint:
-    """The host end of a one-way stream; takes ``fd`` over. The descriptor must have been opened
-    for that direction: reopening never gives more access than the caller had."""
-    mode = os.fstat(fd).st_mode
-    access = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
-    wanted = (os.O_RDONLY, os.O_RDWR) if role is Role.INPUT else (os.O_WRONLY, os.O_RDWR)
-    if access not in wanted:
-        os.close(fd)
-        raise OSError(f"a descriptor for {role.value} is not open for it")
-    if stat.S_ISFIFO(mode):
-        try:
-            reopened = _reopened(fd, os.O_RDONLY if role is Role.INPUT else os.O_WRONLY)
-        finally:
-            os.close(fd)
-        fd = reopened
-    if role is Role.INPUT:
-        return Endpoint(channel, fd, -1)
-    return Endpoint(channel, -1, fd)
 
 
 def _is_stream_socket(mode: int, fd: int) -> bool:
@@ -166,7 +142,7 @@ def _entry(bridge: Bridge, fd: int, role: Role, seen: dict[tuple[int, int], int]
         bridge.engine.add(endpoint)
         kind = AttachKind.SOCKET
     elif role in (Role.INPUT, Role.OUTPUT):
-        bridge.engine.add(_stream_endpoint(channel, fd, role))
+        bridge.engine.add(stream_endpoint(channel, fd, local_reads=role is Role.INPUT))
         kind = AttachKind.PIPE_IN if role is Role.INPUT else AttachKind.PIPE_OUT
     else:
         os.close(fd)

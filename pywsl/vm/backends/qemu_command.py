@@ -1,11 +1,13 @@
 """The QEMU command line of the ``qemu`` backend, and whether KVM works here.
 
 The VM is a ``microvm`` (no PCI, no firmware; virtio-mmio devices): the kernel and the initramfs
-given directly, the guest console on a log file (or the terminal with ``debugConsole``), the
-channel port as a virtio-serial port named ``pywsl.mux`` whose host end is a socket QEMU listens
-on, and the host's ``/usr`` and pywsl's own folders shared read-only over 9p. KVM is used when
-a probe shows it works (a stopped QEMU that resets its vCPU under KVM and quits cleanly), TCG
-otherwise. Under TCG the guest's early TSC calibration is skipped (``tsc_early_khz``).
+given directly, the guest console on a log file (or QEMU's standard streams with ``debugConsole``),
+the channel port as a virtio-serial port named ``pywsl.mux``, and the host's ``/usr`` and pywsl's
+own folders shared read-only over 9p. QEMU opens no file of root's: the kernel, the initramfs, the
+log, the channel port's and QMP's socket ends and the file servers' sockets are descriptors the
+monitor gives it on the numbers of ``QEMU_FDS`` (``qemu_process``). KVM is used when a probe, run
+with the ids QEMU will have, shows it works (a stopped QEMU that resets its vCPU under KVM and
+quits cleanly), TCG otherwise. Under TCG the guest's early TSC calibration is skipped (``tsc_early_khz``).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from pywsl.vm.backends.qemu_process import QemuIdentity
 from pywsl.vm.errors import VmError
 
-__all__ = ["QemuPlan", "find_qemu", "kvm_works", "qemu_argv"]
+__all__ = ["QEMU_FDS", "QemuPlan", "find_qemu", "kvm_works", "qemu_argv"]
 
 QEMU_NAME = "qemu-system-x86_64"
 PORT_NAME = "pywsl.mux"
@@ -28,6 +31,20 @@ MIN_MEMORY_MIB = 256
 # Under TCG the guest kernel spends about 4 s per GiB initialising its memory map: the memory is
 # limited to this much there (with KVM the configured ``memory`` applies as it is).
 TCG_MEMORY_LIMIT_MIB = 2048
+# The descriptors QEMU gets from the monitor, on these numbers (``qemu_process.spawn_qemu``).
+QEMU_FDS = {
+    "kernel": 3,
+    "initramfs": 4,
+    "console": 5,
+    "port": 6,
+    "qmp": 7,
+    "distributions": 8,
+    "host": 9,
+    "swap": 10,
+    "swap_read": 11,  # the same file read-only: QEMU opens it both ways
+}
+CONSOLE_FDSET = 1
+SWAP_FDSET = 2
 _QMP_QUIT = b'{"execute":"qmp_capabilities"}\n{"execute":"quit"}\n'
 
 
@@ -39,10 +56,12 @@ def find_qemu() -> str:
 
 
 @functools.cache
-def kvm_works(qemu: str) -> bool:
-    """True when QEMU can run a vCPU with KVM on this host (probed once per process)."""
+def kvm_works(qemu: str, identity: QemuIdentity | None = None) -> bool:
+    """True when QEMU, run with ``identity`` (None: this process's), can run a vCPU with KVM on
+    this host (probed once per process and identity)."""
     if not Path("/dev/kvm").exists():
         return False
+    owner = identity if identity is not None and not identity.is_root else None
     try:
         probe = subprocess.run(
             [
@@ -67,6 +86,9 @@ def kvm_works(qemu: str) -> bool:
             capture_output=True,
             timeout=KVM_PROBE_TIMEOUT,
             check=False,
+            user=owner.uid if owner else None,
+            group=owner.gid if owner else None,
+            extra_groups=list(owner.groups) if owner else None,
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
@@ -90,22 +112,22 @@ class QemuPlan:
     """Everything one VM's command line depends on."""
 
     qemu: str
-    kernel: Path
+    kernel: Path  # read by the monitor, given to QEMU as a memory file (``qemu_process``)
     initramfs: Path
     python: str  # the host's interpreter, under /usr (the guest runs it from the shared /usr)
     shares: tuple[Path, ...]  # folders on the guest's PYTHONPATH (pywsl, its dependencies)
-    port_socket: Path  # QEMU listens here for the channel port's host end
-    console_log: Path | None  # None: the guest console on the terminal (debugConsole)
+    console_to_log: bool  # False: the guest console on QEMU's standard streams (debugConsole)
     memory_bytes: int | None
     processors: int | None
     kvm: bool
     vm_idle_timeout_ms: int
     extra_command_line: str = ""
     instance_idle_timeout_ms: int = 15000
-    distributions_socket: Path | None = None  # virtiofsd's socket for the distributions folder
-    host_files_socket: Path | None = None  # virtiofsd's socket for the host's files (/mnt/host)
+    distributions: bool = False  # virtiofs for the distributions folder
+    host_files: bool = False  # virtiofs for the host's files (/mnt/host)
     networking: str = "none"  # "nat": QEMU's user networking; "none": no NIC
-    qmp_socket: Path | None = None  # QEMU's QMP monitor (localhostForwarding)
+    qmp: bool = False  # QEMU's QMP monitor (localhostForwarding)
+    swap: bool = False  # a swap disk ([wsl2] swap), the guest's /dev/vda
 
 
 def _command_line(plan: QemuPlan) -> str:
@@ -120,8 +142,10 @@ def _command_line(plan: QemuPlan) -> str:
         f"PYWSL_VM_IDLE_TIMEOUT={plan.vm_idle_timeout_ms}",
         f"PYWSL_INSTANCE_IDLE_TIMEOUT={plan.instance_idle_timeout_ms}",
         f"PYWSL_NETWORK={plan.networking}",
-        f"PYWSL_DISTRIBUTIONS={int(plan.distributions_socket is not None)}",
-        f"PYWSL_HOST_FILES={int(plan.host_files_socket is not None)}",
+        f"PYWSL_DISTRIBUTIONS={int(plan.distributions)}",
+        f"PYWSL_HOST_FILES={int(plan.host_files)}",
+        f"PYWSL_SWAP={int(plan.swap)}",
+        *(f"PYWSL_SHARE{index}={share}" for index, share in enumerate(plan.shares)),
     ]
     khz = None if plan.kvm else host_tsc_khz()
     if khz:
@@ -131,8 +155,15 @@ def _command_line(plan: QemuPlan) -> str:
     return " ".join(words)
 
 
-def _console(log: Path | None) -> str:
-    return f"file,id=console,path={log},append=on" if log is not None else "stdio,id=console"
+def _console(plan: QemuPlan) -> list[str]:
+    if not plan.console_to_log:
+        return ["-chardev", "stdio,id=console,signal=off"]
+    return [
+        "-add-fd",
+        f"fd={QEMU_FDS['console']},set={CONSOLE_FDSET}",
+        "-chardev",
+        f"file,id=console,path=/dev/fdset/{CONSOLE_FDSET},append=on",
+    ]
 
 
 def memory_size_mib(plan: QemuPlan) -> int:
@@ -143,19 +174,30 @@ def memory_size_mib(plan: QemuPlan) -> int:
 
 
 def _devices(plan: QemuPlan) -> list[str]:
-    """The NIC, the QMP monitor and the distributions folder (virtiofs)."""
+    """The NIC, the QMP monitor, the swap disk and the file servers (virtiofs)."""
     argv: list[str] = []
     if plan.networking == "nat":
         argv += ["-netdev", "user,id=net0", "-device", "virtio-net-device,netdev=net0"]
     else:
         argv += ["-nic", "none"]
-    if plan.qmp_socket is not None:
-        argv += ["-qmp", f"unix:{plan.qmp_socket},server=on,wait=off"]
-    for name, path in (("distributions", plan.distributions_socket), ("host", plan.host_files_socket)):
-        if path is not None:
+    if plan.qmp:
+        argv += ["-chardev", f"socket,id=qmp,fd={QEMU_FDS['qmp']}", "-mon", "chardev=qmp,mode=control"]
+    if plan.swap:
+        argv += [
+            "-add-fd",
+            f"fd={QEMU_FDS['swap']},set={SWAP_FDSET}",
+            "-add-fd",
+            f"fd={QEMU_FDS['swap_read']},set={SWAP_FDSET}",
+            "-drive",
+            f"file=/dev/fdset/{SWAP_FDSET},format=raw,if=none,id=swap,cache=unsafe,discard=unmap",
+            "-device",
+            "virtio-blk-device,drive=swap",
+        ]
+    for name, wanted in (("distributions", plan.distributions), ("host", plan.host_files)):
+        if wanted:
             argv += [
                 "-chardev",
-                f"socket,id={name},path={path}",
+                f"socket,id={name},path=/proc/self/fd/{QEMU_FDS[name]}",
                 "-device",
                 f"vhost-user-fs-device,chardev={name},tag={FS_TAGS[name]}",
             ]
@@ -163,7 +205,7 @@ def _devices(plan: QemuPlan) -> list[str]:
 
 
 def _machine(plan: QemuPlan, memory_mib: int) -> list[str]:
-    if plan.distributions_socket is None and plan.host_files_socket is None:
+    if not plan.distributions and not plan.host_files:
         return ["-M", "microvm"]
     # vhost-user devices need the guest's memory shared with the device's process
     return [
@@ -176,8 +218,6 @@ def _machine(plan: QemuPlan, memory_mib: int) -> list[str]:
 
 def qemu_argv(plan: QemuPlan) -> list[str]:
     paths = [plan.python, *map(str, plan.shares)]
-    sockets = (plan.distributions_socket, plan.host_files_socket, plan.qmp_socket)
-    paths += [str(path) for path in sockets if path is not None]
     for path in paths:
         if "," in path or " " in path:
             raise VmError(f"the qemu backend cannot use {path!r} (a comma or space in the path)")
@@ -200,21 +240,20 @@ def qemu_argv(plan: QemuPlan) -> list[str]:
         "-no-reboot",
         *_devices(plan),
         "-kernel",
-        str(plan.kernel),
+        f"/proc/self/fd/{QEMU_FDS['kernel']}",
         "-initrd",
-        str(plan.initramfs),
+        f"/proc/self/fd/{QEMU_FDS['initramfs']}",
         "-append",
         _command_line(plan),
         "-global",
         "virtio-mmio.force-legacy=false",
-        "-chardev",
-        _console(plan.console_log),
+        *_console(plan),
         "-serial",
         "chardev:console",
         "-device",
         "virtio-serial-device",
         "-chardev",
-        f"socket,id=mux,path={plan.port_socket},server=on,wait=off",
+        f"socket,id=mux,fd={QEMU_FDS['port']}",
         "-device",
         f"virtserialport,chardev=mux,name={PORT_NAME}",
         "-fsdev",

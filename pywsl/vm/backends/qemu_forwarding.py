@@ -5,8 +5,9 @@ host's ``127.0.0.1``. Here the guest's port demultiplexer reports the TCP ports 
 every address (``PORTS`` frames) and the monitor asks QEMU's user networking to forward
 ``127.0.0.1:P`` of the host to ``P`` of the guest (``hostfwd_add`` through QMP), and removes a
 forward when its port stops listening. A port the host already uses is not forwarded (QEMU
-refuses it; the monitor logs it); ports below 1024 are never forwarded (QEMU runs as root, the
-guest must not get a privileged port of the host), and at most ``MAX_FORWARDS`` at once.
+refuses it; the monitor logs it); ports below 1024 are never forwarded (the ports a user may bind:
+QEMU listens with the VM's owner's ids, or root's when root owns the VM, and the guest must not get
+a privileged port of the host either way), and at most ``MAX_FORWARDS`` at once.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import contextlib
 import json
 import logging
 import socket
-from pathlib import Path
 
 log = logging.getLogger("pywsl.qemu-forwarding")
 
@@ -24,7 +24,7 @@ __all__ = ["QMP_SOCKET_NAME", "PortForwarder"]
 QMP_SOCKET_NAME = "qmp.sock"
 QMP_TIMEOUT = 5.0
 GUEST_ADDRESS = "10.0.2.15"
-FIRST_PORT = 1024  # QEMU listens as root: the guest never gets a privileged port of the host
+FIRST_PORT = 1024  # the ports an unprivileged user may bind
 MAX_FORWARDS = 256
 
 
@@ -35,17 +35,12 @@ class QmpError(Exception):
 class Qmp:
     """A QMP connection, one command at a time."""
 
-    def __init__(self, path: Path) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
         self.sock.settimeout(QMP_TIMEOUT)
         self.buffer = b""
-        try:
-            self.sock.connect(str(path))
-            self._read()  # the greeting
-            self.execute("qmp_capabilities")
-        except BaseException:
-            self.sock.close()
-            raise
+        self._read()  # the greeting
+        self.execute("qmp_capabilities")
 
     def _read(self) -> dict[str, object]:
         while b"\n" not in self.buffer:
@@ -69,25 +64,27 @@ class Qmp:
             if "error" in reply:
                 raise QmpError(str(reply["error"]))
 
-    def close(self) -> None:
-        self.sock.close()
-
 
 class PortForwarder:
-    """Keeps QEMU's host forwards equal to the guest's listening ports."""
+    """Keeps QEMU's host forwards equal to the guest's listening ports, over ``qmp_socket`` (the
+    monitor's end of QEMU's QMP socket pair). After a QMP failure nothing more is forwarded."""
 
-    def __init__(self, qmp_path: Path) -> None:
-        self.qmp_path = qmp_path
+    def __init__(self, qmp_socket: socket.socket) -> None:
+        self.qmp_socket: socket.socket | None = qmp_socket
         self.qmp: Qmp | None = None
         self.forwarded: set[int] = set()
 
     def _human(self, line: str) -> str:
         if self.qmp is None:
-            self.qmp = Qmp(self.qmp_path)
+            if self.qmp_socket is None:
+                raise QmpError("the QMP monitor failed earlier")
+            self.qmp = Qmp(self.qmp_socket)
         answer = self.qmp.execute("human-monitor-command", **{"command-line": line})
         return answer if isinstance(answer, str) else ""
 
     def update(self, ports: list[int]) -> None:
+        if self.qmp_socket is None:
+            return
         wanted = {port for port in ports if port >= FIRST_PORT}
         wanted = set(sorted(wanted)[:MAX_FORWARDS])
         try:
@@ -105,7 +102,8 @@ class PortForwarder:
             self.close()
 
     def close(self) -> None:
-        if self.qmp is not None:
+        if self.qmp_socket is not None:
             with contextlib.suppress(OSError):
-                self.qmp.close()
-            self.qmp = None
+                self.qmp_socket.close()
+            self.qmp_socket = None
+        self.qmp = None

@@ -1,8 +1,10 @@
 """The host side of a ``qemu`` VM while it runs: ``python -S -m pywsl.vm.backends.qemu_monitor``.
 
 Started by ``QemuBackend.start`` with the QEMU command line after ``--``. It forks; the child
-(in a session of its own, so the VM outlives whoever booted it) starts QEMU, connects to the
-channel port's socket, waits up to ``--boot-timeout`` ms for the guest's ``READY`` frame, then
+(in a session of its own, so the VM outlives whoever booted it) starts the file servers, then
+QEMU as the VM's owner (``--owner``) with its descriptors (``qemu_process``: the kernel, the
+initramfs, the log, one end of the channel port's socket pair and of QMP's, the file servers'
+sockets), waits up to ``--boot-timeout`` ms for the guest's ``READY`` frame, then
 listens on ``mini_init.sock``, writes ``mini_init.pid`` (QEMU's pid, then its own) and tells the
 parent, which exits 0. Every connection to ``mini_init.sock`` becomes a channel over the port
 (``pywsl.wire.port_mux``). When QEMU exits (the guest powered off, or it was killed) the monitor
@@ -25,30 +27,43 @@ from pathlib import Path
 from pywsl.vm.backends.base import BACKEND_FILE_NAME as BACKEND_FILE_NAME  # named here for qemu.py
 from pywsl.vm.backends.base import LOG_NAME, SOCKET_NAME
 from pywsl.vm.backends.qemu_bridge import Bridge, MessageCursor, translate
+from pywsl.vm.backends.qemu_command import QEMU_FDS
 from pywsl.vm.backends.qemu_forwarding import QMP_SOCKET_NAME, PortForwarder
+from pywsl.vm.backends.qemu_interop import InteropHost
+from pywsl.vm.backends.qemu_process import (
+    QemuIdentity,
+    copy_to_memory,
+    open_as_owner,
+    open_as_root,
+    owner_identity,
+    spawn_qemu,
+    swap_file,
+)
 from pywsl.vm.backends.qemu_shares import (
     HOST_FILES_SOCKET_NAME,
     VIRTIOFSD_SOCKET_NAME,
     DistributionShare,
     start_virtiofsd,
 )
+from pywsl.wire.errors import ProtocolError
 from pywsl.wire.port_engine import READ_SIZE as ENGINE_READ_SIZE
 from pywsl.wire.port_engine import Endpoint, PortEngine
-from pywsl.wire.port_mux import Frame, FrameKind, FrameReader, decode_names, decode_ports
+from pywsl.wire.port_mux import (
+    GUEST_CHANNELS,
+    AttachKind,
+    Frame,
+    FrameKind,
+    FrameReader,
+    decode_attach,
+    decode_names,
+    decode_ports,
+)
 
 PID_FILE_NAME = "mini_init.pid"
 PORT_SOCKET_NAME = "port.sock"
 MONITOR_NAME = "pywsl-qemu-vm"
 # What the monitor removes when the VM is gone (mini_init.sock first, mini_init.log stays).
-RUNTIME_FILES = (
-    PORT_SOCKET_NAME,
-    PID_FILE_NAME,
-    BACKEND_FILE_NAME,
-    QMP_SOCKET_NAME,
-    VIRTIOFSD_SOCKET_NAME,
-    HOST_FILES_SOCKET_NAME,
-)
-# What the monitor removes when the VM is gone (mini_init.sock first, mini_init.log stays).
+# (port.sock and qmp.sock: names of earlier versions, whose leftovers go too)
 RUNTIME_FILES = (
     PORT_SOCKET_NAME,
     PID_FILE_NAME,
@@ -62,6 +77,8 @@ READ_SIZE = 64 * 1024
 PORT_BUFFER = 1024 * 1024
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
+INTEROP_STREAMS = 3  # stdin, stdout, stderr of a host program call
+MAX_INTEROP_CALLS = 64  # host program calls at once (each has a worker process on the host)
 
 
 def _id_map_line(text: str) -> tuple[int, int, int]:
@@ -69,12 +86,13 @@ def _id_map_line(text: str) -> tuple[int, int, int]:
     return inside, outside, count
 
 
+def _owner(text: str) -> tuple[int, int]:
+    uid, gid = (int(part) for part in text.split(":"))
+    return uid, gid
+
+
 def _prctl(option: int, value: int | bytes) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
-
-
-def _die_with_parent() -> None:
-    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class BootFailed(Exception):
@@ -120,6 +138,70 @@ class HostPort(PortEngine):
                 self.monitor.share.release(name)
         elif frame.kind is FrameKind.PORTS and self.monitor.forwarder is not None:
             self.monitor.forwarder.update(decode_ports(frame.payload))
+        elif frame.kind is FrameKind.INTEROP:
+            self._interop(frame.channel)
+        elif frame.kind is FrameKind.ATTACH:
+            self._interop_streams(frame)
+
+    def _interop(self, channel: int) -> None:
+        """A channel the guest opened for a host program call: its host end goes to the interop
+        server (``qemu_interop``), through a socket pair."""
+        calls = sum(isinstance(endpoint.data, InteropChannel) for endpoint in self.endpoints.values())
+        if channel < GUEST_CHANNELS or channel in self.endpoints or self.monitor.interop is None:
+            self.send_frame(channel, FrameKind.CLOSE)
+            return
+        if calls >= MAX_INTEROP_CALLS:
+            print(f"pywsl: interop: {calls} host programs run already; a call was refused", file=sys.stderr)
+            self.send_frame(channel, FrameKind.CLOSE)
+            return
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            self.monitor.interop.hand_over(theirs.fileno())
+        except OSError as error:
+            print(f"pywsl: interop: cannot reach the interop server: {error}", file=sys.stderr)
+            ours.close()
+            self.send_frame(channel, FrameKind.CLOSE)
+            return
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        fd = ours.detach()
+        self.add(Endpoint(channel, fd, fd, is_socket=True, data=InteropChannel()))
+
+    def _interop_streams(self, frame: Frame) -> None:
+        """The guest's ``ATTACH`` of an interop request: pipes for its stdin, stdout and stderr, passed
+        on with the request's first bytes. Nothing else may come from the guest."""
+        endpoint = self.endpoints.get(frame.channel)
+        call = endpoint.data if endpoint is not None else None
+        made: list[int] = []
+        try:
+            if endpoint is None or not isinstance(call, InteropChannel) or call.attached:
+                raise OSError("descriptors for a channel that takes none")
+            call.attached = True
+            entries = decode_attach(frame.payload)
+            if len(entries) != INTEROP_STREAMS:
+                raise OSError(f"{len(entries)} descriptors for an interop request")
+            for entry in entries:
+                if entry.kind not in (AttachKind.PIPE_IN, AttachKind.PIPE_OUT, AttachKind.SAME):
+                    raise OSError(f"a {entry.kind.name} descriptor from the guest")
+                if entry.kind is not AttachKind.SAME and entry.channel < GUEST_CHANNELS:
+                    raise OSError(f"channel {entry.channel} is the host's to open")
+                made.append(self.attached_descriptor(entry, made))
+        except (OSError, ProtocolError, UnicodeDecodeError) as error:
+            print(f"pywsl: interop channel {frame.channel}: {error}", file=sys.stderr)
+            for fd in made:
+                os.close(fd)
+            if endpoint is not None:
+                self.close(endpoint, tell_peer=True)
+            return
+        endpoint.next_fds.extend(made)
+
+
+class InteropChannel:
+    """What the monitor keeps with a channel the guest opened for a host program call."""
+
+    def __init__(self) -> None:
+        self.attached = False  # the request's descriptors came (only once)
 
 
 class Monitor:
@@ -137,40 +219,34 @@ class Monitor:
         self.file_servers: list[int] = []
         self.forwarder: PortForwarder | None = None
         self.engine: HostPort | None = None
+        self.interop: InteropHost | None = None
 
     # -- boot --------------------------------------------------------------------------------------
 
     def boot(self, log_fd: int) -> None:
         (self.runtime_dir / BACKEND_FILE_NAME).write_text("qemu\n")
-        if self.options.distributions:
-            self.share = DistributionShare(self.runtime_dir)
-            self.share.setup()
-            self.file_servers.append(
-                start_virtiofsd(
-                    self.runtime_dir, self.share.folder, self.options.uid_map, self.options.gid_map, log_fd
-                )
-            )
-        if self.options.host_files:
-            self.file_servers.append(
-                start_virtiofsd(
-                    self.runtime_dir,
-                    None,
-                    self.options.uid_map,
-                    self.options.gid_map,
-                    log_fd,
-                    HOST_FILES_SOCKET_NAME,
-                )
-            )
-        self.qemu = subprocess.Popen(
-            self.qemu_argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log_fd,
-            stderr=log_fd,
-            preexec_fn=_die_with_parent,
-            cwd="/",
-        )
+        identity = owner_identity(*self.options.owner)
+        fds = self._images(identity)
+        self._start_file_servers(identity, log_fd, fds)
+        fds[QEMU_FDS["console"]] = log_fd
+        if self.options.swap_bytes:
+            swap = swap_file(self.options.swap_folder, self.options.swap_bytes)
+            fds[QEMU_FDS["swap"]] = swap
+            fds[QEMU_FDS["swap_read"]] = os.open(f"/proc/self/fd/{swap}", os.O_RDONLY | os.O_CLOEXEC)
+        self.port, fds[QEMU_FDS["port"]] = self._socket_pair()
+        qmp = None
+        if self.options.localhost_forwarding:
+            qmp, fds[QEMU_FDS["qmp"]] = self._socket_pair()
+        try:
+            self.qemu = spawn_qemu(self.qemu_argv, fds, identity, log_fd)
+        finally:
+            for target, fd in fds.items():
+                if target != QEMU_FDS["console"]:
+                    os.close(fd)
+        if qmp is not None:
+            self.forwarder = PortForwarder(qmp)
+        self.interop = InteropHost(identity.uid, log_fd)
         deadline = time.monotonic() + self.boot_timeout
-        self.port = self._connect_port(deadline)
         self.port.settimeout(max(0.0, deadline - time.monotonic()))
         try:
             self._wait_ready()
@@ -181,8 +257,6 @@ class Monitor:
         self.port.setblocking(False)
         for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
             self.port.setsockopt(socket.SOL_SOCKET, option, PORT_BUFFER)
-        if self.options.localhost_forwarding:
-            self.forwarder = PortForwarder(self.runtime_dir / QMP_SOCKET_NAME)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         listener.bind(str(self.runtime_dir / SOCKET_NAME))
         os.chmod(self.runtime_dir / SOCKET_NAME, 0o600)
@@ -191,34 +265,68 @@ class Monitor:
         self.listener = listener
         (self.runtime_dir / PID_FILE_NAME).write_text(f"{self.qemu.pid}\n{os.getpid()}\n")
 
+    def _images(self, identity: QemuIdentity) -> dict[int, int]:
+        """The kernel (opened as the owner unless it is the host's own) and the initramfs (the
+        cache is root's), as sealed memory files."""
+        options = self.options
+        if options.host_kernel:
+            kernel = open_as_root(options.kernel)
+        else:
+            kernel = open_as_owner(options.kernel, identity)
+        fds = {QEMU_FDS["kernel"]: copy_to_memory(kernel, "kernel")}
+        try:
+            fds[QEMU_FDS["initramfs"]] = copy_to_memory(open_as_root(options.initramfs), "initramfs")
+        except BaseException:
+            os.close(fds[QEMU_FDS["kernel"]])
+            raise
+        return fds
+
+    def _start_file_servers(self, identity: QemuIdentity, log_fd: int, fds: dict[int, int]) -> None:
+        """virtiofsd for the distributions folder and the host's files; QEMU gets an ``O_PATH``
+        descriptor of each socket (which belongs to QEMU's ids)."""
+        servers: list[tuple[str, Path | None, str]] = []
+        if self.options.distributions:
+            self.share = DistributionShare(self.runtime_dir)
+            self.share.setup()
+            servers.append(("distributions", self.share.folder, VIRTIOFSD_SOCKET_NAME))
+        if self.options.host_files:
+            servers.append(("host", None, HOST_FILES_SOCKET_NAME))
+        for name, folder, socket_name in servers:
+            self.file_servers.append(
+                start_virtiofsd(
+                    self.runtime_dir,
+                    folder,
+                    self.options.uid_map,
+                    self.options.gid_map,
+                    log_fd,
+                    socket_name,
+                    (identity.uid, identity.gid),
+                )
+            )
+            path = self.runtime_dir / socket_name
+            fds[QEMU_FDS[name]] = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+    @staticmethod
+    def _socket_pair() -> tuple[socket.socket, int]:
+        """The monitor's end, and QEMU's end as a descriptor."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        return ours, theirs.detach()
+
     def _wait_ready(self) -> None:
         assert self.port is not None
         while True:
             data = self.port.recv(READ_SIZE)
             if not data:
-                raise BootFailed("QEMU closed the channel port during the boot")
+                assert self.qemu is not None
+                self.qemu.poll()
+                status = "" if self.qemu.returncode is None else f" (status {self.qemu.returncode})"
+                raise BootFailed(f"QEMU closed the channel port during the boot{status}")
             frames = self.reader.feed(data)
             if frames and frames[0].kind is FrameKind.READY:
                 self.early_frames = frames[1:]
                 return
             if frames:
                 raise BootFailed("the guest spoke before it was ready")
-
-    def _connect_port(self, deadline: float) -> socket.socket:
-        assert self.qemu is not None
-        path = str(self.runtime_dir / PORT_SOCKET_NAME)
-        while True:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-            try:
-                sock.connect(path)
-                return sock
-            except (FileNotFoundError, ConnectionRefusedError):
-                sock.close()
-            if self.qemu.poll() is not None:
-                raise BootFailed(f"QEMU exited during the boot (status {self.qemu.returncode})")
-            if time.monotonic() >= deadline:
-                raise BootFailed("QEMU did not open the channel port")
-            time.sleep(0.01)
 
     # -- serving -----------------------------------------------------------------------------------
 
@@ -259,6 +367,8 @@ class Monitor:
                 endpoint.close_fds()
         if self.forwarder is not None:
             self.forwarder.close()
+        if self.interop is not None:
+            self.interop.close()
         if self.port is not None:
             self.port.close()
 
@@ -294,6 +404,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gid-map", type=_id_map_line, action="append", default=[])
     parser.add_argument("--localhost-forwarding", action="store_true")
     parser.add_argument("--host-files", action="store_true", help="serve the host's tree for /mnt/host")
+    parser.add_argument("--owner", type=_owner, default=(0, 0), help="uid:gid QEMU runs with")
+    parser.add_argument("--kernel", required=True)
+    parser.add_argument("--host-kernel", action="store_true", help="the kernel is the host's own (root's)")
+    parser.add_argument("--initramfs", required=True)
+    parser.add_argument("--swap-bytes", type=int, default=0, help="a swap disk of this size")
+    parser.add_argument("--swap-folder", type=Path, help="where the swap disk's unnamed file is made")
     parser.add_argument("qemu_argv", nargs="+")
     options = parser.parse_args(sys.argv[1:] if argv is None else argv)
     ready_read, ready_write = os.pipe()

@@ -237,9 +237,11 @@ def start_virtiofsd(
     gid_map: IdMap,
     log_fd: int,
     socket_name: str = VIRTIOFSD_SOCKET_NAME,
+    socket_owner: tuple[int, int] = (0, 0),
 ) -> int:
     """Start the file server for ``folder`` (None: the masked host tree, for ``/mnt/host``) as the
-    VM's mapped ids; its pid. QEMU connects to ``<runtime>/<socket_name>``."""
+    VM's mapped ids; its pid. QEMU connects to ``<runtime>/<socket_name>`` (through a descriptor:
+    the socket belongs to ``socket_owner``, QEMU's uid and gid, the runtime folder to root)."""
     if shutil.which(VIRTIOFSD) is None:
         raise VmError(f"the qemu backend needs {VIRTIOFSD} (Debian: qemu-system-common)")
     path = Path(runtime_dir) / socket_name
@@ -250,6 +252,7 @@ def start_virtiofsd(
     try:
         listener.bind(str(path))
         os.chmod(path, 0o600)
+        os.chown(path, *socket_owner)
         listener.listen(1)
         pid = os.fork()
         if pid == 0:
