@@ -156,7 +156,7 @@ def warm_launch(ctx: Context) -> Result:
 HOST_TRUE = "pywsl-bench-host-true"  # a name no distribution has: found in the appended host PATH
 
 
-INTEROP_CALLS = 20  # calls per launch: a launch's own cost is spread over them
+INTEROP_CALLS = 100  # calls per launch: a launch's own cost (and its noise) is spread over them
 
 
 def _calls(program: str, calls: int) -> str:

@@ -3,7 +3,8 @@
 One utility VM (private runtime folder, registry and configuration) and one busybox
 distribution serve every test; ``/etc/wsl.conf`` is rewritten and the distribution restarted
 where a test needs other settings. The host programs are scripts in a folder that only the
-caller's host PATH names.
+caller's host PATH names. Every test runs twice: with the native client the launcher prefers,
+and with the Python client (``PYWSL_INTEROP_CLIENT=python`` in the caller's environment).
 """
 
 from __future__ import annotations
@@ -52,6 +53,13 @@ class Fixture:
         self.folder = folder
         self.bin = folder / "hostbin"
         self.work = folder / "work dir"
+        self.client = "native"
+
+    def shell(self, command: str) -> str:
+        """``command`` for the distribution's shell, with the client this test runs with."""
+        if self.client == "python":
+            return f"export PYWSL_INTEROP_CLIENT=python; {command}"
+        return command
 
     @property
     def host_path(self) -> str:
@@ -68,7 +76,7 @@ class Fixture:
     ) -> tuple[int, str, str]:
         process = self.session.create_lx_process(
             DISTRO,
-            [command],
+            [self.shell(command)],
             cwd=cwd,
             username=user,
             stdin=subprocess.PIPE,
@@ -125,6 +133,27 @@ def interop() -> Iterator[Fixture]:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True, params=["native", "python"])
+def client(request: pytest.FixtureRequest, interop: Fixture) -> Iterator[str]:
+    interop.client = request.param
+    yield request.param
+    interop.client = "native"
+
+
+def test_the_launcher_prefers_the_native_client(interop: Fixture, client: str) -> None:
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler on the host: the Python client serves every call")
+    # Static: the launcher is a link to the client; else a script runs it with the host's loader.
+    code, out, err = interop.run(
+        "readlink /run/WSL/interop/launch || tail -1 /run/WSL/interop/launch; "
+        "test -x /run/WSL/interop/launch-python && echo python-client"
+    )
+    assert code == 0, err
+    native, python = out.splitlines()
+    assert "/run/WSL/interop/host/" in native and "/interop-native-" in native
+    assert python == "python-client"
+
+
 def test_host_program_by_name_runs_on_the_host(interop: Fixture) -> None:
     host_namespace = os.readlink("/proc/self/ns/pid")
     code, out, err = interop.run(
@@ -159,6 +188,7 @@ def test_environment_inside_and_program_failures(interop: Fixture) -> None:
 
 def test_signals_reach_the_host_program(interop: Fixture) -> None:
     marker = interop.folder / "trapped"
+    marker.unlink(missing_ok=True)
     script = interop.bin / "trapper"
     script.write_text(
         f"#!/bin/sh\ntrap 'echo INT > {marker}; exit 3' INT\necho ready\nwhile :; do sleep 0.05; done\n"
@@ -166,7 +196,7 @@ def test_signals_reach_the_host_program(interop: Fixture) -> None:
     script.chmod(0o755)
     process = interop.session.create_lx_process(
         DISTRO,
-        ["trapper"],
+        [interop.shell("exec trapper")],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -182,6 +212,7 @@ def test_signals_reach_the_host_program(interop: Fixture) -> None:
 
 def test_terminating_the_distribution_ends_host_programs(interop: Fixture) -> None:
     pid_file = interop.folder / "sleeper.pid"
+    pid_file.unlink(missing_ok=True)  # the run with the other client left one
     script = interop.bin / "sleeper"
     script.write_text(
         f"#!/bin/sh\necho $$ > {pid_file}.new && mv {pid_file}.new {pid_file}\nexec sleep 600\n"
@@ -189,7 +220,7 @@ def test_terminating_the_distribution_ends_host_programs(interop: Fixture) -> No
     script.chmod(0o755)
     process = interop.session.create_lx_process(
         DISTRO,
-        ["sleeper"],
+        [interop.shell("exec sleeper")],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -296,6 +327,7 @@ def test_interop_disabled(interop: Fixture) -> None:
 
 def test_host_path_folder_follows_changes(interop: Fixture) -> None:
     late = interop.bin / "late-arrival"
+    late.unlink(missing_ok=True)  # the run with the other client made it
     code, _out, _err = interop.run("late-arrival")
     assert code == 127
     time.sleep(0.01)  # a distinct modification time for the folder
@@ -319,7 +351,7 @@ def test_host_program_on_the_callers_terminal_has_a_terminal_of_its_own(interop:
     def drive() -> None:  # the user at the terminal, while the process is relayed (wait)
         seen["inside"] = terminal.expect(r"inside=(\S+)\r\n").group(1)
         seen["tty"] = terminal.expect(r"tty=(\S+)\r\n").group(1)
-        group = terminal.expect(r"pg=(\d+) fg=(\d+)\r\n")
+        group = terminal.expect(r"pg= *(\d+) fg= *(\d+)\r\n")  # ps pads short pids
         seen["group"], seen["foreground"] = group.group(1), group.group(2)
         seen["size"] = terminal.expect(r"size=(\d+ \d+)\r\n").group(1)
         os.write(terminal.master, b"typed\r")
@@ -330,7 +362,7 @@ def test_host_program_on_the_callers_terminal_has_a_terminal_of_its_own(interop:
     try:
         process = interop.session.create_lx_process(
             DISTRO,
-            ["echo inside=$(tty); ttyprobe; echo status=$?"],
+            [interop.shell("echo inside=$(tty); ttyprobe; echo status=$?")],
             stdin=terminal.slave,
             stdout=terminal.slave,
             stderr=terminal.slave,
@@ -348,6 +380,7 @@ def test_host_program_on_the_callers_terminal_has_a_terminal_of_its_own(interop:
 
 def test_a_host_program_that_never_exits_keeps_only_its_caller_waiting(interop: Fixture) -> None:
     pid_file = interop.folder / "forever.pid"
+    pid_file.unlink(missing_ok=True)  # the run with the other client left one
     script = interop.bin / "forever"
     script.write_text(
         f"#!/bin/sh\necho $$ > {pid_file}.new && mv {pid_file}.new {pid_file}\nexec sleep 600\n"
@@ -355,7 +388,7 @@ def test_a_host_program_that_never_exits_keeps_only_its_caller_waiting(interop: 
     script.chmod(0o755)
     waiting = interop.session.create_lx_process(
         DISTRO,
-        ["forever"],
+        [interop.shell("exec forever")],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

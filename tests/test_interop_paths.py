@@ -61,3 +61,39 @@ def test_the_client_modules_are_byte_compiled_for_the_read_only_view(tmp_path: P
     source.write_text(source.read_text() + "\n# changed\n")
     assert not interop_init._cache_is_current(str(source), cached, magic)
     assert not interop_init._cache_is_current(str(source), cached, b"\0\0\r\n")
+
+
+def test_the_worker_translates_what_a_client_sent_as_it_is_inside() -> None:
+    folder = f"{interop_paths.HOST_PATH_FOLDER}/{interop_paths.escape_folder('/opt/a %b')}"
+    inside = {
+        "PATH": f"/usr/bin:{folder}:/bin",
+        "TERM": "xterm",
+        "WSLENV": "P/p:L/l:U/u:W/wp:OWN",
+        "P": "/mnt/host/srv/p",
+        "L": "/etc:/mnt/host/x",
+        "U": "/u",
+        "W": "/mnt/host/w",
+        "OWN": "/etc",
+        "NOT_SHARED": "x",
+    }
+    sent = interop_paths.forwarded_environment(inside, MOUNT, ROOTFS)
+    assert "NOT_SHARED=x" not in sent
+    cwd, environment = interop_paths.translate_request("/mnt/host/srv/work", sent)
+    assert cwd == "/srv/work"
+    assert environment == [
+        "PATH=/opt/a %b",
+        "TERM=xterm",
+        "P=/srv/p",
+        f"L={ROOTFS}/etc:/x",
+        "W=/w",
+        "OWN=/etc",
+        "WSLENV=P/p:L/l:U/u:W/wp:OWN",
+    ]
+    assert interop_paths.translate_request("/home/u", sent)[0] == f"{ROOTFS}/home/u"
+    no_rootfs = interop_paths.forwarded_environment({}, MOUNT, None)
+    assert interop_paths.translate_request("/home/u", no_rootfs) == ("", [])  # the owner's home
+
+
+def test_a_request_translated_by_its_client_stays_as_it_is() -> None:
+    entries = ["PATH=/usr/bin", "A=/mnt/host/x"]
+    assert interop_paths.translate_request("/srv", entries) == ("/srv", entries)

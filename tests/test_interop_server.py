@@ -204,7 +204,7 @@ def test_a_pseudoconsole_is_the_programs_controlling_terminal(worker: Worker) ->
         assert worker.receive() == (messages.CREATE_PROCESS_RESPONSE, 0)
         name = terminal.expect(r"tty=(\S+)\r\n").group(1).decode()
         assert name.startswith("/dev/pts/") and name != os.ttyname(terminal.slave)
-        group = terminal.expect(r"pg=(\d+) fg=(\d+)\r\n")
+        group = terminal.expect(r"pg= *(\d+) fg= *(\d+)\r\n")
         assert group.group(1) == group.group(2)  # the program's group is the foreground group
         assert terminal.expect(r"size=(\d+ \d+)\r\n").group(1) == b"20 70"
         worker.client.sendall(messages.encode_window_size(30, 90))

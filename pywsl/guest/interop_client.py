@@ -22,6 +22,12 @@ for a pseudoconsole (``CreatePseudoconsole``, as WSL does for a console): the se
 program a terminal of its own on the host, relayed to the caller's, the caller's terminal is raw
 meanwhile and window size changes travel as ``LX_INIT_WINDOW_SIZE_CHANGED``.
 
+The common case (a host program called without a terminal) is the native client's
+(``interop_native.c``), which sends the same request; this module serves ``wslpath``, a caller
+on a terminal, ``PYWSL_INTEROP_CLIENT=python`` and hosts without a C compiler. Neither client
+translates the working folder or the environment: the host's worker does
+(``interop_paths.translate_request``).
+
 Start-up time is most of what a host program call costs, so this module and the two it imports
 use only built-in modules: ``_socket`` and ``_signal`` instead of ``socket`` and ``signal`` (whose
 enums cost more than the rest of the client), no ``collections``, ``typing`` or ``contextlib``.
@@ -56,7 +62,7 @@ __all__ = [
 ]
 
 RUNTIME_DIR = "/run/WSL/interop"
-PATH_FOLDER = RUNTIME_DIR + "/path"
+PATH_FOLDER = interop_paths.HOST_PATH_FOLDER
 LAUNCHER = RUNTIME_DIR + "/launch"
 DEFAULT_SOCKET = "/run/WSL/1_interop"
 CONNECT_TIMEOUT = 10.0
@@ -73,13 +79,8 @@ _FORWARDED_SIGNALS = (
 )
 
 
-def escape_folder(host_folder: str) -> str:
-    """The name under ``PATH_FOLDER`` that stands for a host folder (``/usr/bin`` -> ``%2Fusr%2Fbin``)."""
-    return host_folder.replace("%", "%25").replace("/", "%2F")
-
-
-def unescape_folder(name: str) -> str:
-    return name.replace("%2F", "/").replace("%25", "%")
+escape_folder = interop_paths.escape_folder
+unescape_folder = interop_paths.unescape_folder
 
 
 def _error(message: str) -> None:
@@ -91,24 +92,6 @@ def _error(message: str) -> None:
 
 def _exit_code_for(error: int) -> int:
     return 127 if error in (errno.ENOENT, errno.ENOTDIR) else 126
-
-
-def _host_environment(mount_point: str | None, rootfs: str | None) -> list[str]:
-    """What the host program gets from the caller: TERM, the host PATH folders the caller's PATH
-    holds, and the variables ``WSLENV`` shares (translated back to host paths)."""
-    result: dict[str, str] = {}
-    prefix = PATH_FOLDER + "/"
-    host_path = [
-        unescape_folder(item[len(prefix) :])
-        for item in os.environ.get("PATH", "").split(":")
-        if item.startswith(prefix)
-    ]
-    if host_path:
-        result["PATH"] = ":".join(host_path)
-    if "TERM" in os.environ:
-        result["TERM"] = os.environ["TERM"]
-    result.update(interop_paths.translate_environment_out(os.environ, mount_point, rootfs))
-    return [f"{name}={value}" for name, value in result.items()]
 
 
 def _foreground_terminal() -> int:
@@ -195,14 +178,12 @@ def _send_request(sock: _socket.socket, request: bytes) -> bool:
 def run_host_program(
     filename: str, arguments: Sequence[str], mount_point: str | None, rootfs: str | None
 ) -> int:
-    """Start ``filename`` on the host through the interop socket; its exit status."""
-    try:
-        cwd = interop_paths.inside_to_host(interop_paths.current_directory(), mount_point, rootfs)
-    except interop_paths.TranslationError:
-        cwd = ""  # the host program starts in the owner's home
+    """Start ``filename`` on the host through the interop socket; its exit status. The working
+    folder and the environment go as they are inside: the host's worker translates them."""
+    cwd = interop_paths.current_directory()
     terminal = _foreground_terminal()
     rows, columns = _window_size(terminal) if terminal >= 0 else (0, 0)
-    environment = _host_environment(mount_point, rootfs)
+    environment = interop_paths.forwarded_environment(os.environ, mount_point, rootfs)
     request = messages.encode_create_process(
         filename, cwd, arguments, environment, rows, columns, pseudoconsole=terminal >= 0
     )

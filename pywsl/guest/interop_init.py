@@ -5,10 +5,12 @@ registers ``/init`` as the binfmt interpreter of Windows executables, and links
 ``/usr/bin/wslpath`` to ``/init``. pywsl's init does the equivalent with the host's interpreter:
 
 * **Runtime**: a read-only copy of the VM's host tree (nosuid, nodev, the host's ``proc``,
-  ``sys`` and ``dev`` masked, see ``host_view``) at :data:`HOST_VIEW`. The launcher script
-  :data:`LAUNCHER` (``#!/bin/sh``) runs the host's dynamic loader with ``--library-path`` on the
-  host's interpreter there, which imports ``interop_client`` from pywsl's own folder in that view:
-  a distribution needs nothing but ``/bin/sh``. ``/usr/bin/wslpath`` is a link to the launcher
+  ``sys`` and ``dev`` masked, see ``host_view``) at :data:`HOST_VIEW`. :data:`LAUNCHER` is a
+  link to the native client (``interop_native``) there when it is static, else a ``#!/bin/sh``
+  script that runs the host's dynamic loader with ``--library-path`` on it, or, without one, on
+  the host's interpreter with ``interop_client`` from pywsl's own folder in that view
+  (:data:`PYTHON_LAUNCHER`, which the native client runs for what it leaves to Python): a
+  distribution needs nothing at all, or ``/bin/sh``. ``/usr/bin/wslpath`` is a link to the launcher
   when the distribution has none (WSL links it to ``/init``).
 * **Interop socket** :data:`SOCKET_PATH` (``WSL_INTEROP``), mode 0666: init accepts a connection
   only from a process of its own pid namespace (``SO_PEERCRED`` pid non-zero) and passes it to
@@ -34,7 +36,7 @@ import stat
 import struct
 from dataclasses import dataclass
 
-from pywsl.guest import interop_client, interop_paths, mounts
+from pywsl.guest import interop_client, interop_native, interop_paths, mounts
 from pywsl.guest.interop_client import LAUNCHER, PATH_FOLDER, RUNTIME_DIR, escape_folder
 from pywsl.guest.wsl_conf import WslConf
 from pywsl.wire import schema
@@ -43,6 +45,8 @@ from pywsl.wire.channel import MessageChannel
 log = logging.getLogger("pywsl.interop")
 
 HOST_VIEW = RUNTIME_DIR + "/host"
+PYTHON_LAUNCHER = RUNTIME_DIR + "/launch-python"  # INVOKED [ARGUMENT...]: the Python client
+CONTEXT_FILE = RUNTIME_DIR + "/context"  # mount point NUL root filesystem folder NUL (native client)
 SOCKET_PATH = interop_client.DEFAULT_SOCKET
 WSLPATH_LINK = "/usr/bin/wslpath"
 FORWARD_REQUEST = b"I"  # init -> mini_init -> monitor, with the connection's descriptor
@@ -62,6 +66,8 @@ class HostRuntime:
     library_path: tuple[str, ...]
     executable: str
     package_parent: str  # the folder holding the ``pywsl`` package
+    native_client: str = ""  # the built native client (``interop_native``), "" when there is none
+    native_static: bool = False  # it needs no dynamic loader: it is the launcher itself
 
 
 _runtime: HostRuntime | None = None
@@ -98,8 +104,14 @@ def detect_runtime() -> HostRuntime | None:
         return None
     package = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
     _compile_client()
+    native = interop_native.build()
     _runtime = HostRuntime(
-        os.path.realpath(loader), tuple(folders), os.path.realpath(sys.executable), package
+        os.path.realpath(loader),
+        tuple(folders),
+        os.path.realpath(sys.executable),
+        package,
+        native.path if native else "",
+        native.static if native else False,
     )
     return _runtime
 
@@ -143,38 +155,70 @@ def _cache_is_current(source: str, cached: str, magic: bytes) -> bool:
     return recorded == (int(info.st_mtime) & 0xFFFFFFFF, info.st_size & 0xFFFFFFFF)
 
 
-def launcher_script(runtime: HostRuntime, mount_point: str | None, rootfs: str | None) -> str:
-    """The ``#!/bin/sh`` launcher: the host's loader runs the host's interpreter on the client."""
+def _inside(path: str) -> str:
+    return HOST_VIEW + path
 
-    def inside(path: str) -> str:
-        return HOST_VIEW + path
 
+def _python_words(runtime: HostRuntime, mount_point: str | None, rootfs: str | None) -> list[str]:
+    """The host's loader on the host's interpreter on the Python client, up to ``$0``."""
     # The packages ``pywsl`` and ``pywsl.guest`` as bare module objects: their ``__init__`` would
     # import what the client never uses (a start-up cost paid on every host program call).
-    package = inside(runtime.package_parent) + "/pywsl"
+    package = _inside(runtime.package_parent) + "/pywsl"
     code = (
         "import sys; m = type(sys); p = m('pywsl'); g = m('pywsl.guest'); "
         f"p.__path__ = [{package!r}]; g.__path__ = [{package + '/guest'!r}]; p.guest = g; "
         "sys.modules.update({'pywsl': p, 'pywsl.guest': g}); "
         "from pywsl.guest.interop_client import main; sys.exit(main(sys.argv[1:]))"
     )
-    library_path = ":".join(inside(item) for item in runtime.library_path)
-    words = [
-        inside(runtime.loader),
+    python = [_inside(runtime.executable), "-I", "-S", "-B", "-X", "frozen_modules=on", "-c", code]
+    return [*_loader_words(runtime), *python, mount_point or "", rootfs or ""]
+
+
+def _loader_words(runtime: HostRuntime) -> list[str]:
+    return [
+        _inside(runtime.loader),
         "--library-path",
-        library_path,
-        inside(runtime.executable),
-        "-I",
-        "-S",
-        "-B",
-        "-X",
-        "frozen_modules=on",
-        "-c",
-        code,
+        ":".join(_inside(item) for item in runtime.library_path),
+    ]
+
+
+def _script(words: list[str], arguments: str) -> str:
+    return "#!/bin/sh\nexec " + " ".join(shlex.quote(word) for word in words) + f" {arguments}\n"
+
+
+def python_launcher_script(runtime: HostRuntime, mount_point: str | None, rootfs: str | None) -> str:
+    """:data:`PYTHON_LAUNCHER` (``INVOKED [ARGUMENT...]``): the Python client, which the native one
+    runs for ``wslpath``, a caller with a terminal and ``PYWSL_INTEROP_CLIENT=python``."""
+    return _script(_python_words(runtime, mount_point, rootfs), '"$@"')
+
+
+def launcher_script(runtime: HostRuntime, mount_point: str | None, rootfs: str | None) -> str:
+    """The ``#!/bin/sh`` launcher when the native client is not static: the host's loader runs the
+    native client (``--context``) or, without one, the host's interpreter on the Python client."""
+    if not runtime.native_client:
+        return _script(_python_words(runtime, mount_point, rootfs), '"$0" "$@"')
+    native = [
+        *_loader_words(runtime),
+        _inside(runtime.native_client),
+        "--context",
         mount_point or "",
         rootfs or "",
     ]
-    return "#!/bin/sh\nexec " + " ".join(shlex.quote(word) for word in words) + ' "$0" "$@"\n'
+    return _script(native, '"$0" "$@"')
+
+
+def _replace(path: str, text: str | None = None, link: str | None = None, mode: int = 0o755) -> None:
+    """Put a file (``text``) or a symbolic link (``link``) at ``path`` atomically."""
+    temporary = f"{path}.new"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)
+    if link is not None:
+        os.symlink(link, temporary)
+    else:
+        with open(temporary, "w", encoding="utf-8", errors="surrogateescape") as handle:
+            handle.write(text or "")
+        os.chmod(temporary, mode)
+    os.rename(temporary, path)
 
 
 def install_runtime(mount_point: str | None, rootfs: str | None) -> None:
@@ -183,11 +227,12 @@ def install_runtime(mount_point: str | None, rootfs: str | None) -> None:
         return
     try:
         os.makedirs(_GENERATIONS, 0o755, exist_ok=True)
-        temporary = LAUNCHER + ".new"
-        with open(temporary, "w") as handle:
-            handle.write(launcher_script(_runtime, mount_point, rootfs))
-        os.chmod(temporary, 0o755)
-        os.rename(temporary, LAUNCHER)
+        _replace(CONTEXT_FILE, f"{mount_point or ''}\0{rootfs or ''}\0", mode=0o644)
+        _replace(PYTHON_LAUNCHER, python_launcher_script(_runtime, mount_point, rootfs))
+        if _runtime.native_static:
+            _replace(LAUNCHER, link=_inside(_runtime.native_client))
+        else:
+            _replace(LAUNCHER, launcher_script(_runtime, mount_point, rootfs))
     except OSError as error:
         log.warning("interop: cannot install the launcher: %s", error)
         return

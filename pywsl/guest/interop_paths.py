@@ -20,15 +20,27 @@ if TYPE_CHECKING:  # the interop client imports this module: nothing beyond buil
     from collections.abc import Mapping, Sequence
 
 __all__ = [
+    "HOST_PATH_FOLDER",
+    "MOUNT_POINT_ENTRY",
+    "ROOTFS_ENTRY",
     "TranslationError",
     "WslenvEntry",
+    "escape_folder",
+    "forwarded_environment",
     "host_to_inside",
     "inside_to_host",
     "parse_wslenv",
     "translate_environment_in",
     "translate_environment_out",
+    "translate_request",
+    "unescape_folder",
     "wslpath",
 ]
+
+HOST_PATH_FOLDER = "/run/WSL/interop/path"  # one folder inside per host PATH folder
+MOUNT_POINT_ENTRY = "PYWSL_INTEROP_MOUNT_POINT"  # the caller's translation context, in a request
+ROOTFS_ENTRY = "PYWSL_INTEROP_ROOTFS"
+_FORWARDED_AS_THEY_ARE = ("PATH", "TERM", "WSLENV")
 
 
 class TranslationError(ValueError):
@@ -162,6 +174,74 @@ def translate_environment_out(
         )
     result["WSLENV"] = wslenv
     return result
+
+
+# -- a host program's request -------------------------------------------------------------------
+
+
+def escape_folder(host_folder: str) -> str:
+    """The name under ``HOST_PATH_FOLDER`` of a host folder (``/usr/bin`` -> ``%2Fusr%2Fbin``)."""
+    return host_folder.replace("%", "%25").replace("/", "%2F")
+
+
+def unescape_folder(name: str) -> str:
+    return name.replace("%2F", "/").replace("%25", "%")
+
+
+def forwarded_environment(
+    environment: Mapping[str, str], mount_point: str | None, rootfs: str | None
+) -> list[str]:
+    """What a client inside sends of the caller's environment, untranslated (the host's worker
+    translates it, ``translate_request``): the translation context (mount point, root filesystem
+    folder), ``PATH``, ``TERM``, ``WSLENV`` and the variables ``WSLENV`` names, in that order.
+    The native client (``interop_native.c``) builds the same list."""
+    entries = [f"{MOUNT_POINT_ENTRY}={mount_point or ''}", f"{ROOTFS_ENTRY}={rootfs or ''}"]
+    entries += [f"{name}={environment[name]}" for name in _FORWARDED_AS_THEY_ARE if name in environment]
+    sent = {*_FORWARDED_AS_THEY_ARE, MOUNT_POINT_ENTRY, ROOTFS_ENTRY}
+    for item in environment.get("WSLENV", "").split(":"):
+        name = item.partition("/")[0]
+        if name and "=" not in name and name not in sent:
+            sent.add(name)
+            if name in environment:
+                entries.append(f"{name}={environment[name]}")
+    return entries
+
+
+def _host_path(inside_path: str) -> str:
+    """The host folders of the host PATH folders an inside ``PATH`` holds."""
+    prefix = HOST_PATH_FOLDER + "/"
+    folders = [
+        unescape_folder(item[len(prefix) :]) for item in inside_path.split(":") if item.startswith(prefix)
+    ]
+    return ":".join(folders)
+
+
+def translate_request(cwd: str, entries: Sequence[str]) -> tuple[str, list[str]]:
+    """(host working folder, host environment) of a request a client inside sent untranslated
+    (``forwarded_environment``): the folder translated back to the host ("" when it has no host
+    path: the owner's home), the host PATH folders the caller's ``PATH`` holds, ``TERM``, and the
+    variables ``WSLENV`` shares, translated back. A request without the translation context is
+    already the host's (WSL's own clients translate before they send) and stays as it is."""
+    environment: dict[str, str] = {}
+    for entry in entries:
+        name, _, value = entry.partition("=")
+        environment.setdefault(name, value)
+    if MOUNT_POINT_ENTRY not in environment:
+        return cwd, list(entries)
+    mount_point = environment.pop(MOUNT_POINT_ENTRY) or None
+    rootfs = environment.pop(ROOTFS_ENTRY, "") or None
+    try:
+        host_cwd = inside_to_host(cwd, mount_point, rootfs)
+    except TranslationError:
+        host_cwd = ""
+    result: dict[str, str] = {}
+    host_path = _host_path(environment.get("PATH", ""))
+    if host_path:
+        result["PATH"] = host_path
+    if "TERM" in environment:
+        result["TERM"] = environment["TERM"]
+    result.update(translate_environment_out(environment, mount_point, rootfs))
+    return host_cwd, [f"{name}={value}" for name, value in result.items()]
 
 
 # -- wslpath --------------------------------------------------------------------------------------

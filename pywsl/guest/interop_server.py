@@ -7,7 +7,9 @@ the VM's owner (``setgroups`` with the owner's groups from the host's password d
 with root's rights. Then, on the connection (``interop_messages``):
 
 1. ``LX_INIT_CREATE_NT_PROCESS_UTILITY_VM`` with three descriptors (the caller's stdin, stdout,
-   stderr), received within ``REQUEST_TIMEOUT``; ``Filename`` must be an absolute host path,
+   stderr), received within ``REQUEST_TIMEOUT``; the working folder and the environment, sent as
+   they are inside, are translated here (``interop_paths.translate_request``: the one place for
+   both clients); ``Filename`` must be an absolute host path,
    argv and environment are bounded (``MAX_ARGUMENTS``, ``MAX_ENVIRONMENT``, ``MAX_STRINGS_BYTES``:
    ``E2BIG`` beyond them, ``EINVAL`` for anything malformed);
 2. the program is spawned (``posix_spawn``: no copy of the worker) into a new session, in
@@ -41,7 +43,7 @@ import struct
 import time
 from collections.abc import Sequence
 
-from pywsl.guest import forking
+from pywsl.guest import forking, interop_paths
 from pywsl.guest import interop_messages as messages
 from pywsl.guest.interop_terminal import Pseudoconsole
 
@@ -95,10 +97,10 @@ def _close(fds: Sequence[int]) -> None:
 def validate(request: messages.CreateProcessRequest) -> tuple[str, list[str], list[str], str]:
     """(program, argv, environment, cwd) of a decoded request; BadRequest when it is not acceptable."""
     filename = request.filename
+    cwd, environment = interop_paths.translate_request(request.cwd, request.environment)
     if not filename.startswith("/"):
         raise BadRequest(f"the program {filename!r} is not an absolute host path")
     arguments = request.arguments
-    environment = request.environment
     if len(arguments) > MAX_ARGUMENTS or len(environment) > MAX_ENVIRONMENT:
         raise BadRequest("too many arguments or environment variables", errno.E2BIG)
     total = sum(len(item) + 1 for item in (filename, *arguments, *environment))
@@ -110,7 +112,7 @@ def validate(request: messages.CreateProcessRequest) -> tuple[str, list[str], li
         name, separator, _value = entry.partition("=")
         if not separator or not name:
             raise BadRequest(f"environment entry {entry[:40]!r} is not NAME=VALUE")
-    return filename, [filename, *arguments], environment, request.cwd
+    return filename, [filename, *arguments], environment, cwd
 
 
 def _environment(owner: Owner, requested: Sequence[str]) -> dict[str, str]:
