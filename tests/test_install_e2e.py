@@ -407,6 +407,13 @@ install(UserSession(environ=json.loads(sys.argv[1])), "Tiny", no_launch=True)
 """
 
 
+def _as_from_a_shell() -> None:
+    """The signal state a shell gives the programs it starts (whatever the test process has)."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_download_leaves_nothing(
     clean: Any, file_server: FileServer, environment: dict[str, str], sig: signal.Signals
@@ -419,6 +426,7 @@ def test_interrupted_download_leaves_nothing(
     client = subprocess.Popen(
         [sys.executable, "-X", "faulthandler", "-c", _INSTALL_CLIENT, json.dumps(environment)],
         env=_python_env({**environment, URL_ENV: manifest}),
+        preexec_fn=_as_from_a_shell,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
