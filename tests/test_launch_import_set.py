@@ -61,6 +61,7 @@ COMMON = {
     "pywsl.wire.errors",
     "pywsl.wire.framing",
     "pywsl.wire.launch_codec",
+    "pywsl.wire.parsed",
 }
 # Root, in-process: the session, the registry, the distribution's folder and the VM's host side.
 IN_PROCESS = COMMON | {

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import enum
 import struct as _struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final, TypeAlias
 
@@ -42,6 +42,7 @@ import construct as cs
 from pywsl.wire.constants import MAX_MESSAGE_SIZE, MESSAGE_HEADER_SIZE
 from pywsl.wire.enums import LX_MESSAGE_TYPE, PYWSL_MESSAGE_TYPE, TRANSACTION_STEP
 from pywsl.wire.errors import ProtocolError
+from pywsl.wire.parsed import Message as Message  # re-exported: the parsed form
 
 # --------------------------------------------------------------------------------------------------
 # C types, little-endian, as the declarations spell them.
@@ -288,47 +289,6 @@ class Block:
 
 # --------------------------------------------------------------------------------------------------
 # Parsed messages.
-
-
-class Message(Mapping[str, Any]):
-    """A parsed message (or embedded struct): attribute and item access by WSL field name.
-
-    Holds the raw fixed fields (offsets included) and the logical values of the variable part
-    (strings, string lists, bytes; ``None`` when absent). ``Header`` / ``Common`` and other embedded
-    structs are nested ``Message`` objects. ``struct`` is the WSL struct name.
-    """
-
-    __slots__ = ("_struct", "_values")
-
-    def __init__(self, struct: str, values: Mapping[str, Any]) -> None:
-        self._struct = struct
-        self._values = dict(values)
-
-    @property
-    def struct(self) -> str:
-        """The WSL struct name, e.g. ``LX_INIT_CREATE_SESSION``."""
-        return self._struct
-
-    def __getitem__(self, key: str) -> Any:
-        return self._values[key]
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        try:
-            return self._values[name]
-        except KeyError:
-            raise AttributeError(f"{self._struct} has no field {name!r}") from None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._values)
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def __repr__(self) -> str:
-        inner = ", ".join(f"{key}={value!r}" for key, value in self._values.items())
-        return f"{self._struct}({inner})"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -20,12 +20,13 @@ field and that many strings; `placeholder`: one NUL when empty). The create-proc
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pywsl.wire.constants import MAX_MESSAGE_SIZE, MESSAGE_HEADER_SIZE
 from pywsl.wire.enums import LX_MESSAGE_TYPE, PYWSL_MESSAGE_TYPE
 from pywsl.wire.errors import ProtocolError
+from pywsl.wire.parsed import Message
 
 __all__ = [
     "CREATE_INSTANCE_RESULT",
@@ -49,39 +50,7 @@ _HEADER = struct.Struct("<IIII")
 _HEADER_NAMES = ("MessageType", "MessageSize", "TransactionId", "TransactionStep")
 
 
-class FastMessage(Mapping[str, Any]):
-    """A parsed message: attribute and item access by WSL field name, as `pywsl.wire.Message`."""
-
-    __slots__ = ("_struct", "_values")
-
-    def __init__(self, struct_name: str, values: dict[str, Any]) -> None:
-        self._struct = struct_name
-        self._values = values
-
-    @property
-    def struct(self) -> str:
-        return self._struct
-
-    def __getitem__(self, key: str) -> Any:
-        return self._values[key]
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        try:
-            return self._values[name]
-        except KeyError:
-            raise AttributeError(f"{self._struct} has no field {name!r}") from None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._values)
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def __repr__(self) -> str:
-        inner = ", ".join(f"{key}={value!r}" for key, value in self._values.items())
-        return f"{self._struct}({inner})"
+FastMessage = Message  # the same parsed form as the construct codec's
 
 
 class CStr:
