@@ -104,6 +104,14 @@ def start_with_warnings(session: UserSession) -> tuple[int, str, list[str]]:
     return code, output, warnings
 
 
+def restore(session: UserSession, command: str) -> None:
+    """Undo a test's change to the root filesystem and stop the instance that started with it, so
+    that the next test (in any order) gets an instance started from the restored files."""
+    code, output = run(session, command)
+    assert code == 0, output
+    session.terminate_distribution(DISTRO)
+
+
 # -- 1. the host's state behind /mnt/host -------------------------------------------------------------
 
 HOST_TREE_TARGETS = (
@@ -323,7 +331,7 @@ def test_hostile_automount_root_still_starts(session: UserSession, value: str) -
         assert any("automount.root" in item for item in warnings), warnings
         assert run(session, "test -d /mnt/host/etc && echo host")[1] == "host\n"  # the default is used
     finally:
-        run(session, "rm -f /etc/wsl.conf")
+        restore(session, "rm -f /etc/wsl.conf")
 
 
 BRICKING_FILES = {
@@ -357,7 +365,7 @@ def test_hostile_wsl_conf_still_starts(session: UserSession, name: str) -> None:
             assert warnings, name
             assert all("\n" not in item for item in warnings)
     finally:
-        run(session, "rm -rf /etc/wsl.conf; if test -L /mnt; then rm /mnt && mv /mnt.saved /mnt; fi")
+        restore(session, "rm -rf /etc/wsl.conf; if test -L /mnt; then rm /mnt && mv /mnt.saved /mnt; fi")
 
 
 # -- a client whose VM is killed -------------------------------------------------------------------------
