@@ -322,10 +322,9 @@ static int exit_code_for(int error)
 }
 
 /* The response and then the exit status, forwarding signals meanwhile: the client's exit code. */
-static int follow(int fd, const char *filename)
+static int follow(int fd, const char *filename, int signals)
 {
     static unsigned char frame[MAX_FRAME];
-    int signals = trap_signals();
     int started = 0;
     for (;;) {
         struct pollfd waits[2] = {{.fd = fd, .events = POLLIN}, {.fd = signals, .events = POLLIN}};
@@ -414,6 +413,8 @@ static int run_host_program(const char *filename, int count, char **arguments, c
                filename, bound);
         return 126;
     }
+    /* Blocked before connecting: a signal that comes early stays pending and is forwarded. */
+    int signals = trap_signals();
     const char *path = getenv("WSL_INTEROP");
     int fd = connect_to(path != NULL && *path != '\0' ? path : DEFAULT_SOCKET);
     if (fd < 0)
@@ -423,7 +424,7 @@ static int run_host_program(const char *filename, int count, char **arguments, c
         return 1;
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
     free(request.data);
-    return follow(fd, filename);
+    return follow(fd, filename, signals);
 }
 
 /* The Python client's cases: wslpath, a caller with a terminal, or the caller's choice. */
