@@ -560,7 +560,12 @@ XEYES = (
     "xdpyinfo | grep -E '^name of display|dimensions'; "
     "xeyes -geometry 120x90+10+10 & "
     "i=0; until xwininfo -name xeyes >/dev/null 2>&1 || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done; "
-    "xwd -silent -nobdrs -name xeyes -out /root/xeyes.xwd; echo xwd=$?; kill $!; wait"
+    # Mapped is not yet drawn: capture again until the picture changes from the first capture (or
+    # stays the same for 3 s: then the first one was already drawn).
+    "xwd -silent -nobdrs -name xeyes -out /root/first.xwd; i=0; "
+    "while xwd -silent -nobdrs -name xeyes -out /root/xeyes.xwd; s=$?; "
+    "cmp -s /root/xeyes.xwd /root/first.xwd && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done; "
+    "echo xwd=$s; kill $!; wait"
 )
 
 
