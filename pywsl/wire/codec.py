@@ -43,6 +43,7 @@ from pywsl.wire.constants import MAX_MESSAGE_SIZE, MESSAGE_HEADER_SIZE
 from pywsl.wire.enums import LX_MESSAGE_TYPE, PYWSL_MESSAGE_TYPE, TRANSACTION_STEP
 from pywsl.wire.errors import ProtocolError
 from pywsl.wire.parsed import Message as Message  # re-exported: the parsed form
+from pywsl.wire.parsed import cstring_at
 
 # --------------------------------------------------------------------------------------------------
 # C types, little-endian, as the declarations spell them.
@@ -488,20 +489,10 @@ class MessageSchema:
             )
 
     def _cstring(self, data: bytes, position: int, where: str) -> tuple[str, int]:
-        if position < self.buffer_offset or position >= len(data):
-            raise self._error(
-                f"string at byte {position} lies outside the variable part "
-                f"(bytes {self.buffer_offset}..{len(data)})",
-                where,
-            )
-        end = data.find(b"\0", position)
-        if end < 0:
-            raise self._error(f"string at byte {position} has no NUL before the end of the message", where)
         try:
-            text = data[position:end].decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise self._error(f"invalid UTF-8 at byte {position + exc.start}", where) from None
-        return text, end + 1
+            return cstring_at(data, position, self.buffer_offset)
+        except ValueError as error:
+            raise self._error(str(error), where) from None
 
     # ---- building --------------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from typing import Any
 from pywsl.wire.constants import MAX_MESSAGE_SIZE, MESSAGE_HEADER_SIZE
 from pywsl.wire.enums import LX_MESSAGE_TYPE, PYWSL_MESSAGE_TYPE
 from pywsl.wire.errors import ProtocolError
-from pywsl.wire.parsed import Message
+from pywsl.wire.parsed import Message, cstring_at
 
 __all__ = [
     "CREATE_INSTANCE_RESULT",
@@ -255,20 +255,10 @@ class FastSchema:
         return strings
 
     def _cstring(self, data: bytes, position: int, where: str) -> tuple[str, int]:
-        if position < self.buffer_offset or position >= len(data):
-            raise self._error(
-                f"string at byte {position} lies outside the variable part "
-                f"(bytes {self.buffer_offset}..{len(data)})",
-                where,
-            )
-        end = data.find(b"\0", position)
-        if end < 0:
-            raise self._error(f"string at byte {position} has no NUL before the end of the message", where)
         try:
-            text = data[position:end].decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise self._error(f"invalid UTF-8 at byte {position + exc.start}", where) from None
-        return text, end + 1
+            return cstring_at(data, position, self.buffer_offset)
+        except ValueError as error:
+            raise self._error(str(error), where) from None
 
     # ---- building ------------------------------------------------------------------------------
 

@@ -45,3 +45,20 @@ class Message(Mapping[str, Any]):
     def __repr__(self) -> str:
         inner = ", ".join(f"{key}={value!r}" for key, value in self._values.items())
         return f"{self._struct}({inner})"
+
+
+def cstring_at(data: bytes, position: int, buffer_offset: int) -> tuple[str, int]:
+    """The NUL-terminated UTF-8 string at ``position`` of a message's variable part (which starts at
+    ``buffer_offset``) and the position after its NUL; ``ValueError`` says what is wrong."""
+    if position < buffer_offset or position >= len(data):
+        raise ValueError(
+            f"string at byte {position} lies outside the variable part (bytes {buffer_offset}..{len(data)})"
+        )
+    end = data.find(b"\0", position)
+    if end < 0:
+        raise ValueError(f"string at byte {position} has no NUL before the end of the message")
+    try:
+        text = data[position:end].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"invalid UTF-8 at byte {position + exc.start}") from None
+    return text, end + 1
