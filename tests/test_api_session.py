@@ -326,7 +326,7 @@ def test_register_never_touches_an_existing_rootfs(session: UserSession, tmp_pat
 
 def test_the_vm_only_gets_a_real_rootfs_folder(session: UserSession, tmp_path: Path) -> None:
     entry = register(session, "Debian")
-    with session._rootfs_for_vm(entry.base_path) as rootfs:
+    with session.folders.open_rootfs(entry.base_path) as rootfs:
         assert (os.fstat(rootfs).st_dev, os.fstat(rootfs).st_ino) == (
             entry.rootfs.stat().st_dev,
             entry.rootfs.stat().st_ino,
@@ -335,11 +335,11 @@ def test_the_vm_only_gets_a_real_rootfs_folder(session: UserSession, tmp_path: P
     elsewhere.mkdir()
     entry.rootfs.rename(tmp_path / "moved-away")
     entry.rootfs.symlink_to(elsewhere)
-    with pytest.raises(WslError) as linked, session._rootfs_for_vm(entry.base_path):
+    with pytest.raises(WslError) as linked, session.folders.open_rootfs(entry.base_path):
         pass
     assert linked.value.code == "E_ACCESSDENIED"
     entry.rootfs.unlink()
-    with pytest.raises(WslError) as missing, session._rootfs_for_vm(entry.base_path):
+    with pytest.raises(WslError) as missing, session.folders.open_rootfs(entry.base_path):
         pass
     assert missing.value.code == "ERROR_PATH_NOT_FOUND"
 
@@ -349,7 +349,7 @@ def test_folders_below_the_users_folders_are_never_links(session: UserSession, t
     moved = tmp_path / "look-alike"
     entry.base_path.rename(moved)
     entry.base_path.symlink_to(moved)  # data/pywsl/<id> is now a link to a folder with a rootfs
-    with pytest.raises(WslError) as linked, session._rootfs_for_vm(entry.base_path):
+    with pytest.raises(WslError) as linked, session.folders.open_rootfs(entry.base_path):
         pass
     assert linked.value.code == "E_ACCESSDENIED" and "symbolic link" in linked.value.message
     entry.base_path.unlink()
@@ -358,18 +358,18 @@ def test_folders_below_the_users_folders_are_never_links(session: UserSession, t
     data = session.paths.data_dir.parent
     data.rename(tmp_path / "data-elsewhere")
     data.symlink_to(tmp_path / "data-elsewhere")
-    with session._rootfs_for_vm(entry.base_path) as rootfs:
+    with session.folders.open_rootfs(entry.base_path) as rootfs:
         assert os.fstat(rootfs).st_ino == entry.rootfs.stat().st_ino
     # Outside the user's folders, no component at all may be a link.
     outside = tmp_path / "outside"
     (outside / "real" / "distro" / "rootfs").mkdir(parents=True)
     (outside / "link").symlink_to(outside / "real")
-    with session._rootfs_for_vm(outside / "real" / "distro") as rootfs:
+    with session.folders.open_rootfs(outside / "real" / "distro") as rootfs:
         assert os.fstat(rootfs).st_ino == (outside / "real" / "distro" / "rootfs").stat().st_ino
-    with pytest.raises(WslError) as outside_link, session._rootfs_for_vm(outside / "link" / "distro"):
+    with pytest.raises(WslError) as outside_link, session.folders.open_rootfs(outside / "link" / "distro"):
         pass
     assert outside_link.value.code == "E_ACCESSDENIED"
-    with pytest.raises(WslError) as missing, session._rootfs_for_vm(outside / "none" / "distro"):
+    with pytest.raises(WslError) as missing, session.folders.open_rootfs(outside / "none" / "distro"):
         pass
     assert missing.value.code == "ERROR_PATH_NOT_FOUND"
 

@@ -22,11 +22,14 @@ The port closing (the host side went away) ends the process.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import socket
+import struct
 import time
 
+from pywsl.guest import disks
 from pywsl.wire.errors import ProtocolError
 from pywsl.wire.port_engine import Endpoint, PortEngine, stream_endpoint
 from pywsl.wire.port_mux import (
@@ -47,10 +50,27 @@ PORT_NAME = "pywsl.mux"
 PORTS_FOLDER = "/sys/class/virtio-ports"
 DISTRIBUTIONS_FOLDER = "/run/pywsl/distributions"
 PORT_SCAN_INTERVAL = 1.0
+DISK_RELEASED = b"D"  # pid 1 -> here, with the LUN (u32): a use of that disk ended
+_LUN = struct.Struct("<I")
 INTEROP_STREAMS = 3  # stdin, stdout, stderr of an interop request
 _TCP_TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
 _LISTEN = "0A"
 _ANY_ADDRESSES = {"00000000", "00000000000000000000000000000000"}
+
+
+def _open_disk(lun: int) -> int:
+    """The device node of the disk the host attached at ``lun``, opened for the message; a disk
+    attached read-only is opened read-only. On failure the host is told the use ended."""
+    try:
+        device = disks.device_for_lun(lun)
+        try:
+            return os.open(device, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as error:
+            if error.errno not in (errno.EROFS, errno.EACCES):
+                raise
+            return os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as error:
+        raise OSError(error.errno, f"disk at LUN {lun}: {error.strerror}") from None
 
 
 def find_port(name: str = PORT_NAME) -> str | None:
@@ -103,6 +123,7 @@ class PortDemux(PortEngine):
         self.next_scan = 0.0
         self.next_channel = GUEST_CHANNELS
         self.interop_source = interop_source
+        self.from_pid1 = bytearray()
         if interop_source is not None:
             self.extra[interop_source.fileno()] = self._receive_interop
 
@@ -155,14 +176,14 @@ class PortDemux(PortEngine):
         endpoint = self.endpoints.get(frame.channel)
         made: list[int] = []
         opened: list[str] = []
+        entries: list[AttachEntry] = []
         try:
             entries = decode_attach(frame.payload)
             for entry in entries:
                 made.append(self._make(entry, made, opened))
         except (OSError, ProtocolError, UnicodeDecodeError) as error:
             log.error("cannot make the descriptors of channel %d: %s", frame.channel, error)
-            for fd in made:
-                os.close(fd)
+            self._drop_attached(made, entries)
             if endpoint is not None:
                 self.close(endpoint, tell_peer=True)
             return
@@ -170,10 +191,17 @@ class PortDemux(PortEngine):
             if opened:
                 self.send_frame(0, FrameKind.RELEASED, encode_names(opened))
         if endpoint is None:
-            for fd in made:
-                os.close(fd)
+            self._drop_attached(made, entries)
             return
         endpoint.next_fds.extend(made)
+
+    def _drop_attached(self, made: list[int], entries: list[AttachEntry]) -> None:
+        """Descriptors that will not be delivered: closed; the host's disk uses for them ended."""
+        for fd in made:
+            os.close(fd)
+        lost = [str(entry.channel) for entry in entries if entry.kind is AttachKind.DISK]
+        if lost:
+            self.send_frame(0, FrameKind.DETACH, encode_names(lost))
 
     def _make(self, entry: AttachEntry, made: list[int], opened: list[str]) -> int:
         """The descriptor to pass for ``entry``; this side's end becomes channel ``entry.channel``."""
@@ -183,6 +211,8 @@ class PortDemux(PortEngine):
                 raise OSError(f"invalid shared folder name {entry.name!r}")
             flags = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
             return os.open(os.path.join(self.distributions, entry.name), flags)
+        if entry.kind is AttachKind.DISK:
+            return _open_disk(entry.channel)
         if entry.channel >= GUEST_CHANNELS:
             raise OSError(f"channel {entry.channel} is the guest's to open")
         return self.attached_descriptor(entry, made)
@@ -195,11 +225,12 @@ class PortDemux(PortEngine):
         return channel
 
     def _receive_interop(self) -> None:
-        """Interop connections from pid 1, each a new channel (``INTEROP``)."""
+        """From pid 1: interop connections (``I`` with the descriptor), each a new channel
+        (``INTEROP``); and disks whose use ended (``D`` and the LUN, u32), for the host to detach."""
         assert self.interop_source is not None
         try:
             data, fds, _flags, _address = socket.recv_fds(
-                self.interop_source, 16, 4, socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
+                self.interop_source, 256, 4, socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
             )
         except (BlockingIOError, InterruptedError):
             return
@@ -208,6 +239,18 @@ class PortDemux(PortEngine):
         if not data and not fds:  # pid 1 is gone (the machine restarts)
             del self.extra[self.interop_source.fileno()]
             return
+        self.from_pid1 += data
+        released: list[str] = []
+        while self.from_pid1:
+            if self.from_pid1[:1] == DISK_RELEASED:
+                if len(self.from_pid1) < 1 + _LUN.size:
+                    break
+                released.append(str(_LUN.unpack_from(self.from_pid1, 1)[0]))
+                del self.from_pid1[: 1 + _LUN.size]
+            else:
+                del self.from_pid1[:1]
+        if released:
+            self.send_frame(0, FrameKind.DETACH, encode_names(released))
         for fd in fds:
             channel = self._new_channel()
             if channel in self.endpoints:

@@ -84,6 +84,7 @@ class TarJob:
     data_fd: int  # archive to read (import) or output to write (export)
     stderr_fd: int
     flags: int
+    extract: bool = True  # False: validate a root filesystem already there (ImportInplace)
 
 
 def compression_of(head: bytes) -> str | None:
@@ -308,7 +309,7 @@ def run_import(job: TarJob) -> None:
     code = 1
     try:
         channel = _enter(job, read_only=False)
-        status, skipped = _extract(job)
+        status, skipped = _extract(job) if job.extract else (0, 0)
         os.close(job.data_fd)
         root = os.open(mounts.WORKER_TARGET, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         valid = rootfs.exists_in_root(root, "/etc") or rootfs.exists_in_root(root, "/bin/sh")

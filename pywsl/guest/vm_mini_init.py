@@ -26,10 +26,12 @@ import errno
 import logging
 import os
 import socket
+import struct
 
 from pywsl.guest import interop_messages, mini_init, mounts, syscalls
 from pywsl.guest.boot import BootArguments
 from pywsl.guest.devices import DeviceSettings
+from pywsl.guest.port_demux import DISK_RELEASED
 from pywsl.guest.vm_monitor import TreeCloner, VmContext
 
 log = logging.getLogger("pywsl.vm_mini_init")
@@ -64,6 +66,10 @@ class LocalCloner(TreeCloner):
         except OSError as error:
             log.warning("interop: the port demultiplexer cannot take a request: %s", error)
             refuse_interop(fd)
+
+    def release_disk(self, lun: int) -> None:
+        """Tell the demultiplexer (and through it the host) that a use of the disk at ``lun`` ended."""
+        self.sock.sendall(DISK_RELEASED + struct.pack("<I", lun))
 
 
 def refuse_interop(fd: int) -> None:

@@ -86,6 +86,9 @@ class TreeCloner:
         """Pass an interop connection (``interop_init``) to the monitor; no answer comes back."""
         socket.send_fds(self.sock, [INTEROP_REQUEST], [fd], socket.MSG_DONTWAIT)
 
+    def release_disk(self, lun: int) -> None:
+        """A use of the disk at ``lun`` ended: only a real VM has disks (``vm_mini_init``)."""
+
 
 @dataclass
 class VmContext:

@@ -35,7 +35,7 @@ from pywsl.vm.kernel import GuestKernel
 
 __all__ = ["GUEST_MODULES", "build_initramfs", "find_busybox", "init_script", "resolve_modules"]
 
-FORMAT_VERSION = "3"
+FORMAT_VERSION = "4"
 # What the guest loads, in this order (each after its dependencies).
 GUEST_MODULES = (
     "virtio_mmio",
@@ -45,6 +45,10 @@ GUEST_MODULES = (
     "virtiofs",
     "virtio_net",
     "virtio_blk",
+    "virtio_scsi",  # disks attached while the VM runs (distributions on disks, --mount)
+    "sd_mod",
+    "crc32c_generic",  # ext4's checksums (a soft dependency: loaded before ext4)
+    "ext4",
 )
 BUSYBOX_CANDIDATES = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
 GUEST_PID1_ARGV = ("-S", "-m", "pywsl.guest.vm_pid1")
@@ -247,6 +251,7 @@ def resolve_modules(modules: Path | None, wanted: Iterable[str] = GUEST_MODULES)
     seen: set[str] = set()
 
     def visit(name: str, chain: tuple[str, ...]) -> None:
+        name = name.replace("-", "_")  # a module's name and its file's differ so (t10-pi)
         if name in seen or name in builtin:
             return
         if name in chain:

@@ -14,7 +14,8 @@ guest. Both sides cut it into frames: ``channel`` (u32), ``kind`` (u8), ``length
   gone in both directions (an error, or a reader that went away).
 * ``ATTACH``: the descriptors that go with the next ``DATA`` of the channel, each one a new
   channel (a socket, a pipe the receiver reads or a pipe the receiver writes), a directory of the
-  shared distributions folder, or the same as an earlier entry. No descriptor crosses the VM:
+  shared distributions folder, a disk the host attached to the VM (by its SCSI LUN), or the same
+  as an earlier entry. No descriptor crosses the VM:
   each becomes a stream over the port, and the receiver makes the other ends. Host → guest for
   WSL's messages; guest → host only pipes (and ``SAME``), for an interop call's stdin, stdout
   and stderr.
@@ -22,6 +23,8 @@ guest. Both sides cut it into frames: ``channel`` (u32), ``kind`` (u8), ``length
   called from a distribution); the host hands its end to an interop worker. Channels the guest
   opens are numbered from ``GUEST_CHANNELS`` up, the host's below.
 * ``RELEASED`` (guest → host): the guest opened these directories; the host may detach them.
+* ``DETACH`` (guest → host): one use of each of these disks (LUNs) ended; the host detaches a
+  disk from the VM when every use it attached the disk for has ended.
 * ``PORTS`` (guest → host): the TCP ports the guest listens on (u16 each), for
   ``localhostForwarding``.
 """
@@ -74,6 +77,7 @@ class FrameKind(enum.IntEnum):
     RELEASED = 7
     PORTS = 8
     INTEROP = 9
+    DETACH = 10
 
 
 class AttachKind(enum.IntEnum):
@@ -82,12 +86,13 @@ class AttachKind(enum.IntEnum):
     PIPE_OUT = 3  # the receiver gets a pipe's write end; the sender receives the bytes
     DIRECTORY = 4  # a folder of the shared distributions folder, by name
     SAME = 5  # the same descriptor as entry ``channel`` of this list
+    DISK = 6  # a disk attached to the VM's SCSI controller; ``channel`` is its LUN
 
 
 @dataclass(frozen=True)
 class AttachEntry:
     kind: AttachKind
-    channel: int = 0  # the new channel (SOCKET, PIPE_IN, PIPE_OUT), or the entry index (SAME)
+    channel: int = 0  # the new channel (SOCKET, PIPE_IN, PIPE_OUT), the entry index (SAME), the LUN (DISK)
     name: str = ""  # DIRECTORY: its name in the shared folder
 
 

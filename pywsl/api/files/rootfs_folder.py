@@ -369,8 +369,14 @@ class RootfsFolders:
     def remove_files(self, registration: Registration, *, only_created_folder: bool = False) -> None:
         """WSL's `_DeleteDistribution`: delete a distribution's root filesystem, then its folder
         when that is left empty (`remove_empty_folder`). With `only_created_folder` (a failed
-        import) the folder goes only if pywsl created it: a folder the user gave stays."""
-        self.remove_rootfs(registration.base_path)
+        import) the folder goes only if pywsl created it: a folder the user gave stays. A
+        distribution on a disk has its image deleted instead (as the user)."""
+        if registration.on_disk:
+            from pywsl.api.files.disk_files import DiskFiles
+
+            DiskFiles(self).remove(registration.base_path, registration.vhd_file_name)
+        else:
+            self.remove_rootfs(registration.base_path)
         if registration.created_base_path or not only_created_folder:
             self.remove_empty_folder(registration.base_path)
 

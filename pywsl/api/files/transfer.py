@@ -39,8 +39,8 @@ from collections.abc import Callable, Iterator
 from typing import IO, Any, BinaryIO
 
 from pywsl.api import cancellation
-from pywsl.api.credentials import UserIdentity, open_as
-from pywsl.api.errors import WslError
+from pywsl.api.credentials import UserIdentity, acting_as, open_as
+from pywsl.api.errors import WslError, from_os_error
 
 __all__ = [
     "ARCHIVE_IDLE_TIMEOUT",
@@ -516,11 +516,29 @@ def _start_pump(result: ArchiveSource, read: Callable[[], bytes], progress: Prog
     pump.start()
 
 
+@contextlib.contextmanager
+def open_image_source(source: Source, identity: UserIdentity) -> Iterator[int]:
+    """A descriptor to read a disk image from: a path opened with the user's rights, or the
+    caller's descriptor or file object (left open)."""
+    if isinstance(source, str | os.PathLike):
+        try:
+            with acting_as(identity):
+                fd = os.open(os.fspath(source), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as error:
+            raise WslError(from_os_error(error).code, f"{os.fspath(source)}: {error.strerror}") from None
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+        return
+    yield source if isinstance(source, int) else source.fileno()
+
+
 def _check_format(kind: str, head: bytes) -> None:
     if kind in ("vhd", "vhdx"):
-        from pywsl.api.errors import not_supported_by_backend
-
-        not_supported_by_backend("Importing a VHD")
+        raise WslError(
+            "WSL_E_IMPORT_FAILED", "This looks like a VHD file. Use --vhd to import a VHD instead of a tar."
+        )
     if not head:
         raise WslError("WSL_E_IMPORT_FAILED", "The archive is empty.")
     if kind == "unknown":

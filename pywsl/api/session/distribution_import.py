@@ -13,17 +13,21 @@ recovery.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from pywsl.api import cancellation
 from pywsl.api.errors import WslError
+from pywsl.api.files.disk_files import DiskFiles
 from pywsl.api.files.rootfs_folder import OpenVm, RootfsFolders, with_details
-from pywsl.api.files.transfer import Progress, Source, StderrCollector, open_archive_source
+from pywsl.api.files.transfer import Progress, Source, StderrCollector, open_archive_source, open_image_source
 from pywsl.api.session import user_warnings
 from pywsl.api.session.distribution_info import DistributionInfo, distribution_info
 from pywsl.api.session.registrations import check_unique, update_registration
 from pywsl.api.session.registry import DistributionState, Registration, Registry, RegistryData, validate_name
+from pywsl.vm.disk_image import DiskImage
 
 if TYPE_CHECKING:
     from pywsl.vm import ImportOutcome, VmConfig
@@ -42,17 +46,25 @@ class DistributionImporter:
         *,
         vm_config: Callable[[], VmConfig],
         open_vm: OpenVm,
+        disk_size: int = 0,
     ) -> None:
         self.registry = registry
         self.folders = folders
+        self.disks = DiskFiles(folders)
+        self.disk_size = disk_size  # a registration on a disk: the size of its new image
         self._vm_config = vm_config
         self._open_vm = open_vm
 
-    def run(self, registration: Registration, source: Source, progress: Progress | None) -> DistributionInfo:
+    def run(
+        self, registration: Registration, source: Source, progress: Progress | None, *, vhd: bool = False
+    ) -> DistributionInfo:
         """Import `source` into `registration` (Installing, its operation lock held); its final
-        `DistributionInfo`, or the failure after the rollback."""
+        `DistributionInfo`, or the failure after the rollback. `vhd`: `source` is a disk image
+        holding an ext4 root filesystem, copied into the distribution's folder and checked."""
         made: list[bool] = []
         try:
+            if vhd:
+                return self._import_vhd(registration, source, made)
             return self._import(registration, source, progress, made)
         except BaseException:
             self._rollback(registration, rootfs_made=bool(made))
@@ -68,8 +80,17 @@ class DistributionImporter:
 
             update_registration(self.registry, registration.id, mark)
             registration.created_base_path = True
-        self.folders.make_rootfs(registration.base_path, config.uid_map, config.gid_map)
+        if registration.on_disk:
+            self.disks.create(registration.base_path, registration.vhd_file_name, self.disk_size)
+        else:
+            self.folders.make_rootfs(registration.base_path, config.uid_map, config.gid_map)
         made.append(True)
+
+    def _target(self, registration: Registration) -> AbstractContextManager[int | DiskImage]:
+        """Where the VM's import worker extracts to: the `rootfs` folder, or the new disk."""
+        if not registration.on_disk:
+            return self.folders.open_rootfs(registration.base_path)
+        return _disk(self.disks, registration)
 
     def _import(
         self, registration: Registration, source: Source, progress: Progress | None, made: list[bool]
@@ -82,7 +103,7 @@ class DistributionImporter:
                 self._open_vm() as vm,
             ):
                 try:
-                    with self.folders.open_rootfs(registration.base_path) as rootfs:
+                    with self._target(registration) as rootfs:
                         outcome = vm.import_rootfs(
                             rootfs, archive.fd, stderr.fd, cancel=cancellation.current()
                         )
@@ -99,6 +120,38 @@ class DistributionImporter:
         finally:
             details = stderr.text()
         return self._finish(registration, outcome, details)
+
+    def _import_vhd(self, registration: Registration, source: Source, made: list[bool]) -> DistributionInfo:
+        if self.folders.make_folder(registration.base_path):
+
+            def mark(entry: Registration, _: RegistryData) -> None:
+                entry.created_base_path = True
+
+            update_registration(self.registry, registration.id, mark)
+            registration.created_base_path = True
+        with open_image_source(source, self.folders.identity) as source_fd:
+            made.append(True)
+            self.disks.copy_in(source_fd, registration.base_path, registration.vhd_file_name)
+        return self.check_in_place(registration)
+
+    def check_in_place(self, registration: Registration) -> DistributionInfo:
+        """ImportInplace: the VM mounts the disk and checks the root filesystem on it."""
+        stderr = StderrCollector()
+        try:
+            with (
+                self._open_vm() as vm,
+                _disk(self.disks, registration) as disk,
+                open(os.devnull, "rb") as nothing,
+            ):
+                outcome = vm.import_rootfs(disk, nothing.fileno(), stderr.fd, in_place=True)
+        except WslError:
+            raise
+        except (OSError, ValueError) as error:
+            raise WslError(
+                "WSL_E_DISK_CORRUPTED" if getattr(error, "step", None) == 2 else "WSL_E_IMPORT_FAILED",
+                with_details("The disk cannot be used as a distribution.", f"{error}", stderr.text()),
+            ) from None
+        return self._finish(registration, outcome, stderr.text())
 
     def _finish(self, registration: Registration, outcome: ImportOutcome, details: str) -> DistributionInfo:
         """`_ProcessImportResultMessage`, then State=Installed and the default if there is none."""
@@ -148,3 +201,9 @@ class DistributionImporter:
         with contextlib.suppress(WslError), self.registry.transaction() as data:
             data.distributions.pop(registration.id, None)
             data.fix_default()
+
+
+@contextlib.contextmanager
+def _disk(disks: DiskFiles, registration: Registration) -> Iterator[DiskImage]:
+    with disks.open(registration.base_path, registration.vhd_file_name) as fd:
+        yield DiskImage(fd)

@@ -24,7 +24,6 @@ is a clear error instead of a service thread waiting for good.
 from __future__ import annotations
 
 import contextlib
-import copy
 import enum
 import json
 import os
@@ -34,7 +33,6 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -145,30 +143,97 @@ def _parse_guid(text: Any) -> uuid.UUID:
     return uuid.UUID(text.strip("{}"))
 
 
-@dataclass
-class Registration:
-    """One distribution's registry values."""
+_new_environment = default_environment  # the parameter of `Registration` shadows the function
+# Registration's attributes, in the order of its constructor's parameters.
+_REGISTRATION_FIELDS = (
+    "id",
+    "name",
+    "base_path",
+    "state",
+    "version",
+    "flags",
+    "default_uid",
+    "default_environment",
+    "run_oobe",
+    "flavor",
+    "os_version",
+    "modern",
+    "package_family_name",
+    "created_base_path",
+    "move_target",
+    "vhd_file_name",
+    "sparse",
+)
 
-    id: uuid.UUID
-    name: str
-    base_path: Path
-    state: DistributionState = DistributionState.INSTALLING
-    version: int = FS_VERSION
-    flags: int = FLAGS_ALL
-    default_uid: int = 0
-    default_environment: list[str] = field(default_factory=default_environment)
-    run_oobe: bool = False
-    flavor: str = ""
-    os_version: str = ""
-    modern: bool = True
-    package_family_name: str = ""
-    created_base_path: bool = False  # pywsl: the install removed the folder it created
-    move_target: Path | None = None  # pywsl: a move to this folder is in progress
+
+class Registration:
+    """One distribution's registry values (a plain class: a launch does not load `dataclasses`)."""
+
+    __slots__ = _REGISTRATION_FIELDS
+
+    def __init__(
+        self,
+        id: uuid.UUID,
+        name: str,
+        base_path: Path,
+        state: DistributionState = DistributionState.INSTALLING,
+        version: int = FS_VERSION,
+        flags: int = FLAGS_ALL,
+        default_uid: int = 0,
+        default_environment: list[str] | None = None,
+        run_oobe: bool = False,
+        flavor: str = "",
+        os_version: str = "",
+        modern: bool = True,
+        package_family_name: str = "",
+        created_base_path: bool = False,
+        move_target: Path | None = None,
+        vhd_file_name: str = "",
+        sparse: bool = True,
+    ) -> None:
+        self.id = id
+        self.name = name
+        self.base_path = base_path
+        self.state = state
+        self.version = version
+        self.flags = flags
+        self.default_uid = default_uid
+        self.default_environment = _new_environment() if default_environment is None else default_environment
+        self.run_oobe = run_oobe
+        self.flavor = flavor
+        self.os_version = os_version
+        self.modern = modern
+        self.package_family_name = package_family_name
+        self.created_base_path = created_base_path  # pywsl: the install removed the folder it created
+        self.move_target = move_target  # pywsl: a move to this folder is in progress
+        self.vhd_file_name = vhd_file_name  # WSL's VhdFileName: "" for a root filesystem folder
+        self.sparse = sparse  # freed blocks of the disk are given back (discard)
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in _REGISTRATION_FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, Registration)
+        return self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in _REGISTRATION_FIELDS)
+        return f"Registration({shown})"
 
     @property
     def rootfs(self) -> Path:
-        """The root filesystem directory (WSL's `BasePath\\ext4.vhdx`)."""
-        return self.base_path / "rootfs"
+        """The root filesystem: the directory `BasePath/rootfs`, or the disk image (WSL's
+        `BasePath\\ext4.vhdx`) when `vhd_file_name` names one."""
+        return self.base_path / (self.vhd_file_name or "rootfs")
+
+    @property
+    def on_disk(self) -> bool:
+        """The root filesystem is a disk image (the qemu backend), not a folder."""
+        return bool(self.vhd_file_name)
 
     @property
     def wsl_version(self) -> int:
@@ -190,6 +255,8 @@ class Registration:
             "PackageFamilyName": self.package_family_name,
             "CreatedBasePath": int(self.created_base_path),
             "MoveTarget": str(self.move_target) if self.move_target is not None else "",
+            "VhdFileName": self.vhd_file_name,
+            "Sparse": int(self.sparse),
         }
 
     @classmethod
@@ -218,7 +285,17 @@ class Registration:
             package_family_name=_stored_text(data, "PackageFamilyName", ""),
             created_base_path=bool(_stored_number(data, "CreatedBasePath", 0, 0, 1)),
             move_target=_optional_path(_stored_text(data, "MoveTarget", "")),
+            vhd_file_name=_stored_file_name(data, "VhdFileName"),
+            sparse=bool(_stored_number(data, "Sparse", 1, 0, 1)),
         )
+
+
+def _stored_file_name(data: dict[str, Any], key: str) -> str:
+    """A stored file name in the distribution's folder ("" for none): no folder, no `..`."""
+    value = _stored_text(data, key, "", limit=255)
+    if value in (".", "..") or "/" in value:
+        raise ValueError(f"{key} must be a file name")
+    return value
 
 
 def _stored_text(data: dict[str, Any], key: str, default: str | None = None, limit: int = 4096) -> str:
@@ -274,15 +351,40 @@ def _optional_path(value: str) -> Path | None:
     return Path(value)
 
 
-@dataclass
 class RegistryData:
     """The whole registry of one user, as read inside a transaction."""
 
-    default_distribution: uuid.UUID | None = None
-    default_version: int = 2
-    distributions: dict[uuid.UUID, Registration] = field(default_factory=dict)
-    # Entries that did not validate: kept as they are (WSL skips a corrupted registration too).
-    unreadable: dict[str, Any] = field(default_factory=dict)
+    def __init__(
+        self,
+        default_distribution: uuid.UUID | None = None,
+        default_version: int = 2,
+        distributions: dict[uuid.UUID, Registration] | None = None,
+        unreadable: dict[str, Any] | None = None,
+    ) -> None:
+        self.default_distribution = default_distribution
+        self.default_version = default_version
+        self.distributions: dict[uuid.UUID, Registration] = {} if distributions is None else distributions
+        # Entries that did not validate: kept as they are (WSL skips a corrupted registration too).
+        self.unreadable: dict[str, Any] = {} if unreadable is None else unreadable
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RegistryData):
+            return NotImplemented
+        return (self.default_distribution, self.default_version, self.distributions, self.unreadable) == (
+            other.default_distribution,
+            other.default_version,
+            other.distributions,
+            other.unreadable,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return (
+            f"RegistryData(default_distribution={self.default_distribution!r}, "
+            f"default_version={self.default_version!r}, distributions={self.distributions!r}, "
+            f"unreadable={self.unreadable!r})"
+        )
 
     def find(self, name: str, *, list_all: bool = False) -> Registration | None:
         """Case-insensitive name lookup; only Installed ones unless `list_all`
@@ -342,14 +444,17 @@ class RegistryData:
         return result
 
 
-@dataclass
 class OperationLock:
     """A held operation lock (`locks/<guid>.lock`); `release()` ends the operation."""
 
-    path: Path
-    fd: int
-    state: DistributionState
-    identity: UserIdentity
+    def __init__(self, path: Path, fd: int, state: DistributionState, identity: UserIdentity) -> None:
+        self.path = path
+        self.fd = fd
+        self.state = state
+        self.identity = identity
+
+    def __repr__(self) -> str:
+        return f"OperationLock(path={self.path!r}, fd={self.fd!r}, state={self.state!r})"
 
     def release(self) -> None:
         if self.fd < 0:
@@ -479,9 +584,14 @@ class Registry:
                 self._store(data)
 
     def snapshot(self) -> RegistryData:
-        """A consistent copy of the registry (changes to it are not saved)."""
-        with self.transaction(create=False) as data:
-            return copy.deepcopy(data)
+        """A consistent copy of the registry (changes to it are not saved): read under the lock
+        into new objects, never written back (no transaction, no copy)."""
+        with acting_as(self.identity):
+            missing = not self.folder.exists()
+        if missing:
+            return RegistryData()
+        with self._locked():
+            return self._load()
 
     # -- operation locks ---------------------------------------------------------------------
 

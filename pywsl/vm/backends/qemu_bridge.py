@@ -13,7 +13,9 @@ message's type and the descriptor's place in it:
   open for that direction. A FIFO is reopened (``/proc/self/fd``, the same direction) so that it
   can be used without blocking and without changing the caller's own open file; a descriptor
   given twice (``2>&1``) stays one;
-* a directory is attached to the VM's distributions folder (``qemu_shares``).
+* a directory is attached to the VM's distributions folder (``qemu_shares``); in its place an
+  image file or a block device (a distribution on a disk, a disk to mount) is attached to the
+  VM's SCSI controller (``qemu_disks``) and named by its LUN.
 
 Only the messages listed in ``ROLES`` may carry descriptors; any other descriptor is closed.
 """
@@ -28,6 +30,7 @@ import stat
 from dataclasses import dataclass, field
 from enum import Enum
 
+from pywsl.vm.backends.qemu_disks import DiskAttacher
 from pywsl.vm.backends.qemu_shares import DistributionShare
 from pywsl.wire.enums import LX_MESSAGE_TYPE
 from pywsl.wire.framing import HEADER_SIZE, parse_header
@@ -52,7 +55,10 @@ D, C, S, IN, OUT = Role.DIRECTORY, Role.CHANNEL, Role.STREAM, Role.INPUT, Role.O
 ROLES: dict[int, tuple[Role, ...]] = {
     T.LxMiniInitMessageLaunchInit: (D, C),
     T.LxMiniInitMessageImport: (D, S, IN, OUT),
+    T.LxMiniInitMessageImportInplace: (D, S, IN, OUT),
     T.LxMiniInitMessageExport: (D, S, OUT, OUT),
+    T.LxMiniInitMessageResizeDistribution: (D, S, OUT),
+    T.LxMiniInitMessageMount: (D, S),
     T.LxInitMessageCreateSession: (C,),
     T.LxInitMessageCreateProcessUtilityVm: (IN, OUT, OUT, S, S),
 }
@@ -100,6 +106,7 @@ class Bridge:
 
     engine: PortEngine
     share: DistributionShare | None
+    disks: DiskAttacher | None = None
     # channels made for descriptors (the host's own connections count up from 1; the guest's
     # channels start at GUEST_CHANNELS)
     next_channel: int = 1 << 31
@@ -124,6 +131,11 @@ def _entry(bridge: Bridge, fd: int, role: Role, seen: dict[tuple[int, int], int]
     """The entry for one descriptor (taken over: closed or kept by a new endpoint)."""
     info = os.fstat(fd)
     if role is Role.DIRECTORY:
+        if stat.S_ISREG(info.st_mode) or stat.S_ISBLK(info.st_mode):
+            if bridge.disks is None:
+                os.close(fd)
+                raise OSError("this VM takes no disks")
+            return AttachEntry(AttachKind.DISK, bridge.disks.attach(fd))  # takes fd over
         try:
             if not stat.S_ISDIR(info.st_mode) or bridge.share is None:
                 raise OSError("not a directory the VM can be given")
@@ -177,6 +189,9 @@ def _entries(bridge: Bridge, fds: list[int], roles: tuple[Role, ...]) -> list[At
                 with contextlib.suppress(OSError):
                     os.close(fd)
         for entry in entries:
+            if entry.kind is AttachKind.DISK and bridge.disks is not None:
+                bridge.disks.release(entry.channel)
+                continue
             made = bridge.engine.endpoints.get(entry.channel)
             if entry.kind in (AttachKind.SOCKET, AttachKind.PIPE_IN, AttachKind.PIPE_OUT) and made:
                 bridge.engine.close(made, tell_peer=False)

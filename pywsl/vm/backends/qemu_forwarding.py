@@ -12,78 +12,36 @@ a privileged port of the host either way), and at most ``MAX_FORWARDS`` at once.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import socket
+
+from pywsl.vm.backends.qemu_qmp import QmpError, QmpLink
 
 log = logging.getLogger("pywsl.qemu-forwarding")
 
 __all__ = ["QMP_SOCKET_NAME", "PortForwarder"]
 
 QMP_SOCKET_NAME = "qmp.sock"
-QMP_TIMEOUT = 5.0
 GUEST_ADDRESS = "10.0.2.15"
 FIRST_PORT = 1024  # the ports an unprivileged user may bind
 MAX_FORWARDS = 256
 
 
-class QmpError(Exception):
-    pass
-
-
-class Qmp:
-    """A QMP connection, one command at a time."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.sock.settimeout(QMP_TIMEOUT)
-        self.buffer = b""
-        self._read()  # the greeting
-        self.execute("qmp_capabilities")
-
-    def _read(self) -> dict[str, object]:
-        while b"\n" not in self.buffer:
-            data = self.sock.recv(65536)
-            if not data:
-                raise QmpError("QEMU closed its QMP monitor")
-            self.buffer += data
-        line, _newline, self.buffer = self.buffer.partition(b"\n")
-        reply = json.loads(line)
-        return reply if isinstance(reply, dict) else {}
-
-    def execute(self, command: str, **arguments: object) -> object:
-        request: dict[str, object] = {"execute": command}
-        if arguments:
-            request["arguments"] = arguments
-        self.sock.sendall(json.dumps(request).encode() + b"\n")
-        while True:
-            reply = self._read()
-            if "return" in reply:
-                return reply["return"]
-            if "error" in reply:
-                raise QmpError(str(reply["error"]))
-
-
 class PortForwarder:
-    """Keeps QEMU's host forwards equal to the guest's listening ports, over ``qmp_socket`` (the
-    monitor's end of QEMU's QMP socket pair). After a QMP failure nothing more is forwarded."""
+    """Keeps QEMU's host forwards equal to the guest's listening ports, over ``qmp`` (QEMU's QMP
+    monitor). After a QMP failure nothing more is forwarded."""
 
-    def __init__(self, qmp_socket: socket.socket) -> None:
-        self.qmp_socket: socket.socket | None = qmp_socket
-        self.qmp: Qmp | None = None
+    def __init__(self, qmp: QmpLink) -> None:
+        self.qmp: QmpLink | None = qmp
         self.forwarded: set[int] = set()
 
     def _human(self, line: str) -> str:
         if self.qmp is None:
-            if self.qmp_socket is None:
-                raise QmpError("the QMP monitor failed earlier")
-            self.qmp = Qmp(self.qmp_socket)
-        answer = self.qmp.execute("human-monitor-command", **{"command-line": line})
+            raise QmpError("the QMP monitor failed earlier")
+        answer = self.qmp.execute("human-monitor-command", {"command-line": line})
         return answer if isinstance(answer, str) else ""
 
     def update(self, ports: list[int]) -> None:
-        if self.qmp_socket is None:
+        if self.qmp is None:
             return
         wanted = {port for port in ports if port >= FIRST_PORT}
         wanted = set(sorted(wanted)[:MAX_FORWARDS])
@@ -102,8 +60,5 @@ class PortForwarder:
             self.close()
 
     def close(self) -> None:
-        if self.qmp_socket is not None:
-            with contextlib.suppress(OSError):
-                self.qmp_socket.close()
-            self.qmp_socket = None
+        """Forward nothing more (the QMP link itself is the monitor's)."""
         self.qmp = None
