@@ -2,7 +2,8 @@
 
 ``VmConfig`` is what ``WslCoreVm::Create`` takes from ``.wslconfig`` and the calling user;
 ``ProcessRequest`` becomes ``LX_INIT_CREATE_PROCESS_UTILITY_VM``; ``ImportOutcome`` is the
-``ImportResult`` of an import.
+``ImportResult`` of an import. Those two and the default timeouts live in ``launch_types``
+(no dataclasses there: a warm launch loads them, never this module) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -10,9 +11,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-IdMap = list[tuple[int, int, int]]
-DEFAULT_KERNEL_BOOT_TIMEOUT_MS = 30_000  # .wslconfig [wsl2] kernelBootTimeout
-DEFAULT_DISTRIBUTION_START_TIMEOUT_MS = 60_000  # .wslconfig [wsl2] distributionStartTimeout
+# What a launch needs is defined without dataclasses (a warm launch never imports this module).
+from pywsl.vm.launch_types import (
+    DEFAULT_DISTRIBUTION_START_TIMEOUT_MS,
+    DEFAULT_KERNEL_BOOT_TIMEOUT_MS,
+    IdMap,
+    ImportOutcome,
+    ProcessRequest,
+)
+
+__all__ = [
+    "DEFAULT_DISTRIBUTION_START_TIMEOUT_MS",
+    "DEFAULT_KERNEL_BOOT_TIMEOUT_MS",
+    "IdMap",
+    "ImportOutcome",
+    "ProcessRequest",
+    "VmConfig",
+]
 
 
 @dataclass(frozen=True)
@@ -42,38 +57,11 @@ class VmConfig:
     kernel_modules: Path | None = None  # [wsl2] kernelModules (qemu backend; None: /lib/modules/<release>)
     kernel_command_line: str = ""  # [wsl2] kernelCommandLine (qemu backend), appended
     localhost_forwarding: bool = True  # [wsl2] localhostForwarding (qemu backend with NAT)
+    debug_console: bool = False  # [wsl2] debugConsole (qemu backend): the console on the booting terminal
+    swap_file: Path | None = None  # [wsl2] swapFile (qemu backend): the swap disk's file, the owner's
 
     def __post_init__(self) -> None:
         for name in ("kernel_boot_timeout_ms", "distribution_start_timeout_ms"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"VmConfig.{name} must be a positive number of milliseconds, not {value!r}")
-
-
-@dataclass(frozen=True)
-class ProcessRequest:
-    """A process to start in a distribution (becomes LX_INIT_CREATE_PROCESS_UTILITY_VM)."""
-
-    filename: str  # "" = the user's shell
-    command_line: list[str]  # shell mode: ["-c", "<string>"] with filename ""; exec: argv
-    cwd: str  # "" = home; "~..." or "/..."
-    environment: list[str]  # "K=V"
-    username: str  # "" = default user chain
-    default_uid: int
-    login_shell: bool
-    console: tuple[bool, bool, bool]  # stdin/stdout/stderr are terminals
-    rows: int
-    columns: int
-    nt_path: str = ""  # the caller's host PATH (NtPath): host PATH folders for interop
-    host_environment: tuple[str, ...] = ()  # NtEnvironment: host facts the api checked (GUI sockets)
-
-
-@dataclass(frozen=True)
-class ImportOutcome:
-    """The ``ImportResult`` of a successful extraction."""
-
-    valid: bool  # /etc or /bin/sh exists in the tree
-    flavor: str | None  # os-release ID
-    version: str | None  # os-release VERSION_ID
-    default_name: str | None  # /etc/wsl-distribution.conf [oobe] defaultName
-    warnings: tuple[str, ...] = ()  # for the user (device nodes left out)

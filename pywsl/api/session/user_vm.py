@@ -72,6 +72,8 @@ def vm_config(identity: UserIdentity, runtime_dir: Path, config: WslConfig) -> V
         kernel_modules=config.kernel_modules,
         kernel_command_line=config.kernel_command_line,
         localhost_forwarding=bool(config.values.get("wsl2.localhostForwarding", True)),
+        debug_console=config.debug_console,
+        swap_file=config.swap_file,
     )
 
 

@@ -20,7 +20,8 @@ made of namespaces take effect:
   (machine-wide registry values in WSL);
 * `[pywsl] backend` (pywsl's own section, not WSL's) → `namespaces` (the default: a VM made of
   namespaces) or `qemu` (a real VM with its own kernel, see docs/design.md); with `qemu`,
-  `[wsl2] kernel`, `kernelModules` and `kernelCommandLine` take effect too.
+  `[wsl2] kernel`, `kernelModules`, `kernelCommandLine`, `localhostForwarding`, `debugConsole`
+  (the guest console on the booting terminal) and `swapFile` (the swap disk's file) take effect too.
 
 The rest is accepted and kept in `WslConfig.values`; each key set there that this host cannot
 honour is named in `WslConfig.ignored`. Warnings use WSL's wording ("Unknown key 'wsl2.x' in
@@ -31,14 +32,12 @@ not exist is `WSL_E_CUSTOM_KERNEL_NOT_FOUND` when a VM is to be started (`check_
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import enum
 import os
 import stat
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pywsl.api.errors import WslError
 from pywsl.wire.config_format import (
@@ -119,7 +118,16 @@ HONOURED_KEYS = frozenset(
 )
 # Keys that take effect only with `[pywsl] backend = qemu` (a real kernel).
 QEMU_KEYS = frozenset(
-    {"wsl2.kernel", "wsl2.kernelModules", "wsl2.kernelCommandLine", "wsl2.localhostForwarding"}
+    {
+        "wsl2.kernel",
+        "wsl2.kernelModules",
+        "wsl2.kernelCommandLine",
+        "wsl2.localhostForwarding",
+        "wsl2.debugConsole",
+        "wsl2.swapFile",
+        "wsl2.defaultVhdSize",  # the size of a new distribution's disk image
+        "experimental.sparseVhd",  # whether a new distribution's disk gives freed blocks back
+    }
 )
 BACKENDS = ("namespaces", "qemu")
 
@@ -201,8 +209,7 @@ _LOOKUP: dict[str, dict[str, str]] = {
 }
 
 
-@dataclass(frozen=True)
-class WslConfig:
+class WslConfig(NamedTuple):  # not a dataclass: a launch reads it and never loads dataclasses
     """The global configuration as it applies to one user's VM."""
 
     memory_bytes: int | None = None  # None: half of the host's memory (WSL's default)
@@ -219,7 +226,7 @@ class WslConfig:
     distribution_install_path: Path | None = None
     distribution_list_url: str | None = None
     distribution_list_url_append: str | None = None
-    values: Mapping[str, Any] = field(default_factory=dict)  # "section.key" -> parsed value
+    values: Mapping[str, Any] = {}  # "section.key" -> parsed value (never changed)
     warnings: tuple[str, ...] = ()
     ignored: tuple[str, ...] = ()  # a warning for each key set that this host cannot honour
     source: Path | None = None
@@ -228,6 +235,8 @@ class WslConfig:
     kernel: Path | None = None  # [wsl2] kernel (qemu backend)
     kernel_modules: Path | None = None  # [wsl2] kernelModules (qemu backend)
     kernel_command_line: str = ""  # [wsl2] kernelCommandLine (qemu backend)
+    debug_console: bool = False  # [wsl2] debugConsole (qemu backend)
+    swap_file: Path | None = None  # [wsl2] swapFile (qemu backend)
 
     def startup_warnings(self) -> tuple[str, ...]:
         """What the user is told when a VM starts with this configuration."""
@@ -414,6 +423,8 @@ def parse_wslconfig(
         kernel=values.get("wsl2.kernel"),
         kernel_modules=values.get("wsl2.kernelModules"),
         kernel_command_line=values.get("wsl2.kernelCommandLine", ""),
+        debug_console=values.get("wsl2.debugConsole", False),
+        swap_file=values.get("wsl2.swapFile"),
     )
 
 
@@ -452,7 +463,7 @@ def _missing_kernel(config: WslConfig, identity: UserIdentity | None) -> WslConf
             found = os.path.isfile(kernel)
     except OSError:
         found = False
-    return config if found else dataclasses.replace(config, missing_kernel=kernel)
+    return config if found else config._replace(missing_kernel=kernel)
 
 
 def load_wslconfig(

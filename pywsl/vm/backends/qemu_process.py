@@ -9,8 +9,11 @@ fixed numbers (``qemu_command.QEMU_FDS``), everything it would otherwise open wi
   ``/proc/self/fd/N``, which any process may reopen). A kernel the user named (``[wsl2] kernel``)
   is opened with the owner's rights (``open_as_owner``), so no file the owner cannot read reaches
   the VM; the host's own kernel and the cached initramfs are root's and opened as root;
-* the guest console's log file (``-add-fd``, ``/dev/fdset/1``) and the swap disk
-  (``[wsl2] swap``: an unnamed sparse file in the cache root, ``/dev/fdset/2``);
+* the guest console's log file (``-add-fd``, ``/dev/fdset/1``), and with ``debugConsole`` on a
+  terminal a pipe to the console relay (``qemu_console``) as QEMU's standard output;
+* the swap disk (``[wsl2] swap``, ``/dev/fdset/2``): an unnamed sparse file in the cache root, or
+  the file ``[wsl2] swapFile`` names, made or opened by a child that became the owner (and
+  removed the same way when the VM is gone);
 * the channel port and the QMP monitor, each one end of a socket pair the monitor keeps the other
   end of (no socket file at all);
 * the file servers' sockets: QEMU's vhost-user needs a socket it connects to itself, so it gets an
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fcntl
 import os
 import pwd
@@ -32,13 +36,23 @@ import signal
 import socket
 import stat
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from pywsl.vm.errors import VmError
 
-__all__ = ["QemuIdentity", "copy_to_memory", "open_as_owner", "owner_identity", "spawn_qemu", "swap_file"]
+__all__ = [
+    "QemuIdentity",
+    "copy_to_memory",
+    "inherited_fd",
+    "named_swap_file",
+    "open_as_owner",
+    "owner_identity",
+    "remove_swap_file",
+    "spawn_qemu",
+    "swap_file",
+]
 
 KVM_DEVICE = "/dev/kvm"
 MAX_IMAGE_BYTES = 512 * 1024 * 1024
@@ -82,9 +96,9 @@ def _become(identity: QemuIdentity) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 
 
-def open_as_owner(path: str, identity: QemuIdentity) -> int:
-    """``path`` opened read-only with the owner's rights (in a child that became the owner), a
-    regular file; VmError when the owner may not read it."""
+def _as_owner(identity: QemuIdentity, action: Callable[[], int | None]) -> tuple[int | None, str]:
+    """``action`` run in a child that became the owner: (the descriptor it returned, "") or
+    (None, why it failed); the child's descriptor comes back over a socket pair."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     pid = os.fork()
     if pid == 0:
@@ -93,8 +107,11 @@ def open_as_owner(path: str, identity: QemuIdentity) -> int:
             ours.close()
             if not identity.is_root:
                 _become(identity)
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-            socket.send_fds(theirs, [b"F"], [fd])
+            fd = action()
+            if fd is None:
+                theirs.send(b"F")
+            else:
+                socket.send_fds(theirs, [b"F"], [fd])
             code = 0
         except OSError as error:
             with contextlib.suppress(OSError):
@@ -108,12 +125,22 @@ def open_as_owner(path: str, identity: QemuIdentity) -> int:
     finally:
         ours.close()
         os.waitpid(pid, 0)
-    if data != b"F" or len(fds) != 1:
+    if data != b"F" or len(fds) > 1:
         for fd in fds:
             os.close(fd)
-        reason = data[1:].decode(errors="replace") if data.startswith(b"E") else "no answer"
+        return None, data[1:].decode(errors="replace") if data.startswith(b"E") else "no answer"
+    return (fds[0] if fds else None), ""
+
+
+def open_as_owner(path: str, identity: QemuIdentity) -> int:
+    """``path`` opened read-only with the owner's rights (in a child that became the owner), a
+    regular file; VmError when the owner may not read it."""
+    fd, reason = _as_owner(
+        identity, lambda: os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    )
+    if fd is None:
         raise VmError(f"the kernel {path} cannot be read by the VM's owner: {reason}")
-    return _regular(fds[0], path)
+    return _regular(fd, path)
 
 
 def _regular(fd: int, path: str) -> int:
@@ -148,10 +175,13 @@ def copy_to_memory(fd: int, name: str) -> int:
     return memory
 
 
-def swap_file(folder: Path, size: int) -> int:
-    """The swap disk: an unnamed (``O_TMPFILE``), sparse file of ``size`` bytes in ``folder`` (a
-    folder of root's on a disk, the cache root), read and written by QEMU through its descriptor.
-    It has no name, so nothing of it is left on the host once the VM is gone."""
+def swap_file(folder: Path, size: int, path: str | None = None, identity: QemuIdentity | None = None) -> int:
+    """The swap disk: a sparse file of ``size`` bytes, read and written by QEMU through its
+    descriptor. Without ``path`` it is unnamed (``O_TMPFILE``) in ``folder`` (a folder of root's
+    on a disk, the cache root), so nothing of it is left on the host once the VM is gone. With
+    ``path`` (``[wsl2] swapFile``) it is that file, made or opened by the owner (``identity``)."""
+    if path is not None:
+        return named_swap_file(path, size, identity or QemuIdentity(0, 0))
     folder.mkdir(mode=0o755, parents=True, exist_ok=True)
     fd = os.open(folder, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
     try:
@@ -159,6 +189,52 @@ def swap_file(folder: Path, size: int) -> int:
     except BaseException:
         os.close(fd)
         raise
+    return fd
+
+
+def _open_swap(path: str, size: int, uid: int) -> int:
+    """In the owner's child: ``path`` made (mode 0600) or opened without following a link, a
+    regular file of the owner's that is empty or of ``size`` bytes (what an earlier VM left),
+    emptied and sized to ``size`` (sparse). Any other file is refused, never overwritten."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != uid:
+        raise OSError(errno.EPERM, "not a regular file of the VM's owner")
+    if info.st_size not in (0, size):
+        raise OSError(errno.EEXIST, f"it exists and is not a swap disk of {size} bytes (remove it)")
+    os.ftruncate(fd, 0)  # what an earlier VM swapped out goes
+    os.ftruncate(fd, size)
+    return fd
+
+
+def named_swap_file(path: str, size: int, identity: QemuIdentity) -> int:
+    """``[wsl2] swapFile``: the swap disk at ``path``, made or opened with the owner's rights (a
+    link, a folder that does not exist or that the owner cannot write, or a file that is not
+    the owner's is refused with VmError)."""
+    fd, reason = _as_owner(identity, lambda: _open_swap(path, size, identity.uid))
+    if fd is None:
+        raise VmError(f"[wsl2] swapFile {path} cannot be used by the VM's owner: {reason}")
+    return fd
+
+
+def _remove_swap(path: str, size: int, uid: int) -> None:
+    info = os.lstat(path)
+    if stat.S_ISREG(info.st_mode) and info.st_uid == uid and info.st_size == size:
+        os.unlink(path)
+
+
+def remove_swap_file(path: str, size: int, identity: QemuIdentity) -> None:
+    """The swap file of ``[wsl2] swapFile`` removed with the owner's rights once the VM is gone
+    (as WSL deletes its swap disk), when it is still a file of the owner's of the swap's size."""
+    _as_owner(identity, lambda: _remove_swap(path, size, identity.uid))
+
+
+def inherited_fd(text: str) -> int:
+    """A descriptor number given on the command line, made close-on-exec at once (so that only
+    the process it is placed for inherits it)."""
+    fd = int(text)
+    os.set_inheritable(fd, False)
     return fd
 
 
