@@ -4,9 +4,10 @@ Coverage.py measures the pytest process and, through ``[tool.coverage.run]`` in 
 (``parallel``, ``patch = subprocess, _exit``), every process the tests start: the CLI, the
 service, forked children (which carry their parent's measurement on and save it when they leave,
 ``os._exit`` included), and the utility VM, whose ``-S`` interpreter starts coverage itself
-(``pywsl.guest.coverage_startup``). Each process writes its own data file into this run's data
-folder (below the run's base folder), which the VM's users can write (mode 1777); the files are
-combined when the run ends and the report is printed.
+(``pywsl.coverage_startup``; a ``qemu`` VM is asked on its kernel command line). Each process
+writes its own data file into this run's data folder (below the run's base folder), which the VM's
+users can write (mode 1777); the files are combined when the run ends and the report is printed.
+A test that starts a process with an environment of its own passes :func:`passed_on` in it.
 
 ``--no-coverage`` runs without measuring; ``--coverage-data=FILE`` keeps the combined data (for
 ``coverage report -m`` or ``coverage html``). Nothing is measured when coverage.py is missing or
@@ -38,6 +39,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--coverage-data", metavar="FILE", default=None, help="also keep the combined coverage data in FILE"
     )
+
+
+def passed_on() -> dict[str, str]:
+    """The variables that ask a new process to be measured (none when this run measures nothing):
+    for the environment of a process a test starts with an environment of its own."""
+    from pywsl.coverage_startup import REQUEST_VARIABLES  # not at import: before coverage starts
+
+    return {name: os.environ[name] for name in REQUEST_VARIABLES if os.environ.get(name)}
 
 
 def package_of(path: Path) -> str:
@@ -84,7 +93,7 @@ def combine_folder(folder: Path, config_file: str | bool) -> tuple[Any, int]:
         for item in caught
     )
     combined.save()
-    # Serialized data of guest processes whose root showed no host folder (pywsl.guest.coverage_startup).
+    # Serialized data of guest processes whose root showed no host folder (pywsl.coverage_startup).
     for dump in sorted(folder.glob(".coverage-dump.*")):
         payload = dump.read_bytes()
         if not payload:  # the process saved into the folder after all

@@ -1,4 +1,5 @@
-"""The layering contract: cli → api → vm → wire, guest → wire; nothing imports upward."""
+"""The layering contract: cli → api → vm → wire, guest → wire; nothing imports upward. Top-level
+modules are leaves every layer may import (``pywsl.coverage_startup``): they import no pywsl."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ ALLOWED: dict[str, set[str]] = {
     "api": {"api", "vm", "wire"},
     "cli": {"cli", "api", "vm", "wire"},
 }
+
+# Top-level modules every layer may import; they import nothing of pywsl themselves.
+LEAF_MODULES = {"coverage_startup"}
 
 
 _MODULE_NAME = re.compile(r"pywsl(\.[A-Za-z_]\w*)+")
@@ -99,14 +103,16 @@ def _imported_names(
 
 
 def _imported_layers(path: Path, root: Path = PACKAGE.parent) -> set[tuple[str, int]]:
-    """Every `pywsl.<layer>` a module imports, with the line."""
+    """Every `pywsl.<layer>` (or top-level module other than a leaf) a module imports, with the line."""
     found: set[tuple[str, int]] = set()
     for name, line in _imported_names(path, root):
         parts = name.split(".")
-        if len(parts) > 1 and parts[1] in ALLOWED:
-            found.add((parts[1], line))
-        elif len(parts) == 1:
+        if len(parts) == 1:
             found.add(("pywsl", line))
+        elif parts[1] in ALLOWED or (
+            parts[1] not in LEAF_MODULES and (root / "pywsl" / f"{parts[1]}.py").is_file()
+        ):
+            found.add((parts[1], line))
     return found
 
 
@@ -124,12 +130,22 @@ def test_layer_imports_only_downward(layer: str) -> None:
     assert not violations, "\n".join(violations)
 
 
+def test_leaf_modules_import_nothing_of_pywsl() -> None:
+    assert {path.stem for path in PACKAGE.glob("*.py")} == {"__init__", *LEAF_MODULES}
+    for leaf in sorted(LEAF_MODULES):
+        assert _imported_names(PACKAGE / f"{leaf}.py") == set(), leaf
+
+
 def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     """The contract test would notice an upward import (guards against a checker that sees nothing)."""
     probe = tmp_path / "pywsl" / "wire" / "probe.py"
     probe.parent.mkdir(parents=True)
-    probe.write_text("from pywsl.api import session\nfrom ..cli import main\nfrom . import codec\n")
-    assert {name for name, _ in _imported_layers(probe, tmp_path)} == {"api", "cli", "wire"}
+    (tmp_path / "pywsl" / "other_module.py").write_text("")
+    probe.write_text(
+        "from pywsl.api import session\nfrom ..cli import main\nfrom . import codec\n"
+        "from pywsl import coverage_startup\nimport pywsl.other_module\n"
+    )
+    assert {name for name, _ in _imported_layers(probe, tmp_path)} == {"api", "cli", "wire", "other_module"}
 
 
 def test_relative_imports_in_a_package_init_resolve_to_the_package(tmp_path: Path) -> None:

@@ -83,12 +83,13 @@ IN_PROCESS = COMMON | {
     "pywsl.vm.backends",
     "pywsl.vm.backends.base",
     "pywsl.vm.backends.namespaces",
-    "pywsl.vm.config",
     "pywsl.vm.core_instance",
     "pywsl.vm.core_vm",
     "pywsl.vm.directories",
+    "pywsl.vm.disk_image",
     "pywsl.vm.errors",
     "pywsl.vm.idmap",
+    "pywsl.vm.launch_types",
     "pywsl.vm.timezone",
     "pywsl.wire.config_format",
     "pywsl.wire.timezone_id",
@@ -104,16 +105,17 @@ THROUGH_SERVICE = COMMON | {
     "pywsl.api.session.paths",
 }
 # The standard library modules a launch loads (beyond the interpreter's own start-up): both paths,
-# and root's credentials (ctypes for setgroups, the user database) in-process.
+# and the user database in-process. Never `dataclasses` (it brings `inspect`, `ast`, `dis` and
+# `tokenize`: more than everything else here), `ctypes` (only a session acting for another user
+# needs it) or `copy`.
 _STANDARD_NAMES = """
-    array ast collections collections.abc contextlib contextvars copy copyreg dataclasses dis enum errno
-    fcntl fnmatch functools importlib importlib.machinery inspect ipaddress itertools json json.decoder
-    json.encoder json.scanner keyword linecache math ntpath opcode operator pathlib platform re reprlib
-    select selectors signal socket struct termios threading token tokenize types typing typing.io
-    typing.re urllib urllib.parse uuid warnings weakref
+    array collections collections.abc contextlib contextvars copyreg enum errno fcntl fnmatch functools
+    importlib ipaddress itertools json json.decoder json.encoder json.scanner keyword math ntpath
+    operator pathlib platform re reprlib select selectors signal socket struct termios threading types
+    typing typing.io typing.re urllib urllib.parse uuid warnings
 """
 STANDARD = set(_STANDARD_NAMES.split())
-STANDARD_IN_PROCESS = STANDARD | {"ctypes", "grp", "pwd"}
+STANDARD_IN_PROCESS = STANDARD | {"grp", "pwd"}
 # What records the modules: the interpreter's own start-up is left out.
 PROBE = """
 import atexit, sys

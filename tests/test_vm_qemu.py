@@ -30,6 +30,7 @@ from types import SimpleNamespace
 
 import pytest
 from busybox_images import BUSYBOX, busybox_archive
+from coverage_report import passed_on
 from qemu_guest_setup import ensure_kernel, ensure_qemu
 from run_folders import run_folder
 
@@ -97,7 +98,7 @@ def port(tmp_path: Path) -> Iterator[_Port]:
     guest_port.setblocking(False)
     log = os.open(tmp_path / "interop.log", os.O_WRONLY | os.O_CREAT, 0o600)
     interop = InteropHost(os.geteuid(), log)
-    monitor = SimpleNamespace(share=None, forwarder=None, interop=interop)
+    monitor = SimpleNamespace(share=None, forwarder=None, interop=interop, disks=None)
     host = HostPort(host_port.fileno(), listener, monitor)  # type: ignore[arg-type]
     pid1_end, demux_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     guest = PortDemux(guest_port.fileno(), name, interop_source=demux_end)
@@ -431,6 +432,7 @@ def pywsl(guest_kernel: tuple[Path, Path], tmp_path_factory: pytest.TempPathFact
         "PYWSL_CACHE_ROOT": str(tmp_path_factory.mktemp("qemu-cache")),
         "LANG": "C.UTF-8",
         "PYTHONPATH": str(Path(pywsl_package.__file__).resolve().parent.parent),
+        **passed_on(),  # a coverage measurement follows the command, its VM's monitor and guest
     }
     command = Pywsl(env, runtime / str(os.geteuid()))
     try:

@@ -16,15 +16,18 @@ descriptors opened as the user and verified, on what the user or the VM's ids ow
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
+import functools
 import os
 import platform
 import pwd
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    import ctypes
 
 __all__ = [
     "UserIdentity",
@@ -48,16 +51,22 @@ _SYS_SETGROUPS = {
     "s390x": 206,
 }
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.setfsuid.argtypes = [ctypes.c_uint32]
-_libc.setfsuid.restype = ctypes.c_int
-_libc.setfsgid.argtypes = [ctypes.c_uint32]
-_libc.setfsgid.restype = ctypes.c_int
-_libc.syscall.restype = ctypes.c_long
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """libc's calls, loaded when a thread first changes its rights (a user's own launch never does)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.setfsuid.argtypes = [ctypes.c_uint32]
+    libc.setfsuid.restype = ctypes.c_int
+    libc.setfsgid.argtypes = [ctypes.c_uint32]
+    libc.setfsgid.restype = ctypes.c_int
+    libc.syscall.restype = ctypes.c_long
+    return libc
 
 
-@dataclass(frozen=True)
-class UserIdentity:
+class UserIdentity(NamedTuple):
     """A host user: ids, supplementary groups, name and home folder (from the password database)."""
 
     uid: int
@@ -94,18 +103,21 @@ def _setgroups_thread(groups: tuple[int, ...]) -> None:
     number = _SYS_SETGROUPS.get(platform.machine())
     if number is None:
         raise OSError(errno.ENOSYS, f"setgroups: unknown system call number on {platform.machine()}")
+    import ctypes
+
     array = (ctypes.c_uint32 * max(len(groups), 1))(*groups)
-    if _libc.syscall(ctypes.c_long(number), ctypes.c_size_t(len(groups)), array) != 0:
+    if _libc().syscall(ctypes.c_long(number), ctypes.c_size_t(len(groups)), array) != 0:
         code = ctypes.get_errno()
         raise OSError(code, f"setgroups({list(groups)}) failed: {os.strerror(code)}")
 
 
 def _set_fs_ids(uid: int, gid: int) -> None:
-    _libc.setfsgid(gid)
-    _libc.setfsuid(uid)
+    libc = _libc()
+    libc.setfsgid(gid)
+    libc.setfsuid(uid)
     # Both calls return the previous value whatever happens; ask again to know the outcome.
-    current_gid = _libc.setfsgid(_NO_CHANGE)
-    current_uid = _libc.setfsuid(_NO_CHANGE)
+    current_gid = libc.setfsgid(_NO_CHANGE)
+    current_uid = libc.setfsuid(_NO_CHANGE)
     if current_uid != uid or current_gid != gid:
         raise PermissionError(errno.EPERM, f"setfsuid({uid})/setfsgid({gid}) failed")
 

@@ -12,8 +12,7 @@ import contextlib
 import contextvars
 import errno
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 __all__ = [
     "HRESULTS",
@@ -33,8 +32,7 @@ def _win32(code: int) -> int:
     return 0x80070000 | code
 
 
-@dataclass(frozen=True)
-class ErrorCode:
+class ErrorCode(NamedTuple):
     """One HRESULT: its symbolic name, value and WSL's default user-facing text."""
 
     name: str

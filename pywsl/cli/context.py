@@ -7,11 +7,11 @@ command line, and closes it when the command line is done.
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import uuid
+
     import click
 
     from pywsl.api.session.user_session import UserSession
@@ -26,12 +26,15 @@ def open_session() -> UserSession:
     return connect()
 
 
-@dataclass
 class CliState:
     """Per command line: the session (opened lazily) and the distribution chosen by -d."""
 
-    session: UserSession | None = None
-    distro: uuid.UUID | None = None
+    def __init__(self, session: UserSession | None = None, distro: uuid.UUID | None = None) -> None:
+        self.session = session
+        self.distro = distro
+
+    def __repr__(self) -> str:
+        return f"CliState(session={self.session!r}, distro={self.distro!r})"
 
     def get_session(self) -> UserSession:
         if self.session is None:

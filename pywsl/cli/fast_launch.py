@@ -18,8 +18,7 @@ import errno
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, TextIO, cast
+from typing import TYPE_CHECKING, NamedTuple, TextIO, cast
 
 from pywsl.cli.invocation import EXEC_TOKENS, HOME_TOKEN, STOP_TOKEN, Invocation
 from pywsl.cli.launch_run import launch_process, process_arguments, working_directory
@@ -52,8 +51,7 @@ INTERRUPTED_EXIT_STATUS = 130  # 128 + SIGINT
 BROKEN_PIPE_EXIT_STATUS = 1  # click's status when stdout's reader went away
 
 
-@dataclass(frozen=True)
-class LaunchLine:
+class LaunchLine(NamedTuple):
     """A command line of the common launch shape: its options (parameter, value) in the order given."""
 
     options: tuple[tuple[str, str], ...]

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 __all__ = ["EXEC_TOKENS", "HOME_TOKEN", "STOP_TOKEN", "Invocation"]
 
@@ -12,8 +11,7 @@ EXEC_TOKENS = ("-e", "--exec")
 HOME_TOKEN = "~"
 
 
-@dataclass(frozen=True)
-class Invocation:
+class Invocation(NamedTuple):
     """What follows the launch options.
 
     `mode` is "shell" (the arguments form one command line for the user's shell; none = the shell

@@ -7,7 +7,9 @@ mini_init's shim forks this role into fresh mount, pid, uts and ipc namespaces. 
 * greets the host with ``CreateInstanceResult`` (its pid in the VM and the wsl.conf warnings);
 * answers ``Initialize`` (host name, ``/etc/hosts``, ``/etc/resolv.conf``, the time zone,
   ``[boot] command`` on the first one) with ``InitializeResponse``;
-* forks a session leader for each ``CreateSession``;
+* forks a session leader for each ``CreateSession``; once a session was asked for, it keeps a
+  spare leader forked ahead (waiting for its channel on a socket pair), so that the next
+  ``CreateSession`` hands the channel over instead of waiting for a fork;
 * ends its pid namespace on ``TerminateInstance`` (the channel closing is the success), on a
   stop request from mini_init (its control socket; signals from the distribution's own
   processes are ignored), or after ``instanceIdleTimeout`` ms with no process besides itself
@@ -71,6 +73,8 @@ SEND_TIMEOUT = 5.0
 TERMINATE_GRACE = 2.0
 SYSTEMD_STOP_TIMEOUT = 30.0  # units stopping at -t / --shutdown; then systemd is killed
 STOP_REQUEST = b"T"  # on the control socket, from mini_init: stop the instance (VM shutdown)
+SESSION_CHANNEL = b"S"  # init -> a spare session leader, with the channel it is to serve
+SPARE_DELAY = 0.05  # a new spare leader is forked once init has been quiet this long (seconds)
 MAX_HOST_RESOLV_CONF = network_files.MAX_RESOLV_CONF_BYTES
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -214,6 +218,21 @@ def _check_default_user(conf: WslConf) -> None:
         )
 
 
+def _channel_for_spare(sock_fd: int) -> int:
+    """A spare session leader waits here for the channel it is to serve; -1 when init closed the
+    socket instead (the instance stops, or the spare was not wanted)."""
+    with socket.socket(fileno=sock_fd) as sock:
+        try:
+            data, fds, _flags, _address = socket.recv_fds(sock, len(SESSION_CHANNEL), 1)
+        except OSError:
+            return -1
+    if data == SESSION_CHANNEL and len(fds) == 1:
+        return fds[0]
+    for fd in fds:
+        os.close(fd)
+    return -1
+
+
 def _redirect_stdio_to_null() -> None:
     null = os.open("/dev/null", os.O_RDWR)
     for target in (0, 1):
@@ -235,6 +254,9 @@ class Init:
         self.idle_since: float | None = None
         self.idle_timeout_ms = instance.parameters.idle_timeout_ms
         self.warnings_sent = False  # wsl.conf's warnings go to the host that started the instance
+        # The next session leader, forked ahead: (pid, init's end of its socket pair, its settings).
+        self.spare: tuple[int, socket.socket, Settings] | None = None
+        self.spare_wanted = False  # a session was asked for: keep a spare from now on
 
     # -- loop ------------------------------------------------------------------------------------
 
@@ -260,12 +282,16 @@ class Init:
             )
         self._add_channel(socket.socket(fileno=self.instance.parameters.channel_fd))
         while self.stop is None:
-            for key, _events in self.selector.select(self._select_timeout()):
+            ready = self.selector.select(self._select_timeout())
+            for key, _events in ready:
                 key.data()
                 if self.stop is not None:
                     break
             self._reap()
             self._check_idle()
+            if not ready and self.stop is None and self.spare_wanted and self.spare is None:
+                self._fork_spare_leader()  # quiet now: the fork delays no request
+        self._drop_spare_leader()
         self._terminate(self.stop)
         return 0
 
@@ -277,9 +303,11 @@ class Init:
             self.stop = force
 
     def _select_timeout(self) -> float | None:
+        spare = SPARE_DELAY if self.spare_wanted and self.spare is None else None
         if self.idle_timeout_ms < 0:
-            return None
-        return min(0.5, max(0.02, self.idle_timeout_ms / 4000))
+            return spare
+        idle = min(0.5, max(0.02, self.idle_timeout_ms / 4000))
+        return idle if spare is None else min(idle, spare)
 
     # -- host channels ---------------------------------------------------------------------------
 
@@ -486,17 +514,64 @@ class Init:
     # -- sessions --------------------------------------------------------------------------------
 
     def _create_session(self, fd: int) -> int:
-        """Fork a session leader serving ``fd`` (always closed here); its pid, or UINT_MAX."""
+        """A session leader serving ``fd`` (always closed here): the spare one, or one forked now;
+        its pid, or UINT_MAX."""
         if _session_leader is None or not stat.S_ISSOCK(os.fstat(fd).st_mode):
             os.close(fd)
             return LX_INIT_UTILITY_VM_INVALID_PORT
         settings = self.instance.settings or Settings(0, None, None)
+        self.spare_wanted = True
         try:
-            leader = os.fork()
+            leader = self._hand_to_spare_leader(fd, settings)
+            if leader is None:
+                leader = self._fork_leader(fd, settings)
         except OSError as error:
             log.error("cannot fork a session leader: %s", error)
-            os.close(fd)
             return LX_INIT_UTILITY_VM_INVALID_PORT
+        finally:
+            os.close(fd)
+        return leader
+
+    def _hand_to_spare_leader(self, fd: int, settings: Settings) -> int | None:
+        """The spare leader's pid once it has ``fd``; None when there is no usable spare."""
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return None
+        pid, sock, spare_settings = spare
+        try:
+            if spare_settings is not settings:  # forked before the first Initialize decided
+                return None
+            socket.send_fds(sock, [SESSION_CHANNEL], [fd])
+        except OSError as error:
+            log.warning("the spare session leader is gone: %s", error)
+            return None
+        finally:
+            sock.close()  # the spare sees the end of its socket when it was not given the channel
+        return pid
+
+    def _fork_spare_leader(self) -> None:
+        settings = self.instance.settings or Settings(0, None, None)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            pid = self._fork_leader(theirs.fileno(), settings, spare=True)
+        except OSError as error:
+            log.error("cannot fork a spare session leader: %s", error)
+            ours.close()
+            self.spare_wanted = False  # forks fail: the next session forks its leader itself
+            return
+        finally:
+            theirs.close()
+        self.spare = (pid, ours, settings)
+
+    def _drop_spare_leader(self) -> None:
+        if self.spare is not None:
+            self.spare[1].close()  # it exits when its socket ends
+            self.spare = None
+
+    def _fork_leader(self, fd: int, settings: Settings, *, spare: bool = False) -> int:
+        """Fork a session leader serving the channel ``fd`` or, for a spare, the channel that
+        arrives on the socket ``fd``; its pid."""
+        leader = os.fork()
         if leader == 0:
             code = 1
             try:
@@ -505,21 +580,22 @@ class Init:
                 os.setsid()
                 os.umask(self.instance.conf.umask & 0o777)  # [filesystem] umask, for every launch
                 syscalls.set_process_title("SessionLeader")
-                _session_leader.serve(
-                    socket.socket(fileno=fd),
-                    distribution_name=self.name,
-                    default_uid=settings.default_uid,
-                    default_user=self.instance.conf.user_default,
-                    host_mount_point=self.instance.conf.host_mount_point
-                    if self.instance.conf.automount_enabled
-                    else None,
-                    interop=interop_init.relay_settings(self.instance.conf),
-                )
+                channel = _channel_for_spare(fd) if spare else fd
+                if channel >= 0:
+                    _session_leader.serve(
+                        socket.socket(fileno=channel),
+                        distribution_name=self.name,
+                        default_uid=settings.default_uid,
+                        default_user=self.instance.conf.user_default,
+                        host_mount_point=self.instance.conf.host_mount_point
+                        if self.instance.conf.automount_enabled
+                        else None,
+                        interop=interop_init.relay_settings(self.instance.conf),
+                    )
                 code = 0
             except BaseException:
                 log.exception("session leader failed")
             forking.exit_now(code)
-        os.close(fd)
         self.instance.session_leaders.add(leader)
         return leader
 
@@ -528,6 +604,8 @@ class Init:
     def _reap(self) -> None:
         for pid, _status in forking.reap_children()[0]:
             self.instance.session_leaders.discard(pid)
+            if self.spare is not None and self.spare[0] == pid:
+                self._drop_spare_leader()
 
     def _other_processes(self) -> set[int]:
         """Processes of the distribution besides init and its session leaders.

@@ -28,8 +28,10 @@ import struct
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from pywsl.guest import (
+    disks,
     forking,
     init,
     interop_init,
@@ -64,10 +66,14 @@ MINI_INIT_MESSAGE = schema("LX_MINI_INIT_MESSAGE")
 CHILD_EXIT = schema("LX_MINI_INIT_CHILD_EXIT_MESSAGE")
 INSTANCE_LIST = schema("PYWSL_INSTANCE_LIST")
 SHUTDOWN_VM = schema("PYWSL_SHUTDOWN_VM")
+RESIZE_MESSAGE = schema("LX_MINI_INIT_RESIZE_DISTRIBUTION_MESSAGE")
+RESIZE_RESPONSE = schema("LX_MINI_INIT_RESIZE_DISTRIBUTION_RESPONSE")
 
 T = LX_MESSAGE_TYPE
 P = PYWSL_MESSAGE_TYPE
 STEP = LX_MINI_CREATE_INSTANCE_STEP
+TAR_MESSAGES = (T.LxMiniInitMessageImport, T.LxMiniInitMessageImportInplace, T.LxMiniInitMessageExport)
+DISK_RELEASE_INTERVAL = 0.02  # how often an ended disk use is checked while its file system unmounts
 
 
 @dataclass
@@ -136,6 +142,22 @@ def _close(fds: list[int]) -> None:
             os.close(fd)
 
 
+def _disk_tree(disk_fd: int, message: Any, new_disk: bool, result_fd: int) -> int:
+    """In a tar worker: the disk's file system as a tree, formatted first when ``new_disk``. On
+    failure the host is told (``CreateInstanceResult``: FormatDisk or MountDisk) and the worker ends."""
+    step = STEP.LxInitCreateInstanceStepFormatDisk
+    try:
+        if new_disk:
+            disks.format_ext4(disk_fd)
+        step = STEP.LxInitCreateInstanceStepMountDisk
+        return disks.mount_tree(disk_fd, message.FsType or "ext4", message.MountOptions or "")
+    except OSError as error:
+        log.error("the disk cannot be used: %s", error)
+        init.send_failure(result_fd, error.errno or errno.EIO, step)
+        forking.exit_now(1)
+        raise AssertionError("unreachable") from None
+
+
 class MiniInit:
     """The server loop of pid 1."""
 
@@ -151,6 +173,7 @@ class MiniInit:
         self.connections: dict[int, Connection] = {}
         self.instances: dict[str, Instance] = {}
         self.workers = Workers()
+        self.disk_uses = disks.DiskUses(self.cloner.release_disk)
         self.idle_since: float | None = time.monotonic()
         self.exit_code: int | None = None
         self.capabilities = GUEST_CAPABILITIES.build(
@@ -194,6 +217,7 @@ class MiniInit:
                 if self.exit_code is not None:
                     break
             self._reap()
+            self.disk_uses.flush()
             self._check_idle()
         return self.exit_code
 
@@ -202,6 +226,8 @@ class MiniInit:
             self.exit_code = code
 
     def _select_timeout(self) -> float | None:
+        if self.disk_uses.pending:  # a disk to hand back once its file system is gone
+            return DISK_RELEASE_INTERVAL
         timeout = self.boot.vm_idle_timeout_ms
         if timeout < 0 or self.idle_since is None:
             return None
@@ -302,9 +328,12 @@ class MiniInit:
         elif message_type == T.LxMiniInitMessageLaunchInit:
             self._expect_fds(fds, 2, "LX_MINI_INIT_MESSAGE")
             self._launch_init(data, fds)
-        elif message_type in (T.LxMiniInitMessageImport, T.LxMiniInitMessageExport):
+        elif message_type in TAR_MESSAGES:
             self._expect_fds(fds, 4, "LX_MINI_INIT_MESSAGE")
-            self._start_tar(message_type == T.LxMiniInitMessageImport, data, fds)
+            self._start_tar(message_type, data, fds)
+        elif message_type == T.LxMiniInitMessageResizeDistribution:
+            self._expect_fds(fds, 3, "LX_MINI_INIT_RESIZE_DISTRIBUTION_MESSAGE")
+            self._start_resize(data, fds)
         elif message_type == P.PywslQueryInstances:
             self._expect_fds(fds, 0, "PYWSL_QUERY_INSTANCES")
             entries = instance_entries({item.name: item.init_pid for item in self.instances.values()})
@@ -330,12 +359,15 @@ class MiniInit:
     # -- LaunchInit ------------------------------------------------------------------------------
 
     def _launch_init(self, data: bytes, fds: list[int]) -> None:
-        """LaunchInit: hand the channel to the running init, or start one. Takes ``fds`` over."""
+        """LaunchInit: hand the channel to the running init, or start one. Takes ``fds`` over.
+
+        The root filesystem is a directory, or (a real VM) a disk whose file system is mounted here."""
         message = MINI_INIT_MESSAGE.parse(data)
         rootfs_fd, channel_fd = fds
         if not _is_socket(channel_fd):
             raise ProtocolError("the init channel is not a stream socket", struct="LX_MINI_INIT_MESSAGE")
         fds.clear()  # from here on this method owns (and closes) both descriptors
+        lun = disks.lun_of(rootfs_fd)
         os_error = errno.EIO
         step = STEP.LxInitCreateInstanceStepLaunchInit
         try:
@@ -346,31 +378,45 @@ class MiniInit:
                 channel_fd = -1
                 return
             step = STEP.LxInitCreateInstanceStepMountDisk
-            tree = self.cloner.clone(rootfs_fd)
-            trees = [tree]
-            try:
-                # The host tree for /mnt/host: a copy of the masked tree host_view prepared, whose
-                # mounts stay locked in the distribution; another one for the interop runtime.
-                trees.append(mounts.clone_tree(self.host_tree))
-                trees.append(mounts.clone_tree(self.host_tree))
-                # /mnt/wsl: a clone of the VM's shared tmpfs (the files are the same for every instance).
-                trees.append(mounts.clone_tree(self.shared_tmpfs) if self.shared_tmpfs >= 0 else -1)
-            except OSError:
-                _close([fd for fd in trees if fd >= 0])
-                raise
+            trees = self._instance_trees(rootfs_fd, lun, message)
             step = STEP.LxInitCreateInstanceStepLaunchInit
+            install_path = message.InstallPath or ("" if lun is not None else _path_of(rootfs_fd))
             try:
-                self._start_instance(name, trees, channel_fd, message.InstallPath or _path_of(rootfs_fd))
+                shim = self._start_instance(name, trees, channel_fd, install_path)
                 channel_fd = -1
             finally:
                 _close([fd for fd in trees if fd >= 0])
+            if lun is not None:
+                self.disk_uses.hold(shim, lun)
+                lun = None
         except OSError as error:
             log.error("cannot start distribution %r: %s", message.DistributionName, error)
             os_error = error.errno or errno.EIO
         finally:
             os.close(rootfs_fd)
+            if lun is not None:
+                self.disk_uses.end_now(lun)
         if channel_fd >= 0:
             init.send_failure(channel_fd, os_error, step)
+
+    def _instance_trees(self, rootfs_fd: int, lun: int | None, message: Any) -> list[int]:
+        """The root filesystem (a clone of the directory, or the disk's file system), the host
+        tree for /mnt/host (a copy of the masked tree host_view prepared, whose mounts stay locked
+        in the distribution), another one for the interop runtime, and /mnt/wsl (a clone of the
+        VM's shared tmpfs: the files are the same for every instance; -1 for none)."""
+        if lun is not None:
+            tree = disks.mount_tree(rootfs_fd, message.FsType or "ext4", message.MountOptions or "")
+        else:
+            tree = self.cloner.clone(rootfs_fd)
+        trees = [tree]
+        try:
+            trees.append(mounts.clone_tree(self.host_tree))
+            trees.append(mounts.clone_tree(self.host_tree))
+            trees.append(mounts.clone_tree(self.shared_tmpfs) if self.shared_tmpfs >= 0 else -1)
+        except OSError:
+            _close([fd for fd in trees if fd >= 0])
+            raise
+        return trees
 
     def _attach(self, key: str, channel_fd: int) -> bool:
         """Pass a new init channel to the running instance ``key``; False if there is none."""
@@ -386,8 +432,9 @@ class MiniInit:
         os.close(channel_fd)
         return True
 
-    def _start_instance(self, name: str, trees: list[int], channel_fd: int, install_path: str) -> None:
+    def _start_instance(self, name: str, trees: list[int], channel_fd: int, install_path: str) -> int:
         """Fork the shim that starts init (``launch.run_shim``); takes ``channel_fd`` over on success.
+        Returns the shim's pid.
 
         ``trees``: the root filesystem, the host tree for /mnt/host, the host tree for interop, the
         shared tmpfs for /mnt/wsl (-1: none)."""
@@ -443,7 +490,7 @@ class MiniInit:
         if init_pid is None:  # the shim reported the failure on the channel itself
             control.close()
             self.workers.other.add(shim)
-            return
+            return shim
         key = name.casefold()
         instance = Instance(name, init_pid, shim, control)
         self.instances[key] = instance
@@ -451,6 +498,7 @@ class MiniInit:
         self.selector.register(control, selectors.EVENT_READ, instance)
         self.idle_since = None
         log.info("distribution %s started, init pid %d", name, init_pid)
+        return shim
 
     def _forget(self, key: str) -> None:
         instance = self.instances.pop(key, None)
@@ -479,41 +527,86 @@ class MiniInit:
 
     # -- Import / Export ---------------------------------------------------------------------------
 
-    def _start_tar(self, is_import: bool, data: bytes, fds: list[int]) -> None:
-        """Import / Export: fork the tar worker. Takes ``fds`` over."""
+    def _start_tar(self, message_type: int, data: bytes, fds: list[int]) -> None:
+        """Import / ImportInplace / Export: fork the tar worker. Takes ``fds`` over.
+
+        The target is a directory, or (a real VM) a disk: the worker formats a new one (Import),
+        then mounts it; ImportInplace only mounts and validates it."""
         message = MINI_INIT_MESSAGE.parse(data)
         if not _is_socket(fds[1]):
             raise ProtocolError("the result channel is not a stream socket", struct="LX_MINI_INIT_MESSAGE")
         target_fd, result_fd, data_fd, stderr_fd = fds
         fds.clear()
+        lun = disks.lun_of(target_fd)
         tree = -1
         try:
-            tree = self.cloner.clone(target_fd)
+            if lun is None:
+                if message_type == T.LxMiniInitMessageImportInplace:
+                    raise OSError(errno.EINVAL, "an import in place needs a disk")
+                tree = self.cloner.clone(target_fd)
             pid = os.fork()
         except OSError as error:
             log.error("cannot start an import/export worker: %s", error)
             _close([tree] if tree >= 0 else [])
             _close([target_fd, data_fd, stderr_fd])
+            if lun is not None:
+                self.disk_uses.end_now(lun)
             init.send_failure(result_fd, error.errno or errno.EIO, STEP.LxInitCreateInstanceStepMountDisk)
             return
         if pid == 0:
-            forking.become_child([0, 1, 2, tree, result_fd, data_fd, stderr_fd])
+            forking.become_child([0, 1, 2, tree, target_fd, result_fd, data_fd, stderr_fd])
+            if lun is not None:
+                tree = _disk_tree(target_fd, message, message_type == T.LxMiniInitMessageImport, result_fd)
             job = tar_worker.TarJob(
                 tree_fd=tree,
                 result_fd=result_fd,
                 data_fd=data_fd,
                 stderr_fd=stderr_fd,
                 flags=int(message.Flags),
+                extract=message_type == T.LxMiniInitMessageImport,
             )
-            tar_worker.run_import(job) if is_import else tar_worker.run_export(job)
-        _close([tree, target_fd, result_fd, data_fd, stderr_fd])
+            tar_worker.run_export(
+                job
+            ) if message_type == T.LxMiniInitMessageExport else tar_worker.run_import(job)
+        _close([fd for fd in (tree, target_fd, result_fd, data_fd, stderr_fd) if fd >= 0])
         self.workers.tar.add(pid)
+        if lun is not None:
+            self.disk_uses.hold(pid, lun)
         self.idle_since = None
+
+    def _start_resize(self, data: bytes, fds: list[int]) -> None:
+        """ResizeDistribution: fork a worker that checks and resizes the disk's file system (the
+        tools' output on the output descriptor) and answers on the result channel. Takes ``fds``."""
+        message = RESIZE_MESSAGE.parse(data)
+        disk_fd, result_fd, output_fd = fds
+        fds.clear()
+        lun = disks.lun_of(disk_fd)
+        pid = -1
+        try:
+            if lun is None or not _is_socket(result_fd):
+                raise OSError(errno.EINVAL, "a resize needs a disk and a result channel")
+            pid = os.fork()
+        except OSError as error:
+            log.error("cannot start a resize worker: %s", error)
+        if pid == 0:
+            forking.become_child([0, 1, 2, disk_fd, result_fd, output_fd])
+            code = disks.check_and_resize(disk_fd, int(message.NewSize), output_fd)
+            with contextlib.suppress(OSError, TimeoutError):
+                channel = MessageChannel(socket.socket(fileno=result_fd), name="resize channel")
+                channel.send(RESIZE_RESPONSE, ResponseCode=code & 0xFFFFFFFF, timeout=SEND_TIMEOUT)
+            forking.exit_now(0)
+        _close([disk_fd, result_fd, output_fd])
+        if pid > 0 and lun is not None:
+            self.workers.tar.add(pid)
+            self.disk_uses.hold(pid, lun)
+        elif lun is not None:
+            self.disk_uses.end_now(lun)
 
     # -- children ----------------------------------------------------------------------------------
 
     def _reap(self) -> None:
         for pid, _status in forking.reap_children()[0]:
+            self.disk_uses.child_ended(pid)
             key = self.workers.shims.pop(pid, None)
             if key is not None:
                 self._instance_exited(key, pid)

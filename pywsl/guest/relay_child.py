@@ -106,10 +106,13 @@ class RelayContext:
 
 
 def _reset_signals() -> None:
-    """Default dispositions and an empty mask, as a freshly exec'd program expects."""
+    """Default dispositions and an empty mask, as a freshly exec'd program expects.
+
+    Only the signals not at their default are changed (the interpreter knows each one's
+    disposition: it read them at start-up and made every change since), not all 64 of them."""
     signal.set_wakeup_fd(-1)
     for number in signal.valid_signals():
-        if number in (signal.SIGKILL, signal.SIGSTOP):
+        if number in (signal.SIGKILL, signal.SIGSTOP) or signal.getsignal(number) is signal.SIG_DFL:
             continue
         with contextlib.suppress(OSError, ValueError):
             signal.signal(number, signal.SIG_DFL)

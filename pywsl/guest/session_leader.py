@@ -120,7 +120,8 @@ def serve(
     leader = MessageChannel(channel, name="session leader")
     # Every relay is a fork of this process: what it holds now is frozen (never scanned again by
     # the collector, so a relay's own collection is quick and no copy-on-write page is touched).
-    gc.collect()
+    # Nothing is collected first: a scan of init's objects would delay every launch, and garbage
+    # that is frozen is never finalized, so no socket of it can close a reused descriptor.
     gc.freeze()
     try:
         while True:

@@ -15,8 +15,8 @@ import select
 import socket
 import threading
 
-from pywsl.vm.config import ProcessRequest
 from pywsl.vm.errors import VmError
+from pywsl.vm.launch_types import ProcessRequest
 from pywsl.wire.channel import MessageChannel
 from pywsl.wire.constants import LX_INIT_UTILITY_VM_INVALID_PORT
 from pywsl.wire.enums import CREATE_PROCESS_SHELL_OPTIONS, LX_INIT_CREATE_PROCESS_FLAGS

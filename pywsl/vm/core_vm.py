@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pywsl.vm.backends.base import VmBackend, backend
-from pywsl.vm.config import DEFAULT_DISTRIBUTION_START_TIMEOUT_MS, ImportOutcome, VmConfig
 from pywsl.vm.core_instance import CoreInstance
+from pywsl.vm.disk_image import DiskImage
 from pywsl.vm.errors import VmError, describe_result
+from pywsl.vm.launch_types import DEFAULT_DISTRIBUTION_START_TIMEOUT_MS, ImportOutcome
 from pywsl.vm.timezone import host_timezone, valid_timezone
 from pywsl.wire.channel import MessageChannel
 from pywsl.wire.constants import BOOT_ENTROPY_SIZE, EPHEMERAL_PORT_RANGE, LX_INIT_UTILITY_VM_INVALID_PORT
@@ -59,6 +60,7 @@ from pywsl.wire.launch_codec import (
 )
 
 if TYPE_CHECKING:
+    from pywsl.vm.config import VmConfig
     from pywsl.wire.codec import MessageSchema
 
 GREETING_TIMEOUT = 10.0
@@ -67,6 +69,9 @@ SHUTDOWN_TIMEOUT = 30.0
 CANCEL_WAIT_TIMEOUT = 30.0  # for a cancelled import/export worker to stop
 
 Directory = Path | int  # a path, or an open directory descriptor (O_PATH or O_DIRECTORY)
+
+
+_IMPORT_IN_PLACE = LX_MESSAGE_TYPE.LxMiniInitMessageImportInplace
 
 
 def _schema(name: str) -> MessageSchema:
@@ -108,8 +113,18 @@ class _StoppedWhileStarting(Exception):
     """The guest closed a new channel before its first result."""
 
 
-def _describe(where: Directory) -> str:
-    return str(where) if isinstance(where, Path) else ""
+def _describe(where: Directory | DiskImage) -> str:
+    """The host path of a folder for ``InstallPath`` (``wslpath -w`` inside): a descriptor's as the
+    host sees it (a qemu guest sees the folder elsewhere), "" when unknown (a disk)."""
+    if isinstance(where, DiskImage):
+        return ""
+    if isinstance(where, Path):
+        return str(where)
+    with contextlib.suppress(OSError):
+        path = os.readlink(f"/proc/self/fd/{where}")
+        if path.startswith("/") and not path.endswith(" (deleted)"):
+            return path
+    return ""
 
 
 class Cancellation(Protocol):
@@ -323,17 +338,27 @@ class CoreVm:
     # -- requests ------------------------------------------------------------------------------
 
     def _send_mini_init(
-        self, message_type: int, fds: list[int], *, name: str = "", install_path: str = "", flags: int = 0
+        self,
+        message_type: int,
+        fds: list[int],
+        *,
+        name: str = "",
+        install_path: str = "",
+        flags: int = 0,
+        disk: DiskImage | None = None,
     ) -> None:
+        device = LX_MINI_INIT_MOUNT_DEVICE_TYPE
         with self._lock, self._channel.start_transaction(REQUEST_TIMEOUT) as transaction:
             transaction.send(
                 MINI_INIT_MESSAGE,
                 fds=fds,
                 Header={"MessageType": message_type},
-                MountDeviceType=LX_MINI_INIT_MOUNT_DEVICE_TYPE.LxMiniInitMountDeviceTypeInvalid,
-                DeviceId=0,
-                FsType="",
-                MountOptions="",
+                MountDeviceType=device.LxMiniInitMountDeviceTypeLun
+                if disk
+                else device.LxMiniInitMountDeviceTypeInvalid,
+                DeviceId=0,  # the VM attaches the disk and finds its LUN itself
+                FsType=disk.fs_type if disk else "",
+                MountOptions=disk.mount_options if disk else "",
                 VmId="",
                 DistributionName=name,
                 SharedMemoryRoot="",
@@ -344,8 +369,16 @@ class CoreVm:
             )
 
     @contextlib.contextmanager
-    def _directory(self, where: Directory) -> Iterator[int]:
-        """A descriptor of ``where`` for the message: the caller's own, or one opened (and closed) here."""
+    def _directory(self, where: Directory | DiskImage) -> Iterator[int]:
+        """A descriptor of ``where`` for the message: the caller's own, or one opened (and closed) here.
+        A disk (``DiskImage``) needs a real VM: its file system is mounted by the VM's kernel."""
+        if isinstance(where, DiskImage):
+            if self.backend.name != "qemu":
+                raise VmError(
+                    "a distribution on a disk image needs the qemu backend ([pywsl] backend = qemu)"
+                )
+            yield where.fd
+            return
         if isinstance(where, bool) or not isinstance(where, Path | int):
             raise TypeError(f"a directory is a Path or an open descriptor, not {type(where).__name__}")
         if isinstance(where, int):
@@ -370,11 +403,17 @@ class CoreVm:
         return {name.casefold(): pid for name, pid in parse_instance_entries(reply.Entries or []).items()}
 
     def launch_instance(
-        self, name: str, rootfs: Directory, *, default_uid: int, hostname: str, timezone: str | None = None
+        self,
+        name: str,
+        rootfs: Directory | DiskImage,
+        *,
+        default_uid: int,
+        hostname: str,
+        timezone: str | None = None,
     ) -> CoreInstance:
         """``CreateInstance``: LaunchInit (or attach to the running one), CreateInstanceResult, Initialize.
 
-        ``rootfs`` is a path or an open directory descriptor (which stays the caller's).
+        ``rootfs`` is a path or an open directory descriptor (which stays the caller's), or a disk.
         ``timezone`` is the IANA id for ``Initialize.Timezone``: None sends the host's, "" none.
         An instance that stops just as this attaches to it (idle) closes the new channel without a
         result; the launch is then tried once more, which starts it anew.
@@ -394,7 +433,7 @@ class CoreVm:
         raise VmError(f"distribution {name} stopped while it was starting")
 
     def _launch_once(
-        self, name: str, rootfs: Directory, *, default_uid: int, hostname: str, timezone: str
+        self, name: str, rootfs: Directory | DiskImage, *, default_uid: int, hostname: str, timezone: str
     ) -> CoreInstance:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         channel = MessageChannel(ours, name=f"init channel of {name}")
@@ -407,6 +446,7 @@ class CoreVm:
                         [directory, theirs.fileno()],
                         name=name,
                         install_path=_describe(rootfs),
+                        disk=rootfs if isinstance(rootfs, DiskImage) else None,
                     )
             finally:
                 theirs.close()
@@ -468,11 +508,19 @@ class CoreVm:
         return result
 
     def import_rootfs(
-        self, target_dir: Directory, archive_fd: int, stderr_fd: int, *, cancel: Cancellation | None = None
+        self,
+        target_dir: Directory | DiskImage,
+        archive_fd: int,
+        stderr_fd: int,
+        *,
+        cancel: Cancellation | None = None,
+        in_place: bool = False,
     ) -> ImportOutcome:
         """``Import``: extract the archive (read from ``archive_fd``) into ``target_dir`` inside the VM.
 
-        ``target_dir`` is a path or an open directory descriptor (which stays the caller's).
+        ``target_dir`` is a path or an open directory descriptor (which stays the caller's), or a new
+        disk, which the VM formats first. ``in_place``: ImportInplace, the disk holds a root
+        filesystem already, which is only checked (nothing is read from ``archive_fd``).
         tar's messages go to ``stderr_fd``. Raises VmError when tar fails (its exit status is
         the error's ``errno``; ENOSPC or EDQUOT when the target's disk filled up; ECANCELED when
         ``cancel`` fired).
@@ -483,9 +531,10 @@ class CoreVm:
             try:
                 with self._directory(target_dir) as directory:
                     self._send_mini_init(
-                        LX_MESSAGE_TYPE.LxMiniInitMessageImport,
+                        _IMPORT_IN_PLACE if in_place else LX_MESSAGE_TYPE.LxMiniInitMessageImport,
                         [directory, theirs.fileno(), archive_fd, stderr_fd],
                         install_path=_describe(target_dir),
+                        disk=target_dir if isinstance(target_dir, DiskImage) else None,
                     )
             finally:
                 theirs.close()
@@ -512,7 +561,7 @@ class CoreVm:
 
     def export_rootfs(
         self,
-        rootfs: Directory,
+        rootfs: Directory | DiskImage,
         output_fd: int,
         stderr_fd: int,
         compression: str,
@@ -533,6 +582,7 @@ class CoreVm:
                         [directory, theirs.fileno(), output_fd, stderr_fd],
                         install_path=_describe(rootfs),
                         flags=int(COMPRESSION_FLAGS[compression]),
+                        disk=rootfs if isinstance(rootfs, DiskImage) else None,
                     )
             finally:
                 theirs.close()
@@ -549,6 +599,36 @@ class CoreVm:
             channel.close()
         if status != 0:
             raise _tar_failure("writing the archive", status)
+
+    def resize_disk(self, disk: DiskImage, new_size: int, output_fd: int) -> int:
+        """``ResizeDistribution``: ``e2fsck -f -y`` and ``resize2fs`` on the disk, to ``new_size``
+        bytes (0: the whole disk), their output on ``output_fd``; the tools' status (0: resized)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        channel = MessageChannel(ours, name="resize channel")
+        try:
+            try:
+                with (
+                    self._directory(disk) as fd,
+                    self._lock,
+                    self._channel.start_transaction(REQUEST_TIMEOUT) as transaction,
+                ):
+                    transaction.send(
+                        _schema("LX_MINI_INIT_RESIZE_DISTRIBUTION_MESSAGE"),
+                        fds=[fd, theirs.fileno(), output_fd],
+                        ScsiLun=0,
+                        NewSize=new_size,
+                    )
+            finally:
+                theirs.close()
+            try:
+                response, _fds = channel.receive(
+                    _schema("LX_MINI_INIT_RESIZE_DISTRIBUTION_RESPONSE"), timeout=None, expect_fds=0
+                )
+            except ChannelClosed:
+                raise VmError("resize: the VM closed the channel without a result") from None
+        finally:
+            channel.close()
+        return int(response.ResponseCode)
 
     def open_exit_watch(self) -> ExitWatch:
         """A new connection that reports every instance init that exits (``AttachNotify``)."""

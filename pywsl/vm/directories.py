@@ -13,7 +13,6 @@ service's checked changes to a user's tree (``pywsl.api.files.owned_tree``).
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import functools
 import os
@@ -21,6 +20,10 @@ import platform
 import stat
 from collections.abc import Sequence
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ctypes
 
 _WALK_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -97,6 +100,8 @@ def renameat2(
     number = _SYS_RENAMEAT2.get(platform.machine())
     if number is None:
         raise OSError(errno.ENOSYS, f"renameat2: unknown system call number on {platform.machine()}")
+    import ctypes  # only here: a launch does not load it
+
     libc = _libc()
     result = libc.syscall(
         ctypes.c_long(number),
@@ -113,6 +118,8 @@ def renameat2(
 
 @functools.cache
 def _libc() -> ctypes.CDLL:
+    import ctypes
+
     libc = ctypes.CDLL(None, use_errno=True)
     libc.syscall.restype = ctypes.c_long
     return libc

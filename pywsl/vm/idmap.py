@@ -33,8 +33,8 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 IdMap = list[tuple[int, int, int]]
 
@@ -53,10 +53,9 @@ class IdMapError(ValueError):
     """No usable id range for a user."""
 
 
-@dataclass(frozen=True)
-class SubordinateRange:
+class SubordinateRange(NamedTuple):
     start: int
-    count: int
+    count: int  # type: ignore[assignment]  # a field, where a tuple has its count() method
 
 
 def parse_subordinate_file(text: str, user_name: str | None, uid: int) -> SubordinateRange | None:

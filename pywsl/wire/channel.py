@@ -17,7 +17,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol, TypeVar, overload
 
@@ -51,12 +50,14 @@ Payload = bytes | bytearray | memoryview
 _CMsg = tuple[int, int, bytes]
 
 
-@dataclass
 class _Ancillary:
     """File descriptors gathered while reading one frame, and whether the kernel cut any off."""
 
-    fds: list[int] = field(default_factory=list)
-    truncated: bool = False
+    __slots__ = ("fds", "truncated")
+
+    def __init__(self) -> None:
+        self.fds: list[int] = []
+        self.truncated = False
 
     def close(self) -> None:
         _close_fds(self.fds)

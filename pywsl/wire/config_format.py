@@ -32,7 +32,7 @@ read it and neither may import the other.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 MAX_CONFIG_BYTES = 1024 * 1024
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
@@ -55,8 +55,7 @@ _ESCAPES = {"\\": "\\", '"': '"', "b": "\b", "n": "\n", "t": "\t"}
 _C_SPACE = " \t\n\v\f\r"
 
 
-@dataclass(frozen=True)
-class ConfigValue:
+class ConfigValue(NamedTuple):
     """One `key = value` pair: names as written, the value as read, and the line WSL reports."""
 
     section: str  # "" for a key before any section
@@ -70,8 +69,7 @@ class ConfigValue:
         return f"{self.section}.{self.key}" if self.section else self.key
 
 
-@dataclass(frozen=True)
-class ConfigProblem:
+class ConfigProblem(NamedTuple):
     """A syntax error, with WSL's warning text."""
 
     message: str

@@ -27,7 +27,7 @@ import errno
 import os
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pywsl.vm.directories import RENAME_NOREPLACE, renameat2
 
@@ -49,8 +49,7 @@ class _MovedAway(ForeignContent):
     """A verified directory was gone from its name when it was to be removed."""
 
 
-@dataclass(frozen=True)
-class TreeOwners:
+class TreeOwners(NamedTuple):
     """Whose files root may delete, move or hand over for a user: the user's uid and the host uids
     of the user's VM (`ranges`: first host uid and count of each line of its uid map).
     `anyone` is root's own session, which may touch everything."""

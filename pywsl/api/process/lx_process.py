@@ -33,7 +33,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from types import FrameType, TracebackType
 from typing import IO, Any, BinaryIO, Final
 
@@ -90,19 +89,33 @@ def _close(fd: int | None) -> None:
             os.close(fd)
 
 
-@dataclass
 class _Stream:
     """One std stream as prepared for the relay."""
 
-    index: int
-    relay_fd: int  # what the relay gets for this stream
-    owned: bool = False  # relay_fd was made here (closed once the relay has it)
-    console: bool = False
-    terminal_fd: int | None = None  # console: the caller's terminal this stream is relayed to
-    client_fd: int | None = None  # console: our socket end; PIPE: our pipe end
+    __slots__ = ("client_fd", "console", "index", "owned", "relay_fd", "terminal_fd")
+
+    def __init__(
+        self,
+        index: int,
+        relay_fd: int,
+        *,
+        owned: bool = False,
+        console: bool = False,
+        terminal_fd: int | None = None,
+        client_fd: int | None = None,
+    ) -> None:
+        self.index = index
+        self.relay_fd = relay_fd  # what the relay gets for this stream
+        self.owned = owned  # relay_fd was made here (closed once the relay has it)
+        self.console = console
+        self.terminal_fd = terminal_fd  # console: the caller's terminal this stream is relayed to
+        self.client_fd = client_fd  # console: our socket end; PIPE: our pipe end
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"_Stream({shown})"
 
 
-@dataclass
 class PreparedStdio:
     """The descriptors of one launch, before and after the relay has its ends.
 
@@ -111,14 +124,31 @@ class PreparedStdio:
     request), then call ``close_relay_ends()``: the client keeps only its own ends.
     """
 
-    streams: tuple[_Stream, _Stream, _Stream]
-    control: socket.socket  # client end of the control channel
-    exit: socket.socket  # client end of the exit channel
-    relay_control_fd: int
-    relay_exit_fd: int
-    rows: int = 0
-    columns: int = 0
-    _relay_ends_closed: bool = field(default=False, repr=False)
+    def __init__(
+        self,
+        streams: tuple[_Stream, _Stream, _Stream],
+        control: socket.socket,
+        exit: socket.socket,
+        relay_control_fd: int,
+        relay_exit_fd: int,
+        rows: int = 0,
+        columns: int = 0,
+    ) -> None:
+        self.streams = streams
+        self.control = control  # client end of the control channel
+        self.exit = exit  # client end of the exit channel
+        self.relay_control_fd = relay_control_fd
+        self.relay_exit_fd = relay_exit_fd
+        self.rows = rows
+        self.columns = columns
+        self._relay_ends_closed = False
+
+    def __repr__(self) -> str:
+        return (
+            f"PreparedStdio(streams={self.streams!r}, control={self.control!r}, exit={self.exit!r}, "
+            f"relay_control_fd={self.relay_control_fd!r}, relay_exit_fd={self.relay_exit_fd!r}, "
+            f"rows={self.rows!r}, columns={self.columns!r})"
+        )
 
     @property
     def relay_stdio(self) -> tuple[int, int, int]:

@@ -126,12 +126,10 @@ Cancellation
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pywsl.api.service.rpc_framing import (
     ERROR_BUSY,
@@ -233,8 +231,7 @@ def socket_path(environ: Mapping[str, str] | None = None) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Request:
+class Request(NamedTuple):  # named tuples, not dataclasses: a client's launch loads this module
     """A parsed request: full method name, raw parameters, the fds that came with it."""
 
     method: str
@@ -406,15 +403,13 @@ STRING_MAP = _StringMap()
 CONSOLE = _Console()
 
 
-@dataclass(frozen=True)
-class Param:
+class Param(NamedTuple):
     type: ParamType
-    default: Any = dataclasses.field(default=None)
+    default: Any = None
     required: bool = False
 
 
-@dataclass(frozen=True)
-class Method:
+class Method(NamedTuple):
     """One method of ``io.pywsl.UserSession``: its parameters and the key its result goes under."""
 
     name: str

@@ -9,7 +9,6 @@ type the client declares, refusing anything that does not fit that type.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import math
 import types
@@ -53,7 +52,9 @@ def encode_value(value: Any) -> Any:
         return value
     if isinstance(value, uuid.UUID | PurePath):
         return str(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    if hasattr(type(value), "__dataclass_fields__"):  # a dataclass instance (no `dataclasses` import)
+        import dataclasses
+
         return {field.name: encode_value(getattr(value, field.name)) for field in dataclasses.fields(value)}
     if isinstance(value, Mapping):
         return {str(key): encode_value(item) for key, item in value.items()}
@@ -167,7 +168,7 @@ def _decode_class(cls: type, value: Any) -> Any:
     scalar = _SCALAR_DECODERS.get(cls)
     if scalar is not None:
         return scalar(value)
-    if dataclasses.is_dataclass(cls):
+    if hasattr(cls, "__dataclass_fields__"):  # a dataclass (`dataclasses` is loaded only then)
         return decode_dataclass(cls, value)
     if issubclass(cls, enum.Enum):
         try:
@@ -183,6 +184,8 @@ def _decode_class(cls: type, value: Any) -> Any:
 
 def decode_dataclass(cls: type, value: Any) -> Any:
     """Build dataclass ``cls`` from its JSON object (unknown keys are ignored)."""
+    import dataclasses
+
     if not isinstance(value, dict):
         raise ValueError(f"expected a {cls.__name__} object")
     hints = typing.get_type_hints(cls)

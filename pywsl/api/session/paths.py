@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 __all__ = [
     "CONFIG_ENV",
@@ -31,8 +31,7 @@ DEFAULT_RUNTIME_ROOT = Path("/run/pywsl")
 APP_FOLDER = "pywsl"
 
 
-@dataclass(frozen=True)
-class UserPaths:
+class UserPaths(NamedTuple):
     """The folders and files of one user."""
 
     home: Path

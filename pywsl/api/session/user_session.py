@@ -27,7 +27,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,9 +53,11 @@ from pywsl.api.session.registry import (
 if TYPE_CHECKING:
     from pywsl.api.files.transfer import Progress, Source
     from pywsl.api.process.lx_process import LxProcess
+    from pywsl.api.session.distribution_disks import DistributionDisks
     from pywsl.api.session.distribution_info import DistributionConfiguration, DistributionInfo
     from pywsl.api.session.wslconfig import WslConfig
     from pywsl.vm import CoreInstance, CoreVm, ProcessRequest, VmConfig
+    from pywsl.vm.disk_image import DiskImage
 
 __all__ = ["Distro", "Source", "UserSession"]
 
@@ -253,14 +254,23 @@ class UserSession:
 
     def _launch_init(self, vm: CoreVm, registration: Registration) -> CoreInstance:
         """LaunchInit (or attach to the running init) with the root filesystem as a descriptor."""
-        with self._rootfs_for_vm(registration.base_path) as rootfs:
+        with self._rootfs_for_vm(registration) as rootfs:
             return vm.launch_instance(
                 registration.name, rootfs, default_uid=registration.default_uid, hostname=socket.gethostname()
             )
 
-    def _rootfs_for_vm(self, base_path: Path) -> AbstractContextManager[int]:
-        """`base_path/rootfs` opened for the VM without following links (`RootfsFolders.open_rootfs`)."""
-        return self.folders.open_rootfs(base_path)
+    def _rootfs_for_vm(self, registration: Registration) -> AbstractContextManager[int | DiskImage]:
+        """The root filesystem opened for the VM without following links: `base_path/rootfs`
+        (`RootfsFolders.open_rootfs`), or the distribution's disk image (`DistributionDisks`)."""
+        if registration.on_disk:
+            return self._disks().disk_for_vm(registration)
+        return self.folders.open_rootfs(registration.base_path)
+
+    def _disks(self) -> DistributionDisks:
+        from pywsl.api.files.disk_files import DiskFiles  # not on the launch path of a folder
+        from pywsl.api.session.distribution_disks import DistributionDisks
+
+        return DistributionDisks(DiskFiles(self.folders), self.paths.runtime_dir)
 
     def register_distribution(
         self,
@@ -284,8 +294,6 @@ class UserSession:
         number of archive bytes read so far.
         """
         with error_context("RegisterDistro"):
-            if vhd:
-                not_supported_by_backend("Importing a VHD")
             if version == 0:
                 version = 2
             if version == 1:
@@ -297,6 +305,9 @@ class UserSession:
             self._require_root("Importing a distribution")
             self._recover()
             config = self.config()
+            on_disk = config.backend == "qemu"
+            if vhd and not on_disk:
+                not_supported_by_backend("Importing a VHD")
             distro_id = uuid.uuid4()
             if location is not None:
                 base_path = Path(os.path.abspath(os.fspath(location)))
@@ -312,6 +323,8 @@ class UserSession:
                     base_path=base_path,
                     run_oobe=run_oobe,
                     default_environment=default_environment(),
+                    vhd_file_name=_disk_name(source, vhd) if on_disk else "",
+                    sparse=bool(config.values.get("experimental.sparseVhd", False)),
                 )
                 with self.registry.transaction() as data:
                     self._check_unique(data, name, base_path)
@@ -321,9 +334,13 @@ class UserSession:
                 )
 
                 importer = DistributionImporter(
-                    self.registry, self.folders, vm_config=self.vm_config, open_vm=self._vm
+                    self.registry,
+                    self.folders,
+                    vm_config=self.vm_config,
+                    open_vm=self._vm,
+                    disk_size=int(config.values.get("wsl2.defaultVhdSize") or 1 << 40),  # WSL's 1 TB
                 )
-                return importer.run(registration, source, progress)
+                return importer.run(registration, source, progress, vhd=vhd)
 
     def get_distribution_id(self, name: str, *, list_all: bool = False) -> uuid.UUID:
         """`GetDistributionId`: case-insensitive lookup; `list_all` also finds distributions that
@@ -583,7 +600,7 @@ class UserSession:
             )
             gui = self._gui_environment(wslenv_source or {})
             if gui is not None:
-                request = replace(request, host_environment=gui)
+                request = request._replace(host_environment=gui)
         with self._vm() as vm:
             with error_context("CreateInstance"):
                 instance = self._launch(vm, registration)
@@ -640,13 +657,51 @@ class UserSession:
         tar.gz or tar.xz to a path, file object, descriptor or pipe. A file created for the export
         is removed again if it fails. `progress` is called with the bytes written so far."""
         with error_context("ExportDistro"):
-            compression = export_compression(format)
             registration = self._resolve(distro)
+            as_vhd = isinstance(format, str) and format.lower() in ("vhd", "vhdx")
+            compression = "" if as_vhd and registration.on_disk else export_compression(format)
             self._ensure_installed(registration)
             self._require_root("Exporting a distribution")
             lock = self.registry.acquire_operation(registration.id, DistributionState.EXPORTING)
             with lock:
-                self.folders.export_rootfs(registration.base_path, target, compression, progress, self._vm)
+                if as_vhd:
+                    self._export_vhd(registration, target, progress)
+                elif registration.on_disk:
+                    self._export_disk(registration, target, compression, progress)
+                else:
+                    self.folders.export_rootfs(
+                        registration.base_path, target, compression, progress, self._vm
+                    )
+
+    def _export_vhd(self, registration: Registration, target: Source, progress: Progress | None) -> None:
+        """`--export --vhd`: the distribution (stopped first) as a VHDX, or a VHD by the target's name."""
+        from pywsl.api.files.transfer import open_export_target
+
+        self._terminate(registration)
+        name = os.fspath(target) if isinstance(target, str | os.PathLike) else None
+        with open_export_target(target, self.identity, progress=progress) as output:
+            self._disks().export_vhd(registration, output.fd, name)
+
+    def _export_disk(
+        self, registration: Registration, target: Source, compression: str, progress: Progress | None
+    ) -> None:
+        """A tar of a distribution on a disk: the VM's export worker reads the mounted disk."""
+        from pywsl.api.files.rootfs_folder import with_details
+        from pywsl.api.files.transfer import StderrCollector, open_export_target
+
+        stderr = StderrCollector()
+        with (
+            open_export_target(target, self.identity, progress=progress) as output,
+            self._vm() as vm,
+            self._disks().disk_for_vm(registration) as disk,
+        ):
+            try:
+                vm.export_rootfs(disk, output.fd, stderr.fd, compression)
+            except (OSError, ValueError) as error:
+                raise WslError(
+                    "WSL_E_EXPORT_FAILED",
+                    with_details("Exporting the distribution failed.", str(error), stderr.text()),
+                ) from None
 
     def move_distribution(self, distro: Distro, location: str | os.PathLike[str]) -> None:
         """`MoveDistribution`: move the root filesystem to the folder `location` (created with the
@@ -660,9 +715,11 @@ class UserSession:
             self._ensure_installed(registration)
             if registration.name.casefold() in self._running():
                 raise WslError("WSL_E_DISTRO_NOT_STOPPED")
+            if registration.on_disk:
+                raise WslError("E_INVALIDARG", "Moving a distribution on a disk image is not supported.")
             lock = self.registry.acquire_operation(registration.id, DistributionState.CONVERTING)
             with lock:
-                with self._rootfs_for_vm(registration.base_path):
+                with self._rootfs_for_vm(registration):
                     pass
                 with self.registry.transaction() as data:
                     self._check_unique(data, None, target, exclude=registration.id)
@@ -718,20 +775,79 @@ class UserSession:
 
     # -- disk images: not with a directory root filesystem -----------------------------------
 
+    def _disk_registration(self, distro: Distro, what: str) -> Registration:
+        registration = self._resolve(distro)
+        self._ensure_installed(registration)
+        if not registration.on_disk:
+            not_supported_by_backend(what)
+        return registration
+
     def set_sparse(self, distro: Distro, sparse: bool, *, allow_unsafe: bool = False) -> None:
-        """`SetSparse`."""
+        """`SetSparse`: whether blocks the distribution frees are given back to the host (its disk
+        is mounted with `discard`). As in WSL, making it sparse needs `allow_unsafe`."""
         with error_context("Service"):
-            not_supported_by_backend("Making a distribution's disk sparse")
+            registration = self._disk_registration(distro, "Making a distribution's disk sparse")
+            if sparse and not allow_unsafe:
+                raise WslError(
+                    "E_INVALIDARG",
+                    "Sparse disks may be corrupted by discards in flight; pass --allow-unsafe to make one.",
+                )
+
+            def apply(entry: Registration, _: RegistryData) -> None:
+                entry.sparse = bool(sparse)
+
+            self._update(registration.id, apply)
+            self._terminate(registration)
 
     def resize_distribution(self, distro: Distro, new_size: int, *, output: Any = None) -> None:
-        """`ResizeDistribution`."""
+        """`ResizeDistribution`: grow or shrink the distribution's disk and its file system (in the
+        VM: `e2fsck -f -y`, `resize2fs`; their output goes to `output`, a descriptor or file object).
+        The distribution must be stopped; a shrink below what the files use fails and changes nothing."""
         with error_context("Service"):
-            not_supported_by_backend("Resizing a distribution's disk")
+            registration = self._disk_registration(distro, "Resizing a distribution's disk")
+            if isinstance(new_size, bool) or not isinstance(new_size, int) or new_size <= 0:
+                raise WslError("E_INVALIDARG", f"Invalid size {new_size!r}.")
+            if registration.name.casefold() in self._running():
+                raise WslError("WSL_E_DISTRO_NOT_STOPPED")
+            lock = self.registry.acquire_operation(registration.id, DistributionState.CONVERTING)
+            with lock, self._vm() as vm, open(os.devnull, "wb") as sink:
+                target = output if isinstance(output, int) else (output.fileno() if output else sink.fileno())
+                self._disks().resize(registration, new_size, vm, target)
 
     def import_distribution_inplace(self, name: str, vhd_path: str | os.PathLike[str]) -> uuid.UUID:
-        """`ImportDistributionInplace`."""
+        """`ImportDistributionInplace`: register the ext4 disk image `vhd_path` where it lies (its
+        folder becomes the distribution's). On failure the image is left as it was."""
         with error_context("RegisterDistro"):
-            not_supported_by_backend("Importing a VHD in place")
+            validate_name(name)
+            self._require_root("Importing a distribution")
+            path = Path(os.path.abspath(os.fspath(vhd_path)))
+            if path.suffix.lower() not in (".vhd", ".vhdx"):
+                raise WslError("E_INVALIDARG", "A VHD must be a .vhd or .vhdx file.")
+            if self.config().backend != "qemu":
+                not_supported_by_backend("Importing a VHD in place")
+            self._recover()
+            distro_id = uuid.uuid4()
+            lock = self.registry.acquire_operation(distro_id, DistributionState.INSTALLING)
+            with lock:
+                registration = Registration(
+                    id=distro_id, name=name, base_path=path.parent, vhd_file_name=path.name
+                )
+                with self.registry.transaction() as data:
+                    self._check_unique(data, name, path.parent)
+                    data.distributions[distro_id] = registration
+                from pywsl.api.session.distribution_import import DistributionImporter
+
+                importer = DistributionImporter(
+                    self.registry, self.folders, vm_config=self.vm_config, open_vm=self._vm
+                )
+                try:
+                    importer.check_in_place(registration)
+                except BaseException:
+                    with contextlib.suppress(WslError), self.registry.transaction() as data:
+                        data.distributions.pop(distro_id, None)
+                        data.fix_default()
+                    raise
+            return distro_id
 
     def attach_disk(self, disk: str, *, vhd: bool = False) -> None:
         """`AttachDisk`."""
@@ -756,6 +872,22 @@ class UserSession:
         """`MountDisk`."""
         with error_context("MountDisk"):
             not_supported_by_backend("Mounting a disk")
+
+
+def _disk_name(source: Source, vhd: bool) -> str:
+    """The file name of a new distribution's disk: `ext4.img`, or an imported VHD's own name."""
+    from pywsl.api.files.disk_files import NEW_DISK_NAME, image_name_for_import
+
+    if not vhd:
+        return NEW_DISK_NAME
+    if isinstance(source, str | os.PathLike):
+        return image_name_for_import(os.fspath(source))
+    name = getattr(source, "name", None)
+    return (
+        image_name_for_import(name)
+        if isinstance(name, str) and name.lower().endswith((".vhd", ".vhdx"))
+        else "ext4.vhdx"
+    )
 
 
 def _check_default_uid(default_uid: int | None) -> None:

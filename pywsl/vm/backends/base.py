@@ -16,9 +16,10 @@ import abc
 import os
 import socket
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from pywsl.vm.config import VmConfig
+if TYPE_CHECKING:
+    from pywsl.vm.config import VmConfig  # a dataclass: not loaded by a launch
 
 # What every backend keeps in a VM's runtime folder.
 SOCKET_NAME = "mini_init.sock"  # mini_init's listening socket (or the monitor's, for qemu)

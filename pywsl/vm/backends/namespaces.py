@@ -28,10 +28,13 @@ import stat
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pywsl.vm.backends.base import LOG_NAME, SOCKET_NAME, VmBackend, log_tail
-from pywsl.vm.config import VmConfig
 from pywsl.vm.errors import VmError
+
+if TYPE_CHECKING:
+    from pywsl.vm.config import VmConfig  # a dataclass: not loaded by a launch
 
 PID_FILE_NAME = "mini_init.pid"
 BOOT_GRACE = 5.0  # on top of kernelBootTimeout: the guest's own deadline is the one that fires

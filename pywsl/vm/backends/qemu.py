@@ -28,9 +28,11 @@ from pathlib import Path
 
 import construct
 
+from pywsl.coverage_startup import REQUEST_VARIABLES
 from pywsl.vm.backends.base import LOG_NAME, SOCKET_NAME, VmBackend, log_tail
 from pywsl.vm.backends.namespaces import _prepare_runtime_dir
 from pywsl.vm.backends.qemu_command import TCG_MEMORY_LIMIT_MIB, QemuPlan, find_qemu, kvm_works, qemu_argv
+from pywsl.vm.backends.qemu_console import start_relay, terminal_for_console
 from pywsl.vm.backends.qemu_monitor import (
     BACKEND_FILE_NAME,
     MONITOR_NAME,
@@ -157,10 +159,40 @@ def _map_arguments(config: VmConfig) -> list[str]:
 
 
 def _swap_arguments(config: VmConfig) -> list[str]:
-    """``[wsl2] swap``: a swap disk of that size, its file unnamed in the cache root (on a disk)."""
+    """``[wsl2] swap``: a swap disk of that size, its file unnamed in the cache root (on a disk), or
+    the file ``[wsl2] swapFile`` names (the monitor makes or opens it with the owner's rights)."""
     if not config.swap_bytes:
         return []
-    return ["--swap-bytes", str(config.swap_bytes), "--swap-folder", str(cache_root())]
+    named = ["--swap-file", str(config.swap_file)] if config.swap_file is not None else []
+    return ["--swap-bytes", str(config.swap_bytes), "--swap-folder", str(cache_root()), *named]
+
+
+def _monitor_argv(config: VmConfig, plan: QemuPlan, runtime_dir: Path, console: int | None) -> list[str]:
+    return [
+        sys.executable,
+        "-S",
+        "-m",
+        "pywsl.vm.backends.qemu_monitor",
+        "--runtime-dir",
+        str(runtime_dir),
+        "--boot-timeout",
+        str(config.kernel_boot_timeout_ms),
+        "--distributions",
+        "--host-files",
+        *_map_arguments(config),
+        *(["--localhost-forwarding"] if _forwards(config) else []),
+        "--owner",
+        f"{config.owner_uid}:{config.owner_gid}",
+        "--kernel",
+        str(plan.kernel),
+        *(["--host-kernel"] if config.kernel is None else []),
+        "--initramfs",
+        str(plan.initramfs),
+        *_swap_arguments(config),
+        *(["--console-fd", str(console)] if console is not None else []),
+        "--",
+        *qemu_argv(plan),
+    ]
 
 
 class QemuBackend(VmBackend):
@@ -185,7 +217,7 @@ class QemuBackend(VmBackend):
             raise VmError(f"the utility VM stopped right after it started: {log_tail(runtime_dir)}")
         return sock
 
-    def _plan(self, config: VmConfig) -> QemuPlan:
+    def _plan(self, config: VmConfig, console_to_log: bool = True) -> QemuPlan:
         qemu = find_qemu()
         kernel = find_kernel(config.kernel, config.kernel_modules)
         kvm = kvm_works(qemu, owner_identity(config.owner_uid, config.owner_gid))
@@ -197,7 +229,7 @@ class QemuBackend(VmBackend):
             initramfs=build_initramfs(kernel, cache_root()),
             python=guest_python(),
             shares=guest_shares(),
-            console_to_log=True,
+            console_to_log=console_to_log,
             memory_bytes=config.memory_bytes,
             processors=config.processors,
             kvm=kvm,
@@ -207,44 +239,29 @@ class QemuBackend(VmBackend):
             distributions=True,
             host_files=True,
             networking=_networking(config),
-            qmp=_forwards(config),
+            qmp=True,  # disks are attached through it, and localhostForwarding forwards through it
+            disks=True,
             swap=bool(config.swap_bytes),
         )
 
     def _launch(self, config: VmConfig, runtime_dir: Path) -> None:
-        plan = self._plan(config)
-        for name in _FILES:
-            with contextlib.suppress(FileNotFoundError):
-                (runtime_dir / name).unlink()
-        log_fd = os.open(runtime_dir / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        # [wsl2] debugConsole: the console on the booting terminal, through a relay (qemu_console)
+        terminal = terminal_for_console(config.owner_uid) if config.debug_console else None
+        console: int | None = None
+        log_fd = -1
         try:
-            argv = [
-                sys.executable,
-                "-S",
-                "-m",
-                "pywsl.vm.backends.qemu_monitor",
-                "--runtime-dir",
-                str(runtime_dir),
-                "--boot-timeout",
-                str(config.kernel_boot_timeout_ms),
-                "--distributions",
-                "--host-files",
-                *_map_arguments(config),
-                *(["--localhost-forwarding"] if _forwards(config) else []),
-                "--owner",
-                f"{config.owner_uid}:{config.owner_gid}",
-                "--kernel",
-                str(plan.kernel),
-                *(["--host-kernel"] if config.kernel is None else []),
-                "--initramfs",
-                str(plan.initramfs),
-                *_swap_arguments(config),
-                "--",
-                *qemu_argv(plan),
-            ]
+            plan = self._plan(config, console_to_log=terminal is None)
+            for name in _FILES:
+                with contextlib.suppress(FileNotFoundError):
+                    (runtime_dir / name).unlink()
+            log_fd = os.open(
+                runtime_dir / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600
+            )
             python_path = os.pathsep.join(str(share) for share in guest_shares()) or str(_PACKAGE_ROOT)
+            if terminal is not None:
+                console, terminal = start_relay(terminal, runtime_dir, python_path), None
             process = subprocess.Popen(
-                argv,
+                _monitor_argv(config, plan, runtime_dir, console),
                 stdin=subprocess.DEVNULL,
                 stdout=log_fd,
                 stderr=log_fd,
@@ -253,11 +270,16 @@ class QemuBackend(VmBackend):
                     "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                     "PYTHONPATH": python_path,
                     "LANG": "C.UTF-8",
+                    # a coverage measurement of the test suite follows the monitor (coverage_startup)
+                    **{name: os.environ[name] for name in REQUEST_VARIABLES if name in os.environ},
                 },
+                pass_fds=() if console is None else (console,),
                 start_new_session=True,
             )
         finally:
-            os.close(log_fd)
+            for fd in (terminal, console, log_fd):
+                if fd is not None and fd >= 0:
+                    os.close(fd)
         try:
             code = process.wait(config.kernel_boot_timeout_ms / 1000 + BOOT_GRACE)
         except subprocess.TimeoutExpired:

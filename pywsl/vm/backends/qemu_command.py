@@ -18,6 +18,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from pywsl import coverage_startup
 from pywsl.vm.backends.qemu_process import QemuIdentity
 from pywsl.vm.errors import VmError
 
@@ -128,6 +129,7 @@ class QemuPlan:
     networking: str = "none"  # "nat": QEMU's user networking; "none": no NIC
     qmp: bool = False  # QEMU's QMP monitor (localhostForwarding)
     swap: bool = False  # a swap disk ([wsl2] swap), the guest's /dev/vda
+    disks: bool = False  # a SCSI controller for disks attached while the VM runs (QMP needed)
 
 
 def _command_line(plan: QemuPlan) -> str:
@@ -147,6 +149,8 @@ def _command_line(plan: QemuPlan) -> str:
         f"PYWSL_SWAP={int(plan.swap)}",
         *(f"PYWSL_SHARE{index}={share}" for index, share in enumerate(plan.shares)),
     ]
+    if plan.host_files:  # the coverage data folder is reachable only through the host's files
+        words += [f"{name}={value}" for name, value in coverage_startup.vm_request().items()]
     khz = None if plan.kvm else host_tsc_khz()
     if khz:
         words.append(f"tsc_early_khz={khz}")
@@ -156,14 +160,10 @@ def _command_line(plan: QemuPlan) -> str:
 
 
 def _console(plan: QemuPlan) -> list[str]:
-    if not plan.console_to_log:
-        return ["-chardev", "stdio,id=console,signal=off"]
-    return [
-        "-add-fd",
-        f"fd={QEMU_FDS['console']},set={CONSOLE_FDSET}",
-        "-chardev",
-        f"file,id=console,path=/dev/fdset/{CONSOLE_FDSET},append=on",
-    ]
+    log = ["-add-fd", f"fd={QEMU_FDS['console']},set={CONSOLE_FDSET}", "-chardev"]
+    if not plan.console_to_log:  # standard output (debugConsole's relay), and the log as well
+        return [*log, f"stdio,id=console,signal=off,logfile=/dev/fdset/{CONSOLE_FDSET},logappend=on"]
+    return [*log, f"file,id=console,path=/dev/fdset/{CONSOLE_FDSET},append=on"]
 
 
 def memory_size_mib(plan: QemuPlan) -> int:
@@ -193,6 +193,8 @@ def _devices(plan: QemuPlan) -> list[str]:
             "-device",
             "virtio-blk-device,drive=swap",
         ]
+    if plan.disks:
+        argv += ["-device", "virtio-scsi-device,id=scsi0"]
     for name, wanted in (("distributions", plan.distributions), ("host", plan.host_files)):
         if wanted:
             argv += [

@@ -24,12 +24,15 @@ import sys
 import time
 from pathlib import Path
 
+from pywsl import coverage_startup
 from pywsl.vm.backends.base import BACKEND_FILE_NAME as BACKEND_FILE_NAME  # named here for qemu.py
 from pywsl.vm.backends.base import LOG_NAME, SOCKET_NAME
 from pywsl.vm.backends.qemu_bridge import Bridge, MessageCursor, translate
 from pywsl.vm.backends.qemu_command import QEMU_FDS
+from pywsl.vm.backends.qemu_disks import DiskAttacher
 from pywsl.vm.backends.qemu_forwarding import QMP_SOCKET_NAME, PortForwarder
 from pywsl.vm.backends.qemu_interop import InteropHost
+from pywsl.vm.backends.qemu_qmp import QmpLink
 from pywsl.vm.backends.qemu_process import (
     QemuIdentity,
     copy_to_memory,
@@ -37,6 +40,8 @@ from pywsl.vm.backends.qemu_process import (
     open_as_root,
     owner_identity,
     spawn_qemu,
+    inherited_fd,
+    remove_swap_file,
     swap_file,
 )
 from pywsl.vm.backends.qemu_shares import (
@@ -45,6 +50,7 @@ from pywsl.vm.backends.qemu_shares import (
     DistributionShare,
     start_virtiofsd,
 )
+from pywsl.vm.errors import VmError
 from pywsl.wire.errors import ProtocolError
 from pywsl.wire.port_engine import READ_SIZE as ENGINE_READ_SIZE
 from pywsl.wire.port_engine import Endpoint, PortEngine
@@ -108,7 +114,7 @@ class HostPort(PortEngine):
         super().__init__(port_fd)
         self.listener = listener
         self.monitor = monitor
-        self.bridge = Bridge(self, monitor.share)
+        self.bridge = Bridge(self, monitor.share, monitor.disks)
         self.next_channel = 1
         self.extra[listener.fileno()] = self._accept
 
@@ -136,6 +142,10 @@ class HostPort(PortEngine):
         if frame.kind is FrameKind.RELEASED and self.monitor.share is not None:
             for name in decode_names(frame.payload):
                 self.monitor.share.release(name)
+        elif frame.kind is FrameKind.DETACH and self.monitor.disks is not None:
+            for name in decode_names(frame.payload):
+                if name.isdigit():
+                    self.monitor.disks.release(int(name))
         elif frame.kind is FrameKind.PORTS and self.monitor.forwarder is not None:
             self.monitor.forwarder.update(decode_ports(frame.payload))
         elif frame.kind is FrameKind.INTEROP:
@@ -218,6 +228,8 @@ class Monitor:
         self.share: DistributionShare | None = None
         self.file_servers: list[int] = []
         self.forwarder: PortForwarder | None = None
+        self.qmp: QmpLink | None = None
+        self.disks: DiskAttacher | None = None
         self.engine: HostPort | None = None
         self.interop: InteropHost | None = None
 
@@ -229,22 +241,26 @@ class Monitor:
         fds = self._images(identity)
         self._start_file_servers(identity, log_fd, fds)
         fds[QEMU_FDS["console"]] = log_fd
+        if self.options.console_fd is not None:  # debugConsole: QEMU's standard output (qemu_console)
+            fds[1] = self.options.console_fd
         if self.options.swap_bytes:
-            swap = swap_file(self.options.swap_folder, self.options.swap_bytes)
+            swap = swap_file(
+                self.options.swap_folder, self.options.swap_bytes, self.options.swap_file, identity
+            )
             fds[QEMU_FDS["swap"]] = swap
             fds[QEMU_FDS["swap_read"]] = os.open(f"/proc/self/fd/{swap}", os.O_RDONLY | os.O_CLOEXEC)
         self.port, fds[QEMU_FDS["port"]] = self._socket_pair()
-        qmp = None
-        if self.options.localhost_forwarding:
-            qmp, fds[QEMU_FDS["qmp"]] = self._socket_pair()
+        qmp, fds[QEMU_FDS["qmp"]] = self._socket_pair()
         try:
             self.qemu = spawn_qemu(self.qemu_argv, fds, identity, log_fd)
         finally:
             for target, fd in fds.items():
                 if target != QEMU_FDS["console"]:
                     os.close(fd)
-        if qmp is not None:
-            self.forwarder = PortForwarder(qmp)
+        self.qmp = QmpLink(qmp)
+        self.disks = DiskAttacher(self.qmp)
+        if self.options.localhost_forwarding:
+            self.forwarder = PortForwarder(self.qmp)
         self.interop = InteropHost(identity.uid, log_fd)
         deadline = time.monotonic() + self.boot_timeout
         self.port.settimeout(max(0.0, deadline - time.monotonic()))
@@ -353,6 +369,10 @@ class Monitor:
             _end_process(server)
         if self.share is not None:
             self.share.teardown()
+        if self.options.swap_bytes and self.options.swap_file:  # as WSL deletes its swap disk
+            remove_swap_file(
+                self.options.swap_file, self.options.swap_bytes, owner_identity(*self.options.owner)
+            )
         for name in RUNTIME_FILES:
             with contextlib.suppress(FileNotFoundError):
                 (self.runtime_dir / name).unlink()
@@ -396,6 +416,7 @@ def _stop(monitor: Monitor) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    coverage_startup.start()  # only when the test suite measures coverage (-S: no .pth start-up)
     parser = argparse.ArgumentParser(prog="python -m pywsl.vm.backends.qemu_monitor")
     parser.add_argument("--runtime-dir", required=True, type=Path)
     parser.add_argument("--boot-timeout", type=int, default=30000)
@@ -410,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--initramfs", required=True)
     parser.add_argument("--swap-bytes", type=int, default=0, help="a swap disk of this size")
     parser.add_argument("--swap-folder", type=Path, help="where the swap disk's unnamed file is made")
+    parser.add_argument("--swap-file", help="the swap disk's file ([wsl2] swapFile), the owner's")
+    parser.add_argument("--console-fd", type=inherited_fd, help="QEMU's standard output (debugConsole)")
     parser.add_argument("qemu_argv", nargs="+")
     options = parser.parse_args(sys.argv[1:] if argv is None else argv)
     ready_read, ready_write = os.pipe()
@@ -432,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         os.close(ready_write)
         ready_write = -1
         monitor.serve()
-    except BootFailed as error:
+    except (BootFailed, VmError) as error:
         print(f"pywsl: the utility VM did not start: {error}", file=sys.stderr)
         _stop(monitor)
         code = 1

@@ -1,16 +1,19 @@
-"""Line coverage of the utility VM's processes, measured only when the test suite asks for it.
+"""Line coverage of pywsl's ``-S`` processes, measured only when the test suite asks for it.
 
 Coverage.py measures a new interpreter through a ``.pth`` file when ``COVERAGE_PROCESS_START``
-or ``COVERAGE_PROCESS_CONFIG`` is set. The VM's interpreter runs without ``site`` (``-S``), so
-no ``.pth`` file runs: ``pywsl.guest`` calls :func:`start` instead, before mini_init and the
-roles it forks are imported. Every role of the VM is a fork of that process, and the guest needs
-more than coverage.py's own ``fork`` and ``_exit`` patches:
+or ``COVERAGE_PROCESS_CONFIG`` is set. The utility VM's interpreter and the ``qemu`` backend's
+monitor run without ``site`` (``-S``), so no ``.pth`` file runs: ``pywsl.guest`` (before mini_init
+and the roles it forks are imported) and the monitor's ``main`` call :func:`start` instead. This
+module imports no other part of pywsl, so that both layers can use it. Every role of the VM is a
+fork of that process, and the guest needs more than coverage.py's own ``fork`` and ``_exit``
+patches:
 
 * its roles change their root (``pivot_root`` into a distribution), after which the data folder,
   a host path, is only reachable through the host's tree that the distribution shows
   (``/mnt/host``, or the interop view of the host). Data is kept in memory and written when a
   process saves, into the folder as that process reaches it; a root without a view of the host
-  (the tar worker's) gets the serialized data in a file opened before ``pivot_root``;
+  (the tar worker's) gets the serialized data in a file opened before ``pivot_root``
+  (:meth:`Measurement.before_root_change`, which ``pywsl.guest`` calls);
 * most of them never exit by themselves: the VM ends with SIGKILL. So a process saves what it
   measured so far, at most four times a second, before it forks and before it waits in its
   selector; before it executes a program (the fork-to-exec half of a launch); and when it
@@ -19,6 +22,13 @@ more than coverage.py's own ``fork`` and ``_exit`` patches:
   the functions already running, and after ``pivot_root`` not the source files either; and it
   re-applies its patches each time, so that a few generations of forks start dozens of
   measurements at each fork. Here a forked child carries its parent's measurement on.
+
+A ``qemu`` VM gets no environment from the host: its pid 1 is asked on the kernel command line
+(:func:`vm_request`: the words ``PYWSL_COVERAGE`` (the configuration file),
+``PYWSL_COVERAGE_FILE`` (the data file) and ``PYWSL_COVERAGE_SOURCE`` (pywsl's folder), all host
+paths). It reads the configuration through the host's files (``/run/pywsl/host``), measures
+pywsl's files as it imports them (from a folder the host shares) and saves them under the host's
+names.
 
 Nothing here runs unless one of the variables is set and coverage.py is importable.
 """
@@ -33,10 +43,17 @@ import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-# Where a distribution sees the host's ``/``: ``[automount] root`` + ``host`` by default, and
-# the interop view every distribution has.
-HOST_VIEWS = ("/mnt/host", "/run/WSL/interop/host")
+# Where a process sees the host's ``/``: in a distribution ``[automount] root`` + ``host`` by
+# default and the interop view every distribution has; in a ``qemu`` VM's own root the host's
+# files that the initramfs mounts.
+HOST_VIEWS = ("/mnt/host", "/run/WSL/interop/host", "/run/pywsl/host")
 REQUEST_VARIABLES = ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
+# The kernel command line's words that ask a ``qemu`` VM's pid 1 to measure itself.
+VM_CONFIG = "PYWSL_COVERAGE"
+VM_DATA_FILE = "PYWSL_COVERAGE_FILE"
+VM_SOURCE = "PYWSL_COVERAGE_SOURCE"
+VM_WORDS = (VM_CONFIG, VM_DATA_FILE, VM_SOURCE)
+PACKAGE_FOLDER = os.path.dirname(os.path.abspath(__file__))  # pywsl's folder, as this process sees it
 _CONFIG_DATA_PREFIX = ":data:"  # coverage.py's marker for serialized settings
 # A process saves before it forks if it has not saved for this long (seconds).
 SAVE_INTERVAL = 0.25
@@ -48,12 +65,13 @@ DUMP = "-dump."  # <data file>-dump.<pid>.<random>: serialized data of a process
 QUIET = ("no-data-collected", "module-not-imported", "module-not-measured", "no-ctracer")
 
 
+_measurement: Measurement | None = None
 _started = False
 
 
 def requested() -> bool:
     """Did the caller ask for this process to be measured?"""
-    return any(os.environ.get(name) for name in REQUEST_VARIABLES)
+    return any(os.environ.get(name) for name in (*REQUEST_VARIABLES, VM_CONFIG))
 
 
 def reachable_folder(folder: str) -> str | None:
@@ -67,17 +85,72 @@ def reachable_folder(folder: str) -> str | None:
     return None
 
 
-class _Measurement:
+def reachable_file(path: str) -> str | None:
+    """The host's file ``path`` as this process reaches it: itself, or through a view of the host."""
+    for candidate in (path, *(view + path for view in HOST_VIEWS)):
+        if os.path.isfile(candidate) and os.access(candidate, os.R_OK):
+            return candidate
+    return None
+
+
+def vm_request() -> dict[str, str]:
+    """The kernel command line's words that ask a ``qemu`` VM to measure itself as this process is
+    measured (``COVERAGE_PROCESS_*``); none when it is not, or its settings name no file."""
+    if not any(os.environ.get(name) for name in REQUEST_VARIABLES):
+        return {}
+    try:
+        import coverage
+    except ImportError:
+        return {}
+    settings = coverage.Coverage(config_file=_config_file()).config
+    if not settings.config_file:
+        return {}
+    words = dict(
+        zip(
+            VM_WORDS,
+            (os.path.abspath(settings.config_file), os.path.abspath(settings.data_file), PACKAGE_FOLDER),
+            strict=True,
+        )
+    )
+    # A word ends at a space; quotes would change it.
+    return {} if any(" " in path or '"' in path for path in words.values()) else words
+
+
+def _config_file() -> str:
+    data = os.environ.get("COVERAGE_PROCESS_CONFIG")
+    return _CONFIG_DATA_PREFIX + data if data else os.environ["COVERAGE_PROCESS_START"]
+
+
+class PathMap:
+    """The host's names of the files a ``qemu`` VM imports from pywsl's shared folder."""
+
+    def __init__(self, guest_folder: str, host_folder: str) -> None:
+        self.guest_folder = guest_folder
+        self.host_folder = host_folder
+
+    def __call__(self, path: str) -> str:
+        if path.startswith(self.guest_folder + "/"):
+            return self.host_folder + path[len(self.guest_folder) :]
+        return path
+
+
+class Measurement:
     """This process's measurement, kept in memory; a forked child carries it on."""
 
-    def __init__(self, coverage: Any, config_file: str) -> None:
+    def __init__(
+        self, coverage: Any, config_file: str, data_file: str | None = None, path_map: PathMap | None = None
+    ) -> None:
         self.coverage = coverage
         self.measured = coverage.Coverage(config_file=config_file, data_file=None)  # in memory
-        self.data_file = os.path.abspath(self.measured.config.data_file)
+        self.data_file = os.path.abspath(data_file or self.measured.config.data_file)
+        self.path_map = path_map
         # Forks and exits are handled here; and no folder is made for an in-memory data file.
         self.measured.set_option("run:patch", [])
         self.measured.set_option("run:data_file", "/" + os.path.basename(self.data_file))
         self.measured.set_option("run:disable_warnings", list(QUIET))
+        if path_map is not None:  # the settings name the host's files: pywsl's, here under another name
+            self.measured.set_option("run:include", [path_map.guest_folder + "/*"])
+            self.measured.set_option("run:source", None)
         self.last_saved = 0.0
         self.suffix = ""  # this process's data file: .coverage<suffix>, chosen at its first save
         self.dump_fd = -1
@@ -87,6 +160,15 @@ class _Measurement:
     def begin(self) -> None:
         self.measured.start()
         self.running = True
+
+    def measured_data(self) -> Any:
+        """What this process measured so far, under the host's names of the files."""
+        data = self.measured.get_data()
+        if self.path_map is None:
+            return data
+        mapped = self.coverage.CoverageData(no_disk=True)
+        mapped.update(data, map_path=self.path_map)
+        return mapped
 
     def save(self) -> None:
         """Write everything this process has measured so far into its data file."""
@@ -99,7 +181,7 @@ class _Measurement:
         # Written under another name, then renamed over this process's file: a process killed
         # while it writes leaves no half-written file where the data files are combined.
         written = self.coverage.CoverageData(basename=os.path.join(target, PARTIAL + name), suffix=True)
-        written.update(self.measured.get_data())
+        written.update(self.measured.get_data(), map_path=self.path_map)
         written.write()
         partial = written.data_filename()
         if not self.suffix:
@@ -127,7 +209,7 @@ class _Measurement:
         """No folder reachable: coverage.py's serialized data into the file opened before."""
         if self.dump_owner != os.getpid():
             return
-        payload = self.measured.get_data().dumps()
+        payload = self.measured_data().dumps()
         os.ftruncate(self.dump_fd, 0)
         os.pwrite(self.dump_fd, payload, 0)
         self.last_saved = time.monotonic()
@@ -185,30 +267,56 @@ class _Measurement:
         self.save_quietly()
 
 
-def start() -> None:
-    """Measure this process and every child it forks, if asked and coverage.py is there."""
-    global _started
+def start() -> Measurement | None:
+    """Measure this process and every child it forks, if asked and coverage.py is there: the
+    measurement (the one already running when called again), or None."""
+    global _started, _measurement
     if _started or not requested():
-        return
+        return _measurement
     _started = True
     try:
         import sqlite3.dump  # noqa: F401  (loaded lazily by a dump, when the files may be gone)
 
         import coverage
     except ImportError:
-        return
-    data = os.environ.get("COVERAGE_PROCESS_CONFIG")
-    config_file = _CONFIG_DATA_PREFIX + data if data else os.environ["COVERAGE_PROCESS_START"]
-    measurement = _Measurement(coverage, config_file)
+        return None
+    settings = _settings()
+    if settings is None or coverage.Coverage.current() is not None:  # or coverage.py's start-up ran
+        return None
+    measurement = Measurement(coverage, *settings)
     measurement.begin()
     os.register_at_fork(before=measurement.before_fork, after_in_child=measurement.after_fork_in_child)
     atexit.register(measurement.at_exit)
     _save_at_exit_and_exec(measurement)
     _save_when_waiting(measurement)
-    _save_before_root_changes(measurement)
+    _measurement = measurement
+    return measurement
 
 
-def _save_at_exit_and_exec(measurement: _Measurement) -> None:
+def _settings() -> tuple[str, str | None, PathMap | None] | None:
+    """The configuration file, the data file and the path map, from the variables or the VM's words."""
+    if any(os.environ.get(name) for name in REQUEST_VARIABLES):
+        return _config_file(), None, None
+    config_file = reachable_file(os.environ.get(VM_CONFIG, ""))
+    data_file = os.environ.get(VM_DATA_FILE, "")
+    source = os.environ.get(VM_SOURCE, "")
+    if config_file is None or not os.path.isabs(data_file) or not os.path.isabs(source):
+        return None
+    return config_file, data_file, PathMap(PACKAGE_FOLDER, source)
+
+
+def run_before(owner: Any, name: str, hook: Callable[[], None]) -> None:
+    """Make the function ``owner.<name>`` call ``hook`` first (``pywsl.guest``: ``pivot_root``)."""
+    real = getattr(owner, name)
+
+    def with_hook(*args: Any, **keywords: Any) -> Any:
+        hook()
+        return real(*args, **keywords)
+
+    setattr(owner, name, with_hook)
+
+
+def _save_at_exit_and_exec(measurement: Measurement) -> None:
     real_exit = os._exit
     real_execve = os.execve
 
@@ -224,22 +332,10 @@ def _save_at_exit_and_exec(measurement: _Measurement) -> None:
     os.execve = execve_saving  # type: ignore[assignment]  # the guest executes programs with it
 
 
-def _save_when_waiting(measurement: _Measurement) -> None:
+def _save_when_waiting(measurement: Measurement) -> None:
     real_select = selectors.EpollSelector.select  # the guest's loops wait in DefaultSelector
 
     def select_saving(selector: selectors.EpollSelector, timeout: float | None = None) -> list[Any]:
         return measurement.waiting(lambda wait: real_select(selector, wait), timeout)
 
     selectors.EpollSelector.select = select_saving  # type: ignore[method-assign,assignment]
-
-
-def _save_before_root_changes(measurement: _Measurement) -> None:
-    from pywsl.guest import syscalls
-
-    real_pivot_root = syscalls.pivot_root
-
-    def pivot_root_saving(new_root: str, put_old: str) -> None:
-        measurement.before_root_change()
-        real_pivot_root(new_root, put_old)
-
-    syscalls.pivot_root = pivot_root_saving
