@@ -109,7 +109,7 @@ THROUGH_SERVICE = COMMON | {
 # `tokenize`: more than everything else here), `ctypes` (only a session acting for another user
 # needs it) or `copy`.
 _STANDARD_NAMES = """
-    array collections collections.abc contextlib contextvars copyreg enum errno fcntl fnmatch functools
+    array collections collections.abc contextlib contextvars copyreg enum errno fcntl fnmatch functools gc
     importlib ipaddress itertools json json.decoder json.encoder json.scanner keyword math ntpath
     operator pathlib platform re reprlib select selectors signal socket struct termios threading types
     typing typing.io typing.re urllib urllib.parse uuid warnings

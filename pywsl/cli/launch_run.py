@@ -15,6 +15,7 @@ and "too many terminals" and wsl.exe turns into those errors.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import uuid
@@ -111,6 +112,7 @@ def launch_process(
     process = session.create_lx_process(
         distro, command_line, filename=filename, cwd=cwd, username=user, login=login, wslenv_source=os.environ
     )
+    gc.enable()  # off while the fast path set the launch up (`pywsl.cli.main`); the wait may be long
     status = process.wait()
     if process.exit_status_lost and not _distribution_running(session, distro):
         _report_instance_terminated()

@@ -346,8 +346,11 @@ def _refresh(host_folder: str, inside: str) -> None:
     generation = f"{escape_folder(host_folder)}@{info.st_dev:x}-{info.st_ino:x}-{info.st_mtime_ns:x}"
     target = f"{_GENERATIONS}/{generation}"
     with contextlib.suppress(OSError):
-        if os.readlink(inside) == target:
+        # This folder's generation, or the same folder's under another name (`/bin`, `/usr/bin`).
+        if os.readlink(inside).rpartition("@")[2] == generation.rpartition("@")[2]:
             return
+    if not os.path.isdir(target):
+        target = _generation_of_same_folder(generation) or target
     if not os.path.isdir(target):
         _generate(host_folder, target)
     temporary = f"{inside}.{os.getpid()}"
@@ -355,6 +358,17 @@ def _refresh(host_folder: str, inside: str) -> None:
         os.unlink(temporary)
     os.symlink(target, temporary)
     os.rename(temporary, inside)
+
+
+def _generation_of_same_folder(generation: str) -> str | None:
+    """A generation made for another name of the same host folder (``/bin`` and ``/usr/bin`` when
+    one is a link to the other): its links are the same, so it is shared rather than made again."""
+    folder = generation.rpartition("@")[2]
+    with contextlib.suppress(OSError):
+        for name in os.listdir(_GENERATIONS):
+            if name.rpartition("@")[2] == folder:
+                return f"{_GENERATIONS}/{name}"
+    return None
 
 
 def _generate(host_folder: str, target: str) -> None:

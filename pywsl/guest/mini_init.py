@@ -684,4 +684,5 @@ def main(argv: list[str] | None = None) -> int:
 __all__ = ["MiniInit", "main", "mounts", "serve"]
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # The host waits for this process's exit: it leaves without tearing the interpreter down.
+    forking.exit_now(main())

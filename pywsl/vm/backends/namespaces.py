@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import os
 import re
+import select
 import signal
 import socket
 import stat
@@ -34,6 +35,8 @@ from pywsl.vm.backends.base import LOG_NAME, SOCKET_NAME, VmBackend, log_tail
 from pywsl.vm.errors import VmError
 
 if TYPE_CHECKING:
+    import subprocess
+
     from pywsl.vm.config import VmConfig  # a dataclass: not loaded by a launch
 
 PID_FILE_NAME = "mini_init.pid"
@@ -165,18 +168,38 @@ COVERAGE_VARIABLES = ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
 
 
 def _environment() -> dict[str, str]:
-    import construct  # only where the VM boots: a launch into a running VM never loads it
+    import importlib.util
 
+    # Found, not imported: the VM starts while this process has not loaded construct yet.
+    construct = importlib.util.find_spec("construct")
+    if construct is None or construct.origin is None:
+        raise ModuleNotFoundError("the VM needs the construct package", name="construct")
     # The guest starts with -S (no `site`: a faster boot), so it is told where pywsl and construct are.
-    python_path = [str(_PACKAGE_ROOT), str(Path(construct.__file__).resolve().parent.parent)]
+    python_path = [str(_PACKAGE_ROOT), str(Path(construct.origin).resolve().parent.parent)]
     return {
         "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "LANG": "C.UTF-8",
         "PYTHONPATH": os.pathsep.join(python_path),
         "PYTHONDONTWRITEBYTECODE": "1",
-        # A coverage measurement of the test suite follows the VM (pywsl.guest.coverage_startup).
+        # A coverage measurement of the test suite follows the VM (pywsl.coverage_startup).
         **{name: os.environ[name] for name in COVERAGE_VARIABLES if name in os.environ},
     }
+
+
+def _wait_exit(process: subprocess.Popen[bytes], timeout: float) -> int:
+    """`process.wait(timeout)` without its polling (sleeps of up to 50 ms, which every cold start
+    would wait out): the process's pidfd is waited on instead, where the kernel has pidfds."""
+    try:
+        fd = os.pidfd_open(process.pid)
+    except OSError:
+        return process.wait(timeout)
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout)
+    finally:
+        os.close(fd)
+    if not ready:
+        raise subprocess.TimeoutExpired(process.args, timeout)
+    return process.wait()
 
 
 def _prepare_runtime_dir(runtime_dir: Path) -> None:
@@ -263,7 +286,7 @@ class NamespacesBackend(VmBackend):
                 os.close(log_fd)
         try:
             # The monitor gives up by itself after kernelBootTimeout; this is the backstop.
-            code = process.wait(config.kernel_boot_timeout_ms / 1000 + BOOT_GRACE)
+            code = _wait_exit(process, config.kernel_boot_timeout_ms / 1000 + BOOT_GRACE)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
