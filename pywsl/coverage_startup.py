@@ -16,8 +16,9 @@ patches:
   (:meth:`Measurement.before_root_change`, which ``pywsl.guest`` calls);
 * most of them never exit by themselves: the VM ends with SIGKILL. So a process saves what it
   measured so far, at most four times a second, before it forks and before it waits in its
-  selector; before it executes a program (the fork-to-exec half of a launch); and when it
-  leaves (``os._exit`` or a normal exit). Each save replaces the process's previous file;
+  selector; before it executes a program (the fork-to-exec half of a launch, the monitor's file
+  servers); and when it leaves (``os._exit`` or a normal exit). Each save replaces the process's
+  previous file;
 * coverage.py's ``fork`` patch starts a new measurement in each child, which then does not see
   the functions already running, and after ``pivot_root`` not the source files either; and it
   re-applies its patches each time, so that a few generations of forks start dozens of
@@ -39,6 +40,7 @@ import atexit
 import contextlib
 import os
 import selectors
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -95,16 +97,17 @@ def reachable_file(path: str) -> str | None:
 
 def vm_request() -> dict[str, str]:
     """The kernel command line's words that ask a ``qemu`` VM to measure itself as this process is
-    measured (``COVERAGE_PROCESS_*``); none when it is not, or its settings name no file."""
-    if not any(os.environ.get(name) for name in REQUEST_VARIABLES):
+    measured (asked by ``COVERAGE_PROCESS_*``); none when it is not, or its settings name no file.
+
+    The settings are those of this process's running measurement: a new ``Coverage`` object made
+    here would tell the measurement coverage.py started in this process not to save its data."""
+    coverage = sys.modules.get("coverage")
+    if coverage is None or not any(os.environ.get(name) for name in REQUEST_VARIABLES):
         return {}
-    try:
-        import coverage
-    except ImportError:
+    measured = coverage.Coverage.current()
+    if measured is None or not measured.config.config_file:
         return {}
-    settings = coverage.Coverage(config_file=_config_file()).config
-    if not settings.config_file:
-        return {}
+    settings = measured.config
     words = dict(
         zip(
             VM_WORDS,
@@ -319,6 +322,7 @@ def run_before(owner: Any, name: str, hook: Callable[[], None]) -> None:
 def _save_at_exit_and_exec(measurement: Measurement) -> None:
     real_exit = os._exit
     real_execve = os.execve
+    real_execv = os.execv
 
     def exit_saving(status: int) -> NoReturn:
         measurement.at_exit()
@@ -328,8 +332,13 @@ def _save_at_exit_and_exec(measurement: Measurement) -> None:
         measurement.before_exec()
         real_execve(path, argv, environment)
 
+    def execv_saving(path: Any, argv: Any) -> NoReturn:
+        measurement.before_exec()
+        real_execv(path, argv)
+
     os._exit = exit_saving
     os.execve = execve_saving  # type: ignore[assignment]  # the guest executes programs with it
+    os.execv = execv_saving  # the monitor's children execute their file servers with it
 
 
 def _save_when_waiting(measurement: Measurement) -> None:

@@ -5,6 +5,7 @@ and through the host's tree after a change of root; a qemu VM asked on its kerne
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -12,14 +13,16 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import coverage
 import pytest
 from coverage_report import combine_folder
 
-from pywsl.vm.backends.qemu_command import QemuPlan, _command_line
+from pywsl import coverage_startup
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SITE_PACKAGES = Path(coverage.__file__).resolve().parents[1]
@@ -122,15 +125,22 @@ def test_a_process_killed_after_forking_keeps_what_it_did_before_and_its_child_w
     assert _covered_functions(tmp_path) == {"before_fork", "in_child"}
 
 
-def test_a_child_that_executes_a_program_keeps_what_it_did_before(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "execute",
+    [
+        'os.execve("/bin/sh", ["sh", "-c", "exit 5"], {})',
+        'os.execv("/bin/sh", ["sh", "-c", "exit 5"])',  # the qemu monitor's file servers
+    ],
+)
+def test_a_child_that_executes_a_program_keeps_what_it_did_before(tmp_path: Path, execute: str) -> None:
     result = _measured_run(
         tmp_path,
-        """\
+        f"""\
         import probe
         child = os.fork()
         if child == 0:
             probe.in_child()
-            os.execve("/bin/sh", ["sh", "-c", "exit 5"], {})
+            {execute}
         _, status = os.waitpid(child, 0)
         assert os.waitstatus_to_exitcode(status) == 5
         os.kill(os.getpid(), signal.SIGKILL)
@@ -242,52 +252,50 @@ def _config_with_data_file(tmp_path: Path) -> Path:
     return config
 
 
-def _plan(*, host_files: bool) -> QemuPlan:
-    return QemuPlan(
-        qemu="qemu-system-x86_64",
-        kernel=Path("kernel"),
-        initramfs=Path("initramfs"),
-        python="/usr/bin/python3",
-        shares=(REPOSITORY,),
-        console_to_log=True,
-        memory_bytes=None,
-        processors=None,
-        kvm=True,
-        vm_idle_timeout_ms=1000,
-        host_files=host_files,
+WORDS_SCRIPT = """\
+from pathlib import Path
+
+from pywsl.vm.backends.qemu_command import QemuPlan, _command_line
+
+for host_files in (True, False):
+    plan = QemuPlan(
+        qemu="qemu-system-x86_64", kernel=Path("kernel"), initramfs=Path("initramfs"),
+        python="/usr/bin/python3", shares=(), console_to_log=True, memory_bytes=None,
+        processors=None, kvm=True, vm_idle_timeout_ms=1000, host_files=host_files,
     )
+    print(" ".join(word for word in _command_line(plan).split() if "_COVERAGE" in word))
+"""
 
 
-def _vm_words(*, host_files: bool) -> set[str]:
-    return {word for word in _command_line(_plan(host_files=host_files)).split() if "_COVERAGE" in word}
-
-
-def test_a_qemu_vm_is_asked_on_its_kernel_command_line_as_this_process_is_measured(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    config = _config_with_data_file(tmp_path)
-    expected = {
+def test_a_qemu_vm_is_asked_on_its_kernel_command_line_as_this_process_is_measured(tmp_path: Path) -> None:
+    """The process that builds the command line (the CLI, the service) measured as coverage.py
+    starts it in a new interpreter, its data saved as usual."""
+    config = tmp_path / "coverage.toml"
+    config.write_text(
+        f'[tool.coverage.run]\ndata_file = "{tmp_path}/data/.coverage"\nparallel = true\n'
+        f'include = ["{REPOSITORY}/pywsl/vm/backends/qemu_command.py"]\n'
+    )
+    (tmp_path / "data").mkdir()
+    environment = {"PYTHONPATH": str(REPOSITORY), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    run = functools.partial(
+        subprocess.run,
+        [sys.executable, "-c", WORDS_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    measured = run(env={**environment, "COVERAGE_PROCESS_START": str(config)})
+    with_host_files, without = measured.stdout.split("\n")[:2]
+    assert set(with_host_files.split()) == {
         f"PYWSL_COVERAGE={config}",
         f"PYWSL_COVERAGE_FILE={tmp_path}/data/.coverage",
         f"PYWSL_COVERAGE_SOURCE={REPOSITORY}/pywsl",
     }
-    monkeypatch.delenv("COVERAGE_PROCESS_CONFIG", raising=False)
-    monkeypatch.setenv("COVERAGE_PROCESS_START", str(config))
-    assert _vm_words(host_files=True) == expected
-    # Without the host's files the guest cannot reach the data folder: it is not asked.
-    assert not any(
-        word.startswith("PYWSL_COVERAGE") for word in _command_line(_plan(host_files=False)).split()
-    )
-    # coverage.py's own request (its serialized settings) names the same files.
-    monkeypatch.setenv(
-        "COVERAGE_PROCESS_CONFIG", coverage.Coverage(config_file=str(config)).config.serialize()
-    )
-    monkeypatch.delenv("COVERAGE_PROCESS_START")
-    assert _vm_words(host_files=True) == expected
-    monkeypatch.delenv("COVERAGE_PROCESS_CONFIG")
-    assert not any(
-        word.startswith("PYWSL_COVERAGE") for word in _command_line(_plan(host_files=True)).split()
-    )
+    assert without == ""  # without the host's files the guest cannot reach the data folder
+    combined, unreadable = combine_folder(tmp_path / "data", False)
+    assert unreadable == 0 and combined.get_data().lines(f"{REPOSITORY}/pywsl/vm/backends/qemu_command.py")
+    assert run(env=environment).stdout == "\n\n"  # not measured: not asked
 
 
 # The root of a qemu VM: the host's /usr, pywsl's folder and construct's (here coverage.py's too)
@@ -380,3 +388,174 @@ def test_a_vm_whose_configuration_cannot_be_reached_is_not_measured(tmp_path: Pa
     )
     assert (result.stdout, result.stderr) == ("True\n", "")
     assert list((tmp_path / "data").iterdir()) == []
+
+
+# -- the measurement's own bookkeeping, in this process (never started: nothing is traced) --------
+
+
+@pytest.fixture
+def measurement(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[coverage_startup.Measurement]:
+    monkeypatch.delenv("COVERAGE_FILE", raising=False)  # the suite's own data file, when it measures
+    config = tmp_path / "coverage.toml"
+    config.write_text(f'[tool.coverage.run]\ndata_file = "{tmp_path}/data/.coverage"\nparallel = true\n')
+    (tmp_path / "data").mkdir()
+    made = coverage_startup.Measurement(coverage, str(config))
+    made.running = True
+    yield made
+    made._close_dump()
+
+
+def _recorded(measurement: coverage_startup.Measurement, path: str, lines: set[int]) -> None:
+    """Lines as if traced (the measurement is not started in this process)."""
+    measurement.measured.get_data().add_lines({path: lines})
+
+
+def test_each_save_replaces_the_processs_file_and_leaves_no_partial_one(
+    measurement: coverage_startup.Measurement, tmp_path: Path
+) -> None:
+    _recorded(measurement, "/src/a.py", {1})
+    measurement.save()
+    (first,) = (tmp_path / "data").iterdir()
+    assert first.name.startswith(".coverage.") and ".H" not in first.name  # no hash: replaced in place
+    _recorded(measurement, "/src/a.py", {2})
+    measurement.save()
+    assert list((tmp_path / "data").iterdir()) == [first]
+    combined, unreadable = combine_folder(tmp_path / "data", False)
+    assert (unreadable, combined.get_data().lines("/src/a.py")) == (0, [1, 2])
+
+
+def test_a_vms_files_are_saved_under_the_hosts_names(tmp_path: Path) -> None:
+    config = tmp_path / "coverage.toml"
+    config.write_text("[tool.coverage.run]\nparallel = true\n")
+    (tmp_path / "data").mkdir()
+    path_map = coverage_startup.PathMap("/run/pywsl/share0/pywsl", "/home/user/src/pywsl")
+    made = coverage_startup.Measurement(coverage, str(config), f"{tmp_path}/data/.coverage", path_map)
+    assert made.measured.config.run_include == ["/run/pywsl/share0/pywsl/*"]
+    _recorded(made, "/run/pywsl/share0/pywsl/wire/codec.py", {3})
+    _recorded(made, "/run/pywsl/share0/pywsl-other/x.py", {4})  # not in the folder: kept as it is
+    made.save()
+    data = combine_folder(tmp_path / "data", False)[0].get_data()
+    assert sorted(data.measured_files()) == [
+        "/home/user/src/pywsl/wire/codec.py",
+        "/run/pywsl/share0/pywsl-other/x.py",
+    ]
+    assert "/home/user/src/pywsl/wire/codec.py" in made.measured_data().measured_files()
+
+
+def test_without_the_folder_the_data_goes_into_the_file_opened_before_the_change_of_root(
+    measurement: coverage_startup.Measurement, tmp_path: Path
+) -> None:
+    measurement.before_root_change()
+    (dump,) = (tmp_path / "data").glob(".coverage-dump.*")
+    measurement.data_file = str(tmp_path / "gone" / ".coverage")  # the folder is out of reach now
+    _recorded(measurement, "/src/b.py", {5, 6})
+    measurement.save()
+    loaded = coverage.CoverageData(no_disk=True)
+    loaded.loads(dump.read_bytes())
+    assert loaded.lines("/src/b.py") == [5, 6]
+    # A forked child does not write into its parent's file.
+    measurement.dump_owner = -1
+    _recorded(measurement, "/src/b.py", {7})
+    measurement.save()
+    again = coverage.CoverageData(no_disk=True)
+    again.loads(dump.read_bytes())
+    assert again.lines("/src/b.py") == [5, 6]
+
+
+def test_a_waiting_selector_saves_at_most_every_interval(
+    measurement: coverage_startup.Measurement, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saves: list[float] = []
+    monkeypatch.setattr(measurement, "save", lambda: saves.append(measurement.last_saved))
+    waits: list[float | None] = []
+
+    def select(timeout: float | None) -> list[Any]:
+        waits.append(timeout)
+        return []
+
+    assert measurement.waiting(select, 0) == [] and (saves, waits) == ([], [0])  # a poll: no save
+    measurement.waiting(select, None)
+    assert (len(saves), waits[-1]) == (1, None)  # never saved: saves, then waits as asked
+    measurement.last_saved = time.monotonic()  # just saved
+    measurement.waiting(select, 10.0)
+    # It waits until a save is due, saves, then waits for the rest of the time.
+    first, rest = waits[-2:]
+    assert len(saves) == 2 and first is not None and 0 < first <= coverage_startup.SAVE_INTERVAL
+    assert rest == pytest.approx(10.0 - first)
+    measurement.last_saved = time.monotonic()
+    measurement.waiting(select, 0.01)  # shorter than the interval: no save
+    assert (len(saves), waits[-1]) == (2, 0.01)
+    ready = [("key", 1)]
+    measurement.last_saved = time.monotonic()
+    assert measurement.waiting(lambda timeout: ready, None) == ready and len(saves) == 2
+
+
+def test_forks_execs_and_the_exit_save_when_due(
+    measurement: coverage_startup.Measurement, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saves: list[str] = []
+    monkeypatch.setattr(measurement, "save", lambda: saves.append("save"))
+    measurement.before_fork()
+    measurement.last_saved = time.monotonic()
+    measurement.before_fork()  # saved a moment ago
+    measurement.before_exec()
+    assert len(saves) == 1
+    measurement.suffix = ".host.pid1.Xabcx"
+    measurement.after_fork_in_child()  # the child's data is its own, saved under its own name
+    assert (measurement.last_saved, measurement.suffix) == (0.0, "")
+    measurement.before_exec()
+    measurement.at_exit()
+    measurement.at_exit()  # once only
+    measurement.before_fork()  # stopped: nothing more
+    assert len(saves) == 3 and not measurement.running
+
+
+def test_run_before_calls_the_hook_first_and_passes_everything_on() -> None:
+    calls: list[object] = []
+
+    def pivot_root(new: str, old: str, *, flag: int = 0) -> int:
+        calls.append((new, old, flag))
+        return 7
+
+    owner = types.SimpleNamespace(pivot_root=pivot_root)
+    coverage_startup.run_before(owner, "pivot_root", lambda: calls.append("hook"))
+    assert owner.pivot_root("/new", "/new/old", flag=1) == 7
+    assert calls == ["hook", ("/new", "/new/old", 1)]
+
+
+def test_a_host_path_is_reached_as_it_is_or_not_at_all(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text("")
+    assert coverage_startup.reachable_folder(str(tmp_path)) == str(tmp_path)
+    assert coverage_startup.reachable_file(str(tmp_path / "config.toml")) == str(tmp_path / "config.toml")
+    assert coverage_startup.reachable_folder(str(tmp_path / "missing")) is None
+    assert coverage_startup.reachable_file(str(tmp_path / "missing.toml")) is None
+    assert coverage_startup.reachable_file(str(tmp_path)) is None  # a folder is no file
+
+
+def test_the_settings_come_from_the_variables_or_from_a_vms_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "coverage.toml"
+    config.write_text("")
+    for name in (*coverage_startup.REQUEST_VARIABLES, *coverage_startup.VM_WORDS):
+        monkeypatch.delenv(name, raising=False)
+    assert not coverage_startup.requested()
+    monkeypatch.setenv("COVERAGE_PROCESS_START", str(config))
+    assert coverage_startup._settings() == (str(config), None, None)
+    monkeypatch.delenv("COVERAGE_PROCESS_START")
+    monkeypatch.setenv("PYWSL_COVERAGE", str(config))
+    monkeypatch.setenv("PYWSL_COVERAGE_FILE", f"{tmp_path}/data/.coverage")
+    monkeypatch.setenv("PYWSL_COVERAGE_SOURCE", "/home/user/src/pywsl")
+    assert coverage_startup.requested()
+    settings = coverage_startup._settings()
+    assert settings is not None and settings[:2] == (str(config), f"{tmp_path}/data/.coverage")
+    path_map = settings[2]
+    assert path_map is not None and path_map(f"{coverage_startup.PACKAGE_FOLDER}/guest/init.py") == (
+        "/home/user/src/pywsl/guest/init.py"
+    )
+    # A word missing or unusable: not measured.
+    monkeypatch.setenv("PYWSL_COVERAGE_FILE", "relative/.coverage")
+    assert coverage_startup._settings() is None
+    monkeypatch.setenv("PYWSL_COVERAGE_FILE", f"{tmp_path}/data/.coverage")
+    monkeypatch.setenv("PYWSL_COVERAGE", str(tmp_path / "missing.toml"))
+    assert coverage_startup._settings() is None
