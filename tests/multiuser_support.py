@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from coverage_report import passed_on
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEM_PYTHON = Path("/usr/bin/python3")
@@ -206,6 +207,7 @@ class ServiceProcess:
             "PYWSL_RUNTIME_ROOT": str(workspace.runtime),
             "LANG": "C.UTF-8",
             "PYTHONPATH": str(REPO),  # the service runs this checkout, not an installed copy
+            **passed_on(),  # the service and the VMs it boots are measured too
         }
 
     def start(self) -> None:

@@ -194,7 +194,7 @@ def test_export_and_disk_methods_that_cannot_work_here(session: UserSession, tmp
     ]
     for call, args in calls:
         error = error_of(call, *args)
-        assert error.code == "ERROR_NOT_SUPPORTED" and "kvm" in error.message
+        assert error.code == "ERROR_NOT_SUPPORTED" and "qemu backend" in error.message
     assert error_of(session.set_version, "Debian", 2).code == "WSL_E_VM_MODE_INVALID_STATE"
     assert error_of(session.set_version, "Debian", 1).code == "WSL_E_WSL1_NOT_SUPPORTED"
 

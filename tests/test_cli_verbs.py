@@ -11,7 +11,7 @@ import pytest
 from pytest_mock import MockerFixture
 from test_cli_support import ALPINE_ID, BUSY_ID, DEBIAN_ID, Cli, info
 
-from pywsl.api.errors import WslError
+from pywsl.api.errors import WslError, not_supported_by_backend
 from pywsl.api.install.installer import OnlineDistribution
 from pywsl.api.session.registry import DistributionState
 
@@ -338,13 +338,37 @@ def test_set_version(cli: Cli) -> None:
     assert "WSL_E_WSL1_NOT_SUPPORTED" in cli("--set-version", "Debian", "1").stderr
 
 
-@pytest.mark.parametrize(
-    "args", [["--mount", "/dev/sdb", "--bare"], ["--unmount"], ["--import-in-place", "X", "disk.vhdx"]]
-)
-def test_disk_verbs_are_not_supported(cli: Cli, args: list[str]) -> None:
-    outcome = cli(*args)
+def test_disk_verbs_reach_the_session(cli: Cli, tmp_path: Path) -> None:
+    outcome = cli("--mount", "/dev/sdb", "--bare")
+    assert (outcome.exit_code, outcome.stderr) == (0, SUCCESS)
+    cli.session.attach_disk.assert_called_once_with("/dev/sdb", vhd=False)
+    cli.session.mount_disk.assert_not_called()
+    image = tmp_path / "data.vhdx"
+    cli.session.mount_disk.return_value = "data"
+    outcome = cli("--mount", str(image), "--vhd", "--name", "data", "-o", "ro")
+    assert outcome.exit_code == 0
+    assert "The disk was successfully mounted as '/mnt/wsl/data'." in outcome.stdout
+    cli.session.mount_disk.assert_called_once_with(
+        str(image), vhd=True, partition=0, name="data", fs_type=None, options="ro"
+    )
+    assert cli("--unmount").exit_code == 0
+    cli.session.detach_disk.assert_called_once_with(None)
+    assert cli("--import-in-place", "X", str(image)).exit_code == 0
+    cli.session.import_distribution_inplace.assert_called_once_with("X", str(image))
+
+
+def test_a_mount_that_fails_after_the_attach_is_exit_status_1(cli: Cli) -> None:
+    cli.session.mount_disk.side_effect = WslError("WSL_E_DISK_MOUNT_FAILED", "Mounting /d.img failed: bad")
+    outcome = cli("--mount", "/d.img", "--vhd")
+    assert outcome.exit_code == 1
+    assert "The disk was attached but failed to mount: Mounting /d.img failed: bad." in outcome.stdout
+
+
+def test_disk_verbs_name_the_qemu_backend_on_the_namespaces_backend(cli: Cli) -> None:
+    cli.session.detach_disk.side_effect = lambda disk: not_supported_by_backend("Detaching a disk")
+    outcome = cli("--unmount")
     assert outcome.exit_code == 255
-    assert f"{args[0]} is not supported by the namespaces backend" in outcome.stderr
+    assert "The qemu backend ([pywsl] backend = qemu) supports it." in outcome.stderr
     assert outcome.stderr.endswith("Error code: Wsl/ERROR_NOT_SUPPORTED\n")
 
 
@@ -401,8 +425,6 @@ def test_import_refusals(cli: Cli, tmp_path: Path) -> None:
     outcome = cli("--import", "Mine", str(tmp_path / "d"), "disk.vhdx")
     assert outcome.exit_code == 255
     assert outcome.stderr == "This looks like a VHD file. Use --vhd to import a VHD instead of a tar.\n"
-    outcome = cli("--import", "Mine", str(tmp_path / "d"), "disk.vhdx", "--vhd")
-    assert outcome.stderr.endswith("Error code: Wsl/ERROR_NOT_SUPPORTED\n")
     outcome = cli("--import", "Mine", str(tmp_path / "d"), "x.tar", "--version", "1")
     assert outcome.stderr.endswith("Error code: Wsl/WSL_E_WSL1_NOT_SUPPORTED\n")
     outcome = cli("--import", "Mine", str(tmp_path / "d"), str(tmp_path / "missing.tar"))
@@ -458,10 +480,20 @@ def test_export_to_stdout_prints_no_success_line(cli: Cli) -> None:
     assert SUCCESS not in outcome.stderr
 
 
-def test_export_refusals(cli: Cli, tmp_path: Path) -> None:
+def test_import_and_export_of_a_vhd_reach_the_session(cli: Cli, tmp_path: Path) -> None:
+    image = tmp_path / "disk.vhdx"
+    image.write_bytes(b"vhdxfile")
+    outcome = cli("--import", "Mine", str(tmp_path / "d"), str(image), "--vhd")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert cli.session.register_distribution.call_args.kwargs["vhd"] is True
     for args in (["--format", "vhd"], ["--vhd"]):
-        outcome = cli("--export", "Debian", str(tmp_path / "x"), *args)
-        assert outcome.exit_code == 255 and "ERROR_NOT_SUPPORTED" in outcome.stderr
+        cli.session.export_distribution.reset_mock()
+        outcome = cli("--export", "Debian", str(tmp_path / "x.vhdx"), *args)
+        assert outcome.exit_code == 0, outcome.stderr
+        assert cli.session.export_distribution.call_args.kwargs["format"] == "vhd"
+
+
+def test_export_refusals(cli: Cli, tmp_path: Path) -> None:
     for value in ("zip", "TAR", "Tar.Gz"):  # values are case-sensitive, as in wsl.exe
         outcome = cli("--export", "Debian", str(tmp_path / "x"), "--format", value)
         assert outcome.exit_code == 255 and "Invalid value for --format" in outcome.stderr
@@ -524,11 +556,28 @@ def test_manage_set_default_user_failures(cli: Cli) -> None:
 
 
 @pytest.mark.parametrize(
-    "args", [["--resize", "10G"], ["-r", "10G"], ["--set-sparse", "true"], ["-s", "false"]]
+    ("args", "call", "expected"),
+    [
+        (["--resize", "10GB"], "resize_distribution", (10 * 1024**3,)),
+        (["-r", "512MB"], "resize_distribution", (512 * 1024**2,)),
+        (["--set-sparse", "true", "--allow-unsafe"], "set_sparse", (True,)),
+        (["-s", "false"], "set_sparse", (False,)),
+    ],
 )
-def test_manage_disk_actions_are_not_supported(cli: Cli, args: list[str]) -> None:
+def test_manage_disk_actions_reach_the_session(
+    cli: Cli, args: list[str], call: str, expected: tuple[object, ...]
+) -> None:
     outcome = cli("--manage", "Debian", *args)
+    assert (outcome.exit_code, outcome.stderr) == (0, SUCCESS)
+    method = getattr(cli.session, call)
+    assert method.call_args.args == (DEBIAN_ID, *expected)
+
+
+def test_manage_disk_actions_refused_by_the_namespaces_backend(cli: Cli) -> None:
+    cli.session.resize_distribution.side_effect = lambda *a, **k: not_supported_by_backend("Resizing")
+    outcome = cli("--manage", "Debian", "--resize", "1GB")
     assert outcome.exit_code == 255 and "ERROR_NOT_SUPPORTED" in outcome.stderr
+    assert cli("--manage", "Debian", "--set-sparse", "maybe").exit_code == 255
 
 
 def test_manage_missing_value_names_the_option(cli: Cli) -> None:

@@ -136,7 +136,7 @@ def test_an_archive_imports_onto_a_sparse_disk_that_the_vm_mounts(pywsl: Pywsl) 
         line for line in pywsl.ok("-d", "OnDisk", "--", "cat", "/proc/mounts").splitlines() if " / " in line
     ]
     assert root and root[-1].split()[2] == "ext4"
-    pywsl.ok("-d", "OnDisk", "--", "sh", "-c", "echo kept > /kept")
+    pywsl.ok("-d", "OnDisk", "-e", "sh", "-c", "echo kept > /kept")
     pywsl.ok("--terminate", "OnDisk")
     assert pywsl.ok("-d", "OnDisk", "--", "cat", "/kept").strip() == "kept"
     listing = subprocess.run(
@@ -169,8 +169,22 @@ def test_a_vhd_imports_runs_and_exports_as_vhdx_that_imports_again(
     assert _info(exported)["format"] == "vhdx"
     again = f"{name}Again"
     pywsl.ok("--import", again, str(pywsl.workspace / again), str(exported), "--vhd")
-    first = pywsl.ok("-d", name, "--", "sh", "-c", "cd / && find . -xdev | sort | xargs md5sum 2>/dev/null")
-    second = pywsl.ok("-d", again, "--", "sh", "-c", "cd / && find . -xdev | sort | xargs md5sum 2>/dev/null")
+    first = pywsl.ok(
+        "-d",
+        name,
+        "-e",
+        "sh",
+        "-c",
+        "cd / && find . -xdev | sort && find . -xdev -type f | sort | xargs md5sum",
+    )
+    second = pywsl.ok(
+        "-d",
+        again,
+        "-e",
+        "sh",
+        "-c",
+        "cd / && find . -xdev | sort && find . -xdev -type f | sort | xargs md5sum",
+    )
     assert first == second
     for distro in (name, again):
         pywsl.ok("--unregister", distro)
@@ -236,3 +250,28 @@ def test_resize_grows_and_shrinks_the_file_system(pywsl: Pywsl) -> None:
     assert pywsl("--manage", "Sized", "--resize", "1MB").returncode != 0  # below what the files use
     assert pywsl.ok("-d", "Sized", "--", "echo", "intact").strip() == "intact"
     pywsl.ok("--unregister", "Sized")
+
+
+def test_mount_a_vhd_where_every_distribution_sees_it_then_unmount(
+    pywsl: Pywsl, ext4_images: dict[str, Path]
+) -> None:
+    archive = busybox_archive(pywsl.workspace / "box5.tar", usr_bin_links=True)
+    pywsl.ok("--import", "Viewer", str(pywsl.workspace / "viewer"), str(archive))
+    pywsl.ok("-d", "Viewer", "--", "true")  # running before the mount
+    data = pywsl.workspace / "data.vhdx"
+    shutil.copyfile(ext4_images["vhdx"], data)
+    out = pywsl.ok("--mount", str(data), "--vhd", "--name", "data")
+    assert "/mnt/wsl/data" in out
+    assert "ID=diskbox" in pywsl.ok("-d", "Viewer", "--", "cat", "/mnt/wsl/data/etc/os-release")
+    pywsl.ok("--import", "Later", str(pywsl.workspace / "later"), str(archive))
+    assert "ID=diskbox" in pywsl.ok("-d", "Later", "--", "cat", "/mnt/wsl/data/etc/os-release")
+    taken = pywsl("--mount", str(data), "--vhd", "--name", "data")
+    assert taken.returncode != 0
+    pywsl.ok("--unmount", str(data))
+    assert pywsl("-d", "Viewer", "--", "ls", "/mnt/wsl/data").returncode != 0
+    assert pywsl("--unmount", str(data)).returncode != 0  # no longer attached
+    pywsl.ok("--mount", str(data), "--vhd", "--bare")
+    assert pywsl("--mount", str(data), "--vhd", "--bare").returncode != 0  # attached already
+    pywsl.ok("--unmount")
+    for distro in ("Viewer", "Later"):
+        pywsl.ok("--unregister", distro)

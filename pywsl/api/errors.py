@@ -307,6 +307,6 @@ def not_supported_by_backend(feature: str, *, context: str = "") -> NoReturn:
     raise WslError(
         "ERROR_NOT_SUPPORTED",
         f"{feature} is not supported by the namespaces backend: a distribution's root filesystem is a "
-        "directory here, not a disk image. A disk-image backend (such as kvm) would support it.",
+        "directory here, not a disk image. The qemu backend ([pywsl] backend = qemu) supports it.",
         context=context,
     )

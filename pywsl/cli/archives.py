@@ -24,7 +24,7 @@ import os
 import stat
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
 from pywsl.cli import messages
 from pywsl.cli.context import current_session
@@ -68,12 +68,6 @@ def _create_error(error: OSError) -> WslError:
     return found
 
 
-def _not_supported(feature: str) -> NoReturn:
-    from pywsl.api.errors import not_supported_by_backend
-
-    not_supported_by_backend(feature, context="Wsl")
-
-
 def export_format_for(file_name: str, explicit: str | None) -> str:
     """The export format: `--format` when given, else from the file name (tar by default)."""
     if explicit is not None:
@@ -112,8 +106,6 @@ def import_command(distro: str, location: str, file_name: str, version: str | No
     from pywsl.cli.windows import on_windows
 
     number = 0 if version is None else parse_version(version, allow_wsl1=on_windows())
-    if vhd and not on_windows():
-        _not_supported("--import --vhd")
     disk = {"vhd": True} if vhd else {}
     with _import_folder(location) as target:
         if not vhd and file_name != STDIO_NAME and file_name.lower().endswith(_VHD_SUFFIXES):
@@ -165,11 +157,8 @@ def _export_sink(target: int | BinaryIO, display: TransferProgress) -> Iterator[
 
 def export_command(distro: str, file_name: str, output_format: str | None, vhd: bool) -> int:
     """wsl.exe's order: the file is created (and deleted on failure) before the name is looked up."""
-    from pywsl.cli.windows import on_windows
 
     fmt = export_format_for(file_name, output_format)
-    if (vhd or fmt == "vhd") and not on_windows():
-        _not_supported("Exporting a VHD")
     if vhd and output_format == "tar.gz":  # wsl.exe: gzip and vhd together are a usage error
         raise invalid_usage()
     if vhd:

@@ -12,6 +12,7 @@ as wsl.exe's parser reads them.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import uuid
 from typing import TYPE_CHECKING
@@ -90,15 +91,14 @@ def manage_command(
         if status != 0:
             return status
         session.configure_distribution(distro_id, default_uid=parse_uid(output))
-    elif on_windows() and sparse is not None:
-        session.set_sparse(distro_id, sparse, allow_unsafe=allow_unsafe)
-    elif on_windows() and size is not None:
-        session.resize_distribution(distro_id, size)
-    else:
-        from pywsl.api.errors import not_supported_by_backend
-
-        not_supported_by_backend(
-            "--manage --set-sparse" if set_sparse is not None else "--manage --resize", context="Wsl"
-        )
+    elif set_sparse is not None:
+        value = sparse if sparse is not None else parse_bool(set_sparse)
+        session.set_sparse(distro_id, value, allow_unsafe=allow_unsafe)
+    elif resize is not None:
+        new_size = size if size is not None else parse_size(resize)
+        if on_windows():
+            session.resize_distribution(distro_id, new_size)
+        else:  # the tools' output goes to stderr, as wsl.exe's
+            session.resize_distribution(distro_id, new_size, output=sys.stderr)
     print_success()
     return 0

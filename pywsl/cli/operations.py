@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import re
 
-import click
-
 from pywsl.cli import messages
 from pywsl.cli.context import current_session
 from pywsl.cli.report import fail, print_success
@@ -27,7 +25,6 @@ __all__ = [
     "shutdown_command",
     "terminate_command",
     "unregister_command",
-    "unsupported_command",
 ]
 
 WSL_VERSION_1 = 1
@@ -108,11 +105,3 @@ def set_version_command(distro: str, version: str | None) -> int:
         print_success()
         return 0
     raise fail("WSL_E_VM_MODE_INVALID_STATE", messages.ALREADY_REQUESTED_VERSION)
-
-
-def unsupported_command(arguments: tuple[str, ...]) -> int:
-    """A disk-image verb: not possible with directory root filesystems."""
-    from pywsl.api.errors import not_supported_by_backend
-
-    name = click.get_current_context().info_name or "This operation"
-    not_supported_by_backend(name, context="Wsl")

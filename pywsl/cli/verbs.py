@@ -3,8 +3,8 @@
 Each verb takes the rest of the command line (wsl.exe hands it to the verb's own ArgumentParser);
 click parses it from these declarations. The work is done by the modules named in each callback,
 which import the library only when they run. On Windows the disk-image verbs and options take
-wsl.exe's full grammar and reach the installed WslService (`pywsl.cli.windows`); on Linux, where
-distributions are directories, they are declared and refused as not supported.
+wsl.exe's full grammar and reach the installed WslService (`pywsl.cli.windows`); on Linux they
+reach pywsl's session, which does them on the qemu backend (distributions on disk images).
 """
 
 from __future__ import annotations
@@ -59,17 +59,6 @@ def _output_format() -> click.Option:
 def _host_help(windows: str, linux: str) -> str:
     """The help of an option that differs by host: what it does on Windows, or on Linux."""
     return windows if sys.platform == "win32" else linux
-
-
-def _unsupported(name: str, summary: str) -> Verb:
-    return Verb(
-        name,
-        summary=summary,
-        help=f"{summary} Not supported: distributions are directories here, not disk images.",
-        callback=_lazy("operations", "unsupported_command"),
-        params=[click.Argument(["arguments"], metavar="ARGUMENT", nargs=-1, type=click.UNPROCESSED)],
-        context_settings={"ignore_unknown_options": True},
-    )
 
 
 def _install() -> Verb:
@@ -172,7 +161,9 @@ def _import() -> Verb:
             click.Option(
                 ["--vhd"],
                 is_flag=True,
-                help=_host_help("FILE is a disk image.", "FILE is a disk image: not supported."),
+                help=_host_help(
+                    "FILE is a disk image.", "FILE is a disk image holding ext4 (the qemu backend)."
+                ),
             ),
         ],
     )
@@ -193,13 +184,15 @@ def _export() -> Verb:
                 type=click.Choice(EXPORT_FORMATS),
                 help=_host_help(
                     "tar, tar.gz, tar.xz or vhd (default: from FILE's name, else tar).",
-                    "tar, tar.gz or tar.xz (default: from FILE's name, else tar); vhd is not supported.",
+                    "tar, tar.gz or tar.xz (default: from FILE's name, else tar); vhd (qemu backend).",
                 ),
             ),
             click.Option(
                 ["--vhd"],
                 is_flag=True,
-                help=_host_help("Export its disk image.", "Export a disk image: not supported."),
+                help=_host_help(
+                    "Export its disk image.", "Export its disk image as a VHDX (the qemu backend)."
+                ),
             ),
         ],
     )
@@ -221,14 +214,15 @@ def _manage() -> Verb:
                 metavar="BOOL",
                 help=_host_help(
                     "Make its disk image sparse, or not (true needs --allow-unsafe).",
-                    "Sparse disk image: not supported.",
+                    "Give freed blocks back to the host (the qemu backend; true needs --allow-unsafe).",
                 ),
             ),
             click.Option(
                 ["-r", "--resize"],
                 metavar="SIZE",
                 help=_host_help(
-                    "Resize its disk image (e.g. 64GB).", "Resize its disk image: not supported."
+                    "Resize its disk image (e.g. 64GB).",
+                    "Resize its disk image and file system (the qemu backend).",
                 ),
             ),
             click.Option(["--allow-unsafe"], is_flag=True, hidden=True),
@@ -263,13 +257,8 @@ def _mount() -> Verb:
 
 
 def _disk_verbs() -> list[Verb]:
-    """`--import-in-place`, `--mount`, `--unmount`: the service's on Windows, refused on Linux."""
-    if sys.platform != "win32":
-        return [
-            _unsupported("--import-in-place", "Register an existing disk image as a distribution."),
-            _unsupported("--mount", "Attach and mount a disk in the utility VM."),
-            _unsupported("--unmount", "Unmount and detach a disk."),
-        ]
+    """`--import-in-place`, `--mount`, `--unmount`: the service's on Windows; on Linux the qemu
+    backend's (the session refuses them with the namespaces backend)."""
     return [
         Verb(
             "--import-in-place",

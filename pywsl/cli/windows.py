@@ -1,11 +1,11 @@
-"""The verbs' Windows parts: what the installed WslService does and a Linux host cannot.
+"""The disk-image verbs: on Windows the installed WslService's, on Linux the qemu backend's.
 
 On Windows the session is WSL's own service (`pywsl.api.com`), whose distributions live in disk
 images: `--mount`, `--unmount`, `--import-in-place`, `--manage --resize/--set-sparse`, `--import
 --vhd`, `--export --vhd` and `--set-version` reach it as wsl.exe calls it (`WslClient.cpp`: `Mount`,
 `Unmount`, `ImportDistributionInplace`, `Manage`, `SetVersion`), with its checks, texts and exit
-statuses. On Linux every distribution is a directory and the same verbs fail with
-ERROR_NOT_SUPPORTED before the session is opened (`operations.unsupported_command`).
+statuses. On Linux the same verbs reach pywsl's own session, which does them in the qemu
+backend's VM (distributions on disk images) and refuses them with the namespaces backend.
 """
 
 from __future__ import annotations
@@ -107,6 +107,8 @@ def mount_command(
 
     index = parse_partition(partition)
     path = os.path.abspath(_unquoted(disk)) if vhd else _unquoted(disk)
+    if not on_windows():
+        return _mount_here(path, vhd, bare, name, fs_type, options, index)
     session = _service_session()
     try:
         session.attach_disk(path, vhd=vhd)
@@ -132,6 +134,8 @@ def unmount_command(disk: str | None) -> int:
     from pywsl.api.errors import WslError
     from pywsl.cli.report import FAILURE_EXIT_STATUS
 
+    if not on_windows():
+        return _unmount_here(disk)
     session = _service_session()
     try:
         status = session.detach_disk_status(disk)
@@ -146,9 +150,52 @@ def unmount_command(disk: str | None) -> int:
     return 0
 
 
+def _mount_here(
+    path: str, vhd: bool, bare: bool, name: str | None, fs_type: str | None, options: str | None, index: int
+) -> int:
+    """`--mount` with pywsl's own session (the qemu backend's VM): attach, then mount."""
+    from pywsl.api.errors import WslError
+
+    session = current_session()
+    try:
+        session.attach_disk(path, vhd=vhd)
+    except WslError as error:
+        if bare or error.code not in _ALREADY_ATTACHED:
+            raise
+    if bare:
+        print_success()
+        return 0
+    try:
+        mounted = session.mount_disk(
+            path, vhd=vhd, partition=index, name=name, fs_type=fs_type, options=options
+        )
+    except WslError as error:
+        if error.code != "WSL_E_DISK_MOUNT_FAILED":
+            raise
+        _stdout(messages.DISK_MOUNT_FAILED.format(error=error.message, disk=path))
+        return DISK_MOUNT_FAILED_STATUS
+    _stdout(messages.DISK_MOUNTED.format(name=mounted, disk=path))
+    return 0
+
+
+def _unmount_here(disk: str | None) -> int:
+    """`--unmount [DISK]` with pywsl's own session; a relative path is tried as an absolute one."""
+    from pywsl.api.errors import WslError
+
+    session = current_session()
+    try:
+        session.detach_disk(disk)
+    except WslError as error:
+        if error.code != "ERROR_FILE_NOT_FOUND" or disk is None or os.path.isabs(_unquoted(disk)):
+            raise
+        session.detach_disk(os.path.abspath(_unquoted(disk)))
+    print_success()
+    return 0
+
+
 def import_in_place_command(distro: str, vhd_path: str) -> int:
     """`--import-in-place NAME VHD`: register the disk image where it lies (an absolute path)."""
-    _service_session().import_distribution_inplace(distro, os.path.abspath(vhd_path))
+    current_session().import_distribution_inplace(distro, os.path.abspath(vhd_path))
     print_success()
     return 0
 

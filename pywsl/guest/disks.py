@@ -103,17 +103,17 @@ def is_disk(fd: int) -> bool:
     return stat.S_ISBLK(os.fstat(fd).st_mode)
 
 
-def _tool(name: str) -> str:
+def tool(name: str) -> str:
     found = shutil.which(name, path=TOOL_PATH)
     if found is None:
         raise OSError(errno.ENOENT, f"{name} is not in the VM (the host's e2fsprogs)")
     return found
 
 
-def run_tool(argv: list[str], fd: int, output: int | None = None) -> subprocess.CompletedProcess[bytes]:
+def runtool(argv: list[str], fd: int, output: int | None = None) -> subprocess.CompletedProcess[bytes]:
     """Run a tool on the device ``fd`` (``/proc/self/fd/<fd>`` in its arguments)."""
     return subprocess.run(
-        [_tool(argv[0]), *argv[1:], f"/proc/self/fd/{fd}"],
+        [tool(argv[0]), *argv[1:], f"/proc/self/fd/{fd}"],
         stdin=subprocess.DEVNULL,
         stdout=output if output is not None else subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -125,7 +125,7 @@ def run_tool(argv: list[str], fd: int, output: int | None = None) -> subprocess.
 
 def format_ext4(fd: int) -> None:
     """A new ext4 file system on the disk ``fd`` (which reads as zeros: nothing is zeroed)."""
-    done = run_tool(["mkfs.ext4", *MKFS_OPTIONS], fd)
+    done = runtool(["mkfs.ext4", *MKFS_OPTIONS], fd)
     if done.returncode != 0:
         text = done.stdout.decode(errors="replace").strip()
         raise OSError(errno.EIO, f"mkfs.ext4 failed ({done.returncode}): {text}")
@@ -182,12 +182,12 @@ def check_and_resize(fd: int, new_size: int, output: int) -> int:
     """``e2fsck -f -y`` then ``resize2fs`` to ``new_size`` bytes (0: the whole disk), the tools'
     output on ``output``; 0 or the first failing tool's exit status (resize2fs refuses to shrink
     below what the files use)."""
-    check = run_tool(["e2fsck", "-f", "-y"], fd, output)
+    check = runtool(["e2fsck", "-f", "-y"], fd, output)
     if check.returncode not in (0, 1):  # 1: errors were corrected
         return check.returncode
     size = [f"{new_size // 1024}K"] if new_size else []
     resize = subprocess.run(
-        [_tool("resize2fs"), f"/proc/self/fd/{fd}", *size],
+        [tool("resize2fs"), f"/proc/self/fd/{fd}", *size],
         stdin=subprocess.DEVNULL,
         stdout=output,
         stderr=subprocess.STDOUT,

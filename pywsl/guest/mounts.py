@@ -304,6 +304,8 @@ def shared_tmpfs(path: str = SHARED_TMPFS_PATH) -> int:
     Each instance attaches a clone of it (:func:`clone_tree`): clones of one mount share its files.
     """
     syscalls.mount("tmpfs", path, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "mode=1777")
+    # shared: a disk mounted into it later (``--mount``) shows in the distributions' copies too
+    syscalls.mount(None, path, None, syscalls.MS_SHARED)
     return os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
 
 

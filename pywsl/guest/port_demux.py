@@ -60,17 +60,23 @@ _ANY_ADDRESSES = {"00000000", "00000000000000000000000000000000"}
 
 def _open_disk(lun: int) -> int:
     """The device node of the disk the host attached at ``lun``, opened for the message; a disk
-    attached read-only is opened read-only. On failure the host is told the use ended."""
-    try:
-        device = disks.device_for_lun(lun)
+    attached read-only is opened read-only. A disk just plugged in answers ENXIO until the
+    kernel has finished probing it: that is waited for, bounded like its node's appearance."""
+    deadline = time.monotonic() + disks.DEVICE_TIMEOUT
+    while True:
         try:
-            return os.open(device, os.O_RDWR | os.O_CLOEXEC)
+            device = disks.device_for_lun(lun, max(0.0, deadline - time.monotonic()))
+            try:
+                return os.open(device, os.O_RDWR | os.O_CLOEXEC)
+            except OSError as error:
+                if error.errno not in (errno.EROFS, errno.EACCES):
+                    raise
+                return os.open(device, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as error:
-            if error.errno not in (errno.EROFS, errno.EACCES):
-                raise
-            return os.open(device, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as error:
-        raise OSError(error.errno, f"disk at LUN {lun}: {error.strerror}") from None
+            if error.errno in (errno.ENXIO, errno.ENOMEDIUM) and time.monotonic() < deadline:
+                time.sleep(0.005)
+                continue
+            raise OSError(error.errno, f"disk at LUN {lun}: {error.strerror}") from None
 
 
 def find_port(name: str = PORT_NAME) -> str | None:
@@ -196,9 +202,17 @@ class PortDemux(PortEngine):
         endpoint.next_fds.extend(made)
 
     def _drop_attached(self, made: list[int], entries: list[AttachEntry]) -> None:
-        """Descriptors that will not be delivered: closed; the host's disk uses for them ended."""
+        """Descriptors that will not be delivered: closed; the channels the host made for them
+        closed on both sides (so that nobody waits on them); the host's disk uses for them ended."""
         for fd in made:
             os.close(fd)
+        for entry in entries:
+            if entry.kind in (AttachKind.SOCKET, AttachKind.PIPE_IN, AttachKind.PIPE_OUT):
+                endpoint = self.endpoints.get(entry.channel)
+                if endpoint is not None:
+                    self.close(endpoint, tell_peer=True)
+                elif entry.channel < GUEST_CHANNELS:
+                    self.send_frame(entry.channel, FrameKind.CLOSE)
         lost = [str(entry.channel) for entry in entries if entry.kind is AttachKind.DISK]
         if lost:
             self.send_frame(0, FrameKind.DETACH, encode_names(lost))

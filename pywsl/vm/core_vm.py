@@ -52,7 +52,9 @@ from pywsl.wire.errors import ChannelClosed, ProtocolError
 from pywsl.wire.framing import parse_header
 from pywsl.wire.launch_codec import (
     CREATE_INSTANCE_RESULT,
+    EARLY_CONFIG,
     GUEST_CAPABILITIES,
+    INITIAL_CONFIG,
     INITIALIZE,
     INITIALIZE_RESPONSE,
     MINI_INIT_MESSAGE,
@@ -67,6 +69,7 @@ GREETING_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 30.0
 SHUTDOWN_TIMEOUT = 30.0
 CANCEL_WAIT_TIMEOUT = 30.0  # for a cancelled import/export worker to stop
+DISK_REQUEST_TIMEOUT = 120.0  # a disk is attached, found, checked and mounted in the VM
 
 Directory = Path | int  # a path, or an open directory descriptor (O_PATH or O_DIRECTORY)
 
@@ -301,7 +304,7 @@ class CoreVm:
         with self._lock:
             with self._channel.start_transaction(REQUEST_TIMEOUT) as transaction:
                 transaction.send(
-                    _schema("LX_MINI_INIT_EARLY_CONFIG_MESSAGE"),
+                    EARLY_CONFIG,
                     SwapLun=invalid,
                     SystemDistroDeviceType=0,
                     SystemDistroDeviceId=invalid,
@@ -318,8 +321,7 @@ class CoreVm:
                 )
             with self._channel.start_transaction(REQUEST_TIMEOUT) as transaction:
                 transaction.send(
-                    _schema("LX_MINI_INIT_CONFIG_MESSAGE"),
-                    EntropySize=BOOT_ENTROPY_SIZE,
+                    INITIAL_CONFIG,
                     Entropy=os.urandom(BOOT_ENTROPY_SIZE),
                     EnableGuiApps=False,
                     MountGpuShares=False,
@@ -599,6 +601,59 @@ class CoreVm:
             channel.close()
         if status != 0:
             raise _tar_failure("writing the archive", status)
+
+    def _disk_request(self, schema_name: str, disk: DiskImage, **fields: Any) -> tuple[int, int]:
+        """Send a user-disk message with the disk and a result channel; (Result, FailureStep) of
+        the ``MountStatus`` that comes back."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        channel = MessageChannel(ours, name="mount result channel")
+        try:
+            try:
+                with (
+                    self._directory(disk) as fd,
+                    self._lock,
+                    self._channel.start_transaction(REQUEST_TIMEOUT) as transaction,
+                ):
+                    transaction.send(_schema(schema_name), fds=[fd, theirs.fileno()], **fields)
+            finally:
+                theirs.close()
+            try:
+                status, _fds = channel.receive(
+                    _schema("LX_MINI_INIT_MOUNT_RESULT_MESSAGE"), timeout=DISK_REQUEST_TIMEOUT, expect_fds=0
+                )
+            except (ChannelClosed, TimeoutError):
+                raise VmError("the VM did not report the disk's mount status") from None
+        finally:
+            channel.close()
+        return int(status.Result), int(status.FailureStep)
+
+    def mount_disk(
+        self, disk: DiskImage, *, name: str, partition: int = 0, fs_type: str = "", options: str = ""
+    ) -> tuple[int, int]:
+        """``Mount``: the user's disk (attached for this and kept) mounted at ``/mnt/wsl/<name>``;
+        ``name`` "" only attaches it (``--bare``). (0 or -errno, the failing step)."""
+        return self._disk_request(
+            "LX_MINI_INIT_MOUNT_MESSAGE",
+            disk,
+            PartitionIndex=partition,
+            ScsiLun=0,
+            Type=fs_type,
+            TargetName=name,
+            Options=options,
+        )
+
+    def detach_disk(self, disk: DiskImage | None) -> tuple[int, int]:
+        """``Detach``: unmount the volumes of a user's disk and detach it (every user disk for None)."""
+        if disk is not None:
+            return self._disk_request("LX_MINI_INIT_DETACH_MESSAGE", disk, ScsiLun=0)
+        with self._lock:
+            reply = self._channel.request(
+                _schema("LX_MINI_INIT_UNMOUNT_MESSAGE"),
+                _schema("LX_MINI_INIT_MOUNT_RESULT_MESSAGE"),
+                timeout=DISK_REQUEST_TIMEOUT,
+                Buffer="",
+            )
+        return int(reply.Result), int(reply.FailureStep)
 
     def resize_disk(self, disk: DiskImage, new_size: int, output_fd: int) -> int:
         """``ResizeDistribution``: ``e2fsck -f -y`` and ``resize2fs`` on the disk, to ``new_size``

@@ -35,6 +35,7 @@ from pywsl.api.errors import WslError, error_context, not_supported_by_backend
 from pywsl.api.files.rootfs_folder import FOLDER_MODE, RootfsFolders, export_compression
 from pywsl.api.process.launch_request import process_request
 from pywsl.api.session import user_vm, user_warnings
+from pywsl.api.session.disk_verbs import DiskVerbs
 from pywsl.api.session.paths import UserPaths, user_paths
 from pywsl.api.session.registrations import Distro, check_unique, lookup, update_registration
 from pywsl.api.session.registry import (
@@ -775,89 +776,31 @@ class UserSession:
 
     # -- disk images: not with a directory root filesystem -----------------------------------
 
-    def _disk_registration(self, distro: Distro, what: str) -> Registration:
-        registration = self._resolve(distro)
-        self._ensure_installed(registration)
-        if not registration.on_disk:
-            not_supported_by_backend(what)
-        return registration
+    # -- disk images (the qemu backend): `disk_verbs` --------------------------------------------
+
+    @property
+    def _disk_verbs(self) -> DiskVerbs:
+        return DiskVerbs(self)
 
     def set_sparse(self, distro: Distro, sparse: bool, *, allow_unsafe: bool = False) -> None:
-        """`SetSparse`: whether blocks the distribution frees are given back to the host (its disk
-        is mounted with `discard`). As in WSL, making it sparse needs `allow_unsafe`."""
-        with error_context("Service"):
-            registration = self._disk_registration(distro, "Making a distribution's disk sparse")
-            if sparse and not allow_unsafe:
-                raise WslError(
-                    "E_INVALIDARG",
-                    "Sparse disks may be corrupted by discards in flight; pass --allow-unsafe to make one.",
-                )
-
-            def apply(entry: Registration, _: RegistryData) -> None:
-                entry.sparse = bool(sparse)
-
-            self._update(registration.id, apply)
-            self._terminate(registration)
+        """`SetSparse` (`DiskVerbs.set_sparse`)."""
+        self._disk_verbs.set_sparse(distro, sparse, allow_unsafe=allow_unsafe)
 
     def resize_distribution(self, distro: Distro, new_size: int, *, output: Any = None) -> None:
-        """`ResizeDistribution`: grow or shrink the distribution's disk and its file system (in the
-        VM: `e2fsck -f -y`, `resize2fs`; their output goes to `output`, a descriptor or file object).
-        The distribution must be stopped; a shrink below what the files use fails and changes nothing."""
-        with error_context("Service"):
-            registration = self._disk_registration(distro, "Resizing a distribution's disk")
-            if isinstance(new_size, bool) or not isinstance(new_size, int) or new_size <= 0:
-                raise WslError("E_INVALIDARG", f"Invalid size {new_size!r}.")
-            if registration.name.casefold() in self._running():
-                raise WslError("WSL_E_DISTRO_NOT_STOPPED")
-            lock = self.registry.acquire_operation(registration.id, DistributionState.CONVERTING)
-            with lock, self._vm() as vm, open(os.devnull, "wb") as sink:
-                target = output if isinstance(output, int) else (output.fileno() if output else sink.fileno())
-                self._disks().resize(registration, new_size, vm, target)
+        """`ResizeDistribution` (`DiskVerbs.resize_distribution`)."""
+        self._disk_verbs.resize_distribution(distro, new_size, output=output)
 
     def import_distribution_inplace(self, name: str, vhd_path: str | os.PathLike[str]) -> uuid.UUID:
-        """`ImportDistributionInplace`: register the ext4 disk image `vhd_path` where it lies (its
-        folder becomes the distribution's). On failure the image is left as it was."""
-        with error_context("RegisterDistro"):
-            validate_name(name)
-            self._require_root("Importing a distribution")
-            path = Path(os.path.abspath(os.fspath(vhd_path)))
-            if path.suffix.lower() not in (".vhd", ".vhdx"):
-                raise WslError("E_INVALIDARG", "A VHD must be a .vhd or .vhdx file.")
-            if self.config().backend != "qemu":
-                not_supported_by_backend("Importing a VHD in place")
-            self._recover()
-            distro_id = uuid.uuid4()
-            lock = self.registry.acquire_operation(distro_id, DistributionState.INSTALLING)
-            with lock:
-                registration = Registration(
-                    id=distro_id, name=name, base_path=path.parent, vhd_file_name=path.name
-                )
-                with self.registry.transaction() as data:
-                    self._check_unique(data, name, path.parent)
-                    data.distributions[distro_id] = registration
-                from pywsl.api.session.distribution_import import DistributionImporter
-
-                importer = DistributionImporter(
-                    self.registry, self.folders, vm_config=self.vm_config, open_vm=self._vm
-                )
-                try:
-                    importer.check_in_place(registration)
-                except BaseException:
-                    with contextlib.suppress(WslError), self.registry.transaction() as data:
-                        data.distributions.pop(distro_id, None)
-                        data.fix_default()
-                    raise
-            return distro_id
+        """`ImportDistributionInplace` (`DiskVerbs.import_distribution_inplace`)."""
+        return self._disk_verbs.import_distribution_inplace(name, vhd_path)
 
     def attach_disk(self, disk: str, *, vhd: bool = False) -> None:
-        """`AttachDisk`."""
-        with error_context("AttachDisk"):
-            not_supported_by_backend("Attaching a disk")
+        """`AttachDisk` (`DiskVerbs.attach_disk`)."""
+        self._disk_verbs.attach_disk(disk, vhd=vhd)
 
     def detach_disk(self, disk: str | None = None) -> None:
-        """`DetachDisk`."""
-        with error_context("DetachDisk"):
-            not_supported_by_backend("Detaching a disk")
+        """`DetachDisk` (`DiskVerbs.detach_disk`)."""
+        self._disk_verbs.detach_disk(disk)
 
     def mount_disk(
         self,
@@ -869,25 +812,29 @@ class UserSession:
         fs_type: str | None = None,
         options: str | None = None,
     ) -> str:
-        """`MountDisk`."""
-        with error_context("MountDisk"):
-            not_supported_by_backend("Mounting a disk")
+        """`MountDisk` (`DiskVerbs.mount_disk`)."""
+        return self._disk_verbs.mount_disk(
+            disk, vhd=vhd, partition=partition, name=name, fs_type=fs_type, options=options
+        )
 
 
 def _disk_name(source: Source, vhd: bool) -> str:
-    """The file name of a new distribution's disk: `ext4.img`, or an imported VHD's own name."""
+    """The file name of a new distribution's disk: `ext4.img`, or an imported VHD's own name (WSL
+    keeps the source's name; one read from a pipe is `ext4.vhdx`)."""
     from pywsl.api.files.disk_files import NEW_DISK_NAME, image_name_for_import
 
     if not vhd:
         return NEW_DISK_NAME
     if isinstance(source, str | os.PathLike):
         return image_name_for_import(os.fspath(source))
-    name = getattr(source, "name", None)
-    return (
-        image_name_for_import(name)
-        if isinstance(name, str) and name.lower().endswith((".vhd", ".vhdx"))
-        else "ext4.vhdx"
-    )
+    name: object = getattr(source, "name", None)
+    if isinstance(source, int) or not isinstance(name, str):
+        fd = source if isinstance(source, int) else getattr(source, "fileno", lambda: -1)()
+        name = ""
+        with contextlib.suppress(OSError):
+            name = os.readlink(f"/proc/self/fd/{fd}")
+    assert isinstance(name, str)
+    return image_name_for_import(name) if name.lower().endswith((".vhd", ".vhdx")) else "ext4.vhdx"
 
 
 def _check_default_uid(default_uid: int | None) -> None:

@@ -59,6 +59,7 @@ ROLES: dict[int, tuple[Role, ...]] = {
     T.LxMiniInitMessageExport: (D, S, OUT, OUT),
     T.LxMiniInitMessageResizeDistribution: (D, S, OUT),
     T.LxMiniInitMessageMount: (D, S),
+    T.LxMiniInitMessageDetach: (D, S),
     T.LxInitMessageCreateSession: (C,),
     T.LxInitMessageCreateProcessUtilityVm: (IN, OUT, OUT, S, S),
 }

@@ -32,18 +32,18 @@ from pywsl.vm.backends.qemu_command import QEMU_FDS
 from pywsl.vm.backends.qemu_disks import DiskAttacher
 from pywsl.vm.backends.qemu_forwarding import QMP_SOCKET_NAME, PortForwarder
 from pywsl.vm.backends.qemu_interop import InteropHost
-from pywsl.vm.backends.qemu_qmp import QmpLink
 from pywsl.vm.backends.qemu_process import (
     QemuIdentity,
     copy_to_memory,
+    inherited_fd,
     open_as_owner,
     open_as_root,
     owner_identity,
-    spawn_qemu,
-    inherited_fd,
     remove_swap_file,
+    spawn_qemu,
     swap_file,
 )
+from pywsl.vm.backends.qemu_qmp import QmpLink
 from pywsl.vm.backends.qemu_shares import (
     HOST_FILES_SOCKET_NAME,
     VIRTIOFSD_SOCKET_NAME,
