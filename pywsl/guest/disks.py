@@ -149,12 +149,15 @@ def mount_tree(fd: int, fs_type: str, options: str) -> int:
 
     OSError from the kernel when the disk holds no such file system or a damaged one (EINVAL,
     EUCLEAN, EIO...)."""
+    kind = fs_type or "ext4"
+    if kind == "ext4":  # a new disk reads as zeros: its inode tables need no zeroing in the background
+        options = ",".join(filter(None, (options, "noinit_itable")))
     flags, data = mount_options(options)
     os.makedirs(DISKS_FOLDER, mode=0o700, exist_ok=True)
     folder = os.path.join(DISKS_FOLDER, f"{os.getpid()}-{os.urandom(4).hex()}")
     os.mkdir(folder, 0o700)
     try:
-        syscalls.mount(f"/proc/self/fd/{fd}", folder, fs_type or "ext4", flags, data or None)
+        syscalls.mount(f"/proc/self/fd/{fd}", folder, kind, flags, data or None)
         try:
             syscalls.mount(None, folder, None, syscalls.MS_PRIVATE)
             return mounts.clone_tree(folder)

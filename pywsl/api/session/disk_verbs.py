@@ -128,17 +128,19 @@ class DiskVerbs:
         with error_context("DetachDisk"):
             if self.session.config().backend != "qemu":
                 not_supported_by_backend("Detaching a disk")
-            vm = self.session._attach()
-            if vm is None:
-                return  # no VM: nothing is attached
-            try:
-                if disk is None:
-                    result, step = vm.detach_disk(None)
-                else:
-                    with self._user_disk(disk, vhd=not _is_block_device(disk)) as image:
-                        result, step = vm.detach_disk(image)
-            finally:
-                vm.close()
+            with contextlib.ExitStack() as stack:
+                # the disk is opened (as the user) first: a disk the user cannot open is refused
+                # whether a VM runs or not
+                image = (
+                    None
+                    if disk is None
+                    else stack.enter_context(self._user_disk(disk, vhd=not _is_block_device(disk)))
+                )
+                vm = self.session._attach()
+                if vm is None:
+                    return  # no VM: nothing is attached
+                stack.callback(vm.close)
+                result, step = vm.detach_disk(image)
             if result == -errno.ENOENT:
                 raise WslError("ERROR_FILE_NOT_FOUND", f"{disk} is not attached.")
             if result != 0:

@@ -139,8 +139,8 @@ class DistributionImporter:
         stderr = StderrCollector()
         try:
             with (
+                _disk(self.disks, registration) as disk,  # opened as the user before any VM boots
                 self._open_vm() as vm,
-                _disk(self.disks, registration) as disk,
                 open(os.devnull, "rb") as nothing,
             ):
                 outcome = vm.import_rootfs(disk, nothing.fileno(), stderr.fd, in_place=True)

@@ -139,6 +139,8 @@ class DiskAttacher:
                     "node-name": attachment.node,
                     "read-only": read_only,
                     "discard": "unmap",
+                    # zeros written (ext4's lazy inode table and journal set-up) stay holes
+                    "detect-zeroes": "off" if read_only else "unmap",
                     "file": {
                         "driver": protocol,
                         "filename": f"/dev/fdset/{attachment.fdset}",
