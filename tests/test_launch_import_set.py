@@ -70,7 +70,6 @@ IN_PROCESS = COMMON | {
     "pywsl.api.files",
     "pywsl.api.files.owned_tree",
     "pywsl.api.files.rootfs_folder",
-    "pywsl.api.files.transfer",
     "pywsl.api.files.user_files",
     "pywsl.api.session.gui_share",
     "pywsl.api.session.paths",

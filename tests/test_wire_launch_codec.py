@@ -18,7 +18,7 @@ from wire_vectors import load_vectors
 
 from pywsl.wire import ProtocolError, schema, vectors
 from pywsl.wire.codec import MessageSchema
-from pywsl.wire.launch_codec import FAST_SCHEMAS, CStr, Direct, FastSchema, Strings
+from pywsl.wire.launch_codec import FAST_SCHEMAS, Blob, CStr, Direct, FastSchema, Strings
 
 NAMES = sorted(FAST_SCHEMAS)
 EXAMPLES: list[dict[str, Any]] = [
@@ -47,21 +47,30 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _fixed_values(fields: Mapping[str, str], computed: frozenset[str], prefix: str) -> st.SearchStrategy[Any]:
+def _fixed_values(
+    fields: Mapping[str, str], computed: frozenset[str], prefix: str, fast: FastSchema | None = None
+) -> st.SearchStrategy[Any]:
     chosen: dict[str, st.SearchStrategy[Any]] = {}
     for field, code in fields.items():
         if prefix + field in computed:
+            continue
+        if fast is not None and field in fast.nested:
+            chosen[field] = _fixed_values(fast.nested[field].fixed.codes, computed, f"{field}.")
             continue
         bounds = RANGES[code]
         chosen[field] = st.booleans() if bounds is None else st.integers(*bounds)
     return st.fixed_dictionaries(chosen)
 
 
-def _payload_values(items: tuple[CStr | Direct | Strings, ...]) -> st.SearchStrategy[Any]:
+def _payload_values(items: tuple[CStr | Direct | Strings | Blob, ...]) -> st.SearchStrategy[Any]:
     chosen: dict[str, st.SearchStrategy[Any]] = {}
     for item in items:
         if isinstance(item, Strings):
             chosen[item.name] = st.lists(TEXT, max_size=4)
+        elif isinstance(item, Blob):
+            chosen[item.name] = (
+                (st.none() | st.binary(max_size=40)) if item.optional else st.binary(max_size=40)
+            )
         elif isinstance(item, Direct) or item.optional:
             chosen[item.name] = st.none() | TEXT
         else:
@@ -72,7 +81,7 @@ def _payload_values(items: tuple[CStr | Direct | Strings, ...]) -> st.SearchStra
 @st.composite
 def _values(draw: st.DrawFn, fast: FastSchema) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    values.update(draw(_fixed_values(fast.fields, fast.computed_fields, "")))
+    values.update(draw(_fixed_values(fast.fields, fast.computed_fields, "", fast)))
     values.update(draw(_payload_values(fast.payload)))
     if fast.common is not None:
         common = dict(draw(_fixed_values(fast.common_fields, fast.computed_fields, "Common.")))
@@ -86,14 +95,29 @@ def _values(draw: st.DrawFn, fast: FastSchema) -> dict[str, Any]:
 def test_every_launch_message_is_covered() -> None:
     assert set(NAMES) == {
         "LX_INIT_GUEST_CAPABILITIES",
+        "LX_MINI_INIT_EARLY_CONFIG_MESSAGE",
+        "LX_MINI_INIT_CONFIG_MESSAGE",
+        "LX_MINI_INIT_CHILD_EXIT_MESSAGE",
+        "LX_MINI_INIT_IMPORT_RESULT",
+        "LX_MINI_INIT_MOUNT_MESSAGE",
+        "LX_MINI_INIT_UNMOUNT_MESSAGE",
+        "LX_MINI_INIT_DETACH_MESSAGE",
+        "LX_MINI_INIT_MOUNT_RESULT_MESSAGE",
+        "LX_MINI_INIT_RESIZE_DISTRIBUTION_MESSAGE",
+        "LX_MINI_INIT_RESIZE_DISTRIBUTION_RESPONSE",
         "LX_MINI_INIT_MESSAGE",
         "LX_MINI_INIT_CREATE_INSTANCE_RESULT",
+        "LX_INIT_TERMINATE_INSTANCE",
         "LX_INIT_CONFIGURATION_INFORMATION",
         "LX_INIT_CONFIGURATION_INFORMATION_RESPONSE",
         "LX_INIT_CREATE_SESSION",
         "LX_INIT_CREATE_SESSION_RESPONSE",
         "LX_INIT_CREATE_PROCESS_UTILITY_VM",
         "RESULT_MESSAGE<uint32_t>",
+        "LX_INIT_CREATE_PROCESS_RESPONSE",
+        "PYWSL_INSTANCE_LIST",
+        "PYWSL_SHUTDOWN_VM",
+        "PYWSL_IMPORT_WARNINGS",
         "LX_INIT_PROCESS_EXIT_STATUS",
         "LX_INIT_WINDOW_SIZE_CHANGED",
         "PYWSL_SIGNAL_PROCESS",
@@ -166,12 +190,18 @@ def test_random_values_build_the_same_bytes_and_parse_back(name: str) -> None:
     check()
 
 
+def _absent(item: CStr | Direct | Strings | Blob) -> Any:
+    if isinstance(item, Strings):
+        return []
+    return b"" if isinstance(item, Blob) and not item.optional else None
+
+
 def _explicit_absent(fast: FastSchema, values: dict[str, Any]) -> dict[str, Any]:
     """Optional strings and lists a caller left out come back as None / []."""
     absent: dict[str, Any] = {}
     for item in fast.payload:
         if item.name not in values:
-            absent[item.name] = [] if isinstance(item, Strings) else None
+            absent[item.name] = _absent(item)
     return absent
 
 
@@ -214,6 +244,9 @@ def _same_verdict(fast: FastSchema, declared: MessageSchema, data: bytes) -> Non
         ("LX_INIT_CREATE_PROCESS_UTILITY_VM", {"Common": {"CommandLine": "not a list"}}),
         ("LX_INIT_CREATE_PROCESS_UTILITY_VM", {"Common": {"Environment": ["\udcff"]}}),
         ("LX_MINI_INIT_MESSAGE", {"Header": {"MessageType": 2}}),
+        ("LX_MINI_INIT_CONFIG_MESSAGE", {"Entropy": "not bytes"}),
+        ("LX_MINI_INIT_CONFIG_MESSAGE", {"NetworkingConfiguration": 5}),
+        ("LX_MINI_INIT_CONFIG_MESSAGE", {"NetworkingConfiguration": {"EphemeralPortRangeEnd": 1 << 16}}),
     ],
 )
 def test_invalid_values_are_refused_by_both(name: str, values: dict[str, Any]) -> None:

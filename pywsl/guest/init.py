@@ -54,11 +54,18 @@ from pywsl.guest.requests import receive_request
 from pywsl.guest.rootfs import write_file_atomic
 from pywsl.guest.users import UserDatabase
 from pywsl.guest.wsl_conf import WslConf, read_wsl_conf, shown_value
-from pywsl.wire import schema
 from pywsl.wire.channel import MessageChannel, Transaction
 from pywsl.wire.constants import LX_INIT_UTILITY_VM_INVALID_PORT
 from pywsl.wire.enums import LX_MESSAGE_TYPE, LX_MINI_CREATE_INSTANCE_STEP
 from pywsl.wire.errors import ChannelClosed, ProtocolError
+from pywsl.wire.launch_codec import (
+    CREATE_INSTANCE_RESULT,
+    CREATE_SESSION,
+    CREATE_SESSION_RESPONSE,
+    INITIALIZE,
+    INITIALIZE_RESPONSE,
+    TERMINATE_INSTANCE,
+)
 
 try:
     from pywsl.guest import session_leader as _session_leader
@@ -78,12 +85,6 @@ SPARE_DELAY = 0.05  # a new spare leader is forked once init has been quiet this
 MAX_HOST_RESOLV_CONF = network_files.MAX_RESOLV_CONF_BYTES
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-CREATE_INSTANCE_RESULT = schema("LX_MINI_INIT_CREATE_INSTANCE_RESULT")
-INITIALIZE = schema("LX_INIT_CONFIGURATION_INFORMATION")
-INITIALIZE_RESPONSE = schema("LX_INIT_CONFIGURATION_INFORMATION_RESPONSE")
-CREATE_SESSION = schema("LX_INIT_CREATE_SESSION")
-CREATE_SESSION_RESPONSE = schema("LX_INIT_CREATE_SESSION_RESPONSE")
-TERMINATE_INSTANCE = schema("LX_INIT_TERMINATE_INSTANCE")
 
 T = LX_MESSAGE_TYPE
 

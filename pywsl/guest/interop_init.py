@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from pywsl.guest import interop_client, interop_native, interop_paths, mounts
 from pywsl.guest.interop_client import LAUNCHER, PATH_FOLDER, RUNTIME_DIR, escape_folder
 from pywsl.guest.wsl_conf import WslConf
-from pywsl.wire import schema
 from pywsl.wire.channel import MessageChannel
+from pywsl.wire.launch_codec import CREATE_PROCESS_RESPONSE as _CREATE_PROCESS_RESPONSE
 
 log = logging.getLogger("pywsl.interop")
 
@@ -54,7 +54,6 @@ MAX_PATH_FOLDERS = 64
 MAX_FOLDER_ENTRIES = 20000
 SEND_TIMEOUT = 2.0
 _GENERATIONS = PATH_FOLDER + "/.generations"
-_CREATE_PROCESS_RESPONSE = schema("LX_INIT_CREATE_PROCESS_RESPONSE")
 _UCRED = struct.Struct("iII")
 
 

@@ -41,16 +41,35 @@ from pywsl.guest import (
     processors,
     syscalls,
     tar_worker,
+    user_disks,
     vm_monitor,
 )
 from pywsl.guest.boot import BootArguments, parse_boot_arguments
 from pywsl.guest.requests import receive_request
 from pywsl.guest.vm_monitor import VmContext
-from pywsl.wire import schema
 from pywsl.wire.channel import MessageChannel, Transaction
-from pywsl.wire.enums import LX_MESSAGE_TYPE, LX_MINI_CREATE_INSTANCE_STEP, PYWSL_MESSAGE_TYPE
+from pywsl.wire.enums import (
+    LX_MESSAGE_TYPE,
+    LX_MINI_CREATE_INSTANCE_STEP,
+    LX_MINI_MOUNT_STEP,
+    PYWSL_MESSAGE_TYPE,
+)
 from pywsl.wire.errors import ChannelClosed, ProtocolError
-from pywsl.wire.extensions import instance_entries
+from pywsl.wire.launch_codec import (
+    CHILD_EXIT,
+    EARLY_CONFIG,
+    GUEST_CAPABILITIES,
+    INITIAL_CONFIG,
+    INSTANCE_LIST,
+    MINI_INIT_MESSAGE,
+    MOUNT_MESSAGE,
+    MOUNT_RESULT,
+    RESIZE_MESSAGE,
+    RESIZE_RESPONSE,
+    SHUTDOWN_VM,
+    UNMOUNT_MESSAGE,
+    instance_entries,
+)
 
 log = logging.getLogger("pywsl.mini_init")
 
@@ -59,19 +78,17 @@ SEND_TIMEOUT = 5.0
 SHUTDOWN_GRACE = 10.0
 MAX_DISTRIBUTION_NAME = 256
 
-GUEST_CAPABILITIES = schema("LX_INIT_GUEST_CAPABILITIES")
-EARLY_CONFIG = schema("LX_MINI_INIT_EARLY_CONFIG_MESSAGE")
-INITIAL_CONFIG = schema("LX_MINI_INIT_CONFIG_MESSAGE")
-MINI_INIT_MESSAGE = schema("LX_MINI_INIT_MESSAGE")
-CHILD_EXIT = schema("LX_MINI_INIT_CHILD_EXIT_MESSAGE")
-INSTANCE_LIST = schema("PYWSL_INSTANCE_LIST")
-SHUTDOWN_VM = schema("PYWSL_SHUTDOWN_VM")
-RESIZE_MESSAGE = schema("LX_MINI_INIT_RESIZE_DISTRIBUTION_MESSAGE")
-RESIZE_RESPONSE = schema("LX_MINI_INIT_RESIZE_DISTRIBUTION_RESPONSE")
 
 T = LX_MESSAGE_TYPE
 P = PYWSL_MESSAGE_TYPE
 STEP = LX_MINI_CREATE_INSTANCE_STEP
+MOUNT_STEP = LX_MINI_MOUNT_STEP
+DISK_MESSAGES = (
+    T.LxMiniInitMessageMount,
+    T.LxMiniInitMessageDetach,
+    T.LxMiniInitMessageUnmount,
+    T.LxMiniInitMessageResizeDistribution,
+)
 TAR_MESSAGES = (T.LxMiniInitMessageImport, T.LxMiniInitMessageImportInplace, T.LxMiniInitMessageExport)
 DISK_RELEASE_INTERVAL = 0.02  # how often an ended disk use is checked while its file system unmounts
 
@@ -174,6 +191,7 @@ class MiniInit:
         self.instances: dict[str, Instance] = {}
         self.workers = Workers()
         self.disk_uses = disks.DiskUses(self.cloner.release_disk)
+        self.user_disks = user_disks.UserDisks(self.disk_uses)
         self.idle_since: float | None = time.monotonic()
         self.exit_code: int | None = None
         self.capabilities = GUEST_CAPABILITIES.build(
@@ -331,9 +349,8 @@ class MiniInit:
         elif message_type in TAR_MESSAGES:
             self._expect_fds(fds, 4, "LX_MINI_INIT_MESSAGE")
             self._start_tar(message_type, data, fds)
-        elif message_type == T.LxMiniInitMessageResizeDistribution:
-            self._expect_fds(fds, 3, "LX_MINI_INIT_RESIZE_DISTRIBUTION_MESSAGE")
-            self._start_resize(data, fds)
+        elif message_type in DISK_MESSAGES:
+            self._dispatch_disk(message_type, transaction, data, fds)
         elif message_type == P.PywslQueryInstances:
             self._expect_fds(fds, 0, "PYWSL_QUERY_INSTANCES")
             entries = instance_entries({item.name: item.init_pid for item in self.instances.values()})
@@ -350,6 +367,22 @@ class MiniInit:
                 struct="MESSAGE_HEADER",
                 field="MessageType",
             )
+
+    def _dispatch_disk(
+        self, message_type: int, transaction: Transaction, data: bytes, fds: list[int]
+    ) -> None:
+        """Mount, Detach, Unmount (the user's disks) and ResizeDistribution."""
+        if message_type == T.LxMiniInitMessageResizeDistribution:
+            self._expect_fds(fds, 3, "LX_MINI_INIT_RESIZE_DISTRIBUTION_MESSAGE")
+            self._start_resize(data, fds)
+        elif message_type == T.LxMiniInitMessageUnmount:
+            self._expect_fds(fds, 0, "LX_MINI_INIT_UNMOUNT_MESSAGE")
+            name = UNMOUNT_MESSAGE.parse(data).Buffer or ""
+            result, step = self.user_disks.unmount(name) if name else self.user_disks.detach(None)
+            transaction.send(MOUNT_RESULT, Result=result, FailureStep=step)
+        else:
+            self._expect_fds(fds, 2, "LX_MINI_INIT_MOUNT_MESSAGE")
+            self._user_disk(message_type, data, fds)
 
     @staticmethod
     def _expect_fds(fds: list[int], count: int, name: str) -> None:
@@ -574,6 +607,35 @@ class MiniInit:
             self.disk_uses.hold(pid, lun)
         self.idle_since = None
 
+    def _user_disk(self, message_type: int, data: bytes, fds: list[int]) -> None:
+        """Mount (``--mount``; a name "" only attaches) or Detach (``--unmount``) a disk of the user's;
+        the outcome (``MountStatus``) goes on the result channel. Takes ``fds`` over."""
+        disk_fd, result_fd = fds
+        fds.clear()
+        lun = disks.lun_of(disk_fd)
+        try:
+            if lun is None:
+                result, step = -errno.ENODEV, int(MOUNT_STEP.LxMiniInitMountStepFindDevice)
+            elif message_type == T.LxMiniInitMessageMount:
+                message = MOUNT_MESSAGE.parse(data)
+                result, step = self.user_disks.mount(
+                    disk_fd,
+                    lun,
+                    int(message.PartitionIndex),
+                    message.Type or "",
+                    message.TargetName or "",
+                    message.Options or "",
+                )
+            else:
+                result, step = self.user_disks.detach(lun)
+                self.disk_uses.end_now(lun)  # this message's own use
+        finally:
+            os.close(disk_fd)
+        with contextlib.suppress(OSError, TimeoutError):
+            channel = MessageChannel(socket.socket(fileno=result_fd), name="mount result channel")
+            channel.send(MOUNT_RESULT, Result=result, FailureStep=step, timeout=SEND_TIMEOUT)
+            channel.close()
+
     def _start_resize(self, data: bytes, fds: list[int]) -> None:
         """ResizeDistribution: fork a worker that checks and resizes the disk's file system (the
         tools' output on the output descriptor) and answers on the result channel. Takes ``fds``."""
@@ -676,6 +738,7 @@ def main(argv: list[str] | None = None) -> int:
     interop_init.detect_runtime()
     gc.collect()
     gc.freeze()
+    gc.enable()  # off while the modules loaded (`pywsl.guest`)
     processors.restrict_processors(boot.processors)
     return vm_monitor.launch(boot, serve)
 

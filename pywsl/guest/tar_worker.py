@@ -37,15 +37,12 @@ from dataclasses import dataclass
 from pywsl.guest import forking, mounts, rootfs, syscalls, worker_processes
 from pywsl.guest.os_release import default_name, flavor_and_version
 from pywsl.guest.tar_device_filter import skipped_devices_warning
-from pywsl.wire import schema
 from pywsl.wire.channel import MessageChannel
 from pywsl.wire.enums import LX_MINI_CREATE_INSTANCE_STEP, LX_MINI_INIT_MESSAGE_FLAGS
+from pywsl.wire.launch_codec import CREATE_INSTANCE_RESULT, IMPORT_RESULT, IMPORT_WARNINGS
 
 log = logging.getLogger("pywsl.tar")
 
-CREATE_INSTANCE_RESULT = schema("LX_MINI_INIT_CREATE_INSTANCE_RESULT")
-IMPORT_RESULT = schema("LX_MINI_INIT_IMPORT_RESULT")
-IMPORT_WARNINGS = schema("PYWSL_IMPORT_WARNINGS")
 STEP_RUN_TAR = int(LX_MINI_CREATE_INSTANCE_STEP.LxInitCreateInstanceStepRunTar)
 FLAGS = LX_MINI_INIT_MESSAGE_FLAGS
 SEND_TIMEOUT = 30.0

@@ -30,13 +30,14 @@ Type   Struct                   sizeof  Meaning
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import construct as cs
 
 from pywsl.wire.codec import MESSAGE_HEADER, CString, MessageSchema, StringList, boolean, i32, u32
 from pywsl.wire.enums import PYWSL_MESSAGE_TYPE
 from pywsl.wire.errors import ProtocolError
+from pywsl.wire.launch_codec import instance_entries as instance_entries  # declared with the launch's
 
 T = PYWSL_MESSAGE_TYPE
 
@@ -99,11 +100,6 @@ PYWSL_IMPORT_WARNINGS = MessageSchema(
     buffer_offset=20,
     payload=(CString("WarningsOffset", optional=True),),
 )
-
-
-def instance_entries(instances: Mapping[str, int]) -> list[str]:
-    """``{name: init pid}`` as the ``Entries`` of PYWSL_INSTANCE_LIST (``"<pid>:<name>"``)."""
-    return [f"{pid}:{name}" for name, pid in instances.items()]
 
 
 def parse_instance_entries(entries: Sequence[str]) -> dict[str, int]:

@@ -1,8 +1,13 @@
-"""The messages of a launch, encoded with `struct` alone: the launch path never imports construct.
+"""WSL's messages encoded with `struct` alone: neither a launch nor the VM imports construct.
 
 A warm `pywsl -d D -- cmd` exchanges a handful of messages (the mini_init greeting, `LaunchInit`
 and its `CreateInstanceResult`, `Initialize`, `CreateSession`, `CreateProcessUtilityVm`, the
-exit channel's `ExitStatus`, `WindowSizeChanged`, pywsl's `SignalProcess`). Their layouts are
+exit channel's `ExitStatus`, `WindowSizeChanged`, pywsl's `SignalProcess`); a cold one adds the
+VM's configuration (`EarlyConfig`, `InitialConfig`). The guest's processes exchange every message
+of theirs with these too (`ChildExit`, `TerminateInstance`, the import's results, the disk
+messages, pywsl's `InstanceList`, `ShutdownVm`, `ImportWarnings`, interop's
+`CreateProcessResponse`): the VM imports all it needs before it starts and cannot read the
+interpreter's files afterwards, so construct would be on every VM's start. Their layouts are
 declared once, with construct, in `messages_init.py`, `messages_mini_init.py` and
 `extensions.py`; importing construct and building those declarations costs more than the rest of
 the launch. This module restates the same layouts as `struct` formats and gives each message a
@@ -10,11 +15,12 @@ the launch. This module restates the same layouts as `struct` formats and gives 
 bytes, the same values, the same `ProtocolError`s (the tests check it against the construct
 declarations and the published vectors, message by message).
 
-A schema here is a fixed part (`Header` plus named fields, `x` for padding) and the variable part
-in writer order: `CStr` (an offset field and a NUL-terminated string; `optional`: offset 0 means
-absent), `Direct` (a string stored directly in `Buffer`) and `Strings` (an offset and a count
-field and that many strings; `placeholder`: one NUL when empty). The create-process message embeds
-`Common`, whose offsets count from its own start.
+A schema here is a fixed part (`Header` plus named fields, `x` for padding; a `Nested` struct
+without strings is one field of the fixed part) and the variable part in writer order: `CStr` (an
+offset field and a NUL-terminated string; `optional`: offset 0 means absent), `Direct` (a string
+stored directly in `Buffer`), `Strings` (an offset and a count field and that many strings;
+`placeholder`: one NUL when empty) and `Blob` (an offset and a size field, raw bytes). The
+create-process message embeds `Common`, whose offsets count from its own start.
 """
 
 from __future__ import annotations
@@ -29,21 +35,37 @@ from pywsl.wire.errors import ProtocolError
 from pywsl.wire.parsed import Message, cstring_at
 
 __all__ = [
+    "CHILD_EXIT",
     "CREATE_INSTANCE_RESULT",
+    "CREATE_PROCESS_RESPONSE",
     "CREATE_PROCESS_UTILITY_VM",
     "CREATE_SESSION",
     "CREATE_SESSION_RESPONSE",
+    "DETACH_MESSAGE",
+    "EARLY_CONFIG",
     "EXIT_STATUS",
     "FAST_SCHEMAS",
     "GUEST_CAPABILITIES",
+    "IMPORT_RESULT",
+    "IMPORT_WARNINGS",
     "INITIALIZE",
     "INITIALIZE_RESPONSE",
+    "INITIAL_CONFIG",
+    "INSTANCE_LIST",
     "MINI_INIT_MESSAGE",
+    "MOUNT_MESSAGE",
+    "MOUNT_RESULT",
+    "RESIZE_MESSAGE",
+    "RESIZE_RESPONSE",
     "RESULT_UINT32",
+    "SHUTDOWN_VM",
     "SIGNAL_PROCESS",
+    "TERMINATE_INSTANCE",
+    "UNMOUNT_MESSAGE",
     "WINDOW_SIZE_CHANGED",
     "FastMessage",
     "FastSchema",
+    "instance_entries",
 ]
 
 _HEADER = struct.Struct("<IIII")
@@ -85,13 +107,27 @@ class Strings:
         self.placeholder = placeholder
 
 
-Item = CStr | Direct | Strings
+class Blob:
+    """Raw bytes at an offset, their length in a size field (`optional`: offset 0 = absent)."""
+
+    __slots__ = ("field", "name", "optional", "size")
+
+    def __init__(self, field: str, size: str, *, optional: bool = False) -> None:
+        self.field = field
+        self.size = size
+        self.name = field.removesuffix("Offset").removesuffix("Index")
+        self.optional = optional
+
+
+Item = CStr | Direct | Strings | Blob
 
 
 def _computed(item: Item) -> tuple[str, ...]:
     """The fixed fields the writer fills in for a payload item."""
     if isinstance(item, Strings):
         return (item.field, item.count)
+    if isinstance(item, Blob):
+        return (item.field, item.size)
     return () if isinstance(item, Direct) else (item.field,)
 
 
@@ -118,6 +154,16 @@ class _Fixed:
         self.flags = frozenset(flags)
 
 
+class Nested:
+    """A struct embedded in the fixed part (no strings of its own): `name` is its C name."""
+
+    __slots__ = ("fixed", "name")
+
+    def __init__(self, name: str, layout: str) -> None:
+        self.name = name
+        self.fixed = _Fixed(layout)
+
+
 class _Block:
     """The create-process `Common`: its fixed part, where its strings start, its variable part."""
 
@@ -142,6 +188,7 @@ class FastSchema:
         buffer_offset: int | None = None,
         payload: Sequence[Item] = (),
         common: _Block | None = None,
+        nested: Mapping[str, Nested] | None = None,
         other_types: Sequence[int] = (),
     ) -> None:
         self.name = name
@@ -151,6 +198,7 @@ class FastSchema:
         self.sizeof = MESSAGE_HEADER_SIZE + self._fixed.struct.size
         self.payload = tuple(payload)
         self.common = common
+        self.nested: Mapping[str, Nested] = dict(nested or {})
         self.fields: Mapping[str, str] = {
             name: code for name, code in self._fixed.codes.items() if name != "Common"
         }
@@ -187,6 +235,9 @@ class FastSchema:
         values.update(
             zip(self._fixed.names, self._fixed.struct.unpack_from(data, MESSAGE_HEADER_SIZE), strict=True)
         )
+        for name, nested in self.nested.items():
+            unpacked = nested.fixed.struct.unpack(values[name])
+            values[name] = FastMessage(nested.name, dict(zip(nested.fixed.names, unpacked, strict=True)))
         for item in self.payload:
             values[item.name] = self._decode(item, data, values, 0, "")
         if self.common is not None:
@@ -238,6 +289,10 @@ class FastSchema:
             if offset == 0 and item.optional:
                 return None
             return self._cstring(data, base + offset, where)[0]
+        if isinstance(item, Blob):
+            if offset == 0 and item.optional:
+                return None
+            return self._blob(data, base + offset, raw[item.size], where, prefix + item.size)
         count: int = raw[item.count]
         position = base + offset
         if count == 0:
@@ -253,6 +308,17 @@ class FastSchema:
             text, position = self._cstring(data, position, f"{where}[{index}]")
             strings.append(text)
         return strings
+
+    def _blob(self, data: bytes, position: int, length: int, where: str, size_field: str) -> bytes:
+        if length < 0:
+            raise self._error(f"negative size {length}", size_field)
+        if position < self.buffer_offset or position + length > len(data):
+            raise self._error(
+                f"{length} bytes at byte {position} lie outside the variable part "
+                f"(bytes {self.buffer_offset}..{len(data)})",
+                where,
+            )
+        return data[position : position + length]
 
     def _cstring(self, data: bytes, position: int, where: str) -> tuple[str, int]:
         try:
@@ -316,27 +382,52 @@ class FastSchema:
         body = bytearray()
         fixed: dict[str, Any] = {}
         for item in payload:
-            value = values.pop(item.name, None)
-            offset = start + len(body) - base
-            if isinstance(item, Direct):
-                if value is not None:
-                    body += self._text(value, prefix + item.field) + b"\0"
-            elif isinstance(item, CStr):
-                if value is None and item.optional:
-                    fixed[item.field] = 0
-                else:
-                    body += self._text("" if value is None else value, prefix + item.name) + b"\0"
-                    fixed[item.field] = offset
-            else:
-                strings = self._texts([] if value is None else value, prefix + item.name)
-                encoded = b"".join(text + b"\0" for text in strings)
-                body += encoded if strings or not item.placeholder else b"\0"
-                fixed[item.field], fixed[item.count] = offset, len(strings)
+            encoded, located = self._encode(
+                item, values.pop(item.name, None), start + len(body) - base, prefix
+            )
+            body += encoded
+            fixed.update(located)
         for key, value in values.items():
             if key not in names or key in fixed:
                 raise TypeError(f"{self.name} has no settable field {prefix}{key}")
-            fixed[key] = value
+            nested = self.nested.get(key) if not prefix else None
+            fixed[key] = value if nested is None else self._pack_nested(nested, value, key)
+        if not prefix:
+            for key, nested in self.nested.items():
+                fixed.setdefault(key, bytes(nested.fixed.struct.size))
         return fixed, body
+
+    def _encode(self, item: Item, value: Any, offset: int, prefix: str) -> tuple[bytes, dict[str, int]]:
+        """One payload item's bytes and the fixed fields that locate it."""
+        if isinstance(item, Direct):
+            return (b"", {}) if value is None else (self._text(value, prefix + item.field) + b"\0", {})
+        if isinstance(item, CStr):
+            if value is None and item.optional:
+                return b"", {item.field: 0}
+            return self._text("" if value is None else value, prefix + item.name) + b"\0", {
+                item.field: offset
+            }
+        if isinstance(item, Blob):
+            if value is None and item.optional:
+                return b"", {item.field: 0, item.size: 0}
+            blob = self._bytes(value, prefix + item.name)
+            return blob, {item.field: offset, item.size: len(blob)}
+        strings = self._texts([] if value is None else value, prefix + item.name)
+        encoded = b"".join(text + b"\0" for text in strings)
+        return encoded if strings or not item.placeholder else b"\0", {
+            item.field: offset,
+            item.count: len(strings),
+        }
+
+    def _pack_nested(self, nested: Nested, value: Any, name: str) -> bytes:
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            raise self._error(f"expected a mapping of fields, got {type(value).__name__}", name)
+        unknown = set(value) - set(nested.fixed.names)
+        if unknown:
+            raise TypeError(f"{self.name} has no field {name}.{sorted(unknown)[0]}")
+        return self._pack(nested.fixed, value, name + ".")
 
     def _pack(self, fixed: _Fixed, values: Mapping[str, Any], prefix: str) -> bytes:
         arguments = []
@@ -362,6 +453,13 @@ class FastSchema:
         except UnicodeEncodeError as exc:
             raise self._error(f"cannot encode as UTF-8: {exc.reason}", where) from None
 
+    def _bytes(self, value: Any, where: str) -> bytes:
+        if value is None:
+            return b""
+        if not isinstance(value, bytes | bytearray | memoryview):
+            raise self._error(f"expected bytes, got {type(value).__name__}", where)
+        return bytes(value)
+
     def _texts(self, value: Any, where: str) -> list[bytes]:
         if isinstance(value, str | bytes) or not isinstance(value, Sequence):
             raise self._error(f"expected a list of str, got {type(value).__name__}", where)
@@ -369,6 +467,7 @@ class FastSchema:
 
 
 T = LX_MESSAGE_TYPE
+P = PYWSL_MESSAGE_TYPE
 
 # ---- mini_init channel (messages_mini_init.py) ------------------------------------------------------
 
@@ -378,6 +477,70 @@ GUEST_CAPABILITIES = FastSchema(
     "SeccompAvailable:? 7x HvPciSwiotlbBase:Q HvPciSwiotlbSize:Q",
     buffer_offset=40,
     payload=(Direct(),),
+)
+EARLY_CONFIG = FastSchema(
+    "LX_MINI_INIT_EARLY_CONFIG_MESSAGE",
+    T.LxMiniInitMessageEarlyConfig,
+    "SwapLun:I SystemDistroDeviceType:I SystemDistroDeviceId:I MemoryReclaimMode:I "
+    "DnsTunnelingIpAddress:I EnableDebugShell:? EnableDnsTunneling:? EnableSafeMode:? DefaultKernel:? "
+    "IsolateDistroCgroup:? 3x KernelModulesDeviceId:I HostnameOffset:I KernelModulesListOffset:I",
+    buffer_offset=56,
+    payload=(CStr("HostnameOffset"), CStr("KernelModulesListOffset")),
+)
+INITIAL_CONFIG = FastSchema(
+    "LX_MINI_INIT_CONFIG_MESSAGE",
+    T.LxMiniInitMessageInitialConfig,
+    "EntropySize:i EntropyOffset:I EnableGuiApps:? MountGpuShares:? EnableInboxGpuLibs:? x "
+    "NetworkingConfiguration:20s",
+    nested={
+        "NetworkingConfiguration": Nested(
+            "LX_MINI_INIT_NETWORKING_CONFIGURATION",
+            "NetworkingMode:I PortTrackerType:I EphemeralPortRangeStart:H EphemeralPortRangeEnd:H "
+            "EnableDhcpClient:? DisableIpv6:? 2x DhcpTimeout:i",
+        )
+    },
+    buffer_offset=48,
+    payload=(Blob("EntropyOffset", "EntropySize"),),
+)
+CHILD_EXIT = FastSchema("LX_MINI_INIT_CHILD_EXIT_MESSAGE", T.LxMiniInitMessageChildExit, "ChildPid:I")
+IMPORT_RESULT = FastSchema(
+    "LX_MINI_INIT_IMPORT_RESULT",
+    T.LxMiniInitMessageImportResult,
+    "Result:i ValidDistribution:? 3x FlavorIndex:I VersionIndex:I ShortcutIconIndex:I ShortcutIconSize:I "
+    "DefaultNameIndex:I TerminalProfileIndex:I TerminalProfileSize:I GenerateTerminalProfile:? "
+    "GenerateShortcut:? 2x",
+    buffer_offset=54,
+    payload=(
+        CStr("FlavorIndex", optional=True),
+        CStr("VersionIndex", optional=True),
+        CStr("DefaultNameIndex", optional=True),
+        Blob("ShortcutIconIndex", "ShortcutIconSize", optional=True),
+        Blob("TerminalProfileIndex", "TerminalProfileSize", optional=True),
+    ),
+)
+MOUNT_MESSAGE = FastSchema(
+    "LX_MINI_INIT_MOUNT_MESSAGE",
+    T.LxMiniInitMessageMount,
+    "PartitionIndex:I ScsiLun:I TypeOffset:I TargetNameOffset:I OptionsOffset:I",
+    buffer_offset=36,
+    payload=(CStr("TypeOffset"), CStr("TargetNameOffset"), CStr("OptionsOffset")),
+)
+UNMOUNT_MESSAGE = FastSchema(
+    "LX_MINI_INIT_UNMOUNT_MESSAGE", T.LxMiniInitMessageUnmount, buffer_offset=16, payload=(Direct(),)
+)
+DETACH_MESSAGE = FastSchema("LX_MINI_INIT_DETACH_MESSAGE", T.LxMiniInitMessageDetach, "ScsiLun:I")
+MOUNT_RESULT = FastSchema(
+    "LX_MINI_INIT_MOUNT_RESULT_MESSAGE", T.LxMiniInitMessageMountStatus, "Result:i FailureStep:I"
+)
+RESIZE_MESSAGE = FastSchema(
+    "LX_MINI_INIT_RESIZE_DISTRIBUTION_MESSAGE",
+    T.LxMiniInitMessageResizeDistribution,
+    "ScsiLun:I 4x NewSize:Q",
+)
+RESIZE_RESPONSE = FastSchema(
+    "LX_MINI_INIT_RESIZE_DISTRIBUTION_RESPONSE",
+    T.LxMiniInitMessageResizeDistributionResponse,
+    "ResponseCode:I",
 )
 MINI_INIT_MESSAGE = FastSchema(
     "LX_MINI_INIT_MESSAGE",
@@ -436,6 +599,7 @@ INITIALIZE_RESPONSE = FastSchema(
     buffer_offset=48,
     payload=(CStr("FlavorIndex", optional=True), CStr("VersionIndex", optional=True)),
 )
+TERMINATE_INSTANCE = FastSchema("LX_INIT_TERMINATE_INSTANCE", T.LxInitMessageTerminateInstance, "Force:? 3x")
 CREATE_SESSION = FastSchema("LX_INIT_CREATE_SESSION", T.LxInitMessageCreateSession, "ConsoleId:q")
 CREATE_SESSION_RESPONSE = FastSchema(
     "LX_INIT_CREATE_SESSION_RESPONSE", T.LxInitMessageCreateSessionResponse, "Port:I"
@@ -462,6 +626,29 @@ CREATE_PROCESS_UTILITY_VM = FastSchema(
     ),
 )
 RESULT_UINT32 = FastSchema("RESULT_MESSAGE<uint32_t>", T.LxMessageResultUint32, "Result:I")
+CREATE_PROCESS_RESPONSE = FastSchema(
+    "LX_INIT_CREATE_PROCESS_RESPONSE",
+    T.LxInitMessageCreateProcessResponse,
+    "Result:i 4x SignalPipeId:q Flags:I 4x",
+)
+
+# ---- pywsl's extensions (extensions.py) --------------------------------------------------------------
+
+INSTANCE_LIST = FastSchema(
+    "PYWSL_INSTANCE_LIST",
+    P.PywslInstanceList,
+    "Count:I EntriesOffset:I",
+    buffer_offset=24,
+    payload=(Strings("EntriesOffset", "Count"),),
+)
+SHUTDOWN_VM = FastSchema("PYWSL_SHUTDOWN_VM", P.PywslShutdownVm, "Force:? 3x")
+IMPORT_WARNINGS = FastSchema(
+    "PYWSL_IMPORT_WARNINGS",
+    P.PywslImportWarnings,
+    "WarningsOffset:I",
+    buffer_offset=20,
+    payload=(CStr("WarningsOffset", optional=True),),
+)
 
 # ---- relay sockets ----------------------------------------------------------------------------------
 
@@ -469,22 +656,42 @@ EXIT_STATUS = FastSchema("LX_INIT_PROCESS_EXIT_STATUS", T.LxInitMessageExitStatu
 WINDOW_SIZE_CHANGED = FastSchema(
     "LX_INIT_WINDOW_SIZE_CHANGED", T.LxInitMessageWindowSizeChanged, "Rows:H Columns:H"
 )
-SIGNAL_PROCESS = FastSchema("PYWSL_SIGNAL_PROCESS", PYWSL_MESSAGE_TYPE.PywslSignalProcess, "Signal:i")
+SIGNAL_PROCESS = FastSchema("PYWSL_SIGNAL_PROCESS", P.PywslSignalProcess, "Signal:i")
 
 FAST_SCHEMAS: Mapping[str, FastSchema] = {
     fast.name: fast
     for fast in (
         GUEST_CAPABILITIES,
+        EARLY_CONFIG,
+        INITIAL_CONFIG,
+        CHILD_EXIT,
+        IMPORT_RESULT,
+        MOUNT_MESSAGE,
+        UNMOUNT_MESSAGE,
+        DETACH_MESSAGE,
+        MOUNT_RESULT,
+        RESIZE_MESSAGE,
+        RESIZE_RESPONSE,
         MINI_INIT_MESSAGE,
         CREATE_INSTANCE_RESULT,
+        TERMINATE_INSTANCE,
         INITIALIZE,
         INITIALIZE_RESPONSE,
         CREATE_SESSION,
         CREATE_SESSION_RESPONSE,
         CREATE_PROCESS_UTILITY_VM,
         RESULT_UINT32,
+        CREATE_PROCESS_RESPONSE,
+        INSTANCE_LIST,
+        SHUTDOWN_VM,
+        IMPORT_WARNINGS,
         EXIT_STATUS,
         WINDOW_SIZE_CHANGED,
         SIGNAL_PROCESS,
     )
 }
+
+
+def instance_entries(instances: Mapping[str, int]) -> list[str]:
+    """``{name: init pid}`` as the ``Entries`` of PYWSL_INSTANCE_LIST (``"<pid>:<name>"``)."""
+    return [f"{pid}:{name}" for name, pid in instances.items()]

@@ -24,13 +24,12 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pywsl.api import cancellation
 from pywsl.api.credentials import UserIdentity, acting_as, makedirs_as
 from pywsl.api.errors import WslError, from_os_error, not_supported_by_backend
 from pywsl.api.files.owned_tree import ForeignContent, TreeOwners, move_tree, remove_tree
-from pywsl.api.files.transfer import Progress, Source, StderrCollector, open_export_target
 
 if TYPE_CHECKING:
+    from pywsl.api.files.transfer import Progress, Source
     from pywsl.api.session.registry import Registration
 
 if TYPE_CHECKING:
@@ -450,6 +449,8 @@ class RootfsFolders:
 
     def copy_rootfs(self, source_base: Path, target_base: Path, open_vm: OpenVm) -> None:
         """Copy `source_base/rootfs` into the empty `target_base/rootfs` through the VM."""
+        from pywsl.api.files.transfer import StderrCollector  # not on the launch path
+
         stderr = StderrCollector()
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         failure: list[BaseException] = []
@@ -488,6 +489,9 @@ class RootfsFolders:
         """Write `base_path/rootfs` to `target` (a path, file object, descriptor or pipe) as a tar
         compressed with `compression`, through the VM's export worker. A file created for the
         export is removed again if it fails. `progress` gets the bytes written so far."""
+        from pywsl.api import cancellation
+        from pywsl.api.files.transfer import StderrCollector, open_export_target
+
         stderr = StderrCollector()
         try:
             with (

@@ -35,7 +35,6 @@ from pywsl.api.errors import WslError, error_context, not_supported_by_backend
 from pywsl.api.files.rootfs_folder import FOLDER_MODE, RootfsFolders, export_compression
 from pywsl.api.process.launch_request import process_request
 from pywsl.api.session import user_vm, user_warnings
-from pywsl.api.session.disk_verbs import DiskVerbs
 from pywsl.api.session.paths import UserPaths, user_paths
 from pywsl.api.session.registrations import Distro, check_unique, lookup, update_registration
 from pywsl.api.session.registry import (
@@ -54,6 +53,7 @@ from pywsl.api.session.registry import (
 if TYPE_CHECKING:
     from pywsl.api.files.transfer import Progress, Source
     from pywsl.api.process.lx_process import LxProcess
+    from pywsl.api.session.disk_verbs import DiskVerbs
     from pywsl.api.session.distribution_disks import DistributionDisks
     from pywsl.api.session.distribution_info import DistributionConfiguration, DistributionInfo
     from pywsl.api.session.wslconfig import WslConfig
@@ -780,6 +780,8 @@ class UserSession:
 
     @property
     def _disk_verbs(self) -> DiskVerbs:
+        from pywsl.api.session.disk_verbs import DiskVerbs  # not on the launch path
+
         return DiskVerbs(self)
 
     def set_sparse(self, distro: Distro, sparse: bool, *, allow_unsafe: bool = False) -> None:
