@@ -637,13 +637,19 @@ def test_install_no_launch_and_options(cli: Cli, installer: Any, tmp_path: Path)
         (["Debian", "--from-file", "x.wsl"], "Arguments --from-file and --distribution can't be specified"),
         (["--enable-wsl1"], "WSL1 is not supported with your current machine configuration."),
         (["--version", "1"], "WSL1 is not supported with your current machine configuration."),
-        (["--vhd-size", "10GB"], "--vhd-size is not supported"),
     ],
 )
 def test_install_checks(cli: Cli, installer: Any, args: list[str], text: str) -> None:
     outcome = cli("--install", *args)
     assert outcome.exit_code == 255 and text in outcome.stderr
     installer.assert_not_called()
+
+
+def test_install_passes_the_disk_size_to_the_installer(cli: Cli, installer: Any) -> None:
+    outcome = cli("--install", "Debian", "--vhd-size", "10GB", "--fixed-vhd", "--no-launch")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert installer.call_args.kwargs["vhd_size"] == 10 * 1024**3
+    assert installer.call_args.kwargs["fixed_vhd"] is True
 
 
 def test_install_no_distribution(cli: Cli, installer: Any) -> None:

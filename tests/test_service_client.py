@@ -112,6 +112,8 @@ class ScriptedSession:
         run_oobe: bool = False,
         progress: Any = None,
         vhd: bool = False,
+        vhd_size: int | None = None,
+        fixed_vhd: bool = False,
     ) -> DistributionInfo:
         chunks = []
         while chunk := os.read(source, 1 << 16):

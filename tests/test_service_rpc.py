@@ -217,6 +217,8 @@ def test_parameters_are_checked_and_defaulted() -> None:
         "version": 2,
         "run_oobe": False,
         "vhd": False,
+        "vhd_size": None,
+        "fixed_vhd": False,
     }
     cases: list[tuple[dict[str, object], str, str]] = [
         ({"name": "Deb"}, "source", "missing"),

@@ -5,8 +5,9 @@ the legacy `--distribution`), `--name`, `--location`, `--version`, `--from-file`
 a name), `--no-launch`, `--web-download`, `--no-distribution` (not together with a name; there are
 no optional components to install here, so it only succeeds). The installer
 (`pywsl.api.install.installer.install`) registers the distribution; then, unless `--no-launch`, its shell is
-started as for a bare `pywsl -d <name>`. WSL 1, `--legacy` (Store packages), and the disk options
-`--vhd-size`/`--fixed-vhd` have no counterpart here and fail clearly.
+started as for a bare `pywsl -d <name>`. WSL 1 and `--legacy` (Store packages) have no
+counterpart here and fail clearly; `--vhd-size`/`--fixed-vhd` size the new distribution's disk
+on the qemu backend (the namespaces backend's session refuses them).
 
 On Windows the session is the installed WslService, as for wsl.exe: the image is downloaded to the
 temporary folder and registered through `RegisterDistribution`, with `--version` 1 or 2 (the user's
@@ -40,10 +41,10 @@ def _check(
     version: str | None,
 ) -> tuple[int, int | None]:
     """wsl.exe's checks of the options; returns the WSL version to ask for (here 2; on Windows 1, 2,
-    or 0 for the user's default) and the `--vhd-size` in bytes (Windows only)."""
+    or 0 for the user's default) and the `--vhd-size` in bytes."""
     from pywsl.cli.windows import on_windows, parse_size
 
-    size = parse_size(vhd_size) if vhd_size is not None and on_windows() else None
+    size = parse_size(vhd_size) if vhd_size is not None else None
     if no_distribution and target is not None:
         raise fail(
             "E_INVALIDARG",
@@ -62,10 +63,6 @@ def _check(
     if enable_wsl1:
         raise fail("WSL_E_WSL1_NOT_SUPPORTED", messages.WSL1_NOT_SUPPORTED)
     number = 0 if version is None else parse_version(version, allow_wsl1=on_windows())
-    if (vhd_size is not None or fixed_vhd) and not on_windows():
-        from pywsl.api.errors import not_supported_by_backend
-
-        not_supported_by_backend("--vhd-size" if vhd_size is not None else "--fixed-vhd", context="Wsl")
     return (number if on_windows() else 2), size
 
 

@@ -68,8 +68,9 @@ class DiskFiles:
         finally:
             os.close(fd)
 
-    def create(self, base_path: Path, name: str, size: int) -> None:
-        """A new, empty image of ``size`` bytes (sparse: nothing is allocated), mode 0600."""
+    def create(self, base_path: Path, name: str, size: int, *, allocate: bool = False) -> None:
+        """A new, empty image of ``size`` bytes, mode 0600: sparse (nothing allocated), or with
+        every block allocated at once (``allocate``, WSL's fixed-size disk)."""
         size = max(size, MIN_DISK_SIZE)
         with self._folder(base_path) as folder, acting_as(self.folders.identity):
             try:
@@ -80,6 +81,8 @@ class DiskFiles:
                 ) from None
             try:
                 os.ftruncate(fd, size)
+                if allocate:
+                    os.posix_fallocate(fd, 0, size)
             except OSError as error:
                 os.close(fd)
                 with contextlib.suppress(OSError):

@@ -220,6 +220,8 @@ def install_builtin_distribution(
     name: str | None = None,
     location: str | None = None,
     version: int = 2,
+    vhd_size: int | None = None,
+    fixed_vhd: bool = False,
     progress: Report | None = None,
     cache: BuildCache | None = None,
     queue: BuildQueue | None = None,
@@ -250,8 +252,9 @@ def install_builtin_distribution(
             def imported(done: int) -> None:
                 report({"done": done, "total": total})
 
+            disk: dict[str, Any] = {} if vhd_size is None else {"vhd_size": vhd_size, "fixed_vhd": fixed_vhd}
             return session.register_distribution(
-                target, fd, location=location, version=version, run_oobe=True, progress=imported
+                target, fd, location=location, version=version, run_oobe=True, progress=imported, **disk
             )
         finally:
             os.close(fd)

@@ -290,6 +290,7 @@ def _install_builtin(
     config: WslConfig,
     progress: Progress | None,
     on_status: Message | None,
+    disk: dict[str, Any],
 ) -> Any:
     target = name or entry.name
     _ensure_name_free(session, target)
@@ -305,6 +306,7 @@ def _install_builtin(
             version=version,
             progress=progress,
             on_status=on_status,
+            **disk,
         )
     folder = _work_folder(session, location, config)
     clean_stale_temporaries(folder)
@@ -318,7 +320,7 @@ def _install_builtin(
     try:
         _say(on_status, f"Installing: {entry.friendly_name}")
         return _register(
-            session, target, archive.fd, location=location, version=version, progress=progress, disk={}
+            session, target, archive.fd, location=location, version=version, progress=progress, disk=disk
         )
     finally:
         archive.close()
@@ -485,7 +487,8 @@ def install(
     `no_launch`, the default shell is launched afterwards: `launch(info)` when given (the caller
     then owns the exit status and runs OOBE on its launch path), else `launch_default_shell`.
     `web_download` is accepted as in WSL (images are always downloaded directly). `vhd_size` and
-    `fixed_vhd` go to `register_distribution` only when given (a session with disk images: Windows').
+    `fixed_vhd` go to `register_distribution` only when given (a session with disk images: Windows',
+    or pywsl's on the qemu backend).
     """
     del web_download  # Store installs do not exist here: every image is a direct download
     if version not in (0, 1, 2):
@@ -590,6 +593,7 @@ def _install(
                 config=effective,
                 progress=progress,
                 on_status=on_status,
+                disk=disk,
             )
     return info
 

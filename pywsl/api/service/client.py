@@ -338,6 +338,8 @@ class ServiceClient:
         run_oobe: bool = False,
         progress: Progress | None = None,
         vhd: bool = False,
+        vhd_size: int | None = None,
+        fixed_vhd: bool = False,
     ) -> DistributionInfo:
         """``RegisterDistribution``: the archive is opened here, as the caller."""
         fds = _Fds()
@@ -354,6 +356,8 @@ class ServiceClient:
                     "version": version,
                     "run_oobe": run_oobe,
                     "vhd": vhd,
+                    "vhd_size": vhd_size,
+                    "fixed_vhd": fixed_vhd,
                 },
                 fds=fds.fds,
                 progress=progress,
@@ -374,6 +378,8 @@ class ServiceClient:
         version: int = 2,
         progress: Callable[[int, int | None], Any] | None = None,
         on_status: Callable[[str], Any] | None = None,
+        vhd_size: int | None = None,
+        fixed_vhd: bool = False,
     ) -> DistributionInfo:
         """``InstallBuiltinDistribution``: the service builds the built-in `distribution` as root
         and registers it for the caller (as `name`, in `location`); `on_status` gets each step's
@@ -393,7 +399,14 @@ class ServiceClient:
 
         result = self.call(
             "InstallBuiltinDistribution",
-            {"distribution": distribution, "name": name, "location": _absolute(location), "version": version},
+            {
+                "distribution": distribution,
+                "name": name,
+                "location": _absolute(location),
+                "version": version,
+                "vhd_size": vhd_size,
+                "fixed_vhd": fixed_vhd,
+            },
             progress=relay,
         )
         from pywsl.api.session.distribution_info import DistributionInfo

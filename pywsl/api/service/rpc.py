@@ -69,7 +69,7 @@ Methods (``io.pywsl.UserSession.`` + the name; WSL's ``ILxssUserSession`` names)
     out (the defaults of ``UserSession``). ``-> {key}`` is the result.
 
     * ``CreateInstance(distro?)``
-    * ``RegisterDistribution(name?, source: fd, location?, version, run_oobe, vhd)``
+    * ``RegisterDistribution(name?, source: fd, location?, version, run_oobe, vhd, vhd_size?, fixed_vhd)``
       ``-> {distribution: DistributionInfo}``; progress: archive bytes read so far
     * ``GetDistributionId(name, list_all) -> {id}``
     * ``TerminateDistribution(distro?)``
@@ -464,6 +464,8 @@ METHODS: dict[str, Method] = {
             version=_optional(INT, 2),
             run_oobe=_optional(BOOL, False),
             vhd=_optional(BOOL, False),
+            vhd_size=_optional(UINT64),
+            fixed_vhd=_optional(BOOL, False),
         ),
         _method("GetDistributionId", "id", name=_required(STRING), list_all=_optional(BOOL, False)),
         _method("TerminateDistribution", distro=Param(DISTRO)),
@@ -537,6 +539,8 @@ METHODS: dict[str, Method] = {
             name=_optional(STRING),
             location=_optional(ABSOLUTE_PATH),
             version=_optional(INT, 2),
+            vhd_size=_optional(UINT64),
+            fixed_vhd=_optional(BOOL, False),
         ),
     )
 }

@@ -47,11 +47,13 @@ class DistributionImporter:
         vm_config: Callable[[], VmConfig],
         open_vm: OpenVm,
         disk_size: int = 0,
+        fixed_size: bool = False,
     ) -> None:
         self.registry = registry
         self.folders = folders
         self.disks = DiskFiles(folders)
         self.disk_size = disk_size  # a registration on a disk: the size of its new image
+        self.fixed_size = fixed_size  # ... all of it allocated at once (`--fixed-vhd`)
         self._vm_config = vm_config
         self._open_vm = open_vm
 
@@ -81,7 +83,9 @@ class DistributionImporter:
             update_registration(self.registry, registration.id, mark)
             registration.created_base_path = True
         if registration.on_disk:
-            self.disks.create(registration.base_path, registration.vhd_file_name, self.disk_size)
+            self.disks.create(
+                registration.base_path, registration.vhd_file_name, self.disk_size, allocate=self.fixed_size
+            )
         else:
             self.folders.make_rootfs(registration.base_path, config.uid_map, config.gid_map)
         made.append(True)

@@ -283,6 +283,8 @@ class UserSession:
         run_oobe: bool = False,
         progress: Progress | None = None,
         vhd: bool = False,
+        vhd_size: int | None = None,
+        fixed_vhd: bool = False,
     ) -> DistributionInfo:
         """`RegisterDistribution` / `RegisterDistributionPipe`: import a root filesystem archive.
 
@@ -309,6 +311,7 @@ class UserSession:
             on_disk = config.backend == "qemu"
             if vhd and not on_disk:
                 not_supported_by_backend("Importing a VHD")
+            disk_size = _new_disk_size(config, vhd_size, fixed_vhd, vhd=vhd, on_disk=on_disk)
             distro_id = uuid.uuid4()
             if location is not None:
                 base_path = Path(os.path.abspath(os.fspath(location)))
@@ -339,7 +342,8 @@ class UserSession:
                     self.folders,
                     vm_config=self.vm_config,
                     open_vm=self._vm,
-                    disk_size=int(config.values.get("wsl2.defaultVhdSize") or 1 << 40),  # WSL's 1 TB
+                    disk_size=disk_size,
+                    fixed_size=fixed_vhd,
                 )
                 return importer.run(registration, source, progress, vhd=vhd)
 
@@ -818,6 +822,21 @@ class UserSession:
         return self._disk_verbs.mount_disk(
             disk, vhd=vhd, partition=partition, name=name, fs_type=fs_type, options=options
         )
+
+
+def _new_disk_size(config: WslConfig, size: int | None, fixed: bool, *, vhd: bool, on_disk: bool) -> int:
+    """The size of a new distribution's disk: `size` (`--vhd-size`), else `[wsl2] defaultVhdSize`
+    (WSL's 1 TB). As in WSL, a fixed size needs a size and excludes importing a VHD."""
+    if size is not None or fixed:
+        if not on_disk:
+            not_supported_by_backend("--vhd-size" if size is not None else "--fixed-vhd")
+        if fixed and size is None:
+            raise WslError("E_INVALIDARG", "The argument '--fixed-vhd' is not valid without '--vhd-size'.")
+        if vhd:
+            raise WslError("E_INVALIDARG", "A disk size cannot be given for an imported VHD.")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+            raise WslError("E_INVALIDARG", f"Invalid disk size {size!r}.")
+    return size or int(config.values.get("wsl2.defaultVhdSize") or 1 << 40)
 
 
 def _disk_name(source: Source, vhd: bool) -> str:
