@@ -265,6 +265,8 @@ def test_mount_a_vhd_where_every_distribution_sees_it_then_unmount(
     assert "ID=diskbox" in pywsl.ok("-d", "Viewer", "--", "cat", "/mnt/wsl/data/etc/os-release")
     pywsl.ok("--import", "Later", str(pywsl.workspace / "later"), str(archive))
     assert "ID=diskbox" in pywsl.ok("-d", "Later", "--", "cat", "/mnt/wsl/data/etc/os-release")
+    pywsl.ok("--shutdown")  # WSL attaches the user's disks again when the VM starts anew
+    assert "ID=diskbox" in pywsl.ok("-d", "Later", "--", "cat", "/mnt/wsl/data/etc/os-release")
     taken = pywsl("--mount", str(data), "--vhd", "--name", "data")
     assert taken.returncode != 0
     pywsl.ok("--unmount", str(data))

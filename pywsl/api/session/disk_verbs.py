@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from pywsl.api.errors import WslError, error_context, from_os_error, not_supported_by_backend
 from pywsl.api.session.registry import DistributionState, Registration, RegistryData, validate_name
+from pywsl.api.session.user_disk_store import UserDiskStore
 
 if TYPE_CHECKING:
     from pywsl.api.session.registrations import Distro
     from pywsl.api.session.user_session import UserSession
+    from pywsl.vm import CoreVm
     from pywsl.vm.disk_image import DiskImage
 
 __all__ = ["DiskVerbs"]
@@ -121,6 +123,7 @@ class DiskVerbs:
             if result == -errno.EEXIST:
                 raise WslError("WSL_E_DISK_ALREADY_ATTACHED")
             _check_mount_result(result, step, disk)
+            self._store().add(_entry(disk, vhd, ""))
 
     def detach_disk(self, disk: str | None = None) -> None:
         """`DetachDisk` (`--unmount`): unmount the volumes of the disk (every disk attached with
@@ -136,6 +139,7 @@ class DiskVerbs:
                     if disk is None
                     else stack.enter_context(self._user_disk(disk, vhd=not _is_block_device(disk)))
                 )
+                self._store().remove(disk)  # not attached again at the next start, whatever happens
                 vm = self.session._attach()
                 if vm is None:
                     return  # no VM: nothing is attached
@@ -173,7 +177,32 @@ class DiskVerbs:
             if result == -errno.EEXIST:
                 raise WslError("WSL_E_VM_MODE_MOUNT_NAME_ALREADY_EXISTS")
             _check_mount_result(result, step, disk)
+            self._store().add(_entry(disk, vhd, mount_name, partition, fs_type or "", options or ""))
             return mount_name
+
+    def _store(self) -> UserDiskStore:
+        return UserDiskStore(self.session.paths.runtime_dir)
+
+    def reattach(self, vm: CoreVm) -> list[str]:
+        """A new VM booted: attach and mount again the disks the user attached before it stopped
+        (as WSL does after an idle stop). A disk that fails is forgotten; one warning each."""
+        warnings: list[str] = []
+        store = self._store()
+        for entry in store.entries():
+            try:
+                with self._user_disk(entry["disk"], vhd=entry["vhd"]) as image:
+                    result, step = vm.mount_disk(
+                        image,
+                        name=entry["name"],
+                        partition=entry["partition"],
+                        fs_type=entry["type"],
+                        options=entry["options"],
+                    )
+                _check_mount_result(result, step, entry["disk"])
+            except (WslError, OSError) as error:
+                store.remove(entry["disk"])
+                warnings.append(f"{entry['disk']} was not attached again: {error}")
+        return warnings
 
     def _user_disk_request(self, disk: str, vhd: bool, **fields: Any) -> tuple[int, int]:
         if self.session.config().backend != "qemu":
@@ -206,6 +235,19 @@ class DiskVerbs:
             yield DiskImage(fd)
         finally:
             os.close(fd)
+
+
+def _entry(
+    disk: str, vhd: bool, name: str, partition: int = 0, fs_type: str = "", options: str = ""
+) -> dict[str, Any]:
+    return {
+        "disk": disk,
+        "vhd": vhd,
+        "name": name,
+        "partition": partition,
+        "type": fs_type,
+        "options": options,
+    }
 
 
 def _default_mount_name(disk: str, partition: int) -> str:

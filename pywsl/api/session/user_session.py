@@ -177,6 +177,9 @@ class UserSession:
         if vm.booted:
             for warning in config.startup_warnings():
                 user_warnings.emit(warning)
+            if config.backend == "qemu":  # the user's disks, attached again after an idle stop
+                for warning in self._disk_verbs.reattach(vm):
+                    user_warnings.emit(warning)
         return vm
 
     _require_root = staticmethod(user_vm.require_root)
