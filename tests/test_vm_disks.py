@@ -249,6 +249,17 @@ def test_resize_grows_and_shrinks_the_file_system(pywsl: Pywsl) -> None:
     pywsl.ok("--terminate", "Sized")
     assert pywsl("--manage", "Sized", "--resize", "1MB").returncode != 0  # below what the files use
     assert pywsl.ok("-d", "Sized", "--", "echo", "intact").strip() == "intact"
+
+    def root_options() -> list[str]:
+        mounts = pywsl.ok("-d", "Sized", "--", "cat", "/proc/mounts").splitlines()
+        return [line for line in mounts if " / " in line][-1].split()[3].split(",")
+
+    assert "discard" not in root_options()  # WSL's default: not sparse
+    assert pywsl("--manage", "Sized", "--set-sparse", "true").returncode != 0  # needs --allow-unsafe
+    pywsl.ok("--manage", "Sized", "--set-sparse", "true", "--allow-unsafe")
+    assert "discard" in root_options()  # freed blocks go back to the host
+    pywsl.ok("--manage", "Sized", "--set-sparse", "false")
+    assert "discard" not in root_options()
     pywsl.ok("--unregister", "Sized")
 
 
