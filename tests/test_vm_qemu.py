@@ -395,16 +395,17 @@ def _vm_processes(runtime_dir: Path) -> list[int]:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
             state = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()[0]
             ours = str(runtime_dir).encode() in cmdline and b"qemu" in cmdline
-            if state != "Z" and (ours or _server_of(entry)):  # QEMU, file and interop servers
+            if state != "Z" and (ours or _server_of(entry, runtime_dir)):  # QEMU, file and interop servers
                 found.append(int(entry))
     return found
 
 
-def _server_of(pid: str) -> bool:
-    """A process a VM monitor started (its parent is a monitor)."""
+def _server_of(pid: str, runtime_dir: Path) -> bool:
+    """A process the monitor of the VM in ``runtime_dir`` started (not another VM's)."""
     with contextlib.suppress(OSError):
         parent = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1]
-        return b"qemu_monitor" in Path(f"/proc/{parent}/cmdline").read_bytes()
+        monitor = Path(f"/proc/{parent}/cmdline").read_bytes()
+        return b"qemu_monitor" in monitor and str(runtime_dir).encode() in monitor
     return False
 
 
