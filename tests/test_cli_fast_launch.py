@@ -7,7 +7,11 @@ calls on the session must be the same. Lines outside the fast path's shape go to
 from __future__ import annotations
 
 import errno
+import gc
+import os
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -22,6 +26,7 @@ from pywsl.cli.invocation import Invocation
 from pywsl.cli.launch import launch_options
 from pywsl.cli.main import run
 
+REPO = Path(__file__).resolve().parent.parent
 Outcome = tuple[int | None, str, str, list[Any]]
 
 
@@ -172,3 +177,83 @@ def test_other_lines_go_to_the_grammar(cli: Cli, capsys: pytest.CaptureFixture[s
 def test_shell_completion_goes_to_the_grammar(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(fast_launch.COMPLETE_VARIABLE, "bash_complete")
     assert fast_launch.run(["-d", "debian", "--", "true"]) is None
+
+
+def test_the_collector_is_left_as_it_was(cli: Cli, capsys: pytest.CaptureFixture[str]) -> None:
+    """The launch turns the collector off, then freezes what it made before the wait; a caller's
+    process gets its collector back on and nothing frozen."""
+    cli.process.wait.return_value = 0
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == 0
+    seen: list[tuple[bool, int]] = []
+
+    def wait(*_: object) -> int:
+        seen.append((gc.isenabled(), gc.get_freeze_count()))
+        return 0
+
+    cli.process.wait.side_effect = wait
+    assert run(["-d", "debian", "--", "true"]) == 0
+    assert seen and seen[0][0] and seen[0][1] > 0  # on, with the launch's objects frozen, while it waits
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == 0
+
+
+LEAVE = """
+import atexit, sys
+from pywsl.cli import main
+
+class Teardown:
+    def __del__(self):
+        sys.stdout.write("teardown\\n")
+
+kept = Teardown()
+atexit.register(lambda: sys.stdout.write("atexit\\n"))
+sys.stdout.write("buffered ")
+{before}
+main._leave(7)
+"""
+
+
+def _leave_in_a_child(before: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", LEAVE.format(before=before)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=False,
+    )
+
+
+def test_leaving_skips_the_teardown_only() -> None:
+    """The console script's exit: the status, atexit functions and buffered output as `sys.exit`
+    gives them, without freeing every module (no finalizer runs at teardown)."""
+    left = _leave_in_a_child("")
+    assert left.returncode == 7, left.stderr
+    assert left.stdout == "buffered atexit\n"
+
+
+def test_a_running_thread_takes_the_normal_exit() -> None:
+    """A thread still running is waited for, as `sys.exit` does: here it reads stdin, which is
+    closed once the child says it is about to leave."""
+    before = (
+        "import threading; threading.Thread(target=sys.stdin.read).start(); "
+        "sys.stderr.write('leaving\\n'); sys.stderr.flush()"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", LEAVE.format(before=before)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        assert child.stderr is not None
+        assert child.stderr.readline() == "leaving\n"
+        out, err = child.communicate(input="", timeout=60)
+    finally:
+        child.kill()
+        child.wait(timeout=60)
+    assert child.returncode == 7, err
+    assert out == "buffered atexit\nteardown\n"

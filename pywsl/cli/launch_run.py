@@ -112,7 +112,7 @@ def launch_process(
     process = session.create_lx_process(
         distro, command_line, filename=filename, cwd=cwd, username=user, login=login, wslenv_source=os.environ
     )
-    gc.enable()  # off while the fast path set the launch up (`pywsl.cli.main`); the wait may be long
+    _resume_collection()
     status = process.wait()
     if process.exit_status_lost and not _distribution_running(session, distro):
         _report_instance_terminated()
@@ -122,6 +122,15 @@ def launch_process(
     if status == TTY_LIMIT_STATUS:
         raise fail("WSL_E_TTY_LIMIT")
     return status
+
+
+def _resume_collection() -> None:
+    """The collector on again for the wait, which may be long: the fast path turned it off while the
+    launch set up (`pywsl.cli.main`). What was made meanwhile (the launch's modules, mostly) is
+    frozen first, so that the first collection does not walk all of it."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def _distribution_running(session: UserSession, distro: uuid.UUID | None) -> bool:

@@ -37,10 +37,12 @@ def build_command() -> Pywsl:
     return build()
 
 
-def _fast_launch(argv: Sequence[str] | None) -> int | None:
+def _fast_launch(argv: Sequence[str] | None, *, exiting: bool = False) -> int | None:
     """`fast_launch.run`, with the garbage collector off while the launch imports and sets up:
     those make many objects and no garbage, and collecting would add about a tenth to a warm
-    launch. `launch_run.launch_process` turns it on again before it waits for the process."""
+    launch. `launch_run.launch_process` freezes what was made meanwhile and turns it on again
+    before it waits for the process; unless the process is `exiting`, they are unfrozen after."""
+    frozen = gc.get_freeze_count()
     gc.disable()
     try:
         from pywsl.cli import fast_launch
@@ -48,6 +50,8 @@ def _fast_launch(argv: Sequence[str] | None) -> int | None:
         return fast_launch.run(argv)
     finally:
         gc.enable()
+        if not exiting and not frozen and gc.get_freeze_count():
+            gc.unfreeze()
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -60,7 +64,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """The console script."""
-    status = _fast_launch(argv)
+    status = _fast_launch(argv, exiting=True)
     if status is not None:
         flush_stdout()
         _leave(status)
