@@ -172,4 +172,4 @@ def test_not_supported_by_backend_names_an_alternative() -> None:
         not_supported_by_backend("Resizing a distribution's disk")
     assert caught.value.code == "ERROR_NOT_SUPPORTED"
     assert "not supported by the namespaces backend" in caught.value.message
-    assert "kvm" in caught.value.message
+    assert "The qemu backend ([pywsl] backend = qemu) supports it." in caught.value.message

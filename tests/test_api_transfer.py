@@ -168,7 +168,8 @@ def test_bad_sources(tmp_path: Path) -> None:
     vhd.write_bytes(b"vhdxfile" + bytes(1000))
     with pytest.raises(WslError) as image, open_archive_source(vhd, ME):
         pass
-    assert image.value.code == "ERROR_NOT_SUPPORTED"
+    assert image.value.code == "WSL_E_IMPORT_FAILED"
+    assert "Use --vhd to import a VHD" in image.value.message
 
 
 def test_export_to_a_path_and_a_file_object(tmp_path: Path) -> None:

@@ -90,6 +90,8 @@ class RecordingSession:
         run_oobe: bool = False,
         progress: Any = None,
         vhd: bool = False,
+        vhd_size: int | None = None,
+        fixed_vhd: bool = False,
     ) -> DistributionInfo:
         chunks = []
         while chunk := os.read(source, 65536):
