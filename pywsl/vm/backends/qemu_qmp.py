@@ -45,7 +45,7 @@ class QmpLink:
             sock.settimeout(max(0.001, deadline - time.monotonic()))
             data = sock.recv(65536)
             if not data:
-                raise QmpError("QEMU closed its QMP monitor")
+                raise ConnectionResetError("QEMU closed its QMP monitor")
             self.buffer += data
         line, _newline, self.buffer = self.buffer.partition(b"\n")
         reply = json.loads(line)
