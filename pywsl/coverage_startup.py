@@ -13,7 +13,10 @@ patches:
   (``/mnt/host``, or the interop view of the host). Data is kept in memory and written when a
   process saves, into the folder as that process reaches it; a root without a view of the host
   (the tar worker's) gets the serialized data in a file opened before ``pivot_root``
-  (:meth:`Measurement.before_root_change`, which ``pywsl.guest`` calls);
+  (:meth:`Measurement.before_root_change`, which ``pywsl.guest`` calls), and a process whose
+  folder a mount hid (mini_init's tmpfs on ``/tmp``) in a file it makes through the folder's
+  descriptor, opened when it started (kept open through ``os.closerange``). Such data goes into
+  two files in turn, so that a process killed while it writes one keeps the other;
 * most of them never exit by themselves: the VM ends with SIGKILL. So a process saves what it
   measured so far, at most four times a second, before it forks and before it waits in its
   selector; before it executes a program (the fork-to-exec half of a launch, the monitor's file
@@ -31,6 +34,11 @@ paths). It reads the configuration through the host's files (``/run/pywsl/host``
 pywsl's files as it imports them (from a folder the host shares) and saves them under the host's
 names.
 
+The interop client, which a distribution's launcher starts with the host's interpreter (``-I
+-S``, an environment of the distribution's), is asked by the launcher itself: init writes the
+launcher while it is measured, and :func:`client_code` gives the launcher's code the settings,
+coverage.py's folder and the data folder as the distribution reaches them (:func:`follow`).
+
 Nothing here runs unless one of the variables is set and coverage.py is importable.
 """
 
@@ -40,6 +48,7 @@ import atexit
 import contextlib
 import os
 import selectors
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -62,7 +71,7 @@ SAVE_INTERVAL = 0.25
 # ... and before it executes a program (a PATH search tries several: one save is enough).
 EXEC_SAVE_INTERVAL = 0.05
 PARTIAL = "partial"  # the prefix of a data file being written
-DUMP = "-dump."  # <data file>-dump.<pid>.<random>: serialized data of a process without the folder
+DUMP = "-dump."  # <data file>-dump.<pid>.<random>.<a|b>: serialized data of a process without the folder
 # Warnings that would otherwise go to the stderr of a process the VM runs.
 QUIET = ("no-data-collected", "module-not-imported", "module-not-measured", "no-ctracer")
 
@@ -144,6 +153,11 @@ class Measurement:
         self, coverage: Any, config_file: str, data_file: str | None = None, path_map: PathMap | None = None
     ) -> None:
         self.coverage = coverage
+        # The configuration's real name, or its serialized settings (for client_code).
+        serialized = config_file.startswith(_CONFIG_DATA_PREFIX)
+        self.config_file = config_file if serialized else os.path.realpath(config_file)
+        # coverage.py's folder, for a process started from a view of this tree (client_code)
+        self.library = os.path.realpath(os.path.dirname(os.path.dirname(coverage.__file__)))
         self.measured = coverage.Coverage(config_file=config_file, data_file=None)  # in memory
         self.data_file = os.path.abspath(data_file or self.measured.config.data_file)
         self.path_map = path_map
@@ -156,13 +170,34 @@ class Measurement:
             self.measured.set_option("run:source", None)
         self.last_saved = 0.0
         self.suffix = ""  # this process's data file: .coverage<suffix>, chosen at its first save
-        self.dump_fd = -1
-        self.dump_owner = 0  # the pid that opened dump_fd (a forked child's copy is not its own)
+        # Two dump files written in turn: a process killed while it writes one keeps the other.
+        self.dump_fds: list[int] = []
+        self.dump_turn = 0
+        self.dump_owner = 0  # the pid that opened dump_fds (a forked child's copy is not its own)
+        # The data folder, opened at the start: a dump file can be made in it after a mount hid
+        # it (mini_init's tmpfs on /tmp) or after a change of root.
+        self.folder_fd = -1
+        self.folder_id = (0, 0)
         self.running = False
 
     def begin(self) -> None:
+        folder = reachable_folder(os.path.dirname(self.data_file))
+        if folder is not None:
+            with contextlib.suppress(OSError):
+                self.folder_fd = os.open(folder, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                info = os.fstat(self.folder_fd)
+                self.folder_id = (info.st_dev, info.st_ino)
         self.measured.start()
         self.running = True
+
+    def opened_folder(self) -> int:
+        """The data folder's descriptor, or -1 when this process closed it since (the guest's
+        children close the descriptors they do not know; the number may be another file's now)."""
+        with contextlib.suppress(OSError):
+            info = os.fstat(self.folder_fd)
+            if stat.S_ISDIR(info.st_mode) and (info.st_dev, info.st_ino) == self.folder_id:
+                return self.folder_fd
+        return -1
 
     def measured_data(self) -> Any:
         """What this process measured so far, under the host's names of the files."""
@@ -199,28 +234,48 @@ class Measurement:
         """About to ``pivot_root`` into a tree that may not show the host (the tar worker's):
         save, and open a file in the data folder that stays writable after the change."""
         self.save_quietly()
-        target = reachable_folder(os.path.dirname(self.data_file))
-        if target is None or self.dump_owner == os.getpid():
-            return
+        if self.dump_owner != os.getpid():
+            self._open_dump()
+
+    def _open_dump(self) -> None:
+        """A dump file of this process's own: by the folder's name, else through its descriptor."""
         name = f"{os.path.basename(self.data_file)}{DUMP}{os.getpid()}.{os.urandom(6).hex()}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        with contextlib.suppress(OSError):
-            self.dump_fd = os.open(os.path.join(target, name), flags, 0o644)
-            self.dump_owner = os.getpid()
+        target = reachable_folder(os.path.dirname(self.data_file))
+        folder = self.opened_folder() if target is None else -1
+        if target is None and folder < 0:
+            return
+        opened: list[int] = []
+        try:
+            for slot in "ab":
+                if target is not None:
+                    opened.append(os.open(os.path.join(target, f"{name}.{slot}"), flags, 0o644))
+                else:
+                    opened.append(os.open(f"{name}.{slot}", flags, 0o644, dir_fd=folder))
+        except OSError:
+            for fd in opened:
+                os.close(fd)
+            return
+        self.dump_fds, self.dump_turn, self.dump_owner = opened, 0, os.getpid()
 
     def _dump(self) -> None:
-        """No folder reachable: coverage.py's serialized data into the file opened before."""
+        """No folder reachable: coverage.py's serialized data into this process's dump file."""
+        if self.dump_owner != os.getpid():
+            self._open_dump()
         if self.dump_owner != os.getpid():
             return
         payload = self.measured_data().dumps()
-        os.ftruncate(self.dump_fd, 0)
-        os.pwrite(self.dump_fd, payload, 0)
+        fd = self.dump_fds[self.dump_turn]
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, payload, 0)
+        self.dump_turn ^= 1
         self.last_saved = time.monotonic()
 
     def _close_dump(self) -> None:
         if self.dump_owner == os.getpid():
-            with contextlib.suppress(OSError):
-                os.close(self.dump_fd)
+            for fd in self.dump_fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         self.dump_owner = 0
 
     def save_quietly(self) -> None:
@@ -273,7 +328,7 @@ class Measurement:
 def start() -> Measurement | None:
     """Measure this process and every child it forks, if asked and coverage.py is there: the
     measurement (the one already running when called again), or None."""
-    global _started, _measurement
+    global _started
     if _started or not requested():
         return _measurement
     _started = True
@@ -286,14 +341,69 @@ def start() -> Measurement | None:
     settings = _settings()
     if settings is None or coverage.Coverage.current() is not None:  # or coverage.py's start-up ran
         return None
-    measurement = Measurement(coverage, *settings)
+    return _begin(coverage, *settings)
+
+
+def follow(config_file: str, data_file: str, source: str) -> Measurement | None:
+    """Measure the interop client as the process that wrote its launcher was measured
+    (:func:`client_code`): ``config_file`` and the folder of ``data_file`` as this process reaches
+    them, ``source`` the host's name of pywsl's folder. None when coverage.py is not there."""
+    global _started
+    if _started:
+        return _measurement
+    _started = True
+    try:
+        import coverage
+
+        return _begin(coverage, config_file, data_file, PathMap(PACKAGE_FOLDER, source))
+    except Exception:  # the client runs on unmeasured rather than not at all
+        return None
+
+
+def _begin(coverage: Any, config_file: str, data_file: str | None, path_map: PathMap | None) -> Measurement:
+    global _measurement
+    measurement = Measurement(coverage, config_file, data_file, path_map)
     measurement.begin()
     os.register_at_fork(before=measurement.before_fork, after_in_child=measurement.after_fork_in_child)
     atexit.register(measurement.at_exit)
     _save_at_exit_and_exec(measurement)
     _save_when_waiting(measurement)
+    _keep_folder_open(measurement)
     _measurement = measurement
     return measurement
+
+
+def client_code(view: str, mount_point: str | None) -> str:
+    """Python statements for the interop client's launcher, to run once ``pywsl`` can be imported:
+    they start measuring the client as this process is measured (pid 1 of a distribution, after
+    its change of root); "" when this process is not measured or the distribution cannot reach
+    the data folder. ``view`` shows this process's former root read-only (coverage.py and the
+    configuration are read through it); ``mount_point`` is where the host's tree is mounted."""
+    measurement = _measurement
+    if measurement is None or not measurement.running:
+        return ""
+    folder = os.path.dirname(measurement.data_file)
+    candidates = [folder, *(prefix + folder for prefix in (mount_point or "", *HOST_VIEWS) if prefix)]
+    reached = next((path for path in candidates if _writable(path)), None)
+    config_file = measurement.config_file
+    if not config_file.startswith(_CONFIG_DATA_PREFIX):
+        config_file = view + config_file
+    # A qemu VM's view shows the host's tree, where its own names of these files may not exist.
+    seen = os.path.isdir(view + measurement.library) and (
+        config_file.startswith(_CONFIG_DATA_PREFIX) or os.path.isfile(config_file)
+    )
+    if reached is None or not seen:
+        return ""
+    source = measurement.path_map(PACKAGE_FOLDER) if measurement.path_map else PACKAGE_FOLDER
+    data_file = os.path.join(reached, os.path.basename(measurement.data_file))
+    return (
+        f"sys.path.append({view + measurement.library!r}); from pywsl import coverage_startup; "
+        f"coverage_startup.follow({config_file!r}, {data_file!r}, {source!r})"
+    )
+
+
+def _writable(folder: str) -> bool:
+    return os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)
 
 
 def _settings() -> tuple[str, str | None, PathMap | None] | None:
@@ -348,3 +458,18 @@ def _save_when_waiting(measurement: Measurement) -> None:
         return measurement.waiting(lambda wait: real_select(selector, wait), timeout)
 
     selectors.EpollSelector.select = select_saving  # type: ignore[method-assign,assignment]
+
+
+def _keep_folder_open(measurement: Measurement) -> None:
+    """The guest's forked children close every descriptor they do not know (``os.closerange``):
+    the data folder's stays open, for the dump files of processes that no longer reach it."""
+    real_closerange = os.closerange
+
+    def closerange_keeping(low: int, high: int) -> None:
+        kept = measurement.opened_folder()
+        if low <= kept < high:
+            real_closerange(low, kept)
+            low = kept + 1
+        real_closerange(low, high)
+
+    os.closerange = closerange_keeping

@@ -4,7 +4,8 @@ Coverage.py measures the pytest process and, through ``[tool.coverage.run]`` in 
 (``parallel``, ``patch = subprocess, _exit``), every process the tests start: the CLI, the
 service, forked children (which carry their parent's measurement on and save it when they leave,
 ``os._exit`` included), and the utility VM, whose ``-S`` interpreter starts coverage itself
-(``pywsl.coverage_startup``; a ``qemu`` VM is asked on its kernel command line). Each process
+(``pywsl.coverage_startup``; a ``qemu`` VM is asked on its kernel command line), the interop
+client inside distributions included (its launcher, written by a measured init, starts it). Each process
 writes its own data file into this run's data folder (below the run's base folder), which the VM's
 users can write (mode 1777); the files are combined when the run ends and the report is printed.
 A test that starts a process with an environment of its own passes :func:`passed_on` in it.
@@ -93,7 +94,8 @@ def combine_folder(folder: Path, config_file: str | bool) -> tuple[Any, int]:
         for item in caught
     )
     combined.save()
-    # Serialized data of guest processes whose root showed no host folder (pywsl.coverage_startup).
+    # Serialized data of guest processes whose root showed no host folder, or whose folder a mount
+    # hid (pywsl.coverage_startup): two files each, written in turn.
     for dump in sorted(folder.glob(".coverage-dump.*")):
         payload = dump.read_bytes()
         if not payload:  # the process saved into the folder after all

@@ -163,14 +163,25 @@ def _python_words(runtime: HostRuntime, mount_point: str | None, rootfs: str | N
     # The packages ``pywsl`` and ``pywsl.guest`` as bare module objects: their ``__init__`` would
     # import what the client never uses (a start-up cost paid on every host program call).
     package = _inside(runtime.package_parent) + "/pywsl"
+    measured = _coverage_code(mount_point)
     code = (
         "import sys; m = type(sys); p = m('pywsl'); g = m('pywsl.guest'); "
         f"p.__path__ = [{package!r}]; g.__path__ = [{package + '/guest'!r}]; p.guest = g; "
         "sys.modules.update({'pywsl': p, 'pywsl.guest': g}); "
+        f"{measured + '; ' if measured else ''}"
         "from pywsl.guest.interop_client import main; sys.exit(main(sys.argv[1:]))"
     )
     python = [_inside(runtime.executable), "-I", "-S", "-B", "-X", "frozen_modules=on", "-c", code]
     return [*_loader_words(runtime), *python, mount_point or "", rootfs or ""]
+
+
+def _coverage_code(mount_point: str | None) -> str:
+    """When the test suite measures this process, the client measures itself as well: its launcher
+    passes on no variables of the suite's (``pywsl.coverage_startup``, loaded only then)."""
+    import sys
+
+    startup = sys.modules.get("pywsl.coverage_startup")
+    return startup.client_code(HOST_VIEW, mount_point) if startup is not None else ""
 
 
 def _loader_words(runtime: HostRuntime) -> list[str]:
