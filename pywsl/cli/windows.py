@@ -14,7 +14,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from pywsl.cli import messages
 from pywsl.cli.context import current_session
@@ -107,9 +107,7 @@ def mount_command(
 
     index = parse_partition(partition)
     path = os.path.abspath(_unquoted(disk)) if vhd else _unquoted(disk)
-    if not on_windows():
-        return _mount_here(path, vhd, bare, name, fs_type, options, index)
-    session = _service_session()
+    session = current_session()
     try:
         session.attach_disk(path, vhd=vhd)
     except WslError as error:
@@ -118,14 +116,28 @@ def mount_command(
     if bare:
         print_success()
         return 0
-    status = session.mount_disk_status(
-        path, vhd=vhd, partition=index, name=name, fs_type=fs_type, options=options
-    )
-    if status.result != 0:
-        _stdout(messages.DISK_MOUNT_FAILED.format(error=os.strerror(-status.result), disk=path))
+    mounted, failure = _mount(path, vhd=vhd, partition=index, name=name, fs_type=fs_type, options=options)
+    if failure is not None:
+        _stdout(messages.DISK_MOUNT_FAILED.format(error=failure, disk=path))
         return DISK_MOUNT_FAILED_STATUS
-    _stdout(messages.DISK_MOUNTED.format(name=status.mount_name, disk=path))
+    _stdout(messages.DISK_MOUNTED.format(name=mounted, disk=path))
     return 0
+
+
+def _mount(path: str, **options: Any) -> tuple[str, str | None]:
+    """`MountDisk` of an attached disk: (the name under /mnt/wsl, None), or ("", why it failed).
+    WslService reports a failed mount as a status; pywsl's session as `WSL_E_DISK_MOUNT_FAILED`."""
+    from pywsl.api.errors import WslError
+
+    if on_windows():
+        status = _service_session().mount_disk_status(path, **options)
+        return status.mount_name, os.strerror(-status.result) if status.result != 0 else None
+    try:
+        return current_session().mount_disk(path, **options), None
+    except WslError as error:
+        if error.code != "WSL_E_DISK_MOUNT_FAILED":
+            raise
+        return "", error.message
 
 
 def unmount_command(disk: str | None) -> int:
@@ -147,34 +159,6 @@ def unmount_command(disk: str | None) -> int:
         _stdout(messages.DETACH_FAILED.format(error=os.strerror(-status.result)))
         return FAILURE_EXIT_STATUS
     print_success()
-    return 0
-
-
-def _mount_here(
-    path: str, vhd: bool, bare: bool, name: str | None, fs_type: str | None, options: str | None, index: int
-) -> int:
-    """`--mount` with pywsl's own session (the qemu backend's VM): attach, then mount."""
-    from pywsl.api.errors import WslError
-
-    session = current_session()
-    try:
-        session.attach_disk(path, vhd=vhd)
-    except WslError as error:
-        if bare or error.code not in _ALREADY_ATTACHED:
-            raise
-    if bare:
-        print_success()
-        return 0
-    try:
-        mounted = session.mount_disk(
-            path, vhd=vhd, partition=index, name=name, fs_type=fs_type, options=options
-        )
-    except WslError as error:
-        if error.code != "WSL_E_DISK_MOUNT_FAILED":
-            raise
-        _stdout(messages.DISK_MOUNT_FAILED.format(error=error.message, disk=path))
-        return DISK_MOUNT_FAILED_STATUS
-    _stdout(messages.DISK_MOUNTED.format(name=mounted, disk=path))
     return 0
 
 

@@ -28,7 +28,7 @@ import shutil
 import stat
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pywsl.guest import mounts, syscalls
 
@@ -110,10 +110,12 @@ def tool(name: str) -> str:
     return found
 
 
-def runtool(argv: list[str], fd: int, output: int | None = None) -> subprocess.CompletedProcess[bytes]:
-    """Run a tool on the device ``fd`` (``/proc/self/fd/<fd>`` in its arguments)."""
+def run_tool(
+    argv: list[str], fd: int, output: int | None = None, after: Sequence[str] = ()
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a tool on the device ``fd``: ``argv``, ``/proc/self/fd/<fd>``, then ``after``."""
     return subprocess.run(
-        [tool(argv[0]), *argv[1:], f"/proc/self/fd/{fd}"],
+        [tool(argv[0]), *argv[1:], f"/proc/self/fd/{fd}", *after],
         stdin=subprocess.DEVNULL,
         stdout=output if output is not None else subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -125,7 +127,7 @@ def runtool(argv: list[str], fd: int, output: int | None = None) -> subprocess.C
 
 def format_ext4(fd: int) -> None:
     """A new ext4 file system on the disk ``fd`` (which reads as zeros: nothing is zeroed)."""
-    done = runtool(["mkfs.ext4", *MKFS_OPTIONS], fd)
+    done = run_tool(["mkfs.ext4", *MKFS_OPTIONS], fd)
     if done.returncode != 0:
         text = done.stdout.decode(errors="replace").strip()
         raise OSError(errno.EIO, f"mkfs.ext4 failed ({done.returncode}): {text}")
@@ -185,20 +187,11 @@ def check_and_resize(fd: int, new_size: int, output: int) -> int:
     """``e2fsck -f -y`` then ``resize2fs`` to ``new_size`` bytes (0: the whole disk), the tools'
     output on ``output``; 0 or the first failing tool's exit status (resize2fs refuses to shrink
     below what the files use)."""
-    check = runtool(["e2fsck", "-f", "-y"], fd, output)
+    check = run_tool(["e2fsck", "-f", "-y"], fd, output)
     if check.returncode not in (0, 1):  # 1: errors were corrected
         return check.returncode
     size = [f"{new_size // 1024}K"] if new_size else []
-    resize = subprocess.run(
-        [tool("resize2fs"), f"/proc/self/fd/{fd}", *size],
-        stdin=subprocess.DEVNULL,
-        stdout=output,
-        stderr=subprocess.STDOUT,
-        pass_fds=(fd,),
-        env={"PATH": TOOL_PATH, "LANG": "C.UTF-8"},
-        check=False,
-    )
-    return resize.returncode
+    return run_tool(["resize2fs"], fd, output, after=size).returncode
 
 
 class DiskUses:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from pywsl.api.credentials import acting_as
 from pywsl.api.errors import WslError
+from pywsl.vm.disk_image import disk_format
 
 if TYPE_CHECKING:
     from pywsl.api.files.rootfs_folder import RootfsFolders
@@ -36,22 +37,22 @@ MIN_DISK_SIZE = 64 * 1024 * 1024
 COPY_CHUNK = 16 * 1024 * 1024  # WSL's relay buffer
 QEMU_IMG_TIMEOUT = 3600.0
 _FILE_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
-_VHD_FORMATS = {".vhdx": ("vhdx", "subformat=dynamic"), ".vhd": ("vpc", "subformat=dynamic")}
+VHD_OPTIONS = "subformat=dynamic"  # qemu-img's options for the VHDX or VHD it writes
 
 
 def image_name_for_import(source_name: str) -> str:
     """The file name a VHD imported with ``--vhd`` keeps in the distribution's folder (WSL keeps
     the source's name; one from a pipe is ``ext4.vhdx``)."""
     name = os.path.basename(source_name)
-    if os.path.splitext(name)[1].lower() not in _VHD_FORMATS:
+    if disk_format(name) == "raw":
         raise WslError("E_INVALIDARG", "A VHD must be a .vhd or .vhdx file.")
     return name
 
 
 def vhd_target_format(target: str | os.PathLike[str] | None) -> tuple[str, str]:
     """``qemu-img``'s output format and options for an export to ``target`` (.vhdx by default)."""
-    extension = os.path.splitext(os.fspath(target))[1].lower() if target is not None else ".vhdx"
-    return _VHD_FORMATS.get(extension, _VHD_FORMATS[".vhdx"])
+    driver = disk_format(os.fspath(target)) if target is not None else "raw"
+    return (driver if driver != "raw" else "vhdx"), VHD_OPTIONS
 
 
 class DiskFiles:

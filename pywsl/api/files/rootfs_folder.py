@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 if TYPE_CHECKING:
     from pywsl.vm import CoreVm
+    from pywsl.vm.disk_image import DiskImage
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -484,11 +485,19 @@ class RootfsFolders:
             )
 
     def export_rootfs(
-        self, base_path: Path, target: Source, compression: str, progress: Progress | None, open_vm: OpenVm
+        self,
+        base_path: Path,
+        target: Source,
+        compression: str,
+        progress: Progress | None,
+        open_vm: OpenVm,
+        *,
+        open_root: Callable[[], AbstractContextManager[int | DiskImage]] | None = None,
     ) -> None:
-        """Write `base_path/rootfs` to `target` (a path, file object, descriptor or pipe) as a tar
-        compressed with `compression`, through the VM's export worker. A file created for the
-        export is removed again if it fails. `progress` gets the bytes written so far."""
+        """Write `base_path/rootfs` (or what `open_root` opens: a distribution's disk) to `target`
+        (a path, file object, descriptor or pipe) as a tar compressed with `compression`, through
+        the VM's export worker. A file created for the export is removed again if it fails.
+        `progress` gets the bytes written so far."""
         from pywsl.api import cancellation
         from pywsl.api.files.transfer import StderrCollector, open_export_target
 
@@ -497,7 +506,7 @@ class RootfsFolders:
             with (
                 open_export_target(target, self.identity, progress=progress) as output,
                 open_vm() as vm,
-                self.open_rootfs(base_path) as rootfs,
+                (open_root or (lambda: self.open_rootfs(base_path)))() as rootfs,
             ):
                 try:
                     vm.export_rootfs(rootfs, output.fd, stderr.fd, compression, cancel=cancellation.current())

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pywsl.api.errors import WslError, error_context, from_os_error, not_supported_by_backend
+from pywsl.api.files.disk_files import image_name_for_import
 from pywsl.api.session.registry import DistributionState, Registration, RegistryData, validate_name
 from pywsl.api.session.user_disk_store import UserDiskStore
 
@@ -84,8 +85,7 @@ class DiskVerbs:
             validate_name(name)
             self.session._require_root("Importing a distribution")
             path = Path(os.path.abspath(os.fspath(vhd_path)))
-            if path.suffix.lower() not in (".vhd", ".vhdx"):
-                raise WslError("E_INVALIDARG", "A VHD must be a .vhd or .vhdx file.")
+            image_name_for_import(str(path))  # a .vhd or .vhdx
             if self.session.config().backend != "qemu":
                 not_supported_by_backend("Importing a VHD in place")
             self.session._recover()

@@ -674,11 +674,14 @@ class UserSession:
             with lock:
                 if as_vhd:
                     self._export_vhd(registration, target, progress)
-                elif registration.on_disk:
-                    self._export_disk(registration, target, compression, progress)
-                else:
+                else:  # the rootfs folder, or the distribution's disk
                     self.folders.export_rootfs(
-                        registration.base_path, target, compression, progress, self._vm
+                        registration.base_path,
+                        target,
+                        compression,
+                        progress,
+                        self._vm,
+                        open_root=lambda: self._rootfs_for_vm(registration),
                     )
 
     def _export_vhd(self, registration: Registration, target: Source, progress: Progress | None) -> None:
@@ -689,27 +692,6 @@ class UserSession:
         name = os.fspath(target) if isinstance(target, str | os.PathLike) else None
         with open_export_target(target, self.identity, progress=progress) as output:
             self._disks().export_vhd(registration, output.fd, name)
-
-    def _export_disk(
-        self, registration: Registration, target: Source, compression: str, progress: Progress | None
-    ) -> None:
-        """A tar of a distribution on a disk: the VM's export worker reads the mounted disk."""
-        from pywsl.api.files.rootfs_folder import with_details
-        from pywsl.api.files.transfer import StderrCollector, open_export_target
-
-        stderr = StderrCollector()
-        with (
-            open_export_target(target, self.identity, progress=progress) as output,
-            self._vm() as vm,
-            self._disks().disk_for_vm(registration) as disk,
-        ):
-            try:
-                vm.export_rootfs(disk, output.fd, stderr.fd, compression)
-            except (OSError, ValueError) as error:
-                raise WslError(
-                    "WSL_E_EXPORT_FAILED",
-                    with_details("Exporting the distribution failed.", str(error), stderr.text()),
-                ) from None
 
     def move_distribution(self, distro: Distro, location: str | os.PathLike[str]) -> None:
         """`MoveDistribution`: move the root filesystem to the folder `location` (created with the

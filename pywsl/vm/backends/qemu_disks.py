@@ -28,6 +28,7 @@ import stat
 from dataclasses import dataclass
 
 from pywsl.vm.backends.qemu_qmp import QmpError, QmpLink
+from pywsl.vm.disk_image import disk_format
 
 log = logging.getLogger("pywsl.qemu-disks")
 
@@ -38,7 +39,6 @@ MAX_LUN = 254  # WSL's limit of attached disks
 FDSET_BASE = 100  # the descriptor set of LUN n is FDSET_BASE + n (the console's and the swap's are below)
 UNPLUG_TIMEOUT = 5.0
 _SIGNATURES = {"vhdx": (0, b"vhdxfile"), "vpc": (-512, b"conectix")}
-_FORMATS = {".vhdx": "vhdx", ".vhd": "vpc"}
 
 
 @dataclass
@@ -66,7 +66,7 @@ def image_format(fd: int) -> str:
         name = os.readlink(f"/proc/self/fd/{fd}").removesuffix(" (deleted)")
     except OSError:
         name = ""
-    driver = _FORMATS.get(os.path.splitext(name)[1].lower(), "raw")
+    driver = disk_format(name)
     if driver == "raw":
         return driver
     offset, signature = _SIGNATURES[driver]
