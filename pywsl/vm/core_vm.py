@@ -70,6 +70,7 @@ REQUEST_TIMEOUT = 30.0
 SHUTDOWN_TIMEOUT = 30.0
 CANCEL_WAIT_TIMEOUT = 30.0  # for a cancelled import/export worker to stop
 DISK_REQUEST_TIMEOUT = 120.0  # a disk is attached, found, checked and mounted in the VM
+RESIZE_TIMEOUT = 3600.0  # e2fsck and resize2fs of a large, full file system under emulation
 
 Directory = Path | int  # a path, or an open directory descriptor (O_PATH or O_DIRECTORY)
 
@@ -677,10 +678,14 @@ class CoreVm:
                 theirs.close()
             try:
                 response, _fds = channel.receive(
-                    _schema("LX_MINI_INIT_RESIZE_DISTRIBUTION_RESPONSE"), timeout=None, expect_fds=0
+                    _schema("LX_MINI_INIT_RESIZE_DISTRIBUTION_RESPONSE"), timeout=RESIZE_TIMEOUT, expect_fds=0
                 )
             except ChannelClosed:
                 raise VmError("resize: the VM closed the channel without a result") from None
+            except TimeoutError:
+                raise VmError(
+                    f"resize: the file system check and resize took over {RESIZE_TIMEOUT:.0f} s"
+                ) from None
         finally:
             channel.close()
         return int(response.ResponseCode)
