@@ -7,10 +7,10 @@ first use, so that `import pywsl.cli` or `import pywsl.wire` does not load the w
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False  # `typing` and `importlib` would cost every launch: loaded only when used
 if TYPE_CHECKING:
+    from typing import Any
+
     from pywsl.api import (
         DistributionConfiguration,
         DistributionInfo,
@@ -36,6 +36,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    import importlib
+
     if name not in __all__:
         raise AttributeError(f"module 'pywsl' has no attribute {name!r}")
     value = getattr(importlib.import_module("pywsl.api"), name)

@@ -81,6 +81,8 @@ class Cli:
         self.process.exit_status_lost = False
         self.session.create_lx_process.return_value = self.process
         self.open_session = mocker.patch("pywsl.cli.context.open_session", return_value=self.session)
+        # Root's quick launch (no session) is declined: every launch goes to the mocked session.
+        self.quick_launch = mocker.patch("pywsl.cli.context.quick_launch", return_value=None)
 
     def __call__(
         self, *args: str, input: str | bytes | None = None, env: dict[str, str] | None = None

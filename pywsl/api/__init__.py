@@ -7,10 +7,10 @@ use, so importing one submodule (the client, the service) does not import the re
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False  # `typing` and `importlib` would cost every launch: loaded only when used
 if TYPE_CHECKING:
+    from typing import Any
+
     from pywsl.api.connect import connect
     from pywsl.api.errors import WslError
     from pywsl.api.session.distribution_info import DistributionConfiguration, DistributionInfo
@@ -40,6 +40,8 @@ _EXPORTS = {
 
 
 def __getattr__(name: str) -> Any:
+    import importlib
+
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'pywsl.api' has no attribute {name!r}")

@@ -7,16 +7,18 @@ command line, and closes it when the command line is done.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
 
+TYPE_CHECKING = False  # the fast launch path imports this module: `typing` would cost it more
 if TYPE_CHECKING:
     import uuid
+    from collections.abc import Sequence
 
     import click
 
     from pywsl.api.session.user_session import UserSession
 
-__all__ = ["CliState", "current_session", "open_session", "state_of"]
+__all__ = ["CliState", "current_session", "open_session", "quick_launch", "state_of"]
 
 
 def open_session() -> UserSession:
@@ -24,6 +26,46 @@ def open_session() -> UserSession:
     from pywsl.api.connect import connect
 
     return connect()
+
+
+def quick_launch(
+    distribution: str | None, command_line: Sequence[str], *, filename: str | None, cwd: str, user: str
+) -> int | None:
+    """Root's warm launch without opening the session (`pywsl.api.process.quick_launch`): the
+    process's exit status, or None when the launch needs the session (then nothing ran)."""
+    from pywsl.api.process import quick_launch as quick
+    from pywsl.cli.launch_run import finish_launch
+
+    process = quick.launch(
+        distribution, command_line, filename=filename, cwd=cwd, username=user, environ=os.environ
+    )
+    if process is None:
+        return None
+    try:
+        if process.warnings:
+            from pywsl.cli import report
+            from pywsl.cli.streams import utf8_streams
+
+            utf8_streams()
+            for warning in process.warnings:
+                report.print_user_warning(warning)
+        status = process.wait()
+    finally:
+        process.close()
+    return finish_launch(status, process.status_lost, lambda: _still_running(process.registration.guid))
+
+
+def _still_running(guid: str) -> bool:
+    """Whether the distribution of a process whose exit status was lost still runs."""
+    import uuid
+
+    from pywsl.cli.launch_run import distribution_running
+
+    state = CliState()
+    try:
+        return distribution_running(state.get_session(), uuid.UUID(guid))
+    finally:
+        state.close()
 
 
 class CliState:

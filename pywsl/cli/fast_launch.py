@@ -17,14 +17,17 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple, TextIO, cast
 
+from pywsl.cli import context
 from pywsl.cli.invocation import EXEC_TOKENS, HOME_TOKEN, STOP_TOKEN, Invocation
 from pywsl.cli.launch_run import launch_process, process_arguments, working_directory
 from pywsl.cli.streams import exit_status, utf8_streams
 
+TYPE_CHECKING = False  # `typing` alone would cost a warm launch a sixth of its time
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import TextIO
+
     from pywsl.cli.context import CliState
 
 __all__ = [
@@ -51,14 +54,28 @@ INTERRUPTED_EXIT_STATUS = 130  # 128 + SIGINT
 BROKEN_PIPE_EXIT_STATUS = 1  # click's status when stdout's reader went away
 
 
-class LaunchLine(NamedTuple):
+class LaunchLine:
     """A command line of the common launch shape: its options (parameter, value) in the order given."""
 
-    options: tuple[tuple[str, str], ...]
-    invocation: Invocation
+    __slots__ = ("invocation", "options")
+
+    def __init__(self, options: tuple[tuple[str, str], ...], invocation: Invocation) -> None:
+        self.options = options
+        self.invocation = invocation
 
     def value(self, parameter: str) -> str | None:
         return next((value for name, value in self.options if name == parameter), None)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LaunchLine):
+            return NotImplemented
+        return (self.options, self.invocation) == (other.options, other.invocation)
+
+    def __hash__(self) -> int:
+        return hash((self.options, self.invocation))
+
+    def __repr__(self) -> str:
+        return f"LaunchLine(options={self.options!r}, invocation={self.invocation!r})"
 
 
 def read_launch_line(args: Sequence[str]) -> LaunchLine | None:
@@ -94,35 +111,60 @@ def run(argv: Sequence[str] | None = None) -> int | None:
     line = read_launch_line(sys.argv[1:] if argv is None else list(argv))
     if line is None:
         return None
-    return _run_line(line)
+    status = _guarded(lambda: _quick_launch(line))
+    return _run_line(line) if status is None else status
+
+
+def _quick_launch(line: LaunchLine) -> int | None:
+    """Root's warm launch without the session (`context.quick_launch`); None when it needs one."""
+    try:
+        cwd = working_directory(line.value("cd"))
+    except Exception:  # an invalid --cd: the full path reports it in the order of the options
+        return None
+    filename, command_line, _login = process_arguments(line.invocation, None)
+    return context.quick_launch(
+        line.value("distribution"), command_line, filename=filename, cwd=cwd, user=line.value("user") or ""
+    )
 
 
 def _run_line(line: LaunchLine) -> int:
     """As `pywsl.cli.command.Pywsl.main` runs the launch callback, with its error handling."""
-    from pywsl.api.errors import WslError
     from pywsl.api.session import user_warnings
     from pywsl.cli import report
 
     utf8_streams()
+    with user_warnings.collecting(report.print_user_warning):
+        status = _guarded(lambda: _launch(line))
+    assert status is not None
+    return status
+
+
+def _guarded(work: Callable[[], int | None]) -> int | None:
+    """`work`'s exit status, with the errors of a launch reported as click's command reports them."""
     try:
-        with user_warnings.collecting(report.print_user_warning):
-            result = _launch(line)
-    except WslError as error:
-        report.print_error(report.error_text(error))
-        return report.FAILURE_EXIT_STATUS
-    except report.UsageFailure as failure:
-        report.print_error(failure.message)
-        return report.FAILURE_EXIT_STATUS
+        result = work()
     except (EOFError, KeyboardInterrupt):
         _write_newline(sys.stderr)  # click's abort: an empty line on stderr
         return INTERRUPTED_EXIT_STATUS
-    except OSError as error:
-        if error.errno != errno.EPIPE:
-            raise
-        sys.stdout = cast(TextIO, _QuietFlush(sys.stdout))
-        sys.stderr = cast(TextIO, _QuietFlush(sys.stderr))
+    except Exception as error:
+        return _failure(error)
+    return None if result is None else exit_status(result)
+
+
+def _failure(error: Exception) -> int:
+    """The status of a failed launch, after its message (`error` is raised again when it is a bug)."""
+    from pywsl.api.errors import WslError
+    from pywsl.cli import report
+
+    if isinstance(error, WslError | report.UsageFailure):
+        utf8_streams()
+        report.print_error(report.error_text(error) if isinstance(error, WslError) else error.message)
+        return report.FAILURE_EXIT_STATUS
+    if isinstance(error, OSError) and error.errno == errno.EPIPE:
+        sys.stdout = _QuietFlush(sys.stdout)
+        sys.stderr = _QuietFlush(sys.stderr)
         raise SystemExit(BROKEN_PIPE_EXIT_STATUS) from None
-    return exit_status(result)
+    raise error
 
 
 def _launch(line: LaunchLine) -> int:

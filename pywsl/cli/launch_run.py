@@ -18,20 +18,22 @@ from __future__ import annotations
 import gc
 import os
 import sys
-import uuid
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from pywsl.cli import messages
-from pywsl.cli.invocation import Invocation
 from pywsl.cli.report import fail
 
+TYPE_CHECKING = False  # `typing` would cost a warm launch more than this module
 if TYPE_CHECKING:
+    import uuid
+    from collections.abc import Callable, Sequence
+
     from pywsl.api.session.user_session import UserSession
+    from pywsl.cli.invocation import Invocation
 
 __all__ = [
     "TTY_LIMIT_STATUS",
     "USER_NOT_FOUND_STATUS",
+    "finish_launch",
     "launch_process",
     "process_arguments",
     "working_directory",
@@ -114,7 +116,14 @@ def launch_process(
     )
     _resume_collection()
     status = process.wait()
-    if process.exit_status_lost and not _distribution_running(session, distro):
+    return finish_launch(status, process.exit_status_lost, lambda: distribution_running(session, distro))
+
+
+def finish_launch(status: int, status_lost: bool, still_running: Callable[[], bool]) -> int:
+    """What wsl.exe makes of a process's end: the instance's end reported when the exit status
+    was lost and the distribution no longer runs (`still_running`, asked only then), init's
+    "user not found" and "too many terminals" statuses as errors, else the status itself."""
+    if status_lost and not still_running():
         _report_instance_terminated()
         return status
     if status == USER_NOT_FOUND_STATUS:
@@ -133,7 +142,7 @@ def _resume_collection() -> None:
         gc.enable()
 
 
-def _distribution_running(session: UserSession, distro: uuid.UUID | None) -> bool:
+def distribution_running(session: UserSession, distro: uuid.UUID | None) -> bool:
     """Whether the distribution (None: the default one) still runs; False when that cannot be told."""
     from pywsl.api.errors import WslError
     from pywsl.api.session.registry import DistributionState

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING
 
 from pywsl.cli import messages
 
+TYPE_CHECKING = False  # a launch imports this module: `typing` would cost it more than the module
 if TYPE_CHECKING:
     import click
 

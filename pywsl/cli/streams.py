@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
 
 __all__ = ["exit_status", "flush_stdout", "utf8_streams"]
@@ -13,8 +12,10 @@ def utf8_streams() -> None:
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)
         if callable(reconfigure):
-            with contextlib.suppress(ValueError, OSError):
+            try:
                 reconfigure(encoding="utf-8", errors="surrogateescape")
+            except (ValueError, OSError):
+                continue
 
 
 def exit_status(value: object) -> int:
@@ -26,5 +27,7 @@ def exit_status(value: object) -> int:
 
 def flush_stdout() -> None:
     """Flush stdout before exiting; a reader that went away is not an error."""
-    with contextlib.suppress(BrokenPipeError, ValueError, OSError):
+    try:
         sys.stdout.flush()
+    except (ValueError, OSError):  # a reader that went away is not an error (BrokenPipeError)
+        return

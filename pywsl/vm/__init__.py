@@ -6,23 +6,40 @@ running one; ``launch_instance`` gives a ``CoreInstance`` for a running distribu
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-from pywsl.vm.core_instance import CoreInstance
-from pywsl.vm.core_vm import CoreVm, ExitWatch
-from pywsl.vm.errors import VmError
-from pywsl.vm.launch_types import ImportOutcome, ProcessRequest
-
+TYPE_CHECKING = False  # a launch loads single modules of this package: nothing is loaded eagerly
 if TYPE_CHECKING:
+    from typing import Any
+
     from pywsl.vm.config import VmConfig
+    from pywsl.vm.core_instance import CoreInstance
+    from pywsl.vm.core_vm import CoreVm, ExitWatch
+    from pywsl.vm.errors import VmError
+    from pywsl.vm.launch_types import ImportOutcome, ProcessRequest
 
 __all__ = ["CoreInstance", "CoreVm", "ExitWatch", "ImportOutcome", "ProcessRequest", "VmConfig", "VmError"]
 
+_MODULES = {
+    "CoreInstance": "pywsl.vm.core_instance",
+    "CoreVm": "pywsl.vm.core_vm",
+    "ExitWatch": "pywsl.vm.core_vm",
+    "ImportOutcome": "pywsl.vm.launch_types",
+    "ProcessRequest": "pywsl.vm.launch_types",
+    "VmConfig": "pywsl.vm.config",  # a dataclass: a launch into a running VM never needs it
+    "VmError": "pywsl.vm.errors",
+}
+
 
 def __getattr__(name: str) -> Any:
-    """`VmConfig` (a dataclass) is loaded on first use: a launch into a running VM never needs it."""
-    if name != "VmConfig":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from pywsl.vm.config import VmConfig
+    """The public names, each loaded on first use (a launch imports `launch_types` alone)."""
+    import importlib
 
-    return VmConfig
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -16,31 +16,15 @@ import socket
 import threading
 
 from pywsl.vm.errors import VmError
-from pywsl.vm.launch_types import ProcessRequest
+from pywsl.vm.process_request import ProcessRequest, create_process_values
+from pywsl.vm.quick_launch import REQUEST_TIMEOUT
 from pywsl.wire.channel import MessageChannel
 from pywsl.wire.constants import LX_INIT_UTILITY_VM_INVALID_PORT
-from pywsl.wire.enums import CREATE_PROCESS_SHELL_OPTIONS, LX_INIT_CREATE_PROCESS_FLAGS
 from pywsl.wire.errors import ChannelClosed
 from pywsl.wire.launch_codec import CREATE_PROCESS_UTILITY_VM as CREATE_PROCESS
 from pywsl.wire.launch_codec import CREATE_SESSION, CREATE_SESSION_RESPONSE, RESULT_UINT32
 
-REQUEST_TIMEOUT = 30.0
 TERMINATE_TIMEOUT = 60.0  # distributionStartTimeout's default
-
-_CONSOLE_FLAGS = (
-    LX_INIT_CREATE_PROCESS_FLAGS.LxInitCreateProcessFlagsStdInConsole,
-    LX_INIT_CREATE_PROCESS_FLAGS.LxInitCreateProcessFlagsStdOutConsole,
-    LX_INIT_CREATE_PROCESS_FLAGS.LxInitCreateProcessFlagsStdErrConsole,
-)
-
-
-def process_flags(request: ProcessRequest) -> int:
-    """``Common.Flags`` of a request: which std streams are terminals."""
-    flags = 0
-    for is_console, flag in zip(request.console, _CONSOLE_FLAGS, strict=True):
-        if is_console:
-            flags |= int(flag)
-    return flags
 
 
 class CoreInstance:
@@ -127,18 +111,6 @@ class CoreInstance:
         self, request: ProcessRequest, stdio: tuple[int, int, int], control_fd: int, exit_fd: int
     ) -> int:
         """``CreateProcessUtilityVm``: start a process; returns the relay's pid. VmError on failure."""
-        common = {
-            "Filename": request.filename,
-            "CurrentWorkingDirectory": request.cwd,
-            "CommandLine": list(request.command_line),
-            "Environment": list(request.environment),
-            "NtEnvironment": list(request.host_environment),
-            "NtPath": request.nt_path,
-            "Username": request.username,
-            "ShellOptions": int(CREATE_PROCESS_SHELL_OPTIONS.ShellOptionsLogin) if request.login_shell else 0,
-            "DefaultUid": request.default_uid,
-            "Flags": process_flags(request),
-        }
         with self._lock:
             leader = self._session_leader()
             try:
@@ -147,9 +119,7 @@ class CoreInstance:
                     RESULT_UINT32,
                     fds=[*stdio, control_fd, exit_fd],
                     timeout=REQUEST_TIMEOUT,
-                    Rows=request.rows,
-                    Columns=request.columns,
-                    Common=common,
+                    **create_process_values(request),
                 )
             except (ChannelClosed, ConnectionError):
                 leader.close()

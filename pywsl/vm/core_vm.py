@@ -39,6 +39,7 @@ from pywsl.vm.core_instance import CoreInstance
 from pywsl.vm.disk_image import DiskImage
 from pywsl.vm.errors import VmError, describe_result
 from pywsl.vm.launch_types import DEFAULT_DISTRIBUTION_START_TIMEOUT_MS, ImportOutcome
+from pywsl.vm.quick_launch import GREETING_TIMEOUT, REQUEST_TIMEOUT, describe_directory
 from pywsl.vm.timezone import host_timezone, valid_timezone
 from pywsl.wire.channel import MessageChannel
 from pywsl.wire.constants import BOOT_ENTROPY_SIZE, EPHEMERAL_PORT_RANGE, LX_INIT_UTILITY_VM_INVALID_PORT
@@ -65,8 +66,6 @@ if TYPE_CHECKING:
     from pywsl.vm.config import VmConfig
     from pywsl.wire.codec import MessageSchema
 
-GREETING_TIMEOUT = 10.0
-REQUEST_TIMEOUT = 30.0
 SHUTDOWN_TIMEOUT = 30.0
 CANCEL_WAIT_TIMEOUT = 30.0  # for a cancelled import/export worker to stop
 DISK_REQUEST_TIMEOUT = 120.0  # a disk is attached, found, checked and mounted in the VM
@@ -124,11 +123,7 @@ def _describe(where: Directory | DiskImage) -> str:
         return ""
     if isinstance(where, Path):
         return str(where)
-    with contextlib.suppress(OSError):
-        path = os.readlink(f"/proc/self/fd/{where}")
-        if path.startswith("/") and not path.endswith(" (deleted)"):
-            return path
-    return ""
+    return describe_directory(where)
 
 
 class Cancellation(Protocol):

@@ -9,7 +9,6 @@ first line of ``/etc/timezone`` (Debian), else the target of the ``/etc/localtim
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from pywsl.wire.timezone_id import MAX_TIMEZONE_LENGTH, valid_timezone
 
@@ -30,17 +29,17 @@ def _from_localtime(target: str) -> str | None:
     return name
 
 
-def host_timezone(etc: Path = Path("/etc")) -> str | None:
+def host_timezone(etc: str | os.PathLike[str] = "/etc") -> str | None:
     """The host's IANA time zone id, or None when it has none that can be named."""
     try:
-        with open(etc / "timezone", encoding="utf-8", errors="replace") as handle:
+        with open(os.path.join(etc, "timezone"), encoding="utf-8", errors="replace") as handle:
             first = handle.readline(MAX_TIMEZONE_LENGTH + 2).strip()
     except OSError:
         first = ""
     if valid_timezone(first):
         return first
     try:
-        target = os.readlink(etc / "localtime")
+        target = os.readlink(os.path.join(etc, "localtime"))
     except OSError:
         return None
     name = _from_localtime(target)

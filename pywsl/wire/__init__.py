@@ -10,10 +10,10 @@ messages with ``struct`` alone) and never loads construct.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False  # `typing` and `importlib` would cost every launch: loaded only when used
 if TYPE_CHECKING:
+    from typing import Any
+
     from pywsl.wire.codec import Message, MessageSchema, schema, schemas
     from pywsl.wire.enums import (
         CREATE_PROCESS_SHELL_OPTIONS,
@@ -62,6 +62,8 @@ _CODEC_NAMES = frozenset({"Message", "MessageSchema", "schema", "schemas"})
 def __getattr__(name: str) -> Any:
     """The public names, imported on first use: a launch (`pywsl.wire.launch_codec`) never loads
     construct; the schemas come with every declaration (`messages`, `extensions`) loaded."""
+    import importlib
+
     if name not in __all__:
         raise AttributeError(f"module 'pywsl.wire' has no attribute {name!r}")
     if name in _CODEC_NAMES:

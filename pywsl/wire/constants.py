@@ -9,7 +9,9 @@ they reach a message.
 
 from __future__ import annotations
 
-from typing import Final
+TYPE_CHECKING = False  # `typing` costs a launch more than this whole module
+if TYPE_CHECKING:
+    from typing import Final
 
 # socketshared.h RecvMessage: a frame is a 16-byte MESSAGE_HEADER plus the rest of the message,
 # whose total size (MessageSize) must be at least the header and at most 16 MiB.

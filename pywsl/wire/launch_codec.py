@@ -26,13 +26,19 @@ create-process message embeds `Common`, whose offsets count from its own start.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
-from typing import Any
+
+# `collections.abc` loads `collections`, and `typing` is slower still: a warm launch would spend more
+# on them than on this module; `_collections_abc` (the same classes) comes loaded with `os`.
+from _collections_abc import Mapping, Sequence
 
 from pywsl.wire.constants import MAX_MESSAGE_SIZE, MESSAGE_HEADER_SIZE
-from pywsl.wire.enums import LX_MESSAGE_TYPE, PYWSL_MESSAGE_TYPE
 from pywsl.wire.errors import ProtocolError
+from pywsl.wire.message_types import LxMessageType, PywslMessageType
 from pywsl.wire.parsed import Message, cstring_at
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "CHILD_EXIT",
@@ -132,26 +138,39 @@ def _computed(item: Item) -> tuple[str, ...]:
 
 
 class _Fixed:
-    """A fixed part: `struct` format codes and the names of its fields (padding has none)."""
+    """A fixed part: `struct` format codes and the names of its fields (padding has none).
 
-    __slots__ = ("codes", "flags", "names", "struct")
+    The layout is compiled on first use: a launch uses a handful of the messages declared here."""
+
+    __slots__ = ("_layout", "codes", "flags", "names", "struct")
+
+    codes: dict[str, str]  # field name -> its struct code
+    flags: frozenset[str]  # C++ bools: any value, written as 0 or 1
+    names: tuple[str, ...]
+    struct: struct.Struct
 
     def __init__(self, layout: str) -> None:
+        self._layout = layout
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in _Fixed.__annotations__:
+            raise AttributeError(name)
         codes = []
         names = []
         flags = []
-        self.codes: dict[str, str] = {}  # field name -> its struct code
-        for entry in layout.split():
-            name, _, code = entry.rpartition(":")
+        self.codes = {}
+        for entry in self._layout.split():
+            field, _, code = entry.rpartition(":")
             codes.append(code)
-            if name:
-                names.append(name)
-                self.codes[name] = code
+            if field:
+                names.append(field)
+                self.codes[field] = code
             if code == "?":
-                flags.append(name)  # a C++ bool: any value, written as 0 or 1
+                flags.append(field)
         self.struct = struct.Struct("<" + "".join(codes))
         self.names = tuple(names)
         self.flags = frozenset(flags)
+        return object.__getattribute__(self, name)
 
 
 class Nested:
@@ -194,15 +213,35 @@ class FastSchema:
         self.name = name
         self.message_type = int(message_type)
         self.accepted_types = frozenset({self.message_type, *(int(kind) for kind in other_types)})
+        self._declaration = (layout, buffer_offset, tuple(payload), common, dict(nested or {}))
+
+    # Compiled from the declaration on first use (`_compile`): a launch uses a few of these messages.
+    sizeof: int
+    payload: tuple[Item, ...]
+    common: _Block | None
+    nested: Mapping[str, Nested]
+    fields: Mapping[str, str]
+    common_fields: Mapping[str, str]
+    computed_fields: frozenset[str]
+    common_offset: int
+    buffer_offset: int
+    _fixed: _Fixed
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in FastSchema.__annotations__:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        self._compile()
+        return object.__getattribute__(self, name)
+
+    def _compile(self) -> None:
+        layout, buffer_offset, payload, common, nested = self._declaration
         self._fixed = _Fixed(layout + (" Common:" + f"{common.fixed.struct.size}s" if common else ""))
         self.sizeof = MESSAGE_HEADER_SIZE + self._fixed.struct.size
-        self.payload = tuple(payload)
+        self.payload = payload
         self.common = common
-        self.nested: Mapping[str, Nested] = dict(nested or {})
-        self.fields: Mapping[str, str] = {
-            name: code for name, code in self._fixed.codes.items() if name != "Common"
-        }
-        self.common_fields: Mapping[str, str] = common.fixed.codes if common is not None else {}
+        self.nested = nested
+        self.fields = {name: code for name, code in self._fixed.codes.items() if name != "Common"}
+        self.common_fields = common.fixed.codes if common is not None else {}
         self.computed_fields = frozenset(
             ["Header.MessageSize"]
             + [name for item in self.payload if not isinstance(item, Direct) for name in _computed(item)]
@@ -466,8 +505,8 @@ class FastSchema:
         return [self._text(entry, f"{where}[{index}]") for index, entry in enumerate(value)]
 
 
-T = LX_MESSAGE_TYPE
-P = PYWSL_MESSAGE_TYPE
+T = LxMessageType
+P = PywslMessageType
 
 # ---- mini_init channel (messages_mini_init.py) ------------------------------------------------------
 

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any
+# `collections.abc` and `typing` would load more than the launch path runs (see `launch_codec`).
+from _collections_abc import Mapping
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
+
+    _Fields = Mapping[str, Any]
+else:
+    _Fields = Mapping
 
 
-class Message(Mapping[str, Any]):
+class Message(_Fields):
     """A parsed message (or embedded struct): attribute and item access by WSL field name.
 
     Holds the raw fixed fields (offsets included) and the logical values of the variable part

@@ -10,13 +10,11 @@ touches the registry, the VM or a file.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from pywsl.vm.process_request import ProcessRequest
 
-from pywsl.api.errors import WslError
-
+TYPE_CHECKING = False  # a launch builds its request here: `typing` would cost it more than this module
 if TYPE_CHECKING:
-    from pywsl.vm import ProcessRequest
+    from collections.abc import Mapping, Sequence
 
 __all__ = [
     "HOST_DIRECTORY_PREFIX",
@@ -36,7 +34,7 @@ def host_directory(path: str) -> str:
     """The `cwd` that starts a process in the host folder `path` (absolute): inside the
     distribution, `<automount root>host<path>`; the user's home when that is not reachable."""
     if not path.startswith("/"):
-        raise WslError("E_INVALIDARG", f"The host directory {path!r} is not an absolute path.")
+        raise _invalid_argument(f"The host directory {path!r} is not an absolute path.")
     return HOST_DIRECTORY_PREFIX + path
 
 
@@ -83,25 +81,22 @@ def process_request(
 ) -> ProcessRequest:
     """`ParseArguments` + the environment block of a new process of a distribution whose registry
     values are `default_environment` and `default_uid`; E_INVALIDARG for arguments WSL refuses."""
-    from pywsl.vm import ProcessRequest
-
     arguments = [str(item) for item in command_line]
     for value in (*arguments, cwd, username, filename or ""):
         if "\0" in value:
-            raise WslError("E_INVALIDARG", "An argument contains a NUL character.")
+            raise _invalid_argument("An argument contains a NUL character.")
     if filename is None:
         program = ""
         argv = ["-c", " ".join(arguments)] if arguments else []
     else:
         if login:
-            raise WslError("E_INVALIDARG", "A login shell cannot be combined with a program to run.")
+            raise _invalid_argument("A login shell cannot be combined with a program to run.")
         if not filename:
-            raise WslError("E_INVALIDARG", "The program name is empty.")
+            raise _invalid_argument("The program name is empty.")
         program = filename
         argv = arguments or [filename]
     if not _valid_cwd(cwd):
-        raise WslError(
-            "E_INVALIDARG",
+        raise _invalid_argument(
             f"The working directory {cwd!r} must be an absolute Linux path, "
             f"start with ~, or be a host directory ({HOST_DIRECTORY_PREFIX}/...).",
         )
@@ -150,6 +145,13 @@ def process_environment(
             result[name] = source[name]
     for name, value in (environment or {}).items():
         if not name or "=" in name or "\0" in name or "\0" in value:
-            raise WslError("E_INVALIDARG", f"Invalid environment variable {name!r}.")
+            raise _invalid_argument(f"Invalid environment variable {name!r}.")
         result[name] = value
     return [f"{name}={value}" for name, value in result.items()]
+
+
+def _invalid_argument(message: str) -> Exception:
+    """E_INVALIDARG with `message` (`pywsl.api.errors` is loaded only when an argument is wrong)."""
+    from pywsl.api.errors import WslError
+
+    return WslError("E_INVALIDARG", message)

@@ -7,16 +7,18 @@ does not import the whole session.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False  # `typing` and `importlib` would cost every launch: loaded only when used
 if TYPE_CHECKING:
+    from typing import Any
+
     from pywsl.api.session.user_session import UserSession
 
 __all__ = ["UserSession"]
 
 
 def __getattr__(name: str) -> Any:
+    import importlib
+
     if name != "UserSession":
         raise AttributeError(f"module 'pywsl.api.session' has no attribute {name!r}")
     value = importlib.import_module("pywsl.api.session.user_session").UserSession

@@ -17,6 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
+from pywsl.api.session import path_rules
+from pywsl.api.session.registry_snapshot import REGISTRY_FILE_NAME
+
 __all__ = [
     "CONFIG_ENV",
     "RUNTIME_ROOT_ENV",
@@ -26,9 +29,9 @@ __all__ = [
 ]
 
 CONFIG_ENV = "PYWSL_CONFIG"
-RUNTIME_ROOT_ENV = "PYWSL_RUNTIME_ROOT"
-DEFAULT_RUNTIME_ROOT = Path("/run/pywsl")
-APP_FOLDER = "pywsl"
+RUNTIME_ROOT_ENV = path_rules.RUNTIME_ROOT_ENV
+DEFAULT_RUNTIME_ROOT = Path(path_rules.DEFAULT_RUNTIME_ROOT)
+APP_FOLDER = path_rules.APP_FOLDER
 
 
 class UserPaths(NamedTuple):
@@ -41,20 +44,12 @@ class UserPaths(NamedTuple):
 
     @property
     def registry_file(self) -> Path:
-        return self.data_dir / "registry.json"
+        return self.data_dir / REGISTRY_FILE_NAME
 
 
 def runtime_root(environ: Mapping[str, str] | None = None) -> Path:
     """`/run/pywsl`, or `$PYWSL_RUNTIME_ROOT` when set to an absolute path (tests, custom setups)."""
-    env = os.environ if environ is None else environ
-    value = env.get(RUNTIME_ROOT_ENV, "")
-    return Path(value) if value and os.path.isabs(value) else DEFAULT_RUNTIME_ROOT
-
-
-def _xdg(environ: Mapping[str, str] | None, name: str, fallback: Path) -> Path:
-    # The XDG specification ignores empty and relative values.
-    value = environ.get(name, "") if environ is not None else ""
-    return Path(value) if value and os.path.isabs(value) else fallback
+    return Path(path_rules.runtime_root(environ))
 
 
 def user_paths(uid: int, home: Path, environ: Mapping[str, str] | None = None) -> UserPaths:
@@ -63,20 +58,16 @@ def user_paths(uid: int, home: Path, environ: Mapping[str, str] | None = None) -
     `environ` is the user's own environment when the caller *is* that user (the in-process
     session); pass None for a user whose environment is unknown (the service acting for them).
     """
-    if environ is not None:
-        env_home = environ.get("HOME", "")
-        if env_home and os.path.isabs(env_home):
-            home = Path(env_home)
-    data_home = _xdg(environ, "XDG_DATA_HOME", home / ".local" / "share")
-    config_home = _xdg(environ, "XDG_CONFIG_HOME", home / ".config")
-    config_file = config_home / APP_FOLDER / "wslconfig"
+    home = Path(path_rules.home_folder(str(home), environ))
+    config_home = path_rules.xdg_folder(environ, "XDG_CONFIG_HOME", str(home / ".config"))
+    config_file = Path(config_home) / APP_FOLDER / "wslconfig"
     if environ is not None:
         override = environ.get(CONFIG_ENV, "")
         if override:
             config_file = Path(os.path.abspath(override))
     return UserPaths(
         home=home,
-        data_dir=data_home / APP_FOLDER,
+        data_dir=Path(path_rules.data_folder(str(home), environ)),
         config_file=config_file,
-        runtime_dir=runtime_root() / str(uid),
+        runtime_dir=Path(path_rules.runtime_folder(uid)),
     )

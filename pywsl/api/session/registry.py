@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from pywsl.api.errors import WslError
+from pywsl.api.session.registry_snapshot import LOCKS_FOLDER_NAME, MAX_REGISTRY_BYTES, REGISTRY_FILE_NAME
 
 if sys.platform != "win32":  # the registry's files are Linux's; on Windows only the types are used
     import fcntl
@@ -78,7 +79,6 @@ FS_VERSION = 2  # LXSS_DISTRO_VERSION_2
 NAME_MAX = 256  # LX_INIT_DISTRO_NAME_MAX
 LEGACY_NAME = "Legacy"
 _NAME = re.compile(rf"[A-Za-z0-9._-]{{1,{NAME_MAX}}}")
-_MAX_REGISTRY_BYTES = 16 * 1024 * 1024
 _FORMAT = 1
 
 
@@ -499,11 +499,11 @@ class Registry:
 
     @property
     def path(self) -> Path:
-        return self.folder / "registry.json"
+        return self.folder / REGISTRY_FILE_NAME
 
     @property
     def locks_folder(self) -> Path:
-        return self.folder / "locks"
+        return self.folder / LOCKS_FOLDER_NAME
 
     # -- reading and writing -----------------------------------------------------------------
 
@@ -517,7 +517,7 @@ class Registry:
         except FileNotFoundError:
             return RegistryData()
         try:
-            raw = read_bounded(fd, _MAX_REGISTRY_BYTES, what=f"The registry {self.path}")
+            raw = read_bounded(fd, MAX_REGISTRY_BYTES, what=f"The registry {self.path}")
         finally:
             os.close(fd)
         if not raw.strip():

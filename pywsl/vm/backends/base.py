@@ -18,11 +18,12 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+from pywsl.vm.quick_launch import SOCKET_NAME as SOCKET_NAME  # mini_init's socket (the monitor's, for qemu)
+
 if TYPE_CHECKING:
     from pywsl.vm.config import VmConfig  # a dataclass: not loaded by a launch
 
 # What every backend keeps in a VM's runtime folder.
-SOCKET_NAME = "mini_init.sock"  # mini_init's listening socket (or the monitor's, for qemu)
 LOG_NAME = "mini_init.log"
 BACKEND_FILE_NAME = "qemu.vm"  # present while a qemu VM (or what it left) is in the runtime folder
 _LOG_TAIL = 4000

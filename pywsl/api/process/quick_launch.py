@@ -1,0 +1,284 @@
+"""Root's warm launch, without the session stack: `pywsl -d D -- cmd` at the interpreter's speed.
+
+`UserSession.create_lx_process` serves every caller of the library: it recovers the registry under
+its lock, reads `.wslconfig` when the VM must boot, checks a distribution's folder against the
+user's trusted folders, relays terminals and captures pipes. What a script's `pywsl -d D -- cmd`
+needs of it, as root with a running VM and no terminal, is much less, and loading the rest
+(`pathlib`, `typing`, `enum`, `socket`, `json`...) cost such a launch more than the VM's work. So
+that launch is done here, with the same steps, the same messages and the same results:
+
+* the registration (`registry_snapshot`: read without the lock, a plainly usable entry only);
+* its root filesystem, opened as `RootfsFolders.open_rootfs` opens it, but stricter: no component
+  of the path may be a link (not even above the user's folders), `rootfs` on the folder's device;
+* the request (`launch_request.process_request`, as the session builds it) on the caller's own
+  descriptors 0, 1 and 2, plus a control and an exit channel, as `LxProcess` prepares them;
+* the VM's side (`pywsl.vm.quick_launch`): `LaunchInit`, `Initialize`, `CreateSession`,
+  `CreateProcessUtilityVm`;
+* the wait as `LxProcess.wait` does it: SIGINT, SIGTERM, SIGHUP and SIGQUIT forwarded
+  (`SignalProcess`), the `ExitStatus` echoed.
+
+`launch` returns None, having run nothing, whenever that shape does not fit: not root, a standard
+stream that is a terminal or closed, a display in the environment (GUI sockets need `.wslconfig`),
+no running VM, an entry that is not plainly usable, a link in the folder's path, or a VM that
+stopped or refused on the way. The caller then takes the full path, which handles all of those.
+"""
+
+from __future__ import annotations
+
+import _socket
+import os
+import select
+import sys
+
+from pywsl.api.process.launch_request import process_request
+from pywsl.api.session.path_rules import data_folder, runtime_folder
+from pywsl.api.session.registry_snapshot import read_registration
+from pywsl.vm import quick_launch as vm_launch
+from pywsl.vm.timezone import host_timezone
+from pywsl.wire import launch_codec as codec
+from pywsl.wire.errors import ChannelClosed, ProtocolError
+from pywsl.wire.launch_link import LaunchLink, socket_pair
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal as _signal
+else:
+    import _signal  # `signal` without its enums (`enum` would cost a launch more than its round trips)
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from types import FrameType
+
+    from pywsl.api.session.registry_snapshot import LaunchRegistration
+    from pywsl.vm.process_request import ProcessRequest
+
+__all__ = ["FORWARDED_SIGNALS", "GUI_VARIABLES", "QuickProcess", "launch"]
+
+# What `LxProcess.wait` forwards to the Linux process on a Linux host.
+FORWARDED_SIGNALS = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT)
+# The variables that give a launch the caller's display sockets (`gui_share`): the full path decides.
+GUI_VARIABLES = ("DISPLAY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DIR", "PULSE_SERVER", "XAUTHORITY")
+_EXIT_CHANNEL_CLOSED = 1  # the status when no ExitStatus came (as wsl.exe)
+_CHANNEL_TIMEOUT = 5.0  # for the rest of a message that has begun to arrive
+_WALK_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class QuickProcess:
+    """A process the VM started for `launch`: `wait()` for its exit status, then `close()`."""
+
+    __slots__ = ("_control", "_exit", "registration", "status_lost", "warnings")
+
+    def __init__(
+        self,
+        control: _socket.socket,
+        exit_end: _socket.socket,
+        warnings: list[str],
+        registration: LaunchRegistration,
+    ) -> None:
+        self._control = LaunchLink(control, "control", _CHANNEL_TIMEOUT)
+        self._exit = LaunchLink(exit_end, "exit", _CHANNEL_TIMEOUT)
+        self.warnings = warnings  # init's, when this launch started the distribution
+        self.registration = registration
+        self.status_lost = False  # the relay went away without an ExitStatus
+
+    def wait(self) -> int:
+        """Forward signals until the process has exited; its exit status."""
+        status, self.status_lost = _wait(self._control, self._exit)
+        return status
+
+    def close(self) -> None:
+        self._control.close()
+        self._exit.close()
+
+    def __repr__(self) -> str:
+        return f"QuickProcess(distribution={self.registration.name!r})"
+
+
+def launch(
+    distribution: str | None,
+    command_line: Sequence[str],
+    *,
+    filename: str | None,
+    cwd: str,
+    username: str,
+    environ: Mapping[str, str],
+) -> QuickProcess | None:
+    """Start the process (shell mode when `filename` is None) in `distribution` (None: the default
+    one) on this process's std streams; None when the full path must do it (nothing ran)."""
+    if sys.platform != "linux" or os.geteuid() != 0 or any(environ.get(name) for name in GUI_VARIABLES):
+        return None
+    if not all(_plain_stream(fd) for fd in (0, 1, 2)):
+        return None
+    import pwd
+
+    home = pwd.getpwuid(0).pw_dir
+    registration = read_registration(data_folder(home, environ), distribution)
+    if registration is None:
+        return None
+    rootfs = _open_rootfs(registration.base_path)
+    if rootfs is None:
+        return None
+    try:
+        request = process_request(
+            command_line,
+            filename=filename,
+            cwd=cwd,
+            username=username,
+            login=False,
+            environment=None,
+            wslenv_source=environ,
+            console=(False, False, False),
+            rows=0,
+            columns=0,
+            default_environment=registration.default_environment,
+            default_uid=registration.default_uid,
+        )
+        return _start(registration, request, rootfs)
+    finally:
+        os.close(rootfs)
+
+
+def _start(registration: LaunchRegistration, request: ProcessRequest, rootfs: int) -> QuickProcess | None:
+    control, relay_control = socket_pair()
+    exit_end, relay_exit = socket_pair()
+    try:
+        started = vm_launch.launch(
+            runtime_folder(0),
+            request,
+            name=registration.name,
+            rootfs=rootfs,
+            hostname=os.uname().nodename,
+            timezone=host_timezone() or "",
+            stdio=(0, 1, 2),
+            control_fd=relay_control.fileno(),
+            exit_fd=relay_exit.fileno(),
+            start_timeout=vm_launch.DEFAULT_DISTRIBUTION_START_TIMEOUT_MS / 1000,
+        )
+    except BaseException:
+        control.close()
+        exit_end.close()
+        raise
+    finally:
+        relay_control.close()
+        relay_exit.close()
+    if started is None:
+        control.close()
+        exit_end.close()
+        return None
+    if (started.flavor or "", started.version or "") != (registration.flavor, registration.os_version):
+        _store_release(registration, started.flavor or "", started.version or "")
+    return QuickProcess(control, exit_end, started.warnings, registration)
+
+
+def _plain_stream(fd: int) -> bool:
+    """An open standard stream that is no terminal: the process gets it as it is."""
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return not os.isatty(fd)
+
+
+def _open_rootfs(base_path: str) -> int | None:
+    """`base_path/rootfs` as an O_PATH descriptor, reached from `/` without any link and on the
+    folder's device; None when that does not hold (the full path then decides)."""
+    parts = [part for part in os.path.normpath(base_path).split("/") if part]
+    fd = os.open("/", _WALK_FLAGS)
+    try:
+        for name in [*parts, "rootfs"]:
+            parent = fd
+            fd = os.open(name, _WALK_FLAGS, dir_fd=parent)
+            if name == "rootfs" and os.fstat(fd).st_dev != os.fstat(parent).st_dev:
+                os.close(parent)
+                os.close(fd)
+                return None
+            os.close(parent)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _store_release(registration: LaunchRegistration, flavor: str, version: str) -> None:
+    """Flavor and OsVersion changed in the distribution (as `UserSession._launch` stores them)."""
+    if not (flavor or version):
+        return
+    import contextlib
+    import uuid
+
+    from pywsl.api.errors import WslError
+    from pywsl.api.session.registrations import update_registration
+    from pywsl.api.session.registry import Registration, RegistryData
+    from pywsl.api.session.user_session import UserSession
+
+    def store(entry: Registration, _: RegistryData) -> None:
+        entry.flavor, entry.os_version = flavor, version
+
+    with contextlib.suppress(WslError):
+        update_registration(UserSession().registry, uuid.UUID(registration.guid), store)
+
+
+def _wait(control: LaunchLink, exit_channel: LaunchLink) -> tuple[int, bool]:
+    """Forward signals until the ExitStatus arrives; (status, lost: it never came)."""
+    wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    received: list[int] = []
+
+    def forward(number: int, frame: FrameType | None) -> None:
+        received.append(number)
+        try:
+            os.write(wake_write, b"\0")
+        except OSError:
+            return
+
+    previous = {number: _signal.signal(number, forward) for number in FORWARDED_SIGNALS}
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                continue
+        poller = select.poll()
+        poller.register(exit_channel.fileno(), select.POLLIN)
+        poller.register(wake_read, select.POLLIN)
+        while True:
+            for fd, _ in poller.poll():
+                if fd == wake_read:
+                    _drain(wake_read)
+                    _forward(control, received)
+                    continue
+                return _exit_status(exit_channel)
+    finally:
+        for number, handler in previous.items():
+            _signal.signal(number, handler)
+        os.close(wake_read)
+        os.close(wake_write)
+
+
+def _forward(control: LaunchLink, received: list[int]) -> None:
+    while received:
+        number = received.pop(0)
+        try:
+            control.send(codec.SIGNAL_PROCESS, Signal=number)
+        except (OSError, ProtocolError):
+            return  # the relay is gone: its exit status (or the lack of one) follows
+
+
+def _exit_status(exit_channel: LaunchLink) -> tuple[int, bool]:
+    """ExitStatus → the same message back (the relay waits for it) → the status."""
+    try:
+        message, _ = exit_channel.receive(codec.EXIT_STATUS)
+    except (ChannelClosed, ProtocolError, OSError, TimeoutError):
+        return _EXIT_CHANNEL_CLOSED, True
+    status = int(message.ExitCode)
+    try:
+        exit_channel.send(codec.EXIT_STATUS, ExitCode=status)
+    except (OSError, ProtocolError):
+        return status, False  # the relay is gone already: it needs no echo
+    return status, False
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 256):
+            pass
+    except OSError:
+        return

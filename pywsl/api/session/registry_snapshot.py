@@ -1,0 +1,194 @@
+"""One installed registration read for a launch, without the registry's machinery.
+
+`Registry` (`registry.py`) reads and writes the user's `registry.json` inside flocked transactions,
+recovers what a crashed operation left and validates every entry into `Registration`s; it loads
+`json`, `uuid`, `pathlib`, `re` and `enum` to do so, more than a warm `pywsl -d D -- cmd` spends on
+its round trips to the VM. A launch only reads one entry, and the file is only ever replaced by a
+rename (`Registry._store`), so it can be read without the lock: this module opens it as `Registry`
+does (no link, a regular file, a size limit), parses it with the `json` module's own C scanner
+(`_json`, without the `re` patterns of `json.decoder`) and takes the entry the launch names (or
+the default one) only when it is plainly usable: State Installed, a folder rather than a disk, no
+move under way, no operation lock, every value it uses of the right type. Anything else, from a
+missing file to a duplicate name, is None: the caller then takes the full path, which recovers,
+decides and reports exactly as every other verb does. What is read here is never written back.
+"""
+
+from __future__ import annotations
+
+import _json
+import os
+import stat
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = ["REGISTRY_FILE_NAME", "LaunchRegistration", "read_registration"]
+
+REGISTRY_FILE_NAME = "registry.json"
+LOCKS_FOLDER_NAME = "locks"  # operation locks: `locks/<guid>.lock` while one runs
+MAX_REGISTRY_BYTES = 16 * 1024 * 1024
+_FORMAT = 1
+_STATE_INSTALLED = 1  # DistributionState.INSTALLED
+_FS_VERSION = 2
+_UID_LIMIT = 0xFFFFFFFF - 1  # LX_UID_INVALID - 1
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
+_HEX = frozenset("0123456789abcdef")
+_NAME_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+_NAME_MAX = 256
+_LEGACY_NAME = "legacy"  # never a distribution's name (`registry.validate_name`)
+
+
+class LaunchRegistration:
+    """What a launch uses of one installed registration."""
+
+    __slots__ = ("base_path", "default_environment", "default_uid", "flavor", "guid", "name", "os_version")
+
+    def __init__(
+        self,
+        guid: str,
+        name: str,
+        base_path: str,
+        default_uid: int,
+        default_environment: list[str],
+        flavor: str,
+        os_version: str,
+    ) -> None:
+        self.guid = guid  # canonical: lower case, no braces
+        self.name = name
+        self.base_path = base_path
+        self.default_uid = default_uid
+        self.default_environment = default_environment
+        self.flavor = flavor
+        self.os_version = os_version
+
+    def __repr__(self) -> str:
+        return f"LaunchRegistration(name={self.name!r}, guid={self.guid!r}, base_path={self.base_path!r})"
+
+
+class _Context:
+    """The settings `_json.make_scanner` reads: plain JSON, as `json.loads` with no hooks."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    memo: dict[str, str] = {}
+
+    @staticmethod
+    def parse_constant(name: str) -> float:
+        raise ValueError(f"{name} is not JSON")
+
+
+def read_registration(data_dir: str, name: str | None) -> LaunchRegistration | None:
+    """The installed registration called `name` (case-insensitive; None: the default one) in the
+    registry of `data_dir`, or None when the full path must decide."""
+    document = _load(os.path.join(data_dir, REGISTRY_FILE_NAME))
+    if not isinstance(document, dict) or document.get("Format") != _FORMAT:
+        return None
+    entries = document.get("Distributions")
+    if not isinstance(entries, dict):
+        return None
+    if name is None:
+        key = document.get("DefaultDistribution")
+        entry = entries.get(key) if isinstance(key, str) else None
+        chosen = [(key, entry)] if entry is not None else []
+    else:
+        wanted = name.casefold()
+        chosen = [
+            (key, entry)
+            for key, entry in entries.items()
+            if isinstance(entry, dict)
+            and isinstance(entry.get("DistributionName"), str)
+            and entry["DistributionName"].casefold() == wanted
+        ]
+    if len(chosen) != 1:
+        return None
+    registration = _usable(*chosen[0])
+    if registration is None or _locked(data_dir, registration.guid):
+        return None
+    return registration
+
+
+def _load(path: str) -> object:
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_REGISTRY_BYTES:
+            return None
+        raw = os.read(fd, info.st_size + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    try:
+        text = raw.decode("utf-8")
+        start = len(text) - len(text.lstrip(" \t\n\r"))
+        value, end = _json.make_scanner(_Context())(text, start)  # type: ignore[arg-type]  # any settings object
+    except (UnicodeDecodeError, ValueError, StopIteration, RecursionError):
+        return None
+    return value if not text[end:].strip(" \t\n\r") else None
+
+
+def _usable(key: object, entry: Any) -> LaunchRegistration | None:
+    guid = _canonical_guid(key)
+    if guid is None or not isinstance(entry, dict):
+        return None
+    name = entry.get("DistributionName")
+    base_path = entry.get("BasePath")
+    uid = entry.get("DefaultUid", 0)
+    environment = entry.get("DefaultEnvironment")
+    flavor = entry.get("Flavor", "")
+    os_version = entry.get("OsVersion", "")
+    texts = (name, base_path, flavor, os_version)
+    if (
+        entry.get("State") != _STATE_INSTALLED
+        or entry.get("Version", _FS_VERSION) != _FS_VERSION
+        or entry.get("MoveTarget", "") != ""
+        or entry.get("VhdFileName", "") != ""
+        or not all(isinstance(text, str) and "\0" not in text for text in texts)
+        or not _valid_name(str(name))
+        or not str(base_path).startswith("/")
+        or type(uid) is not int
+        or not 0 <= uid <= _UID_LIMIT
+        or not isinstance(environment, list)
+        or len(environment) > 1024
+        or not all(isinstance(item, str) and "=" in item and "\0" not in item for item in environment)
+    ):
+        return None
+    return LaunchRegistration(
+        guid, str(name), str(base_path), uid, list(environment), str(flavor), str(os_version)
+    )
+
+
+def _valid_name(name: str) -> bool:
+    """WSL's rule for a stored name, as `registry.validate_name` checks it."""
+    return (
+        0 < len(name) <= _NAME_MAX and _NAME_CHARACTERS.issuperset(name) and name.casefold() != _LEGACY_NAME
+    )
+
+
+def _canonical_guid(key: object) -> str | None:
+    """The GUID of a registry key written as `{xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx}` (lower case)."""
+    if not isinstance(key, str) or len(key) != 38 or key[0] != "{" or key[-1] != "}":
+        return None
+    guid = key[1:-1]
+    groups = guid.split("-")
+    if [len(group) for group in groups] != [8, 4, 4, 4, 12] or not _HEX.issuperset(guid.replace("-", "")):
+        return None
+    return guid
+
+
+def _locked(data_dir: str, guid: str) -> bool:
+    """Whether an operation (install, export, move, uninstall) may be running on the distribution."""
+    try:
+        os.lstat(os.path.join(data_dir, LOCKS_FOLDER_NAME, f"{guid}.lock"))
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return True
