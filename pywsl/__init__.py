@@ -36,10 +36,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    import importlib
-
     if name not in __all__:
         raise AttributeError(f"module 'pywsl' has no attribute {name!r}")
+    import importlib  # only now: `from package import module` asks here first
+
     value = getattr(importlib.import_module("pywsl.api"), name)
     globals()[name] = value
     return value

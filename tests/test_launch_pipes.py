@@ -38,6 +38,7 @@ from test_launch_support import (
 )
 
 from pywsl.api.process.lx_process import DEVNULL, PIPE
+from pywsl.guest.session_leader import SPARE_DELAY
 
 __all__ = ["etc_root", "leader"]  # the module-scoped fixtures every test here uses
 
@@ -312,6 +313,9 @@ def test_32_concurrent_launches(leader: Leader, tmp_path: Path) -> None:
 
 
 def leader_fds(leader: Leader) -> set[str]:
+    """The leader's descriptors once it is idle: then it holds the socket of its spare relay, forked
+    after `SPARE_DELAY` without a request (`session_leader.SpareRelay`)."""
+    time.sleep(SPARE_DELAY * 10)
     return set(os.listdir(f"/proc/{leader.process.pid}/fd"))
 
 

@@ -40,11 +40,11 @@ _EXPORTS = {
 
 
 def __getattr__(name: str) -> Any:
-    import importlib
-
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'pywsl.api' has no attribute {name!r}")
+    import importlib  # only now: `from package import module` asks here first
+
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

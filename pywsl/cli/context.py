@@ -31,12 +31,17 @@ def open_session() -> UserSession:
 def quick_launch(
     distribution: str | None, command_line: Sequence[str], *, filename: str | None, cwd: str, user: str
 ) -> int | None:
-    """Root's warm launch without opening the session (`pywsl.api.process.quick_launch`): the
-    process's exit status, or None when the launch needs the session (then nothing ran)."""
-    from pywsl.api.process import quick_launch as quick
+    """A launch on this process's std streams without opening the session: root's in-process
+    (`pywsl.api.process.quick_launch`), anybody else's as one request to the service
+    (`pywsl.api.service.launch_client`). The process's exit status, or None when the launch
+    needs the session (then nothing ran)."""
+    if os.geteuid() == 0:
+        from pywsl.api.process.quick_launch import launch
+    else:
+        from pywsl.api.service.launch_client import launch
     from pywsl.cli.launch_run import finish_launch
 
-    process = quick.launch(
+    process = launch(
         distribution, command_line, filename=filename, cwd=cwd, username=user, environ=os.environ
     )
     if process is None:
@@ -52,18 +57,22 @@ def quick_launch(
         status = process.wait()
     finally:
         process.close()
-    return finish_launch(status, process.status_lost, lambda: _still_running(process.registration.guid))
+    return finish_launch(status, process.status_lost, lambda: _still_running(process.distribution))
 
 
-def _still_running(guid: str) -> bool:
+def _still_running(distribution: str | None) -> bool:
     """Whether the distribution of a process whose exit status was lost still runs."""
-    import uuid
-
+    from pywsl.api.errors import WslError
     from pywsl.cli.launch_run import distribution_running
 
     state = CliState()
     try:
-        return distribution_running(state.get_session(), uuid.UUID(guid))
+        session = state.get_session()
+        try:
+            distro = None if distribution is None else session.get_distribution_id(distribution)
+        except WslError:
+            return False
+        return distribution_running(session, distro)
     finally:
         state.close()
 

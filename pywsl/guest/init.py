@@ -81,7 +81,7 @@ TERMINATE_GRACE = 2.0
 SYSTEMD_STOP_TIMEOUT = 30.0  # units stopping at -t / --shutdown; then systemd is killed
 STOP_REQUEST = b"T"  # on the control socket, from mini_init: stop the instance (VM shutdown)
 SESSION_CHANNEL = b"S"  # init -> a spare session leader, with the channel it is to serve
-SPARE_DELAY = 0.05  # a new spare leader is forked once init has been quiet this long (seconds)
+SPARE_DELAY = 0.002  # a new spare leader is forked once init has been quiet this long (seconds)
 MAX_HOST_RESOLV_CONF = network_files.MAX_RESOLV_CONF_BYTES
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -581,18 +581,20 @@ class Init:
                 os.setsid()
                 os.umask(self.instance.conf.umask & 0o777)  # [filesystem] umask, for every launch
                 syscalls.set_process_title("SessionLeader")
+                session = _session_leader.SessionLeader(
+                    distribution_name=self.name,
+                    default_uid=settings.default_uid,
+                    default_user=self.instance.conf.user_default,
+                    host_mount_point=self.instance.conf.host_mount_point
+                    if self.instance.conf.automount_enabled
+                    else None,
+                    interop=interop_init.relay_settings(self.instance.conf),
+                )
+                if spare:
+                    session.prepare()  # its first relay is forked while it waits for a channel
                 channel = _channel_for_spare(fd) if spare else fd
                 if channel >= 0:
-                    _session_leader.serve(
-                        socket.socket(fileno=channel),
-                        distribution_name=self.name,
-                        default_uid=settings.default_uid,
-                        default_user=self.instance.conf.user_default,
-                        host_mount_point=self.instance.conf.host_mount_point
-                        if self.instance.conf.automount_enabled
-                        else None,
-                        interop=interop_init.relay_settings(self.instance.conf),
-                    )
+                    session.serve(socket.socket(fileno=channel))
                 code = 0
             except BaseException:
                 log.exception("session leader failed")

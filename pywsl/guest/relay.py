@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from pywsl.guest import forking, syscalls
-from pywsl.guest.relay_child import LaunchRequest, RelayContext, run_child
+from pywsl.guest.relay_child import LaunchRequest, RelayContext, run_child, spawn_child
 from pywsl.wire.channel import MessageChannel
 from pywsl.wire.constants import LX_INIT_TTY_LIMIT
 from pywsl.wire.enums import LX_MESSAGE_TYPE
@@ -216,9 +216,15 @@ class _Relay:
             terminal if console and terminal is not None else fd
             for fd, console in zip(self.stdio, self.console, strict=True)
         ]
-        pid = os.fork()
-        if pid == 0:
-            run_child(self.request, context, stdio, terminal)
+        if terminal is None:
+            # No terminal to make the controlling one: spawned, without a fork of the interpreter.
+            pid, code = spawn_child(self.request, context, stdio)
+            if not pid:
+                self.exit_code = code
+        else:
+            pid = os.fork()
+            if pid == 0:
+                run_child(self.request, context, stdio, terminal)
         self.child_pid = pid
         _close(terminal)
         for fd in self.passed_stdio:

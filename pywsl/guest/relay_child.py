@@ -18,7 +18,7 @@ import fcntl
 import os
 import signal
 import termios
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -26,6 +26,7 @@ from pywsl.guest import devices, gui, systemd_user
 from pywsl.guest.environment import (
     DEFAULT_PATH,
     HOST_DIRECTORY_PREFIX,
+    Program,
     UserNotFound,
     build_environment,
     resolve_program,
@@ -39,7 +40,7 @@ from pywsl.guest.users import PasswdEntry, UserDatabase
 from pywsl.wire.constants import LX_INIT_USER_NOT_FOUND
 from pywsl.wire.enums import CREATE_PROCESS_SHELL_OPTIONS, LX_INIT_CREATE_PROCESS_FLAGS
 
-__all__ = ["LaunchRequest", "RelayContext", "run_child"]
+__all__ = ["LaunchRequest", "RelayContext", "run_child", "spawn_child"]
 
 _CONSOLE_FLAGS = (
     LX_INIT_CREATE_PROCESS_FLAGS.LxInitCreateProcessFlagsStdInConsole,
@@ -119,15 +120,15 @@ def _reset_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
-def _write_error(message: str) -> None:
+def _write_error(message: str, fd: int = 2) -> None:
     with contextlib.suppress(OSError):
-        os.write(2, f"pywsl: {message}\n".encode(errors="replace"))
+        os.write(fd, f"pywsl: {message}\n".encode(errors="replace"))
 
 
-def _write_warning(message: str) -> None:
+def _write_warning(message: str, fd: int = 2) -> None:
     """A warning of the process's set-up, as WSL's relay prints the warnings it collected."""
     with contextlib.suppress(OSError):
-        os.write(2, f"wsl: {message}\n".encode(errors="replace"))
+        os.write(fd, f"wsl: {message}\n".encode(errors="replace"))
 
 
 def _install_stdio(sources: Sequence[int]) -> None:
@@ -153,6 +154,25 @@ def _drop_privileges(database: UserDatabase, user: PasswdEntry) -> None:
 
 def _execvpe(file: str, argv: list[str], environment: dict[str, str]) -> int:
     """``execvpe``: search PATH (the child's own) unless ``file`` has a slash; returns the exit code."""
+
+    def execute(path: str, arguments: list[str]) -> int:
+        os.execve(path, arguments, environment)
+        raise AssertionError("execve returned")
+
+    _, code = _run_program(file, argv, environment, execute, 2)
+    return code
+
+
+def _run_program(
+    file: str,
+    argv: list[str],
+    environment: dict[str, str],
+    start: Callable[[str, list[str]], int],
+    err_fd: int,
+) -> tuple[int, int]:
+    """``execvpe``'s search with `start` (an exec, or a spawn that returns a pid): PATH (the
+    program's own environment) unless ``file`` has a slash, a script without a ``#!`` line run by
+    the shell. (pid, 0) once started; (0, exit code) after writing why not on `err_fd`."""
     if "/" in file:
         candidates = [file]
     else:
@@ -161,12 +181,12 @@ def _execvpe(file: str, argv: list[str], environment: dict[str, str]) -> int:
     failure: OSError | None = None
     for candidate in candidates:
         try:
-            os.execve(candidate, argv, environment)
+            return start(candidate, argv), 0
         except OSError as error:
             if error.errno == errno.ENOEXEC:
                 # A script without a #! line: run it with the shell, like execvp does.
                 try:
-                    os.execve("/bin/sh", ["/bin/sh", candidate, *argv[1:]], environment)
+                    return start("/bin/sh", ["/bin/sh", candidate, *argv[1:]]), 0
                 except OSError as shell_error:
                     error = shell_error
             if error.errno in (errno.ENOENT, errno.ENOTDIR, errno.ESTALE, errno.ENODEV, errno.ETIMEDOUT):
@@ -178,11 +198,11 @@ def _execvpe(file: str, argv: list[str], environment: dict[str, str]) -> int:
             failure = error
             break
     assert failure is not None
-    _write_error(f"execvpe({file}) failed: {os.strerror(failure.errno or 0)}")
-    return _EXIT_SETUP_FAILED
+    _write_error(f"execvpe({file}) failed: {os.strerror(failure.errno or 0)}", err_fd)
+    return 0, _EXIT_SETUP_FAILED
 
 
-def _enter_working_directory(cwd: str, home: str, host_mount_point: str | None) -> None:
+def _enter_working_directory(cwd: str, home: str, host_mount_point: str | None, err_fd: int = 2) -> None:
     """chdir as the user: a host directory through the automount root, else home (with WSL's
     "Failed to translate" warning when automount is enabled); a Linux path or ~ as given."""
     host_directory = translate_host_directory(cwd, host_mount_point)
@@ -194,13 +214,13 @@ def _enter_working_directory(cwd: str, home: str, host_mount_point: str | None) 
             pass
     if cwd.startswith(HOST_DIRECTORY_PREFIX):
         if host_mount_point is not None:
-            _write_warning(f"Failed to translate '{cwd[len(HOST_DIRECTORY_PREFIX) :]}'")
+            _write_warning(f"Failed to translate '{cwd[len(HOST_DIRECTORY_PREFIX) :]}'", err_fd)
         cwd = ""
     try:
         os.chdir(resolve_working_directory(cwd, home))
     except (OSError, ValueError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-        _write_error(f"cannot change to directory {cwd or home!r}: {reason}; starting in /")
+        _write_error(f"cannot change to directory {cwd or home!r}: {reason}; starting in /", err_fd)
         with contextlib.suppress(OSError):
             os.chdir("/")
 
@@ -213,13 +233,7 @@ def _start_child(
     os.setsid()
     database = UserDatabase(context.etc_root)
     try:
-        user = resolve_user(
-            database,
-            request.username,
-            default_user=context.default_user,
-            default_uid=request.default_uid,
-            fallback_uid=context.fallback_uid,
-        )
+        user = _user(request, context, database)
     except UserNotFound:
         return LX_INIT_USER_NOT_FOUND
     if terminal is not None:
@@ -229,6 +243,27 @@ def _start_child(
             os.fchown(terminal, user.uid, tty_group.gid if tty_group is not None else -1)
             os.fchmod(terminal, 0o620)
     _install_stdio(stdio)
+    environment, program = _prepare(request, context, user, 2)
+    _drop_privileges(database, user)
+    _enter_working_directory(request.cwd, user.home, context.host_mount_point)
+    return _execvpe(program.file, program.argv, environment)
+
+
+def _user(request: LaunchRequest, context: RelayContext, database: UserDatabase) -> PasswdEntry:
+    return resolve_user(
+        database,
+        request.username,
+        default_user=context.default_user,
+        default_uid=request.default_uid,
+        fallback_uid=context.fallback_uid,
+    )
+
+
+def _prepare(
+    request: LaunchRequest, context: RelayContext, user: PasswdEntry, err_fd: int
+) -> tuple[dict[str, str], Program]:
+    """The environment and the program of the process, with what root prepares for it first
+    (host PATH folders, the caller's display, a systemd user session); warnings go to `err_fd`."""
     environment = build_environment(
         request.environment,
         user,
@@ -242,15 +277,88 @@ def _start_child(
     shared, problems = gui.prepare(request.host_environment, user.uid, user.gid)  # the caller's display
     environment.update(shared)
     for problem in problems:
-        _write_warning(f"GUI: {problem}")
+        _write_warning(f"GUI: {problem}", err_fd)
     session, problems = systemd_user.prepare(user.uid, user.gid, user.name, shared)  # with systemd as pid 1
     environment.update(session)
     for problem in problems:
-        _write_warning(problem)
-    program = resolve_program(request.filename, request.command_line, user, login=request.login)
-    _drop_privileges(database, user)
-    _enter_working_directory(request.cwd, user.home, context.host_mount_point)
-    return _execvpe(program.file, program.argv, environment)
+        _write_warning(problem, err_fd)
+    return environment, resolve_program(request.filename, request.command_line, user, login=request.login)
+
+
+def spawn_child(request: LaunchRequest, context: RelayContext, stdio: Sequence[int]) -> tuple[int, int]:
+    """The process of a launch without a terminal, started without forking the interpreter.
+
+    A fork of the relay costs milliseconds (the interpreter's pages are copied as it touches
+    them); ``posix_spawn`` does not copy them. The relay prepares what the child would (user,
+    environment, program, as root), takes the user's ids with root kept as the saved set-user-ID
+    (so the working directory is entered with the user's rights, as the child does it), spawns
+    the program in a new session on the std streams with every signal at its default and none
+    blocked, and takes root back. The program's ``execve`` ends root's saved ids. Returns (pid, 0),
+    or (0, exit code) when it did not start (``LX_INIT_USER_NOT_FOUND``, or 1 after the reason
+    was written on the process's stderr)."""
+    err_fd = stdio[2]
+    database = UserDatabase(context.etc_root)
+    try:
+        user = _user(request, context, database)
+    except UserNotFound:
+        return 0, LX_INIT_USER_NOT_FOUND
+    environment, program = _prepare(request, context, user, err_fd)
+    defaults = _signals_to_reset()
+    for fd in _open_descriptors():
+        if fd > 2:
+            with contextlib.suppress(OSError):
+                os.set_inheritable(fd, False)
+    actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio)]
+
+    def spawn(path: str, arguments: list[str]) -> int:
+        return os.posix_spawn(
+            path, arguments, environment, file_actions=actions, setsid=True, setsigmask=(), setsigdef=defaults
+        )
+
+    with _acting_as(database, user):
+        _enter_working_directory(request.cwd, user.home, context.host_mount_point, err_fd)
+        try:
+            return _run_program(program.file, program.argv, environment, spawn, err_fd)
+        finally:
+            with contextlib.suppress(OSError):
+                os.chdir("/")
+
+
+def _signals_to_reset() -> list[int]:
+    """The signals whose disposition is not the default (a spawned program starts with defaults)."""
+    return [
+        number
+        for number in signal.valid_signals()
+        if number not in (signal.SIGKILL, signal.SIGSTOP) and signal.getsignal(number) is not signal.SIG_DFL
+    ]
+
+
+def _open_descriptors() -> list[int]:
+    try:
+        return [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return []
+
+
+@contextlib.contextmanager
+def _acting_as(database: UserDatabase, user: PasswdEntry) -> Iterator[None]:
+    """The user's ids and groups, root kept as the saved ids to take back afterwards."""
+    uid, gid, groups = os.getresuid(), os.getresgid(), os.getgroups()
+    try:
+        os.setgroups(database.group_list(user))
+    except PermissionError:
+        # A user namespace with setgroups denied: fine as long as nothing changes identity.
+        if user.uid != os.geteuid() or user.gid != os.getegid():
+            raise
+    os.setresgid(user.gid, user.gid, gid[2])
+    os.setresuid(user.uid, user.uid, uid[2])
+    try:
+        yield
+    finally:
+        os.setresuid(*uid)
+        os.setresgid(*gid)
+        with contextlib.suppress(PermissionError):
+            os.setgroups(groups)
 
 
 def run_child(

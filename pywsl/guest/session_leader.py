@@ -8,9 +8,12 @@ terminal control, exit) and the reply ``RESULT_MESSAGE<uint32_t>`` carries the r
 (``LX_INIT_UTILITY_VM_INVALID_PORT`` = UINT_MAX when no relay could be started).
 
 The leader returns to its loop as soon as a relay is forked, reaps relays as they exit, and
-returns when its channel closes; the relays live on. Everything a relay runs is imported before
-the leader serves, so a relay starts at once; the messages are decoded with the launch codec
-(``pywsl.wire.launch_codec``).
+returns when its channel closes; the relays live on. A relay is forked ahead (`SpareRelay`): before
+the first request (a spare leader forks it while it waits for its channel) and again whenever the
+leader has been idle for `SPARE_DELAY`. A request is then handed to the waiting relay over a socket
+pair, and the reply does not wait for a fork of the interpreter, which costs a launch
+milliseconds. Everything a relay runs is imported before the leader serves, so a relay starts at
+once; the messages are decoded with the launch codec (``pywsl.wire.launch_codec``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import select
 import signal
 import socket
 import struct
@@ -33,7 +37,7 @@ from pywsl.wire.errors import ChannelClosed, ProtocolError
 from pywsl.wire.launch_codec import CREATE_PROCESS_UTILITY_VM as _CREATE_PROCESS
 from pywsl.wire.launch_codec import RESULT_UINT32 as _RESULT
 
-__all__ = ["serve"]
+__all__ = ["SPARE_DELAY", "SessionLeader", "SpareRelay", "serve"]
 
 _CREATE_PROCESS_TYPE = _CREATE_PROCESS.message_type
 
@@ -54,8 +58,84 @@ def _reap_relays(number: int, frame: FrameType | None) -> None:
     forking.reap_children()
 
 
-def _start_relay(channel: MessageChannel, data: bytes, fds: list[int], context: RelayContext) -> int:
-    """Fork a relay for one CreateProcessUtilityVm; its pid, or UINT_MAX (fds closed either way)."""
+SPARE_DELAY = 0.005  # a relay is forked ahead once the leader has been idle this long (seconds)
+_LENGTH = struct.Struct("<I")
+
+
+class SpareRelay:
+    """A relay forked ahead of its request: it waits on a socket pair for one request (its bytes
+    and five descriptors) and then runs as a relay forked for it would; the pair's end is its exit."""
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self._sock = sock
+
+    @classmethod
+    def fork(cls, context: RelayContext) -> SpareRelay | None:
+        """A new spare relay; None when the fork fails (the request then forks one itself)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            pid = os.fork()
+        except OSError as error:
+            _log(f"cannot fork a spare relay: {error}")
+            ours.close()
+            theirs.close()
+            return None
+        if pid == 0:
+            try:
+                forking.close_other_fds([theirs.fileno()])
+                _await_request(theirs.fileno(), context)
+            finally:
+                os._exit(1)
+        theirs.close()
+        return cls(pid, ours)
+
+    def hand(self, data: bytes, fds: Sequence[int]) -> bool:
+        """Give the request to the spare relay; False when it is gone (nothing was handed)."""
+        try:
+            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))]
+            self._sock.sendmsg([_LENGTH.pack(len(data))], ancillary)
+            self._sock.sendall(data)
+        except OSError as error:
+            _log(f"the spare relay is gone: {error}")
+            return False
+        finally:
+            self._sock.close()
+        return True
+
+    def close(self) -> None:
+        """Not needed: the spare relay exits when its socket ends."""
+        self._sock.close()
+
+
+def _await_request(sock_fd: int, context: RelayContext) -> None:
+    """A spare relay's life: the request, then the relay; nothing when the leader closes the pair."""
+    gc.collect()  # what the leader made since it froze its objects, as `run_relay` would
+    with socket.socket(fileno=sock_fd) as sock:
+        try:
+            header, fds, _flags, _address = socket.recv_fds(sock, _LENGTH.size, 5)
+            if len(header) < _LENGTH.size:
+                _close_fds(fds)
+                return  # the leader closed the pair: not needed
+            (size,) = _LENGTH.unpack(header)
+            data = bytearray()
+            while len(data) < size:
+                chunk = sock.recv(size - len(data))
+                if not chunk:
+                    raise ProtocolError("the request ended early")
+                data += chunk
+            request = LaunchRequest.from_message(_CREATE_PROCESS.parse(bytes(data)))
+            descriptors = RelayDescriptors.from_list(fds)
+        except (OSError, ProtocolError, ValueError) as error:
+            _log(f"a spare relay could not take its request: {error}")
+            return
+    run_relay(request, descriptors, context)
+
+
+def _start_relay(channel: MessageChannel, data: bytes, fds: list[int], leader: SessionLeader) -> int:
+    """A relay for one CreateProcessUtilityVm (the leader's spare, or a new fork); its pid, or
+    UINT_MAX (fds closed either way). A request refused before that leaves the spare waiting."""
+    context, spare = leader.context, leader.spare
     try:
         (message_type,) = struct.unpack_from("<I", data)
         if message_type != _CREATE_PROCESS_TYPE:
@@ -70,6 +150,12 @@ def _start_relay(channel: MessageChannel, data: bytes, fds: list[int], context: 
         _log(f"rejected a create-process request: {error}")
         _close_fds(fds)
         return LX_INIT_UTILITY_VM_INVALID_PORT
+    if spare is not None:
+        handed = spare.hand(data, fds)
+        leader.spare = None  # handed over, or gone: either way it is used up
+        if handed:
+            _close_fds(fds)
+            return spare.pid
     try:
         pid = os.fork()
     except OSError as error:
@@ -84,6 +170,78 @@ def _start_relay(channel: MessageChannel, data: bytes, fds: list[int], context: 
             os._exit(1)
     _close_fds(fds)
     return pid
+
+
+class SessionLeader:
+    """One session's leader: its relays' context, and a relay forked ahead (see the module)."""
+
+    def __init__(
+        self,
+        *,
+        distribution_name: str,
+        default_uid: int,
+        default_user: str | None,
+        etc_root: str = "/",
+        host_mount_point: str | None = None,
+        interop: InteropSettings | None = None,
+    ) -> None:
+        self.context = RelayContext(
+            distribution_name=distribution_name,
+            default_user=default_user,
+            fallback_uid=default_uid,
+            etc_root=etc_root,
+            host_mount_point=host_mount_point,
+            interop=interop,
+        )
+        self.spare: SpareRelay | None = None
+        self._prepared = False
+
+    def prepare(self) -> None:
+        """Signals, frozen objects and the first spare relay: done by a spare leader while it waits."""
+        if self._prepared:
+            return
+        self._prepared = True
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, _reap_relays)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+        # Every relay is a fork of this process: what it holds now is frozen (never scanned again by
+        # the collector, so a relay's own collection is quick and no copy-on-write page is touched).
+        # Nothing is collected first: a scan of init's objects would delay every launch, and garbage
+        # that is frozen is never finalized, so no socket of it can close a reused descriptor.
+        gc.freeze()
+        self.spare = SpareRelay.fork(self.context)
+
+    def serve(self, channel: socket.socket) -> None:
+        """Serve CreateProcessUtilityVm transactions on ``channel`` until it closes."""
+        previous = signal.getsignal(signal.SIGCHLD)
+        self.prepare()
+        leader = MessageChannel(channel, name="session leader")
+        poller = select.poll()
+        poller.register(leader.fileno(), select.POLLIN)
+        try:
+            while True:
+                if self.spare is None and not poller.poll(int(SPARE_DELAY * 1000)):
+                    self.spare = SpareRelay.fork(self.context)  # idle: the fork delays no request
+                transaction = leader.receive_transaction()
+                try:
+                    data, fds = transaction.receive()
+                except ChannelClosed:
+                    return
+                except (ProtocolError, OSError) as error:
+                    _log(f"closing the session: {error}")
+                    return
+                relay = _start_relay(leader, data, fds, self)
+                try:
+                    transaction.send(_RESULT, Result=relay)
+                except (ProtocolError, OSError) as error:
+                    _log(f"closing the session: cannot reply: {error}")
+                    return
+        finally:
+            leader.close()
+            if self.spare is not None:
+                self.spare.close()
+                self.spare = None
+            signal.signal(signal.SIGCHLD, previous)
 
 
 def serve(
@@ -106,39 +264,11 @@ def serve(
     frame or a broken sequence ends the session (WSL's leader treats it as fatal); a request that
     cannot be served is answered with UINT_MAX. ``interop`` is wsl.conf's ``[interop]`` (None: off).
     """
-    signal.set_wakeup_fd(-1)
-    previous = signal.signal(signal.SIGCHLD, _reap_relays)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
-    context = RelayContext(
+    SessionLeader(
         distribution_name=distribution_name,
+        default_uid=default_uid,
         default_user=default_user,
-        fallback_uid=default_uid,
         etc_root=etc_root,
         host_mount_point=host_mount_point,
         interop=interop,
-    )
-    leader = MessageChannel(channel, name="session leader")
-    # Every relay is a fork of this process: what it holds now is frozen (never scanned again by
-    # the collector, so a relay's own collection is quick and no copy-on-write page is touched).
-    # Nothing is collected first: a scan of init's objects would delay every launch, and garbage
-    # that is frozen is never finalized, so no socket of it can close a reused descriptor.
-    gc.freeze()
-    try:
-        while True:
-            transaction = leader.receive_transaction()
-            try:
-                data, fds = transaction.receive()
-            except ChannelClosed:
-                return
-            except (ProtocolError, OSError) as error:
-                _log(f"closing the session: {error}")
-                return
-            relay = _start_relay(leader, data, fds, context)
-            try:
-                transaction.send(_RESULT, Result=relay)
-            except (ProtocolError, OSError) as error:
-                _log(f"closing the session: cannot reply: {error}")
-                return
-    finally:
-        leader.close()
-        signal.signal(signal.SIGCHLD, previous)
+    ).serve(channel)

@@ -31,11 +31,11 @@ _MODULES = {
 
 def __getattr__(name: str) -> Any:
     """The public names, each loaded on first use (a launch imports `launch_types` alone)."""
-    import importlib
-
     module = _MODULES.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib  # only now: `from package import module` asks here first
+
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -62,10 +62,10 @@ _CODEC_NAMES = frozenset({"Message", "MessageSchema", "schema", "schemas"})
 def __getattr__(name: str) -> Any:
     """The public names, imported on first use: a launch (`pywsl.wire.launch_codec`) never loads
     construct; the schemas come with every declaration (`messages`, `extensions`) loaded."""
-    import importlib
-
     if name not in __all__:
         raise AttributeError(f"module 'pywsl.wire' has no attribute {name!r}")
+    import importlib  # only now: `from package import module` asks here first
+
     if name in _CODEC_NAMES:
         importlib.import_module("pywsl.wire.messages")
         importlib.import_module("pywsl.wire.extensions")

@@ -39,14 +39,26 @@ _MAX_FDS = 16  # as MessageChannel: more with one message is a protocol error
 _ANCILLARY_SIZE = _socket.CMSG_SPACE(253 * 4)  # Linux's SCM_MAX_FD: a larger set is never cut off
 _SEND_FLAGS = _socket.MSG_DONTWAIT | _socket.MSG_NOSIGNAL
 _RECEIVE_FLAGS = _socket.MSG_DONTWAIT | _socket.MSG_CMSG_CLOEXEC
+CONNECT_TIMEOUT = 10.0
 
 
-def connect_unix(path: str) -> _socket.socket | None:
-    """A connection to the stream socket at `path`; None when nothing listens there."""
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+def connect_unix(path: str, timeout: float = CONNECT_TIMEOUT) -> _socket.socket | None:
+    """A connection to the stream socket at `path`; None when nothing listens there. A listener
+    whose queue stays full for `timeout` seconds is a TimeoutError."""
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC | _socket.SOCK_NONBLOCK)
+    deadline = time.monotonic() + timeout
     try:
-        sock.connect(path)
-    except (FileNotFoundError, ConnectionRefusedError):
+        while True:
+            try:
+                sock.connect(path)
+                break
+            except BlockingIOError:  # its queue is full: wait a little for room, within the deadline
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(
+                        f"{path}: no room in the listener's queue within {timeout:g} s"
+                    ) from None
+                time.sleep(0.005)
+    except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
         sock.close()
         return None
     except BaseException:
@@ -82,16 +94,18 @@ class LaunchLink:
 
     def send(self, schema: FastSchema, fds: Sequence[int] = (), **values: Any) -> None:
         """A message outside any transaction."""
+        message = self._checked(schema, fds, values)
         self._sent = (self._sent + 1) & _U32
-        self._write(schema.build(**values), self._sent, _STEP_NONE, fds, self._deadline())
+        self._write(message, self._sent, _STEP_NONE, fds, self._deadline())
 
     def send_request(self, schema: FastSchema, fds: Sequence[int] = (), **values: Any) -> int:
         """A transaction's request; its id, for `receive_reply`. A launch sends its requests before
         it reads any answer: the VM serves them one after the other, without waiting for the client.
         """
+        message = self._checked(schema, fds, values)
         transaction = self._next_transaction
         self._next_transaction = (transaction + 1) & _U32
-        self._write(schema.build(**values), transaction, _STEP_REQUEST, fds, self._deadline())
+        self._write(message, transaction, _STEP_REQUEST, fds, self._deadline())
         return transaction
 
     def receive(self, schema: FastSchema, expect_fds: int = 0) -> tuple[FastMessage, list[int]]:
@@ -129,8 +143,7 @@ class LaunchLink:
             try:
                 message_id, step = _HEADER.unpack_from(data)[2:]
                 if step == _STEP_NONE:
-                    self._received = (self._received + 1) & _U32
-                    continue  # a stale non-transaction message
+                    continue  # a stale non-transaction message (not counted, as MessageChannel)
                 distance = (message_id - transaction) & _U32
                 if distance & 0x80000000:
                     continue  # the reply to an earlier transaction
@@ -155,11 +168,15 @@ class LaunchLink:
     def _deadline(self) -> float:
         return time.monotonic() + self.timeout
 
+    def _checked(self, schema: FastSchema, fds: Sequence[int], values: dict[str, Any]) -> bytes:
+        """The message built and its descriptors checked, before any id is used up."""
+        if len(fds) > _MAX_FDS:
+            raise ValueError(f"{self.name}: at most {_MAX_FDS} file descriptors per message")
+        return schema.build(**values)
+
     def _write(self, message: bytes, message_id: int, step: int, fds: Sequence[int], deadline: float) -> None:
         data = bytearray(message)
         struct.pack_into("<II", data, 8, message_id, step)
-        if len(fds) > _MAX_FDS:
-            raise ValueError(f"{self.name}: at most {_MAX_FDS} file descriptors per message")
         ancillary = (
             [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))] if fds else []
         )
@@ -195,6 +212,8 @@ class LaunchLink:
             except BlockingIOError:
                 self._wait(select.POLLIN, deadline)
                 continue
+            except ConnectionResetError:
+                chunk, ancillary, flags = b"", [], 0  # the peer went away: its end of the stream
             for level, kind, payload in ancillary:
                 if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
                     usable = len(payload) - len(payload) % 4

@@ -31,6 +31,7 @@ import select
 import sys
 
 from pywsl.api.process.launch_request import process_request
+from pywsl.api.session.gui_share import GUI_VARIABLES
 from pywsl.api.session.path_rules import data_folder, runtime_folder
 from pywsl.api.session.registry_snapshot import read_registration
 from pywsl.vm import quick_launch as vm_launch
@@ -51,33 +52,29 @@ if TYPE_CHECKING:
     from pywsl.api.session.registry_snapshot import LaunchRegistration
     from pywsl.vm.process_request import ProcessRequest
 
-__all__ = ["FORWARDED_SIGNALS", "GUI_VARIABLES", "QuickProcess", "launch"]
+__all__ = ["FORWARDED_SIGNALS", "QuickProcess", "launch", "plain_streams"]
 
 # What `LxProcess.wait` forwards to the Linux process on a Linux host.
 FORWARDED_SIGNALS = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT)
-# The variables that give a launch the caller's display sockets (`gui_share`): the full path decides.
-GUI_VARIABLES = ("DISPLAY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DIR", "PULSE_SERVER", "XAUTHORITY")
 _EXIT_CHANNEL_CLOSED = 1  # the status when no ExitStatus came (as wsl.exe)
 _CHANNEL_TIMEOUT = 5.0  # for the rest of a message that has begun to arrive
 _WALK_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class QuickProcess:
-    """A process the VM started for `launch`: `wait()` for its exit status, then `close()`."""
+    """A process started on this process's std streams: `wait()` for its exit status (signals
+    forwarded, the ExitStatus echoed, as `LxProcess.wait`), then `close()`. `control` and
+    `exit_end` are this side of the relay's control and exit channels."""
 
-    __slots__ = ("_control", "_exit", "registration", "status_lost", "warnings")
+    __slots__ = ("_control", "_exit", "distribution", "status_lost", "warnings")
 
     def __init__(
-        self,
-        control: _socket.socket,
-        exit_end: _socket.socket,
-        warnings: list[str],
-        registration: LaunchRegistration,
+        self, control: _socket.socket, exit_end: _socket.socket, warnings: list[str], distribution: str | None
     ) -> None:
         self._control = LaunchLink(control, "control", _CHANNEL_TIMEOUT)
         self._exit = LaunchLink(exit_end, "exit", _CHANNEL_TIMEOUT)
-        self.warnings = warnings  # init's, when this launch started the distribution
-        self.registration = registration
+        self.warnings = warnings  # for the user: init's, when this launch started the distribution
+        self.distribution = distribution  # its name as given (None: the default one)
         self.status_lost = False  # the relay went away without an ExitStatus
 
     def wait(self) -> int:
@@ -90,7 +87,7 @@ class QuickProcess:
         self._exit.close()
 
     def __repr__(self) -> str:
-        return f"QuickProcess(distribution={self.registration.name!r})"
+        return f"QuickProcess(distribution={self.distribution!r})"
 
 
 def launch(
@@ -106,11 +103,13 @@ def launch(
     one) on this process's std streams; None when the full path must do it (nothing ran)."""
     if sys.platform != "linux" or os.geteuid() != 0 or any(environ.get(name) for name in GUI_VARIABLES):
         return None
-    if not all(_plain_stream(fd) for fd in (0, 1, 2)):
+    if not plain_streams():
         return None
-    import pwd
+    home = environ.get("HOME", "")
+    if not os.path.isabs(home):  # `$HOME` wins when it is absolute (`path_rules.home_folder`)
+        import pwd
 
-    home = pwd.getpwuid(0).pw_dir
+        home = pwd.getpwuid(0).pw_dir
     registration = read_registration(data_folder(home, environ), distribution)
     if registration is None:
         return None
@@ -166,16 +165,20 @@ def _start(registration: LaunchRegistration, request: ProcessRequest, rootfs: in
         return None
     if (started.flavor or "", started.version or "") != (registration.flavor, registration.os_version):
         _store_release(registration, started.flavor or "", started.version or "")
-    return QuickProcess(control, exit_end, started.warnings, registration)
+    return QuickProcess(control, exit_end, started.warnings, registration.name)
 
 
-def _plain_stream(fd: int) -> bool:
-    """An open standard stream that is no terminal: the process gets it as it is."""
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return not os.isatty(fd)
+def plain_streams() -> bool:
+    """Whether the standard streams are open and none is a terminal: the process gets them as
+    they are (a terminal is relayed through a socket pair, as `LxProcess` does it)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            return False
+        if os.isatty(fd):
+            return False
+    return True
 
 
 def _open_rootfs(base_path: str) -> int | None:

@@ -126,7 +126,6 @@ Cancellation
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -159,7 +158,7 @@ from pywsl.api.service.rpc_values import (
     encode_distro,
     encode_value,
 )
-from pywsl.api.session.paths import RUNTIME_ROOT_ENV
+from pywsl.api.session import path_rules
 
 __all__ = [
     "DEFAULT_SOCKET",
@@ -202,28 +201,21 @@ __all__ = [
 ]
 
 INTERFACE = "io.pywsl.UserSession"
-DEFAULT_SOCKET = "/run/pywsl/service.sock"
-SOCKET_ENVIRONMENT_VARIABLE = "PYWSL_SERVICE_SOCKET"
+DEFAULT_SOCKET = path_rules.DEFAULT_SERVICE_SOCKET
+SOCKET_ENVIRONMENT_VARIABLE = path_rules.SERVICE_SOCKET_ENV
 GET_INFO = "org.varlink.service.GetInfo"
 
 MAX_LIST_ITEMS = 4096
 MAX_STRING_LENGTH = 64 * 1024
 
 
-SOCKET_NAME = "service.sock"
+SOCKET_NAME = path_rules.SERVICE_SOCKET_NAME
 
 
 def socket_path(environ: Mapping[str, str] | None = None) -> str:
     """The service socket: ``$PYWSL_SERVICE_SOCKET``, else ``service.sock`` in ``$PYWSL_RUNTIME_ROOT``
     (when set to an absolute path), else ``/run/pywsl/service.sock``."""
-    env = os.environ if environ is None else environ
-    explicit = env.get(SOCKET_ENVIRONMENT_VARIABLE)
-    if explicit:
-        return explicit
-    runtime = env.get(RUNTIME_ROOT_ENV, "")
-    if runtime and os.path.isabs(runtime):
-        return os.path.join(runtime, SOCKET_NAME)
-    return DEFAULT_SOCKET
+    return path_rules.service_socket(environ)
 
 
 # --------------------------------------------------------------------------------------------

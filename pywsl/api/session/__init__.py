@@ -17,10 +17,10 @@ __all__ = ["UserSession"]
 
 
 def __getattr__(name: str) -> Any:
-    import importlib
-
     if name != "UserSession":
         raise AttributeError(f"module 'pywsl.api.session' has no attribute {name!r}")
+    import importlib  # only now: `from package import module` asks here first
+
     value = importlib.import_module("pywsl.api.session.user_session").UserSession
     globals()[name] = value
     return value

@@ -20,7 +20,10 @@ from __future__ import annotations
 import os
 import stat
 import struct
-from collections.abc import Mapping
+
+TYPE_CHECKING = False  # a launch takes GUI_VARIABLES from here: `collections.abc` would cost it
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = ["GUI_VARIABLES", "display_number", "gui_host_environment", "read_cookie", "xauthority_cookie"]
 

@@ -24,6 +24,9 @@ __all__ = [
 RUNTIME_ROOT_ENV = "PYWSL_RUNTIME_ROOT"
 DEFAULT_RUNTIME_ROOT = "/run/pywsl"
 APP_FOLDER = "pywsl"
+SERVICE_SOCKET_ENV = "PYWSL_SERVICE_SOCKET"
+SERVICE_SOCKET_NAME = "service.sock"
+DEFAULT_SERVICE_SOCKET = f"{DEFAULT_RUNTIME_ROOT}/{SERVICE_SOCKET_NAME}"
 
 
 def runtime_root(environ: Mapping[str, str] | None = None) -> str:
@@ -59,3 +62,16 @@ def data_folder(home: str, environ: Mapping[str, str] | None) -> str:
     return os.path.join(
         xdg_folder(environ, "XDG_DATA_HOME", os.path.join(home, ".local", "share")), APP_FOLDER
     )
+
+
+def service_socket(environ: Mapping[str, str] | None = None) -> str:
+    """The root service's socket: `$PYWSL_SERVICE_SOCKET`, else `service.sock` in
+    `$PYWSL_RUNTIME_ROOT` (when set to an absolute path), else `/run/pywsl/service.sock`."""
+    env = os.environ if environ is None else environ
+    explicit = env.get(SERVICE_SOCKET_ENV)
+    if explicit:
+        return explicit
+    runtime = env.get(RUNTIME_ROOT_ENV, "")
+    if runtime and os.path.isabs(runtime):
+        return os.path.join(runtime, SERVICE_SOCKET_NAME)
+    return DEFAULT_SERVICE_SOCKET

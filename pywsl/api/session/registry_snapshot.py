@@ -6,7 +6,7 @@ recovers what a crashed operation left and validates every entry into `Registrat
 its round trips to the VM. A launch only reads one entry, and the file is only ever replaced by a
 rename (`Registry._store`), so it can be read without the lock: this module opens it as `Registry`
 does (no link, a regular file, a size limit), parses it with the `json` module's own C scanner
-(`_json`, without the `re` patterns of `json.decoder`) and takes the entry the launch names (or
+(`lean_json`, without the `re` patterns of `json.decoder`) and takes the entry the launch names (or
 the default one) only when it is plainly usable: State Installed, a folder rather than a disk, no
 move under way, no operation lock, every value it uses of the right type. Anything else, from a
 missing file to a duplicate name, is None: the caller then takes the full path, which recovers,
@@ -15,9 +15,10 @@ decides and reports exactly as every other verb does. What is read here is never
 
 from __future__ import annotations
 
-import _json
 import os
 import stat
+
+from pywsl.api.lean_json import loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -66,21 +67,6 @@ class LaunchRegistration:
         return f"LaunchRegistration(name={self.name!r}, guid={self.guid!r}, base_path={self.base_path!r})"
 
 
-class _Context:
-    """The settings `_json.make_scanner` reads: plain JSON, as `json.loads` with no hooks."""
-
-    strict = True
-    object_hook = None
-    object_pairs_hook = None
-    parse_float = float
-    parse_int = int
-    memo: dict[str, str] = {}
-
-    @staticmethod
-    def parse_constant(name: str) -> float:
-        raise ValueError(f"{name} is not JSON")
-
-
 def read_registration(data_dir: str, name: str | None) -> LaunchRegistration | None:
     """The installed registration called `name` (case-insensitive; None: the default one) in the
     registry of `data_dir`, or None when the full path must decide."""
@@ -126,12 +112,9 @@ def _load(path: str) -> object:
     finally:
         os.close(fd)
     try:
-        text = raw.decode("utf-8")
-        start = len(text) - len(text.lstrip(" \t\n\r"))
-        value, end = _json.make_scanner(_Context())(text, start)  # type: ignore[arg-type]  # any settings object
-    except (UnicodeDecodeError, ValueError, StopIteration, RecursionError):
+        return loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
-    return value if not text[end:].strip(" \t\n\r") else None
 
 
 def _usable(key: object, entry: Any) -> LaunchRegistration | None:

@@ -244,9 +244,17 @@ class UserSession:
         """`_CreateInstance`: LaunchInit (or attach) + Initialize; refreshes Flavor/OsVersion."""
         self._ensure_not_locked(registration)  # again: an export may have started meanwhile
         instance = self._launch_init(vm, registration)
-        for warning in instance.warnings:  # init reports them to the host that started it only
+        self._instance_reached(registration, instance.warnings, instance.flavor, instance.version)
+        return instance
+
+    def _instance_reached(
+        self, registration: Registration, warnings: list[str], flavor: str | None, version: str | None
+    ) -> None:
+        """init's warnings to the user (it sends them to the host that started it only), and the
+        distribution's Flavor and OsVersion stored when they changed."""
+        for warning in warnings:
             user_warnings.emit(warning)
-        flavor, version = instance.flavor or "", instance.version or ""
+        flavor, version = flavor or "", version or ""
         if (flavor, version) != (registration.flavor, registration.os_version) and (flavor or version):
 
             def store(entry: Registration, _: RegistryData) -> None:
@@ -254,7 +262,6 @@ class UserSession:
 
             with contextlib.suppress(WslError):
                 self._update(registration.id, store)
-        return instance
 
     def _launch_init(self, vm: CoreVm, registration: Registration) -> CoreInstance:
         """LaunchInit (or attach to the running init) with the root filesystem as a descriptor."""
@@ -609,6 +616,10 @@ class UserSession:
             gui = self._gui_environment(wslenv_source or {})
             if gui is not None:
                 request = request._replace(host_environment=gui)
+        if not registration.on_disk:
+            relay = self._quick_start(registration, request, (stdin, stdout, stderr), control_fd, exit_fd)
+            if relay is not None:
+                return relay
         with self._vm() as vm:
             with error_context("CreateInstance"):
                 instance = self._launch(vm, registration)
@@ -617,6 +628,43 @@ class UserSession:
                     return instance.create_process(request, (stdin, stdout, stderr), control_fd, exit_fd)
             finally:
                 instance.close()
+
+    def _quick_start(
+        self,
+        registration: Registration,
+        request: ProcessRequest,
+        stdio: tuple[int, int, int],
+        control_fd: int,
+        exit_fd: int,
+    ) -> int | None:
+        """The process started in the running VM with every request sent at once
+        (`pywsl.vm.quick_launch`); the relay's pid, or None when the VM must be booted or the
+        instance started anew (nothing ran: `_vm` and `_launch` then do it, as for a boot)."""
+        from pywsl.vm import quick_launch
+        from pywsl.vm.timezone import host_timezone
+
+        with error_context("CreateInstance"):
+            self._ensure_not_locked(registration)
+            with self.folders.open_rootfs(registration.base_path) as rootfs:
+                try:
+                    started = quick_launch.launch(
+                        str(self.paths.runtime_dir),
+                        request,
+                        name=registration.name,
+                        rootfs=rootfs,
+                        hostname=socket.gethostname(),
+                        timezone=host_timezone() or "",
+                        stdio=stdio,
+                        control_fd=control_fd,
+                        exit_fd=exit_fd,
+                        start_timeout=quick_launch.DEFAULT_DISTRIBUTION_START_TIMEOUT_MS / 1000,
+                    )
+                except PermissionError:
+                    return None  # the VM's socket is root's: `_vm` says so
+        if started is None:
+            return None
+        self._instance_reached(registration, started.warnings, started.flavor, started.version)
+        return started.relay_pid
 
     def _gui_environment(self, source: Mapping[str, str]) -> tuple[str, ...] | None:
         """The caller's own display sockets for GUI apps (`gui_share`), when `.wslconfig` allows
