@@ -179,8 +179,8 @@ def test_every_layer_exists() -> None:
 
 
 # Which api sub-packages each may import (itself and the api's foundations — errors, cancellation,
-# credentials — always). `connect` and the package's own `__init__` are entry points: free.
-API_FOUNDATIONS = {"errors", "cancellation", "credentials"}
+# credentials, lean_json — always). `connect` and the package's own `__init__` are entry points: free.
+API_FOUNDATIONS = {"errors", "cancellation", "credentials", "lean_json"}
 API_ALLOWED: dict[str, set[str]] = {
     "files": set(),
     "process": set(),

@@ -33,18 +33,17 @@ pytestmark = [
 
 REPO = Path(pywsl_package.__file__).resolve().parent.parent
 
-# The pywsl modules a launch loads, on both paths (the console script, the fast command line).
+# The pywsl modules a launch loads, on both paths (the script, the fast command line, the wait).
 COMMON = {
     "pywsl",
     "pywsl.api",
-    "pywsl.api.connect",
-    "pywsl.api.errors",
+    "pywsl.api.lean_json",
     "pywsl.api.process",
     "pywsl.api.process.launch_request",
-    "pywsl.api.process.lx_process",
-    "pywsl.api.process.terminal",
+    "pywsl.api.process.quick_process",
     "pywsl.api.session",
-    "pywsl.api.session.user_warnings",
+    "pywsl.api.session.gui_share",
+    "pywsl.api.session.path_rules",
     "pywsl.cli",
     "pywsl.cli.context",
     "pywsl.cli.fast_launch",
@@ -54,67 +53,39 @@ COMMON = {
     "pywsl.cli.messages",
     "pywsl.cli.report",
     "pywsl.cli.streams",
+    "pywsl.vm",
+    "pywsl.vm.process_request",
     "pywsl.wire",
-    "pywsl.wire.channel",
     "pywsl.wire.constants",
-    "pywsl.wire.enums",
     "pywsl.wire.errors",
-    "pywsl.wire.framing",
     "pywsl.wire.launch_codec",
+    "pywsl.wire.launch_link",
+    "pywsl.wire.message_types",
     "pywsl.wire.parsed",
 }
-# Root, in-process: the session, the registry, the distribution's folder and the VM's host side.
+# Root, in-process: one registry entry, the root filesystem's folder and the VM's requests.
 IN_PROCESS = COMMON | {
-    "pywsl.api.cancellation",
-    "pywsl.api.credentials",
-    "pywsl.api.files",
-    "pywsl.api.files.owned_tree",
-    "pywsl.api.files.rootfs_folder",
-    "pywsl.api.files.user_files",
-    "pywsl.api.session.gui_share",
-    "pywsl.api.session.paths",
-    "pywsl.api.session.registrations",
-    "pywsl.api.session.registry",
-    "pywsl.api.session.user_session",
-    "pywsl.api.session.user_vm",
-    "pywsl.api.session.wslconfig",
-    "pywsl.vm",
-    "pywsl.vm.backends",
-    "pywsl.vm.backends.base",
-    "pywsl.vm.backends.namespaces",
-    "pywsl.vm.core_instance",
-    "pywsl.vm.core_vm",
-    "pywsl.vm.directories",
-    "pywsl.vm.disk_image",
-    "pywsl.vm.errors",
-    "pywsl.vm.idmap",
-    "pywsl.vm.launch_types",
+    "pywsl.api.session.quick_launch",
+    "pywsl.api.session.registry_snapshot",
+    "pywsl.api.session.registry_values",
+    "pywsl.vm.quick_launch",
     "pywsl.vm.timezone",
-    "pywsl.wire.config_format",
     "pywsl.wire.timezone_id",
 }
-# An unprivileged user: the service client and its message format.
+# An unprivileged user: one request to the service.
 THROUGH_SERVICE = COMMON | {
     "pywsl.api.service",
-    "pywsl.api.service.client",
-    "pywsl.api.service.rpc",
-    "pywsl.api.service.rpc_framing",
-    "pywsl.api.service.rpc_values",
-    "pywsl.api.session.gui_share",
-    "pywsl.api.session.paths",
+    "pywsl.api.service.launch_client",
 }
-# The standard library modules a launch loads (beyond the interpreter's own start-up): both paths,
-# and the user database in-process. Never `dataclasses` (it brings `inspect`, `ast`, `dis` and
-# `tokenize`: more than everything else here), `ctypes` (only a session acting for another user
-# needs it) or `copy`.
+# The standard library modules a launch loads beyond the interpreter's own start-up (names
+# starting with "_" are C parts and not listed). Never `typing`, `enum`, `re`, `collections`,
+# `pathlib`, `json`, `socket`, `contextlib`, `uuid` or `dataclasses`: each costs a warm launch more
+# than its round trips to the VM.
 _STANDARD_NAMES = """
-    array collections collections.abc contextlib contextvars copyreg enum errno fcntl fnmatch functools gc
-    importlib ipaddress itertools json json.decoder json.encoder json.scanner keyword math ntpath
-    operator pathlib platform re reprlib select selectors signal socket struct termios threading types
-    typing typing.io typing.re urllib urllib.parse uuid warnings
+    __future__ atexit errno gc select struct
 """
 STANDARD = set(_STANDARD_NAMES.split())
-STANDARD_IN_PROCESS = STANDARD | {"grp", "pwd"}
+STANDARD_IN_PROCESS = STANDARD | {"pwd"}
 # What records the modules: the interpreter's own start-up is left out.
 PROBE = """
 import atexit, sys

@@ -532,7 +532,7 @@ LEAN_MODULES = [
     "pywsl.wire.launch_codec",
     "pywsl.wire.launch_link",
     "pywsl.vm.quick_launch",
-    "pywsl.api.process.quick_launch",
+    "pywsl.api.session.quick_launch",
     "pywsl.api.session.registry_snapshot",
     "pywsl.api.session.path_rules",
     "pywsl.cli.fast_launch",

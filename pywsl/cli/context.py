@@ -32,11 +32,11 @@ def quick_launch(
     distribution: str | None, command_line: Sequence[str], *, filename: str | None, cwd: str, user: str
 ) -> int | None:
     """A launch on this process's std streams without opening the session: root's in-process
-    (`pywsl.api.process.quick_launch`), anybody else's as one request to the service
+    (`pywsl.api.session.quick_launch`), anybody else's as one request to the service
     (`pywsl.api.service.launch_client`). The process's exit status, or None when the launch
     needs the session (then nothing ran)."""
     if os.geteuid() == 0:
-        from pywsl.api.process.quick_launch import launch
+        from pywsl.api.session.quick_launch import launch
     else:
         from pywsl.api.service.launch_client import launch
     from pywsl.cli.launch_run import finish_launch

@@ -26,7 +26,7 @@ import time
 
 from pywsl.api import lean_json
 from pywsl.api.process.launch_request import parse_wslenv
-from pywsl.api.process.quick_launch import QuickProcess, plain_streams
+from pywsl.api.process.quick_process import QuickProcess, plain_streams
 from pywsl.api.session.gui_share import GUI_VARIABLES
 from pywsl.api.session.path_rules import service_socket
 from pywsl.wire.launch_link import connect_unix, socket_pair

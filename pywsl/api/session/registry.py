@@ -28,7 +28,6 @@ import enum
 import json
 import os
 import platform
-import re
 import sys
 import time
 import uuid
@@ -38,6 +37,15 @@ from typing import Any
 
 from pywsl.api.errors import WslError
 from pywsl.api.session.registry_snapshot import LOCKS_FOLDER_NAME, MAX_REGISTRY_BYTES, REGISTRY_FILE_NAME
+from pywsl.api.session.registry_values import (
+    FLAGS_ALL,
+    FLAGS_DEFAULT,
+    FS_VERSION,
+    LX_UID_INVALID,
+    NAME_MAX,
+    entry_values,
+    valid_name,
+)
 
 if sys.platform != "win32":  # the registry's files are Linux's; on Windows only the types are used
     import fcntl
@@ -70,15 +78,7 @@ FLAG_ENABLE_INTEROP = 0x1
 FLAG_APPEND_NT_PATH = 0x2
 FLAG_ENABLE_DRIVE_MOUNTING = 0x4
 FLAG_VM_MODE = 0x8
-FLAGS_DEFAULT = 0x7
-FLAGS_ALL = 0xF
 FLAGS_UNCHANGED = 0xFFFFFFFE
-
-LX_UID_INVALID = 0xFFFFFFFF
-FS_VERSION = 2  # LXSS_DISTRO_VERSION_2
-NAME_MAX = 256  # LX_INIT_DISTRO_NAME_MAX
-LEGACY_NAME = "Legacy"
-_NAME = re.compile(rf"[A-Za-z0-9._-]{{1,{NAME_MAX}}}")
 _FORMAT = 1
 
 
@@ -99,11 +99,6 @@ class DistributionState(enum.IntEnum):
         return "Stopped" if self is DistributionState.INSTALLED else self.name.capitalize()
 
 
-_PERSISTED_STATES = (
-    DistributionState.INSTALLED,
-    DistributionState.INSTALLING,
-    DistributionState.UNINSTALLING,
-)
 _LOCK_STATES = (
     DistributionState.INSTALLING,
     DistributionState.UNINSTALLING,
@@ -114,7 +109,7 @@ _LOCK_STATES = (
 
 def validate_name(name: str) -> None:
     """WSL's rule: `^[a-zA-Z0-9._-]{1,256}$` and not "Legacy" (in any case)."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or name.casefold() == LEGACY_NAME.casefold():
+    if not valid_name(name):
         raise WslError("E_INVALIDARG", f'Invalid distribution name: "{name}".')
 
 
@@ -262,80 +257,26 @@ class Registration:
     @classmethod
     def from_json(cls, guid: uuid.UUID, data: Any) -> Registration:
         """Validate one entry; ValueError names the bad value."""
-        if not isinstance(data, dict):
-            raise ValueError("not an object")
-        name = _stored_text(data, "DistributionName", limit=NAME_MAX)
-        state = _stored_state(data, name)
-        base_path = _stored_text(data, "BasePath")
-        if not os.path.isabs(base_path):
-            raise ValueError("BasePath must be absolute")
+        values = entry_values(data, default_environment())
         return cls(
             id=guid,
-            name=name,
-            base_path=Path(base_path),
-            state=state,
-            version=_stored_number(data, "Version", FS_VERSION, 0, 2),
-            flags=_stored_number(data, "Flags", FLAGS_DEFAULT, 0, FLAGS_ALL),
-            default_uid=_stored_number(data, "DefaultUid", 0, 0, LX_UID_INVALID - 1),
-            default_environment=_stored_environment(data),
-            run_oobe=bool(_stored_number(data, "RunOOBE", 0, 0, 1)),
-            flavor=_stored_text(data, "Flavor", ""),
-            os_version=_stored_text(data, "OsVersion", ""),
-            modern=bool(_stored_number(data, "Modern", 1, 0, 1)),
-            package_family_name=_stored_text(data, "PackageFamilyName", ""),
-            created_base_path=bool(_stored_number(data, "CreatedBasePath", 0, 0, 1)),
-            move_target=_optional_path(_stored_text(data, "MoveTarget", "")),
-            vhd_file_name=_stored_file_name(data, "VhdFileName"),
-            sparse=bool(_stored_number(data, "Sparse", 1, 0, 1)),
+            name=values["name"],
+            base_path=Path(values["base_path"]),
+            state=DistributionState(values["state"]),
+            version=values["version"],
+            flags=values["flags"],
+            default_uid=values["default_uid"],
+            default_environment=values["default_environment"],
+            run_oobe=bool(values["run_oobe"]),
+            flavor=values["flavor"],
+            os_version=values["os_version"],
+            modern=bool(values["modern"]),
+            package_family_name=values["package_family_name"],
+            created_base_path=bool(values["created_base_path"]),
+            move_target=Path(values["move_target"]) if values["move_target"] else None,
+            vhd_file_name=values["vhd_file_name"],
+            sparse=bool(values["sparse"]),
         )
-
-
-def _stored_file_name(data: dict[str, Any], key: str) -> str:
-    """A stored file name in the distribution's folder ("" for none): no folder, no `..`."""
-    value = _stored_text(data, key, "", limit=255)
-    if value in (".", "..") or "/" in value:
-        raise ValueError(f"{key} must be a file name")
-    return value
-
-
-def _stored_text(data: dict[str, Any], key: str, default: str | None = None, limit: int = 4096) -> str:
-    """A stored string of at most `limit` characters, without NUL."""
-    value = data.get(key, default)
-    if not isinstance(value, str) or len(value) > limit or "\0" in value:
-        raise ValueError(f"{key} must be a string")
-    return value
-
-
-def _stored_number(data: dict[str, Any], key: str, default: int | None, low: int, high: int) -> int:
-    """A stored integer (never a boolean) in `low`..`high`."""
-    value = data.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{key} must be an integer in {low}..{high}")
-    return value
-
-
-def _stored_state(data: dict[str, Any], name: str) -> DistributionState:
-    """The entry's state, one that is ever stored; an installed entry must have a valid name."""
-    state = DistributionState(_stored_number(data, "State", None, 0, 6))
-    if state not in _PERSISTED_STATES:
-        raise ValueError(f"State {int(state)} is never stored")
-    if name:
-        validate_name(name)
-    elif state is DistributionState.INSTALLED:
-        raise ValueError("DistributionName is missing")
-    return state
-
-
-def _stored_environment(data: dict[str, Any]) -> list[str]:
-    """The default environment: at most 1024 NAME=value strings."""
-    environment = data.get("DefaultEnvironment", default_environment())
-    if (
-        not isinstance(environment, list)
-        or len(environment) > 1024
-        or not all(isinstance(item, str) and "=" in item and "\0" not in item for item in environment)
-    ):
-        raise ValueError("DefaultEnvironment must be a list of NAME=value strings")
-    return list(environment)
 
 
 def _needs_recovery(registration: Registration) -> bool:

@@ -19,6 +19,7 @@ import os
 import stat
 
 from pywsl.api.lean_json import loads
+from pywsl.api.session.registry_values import FS_VERSION, STATE_INSTALLED, entry_values
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -30,14 +31,8 @@ REGISTRY_FILE_NAME = "registry.json"
 LOCKS_FOLDER_NAME = "locks"  # operation locks: `locks/<guid>.lock` while one runs
 MAX_REGISTRY_BYTES = 16 * 1024 * 1024
 _FORMAT = 1
-_STATE_INSTALLED = 1  # DistributionState.INSTALLED
-_FS_VERSION = 2
-_UID_LIMIT = 0xFFFFFFFF - 1  # LX_UID_INVALID - 1
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
 _HEX = frozenset("0123456789abcdef")
-_NAME_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
-_NAME_MAX = 256
-_LEGACY_NAME = "legacy"  # never a distribution's name (`registry.validate_name`)
 
 
 class LaunchRegistration:
@@ -69,30 +64,38 @@ class LaunchRegistration:
 
 def read_registration(data_dir: str, name: str | None) -> LaunchRegistration | None:
     """The installed registration called `name` (case-insensitive; None: the default one) in the
-    registry of `data_dir`, or None when the full path must decide."""
+    registry of `data_dir`, or None when the full path must decide.
+
+    Every entry is checked as the registry checks it (`registry_values.entry_values`), and any entry
+    the registry would set aside, or any key not written as the registry writes GUIDs, leaves the
+    decision to the full path: which entry it finds (or takes as the default) depends on them."""
     document = _load(os.path.join(data_dir, REGISTRY_FILE_NAME))
     if not isinstance(document, dict) or document.get("Format") != _FORMAT:
         return None
     entries = document.get("Distributions")
     if not isinstance(entries, dict):
         return None
+    installed: dict[str, dict[str, Any]] = {}
+    for key, entry in entries.items():
+        guid = _canonical_guid(key)
+        try:
+            values = entry_values(entry, [])
+        except ValueError:
+            return None
+        if guid is None:
+            return None
+        if values["state"] == STATE_INSTALLED:
+            installed[guid] = values
     if name is None:
-        key = document.get("DefaultDistribution")
-        entry = entries.get(key) if isinstance(key, str) else None
-        chosen = [(key, entry)] if entry is not None else []
+        chosen = [_canonical_guid(document.get("DefaultDistribution"))]
     else:
         wanted = name.casefold()
-        chosen = [
-            (key, entry)
-            for key, entry in entries.items()
-            if isinstance(entry, dict)
-            and isinstance(entry.get("DistributionName"), str)
-            and entry["DistributionName"].casefold() == wanted
-        ]
-    if len(chosen) != 1:
+        chosen = [guid for guid, values in installed.items() if values["name"].casefold() == wanted]
+    if len(chosen) != 1 or chosen[0] not in installed:
         return None
-    registration = _usable(*chosen[0])
-    if registration is None or _locked(data_dir, registration.guid):
+    guid = chosen[0]
+    registration = _usable(guid, installed[guid], entries["{" + guid + "}"])
+    if registration is None or _locked(data_dir, guid):
         return None
     return registration
 
@@ -117,41 +120,25 @@ def _load(path: str) -> object:
         return None
 
 
-def _usable(key: object, entry: Any) -> LaunchRegistration | None:
-    guid = _canonical_guid(key)
-    if guid is None or not isinstance(entry, dict):
-        return None
-    name = entry.get("DistributionName")
-    base_path = entry.get("BasePath")
-    uid = entry.get("DefaultUid", 0)
-    environment = entry.get("DefaultEnvironment")
-    flavor = entry.get("Flavor", "")
-    os_version = entry.get("OsVersion", "")
-    texts = (name, base_path, flavor, os_version)
+def _usable(guid: str, values: dict[str, Any], entry: dict[str, Any]) -> LaunchRegistration | None:
+    """The entry as a launch uses it, when it is plainly a folder the launch can start: no move
+    under way, no disk, the current file system version and a default environment of its own (the
+    registry's default for a missing one depends on the host: the full path fills it in)."""
     if (
-        entry.get("State") != _STATE_INSTALLED
-        or entry.get("Version", _FS_VERSION) != _FS_VERSION
-        or entry.get("MoveTarget", "") != ""
-        or entry.get("VhdFileName", "") != ""
-        or not all(isinstance(text, str) and "\0" not in text for text in texts)
-        or not _valid_name(str(name))
-        or not str(base_path).startswith("/")
-        or type(uid) is not int
-        or not 0 <= uid <= _UID_LIMIT
-        or not isinstance(environment, list)
-        or len(environment) > 1024
-        or not all(isinstance(item, str) and "=" in item and "\0" not in item for item in environment)
+        values["move_target"]
+        or values["vhd_file_name"]
+        or values["version"] != FS_VERSION
+        or "DefaultEnvironment" not in entry
     ):
         return None
     return LaunchRegistration(
-        guid, str(name), str(base_path), uid, list(environment), str(flavor), str(os_version)
-    )
-
-
-def _valid_name(name: str) -> bool:
-    """WSL's rule for a stored name, as `registry.validate_name` checks it."""
-    return (
-        0 < len(name) <= _NAME_MAX and _NAME_CHARACTERS.issuperset(name) and name.casefold() != _LEGACY_NAME
+        guid,
+        values["name"],
+        values["base_path"],
+        values["default_uid"],
+        values["default_environment"],
+        values["flavor"],
+        values["os_version"],
     )
 
 
