@@ -296,6 +296,14 @@ def spawn_child(request: LaunchRequest, context: RelayContext, stdio: Sequence[i
     blocked, and takes root back. The program's ``execve`` ends root's saved ids. Returns (pid, 0),
     or (0, exit code) when it did not start (``LX_INIT_USER_NOT_FOUND``, or 1 after the reason
     was written on the process's stderr)."""
+    try:
+        return _spawn(request, context, stdio)
+    except Exception as error:  # as `run_child` reports a set-up that failed
+        _write_error(f"cannot start the process: {error}", stdio[2])
+        return 0, _EXIT_SETUP_FAILED
+
+
+def _spawn(request: LaunchRequest, context: RelayContext, stdio: Sequence[int]) -> tuple[int, int]:
     err_fd = stdio[2]
     database = UserDatabase(context.etc_root)
     try:
