@@ -37,7 +37,7 @@ from test_launch_support import (
 )
 
 from pywsl.api.process.lx_process import DEVNULL, PIPE
-from pywsl.guest.session_leader import SPARE_DELAY
+from pywsl.guest.session_leader import SPARE_DELAY, SPARE_RELAY_TITLE
 from pywsl.wire.constants import LX_INIT_USER_NOT_FOUND
 
 __all__ = ["etc_root", "leader"]  # the module-scoped fixtures the tests here use
@@ -128,9 +128,12 @@ def live_children(parent: int) -> set[int]:
 
 
 def spares(leader: Leader) -> set[int]:
-    """The leader's children that are not relays yet: they still carry the leader's command line."""
-    title = cmdline(leader.process.pid)
-    return {pid for pid in live_children(leader.process.pid) if cmdline(pid) == title}
+    """The leader's children that are not relays yet: they carry the spare relay's title."""
+    return {pid for pid in live_children(leader.process.pid) if is_spare(pid)}
+
+
+def is_spare(pid: int) -> bool:
+    return (cmdline(pid) or b"").split(b"\0")[0] == SPARE_RELAY_TITLE.encode()
 
 
 def wait_for_spare(leader: Leader, timeout: float = 10) -> int:
@@ -400,7 +403,7 @@ def test_a_refused_request_leaves_the_spare_waiting(etc_root: Path) -> None:
             reply = fresh.channel.request(WINDOW_SIZE_CHANGED, RESULT, timeout=10, Rows=1, Columns=1)
         assert reply.Result == UINT_MAX
         assert not wait_until(lambda: spares(fresh) != {spare}, SPARE_DELAY * 20)
-        assert cmdline(spare) == cmdline(fresh.process.pid)  # still waiting, not a relay
+        assert is_spare(spare)  # still waiting, not a relay
         process = fresh.launch(["-c", "echo served"], stdin=DEVNULL, stdout=PIPE, stderr=PIPE)
         assert process.pid == spare
         assert process.communicate(timeout=10) == (b"served\n", b"")

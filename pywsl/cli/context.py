@@ -8,6 +8,7 @@ command line, and closes it when the command line is done.
 from __future__ import annotations
 
 import os
+import sys
 
 TYPE_CHECKING = False  # the fast launch path imports this module: `typing` would cost it more
 if TYPE_CHECKING:
@@ -35,6 +36,8 @@ def quick_launch(
     (`pywsl.api.session.quick_launch`), anybody else's as one request to the service
     (`pywsl.api.service.launch_client`). The process's exit status, or None when the launch
     needs the session (then nothing ran)."""
+    if sys.platform != "linux":
+        return None  # Windows: every launch goes to the installed WslService (`ComUserSession`)
     if os.geteuid() == 0:
         from pywsl.api.session.quick_launch import launch
     else:

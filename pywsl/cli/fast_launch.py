@@ -116,7 +116,9 @@ def run(argv: Sequence[str] | None = None) -> int | None:
 
 
 def _quick_launch(line: LaunchLine) -> int | None:
-    """Root's warm launch without the session (`context.quick_launch`); None when it needs one."""
+    """The launch without the session (`context.quick_launch`); None when it needs one."""
+    if sys.platform != "linux":
+        return None  # nothing may happen twice: on Windows `--cd` enters the folder
     try:
         cwd = working_directory(line.value("cd"))
     except Exception:  # an invalid --cd: the full path reports it in the order of the options

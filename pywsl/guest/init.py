@@ -73,6 +73,8 @@ except ImportError:  # pragma: no cover - the session leader ships with the gues
     _session_leader = None  # type: ignore[assignment]
 
 log = logging.getLogger("pywsl.init")
+# The name (comm) of a session leader's spare relay, which is no activity of the distribution.
+_SPARE_RELAY_NAME = _session_leader.SPARE_RELAY_TITLE.encode() if _session_leader is not None else b""
 
 STEP_LAUNCH_INIT = int(LX_MINI_CREATE_INSTANCE_STEP.LxInitCreateInstanceStepLaunchInit)
 RECEIVE_TIMEOUT = 10.0
@@ -610,8 +612,9 @@ class Init:
             if self.spare is not None and self.spare[0] == pid:
                 self._drop_spare_leader()
 
-    def _other_processes(self) -> set[int]:
-        """Processes of the distribution besides init and its session leaders.
+    def _busy(self) -> bool:
+        """Whether a process of the distribution runs besides init, its session leaders and their
+        spare relays (`session_leader.SpareRelay`: a child of a leader still named so).
 
         With systemd as pid 1, only what pywsl started counts (init's descendants: launches, their
         background processes, ``[boot] command``), never systemd's units."""
@@ -619,7 +622,21 @@ class Init:
         pids.discard(1)
         if self.instance.console is not None:
             pids = self._descendants(pids)
-        return pids - self.instance.session_leaders
+        leaders = self.instance.session_leaders
+        return any(not self._spare_relay(pid, leaders) for pid in pids - leaders)
+
+    def _spare_relay(self, pid: int, leaders: set[int]) -> bool:
+        try:
+            fd = os.open(f"{pid}/stat", os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.instance.proc_fd)
+            try:
+                text = os.read(fd, 4096)
+            finally:
+                os.close(fd)
+        except OSError:
+            return True  # gone already: no activity
+        name, _, rest = text.partition(b" (")[2].rpartition(b")")
+        fields = rest.split()
+        return bool(fields) and int(fields[1]) in leaders and name == _SPARE_RELAY_NAME
 
     def _descendants(self, pids: set[int]) -> set[int]:
         parents: dict[int, int] = {}
@@ -645,7 +662,7 @@ class Init:
     def _check_idle(self) -> None:
         if self.idle_timeout_ms < 0:
             return
-        if self._other_processes():
+        if self._busy():
             self.idle_since = None
             return
         now = time.monotonic()

@@ -28,7 +28,7 @@ import struct
 from collections.abc import Sequence
 from types import FrameType
 
-from pywsl.guest import forking
+from pywsl.guest import forking, syscalls
 from pywsl.guest.interop_init import InteropSettings
 from pywsl.guest.relay import LaunchRequest, RelayContext, RelayDescriptors, run_relay
 from pywsl.wire.channel import MessageChannel
@@ -37,7 +37,7 @@ from pywsl.wire.errors import ChannelClosed, ProtocolError
 from pywsl.wire.launch_codec import CREATE_PROCESS_UTILITY_VM as _CREATE_PROCESS
 from pywsl.wire.launch_codec import RESULT_UINT32 as _RESULT
 
-__all__ = ["SPARE_DELAY", "SessionLeader", "SpareRelay", "serve"]
+__all__ = ["SPARE_DELAY", "SPARE_RELAY_TITLE", "SessionLeader", "SpareRelay", "serve"]
 
 _CREATE_PROCESS_TYPE = _CREATE_PROCESS.message_type
 
@@ -59,6 +59,7 @@ def _reap_relays(number: int, frame: FrameType | None) -> None:
 
 
 SPARE_DELAY = 0.005  # a relay is forked ahead once the leader has been idle this long (seconds)
+SPARE_RELAY_TITLE = "SpareRelay"  # its name until it runs a request (init's idle check skips it)
 _LENGTH = struct.Struct("<I")
 
 
@@ -84,6 +85,7 @@ class SpareRelay:
         if pid == 0:
             try:
                 forking.close_other_fds([theirs.fileno()])
+                syscalls.set_process_title(SPARE_RELAY_TITLE)
                 _await_request(theirs.fileno(), context)
             finally:
                 os._exit(1)

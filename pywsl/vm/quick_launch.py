@@ -91,6 +91,10 @@ def launch(
     start_timeout: float,
 ) -> Started | None:
     """Start `request` in distribution `name` (root filesystem: the folder descriptor `rootfs`)."""
+    try:
+        messages = _built(request, name, hostname, timezone)
+    except ProtocolError:
+        return None  # text the messages cannot carry (not UTF-8): the full path reports it
     sock = connect_unix(os.path.join(runtime_dir, SOCKET_NAME))
     if sock is None:
         return None
@@ -99,7 +103,7 @@ def launch(
     try:
         try:
             initialize, session, process = _send_requests(
-                links, request, name, rootfs, hostname, timezone, [*stdio, control_fd, exit_fd]
+                links, messages, name, rootfs, [*stdio, control_fd, exit_fd]
             )
         except ConnectionError:
             return None  # the VM is going away
@@ -132,14 +136,26 @@ def launch(
             link.close()
 
 
+def _built(request: ProcessRequest, name: str, hostname: str, timezone: str) -> tuple[bytes, bytes]:
+    """`Initialize` and `CreateProcessUtilityVm`, built before anything is sent: a value they cannot
+    carry is then found while nothing has started."""
+    initialize = codec.INITIALIZE.build(
+        Hostname=hostname,
+        Domainname="",
+        WindowsHosts="",
+        DistributionName=name,
+        Plan9Socket="",
+        Timezone=timezone,
+        DrvFsVolumesBitmap=0,
+        DrvFsDefaultOwner=request.default_uid,
+        FeatureFlags=0,
+        DrvfsMount=0,
+    )
+    return initialize, codec.CREATE_PROCESS_UTILITY_VM.build(**create_process_values(request))
+
+
 def _send_requests(
-    links: list[LaunchLink],
-    request: ProcessRequest,
-    name: str,
-    rootfs: int,
-    hostname: str,
-    timezone: str,
-    process_fds: list[int],
+    links: list[LaunchLink], messages: tuple[bytes, bytes], name: str, rootfs: int, process_fds: list[int]
 ) -> tuple[int, int, int]:
     """Every request of the launch at once, each on the channel the one before it creates:
     `LaunchInit` (with the init channel), `Initialize` and `CreateSession` (with the session
@@ -148,6 +164,7 @@ def _send_requests(
     mini_init = links[0]
     init, init_peer = _new_link(links, f"init channel of {name}")
     leader, leader_peer = _new_link(links, f"session leader of {name}")
+    initialize_message, process_message = messages
     try:
         mini_init.send_request(
             codec.MINI_INIT_MESSAGE,
@@ -166,26 +183,12 @@ def _send_requests(
             ConnectPort=0,
         )
         init_peer.close()
-        initialize = init.send_request(
-            codec.INITIALIZE,
-            Hostname=hostname,
-            Domainname="",
-            WindowsHosts="",
-            DistributionName=name,
-            Plan9Socket="",
-            Timezone=timezone,
-            DrvFsVolumesBitmap=0,
-            DrvFsDefaultOwner=request.default_uid,
-            FeatureFlags=0,
-            DrvfsMount=0,
-        )
+        initialize = init.send_built_request(initialize_message)
         session = init.send_request(codec.CREATE_SESSION, [leader_peer.fileno()], ConsoleId=0)
     finally:
         init_peer.close()
         leader_peer.close()
-    process = leader.send_request(
-        codec.CREATE_PROCESS_UTILITY_VM, process_fds, **create_process_values(request)
-    )
+    process = leader.send_built_request(process_message, process_fds)
     return initialize, session, process
 
 

@@ -102,7 +102,12 @@ class LaunchLink:
         """A transaction's request; its id, for `receive_reply`. A launch sends its requests before
         it reads any answer: the VM serves them one after the other, without waiting for the client.
         """
-        message = self._checked(schema, fds, values)
+        return self.send_built_request(self._checked(schema, fds, values), fds)
+
+    def send_built_request(self, message: bytes, fds: Sequence[int] = ()) -> int:
+        """`send_request` of a message built already (its header's transaction fields are set here)."""
+        if len(fds) > _MAX_FDS:
+            raise ValueError(f"{self.name}: at most {_MAX_FDS} file descriptors per message")
         transaction = self._next_transaction
         self._next_transaction = (transaction + 1) & _U32
         self._write(message, transaction, _STEP_REQUEST, fds, self._deadline())

@@ -76,7 +76,26 @@ def launch(
     if rootfs is None:
         return None
     try:
-        request = process_request(
+        request = _request(registration, command_line, filename, cwd, username, environ)
+        if request is None:
+            return None
+        return _start(registration, request, rootfs)
+    finally:
+        os.close(rootfs)
+
+
+def _request(
+    registration: LaunchRegistration,
+    command_line: Sequence[str],
+    filename: str | None,
+    cwd: str,
+    username: str,
+    environ: Mapping[str, str],
+) -> ProcessRequest | None:
+    """The request, as the session builds it; None for arguments it refuses (the full path
+    reports them in its error context, `CreateLxProcess`)."""
+    try:
+        return process_request(
             command_line,
             filename=filename,
             cwd=cwd,
@@ -90,9 +109,12 @@ def launch(
             default_environment=registration.default_environment,
             default_uid=registration.default_uid,
         )
-        return _start(registration, request, rootfs)
-    finally:
-        os.close(rootfs)
+    except Exception as error:
+        from pywsl.api.errors import WslError
+
+        if isinstance(error, WslError):
+            return None
+        raise
 
 
 def _start(registration: LaunchRegistration, request: ProcessRequest, rootfs: int) -> QuickProcess | None:

@@ -31,7 +31,6 @@ REGISTRY_FILE_NAME = "registry.json"
 LOCKS_FOLDER_NAME = "locks"  # operation locks: `locks/<guid>.lock` while one runs
 MAX_REGISTRY_BYTES = 16 * 1024 * 1024
 _FORMAT = 1
-_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -102,7 +101,7 @@ def read_registration(data_dir: str, name: str | None) -> LaunchRegistration | N
 
 def _load(path: str) -> object:
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError:
         return None
     try:
