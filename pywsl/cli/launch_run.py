@@ -18,6 +18,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import time
 
 from pywsl.cli import messages
 from pywsl.cli.report import fail
@@ -42,6 +43,9 @@ __all__ = [
 # Exit statuses of init's relay child that wsl.exe maps to errors (LX_INIT_USER_NOT_FOUND, _TTY_LIMIT).
 USER_NOT_FOUND_STATUS = 67
 TTY_LIMIT_STATUS = 87
+# How long a distribution whose relay went away without an exit status may take to stop before
+# the launch says the instance terminated (it is then still running: the status alone was lost).
+LOST_STATUS_GRACE = 2.0
 
 
 def working_directory(value: str | None) -> str:
@@ -123,7 +127,7 @@ def finish_launch(status: int, status_lost: bool, still_running: Callable[[], bo
     """What wsl.exe makes of a process's end: the instance's end reported when the exit status
     was lost and the distribution no longer runs (`still_running`, asked only then), init's
     "user not found" and "too many terminals" statuses as errors, else the status itself."""
-    if status_lost and not still_running():
+    if status_lost and _stops_soon(still_running):
         _report_instance_terminated()
         return status
     if status == USER_NOT_FOUND_STATUS:
@@ -131,6 +135,18 @@ def finish_launch(status: int, status_lost: bool, still_running: Callable[[], bo
     if status == TTY_LIMIT_STATUS:
         raise fail("WSL_E_TTY_LIMIT")
     return status
+
+
+def _stops_soon(still_running: Callable[[], bool]) -> bool:
+    """Whether the distribution stops within `LOST_STATUS_GRACE` seconds: a relay that went away
+    without a status is usually its instance stopping, which can take a moment to finish (init
+    waits for its processes) after the relay is gone."""
+    deadline = time.monotonic() + LOST_STATUS_GRACE
+    while still_running():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _resume_collection() -> None:
