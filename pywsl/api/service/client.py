@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from pywsl.api.errors import WslError, error_context
-from pywsl.api.service import rpc
+from pywsl.api.service import launch_client, rpc
 from pywsl.api.session import user_warnings
 
 if TYPE_CHECKING:
@@ -194,20 +194,6 @@ def _open_export_file(path: str) -> int:
         raise WslError(code, f"{path}: {error.strerror}") from None
 
 
-def _shared_environment(source: Mapping[str, str]) -> dict[str, str]:
-    """What the session needs of the caller's environment: TERM, PATH (interop's host PATH), WSLENV
-    and what WSLENV names."""
-    from pywsl.api.process.launch_request import parse_wslenv
-    from pywsl.api.session.gui_share import GUI_VARIABLES
-
-    wanted = {"TERM", "WSLENV", "PATH", *GUI_VARIABLES, *parse_wslenv(source.get("WSLENV", ""))}
-    return {name: value for name, value in source.items() if name in wanted}
-
-
-# How long a launch whose reply was lost may take to show that no relay holds its exit channel.
-RELAY_GRACE_SECONDS = 1.0
-
-
 def _relay_took_over(prepared: PreparedStdio) -> bool:
     """After the service vanished mid-launch: does a relay hold the exit channel?
 
@@ -215,15 +201,7 @@ def _relay_took_over(prepared: PreparedStdio) -> bool:
     of file unless the relay (or the session leader handing it on) has it.
     """
     prepared.close_relay_ends()
-    ready, _, _ = select.select([prepared.exit], [], [], RELAY_GRACE_SECONDS)
-    if not ready:
-        return True
-    try:
-        return bool(prepared.exit.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
+    return launch_client.relay_took_over(prepared.exit)
 
 
 def _absolute(path: str | os.PathLike[str] | None) -> str | None:
@@ -486,23 +464,27 @@ class ServiceClient:
         descriptors; the returned ``LxProcess`` talks to the relay directly."""
         from pywsl.api.process.lx_process import LxProcess
 
-        source = _shared_environment(os.environ if wslenv_source is None else wslenv_source)
+        source = launch_client.shared_environment(os.environ if wslenv_source is None else wslenv_source)
         arguments = [str(item) for item in command_line]
 
-        parameters = {
-            "distro": rpc.encode_distro(distro),
-            "command_line": arguments,
-            "filename": filename,
-            "cwd": cwd,
-            "username": username,
-            "login": login,
-            "environment": None if environment is None else dict(environment),
-            "wslenv_source": source,
-        }
+        def parameters(prepared: PreparedStdio) -> dict[str, Any]:
+            return launch_client.create_lx_process_parameters(
+                rpc.encode_distro(distro),
+                arguments,
+                filename=filename,
+                cwd=cwd,
+                username=username,
+                login=login,
+                environment=environment,
+                wslenv_source=source,
+                console=prepared.console,
+                rows=prepared.rows,
+                columns=prepared.columns,
+            )
 
         def launch(prepared: PreparedStdio) -> int:
             try:
-                result = self._launch(prepared, parameters)
+                result = self.call("CreateLxProcess", parameters(prepared), fds=prepared.relay_fds)
             except WslError as error:
                 if error.code == "RPC_E_DISCONNECTED" and _relay_took_over(prepared):
                     return 0  # the relay runs; the service went away before it said its pid
@@ -520,23 +502,6 @@ class ServiceClient:
             )
         except (TypeError, ValueError) as error:
             raise WslError("E_INVALIDARG", str(error), context="Wsl/Service/CreateLxProcess") from None
-
-    def _launch(self, prepared: PreparedStdio, parameters: Mapping[str, Any]) -> dict[str, Any]:
-        return self.call(
-            "CreateLxProcess",
-            {
-                **parameters,
-                "stdin": 0,
-                "stdout": 1,
-                "stderr": 2,
-                "control": 3,
-                "exit": 4,
-                "console": list(prepared.console),
-                "rows": prepared.rows,
-                "columns": prepared.columns,
-            },
-            fds=prepared.relay_fds,
-        )
 
     def export_distribution(
         self,

@@ -35,7 +35,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-__all__ = ["METHOD", "launch"]
+__all__ = [
+    "METHOD",
+    "RELAY_GRACE_SECONDS",
+    "create_lx_process_parameters",
+    "launch",
+    "relay_took_over",
+    "shared_environment",
+]
 
 METHOD = "io.pywsl.UserSession.CreateLxProcess"
 MAX_REQUEST_SIZE = 1024 * 1024  # rpc_framing.MAX_MESSAGE_SIZE: the service refuses more
@@ -80,7 +87,7 @@ def launch(
         reply = None
     finally:
         sock.close()
-    if reply is None and not _relay_took_over(exit_end):
+    if reply is None and not relay_took_over(exit_end):
         reply = {}  # the service went away, and no relay holds the exit channel: nothing runs
     if reply is not None and not _started(reply):
         control.close()
@@ -100,30 +107,67 @@ def _request(
     environ: Mapping[str, str],
 ) -> bytes | None:
     """The request as `ServiceClient.create_lx_process` sends it; None when it cannot be encoded."""
-    wanted = {"TERM", "WSLENV", "PATH", *GUI_VARIABLES, *parse_wslenv(environ.get("WSLENV", ""))}
-    parameters = {
-        "distro": None if distribution is None else {"name": distribution},
-        "command_line": [str(item) for item in command_line],
-        "filename": filename,
-        "cwd": cwd,
-        "username": username,
-        "login": False,
-        "environment": None,
-        "wslenv_source": {name: value for name, value in environ.items() if name in wanted},
-        "stdin": 0,
-        "stdout": 1,
-        "stderr": 2,
-        "control": 3,
-        "exit": 4,
-        "console": [False, False, False],
-        "rows": 0,
-        "columns": 0,
-    }
+    parameters = create_lx_process_parameters(
+        None if distribution is None else {"name": distribution},
+        command_line,
+        filename=filename,
+        cwd=cwd,
+        username=username,
+        login=False,
+        environment=None,
+        wslenv_source=shared_environment(environ),
+        console=(False, False, False),
+        rows=0,
+        columns=0,
+    )
     try:
         data = lean_json.dumps({"method": METHOD, "parameters": parameters}).encode("utf-8") + b"\0"
     except (ValueError, UnicodeEncodeError):
         return None  # the full path reports what cannot be sent
     return data if len(data) <= MAX_REQUEST_SIZE else None
+
+
+def shared_environment(source: Mapping[str, str]) -> dict[str, str]:
+    """What the session needs of the caller's environment: TERM, PATH (interop's host PATH), the
+    display variables (GUI sockets), WSLENV and what WSLENV names."""
+    wanted = {"TERM", "WSLENV", "PATH", *GUI_VARIABLES, *parse_wslenv(source.get("WSLENV", ""))}
+    return {name: value for name, value in source.items() if name in wanted}
+
+
+def create_lx_process_parameters(
+    distro: object,
+    command_line: Sequence[str],
+    *,
+    filename: str | None,
+    cwd: str,
+    username: str,
+    login: bool,
+    environment: Mapping[str, str] | None,
+    wslenv_source: dict[str, str],
+    console: Sequence[bool],
+    rows: int,
+    columns: int,
+) -> dict[str, object]:
+    """`CreateLxProcess`'s parameters (`rpc.py`): `distro` encoded already, the descriptors at
+    their fixed places (stdin, stdout, stderr, control, exit: 0 to 4)."""
+    return {
+        "distro": distro,
+        "command_line": [str(item) for item in command_line],
+        "filename": filename,
+        "cwd": cwd,
+        "username": username,
+        "login": login,
+        "environment": None if environment is None else dict(environment),
+        "wslenv_source": wslenv_source,
+        "stdin": 0,
+        "stdout": 1,
+        "stderr": 2,
+        "control": 3,
+        "exit": 4,
+        "console": list(console),
+        "rows": rows,
+        "columns": columns,
+    }
 
 
 def _send(sock: _socket.socket, data: bytes, fds: list[int]) -> None:
@@ -175,7 +219,7 @@ def _started(reply: dict[str, object]) -> bool:
     return "error" not in reply and isinstance(parameters, dict) and type(parameters.get("pid")) is int
 
 
-def _relay_took_over(exit_end: _socket.socket) -> bool:
+def relay_took_over(exit_end: _socket.socket) -> bool:
     """After the service vanished: does a relay hold the exit channel (as `ServiceClient` asks)?
     Every other copy of its far end is closed by now, so without a relay it reaches end of file."""
     poller = select.poll()
