@@ -573,3 +573,14 @@ def test_a_launch_module_loads_no_heavy_library(module: str) -> None:
     loaded = set(result.stdout.split())
     assert module in loaded  # imported by this command, not already there at start-up
     assert sorted(name for name in loaded if _is_forbidden(name)) == []
+
+
+def test_the_mini_init_device_types_are_the_enums() -> None:
+    from pywsl.vm.quick_launch import mini_init_values
+    from pywsl.wire.enums import LX_MINI_INIT_MOUNT_DEVICE_TYPE
+
+    folder = mini_init_values(29, name="Box")
+    disk = mini_init_values(29, name="Box", disk=("ext4", "discard"))
+    assert folder["MountDeviceType"] == LX_MINI_INIT_MOUNT_DEVICE_TYPE.LxMiniInitMountDeviceTypeInvalid
+    assert disk["MountDeviceType"] == LX_MINI_INIT_MOUNT_DEVICE_TYPE.LxMiniInitMountDeviceTypeLun
+    assert (disk["FsType"], disk["MountOptions"], folder["FsType"]) == ("ext4", "discard", "")

@@ -39,14 +39,19 @@ from pywsl.vm.core_instance import CoreInstance
 from pywsl.vm.disk_image import DiskImage
 from pywsl.vm.errors import VmError, describe_result
 from pywsl.vm.launch_types import DEFAULT_DISTRIBUTION_START_TIMEOUT_MS, ImportOutcome
-from pywsl.vm.quick_launch import GREETING_TIMEOUT, REQUEST_TIMEOUT, describe_directory
+from pywsl.vm.quick_launch import (
+    GREETING_TIMEOUT,
+    REQUEST_TIMEOUT,
+    describe_directory,
+    initialize_values,
+    mini_init_values,
+)
 from pywsl.vm.timezone import host_timezone, valid_timezone
 from pywsl.wire.channel import MessageChannel
 from pywsl.wire.constants import BOOT_ENTROPY_SIZE, EPHEMERAL_PORT_RANGE, LX_INIT_UTILITY_VM_INVALID_PORT
 from pywsl.wire.enums import (
     LX_MESSAGE_TYPE,
     LX_MINI_INIT_MESSAGE_FLAGS,
-    LX_MINI_INIT_MOUNT_DEVICE_TYPE,
     LX_MINI_INIT_NETWORKING_MODE,
 )
 from pywsl.wire.errors import ChannelClosed, ProtocolError
@@ -345,26 +350,15 @@ class CoreVm:
         flags: int = 0,
         disk: DiskImage | None = None,
     ) -> None:
-        device = LX_MINI_INIT_MOUNT_DEVICE_TYPE
+        values = mini_init_values(
+            message_type,
+            name=name,
+            install_path=install_path,
+            flags=flags,
+            disk=(disk.fs_type, disk.mount_options) if disk else None,
+        )
         with self._lock, self._channel.start_transaction(REQUEST_TIMEOUT) as transaction:
-            transaction.send(
-                MINI_INIT_MESSAGE,
-                fds=fds,
-                Header={"MessageType": message_type},
-                MountDeviceType=device.LxMiniInitMountDeviceTypeLun
-                if disk
-                else device.LxMiniInitMountDeviceTypeInvalid,
-                DeviceId=0,  # the VM attaches the disk and finds its LUN itself
-                FsType=disk.fs_type if disk else "",
-                MountOptions=disk.mount_options if disk else "",
-                VmId="",
-                DistributionName=name,
-                SharedMemoryRoot="",
-                InstallPath=install_path,
-                UserProfile="",
-                Flags=flags,
-                ConnectPort=0,
-            )
+            transaction.send(MINI_INIT_MESSAGE, fds=fds, **values)
 
     @contextlib.contextmanager
     def _directory(self, where: Directory | DiskImage) -> Iterator[int]:
@@ -454,16 +448,7 @@ class CoreVm:
                     INITIALIZE,
                     INITIALIZE_RESPONSE,
                     timeout=self._start_timeout,
-                    Hostname=hostname,
-                    Domainname="",
-                    WindowsHosts="",
-                    DistributionName=name,
-                    Plan9Socket="",
-                    Timezone=timezone,
-                    DrvFsVolumesBitmap=0,
-                    DrvFsDefaultOwner=default_uid,
-                    FeatureFlags=0,
-                    DrvfsMount=0,
+                    **initialize_values(name, hostname, timezone, default_uid),
                 )
             except TimeoutError:
                 raise self._start_timed_out(what) from None

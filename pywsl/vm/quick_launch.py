@@ -31,6 +31,8 @@ from pywsl.wire.launch_link import LaunchLink, connect_unix, socket_pair
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from pywsl.vm.process_request import ProcessRequest
 
 __all__ = [
@@ -40,14 +42,18 @@ __all__ = [
     "SOCKET_NAME",
     "Started",
     "describe_directory",
+    "initialize_values",
     "launch",
+    "mini_init_values",
 ]
 
 SOCKET_NAME = "mini_init.sock"  # mini_init's listening socket (the monitor's, for qemu)
 GREETING_TIMEOUT = 10.0  # for mini_init's GuestCapabilities
 REQUEST_TIMEOUT = 30.0  # for an answer of a running VM
 DEFAULT_DISTRIBUTION_START_TIMEOUT_MS = 60_000  # .wslconfig [wsl2] distributionStartTimeout
-_DEVICE_TYPE_INVALID = 0  # LX_MINI_INIT_MOUNT_DEVICE_TYPE.LxMiniInitMountDeviceTypeInvalid: a folder
+# LX_MINI_INIT_MOUNT_DEVICE_TYPE: Invalid (a folder: the descriptor is the tree), Lun (a disk).
+_DEVICE_TYPE_INVALID = 0
+_DEVICE_TYPE_LUN = 1
 
 
 class Started:
@@ -136,21 +142,53 @@ def launch(
             link.close()
 
 
+def initialize_values(name: str, hostname: str, timezone: str, default_uid: int) -> dict[str, Any]:
+    """`Initialize`'s fields for distribution `name` (as `CoreVm.launch_instance` sends them too)."""
+    return {
+        "Hostname": hostname,
+        "Domainname": "",
+        "WindowsHosts": "",
+        "DistributionName": name,
+        "Plan9Socket": "",
+        "Timezone": timezone,
+        "DrvFsVolumesBitmap": 0,
+        "DrvFsDefaultOwner": default_uid,
+        "FeatureFlags": 0,
+        "DrvfsMount": 0,
+    }
+
+
+def mini_init_values(
+    message_type: int,
+    *,
+    name: str = "",
+    install_path: str = "",
+    flags: int = 0,
+    disk: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """`LX_MINI_INIT_MESSAGE`'s fields (`LaunchInit`, `Import`, `ImportInplace`, `Export`); `disk`
+    is the file system type and mount options of a disk that comes as the directory's descriptor
+    (the VM attaches it and finds its LUN itself), None for a folder."""
+    return {
+        "Header": {"MessageType": message_type},
+        "MountDeviceType": _DEVICE_TYPE_LUN if disk else _DEVICE_TYPE_INVALID,
+        "DeviceId": 0,
+        "FsType": disk[0] if disk else "",
+        "MountOptions": disk[1] if disk else "",
+        "VmId": "",
+        "DistributionName": name,
+        "SharedMemoryRoot": "",
+        "InstallPath": install_path,
+        "UserProfile": "",
+        "Flags": flags,
+        "ConnectPort": 0,
+    }
+
+
 def _built(request: ProcessRequest, name: str, hostname: str, timezone: str) -> tuple[bytes, bytes]:
     """`Initialize` and `CreateProcessUtilityVm`, built before anything is sent: a value they cannot
     carry is then found while nothing has started."""
-    initialize = codec.INITIALIZE.build(
-        Hostname=hostname,
-        Domainname="",
-        WindowsHosts="",
-        DistributionName=name,
-        Plan9Socket="",
-        Timezone=timezone,
-        DrvFsVolumesBitmap=0,
-        DrvFsDefaultOwner=request.default_uid,
-        FeatureFlags=0,
-        DrvfsMount=0,
-    )
+    initialize = codec.INITIALIZE.build(**initialize_values(name, hostname, timezone, request.default_uid))
     return initialize, codec.CREATE_PROCESS_UTILITY_VM.build(**create_process_values(request))
 
 
@@ -169,18 +207,9 @@ def _send_requests(
         mini_init.send_request(
             codec.MINI_INIT_MESSAGE,
             [rootfs, init_peer.fileno()],
-            Header={"MessageType": codec.MINI_INIT_MESSAGE.message_type},
-            MountDeviceType=_DEVICE_TYPE_INVALID,
-            DeviceId=0,
-            FsType="",
-            MountOptions="",
-            VmId="",
-            DistributionName=name,
-            SharedMemoryRoot="",
-            InstallPath=describe_directory(rootfs),
-            UserProfile="",
-            Flags=0,
-            ConnectPort=0,
+            **mini_init_values(
+                codec.MINI_INIT_MESSAGE.message_type, name=name, install_path=describe_directory(rootfs)
+            ),
         )
         init_peer.close()
         initialize = init.send_built_request(initialize_message)
