@@ -626,28 +626,30 @@ class Init:
         return any(not self._spare_relay(pid, leaders) for pid in pids - leaders)
 
     def _spare_relay(self, pid: int, leaders: set[int]) -> bool:
-        try:
+        named = self._name_and_parent(pid)
+        if named is None:
+            return True  # gone already: no activity
+        name, parent = named
+        return parent in leaders and name == _SPARE_RELAY_NAME
+
+    def _name_and_parent(self, pid: int) -> tuple[bytes, int] | None:
+        """A process's name and parent pid from its ``stat``; None when it cannot be read."""
+        with contextlib.suppress(OSError, ValueError, IndexError):
             fd = os.open(f"{pid}/stat", os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.instance.proc_fd)
             try:
                 text = os.read(fd, 4096)
             finally:
                 os.close(fd)
-        except OSError:
-            return True  # gone already: no activity
-        name, _, rest = text.partition(b" (")[2].rpartition(b")")
-        fields = rest.split()
-        return bool(fields) and int(fields[1]) in leaders and name == _SPARE_RELAY_NAME
+            name, _, rest = text.partition(b" (")[2].rpartition(b")")
+            return name, int(rest.split()[1])
+        return None
 
     def _descendants(self, pids: set[int]) -> set[int]:
         parents: dict[int, int] = {}
         for pid in pids:
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                fd = os.open(f"{pid}/stat", os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.instance.proc_fd)
-                try:
-                    text = os.read(fd, 4096)
-                finally:
-                    os.close(fd)
-                parents[pid] = int(text.rpartition(b")")[2].split()[1])
+            named = self._name_and_parent(pid)
+            if named is not None:
+                parents[pid] = named[1]
         found = {os.getpid()}
         changed = True
         while changed:

@@ -141,15 +141,19 @@ def _install_stdio(sources: Sequence[int]) -> None:
 
 def _drop_privileges(database: UserDatabase, user: PasswdEntry) -> None:
     """initgroups + setgid + setuid."""
-    groups = database.group_list(user)
+    _set_groups(database, user)
+    os.setgid(user.gid)
+    os.setuid(user.uid)
+
+
+def _set_groups(database: UserDatabase, user: PasswdEntry) -> None:
+    """The user's supplementary groups (initgroups)."""
     try:
-        os.setgroups(groups)
+        os.setgroups(database.group_list(user))
     except PermissionError:
         # A user namespace with setgroups denied: fine as long as nothing changes identity.
         if user.uid != os.geteuid() or user.gid != os.getegid():
             raise
-    os.setgid(user.gid)
-    os.setuid(user.uid)
 
 
 def _execvpe(file: str, argv: list[str], environment: dict[str, str]) -> int:
@@ -352,12 +356,7 @@ def _open_descriptors() -> list[int]:
 def _acting_as(database: UserDatabase, user: PasswdEntry) -> Iterator[None]:
     """The user's ids and groups, root kept as the saved ids to take back afterwards."""
     uid, gid, groups = os.getresuid(), os.getresgid(), os.getgroups()
-    try:
-        os.setgroups(database.group_list(user))
-    except PermissionError:
-        # A user namespace with setgroups denied: fine as long as nothing changes identity.
-        if user.uid != os.geteuid() or user.gid != os.getegid():
-            raise
+    _set_groups(database, user)
     os.setresgid(user.gid, user.gid, gid[2])
     os.setresuid(user.uid, user.uid, uid[2])
     try:
