@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from busybox_images import BUSYBOX, busybox_archive
 from multiuser_support import ServiceProcess, Workspace, as_user, created_users, service, user_env, workspace
+from private_registry import private_environment
 
 import pywsl as pywsl_package
 
@@ -136,22 +137,7 @@ def _check(loaded: dict[str, str], expected: set[str], standard: set[str]) -> No
 def root_launch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, str], Path]]:
     """A private registry, configuration and VM with one busybox distribution, Box, running."""
     folder = tmp_path_factory.mktemp("launch-imports")
-    runtime = folder / "run"
-    for path in (folder / "home", folder / "config" / "pywsl", runtime):
-        path.mkdir(parents=True)
-    os.chmod(runtime, 0o700)
-    (folder / "config" / "pywsl" / "wslconfig").write_text(
-        "[general]\ninstanceIdleTimeout=120000\n[wsl2]\nvmIdleTimeout=120000\n"
-    )
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(folder / "home"),
-        "XDG_DATA_HOME": str(folder / "data"),
-        "XDG_CONFIG_HOME": str(folder / "config"),
-        "PYWSL_RUNTIME_ROOT": str(runtime),
-        "LANG": "C.UTF-8",
-        "PYTHONPATH": str(REPO),
-    }
+    env = private_environment(folder, REPO)
     archive = busybox_archive(folder / "box.tar")
     command = [sys.executable, "-m", "pywsl.cli.main"]
     imported = subprocess.run(

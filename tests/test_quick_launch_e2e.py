@@ -43,6 +43,7 @@ from multiuser_support import (
     user_env,
     workspace,
 )
+from private_registry import private_environment
 from run_folders import run_folder
 
 import pywsl as pywsl_package
@@ -235,24 +236,9 @@ class Box:
 def box() -> Iterator[Box]:
     folder = run_folder("quick-launch-")
     folder.chmod(0o755)  # the caller's folder must be reachable from the distribution
-    runtime = folder / "run"
     records = folder / "records"
-    for path in (folder / "home", folder / "config" / "pywsl", runtime, records):
-        path.mkdir(parents=True)
-    os.chmod(runtime, 0o700)
-    (folder / "config" / "pywsl" / "wslconfig").write_text(
-        "[general]\ninstanceIdleTimeout=120000\n[wsl2]\nvmIdleTimeout=120000\n"
-    )
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(folder / "home"),
-        "XDG_DATA_HOME": str(folder / "data"),
-        "XDG_CONFIG_HOME": str(folder / "config"),
-        "PYWSL_RUNTIME_ROOT": str(runtime),
-        "LANG": "C.UTF-8",
-        "PYTHONPATH": str(REPO),
-        **passed_on(),
-    }
+    records.mkdir()
+    env = {**private_environment(folder, REPO), **passed_on()}
     launcher = Launcher(sys.executable, env, records, folder)
     archive = busybox_archive(folder / "box.tar", wsl_conf=WSL_CONF)
     made = Box(launcher, folder, "", "")
