@@ -22,11 +22,16 @@ import signal
 import stat
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from pywsl.guest import forking, syscalls
 from pywsl.guest.mounts import Mount, Restrict, Step, apply_plan
 from pywsl.guest.rootfs import write_file_atomic
+
+TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the same classes cheaply
+if TYPE_CHECKING:
+    from dataclasses import dataclass
+else:
+    from pywsl.guest.records import dataclass
 
 GPU_LIBRARY_DIR = "/usr/lib/wsl/lib"
 GPU_LOADER_CONF = "/etc/ld.so.conf.d/ld.wsl.conf"

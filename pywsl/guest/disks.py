@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
 import stat
 import subprocess
 import time
@@ -103,8 +102,27 @@ def is_disk(fd: int) -> bool:
     return stat.S_ISBLK(os.fstat(fd).st_mode)
 
 
+def which(name: str, path: str) -> str | None:
+    """``shutil.which(name, path=path)`` (its POSIX search) without loading ``shutil``, which (with
+    its compression modules) every VM would otherwise load at start for the disk tools."""
+    if os.path.dirname(name):
+        return name if _executable_file(name) else None
+    seen: set[str] = set()
+    for folder in path.split(os.pathsep) if path else ():
+        if folder not in seen:
+            seen.add(folder)
+            candidate = os.path.join(folder, name)
+            if _executable_file(candidate):
+                return candidate
+    return None
+
+
+def _executable_file(path: str) -> bool:
+    return os.path.exists(path) and os.access(path, os.F_OK | os.X_OK) and not os.path.isdir(path)
+
+
 def tool(name: str) -> str:
-    found = shutil.which(name, path=TOOL_PATH)
+    found = which(name, TOOL_PATH)
     if found is None:
         raise OSError(errno.ENOENT, f"{name} is not in the VM (the host's e2fsprogs)")
     return found

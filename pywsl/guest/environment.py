@@ -20,9 +20,14 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from pywsl.guest.users import PasswdEntry, UserDatabase
+
+TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the same classes cheaply
+if TYPE_CHECKING:
+    from dataclasses import dataclass
+else:
+    from pywsl.guest.records import dataclass
 
 __all__ = [
     "DEFAULT_PATH",

@@ -3,7 +3,8 @@
 WSL's init runs ``mount -a`` in the distribution once its own filesystems are mounted and before
 ``[boot] command``; a failure is a warning, never a failed start. pywsl's init does the same, in
 the distribution's mount namespace after ``pivot_root``, with the distribution's own ``mount``,
-and bounds the wait (a mount that hangs is killed and named in the warning).
+and bounds the wait (a mount that hangs is killed and named in the warning). A file without any
+entry (only comments and empty lines) gives ``mount -a`` nothing to do: it is not run then.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import os
 import select
 import signal
+import stat
 import time
 
 from pywsl.guest import forking
@@ -20,6 +22,7 @@ FSTAB_PATH = "/etc/fstab"
 MOUNT_PROGRAMS = ("/bin/mount", "/usr/bin/mount", "/sbin/mount")
 MOUNT_TIMEOUT = 10.0
 MAX_OUTPUT = 4096
+MAX_UNCONFIGURED_SIZE = 64 * 1024  # a larger file is left to mount to read
 ENVIRONMENT = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}
 
 
@@ -28,6 +31,30 @@ def _mount_program() -> str | None:
         if os.access(path, os.X_OK):
             return path
     return None
+
+
+def _without_entries() -> bool:
+    """Is ``/etc/fstab`` sure to hold no entry, so that ``mount -a`` would do nothing? Only a
+    regular file (not a link: mount would follow it inside the distribution), readable, of at
+    most :data:`MAX_UNCONFIGURED_SIZE` bytes, whose every line is empty or a comment (``#`` after
+    spaces and tabs), as Debian's ``# UNCONFIGURED FSTAB FOR BASE SYSTEM``; anything else is
+    left to ``mount -a``."""
+    try:
+        fd = os.open(FSTAB_PATH, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_UNCONFIGURED_SIZE:
+            return False
+        data = os.read(fd, MAX_UNCONFIGURED_SIZE + 1)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    if len(data) != info.st_size:  # read short, or changed meanwhile
+        return False
+    return all(line.lstrip(b" \t")[:1] in (b"", b"#") for line in data.split(b"\n"))
 
 
 def _collect(read_fd: int, pid: int, timeout: float) -> tuple[bytes, int | None]:
@@ -59,6 +86,8 @@ def mount_all(timeout: float = MOUNT_TIMEOUT) -> list[str]:
     program = _mount_program()
     if program is None:
         return [f"{FSTAB_PATH} is not mounted: the distribution has no mount program"]
+    if _without_entries():
+        return []  # mount -a would do nothing: the fork, exec and wait are saved
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     try:
         pid = os.fork()

@@ -30,9 +30,14 @@ import stat
 import struct
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 from pywsl.guest import syscalls
+
+TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the same classes cheaply
+if TYPE_CHECKING:
+    from dataclasses import dataclass
+else:
+    from pywsl.guest.records import dataclass
 
 HOST_VIEW = "/run/WSL/interop/host"
 WSLG = "/mnt/wslg"

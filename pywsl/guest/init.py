@@ -33,7 +33,6 @@ import socket
 import stat
 import struct
 import time
-from dataclasses import dataclass, field
 
 from pywsl.guest import (
     devices,
@@ -56,7 +55,6 @@ from pywsl.guest.users import UserDatabase
 from pywsl.guest.wsl_conf import WslConf, read_wsl_conf, shown_value
 from pywsl.wire.channel import MessageChannel, Transaction
 from pywsl.wire.constants import LX_INIT_UTILITY_VM_INVALID_PORT
-from pywsl.wire.enums import LX_MESSAGE_TYPE, LX_MINI_CREATE_INSTANCE_STEP
 from pywsl.wire.errors import ChannelClosed, ProtocolError
 from pywsl.wire.launch_codec import (
     CREATE_INSTANCE_RESULT,
@@ -66,6 +64,13 @@ from pywsl.wire.launch_codec import (
     INITIALIZE_RESPONSE,
     TERMINATE_INSTANCE,
 )
+from pywsl.wire.message_types import CreateInstanceStep, LxMessageType
+
+TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the same classes cheaply
+if TYPE_CHECKING:
+    from dataclasses import dataclass, field
+else:
+    from pywsl.guest.records import dataclass, field
 
 try:
     from pywsl.guest import session_leader as _session_leader
@@ -76,7 +81,7 @@ log = logging.getLogger("pywsl.init")
 # The name (comm) of a session leader's spare relay, which is no activity of the distribution.
 _SPARE_RELAY_NAME = _session_leader.SPARE_RELAY_TITLE.encode() if _session_leader is not None else b""
 
-STEP_LAUNCH_INIT = int(LX_MINI_CREATE_INSTANCE_STEP.LxInitCreateInstanceStepLaunchInit)
+STEP_LAUNCH_INIT = CreateInstanceStep.LxInitCreateInstanceStepLaunchInit
 RECEIVE_TIMEOUT = 10.0
 SEND_TIMEOUT = 5.0
 TERMINATE_GRACE = 2.0
@@ -88,7 +93,7 @@ MAX_HOST_RESOLV_CONF = network_files.MAX_RESOLV_CONF_BYTES
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-T = LX_MESSAGE_TYPE
+T = LxMessageType  # the enum's values as plain numbers (`pywsl.wire.enums` would cost the VM's start)
 
 
 def _drain(fd: int) -> None:

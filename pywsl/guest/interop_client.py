@@ -61,10 +61,10 @@ __all__ = [
     "unescape_folder",
 ]
 
-RUNTIME_DIR = "/run/WSL/interop"
+RUNTIME_DIR = interop_paths.RUNTIME_DIR
 PATH_FOLDER = interop_paths.HOST_PATH_FOLDER
-LAUNCHER = RUNTIME_DIR + "/launch"
-DEFAULT_SOCKET = "/run/WSL/1_interop"
+LAUNCHER = interop_paths.LAUNCHER
+DEFAULT_SOCKET = interop_paths.DEFAULT_SOCKET
 CONNECT_TIMEOUT = 10.0
 DISABLED_ERRNO = errno.EPERM
 MAX_FRAME = 4096

@@ -30,24 +30,30 @@ import contextlib
 import errno
 import logging
 import os
-import shlex
 import socket
 import stat
 import struct
-from dataclasses import dataclass
 
-from pywsl.guest import interop_client, interop_native, interop_paths, mounts
-from pywsl.guest.interop_client import LAUNCHER, PATH_FOLDER, RUNTIME_DIR, escape_folder
-from pywsl.guest.wsl_conf import WslConf
+from pywsl.guest import interop_native, interop_paths, mounts
+from pywsl.guest.interop_paths import HOST_PATH_FOLDER as PATH_FOLDER
+from pywsl.guest.interop_paths import LAUNCHER, RUNTIME_DIR, escape_folder
 from pywsl.wire.channel import MessageChannel
 from pywsl.wire.launch_codec import CREATE_PROCESS_RESPONSE as _CREATE_PROCESS_RESPONSE
+
+TYPE_CHECKING = False  # `dataclasses` would cost the VM's start (`records`: the same classes)
+if TYPE_CHECKING:
+    from dataclasses import dataclass
+
+    from pywsl.guest.wsl_conf import WslConf
+else:
+    from pywsl.guest.records import dataclass
 
 log = logging.getLogger("pywsl.interop")
 
 HOST_VIEW = RUNTIME_DIR + "/host"
 PYTHON_LAUNCHER = RUNTIME_DIR + "/launch-python"  # INVOKED [ARGUMENT...]: the Python client
 CONTEXT_FILE = RUNTIME_DIR + "/context"  # mount point NUL root filesystem folder NUL (native client)
-SOCKET_PATH = interop_client.DEFAULT_SOCKET
+SOCKET_PATH = interop_paths.DEFAULT_SOCKET
 WSLPATH_LINK = "/usr/bin/wslpath"
 FORWARD_REQUEST = b"I"  # init -> mini_init -> monitor, with the connection's descriptor
 MAX_PATH_FOLDERS = 64
@@ -123,7 +129,6 @@ def _compile_client() -> None:
     the client sees pywsl through the read-only host view and could not cache them itself, so
     every host program call would compile them again."""
     import importlib.util
-    import py_compile
 
     folder = os.path.dirname(os.path.realpath(__file__))
     for name in CLIENT_MODULES:
@@ -131,6 +136,8 @@ def _compile_client() -> None:
         cached = importlib.util.cache_from_source(source)
         if _cache_is_current(source, cached, importlib.util.MAGIC_NUMBER):
             continue
+        import py_compile  # (on the host, before the namespaces: only when a cache is missing)
+
         try:
             py_compile.compile(source, cfile=cached, doraise=True)
         except (OSError, py_compile.PyCompileError) as error:
@@ -192,8 +199,21 @@ def _loader_words(runtime: HostRuntime) -> list[str]:
     ]
 
 
+_UNQUOTED = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-")
+
+
+def _quote(word: str) -> str:
+    """``shlex.quote`` (``shlex`` would cost the VM's start, and init writes the launcher after
+    ``pivot_root``, where no module can be loaded any more)."""
+    if not word:
+        return "''"
+    if _UNQUOTED.issuperset(word):
+        return word
+    return "'" + word.replace("'", "'\"'\"'") + "'"
+
+
 def _script(words: list[str], arguments: str) -> str:
-    return "#!/bin/sh\nexec " + " ".join(shlex.quote(word) for word in words) + f" {arguments}\n"
+    return "#!/bin/sh\nexec " + " ".join(_quote(word) for word in words) + f" {arguments}\n"
 
 
 def python_launcher_script(runtime: HostRuntime, mount_point: str | None, rootfs: str | None) -> str:
@@ -385,42 +405,110 @@ def _generate(host_folder: str, target: str) -> None:
     """A folder with a link to the launcher for each executable of the host folder."""
     building = f"{target}.{os.getpid()}.new"
     os.mkdir(building, 0o755)
-    count = 0
-    with os.scandir(HOST_VIEW + host_folder) as entries:
-        for entry in entries:
-            if count >= MAX_FOLDER_ENTRIES:
-                break
-            try:
-                if not _host_executable(os.path.join(host_folder, entry.name)):
-                    continue
-                os.symlink(LAUNCHER, os.path.join(building, entry.name))
-                count += 1
-            except OSError:
-                continue
+    try:
+        _fill(host_folder, building)
+    except OSError:
+        _remove_tree(building)
+        raise
     try:
         os.rename(building, target)
     except OSError as error:
+        _remove_tree(building)
         if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-            raise
-        _remove_tree(building)  # another launch made the same generation first
+            raise  # else another launch made the same generation first
 
 
-def _host_executable(host_path: str) -> bool:
-    """Is the host path a file with an execute bit? Links are followed as the host would: an
-    absolute target is a host path, looked up in the host view too."""
-    for _ in range(16):
+def _fill(host_folder: str, building: str) -> None:
+    """The links in ``building``: the host folder is opened once and its entries are looked at
+    relative to it (the entry's type from the listing tells a folder and a link without a
+    ``stat``); each link is made relative to ``building``."""
+    building_fd = os.open(building, _FOLDER_FLAGS)
+    try:
+        folder = _HostFolder(host_folder)
         try:
+            with os.scandir(folder.fd) as entries:
+                count = 0
+                for entry in entries:
+                    if count >= MAX_FOLDER_ENTRIES:
+                        break
+                    try:
+                        if not folder.executable(entry):
+                            continue
+                        os.symlink(LAUNCHER, entry.name, dir_fd=building_fd)
+                        count += 1
+                    except OSError:
+                        continue
+        finally:
+            os.close(folder.fd)
+    finally:
+        os.close(building_fd)
+
+
+_FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_MAX_LINK_STEPS = 16
+
+
+class _HostFolder:
+    """A host folder opened through the host view, and what was learnt of host paths while its
+    entries were looked at, so that links sharing a target (``/etc/alternatives/...``) walk it
+    once: a host path's step is its answer (an executable file or not; False as well for what
+    cannot be looked at) or, for a link, its target's host path."""
+
+    def __init__(self, host_folder: str) -> None:
+        self.fd = os.open(HOST_VIEW + host_folder, _FOLDER_FLAGS)
+        self.folder = host_folder
+        self.prefix = os.path.join(host_folder, "")  # + a name: os.path.join(host_folder, name)
+        self.steps: dict[str, str | bool] = {}
+
+    def executable(self, entry: os.DirEntry[str]) -> bool:
+        """Is the entry a file with an execute bit? Links are followed as the host would (at most
+        16 steps): an absolute target is a host path, looked up in the host view too. The
+        listing's type of an entry saves its ``lstat`` for a folder and a link."""
+        if entry.is_dir(follow_symlinks=False):
+            return False  # (a mount point on a folder is a folder as well)
+        if entry.is_symlink():
+            try:
+                target = os.readlink(entry.name, dir_fd=self.fd)
+            except OSError:
+                return False
+            self.steps[self.prefix + entry.name] = self._following(self.folder, target)
+        else:
+            mode = entry.stat(follow_symlinks=False).st_mode
+            if not stat.S_ISLNK(mode):  # (one made since the listing is followed)
+                return stat.S_ISREG(mode) and bool(mode & 0o111)
+        return self._walk(self.prefix + entry.name)
+
+    def _walk(self, host_path: str) -> bool:
+        steps = self.steps
+        for _ in range(_MAX_LINK_STEPS):  # a step: one lstat, and one readlink for a link
+            step = steps.get(host_path)
+            if step is None:
+                step = steps[host_path] = self._step(host_path)
+            if isinstance(step, bool):
+                return step
+            host_path = step
+        return False
+
+    def _step(self, host_path: str) -> str | bool:
+        name = host_path[len(self.prefix) :] if host_path.startswith(self.prefix) else ""
+        try:
+            if name and "/" not in name:  # in this folder
+                info = os.lstat(name, dir_fd=self.fd)
+                if not stat.S_ISLNK(info.st_mode):
+                    return stat.S_ISREG(info.st_mode) and bool(info.st_mode & 0o111)
+                return self._following(self.folder, os.readlink(name, dir_fd=self.fd))
             info = os.lstat(HOST_VIEW + host_path)
+            if not stat.S_ISLNK(info.st_mode):
+                return stat.S_ISREG(info.st_mode) and bool(info.st_mode & 0o111)
+            return self._following(os.path.dirname(host_path), os.readlink(HOST_VIEW + host_path))
         except OSError:
             return False
-        if not stat.S_ISLNK(info.st_mode):
-            return stat.S_ISREG(info.st_mode) and bool(info.st_mode & 0o111)
-        try:
-            target = os.readlink(HOST_VIEW + host_path)
-        except OSError:
-            return False
-        host_path = os.path.normpath(os.path.join(os.path.dirname(host_path), target))
-    return False
+
+    def _following(self, folder: str, target: str) -> str:
+        """The host path a link in ``folder`` (a normal path) to ``target`` leads to."""
+        if "/" in target or target in (".", ".."):
+            return os.path.normpath(os.path.join(folder, target))
+        return self.prefix + target if folder == self.folder else os.path.join(folder, target)
 
 
 def _remove_tree(folder: str) -> None:

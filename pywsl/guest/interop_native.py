@@ -16,14 +16,20 @@ Without a compiler, or when the build fails, the Python client serves every call
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
-import shutil
 import stat
-import subprocess
-import tempfile
-from dataclasses import dataclass
+
+# The client is looked for at every start of the VM, built only once: what only a build needs
+# (`subprocess`, `tempfile`) is loaded then; `hashlib` (OpenSSL), `shutil` and `dataclasses`
+# would cost every start.
+from pywsl.sha256 import sha256
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from dataclasses import dataclass
+else:
+    from pywsl.guest.records import dataclass
 
 log = logging.getLogger("pywsl.interop")
 
@@ -52,8 +58,34 @@ def cache_folder() -> str:
     return os.path.join(os.environ.get(CACHE_ROOT_ENV) or DEFAULT_CACHE_ROOT, "interop")
 
 
+def _which(name: str) -> str | None:
+    """``shutil.which(name)`` for a bare name: the first executable file of that name in the
+    folders of ``PATH`` (the system's default path without one; none for an empty one)."""
+    path = os.environ.get("PATH")
+    if path is None:
+        try:
+            path = os.confstr("CS_PATH")
+        except (AttributeError, ValueError):
+            path = os.defpath
+    if not path:
+        return None
+    seen: set[str] = set()
+    for folder in path.split(os.pathsep):
+        if folder in seen:
+            continue
+        seen.add(folder)
+        candidate = os.path.join(folder, name)
+        if (
+            os.path.exists(candidate)
+            and os.access(candidate, os.F_OK | os.X_OK)
+            and not os.path.isdir(candidate)
+        ):
+            return candidate
+    return None
+
+
 def _compiler() -> tuple[str, os.stat_result] | None:
-    found = shutil.which("cc")
+    found = _which("cc")
     if found is None:
         return None
     compiler = os.path.realpath(found)
@@ -64,7 +96,7 @@ def _compiler() -> tuple[str, os.stat_result] | None:
 
 
 def _key(source: bytes, compiler: str, info: os.stat_result, link: tuple[str, ...]) -> str:
-    digest = hashlib.sha256(source)
+    digest = sha256(source)
     flags = " ".join((*FLAGS, *link))
     digest.update(f"\0{compiler}\0{info.st_size}\0{info.st_mtime_ns}\0{flags}".encode())
     return digest.hexdigest()[:24]
@@ -98,6 +130,9 @@ def _folder() -> str | None:
 
 
 def _compile(compiler: str, link: tuple[str, ...], target: str, folder: str) -> None:
+    import subprocess
+    import tempfile
+
     fd, temporary = tempfile.mkstemp(dir=folder, prefix=".interop-native-")
     os.close(fd)
     try:
@@ -140,6 +175,8 @@ def build() -> NativeClient | None:
     for target, link in targets:
         if _trusted(target, stat.S_IFREG):
             return NativeClient(target, bool(link))
+    import subprocess
+
     for target, link in targets:
         try:
             _compile(found[0], link, target, folder)

@@ -20,9 +20,12 @@ if TYPE_CHECKING:  # the interop client imports this module: nothing beyond buil
     from collections.abc import Mapping, Sequence
 
 __all__ = [
+    "DEFAULT_SOCKET",
     "HOST_PATH_FOLDER",
+    "LAUNCHER",
     "MOUNT_POINT_ENTRY",
     "ROOTFS_ENTRY",
+    "RUNTIME_DIR",
     "TranslationError",
     "WslenvEntry",
     "escape_folder",
@@ -37,7 +40,11 @@ __all__ = [
     "wslpath",
 ]
 
-HOST_PATH_FOLDER = "/run/WSL/interop/path"  # one folder inside per host PATH folder
+# Inside a distribution: the interop runtime (``interop_init`` makes it, the client uses it).
+RUNTIME_DIR = "/run/WSL/interop"
+HOST_PATH_FOLDER = RUNTIME_DIR + "/path"  # one folder inside per host PATH folder
+LAUNCHER = RUNTIME_DIR + "/launch"
+DEFAULT_SOCKET = "/run/WSL/1_interop"  # WSL_INTEROP
 MOUNT_POINT_ENTRY = "PYWSL_INTEROP_MOUNT_POINT"  # the caller's translation context, in a request
 ROOTFS_ENTRY = "PYWSL_INTEROP_ROOTFS"
 _FORWARDED_AS_THEY_ARE = ("PATH", "TERM", "WSLENV")

@@ -16,7 +16,6 @@ sub-group) and removes that sub-group once pid 1 is gone.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import os
 import select
@@ -26,6 +25,12 @@ import time
 
 from pywsl.guest import forking, init, syscalls
 from pywsl.guest.init import send_failure
+
+TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the same classes cheaply
+if TYPE_CHECKING:
+    from dataclasses import replace
+else:
+    from pywsl.guest.records import replace
 
 GUARD_GRACE = 5.0  # pywsl's init gone, pid 1 still there: time for systemd's last stage to end
 CGROUP_STAGING = "/tmp"  # where the shim briefly mounts the VM's cgroup2 to get a descriptor of it
@@ -122,7 +127,7 @@ def run_shim(parameters: init.InitParameters, pid_write: int) -> None:
         )
         cgroup_fd = _open_cgroup_root()
         guard_read, guard_write = os.pipe2(os.O_CLOEXEC)
-        parameters = dataclasses.replace(
+        parameters = replace(
             parameters, guard_fd=guard_write, cgroup_fd=cgroup_fd, cgroup_name=f"instance-{os.getpid()}"
         )
         pid = os.fork()

@@ -27,8 +27,6 @@ import stat
 import struct
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Any
 
 from pywsl.guest import (
     disks,
@@ -48,12 +46,6 @@ from pywsl.guest.boot import BootArguments, parse_boot_arguments
 from pywsl.guest.requests import receive_request
 from pywsl.guest.vm_monitor import VmContext
 from pywsl.wire.channel import MessageChannel, Transaction
-from pywsl.wire.enums import (
-    LX_MESSAGE_TYPE,
-    LX_MINI_CREATE_INSTANCE_STEP,
-    LX_MINI_MOUNT_STEP,
-    PYWSL_MESSAGE_TYPE,
-)
 from pywsl.wire.errors import ChannelClosed, ProtocolError
 from pywsl.wire.launch_codec import (
     CHILD_EXIT,
@@ -70,6 +62,14 @@ from pywsl.wire.launch_codec import (
     UNMOUNT_MESSAGE,
     instance_entries,
 )
+from pywsl.wire.message_types import CreateInstanceStep, LxMessageType, MountStep, PywslMessageType
+
+TYPE_CHECKING = False  # `typing`, `dataclasses` would cost the VM's start (`records`: the same classes)
+if TYPE_CHECKING:
+    from dataclasses import dataclass, field
+    from typing import Any
+else:
+    from pywsl.guest.records import dataclass, field
 
 log = logging.getLogger("pywsl.mini_init")
 
@@ -79,10 +79,11 @@ SHUTDOWN_GRACE = 10.0
 MAX_DISTRIBUTION_NAME = 256
 
 
-T = LX_MESSAGE_TYPE
-P = PYWSL_MESSAGE_TYPE
-STEP = LX_MINI_CREATE_INSTANCE_STEP
-MOUNT_STEP = LX_MINI_MOUNT_STEP
+# The enums' values as plain numbers (`pywsl.wire.enums` would cost the VM's start).
+T = LxMessageType
+P = PywslMessageType
+STEP = CreateInstanceStep
+MOUNT_STEP = MountStep
 DISK_MESSAGES = (
     T.LxMiniInitMessageMount,
     T.LxMiniInitMessageDetach,
@@ -727,8 +728,9 @@ def _warm_up() -> None:
     time.localtime()
 
 
-def main(argv: list[str] | None = None) -> int:
-    boot = parse_boot_arguments(sys.argv[1:] if argv is None else argv)
+def prepare() -> None:
+    """The VM's start up to where its boot arguments matter (`vm_prestart` does this part while
+    it waits for them): the log's format, what loads lazily, the host runtime for interop."""
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
@@ -739,12 +741,22 @@ def main(argv: list[str] | None = None) -> int:
     gc.collect()
     gc.freeze()
     gc.enable()  # off while the modules loaded (`pywsl.guest`)
-    processors.restrict_processors(boot.processors)
-    return vm_monitor.launch(boot, serve)
+
+
+def boot(arguments: BootArguments) -> int:
+    """Start the VM (after `prepare`); the exit status of this, its host process."""
+    processors.restrict_processors(arguments.processors)
+    return vm_monitor.launch(arguments, serve)
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parse_boot_arguments(sys.argv[1:] if argv is None else argv)
+    prepare()
+    return boot(arguments)
 
 
 # Roles forked from this process; imported here so that they are loaded before any namespace change.
-__all__ = ["MiniInit", "main", "mounts", "serve"]
+__all__ = ["MiniInit", "boot", "main", "mounts", "prepare", "serve"]
 
 if __name__ == "__main__":
     # The host waits for this process's exit: it leaves without tearing the interpreter down.

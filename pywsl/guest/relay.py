@@ -40,18 +40,23 @@ import socket
 import struct
 import termios
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import NoReturn
 
 from pywsl.guest import forking, syscalls
 from pywsl.guest.relay_child import LaunchRequest, RelayContext, run_child, spawn_child
 from pywsl.wire.channel import MessageChannel
 from pywsl.wire.constants import LX_INIT_TTY_LIMIT
-from pywsl.wire.enums import LX_MESSAGE_TYPE
 from pywsl.wire.errors import ChannelClosed, ProtocolError
 from pywsl.wire.launch_codec import EXIT_STATUS as _EXIT_STATUS
 from pywsl.wire.launch_codec import SIGNAL_PROCESS as _SIGNAL_PROCESS
 from pywsl.wire.launch_codec import WINDOW_SIZE_CHANGED as _WINDOW_SIZE_CHANGED
+from pywsl.wire.message_types import LxMessageType
+
+TYPE_CHECKING = False  # `typing`, `dataclasses` would cost the VM's start (`records`: the same classes)
+if TYPE_CHECKING:
+    from dataclasses import dataclass
+    from typing import NoReturn
+else:
+    from pywsl.guest.records import dataclass
 
 __all__ = [
     "BUFFER_SIZE",
@@ -75,7 +80,7 @@ _TIOCGPTPEER = 0x5441
 _IUTF8 = 0o040000
 _WINSIZE = struct.Struct("HHHH")
 
-_WINDOW_SIZE_TYPE = int(LX_MESSAGE_TYPE.LxInitMessageWindowSizeChanged)
+_WINDOW_SIZE_TYPE = LxMessageType.LxInitMessageWindowSizeChanged
 _SIGNAL_PROCESS_TYPE = _SIGNAL_PROCESS.message_type
 
 # A control character set to this is disabled (_POSIX_VDISABLE).

@@ -19,8 +19,6 @@ import os
 import signal
 import termios
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, NoReturn
 
 from pywsl.guest import devices, gui, systemd_user
 from pywsl.guest.environment import (
@@ -38,14 +36,21 @@ from pywsl.guest.interop_init import InteropSettings, launch_environment
 from pywsl.guest.locale_conf import read_language_at
 from pywsl.guest.users import PasswdEntry, UserDatabase
 from pywsl.wire.constants import LX_INIT_USER_NOT_FOUND
-from pywsl.wire.enums import CREATE_PROCESS_SHELL_OPTIONS, LX_INIT_CREATE_PROCESS_FLAGS
+from pywsl.wire.message_types import CreateProcessFlags, ShellOptions
+
+TYPE_CHECKING = False  # `typing`, `dataclasses` would cost the VM's start (`records`: the same classes)
+if TYPE_CHECKING:
+    from dataclasses import dataclass
+    from typing import Any, NoReturn
+else:
+    from pywsl.guest.records import dataclass
 
 __all__ = ["LaunchRequest", "RelayContext", "run_child", "spawn_child"]
 
 _CONSOLE_FLAGS = (
-    LX_INIT_CREATE_PROCESS_FLAGS.LxInitCreateProcessFlagsStdInConsole,
-    LX_INIT_CREATE_PROCESS_FLAGS.LxInitCreateProcessFlagsStdOutConsole,
-    LX_INIT_CREATE_PROCESS_FLAGS.LxInitCreateProcessFlagsStdErrConsole,
+    CreateProcessFlags.LxInitCreateProcessFlagsStdInConsole,
+    CreateProcessFlags.LxInitCreateProcessFlagsStdOutConsole,
+    CreateProcessFlags.LxInitCreateProcessFlagsStdErrConsole,
 )
 # The exit code of a child that could not run its program or could not be set up (WSL's
 # FATAL_ERROR after a failed execvpe): a shell's 127 only comes from a shell.
@@ -81,7 +86,7 @@ class LaunchRequest:
             environment=tuple(common.Environment or ()),
             username=common.Username or "",
             default_uid=int(common.DefaultUid),
-            login=bool(int(common.ShellOptions) & CREATE_PROCESS_SHELL_OPTIONS.ShellOptionsLogin),
+            login=bool(int(common.ShellOptions) & ShellOptions.ShellOptionsLogin),
             console=(
                 bool(flags & _CONSOLE_FLAGS[0]),
                 bool(flags & _CONSOLE_FLAGS[1]),

@@ -11,9 +11,9 @@ from __future__ import annotations
 import socket
 
 from pywsl.wire.channel import MessageChannel, Transaction
-from pywsl.wire.enums import TRANSACTION_STEP
 from pywsl.wire.errors import ProtocolError
 from pywsl.wire.framing import HEADER_SIZE, parse_header
+from pywsl.wire.message_types import TransactionStep as TRANSACTION_STEP
 
 
 def _peek_header(fd: int) -> bytes:

@@ -12,7 +12,6 @@ import ctypes
 import errno
 import fcntl
 import os
-import platform
 import socket
 import struct
 
@@ -108,8 +107,13 @@ def _fail(call: str, filename: str | None = None) -> OSError:
     return OSError(code, f"{call}: {os.strerror(code)}", filename)
 
 
+def _machine() -> str:
+    """``platform.machine()``: what it returns on Linux, without loading ``platform``."""
+    return os.uname().machine
+
+
 def _number(name: str) -> int:
-    machine = platform.machine()
+    machine = _machine()
     try:
         return _SYSCALL_NUMBERS[machine][name]
     except KeyError:
@@ -118,7 +122,7 @@ def _number(name: str) -> int:
 
 # Resolve the numbers now: a guest role must not need anything it has not loaded before it enters
 # its namespaces.
-_NUMBERS = {name: _number(name) for name in _SYSCALL_NUMBERS.get(platform.machine(), {})}
+_NUMBERS = {name: _number(name) for name in _SYSCALL_NUMBERS.get(_machine(), {})}
 
 
 def _syscall(name: str, *args: object) -> int:

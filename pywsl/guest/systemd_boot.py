@@ -25,10 +25,14 @@ import os
 import select
 import signal
 import time
-import uuid
-from dataclasses import dataclass
 
 from pywsl.guest import forking, syscalls
+
+TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the same classes cheaply
+if TYPE_CHECKING:
+    from dataclasses import dataclass
+else:
+    from pywsl.guest.records import dataclass
 
 SYSTEMD_INIT = "/sbin/init"
 SYSTEMCTL = ("/usr/bin/systemctl", "/bin/systemctl")
@@ -105,6 +109,17 @@ def make_console() -> tuple[Console, int]:
     return Console(primary), secondary
 
 
+def random_uuid_hex() -> str:
+    """``uuid.uuid4().hex``: 32 hex digits of a random version 4 UUID. ``uuid`` (which loads
+    ``platform``) would be loaded by every VM at start, as all the guest's modules are."""
+    value = int.from_bytes(os.urandom(16), "big")
+    value &= ~(0xC000 << 48)  # variant: RFC 4122
+    value |= 0x8000 << 48
+    value &= ~(0xF000 << 64)  # version: 4
+    value |= 4 << 76
+    return f"{value:032x}"
+
+
 def ensure_machine_id() -> str | None:
     """Write a random ``/etc/machine-id`` when it is missing or empty; a warning when that fails."""
     try:
@@ -118,7 +133,7 @@ def ensure_machine_id() -> str | None:
     from pywsl.guest.rootfs import write_file_atomic
 
     try:
-        write_file_atomic(MACHINE_ID, (uuid.uuid4().hex + "\n").encode(), 0o444)
+        write_file_atomic(MACHINE_ID, (random_uuid_hex() + "\n").encode(), 0o444)
     except OSError as error:
         return f"{MACHINE_ID} cannot be written: {error.strerror or error}"
     return None

@@ -26,10 +26,15 @@ import contextlib
 import errno
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from pywsl.guest import syscalls
 from pywsl.guest.rootfs import write_file_atomic
+
+TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the same classes cheaply
+if TYPE_CHECKING:
+    from dataclasses import dataclass
+else:
+    from pywsl.guest.records import dataclass
 
 RUNTIME_UNITS = "/run/systemd/system"
 SCRATCH = "/run/systemd/.pywsl-probe"

@@ -19,7 +19,12 @@ The end of the archive (a zero block) ends it too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the same classes cheaply
+if TYPE_CHECKING:
+    from dataclasses import dataclass, field
+else:
+    from pywsl.guest.records import dataclass, field
+
 
 __all__ = ["BLOCK", "DeviceNodeFilter", "Piece", "skipped_devices_warning"]
 

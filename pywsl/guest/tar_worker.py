@@ -32,19 +32,24 @@ import select
 import signal
 import socket
 import struct
-from dataclasses import dataclass
 
 from pywsl.guest import forking, mounts, rootfs, syscalls, worker_processes
 from pywsl.guest.os_release import default_name, flavor_and_version
 from pywsl.guest.tar_device_filter import skipped_devices_warning
 from pywsl.wire.channel import MessageChannel
-from pywsl.wire.enums import LX_MINI_CREATE_INSTANCE_STEP, LX_MINI_INIT_MESSAGE_FLAGS
 from pywsl.wire.launch_codec import CREATE_INSTANCE_RESULT, IMPORT_RESULT, IMPORT_WARNINGS
+from pywsl.wire.message_types import CreateInstanceStep, MiniInitMessageFlags
+
+TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the same classes cheaply
+if TYPE_CHECKING:
+    from dataclasses import dataclass
+else:
+    from pywsl.guest.records import dataclass
 
 log = logging.getLogger("pywsl.tar")
 
-STEP_RUN_TAR = int(LX_MINI_CREATE_INSTANCE_STEP.LxInitCreateInstanceStepRunTar)
-FLAGS = LX_MINI_INIT_MESSAGE_FLAGS
+STEP_RUN_TAR = CreateInstanceStep.LxInitCreateInstanceStepRunTar
+FLAGS = MiniInitMessageFlags  # the enum's values as plain numbers
 SEND_TIMEOUT = 30.0
 # xz compresses with one thread per core (tar splits the words and runs it without a shell).
 XZ_EVERY_CORE = "--use-compress-program=xz -T0"

@@ -17,9 +17,9 @@ import os
 import subprocess
 
 from pywsl.guest import disks, mounts, syscalls
-from pywsl.wire.enums import LX_MINI_MOUNT_STEP
+from pywsl.wire.message_types import MountStep
 
-STEP = LX_MINI_MOUNT_STEP
+STEP = MountStep  # the enum's values as plain numbers (`pywsl.wire.enums` would cost the VM's start)
 DETECT_TIMEOUT = 30.0
 MAX_NAME = 255
 Result = tuple[int, int]  # (0 or -errno, the failing step)

@@ -14,7 +14,12 @@ same code can be pointed at any directory.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+
+TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the same classes cheaply
+if TYPE_CHECKING:
+    from dataclasses import dataclass
+else:
+    from pywsl.guest.records import dataclass
 
 __all__ = [
     "MAX_DATABASE_SIZE",

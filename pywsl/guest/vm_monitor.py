@@ -42,11 +42,17 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from pywsl.guest import forking, host_view, mounts, syscalls
 from pywsl.guest.boot import BootArguments
-from pywsl.guest.interop_workers import InteropWorkers
+
+TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the same classes cheaply
+if TYPE_CHECKING:
+    from dataclasses import dataclass
+
+    from pywsl.guest.interop_workers import InteropWorkers
+else:
+    from pywsl.guest.records import dataclass
 
 log = logging.getLogger("pywsl.vm-monitor")
 
@@ -358,6 +364,10 @@ class Monitor:
     def _start_interop(self, fd: int) -> None:
         """Give one interop connection to its worker (``fd`` stays the caller's to close)."""
         if self.interop_workers is None:
+            # Loaded with the first interop connection, not with the VM: the monitor never leaves
+            # the host's namespaces, so the interpreter's files are still there to load it from.
+            from pywsl.guest.interop_workers import InteropWorkers
+
             self.interop_workers = InteropWorkers(self.boot.owner_uid)
         self.interop_workers.serve(fd)
 

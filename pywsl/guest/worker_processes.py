@@ -30,10 +30,15 @@ import os
 import select
 import signal
 import struct
-from dataclasses import dataclass
 
 from pywsl.guest import forking, mounts
 from pywsl.guest.tar_device_filter import DeviceNodeFilter, Piece
+
+TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the same classes cheaply
+if TYPE_CHECKING:
+    from dataclasses import dataclass
+else:
+    from pywsl.guest.records import dataclass
 
 PROGRAM_FOLDERS = ("/usr/bin", "/bin", "/usr/sbin", "/sbin")
 PROGRAM_ENVIRONMENT = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}

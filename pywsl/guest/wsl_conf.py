@@ -11,7 +11,6 @@ only ``[automount] root`` is checked further, for the distribution's safety.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
 
 from pywsl.guest.distribution_files import UnusableFile, read_regular_file
 from pywsl.guest.mounts import automount_attributes
@@ -25,6 +24,12 @@ from pywsl.wire.config_format import (
     read_config,
     unknown_key_warning,
 )
+
+TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the same classes cheaply
+if TYPE_CHECKING:
+    from dataclasses import dataclass, field
+else:
+    from pywsl.guest.records import dataclass, field
 
 WSL_CONF_PATH = "/etc/wsl.conf"
 MAX_MOUNT_ROOT = 256

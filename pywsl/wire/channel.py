@@ -16,11 +16,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from types import TracebackType
-from typing import Any, Protocol, TypeVar, overload
 
-from pywsl.wire.enums import TRANSACTION_STEP
 from pywsl.wire.errors import ChannelClosed, ProtocolError
 from pywsl.wire.framing import (
     HEADER_SIZE,
@@ -32,6 +28,13 @@ from pywsl.wire.framing import (
     parse_header,
     stamp_transaction,
 )
+from pywsl.wire.message_types import TransactionStep as TRANSACTION_STEP
+
+TYPE_CHECKING = False  # `typing` would cost the guest's start: loaded only for MessageSchemaLike
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from types import TracebackType
+    from typing import Any, Protocol, TypeVar, overload
 
 __all__ = ["MAX_FDS", "MessageChannel", "MessageSchemaLike", "Transaction"]
 
@@ -43,8 +46,9 @@ _SCM_MAX_FD = 253
 _UNIX_ANCBUFSIZE = socket.CMSG_SPACE(_SCM_MAX_FD * 4) + socket.CMSG_SPACE(64)
 _U32 = 0xFFFFFFFF
 
-M = TypeVar("M")
-M_co = TypeVar("M_co", covariant=True)
+if TYPE_CHECKING:
+    M = TypeVar("M")
+    M_co = TypeVar("M_co", covariant=True)
 
 Payload = bytes | bytearray | memoryview
 _CMsg = tuple[int, int, bytes]
@@ -64,21 +68,53 @@ class _Ancillary:
         self.fds.clear()
 
 
-class MessageSchemaLike(Protocol[M_co]):
-    """What the channel needs from a message schema (``pywsl.wire.schema(name)``)."""
+if TYPE_CHECKING:
 
-    @property
-    def name(self) -> str: ...
+    class MessageSchemaLike(Protocol[M_co]):
+        """What the channel needs from a message schema (``pywsl.wire.schema(name)``)."""
 
-    @property
-    def message_type(self) -> int | None: ...
+        @property
+        def name(self) -> str: ...
 
-    @property
-    def sizeof(self) -> int: ...
+        @property
+        def message_type(self) -> int | None: ...
 
-    def build(self, **values: Any) -> bytes: ...
+        @property
+        def sizeof(self) -> int: ...
 
-    def parse(self, data: bytes) -> M_co: ...
+        def build(self, **values: Any) -> bytes: ...
+
+        def parse(self, data: bytes) -> M_co: ...
+
+else:
+
+    def __getattr__(name: str) -> object:
+        """``MessageSchemaLike``, defined (with ``typing``) the first time something asks for it."""
+        if name != "MessageSchemaLike":
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        from typing import Any, Protocol, TypeVar  # noqa: F401  (`Any`: the annotations' name)
+
+        M_co = TypeVar("M_co", covariant=True)
+
+        class MessageSchemaLike(Protocol[M_co]):
+            """What the channel needs from a message schema (``pywsl.wire.schema(name)``)."""
+
+            @property
+            def name(self) -> str: ...
+
+            @property
+            def message_type(self) -> int | None: ...
+
+            @property
+            def sizeof(self) -> int: ...
+
+            def build(self, **values: Any) -> bytes: ...
+
+            def parse(self, data: bytes) -> M_co: ...
+
+        MessageSchemaLike.__qualname__ = "MessageSchemaLike"
+        globals()["MessageSchemaLike"] = MessageSchemaLike
+        return MessageSchemaLike
 
 
 def _deadline(timeout: float | None) -> float | None:
@@ -196,19 +232,21 @@ class MessageChannel:
         """Send one non-transactional message (step 0, id = ++sent counter)."""
         self._send_message(message, values, fds, _deadline(timeout), TRANSACTION_STEP.NONE, 0)
 
-    @overload
-    def receive(
-        self, schema: None = None, *, timeout: float | None = None, expect_fds: int | None = None
-    ) -> tuple[bytes, list[int]]: ...
+    if TYPE_CHECKING:
 
-    @overload
-    def receive(
-        self,
-        schema: MessageSchemaLike[M],
-        *,
-        timeout: float | None = None,
-        expect_fds: int | None = None,
-    ) -> tuple[M, list[int]]: ...
+        @overload
+        def receive(
+            self, schema: None = None, *, timeout: float | None = None, expect_fds: int | None = None
+        ) -> tuple[bytes, list[int]]: ...
+
+        @overload
+        def receive(
+            self,
+            schema: MessageSchemaLike[M],
+            *,
+            timeout: float | None = None,
+            expect_fds: int | None = None,
+        ) -> tuple[M, list[int]]: ...
 
     def receive(
         self,
@@ -238,29 +276,31 @@ class MessageChannel:
         """
         return Transaction(self, 0, _deadline(timeout))
 
-    @overload
-    def request(
-        self,
-        schema: MessageSchemaLike[object] | Payload,
-        reply_schema: None,
-        /,
-        *,
-        fds: Sequence[int] = (),
-        timeout: float | None = None,
-        **values: Any,
-    ) -> bytes: ...
+    if TYPE_CHECKING:
 
-    @overload
-    def request(
-        self,
-        schema: MessageSchemaLike[object] | Payload,
-        reply_schema: MessageSchemaLike[M],
-        /,
-        *,
-        fds: Sequence[int] = (),
-        timeout: float | None = None,
-        **values: Any,
-    ) -> M: ...
+        @overload
+        def request(
+            self,
+            schema: MessageSchemaLike[object] | Payload,
+            reply_schema: None,
+            /,
+            *,
+            fds: Sequence[int] = (),
+            timeout: float | None = None,
+            **values: Any,
+        ) -> bytes: ...
+
+        @overload
+        def request(
+            self,
+            schema: MessageSchemaLike[object] | Payload,
+            reply_schema: MessageSchemaLike[M],
+            /,
+            *,
+            fds: Sequence[int] = (),
+            timeout: float | None = None,
+            **values: Any,
+        ) -> M: ...
 
     def request(
         self,
@@ -651,13 +691,17 @@ class Transaction:
         self._channel._send_message(message, values, fds, self._deadline, self._step, self._id)
         self._step += 1
 
-    @overload
-    def receive(self, schema: None = None, *, expect_fds: int | None = None) -> tuple[bytes, list[int]]: ...
+    if TYPE_CHECKING:
 
-    @overload
-    def receive(
-        self, schema: MessageSchemaLike[M], *, expect_fds: int | None = None
-    ) -> tuple[M, list[int]]: ...
+        @overload
+        def receive(
+            self, schema: None = None, *, expect_fds: int | None = None
+        ) -> tuple[bytes, list[int]]: ...
+
+        @overload
+        def receive(
+            self, schema: MessageSchemaLike[M], *, expect_fds: int | None = None
+        ) -> tuple[M, list[int]]: ...
 
     def receive(
         self, schema: MessageSchemaLike[M] | None = None, *, expect_fds: int | None = None

@@ -32,7 +32,11 @@ read it and neither may import the other.
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from collections import namedtuple
+
+TYPE_CHECKING = False  # `typing` would cost the guest's start (it reads wsl.conf): not needed at run time
+if TYPE_CHECKING:
+    from typing import NamedTuple
 
 MAX_CONFIG_BYTES = 1024 * 1024
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
@@ -55,25 +59,48 @@ _ESCAPES = {"\\": "\\", '"': '"', "b": "\b", "n": "\n", "t": "\t"}
 _C_SPACE = " \t\n\v\f\r"
 
 
-class ConfigValue(NamedTuple):
-    """One `key = value` pair: names as written, the value as read, and the line WSL reports."""
+if TYPE_CHECKING:
 
-    section: str  # "" for a key before any section
-    key: str
-    value: str
-    line: int
+    class ConfigValue(NamedTuple):
+        """One `key = value` pair: names as written, the value as read, and the line WSL reports."""
 
-    @property
-    def name(self) -> str:
-        """`section.key` as written (what WSL's warnings show), or the bare key outside a section."""
+        section: str  # "" for a key before any section
+        key: str
+        value: str
+        line: int
+
+        @property
+        def name(self) -> str:
+            """`section.key` as written (what WSL's warnings show), or the bare key outside a section."""
+            return f"{self.section}.{self.key}" if self.section else self.key
+
+    class ConfigProblem(NamedTuple):
+        """A syntax error, with WSL's warning text."""
+
+        message: str
+        line: int
+
+else:
+    # What ``typing.NamedTuple`` makes of the classes above, without loading ``typing``.
+    def _named_tuple(name, doc, annotations):
+        made = namedtuple(name, tuple(annotations))
+        made.__doc__ = doc
+        made.__annotations__ = annotations
+        return made
+
+    def _name(self):
         return f"{self.section}.{self.key}" if self.section else self.key
 
-
-class ConfigProblem(NamedTuple):
-    """A syntax error, with WSL's warning text."""
-
-    message: str
-    line: int
+    _name.__doc__ = "`section.key` as written (what WSL's warnings show), or the bare key outside a section."
+    ConfigValue = _named_tuple(
+        "ConfigValue",
+        "One `key = value` pair: names as written, the value as read, and the line WSL reports.",
+        {"section": "str", "key": "str", "value": "str", "line": "int"},
+    )
+    ConfigValue.name = property(_name)
+    ConfigProblem = _named_tuple(
+        "ConfigProblem", "A syntax error, with WSL's warning text.", {"message": "str", "line": "int"}
+    )
 
 
 ConfigItem = ConfigValue | ConfigProblem

@@ -15,11 +15,15 @@ those rules as pure functions; ``channel.py`` does the socket I/O.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from collections import namedtuple
 
 from pywsl.wire.constants import MAX_MESSAGE_SIZE, MESSAGE_HEADER_SIZE
-from pywsl.wire.enums import LX_MESSAGE_TYPE
 from pywsl.wire.errors import ProtocolError
+from pywsl.wire.message_types import LxMessageType
+
+TYPE_CHECKING = False  # `typing` and `enum` would cost the guest's start: neither is needed at run time
+if TYPE_CHECKING:
+    from typing import NamedTuple
 
 __all__ = [
     "HEADER",
@@ -38,19 +42,29 @@ HEADER = struct.Struct("<IIII")
 HEADER_SIZE = MESSAGE_HEADER_SIZE
 
 # An expected type that accepts every message.
-MESSAGE_TYPE_ANY = LX_MESSAGE_TYPE.LxMiniInitMessageAny
+MESSAGE_TYPE_ANY = LxMessageType.LxMiniInitMessageAny
 
 _TRANSACTION_FIELDS = struct.Struct("<II")
 _TRANSACTION_OFFSET = 8
 
 
-class MessageHeader(NamedTuple):
-    """A decoded ``MESSAGE_HEADER``."""
+if TYPE_CHECKING:
 
-    message_type: int
-    message_size: int
-    transaction_id: int
-    transaction_step: int
+    class MessageHeader(NamedTuple):
+        """A decoded ``MESSAGE_HEADER``."""
+
+        message_type: int
+        message_size: int
+        transaction_id: int
+        transaction_step: int
+
+else:
+    # What ``typing.NamedTuple`` makes of the class above, without loading ``typing``.
+    MessageHeader = namedtuple(
+        "MessageHeader", ("message_type", "message_size", "transaction_id", "transaction_step")
+    )
+    MessageHeader.__doc__ = "A decoded ``MESSAGE_HEADER``."
+    MessageHeader.__annotations__ = {name: "int" for name in MessageHeader._fields}
 
 
 def parse_header(data: bytes | bytearray | memoryview) -> MessageHeader:

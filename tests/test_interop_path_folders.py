@@ -1,0 +1,264 @@
+"""The host PATH folders inside a distribution (``interop_init.host_path_folders``): one link to
+the launcher per executable of a host folder, seen through the host view, in a generation folder
+shared by the names of the same host folder."""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pywsl.guest import interop_init
+from pywsl.guest.interop_paths import escape_folder
+
+LAUNCHER = "/run/test-launcher"
+
+
+class Layout:
+    def __init__(self, root: Path) -> None:
+        self.view = root / "view"  # the host as the distribution sees it
+        self.path_folder = root / "run" / "path"
+        self.generations = self.path_folder / ".generations"
+        self.view.mkdir()
+        self.generations.mkdir(parents=True)
+
+    def host(self, host_path: str) -> Path:
+        return self.view / host_path.lstrip("/")
+
+    def file(self, host_path: str, mode: int = 0o755) -> Path:
+        path = self.host(host_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#!/bin/sh\n")
+        path.chmod(mode)
+        return path
+
+    def link(self, host_path: str, target: str) -> None:
+        path = self.host(host_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.symlink_to(target)
+
+    def inside(self, host_folder: str) -> Path:
+        return self.path_folder / escape_folder(host_folder)
+
+    def names(self, host_folder: str) -> set[str]:
+        folder = self.inside(host_folder)
+        names = set(os.listdir(folder))
+        for name in names:
+            assert os.readlink(folder / name) == LAUNCHER
+        return names
+
+
+@pytest.fixture
+def layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Layout:
+    made = Layout(tmp_path)
+    monkeypatch.setattr(interop_init, "HOST_VIEW", str(made.view))
+    monkeypatch.setattr(interop_init, "PATH_FOLDER", str(made.path_folder))
+    monkeypatch.setattr(interop_init, "_GENERATIONS", str(made.generations))
+    monkeypatch.setattr(interop_init, "LAUNCHER", LAUNCHER)
+    return made
+
+
+def test_one_link_per_executable_file(layout: Layout) -> None:
+    layout.file("/usr/bin/tool")
+    layout.file("/usr/bin/own", 0o700)
+    layout.file("/usr/bin/others", 0o601)
+    layout.file("/usr/bin/.hidden")
+    layout.file("/usr/bin/with space\nand line")
+    layout.file("/usr/bin/data", 0o644)
+    layout.host("/usr/bin/folder").mkdir(mode=0o755)
+    os.mkfifo(layout.host("/usr/bin/fifo"), 0o755)
+    assert interop_init.host_path_folders("/usr/bin") == [str(layout.inside("/usr/bin"))]
+    assert layout.names("/usr/bin") == {"tool", "own", "others", ".hidden", "with space\nand line"}
+    assert not [name for name in os.listdir(layout.generations) if name.endswith(".new")]
+
+
+def test_links_are_followed_as_the_host_would(layout: Layout) -> None:
+    layout.file("/usr/bin/tool")
+    layout.file("/usr/bin/data", 0o644)
+    layout.file("/usr/lib/helper")
+    layout.file("/opt/pywsl-view-only/app")
+    layout.link("/usr/bin/same-folder", "tool")
+    layout.link("/usr/bin/to-data", "data")
+    layout.link("/usr/bin/up-and-over", "../lib/helper")
+    layout.link("/usr/bin/dotted", "./tool")
+    layout.link("/usr/bin/absolute-here", "/usr/bin/tool")
+    layout.link("/usr/bin/absolute-elsewhere", "/opt/pywsl-view-only/app")
+    layout.link("/usr/bin/through-alternatives", "/etc/alternatives/app")
+    layout.link("/etc/alternatives/app", "/opt/pywsl-view-only/app")
+    layout.link("/usr/bin/to-folder", "../lib")
+    layout.link("/usr/bin/dangling", "missing")
+    layout.link("/usr/bin/loop-a", "loop-b")
+    layout.link("/usr/bin/loop-b", "loop-a")
+    layout.link("/usr/bin/self", "self")
+    # An absolute target is a host path: the distribution's own /bin/sh does not count.
+    assert os.path.exists("/bin/sh") and not layout.host("/bin/sh").exists()
+    layout.link("/usr/bin/real-root", "/bin/sh")
+    interop_init.host_path_folders("/usr/bin")
+    assert layout.names("/usr/bin") == {
+        "tool",
+        "same-folder",
+        "up-and-over",
+        "dotted",
+        "absolute-here",
+        "absolute-elsewhere",
+        "through-alternatives",
+    }
+
+
+def test_a_link_is_followed_at_most_sixteen_steps(layout: Layout) -> None:
+    # chain-0 -> chain-1 -> ... -> chain-15 -> tool: chain-N is 16 - N links away from the file,
+    # and a walk takes 16 steps at most, so all but chain-0 are executables.
+    layout.file("/usr/bin/tool")
+    for number in range(16):
+        following = f"chain-{number + 1}" if number < 15 else "tool"
+        layout.link(f"/usr/bin/chain-{number}", following)
+    # The same through another folder (every step's path is outside the listed folder).
+    for number in range(16):
+        following = f"/srv/chain-{number + 1}" if number < 15 else "/usr/lib/tool"
+        layout.link(f"/srv/chain-{number}", following)
+    layout.file("/usr/lib/tool")
+    layout.link("/usr/bin/far", "/srv/chain-1")  # 16 links
+    layout.link("/usr/bin/near", "/srv/chain-2")  # 15 links
+    interop_init.host_path_folders("/usr/bin")
+    assert layout.names("/usr/bin") == {"tool", "near", *(f"chain-{number}" for number in range(1, 16))}
+
+
+def test_max_folder_entries_counts_links_made(layout: Layout, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(interop_init, "MAX_FOLDER_ENTRIES", 3)
+    for number in range(6):
+        layout.file(f"/usr/bin/data-{number}", 0o644)
+        layout.file(f"/usr/bin/tool-{number}")
+    interop_init.host_path_folders("/usr/bin")
+    names = layout.names("/usr/bin")
+    assert len(names) == 3 and all(name.startswith("tool-") for name in names)
+
+
+def test_generation_name_and_sharing_between_names_of_a_folder(layout: Layout) -> None:
+    layout.file("/usr/bin/tool")
+    layout.link("/bin", "usr/bin")
+    folders = interop_init.host_path_folders("/bin:/usr/bin:/usr/bin/:relative:/missing:/usr/bin/tool")
+    assert folders == [str(layout.inside("/bin")), str(layout.inside("/usr/bin"))]
+    info = os.stat(layout.host("/usr/bin"))
+    generation = f"{escape_folder('/bin')}@{info.st_dev:x}-{info.st_ino:x}-{info.st_mtime_ns:x}"
+    assert os.listdir(layout.generations) == [generation]
+    for folder in folders:
+        assert os.readlink(folder) == str(layout.generations / generation)
+    assert layout.names("/usr/bin") == {"tool"}
+
+
+def test_an_unchanged_folder_is_not_listed_again_and_a_changed_one_is(layout: Layout) -> None:
+    layout.file("/usr/bin/tool")
+    interop_init.host_path_folders("/usr/bin")
+    first = os.readlink(layout.inside("/usr/bin"))
+    os.unlink(Path(first) / "tool")  # a folder listed again would have it back
+    interop_init.host_path_folders("/usr/bin")
+    assert os.readlink(layout.inside("/usr/bin")) == first and layout.names("/usr/bin") == set()
+    layout.file("/usr/bin/new")
+    os.utime(layout.host("/usr/bin"), ns=(1, 1))
+    interop_init.host_path_folders("/usr/bin")
+    assert os.readlink(layout.inside("/usr/bin")) != first
+    assert layout.names("/usr/bin") == {"tool", "new"}
+
+
+def test_the_root_folder(layout: Layout) -> None:
+    layout.file("/top")
+    layout.file("/usr/bin/tool")
+    layout.link("/up", "usr/bin/tool")
+    layout.link("/absolute", "/top")
+    assert interop_init.host_path_folders("/") == [str(layout.inside("/"))]
+    assert layout.names("/") == {"top", "up", "absolute"}
+
+
+def test_at_most_max_path_folders(layout: Layout, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(interop_init, "MAX_PATH_FOLDERS", 2)
+    for name in ("a", "b", "c"):
+        layout.file(f"/{name}/tool")
+    assert interop_init.host_path_folders("/a:/b:/c") == [
+        str(layout.inside("/a")),
+        str(layout.inside("/b")),
+    ]
+
+
+# -- the links against the rule they follow, on made-up host trees ------------------------------
+
+_FOLDERS = ("/usr/bin", "/usr/lib", "/etc/alt")
+_NAMES = ("n0", "n1", "n2", "n3", "n4")
+_TARGETS = (
+    "n0",
+    "n1",
+    "./n2",
+    "../lib/n3",
+    "../../etc/alt/n4",
+    "../../../../n0",
+    "/usr/bin/n1",
+    "/usr/lib/n2",
+    "/etc/alt/n0",
+    "/usr/bin",
+    "n1/n2",
+    "lib-link/n0",
+    "missing",
+    "/missing/n0",
+    "..",
+    ".",
+)
+_NODE = st.one_of(
+    st.none(),
+    st.sampled_from([0o644, 0o755, 0o100, 0o010, 0o001, 0o600]).map(lambda mode: ("file", mode)),
+    st.just(("folder", 0o755)),
+    st.sampled_from(_TARGETS).map(lambda target: ("link", target)),
+)
+
+
+def _rule(view: str, host_folder: str) -> set[str]:
+    """The names that get a link: each followed as the host would, 16 steps at most, a target's
+    path made lexically normal (``..`` takes the name before it away) and looked up in the view."""
+
+    def executable(host_path: str) -> bool:
+        for _ in range(16):
+            try:
+                info = os.lstat(view + host_path)
+            except OSError:
+                return False
+            if not stat.S_ISLNK(info.st_mode):
+                return stat.S_ISREG(info.st_mode) and bool(info.st_mode & 0o111)
+            try:
+                target = os.readlink(view + host_path)
+            except OSError:
+                return False
+            host_path = os.path.normpath(os.path.join(os.path.dirname(host_path), target))
+        return False
+
+    return {name for name in os.listdir(view + host_folder) if executable(os.path.join(host_folder, name))}
+
+
+@settings(max_examples=150, deadline=None)
+@given(tree=st.fixed_dictionaries({f"{folder}/{name}": _NODE for folder in _FOLDERS for name in _NAMES}))
+def test_links_follow_the_rule_on_any_tree(tree: dict[str, tuple[str, object] | None]) -> None:
+    with tempfile.TemporaryDirectory() as temporary, pytest.MonkeyPatch.context() as monkeypatch:
+        made = Layout(Path(temporary))
+        monkeypatch.setattr(interop_init, "HOST_VIEW", str(made.view))
+        monkeypatch.setattr(interop_init, "PATH_FOLDER", str(made.path_folder))
+        monkeypatch.setattr(interop_init, "_GENERATIONS", str(made.generations))
+        monkeypatch.setattr(interop_init, "LAUNCHER", LAUNCHER)
+        for folder in _FOLDERS:
+            made.host(folder).mkdir(parents=True)
+        made.link("/usr/bin/lib-link", "../lib")
+        for host_path, node in tree.items():
+            if node is None:
+                continue
+            kind, value = node
+            if kind == "file":
+                assert isinstance(value, int)
+                made.file(host_path, value)
+            elif kind == "folder":
+                made.host(host_path).mkdir()
+            else:
+                made.link(host_path, str(value))
+        for host_folder in _FOLDERS:
+            interop_init.host_path_folders(host_folder)
+            assert made.names(host_folder) == _rule(str(made.view), host_folder), host_folder
