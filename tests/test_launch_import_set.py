@@ -66,6 +66,7 @@ COMMON = {
 }
 # Root, in-process: one registry entry, the root filesystem's folder and the VM's requests.
 IN_PROCESS = COMMON | {
+    "pywsl.api.session.cold_start",
     "pywsl.api.session.quick_launch",
     "pywsl.api.session.registry_snapshot",
     "pywsl.api.session.registry_values",

@@ -39,6 +39,9 @@ def quick_launch(
     if sys.platform != "linux":
         return None  # Windows: every launch goes to the installed WslService (`ComUserSession`)
     if os.geteuid() == 0:
+        from pywsl.api.session.cold_start import prestart_if_no_vm
+
+        prestart_if_no_vm()  # no VM: its interpreter loads while this process goes on
         from pywsl.api.session.quick_launch import launch
     else:
         from pywsl.api.service.launch_client import launch

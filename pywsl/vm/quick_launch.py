@@ -12,10 +12,11 @@ order on `LaunchLink`s, from one thread:
    with the session leader channel's other end → `CreateSessionResponse`;
 3. the session leader's channel: `CreateProcessUtilityVm` with the five descriptors → the relay's pid.
 
-`launch` returns None, with nothing run, when it should not go on here: no VM runs (or it is
-going away), the instance stopped as it was reached, or the VM answered with a failure. The
-caller then takes the full path, which boots, retries and reports as `CoreVm` does. Once
-`CreateProcessUtilityVm` is sent the process may run: from then on a failure is a `VmError`.
+`launch` returns None, with nothing run, when it should not go on here: no VM runs (then, if the
+caller asks, the VM's interpreter is started ahead of the full path's boot) or it is going away,
+the instance stopped as it was reached, or the VM answered with a failure. The caller then takes
+the full path, which boots, retries and reports as `CoreVm` does. Once `CreateProcessUtilityVm`
+is sent the process may run: from then on a failure is a `VmError`.
 """
 
 from __future__ import annotations
@@ -95,14 +96,21 @@ def launch(
     control_fd: int,
     exit_fd: int,
     start_timeout: float,
+    prestart_vm: bool = False,
 ) -> Started | None:
-    """Start `request` in distribution `name` (root filesystem: the folder descriptor `rootfs`)."""
+    """Start `request` in distribution `name` (root filesystem: the folder descriptor `rootfs`).
+    With `prestart_vm`, finding no VM starts the VM's interpreter for the boot that the caller's
+    full path will do (`namespaces_prestart`)."""
     try:
         messages = _built(request, name, hostname, timezone)
     except ProtocolError:
         return None  # text the messages cannot carry (not UTF-8): the full path reports it
     sock = connect_unix(os.path.join(runtime_dir, SOCKET_NAME))
     if sock is None:
+        if prestart_vm:
+            from pywsl.vm.backends import namespaces_prestart
+
+            namespaces_prestart.begin(runtime_dir)
         return None
     # Every channel stays open until the process has started, as with `CoreVm` and `CoreInstance`.
     links = [LaunchLink(sock, "mini_init channel", GREETING_TIMEOUT)]

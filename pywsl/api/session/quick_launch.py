@@ -132,6 +132,7 @@ def _start(registration: LaunchRegistration, request: ProcessRequest, rootfs: in
             control_fd=relay_control.fileno(),
             exit_fd=relay_exit.fileno(),
             start_timeout=vm_launch.DEFAULT_DISTRIBUTION_START_TIMEOUT_MS / 1000,
+            prestart_vm=True,  # a cold launch: the VM's interpreter loads while the full path does
         )
     except BaseException:
         control.close()

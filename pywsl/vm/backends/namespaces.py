@@ -3,9 +3,10 @@
 Booting (``start``) mirrors ``WslCoreVm::Create``: it prepares the VM's runtime folder
 (``/run/pywsl/<uid>``, root only), its cgroups (memory and processor limits), binds the listening
 socket ``mini_init.sock`` and runs ``<python> -m pywsl.guest.mini_init <boot arguments>`` in a new
-session. That process starts the VM detached and exits once mini_init serves, so no host process
-stays the VM's parent: the VM outlives whoever booted it, and any host process reaches it by
-connecting to ``mini_init.sock`` (``connect``). A refused connection means no VM.
+session (or hands those arguments to such an interpreter that a cold quick launch started ahead,
+``namespaces_prestart``). That process starts the VM detached and exits once mini_init serves, so
+no host process stays the VM's parent: the VM outlives whoever booted it, and any host process
+reaches it by connecting to ``mini_init.sock`` (``connect``). A refused connection means no VM.
 
 The guest's log goes to ``mini_init.log`` in the runtime folder. ``mini_init.pid`` holds the host
 pids of the VM's pid 1 and of its monitor; ``kill`` uses them for a forced shutdown.
@@ -31,7 +32,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pywsl.vm.backends import namespaces_prestart
 from pywsl.vm.backends.base import LOG_NAME, SOCKET_NAME, VmBackend, log_tail
+from pywsl.vm.backends.namespaces_prestart import PrestartedProcess, vm_environment
 from pywsl.vm.errors import VmError
 
 if TYPE_CHECKING:
@@ -45,7 +48,6 @@ PREVIOUS_VM_TIMEOUT = 15.0
 LEFTOVER_TIMEOUT = 5.0
 MONITOR_NAME = "pywsl-vm"
 MINI_INIT_NAME = "mini_init"
-_PACKAGE_ROOT = Path(__file__).resolve().parents[3]
 
 
 def boot_arguments(config: VmConfig, listen_fd: int, cgroups: tuple[Path, ...]) -> list[str]:
@@ -89,9 +91,10 @@ def boot_arguments(config: VmConfig, listen_fd: int, cgroups: tuple[Path, ...]) 
 
 def cgroup_digest(runtime_dir: Path) -> str:
     """The part of the VM's cgroup name that names its runtime folder."""
-    import hashlib  # off the launch path: only where the VM boots or its leftovers are removed
+    # Off the launch path: only where the VM boots or its leftovers are removed.
+    from pywsl.sha256 import sha256
 
-    return hashlib.sha256(str(Path(runtime_dir).resolve()).encode()).hexdigest()[:12]
+    return sha256(str(Path(runtime_dir).resolve()).encode()).hexdigest()[:12]
 
 
 def cgroup_name(config: VmConfig) -> str:
@@ -164,29 +167,7 @@ def read_pid_file(runtime_dir: Path) -> tuple[int, int] | None:
     return int(lines[0]), int(lines[1])
 
 
-COVERAGE_VARIABLES = ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
-
-
-def _environment() -> dict[str, str]:
-    import importlib.util
-
-    # Found, not imported: the VM starts while this process has not loaded construct yet.
-    construct = importlib.util.find_spec("construct")
-    if construct is None or construct.origin is None:
-        raise ModuleNotFoundError("the VM needs the construct package", name="construct")
-    # The guest starts with -S (no `site`: a faster boot), so it is told where pywsl and construct are.
-    python_path = [str(_PACKAGE_ROOT), str(Path(construct.origin).resolve().parent.parent)]
-    return {
-        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "LANG": "C.UTF-8",
-        "PYTHONPATH": os.pathsep.join(python_path),
-        "PYTHONDONTWRITEBYTECODE": "1",
-        # A coverage measurement of the test suite follows the VM (pywsl.coverage_startup).
-        **{name: os.environ[name] for name in COVERAGE_VARIABLES if name in os.environ},
-    }
-
-
-def _wait_exit(process: subprocess.Popen[bytes], timeout: float) -> int:
+def _wait_exit(process: subprocess.Popen[bytes] | PrestartedProcess, timeout: float) -> int:
     """`process.wait(timeout)` without its polling (sleeps of up to 50 ms, which every cold start
     would wait out): the process's pidfd is waited on instead, where the kernel has pidfds."""
     try:
@@ -260,23 +241,24 @@ class NamespacesBackend(VmBackend):
             log_fd = os.open(
                 runtime_dir / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600
             )
-            argv = [
-                sys.executable,
-                "-S",
-                "-m",
-                "pywsl.guest.mini_init",
-                *boot_arguments(config, listener.fileno(), cgroup.paths),
-            ]
-            process = subprocess.Popen(
-                argv,
-                pass_fds=(listener.fileno(),),
-                stdin=subprocess.DEVNULL,
-                stdout=log_fd,
-                stderr=log_fd,
-                cwd="/",
-                env=_environment(),
-                start_new_session=True,
-            )
+            arguments = boot_arguments(config, listener.fileno(), cgroup.paths)
+            environment = vm_environment()
+            # An interpreter a cold quick launch started ahead (it has loaded the guest), else a new one.
+            prestarted = namespaces_prestart.take(str(runtime_dir), environment)
+            process: subprocess.Popen[bytes] | PrestartedProcess
+            if prestarted is not None and prestarted.hand_over(arguments, listener.fileno(), log_fd):
+                process = prestarted.process
+            else:
+                process = subprocess.Popen(
+                    [sys.executable, "-S", "-m", "pywsl.guest.mini_init", *arguments],
+                    pass_fds=(listener.fileno(),),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_fd,
+                    stderr=log_fd,
+                    cwd="/",
+                    env=environment,
+                    start_new_session=True,
+                )
         except BaseException:
             cgroup.remove()
             raise

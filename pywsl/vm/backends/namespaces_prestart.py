@@ -1,0 +1,252 @@
+"""The VM's interpreter, started before the boot is decided: a cold launch's two halves overlapped.
+
+A cold `pywsl -d D -- cmd` (no VM running) used to run two interpreters one after the other: this
+process loading the session stack and reading `.wslconfig` until `NamespacesBackend` boots the VM,
+then the VM's `python -S -m pywsl.guest.mini_init` loading the guest. When root's quick launch
+finds no VM, `begin` starts the VM's interpreter at once (`pywsl.guest.vm_prestart`): it loads the
+guest on another processor while this process loads the session, then waits for its boot
+arguments. `NamespacesBackend` hands them over (`take`, `Prestarted.hand_over`) with the
+listening socket and the log, and from there the VM starts as a spawned one does.
+
+A prestarted interpreter that nobody takes (the boot took another way: the qemu backend, a VM that
+another process started meanwhile, an error before the boot) is ended when this process exits
+(`discard`); it also ends itself when no arguments come within its own time limit. It carries the
+VM's runtime folder on its command line (`--runtime-dir`, by which the VM's processes are
+recognised) and the environment a spawned VM gets (`vm_environment`): a boot whose runtime folder,
+interpreter or environment differ does not take it.
+"""
+
+from __future__ import annotations
+
+import _socket
+import os
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal as _signal
+else:
+    import _signal  # `signal` without its enums (`enum` would cost the quick launch)
+
+__all__ = ["Prestarted", "PrestartedProcess", "begin", "discard", "take", "vm_environment"]
+
+COVERAGE_VARIABLES = ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
+END_TIMEOUT = 5.0  # s an unused interpreter has to go once killed
+# The folder holding the `pywsl` package (this file is pywsl/vm/backends/namespaces_prestart.py).
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__)))))
+
+
+def vm_environment() -> dict[str, str]:
+    """The environment of the VM's interpreter (`python -S`: told where pywsl and construct are)."""
+    return {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": os.pathsep.join((PACKAGE_ROOT, _package_parent("construct"))),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        # A coverage measurement of the test suite follows the VM (pywsl.coverage_startup).
+        **{name: os.environ[name] for name in COVERAGE_VARIABLES if name in os.environ},
+    }
+
+
+def _package_parent(name: str) -> str:
+    """The real folder that holds the package `name` as this interpreter would import it: found,
+    not imported (the VM starts while this process has not loaded it)."""
+    for entry in sys.path:
+        init = os.path.join(entry or os.getcwd(), name, "__init__.py")
+        if os.path.isfile(init):
+            return os.path.dirname(os.path.dirname(os.path.realpath(init)))
+    import importlib.util  # another finder's package (a zip, an editable install)
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(f"the VM needs the {name} package", name=name)
+    return os.path.dirname(os.path.dirname(os.path.realpath(spec.origin)))
+
+
+class PrestartedProcess:
+    """The prestarted interpreter, a child of this process: what `NamespacesBackend` uses of a
+    `subprocess.Popen` (`pid`, `args`, `poll`, `wait`, `kill`), without loading `subprocess`."""
+
+    __slots__ = ("args", "pid", "returncode")
+
+    def __init__(self, pid: int, args: list[str]) -> None:
+        self.pid = pid
+        self.args = args
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = -1  # not ours to reap any more
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Its exit status; `subprocess.TimeoutExpired` when it has not exited within `timeout` s."""
+        if self.poll() is not None:
+            assert self.returncode is not None
+            return self.returncode
+        if timeout is not None and not _exits_within(self.pid, timeout):
+            import subprocess
+
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        try:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:
+            self.returncode = -1
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is not None:
+            return
+        try:
+            os.kill(self.pid, _signal.SIGKILL)
+        except ProcessLookupError:
+            return
+
+
+def _exits_within(pid: int, timeout: float) -> bool:
+    import select
+
+    fd = os.pidfd_open(pid)
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout)
+    finally:
+        os.close(fd)
+    return bool(ready)
+
+
+class Prestarted:
+    """A VM interpreter waiting for its boot arguments on `handoff`."""
+
+    __slots__ = ("environment", "handoff", "process", "runtime_dir")
+
+    def __init__(
+        self,
+        process: PrestartedProcess,
+        runtime_dir: str,
+        environment: dict[str, str],
+        handoff: _socket.socket,
+    ) -> None:
+        self.process = process
+        self.runtime_dir = runtime_dir
+        self.environment = environment
+        self.handoff = handoff
+
+    def hand_over(self, arguments: list[str], listen_fd: int, log_fd: int) -> bool:
+        """Boot with `arguments` (mini_init's; the value of `--listen-fd` is replaced by the
+        socket's number on the other side), the listening socket and the log as stdout and
+        stderr. False when the interpreter is gone: the caller then spawns the VM itself."""
+        import array
+
+        payload = "\0".join(arguments).encode()
+        descriptors = array.array("i", [listen_fd, log_fd]).tobytes()
+        try:
+            if self.process.poll() is not None:
+                return False
+            self.handoff.sendmsg([payload], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, descriptors)])
+            return True
+        except OSError:
+            self.end()
+            return False
+        finally:
+            self.handoff.close()
+
+    def end(self) -> None:
+        """End the interpreter (it has not booted) and reap it."""
+        self.handoff.close()
+        self.process.kill()
+        try:
+            self.process.wait(END_TIMEOUT)
+        except Exception:  # subprocess.TimeoutExpired: left to whoever reaps this process's children
+            return
+
+
+_pending: Prestarted | None = None
+
+
+def begin(runtime_dir: str) -> None:
+    """Start the VM's interpreter for a boot in `runtime_dir` that may follow (once per process)."""
+    global _pending
+    if _pending is not None:
+        return
+    try:
+        environment = vm_environment()
+    except ModuleNotFoundError:
+        return  # the boot reports it
+    runtime_dir = os.path.abspath(runtime_dir)
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+    try:
+        handoff_fd = theirs.fileno()
+        args = [
+            sys.executable,
+            "-S",
+            "-P",
+            "-m",
+            "pywsl.guest.vm_prestart",
+            "--runtime-dir",
+            runtime_dir,
+            "--handoff-fd",
+            str(handoff_fd),
+        ]
+        os.set_inheritable(handoff_fd, True)
+        pid = os.posix_spawn(
+            sys.executable, args, environment, file_actions=_file_actions(handoff_fd), setsid=True
+        )
+    except OSError:
+        ours.close()
+        return  # the boot spawns the VM itself and reports what fails
+    finally:
+        theirs.close()
+    _pending = Prestarted(PrestartedProcess(pid, args), runtime_dir, environment, ours)
+    import atexit
+
+    atexit.register(discard)
+
+
+def _file_actions(handoff_fd: int) -> list[tuple[int, ...] | tuple[int, int, str, int, int]]:
+    """Standard streams on /dev/null, and every other descriptor this process could pass on closed
+    but the handoff socket (as `subprocess`'s `close_fds`): the VM outlives this process and must
+    hold none of its pipes. (The interpreter leaves `/` as its folder itself: `-P` keeps the
+    folder it starts in out of its module path.)"""
+    actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+        (os.POSIX_SPAWN_DUP2, 1, 2),
+    ]
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd <= 2 or fd == handoff_fd:
+            continue
+        try:
+            if os.get_inheritable(fd):
+                actions.append((os.POSIX_SPAWN_CLOSE, fd))
+        except OSError:
+            continue  # the listing's own descriptor
+    return actions
+
+
+def take(runtime_dir: str, environment: dict[str, str]) -> Prestarted | None:
+    """The prestarted interpreter, if there is one for a boot in `runtime_dir` with `environment`
+    (and this interpreter); any other one is ended."""
+    global _pending
+    pending, _pending = _pending, None
+    if pending is None:
+        return None
+    if pending.runtime_dir != os.path.abspath(runtime_dir) or pending.environment != environment:
+        pending.end()
+        return None
+    return pending
+
+
+def discard() -> None:
+    """End a prestarted interpreter that no boot took."""
+    global _pending
+    pending, _pending = _pending, None
+    if pending is not None:
+        pending.end()

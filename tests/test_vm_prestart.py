@@ -1,0 +1,270 @@
+"""A cold quick launch starts the VM's interpreter ahead of the boot (`namespaces_prestart`).
+
+Root's quick launch that finds no VM starts `python -S -P -m pywsl.guest.vm_prestart` at once; the
+full path's boot (`NamespacesBackend`) hands it the boot arguments, the listening socket and the log.
+Here, on a real VM: the cold launch's results are the full path's, the VM is the prestarted
+interpreter (its command line), it holds none of the caller's descriptors or its folder, the log has
+everything the VM wrote, and an interpreter that no boot takes is ended.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from busybox_images import BUSYBOX, busybox_archive
+from coverage_report import passed_on
+from private_registry import private_environment
+from run_folders import run_folder
+
+import pywsl as pywsl_package
+from pywsl.guest.vm_prestart import boot_arguments_from
+from pywsl.vm.backends import namespaces_prestart
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="the in-process launch runs the VM as root"),
+    pytest.mark.skipif(not BUSYBOX.is_file(), reason="needs a static /bin/busybox (busybox-static)"),
+]
+
+REPO = Path(pywsl_package.__file__).resolve().parent.parent
+PYWSL = [sys.executable, str(REPO / "scripts" / "pywsl")]
+GUEST_START = [sys.executable, "-S", "-P", "-m", "pywsl.guest.vm_prestart"]
+
+
+class Box:
+    def __init__(self, folder: Path, env: dict[str, str]) -> None:
+        self.folder = folder
+        self.env = env
+        self.runtime = folder / "run" / "0"
+
+    def run(
+        self,
+        *args: str,
+        cwd: Path | None = None,
+        pass_fds: tuple[int, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [*PYWSL, *args],
+            env={**self.env, **(env or {})},
+            cwd=cwd or self.folder,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=60,
+            check=False,
+            pass_fds=pass_fds,
+        )
+
+    def vm_pids(self) -> tuple[int, int]:
+        mini_init, monitor = (self.runtime / "mini_init.pid").read_text().split()
+        return int(mini_init), int(monitor)
+
+    def shutdown(self) -> None:
+        stopped = self.run("--shutdown")
+        assert stopped.returncode == 0, stopped.stderr.decode()
+
+
+@pytest.fixture(scope="module")
+def box() -> Iterator[Box]:
+    folder = run_folder("prestart-")
+    folder.chmod(0o755)
+    made = Box(folder, {**private_environment(folder, REPO), **passed_on()})
+    try:
+        archive = busybox_archive(folder / "box.tar")
+        imported = made.run("--import", "Box", str(folder / "box"), str(archive))
+        assert imported.returncode == 0, imported.stderr.decode()
+        yield made
+    finally:
+        made.run("--shutdown", "--force")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _command_line(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+
+
+# The quick path boots nothing itself: with a display in the environment the full path runs the
+# launch from the start, and its boot takes the interpreter all the same.
+@pytest.mark.parametrize("env", [{}, {"DISPLAY": "/nowhere:99"}], ids=["quick", "full"])
+def test_a_cold_launch_boots_with_the_prestarted_interpreter(box: Box, env: dict[str, str]) -> None:
+    box.shutdown()
+    cold = box.run("-d", "Box", "--", "echo cold; echo err >&2; exit 4", env=env)
+    assert (cold.returncode, cold.stdout, cold.stderr) == (4, b"cold\n", b"err\n")
+    mini_init, monitor = box.vm_pids()
+    for pid in (mini_init, monitor):
+        line = _command_line(pid)
+        assert line[1:5] == ["-S", "-P", "-m", "pywsl.guest.vm_prestart"], line
+        assert line[5:7] == ["--runtime-dir", str(box.runtime)], line
+        assert os.readlink(f"/proc/{pid}/cwd") == "/"
+    log = (box.runtime / "mini_init.log").read_text()
+    assert "utility VM ready" in log and "distribution Box started" in log, log
+    warm = box.run("-d", "Box", "--", "echo warm")
+    assert (warm.returncode, warm.stdout) == (0, b"warm\n")
+
+
+def test_the_prestarted_vm_holds_none_of_the_callers_descriptors(box: Box) -> None:
+    box.shutdown()
+    read_end, write_end = os.pipe()  # inheritable, as a shell's extra redirections are
+    try:
+        held = os.fstat(write_end)
+        cold = box.run("-d", "Box", "--", "true", pass_fds=(write_end,))
+        assert cold.returncode == 0, cold.stderr.decode()
+        for pid in box.vm_pids():
+            for name in os.listdir(f"/proc/{pid}/fd"):
+                with_fd = os.stat(f"/proc/{pid}/fd/{name}")
+                assert (with_fd.st_dev, with_fd.st_ino) != (held.st_dev, held.st_ino)
+        os.close(write_end)
+        write_end = -1
+        assert os.read(read_end, 1) == b""  # nobody else holds the write end: the VM does not
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+
+
+def test_a_cold_launch_from_a_folder_with_a_pywsl_package_does_not_import_it(box: Box) -> None:
+    box.shutdown()
+    trap = box.folder / "trap"
+    (trap / "pywsl" / "guest").mkdir(parents=True, exist_ok=True)
+    marker = box.folder / "trap-ran"
+    for package in (trap / "pywsl", trap / "pywsl" / "guest"):
+        (package / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (trap / "pywsl" / "guest" / "vm_prestart.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    try:
+        cold = box.run("-d", "Box", "--", "echo ok", cwd=trap)
+        assert (cold.returncode, cold.stdout) == (0, b"ok\n"), cold.stderr.decode()
+        assert not marker.exists()
+    finally:
+        shutil.rmtree(trap)
+
+
+# -- the host side without a boot -----------------------------------------------------------------
+
+ABANDON = """
+import sys
+from pywsl.vm.backends import namespaces_prestart
+namespaces_prestart.begin(sys.argv[1])
+print(namespaces_prestart._pending.process.pid, flush=True)
+if sys.argv[2] == "other-folder":
+    assert namespaces_prestart.take(sys.argv[1] + "-other", namespaces_prestart.vm_environment()) is None
+"""
+
+
+@pytest.mark.parametrize("how", ["exit", "other-folder"])
+def test_an_interpreter_no_boot_takes_is_ended(tmp_path: Path, how: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", ABANDON, str(tmp_path / "run"), how],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    pid = int(done.stdout)
+    # It was this process's child: once ended and reaped, the pid is gone (or someone else's).
+    try:
+        line = _command_line(pid)
+    except OSError:
+        return
+    assert "pywsl.guest.vm_prestart" not in line
+
+
+def test_the_guest_side_ends_quietly_without_arguments() -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, theirs:
+        env = {**namespaces_prestart.vm_environment()}
+        process = subprocess.Popen(
+            [*GUEST_START, "--runtime-dir", "/nonexistent", "--handoff-fd", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            env=env,
+            cwd="/",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        theirs.close()
+        ours.close()  # the host went away
+        stdout, stderr = process.communicate(timeout=60)
+    assert (process.returncode, stdout, stderr) == (0, b"", b"")
+
+
+def test_no_interpreter_is_started_while_the_vm_runs(box: Box) -> None:
+    assert box.run("-d", "Box", "--", "true").returncode == 0  # running now
+    probe = (
+        "from pywsl.api.session import cold_start\n"
+        "from pywsl.vm.backends import namespaces_prestart\n"
+        "cold_start.prestart_if_no_vm()\n"
+        "print(namespaces_prestart._pending is None)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=box.env, capture_output=True, timeout=60, check=True
+    )
+    assert done.stdout == b"True\n"
+    box.shutdown()
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=box.env, capture_output=True, timeout=60, check=True
+    )
+    assert done.stdout == b"False\n"  # and ended as that process exits
+
+
+def test_a_hand_over_to_an_ended_interpreter_says_so(tmp_path: Path) -> None:
+    namespaces_prestart.begin(str(tmp_path / "run"))
+    pending = namespaces_prestart.take(str(tmp_path / "run"), namespaces_prestart.vm_environment())
+    assert pending is not None
+    os.kill(pending.process.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while pending.process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    read_end, write_end = os.pipe()
+    try:
+        assert not pending.hand_over(
+            ["--runtime-dir", str(tmp_path / "run"), "--listen-fd", "3"], read_end, write_end
+        )
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert pending.process.returncode == -signal.SIGKILL
+
+
+def test_the_vm_finds_construct_where_the_import_system_does() -> None:
+    spec = importlib.util.find_spec("construct")
+    assert spec is not None and spec.origin is not None
+    expected = os.path.dirname(os.path.dirname(os.path.realpath(spec.origin)))
+    assert namespaces_prestart.vm_environment()["PYTHONPATH"].split(os.pathsep) == [str(REPO), expected]
+
+
+# -- the boot arguments handed over ---------------------------------------------------------------
+
+
+def test_the_listening_socket_is_named_by_its_number_on_the_guest_side() -> None:
+    payload = b"--runtime-dir\0/run/x\0--listen-fd\0009\0--hostname\0h"
+    assert boot_arguments_from(payload, 4, "/run/x") == [
+        "--runtime-dir",
+        "/run/x",
+        "--listen-fd",
+        "4",
+        "--hostname",
+        "h",
+    ]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"--runtime-dir\0/run/y\0--listen-fd\0009",  # another VM's folder
+        b"--listen-fd\0009",  # no folder
+        b"--runtime-dir\0/run/x",  # no socket
+        b"--runtime-dir\0/run/x\0--listen-fd",  # no value
+        b"--runtime-dir\0/run/x\0--listen-fd\0009\0--runtime-dir\0/run/y",  # repeated
+    ],
+)
+def test_boot_arguments_for_another_vm_are_refused(payload: bytes) -> None:
+    assert boot_arguments_from(payload, 4, "/run/x") is None
