@@ -151,6 +151,31 @@ def test_generation_name_and_sharing_between_names_of_a_folder(layout: Layout) -
     assert layout.names("/usr/bin") == {"tool"}
 
 
+@pytest.mark.parametrize("order", ["/bin:/usr/bin", "/usr/bin:/bin"])
+def test_a_folder_reached_through_a_link_follows_relative_links_from_where_it_is(
+    layout: Layout, order: str
+) -> None:
+    # A merged /usr: `/bin` is a link to `usr/bin`, and `../lib/x` from /usr/bin is /usr/lib/x
+    # whichever name of the folder is listed first (the host resolves `..` from the real folder).
+    layout.file("/usr/lib/helper")
+    layout.file("/lib/other")  # what a textual `..` from /bin would reach instead
+    layout.link("/usr/bin/helper", "../lib/helper")
+    layout.link("/usr/bin/other", "../../lib/other")
+    layout.link("/bin", "usr/bin")
+    layout.link("/opt/tools", "/usr/bin")  # an absolute link to the folder
+    folders = interop_init.host_path_folders(f"{order}:/opt/tools")
+    assert len(folders) == 3
+    for host_folder in ("/bin", "/usr/bin", "/opt/tools"):
+        assert layout.names(host_folder) == {"helper", "other"}
+
+
+def test_a_folder_behind_a_link_loop_is_skipped(layout: Layout) -> None:
+    layout.link("/a", "b")
+    layout.link("/b", "a")
+    layout.file("/usr/bin/tool")
+    assert interop_init.host_path_folders("/a/bin:/usr/bin") == [str(layout.inside("/usr/bin"))]
+
+
 def test_an_unchanged_folder_is_not_listed_again_and_a_changed_one_is(layout: Layout) -> None:
     layout.file("/usr/bin/tool")
     interop_init.host_path_folders("/usr/bin")

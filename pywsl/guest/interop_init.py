@@ -382,12 +382,42 @@ def _refresh(host_folder: str, inside: str) -> None:
     if not os.path.isdir(target):
         target = _generation_of_same_folder(generation) or target
     if not os.path.isdir(target):
-        _generate(host_folder, target)
+        _generate(_real_host_folder(host_folder), target)
     temporary = f"{inside}.{os.getpid()}"
     with contextlib.suppress(FileNotFoundError):
         os.unlink(temporary)
     os.symlink(target, temporary)
     os.rename(temporary, inside)
+
+
+def _real_host_folder(host_folder: str) -> str:
+    """`host_folder` with its links resolved as the host resolves them (an absolute target is a
+    host path, `..` leaves the folder a link led to): its entries' relative links are then
+    followed from the folder they are really in. `/bin` on a merged-/usr host is `/usr/bin`, and
+    its `../lib/x` is `/usr/lib/x`, as for the name `/usr/bin` (both names share a generation)."""
+    pending = [part for part in host_folder.split("/") if part]
+    real: list[str] = []
+    links = 0
+    while pending:
+        name = pending.pop(0)
+        if name == ".":
+            continue
+        if name == "..":
+            if real:
+                real.pop()
+            continue
+        try:
+            target = os.readlink(HOST_VIEW + "/" + "/".join([*real, name]))
+        except OSError:  # not a link (or nothing there: the folder's own open says so)
+            real.append(name)
+            continue
+        links += 1
+        if links > _MAX_FOLDER_LINKS:
+            raise OSError(errno.ELOOP, "too many links", host_folder)
+        if target.startswith("/"):
+            real = []
+        pending[:0] = [part for part in target.split("/") if part]
+    return "/" + "/".join(real)
 
 
 def _generation_of_same_folder(generation: str) -> str | None:
@@ -446,6 +476,7 @@ def _fill(host_folder: str, building: str) -> None:
 
 _FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _MAX_LINK_STEPS = 16
+_MAX_FOLDER_LINKS = 40  # the kernel's limit on the links of one path
 
 
 class _HostFolder:
