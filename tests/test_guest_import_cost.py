@@ -344,6 +344,8 @@ WORDS = [
     "--processors",
     "--lxcfs",
     "--gpu-library",
+    "--host-path",
+    "/usr/bin:/bin",
     "--no-nested-virtualization",
     "--no-gpu-support",
     "--no-gpu",
@@ -411,6 +413,7 @@ def test_the_host_s_command_line_takes_the_quick_reading() -> None:
         gpu_support=True,
         gpu_libraries=(("libcuda.so.1", "/l/libcuda.so.1"),),
         lxcfs="/var/lib/lxcfs",
+        host_path="/usr/local/bin:relative::/usr/bin:-odd:/bin",
     )
     argv = boot_arguments(config, 3, (Path("/sys/fs/cgroup/a"), Path("/sys/fs/cgroup/b")))
     quick = boot._quick_options(argv)
@@ -421,6 +424,7 @@ def test_the_host_s_command_line_takes_the_quick_reading() -> None:
         "/sys/fs/cgroup/b",
     )
     assert arguments.devices.gpu_libraries == (("libcuda.so.1", "/l/libcuda.so.1"),)
+    assert arguments.host_path == "/usr/local/bin:/usr/bin:/bin"  # its absolute folders only
 
 
 def test_a_wrong_command_line_still_gets_argparse_s_message(capsys: pytest.CaptureFixture[str]) -> None:
@@ -471,3 +475,27 @@ def test_which_is_shutil_s(tmp_path: Path) -> None:
     for path in paths:
         for name in names:
             assert disks.which(name, path) == shutil.which(name, path=path), (name, path)
+
+
+@pytest.mark.parametrize("host_path", ["", "relative:bin", ":"])
+def test_no_absolute_host_folder_gives_no_host_path_argument(host_path: str) -> None:
+    from pywsl.vm import VmConfig
+    from pywsl.vm.backends.namespaces import boot_arguments
+
+    config = VmConfig(
+        owner_uid=0,
+        owner_gid=0,
+        runtime_dir=Path("/run/x"),
+        uid_map=[(0, 0, 65536)],
+        gid_map=[(0, 0, 65536)],
+        networking_mode="mirrored",
+        hostname="h",
+        memory_bytes=None,
+        processors=None,
+        vm_idle_timeout_ms=-1,
+        instance_idle_timeout_ms=-1,
+        host_path=host_path,
+    )
+    argv = boot_arguments(config, 3, ())
+    assert "--host-path" not in argv
+    assert boot.parse_boot_arguments(argv).host_path == ""

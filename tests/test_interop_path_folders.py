@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -287,3 +290,98 @@ def test_links_follow_the_rule_on_any_tree(tree: dict[str, tuple[str, object] | 
         for host_folder in _FOLDERS:
             interop_init.host_path_folders(host_folder)
             assert made.names(host_folder) == _rule(str(made.view), host_folder), host_folder
+
+
+# -- made ahead by init ---------------------------------------------------------------------------
+
+
+class _Conf:
+    def __init__(self, enabled: bool, append: bool) -> None:
+        self.interop_enabled = enabled
+        self.interop_append_windows_path = append
+
+
+@pytest.mark.parametrize(("enabled", "append"), [(True, True), (True, False), (False, True)])
+def test_init_makes_the_booting_callers_folders_in_a_child(
+    layout: Layout, monkeypatch: pytest.MonkeyPatch, enabled: bool, append: bool
+) -> None:
+    monkeypatch.setattr(interop_init, "_runtime", object())  # a client runtime was found
+    layout.file("/usr/bin/tool")
+    pid = interop_init.prepare_path_folders("/usr/bin", _Conf(enabled, append))  # type: ignore[arg-type]
+    if not (enabled and append):
+        assert pid is None and not layout.inside("/usr/bin").exists()
+        return
+    assert pid is not None and pid != os.getpid()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert layout.names("/usr/bin") == {"tool"}
+    assert interop_init.prepare_path_folders("", _Conf(True, True)) is None  # type: ignore[arg-type]
+
+
+def test_a_launch_waits_for_a_live_builder_of_the_same_folder(
+    layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layout.file("/usr/bin/tool")
+    info = os.stat(layout.host("/usr/bin"))
+    target = (
+        layout.generations
+        / f"{escape_folder('/usr/bin')}@{info.st_dev:x}-{info.st_ino:x}-{info.st_mtime_ns:x}"
+    )
+    builder = subprocess.Popen(["sleep", "30"])
+    try:
+        building = Path(f"{target}.{builder.pid}.new")
+        building.mkdir()
+        (building / "made-by-the-builder").symlink_to(LAUNCHER)
+
+        def finish() -> None:
+            time.sleep(0.2)
+            building.rename(target)
+
+        finisher = threading.Thread(target=finish)
+        finisher.start()
+        interop_init.host_path_folders("/usr/bin")
+        finisher.join()
+        # The builder's generation is used, not one made again (which would have "tool").
+        assert layout.names("/usr/bin") == {"made-by-the-builder"}
+    finally:
+        builder.kill()
+        builder.wait()
+
+
+def test_a_dead_builders_leftover_is_not_waited_for(layout: Layout, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(interop_init, "BUILDER_WAIT", 30.0)
+    layout.file("/usr/bin/tool")
+    info = os.stat(layout.host("/usr/bin"))
+    target = (
+        layout.generations
+        / f"{escape_folder('/usr/bin')}@{info.st_dev:x}-{info.st_ino:x}-{info.st_mtime_ns:x}"
+    )
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    Path(f"{target}.{gone.pid}.new").mkdir()
+    started = time.monotonic()
+    interop_init.host_path_folders("/usr/bin")
+    assert time.monotonic() - started < 5
+    assert layout.names("/usr/bin") == {"tool"}
+
+
+def test_a_builder_that_takes_too_long_is_waited_for_a_bounded_time(
+    layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(interop_init, "BUILDER_WAIT", 0.2)
+    layout.file("/usr/bin/tool")
+    info = os.stat(layout.host("/usr/bin"))
+    target = (
+        layout.generations
+        / f"{escape_folder('/usr/bin')}@{info.st_dev:x}-{info.st_ino:x}-{info.st_mtime_ns:x}"
+    )
+    builder = subprocess.Popen(["sleep", "30"])
+    try:
+        Path(f"{target}.{builder.pid}.new").mkdir()
+        started = time.monotonic()
+        interop_init.host_path_folders("/usr/bin")
+        assert 0.2 <= time.monotonic() - started < 5
+        assert layout.names("/usr/bin") == {"tool"}
+    finally:
+        builder.kill()
+        builder.wait()

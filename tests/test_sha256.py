@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import subprocess
 import sys
+import types
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -34,3 +37,23 @@ def test_it_does_not_load_openssl() -> None:
         timeout=60,
     )
     assert done.stdout == b"False False\n"
+
+
+@pytest.mark.parametrize("missing", [("_sha256",), ("_sha256", "_sha2")])
+def test_other_interpreters_get_the_same_digest(missing: tuple[str, ...]) -> None:
+    """Python 3.12 names its module `_sha2`; without a built-in one, hashlib's is used."""
+    import pywsl.sha256 as module
+
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for name in missing:
+                patch.setitem(sys.modules, name, None)  # an import of it fails
+            if "_sha2" not in missing:
+                fake = types.ModuleType("_sha2")
+                fake.sha256 = hashlib.sha256  # type: ignore[attr-defined]
+                patch.setitem(sys.modules, "_sha2", fake)
+            reloaded = importlib.reload(module)
+            assert reloaded.sha256(b"pywsl").hexdigest() == hashlib.sha256(b"pywsl").hexdigest()
+            assert reloaded.sha256 is hashlib.sha256
+    finally:
+        importlib.reload(module)

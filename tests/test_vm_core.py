@@ -61,6 +61,12 @@ def test_distribution_basics(vm_factory: VmFactory) -> None:
     ).stdout.splitlines()
     assert titles[0] == "/init|"
     assert titles[1] == titles[2].rstrip("|") and titles[1].startswith("Relay(")
+    # The relay is called after its child before the child runs: the very first thing the
+    # program can do already sees it (a relay that renamed itself after the spawn could be seen
+    # still called SpareRelay).
+    for _ in range(10):
+        seen = run_in(instance, "echo $$ $(cat /proc/$PPID/comm)").stdout.split()
+        assert seen[1] == f"Relay({seen[0]})", seen
     hosts = run_in(instance, "cat /etc/hosts").stdout
     assert hosts.startswith(LX_INIT_AUTO_GENERATED_FILE_HEADER + "# [network]\n# generateHosts = false\n")
     assert "127.0.0.1\tlocalhost\n127.0.1.1\thost.Name1.localdomain\thost.Name1\n" in hosts

@@ -19,6 +19,8 @@ these arguments (the host side writes them in ``pywsl.vm.backends.namespaces``):
 ``--no-gpu-support``             no GPU nodes or libraries in distributions
 ``--gpu-library``                ``name=/path``: a GPU library for ``/usr/lib/wsl/lib`` (repeatable)
 ``--lxcfs``                      where root's lxcfs is mounted (its ``/proc`` files go to distributions)
+``--host-path``                  the host ``PATH`` of whoever booted the VM (its absolute folders): a
+                                 distribution's init makes their interop PATH folders as it starts
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class BootArguments:
     boot_timeout_ms: int = 30000
     processors: int | None = None
     devices: DeviceSettings = field(default_factory=DeviceSettings)
+    host_path: str = ""  # the booting caller's host PATH, a hint for the interop PATH folders
 
 
 def _id_map(text: str) -> tuple[int, int, int]:
@@ -97,6 +100,7 @@ _VALUE_OPTIONS: dict[str, tuple[str, Callable[[str], object], bool]] = {
     "--boot-timeout": ("boot_timeout", _positive_number, False),
     "--processors": ("processors", _positive_number, False),
     "--lxcfs": ("lxcfs", str, False),
+    "--host-path": ("host_path", str, False),
     "--gpu-library": ("gpu_library", parse_gpu_library, True),
 }
 _FLAGS = {
@@ -112,6 +116,7 @@ _DEFAULTS: dict[str, object] = {
     "boot_timeout": 30000,
     "processors": None,
     "lxcfs": None,
+    "host_path": "",
     "no_nested_virtualization": False,
     "no_gpu_support": False,
 }
@@ -188,6 +193,7 @@ def _parsed_options(argv: list[str]) -> dict[str, Any]:
     parser.add_argument("--no-nested-virtualization", action="store_true")
     parser.add_argument("--no-gpu-support", action="store_true")
     parser.add_argument("--lxcfs", default=None)
+    parser.add_argument("--host-path", default="")
     parser.add_argument("--gpu-library", type=gpu_library, action="append", default=[])
     return vars(parser.parse_args(argv))
 
@@ -215,4 +221,5 @@ def parse_boot_arguments(argv: list[str]) -> BootArguments:
             gpu_libraries=tuple(options["gpu_library"]),
             lxcfs=options["lxcfs"],
         ),
+        host_path=options["host_path"],
     )

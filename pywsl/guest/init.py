@@ -120,6 +120,7 @@ class InitParameters:
     guard_fd: int = -1  # the shim's pipe: closed when init exits, b"K" = end the instance now
     cgroup_fd: int = -1  # the VM's cgroup2 root (delegated to the VM's root); -1: none
     cgroup_name: str = ""  # the instance's sub-group there, made for systemd
+    host_path: str = ""  # the VM's booting caller's host PATH (``BootArguments.host_path``)
 
 
 @dataclass
@@ -795,6 +796,8 @@ def run(parameters: InitParameters) -> None:
         _start_systemd(instance)  # returns in the child: pywsl's init beside systemd
     elif parameters.cgroup_fd >= 0:
         os.close(parameters.cgroup_fd)
+    # The launches to come most likely have the booting caller's host PATH: made meanwhile.
+    interop_init.prepare_path_folders(parameters.host_path, instance.conf)
     code = 1
     try:
         code = Init(instance).serve()

@@ -33,8 +33,9 @@ import os
 import socket
 import stat
 import struct
+import time
 
-from pywsl.guest import interop_native, interop_paths, mounts
+from pywsl.guest import forking, interop_native, interop_paths, mounts
 from pywsl.guest.interop_paths import HOST_PATH_FOLDER as PATH_FOLDER
 from pywsl.guest.interop_paths import LAUNCHER, RUNTIME_DIR, escape_folder
 from pywsl.wire.channel import MessageChannel
@@ -58,6 +59,7 @@ WSLPATH_LINK = "/usr/bin/wslpath"
 FORWARD_REQUEST = b"I"  # init -> mini_init -> monitor, with the connection's descriptor
 MAX_PATH_FOLDERS = 64
 MAX_FOLDER_ENTRIES = 20000
+BUILDER_WAIT = 2.0  # s a launch waits for another process making the same host PATH folder
 SEND_TIMEOUT = 2.0
 _GENERATIONS = PATH_FOLDER + "/.generations"
 _UCRED = struct.Struct("iII")
@@ -369,6 +371,30 @@ def host_path_folders(nt_path: str) -> list[str]:
     return folders
 
 
+def prepare_path_folders(host_path: str, conf: WslConf) -> int | None:
+    """Make the folders of `host_path` (the VM's booting caller's host PATH, which the launches
+    that follow most likely have) in a child process, while the distribution goes on starting; a
+    launch that finds one being made waits for it (`_wait_for_builder`) rather than making it
+    again. The child's pid, or None when there is nothing to make (interop or
+    ``appendWindowsPath`` off, no folder)."""
+    if not host_path or not relay_settings(conf).append_host_path:
+        return None
+    try:
+        pid = os.fork()
+    except OSError as error:
+        log.debug("interop: host PATH folders not made ahead: %s", error)
+        return None
+    if pid == 0:
+        code = 1
+        try:
+            forking.become_child([0, 1, 2])
+            host_path_folders(host_path)
+            code = 0
+        finally:
+            forking.exit_now(code)
+    return pid
+
+
 def _refresh(host_folder: str, inside: str) -> None:
     info = os.stat(HOST_VIEW + host_folder)
     if not stat.S_ISDIR(info.st_mode):
@@ -381,6 +407,8 @@ def _refresh(host_folder: str, inside: str) -> None:
             return
     if not os.path.isdir(target):
         target = _generation_of_same_folder(generation) or target
+    if not os.path.isdir(target):
+        _wait_for_builder(target)
     if not os.path.isdir(target):
         _generate(_real_host_folder(host_folder), target)
     temporary = f"{inside}.{os.getpid()}"
@@ -418,6 +446,35 @@ def _real_host_folder(host_folder: str) -> str:
             real = []
         pending[:0] = [part for part in target.split("/") if part]
     return "/" + "/".join(real)
+
+
+def _wait_for_builder(target: str) -> None:
+    """While another live process makes the generation `target` (its ``<target>.<pid>.new``),
+    wait for it, at most `BUILDER_WAIT` seconds: listing the folder again would take as long."""
+    folder, _, name = target.rpartition("/")
+    deadline = time.monotonic() + BUILDER_WAIT
+    while time.monotonic() < deadline:
+        try:
+            builders = [
+                entry[len(name) + 1 : -len(".new")]
+                for entry in os.listdir(folder)
+                if entry.startswith(name + ".") and entry.endswith(".new")
+            ]
+        except OSError:
+            return
+        if not any(pid.isdigit() and _alive(int(pid)) for pid in builders) or os.path.isdir(target):
+            return
+        time.sleep(0.001)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid != os.getpid()
 
 
 def _generation_of_same_folder(generation: str) -> str | None:

@@ -492,6 +492,7 @@ class MiniInit:
             install_path=install_path if install_path.startswith("/") else "",
             device_settings=self.boot.devices,
             shared_tree_fd=shared_tree,
+            host_path=self.boot.host_path,
         )
         try:
             shim = os.fork()

@@ -42,7 +42,7 @@ import termios
 from collections.abc import Callable, Sequence
 
 from pywsl.guest import forking, syscalls
-from pywsl.guest.relay_child import LaunchRequest, RelayContext, run_child, spawn_child
+from pywsl.guest.relay_child import LaunchRequest, RelayContext, next_pid, run_child, spawn_child
 from pywsl.wire.channel import MessageChannel
 from pywsl.wire.constants import LX_INIT_TTY_LIMIT
 from pywsl.wire.errors import ChannelClosed, ProtocolError
@@ -223,13 +223,18 @@ class _Relay:
         ]
         if terminal is None:
             # No terminal to make the controlling one: spawned, without a fork of the interpreter.
-            pid, code = spawn_child(self.request, context, stdio)
+            pid, code = spawn_child(self.request, context, stdio, _named_after)
             if not pid:
                 self.exit_code = code
         else:
+            expected = next_pid()
+            if expected:
+                _named_after(expected)  # before the child can look (it sets up before its exec)
             pid = os.fork()
             if pid == 0:
                 run_child(self.request, context, stdio, terminal)
+            if pid != expected:
+                _named_after(pid)
         self.child_pid = pid
         _close(terminal)
         for fd in self.passed_stdio:
@@ -600,6 +605,11 @@ _CONTROL_HANDLERS: dict[int, Callable[[_Relay, bytes], None]] = {
 }
 
 
+def _named_after(child: int) -> None:
+    """The relay is called after its child, as WSL's (``Relay(N)``)."""
+    syscalls.set_process_title(f"Relay({child})")
+
+
 def _ignore_signal(number: int, frame: object) -> None:
     """SIGCHLD handler: its only job is to wake the loop through the wakeup descriptor."""
 
@@ -616,8 +626,6 @@ def run_relay(request: LaunchRequest, fds: RelayDescriptors, context: RelayConte
         forking.close_other_fds(fds.all())
         relay = _Relay(request, fds)
         relay.start(context)
-        if relay.child_pid:
-            syscalls.set_process_title(f"Relay({relay.child_pid})")
         relay.run()
     except BaseException as error:
         _log(f"failed: {error!r}")

@@ -172,6 +172,16 @@ def _execvpe(file: str, argv: list[str], environment: dict[str, str]) -> int:
     return code
 
 
+def _missing(candidate: str) -> OSError | None:
+    """The error an exec of `candidate` would fail with because it is not there, else None."""
+    try:
+        os.stat(candidate)
+    except OSError as error:
+        if error.errno in (errno.ENOENT, errno.ENOTDIR):
+            return error
+    return None
+
+
 def _run_program(
     file: str,
     argv: list[str],
@@ -189,6 +199,10 @@ def _run_program(
         candidates = [os.path.join(directory or ".", file) for directory in search.split(":")]
     failure: OSError | None = None
     for candidate in candidates:
+        missing = _missing(candidate) if len(candidates) > 1 else None
+        if missing is not None:
+            failure = failure or missing  # as its exec would fail, without a process to try it
+            continue
         try:
             return start(candidate, argv), 0
         except OSError as error:
@@ -294,7 +308,12 @@ def _prepare(
     return environment, resolve_program(request.filename, request.command_line, user, login=request.login)
 
 
-def spawn_child(request: LaunchRequest, context: RelayContext, stdio: Sequence[int]) -> tuple[int, int]:
+def spawn_child(
+    request: LaunchRequest,
+    context: RelayContext,
+    stdio: Sequence[int],
+    named: Callable[[int], None] | None = None,
+) -> tuple[int, int]:
     """The process of a launch without a terminal, started without forking the interpreter.
 
     A fork of the relay costs milliseconds (the interpreter's pages are copied as it touches
@@ -304,15 +323,21 @@ def spawn_child(request: LaunchRequest, context: RelayContext, stdio: Sequence[i
     the program in a new session on the std streams with every signal at its default and none
     blocked, and takes root back. The program's ``execve`` ends root's saved ids. Returns (pid, 0),
     or (0, exit code) when it did not start (``LX_INIT_USER_NOT_FOUND``, or 1 after the reason
-    was written on the process's stderr)."""
+    was written on the process's stderr).
+
+    `named` is told the program's pid before the program can run (the pid the kernel gives next
+    in this pid namespace, and the real one after the spawn if another process took that one), so
+    that what the relay is called after its child (``Relay(N)``) is what the program sees."""
     try:
-        return _spawn(request, context, stdio)
+        return _spawn(request, context, stdio, named)
     except Exception as error:  # as `run_child` reports a set-up that failed
         _write_error(f"cannot start the process: {error}", stdio[2])
         return 0, _EXIT_SETUP_FAILED
 
 
-def _spawn(request: LaunchRequest, context: RelayContext, stdio: Sequence[int]) -> tuple[int, int]:
+def _spawn(
+    request: LaunchRequest, context: RelayContext, stdio: Sequence[int], named: Callable[[int], None] | None
+) -> tuple[int, int]:
     err_fd = stdio[2]
     database = UserDatabase(context.etc_root)
     try:
@@ -328,9 +353,15 @@ def _spawn(request: LaunchRequest, context: RelayContext, stdio: Sequence[int]) 
     actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio)]
 
     def spawn(path: str, arguments: list[str]) -> int:
-        return os.posix_spawn(
+        expected = next_pid() if named is not None else 0
+        if named is not None and expected:
+            named(expected)
+        pid = os.posix_spawn(
             path, arguments, environment, file_actions=actions, setsid=True, setsigmask=(), setsigdef=defaults
         )
+        if named is not None and pid != expected:
+            named(pid)
+        return pid
 
     with _acting_as(database, user):
         _enter_working_directory(request.cwd, user.home, context.host_mount_point, err_fd)
@@ -339,6 +370,16 @@ def _spawn(request: LaunchRequest, context: RelayContext, stdio: Sequence[int]) 
         finally:
             with contextlib.suppress(OSError):
                 os.chdir("/")
+
+
+def next_pid() -> int:
+    """The pid the kernel gives the next process of this pid namespace (0 when unknown): the one
+    after ``ns_last_pid``, unless another process forks first."""
+    try:
+        with open("/proc/sys/kernel/ns_last_pid", "rb") as handle:
+            return int(handle.read()) + 1
+    except (OSError, ValueError):
+        return 0
 
 
 def _signals_to_reset() -> list[int]:

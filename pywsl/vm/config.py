@@ -59,6 +59,7 @@ class VmConfig:
     localhost_forwarding: bool = True  # [wsl2] localhostForwarding (qemu backend with NAT)
     debug_console: bool = False  # [wsl2] debugConsole (qemu backend): the console on the booting terminal
     swap_file: Path | None = None  # [wsl2] swapFile (qemu backend): the swap disk's file, the owner's
+    host_path: str = ""  # the booting caller's host PATH: instances make its interop folders as they start
 
     def __post_init__(self) -> None:
         for name in ("kernel_boot_timeout_ms", "distribution_start_timeout_ms"):

@@ -74,6 +74,7 @@ def vm_config(identity: UserIdentity, runtime_dir: Path, config: WslConfig) -> V
         localhost_forwarding=bool(config.values.get("wsl2.localhostForwarding", True)),
         debug_console=config.debug_console,
         swap_file=config.swap_file,
+        host_path=os.environ.get("PATH", ""),  # the booting caller's: the likely PATH of the launches
     )
 
 
