@@ -16,8 +16,6 @@ import gc
 import os
 import sys
 
-gc.disable()  # as for `-m pywsl.guest.mini_init`: many objects and no garbage while the roles load
-os.chdir("/")  # started in the caller's folder (`-P` kept it out of the module path): hold none
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -78,6 +76,8 @@ def _receive(handoff_fd: int) -> tuple[bytes, list[int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    gc.disable()  # as for `-m pywsl.guest.mini_init`: many objects and no garbage while the roles load
+    os.chdir("/")  # started in the caller's folder (`-P` kept it out of the module path): hold none
     options = _options(sys.argv[1:] if argv is None else argv)
     if options is None:
         print(
