@@ -16,7 +16,6 @@ import gc
 import os
 import sys
 
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
