@@ -45,6 +45,12 @@ class Layout:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.symlink_to(target)
 
+    def generation(self, host_folder: str) -> Path:
+        """The generation folder of `host_folder` as it is now (named after its inode and time)."""
+        info = os.stat(self.host(host_folder))
+        name = f"{escape_folder(host_folder)}@{info.st_dev:x}-{info.st_ino:x}-{info.st_mtime_ns:x}"
+        return self.generations / name
+
     def inside(self, host_folder: str) -> Path:
         return self.path_folder / escape_folder(host_folder)
 
@@ -322,11 +328,7 @@ def test_a_launch_waits_for_a_live_builder_of_the_same_folder(
     layout: Layout, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     layout.file("/usr/bin/tool")
-    info = os.stat(layout.host("/usr/bin"))
-    target = (
-        layout.generations
-        / f"{escape_folder('/usr/bin')}@{info.st_dev:x}-{info.st_ino:x}-{info.st_mtime_ns:x}"
-    )
+    target = layout.generation("/usr/bin")
     builder = subprocess.Popen(["sleep", "30"])
     try:
         building = Path(f"{target}.{builder.pid}.new")
@@ -351,11 +353,7 @@ def test_a_launch_waits_for_a_live_builder_of_the_same_folder(
 def test_a_dead_builders_leftover_is_not_waited_for(layout: Layout, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(interop_init, "BUILDER_WAIT", 30.0)
     layout.file("/usr/bin/tool")
-    info = os.stat(layout.host("/usr/bin"))
-    target = (
-        layout.generations
-        / f"{escape_folder('/usr/bin')}@{info.st_dev:x}-{info.st_ino:x}-{info.st_mtime_ns:x}"
-    )
+    target = layout.generation("/usr/bin")
     gone = subprocess.Popen(["true"])
     gone.wait()
     Path(f"{target}.{gone.pid}.new").mkdir()
@@ -370,11 +368,7 @@ def test_a_builder_that_takes_too_long_is_waited_for_a_bounded_time(
 ) -> None:
     monkeypatch.setattr(interop_init, "BUILDER_WAIT", 0.2)
     layout.file("/usr/bin/tool")
-    info = os.stat(layout.host("/usr/bin"))
-    target = (
-        layout.generations
-        / f"{escape_folder('/usr/bin')}@{info.st_dev:x}-{info.st_ino:x}-{info.st_mtime_ns:x}"
-    )
+    target = layout.generation("/usr/bin")
     builder = subprocess.Popen(["sleep", "30"])
     try:
         Path(f"{target}.{builder.pid}.new").mkdir()

@@ -34,7 +34,7 @@ TYPE_CHECKING = False  # `typing` would cost the guest's start: loaded only for 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
     from types import TracebackType
-    from typing import Any, Protocol, TypeVar, overload
+    from typing import Any, TypeVar, overload
 
 __all__ = ["MAX_FDS", "MessageChannel", "MessageSchemaLike", "Transaction"]
 
@@ -48,7 +48,6 @@ _U32 = 0xFFFFFFFF
 
 if TYPE_CHECKING:
     M = TypeVar("M")
-    M_co = TypeVar("M_co", covariant=True)
 
 Payload = bytes | bytearray | memoryview
 _CMsg = tuple[int, int, bytes]
@@ -69,50 +68,16 @@ class _Ancillary:
 
 
 if TYPE_CHECKING:
-
-    class MessageSchemaLike(Protocol[M_co]):
-        """What the channel needs from a message schema (``pywsl.wire.schema(name)``)."""
-
-        @property
-        def name(self) -> str: ...
-
-        @property
-        def message_type(self) -> int | None: ...
-
-        @property
-        def sizeof(self) -> int: ...
-
-        def build(self, **values: Any) -> bytes: ...
-
-        def parse(self, data: bytes) -> M_co: ...
-
+    from pywsl.wire.message_schema import MessageSchemaLike
 else:
 
     def __getattr__(name: str) -> object:
-        """``MessageSchemaLike``, defined (with ``typing``) the first time something asks for it."""
+        """``MessageSchemaLike`` (``pywsl.wire.message_schema``, with ``typing``), loaded the first
+        time something asks for it."""
         if name != "MessageSchemaLike":
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        from typing import Any, Protocol, TypeVar  # noqa: F401  (`Any`: the annotations' name)
+        from pywsl.wire.message_schema import MessageSchemaLike
 
-        M_co = TypeVar("M_co", covariant=True)
-
-        class MessageSchemaLike(Protocol[M_co]):
-            """What the channel needs from a message schema (``pywsl.wire.schema(name)``)."""
-
-            @property
-            def name(self) -> str: ...
-
-            @property
-            def message_type(self) -> int | None: ...
-
-            @property
-            def sizeof(self) -> int: ...
-
-            def build(self, **values: Any) -> bytes: ...
-
-            def parse(self, data: bytes) -> M_co: ...
-
-        MessageSchemaLike.__qualname__ = "MessageSchemaLike"
         globals()["MessageSchemaLike"] = MessageSchemaLike
         return MessageSchemaLike
 
