@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 READ_SIZE = 1 << 20
+TAIL_SIZE = 4000  # of a failed command's output, in its error message
 DEFAULT_TIMEOUT = 300.0
 SETUP_TIMEOUT = 600.0
 _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
@@ -188,11 +189,13 @@ def _writer(fd: int, total: int, chunk: bytes, failure: list[BaseException]) -> 
 def _drain(fd: int, buffer: bytearray) -> tuple[float | None, float, int]:
     """Read ``fd`` to its end: (time of the first byte, time of the end, byte count).
 
-    On return ``buffer`` holds just the last chunk read (for an error message).
+    On return ``buffer`` holds the output's last ``TAIL_SIZE`` bytes at most (for an error
+    message: a terminal writes a line's end apart from its text, so the last read alone may be
+    just ``\\r\\n``).
     """
     first: float | None = None
     count = 0
-    last = 0
+    tail = b""
     views = [buffer]
     while True:
         try:
@@ -206,8 +209,11 @@ def _drain(fd: int, buffer: bytearray) -> tuple[float | None, float, int]:
         if first is None:
             first = time.perf_counter()
         count += size
-        last = size
-    del buffer[last:]  # what is left: the last chunk, for an error message
+        if size >= TAIL_SIZE:
+            tail = bytes(buffer[size - TAIL_SIZE : size])
+        else:
+            tail = (tail + buffer[:size])[-TAIL_SIZE:]
+    buffer[:] = tail
     return first, time.perf_counter(), count
 
 
@@ -287,7 +293,7 @@ def pty_stream(argv: Sequence[str], env: Mapping[str, str], expected: int) -> St
             os.close(slave)
     code = _exit_code(status)
     if code != 0:
-        output = buffer[-4000:].decode(errors="replace").strip()
+        output = buffer.decode(errors="replace").strip()
         raise BenchError(f"`{_describe(argv)}` in a terminal exited with {code}: {output or '(no output)'}")
     if count < expected:
         raise BenchError(f"`{_describe(argv)}` in a terminal printed {count} of {expected} bytes")

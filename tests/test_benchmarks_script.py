@@ -208,6 +208,10 @@ def test_stream_drivers_pass_every_byte() -> None:
     assert terminal.bytes_out == 1000
     with pytest.raises(bench_proc.BenchError, match="exited with 5: broken"):
         bench_proc.pty_stream(["sh", "-c", "echo broken; exit 5"], env, 0)
+    # The line's end read apart from its text (a terminal writes them apart): the message still
+    # shows the text, not just the last read.
+    with pytest.raises(bench_proc.BenchError, match="exited with 6: broken"):
+        bench_proc.pty_stream(["sh", "-c", "printf broken; sleep 0.2; echo; exit 6"], env, 0)
     seconds, code, message = bench_proc.timed_run(["sh", "-c", "echo oops >&2; exit 4"], env, check=False)
     assert (code, message) == (4, "oops") and seconds > 0
     assert bench_proc.timed_run(["sleep", "5"], env, check=False, timeout=0.2)[1] == -1
