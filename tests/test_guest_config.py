@@ -258,6 +258,41 @@ def test_write_file_atomic_replaces_symlinks(tmp_path: Path) -> None:
     assert not (tmp_path / "hosts").is_symlink() and (tmp_path / "hosts").read_text() == "new\n"
 
 
+def test_write_file_atomic_leaves_an_identical_file(tmp_path: Path) -> None:
+    path = tmp_path / "hosts"
+    write_file_atomic(str(path), b"same\n")
+    first = path.stat()
+    assert stat.S_IMODE(first.st_mode) == 0o644 and path.read_bytes() == b"same\n"
+    write_file_atomic(str(path), b"same\n")
+    assert path.stat().st_ino == first.st_ino  # exactly that file already: not replaced
+    # Anything that differs is replaced: the content, its length, the mode, a second name.
+    for second_name, data, mode in (
+        (False, b"other\n", 0o644),
+        (False, b"othe\n", 0o644),
+        (False, b"othe\n", 0o600),
+        (True, b"othe\n", 0o600),
+    ):
+        if second_name:
+            os.link(path, tmp_path / "second")
+        before = path.stat().st_ino
+        write_file_atomic(str(path), data, mode)
+        after = path.stat()
+        assert after.st_ino != before and path.read_bytes() == data and stat.S_IMODE(after.st_mode) == mode
+    assert (tmp_path / "second").read_bytes() == b"othe\n"
+    # A link to a file with that very content is still replaced by a file; a FIFO is never opened.
+    target = tmp_path / "target"
+    target.write_bytes(b"x\n")
+    target.chmod(0o644)
+    path.unlink()
+    path.symlink_to(target)
+    write_file_atomic(str(path), b"x\n")
+    assert not path.is_symlink() and path.read_bytes() == b"x\n" and target.read_bytes() == b"x\n"
+    path.unlink()
+    os.mkfifo(path)
+    write_file_atomic(str(path), b"x\n")  # returns: a FIFO's open would wait for a writer
+    assert path.is_file() and path.read_bytes() == b"x\n"
+
+
 @pytest.mark.parametrize(
     ("name", "cleaned"),
     [

@@ -1,7 +1,7 @@
 """What the VM's start loads: `import pywsl.guest.mini_init` without the heavy modules it no longer needs.
 
 The VM's interpreter imports every guest role before it changes namespaces, so each module the
-guest imports is paid by every cold launch. The guest's records are made by `pywsl.guest.records`
+guest imports is paid by every cold launch. The guest's records are made by `pywsl.records`
 instead of `dataclasses`, the message numbers come from `pywsl.wire.message_types` instead of the
 enums, `typing` is for the type checker only, the boot arguments are read without `argparse`,
 and `platform`, `uuid` and `shutil` were replaced by the few lines the guest used. Each
@@ -27,7 +27,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pywsl
-from pywsl.guest import boot, disks, records, syscalls, systemd_boot
+from pywsl import records
+from pywsl.guest import boot, disks, syscalls, systemd_boot
 from pywsl.wire import channel, config_format, enums, framing, message_types
 
 REPO = Path(pywsl.__file__).resolve().parent.parent
@@ -89,7 +90,7 @@ def test_the_message_channel_loads_neither_typing_nor_the_enums() -> None:
     assert sorted(loaded & {"typing", "pywsl.wire.enums", "dataclasses"}) == []
 
 
-# ---- records (pywsl.guest.records) against dataclasses ----------------------------------------------
+# ---- records (pywsl.records) against dataclasses ----------------------------------------------
 
 
 # As the guest's modules use them (the type checker is shown `dataclasses` there).
@@ -149,6 +150,32 @@ def test_a_record_behaves_as_the_dataclass(
     assert cheap(name).items is not cheap(name).items  # a new list each time
     assert cheap.number == real.number == 3 and "items" not in vars(cheap) and "items" not in vars(real)
     assert cheap.__match_args__ == real.__match_args__
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_a_record_runs_post_init_as_the_dataclass(frozen: bool) -> None:
+    made = []
+    maker: typing.Any
+    for maker in (dataclasses, records):
+
+        class Checked:
+            number: int
+            twice: int = 0
+
+            def __post_init__(self) -> None:
+                if self.number < 0:
+                    raise ValueError(f"negative: {self.number}")
+                object.__setattr__(self, "twice", self.number * 2)
+
+        made.append(maker.dataclass(frozen=frozen)(Checked))
+    real, cheap = made
+    assert repr(cheap(4)) == repr(real(4)) and cheap(4).twice == 8
+    assert repr(dataclasses.replace(cheap(4), number=5)) == repr(dataclasses.replace(real(4), number=5))
+    replaced: typing.Any = records.replace(cheap(4), number=6)
+    assert replaced.twice == 12
+    for cls in (real, cheap):
+        with pytest.raises(ValueError, match="negative: -1"):
+            cls(-1)
 
 
 def test_records_answer_the_dataclass_questions() -> None:

@@ -559,13 +559,39 @@ def test_a_display_takes_the_full_path(box: Box, name: str) -> None:
     assert result.outcome == (0, b"hi\n", b"")
 
 
-def test_no_running_vm_takes_the_full_path_once(box: Box) -> None:
+def test_no_running_vm_is_booted_by_the_quick_path(box: Box) -> None:
+    args = ["-d", "Box", "--", "echo booted"]
     stopped = box.cli("--shutdown")
     assert stopped.returncode == 0, stopped.stderr.decode()
-    booted = box.pywsl.full(box.pywsl.run(["-d", "Box", "--", "echo booted"]))
+    # The boot without the session stack: .wslconfig and CoreVm, none of what only the session,
+    # a failure's report or a host with a GPU needs.
+    booted = box.pywsl.quick(box.pywsl.run(args))
     assert booted.outcome == (0, b"booted\n", START_WARNING)
+    assert {"pywsl.vm.core_vm", "pywsl.api.session.wslconfig"} <= booted.modules
+    assert not {"dataclasses", "logging", "subprocess", "platform"} & booted.modules, booted.modules
     again = box.pywsl.quick(box.pywsl.run(["-d", "Box", "--", "echo quick"]))
     assert again.outcome == (0, b"quick\n", b"")
+    assert "pywsl.vm.core_vm" not in again.modules
+    # Where the quick path declines, the full path boots as before.
+    stopped = box.cli("--shutdown")
+    assert stopped.returncode == 0, stopped.stderr.decode()
+    full = box.pywsl.full(box.pywsl.run(args, env=FORCE_FULL))
+    assert full.outcome == booted.outcome
+    # The boot's own warnings (.wslconfig's) come first, as the full path gives them.
+    config = box.folder / "warning.wslconfig"
+    config.write_text("[wsl2]\nnoSuchKey = 1\n")
+    outcomes = []
+    try:
+        for extra in ({}, FORCE_FULL):
+            stopped = box.cli("--shutdown")
+            assert stopped.returncode == 0, stopped.stderr.decode()
+            outcomes.append(box.pywsl.run(args, env={"PYWSL_CONFIG": str(config), **extra}))
+    finally:
+        box.cli("--shutdown")
+        config.unlink()
+    warned, warned_full = box.pywsl.quick(outcomes[0]), box.pywsl.full(outcomes[1])
+    assert warned.outcome == warned_full.outcome
+    assert warned.stderr.endswith(START_WARNING) and b"noSuchKey" in warned.stderr.split(b"\n")[0]
 
 
 def test_an_operation_lock_takes_the_full_path(box: Box) -> None:

@@ -19,7 +19,6 @@ import contextlib
 import errno
 import functools
 import os
-import platform
 import pwd
 import threading
 from collections.abc import Iterator
@@ -100,9 +99,10 @@ class UserIdentity(NamedTuple):
 
 
 def _setgroups_thread(groups: tuple[int, ...]) -> None:
-    number = _SYS_SETGROUPS.get(platform.machine())
+    machine = os.uname().machine
+    number = _SYS_SETGROUPS.get(machine)
     if number is None:
-        raise OSError(errno.ENOSYS, f"setgroups: unknown system call number on {platform.machine()}")
+        raise OSError(errno.ENOSYS, f"setgroups: unknown system call number on {machine}")
     import ctypes
 
     array = (ctypes.c_uint32 * max(len(groups), 1))(*groups)

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from dataclasses import dataclass, field
     from typing import Any
 else:
-    from pywsl.guest.records import dataclass, field
+    from pywsl.records import dataclass, field
 
 IdMap = list[tuple[int, int, int]]
 NETWORKING_MODES = ("mirrored", "none")

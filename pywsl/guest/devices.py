@@ -31,7 +31,7 @@ TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the 
 if TYPE_CHECKING:
     from dataclasses import dataclass
 else:
-    from pywsl.guest.records import dataclass
+    from pywsl.records import dataclass
 
 GPU_LIBRARY_DIR = "/usr/lib/wsl/lib"
 GPU_LOADER_CONF = "/etc/ld.so.conf.d/ld.wsl.conf"

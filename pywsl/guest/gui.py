@@ -37,7 +37,7 @@ TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the 
 if TYPE_CHECKING:
     from dataclasses import dataclass
 else:
-    from pywsl.guest.records import dataclass
+    from pywsl.records import dataclass
 
 HOST_VIEW = "/run/WSL/interop/host"
 WSLG = "/mnt/wslg"

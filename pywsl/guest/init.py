@@ -70,7 +70,7 @@ TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the 
 if TYPE_CHECKING:
     from dataclasses import dataclass, field
 else:
-    from pywsl.guest.records import dataclass, field
+    from pywsl.records import dataclass, field
 
 try:
     from pywsl.guest import session_leader as _session_leader

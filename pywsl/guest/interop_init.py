@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
     from pywsl.guest.wsl_conf import WslConf
 else:
-    from pywsl.guest.records import dataclass
+    from pywsl.records import dataclass
 
 log = logging.getLogger("pywsl.interop")
 

@@ -30,7 +30,7 @@ TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the 
 if TYPE_CHECKING:
     from dataclasses import replace
 else:
-    from pywsl.guest.records import replace
+    from pywsl.records import replace
 
 GUARD_GRACE = 5.0  # pywsl's init gone, pid 1 still there: time for systemd's last stage to end
 CGROUP_STAGING = "/tmp"  # where the shim briefly mounts the VM's cgroup2 to get a descriptor of it

@@ -69,7 +69,7 @@ if TYPE_CHECKING:
     from dataclasses import dataclass, field
     from typing import Any
 else:
-    from pywsl.guest.records import dataclass, field
+    from pywsl.records import dataclass, field
 
 log = logging.getLogger("pywsl.mini_init")
 

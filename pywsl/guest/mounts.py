@@ -29,7 +29,7 @@ TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the 
 if TYPE_CHECKING:
     from dataclasses import dataclass
 else:
-    from pywsl.guest.records import dataclass
+    from pywsl.records import dataclass
 
 _NOSUID_NODEV_NOEXEC = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
 DEVICE_NODES = ("null", "zero", "full", "random", "urandom", "tty")

@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from dataclasses import dataclass
     from typing import NoReturn
 else:
-    from pywsl.guest.records import dataclass
+    from pywsl.records import dataclass
 
 __all__ = [
     "BUFFER_SIZE",

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from dataclasses import dataclass
     from typing import Any, NoReturn
 else:
-    from pywsl.guest.records import dataclass
+    from pywsl.records import dataclass
 
 __all__ = ["LaunchRequest", "RelayContext", "run_child", "spawn_child"]
 

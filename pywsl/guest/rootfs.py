@@ -63,7 +63,13 @@ def read_bounded(fd: int, limit: int, shown: str = "") -> bytes:
 
 
 def write_file_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
-    """Replace ``path`` by a new regular file (a symlink at ``path`` is replaced, not followed)."""
+    """Replace ``path`` by a new regular file (a symlink at ``path`` is replaced, not followed),
+    unless it already is exactly that file: a regular file of this process's user and group, with
+    one name, the mode and the content. A distribution's start then writes nothing when its
+    ``/etc/hostname``, ``/etc/hosts`` and ``/etc/resolv.conf`` did not change: a rename over a file
+    waits for the filesystem's journal, and on ext4 (``auto_da_alloc``) writes the new file out."""
+    if _already(path, data, mode):
+        return
     directory, name = os.path.split(path)
     temporary = os.path.join(directory or ".", f".{name}.pywsl-new")
     with contextlib.suppress(FileNotFoundError):
@@ -82,3 +88,29 @@ def write_file_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def _already(path: str, data: bytes, mode: int) -> bool:
+    """Whether `path` is a regular file (not a link) of this process's user and group, with one
+    name, exactly `mode` and `data`. Nothing but a regular file is opened (no device, FIFO or link)."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        info = os.fstat(fd)
+        if not (
+            stat.S_ISREG(info.st_mode)
+            and stat.S_IMODE(info.st_mode) == mode
+            and (info.st_uid, info.st_gid) == (os.geteuid(), os.getegid())
+            and info.st_nlink == 1
+            and info.st_size == len(data)
+        ):
+            return False
+        return read_bounded(fd, len(data)) == data
+    except (OSError, ValueError):
+        return False
+    finally:
+        os.close(fd)

@@ -32,7 +32,7 @@ TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the 
 if TYPE_CHECKING:
     from dataclasses import dataclass
 else:
-    from pywsl.guest.records import dataclass
+    from pywsl.records import dataclass
 
 SYSTEMD_INIT = "/sbin/init"
 SYSTEMCTL = ("/usr/bin/systemctl", "/bin/systemctl")

@@ -34,7 +34,7 @@ TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the 
 if TYPE_CHECKING:
     from dataclasses import dataclass
 else:
-    from pywsl.guest.records import dataclass
+    from pywsl.records import dataclass
 
 RUNTIME_UNITS = "/run/systemd/system"
 SCRATCH = "/run/systemd/.pywsl-probe"

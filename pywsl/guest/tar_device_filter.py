@@ -23,7 +23,7 @@ TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the 
 if TYPE_CHECKING:
     from dataclasses import dataclass, field
 else:
-    from pywsl.guest.records import dataclass, field
+    from pywsl.records import dataclass, field
 
 
 __all__ = ["BLOCK", "DeviceNodeFilter", "Piece", "skipped_devices_warning"]

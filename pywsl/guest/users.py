@@ -19,7 +19,7 @@ TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the 
 if TYPE_CHECKING:
     from dataclasses import dataclass
 else:
-    from pywsl.guest.records import dataclass
+    from pywsl.records import dataclass
 
 __all__ = [
     "MAX_DATABASE_SIZE",

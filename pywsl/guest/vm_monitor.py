@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
     from pywsl.guest.interop_workers import InteropWorkers
 else:
-    from pywsl.guest.records import dataclass
+    from pywsl.records import dataclass
 
 log = logging.getLogger("pywsl.vm-monitor")
 

@@ -29,7 +29,7 @@ TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the 
 if TYPE_CHECKING:
     from dataclasses import dataclass, field
 else:
-    from pywsl.guest.records import dataclass, field
+    from pywsl.records import dataclass, field
 
 WSL_CONF_PATH = "/etc/wsl.conf"
 MAX_MOUNT_ROOT = 256

@@ -31,16 +31,27 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False  # the type checker sees dataclasses; a cold launch's boot loads no `dataclasses`
+if TYPE_CHECKING:
+    from dataclasses import dataclass
+else:
+    from pywsl.records import dataclass
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def _warn(message: str, *arguments: object) -> None:
+    """A warning in this module's log (`logging` is loaded by the first one, not by a boot)."""
+    import logging
+
+    logging.getLogger(__name__).warning(message, *arguments)
+
+
 CPU_PERIOD_US = 100_000
 MAX_GROUPS_SCANNED = 200_000
 
@@ -131,7 +142,7 @@ class VmCgroup:
         if swap_bytes is not None and memory_bytes is not None:
             _apply_swap(paths, v2_controllers, memory_bytes, swap_bytes, warnings)
         for warning in warnings:
-            log.warning("%s", warning)
+            _warn("%s", warning)
         return cls(tuple(paths), tuple(warnings))
 
     def remove(self) -> None:
@@ -223,7 +234,7 @@ def _make_group(mount_point: Path, own: str, name: str) -> Path | None:
     try:
         group.mkdir(exist_ok=True)
     except OSError as error:
-        log.warning("cannot create cgroup %s: %s", group, error)
+        _warn("cannot create cgroup %s: %s", group, error)
         return None
     return group
 
@@ -413,7 +424,7 @@ def remove_group(path: Path, timeout: float = 0.0) -> bool:
                 break
             except OSError as error:
                 if error.errno != errno.EBUSY or time.monotonic() >= deadline:
-                    log.warning("cannot remove cgroup %s: %s", group, error)
+                    _warn("cannot remove cgroup %s: %s", group, error)
                     return False
                 time.sleep(0.02)
     return not path.exists()

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 # What a launch needs is defined without dataclasses (a warm launch never imports this module).
@@ -19,6 +18,12 @@ from pywsl.vm.launch_types import (
     ImportOutcome,
     ProcessRequest,
 )
+
+TYPE_CHECKING = False  # the type checker sees a dataclass; a cold launch's boot loads no `dataclasses`
+if TYPE_CHECKING:
+    from dataclasses import dataclass
+else:
+    from pywsl.records import dataclass
 
 __all__ = [
     "DEFAULT_DISTRIBUTION_START_TIMEOUT_MS",

@@ -15,9 +15,7 @@ distributions.
 from __future__ import annotations
 
 import os
-import platform
 import stat
-import subprocess
 from pathlib import Path
 
 LIBRARY_PREFIXES = (
@@ -61,7 +59,7 @@ def host_has_gpu(dev_root: Path = Path("/dev")) -> bool:
 
 def parse_ldconfig(text: str, machine: str | None = None) -> GpuFiles:
     """The GPU libraries in ``ldconfig -p`` output, for the native ABI of ``machine``; first entry wins."""
-    abi = _ABI.get(machine or platform.machine())
+    abi = _ABI.get(machine or os.uname().machine)
     found: dict[str, str] = {}
     for line in text.splitlines():
         left, separator, path = line.partition(" => ")
@@ -101,6 +99,8 @@ def find_programs(folders: tuple[str, ...] = PROGRAM_FOLDERS) -> GpuFiles:
 
 
 def _ldconfig_listing() -> str:
+    import subprocess  # only on a host with a GPU (`discover_gpu_libraries`)
+
     for candidate in LDCONFIG_CANDIDATES:
         if not trusted_file(candidate):
             continue

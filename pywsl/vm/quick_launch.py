@@ -32,6 +32,7 @@ from pywsl.wire.launch_link import LaunchLink, connect_unix, socket_pair
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from pywsl.vm.process_request import ProcessRequest
@@ -66,7 +67,7 @@ class Started:
         self, relay_pid: int, warnings: list[str], flavor: str | None, version: str | None, default_uid: int
     ) -> None:
         self.relay_pid = relay_pid
-        self.warnings = warnings  # init's, when this launch started the instance
+        self.warnings = warnings  # the boot's and init's, when this launch started them
         self.flavor = flavor
         self.version = version
         self.default_uid = default_uid
@@ -97,20 +98,18 @@ def launch(
     exit_fd: int,
     start_timeout: float,
     prestart_vm: bool = False,
+    boot: Callable[[], list[str] | None] | None = None,
 ) -> Started | None:
     """Start `request` in distribution `name` (root filesystem: the folder descriptor `rootfs`).
-    With `prestart_vm`, finding no VM starts the VM's interpreter for the boot that the caller's
-    full path will do (`namespaces_prestart`)."""
+    With `prestart_vm`, finding no VM starts the VM's interpreter for the boot that follows
+    (`namespaces_prestart`). `boot` boots the VM when none runs: the warnings of the boot, which
+    come first in `Started.warnings`, or None to leave the boot to the caller's full path."""
     try:
         messages = _built(request, name, hostname, timezone)
     except ProtocolError:
         return None  # text the messages cannot carry (not UTF-8): the full path reports it
-    sock = connect_unix(os.path.join(runtime_dir, SOCKET_NAME))
+    sock, boot_warnings = _connect(runtime_dir, prestart_vm, boot)
     if sock is None:
-        if prestart_vm:
-            from pywsl.vm.backends import namespaces_prestart
-
-            namespaces_prestart.begin(runtime_dir)
         return None
     # Every channel stays open until the process has started, as with `CoreVm` and `CoreInstance`.
     links = [LaunchLink(sock, "mini_init channel", GREETING_TIMEOUT)]
@@ -140,7 +139,7 @@ def launch(
         # A session leader has the request from here on: the process may run, so no second try.
         return Started(
             _relay_pid(leader, process, name),
-            [line for line in (result.Warnings or "").split("\n") if line],
+            [*boot_warnings, *(line for line in (result.Warnings or "").split("\n") if line)],
             response.Flavor or None,
             response.Version or None,
             int(response.DefaultUid),
@@ -148,6 +147,25 @@ def launch(
     finally:
         for link in links:
             link.close()
+
+
+def _connect(
+    runtime_dir: str, prestart_vm: bool, boot: Callable[[], list[str] | None] | None
+) -> tuple[_socket.socket | None, list[str]]:
+    """mini_init's channel, booting the VM first when none runs (`launch`), and the boot's
+    warnings; no channel when the caller's full path is to boot."""
+    path = os.path.join(runtime_dir, SOCKET_NAME)
+    sock = connect_unix(path)
+    if sock is not None:
+        return sock, []
+    if prestart_vm:
+        from pywsl.vm.backends import namespaces_prestart
+
+        namespaces_prestart.begin(runtime_dir)
+    warnings = None if boot is None else boot()
+    if warnings is None:
+        return None, []
+    return connect_unix(path), warnings  # None: it stopped again at once (the full path reports)
 
 
 def initialize_values(name: str, hostname: str, timezone: str, default_uid: int) -> dict[str, Any]:

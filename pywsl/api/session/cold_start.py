@@ -1,8 +1,12 @@
-"""Root's cold launch: the VM's interpreter is started before the launch loads anything else.
+"""Root's cold launch: the VM's interpreter starts before anything else loads, and the quick path
+boots the VM itself.
 
-A launch that finds no VM boots one, on whichever path it then takes (the quick one declines, the
-full one boots). The VM's interpreter (`namespaces_prestart`) loads the guest meanwhile, so it is
-started as early as the launch can tell that no VM runs: root's VM socket is missing.
+A launch that finds no VM boots one. The VM's interpreter (`namespaces_prestart`) loads the guest
+meanwhile, so it is started as early as the launch can tell that no VM runs: root's VM socket is
+missing. The boot then needs `.wslconfig` and `CoreVm`, not the rest of the session
+(`UserSession`: the registry's lock and recovery, the install verbs): `boot_vm` does what
+`UserSession._boot` does for the namespaces backend, and the quick launch goes on as into a
+running VM.
 """
 
 from __future__ import annotations
@@ -12,7 +16,11 @@ import os
 from pywsl.api.session.path_rules import runtime_folder
 from pywsl.vm.quick_launch import SOCKET_NAME
 
-__all__ = ["prestart_if_no_vm"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["boot_vm", "prestart_if_no_vm"]
 
 
 def prestart_if_no_vm() -> None:
@@ -22,3 +30,34 @@ def prestart_if_no_vm() -> None:
         from pywsl.vm.backends import namespaces_prestart
 
         namespaces_prestart.begin(runtime)
+
+
+def boot_vm(environ: Mapping[str, str]) -> list[str] | None:
+    """Boot the calling root's VM as `UserSession._boot` does (`.wslconfig` read now, its warnings
+    when this call booted the VM; a failed boot is the same `WslError`): the warnings for the
+    user, or None when the full path is to boot it (another backend than namespaces, or
+    `.wslconfig` could not be read: the full path meets that again and reports it)."""
+    from pywsl.api.credentials import UserIdentity
+    from pywsl.api.errors import error_context
+    from pywsl.api.session.paths import user_paths
+    from pywsl.api.session.user_vm import vm_config
+    from pywsl.api.session.wslconfig import load_wslconfig
+    from pywsl.vm.core_vm import CoreVm
+
+    if os.geteuid() != 0:
+        return None
+    try:
+        identity = UserIdentity.current()
+        paths = user_paths(identity.uid, identity.home, environ)
+        config = load_wslconfig(paths.config_file, identity, home=paths.home)
+    except Exception:
+        return None  # the full path meets it again and reports it where it does
+    if config.backend != "namespaces":
+        return None  # qemu: the user's disks are attached again after the boot (the full path)
+    with error_context("CreateVm"):  # as `UserSession._boot` reports a failed boot
+        config.check_kernel()
+        vm = CoreVm.boot(vm_config(identity, paths.runtime_dir, config))
+    try:
+        return list(config.startup_warnings()) if vm.booted else []
+    finally:
+        vm.close()

@@ -1,4 +1,4 @@
-"""Root's warm launch, without the session stack: `pywsl -d D -- cmd` at the interpreter's speed.
+"""Root's launch, without the session stack: `pywsl -d D -- cmd` at the interpreter's speed.
 
 `UserSession.create_lx_process` serves every caller of the library: it recovers the registry under
 its lock, reads `.wslconfig` when the VM must boot, checks a distribution's folder against the
@@ -12,6 +12,8 @@ that launch is done here, with the same steps, the same messages and the same re
   of the path may be a link (not even above the user's folders), `rootfs` on the folder's device;
 * the request (`launch_request.process_request`, as the session builds it) on the caller's own
   descriptors 0, 1 and 2, plus a control and an exit channel, as `LxProcess` prepares them;
+* when no VM runs, the boot as `UserSession._boot` does it (`cold_start.boot_vm`: `.wslconfig`,
+  `CoreVm.boot`, the boot's warnings first);
 * the VM's side (`pywsl.vm.quick_launch`): `LaunchInit`, `Initialize`, `CreateSession`,
   `CreateProcessUtilityVm`;
 * the wait as `LxProcess.wait` does it: SIGINT, SIGTERM, SIGHUP and SIGQUIT forwarded
@@ -19,8 +21,9 @@ that launch is done here, with the same steps, the same messages and the same re
 
 `launch` returns None, having run nothing, whenever that shape does not fit: not root, a standard
 stream that is a terminal or closed, a display in the environment (GUI sockets need `.wslconfig`),
-no running VM, an entry that is not plainly usable, a link in the folder's path, or a VM that
-stopped or refused on the way. The caller then takes the full path, which handles all of those.
+a VM to boot with another backend than namespaces, an entry that is not plainly usable, a link in
+the folder's path, or a VM that stopped or refused on the way. The caller then takes the full
+path, which handles all of those.
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ def launch(
         request = _request(registration, command_line, filename, cwd, username, environ)
         if request is None:
             return None
-        return _start(registration, request, rootfs)
+        return _start(registration, request, rootfs, environ)
     finally:
         os.close(rootfs)
 
@@ -117,7 +120,16 @@ def _request(
         raise
 
 
-def _start(registration: LaunchRegistration, request: ProcessRequest, rootfs: int) -> QuickProcess | None:
+def _boot(environ: Mapping[str, str]) -> list[str] | None:
+    """No VM runs: boot it here (`cold_start.boot_vm`), or None for the full path to."""
+    from pywsl.api.session.cold_start import boot_vm
+
+    return boot_vm(environ)
+
+
+def _start(
+    registration: LaunchRegistration, request: ProcessRequest, rootfs: int, environ: Mapping[str, str]
+) -> QuickProcess | None:
     control, relay_control = socket_pair()
     exit_end, relay_exit = socket_pair()
     try:
@@ -132,7 +144,8 @@ def _start(registration: LaunchRegistration, request: ProcessRequest, rootfs: in
             control_fd=relay_control.fileno(),
             exit_fd=relay_exit.fileno(),
             start_timeout=vm_launch.DEFAULT_DISTRIBUTION_START_TIMEOUT_MS / 1000,
-            prestart_vm=True,  # a cold launch: the VM's interpreter loads while the full path does
+            prestart_vm=True,  # a cold launch: the VM's interpreter loads while this one does
+            boot=lambda: _boot(environ),
         )
     except BaseException:
         control.close()

@@ -23,7 +23,6 @@ import contextlib
 import fcntl
 import os
 import re
-import select
 import signal
 import socket
 import stat
@@ -34,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from pywsl.vm.backends import namespaces_prestart
 from pywsl.vm.backends.base import LOG_NAME, SOCKET_NAME, VmBackend, log_tail
-from pywsl.vm.backends.namespaces_prestart import PrestartedProcess, vm_environment
+from pywsl.vm.backends.namespaces_prestart import PrestartedProcess, exits_within, vm_environment
 from pywsl.vm.errors import VmError
 
 if TYPE_CHECKING:
@@ -170,20 +169,20 @@ def read_pid_file(runtime_dir: Path) -> tuple[int, int] | None:
     return int(lines[0]), int(lines[1])
 
 
-def _wait_exit(process: subprocess.Popen[bytes] | PrestartedProcess, timeout: float) -> int:
+def _wait_exit(process: subprocess.Popen[bytes] | PrestartedProcess, timeout: float) -> int | None:
     """`process.wait(timeout)` without its polling (sleeps of up to 50 ms, which every cold start
-    would wait out): the process's pidfd is waited on instead, where the kernel has pidfds."""
+    would wait out): the process's pidfd is waited on instead, where the kernel has pidfds. None
+    when it has not exited within `timeout` seconds."""
     try:
-        fd = os.pidfd_open(process.pid)
-    except OSError:
-        return process.wait(timeout)
-    try:
-        ready, _, _ = select.select([fd], [], [], timeout)
-    finally:
-        os.close(fd)
-    if not ready:
-        raise subprocess.TimeoutExpired(process.args, timeout)
-    return process.wait()
+        exited = exits_within(process.pid, timeout)
+    except OSError:  # no pidfds
+        import subprocess
+
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+    return process.wait() if exited else None
 
 
 def _prepare_runtime_dir(runtime_dir: Path) -> None:
@@ -219,8 +218,6 @@ class NamespacesBackend(VmBackend):
 
     def _launch(self, config: VmConfig, runtime_dir: Path) -> None:
         """Boot (the caller holds the runtime folder's lock and no VM answers)."""
-        import subprocess  # only where the VM boots: a launch into a running VM never loads them
-
         from pywsl.vm.cgroups import VmCgroup
         from pywsl.vm.idmap import host_id
 
@@ -252,6 +249,8 @@ class NamespacesBackend(VmBackend):
             if prestarted is not None and prestarted.hand_over(arguments, listener.fileno(), log_fd):
                 process = prestarted.process
             else:
+                import subprocess  # no interpreter was started ahead
+
                 process = subprocess.Popen(
                     [sys.executable, "-S", "-m", "pywsl.guest.mini_init", *arguments],
                     pass_fds=(listener.fileno(),),
@@ -269,13 +268,11 @@ class NamespacesBackend(VmBackend):
             listener.close()
             if log_fd >= 0:
                 os.close(log_fd)
-        try:
-            # The monitor gives up by itself after kernelBootTimeout; this is the backstop.
-            code = _wait_exit(process, config.kernel_boot_timeout_ms / 1000 + BOOT_GRACE)
-        except subprocess.TimeoutExpired:
+        # The monitor gives up by itself after kernelBootTimeout; this is the backstop.
+        code = _wait_exit(process, config.kernel_boot_timeout_ms / 1000 + BOOT_GRACE)
+        if code is None:
             process.kill()
             process.wait()
-            code = None
         if code != 0:
             # The monitor cleans up when it got as far as starting; if it did not, nobody else will.
             cgroup.remove()
@@ -365,13 +362,13 @@ class NamespacesBackend(VmBackend):
     @staticmethod
     def _remove_stale_groups(runtime_dir: Path, timeout: float) -> bool:
         """Remove the cgroups of this runtime folder's VMs that no process uses any more."""
-        import logging
-
         from pywsl.vm.cgroups import find_groups, remove_group
 
         removed = True
         for path in find_groups(lambda name: is_cgroup_of(runtime_dir, name)):
             if not remove_group(path, timeout):
+                import logging
+
                 logging.getLogger(__name__).warning(
                     "cgroup %s of an earlier VM still has processes; left in place", path
                 )

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 else:
     import _signal  # `signal` without its enums (`enum` would cost the quick launch)
 
-__all__ = ["Prestarted", "PrestartedProcess", "begin", "discard", "take", "vm_environment"]
+__all__ = ["Prestarted", "PrestartedProcess", "begin", "discard", "exits_within", "take", "vm_environment"]
 
 COVERAGE_VARIABLES = ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
 END_TIMEOUT = 5.0  # s an unused interpreter has to go once killed
@@ -90,7 +90,7 @@ class PrestartedProcess:
         if self.poll() is not None:
             assert self.returncode is not None
             return self.returncode
-        if timeout is not None and not _exits_within(self.pid, timeout):
+        if timeout is not None and not exits_within(self.pid, timeout):
             import subprocess
 
             raise subprocess.TimeoutExpired(self.args, timeout)
@@ -110,7 +110,9 @@ class PrestartedProcess:
             return
 
 
-def _exits_within(pid: int, timeout: float) -> bool:
+def exits_within(pid: int, timeout: float) -> bool:
+    """Whether process `pid` exits within `timeout` seconds (its pidfd is waited on; OSError where
+    the kernel has no pidfds)."""
     import select
 
     fd = os.pidfd_open(pid)

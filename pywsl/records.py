@@ -1,32 +1,33 @@
-"""``dataclass`` and ``field`` for the guest's small records, without ``dataclasses`` at start.
+"""``dataclass`` and ``field`` for small records, without loading ``dataclasses``.
 
-Every guest module is loaded when the VM starts (``mini_init``), and ``dataclasses.dataclass``
-compiles each class's methods from source: about half a millisecond a class, some fifteen in
-all, besides loading ``dataclasses`` (with ``inspect``, ``ast`` and ``dis``). The guest's modules
-import these two instead, as::
+A leaf module (it imports nothing of pywsl), for the guest and for the host's cold launch.
+Every guest module is loaded when the VM starts (``mini_init``), and a root launch that finds no
+VM boots one (``VmConfig``, ``VmCgroup``); ``dataclasses.dataclass`` compiles each class's methods
+from source: about half a millisecond a class, besides loading ``dataclasses`` (with ``inspect``,
+``ast`` and ``dis``). Those modules import these two instead, as::
 
     TYPE_CHECKING = False
     if TYPE_CHECKING:
         from dataclasses import dataclass, field
     else:
-        from pywsl.guest.records import dataclass, field
+        from pywsl.records import dataclass, field
 
 so that the type checker sees real dataclasses, while at run time the class gets the same
 behaviour from plain functions: ``__init__`` (positional or keyword arguments, defaults,
-``default_factory``), ``__repr__``, ``__eq__``, ``__hash__`` (a frozen class hashes its fields,
-another one is unhashable), ``__match_args__``, and for ``frozen=True`` a ``__setattr__`` and
-``__delattr__`` that refuse (:class:`FrozenInstanceError`, an ``AttributeError``). A method the
-class defines itself is kept, as ``dataclasses`` does. :func:`replace` is ``dataclasses.replace``
-for them.
+``default_factory``, then the class's ``__post_init__`` when it has one), ``__repr__``, ``__eq__``,
+``__hash__`` (a frozen class hashes its fields, another one is unhashable), ``__match_args__``,
+and for ``frozen=True`` a ``__setattr__`` and ``__delattr__`` that refuse
+(:class:`FrozenInstanceError`, an ``AttributeError``). A method the class defines itself is kept,
+as ``dataclasses`` does. :func:`replace` is ``dataclasses.replace`` for them.
 
 ``dataclasses.fields``, ``replace``, ``asdict`` and ``is_dataclass`` work on them too: the first
 time something asks a class for its ``__dataclass_fields__`` (or ``__dataclass_params__``), a real
 dataclass with the same fields is made and its descriptions are handed over (``dataclasses`` is
 only loaded then, by that caller).
 
-Only what the guest uses is supported: the ``frozen`` option, and ``field(default=...)`` or
-``field(default_factory=...)``; no ``__post_init__``, ``ClassVar``, ``InitVar`` or inheritance
-between records.
+Only what these records use is supported: the ``frozen`` option, ``field(default=...)`` or
+``field(default_factory=...)``, and ``__post_init__`` without ``InitVar``s; no ``ClassVar`` and no
+inheritance between records.
 """
 
 from __future__ import annotations
@@ -126,6 +127,8 @@ def _methods(cls: type, spec: _Spec) -> dict[str, object]:
     """The methods ``dataclasses`` would give ``cls``, over its fields ``spec``."""
     qualname, names, frozen = cls.__qualname__, spec.names, spec.frozen
 
+    post_init = vars(cls).get("__post_init__")
+
     def __init__(self: object, *args: object, **kwargs: object) -> None:
         values = _bind(qualname, spec, args, kwargs)
         for name in names:
@@ -133,6 +136,8 @@ def _methods(cls: type, spec: _Spec) -> dict[str, object]:
                 object.__setattr__(self, name, values[name])
             else:
                 setattr(self, name, values[name])
+        if post_init is not None:
+            post_init(self)
 
     def __repr__(self: object) -> str:
         shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
