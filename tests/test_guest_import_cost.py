@@ -45,6 +45,8 @@ FORBIDDEN = {
     "gettext",
     "hashlib",
     "inspect",
+    "linecache",
+    "logging",
     "lzma",
     "platform",
     "pywsl.guest.interop_server",
@@ -54,6 +56,8 @@ FORBIDDEN = {
     "shutil",
     "tarfile",
     "tempfile",
+    "tokenize",
+    "traceback",
     "typing",
     "uuid",
 }

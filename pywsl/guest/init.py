@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import logging
 import os
 import selectors
 import signal
@@ -38,6 +37,7 @@ from pywsl.guest import (
     devices,
     forking,
     fstab,
+    guest_log,
     gui,
     interop_init,
     mounts,
@@ -77,7 +77,7 @@ try:
 except ImportError:  # pragma: no cover - the session leader ships with the guest
     _session_leader = None  # type: ignore[assignment]
 
-log = logging.getLogger("pywsl.init")
+log = guest_log.getLogger("pywsl.init")
 # The name (comm) of a session leader's spare relay, which is no activity of the distribution.
 _SPARE_RELAY_NAME = _session_leader.SPARE_RELAY_TITLE.encode() if _session_leader is not None else b""
 

@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import socket
 import stat
 import struct
 import time
 
-from pywsl.guest import forking, interop_native, interop_paths, mounts
+from pywsl.guest import forking, guest_log, interop_native, interop_paths, mounts
 from pywsl.guest.interop_paths import HOST_PATH_FOLDER as PATH_FOLDER
 from pywsl.guest.interop_paths import LAUNCHER, RUNTIME_DIR, escape_folder
 from pywsl.wire.channel import MessageChannel
@@ -49,7 +48,7 @@ if TYPE_CHECKING:
 else:
     from pywsl.records import dataclass
 
-log = logging.getLogger("pywsl.interop")
+log = guest_log.getLogger("pywsl.interop")
 
 HOST_VIEW = RUNTIME_DIR + "/host"
 PYTHON_LAUNCHER = RUNTIME_DIR + "/launch-python"  # INVOKED [ARGUMENT...]: the Python client

@@ -16,13 +16,13 @@ Without a compiler, or when the build fails, the Python client serves every call
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import stat
 
 # The client is looked for at every start of the VM, built only once: what only a build needs
 # (`subprocess`, `tempfile`) is loaded then; `hashlib` (OpenSSL), `shutil` and `dataclasses`
 # would cost every start.
+from pywsl.guest import guest_log
 from pywsl.sha256 import sha256
 
 TYPE_CHECKING = False
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 else:
     from pywsl.records import dataclass
 
-log = logging.getLogger("pywsl.interop")
+log = guest_log.getLogger("pywsl.interop")
 
 __all__ = ["CACHE_ROOT_ENV", "DISABLE_ENV", "SOURCE", "NativeClient", "build", "cache_folder"]
 

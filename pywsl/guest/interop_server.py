@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import logging
 import os
 import pwd
 import select
@@ -43,11 +42,11 @@ import struct
 import time
 from collections.abc import Sequence
 
-from pywsl.guest import forking, interop_paths
+from pywsl.guest import forking, guest_log, interop_paths
 from pywsl.guest import interop_messages as messages
 from pywsl.guest.interop_terminal import Pseudoconsole
 
-log = logging.getLogger("pywsl.interop")
+log = guest_log.getLogger("pywsl.interop")
 
 REQUEST_TIMEOUT = 10.0
 SEND_TIMEOUT = 5.0

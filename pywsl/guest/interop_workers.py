@@ -16,13 +16,12 @@ worker exits with it. Without interop calls there is no worker.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import socket
 
-from pywsl.guest import forking, interop_server, syscalls
+from pywsl.guest import forking, guest_log, interop_server, syscalls
 
-log = logging.getLogger("pywsl.interop")
+log = guest_log.getLogger("pywsl.interop")
 
 __all__ = ["MAX_IDLE", "InteropWorkers"]
 

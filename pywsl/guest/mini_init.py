@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import gc
-import logging
 import os
 import selectors
 import signal
@@ -31,6 +30,7 @@ import time
 from pywsl.guest import (
     disks,
     forking,
+    guest_log,
     init,
     interop_init,
     launch,
@@ -71,7 +71,7 @@ if TYPE_CHECKING:
 else:
     from pywsl.records import dataclass, field
 
-log = logging.getLogger("pywsl.mini_init")
+log = guest_log.getLogger("pywsl.mini_init")
 
 RECEIVE_TIMEOUT = 10.0
 SEND_TIMEOUT = 5.0
@@ -732,11 +732,7 @@ def _warm_up() -> None:
 def prepare() -> None:
     """The VM's start up to where its boot arguments matter (`vm_prestart` does this part while
     it waits for them): the log's format, what loads lazily, the host runtime for interop."""
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s",
-    )
+    guest_log.configure(guest_log.INFO, sys.stderr)
     _warm_up()
     interop_init.detect_runtime()
     gc.collect()

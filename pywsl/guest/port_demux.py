@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import socket
 import struct
 import time
 
-from pywsl.guest import disks
+from pywsl.guest import disks, guest_log
 from pywsl.wire.errors import ProtocolError
 from pywsl.wire.port_engine import Endpoint, PortEngine, stream_endpoint
 from pywsl.wire.port_mux import (
@@ -44,7 +43,7 @@ from pywsl.wire.port_mux import (
     encode_ports,
 )
 
-log = logging.getLogger("pywsl.port_demux")
+log = guest_log.getLogger("pywsl.port_demux")
 
 PORT_NAME = "pywsl.mux"
 PORTS_FOLDER = "/sys/class/virtio-ports"

@@ -8,10 +8,11 @@ inherits (hosts without a cpuset controller included). The CFS quota bounds the 
 
 from __future__ import annotations
 
-import logging
 import os
 
-log = logging.getLogger("pywsl.processors")
+from pywsl.guest import guest_log
+
+log = guest_log.getLogger("pywsl.processors")
 
 
 def restrict_processors(count: int | None) -> None:

@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import select
 import signal
 import socket
 import struct
 
-from pywsl.guest import forking, mounts, rootfs, syscalls, worker_processes
+from pywsl.guest import forking, guest_log, mounts, rootfs, syscalls, worker_processes
 from pywsl.guest.os_release import default_name, flavor_and_version
 from pywsl.guest.tar_device_filter import skipped_devices_warning
 from pywsl.wire.channel import MessageChannel
@@ -46,7 +45,7 @@ if TYPE_CHECKING:
 else:
     from pywsl.records import dataclass
 
-log = logging.getLogger("pywsl.tar")
+log = guest_log.getLogger("pywsl.tar")
 
 STEP_RUN_TAR = CreateInstanceStep.LxInitCreateInstanceStepRunTar
 FLAGS = MiniInitMessageFlags  # the enum's values as plain numbers

@@ -10,14 +10,14 @@ Runs in init after ``pivot_root``: every path is the distribution's own.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import stat
 
+from pywsl.guest import guest_log
 from pywsl.guest.rootfs import write_file_atomic
 from pywsl.wire.timezone_id import valid_timezone
 
-log = logging.getLogger("pywsl.init")
+log = guest_log.getLogger("pywsl.init")
 
 ZONEINFO_DIR = "/usr/share/zoneinfo"
 LOCALTIME = "/etc/localtime"

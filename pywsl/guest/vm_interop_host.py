@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import socket
 import sys
 
+from pywsl.guest import guest_log
 from pywsl.guest.interop_workers import InteropWorkers
 
-log = logging.getLogger("pywsl.interop")
+log = guest_log.getLogger("pywsl.interop")
 
 HAND_OVER = b"I"
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--socket-fd", type=int, required=True)
     parser.add_argument("--owner", type=int, required=True)
     options = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(levelname)s: %(message)s")
+    guest_log.configure(guest_log.INFO, sys.stderr, stamped=False)
     source = socket.socket(fileno=options.socket_fd)
     with contextlib.suppress(KeyboardInterrupt):
         serve(source, options.owner)

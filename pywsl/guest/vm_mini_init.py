@@ -23,18 +23,17 @@ backend, with what the VM monitor gives it there made here.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import socket
 import struct
 
-from pywsl.guest import interop_messages, mini_init, mounts, syscalls
+from pywsl.guest import guest_log, interop_messages, mini_init, mounts, syscalls
 from pywsl.guest.boot import BootArguments
 from pywsl.guest.devices import DeviceSettings
 from pywsl.guest.port_demux import DISK_RELEASED
 from pywsl.guest.vm_monitor import TreeCloner, VmContext
 
-log = logging.getLogger("pywsl.vm_mini_init")
+log = guest_log.getLogger("pywsl.vm_mini_init")
 
 DEFAULT_VM_IDLE_TIMEOUT_MS = 60_000
 DEFAULT_INSTANCE_IDLE_TIMEOUT_MS = 15_000

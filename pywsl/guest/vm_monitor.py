@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import logging
 import os
 import selectors
 import signal
@@ -43,7 +42,7 @@ import struct
 import time
 from collections.abc import Callable
 
-from pywsl.guest import forking, host_view, mounts, syscalls
+from pywsl.guest import forking, guest_log, host_view, mounts, syscalls
 from pywsl.guest.boot import BootArguments
 
 TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the same classes cheaply
@@ -54,7 +53,7 @@ if TYPE_CHECKING:
 else:
     from pywsl.records import dataclass
 
-log = logging.getLogger("pywsl.vm-monitor")
+log = guest_log.getLogger("pywsl.vm-monitor")
 
 SOCKET_NAME = "mini_init.sock"
 PID_FILE_NAME = "mini_init.pid"

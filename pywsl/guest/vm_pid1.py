@@ -14,18 +14,17 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import gc
-import logging
 import os
 import signal
 import socket
 import sys
 import time
 
-from pywsl.guest import forking, interop_init, interop_native, mini_init
+from pywsl.guest import forking, guest_log, interop_init, interop_native, mini_init
 from pywsl.guest.port_demux import find_port, run_demux
 from pywsl.guest.vm_mini_init import serve
 
-log = logging.getLogger("pywsl.vm_pid1")
+log = guest_log.getLogger("pywsl.vm_pid1")
 
 LISTEN_ADDRESS = "\0pywsl-mini-init"
 SHARE_FOLDER = "/run/pywsl/share"  # + index: the initramfs mounts the host's pywsl folders there
@@ -105,11 +104,7 @@ def run() -> int:
 
 
 def main() -> int:
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s",
-    )
+    guest_log.configure(guest_log.INFO, sys.stderr)
     try:
         code = run()
     except Exception:
