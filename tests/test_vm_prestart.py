@@ -29,6 +29,8 @@ from run_folders import run_folder
 import pywsl as pywsl_package
 from pywsl.guest.vm_prestart import boot_arguments_from
 from pywsl.vm.backends import namespaces_prestart
+from pywsl.vm.backends.namespaces import is_cgroup_of
+from pywsl.vm.cgroups import find_groups
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the in-process launch runs the VM as root"),
@@ -92,8 +94,14 @@ def _command_line(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
 
 
-# The quick path boots nothing itself: with a display in the environment the full path runs the
-# launch from the start, and its boot takes the interpreter all the same.
+def _vm_groups(pid: int) -> set[str]:
+    """The groups of a VM (named pywsl-<uid>-<digest>) that process `pid` is in."""
+    lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    return {line for line in lines if "/pywsl-" in line.partition(":")[2].partition(":")[2]}
+
+
+# The quick path boots with the interpreter; with a display in the environment the full path runs
+# the launch from the start, and its boot takes the interpreter all the same.
 @pytest.mark.parametrize("env", [{}, {"DISPLAY": "/nowhere:99"}], ids=["quick", "full"])
 def test_a_cold_launch_boots_with_the_prestarted_interpreter(box: Box, env: dict[str, str]) -> None:
     box.shutdown()
@@ -107,8 +115,18 @@ def test_a_cold_launch_boots_with_the_prestarted_interpreter(box: Box, env: dict
         assert os.readlink(f"/proc/{pid}/cwd") == "/"
     log = (box.runtime / "mini_init.log").read_text()
     assert "utility VM ready" in log and "distribution Box started" in log, log
+    # The VM is in its groups from its first process on (the host moved the interpreter before it
+    # forked); its monitor, the host's side, leaves them for the groups they were made in.
+    groups = _vm_groups(mini_init)
+    assert any(line.startswith("0::") for line in groups), groups
+    deadline = time.monotonic() + 10
+    while _vm_groups(monitor) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _vm_groups(monitor) == set()
     warm = box.run("-d", "Box", "--", "echo warm")
     assert (warm.returncode, warm.stdout) == (0, b"warm\n")
+    box.shutdown()  # and the groups go with the VM
+    assert find_groups(lambda name: is_cgroup_of(box.runtime, name)) == []
 
 
 def test_the_prestarted_vm_holds_none_of_the_callers_descriptors(box: Box) -> None:

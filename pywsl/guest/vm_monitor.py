@@ -31,6 +31,7 @@ interop request is read by its worker, with the owner's rights only.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import errno
 import fcntl
@@ -114,13 +115,40 @@ def _write_map(pid: int, name: str, lines: list[tuple[int, int, int]]) -> None:
         handle.write(text)
 
 
+def _in_group(path: str) -> bool:
+    """Whether this process is in the group `path` (False when that cannot be read)."""
+    try:
+        with open(os.path.join(path, "cgroup.procs")) as handle:
+            return str(os.getpid()) in handle.read().split()
+    except OSError:
+        return False
+
+
 def _join_cgroups(paths: tuple[str, ...]) -> None:
+    """Join the VM's groups; one this process is in already (the host moved the interpreter that
+    it was forked from) is not joined again: a move waits for an RCU grace period even then."""
     for path in paths:
+        if _in_group(path):
+            continue
         try:
             with open(os.path.join(path, "cgroup.procs"), "w") as handle:
                 handle.write("0")
         except OSError as error:
             log.warning("cannot move the VM into cgroup %s: %s", path, error)
+
+
+def _leave_cgroups(paths: tuple[str, ...]) -> None:
+    """Leave the VM's groups for the ones they were made in (the host moved the interpreter this
+    process was forked from into them): the monitor is the host's side, and a group it is in
+    cannot be removed."""
+    for path in paths:
+        if not _in_group(path):
+            continue
+        try:
+            with open(os.path.join(os.path.dirname(path), "cgroup.procs"), "w") as handle:
+                handle.write("0")
+        except OSError as error:
+            log.warning("cannot leave the VM's cgroup %s: %s", path, error)
 
 
 def _namespace_flags(boot: BootArguments) -> int:
@@ -229,6 +257,9 @@ class Monitor:
             # When nobody reads this any more (the host gave up waiting), the write fails and the
             # VM is stopped below rather than left running unseen.
             forking.write_all(ready_fd, b"1")
+            # The VM's first child was forked in them. A thread waits out the move (an RCU grace
+            # period) while this one serves the VM's first clone requests.
+            _thread.start_new_thread(_leave_cgroups, (self.boot.cgroups,))
         except Exception as error:
             log.error("the VM did not start: %s", error)
             # Only unreaped children are signalled: their pids cannot belong to anyone else yet.
@@ -376,6 +407,7 @@ class Monitor:
         ``mini_init.pid`` goes last: once it is gone, nothing of the VM is left.
         """
         deadline = time.monotonic() + CGROUP_REMOVE_TIMEOUT
+        _leave_cgroups(self.boot.cgroups)  # (a boot that failed before it left them)
         for path in self.boot.cgroups:
             _remove_cgroup(path, deadline)
         try:

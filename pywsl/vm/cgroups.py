@@ -145,6 +145,17 @@ class VmCgroup:
             _warn("%s", warning)
         return cls(tuple(paths), tuple(warnings))
 
+    def add(self, pid: int) -> bool:
+        """Move process `pid` into every group (its children to come are born there); False when
+        a group refused it (then the process itself joins, as the VM's first process does)."""
+        moved = True
+        for path in self.paths:
+            try:
+                _write(path / "cgroup.procs", str(pid))
+            except OSError:
+                moved = False
+        return moved
+
     def remove(self) -> None:
         """Remove the groups that are empty (a group still in use stays)."""
         for path in self.paths:

@@ -245,6 +245,11 @@ class NamespacesBackend(VmBackend):
             environment = vm_environment()
             # An interpreter a cold quick launch started ahead (it has loaded the guest), else a new one.
             prestarted = namespaces_prestart.take(str(runtime_dir), environment)
+            if prestarted is not None:
+                # Its processes are the VM's. Moved now, the kernel's wait for a moved process
+                # (an RCU grace period, milliseconds) passes while it may still be loading,
+                # not on the VM's first child's way to its namespaces.
+                cgroup.add(prestarted.process.pid)
             process: subprocess.Popen[bytes] | PrestartedProcess
             if prestarted is not None and prestarted.hand_over(arguments, listener.fileno(), log_fd):
                 process = prestarted.process
