@@ -65,9 +65,7 @@ def test_a_configured_process_writes_basic_config_lines(stream: io.StringIO) -> 
     record = logging.LogRecord(
         "pywsl.init", logging.INFO, __file__, 1, "started %s in %.1f s", ("Box", 0.25), None
     )
-    formatted = logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s").format(
-        record
-    )
+    formatted = logging.Formatter(guest_log.STAMPED_FORMAT).format(record)
     assert formatted.split(" ", 2)[2] == lines[0].split(" ", 2)[2]
 
 

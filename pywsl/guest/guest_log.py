@@ -24,9 +24,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import TextIO
 
-__all__ = ["DEBUG", "ERROR", "INFO", "WARNING", "GuestLogger", "configure", "getLogger"]
+__all__ = ["DEBUG", "ERROR", "INFO", "STAMPED_FORMAT", "WARNING", "GuestLogger", "configure", "getLogger"]
 
 DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
+STAMPED_FORMAT = "%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s"  # `logging`'s, the same
 _LEVEL_NAMES = {DEBUG: "DEBUG", INFO: "INFO", WARNING: "WARNING", ERROR: "ERROR"}
 
 

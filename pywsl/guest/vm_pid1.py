@@ -105,6 +105,9 @@ def run() -> int:
 
 def main() -> int:
     guest_log.configure(guest_log.INFO, sys.stderr)
+    import logging  # for the shared wire modules that log (the port engine), in the same format
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=guest_log.STAMPED_FORMAT)
     try:
         code = run()
     except Exception:
