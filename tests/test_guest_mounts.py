@@ -89,7 +89,8 @@ class MountReport(TypedDict, total=False):
 
 
 def _in_mount_namespace(root: Path, steps: list[mounts.Step]) -> MountReport:
-    """Apply ``steps`` under ``root`` in a forked child with its own mount namespace; report its mounts."""
+    """Apply ``steps`` under ``root`` in a forked child with its own mount namespace; report the
+    mounts the steps made (not what the host had mounted already: other processes mount too)."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -99,9 +100,12 @@ def _in_mount_namespace(root: Path, steps: list[mounts.Step]) -> MountReport:
             syscalls.unshare(syscalls.CLONE_NEWNS)
             mounts.make_private()
             root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
+            before = {line.split()[0] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
             mounts.apply_plan(root_fd, steps)
             table = [line.split() for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-            result["mounts"] = [[fields[4], fields[fields.index("-") + 1]] for fields in table]
+            result["mounts"] = [
+                [fields[4], fields[fields.index("-") + 1]] for fields in table if fields[0] not in before
+            ]
         except BaseException as error:  # reported to the parent
             result["error"] = repr(error)
         forking.write_all(write_end, json.dumps(result).encode())
