@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from pywsl.vm import cgroups, idmap
+from pywsl.vm import cgroup_tables, cgroups, idmap
 from pywsl.vm.idmap import IdMapError, SubordinateRange
 
 
@@ -110,3 +111,26 @@ def test_limits_are_applied_and_removed() -> None:
     finally:
         group.remove()
     assert not any(path.exists() for path in group.paths)
+
+
+def test_a_process_enters_the_vm_groups_early() -> None:
+    """`cgroup_tables.enter_early` makes the groups `VmCgroup.create` makes without a processor
+    limit and moves a process into them; `create` then takes them over with their limits."""
+    name = f"pywsl-early-{os.getpid()}"
+    child = subprocess.Popen(["sleep", "30"])
+    groups: tuple[str, ...] = ()
+    created: cgroups.VmCgroup | None = None
+    try:
+        groups = cgroup_tables.enter_early(name, child.pid)
+        assert groups and all(os.path.basename(group) == name for group in groups)
+        assert all(cgroup_tables.has_process(group, child.pid) for group in groups)
+        assert cgroup_tables.enter_early(name, child.pid) == groups  # in them already: not moved again
+        created = cgroups.VmCgroup.create(name, memory_bytes=300 << 20, processors=None)
+        assert {str(path) for path in created.paths} == set(groups), created.warnings
+        assert created.add(child.pid)
+        assert not cgroup_tables.has_process(str(groups[0]), os.getpid())
+    finally:
+        child.kill()
+        child.wait()
+        for group in groups:
+            assert cgroups.remove_group(Path(group), 5.0)

@@ -171,7 +171,9 @@ ABANDON = """
 import sys
 from pywsl.vm.backends import namespaces_prestart
 namespaces_prestart.begin(sys.argv[1])
-print(namespaces_prestart._pending.process.pid, flush=True)
+pending = namespaces_prestart._pending
+assert pending.grouped()  # the VM's groups made for it, and it moved into them
+print(pending.process.pid, len(pending.groups), flush=True)
 if sys.argv[2] == "other-folder":
     assert namespaces_prestart.take(sys.argv[1] + "-other", namespaces_prestart.vm_environment()) is None
 """
@@ -187,7 +189,9 @@ def test_an_interpreter_no_boot_takes_is_ended(tmp_path: Path, how: str) -> None
         timeout=60,
         check=True,
     )
-    pid = int(done.stdout)
+    pid, groups = (int(item) for item in done.stdout.split())
+    assert groups > 0
+    assert find_groups(lambda name: is_cgroup_of(tmp_path / "run", name)) == []  # gone with it
     # It was this process's child: once ended and reaped, the pid is gone (or someone else's).
     try:
         line = _command_line(pid)

@@ -36,6 +36,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pywsl.vm import cgroup_tables
+
 TYPE_CHECKING = False  # the type checker sees dataclasses; a cold launch's boot loads no `dataclasses`
 if TYPE_CHECKING:
     from dataclasses import dataclass
@@ -68,36 +70,18 @@ class Hierarchy:
 def mounted_hierarchies(mountinfo: str | None = None) -> list[Hierarchy]:
     """The cgroup hierarchies in ``/proc/self/mountinfo``."""
     if mountinfo is None:
-        mountinfo = Path("/proc/self/mountinfo").read_text()
-    found: list[Hierarchy] = []
-    for line in mountinfo.splitlines():
-        left, sep, right = line.partition(" - ")
-        if not sep:
-            continue
-        fields = left.split()
-        fstype, _source, *options = right.split()
-        super_options = set(options[0].split(",")) if options else set()
-        mount_point = Path(fields[4].replace("\\040", " "))
-        if fstype == "cgroup2":
-            found.append(Hierarchy(mount_point, 2, frozenset()))
-        elif fstype == "cgroup":
-            found.append(
-                Hierarchy(mount_point, 1, frozenset(super_options & {"memory", "cpu", "pids", "cpuset"}))
-            )
-    return found
+        mountinfo = cgroup_tables.read_text("/proc/self/mountinfo")
+    return [
+        Hierarchy(Path(mount_point), version, controllers)
+        for mount_point, version, controllers in cgroup_tables.hierarchies(mountinfo)
+    ]
 
 
 def own_cgroup(version: int, controller: str | None, proc_cgroup: str | None = None) -> str:
     """The calling process's group in a hierarchy (from ``/proc/self/cgroup``)."""
     if proc_cgroup is None:
-        proc_cgroup = Path("/proc/self/cgroup").read_text()
-    for line in proc_cgroup.splitlines():
-        number, controllers, path = line.split(":", 2)
-        if version == 2 and number == "0" and controllers == "":
-            return path
-        if version == 1 and controller in controllers.split(","):
-            return path
-    return "/"
+        proc_cgroup = cgroup_tables.read_text("/proc/self/cgroup")
+    return cgroup_tables.own_group(proc_cgroup, version, controller)
 
 
 @dataclass(frozen=True)
@@ -146,10 +130,13 @@ class VmCgroup:
         return cls(tuple(paths), tuple(warnings))
 
     def add(self, pid: int) -> bool:
-        """Move process `pid` into every group (its children to come are born there); False when
-        a group refused it (then the process itself joins, as the VM's first process does)."""
+        """Move process `pid` into every group it is not in yet (its children to come are born
+        there); False when a group refused it (then the process itself joins, as the VM's first
+        process does)."""
         moved = True
         for path in self.paths:
+            if has_process(path, pid):
+                continue  # a move waits for an RCU grace period even into the same group
             try:
                 _write(path / "cgroup.procs", str(pid))
             except OSError:
@@ -237,6 +224,11 @@ def delegate(group: Path, uid: int, gid: int) -> list[str]:
     finally:
         os.close(fd)
     return []
+
+
+def has_process(group: Path, pid: int) -> bool:
+    """Whether process `pid` is in `group` itself (False when that cannot be read)."""
+    return cgroup_tables.has_process(str(group), pid)
 
 
 def _make_group(mount_point: Path, own: str, name: str) -> Path | None:

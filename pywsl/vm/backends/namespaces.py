@@ -39,6 +39,8 @@ from pywsl.vm.errors import VmError
 if TYPE_CHECKING:
     import subprocess
 
+    from pywsl.vm.backends.namespaces_prestart import Prestarted
+    from pywsl.vm.cgroups import VmCgroup
     from pywsl.vm.config import VmConfig  # a dataclass: not loaded by a launch
 
 PID_FILE_NAME = "mini_init.pid"
@@ -93,10 +95,9 @@ def boot_arguments(config: VmConfig, listen_fd: int, cgroups: tuple[Path, ...]) 
 
 def cgroup_digest(runtime_dir: Path) -> str:
     """The part of the VM's cgroup name that names its runtime folder."""
-    # Off the launch path: only where the VM boots or its leftovers are removed.
-    from pywsl.sha256 import sha256
+    from pywsl.vm.cgroup_tables import group_digest  # off the launch path: boots, leftovers
 
-    return sha256(str(Path(runtime_dir).resolve()).encode()).hexdigest()[:12]
+    return group_digest(str(runtime_dir))
 
 
 def cgroup_name(config: VmConfig) -> str:
@@ -218,22 +219,20 @@ class NamespacesBackend(VmBackend):
 
     def _launch(self, config: VmConfig, runtime_dir: Path) -> None:
         """Boot (the caller holds the runtime folder's lock and no VM answers)."""
-        from pywsl.vm.cgroups import VmCgroup
-        from pywsl.vm.idmap import host_id
-
         self._remove_runtime_files(runtime_dir)
-        self._remove_stale_groups(runtime_dir, 0.0)
-
-        # The VM's root gets the v2 group: a distribution's systemd makes its sub-groups there.
-        cgroup = VmCgroup.create(
-            cgroup_name(config),
-            memory_bytes=config.memory_bytes,
-            processors=config.processors,
-            swap_bytes=config.swap_bytes,
-            delegate_to=(host_id(config.uid_map, 0), host_id(config.gid_map, 0)),
-        )
+        environment = vm_environment()
+        # An interpreter a cold quick launch started ahead (it has loaded the guest), else a new
+        # one; its groups are the VM's (made, and it moved into them, while both loaded).
+        prestarted = namespaces_prestart.take(str(runtime_dir), environment)
+        try:
+            cgroup = self._make_groups(config, runtime_dir, prestarted)
+        except BaseException:
+            if prestarted is not None:
+                prestarted.end()
+            raise
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         log_fd = -1
+        process: subprocess.Popen[bytes] | PrestartedProcess | None = None
         try:
             listener.bind(str(runtime_dir / SOCKET_NAME))
             os.chmod(runtime_dir / SOCKET_NAME, 0o600)
@@ -242,15 +241,10 @@ class NamespacesBackend(VmBackend):
                 runtime_dir / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600
             )
             arguments = boot_arguments(config, listener.fileno(), cgroup.paths)
-            environment = vm_environment()
-            # An interpreter a cold quick launch started ahead (it has loaded the guest), else a new one.
-            prestarted = namespaces_prestart.take(str(runtime_dir), environment)
             if prestarted is not None:
-                # Its processes are the VM's. Moved now, the kernel's wait for a moved process
-                # (an RCU grace period, milliseconds) passes while it may still be loading,
-                # not on the VM's first child's way to its namespaces.
+                # Its processes are the VM's: in the groups before it forks (it is already, but
+                # for a group made now, such as cpuset's for a processor limit).
                 cgroup.add(prestarted.process.pid)
-            process: subprocess.Popen[bytes] | PrestartedProcess
             if prestarted is not None and prestarted.hand_over(arguments, listener.fileno(), log_fd):
                 process = prestarted.process
             else:
@@ -267,6 +261,8 @@ class NamespacesBackend(VmBackend):
                     start_new_session=True,
                 )
         except BaseException:
+            if prestarted is not None and process is not prestarted.process:
+                prestarted.end(keep_groups=True)  # not handed over (the groups go below)
             cgroup.remove()
             raise
         finally:
@@ -286,6 +282,23 @@ class NamespacesBackend(VmBackend):
             detail = log_tail(runtime_dir) or "no log"
             how = "timed out" if code is None else f"exit {code}"
             raise VmError(f"the utility VM did not start ({how}): {detail}")
+
+    def _make_groups(self, config: VmConfig, runtime_dir: Path, prestarted: Prestarted | None) -> VmCgroup:
+        """The VM's cgroups with their limits (the prestarted interpreter's, when it is in them),
+        once what stale VMs of this runtime folder left is removed."""
+        from pywsl.vm.cgroups import VmCgroup
+        from pywsl.vm.idmap import host_id
+
+        keep = prestarted.process.pid if prestarted is not None and prestarted.grouped() else None
+        self._remove_stale_groups(runtime_dir, 0.0, keep)
+        # The VM's root gets the v2 group: a distribution's systemd makes its sub-groups there.
+        return VmCgroup.create(
+            cgroup_name(config),
+            memory_bytes=config.memory_bytes,
+            processors=config.processors,
+            swap_bytes=config.swap_bytes,
+            delegate_to=(host_id(config.uid_map, 0), host_id(config.gid_map, 0)),
+        )
 
     def _wait_for_previous(self, runtime_dir: Path) -> None:
         """A VM that is stopping still removes its files: let it finish before a new one starts."""
@@ -365,12 +378,15 @@ class NamespacesBackend(VmBackend):
                 (runtime_dir / name).unlink()
 
     @staticmethod
-    def _remove_stale_groups(runtime_dir: Path, timeout: float) -> bool:
-        """Remove the cgroups of this runtime folder's VMs that no process uses any more."""
-        from pywsl.vm.cgroups import find_groups, remove_group
+    def _remove_stale_groups(runtime_dir: Path, timeout: float, keep: int | None = None) -> bool:
+        """Remove the cgroups of this runtime folder's VMs that no process uses any more (those
+        that process `keep`, the VM's interpreter to be, is in are the new VM's)."""
+        from pywsl.vm.cgroups import find_groups, has_process, remove_group
 
         removed = True
         for path in find_groups(lambda name: is_cgroup_of(runtime_dir, name)):
+            if keep is not None and has_process(path, keep):
+                continue
             if not remove_group(path, timeout):
                 import logging
 

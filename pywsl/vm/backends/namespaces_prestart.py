@@ -19,6 +19,7 @@ interpreter or environment differ does not take it.
 from __future__ import annotations
 
 import _socket
+import _thread
 import os
 import sys
 
@@ -32,6 +33,7 @@ __all__ = ["Prestarted", "PrestartedProcess", "begin", "discard", "exits_within"
 
 COVERAGE_VARIABLES = ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
 END_TIMEOUT = 5.0  # s an unused interpreter has to go once killed
+GROUPING_TIMEOUT = 5.0  # s the boot waits for the interpreter's move into the VM's cgroups
 # The folder holding the `pywsl` package (this file is pywsl/vm/backends/namespaces_prestart.py).
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__)))))
 
@@ -126,7 +128,7 @@ def exits_within(pid: int, timeout: float) -> bool:
 class Prestarted:
     """A VM interpreter waiting for its boot arguments on `handoff`."""
 
-    __slots__ = ("environment", "handoff", "process", "runtime_dir")
+    __slots__ = ("environment", "grouping", "groups", "handoff", "process", "runtime_dir")
 
     def __init__(
         self,
@@ -139,6 +141,36 @@ class Prestarted:
         self.runtime_dir = runtime_dir
         self.environment = environment
         self.handoff = handoff
+        # The VM's cgroups, made and the interpreter moved into them by a thread of this process
+        # while both load (the move waits for an RCU grace period): held until that is done.
+        self.grouping = _thread.allocate_lock()
+        self.groups: tuple[str, ...] = ()
+
+    def group_early(self) -> None:
+        """Start the thread that makes the VM's groups and moves the interpreter into them."""
+        self.grouping.acquire()
+        try:
+            _thread.start_new_thread(self._enter_groups, ())
+        except RuntimeError:
+            self.grouping.release()
+
+    def _enter_groups(self) -> None:
+        try:
+            from pywsl.vm.cgroup_tables import enter_early, group_digest  # `os` only: no lock held long
+
+            name = f"pywsl-{os.geteuid()}-{group_digest(self.runtime_dir)}"
+            self.groups = enter_early(name, self.process.pid)
+        except Exception:  # the boot's own `VmCgroup.create` makes them and reports what fails
+            self.groups = ()
+        finally:
+            self.grouping.release()
+
+    def grouped(self, timeout: float = GROUPING_TIMEOUT) -> bool:
+        """Wait (at most `timeout` s) until the thread `group_early` started is done."""
+        if not self.grouping.acquire(timeout=timeout):
+            return False
+        self.grouping.release()
+        return True
 
     def hand_over(self, arguments: list[str], listen_fd: int, log_fd: int) -> bool:
         """Boot with `arguments` (mini_init's; the value of `--listen-fd` is replaced by the
@@ -154,19 +186,26 @@ class Prestarted:
             self.handoff.sendmsg([payload], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, descriptors)])
             return True
         except OSError:
-            self.end()
+            self.end(keep_groups=True)  # the boot goes on in them
             return False
         finally:
             self.handoff.close()
 
-    def end(self) -> None:
-        """End the interpreter (it has not booted) and reap it."""
+    def end(self, *, keep_groups: bool = False) -> None:
+        """End the interpreter (it has not booted), reap it and, unless a boot uses them, remove
+        the groups it was moved into that are empty then."""
         self.handoff.close()
         self.process.kill()
         try:
             self.process.wait(END_TIMEOUT)
         except Exception:  # subprocess.TimeoutExpired: left to whoever reaps this process's children
             return
+        if not keep_groups and self.grouped():
+            for group in self.groups:
+                try:  # only a group that is empty (no process, no sub-group: another VM's is not)
+                    os.rmdir(group)
+                except OSError:
+                    continue
 
 
 _pending: Prestarted | None = None
@@ -206,6 +245,7 @@ def begin(runtime_dir: str) -> None:
     finally:
         theirs.close()
     _pending = Prestarted(PrestartedProcess(pid, args), runtime_dir, environment, ours)
+    _pending.group_early()
     import atexit
 
     atexit.register(discard)

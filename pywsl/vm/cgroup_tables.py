@@ -1,0 +1,127 @@
+"""The kernel's cgroup tables read as text, and a process moved into the VM's groups early.
+
+`pywsl.vm.cgroups` makes the VM's groups and sets their limits. What it reads of the kernel
+(`/proc/self/mountinfo`: the cgroup hierarchies; `/proc/self/cgroup`: a process's groups) is parsed
+here with nothing but `os`, so that a cold launch can make the VM's groups and move the VM's
+interpreter into them in a thread while the rest loads (`enter_early`). Loading `pathlib` and the
+rest of `cgroups` there would compete with the launch for the interpreter's lock; the move itself
+waits for an RCU grace period in the kernel, which is why it is started that early.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["enter_early", "group_digest", "has_process", "hierarchies", "own_group", "read_text"]
+
+V1_CONTROLLERS = frozenset({"memory", "cpu", "pids", "cpuset"})  # the v1 controllers pywsl uses
+EARLY_CONTROLLERS = ("memory", "cpu")  # the v1 groups a VM always gets (cpuset only with a limit)
+
+
+def read_text(path: str) -> str:
+    """A small kernel file's text ("" when it cannot be read)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+
+
+def hierarchies(mountinfo: str) -> list[tuple[str, int, frozenset[str]]]:
+    """(mount point, version, v1 controllers pywsl uses) of each cgroup hierarchy in `mountinfo`."""
+    found: list[tuple[str, int, frozenset[str]]] = []
+    for line in mountinfo.splitlines():
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        fields = left.split()
+        fstype, _source, *options = right.split()
+        super_options = set(options[0].split(",")) if options else set()
+        mount_point = fields[4].replace("\\040", " ")
+        if fstype == "cgroup2":
+            found.append((mount_point, 2, frozenset()))
+        elif fstype == "cgroup":
+            found.append((mount_point, 1, frozenset(super_options & V1_CONTROLLERS)))
+    return found
+
+
+def own_group(proc_cgroup: str, version: int, controller: str | None) -> str:
+    """A process's group in a hierarchy, from its `/proc/<pid>/cgroup` text ("/" when not listed)."""
+    for line in proc_cgroup.splitlines():
+        number, controllers, path = line.split(":", 2)
+        if version == 2 and number == "0" and controllers == "":
+            return path
+        if version == 1 and controller in controllers.split(","):
+            return path
+    return "/"
+
+
+def group_digest(runtime_dir: str) -> str:
+    """The part of a VM's group name (`pywsl-<uid>-<digest>`) that names its runtime folder."""
+    from pywsl.sha256 import sha256
+
+    return sha256(os.path.realpath(runtime_dir).encode()).hexdigest()[:12]
+
+
+def has_process(group: str, pid: int) -> bool:
+    """Whether process `pid` is in `group` itself (False when that cannot be read)."""
+    return str(pid) in read_text(os.path.join(group, "cgroup.procs")).split()
+
+
+def enter_early(name: str, pid: int) -> tuple[str, ...]:
+    """Make the groups `VmCgroup.create(name, ...)` makes whatever the limits (the unified
+    hierarchy's, and memory's and cpu's in v1 where the unified one has not those controllers)
+    with no limit and no delegation yet, and move process `pid` into them: the groups it is in.
+    `create` then sets them up and reports what fails; nothing is reported here."""
+    found = hierarchies(read_text("/proc/self/mountinfo"))
+    mine = read_text("/proc/self/cgroup")
+    groups: list[str] = []
+    enabled: set[str] = set()
+    unified = next((item for item in found if item[1] == 2), None)
+    if unified is not None:
+        group = _made(unified[0], own_group(mine, 2, None), name)
+        if group is not None:
+            groups.append(group)
+            enabled = set(read_text(os.path.join(group, "cgroup.controllers")).split())
+    for controller in EARLY_CONTROLLERS:
+        v1 = next((item for item in found if item[1] == 1 and controller in item[2]), None)
+        if controller in enabled or v1 is None:
+            continue
+        group = _made(v1[0], own_group(mine, 1, controller), name)
+        if group is not None and group not in groups:
+            groups.append(group)
+    return tuple(group for group in groups if has_process(group, pid) or _moved(group, pid))
+
+
+def _moved(group: str, pid: int) -> bool:
+    """Move process `pid` into `group`; False when that failed."""
+    try:
+        fd = os.open(os.path.join(group, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        os.write(fd, str(pid).encode())
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def _made(mount_point: str, own: str, name: str) -> str | None:
+    group = os.path.join(mount_point, own.lstrip("/"), name)
+    try:
+        os.mkdir(group)
+    except FileExistsError:
+        pass
+    except OSError:
+        return None
+    return group
