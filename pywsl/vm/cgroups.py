@@ -369,26 +369,32 @@ def find_groups(matches: Callable[[str], bool], hierarchies: list[Hierarchy] | N
 def _walk_groups(root: Path, matches: Callable[[str], bool], found: list[Path], scanned: int) -> int:
     """Add the groups under ``root`` whose name ``matches`` to ``found``; returns how many
     directories have been scanned in all (the walk stops at ``MAX_GROUPS_SCANNED``)."""
-    pending = [root]
+    pending = [str(root)]
     while pending and scanned < MAX_GROUPS_SCANNED:
-        for path in _sub_folders(pending.pop()):
+        for path, name in _sub_folders(pending.pop()):
             scanned += 1
-            (found if matches(path.name) else pending).append(path)
+            if matches(name):
+                found.append(Path(path))
+            else:
+                pending.append(path)
     return scanned
 
 
-def _sub_folders(folder: Path) -> list[Path]:
-    """The directories directly in ``folder`` (not following links); none when it cannot be read."""
+def _sub_folders(folder: str) -> list[tuple[str, str]]:
+    """(path, name) of the directories directly in ``folder`` (not following links); none when it
+    cannot be read."""
     try:
-        entries = list(os.scandir(folder))
+        with os.scandir(folder) as entries:
+            return [(entry.path, entry.name) for entry in entries if _is_folder(entry)]
     except OSError:
         return []
-    folders: list[Path] = []
-    for entry in entries:
-        with contextlib.suppress(OSError):
-            if entry.is_dir(follow_symlinks=False):
-                folders.append(Path(entry.path))
-    return folders
+
+
+def _is_folder(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
 
 
 def _groups_below(path: Path) -> list[Path]:

@@ -38,6 +38,7 @@ from pywsl.vm.errors import VmError
 
 if TYPE_CHECKING:
     import subprocess
+    from collections.abc import Callable
 
     from pywsl.vm.backends.namespaces_prestart import Prestarted
     from pywsl.vm.cgroups import VmCgroup
@@ -105,9 +106,16 @@ def cgroup_name(config: VmConfig) -> str:
     return f"pywsl-{config.owner_uid}-{cgroup_digest(config.runtime_dir)}"
 
 
+def cgroups_of(runtime_dir: Path) -> Callable[[str], bool]:
+    """Whether a cgroup's name is one that a VM of ``runtime_dir`` uses (whatever its owner): the
+    folder's digest is computed once for a whole walk of the hierarchies."""
+    pattern = re.compile(rf"pywsl-[0-9]+-{cgroup_digest(runtime_dir)}")
+    return lambda name: pattern.fullmatch(name) is not None
+
+
 def is_cgroup_of(runtime_dir: Path, name: str) -> bool:
     """True for the name of a cgroup that a VM of ``runtime_dir`` uses (whatever its owner)."""
-    return re.fullmatch(rf"pywsl-[0-9]+-{cgroup_digest(runtime_dir)}", name) is not None
+    return cgroups_of(runtime_dir)(name)
 
 
 def _process_name(pid: int) -> str | None:
@@ -384,7 +392,7 @@ class NamespacesBackend(VmBackend):
         from pywsl.vm.cgroups import find_groups, has_process, remove_group
 
         removed = True
-        for path in find_groups(lambda name: is_cgroup_of(runtime_dir, name)):
+        for path in find_groups(cgroups_of(runtime_dir)):
             if keep is not None and has_process(path, keep):
                 continue
             if not remove_group(path, timeout):
