@@ -149,11 +149,27 @@ def wait_for_spare(leader: Leader, timeout: float = 10) -> int:
     return found.pop()
 
 
+def _named_child(pid: int) -> int | None:
+    """The child that relay ``pid`` is named after, once that child runs; else None."""
+    title = (cmdline(pid) or b"").split(b"\0")[0].decode(errors="replace")
+    if not title.startswith("Relay(") or not title.endswith(")"):
+        return None
+    child = int(title[len("Relay(") : -1])
+    try:
+        parent = Path(f"/proc/{child}/stat").read_text().rpartition(")")[2].split()[1]
+    except OSError:
+        return None
+    return child if parent == str(pid) else None
+
+
 def wait_for_relay_title(pid: int, timeout: float = 10) -> int:
-    """Wait until ``pid`` names itself ``Relay(<child>)`` (its child started); the child's pid."""
-    assert wait_until(lambda: (cmdline(pid) or b"").startswith(b"Relay("), timeout)
-    title = (cmdline(pid) or b"").split(b"\0")[0].decode()
-    return int(title[len("Relay(") : title.index(")")])
+    """Wait until ``pid`` is named ``Relay(<child>)`` after a child of its own that runs; the child's
+    pid. (The relay takes the name before its spawn, with the pid the kernel gives next, and
+    corrects it after the spawn if another process took that pid.)"""
+    assert wait_until(lambda: _named_child(pid) is not None, timeout)
+    child = _named_child(pid)
+    assert child is not None
+    return child
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +226,9 @@ def test_the_relay_takes_root_back_after_a_user_launch(leader: Leader) -> None:
         ["-c", "read line"], username="tester", stdin=PIPE, stdout=DEVNULL, stderr=DEVNULL
     )
     try:
-        child = wait_for_relay_title(process.pid)  # named once the process has started
+        child = wait_for_relay_title(process.pid)  # the process has started
+        # The relay takes root back once its spawn returns (the name comes before the spawn).
+        assert wait_until(lambda: process_status(process.pid)["Uid"] == "0\t0\t0\t0", 10)
         relay, mine = process_status(process.pid), process_status(leader.process.pid)
         assert relay["Uid"] == relay["Gid"] == "0\t0\t0\t0"
         assert {key: relay[key] for key in IDENTITY} == {key: mine[key] for key in IDENTITY}

@@ -34,10 +34,12 @@ from pywsl.wire.enums import (
     CREATE_PROCESS_SHELL_OPTIONS,
     LX_INIT_CREATE_PROCESS_FLAGS,
     LX_MESSAGE_TYPE,
+    LX_MINI_INIT_MESSAGE_FLAGS,
+    LX_MINI_INIT_NETWORKING_MODE,
     PYWSL_MESSAGE_TYPE,
 )
 from pywsl.wire.launch_codec import CREATE_PROCESS_UTILITY_VM, FAST_SCHEMAS, FastSchema
-from pywsl.wire.message_types import LxMessageType, PywslMessageType
+from pywsl.wire.message_types import LxMessageType, MiniInitMessageFlags, NetworkingMode, PywslMessageType
 from pywsl.wire.timezone_id import MAX_TIMEZONE_LENGTH, valid_timezone
 
 REPO = Path(pywsl.__file__).resolve().parent.parent
@@ -50,7 +52,13 @@ def _constants(kind: type) -> dict[str, object]:
 
 
 @pytest.mark.parametrize(
-    ("plain", "declared"), [(LxMessageType, LX_MESSAGE_TYPE), (PywslMessageType, PYWSL_MESSAGE_TYPE)]
+    ("plain", "declared"),
+    [
+        (LxMessageType, LX_MESSAGE_TYPE),
+        (PywslMessageType, PYWSL_MESSAGE_TYPE),
+        (MiniInitMessageFlags, LX_MINI_INIT_MESSAGE_FLAGS),
+        (NetworkingMode, LX_MINI_INIT_NETWORKING_MODE),
+    ],
 )
 def test_message_types_are_the_declared_ones(plain: type, declared: Any) -> None:
     constants = _constants(plain)

@@ -49,11 +49,6 @@ from pywsl.vm.quick_launch import (
 from pywsl.vm.timezone import host_timezone, valid_timezone
 from pywsl.wire.channel import MessageChannel
 from pywsl.wire.constants import BOOT_ENTROPY_SIZE, EPHEMERAL_PORT_RANGE, LX_INIT_UTILITY_VM_INVALID_PORT
-from pywsl.wire.enums import (
-    LX_MESSAGE_TYPE,
-    LX_MINI_INIT_MESSAGE_FLAGS,
-    LX_MINI_INIT_NETWORKING_MODE,
-)
 from pywsl.wire.errors import ChannelClosed, ProtocolError
 from pywsl.wire.framing import parse_header
 from pywsl.wire.launch_codec import (
@@ -66,6 +61,9 @@ from pywsl.wire.launch_codec import (
     MINI_INIT_MESSAGE,
     FastMessage,
 )
+from pywsl.wire.message_types import LxMessageType as LX_MESSAGE_TYPE  # numbers: no enums loaded
+from pywsl.wire.message_types import MiniInitMessageFlags as LX_MINI_INIT_MESSAGE_FLAGS
+from pywsl.wire.message_types import NetworkingMode as LX_MINI_INIT_NETWORKING_MODE
 
 if TYPE_CHECKING:
     from pywsl.vm.config import VmConfig

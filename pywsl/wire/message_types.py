@@ -14,6 +14,7 @@ __all__ = [
     "LxMessageType",
     "MiniInitMessageFlags",
     "MountStep",
+    "NetworkingMode",
     "PywslMessageType",
     "ShellOptions",
     "TransactionStep",
@@ -114,3 +115,10 @@ class MiniInitMessageFlags:
     LxMiniInitMessageFlagExportCompressGzip = 0x8
     LxMiniInitMessageFlagExportCompressXzip = 0x10
     LxMiniInitMessageFlagVerbose = 0x20
+
+
+class NetworkingMode:
+    """`LX_MINI_INIT_NETWORKING_MODE` values the VM's configuration sends."""
+
+    LxMiniInitNetworkingModeNone = 0
+    LxMiniInitNetworkingModeMirrored = 3

@@ -26,6 +26,7 @@ import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import signal as _signal
+    from collections.abc import Callable
 else:
     import _signal  # `signal` without its enums (`enum` would cost the quick launch)
 
@@ -147,18 +148,20 @@ class Prestarted:
         self.groups: tuple[str, ...] = ()
 
     def group_early(self) -> None:
-        """Start the thread that makes the VM's groups and moves the interpreter into them."""
+        """Start the thread that makes the VM's groups and moves the interpreter into them. What
+        it runs is loaded here: a thread that imports waits for the interpreter's lock while this
+        one loads the rest, and its move would start that much later."""
+        from pywsl.vm.cgroup_tables import enter_early, group_digest  # `os` only, and a digest
+
+        name = f"pywsl-{os.geteuid()}-{group_digest(self.runtime_dir)}"
         self.grouping.acquire()
         try:
-            _thread.start_new_thread(self._enter_groups, ())
+            _thread.start_new_thread(self._enter_groups, (enter_early, name))
         except RuntimeError:
             self.grouping.release()
 
-    def _enter_groups(self) -> None:
+    def _enter_groups(self, enter_early: Callable[[str, int], tuple[str, ...]], name: str) -> None:
         try:
-            from pywsl.vm.cgroup_tables import enter_early, group_digest  # `os` only: no lock held long
-
-            name = f"pywsl-{os.geteuid()}-{group_digest(self.runtime_dir)}"
             self.groups = enter_early(name, self.process.pid)
         except Exception:  # the boot's own `VmCgroup.create` makes them and reports what fails
             self.groups = ()

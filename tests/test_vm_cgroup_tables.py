@@ -1,0 +1,101 @@
+"""`pywsl.vm.cgroup_tables`: the kernel's cgroup tables read with `os` alone, the early move into
+the VM's groups, and what the boot does when a move or a wait cannot be made."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pywsl.vm import cgroup_tables, cgroups
+from pywsl.vm.backends import namespaces, namespaces_prestart
+
+MOUNTINFO = "\n".join(
+    [
+        "30 1 0:26 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw",
+        "31 1 0:27 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory",
+        "32 1 0:28 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid - cgroup cgroup rw,cpu,cpuacct",
+        "33 1 0:29 / /sys/fs/cgroup/with\\040space rw - cgroup cgroup rw,pids",
+        "34 1 0:30 / /proc rw - proc proc rw",
+        "no separator here",
+    ]
+)
+
+
+def test_the_tables_are_read_as_cgroups_reads_them() -> None:
+    found = cgroup_tables.hierarchies(MOUNTINFO)
+    assert found == [
+        ("/sys/fs/cgroup/unified", 2, frozenset()),
+        ("/sys/fs/cgroup/memory", 1, frozenset({"memory"})),
+        ("/sys/fs/cgroup/cpu,cpuacct", 1, frozenset({"cpu"})),
+        ("/sys/fs/cgroup/with space", 1, frozenset({"pids"})),
+    ]
+    assert [
+        (str(h.mount_point), h.version, h.controllers) for h in cgroups.mounted_hierarchies(MOUNTINFO)
+    ] == [(path, version, controllers) for path, version, controllers in found]
+    proc = "4:memory:/a\n1:cpu,cpuacct:/c\n0::/d\n"
+    assert cgroup_tables.own_group(proc, 1, "cpu") == "/c" == cgroups.own_cgroup(1, "cpu", proc)
+    assert cgroup_tables.own_group(proc, 2, None) == "/d"
+    assert cgroup_tables.own_group(proc, 1, "pids") == "/"
+
+
+def test_reading_and_moving_fail_quietly(tmp_path: Path) -> None:
+    assert cgroup_tables.read_text(str(tmp_path / "missing")) == ""
+    assert cgroup_tables.read_text(str(tmp_path)) == ""  # a folder: read() fails
+    assert not cgroup_tables.has_process(str(tmp_path), os.getpid())
+    assert cgroup_tables._made(str(tmp_path / "no" / "such"), "/", "group") is None
+    made = cgroup_tables._made(str(tmp_path), "/", "group")
+    assert made == str(tmp_path / "group") and cgroup_tables._made(str(tmp_path), "/", "group") == made
+    assert not cgroup_tables._moved(str(tmp_path / "no-group"), os.getpid())
+    (tmp_path / "group" / "cgroup.procs").mkdir()  # not a file: the write is refused
+    assert not cgroup_tables._moved(made, os.getpid())
+    assert not cgroups.VmCgroup((tmp_path / "missing",)).add(os.getpid())
+
+
+def test_the_digest_names_the_real_folder(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to("real")
+    digest = cgroup_tables.group_digest(str(tmp_path / "link"))
+    assert (
+        digest
+        == cgroup_tables.group_digest(str(tmp_path / "real"))
+        == namespaces.cgroup_digest(tmp_path / "real")
+    )
+    assert len(digest) == 12 and int(digest, 16) >= 0
+    matches = namespaces.cgroups_of(tmp_path / "real")
+    assert matches(f"pywsl-0-{digest}") and matches(f"pywsl-1000-{digest}")
+    assert not matches(f"pywsl-x-{digest}") and not matches(f"pywsl-0-{digest}0")
+    assert namespaces.is_cgroup_of(tmp_path / "link", f"pywsl-0-{digest}")
+
+
+def test_the_boot_waits_for_a_process_without_pidfds(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_pidfds(pid: int, timeout: float) -> bool:
+        raise OSError(38, "no pidfds")
+
+    monkeypatch.setattr(namespaces, "exits_within", no_pidfds)
+    quick = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    assert namespaces._wait_exit(quick, 30) == 3
+    slow = subprocess.Popen(["sleep", "30"])
+    try:
+        assert namespaces._wait_exit(slow, 0.1) is None
+    finally:
+        slow.kill()
+        slow.wait()
+
+
+def test_a_grouping_that_does_not_end_is_not_waited_for_long(tmp_path: Path) -> None:
+    process = namespaces_prestart.PrestartedProcess(os.getpid(), [])
+    left, right = socket.socketpair()
+    right.close()
+    prestarted = namespaces_prestart.Prestarted(process, str(tmp_path), {}, left)
+    prestarted.grouping.acquire()  # as if its thread were still moving it
+    try:
+        assert not prestarted.grouped(0.05)
+    finally:
+        prestarted.grouping.release()
+        left.close()
+    assert prestarted.grouped(0.05)
