@@ -99,3 +99,55 @@ def test_a_grouping_that_does_not_end_is_not_waited_for_long(tmp_path: Path) -> 
         prestarted.grouping.release()
         left.close()
     assert prestarted.grouped(0.05)
+
+
+def _sleeper() -> namespaces_prestart.PrestartedProcess:
+    pid = os.posix_spawn("/bin/sleep", ["sleep", "30"], dict(os.environ))
+    return namespaces_prestart.PrestartedProcess(pid, ["sleep", "30"])
+
+
+def test_a_prestarted_process_is_waited_for_and_killed_as_popen_does() -> None:
+    process = _sleeper()
+    assert process.poll() is None
+    with pytest.raises(subprocess.TimeoutExpired):
+        process.wait(0.05)
+    process.kill()
+    assert process.wait(10) == -9 and process.poll() == -9
+    process.kill()  # reaped: nothing is signalled again
+    stranger = namespaces_prestart.PrestartedProcess(1, [])  # not a child of this process
+    assert stranger.poll() == -1 and stranger.wait() == -1
+
+
+def test_the_grouping_thread_records_what_it_moved(tmp_path: Path) -> None:
+    prestarted = namespaces_prestart.Prestarted(
+        namespaces_prestart.PrestartedProcess(os.getpid(), []), str(tmp_path), {}, socket.socket()
+    )
+    moved: list[tuple[str, int]] = []
+
+    def enter(name: str, pid: int) -> tuple[str, ...]:
+        moved.append((name, pid))
+        return (str(tmp_path / name),)
+
+    def fail(name: str, pid: int) -> tuple[str, ...]:
+        raise OSError("no cgroups here")
+
+    for work, expected in ((enter, (str(tmp_path / "group"),)), (fail, ())):
+        prestarted.grouping.acquire()
+        prestarted._enter_groups(work, "group")  # as the thread runs it
+        assert prestarted.grouped(0) and prestarted.groups == expected
+    assert moved == [("group", os.getpid())]
+    prestarted.handoff.close()
+
+
+def test_a_hand_over_that_cannot_be_sent_ends_the_interpreter_and_keeps_the_groups(tmp_path: Path) -> None:
+    group = tmp_path / "group"
+    group.mkdir()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    theirs.close()
+    process = _sleeper()
+    prestarted = namespaces_prestart.Prestarted(process, str(tmp_path), {}, ours)
+    prestarted.groups = (str(group),)
+    assert not prestarted.hand_over(["--listen-fd", "3"], 0, 1)
+    assert process.returncode == -9 and group.is_dir()  # the boot goes on in the groups
+    prestarted.end()  # no boot then: its empty groups go
+    assert not group.exists()
