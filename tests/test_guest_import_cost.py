@@ -102,12 +102,16 @@ record: typing.Any = records.dataclass
 record_field: typing.Any = records.field
 
 
+def _both(frozen: bool, define: typing.Callable[[typing.Any], type]) -> tuple[typing.Any, typing.Any]:
+    """The class `define(maker)` gives, made a dataclass by `dataclasses` and by `records`."""
+    real, cheap = (maker.dataclass(frozen=frozen)(define(maker)) for maker in (dataclasses, records))
+    return real, cheap
+
+
 def _pair(frozen: bool) -> tuple[typing.Any, typing.Any]:
     """The same class made by `dataclasses` and by `records`."""
-    made = []
-    maker: typing.Any
-    for maker in (dataclasses, records):
 
+    def define(maker: typing.Any) -> type:
         class Sample:
             """A sample."""
 
@@ -118,8 +122,9 @@ def _pair(frozen: bool) -> tuple[typing.Any, typing.Any]:
             def double(self) -> int:
                 return self.number * 2
 
-        made.append(maker.dataclass(frozen=frozen)(Sample))
-    return made[0], made[1]
+        return Sample
+
+    return _both(frozen, define)
 
 
 @pytest.mark.parametrize("frozen", [False, True])
@@ -158,10 +163,7 @@ def test_a_record_behaves_as_the_dataclass(
 
 @pytest.mark.parametrize("frozen", [False, True])
 def test_a_record_runs_post_init_as_the_dataclass(frozen: bool) -> None:
-    made = []
-    maker: typing.Any
-    for maker in (dataclasses, records):
-
+    def define(maker: typing.Any) -> type:
         class Checked:
             number: int
             twice: int = 0
@@ -171,8 +173,9 @@ def test_a_record_runs_post_init_as_the_dataclass(frozen: bool) -> None:
                     raise ValueError(f"negative: {self.number}")
                 object.__setattr__(self, "twice", self.number * 2)
 
-        made.append(maker.dataclass(frozen=frozen)(Checked))
-    real, cheap = made
+        return Checked
+
+    real, cheap = _both(frozen, define)
     assert repr(cheap(4)) == repr(real(4)) and cheap(4).twice == 8
     assert repr(dataclasses.replace(cheap(4), number=5)) == repr(dataclasses.replace(real(4), number=5))
     replaced: typing.Any = records.replace(cheap(4), number=6)
