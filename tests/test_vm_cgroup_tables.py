@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pywsl.vm import cgroup_tables, cgroups
+from pywsl import cgroup_tables
+from pywsl.vm import cgroups
 from pywsl.vm.backends import namespaces, namespaces_prestart
 
 MOUNTINFO = "\n".join(

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pywsl.vm import cgroup_tables, cgroups, idmap
+from pywsl import cgroup_tables
+from pywsl.vm import cgroups, idmap
 from pywsl.vm.idmap import IdMapError, SubordinateRange
 
 

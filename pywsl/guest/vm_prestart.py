@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(fds) != EXPECTED_FDS or not payload:
         for fd in fds:
             os.close(fd)
+        _leave_groups(runtime_dir)
         return 0  # no boot for this interpreter
     listen_fd, log_fd = fds
     sys.stdout.flush()
@@ -120,6 +121,17 @@ def main(argv: list[str] | None = None) -> int:
     from pywsl.guest.boot import parse_boot_arguments
 
     return boot(parse_boot_arguments(arguments))
+
+
+def _leave_groups(runtime_dir: str) -> None:
+    """No boot: leave the VM's groups the launch moved this interpreter into, and remove them
+    when they are empty (the launch may be gone without ending this process)."""
+    from pywsl.cgroup_tables import group_digest, leave_groups
+
+    try:
+        leave_groups(f"pywsl-{os.geteuid()}-{group_digest(runtime_dir)}")
+    except OSError:
+        return
 
 
 def _copy_all(source: int, target: int) -> None:

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pywsl.vm import cgroup_tables
+from pywsl import cgroup_tables
 
 TYPE_CHECKING = False  # the type checker sees dataclasses; a cold launch's boot loads no `dataclasses`
 if TYPE_CHECKING:

@@ -96,7 +96,7 @@ def boot_arguments(config: VmConfig, listen_fd: int, cgroups: tuple[Path, ...]) 
 
 def cgroup_digest(runtime_dir: Path) -> str:
     """The part of the VM's cgroup name that names its runtime folder."""
-    from pywsl.vm.cgroup_tables import group_digest  # off the launch path: boots, leftovers
+    from pywsl.cgroup_tables import group_digest  # off the launch path: boots, leftovers
 
     return group_digest(str(runtime_dir))
 

@@ -151,7 +151,7 @@ class Prestarted:
         """Start the thread that makes the VM's groups and moves the interpreter into them. What
         it runs is loaded here: a thread that imports waits for the interpreter's lock while this
         one loads the rest, and its move would start that much later."""
-        from pywsl.vm.cgroup_tables import enter_early, group_digest  # `os` only, and a digest
+        from pywsl.cgroup_tables import enter_early, group_digest  # `os` only, and a digest
 
         name = f"pywsl-{os.geteuid()}-{group_digest(self.runtime_dir)}"
         self.grouping.acquire()

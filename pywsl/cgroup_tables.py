@@ -1,18 +1,29 @@
-"""The kernel's cgroup tables read as text, and a process moved into the VM's groups early.
+"""The kernel's cgroup tables read as text, and the VM's interpreter moved into its groups early.
 
+A leaf module (`os` and `pywsl.sha256` only), for the host and the VM's interpreter.
 `pywsl.vm.cgroups` makes the VM's groups and sets their limits. What it reads of the kernel
 (`/proc/self/mountinfo`: the cgroup hierarchies; `/proc/self/cgroup`: a process's groups) is parsed
 here with nothing but `os`, so that a cold launch can make the VM's groups and move the VM's
 interpreter into them in a thread while the rest loads (`enter_early`). Loading `pathlib` and the
 rest of `cgroups` there would compete with the launch for the interpreter's lock; the move itself
-waits for an RCU grace period in the kernel, which is why it is started that early.
+waits for an RCU grace period in the kernel, which is why it is started that early. An interpreter
+that no boot takes leaves those groups again and removes them when they are empty
+(`leave_groups`), whether or not the launch that started it lived to end it.
 """
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["enter_early", "group_digest", "has_process", "hierarchies", "own_group", "read_text"]
+__all__ = [
+    "enter_early",
+    "group_digest",
+    "has_process",
+    "hierarchies",
+    "leave_groups",
+    "own_group",
+    "read_text",
+]
 
 V1_CONTROLLERS = frozenset({"memory", "cpu", "pids", "cpuset"})  # the v1 controllers pywsl uses
 EARLY_CONTROLLERS = ("memory", "cpu")  # the v1 groups a VM always gets (cpuset only with a limit)
@@ -99,6 +110,23 @@ def enter_early(name: str, pid: int) -> tuple[str, ...]:
         if group is not None and group not in groups:
             groups.append(group)
     return tuple(group for group in groups if has_process(group, pid) or _moved(group, pid))
+
+
+def leave_groups(name: str) -> None:
+    """Move this process out of its groups called `name` (into the groups they were made in) and
+    remove those that are empty then; a group another process is in stays."""
+    mine = read_text("/proc/self/cgroup")
+    for mount_point, version, controllers in hierarchies(read_text("/proc/self/mountinfo")):
+        for controller in sorted(controllers) if version == 1 else [None]:
+            own = own_group(mine, version, controller)
+            if own.rpartition("/")[2] != name:
+                continue
+            group = os.path.join(mount_point, own.lstrip("/"))
+            if _moved(os.path.dirname(group), os.getpid()):
+                try:
+                    os.rmdir(group)
+                except OSError:
+                    continue
 
 
 def _moved(group: str, pid: int) -> bool:
