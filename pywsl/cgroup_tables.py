@@ -1,6 +1,6 @@
 """The kernel's cgroup tables read as text, and the VM's interpreter moved into its groups early.
 
-A leaf module (`os` and `pywsl.sha256` only), for the host and the VM's interpreter.
+A leaf module (`os`, `errno`, `time` and `pywsl.sha256` only), for the host and the VM's interpreter.
 `pywsl.vm.cgroups` makes the VM's groups and sets their limits. What it reads of the kernel
 (`/proc/self/mountinfo`: the cgroup hierarchies; `/proc/self/cgroup`: a process's groups) is parsed
 here with nothing but `os`, so that a cold launch can make the VM's groups and move the VM's
@@ -13,20 +13,27 @@ that no boot takes leaves those groups again and removes them when they are empt
 
 from __future__ import annotations
 
+import errno
 import os
+import time
 
 __all__ = [
     "enter_early",
     "group_digest",
+    "group_name",
     "has_process",
     "hierarchies",
+    "join",
     "leave_groups",
     "own_group",
     "read_text",
+    "remove_empty",
 ]
 
 V1_CONTROLLERS = frozenset({"memory", "cpu", "pids", "cpuset"})  # the v1 controllers pywsl uses
 EARLY_CONTROLLERS = ("memory", "cpu")  # the v1 groups a VM always gets (cpuset only with a limit)
+REMOVE_TIMEOUT = 1.0  # s a removal waits for the group's last process to be gone
+REMOVE_RETRY = 0.01  # s between tries
 
 
 def read_text(path: str) -> str:
@@ -82,6 +89,11 @@ def group_digest(runtime_dir: str) -> str:
     return sha256(os.path.realpath(runtime_dir).encode()).hexdigest()[:12]
 
 
+def group_name(uid: int, runtime_dir: str) -> str:
+    """`pywsl-<uid>-<digest of the runtime folder>`: one group per VM, even for one user's test VMs."""
+    return f"pywsl-{uid}-{group_digest(runtime_dir)}"
+
+
 def has_process(group: str, pid: int) -> bool:
     """Whether process `pid` is in `group` itself (False when that cannot be read)."""
     return str(pid) in read_text(os.path.join(group, "cgroup.procs")).split()
@@ -90,8 +102,9 @@ def has_process(group: str, pid: int) -> bool:
 def enter_early(name: str, pid: int) -> tuple[str, ...]:
     """Make the groups `VmCgroup.create(name, ...)` makes whatever the limits (the unified
     hierarchy's, and memory's and cpu's in v1 where the unified one has not those controllers)
-    with no limit and no delegation yet, and move process `pid` into them: the groups it is in.
-    `create` then sets them up and reports what fails; nothing is reported here."""
+    with no limit and no delegation yet, and move process `pid` into them. Every group made is
+    returned, also one the process could not join (it may have ended): whoever ends it removes
+    them. `create` then sets them up and reports what fails; nothing is reported here."""
     found = hierarchies(read_text("/proc/self/mountinfo"))
     mine = read_text("/proc/self/cgroup")
     groups: list[str] = []
@@ -109,7 +122,32 @@ def enter_early(name: str, pid: int) -> tuple[str, ...]:
         group = _made(v1[0], own_group(mine, 1, controller), name)
         if group is not None and group not in groups:
             groups.append(group)
-    return tuple(group for group in groups if has_process(group, pid) or _moved(group, pid))
+    for group in groups:
+        join(group, pid)
+    return tuple(groups)
+
+
+def join(group: str, pid: int) -> bool:
+    """Move process `pid` into `group` unless it is there already (a move waits for an RCU grace
+    period even into the same group); False when the move failed."""
+    return has_process(group, pid) or _moved(group, pid)
+
+
+def remove_empty(group: str, timeout: float = REMOVE_TIMEOUT) -> bool:
+    """Remove `group` if it is empty (no process, no sub-group: another VM's is never removed),
+    waiting at most `timeout` s for a process that is exiting to leave it. True when it is gone."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.rmdir(group)
+        except FileNotFoundError:
+            return True
+        except OSError as error:
+            if error.errno != errno.EBUSY or time.monotonic() >= deadline:
+                return False
+            time.sleep(REMOVE_RETRY)
+        else:
+            return True
 
 
 def leave_groups(name: str) -> None:
@@ -123,10 +161,7 @@ def leave_groups(name: str) -> None:
                 continue
             group = os.path.join(mount_point, own.lstrip("/"))
             if _moved(os.path.dirname(group), os.getpid()):
-                try:
-                    os.rmdir(group)
-                except OSError:
-                    continue
+                remove_empty(group)
 
 
 def _moved(group: str, pid: int) -> bool:

@@ -135,3 +135,29 @@ def test_a_process_enters_the_vm_groups_early() -> None:
         child.wait()
         for group in groups:
             assert cgroups.remove_group(Path(group), 5.0)
+
+
+def test_the_groups_made_for_an_ended_process_are_reported_and_removed() -> None:
+    """A process that ended before the move still gets its groups reported, so that whoever
+    ended it removes them; a group with a process in it is not removed."""
+    name = f"pywsl-ended-{os.getpid()}"
+    child = subprocess.Popen(["true"])
+    child.wait()
+    groups = cgroup_tables.enter_early(name, child.pid)
+    try:
+        assert groups and all(os.path.isdir(group) for group in groups)
+        assert not any(cgroup_tables.has_process(group, child.pid) for group in groups)
+        sleeper = subprocess.Popen(["sleep", "30"])
+        try:
+            assert cgroup_tables.join(groups[0], sleeper.pid)
+            assert not cgroup_tables.remove_empty(groups[0], timeout=0.05)  # in use: stays
+            assert os.path.isdir(groups[0])
+        finally:
+            sleeper.kill()
+            sleeper.wait()
+        assert all(cgroup_tables.remove_empty(group) for group in groups)  # waits for the exit
+        assert not any(os.path.exists(group) for group in groups)
+        assert cgroup_tables.remove_empty(groups[0])  # gone already
+    finally:
+        for group in groups:
+            cgroup_tables.remove_empty(group)

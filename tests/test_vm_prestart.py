@@ -260,6 +260,8 @@ def test_a_hand_over_to_an_ended_interpreter_says_so(tmp_path: Path) -> None:
         os.close(read_end)
         os.close(write_end)
     assert pending.process.returncode == -signal.SIGKILL
+    pending.end()  # no boot comes: the groups made for it go
+    assert find_groups(lambda name: is_cgroup_of(tmp_path / "run", name)) == []
 
 
 def test_the_vm_finds_construct_where_the_import_system_does() -> None:

@@ -43,6 +43,7 @@ import struct
 import time
 from collections.abc import Callable
 
+from pywsl.cgroup_tables import has_process
 from pywsl.guest import forking, guest_log, host_view, mounts, syscalls
 from pywsl.guest.boot import BootArguments
 
@@ -115,20 +116,11 @@ def _write_map(pid: int, name: str, lines: list[tuple[int, int, int]]) -> None:
         handle.write(text)
 
 
-def _in_group(path: str) -> bool:
-    """Whether this process is in the group `path` (False when that cannot be read)."""
-    try:
-        with open(os.path.join(path, "cgroup.procs")) as handle:
-            return str(os.getpid()) in handle.read().split()
-    except OSError:
-        return False
-
-
 def _join_cgroups(paths: tuple[str, ...]) -> None:
     """Join the VM's groups; one this process is in already (the host moved the interpreter that
     it was forked from) is not joined again: a move waits for an RCU grace period even then."""
     for path in paths:
-        if _in_group(path):
+        if has_process(path, os.getpid()):
             continue
         try:
             with open(os.path.join(path, "cgroup.procs"), "w") as handle:
@@ -142,7 +134,7 @@ def _leave_cgroups(paths: tuple[str, ...]) -> None:
     process was forked from into them): the monitor is the host's side, and a group it is in
     cannot be removed."""
     for path in paths:
-        if not _in_group(path):
+        if not has_process(path, os.getpid()):
             continue
         try:
             with open(os.path.join(os.path.dirname(path), "cgroup.procs"), "w") as handle:

@@ -126,10 +126,10 @@ def main(argv: list[str] | None = None) -> int:
 def _leave_groups(runtime_dir: str) -> None:
     """No boot: leave the VM's groups the launch moved this interpreter into, and remove them
     when they are empty (the launch may be gone without ending this process)."""
-    from pywsl.cgroup_tables import group_digest, leave_groups
+    from pywsl.cgroup_tables import group_name, leave_groups
 
     try:
-        leave_groups(f"pywsl-{os.geteuid()}-{group_digest(runtime_dir)}")
+        leave_groups(group_name(os.geteuid(), runtime_dir))
     except OSError:
         return
 

@@ -47,15 +47,15 @@ else:
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
+CPU_PERIOD_US = 100_000
+MAX_GROUPS_SCANNED = 200_000
+
+
 def _warn(message: str, *arguments: object) -> None:
     """A warning in this module's log (`logging` is loaded by the first one, not by a boot)."""
     import logging
 
     logging.getLogger(__name__).warning(message, *arguments)
-
-
-CPU_PERIOD_US = 100_000
-MAX_GROUPS_SCANNED = 200_000
 
 
 @dataclass(frozen=True)
@@ -133,15 +133,7 @@ class VmCgroup:
         """Move process `pid` into every group it is not in yet (its children to come are born
         there); False when a group refused it (then the process itself joins, as the VM's first
         process does)."""
-        moved = True
-        for path in self.paths:
-            if has_process(path, pid):
-                continue  # a move waits for an RCU grace period even into the same group
-            try:
-                _write(path / "cgroup.procs", str(pid))
-            except OSError:
-                moved = False
-        return moved
+        return all([cgroup_tables.join(str(path), pid) for path in self.paths])  # every group tried
 
     def remove(self) -> None:
         """Remove the groups that are empty (a group still in use stays)."""

@@ -38,11 +38,9 @@ def boot_vm(environ: Mapping[str, str]) -> list[str] | None:
     user, or None when the full path is to boot it (another backend than namespaces, or
     `.wslconfig` could not be read: the full path meets that again and reports it)."""
     from pywsl.api.credentials import UserIdentity
-    from pywsl.api.errors import error_context
+    from pywsl.api.session import user_vm
     from pywsl.api.session.paths import user_paths
-    from pywsl.api.session.user_vm import vm_config
     from pywsl.api.session.wslconfig import load_wslconfig
-    from pywsl.vm.core_vm import CoreVm
 
     if os.geteuid() != 0:
         return None
@@ -54,9 +52,7 @@ def boot_vm(environ: Mapping[str, str]) -> list[str] | None:
         return None  # the full path meets it again and reports it where it does
     if config.backend != "namespaces":
         return None  # qemu: the user's disks are attached again after the boot (the full path)
-    with error_context("CreateVm"):  # as `UserSession._boot` reports a failed boot
-        config.check_kernel()
-        vm = CoreVm.boot(vm_config(identity, paths.runtime_dir, config))
+    vm = user_vm.boot(identity, paths.runtime_dir, config)  # as `UserSession._boot` boots it
     try:
         return list(config.startup_warnings()) if vm.booted else []
     finally:

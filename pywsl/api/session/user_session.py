@@ -168,12 +168,9 @@ class UserSession:
         running = self._attach()
         if running is not None:
             return running
-        from pywsl.vm import CoreVm
-
         config = self.config()
-        with self._vm_lock, error_context("CreateVm"):
-            config.check_kernel()
-            vm = CoreVm.boot(self.vm_config(config))
+        with self._vm_lock:
+            vm = user_vm.boot(self.identity, self.paths.runtime_dir, config)
         if vm.booted:
             for warning in config.startup_warnings():
                 user_warnings.emit(warning)

@@ -13,14 +13,14 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pywsl.api.errors import WslError
+from pywsl.api.errors import WslError, error_context
 
 if TYPE_CHECKING:
     from pywsl.api.credentials import UserIdentity
     from pywsl.api.session.wslconfig import WslConfig
     from pywsl.vm import CoreVm, VmConfig
 
-__all__ = ["attach", "limits_note", "require_root", "running_instances", "vm_config"]
+__all__ = ["attach", "boot", "limits_note", "require_root", "running_instances", "vm_config"]
 
 LIMITS_NOTE = (
     "Memory inside distributions: `free` and /proc/meminfo show the host's memory, not the VM's "
@@ -34,6 +34,16 @@ def require_root(what: str) -> None:
         raise WslError(
             "E_ACCESSDENIED", f"{what} needs root: use the pywsl service (pywsl.connect()) or run as root."
         )
+
+
+def boot(identity: UserIdentity, runtime_dir: Path, config: WslConfig) -> CoreVm:
+    """`_CreateVm`'s boot: the VM of `identity` with `config`'s settings (the running one when
+    another process booted it first: `booted` says which); a failure is `CreateVm`'s error."""
+    from pywsl.vm.core_vm import CoreVm
+
+    with error_context("CreateVm"):
+        config.check_kernel()
+        return CoreVm.boot(vm_config(identity, runtime_dir, config))
 
 
 def vm_config(identity: UserIdentity, runtime_dir: Path, config: WslConfig) -> VmConfig:

@@ -103,7 +103,9 @@ def cgroup_digest(runtime_dir: Path) -> str:
 
 def cgroup_name(config: VmConfig) -> str:
     """``pywsl-<uid>-<digest of the runtime folder>``: one group per VM, even for one user's test VMs."""
-    return f"pywsl-{config.owner_uid}-{cgroup_digest(config.runtime_dir)}"
+    from pywsl.cgroup_tables import group_name
+
+    return group_name(config.owner_uid, str(config.runtime_dir))
 
 
 def cgroups_of(runtime_dir: Path) -> Callable[[str], bool]:

@@ -151,9 +151,9 @@ class Prestarted:
         """Start the thread that makes the VM's groups and moves the interpreter into them. What
         it runs is loaded here: a thread that imports waits for the interpreter's lock while this
         one loads the rest, and its move would start that much later."""
-        from pywsl.cgroup_tables import enter_early, group_digest  # `os` only, and a digest
+        from pywsl.cgroup_tables import enter_early, group_name  # `os` only, and a digest
 
-        name = f"pywsl-{os.geteuid()}-{group_digest(self.runtime_dir)}"
+        name = group_name(os.geteuid(), self.runtime_dir)
         self.grouping.acquire()
         try:
             _thread.start_new_thread(self._enter_groups, (enter_early, name))
@@ -204,11 +204,10 @@ class Prestarted:
         except Exception:  # subprocess.TimeoutExpired: left to whoever reaps this process's children
             return
         if not keep_groups and self.grouped():
-            for group in self.groups:
-                try:  # only a group that is empty (no process, no sub-group: another VM's is not)
-                    os.rmdir(group)
-                except OSError:
-                    continue
+            from pywsl.cgroup_tables import remove_empty
+
+            for group in self.groups:  # only one that is empty: another VM's is never removed
+                remove_empty(group)
 
 
 _pending: Prestarted | None = None
