@@ -278,6 +278,19 @@ def shutdown_vm(uid: int, runtime: Path, env: dict[str, str]) -> None:
     )
 
 
+def user_folder(user: User, folder: Path) -> Path:
+    """`folder` (under `user`'s home) made with its missing parents, each owned by `user`: a
+    folder root makes in a user's home would keep the service, acting as that user, out."""
+    missing: list[Path] = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir()
+        os.chown(path, user.uid, user.gid)
+    return missing[0] if missing else folder
+
+
 def add_user(prefix: str) -> User:
     name = f"{prefix}{secrets.token_hex(4)}"
     subprocess.run(
@@ -288,12 +301,11 @@ def add_user(prefix: str) -> User:
     )
     entry = pwd.getpwnam(name)
     home = Path(entry.pw_dir)
-    config = home / ".config" / "pywsl"
-    config.mkdir(parents=True)
+    user = User(name, entry.pw_uid, entry.pw_gid, home)
+    config = user_folder(user, home / ".config" / "pywsl")
     (config / "wslconfig").write_text(WSLCONFIG)
-    for path in (home / ".config", config, config / "wslconfig"):
-        os.chown(path, entry.pw_uid, entry.pw_gid)
-    return User(name, entry.pw_uid, entry.pw_gid, home)
+    os.chown(config / "wslconfig", user.uid, user.gid)
+    return user
 
 
 def as_user(

@@ -33,6 +33,7 @@ from multiuser_support import (
     created_users,
     service,
     start_as_user,
+    user_folder,
     workspace,
 )
 from multiuser_support import digest as _digest
@@ -124,9 +125,7 @@ def test_symlinks_never_make_the_service_write_elsewhere(
     a_before = {name: _digest(a_data / name) for name in _tree(a_data) if (a_data / name).is_file()}
     archive = busybox_archive(workspace.folder / "evil.tar", os_release=os_release_text("evil"))
     data = b.home / ".local" / "share"
-    data.mkdir(parents=True, exist_ok=True)
-    for path in (b.home / ".local", data):
-        os.chown(path, b.uid, b.gid)
+    user_folder(b, data)
     link = data / "pywsl"
     saved = data / "pywsl.saved"
     if link.exists():

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from multiuser_support import User, Workspace, user_env
+from multiuser_support import User, Workspace, user_env, user_folder
 
 CLIENT_TIMEOUT = 60
 SCRIPT = r"""
@@ -54,10 +54,9 @@ def qemu_user(users: tuple[User, User]) -> User:
     """The attacker, with the qemu backend in its settings (its VM never needs to start here)."""
     attacker = users[0]
     config = Path(attacker.home) / ".config" / "pywsl"
-    config.mkdir(parents=True, exist_ok=True)
+    user_folder(attacker, config)
     (config / "wslconfig").write_text("[pywsl]\nbackend=qemu\n")
-    for folder in (config.parent, config, config / "wslconfig"):
-        os.chown(folder, attacker.uid, attacker.gid)
+    os.chown(config / "wslconfig", attacker.uid, attacker.gid)
     return attacker
 
 

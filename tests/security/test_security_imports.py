@@ -10,6 +10,7 @@ import contextlib
 import gzip
 import io
 import os
+import select
 import signal
 import subprocess
 import tarfile
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 from busybox_images import busybox_archive, os_release_text
-from multiuser_support import ServiceProcess, User, Workspace, as_user, start_as_user, user_env
+from multiuser_support import ServiceProcess, User, Workspace, as_user, start_as_user, user_env, user_folder
 
 INSTALLING = 3
 CLIENT_TIMEOUT = 60
@@ -181,10 +182,17 @@ def test_a_source_that_stops_sending(
     assert_usable_again(workspace, a, "Quiet", archive)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes, timeout: float = CLIENT_TIMEOUT) -> None:
+    """Write all of `data`; fails when the reader takes more than `timeout` s (it never hangs)."""
+    os.set_blocking(fd, False)
+    deadline = time.monotonic() + timeout
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, "nobody reads the source"
+        select.select([], [fd], [], remaining)
+        with contextlib.suppress(BlockingIOError):
+            view = view[os.write(fd, view) :]
 
 
 @contextlib.contextmanager
@@ -193,7 +201,7 @@ def replaced(path: Path, user: User, make: str) -> Iterator[None]:
     saved = path.read_bytes() if path.is_file() else None
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    user_folder(user, path.parent)
     if make == "fifo":
         os.mkfifo(path, 0o600)
     elif make == "huge":

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from multiuser_support import ServiceProcess, User, Workspace, as_user, user_env
+from multiuser_support import ServiceProcess, User, Workspace, as_user, user_env, user_folder
 
 from pywsl.api.service import rpc
 from pywsl.api.service.limits import MAX_CONNECTIONS_PER_USER
@@ -371,9 +371,7 @@ def test_a_registry_of_five_thousand_entries_is_listed_through_the_service(
             os_version="1",
         )
     data.default_distribution = uuid.UUID(int=1 << 100)
-    folder.mkdir(parents=True, exist_ok=True)
-    for path in (user.home / ".local", user.home / ".local" / "share", folder):
-        os.chown(path, user.uid, user.gid)
+    user_folder(user, folder)
     previous = registry.read_bytes() if registry.exists() else None
     registry.write_text(json.dumps(data.to_json(), indent=2) + "\n")
     os.chown(registry, user.uid, user.gid)
