@@ -71,6 +71,7 @@ IN_PROCESS = COMMON | {
     "pywsl.api.session.registry_snapshot",
     "pywsl.api.session.registry_values",
     "pywsl.vm.quick_launch",
+    "pywsl.vm.runtime_names",
     "pywsl.vm.timezone",
     "pywsl.wire.timezone_id",
 }

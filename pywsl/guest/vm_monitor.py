@@ -31,7 +31,6 @@ interop request is read by its worker, with the owner's rights only.
 
 from __future__ import annotations
 
-import _thread
 import contextlib
 import errno
 import fcntl
@@ -60,6 +59,9 @@ log = guest_log.getLogger("pywsl.vm-monitor")
 SOCKET_NAME = "mini_init.sock"
 PID_FILE_NAME = "mini_init.pid"
 CGROUP_REMOVE_TIMEOUT = 5.0
+# s after the VM serves before the monitor leaves the VM's groups: a move waits for an RCU grace
+# period and stalls every fork on the host meanwhile, which the VM's first start should not meet.
+GROUP_LEAVE_DELAY = 0.5
 _RESULT = struct.Struct("<i")
 INTEROP_REQUEST = b"I"  # mini_init -> monitor, with an interop connection: run a host program
 
@@ -226,6 +228,7 @@ class Monitor:
         self.vm_status = 1
         self.boot_deadline = time.monotonic() + boot.boot_timeout_ms / 1000
         self.interop_workers: InteropWorkers | None = None  # after the first interop connection
+        self.leave_groups_at: float | None = None  # when the monitor leaves the VM's groups
 
     def run(self, serve: ServeFunction, ready_fd: int) -> int:
         syscalls.set_process_name("pywsl-vm")
@@ -249,9 +252,9 @@ class Monitor:
             # When nobody reads this any more (the host gave up waiting), the write fails and the
             # VM is stopped below rather than left running unseen.
             forking.write_all(ready_fd, b"1")
-            # The VM's first child was forked in them. A thread waits out the move (an RCU grace
-            # period) while this one serves the VM's first clone requests.
-            _thread.start_new_thread(_leave_cgroups, (self.boot.cgroups,))
+            # The VM's first child was forked in its groups; the monitor leaves them once the
+            # VM's first start is over (`_serve_clones`), or before its first interop worker.
+            self.leave_groups_at = time.monotonic() + GROUP_LEAVE_DELAY
         except Exception as error:
             log.error("the VM did not start: %s", error)
             # Only unreaped children are signalled: their pids cannot belong to anyone else yet.
@@ -332,7 +335,10 @@ class Monitor:
         selector.register(wakeup_read, selectors.EVENT_READ)
         running = not self._reap()
         while running:
-            for key, _events in selector.select():
+            if self.leave_groups_at is not None and time.monotonic() >= self.leave_groups_at:
+                self._leave_groups()
+            timeout = None if self.leave_groups_at is None else self.leave_groups_at - time.monotonic()
+            for key, _events in selector.select(timeout):
                 if key.fileobj is clones:
                     if not self._clone_one(clones):
                         selector.unregister(clones)
@@ -383,8 +389,15 @@ class Monitor:
                 os.close(fd)
         return True
 
+    def _leave_groups(self) -> None:
+        """Leave the VM's groups (once): the monitor and its interop workers are the host's side."""
+        self.leave_groups_at = None
+        _leave_cgroups(self.boot.cgroups)
+
     def _start_interop(self, fd: int) -> None:
         """Give one interop connection to its worker (``fd`` stays the caller's to close)."""
+        if self.leave_groups_at is not None:
+            self._leave_groups()  # the worker is never born in the VM's groups
         if self.interop_workers is None:
             # Loaded with the first interop connection, not with the VM: the monitor never leaves
             # the host's namespaces, so the interpreter's files are still there to load it from.

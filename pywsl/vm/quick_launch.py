@@ -25,6 +25,7 @@ import _socket
 import os
 
 from pywsl.vm.process_request import create_process_values
+from pywsl.vm.runtime_names import SOCKET_NAME
 from pywsl.wire import launch_codec as codec
 from pywsl.wire.constants import LX_INIT_UTILITY_VM_INVALID_PORT
 from pywsl.wire.errors import ChannelClosed, ProtocolError
@@ -49,7 +50,6 @@ __all__ = [
     "mini_init_values",
 ]
 
-SOCKET_NAME = "mini_init.sock"  # mini_init's listening socket (the monitor's, for qemu)
 GREETING_TIMEOUT = 10.0  # for mini_init's GuestCapabilities
 REQUEST_TIMEOUT = 30.0  # for an answer of a running VM
 DEFAULT_DISTRIBUTION_START_TIMEOUT_MS = 60_000  # .wslconfig [wsl2] distributionStartTimeout

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 
 from pywsl.api.session.path_rules import runtime_folder
-from pywsl.vm.quick_launch import SOCKET_NAME
+from pywsl.vm.runtime_names import SOCKET_NAME
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

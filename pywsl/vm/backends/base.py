@@ -18,13 +18,13 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from pywsl.vm.quick_launch import SOCKET_NAME as SOCKET_NAME  # mini_init's socket (the monitor's, for qemu)
+from pywsl.vm.runtime_names import LOG_NAME as LOG_NAME
+from pywsl.vm.runtime_names import SOCKET_NAME as SOCKET_NAME
 
 if TYPE_CHECKING:
     from pywsl.vm.config import VmConfig  # a dataclass: not loaded by a launch
 
 # What every backend keeps in a VM's runtime folder.
-LOG_NAME = "mini_init.log"
 BACKEND_FILE_NAME = "qemu.vm"  # present while a qemu VM (or what it left) is in the runtime folder
 _LOG_TAIL = 4000
 

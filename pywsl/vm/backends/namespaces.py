@@ -35,6 +35,7 @@ from pywsl.vm.backends import namespaces_prestart
 from pywsl.vm.backends.base import LOG_NAME, SOCKET_NAME, VmBackend, log_tail
 from pywsl.vm.backends.namespaces_prestart import PrestartedProcess, exits_within, vm_environment
 from pywsl.vm.errors import VmError
+from pywsl.vm.runtime_names import PID_FILE_NAME
 
 if TYPE_CHECKING:
     import subprocess
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
     from pywsl.vm.cgroups import VmCgroup
     from pywsl.vm.config import VmConfig  # a dataclass: not loaded by a launch
 
-PID_FILE_NAME = "mini_init.pid"
 BOOT_GRACE = 5.0  # on top of kernelBootTimeout: the guest's own deadline is the one that fires
 PREVIOUS_VM_TIMEOUT = 15.0
 LEFTOVER_TIMEOUT = 5.0

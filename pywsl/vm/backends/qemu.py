@@ -36,7 +36,6 @@ from pywsl.vm.backends.qemu_console import start_relay, terminal_for_console
 from pywsl.vm.backends.qemu_monitor import (
     BACKEND_FILE_NAME,
     MONITOR_NAME,
-    PID_FILE_NAME,
     RUNTIME_FILES,
 )
 from pywsl.vm.backends.qemu_process import owner_identity
@@ -45,6 +44,7 @@ from pywsl.vm.config import VmConfig
 from pywsl.vm.errors import VmError
 from pywsl.vm.initramfs import build_initramfs
 from pywsl.vm.kernel import find_kernel
+from pywsl.vm.runtime_names import PID_FILE_NAME
 
 CACHE_ROOT_ENV = "PYWSL_CACHE_ROOT"
 DEFAULT_CACHE_ROOT = Path("/var/cache/pywsl")

@@ -51,6 +51,7 @@ from pywsl.vm.backends.qemu_shares import (
     start_virtiofsd,
 )
 from pywsl.vm.errors import VmError
+from pywsl.vm.runtime_names import PID_FILE_NAME
 from pywsl.wire.errors import ProtocolError
 from pywsl.wire.port_engine import READ_SIZE as ENGINE_READ_SIZE
 from pywsl.wire.port_engine import Endpoint, PortEngine
@@ -65,7 +66,6 @@ from pywsl.wire.port_mux import (
     decode_ports,
 )
 
-PID_FILE_NAME = "mini_init.pid"
 PORT_SOCKET_NAME = "port.sock"
 MONITOR_NAME = "pywsl-qemu-vm"
 # What the monitor removes when the VM is gone (mini_init.sock first, mini_init.log stays).
