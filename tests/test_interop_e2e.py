@@ -31,6 +31,7 @@ from test_interop_server import Terminal
 
 from pywsl.api.session.user_session import UserSession
 from pywsl.guest import interop_client, interop_messages
+from pywsl.guest.interop_paths import escape_folder
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the utility VM needs root"),
@@ -335,6 +336,23 @@ def test_host_path_folder_follows_changes(interop: Fixture) -> None:
     late.chmod(0o755)
     code, out, err = interop.run("late-arrival")
     assert (code, out) == (0, "late\n"), err
+
+
+def test_the_booting_callers_folders_are_the_vms_read_only(interop: Fixture) -> None:
+    """The folders of the PATH the VM booted with (this process's) are made once for the VM and
+    shared read-only; a folder only a launch has is made by the distribution."""
+    assert "/usr/bin" in os.environ["PATH"].split(":")
+    usr_bin = f"{interop_client.PATH_FOLDER}/{escape_folder('/usr/bin')}"
+    own = f"{interop_client.PATH_FOLDER}/{escape_folder(str(interop.bin))}"
+    code, out, err = interop.run(
+        f"hostonly >/dev/null; readlink {usr_bin}; readlink {own}; "
+        "touch /run/WSL/interop/vm-path/x 2>/dev/null; echo $?"
+    )
+    assert code == 0, err
+    shared, made_here, touched = out.splitlines()[-3:]
+    assert shared.startswith("/run/WSL/interop/vm-path/%2Fusr%2Fbin@"), out
+    assert made_here.startswith(f"{interop_client.PATH_FOLDER}/.generations/"), out
+    assert touched != "0"  # read-only
 
 
 def test_host_program_on_the_callers_terminal_has_a_terminal_of_its_own(interop: Fixture) -> None:

@@ -4,6 +4,7 @@ shared by the names of the same host folder."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pywsl.guest import interop_init
+from pywsl.guest import interop_init, vm_path_folders
 from pywsl.guest.interop_paths import escape_folder
 
 LAUNCHER = "/run/test-launcher"
@@ -27,6 +28,7 @@ class Layout:
         self.view = root / "view"  # the host as the distribution sees it
         self.path_folder = root / "run" / "path"
         self.generations = self.path_folder / ".generations"
+        self.vm_generations = root / "run" / "vm-path"  # made by mini_init (`vm_path_folders`)
         self.view.mkdir()
         self.generations.mkdir(parents=True)
 
@@ -68,6 +70,7 @@ def layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Layout:
     monkeypatch.setattr(interop_init, "HOST_VIEW", str(made.view))
     monkeypatch.setattr(interop_init, "PATH_FOLDER", str(made.path_folder))
     monkeypatch.setattr(interop_init, "_GENERATIONS", str(made.generations))
+    monkeypatch.setattr(interop_init, "VM_GENERATIONS", str(made.vm_generations))
     monkeypatch.setattr(interop_init, "LAUNCHER", LAUNCHER)
     return made
 
@@ -379,3 +382,129 @@ def test_a_builder_that_takes_too_long_is_waited_for_a_bounded_time(
     finally:
         builder.kill()
         builder.wait()
+
+
+# -- made once for the VM (`vm_path_folders`) ---------------------------------------------------------
+
+
+def _vm_folders(layout: Layout, host_path: str, *, locked: bool = False) -> int:
+    """The VM's generations of `host_path` made as mini_init's builder makes them; the fd of
+    their folder (its `BUILDING` file there, locked when `locked`: the fd locking it)."""
+    layout.vm_generations.mkdir(exist_ok=True)
+    folder_fd = os.open(layout.vm_generations, os.O_RDONLY | os.O_DIRECTORY)
+    vm_path_folders.build(interop_init.candidate_folders(host_path), folder_fd, str(layout.view))
+    os.close(folder_fd)
+    lock = os.open(layout.vm_generations / interop_init.BUILDING, os.O_RDWR | os.O_CREAT, 0o644)
+    if locked:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return lock
+    os.close(lock)
+    return -1
+
+
+def test_the_vms_generations_are_linked_rather_than_made(layout: Layout) -> None:
+    layout.file("/usr/bin/tool")
+    layout.link("/bin", "usr/bin")
+    _vm_folders(layout, "/usr/bin:/bin:/usr/bin/:relative")
+    made = set(os.listdir(layout.vm_generations))
+    assert made == {interop_init.BUILDING, layout.generation("/usr/bin").name}  # one per real folder
+    assert interop_init.host_path_folders("/usr/bin:/bin") == [
+        str(layout.inside("/usr/bin")),
+        str(layout.inside("/bin")),
+    ]
+    vm_generation = str(layout.vm_generations / layout.generation("/usr/bin").name)
+    assert os.readlink(layout.inside("/usr/bin")) == vm_generation
+    assert os.readlink(layout.inside("/bin")) == vm_generation  # the same folder by another name
+    assert layout.names("/usr/bin") == layout.names("/bin") == {"tool"}
+    assert os.listdir(layout.generations) == []  # nothing made in the distribution
+
+
+def test_a_folder_changed_since_the_vm_started_is_made_by_the_distribution(layout: Layout) -> None:
+    layout.file("/usr/bin/tool")
+    _vm_folders(layout, "/usr/bin")
+    time.sleep(0.01)
+    layout.file("/usr/bin/newer")
+    interop_init.host_path_folders("/usr/bin")
+    assert os.readlink(layout.inside("/usr/bin")) == str(layout.generation("/usr/bin"))
+    assert layout.names("/usr/bin") == {"tool", "newer"}
+
+
+def test_a_launch_waits_for_the_vms_builder(layout: Layout) -> None:
+    layout.file("/usr/bin/tool")
+    lock = _vm_folders(layout, "/usr/bin", locked=True)
+    made = layout.vm_generations / layout.generation("/usr/bin").name
+    aside = layout.vm_generations / "aside"
+    made.rename(aside)  # not there yet: the builder is still at work
+
+    def finish() -> None:
+        time.sleep(0.2)
+        aside.rename(made)
+        os.close(lock)
+
+    finisher = threading.Thread(target=finish)
+    started = time.monotonic()
+    finisher.start()
+    interop_init.host_path_folders("/usr/bin")
+    finisher.join()
+    assert time.monotonic() - started >= 0.2
+    assert os.readlink(layout.inside("/usr/bin")) == str(made)
+    assert os.listdir(layout.generations) == []
+
+
+def test_a_vm_builder_that_does_not_finish_is_waited_for_a_bounded_time(
+    layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(interop_init, "BUILDER_WAIT", 0.2)
+    layout.file("/usr/bin/tool")
+    layout.vm_generations.mkdir()
+    lock = os.open(layout.vm_generations / interop_init.BUILDING, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        started = time.monotonic()
+        interop_init.host_path_folders("/usr/bin")
+        assert 0.2 <= time.monotonic() - started < 5
+    finally:
+        os.close(lock)
+    assert os.readlink(layout.inside("/usr/bin")) == str(layout.generation("/usr/bin"))
+    assert layout.names("/usr/bin") == {"tool"}
+
+
+def test_the_vms_builder_sees_the_host_tree_as_its_root(layout: Layout) -> None:
+    """mini_init's builder is a child whose root is the VM's host tree (here: the layout's view),
+    holding the lock until it is done."""
+    layout.file("/usr/bin/tool")
+    layout.link("/usr/bin/absolute", "/usr/bin/tool")  # resolved in the host tree, not here
+    layout.vm_generations.mkdir()
+    tree = os.open(layout.view, os.O_PATH | os.O_DIRECTORY)
+    folder = os.open(layout.vm_generations, os.O_PATH | os.O_DIRECTORY)
+    try:
+        assert vm_path_folders.start("", tree, folder) is None  # nothing to make
+        assert vm_path_folders.start("/usr/bin", -1, folder) is None
+        pid = vm_path_folders.start("/usr/bin:/usr/bin", tree, folder)
+        assert pid is not None
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        os.close(tree)
+        os.close(folder)
+    generation = layout.vm_generations / layout.generation("/usr/bin").name
+    assert sorted(os.listdir(generation)) == ["absolute", "tool"]
+    lock = os.open(layout.vm_generations / interop_init.BUILDING, os.O_RDONLY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released with the builder
+    finally:
+        os.close(lock)
+
+
+def test_no_vm_builder_where_its_lock_cannot_be_made(tmp_path: Path) -> None:
+    tree = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    try:
+        (tmp_path / "vm").mkdir()
+        (tmp_path / "vm" / interop_init.BUILDING).mkdir()  # a folder in its place
+        folder = os.open(tmp_path / "vm", os.O_PATH | os.O_DIRECTORY)
+        try:
+            assert vm_path_folders.start("/usr/bin", tree, folder) is None
+        finally:
+            os.close(folder)
+    finally:
+        os.close(tree)

@@ -117,6 +117,7 @@ class InitParameters:
     install_path: str = ""  # the root filesystem's host folder (wslpath -w), "" when unknown
     device_settings: devices.DeviceSettings = field(default_factory=devices.DeviceSettings)  # ``devices``
     shared_tree_fd: int = -1  # the VM's shared tmpfs for /mnt/wsl, a detached mount tree; -1: none
+    folders_tree_fd: int = -1  # the host PATH folders made for the VM (``vm_path_folders``); -1: none
     guard_fd: int = -1  # the shim's pipe: closed when init exits, b"K" = end the instance now
     cgroup_fd: int = -1  # the VM's cgroup2 root (delegated to the VM's root); -1: none
     cgroup_name: str = ""  # the instance's sub-group there, made for systemd
@@ -164,7 +165,7 @@ def prepare_root(parameters: InitParameters) -> Instance:
     mounts.apply_plan(parameters.tree_fd, mounts.distribution_plan(parameters.networking_mode, None))
     conf.warnings += devices.apply_devices(parameters.tree_fd, parameters.device_settings, conf.gpu_enabled)
     gui.enable(conf.gui_applications)  # inherited by the session leaders and relays
-    interop_init.attach_host_view(parameters.tree_fd, parameters.interop_tree_fd)
+    interop_init.attach_host_view(parameters.tree_fd, parameters.interop_tree_fd, parameters.folders_tree_fd)
     _mount_shared_tmpfs(parameters, conf)
     if conf.automount_enabled:
         _mount_host_tree(parameters, conf)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import socket
 import stat
@@ -61,6 +62,10 @@ MAX_FOLDER_ENTRIES = 20000
 BUILDER_WAIT = 2.0  # s a launch waits for another process making the same host PATH folder
 SEND_TIMEOUT = 2.0
 _GENERATIONS = PATH_FOLDER + "/.generations"
+# The generations mini_init made for the VM's booting caller's PATH (`vm_path_folders`), shared
+# read-only by every instance; ``BUILDING`` is locked while they are being made.
+VM_GENERATIONS = RUNTIME_DIR + "/vm-path"
+BUILDING = ".building"
 _UCRED = struct.Struct("iII")
 
 
@@ -346,21 +351,28 @@ def _refuse(connection: socket.socket, error: int) -> None:
 # -- host PATH folders ----------------------------------------------------------------------------
 
 
+def candidate_folders(nt_path: str) -> list[str]:
+    """The host folders of the host ``PATH`` ``nt_path`` that can have a folder inside: absolute,
+    normalised, each once, in order."""
+    folders: list[str] = []
+    for host_folder in nt_path.split(":"):
+        if host_folder.startswith("/") and "\0" not in host_folder:
+            host_folder = os.path.normpath(host_folder)
+            if host_folder not in folders:
+                folders.append(host_folder)
+    return folders
+
+
 def host_path_folders(nt_path: str) -> list[str]:
     """The folders inside that stand for the host ``PATH`` ``nt_path`` (made or refreshed here).
 
     Only absolute host folders that exist and can be listed count; at most ``MAX_PATH_FOLDERS``.
     """
     folders: list[str] = []
-    for host_folder in nt_path.split(":"):
+    for host_folder in candidate_folders(nt_path):
         if len(folders) >= MAX_PATH_FOLDERS:
             break
-        if not host_folder.startswith("/") or "\0" in host_folder:
-            continue
-        host_folder = os.path.normpath(host_folder)
         inside = PATH_FOLDER + "/" + escape_folder(host_folder)
-        if inside in folders:
-            continue
         try:
             _refresh(host_folder, inside)
         except OSError as error:
@@ -394,22 +406,34 @@ def prepare_path_folders(host_path: str, conf: WslConf) -> int | None:
     return pid
 
 
-def _refresh(host_folder: str, inside: str) -> None:
-    info = os.stat(HOST_VIEW + host_folder)
+def generation_name(host_folder: str, view: str | None = None) -> str:
+    """The name of the generation of `host_folder` as it is now (seen at `view` + the folder):
+    ``<escaped folder>@<device>-<inode>-<modification time>``."""
+    info = os.stat((HOST_VIEW if view is None else view) + host_folder)
     if not stat.S_ISDIR(info.st_mode):
         raise OSError(errno.ENOTDIR, "not a folder")
-    generation = f"{escape_folder(host_folder)}@{info.st_dev:x}-{info.st_ino:x}-{info.st_mtime_ns:x}"
+    return f"{escape_folder(host_folder)}@{info.st_dev:x}-{info.st_ino:x}-{info.st_mtime_ns:x}"
+
+
+def _refresh(host_folder: str, inside: str) -> None:
+    generation = generation_name(host_folder)
     target = f"{_GENERATIONS}/{generation}"
     with contextlib.suppress(OSError):
         # This folder's generation, or the same folder's under another name (`/bin`, `/usr/bin`).
         if os.readlink(inside).rpartition("@")[2] == generation.rpartition("@")[2]:
             return
     if not os.path.isdir(target):
-        target = _generation_of_same_folder(generation) or target
+        target = _generation_of_same_folder(_GENERATIONS, generation) or target
+    if not os.path.isdir(target):
+        target = _vm_generation(generation) or target
     if not os.path.isdir(target):
         _wait_for_builder(target)
     if not os.path.isdir(target):
-        _generate(_real_host_folder(host_folder), target)
+        folder_fd = os.open(_GENERATIONS, _FOLDER_FLAGS)
+        try:
+            generate(real_host_folder(host_folder), generation, folder_fd)
+        finally:
+            os.close(folder_fd)
     temporary = f"{inside}.{os.getpid()}"
     with contextlib.suppress(FileNotFoundError):
         os.unlink(temporary)
@@ -417,11 +441,35 @@ def _refresh(host_folder: str, inside: str) -> None:
     os.rename(temporary, inside)
 
 
-def _real_host_folder(host_folder: str) -> str:
+def _vm_generation(generation: str) -> str | None:
+    """The VM's generation of that folder (`vm_path_folders`), once mini_init's builder is done
+    (waited for at most `BUILDER_WAIT` s); None when it has none."""
+    try:
+        lock = os.open(f"{VM_GENERATIONS}/{BUILDING}", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None  # no VM generations in this instance
+    try:
+        deadline = time.monotonic() + BUILDER_WAIT
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return None
+                time.sleep(0.001)
+    finally:
+        os.close(lock)
+    target = f"{VM_GENERATIONS}/{generation}"
+    return target if os.path.isdir(target) else _generation_of_same_folder(VM_GENERATIONS, generation)
+
+
+def real_host_folder(host_folder: str, view: str | None = None) -> str:
     """`host_folder` with its links resolved as the host resolves them (an absolute target is a
     host path, `..` leaves the folder a link led to): its entries' relative links are then
     followed from the folder they are really in. `/bin` on a merged-/usr host is `/usr/bin`, and
     its `../lib/x` is `/usr/lib/x`, as for the name `/usr/bin` (both names share a generation)."""
+    view = HOST_VIEW if view is None else view
     pending = [part for part in host_folder.split("/") if part]
     real: list[str] = []
     links = 0
@@ -434,7 +482,7 @@ def _real_host_folder(host_folder: str) -> str:
                 real.pop()
             continue
         try:
-            target = os.readlink(HOST_VIEW + "/" + "/".join([*real, name]))
+            target = os.readlink(view + "/" + "/".join([*real, name]))
         except OSError:  # not a link (or nothing there: the folder's own open says so)
             real.append(name)
             continue
@@ -476,41 +524,43 @@ def _alive(pid: int) -> bool:
     return pid != os.getpid()
 
 
-def _generation_of_same_folder(generation: str) -> str | None:
-    """A generation made for another name of the same host folder (``/bin`` and ``/usr/bin`` when
-    one is a link to the other): its links are the same, so it is shared rather than made again."""
-    folder = generation.rpartition("@")[2]
+def _generation_of_same_folder(folder: str, generation: str) -> str | None:
+    """A generation in `folder` made for another name of the same host folder (``/bin`` and
+    ``/usr/bin`` when one is a link to the other): its links are the same, so it is shared
+    rather than made again."""
+    host_folder = generation.rpartition("@")[2]
     with contextlib.suppress(OSError):
-        for name in os.listdir(_GENERATIONS):
-            if name.rpartition("@")[2] == folder:
-                return f"{_GENERATIONS}/{name}"
+        for name in os.listdir(folder):
+            if name.rpartition("@")[2] == host_folder and not name.endswith(".new"):
+                return f"{folder}/{name}"
     return None
 
 
-def _generate(host_folder: str, target: str) -> None:
-    """A folder with a link to the launcher for each executable of the host folder."""
-    building = f"{target}.{os.getpid()}.new"
-    os.mkdir(building, 0o755)
+def generate(host_folder: str, generation: str, folder_fd: int, view: str | None = None) -> None:
+    """The generation `generation` in the folder `folder_fd`: a link to the launcher for each
+    executable of the host folder (seen at `view` + the folder), made aside and renamed."""
+    building = f"{generation}.{os.getpid()}.new"
+    os.mkdir(building, 0o755, dir_fd=folder_fd)
     try:
-        _fill(host_folder, building)
+        _fill(host_folder, building, folder_fd, view)
     except OSError:
-        _remove_tree(building)
+        _remove_tree(building, folder_fd)
         raise
     try:
-        os.rename(building, target)
+        os.rename(building, generation, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
     except OSError as error:
-        _remove_tree(building)
+        _remove_tree(building, folder_fd)
         if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
             raise  # else another launch made the same generation first
 
 
-def _fill(host_folder: str, building: str) -> None:
-    """The links in ``building``: the host folder is opened once and its entries are looked at
-    relative to it (the entry's type from the listing tells a folder and a link without a
-    ``stat``); each link is made relative to ``building``."""
-    building_fd = os.open(building, _FOLDER_FLAGS)
+def _fill(host_folder: str, building: str, folder_fd: int, view: str | None) -> None:
+    """The links in ``building`` (in `folder_fd`): the host folder is opened once and its entries
+    are looked at relative to it (the entry's type from the listing tells a folder and a link
+    without a ``stat``); each link is made relative to ``building``."""
+    building_fd = os.open(building, _FOLDER_FLAGS, dir_fd=folder_fd)
     try:
-        folder = _HostFolder(host_folder)
+        folder = _HostFolder(host_folder, view)
         try:
             with os.scandir(folder.fd) as entries:
                 count = 0
@@ -541,8 +591,9 @@ class _HostFolder:
     once: a host path's step is its answer (an executable file or not; False as well for what
     cannot be looked at) or, for a link, its target's host path."""
 
-    def __init__(self, host_folder: str) -> None:
-        self.fd = os.open(HOST_VIEW + host_folder, _FOLDER_FLAGS)
+    def __init__(self, host_folder: str, view: str | None = None) -> None:
+        self.view = HOST_VIEW if view is None else view
+        self.fd = os.open(self.view + host_folder, _FOLDER_FLAGS)
         self.folder = host_folder
         self.prefix = os.path.join(host_folder, "")  # + a name: os.path.join(host_folder, name)
         self.steps: dict[str, str | bool] = {}
@@ -584,10 +635,10 @@ class _HostFolder:
                 if not stat.S_ISLNK(info.st_mode):
                     return stat.S_ISREG(info.st_mode) and bool(info.st_mode & 0o111)
                 return self._following(self.folder, os.readlink(name, dir_fd=self.fd))
-            info = os.lstat(HOST_VIEW + host_path)
+            info = os.lstat(self.view + host_path)
             if not stat.S_ISLNK(info.st_mode):
                 return stat.S_ISREG(info.st_mode) and bool(info.st_mode & 0o111)
-            return self._following(os.path.dirname(host_path), os.readlink(HOST_VIEW + host_path))
+            return self._following(os.path.dirname(host_path), os.readlink(self.view + host_path))
         except OSError:
             return False
 
@@ -598,31 +649,41 @@ class _HostFolder:
         return self.prefix + target if folder == self.folder else os.path.join(folder, target)
 
 
-def _remove_tree(folder: str) -> None:
+def _remove_tree(name: str, folder_fd: int) -> None:
+    """Remove the folder `name` of `folder_fd` and the links in it."""
     with contextlib.suppress(OSError):
-        for name in os.listdir(folder):
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(folder, name))
-        os.rmdir(folder)
+        fd = os.open(name, _FOLDER_FLAGS, dir_fd=folder_fd)
+        try:
+            for entry in os.listdir(fd):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry, dir_fd=fd)
+        finally:
+            os.close(fd)
+        os.rmdir(name, dir_fd=folder_fd)
 
 
 # -- init's steps ---------------------------------------------------------------------------------
 
 
-def attach_host_view(root_fd: int, tree_fd: int) -> None:
+def attach_host_view(root_fd: int, tree_fd: int, folders_fd: int = -1) -> None:
     """Before pivot_root: the read-only host view at :data:`HOST_VIEW` (``tree_fd`` is a detached
-    copy of the VM's host tree; closed here). A failure is logged: the distribution still starts."""
-    if tree_fd < 0:
-        return
+    copy of the VM's host tree) and the VM's host PATH folders, read-only, at
+    :data:`VM_GENERATIONS` (``folders_fd``, -1 for none); both fds are closed here. A failure is
+    logged: the distribution still starts (and makes the folders it needs itself)."""
     try:
-        if _runtime is not None:
+        if tree_fd >= 0 and _runtime is not None:
             mounts.apply_plan(
                 root_fd, [mounts.AttachTree(HOST_VIEW, "interop", read_only=True)], {"interop": tree_fd}
             )
+            if folders_fd >= 0:
+                steps = [mounts.AttachTree(VM_GENERATIONS, "folders", read_only=True)]
+                mounts.apply_plan(root_fd, steps, {"folders": folders_fd})
     except OSError as error:
         log.warning("interop: cannot mount the host view: %s", error)
     finally:
-        os.close(tree_fd)
+        for fd in (tree_fd, folders_fd):
+            if fd >= 0:
+                os.close(fd)
 
 
 def start_listener(enabled: bool) -> InteropListener | None:

@@ -145,6 +145,7 @@ def run_shim(parameters: init.InitParameters, pid_write: int) -> None:
         parameters.host_tree_fd,
         parameters.interop_tree_fd,
         parameters.shared_tree_fd,
+        parameters.folders_tree_fd,
         parameters.channel_fd,
         parameters.control_fd,
         guard_write,

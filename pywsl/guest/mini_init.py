@@ -41,6 +41,7 @@ from pywsl.guest import (
     tar_worker,
     user_disks,
     vm_monitor,
+    vm_path_folders,
 )
 from pywsl.guest.boot import BootArguments, parse_boot_arguments
 from pywsl.guest.requests import receive_request
@@ -145,6 +146,16 @@ def _path_of(fd: int) -> str:
     return path if path.startswith("/") and not path.endswith(" (deleted)") else ""
 
 
+def _make_folders_tmpfs() -> int:
+    """The tmpfs of the host PATH folders the VM's instances share (``mounts.folders_tmpfs``); -1
+    when refused (each instance then makes its own)."""
+    try:
+        return mounts.folders_tmpfs()
+    except OSError as error:
+        log.warning("the host PATH folders are made by each distribution: %s", error)
+        return -1
+
+
 def _make_shared_tmpfs() -> int:
     """The VM's ``/mnt/wsl`` tmpfs (``mounts.shared_tmpfs``); -1, and no ``/mnt/wsl``, when refused."""
     try:
@@ -184,6 +195,7 @@ class MiniInit:
         self.cloner = context.cloner
         self.ready = context.ready
         self.host_tree = context.host_tree
+        self.folders_tmpfs = _make_folders_tmpfs()  # covered by the shared tmpfs, next
         self.shared_tmpfs = _make_shared_tmpfs()
         self.listener = socket.socket(fileno=self.boot.listen_fd)
         self.listener.setblocking(False)
@@ -214,6 +226,10 @@ class MiniInit:
         self.selector.register(wakeup_read, selectors.EVENT_READ, "signal")
         # The monitor never speaks unasked: its socket turning readable means it is gone.
         self.selector.register(self.cloner.fileno(), selectors.EVENT_READ, "monitor")
+        # The first distribution's launches most likely have the booting caller's host PATH.
+        builder = vm_path_folders.start(self.boot.host_path, self.host_tree, self.folders_tmpfs)
+        if builder is not None:
+            self.workers.other.add(builder)
         self.ready.send(b"R")
         self.ready.close()
         log.info(
@@ -437,7 +453,8 @@ class MiniInit:
         """The root filesystem (a clone of the directory, or the disk's file system), the host
         tree for /mnt/host (a copy of the masked tree host_view prepared, whose mounts stay locked
         in the distribution), another one for the interop runtime, and /mnt/wsl (a clone of the
-        VM's shared tmpfs: the files are the same for every instance; -1 for none)."""
+        VM's shared tmpfs: the files are the same for every instance; -1 for none), and the host
+        PATH folders made for the VM (``vm_path_folders``; -1 for none)."""
         if lun is not None:
             tree = disks.mount_tree(rootfs_fd, message.FsType or "ext4", message.MountOptions or "")
         else:
@@ -447,6 +464,8 @@ class MiniInit:
             trees.append(mounts.clone_tree(self.host_tree))
             trees.append(mounts.clone_tree(self.host_tree))
             trees.append(mounts.clone_tree(self.shared_tmpfs) if self.shared_tmpfs >= 0 else -1)
+            folders = self.folders_tmpfs
+            trees.append(mounts.clone_tree(folders, recursive=False) if folders >= 0 else -1)
         except OSError:
             _close([fd for fd in trees if fd >= 0])
             raise
@@ -471,8 +490,8 @@ class MiniInit:
         Returns the shim's pid.
 
         ``trees``: the root filesystem, the host tree for /mnt/host, the host tree for interop, the
-        shared tmpfs for /mnt/wsl (-1: none)."""
-        tree, host_tree, interop_tree, shared_tree = trees
+        shared tmpfs for /mnt/wsl, the VM's host PATH folders (-1: none)."""
+        tree, host_tree, interop_tree, shared_tree, folders_tree = trees
         control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             pid_read, pid_write = os.pipe()
@@ -492,6 +511,7 @@ class MiniInit:
             install_path=install_path if install_path.startswith("/") else "",
             device_settings=self.boot.devices,
             shared_tree_fd=shared_tree,
+            folders_tree_fd=folders_tree,
             host_path=self.boot.host_path,
         )
         try:
@@ -511,6 +531,7 @@ class MiniInit:
                     host_tree,
                     interop_tree,
                     shared_tree,
+                    folders_tree,
                     channel_fd,
                     control_child.fileno(),
                     pid_write,

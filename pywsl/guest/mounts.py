@@ -43,6 +43,9 @@ STAGING = "/tmp"
 # attached in the VM's own mount namespace (which no process of the VM uses as its root).
 SHARED_MOUNT_POINT = "/mnt/wsl"
 SHARED_TMPFS_PATH = "/tmp"
+# mini_init's tmpfs of the host PATH folders its instances share (``vm_path_folders``): mounted
+# first at the same place, then covered by the shared tmpfs; reached by its fd alone.
+FOLDERS_TMPFS_PATH = SHARED_TMPFS_PATH
 
 
 @dataclass(frozen=True)
@@ -311,6 +314,17 @@ def shared_tmpfs(path: str = SHARED_TMPFS_PATH) -> int:
     syscalls.mount("tmpfs", path, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "mode=1777")
     # shared: a disk mounted into it later (``--mount``) shows in the distributions' copies too
     syscalls.mount(None, path, None, syscalls.MS_SHARED)
+    return os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+
+def folders_tmpfs(path: str = FOLDERS_TMPFS_PATH) -> int:
+    """mini_init's tmpfs for the host PATH folders of its instances, mounted at ``path`` (before
+    :func:`shared_tmpfs` covers it there); an O_PATH fd of its root. An instance attaches a clone
+    of that mount alone (``clone_tree(fd, recursive=False)``): the tmpfs covering it is not part
+    of it."""
+    syscalls.mount(
+        "tmpfs", path, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC, "mode=0755"
+    )
     return os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
 
 

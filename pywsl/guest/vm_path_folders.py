@@ -1,0 +1,83 @@
+"""The host PATH folders of the VM's booting caller, made once for all of the VM's instances.
+
+Each instance's init makes the folders that stand for a host PATH (``interop_init``): one link to
+the launcher per executable of a host folder, about a thousand for ``/usr/bin``, and a launch
+waits for them. The launches into a new VM most likely have the PATH of the caller that booted
+it, so mini_init makes those generations as the VM starts (:func:`start`): in a tmpfs of its own,
+by a child whose root is the VM's host tree (what an instance sees at ``interop_init.HOST_VIEW``),
+while the first distribution starts. Every instance attaches a read-only clone of that tmpfs at
+``interop_init.VM_GENERATIONS`` and links to a generation there rather than making it; one made
+while the builder still runs is waited for (``interop_init.BUILDING`` stays locked until the
+builder is done or gone). A host folder that changed since the VM started is made by the
+instance itself, as before.
+
+All of the VM's instances share these files: a distribution's root could remount its clone
+writable (the instances are in one user namespace), as it can write the shared ``/mnt/wsl``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+
+from pywsl.guest import forking, guest_log, interop_init
+
+__all__ = ["build", "start"]
+
+log = guest_log.getLogger("pywsl.interop")
+
+
+def start(host_path: str, host_tree_fd: int, folder_fd: int) -> int | None:
+    """Fork the builder of `host_path`'s generations into the tmpfs `folder_fd` (an fd of its
+    root), with `host_tree_fd` (the VM's host tree) as its root; its pid, or None when there is
+    nothing to make or it cannot start (the instances then make their folders themselves)."""
+    folders = interop_init.candidate_folders(host_path)[: interop_init.MAX_PATH_FOLDERS]
+    if not folders or host_tree_fd < 0 or folder_fd < 0:
+        return None
+    try:
+        # Locked before the fork, so that no instance can look before the builder holds it.
+        lock = os.open(
+            interop_init.BUILDING,
+            os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o644,
+            dir_fd=folder_fd,
+        )
+    except OSError as error:
+        log.warning("interop: the VM's host PATH folders are not made ahead: %s", error)
+        return None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        pid = os.fork()
+    except OSError as error:
+        os.close(lock)
+        log.warning("interop: the VM's host PATH folders are not made ahead: %s", error)
+        return None
+    if pid == 0:
+        code = 1
+        try:
+            forking.become_child([2, host_tree_fd, folder_fd, lock])
+            os.fchdir(host_tree_fd)
+            os.chroot(".")  # host paths now resolve as an instance's host view resolves them
+            build(folders, folder_fd, view="")
+            code = 0
+        finally:
+            forking.exit_now(code)
+    os.close(lock)  # the child's copy holds the lock until it exits
+    return pid
+
+
+def build(folders: list[str], folder_fd: int, view: str) -> None:
+    """Make the generation of each host folder (seen at `view` + the folder) in `folder_fd`,
+    once per real folder; a folder that cannot be listed is skipped."""
+    made: set[str] = set()
+    for host_folder in folders:
+        try:
+            generation = interop_init.generation_name(host_folder, view)
+            identity = generation.rpartition("@")[2]  # the same folder under another name
+            if identity in made:
+                continue
+            real = interop_init.real_host_folder(host_folder, view)
+            interop_init.generate(real, generation, folder_fd, view)
+            made.add(identity)
+        except OSError as error:
+            log.debug("interop: host folder %s skipped: %s", host_folder, error)
