@@ -28,10 +28,10 @@ import fcntl
 import os
 import stat
 import struct
-import time
 from collections.abc import Iterator, Sequence
 
 from pywsl.guest import syscalls
+from pywsl.guest.file_locks import lock_within
 
 TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the same classes cheaply
 if TYPE_CHECKING:
@@ -196,15 +196,8 @@ def _setup_lock() -> Iterator[None]:
     """Serialises the setup between concurrent launches of the distribution (bounded wait)."""
     fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        deadline = time.monotonic() + LOCK_TIMEOUT
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise OSError(errno.ETIMEDOUT, "another launch holds the GUI setup") from None
-                time.sleep(0.005)
+        if not lock_within(fd, fcntl.LOCK_EX, LOCK_TIMEOUT, 0.005):
+            raise OSError(errno.ETIMEDOUT, "another launch holds the GUI setup")
         yield
     finally:
         os.close(fd)

@@ -36,6 +36,7 @@ import struct
 import time
 
 from pywsl.guest import forking, guest_log, interop_native, interop_paths, mounts
+from pywsl.guest.file_locks import lock_within
 from pywsl.guest.interop_paths import HOST_PATH_FOLDER as PATH_FOLDER
 from pywsl.guest.interop_paths import LAUNCHER, RUNTIME_DIR, escape_folder
 from pywsl.wire.channel import MessageChannel
@@ -449,15 +450,8 @@ def _vm_generation(generation: str) -> str | None:
     except OSError:
         return None  # no VM generations in this instance
     try:
-        deadline = time.monotonic() + BUILDER_WAIT
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    return None
-                time.sleep(0.001)
+        if not lock_within(lock, fcntl.LOCK_SH, BUILDER_WAIT, 0.001):
+            return None
     finally:
         os.close(lock)
     target = f"{VM_GENERATIONS}/{generation}"
