@@ -83,6 +83,7 @@ class Cli:
         self.open_session = mocker.patch("pywsl.cli.context.open_session", return_value=self.session)
         # Root's quick launch (no session) is declined: every launch goes to the mocked session.
         self.quick_launch = mocker.patch("pywsl.cli.context.quick_launch", return_value=None)
+        self.prestart_vm = mocker.patch("pywsl.cli.context.prestart_vm")  # no VM interpreter either
 
     def __call__(
         self, *args: str, input: str | bytes | None = None, env: dict[str, str] | None = None

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from pywsl.api.session.user_session import UserSession
 
-__all__ = ["CliState", "current_session", "open_session", "quick_launch", "state_of"]
+__all__ = ["CliState", "current_session", "open_session", "prestart_vm", "quick_launch", "state_of"]
 
 
 def open_session() -> UserSession:
@@ -27,6 +27,15 @@ def open_session() -> UserSession:
     from pywsl.api.connect import connect
 
     return connect()
+
+
+def prestart_vm() -> None:
+    """Root's launch with no VM running: start the VM's interpreter now, as early as the launch is
+    known to be one (`pywsl.api.session.cold_start`); its boot takes it, or it is ended."""
+    if sys.platform == "linux" and os.geteuid() == 0:
+        from pywsl.api.session.cold_start import prestart_if_no_vm
+
+        prestart_if_no_vm()
 
 
 def quick_launch(
@@ -39,9 +48,7 @@ def quick_launch(
     if sys.platform != "linux":
         return None  # Windows: every launch goes to the installed WslService (`ComUserSession`)
     if os.geteuid() == 0:
-        from pywsl.api.session.cold_start import prestart_if_no_vm
-
-        prestart_if_no_vm()  # no VM: its interpreter loads while this process goes on
+        prestart_vm()  # (once per process: the fast path started it already)
         from pywsl.api.session.quick_launch import launch
     else:
         from pywsl.api.service.launch_client import launch

@@ -111,6 +111,7 @@ def run(argv: Sequence[str] | None = None) -> int | None:
     line = read_launch_line(sys.argv[1:] if argv is None else list(argv))
     if line is None:
         return None
+    context.prestart_vm()  # a cold launch: the VM's interpreter loads while this one goes on
     status = _guarded(lambda: _quick_launch(line))
     return _run_line(line) if status is None else status
 
