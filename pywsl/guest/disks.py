@@ -25,11 +25,10 @@ import contextlib
 import errno
 import os
 import stat
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 
-from pywsl.guest import mounts, syscalls
+from pywsl.guest import mounts, programs, syscalls
 
 SCSI_DEVICES = "/sys/bus/scsi/devices"
 DISKS_FOLDER = "/run/pywsl/disks"
@@ -130,16 +129,15 @@ def tool(name: str) -> str:
 
 def run_tool(
     argv: list[str], fd: int, output: int | None = None, after: Sequence[str] = ()
-) -> subprocess.CompletedProcess[bytes]:
-    """Run a tool on the device ``fd``: ``argv``, ``/proc/self/fd/<fd>``, then ``after``."""
-    return subprocess.run(
+) -> programs.Finished:
+    """Run a tool on the device ``fd``: ``argv``, ``/proc/self/fd/<fd>``, then ``after``; its
+    output (stdout and stderr) goes to ``output``, or is captured."""
+    return programs.run(
         [tool(argv[0]), *argv[1:], f"/proc/self/fd/{fd}", *after],
-        stdin=subprocess.DEVNULL,
-        stdout=output if output is not None else subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        {"PATH": TOOL_PATH, "LANG": "C.UTF-8"},
+        stdout=programs.CAPTURE if output is None else output,
+        stderr=programs.STDOUT,
         pass_fds=(fd,),
-        env={"PATH": TOOL_PATH, "LANG": "C.UTF-8"},
-        check=False,
     )
 
 
@@ -147,7 +145,7 @@ def format_ext4(fd: int) -> None:
     """A new ext4 file system on the disk ``fd`` (which reads as zeros: nothing is zeroed)."""
     done = run_tool(["mkfs.ext4", *MKFS_OPTIONS], fd)
     if done.returncode != 0:
-        text = done.stdout.decode(errors="replace").strip()
+        text = done.output.decode(errors="replace").strip()
         raise OSError(errno.EIO, f"mkfs.ext4 failed ({done.returncode}): {text}")
 
 

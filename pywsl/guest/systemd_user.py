@@ -26,8 +26,9 @@ import contextlib
 import errno
 import os
 import stat
-import subprocess
 from collections.abc import Mapping
+
+from pywsl.guest import programs
 
 SYSTEMCTL = ("/usr/bin/systemctl", "/bin/systemctl")
 RUNTIME_ROOT = "/run/user"
@@ -65,21 +66,18 @@ def start_manager(uid: int, timeout_ms: int) -> str | None:
     if program is None:
         return "the distribution has no systemctl"
     try:
-        result = subprocess.run(
+        result = programs.run(
             [program, "--no-ask-password", "start", f"user@{uid}.service"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env={"PATH": PATH},
+            {"PATH": PATH},
+            stdout=programs.DEVNULL,
             timeout=max(timeout_ms, 1) / 1000,
-            check=False,
         )
-    except subprocess.TimeoutExpired:
+    except TimeoutError:
         return f"not started within [boot] initTimeout ({timeout_ms} ms)"
     except OSError as error:
         return f"systemctl cannot run: {error.strerror or error}"
     if result.returncode != 0:
-        reason = result.stderr.decode("utf-8", "replace").strip().splitlines()
+        reason = result.errors.decode("utf-8", "replace").strip().splitlines()
         return reason[-1] if reason else f"systemctl exited with {result.returncode}"
     return None
 

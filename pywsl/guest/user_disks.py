@@ -14,9 +14,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import subprocess
 
-from pywsl.guest import disks, mounts, syscalls
+from pywsl.guest import disks, mounts, programs, syscalls
 from pywsl.wire.message_types import MountStep
 
 STEP = MountStep  # the enum's values as plain numbers (`pywsl.wire.enums` would cost the VM's start)
@@ -40,16 +39,15 @@ def _partition_device(fd: int, partition: int) -> str:
 def detect_type(device: str) -> str:
     """The file system on ``device`` (``blkid -p``, the host's util-linux); OSError when none."""
     try:
-        done = subprocess.run(
+        done = programs.run(
             [disks.tool("blkid"), "-p", "-o", "value", "-s", "TYPE", device],
-            capture_output=True,
+            {"PATH": disks.TOOL_PATH, "LANG": "C.UTF-8"},
+            stderr=programs.DEVNULL,
             timeout=DETECT_TIMEOUT,
-            env={"PATH": disks.TOOL_PATH, "LANG": "C.UTF-8"},
-            check=False,
         )
-    except subprocess.TimeoutExpired:
+    except TimeoutError:
         raise OSError(errno.ETIMEDOUT, "blkid did not answer") from None
-    kind = done.stdout.decode(errors="replace").strip()
+    kind = done.output.decode(errors="replace").strip()
     if done.returncode != 0 or not kind:
         raise OSError(errno.EINVAL, f"no file system found on {device}")
     return kind
