@@ -33,10 +33,10 @@ DISTRIBUTION = """\
 import os, subprocess, sys
 from pywsl import coverage_startup
 coverage_startup.start()
-from pywsl.guest import interop_init
+from pywsl.guest import interop_init, interop_paths
 runtime = interop_init.detect_runtime()
 root = sys.argv[1]
-view = root + interop_init.HOST_VIEW
+view = root + interop_paths.HOST_VIEW
 setup = f'''
 mount -t tmpfs tmpfs {root}
 mkdir -p {root}/usr {root}/tmp {root}/hostfs/host {view}
@@ -48,7 +48,7 @@ mount --rbind / {view} && mount -o remount,bind,ro {view}
 subprocess.run(["sh", "-ec", setup], check=True)
 os.chroot(root)
 os.chdir("/")
-print(repr(coverage_startup.client_code(interop_init.HOST_VIEW, None)))
+print(repr(coverage_startup.client_code(interop_paths.HOST_VIEW, None)))
 script = interop_init.python_launcher_script(runtime, "/hostfs/host", None)
 print("follow" in script)
 with open("/tmp/launch-python", "w") as handle:

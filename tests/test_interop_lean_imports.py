@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pywsl.guest import interop_init, interop_native
+from pywsl.guest import interop_init, interop_native, interop_paths
 
 
 @given(st.text())
@@ -38,9 +38,9 @@ def test_the_launcher_script_quotes_as_before() -> None:
         False,
     )
     script = interop_init.launcher_script(runtime, "/mnt/host", None)
-    words = [interop_init.HOST_VIEW + "/lib/ld linux.so", "--library-path"]
-    words += [f"{interop_init.HOST_VIEW}/usr/lib:{interop_init.HOST_VIEW}/opt/it's"]
-    words += [interop_init.HOST_VIEW + "/cache/native", "--context", "/mnt/host", ""]
+    words = [interop_paths.HOST_VIEW + "/lib/ld linux.so", "--library-path"]
+    words += [f"{interop_paths.HOST_VIEW}/usr/lib:{interop_paths.HOST_VIEW}/opt/it's"]
+    words += [interop_paths.HOST_VIEW + "/cache/native", "--context", "/mnt/host", ""]
     assert script == "#!/bin/sh\nexec " + " ".join(shlex.quote(word) for word in words) + ' "$0" "$@"\n'
 
 

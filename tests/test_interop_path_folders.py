@@ -1,4 +1,4 @@
-"""The host PATH folders inside a distribution (``interop_init.host_path_folders``): one link to
+"""The host PATH folders inside a distribution (``path_folders.host_path_folders``): one link to
 the launcher per executable of a host folder, seen through the host view, in a generation folder
 shared by the names of the same host folder."""
 
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pywsl.guest import interop_init, vm_path_folders
+from pywsl.guest import interop_init, path_folders, vm_path_folders
 from pywsl.guest.interop_paths import escape_folder
 
 LAUNCHER = "/run/test-launcher"
@@ -67,11 +67,11 @@ class Layout:
 @pytest.fixture
 def layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Layout:
     made = Layout(tmp_path)
-    monkeypatch.setattr(interop_init, "HOST_VIEW", str(made.view))
-    monkeypatch.setattr(interop_init, "PATH_FOLDER", str(made.path_folder))
-    monkeypatch.setattr(interop_init, "_GENERATIONS", str(made.generations))
-    monkeypatch.setattr(interop_init, "VM_GENERATIONS", str(made.vm_generations))
-    monkeypatch.setattr(interop_init, "LAUNCHER", LAUNCHER)
+    monkeypatch.setattr(path_folders, "HOST_VIEW", str(made.view))
+    monkeypatch.setattr(path_folders, "PATH_FOLDER", str(made.path_folder))
+    monkeypatch.setattr(path_folders, "GENERATIONS", str(made.generations))
+    monkeypatch.setattr(path_folders, "VM_GENERATIONS", str(made.vm_generations))
+    monkeypatch.setattr(path_folders, "LAUNCHER", LAUNCHER)
     return made
 
 
@@ -84,7 +84,7 @@ def test_one_link_per_executable_file(layout: Layout) -> None:
     layout.file("/usr/bin/data", 0o644)
     layout.host("/usr/bin/folder").mkdir(mode=0o755)
     os.mkfifo(layout.host("/usr/bin/fifo"), 0o755)
-    assert interop_init.host_path_folders("/usr/bin") == [str(layout.inside("/usr/bin"))]
+    assert path_folders.host_path_folders("/usr/bin") == [str(layout.inside("/usr/bin"))]
     assert layout.names("/usr/bin") == {"tool", "own", "others", ".hidden", "with space\nand line"}
     assert not [name for name in os.listdir(layout.generations) if name.endswith(".new")]
 
@@ -110,7 +110,7 @@ def test_links_are_followed_as_the_host_would(layout: Layout) -> None:
     # An absolute target is a host path: the distribution's own /bin/sh does not count.
     assert os.path.exists("/bin/sh") and not layout.host("/bin/sh").exists()
     layout.link("/usr/bin/real-root", "/bin/sh")
-    interop_init.host_path_folders("/usr/bin")
+    path_folders.host_path_folders("/usr/bin")
     assert layout.names("/usr/bin") == {
         "tool",
         "same-folder",
@@ -136,16 +136,16 @@ def test_a_link_is_followed_at_most_sixteen_steps(layout: Layout) -> None:
     layout.file("/usr/lib/tool")
     layout.link("/usr/bin/far", "/srv/chain-1")  # 16 links
     layout.link("/usr/bin/near", "/srv/chain-2")  # 15 links
-    interop_init.host_path_folders("/usr/bin")
+    path_folders.host_path_folders("/usr/bin")
     assert layout.names("/usr/bin") == {"tool", "near", *(f"chain-{number}" for number in range(1, 16))}
 
 
 def test_max_folder_entries_counts_links_made(layout: Layout, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(interop_init, "MAX_FOLDER_ENTRIES", 3)
+    monkeypatch.setattr(path_folders, "MAX_FOLDER_ENTRIES", 3)
     for number in range(6):
         layout.file(f"/usr/bin/data-{number}", 0o644)
         layout.file(f"/usr/bin/tool-{number}")
-    interop_init.host_path_folders("/usr/bin")
+    path_folders.host_path_folders("/usr/bin")
     names = layout.names("/usr/bin")
     assert len(names) == 3 and all(name.startswith("tool-") for name in names)
 
@@ -153,7 +153,7 @@ def test_max_folder_entries_counts_links_made(layout: Layout, monkeypatch: pytes
 def test_generation_name_and_sharing_between_names_of_a_folder(layout: Layout) -> None:
     layout.file("/usr/bin/tool")
     layout.link("/bin", "usr/bin")
-    folders = interop_init.host_path_folders("/bin:/usr/bin:/usr/bin/:relative:/missing:/usr/bin/tool")
+    folders = path_folders.host_path_folders("/bin:/usr/bin:/usr/bin/:relative:/missing:/usr/bin/tool")
     assert folders == [str(layout.inside("/bin")), str(layout.inside("/usr/bin"))]
     info = os.stat(layout.host("/usr/bin"))
     generation = f"{escape_folder('/bin')}@{info.st_dev:x}-{info.st_ino:x}-{info.st_mtime_ns:x}"
@@ -175,7 +175,7 @@ def test_a_folder_reached_through_a_link_follows_relative_links_from_where_it_is
     layout.link("/usr/bin/other", "../../lib/other")
     layout.link("/bin", "usr/bin")
     layout.link("/opt/tools", "/usr/bin")  # an absolute link to the folder
-    folders = interop_init.host_path_folders(f"{order}:/opt/tools")
+    folders = path_folders.host_path_folders(f"{order}:/opt/tools")
     assert len(folders) == 3
     for host_folder in ("/bin", "/usr/bin", "/opt/tools"):
         assert layout.names(host_folder) == {"helper", "other"}
@@ -185,19 +185,19 @@ def test_a_folder_behind_a_link_loop_is_skipped(layout: Layout) -> None:
     layout.link("/a", "b")
     layout.link("/b", "a")
     layout.file("/usr/bin/tool")
-    assert interop_init.host_path_folders("/a/bin:/usr/bin") == [str(layout.inside("/usr/bin"))]
+    assert path_folders.host_path_folders("/a/bin:/usr/bin") == [str(layout.inside("/usr/bin"))]
 
 
 def test_an_unchanged_folder_is_not_listed_again_and_a_changed_one_is(layout: Layout) -> None:
     layout.file("/usr/bin/tool")
-    interop_init.host_path_folders("/usr/bin")
+    path_folders.host_path_folders("/usr/bin")
     first = os.readlink(layout.inside("/usr/bin"))
     os.unlink(Path(first) / "tool")  # a folder listed again would have it back
-    interop_init.host_path_folders("/usr/bin")
+    path_folders.host_path_folders("/usr/bin")
     assert os.readlink(layout.inside("/usr/bin")) == first and layout.names("/usr/bin") == set()
     layout.file("/usr/bin/new")
     os.utime(layout.host("/usr/bin"), ns=(1, 1))
-    interop_init.host_path_folders("/usr/bin")
+    path_folders.host_path_folders("/usr/bin")
     assert os.readlink(layout.inside("/usr/bin")) != first
     assert layout.names("/usr/bin") == {"tool", "new"}
 
@@ -207,15 +207,15 @@ def test_the_root_folder(layout: Layout) -> None:
     layout.file("/usr/bin/tool")
     layout.link("/up", "usr/bin/tool")
     layout.link("/absolute", "/top")
-    assert interop_init.host_path_folders("/") == [str(layout.inside("/"))]
+    assert path_folders.host_path_folders("/") == [str(layout.inside("/"))]
     assert layout.names("/") == {"top", "up", "absolute"}
 
 
 def test_at_most_max_path_folders(layout: Layout, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(interop_init, "MAX_PATH_FOLDERS", 2)
+    monkeypatch.setattr(path_folders, "MAX_PATH_FOLDERS", 2)
     for name in ("a", "b", "c"):
         layout.file(f"/{name}/tool")
-    assert interop_init.host_path_folders("/a:/b:/c") == [
+    assert path_folders.host_path_folders("/a:/b:/c") == [
         str(layout.inside("/a")),
         str(layout.inside("/b")),
     ]
@@ -278,10 +278,10 @@ def _rule(view: str, host_folder: str) -> set[str]:
 def test_links_follow_the_rule_on_any_tree(tree: dict[str, tuple[str, object] | None]) -> None:
     with tempfile.TemporaryDirectory() as temporary, pytest.MonkeyPatch.context() as monkeypatch:
         made = Layout(Path(temporary))
-        monkeypatch.setattr(interop_init, "HOST_VIEW", str(made.view))
-        monkeypatch.setattr(interop_init, "PATH_FOLDER", str(made.path_folder))
-        monkeypatch.setattr(interop_init, "_GENERATIONS", str(made.generations))
-        monkeypatch.setattr(interop_init, "LAUNCHER", LAUNCHER)
+        monkeypatch.setattr(path_folders, "HOST_VIEW", str(made.view))
+        monkeypatch.setattr(path_folders, "PATH_FOLDER", str(made.path_folder))
+        monkeypatch.setattr(path_folders, "GENERATIONS", str(made.generations))
+        monkeypatch.setattr(path_folders, "LAUNCHER", LAUNCHER)
         for folder in _FOLDERS:
             made.host(folder).mkdir(parents=True)
         made.link("/usr/bin/lib-link", "../lib")
@@ -297,7 +297,7 @@ def test_links_follow_the_rule_on_any_tree(tree: dict[str, tuple[str, object] | 
             else:
                 made.link(host_path, str(value))
         for host_folder in _FOLDERS:
-            interop_init.host_path_folders(host_folder)
+            path_folders.host_path_folders(host_folder)
             assert made.names(host_folder) == _rule(str(made.view), host_folder), host_folder
 
 
@@ -344,7 +344,7 @@ def test_a_launch_waits_for_a_live_builder_of_the_same_folder(
 
         finisher = threading.Thread(target=finish)
         finisher.start()
-        interop_init.host_path_folders("/usr/bin")
+        path_folders.host_path_folders("/usr/bin")
         finisher.join()
         # The builder's generation is used, not one made again (which would have "tool").
         assert layout.names("/usr/bin") == {"made-by-the-builder"}
@@ -354,14 +354,14 @@ def test_a_launch_waits_for_a_live_builder_of_the_same_folder(
 
 
 def test_a_dead_builders_leftover_is_not_waited_for(layout: Layout, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(interop_init, "BUILDER_WAIT", 30.0)
+    monkeypatch.setattr(path_folders, "BUILDER_WAIT", 30.0)
     layout.file("/usr/bin/tool")
     target = layout.generation("/usr/bin")
     gone = subprocess.Popen(["true"])
     gone.wait()
     Path(f"{target}.{gone.pid}.new").mkdir()
     started = time.monotonic()
-    interop_init.host_path_folders("/usr/bin")
+    path_folders.host_path_folders("/usr/bin")
     assert time.monotonic() - started < 5
     assert layout.names("/usr/bin") == {"tool"}
 
@@ -369,14 +369,14 @@ def test_a_dead_builders_leftover_is_not_waited_for(layout: Layout, monkeypatch:
 def test_a_builder_that_takes_too_long_is_waited_for_a_bounded_time(
     layout: Layout, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(interop_init, "BUILDER_WAIT", 0.2)
+    monkeypatch.setattr(path_folders, "BUILDER_WAIT", 0.2)
     layout.file("/usr/bin/tool")
     target = layout.generation("/usr/bin")
     builder = subprocess.Popen(["sleep", "30"])
     try:
         Path(f"{target}.{builder.pid}.new").mkdir()
         started = time.monotonic()
-        interop_init.host_path_folders("/usr/bin")
+        path_folders.host_path_folders("/usr/bin")
         assert 0.2 <= time.monotonic() - started < 5
         assert layout.names("/usr/bin") == {"tool"}
     finally:
@@ -392,9 +392,9 @@ def _vm_folders(layout: Layout, host_path: str, *, locked: bool = False) -> int:
     their folder (its `BUILDING` file there, locked when `locked`: the fd locking it)."""
     layout.vm_generations.mkdir(exist_ok=True)
     folder_fd = os.open(layout.vm_generations, os.O_RDONLY | os.O_DIRECTORY)
-    vm_path_folders.build(interop_init.candidate_folders(host_path), folder_fd, str(layout.view))
+    vm_path_folders.build(path_folders.candidate_folders(host_path), folder_fd, str(layout.view))
     os.close(folder_fd)
-    lock = os.open(layout.vm_generations / interop_init.BUILDING, os.O_RDWR | os.O_CREAT, 0o644)
+    lock = os.open(layout.vm_generations / path_folders.BUILDING, os.O_RDWR | os.O_CREAT, 0o644)
     if locked:
         fcntl.flock(lock, fcntl.LOCK_EX)
         return lock
@@ -407,8 +407,8 @@ def test_the_vms_generations_are_linked_rather_than_made(layout: Layout) -> None
     layout.link("/bin", "usr/bin")
     _vm_folders(layout, "/usr/bin:/bin:/usr/bin/:relative")
     made = set(os.listdir(layout.vm_generations))
-    assert made == {interop_init.BUILDING, layout.generation("/usr/bin").name}  # one per real folder
-    assert interop_init.host_path_folders("/usr/bin:/bin") == [
+    assert made == {path_folders.BUILDING, layout.generation("/usr/bin").name}  # one per real folder
+    assert path_folders.host_path_folders("/usr/bin:/bin") == [
         str(layout.inside("/usr/bin")),
         str(layout.inside("/bin")),
     ]
@@ -424,7 +424,7 @@ def test_a_folder_changed_since_the_vm_started_is_made_by_the_distribution(layou
     _vm_folders(layout, "/usr/bin")
     time.sleep(0.01)
     layout.file("/usr/bin/newer")
-    interop_init.host_path_folders("/usr/bin")
+    path_folders.host_path_folders("/usr/bin")
     assert os.readlink(layout.inside("/usr/bin")) == str(layout.generation("/usr/bin"))
     assert layout.names("/usr/bin") == {"tool", "newer"}
 
@@ -444,7 +444,7 @@ def test_a_launch_waits_for_the_vms_builder(layout: Layout) -> None:
     finisher = threading.Thread(target=finish)
     started = time.monotonic()
     finisher.start()
-    interop_init.host_path_folders("/usr/bin")
+    path_folders.host_path_folders("/usr/bin")
     finisher.join()
     assert time.monotonic() - started >= 0.2
     assert os.readlink(layout.inside("/usr/bin")) == str(made)
@@ -454,14 +454,14 @@ def test_a_launch_waits_for_the_vms_builder(layout: Layout) -> None:
 def test_a_vm_builder_that_does_not_finish_is_waited_for_a_bounded_time(
     layout: Layout, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(interop_init, "BUILDER_WAIT", 0.2)
+    monkeypatch.setattr(path_folders, "BUILDER_WAIT", 0.2)
     layout.file("/usr/bin/tool")
     layout.vm_generations.mkdir()
-    lock = os.open(layout.vm_generations / interop_init.BUILDING, os.O_RDWR | os.O_CREAT, 0o644)
+    lock = os.open(layout.vm_generations / path_folders.BUILDING, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         started = time.monotonic()
-        interop_init.host_path_folders("/usr/bin")
+        path_folders.host_path_folders("/usr/bin")
         assert 0.2 <= time.monotonic() - started < 5
     finally:
         os.close(lock)
@@ -489,7 +489,7 @@ def test_the_vms_builder_sees_the_host_tree_as_its_root(layout: Layout) -> None:
         os.close(folder)
     generation = layout.vm_generations / layout.generation("/usr/bin").name
     assert sorted(os.listdir(generation)) == ["absolute", "tool"]
-    lock = os.open(layout.vm_generations / interop_init.BUILDING, os.O_RDONLY)
+    lock = os.open(layout.vm_generations / path_folders.BUILDING, os.O_RDONLY)
     try:
         fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released with the builder
     finally:
@@ -500,7 +500,7 @@ def test_no_vm_builder_where_its_lock_cannot_be_made(tmp_path: Path) -> None:
     tree = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
     try:
         (tmp_path / "vm").mkdir()
-        (tmp_path / "vm" / interop_init.BUILDING).mkdir()  # a folder in its place
+        (tmp_path / "vm" / path_folders.BUILDING).mkdir()  # a folder in its place
         folder = os.open(tmp_path / "vm", os.O_PATH | os.O_DIRECTORY)
         try:
             assert vm_path_folders.start("/usr/bin", tree, folder) is None

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # the interop client imports this module: nothing beyond buil
 __all__ = [
     "DEFAULT_SOCKET",
     "HOST_PATH_FOLDER",
+    "HOST_VIEW",
     "LAUNCHER",
     "MOUNT_POINT_ENTRY",
     "ROOTFS_ENTRY",
@@ -43,6 +44,7 @@ __all__ = [
 # Inside a distribution: the interop runtime (``interop_init`` makes it, the client uses it).
 RUNTIME_DIR = "/run/WSL/interop"
 HOST_PATH_FOLDER = RUNTIME_DIR + "/path"  # one folder inside per host PATH folder
+HOST_VIEW = RUNTIME_DIR + "/host"  # the host's files, read-only (the VM's host tree)
 LAUNCHER = RUNTIME_DIR + "/launch"
 DEFAULT_SOCKET = "/run/WSL/1_interop"  # WSL_INTEROP
 MOUNT_POINT_ENTRY = "PYWSL_INTEROP_MOUNT_POINT"  # the caller's translation context, in a request

@@ -1,13 +1,13 @@
 """The host PATH folders of the VM's booting caller, made once for all of the VM's instances.
 
-Each instance's init makes the folders that stand for a host PATH (``interop_init``): one link to
+Each instance's init makes the folders that stand for a host PATH (``path_folders``): one link to
 the launcher per executable of a host folder, about a thousand for ``/usr/bin``, and a launch
 waits for them. The launches into a new VM most likely have the PATH of the caller that booted
 it, so mini_init makes those generations as the VM starts (:func:`start`): in a tmpfs of its own,
-by a child whose root is the VM's host tree (what an instance sees at ``interop_init.HOST_VIEW``),
+by a child whose root is the VM's host tree (what an instance sees at ``interop_paths.HOST_VIEW``),
 while the first distribution starts. Every instance attaches a read-only clone of that tmpfs at
-``interop_init.VM_GENERATIONS`` and links to a generation there rather than making it; one made
-while the builder still runs is waited for (``interop_init.BUILDING`` stays locked until the
+``path_folders.VM_GENERATIONS`` and links to a generation there rather than making it; one made
+while the builder still runs is waited for (``path_folders.BUILDING`` stays locked until the
 builder is done or gone). A host folder that changed since the VM started is made by the
 instance itself, as before.
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import fcntl
 import os
 
-from pywsl.guest import forking, guest_log, interop_init
+from pywsl.guest import forking, guest_log, path_folders
 
 __all__ = ["build", "start"]
 
@@ -31,13 +31,13 @@ def start(host_path: str, host_tree_fd: int, folder_fd: int) -> int | None:
     """Fork the builder of `host_path`'s generations into the tmpfs `folder_fd` (an fd of its
     root), with `host_tree_fd` (the VM's host tree) as its root; its pid, or None when there is
     nothing to make or it cannot start (the instances then make their folders themselves)."""
-    folders = interop_init.candidate_folders(host_path)[: interop_init.MAX_PATH_FOLDERS]
+    folders = path_folders.candidate_folders(host_path)[: path_folders.MAX_PATH_FOLDERS]
     if not folders or host_tree_fd < 0 or folder_fd < 0:
         return None
     try:
         # Locked before the fork, so that no instance can look before the builder holds it.
         lock = os.open(
-            interop_init.BUILDING,
+            path_folders.BUILDING,
             os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
             0o644,
             dir_fd=folder_fd,
@@ -72,12 +72,12 @@ def build(folders: list[str], folder_fd: int, view: str) -> None:
     made: set[str] = set()
     for host_folder in folders:
         try:
-            generation = interop_init.generation_name(host_folder, view)
+            generation = path_folders.generation_name(host_folder, view)
             identity = generation.rpartition("@")[2]  # the same folder under another name
             if identity in made:
                 continue
-            real = interop_init.real_host_folder(host_folder, view)
-            interop_init.generate(real, generation, folder_fd, view)
+            real = path_folders.real_host_folder(host_folder, view)
+            path_folders.generate(real, generation, folder_fd, view)
             made.add(identity)
         except OSError as error:
             log.debug("interop: host folder %s skipped: %s", host_folder, error)

@@ -89,7 +89,7 @@ def boot_arguments(config: VmConfig, listen_fd: int, cgroups: tuple[Path, ...]) 
     for name, library in config.gpu_libraries if config.gpu_support else ():
         arguments += ["--gpu-library", f"{name}={library}"]
     folders = ":".join(folder for folder in config.host_path.split(":") if folder.startswith("/"))
-    if folders and "\0" not in folders:  # only absolute folders count (`interop_init.host_path_folders`)
+    if folders and "\0" not in folders:  # only absolute folders count (`path_folders.host_path_folders`)
         arguments += ["--host-path", folders]
     return arguments
 
