@@ -21,6 +21,7 @@ __all__ = [
     "enter_early",
     "group_digest",
     "group_name",
+    "groups_named",
     "has_process",
     "hierarchies",
     "join",
@@ -150,18 +151,24 @@ def remove_empty(group: str, timeout: float = REMOVE_TIMEOUT) -> bool:
             return True
 
 
-def leave_groups(name: str) -> None:
-    """Move this process out of its groups called `name` (into the groups they were made in) and
-    remove those that are empty then; a group another process is in stays."""
+def groups_named(name: str) -> list[str]:
+    """The paths of this process's groups called `name`, one per hierarchy (and v1 controller)."""
     mine = read_text("/proc/self/cgroup")
+    found: list[str] = []
     for mount_point, version, controllers in hierarchies(read_text("/proc/self/mountinfo")):
         for controller in sorted(controllers) if version == 1 else [None]:
             own = own_group(mine, version, controller)
-            if own.rpartition("/")[2] != name:
-                continue
-            group = os.path.join(mount_point, own.lstrip("/"))
-            if _moved(os.path.dirname(group), os.getpid()):
-                remove_empty(group)
+            if own.rpartition("/")[2] == name:
+                found.append(os.path.join(mount_point, own.lstrip("/")))
+    return found
+
+
+def leave_groups(name: str) -> None:
+    """Move this process out of its groups called `name` (into the groups they were made in) and
+    remove those that are empty then; a group another process is in stays."""
+    for group in groups_named(name):
+        if _moved(os.path.dirname(group), os.getpid()):
+            remove_empty(group)
 
 
 def _moved(group: str, pid: int) -> bool:

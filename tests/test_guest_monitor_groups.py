@@ -25,7 +25,7 @@ def test_the_monitor_leaves_the_vm_groups_before_its_first_interop_worker(tmp_pa
         try:
             os.close(go_write)
             os.read(go_read, 1)
-            moved = tuple(_groups_named(name))
+            moved = tuple(cgroup_tables.groups_named(name))
             arguments = ["--runtime-dir", str(tmp_path), "--listen-fd", "3", "--owner-uid", "0"]
             arguments += ["--uid-map", "0:0:1", "--gid-map", "0:0:1"]
             arguments += [item for group in moved for item in ("--cgroup", group)]
@@ -60,17 +60,3 @@ def test_the_monitor_leaves_the_vm_groups_before_its_first_interop_worker(tmp_pa
             os.waitpid(child, 0)
         for group in groups:
             assert cgroup_tables.remove_empty(group, 5.0)
-
-
-def _groups_named(name: str) -> list[str]:
-    """This process's groups called `name`, as paths."""
-    mine = cgroup_tables.read_text("/proc/self/cgroup")
-    found: list[str] = []
-    for mount_point, version, controllers in cgroup_tables.hierarchies(
-        cgroup_tables.read_text("/proc/self/mountinfo")
-    ):
-        for controller in sorted(controllers) if version == 1 else [None]:
-            own = cgroup_tables.own_group(mine, version, controller)
-            if own.rpartition("/")[2] == name:
-                found.append(os.path.join(mount_point, own.lstrip("/")))
-    return found

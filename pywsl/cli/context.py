@@ -48,8 +48,7 @@ def quick_launch(
     if sys.platform != "linux":
         return None  # Windows: every launch goes to the installed WslService (`ComUserSession`)
     if os.geteuid() == 0:
-        prestart_vm()  # (once per process: the fast path started it already)
-        from pywsl.api.session.quick_launch import launch
+        from pywsl.api.session.quick_launch import launch  # (the fast path started the VM's interpreter)
     else:
         from pywsl.api.service.launch_client import launch
     from pywsl.cli.launch_run import finish_launch

@@ -79,7 +79,7 @@ def run(
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
         _read_all(readers, deadline)
-    except TimeoutError:
+    except BaseException:  # the timeout, or a failed read: the program is not left behind
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         raise
