@@ -1,6 +1,6 @@
 """A cold quick launch starts the VM's interpreter ahead of the boot (`namespaces_prestart`).
 
-Root's quick launch that finds no VM starts `python -S -P -m pywsl.guest.vm_prestart` at once; the
+Root's quick launch that finds no VM starts the guest's `vm_prestart` at once (`python -S -P -c`); the
 full path's boot (`NamespacesBackend`) hands it the boot arguments, the listening socket and the log.
 Here, on a real VM: the cold launch's results are the full path's, the VM is the prestarted
 interpreter (its command line), it holds none of the caller's descriptors or its folder, the log has
@@ -39,7 +39,7 @@ pytestmark = [
 
 REPO = Path(pywsl_package.__file__).resolve().parent.parent
 PYWSL = [sys.executable, str(REPO / "scripts" / "pywsl")]
-GUEST_START = [sys.executable, "-S", "-P", "-m", "pywsl.guest.vm_prestart"]
+GUEST_START = [sys.executable, "-S", "-P", "-c", namespaces_prestart.PRESTART_CODE]
 
 
 class Box:
@@ -110,7 +110,7 @@ def test_a_cold_launch_boots_with_the_prestarted_interpreter(box: Box, env: dict
     mini_init, monitor = box.vm_pids()
     for pid in (mini_init, monitor):
         line = _command_line(pid)
-        assert line[1:5] == ["-S", "-P", "-m", "pywsl.guest.vm_prestart"], line
+        assert line[1:5] == ["-S", "-P", "-c", namespaces_prestart.PRESTART_CODE], line
         assert line[5:7] == ["--runtime-dir", str(box.runtime)], line
         assert os.readlink(f"/proc/{pid}/cwd") == "/"
     log = (box.runtime / "mini_init.log").read_text()

@@ -1,14 +1,7 @@
 """The guest side: the utility VM's processes (mini_init and the roles it forks)."""
 
-import gc as _gc
 import os as _os
 import sys as _sys
-
-# `python -S -m pywsl.guest.mini_init` (the VM's start) imports every guest role before it changes
-# namespaces: many objects and no garbage, so the collector stays off until `mini_init.main` has
-# collected and frozen them.
-if _sys.orig_argv[1:4] == ["-S", "-m", "pywsl.guest.mini_init"]:
-    _gc.disable()
 
 # The VM's interpreter runs without `site` (-S), so coverage.py's start-up file does not run in
 # it: when the test suite measures coverage (the variables, or a qemu VM's kernel command line),

@@ -1,7 +1,7 @@
 """The utility VM's boot arguments: pywsl's "kernel command line" for ``mini_init``.
 
 WSL passes the utility VM its settings on the kernel command line and in ``EarlyConfig`` /
-``InitialConfig``. The ``namespaces`` backend starts ``python -m pywsl.guest.mini_init`` with
+``InitialConfig``. The ``namespaces`` backend starts mini_init (its ``run``) with
 these arguments (the host side writes them in ``pywsl.vm.backends.namespaces``):
 
 ``--runtime-dir``                the VM's runtime folder (``mini_init.sock``, ``mini_init.pid``)

@@ -775,8 +775,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # Roles forked from this process; imported here so that they are loaded before any namespace change.
-__all__ = ["MiniInit", "boot", "main", "mounts", "prepare", "serve"]
+__all__ = ["MiniInit", "boot", "main", "mounts", "prepare", "run", "serve"]
+
+
+def run() -> None:
+    """The process's whole life (the host starts ``python -S -P -c`` with a call of this): the
+    host waits for its exit, and it leaves without tearing the interpreter down."""
+    forking.exit_now(main())
+
 
 if __name__ == "__main__":
-    # The host waits for this process's exit: it leaves without tearing the interpreter down.
-    forking.exit_now(main())
+    run()

@@ -1,10 +1,11 @@
 """The VM's interpreter started ahead of its boot arguments (`pywsl.vm.backends.namespaces_prestart`).
 
-``python -S -m pywsl.guest.vm_prestart --runtime-dir DIR --handoff-fd FD`` loads mini_init and its
+``python -S -P -c 'from pywsl.guest.vm_prestart import run; run()' --runtime-dir DIR --handoff-fd FD``
+(:data:`pywsl.vm.backends.namespaces_prestart.PRESTART_CODE`) loads mini_init and its
 roles and does the start that needs no boot arguments (``mini_init.prepare``), then waits up to
 :data:`HANDOFF_TIMEOUT` seconds for one message on the socket ``FD``: the boot arguments
 (NUL-separated) with two descriptors, the listening socket and the log. It then boots as
-``python -S -m pywsl.guest.mini_init <arguments>`` would, with the log as its stdout and stderr
+mini_init started with ``<arguments>`` would, with the log as its stdout and stderr
 (what it wrote before comes first) and ``--listen-fd`` naming the socket it received. No message
 (the host booted another way, or is gone) ends it quietly; arguments for another runtime folder are
 refused.
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
     from pywsl.guest.boot import BootArguments
 
-__all__ = ["HANDOFF_TIMEOUT", "boot_arguments_from", "main"]
+__all__ = ["HANDOFF_TIMEOUT", "boot_arguments_from", "main", "run"]
 
 HANDOFF_TIMEOUT = 30.0  # s: the host decides to boot after reading its configuration
 MAX_ARGUMENTS = 1 << 16  # bytes of boot arguments
@@ -75,13 +76,11 @@ def _receive(handoff_fd: int) -> tuple[bytes, list[int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    gc.disable()  # as for `-m pywsl.guest.mini_init`: many objects and no garbage while the roles load
+    gc.disable()  # as for mini_init's own start: many objects and no garbage while the roles load
     os.chdir("/")  # started in the caller's folder (`-P` kept it out of the module path): hold none
     options = _options(sys.argv[1:] if argv is None else argv)
     if options is None:
-        print(
-            "usage: python -S -m pywsl.guest.vm_prestart --runtime-dir DIR --handoff-fd FD", file=sys.stderr
-        )
+        print("usage: vm_prestart --runtime-dir DIR --handoff-fd FD", file=sys.stderr)
         return 2
     runtime_dir, handoff_fd = options
     # What the start writes before the log exists is kept, and goes to the log first.
@@ -143,8 +142,13 @@ def _copy_all(source: int, target: int) -> None:
             view = view[os.write(target, view) :]
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The process's whole life (the host starts ``python -S -P -c`` with a call of this):
+    as mini_init's own start, the host waits for its exit, and there is no interpreter teardown."""
     from pywsl.guest import forking
 
-    # As mini_init's own start: the host waits for this process's exit; no interpreter teardown.
     forking.exit_now(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -2,7 +2,7 @@
 
 Booting (``start``) mirrors ``WslCoreVm::Create``: it prepares the VM's runtime folder
 (``/run/pywsl/<uid>``, root only), its cgroups (memory and processor limits), binds the listening
-socket ``mini_init.sock`` and runs ``<python> -m pywsl.guest.mini_init <boot arguments>`` in a new
+socket ``mini_init.sock`` and runs ``<python> -S -P -c MINI_INIT_CODE <boot arguments>`` in a new
 session (or hands those arguments to such an interpreter that a cold quick launch started ahead,
 ``namespaces_prestart``). That process starts the VM detached and exits once mini_init serves, so
 no host process stays the VM's parent: the VM outlives whoever booted it, and any host process
@@ -33,7 +33,12 @@ from typing import TYPE_CHECKING
 
 from pywsl.vm.backends import namespaces_prestart
 from pywsl.vm.backends.base import LOG_NAME, SOCKET_NAME, VmBackend, log_tail
-from pywsl.vm.backends.namespaces_prestart import PrestartedProcess, exits_within, vm_environment
+from pywsl.vm.backends.namespaces_prestart import (
+    MINI_INIT_CODE,
+    PrestartedProcess,
+    exits_within,
+    vm_environment,
+)
 from pywsl.vm.errors import VmError
 from pywsl.vm.runtime_names import PID_FILE_NAME
 
@@ -261,7 +266,7 @@ class NamespacesBackend(VmBackend):
                 import subprocess  # no interpreter was started ahead
 
                 process = subprocess.Popen(
-                    [sys.executable, "-S", "-m", "pywsl.guest.mini_init", *arguments],
+                    [sys.executable, "-S", "-P", "-c", MINI_INIT_CODE, *arguments],
                     pass_fds=(listener.fileno(),),
                     stdin=subprocess.DEVNULL,
                     stdout=log_fd,

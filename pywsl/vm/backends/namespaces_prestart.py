@@ -2,7 +2,7 @@
 
 A cold `pywsl -d D -- cmd` (no VM running) used to run two interpreters one after the other: this
 process loading the session stack and reading `.wslconfig` until `NamespacesBackend` boots the VM,
-then the VM's `python -S -m pywsl.guest.mini_init` loading the guest. When root's quick launch
+then the VM's interpreter (`MINI_INIT_CODE`) loading the guest. When root's quick launch
 finds no VM, `begin` starts the VM's interpreter at once (`pywsl.guest.vm_prestart`): it loads the
 guest on another processor while this process loads the session, then waits for its boot
 arguments. `NamespacesBackend` hands them over (`take`, `Prestarted.hand_over`) with the
@@ -30,11 +30,27 @@ if TYPE_CHECKING:
 else:
     import _signal  # `signal` without its enums (`enum` would cost the quick launch)
 
-__all__ = ["Prestarted", "PrestartedProcess", "begin", "discard", "exits_within", "take", "vm_environment"]
+__all__ = [
+    "MINI_INIT_CODE",
+    "PRESTART_CODE",
+    "Prestarted",
+    "PrestartedProcess",
+    "begin",
+    "discard",
+    "exits_within",
+    "take",
+    "vm_environment",
+]
 
 COVERAGE_VARIABLES = ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
 END_TIMEOUT = 5.0  # s an unused interpreter has to go once killed
 GROUPING_TIMEOUT = 5.0  # s the boot waits for the interpreter's move into the VM's cgroups
+# What the VM's interpreter runs (`python -S -P -c CODE ARGUMENTS...`): the prestarted one, and one
+# spawned for a boot. Not `-m`: that loads `runpy` and what it imports first, 4 to 5 ms of a cold
+# start. mini_init's collector is off while the guest loads (many objects and no garbage; it
+# freezes them and turns it on itself); `vm_prestart.main` does the same.
+PRESTART_CODE = "from pywsl.guest.vm_prestart import run; run()"
+MINI_INIT_CODE = "import gc; gc.disable(); from pywsl.guest.mini_init import run; run()"
 # The folder holding the `pywsl` package (this file is pywsl/vm/backends/namespaces_prestart.py).
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__)))))
 
@@ -230,8 +246,8 @@ def begin(runtime_dir: str) -> None:
             sys.executable,
             "-S",
             "-P",
-            "-m",
-            "pywsl.guest.vm_prestart",
+            "-c",
+            PRESTART_CODE,
             "--runtime-dir",
             runtime_dir,
             "--handoff-fd",
