@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import tempfile
@@ -30,7 +31,7 @@ from conftest import pid_alive, wait_until
 from test_interop_server import Terminal
 
 from pywsl.api.session.user_session import UserSession
-from pywsl.guest import interop_client, interop_messages
+from pywsl.guest import interop_client, interop_messages, path_folder_store
 from pywsl.guest.interop_paths import escape_folder
 
 pytestmark = [
@@ -353,6 +354,33 @@ def test_the_booting_callers_folders_are_the_vms_read_only(interop: Fixture) -> 
     assert shared.startswith("/run/WSL/interop/vm-path/%2Fusr%2Fbin@"), out
     assert made_here.startswith(f"{interop_client.PATH_FOLDER}/.generations/"), out
     assert touched != "0"  # read-only
+    # Kept on the host (`path_folder_store`): the distribution's root cannot make them writable.
+    code, out, err = interop.run(
+        "mount -o remount,rw /run/WSL/interop/vm-path 2>/dev/null; echo $?; "
+        "touch /run/WSL/interop/vm-path/x 2>/dev/null; echo $?",
+        user="root",
+    )
+    results = out.split()
+    assert code == 0 and len(results) == 2 and "0" not in results, (out, err)
+
+
+def test_the_vms_host_path_folders_are_kept_for_its_next_start(interop: Fixture) -> None:
+    """A VM started again uses the host PATH folders its last run made (kept in its runtime
+    folder, the VM's root's), rather than making them again."""
+    code, _out, err = interop.run("true")
+    assert code == 0, err
+    store = interop.folder / "run" / "0" / path_folder_store.STORE_NAME
+    info = store.stat()
+    assert info.st_uid != 0 and stat.S_IMODE(info.st_mode) == 0o755  # the VM's root's, not root's
+    (generation,) = (entry for entry in store.iterdir() if entry.name.startswith("%2Fusr%2Fbin@"))
+    marker = generation / "marker-of-this-run"
+    marker.symlink_to("/nowhere")  # gone if the next start made the generation again
+    interop.session.shutdown()
+    code, out, err = interop.run(f"readlink {interop_client.PATH_FOLDER}/{escape_folder('/usr/bin')}")
+    assert code == 0, err
+    assert out.strip() == f"/run/WSL/interop/vm-path/{generation.name}"
+    assert marker.is_symlink()
+    marker.unlink()
 
 
 def test_host_program_on_the_callers_terminal_has_a_terminal_of_its_own(interop: Fixture) -> None:

@@ -407,7 +407,8 @@ def test_the_vms_generations_are_linked_rather_than_made(layout: Layout) -> None
     layout.link("/bin", "usr/bin")
     _vm_folders(layout, "/usr/bin:/bin:/usr/bin/:relative")
     made = set(os.listdir(layout.vm_generations))
-    assert made == {path_folders.BUILDING, layout.generation("/usr/bin").name}  # one per real folder
+    # One per real folder (and what the links are made for).
+    assert made == {path_folders.BUILDING, vm_path_folders.FORMAT_FILE, layout.generation("/usr/bin").name}
     assert path_folders.host_path_folders("/usr/bin:/bin") == [
         str(layout.inside("/usr/bin")),
         str(layout.inside("/bin")),
@@ -417,6 +418,47 @@ def test_the_vms_generations_are_linked_rather_than_made(layout: Layout) -> None
     assert os.readlink(layout.inside("/bin")) == vm_generation  # the same folder by another name
     assert layout.names("/usr/bin") == layout.names("/bin") == {"tool"}
     assert os.listdir(layout.generations) == []  # nothing made in the distribution
+
+
+def test_kept_generations_are_used_again_and_the_others_removed(layout: Layout) -> None:
+    """A VM started again with its folders kept on the host (`path_folder_store`) makes only the
+    generations of folders that changed, and keeps only those of its caller's PATH."""
+    layout.file("/usr/bin/tool")
+    layout.file("/opt/bin/other")
+    layout.file("/srv/bin/gone")
+    _vm_folders(layout, "/usr/bin:/opt/bin:/srv/bin")
+    kept = layout.vm_generations / layout.generation("/usr/bin").name
+    (kept / "seen").symlink_to(LAUNCHER)  # gone if it were made again
+    time.sleep(0.01)
+    layout.file("/opt/bin/newer")  # a new modification time: a new generation
+    (layout.vm_generations / "%2Fsrv%2Fbin@1-2-3.77.new").mkdir()  # what an ended builder left
+    layout.link("/bin", "usr/bin")
+    _vm_folders(layout, "/bin:/opt/bin")
+    assert (kept / "seen").is_symlink()  # the same folder by another name: not made again
+    assert set(os.listdir(layout.vm_generations)) == {
+        path_folders.BUILDING,
+        vm_path_folders.FORMAT_FILE,
+        kept.name,
+        layout.generation("/opt/bin").name,
+    }
+    newer = layout.vm_generations / layout.generation("/opt/bin").name
+    assert sorted(os.listdir(newer)) == ["newer", "other"]
+    assert path_folders.host_path_folders("/bin") == [str(layout.inside("/bin"))]
+    assert os.readlink(layout.inside("/bin")) == str(kept)
+
+
+def test_generations_made_for_other_links_are_made_again(layout: Layout) -> None:
+    layout.file("/usr/bin/tool")
+    _vm_folders(layout, "/usr/bin")
+    generation = layout.vm_generations / layout.generation("/usr/bin").name
+    (generation / "tool").unlink()
+    (generation / "tool").symlink_to("/somewhere/else")  # made by another version
+    (layout.vm_generations / vm_path_folders.FORMAT_FILE).write_text("links to /somewhere/else\n")
+    (layout.vm_generations / "stray").write_text("")
+    _vm_folders(layout, "/usr/bin")
+    assert os.readlink(generation / "tool") == LAUNCHER
+    assert (layout.vm_generations / vm_path_folders.FORMAT_FILE).read_text() == vm_path_folders.FORMAT
+    assert not (layout.vm_generations / "stray").exists()
 
 
 def test_a_folder_changed_since_the_vm_started_is_made_by_the_distribution(layout: Layout) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import VmFactory, mount_points, pid_alive, run_in, vm_processes, wait_until
 
+from pywsl.guest import path_folder_store
 from pywsl.vm import CoreVm, VmConfig, VmError
 from pywsl.vm.backends.namespaces import NamespacesBackend, boot_arguments, cgroup_name, is_cgroup_of
 from pywsl.vm.cgroups import find_groups, mounted_hierarchies, own_cgroup
@@ -28,7 +29,10 @@ def groups_of(runtime_dir: Path) -> list[Path]:
 
 
 def leftover_files(runtime_dir: Path) -> list[str]:
-    return sorted(name for name in os.listdir(runtime_dir) if name != "mini_init.log")
+    """What a VM left in its runtime folder, but its log and the host PATH folders it keeps for
+    the next start (`path_folder_store`)."""
+    kept = {"mini_init.log", path_folder_store.STORE_NAME}
+    return sorted(name for name in os.listdir(runtime_dir) if name not in kept)
 
 
 @needs_root

@@ -36,9 +36,6 @@ from pywsl.guest import mounts, syscalls
 MASKED = ("proc", "sys", "dev")
 MASK_OPTIONS = "mode=0555,size=4k,nr_inodes=16"
 _MASK_FLAGS = syscalls.MS_RDONLY | syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
-# openat2(2) resolve flags (linux/openat2.h).
-_RESOLVE_NO_SYMLINKS = 0x04
-_RESOLVE_BENEATH = 0x08
 
 
 def host_tree_path(runtime_dir: str) -> str:
@@ -47,14 +44,26 @@ def host_tree_path(runtime_dir: str) -> str:
 
 
 def prepare(runtime_dir: str) -> None:
-    """Enter a new mount namespace (host user namespace) and prepare the VM's view of the host.
+    """Enter a new mount namespace (host user namespace) and prepare the VM's view of the host
+    (:func:`enter`, then :func:`attach_host_tree`).
 
     Runs in the process that is about to create the VM's user namespace; raises OSError when a
     step fails (the VM then does not boot).
     """
+    enter()
+    attach_host_tree(runtime_dir)
+
+
+def enter() -> None:
+    """A mount namespace of this process's own, private, with ``/sys`` read-only (first step)."""
     syscalls.unshare(syscalls.CLONE_NEWNS)
     mounts.make_private()
     _make_sys_read_only()
+
+
+def attach_host_tree(runtime_dir: str) -> None:
+    """The masked host tree over the runtime folder (after :func:`enter`): from here on the
+    runtime folder's own files are out of reach by path."""
     _attach_host_tree(host_tree_path(runtime_dir))
 
 
@@ -90,7 +99,10 @@ def _mask(root: int, name: str) -> None:
     """Cover ``root/name`` (a directory of the host tree) with an empty read-only tmpfs."""
     try:
         fd = syscalls.openat2(
-            root, name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, _RESOLVE_NO_SYMLINKS | _RESOLVE_BENEATH
+            root,
+            name,
+            os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW,
+            syscalls.RESOLVE_NO_SYMLINKS | syscalls.RESOLVE_BENEATH,
         )
     except OSError as error:
         if error.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):

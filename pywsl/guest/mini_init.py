@@ -146,14 +146,19 @@ def _path_of(fd: int) -> str:
     return path if path.startswith("/") and not path.endswith(" (deleted)") else ""
 
 
-def _make_folders_tmpfs() -> int:
-    """The tmpfs of the host PATH folders the VM's instances share (``mounts.folders_tmpfs``); -1
-    when refused (each instance then makes its own)."""
+def _path_folders(context: VmContext) -> tuple[int, int]:
+    """Where the host PATH folders the VM's instances share are: (the tree every instance attaches,
+    the folder the builder writes). Those kept on the host (``path_folder_store``: its locked
+    read-only mount, and the folder), else a tmpfs of this VM (``mounts.folders_tmpfs``: both
+    its root); (-1, -1) when refused (each instance then makes its own)."""
+    if context.path_folder_store >= 0 and context.path_folder_tree >= 0:
+        return context.path_folder_tree, context.path_folder_store
     try:
-        return mounts.folders_tmpfs()
+        tmpfs = mounts.folders_tmpfs()
     except OSError as error:
         log.warning("the host PATH folders are made by each distribution: %s", error)
-        return -1
+        return -1, -1
+    return tmpfs, tmpfs
 
 
 def _make_shared_tmpfs() -> int:
@@ -195,7 +200,8 @@ class MiniInit:
         self.cloner = context.cloner
         self.ready = context.ready
         self.host_tree = context.host_tree
-        self.folders_tmpfs = _make_folders_tmpfs()  # covered by the shared tmpfs, next
+        # (At the shared tmpfs's mount point, which covers them next.)
+        self.folders_tree, self.folders_store = _path_folders(context)
         self.shared_tmpfs = _make_shared_tmpfs()
         self.listener = socket.socket(fileno=self.boot.listen_fd)
         self.listener.setblocking(False)
@@ -227,7 +233,7 @@ class MiniInit:
         # The monitor never speaks unasked: its socket turning readable means it is gone.
         self.selector.register(self.cloner.fileno(), selectors.EVENT_READ, "monitor")
         # The first distribution's launches most likely have the booting caller's host PATH.
-        builder = vm_path_folders.start(self.boot.host_path, self.host_tree, self.folders_tmpfs)
+        builder = vm_path_folders.start(self.boot.host_path, self.host_tree, self.folders_store)
         if builder is not None:
             self.workers.other.add(builder)
         self.ready.send(b"R")
@@ -464,7 +470,7 @@ class MiniInit:
             trees.append(mounts.clone_tree(self.host_tree))
             trees.append(mounts.clone_tree(self.host_tree))
             trees.append(mounts.clone_tree(self.shared_tmpfs) if self.shared_tmpfs >= 0 else -1)
-            folders = self.folders_tmpfs
+            folders = self.folders_tree
             trees.append(mounts.clone_tree(folders, recursive=False) if folders >= 0 else -1)
         except OSError:
             _close([fd for fd in trees if fd >= 0])

@@ -37,6 +37,7 @@ __all__ = [
     "generation_name",
     "host_path_folders",
     "real_host_folder",
+    "remove_tree",
 ]
 
 log = guest_log.getLogger("pywsl.interop")
@@ -213,12 +214,12 @@ def generate(host_folder: str, generation: str, folder_fd: int, view: str | None
     try:
         _fill(host_folder, building, folder_fd, view)
     except OSError:
-        _remove_tree(building, folder_fd)
+        remove_tree(building, folder_fd)
         raise
     try:
         os.rename(building, generation, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
     except OSError as error:
-        _remove_tree(building, folder_fd)
+        remove_tree(building, folder_fd)
         if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
             raise  # else another launch made the same generation first
 
@@ -318,7 +319,7 @@ class _HostFolder:
         return self.prefix + target if folder == self.folder else os.path.join(folder, target)
 
 
-def _remove_tree(name: str, folder_fd: int) -> None:
+def remove_tree(name: str, folder_fd: int) -> None:
     """Remove the folder `name` of `folder_fd` and the links in it."""
     with contextlib.suppress(OSError):
         fd = os.open(name, _FOLDER_FLAGS, dir_fd=folder_fd)

@@ -58,6 +58,8 @@ MOUNT_ATTR_NOEXEC = 0x8
 
 # openat2(2) resolve flags.
 RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
 RESOLVE_IN_ROOT = 0x10
 
 # prctl(2) options.

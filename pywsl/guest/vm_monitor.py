@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable
 
 from pywsl.cgroup_tables import has_process
-from pywsl.guest import forking, guest_log, host_view, mounts, syscalls
+from pywsl.guest import forking, guest_log, host_view, mounts, path_folder_store, syscalls
 from pywsl.guest.boot import BootArguments
 
 TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the same classes cheaply
@@ -107,6 +107,10 @@ class VmContext:
     cloner: TreeCloner
     ready: socket.socket  # send b"R" once serving, then close
     host_tree: int  # O_PATH fd of the host tree for /mnt/host (``host_view``)
+    # The host PATH folders kept on the host (``path_folder_store``; -1: none): the folder, which
+    # only the builder writes, and its read-only mount (locked) that the instances attach.
+    path_folder_store: int = -1
+    path_folder_tree: int = -1
 
 
 ServeFunction = Callable[[VmContext], int]
@@ -173,10 +177,20 @@ def _enter_vm(
     try:
         os.setpgid(0, 0)
         _join_cgroups(boot.cgroups)
-        host_view.prepare(boot.runtime_dir)
+        host_view.enter()
+        # The kept host PATH folders: opened before the host tree covers the runtime folder, a
+        # read-only bind staged after it (locked read-only in the VM by the unshare below).
+        store = path_folder_store.open_store(
+            boot.runtime_dir, path_folder_store.owner_of(boot.uid_map, boot.gid_map)
+        )
+        host_view.attach_host_tree(boot.runtime_dir)
+        if store >= 0 and not path_folder_store.stage(store, boot.runtime_dir):
+            os.close(store)
+            store = -1
         syscalls.unshare(_namespace_flags(boot))
         # Still the host's root (no mapping yet): the runtime folder is reachable, unlike later.
         host_tree = host_view.open_host_tree(boot.runtime_dir)
+        stores = _open_staged_store(store, boot.runtime_dir)
         sync.send(b"U")
         if sync.recv(1) != b"G":
             forking.exit_now(1)
@@ -190,7 +204,7 @@ def _enter_vm(
         pid = os.fork()
         if pid == 0:
             sync.close()
-            _run_pid1(boot, ready, cloner, host_tree, serve)
+            _run_pid1(boot, ready, cloner, host_tree, stores, serve)
         sync.send(b"P" + str(pid).encode())
         forking.exit_now(0)
     except BaseException as error:
@@ -199,14 +213,31 @@ def _enter_vm(
         forking.exit_now(1)
 
 
+def _open_staged_store(store: int, runtime_dir: str) -> tuple[int, int]:
+    """(the kept host PATH folders' folder, its staged read-only mount), or (-1, -1)."""
+    if store < 0:
+        return -1, -1
+    try:
+        return store, path_folder_store.open_staged(store, runtime_dir)
+    except OSError as error:
+        log.warning("the host PATH folders are not kept: %s", error)
+        os.close(store)
+        return -1, -1
+
+
 def _run_pid1(
-    boot: BootArguments, ready: socket.socket, cloner: socket.socket, host_tree: int, serve: ServeFunction
+    boot: BootArguments,
+    ready: socket.socket,
+    cloner: socket.socket,
+    host_tree: int,
+    stores: tuple[int, int],
+    serve: ServeFunction,
 ) -> None:
     code = 1
     try:
         syscalls.set_process_name("mini_init")
         syscalls.mount("proc", "/proc", "proc", syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC)
-        code = serve(VmContext(boot, TreeCloner(cloner), ready, host_tree))
+        code = serve(VmContext(boot, TreeCloner(cloner), ready, host_tree, *stores))
     except BaseException:
         log.exception("mini_init failed")
         with contextlib.suppress(OSError):

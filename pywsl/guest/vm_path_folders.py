@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 
 from pywsl.guest import forking, guest_log, path_folders
+from pywsl.guest.interop_paths import LAUNCHER
 
-__all__ = ["build", "start"]
+__all__ = ["FORMAT", "FORMAT_FILE", "build", "start"]
 
 log = guest_log.getLogger("pywsl.interop")
 
@@ -46,7 +48,7 @@ def start(host_path: str, host_tree_fd: int, folder_fd: int) -> int | None:
         log.warning("interop: the VM's host PATH folders are not made ahead: %s", error)
         return None
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # (kept folders: nobody else builds)
         pid = os.fork()
     except OSError as error:
         os.close(lock)
@@ -68,16 +70,83 @@ def start(host_path: str, host_tree_fd: int, folder_fd: int) -> int | None:
 
 def build(folders: list[str], folder_fd: int, view: str) -> None:
     """Make the generation of each host folder (seen at `view` + the folder) in `folder_fd`,
-    once per real folder; a folder that cannot be listed is skipped."""
-    made: set[str] = set()
+    once per real folder; a folder that cannot be listed is skipped. A generation the folder
+    already holds (kept on the host from an earlier run, ``path_folder_store``) is used as it is,
+    under whichever name of the same real folder; every other entry is removed (the generations
+    of folders no longer on the PATH, and what a builder that was ended left half made), all of
+    them when they were made for other links (:data:`FORMAT`)."""
+    existing = _entries(folder_fd)
+    if _read_format(folder_fd) != FORMAT:
+        _remove(existing - {path_folders.BUILDING}, folder_fd)
+        existing = set()
+        _write_format(folder_fd)
+    by_identity = {
+        name.rpartition("@")[2]: name for name in existing if "@" in name and not name.endswith(".new")
+    }
+    keep = {path_folders.BUILDING, FORMAT_FILE}
     for host_folder in folders:
         try:
             generation = path_folders.generation_name(host_folder, view)
             identity = generation.rpartition("@")[2]  # the same folder under another name
-            if identity in made:
-                continue
-            real = path_folders.real_host_folder(host_folder, view)
-            path_folders.generate(real, generation, folder_fd, view)
-            made.add(identity)
+            if identity not in by_identity:
+                real = path_folders.real_host_folder(host_folder, view)
+                path_folders.generate(real, generation, folder_fd, view)
+                by_identity[identity] = generation
+            keep.add(by_identity[identity])
         except OSError as error:
             log.debug("interop: host folder %s skipped: %s", host_folder, error)
+    _remove(_entries(folder_fd) - keep, folder_fd)
+
+
+# What the store's links are: generations made for another launcher path are not used.
+FORMAT_FILE = ".format"
+FORMAT = f"pywsl host PATH folders: links to {LAUNCHER}\n"
+_FORMAT_LIMIT = 4096
+
+
+def _entries(folder_fd: int) -> set[str]:
+    fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=folder_fd)
+    try:
+        return set(os.listdir(fd))
+    finally:
+        os.close(fd)
+
+
+def _read_format(folder_fd: int) -> str:
+    try:
+        fd = os.open(FORMAT_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder_fd)
+    except OSError:
+        return ""
+    try:
+        return os.read(fd, _FORMAT_LIMIT).decode(errors="replace")
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+
+
+def _write_format(folder_fd: int) -> None:
+    temporary = f"{FORMAT_FILE}.{os.getpid()}.new"
+    fd = os.open(
+        temporary,
+        os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o644,
+        dir_fd=folder_fd,
+    )
+    try:
+        os.write(fd, FORMAT.encode())
+    finally:
+        os.close(fd)
+    os.rename(temporary, FORMAT_FILE, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
+
+
+def _remove(names: set[str], folder_fd: int) -> None:
+    """Remove these entries of `folder_fd`: a folder with the links in it, anything else itself."""
+    for name in sorted(names):
+        try:
+            if stat.S_ISDIR(os.lstat(name, dir_fd=folder_fd).st_mode):
+                path_folders.remove_tree(name, folder_fd)
+            else:
+                os.unlink(name, dir_fd=folder_fd)
+        except OSError as error:
+            log.debug("interop: cannot remove %s of the host PATH folders: %s", name, error)
