@@ -4,7 +4,9 @@ The VM's interpreter imports every guest role before it changes namespaces, so e
 guest imports is paid by every cold launch. The guest's records are made by `pywsl.records`
 instead of `dataclasses`, the message numbers come from `pywsl.wire.message_types` instead of the
 enums, `typing` is for the type checker only, the boot arguments are read without `argparse`,
-and `platform`, `uuid` and `shutil` were replaced by the few lines the guest used. Each
+`platform`, `uuid` and `shutil` were replaced by the few lines the guest used, and `socket`,
+`signal`, `shlex` and `re` (which load `enum`) by `pywsl.wire.unix_sockets`,
+`pywsl.guest.lean_signal`, `os_release.shell_words` and plain string checks. Each
 replacement is checked here against what it replaced, and a fresh interpreter checks that none of
 those modules comes back.
 """
@@ -42,6 +44,7 @@ FORBIDDEN = {
     "construct",
     "dataclasses",
     "dis",
+    "enum",
     "gettext",
     "hashlib",
     "inspect",
@@ -53,7 +56,11 @@ FORBIDDEN = {
     "pywsl.guest.interop_workers",
     "pywsl.wire.codec",
     "pywsl.wire.enums",
+    "re",
+    "shlex",
     "shutil",
+    "signal",
+    "socket",
     "tarfile",
     "tempfile",
     "tokenize",
@@ -91,7 +98,77 @@ def test_the_vm_start_loads_none_of_the_heavy_modules() -> None:
 
 def test_the_message_channel_loads_neither_typing_nor_the_enums() -> None:
     loaded = _loaded_by("import pywsl.wire.channel, pywsl.wire.config_format")
-    assert sorted(loaded & {"typing", "pywsl.wire.enums", "dataclasses"}) == []
+    assert sorted(loaded & {"typing", "pywsl.wire.enums", "dataclasses", "enum", "socket", "re"}) == []
+
+
+# ---- shell words, numbers and sizes without shlex and re ----------------------------------------
+
+_SHELL_TEXT = st.text(alphabet=" \t\r\nab'\"\\$`#x=", max_size=16)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(text=_SHELL_TEXT)
+def test_shell_words_split_as_shlex_does(text: str) -> None:
+    import shlex
+
+    from pywsl.guest.os_release import shell_words
+
+    try:
+        expected: list[str] | None = shlex.split(text, posix=True)
+    except ValueError:
+        expected = None
+    try:
+        got: list[str] | None = shell_words(text)
+    except ValueError:
+        got = None
+    assert got == expected
+
+
+def _int_by_pattern(text: str) -> int | None:
+    """`parse_int` as it was written with `re` (the oracle)."""
+    import re
+
+    match = re.fullmatch(r"([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)", text.lstrip(" \t\n\v\f\r"))
+    if match is None:
+        return None
+    sign, digits = match.groups()
+    if digits[:2].lower() == "0x":
+        number = int(digits[2:], 16)
+    elif digits.startswith("0") and len(digits) > 1:
+        number = int(digits[1:], 8)
+    else:
+        number = int(digits, 10)
+    number = -number if sign == "-" else number
+    return number if config_format.INT_MIN <= number <= config_format.INT_MAX else None
+
+
+def _memory_by_pattern(text: str) -> int | None:
+    import re
+
+    match = re.fullmatch(r"^(\d+)(B|K|KB|M|MB|G|GB|T|TB)?$", text.strip())
+    if match is None:
+        return None
+    units = {None: 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "M": 1 << 20, "MB": 1 << 20}
+    units |= {"G": 1 << 30, "GB": 1 << 30, "T": 1 << 40, "TB": 1 << 40}
+    return int(match.group(1)) * units[match.group(2)]
+
+
+_NUMBER_TEXT = st.text(alphabet=" \t\n+-0123456789xXabcdefABKMGTgk\u0661\u00b2", max_size=12)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(text=_NUMBER_TEXT)
+def test_numbers_and_sizes_parse_as_the_patterns_did(text: str) -> None:
+    assert config_format.parse_int(text) == _int_by_pattern(text)
+    assert config_format.parse_memory_string(text) == _memory_by_pattern(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [("0x1F", 31), ("-010", -8), ("+7", 7), (" 0", 0), ("00", 0), ("0x", None), ("08", None), ("1 ", None)],
+)
+def test_c_integers(text: str, number: int | None) -> None:
+    assert config_format.parse_int(text) == number
 
 
 # ---- records (pywsl.records) against dataclasses ----------------------------------------------

@@ -18,12 +18,12 @@ is made read-only once filled.
 from __future__ import annotations
 
 import os
-import signal
 import stat
 import time
 from collections.abc import Sequence
 
 from pywsl.guest import forking, syscalls
+from pywsl.guest import lean_signal as signal
 from pywsl.guest.mounts import Mount, Restrict, Step, apply_plan
 from pywsl.guest.rootfs import write_file_atomic
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import struct
 import sys
 from collections.abc import Iterable
+
+from pywsl.guest import lean_signal as signal
 
 _HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE)
 MAX_FD = 1 << 20

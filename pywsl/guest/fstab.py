@@ -12,11 +12,11 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import signal
 import stat
 import time
 
 from pywsl.guest import forking
+from pywsl.guest import lean_signal as signal
 
 FSTAB_PATH = "/etc/fstab"
 MOUNT_PROGRAMS = ("/bin/mount", "/usr/bin/mount", "/sbin/mount")

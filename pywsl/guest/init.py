@@ -27,8 +27,6 @@ import errno
 import functools
 import os
 import selectors
-import signal
-import socket
 import stat
 import struct
 import time
@@ -48,11 +46,13 @@ from pywsl.guest import (
     systemd_user,
     timezone,
 )
+from pywsl.guest import lean_signal as signal
 from pywsl.guest.os_release import flavor_and_version
 from pywsl.guest.requests import receive_request
 from pywsl.guest.rootfs import write_file_atomic
 from pywsl.guest.users import UserDatabase
 from pywsl.guest.wsl_conf import WslConf, read_wsl_conf, shown_value
+from pywsl.wire import unix_sockets as socket
 from pywsl.wire.channel import MessageChannel, Transaction
 from pywsl.wire.constants import LX_INIT_UTILITY_VM_INVALID_PORT
 from pywsl.wire.errors import ChannelClosed, ProtocolError

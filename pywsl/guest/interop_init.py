@@ -28,12 +28,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import socket
 import struct
 
 from pywsl.guest import forking, guest_log, interop_native, interop_paths, mounts
 from pywsl.guest.interop_paths import HOST_VIEW, LAUNCHER, RUNTIME_DIR
 from pywsl.guest.path_folders import GENERATIONS, VM_GENERATIONS, host_path_folders
+from pywsl.wire import unix_sockets as socket
 from pywsl.wire.channel import MessageChannel
 from pywsl.wire.launch_codec import CREATE_PROCESS_RESPONSE as _CREATE_PROCESS_RESPONSE
 

@@ -36,15 +36,15 @@ import fcntl
 import os
 import pwd
 import select
-import signal
-import socket
 import struct
 import time
 from collections.abc import Sequence
 
 from pywsl.guest import forking, guest_log, interop_paths
 from pywsl.guest import interop_messages as messages
+from pywsl.guest import lean_signal as signal
 from pywsl.guest.interop_terminal import Pseudoconsole
+from pywsl.wire import unix_sockets as socket
 
 log = guest_log.getLogger("pywsl.interop")
 

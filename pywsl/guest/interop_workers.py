@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 
 from pywsl.guest import forking, guest_log, interop_server, syscalls
+from pywsl.wire import unix_sockets as socket
 
 log = guest_log.getLogger("pywsl.interop")
 

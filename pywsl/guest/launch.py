@@ -19,11 +19,11 @@ import contextlib
 import errno
 import os
 import select
-import signal
 import struct
 import time
 
 from pywsl.guest import forking, init, syscalls
+from pywsl.guest import lean_signal as signal
 from pywsl.guest.init import send_failure
 
 TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the same classes cheaply

@@ -20,8 +20,6 @@ import errno
 import gc
 import os
 import selectors
-import signal
-import socket
 import stat
 import struct
 import sys
@@ -43,9 +41,11 @@ from pywsl.guest import (
     vm_monitor,
     vm_path_folders,
 )
+from pywsl.guest import lean_signal as signal
 from pywsl.guest.boot import BootArguments, parse_boot_arguments
 from pywsl.guest.requests import receive_request
 from pywsl.guest.vm_monitor import VmContext
+from pywsl.wire import unix_sockets as socket
 from pywsl.wire.channel import MessageChannel, Transaction
 from pywsl.wire.errors import ChannelClosed, ProtocolError
 from pywsl.wire.launch_codec import (

@@ -8,8 +8,6 @@ inside the distribution's tree (``rootfs.read_in_root``), bounded in size.
 
 from __future__ import annotations
 
-import shlex
-
 from pywsl.guest.rootfs import read_in_root
 from pywsl.wire.config_format import parse_config
 from pywsl.wire.constants import WSL_DISTRIBUTION_CONF
@@ -34,7 +32,7 @@ def parse_os_release(text: str) -> dict[str, str]:
         if not key.isidentifier():
             continue
         try:
-            words = shlex.split(raw, posix=True)
+            words = shell_words(raw)
         except ValueError:
             continue
         value = " ".join(words)
@@ -73,3 +71,64 @@ def default_name(root_fd: int) -> str | None:
     if entry is None or not entry.value or len(entry.value) > MAX_VALUE_LENGTH:
         return None
     return entry.value
+
+
+def shell_words(text: str) -> list[str]:
+    """The words of `text` as ``shlex.split(text)`` splits them (POSIX rules, no comments): split
+    at white space, with '...' and "..." quoting and backslash escapes; ValueError for an open
+    quote or a trailing backslash. (`shlex` loads `re`, and with it `enum`, at the VM's start.)"""
+    words: list[str] = []
+    word: list[str] | None = None  # None between words
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if char in _SHELL_SPACE:
+            if word is not None:
+                words.append("".join(word))
+                word = None
+            index += 1
+            continue
+        word = [] if word is None else word
+        index = _shell_part(text, index, word)
+    if word is not None:
+        words.append("".join(word))
+    return words
+
+
+_SHELL_SPACE = " \t\r\n"
+
+
+def _shell_part(text: str, index: int, word: list[str]) -> int:
+    """Add what starts at `index` (a character, an escaped one, a quoted string) to `word`; the
+    index after it."""
+    char = text[index]
+    if char == "\\":
+        if index + 1 >= len(text):
+            raise ValueError("No escaped character")
+        word.append(text[index + 1])
+        return index + 2
+    if char == "'":
+        end = text.find("'", index + 1)
+        if end < 0:
+            raise ValueError("No closing quotation")
+        word.append(text[index + 1 : end])
+        return end + 1
+    if char == '"':
+        return _double_quoted(text, index + 1, word)
+    word.append(char)
+    return index + 1
+
+
+def _double_quoted(text: str, index: int, word: list[str]) -> int:
+    """The rest of a "..." string from `index`: a backslash escapes only " and itself."""
+    while index < len(text):
+        char = text[index]
+        if char == '"':
+            return index + 1
+        if char == "\\" and index + 1 < len(text) and text[index + 1] in '"\\':
+            word.append(text[index + 1])
+            index += 2
+            continue
+        word.append(char)
+        index += 1
+    raise ValueError("No closing quotation")

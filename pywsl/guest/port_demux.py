@@ -21,14 +21,15 @@ The port closing (the host side went away) ends the process.
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import errno
 import os
-import socket
 import struct
 import time
 
 from pywsl.guest import disks, guest_log
+from pywsl.wire import unix_sockets as socket
 from pywsl.wire.errors import ProtocolError
 from pywsl.wire.port_engine import Endpoint, PortEngine, stream_endpoint
 from pywsl.wire.port_mux import (
@@ -118,7 +119,7 @@ class PortDemux(PortEngine):
         distributions: str = DISTRIBUTIONS_FOLDER,
         *,
         report_ports: bool = False,
-        interop_source: socket.socket | None = None,
+        interop_source: _socket.socket | None = None,
     ) -> None:
         super().__init__(port_fd)
         self.listen_address = listen_address
@@ -328,7 +329,7 @@ class InteropCall:
         self.request_seen = False  # the first bytes (the request, with its descriptors) went on
 
 
-def run_demux(port_fd: int, listen_address: str, interop_source: socket.socket | None = None) -> None:
+def run_demux(port_fd: int, listen_address: str, interop_source: _socket.socket | None = None) -> None:
     """The demultiplexer's process: copy until the port closes."""
     os.set_blocking(port_fd, False)
     report_ports = os.environ.get("PYWSL_NETWORK") == "nat"  # the kernel command line's setting

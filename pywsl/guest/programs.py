@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 import select
-import signal
 import time
+
+from pywsl.guest import lean_signal as signal
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -35,14 +35,14 @@ import fcntl
 import gc
 import os
 import select
-import signal
-import socket
 import struct
 import termios
 from collections.abc import Callable, Sequence
 
 from pywsl.guest import forking, syscalls
+from pywsl.guest import lean_signal as signal
 from pywsl.guest.relay_child import LaunchRequest, RelayContext, next_pid, run_child, spawn_child
+from pywsl.wire import unix_sockets as socket
 from pywsl.wire.channel import MessageChannel
 from pywsl.wire.constants import LX_INIT_TTY_LIMIT
 from pywsl.wire.errors import ChannelClosed, ProtocolError

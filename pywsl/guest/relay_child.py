@@ -16,11 +16,11 @@ import contextlib
 import errno
 import fcntl
 import os
-import signal
 import termios
 from collections.abc import Callable, Iterator, Sequence
 
 from pywsl.guest import devices, gui, systemd_user
+from pywsl.guest import lean_signal as signal
 from pywsl.guest.environment import (
     DEFAULT_PATH,
     HOST_DIRECTORY_PREFIX,

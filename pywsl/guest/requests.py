@@ -8,8 +8,7 @@ rather than silently discarded while the guest waits for a request that never co
 
 from __future__ import annotations
 
-import socket
-
+from pywsl.wire import unix_sockets as socket
 from pywsl.wire.channel import MessageChannel, Transaction
 from pywsl.wire.errors import ProtocolError
 from pywsl.wire.framing import HEADER_SIZE, parse_header

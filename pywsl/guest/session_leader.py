@@ -22,15 +22,15 @@ import contextlib
 import gc
 import os
 import select
-import signal
-import socket
 import struct
 from collections.abc import Sequence
 from types import FrameType
 
 from pywsl.guest import forking, syscalls
+from pywsl.guest import lean_signal as signal
 from pywsl.guest.interop_init import InteropSettings
 from pywsl.guest.relay import LaunchRequest, RelayContext, RelayDescriptors, run_relay
+from pywsl.wire import unix_sockets as socket
 from pywsl.wire.channel import MessageChannel
 from pywsl.wire.constants import LX_INIT_UTILITY_VM_INVALID_PORT
 from pywsl.wire.errors import ChannelClosed, ProtocolError

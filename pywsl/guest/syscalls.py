@@ -12,8 +12,9 @@ import ctypes
 import errno
 import fcntl
 import os
-import socket
 import struct
+
+from pywsl.wire import unix_sockets as socket
 
 # Namespace flags (linux/sched.h).
 CLONE_NEWNS = 0x00020000

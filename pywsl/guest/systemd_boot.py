@@ -23,10 +23,10 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import signal
 import time
 
 from pywsl.guest import forking, syscalls
+from pywsl.guest import lean_signal as signal
 
 TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the same classes cheaply
 if TYPE_CHECKING:

@@ -28,13 +28,13 @@ import contextlib
 import errno
 import os
 import select
-import signal
-import socket
 import struct
 
 from pywsl.guest import forking, guest_log, mounts, rootfs, syscalls, worker_processes
+from pywsl.guest import lean_signal as signal
 from pywsl.guest.os_release import default_name, flavor_and_version
 from pywsl.guest.tar_device_filter import skipped_devices_warning
+from pywsl.wire import unix_sockets as socket
 from pywsl.wire.channel import MessageChannel
 from pywsl.wire.launch_codec import CREATE_INSTANCE_RESULT, IMPORT_RESULT, IMPORT_WARNINGS
 from pywsl.wire.message_types import CreateInstanceStep, MiniInitMessageFlags

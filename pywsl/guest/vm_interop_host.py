@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import socket
 import sys
 
 from pywsl.guest import guest_log
 from pywsl.guest.interop_workers import InteropWorkers
+from pywsl.wire import unix_sockets as socket
 
 log = guest_log.getLogger("pywsl.interop")
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 import struct
 
 from pywsl.guest import guest_log, interop_messages, mini_init, mounts, syscalls
@@ -32,6 +31,7 @@ from pywsl.guest.boot import BootArguments
 from pywsl.guest.devices import DeviceSettings
 from pywsl.guest.port_demux import DISK_RELEASED
 from pywsl.guest.vm_monitor import TreeCloner, VmContext
+from pywsl.wire import unix_sockets as socket
 
 log = guest_log.getLogger("pywsl.vm_mini_init")
 

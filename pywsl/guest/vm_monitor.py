@@ -36,15 +36,15 @@ import errno
 import fcntl
 import os
 import selectors
-import signal
-import socket
 import struct
 import time
 from collections.abc import Callable
 
 from pywsl.cgroup_tables import has_process
 from pywsl.guest import forking, guest_log, host_view, mounts, path_folder_store, syscalls
+from pywsl.guest import lean_signal as signal
 from pywsl.guest.boot import BootArguments
+from pywsl.wire import unix_sockets as socket
 
 TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the same classes cheaply
 if TYPE_CHECKING:

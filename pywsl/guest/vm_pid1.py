@@ -15,14 +15,14 @@ import ctypes
 import dataclasses
 import gc
 import os
-import signal
-import socket
 import sys
 import time
 
 from pywsl.guest import forking, guest_log, interop_init, interop_native, mini_init
+from pywsl.guest import lean_signal as signal
 from pywsl.guest.port_demux import find_port, run_demux
 from pywsl.guest.vm_mini_init import serve
+from pywsl.wire import unix_sockets as socket
 
 log = guest_log.getLogger("pywsl.vm_pid1")
 

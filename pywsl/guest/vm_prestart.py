@@ -61,7 +61,7 @@ def _options(argv: list[str]) -> tuple[str, int] | None:
 
 
 def _receive(handoff_fd: int) -> tuple[bytes, list[int]]:
-    import socket
+    from pywsl.wire import unix_sockets as socket
 
     handoff = socket.socket(fileno=handoff_fd)
     try:

@@ -28,10 +28,10 @@ import errno
 import fcntl
 import os
 import select
-import signal
 import struct
 
 from pywsl.guest import forking, mounts
+from pywsl.guest import lean_signal as signal
 from pywsl.guest.tar_device_filter import DeviceNodeFilter, Piece
 
 TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the same classes cheaply

@@ -10,8 +10,6 @@ only ``[automount] root`` is checked further, for the distribution's safety.
 
 from __future__ import annotations
 
-import enum
-
 from pywsl.guest.distribution_files import UnusableFile, read_regular_file
 from pywsl.guest.mounts import automount_attributes
 from pywsl.wire.config_format import (
@@ -90,8 +88,9 @@ class WslConf:
         return self.automount_root + "host"
 
 
-class _Kind(enum.Enum):
-    """How WSL parses a key's value, and so which warning a bad one gets."""
+class _Kind:
+    """How WSL parses a key's value, and so which warning a bad one gets (plain strings: `enum`
+    would cost the VM's start its load)."""
 
     BOOLEAN = "boolean"
     INTEGER = "integer"
@@ -134,7 +133,7 @@ def shown_value(value: str) -> str:
     return text if len(text) <= SHOWN_VALUE else text[:SHOWN_VALUE] + "..."
 
 
-def _convert(kind: _Kind, value: str) -> object | None:
+def _convert(kind: str, value: str) -> object | None:
     """The value of a key of ``kind``; None when WSL would reject it."""
     if kind is _Kind.BOOLEAN:
         return parse_bool(value)
@@ -148,7 +147,7 @@ def _convert(kind: _Kind, value: str) -> object | None:
     return value
 
 
-def _bad_value_warning(kind: _Kind, entry: ConfigValue, source: str) -> str:
+def _bad_value_warning(kind: str, entry: ConfigValue, source: str) -> str:
     """WSL's wording for a value it rejects (``MessageConfigInvalid*``)."""
     value, where = shown_value(entry.value), f"{source}:{entry.line}"
     if kind is _Kind.BOOLEAN:
@@ -164,7 +163,7 @@ def _bad_value_warning(kind: _Kind, entry: ConfigValue, source: str) -> str:
 
 
 # section.key (lower case) -> (attribute or None when pywsl has no use for it, kind). WSL's list.
-_KEYS: dict[str, tuple[str | None, _Kind]] = {
+_KEYS: dict[str, tuple[str | None, str]] = {
     "automount.enabled": ("automount_enabled", _Kind.BOOLEAN),
     "automount.root": ("automount_root", _Kind.MOUNT_ROOT),
     "automount.options": ("automount_options", _Kind.STRING),

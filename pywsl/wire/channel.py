@@ -7,16 +7,17 @@ carries file descriptors (SCM_RIGHTS) alongside a message where WSL would use hv
 
 from __future__ import annotations
 
+import _socket
 import array
 import contextlib
 import itertools
 import math
 import os
 import select
-import socket
 import threading
 import time
 
+from pywsl.wire import unix_sockets as socket
 from pywsl.wire.errors import ChannelClosed, ProtocolError
 from pywsl.wire.framing import (
     HEADER_SIZE,
@@ -135,7 +136,7 @@ class MessageChannel:
     are its own. Sent descriptors stay owned by the caller.
     """
 
-    def __init__(self, sock: socket.socket, *, name: str = "channel") -> None:
+    def __init__(self, sock: _socket.socket, *, name: str = "channel") -> None:
         if sock.type != socket.SOCK_STREAM:
             raise ValueError(f"{name}: a message channel needs a stream socket, got {sock.type!r}")
         sock.settimeout(None)

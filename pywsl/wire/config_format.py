@@ -31,7 +31,6 @@ read it and neither may import the other.
 
 from __future__ import annotations
 
-import re
 from collections import namedtuple
 
 TYPE_CHECKING = False  # `typing` would cost the guest's start (it reads wsl.conf): not needed at run time
@@ -42,7 +41,6 @@ MAX_CONFIG_BYTES = 1024 * 1024
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 
 _SPACE = " \t"
-_MEMORY = re.compile(r"^(\d+)(B|K|KB|M|MB|G|GB|T|TB)?$")
 _MEMORY_UNITS = {
     None: 1,
     "B": 1,
@@ -349,23 +347,39 @@ def parse_int(text: str) -> int | None:
     octal.
     """
     value = text.lstrip(_C_SPACE)
-    match = re.fullmatch(r"([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)", value)
-    if match is None:
-        return None
-    sign, digits = match.groups()
-    if digits[:2].lower() == "0x":
+    sign = value[:1] if value[:1] in ("+", "-") else ""
+    digits = value[len(sign) :]
+    if digits[:2] in ("0x", "0X") and _only(digits[2:], _HEX_DIGITS, at_least=1):
         number = int(digits[2:], 16)
-    elif digits.startswith("0") and len(digits) > 1:
-        number = int(digits[1:], 8)
-    else:
+    elif digits[:1] == "0" and _only(digits[1:], _OCTAL_DIGITS, at_least=0):
+        number = int(digits[1:] or "0", 8)
+    elif digits[:1] in _NONZERO_DIGITS and digits and _only(digits, _DECIMAL_DIGITS, at_least=1):
         number = int(digits, 10)
+    else:
+        return None
     number = -number if sign == "-" else number
     return number if INT_MIN <= number <= INT_MAX else None
 
 
+_DECIMAL_DIGITS = frozenset("0123456789")
+_NONZERO_DIGITS = frozenset("123456789")
+_OCTAL_DIGITS = frozenset("01234567")
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
+def _only(text: str, allowed: frozenset[str], *, at_least: int) -> bool:
+    """Whether `text` has at least `at_least` characters, all of them in `allowed` (what a
+    character class with `+` or `*` matches, without loading `re` for it)."""
+    return len(text) >= at_least and all(char in allowed for char in text)
+
+
 def parse_memory_string(text: str) -> int | None:
     """Bytes from `4GB`, `512M`, `1T`, `1048576` (suffixes upper case only, binary multiples)."""
-    match = _MEMORY.fullmatch(text.strip())
-    if match is None:
+    text = text.strip()
+    end = 0
+    while end < len(text) and text[end].isdecimal():  # what `\d` matches
+        end += 1
+    unit = text[end:] or None
+    if end == 0 or unit not in _MEMORY_UNITS:
         return None
-    return int(match.group(1)) * _MEMORY_UNITS[match.group(2)]
+    return int(text[:end]) * _MEMORY_UNITS[unit]
