@@ -1,4 +1,5 @@
-"""``dataclass`` and ``field`` for small records, without loading ``dataclasses``.
+"""``dataclass`` and ``field`` for small records, without loading ``dataclasses``; ``NamedTuple``
+without loading ``typing``.
 
 A leaf module (it imports nothing of pywsl), for the guest and for the host's cold launch.
 Every guest module is loaded when the VM starts (``mini_init``), and a root launch that finds no
@@ -35,8 +36,9 @@ from __future__ import annotations
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
-__all__ = ["FrozenInstanceError", "dataclass", "field", "replace"]
+__all__ = ["FrozenInstanceError", "NamedTuple", "dataclass", "field", "replace"]
 
 _MISSING = object()
 
@@ -263,3 +265,64 @@ def replace(record: object, /, **changes: object) -> object:
         raise TypeError("replace() should be called on dataclass instances")
     values = {name: getattr(record, name) for name in spec.names if name not in changes}
     return type(record)(**values, **changes)
+
+
+# -- NamedTuple ---------------------------------------------------------------------------------
+
+# What a NamedTuple class body may not set, and what it sets that is not copied (as in `typing`).
+_PROHIBITED = frozenset(
+    {
+        "__new__",
+        "__init__",
+        "__slots__",
+        "__getnewargs__",
+        "_fields",
+        "_field_defaults",
+        "_make",
+        "_replace",
+        "_asdict",
+    }
+)
+_SPECIAL = frozenset({"__module__", "__name__", "__annotations__"})
+
+
+class _NamedTupleMaker(type):
+    """Makes each class written ``class Name(NamedTuple): field: type = default ...`` what
+    ``typing.NamedTuple`` makes of it: a ``collections.namedtuple`` class with those fields and
+    defaults (a field without a default after one with is a TypeError), the annotations as
+    written, and the body's methods, properties and class attributes."""
+
+    def __new__(cls, name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> Any:
+        if not bases:  # `NamedTuple` itself
+            return super().__new__(cls, name, bases, namespace)
+        from collections import namedtuple
+
+        make: Any = namedtuple  # (called with names known at run time only)
+        if bases != (NamedTuple,):
+            raise TypeError("can only inherit from a NamedTuple type")
+        annotations: dict[str, Any] = namespace.get("__annotations__", {})
+        defaults: list[str] = []
+        for field_name in annotations:
+            if field_name in namespace:
+                defaults.append(field_name)
+            elif defaults:
+                raise TypeError(f"Non-default namedtuple field {field_name} cannot follow default field")
+        made = make(
+            name,
+            list(annotations),
+            defaults=[namespace[key] for key in defaults],
+            module=namespace["__module__"],
+        )
+        made.__annotations__ = dict(annotations)
+        for key, value in namespace.items():
+            if key in _PROHIBITED:
+                raise AttributeError(f"Cannot overwrite NamedTuple attribute {key}")
+            if key not in _SPECIAL and key not in made._fields:
+                setattr(made, key, value)
+        return made
+
+
+class NamedTuple(metaclass=_NamedTupleMaker):
+    """``typing.NamedTuple``'s class syntax at run time, without loading ``typing`` (what a cold
+    launch's boot reads); modules show the type checker ``typing.NamedTuple`` instead, as with
+    :func:`dataclass`."""

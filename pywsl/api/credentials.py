@@ -23,10 +23,13 @@ import pwd
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
 
+TYPE_CHECKING = False  # `typing` would cost a cold launch's boot its load
 if TYPE_CHECKING:
     import ctypes
+    from typing import NamedTuple
+else:
+    from pywsl.records import NamedTuple
 
 __all__ = [
     "UserIdentity",

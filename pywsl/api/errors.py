@@ -12,7 +12,12 @@ import contextlib
 import contextvars
 import errno
 from collections.abc import Iterator, Mapping
-from typing import Any, NamedTuple, NoReturn
+
+TYPE_CHECKING = False  # `typing` would cost a cold launch's boot its load
+if TYPE_CHECKING:
+    from typing import Any, NamedTuple, NoReturn
+else:
+    from pywsl.records import NamedTuple
 
 __all__ = [
     "HRESULTS",

@@ -32,7 +32,6 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
 
 from pywsl.vm.backends.base import VmBackend, backend
 from pywsl.vm.core_instance import CoreInstance
@@ -65,7 +64,10 @@ from pywsl.wire.message_types import LxMessageType as LX_MESSAGE_TYPE  # numbers
 from pywsl.wire.message_types import MiniInitMessageFlags as LX_MINI_INIT_MESSAGE_FLAGS
 from pywsl.wire.message_types import NetworkingMode as LX_MINI_INIT_NETWORKING_MODE
 
+TYPE_CHECKING = False  # `typing` would cost a cold launch's boot its load
 if TYPE_CHECKING:
+    from typing import Any, Protocol
+
     from pywsl.vm.config import VmConfig
     from pywsl.wire.codec import MessageSchema
 
@@ -129,10 +131,12 @@ def _describe(where: Directory | DiskImage) -> str:
     return describe_directory(where)
 
 
-class Cancellation(Protocol):
-    """What can cancel an import or export (``pywsl.api.cancellation.CancelToken`` is one)."""
+if TYPE_CHECKING:
 
-    def on_cancel(self, callback: Callable[[], None]) -> AbstractContextManager[None]: ...
+    class Cancellation(Protocol):
+        """What can cancel an import or export (``pywsl.api.cancellation.CancelToken`` is one)."""
+
+        def on_cancel(self, callback: Callable[[], None]) -> AbstractContextManager[None]: ...
 
 
 class _Wakeup:

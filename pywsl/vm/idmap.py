@@ -34,7 +34,12 @@ import grp
 import os
 import pwd
 from pathlib import Path
-from typing import NamedTuple
+
+TYPE_CHECKING = False  # `typing` would cost a cold launch's boot its load
+if TYPE_CHECKING:
+    from typing import NamedTuple
+else:
+    from pywsl.records import NamedTuple
 
 IdMap = list[tuple[int, int, int]]
 

@@ -9,10 +9,14 @@ the names of this module.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from pywsl.vm.process_request import ProcessRequest
 from pywsl.vm.quick_launch import DEFAULT_DISTRIBUTION_START_TIMEOUT_MS
+
+TYPE_CHECKING = False  # `typing` would cost a cold launch's boot its load
+if TYPE_CHECKING:
+    from typing import NamedTuple
+else:
+    from pywsl.records import NamedTuple
 
 __all__ = [
     "DEFAULT_DISTRIBUTION_START_TIMEOUT_MS",

@@ -15,10 +15,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
 
 from pywsl.api.session import path_rules
 from pywsl.api.session.registry_snapshot import REGISTRY_FILE_NAME
+
+TYPE_CHECKING = False  # `typing` would cost a cold launch's boot its load
+if TYPE_CHECKING:
+    from typing import NamedTuple
+else:
+    from pywsl.records import NamedTuple
 
 __all__ = [
     "CONFIG_ENV",

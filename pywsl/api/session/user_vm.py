@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pywsl.api.errors import WslError, error_context
 
+TYPE_CHECKING = False  # `typing` would cost a cold launch's boot its load
 if TYPE_CHECKING:
     from pywsl.api.credentials import UserIdentity
     from pywsl.api.session.wslconfig import WslConfig

@@ -37,7 +37,6 @@ import os
 import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pywsl.api.errors import WslError
 from pywsl.wire.config_format import (
@@ -49,8 +48,14 @@ from pywsl.wire.config_format import (
     parse_memory_string,
 )
 
-if TYPE_CHECKING:  # credentials is Linux-only (pwd); it is imported only when acting as a user
+TYPE_CHECKING = False  # `typing` would cost a cold launch's boot its load
+if TYPE_CHECKING:
+    from typing import Any, NamedTuple
+
+    # credentials is Linux-only (pwd); it is imported only when acting as a user
     from pywsl.api.credentials import UserIdentity
+else:
+    from pywsl.records import NamedTuple
 
 # Open flags that only some systems have (none of them on Windows).
 _READ_FLAGS = (

@@ -16,12 +16,14 @@ import abc
 import os
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
 
 from pywsl.vm.runtime_names import LOG_NAME as LOG_NAME
 from pywsl.vm.runtime_names import SOCKET_NAME as SOCKET_NAME
 
+TYPE_CHECKING = False  # `typing` would cost a cold launch's boot its load
 if TYPE_CHECKING:
+    from typing import ClassVar
+
     from pywsl.vm.config import VmConfig  # a dataclass: not loaded by a launch
 
 # What every backend keeps in a VM's runtime folder.

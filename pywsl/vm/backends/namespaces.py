@@ -29,7 +29,6 @@ import stat
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pywsl.vm.backends import namespaces_prestart
 from pywsl.vm.backends.base import LOG_NAME, SOCKET_NAME, VmBackend, log_tail
@@ -42,6 +41,7 @@ from pywsl.vm.backends.namespaces_prestart import (
 from pywsl.vm.errors import VmError
 from pywsl.vm.runtime_names import PID_FILE_NAME
 
+TYPE_CHECKING = False  # `typing` would cost a cold launch's boot its load
 if TYPE_CHECKING:
     import subprocess
     from collections.abc import Callable
