@@ -267,6 +267,9 @@ class Init:
         # The next session leader, forked ahead: (pid, init's end of its socket pair, its settings).
         self.spare: tuple[int, socket.socket, Settings] | None = None
         self.spare_wanted = False  # a session was asked for: keep a spare from now on
+        # The launches to come most likely have the booting caller's host PATH: its folders are
+        # made by a child forked at init's first quiet moment (None once it was).
+        self.path_folders_of: str | None = instance.parameters.host_path
 
     # -- loop ------------------------------------------------------------------------------------
 
@@ -299,11 +302,21 @@ class Init:
                     break
             self._reap()
             self._check_idle()
-            if not ready and self.stop is None and self.spare_wanted and self.spare is None:
-                self._fork_spare_leader()  # quiet now: the fork delays no request
+            if not ready and self.stop is None:
+                self._when_quiet()
         self._drop_spare_leader()
         self._terminate(self.stop)
         return 0
+
+    def _when_quiet(self) -> None:
+        """What is forked once no request is waiting, so that the fork delays none: the host
+        PATH folders of the booting caller (after the first requests, which the instance's start
+        answers first), and the next spare session leader."""
+        if self.path_folders_of is not None:
+            host_path, self.path_folders_of = self.path_folders_of, None
+            interop_init.prepare_path_folders(host_path, self.instance.conf)
+        if self.spare_wanted and self.spare is None:
+            self._fork_spare_leader()
 
     def _on_interop(self, interop: interop_init.InteropListener) -> None:
         interop.accept(None if self.control.fileno() < 0 else self.control)
@@ -313,7 +326,8 @@ class Init:
             self.stop = force
 
     def _select_timeout(self) -> float | None:
-        spare = SPARE_DELAY if self.spare_wanted and self.spare is None else None
+        quiet_work = (self.spare_wanted and self.spare is None) or self.path_folders_of is not None
+        spare = SPARE_DELAY if quiet_work else None
         if self.idle_timeout_ms < 0:
             return spare
         idle = min(0.5, max(0.02, self.idle_timeout_ms / 4000))
@@ -797,8 +811,6 @@ def run(parameters: InitParameters) -> None:
         _start_systemd(instance)  # returns in the child: pywsl's init beside systemd
     elif parameters.cgroup_fd >= 0:
         os.close(parameters.cgroup_fd)
-    # The launches to come most likely have the booting caller's host PATH: made meanwhile.
-    interop_init.prepare_path_folders(parameters.host_path, instance.conf)
     code = 1
     try:
         code = Init(instance).serve()

@@ -19,8 +19,8 @@ registers ``/init`` as the binfmt interpreter of Windows executables, and links
   with ``LX_INIT_CREATE_PROCESS_RESPONSE`` ``Result = EPERM`` itself.
 * **Host PATH folders** (``path_folders``): for each folder of the caller's host ``PATH`` (WSL's
   ``NtPath``), a folder whose entries (links to the launcher, one per executable of the host
-  folder) run the host's program on the host; init starts making the booting caller's as the
-  distribution starts (:func:`prepare_path_folders`).
+  folder) run the host's program on the host; init has the booting caller's made once the
+  distribution has started and answered its first requests (:func:`prepare_path_folders`).
 """
 
 from __future__ import annotations
@@ -340,7 +340,7 @@ def _refuse(connection: socket.socket, error: int) -> None:
 
 def prepare_path_folders(host_path: str, conf: WslConf) -> int | None:
     """Make the folders of `host_path` (the VM's booting caller's host PATH, which the launches
-    that follow most likely have) in a child process, while the distribution goes on starting; a
+    that follow most likely have) in a child process, while the distribution serves; a
     launch that finds one being made waits for it (`_wait_for_builder`) rather than making it
     again. The child's pid, or None when there is nothing to make (interop or
     ``appendWindowsPath`` off, no folder)."""
