@@ -96,6 +96,16 @@ def test_the_vm_start_loads_none_of_the_heavy_modules() -> None:
     assert sorted(loaded & FORBIDDEN) == []
 
 
+def test_the_vm_start_s_preparation_loads_none_of_them_either() -> None:
+    """What `mini_init.prepare` loads besides the modules: the codecs it warms up and the check
+    of the interop client's byte code."""
+    loaded = _loaded_by(
+        "from pywsl.guest import mini_init, interop_init; "
+        "mini_init._warm_up(); interop_init._compile_client()"
+    )
+    assert sorted(loaded & (FORBIDDEN | {"importlib.util", "encodings.idna", "unicodedata"})) == []
+
+
 def test_the_message_channel_loads_neither_typing_nor_the_enums() -> None:
     loaded = _loaded_by("import pywsl.wire.channel, pywsl.wire.config_format")
     assert sorted(loaded & {"typing", "pywsl.wire.enums", "dataclasses", "enum", "socket", "re"}) == []

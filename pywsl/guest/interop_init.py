@@ -121,13 +121,15 @@ def _compile_client() -> None:
     """Byte-compile the client's modules where their cache is missing or older than the source:
     the client sees pywsl through the read-only host view and could not cache them itself, so
     every host program call would compile them again."""
-    import importlib.util
+    # What `importlib.util` gives of it, without loading `importlib.util` (and `warnings`) at
+    # every VM start: every interpreter has loaded this one to import anything.
+    import _frozen_importlib_external as bootstrap
 
     folder = os.path.dirname(os.path.realpath(__file__))
     for name in CLIENT_MODULES:
         source = os.path.join(folder, name + ".py")
-        cached = importlib.util.cache_from_source(source)
-        if _cache_is_current(source, cached, importlib.util.MAGIC_NUMBER):
+        cached = bootstrap.cache_from_source(source)
+        if _cache_is_current(source, cached, bootstrap.MAGIC_NUMBER):
             continue
         import py_compile  # (on the host, before the namespaces: only when a cache is missing)
 

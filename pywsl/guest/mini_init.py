@@ -749,8 +749,10 @@ def serve(context: VmContext) -> int:
 
 
 def _warm_up() -> None:
-    """Load what is otherwise loaded lazily, while the interpreter's files are still readable."""
-    for codec in ("utf-8", "ascii", "latin-1", "idna"):
+    """Load what is otherwise loaded lazily, while the interpreter's files are still readable.
+    (Not the ``idna`` codec: it loads `re` and `enum`, a few milliseconds of every VM start, and
+    only a host name that is not ASCII needs it; the guest resolves none.)"""
+    for codec in ("utf-8", "ascii", "latin-1"):
         "x".encode(codec)
     time.strftime("%Y")
     time.localtime()
