@@ -11,51 +11,30 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from signal import (
-        NSIG,
-        SIG_BLOCK,
-        SIG_DFL,
-        SIG_IGN,
-        SIG_SETMASK,
-        SIG_UNBLOCK,
-        SIGCHLD,
-        SIGCONT,
-        SIGHUP,
-        SIGINT,
-        SIGKILL,
-        SIGPIPE,
-        SIGRTMIN,
-        SIGSTOP,
-        SIGTERM,
-        getsignal,
-        pthread_sigmask,
-        set_wakeup_fd,
-        signal,
-        valid_signals,
-    )
+    import signal as _signal  # the same calls, typed
 else:
-    from _signal import (
-        NSIG,
-        SIG_BLOCK,
-        SIG_DFL,
-        SIG_IGN,
-        SIG_SETMASK,
-        SIG_UNBLOCK,
-        SIGCHLD,
-        SIGCONT,
-        SIGHUP,
-        SIGINT,
-        SIGKILL,
-        SIGPIPE,
-        SIGRTMIN,
-        SIGSTOP,
-        SIGTERM,
-        getsignal,
-        pthread_sigmask,
-        set_wakeup_fd,
-        signal,
-        valid_signals,
-    )
+    import _signal
+
+NSIG = _signal.NSIG
+SIG_BLOCK = _signal.SIG_BLOCK
+SIG_DFL = _signal.SIG_DFL
+SIG_IGN = _signal.SIG_IGN
+SIG_SETMASK = _signal.SIG_SETMASK
+SIG_UNBLOCK = _signal.SIG_UNBLOCK
+SIGCHLD = _signal.SIGCHLD
+SIGCONT = _signal.SIGCONT
+SIGHUP = _signal.SIGHUP
+SIGINT = _signal.SIGINT
+SIGKILL = _signal.SIGKILL
+SIGPIPE = _signal.SIGPIPE
+SIGRTMIN = _signal.SIGRTMIN
+SIGSTOP = _signal.SIGSTOP
+SIGTERM = _signal.SIGTERM
+getsignal = _signal.getsignal
+pthread_sigmask = _signal.pthread_sigmask
+set_wakeup_fd = _signal.set_wakeup_fd
+signal = _signal.signal
+valid_signals = _signal.valid_signals
 
 __all__ = [
     "NSIG",
