@@ -102,8 +102,8 @@ def _store_in(runtime: int, runtime_dir: str, owner: tuple[int, int]) -> int:
             raise OSError(
                 errno.EPERM, f"{STORE_NAME} belongs to {info.st_uid}:{info.st_gid}, not the VM's root"
             )
-        if not stat.S_ISDIR(info.st_mode) or stat.S_IMODE(info.st_mode) != STORE_MODE:
-            raise OSError(errno.EPERM, f"{STORE_NAME} is not a folder of mode {STORE_MODE:o}")
+        if stat.S_IMODE(info.st_mode) != STORE_MODE:  # (a folder: opened with O_DIRECTORY)
+            raise OSError(errno.EPERM, f"{STORE_NAME} is not of mode {STORE_MODE:o}")
     except BaseException:
         os.close(fd)
         raise

@@ -33,6 +33,7 @@ __all__ = [
     "GENERATIONS",
     "VM_GENERATIONS",
     "candidate_folders",
+    "folder_identity",
     "generate",
     "generation_name",
     "host_path_folders",
@@ -92,12 +93,18 @@ def generation_name(host_folder: str, view: str | None = None) -> str:
     return f"{escape_folder(host_folder)}@{info.st_dev:x}-{info.st_ino:x}-{info.st_mtime_ns:x}"
 
 
+def folder_identity(generation: str) -> str:
+    """What of a generation's name (or a path ending in one) names the real host folder as it
+    is now: the same for every name of that folder (``/bin`` and ``/usr/bin``)."""
+    return generation.rpartition("@")[2]
+
+
 def _refresh(host_folder: str, inside: str) -> None:
     generation = generation_name(host_folder)
     target = f"{GENERATIONS}/{generation}"
     with contextlib.suppress(OSError):
         # This folder's generation, or the same folder's under another name (`/bin`, `/usr/bin`).
-        if os.readlink(inside).rpartition("@")[2] == generation.rpartition("@")[2]:
+        if folder_identity(os.readlink(inside)) == folder_identity(generation):
             return
     if not os.path.isdir(target):
         target = _generation_of_same_folder(GENERATIONS, generation) or target
@@ -198,10 +205,10 @@ def _generation_of_same_folder(folder: str, generation: str) -> str | None:
     """A generation in `folder` made for another name of the same host folder (``/bin`` and
     ``/usr/bin`` when one is a link to the other): its links are the same, so it is shared
     rather than made again."""
-    host_folder = generation.rpartition("@")[2]
+    identity = folder_identity(generation)
     with contextlib.suppress(OSError):
         for name in os.listdir(folder):
-            if name.rpartition("@")[2] == host_folder and not name.endswith(".new"):
+            if folder_identity(name) == identity and not name.endswith(".new"):
                 return f"{folder}/{name}"
     return None
 

@@ -81,13 +81,15 @@ def build(folders: list[str], folder_fd: int, view: str) -> None:
         existing = set()
         _write_format(folder_fd)
     by_identity = {
-        name.rpartition("@")[2]: name for name in existing if "@" in name and not name.endswith(".new")
+        path_folders.folder_identity(name): name
+        for name in existing
+        if "@" in name and not name.endswith(".new")
     }
     keep = {path_folders.BUILDING, FORMAT_FILE}
     for host_folder in folders:
         try:
             generation = path_folders.generation_name(host_folder, view)
-            identity = generation.rpartition("@")[2]  # the same folder under another name
+            identity = path_folders.folder_identity(generation)  # the same folder under another name
             if identity not in by_identity:
                 real = path_folders.real_host_folder(host_folder, view)
                 path_folders.generate(real, generation, folder_fd, view)
@@ -95,7 +97,7 @@ def build(folders: list[str], folder_fd: int, view: str) -> None:
             keep.add(by_identity[identity])
         except OSError as error:
             log.debug("interop: host folder %s skipped: %s", host_folder, error)
-    _remove(_entries(folder_fd) - keep, folder_fd)
+    _remove(existing - keep, folder_fd)  # (what was made here is kept)
 
 
 # What the store's links are: generations made for another launcher path are not used.

@@ -353,7 +353,7 @@ def parse_int(text: str) -> int | None:
         number = int(digits[2:], 16)
     elif digits[:1] == "0" and _only(digits[1:], _OCTAL_DIGITS, at_least=0):
         number = int(digits[1:] or "0", 8)
-    elif digits[:1] in _NONZERO_DIGITS and digits and _only(digits, _DECIMAL_DIGITS, at_least=1):
+    elif digits[:1] in _NONZERO_DIGITS and _only(digits, _DECIMAL_DIGITS, at_least=1):
         number = int(digits, 10)
     else:
         return None
