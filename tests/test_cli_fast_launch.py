@@ -198,6 +198,31 @@ def test_the_collector_is_left_as_it_was(cli: Cli, capsys: pytest.CaptureFixture
     assert gc.get_freeze_count() == 0
 
 
+def test_an_exiting_launch_leaves_with_the_collector_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The console script's launch leaves without turning the collector on (it would walk every
+    object the launch made, to free nothing); a line for the full grammar gets it back on."""
+    from pywsl.cli import main as main_module
+
+    seen: list[bool] = []
+
+    def leave(status: int) -> None:
+        seen.append(gc.isenabled())
+        raise SystemExit(status)
+
+    monkeypatch.setattr(main_module, "_leave", leave)
+    monkeypatch.setattr(fast_launch, "run", lambda argv: 3)
+    try:
+        with pytest.raises(SystemExit) as exited:
+            main_module.main(["-d", "debian", "--", "true"])
+        assert exited.value.code == 3
+        assert seen == [False]
+    finally:
+        gc.enable()
+    monkeypatch.setattr(fast_launch, "run", lambda argv: None)
+    assert main_module._fast_launch(["--list"], exiting=True) is None
+    assert gc.isenabled()
+
+
 LEAVE = """
 import atexit, sys
 from pywsl.cli import main
