@@ -27,7 +27,9 @@ from private_registry import private_environment
 from run_folders import run_folder
 
 import pywsl as pywsl_package
+from pywsl.guest import vm_monitor
 from pywsl.guest.vm_prestart import boot_arguments_from
+from pywsl.vm import CoreVm, VmError
 from pywsl.vm.backends import namespaces_prestart
 from pywsl.vm.backends.namespaces import is_cgroup_of
 from pywsl.vm.cgroups import find_groups
@@ -268,6 +270,78 @@ def test_a_hand_over_to_an_ended_interpreter_says_so(tmp_path: Path) -> None:
     assert pending.process.returncode == -signal.SIGKILL
     pending.end()  # no boot comes: the groups made for it go
     assert find_groups(lambda name: is_cgroup_of(tmp_path / "run", name)) == []
+
+
+# -- the VM's word that it serves -------------------------------------------------------------------
+
+
+def _prestarted(handoff: socket.socket) -> namespaces_prestart.Prestarted:
+    """A handed-over interpreter stand-in: a real child (it exits at once) and the host's socket."""
+    pid = os.posix_spawn("/bin/true", ["/bin/true"], {})  # (a Popen object would reap it itself)
+    process = namespaces_prestart.PrestartedProcess(pid, ["/bin/true"])
+    return namespaces_prestart.Prestarted(process, "/run/x", {}, handoff)
+
+
+def test_the_host_hears_from_the_monitor_that_the_vm_serves() -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with theirs:
+        pending = _prestarted(ours)
+        vm_monitor._notify_ready(os.dup(theirs.fileno()))
+        assert pending.serving_within(5.0)
+        assert ours.fileno() == -1  # closed once heard
+    # The interpreter exits by itself; it is reaped as this process leaves (`discard`).
+    assert pending.process in namespaces_prestart._handed_over
+    deadline = time.monotonic() + 10
+    while pending.process in namespaces_prestart._handed_over and time.monotonic() < deadline:
+        namespaces_prestart.discard()
+        time.sleep(0.01)
+    assert pending.process.returncode == 0
+
+
+@pytest.mark.parametrize("peer", ["closes", "stays silent"])
+def test_no_word_from_the_monitor_is_no_vm(peer: str) -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with theirs:
+        pending = _prestarted(ours)
+        if peer == "closes":
+            vm_monitor._notify_ready(-1)  # nothing to tell
+            theirs.close()
+        assert not pending.serving_within(0.2)
+    assert pending.process not in namespaces_prestart._handed_over
+    assert pending.process.wait(10) == 0
+
+
+def test_a_host_that_went_away_does_not_stop_the_monitor() -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.close()
+    with theirs:
+        vm_monitor._notify_ready(theirs.detach())  # EPIPE (SIGPIPE is ignored): quietly dropped
+
+
+@pytest.mark.parametrize(
+    ("uid_map", "reason"),
+    [
+        ([(0, 0xFFFFFFF0, 65536)], "not a valid id range"),  # the interpreter refuses the arguments
+        ([(0, 1 << 30, 65536), (100, 1 << 29, 10)], "uid_map"),  # the kernel refuses the monitor's map
+    ],
+)
+def test_a_prestarted_boot_that_fails_says_why_at_once(
+    vm_factory: object, uid_map: list[tuple[int, int, int]], reason: str
+) -> None:
+    """The handoff socket ends without the monitor's word: the interpreter's exit status and the
+    log say why, long before the boot's time limit."""
+    from conftest import VmFactory
+
+    assert isinstance(vm_factory, VmFactory)
+    config = vm_factory.config(uid_map=uid_map, kernel_boot_timeout_ms=60_000)
+    namespaces_prestart.begin(str(config.runtime_dir))
+    assert namespaces_prestart._pending is not None
+    started = time.monotonic()
+    with pytest.raises(VmError, match="did not start") as failure:
+        CoreVm.boot(config)
+    assert time.monotonic() - started < 30
+    assert reason in str(failure.value)
+    assert namespaces_prestart._pending is None  # the boot took the prestarted interpreter
 
 
 def test_the_vm_finds_construct_where_the_import_system_does() -> None:

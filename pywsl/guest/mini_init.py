@@ -770,10 +770,11 @@ def prepare() -> None:
     gc.enable()  # off while the modules loaded (`pywsl.guest`)
 
 
-def boot(arguments: BootArguments) -> int:
-    """Start the VM (after `prepare`); the exit status of this, its host process."""
+def boot(arguments: BootArguments, notify_fd: int = -1) -> int:
+    """Start the VM (after `prepare`); the exit status of this, its host process. `notify_fd`
+    (a socket of the host's, taken over) is told b"1" as soon as the VM serves."""
     processors.restrict_processors(arguments.processors)
-    return vm_monitor.launch(arguments, serve)
+    return vm_monitor.launch(arguments, serve, notify_fd)
 
 
 def main(argv: list[str] | None = None) -> int:

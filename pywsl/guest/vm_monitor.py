@@ -261,7 +261,7 @@ class Monitor:
         self.interop_workers: InteropWorkers | None = None  # after the first interop connection
         self.leave_groups_at: float | None = None  # when the monitor leaves the VM's groups
 
-    def run(self, serve: ServeFunction, ready_fd: int) -> int:
+    def run(self, serve: ServeFunction, ready_fd: int, notify_fd: int = -1) -> int:
         syscalls.set_process_name("pywsl-vm")
         syscalls.set_child_subreaper()
         for number in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
@@ -283,6 +283,7 @@ class Monitor:
             # When nobody reads this any more (the host gave up waiting), the write fails and the
             # VM is stopped below rather than left running unseen.
             forking.write_all(ready_fd, b"1")
+            _notify_ready(notify_fd)
             # The VM's first child was forked in its groups; the monitor leaves them once the
             # VM's first start is over (`_serve_clones`), or before its first interop worker.
             self.leave_groups_at = time.monotonic() + GROUP_LEAVE_DELAY
@@ -299,6 +300,8 @@ class Monitor:
                     os.kill(self.vm_pid, signal.SIGKILL)
             self._wait_all()
             os.close(ready_fd)
+            if notify_fd >= 0:
+                os.close(notify_fd)  # the host sees the end without b"1": the exit status follows
             self._cleanup()
             return 1
         os.close(ready_fd)
@@ -485,11 +488,22 @@ def _remove_cgroup(path: str, deadline: float) -> None:
                 time.sleep(0.02)
 
 
-def launch(boot: BootArguments, serve: ServeFunction) -> int:
+def _notify_ready(fd: int) -> None:
+    """Tell the host on its socket `fd` (closed here; -1: none) that the VM serves."""
+    if fd < 0:
+        return
+    with contextlib.suppress(OSError):  # the host gave up: its exit status check follows
+        os.write(fd, b"1")
+    os.close(fd)
+
+
+def launch(boot: BootArguments, serve: ServeFunction, notify_fd: int = -1) -> int:
     """Start the VM detached: fork the monitor, return 0 once the VM serves (1 if it failed).
 
     The process the host started exits right away with that status, so the host never keeps a
-    child for the VM's lifetime; the monitor is reparented to the host's init.
+    child for the VM's lifetime; the monitor is reparented to the host's init. The monitor also
+    writes b"1" on `notify_fd` (a socket of the host's, -1 for none) once the VM serves, and
+    closes it either way: the host hears of the VM without waiting for this process's exit.
     """
     ready_read, ready_write = os.pipe()
     monitor = os.fork()
@@ -498,11 +512,13 @@ def launch(boot: BootArguments, serve: ServeFunction) -> int:
         os.setsid()
         code = 1
         try:
-            code = Monitor(boot).run(serve, ready_write)
+            code = Monitor(boot).run(serve, ready_write, notify_fd)
         except BaseException:
             log.exception("the VM monitor failed")
         forking.exit_now(code)
     os.close(ready_write)
     os.close(boot.listen_fd)
+    if notify_fd >= 0:
+        os.close(notify_fd)  # the monitor's now
     ready = os.read(ready_read, 1)
     return 0 if ready == b"1" else 1

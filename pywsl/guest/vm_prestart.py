@@ -61,6 +61,8 @@ def _options(argv: list[str]) -> tuple[str, int] | None:
 
 
 def _receive(handoff_fd: int) -> tuple[bytes, list[int]]:
+    """The host's message on the handoff socket (nothing when none came in time). The socket stays
+    open: the VM's monitor says on it that the VM serves."""
     from pywsl.wire import unix_sockets as socket
 
     handoff = socket.socket(fileno=handoff_fd)
@@ -72,7 +74,7 @@ def _receive(handoff_fd: int) -> tuple[bytes, list[int]]:
             return b"", []
         return payload, fds
     finally:
-        handoff.close()
+        handoff.detach()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     early = os.memfd_create("vm-prestart-output", os.MFD_CLOEXEC)
     os.dup2(early, 1)
     os.dup2(early, 2)
-    boot: Callable[[BootArguments], int] | None = None
+    boot: Callable[[BootArguments, int], int] | None = None
     try:
         from pywsl.guest import mini_init
 
@@ -101,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(fds) != EXPECTED_FDS or not payload:
         for fd in fds:
             os.close(fd)
+        os.close(handoff_fd)
         _leave_groups(runtime_dir)
         return 0  # no boot for this interpreter
     listen_fd, log_fd = fds
@@ -119,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     from pywsl.guest.boot import parse_boot_arguments
 
-    return boot(parse_boot_arguments(arguments))
+    # The monitor tells the host on the handoff socket as soon as the VM serves: the host need
+    # not wait for this process to hear it and exit.
+    return boot(parse_boot_arguments(arguments), handoff_fd)
 
 
 def _leave_groups(runtime_dir: str) -> None:

@@ -201,6 +201,23 @@ def _wait_exit(process: subprocess.Popen[bytes] | PrestartedProcess, timeout: fl
     return process.wait() if exited else None
 
 
+def _boot_status(
+    process: subprocess.Popen[bytes] | PrestartedProcess, prestarted: Prestarted | None, timeout: float
+) -> int | None:
+    """0 once the VM serves, else the exit status of the process that booted it (None: it did not
+    end within `timeout` s and was killed; the monitor gives up by itself after kernelBootTimeout,
+    this is the backstop). A prestarted interpreter's monitor says that the VM serves on the
+    handoff socket, before the interpreter exits."""
+    deadline = time.monotonic() + timeout
+    if prestarted is not None and process is prestarted.process and prestarted.serving_within(timeout):
+        return 0
+    code = _wait_exit(process, max(0.0, deadline - time.monotonic()))
+    if code is None:
+        process.kill()
+        process.wait()
+    return code
+
+
 def _prepare_runtime_dir(runtime_dir: Path) -> None:
     runtime_dir.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     with contextlib.suppress(FileExistsError):
@@ -284,11 +301,7 @@ class NamespacesBackend(VmBackend):
             listener.close()
             if log_fd >= 0:
                 os.close(log_fd)
-        # The monitor gives up by itself after kernelBootTimeout; this is the backstop.
-        code = _wait_exit(process, config.kernel_boot_timeout_ms / 1000 + BOOT_GRACE)
-        if code is None:
-            process.kill()
-            process.wait()
+        code = _boot_status(process, prestarted, config.kernel_boot_timeout_ms / 1000 + BOOT_GRACE)
         if code != 0:
             # The monitor cleans up when it got as far as starting; if it did not, nobody else will.
             cgroup.remove()

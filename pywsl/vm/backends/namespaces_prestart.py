@@ -201,14 +201,32 @@ class Prestarted:
         descriptors = array.array("i", [listen_fd, log_fd]).tobytes()
         try:
             if self.process.poll() is not None:
+                self.handoff.close()
                 return False
             self.handoff.sendmsg([payload], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, descriptors)])
             return True
         except OSError:
             self.end(keep_groups=True)  # the boot goes on in them
             return False
+
+    def serving_within(self, timeout: float) -> bool:
+        """After `hand_over`: whether the VM's monitor says within `timeout` s, on the handoff
+        socket, that the VM serves (it does so before the interpreter exits with status 0).
+        False when the socket ended without it (the boot failed: the exit status says how) or
+        time ran out. The interpreter is reaped when this process exits (`discard`) or later."""
+        import select
+
+        try:
+            ready, _, _ = select.select([self.handoff], [], [], max(0.0, timeout))
+            word = self.handoff.recv(1) if ready else b""
+        except OSError:
+            word = b""
         finally:
             self.handoff.close()
+        if word != b"1":
+            return False
+        _handed_over.append(self.process)
+        return True
 
     def end(self, *, keep_groups: bool = False) -> None:
         """End the interpreter (it has not booted), reap it and, unless a boot uses them, remove
@@ -227,6 +245,7 @@ class Prestarted:
 
 
 _pending: Prestarted | None = None
+_handed_over: list[PrestartedProcess] = []  # booted VMs' interpreters, exiting: reaped at exit
 
 
 def begin(runtime_dir: str) -> None:
@@ -305,8 +324,9 @@ def take(runtime_dir: str, environment: dict[str, str]) -> Prestarted | None:
 
 
 def discard() -> None:
-    """End a prestarted interpreter that no boot took."""
+    """End a prestarted interpreter that no boot took; reap those that booted and have exited."""
     global _pending
     pending, _pending = _pending, None
     if pending is not None:
         pending.end()
+    _handed_over[:] = [process for process in _handed_over if process.poll() is None]
