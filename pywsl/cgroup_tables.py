@@ -3,10 +3,10 @@
 A leaf module (`os`, `errno`, `time` and `pywsl.sha256` only), for the host and the VM's interpreter.
 `pywsl.vm.cgroups` makes the VM's groups and sets their limits. What it reads of the kernel
 (`/proc/self/mountinfo`: the cgroup hierarchies; `/proc/self/cgroup`: a process's groups) is parsed
-here with nothing but `os`, so that a cold launch can make the VM's groups and move the VM's
-interpreter into them in a thread while the rest loads (`enter_early`). Loading `pathlib` and the
-rest of `cgroups` there would compete with the launch for the interpreter's lock; the move itself
-waits for an RCU grace period in the kernel, which is why it is started that early. An interpreter
+here with nothing but `os`, so that a cold launch can make the VM's groups (`make_early`) and have
+the VM's interpreter moved into them while the rest loads (`MOVE_SCRIPT`, run by a shell: the move
+waits for an RCU grace period in the kernel, which is why it is started that early, and a thread of
+the launch would then compete with it for the interpreter's lock). An interpreter
 that no boot takes leaves those groups again and removes them when they are empty
 (`leave_groups`), whether or not the launch that started it lived to end it.
 """
@@ -18,6 +18,7 @@ import os
 import time
 
 __all__ = [
+    "MOVE_SCRIPT",
     "enter_early",
     "group_digest",
     "group_name",
@@ -26,6 +27,7 @@ __all__ = [
     "hierarchies",
     "join",
     "leave_groups",
+    "make_early",
     "own_group",
     "read_text",
     "remove_empty",
@@ -100,12 +102,25 @@ def has_process(group: str, pid: int) -> bool:
     return str(pid) in read_text(os.path.join(group, "cgroup.procs")).split()
 
 
+# `sh -c MOVE_SCRIPT sh PID GROUP...`: move process PID into each group, one after the other
+# without an interpreter between the moves (the first waits for an RCU grace period).
+MOVE_SCRIPT = 'pid=$1; shift; for group in "$@"; do echo "$pid" > "$group/cgroup.procs"; done'
+
+
 def enter_early(name: str, pid: int) -> tuple[str, ...]:
+    """`make_early`, and process `pid` moved into those groups (unless it is in one already)."""
+    groups = make_early(name)
+    for group in groups:
+        join(group, pid)
+    return groups
+
+
+def make_early(name: str) -> tuple[str, ...]:
     """Make the groups `VmCgroup.create(name, ...)` makes whatever the limits (the unified
     hierarchy's, and memory's and cpu's in v1 where the unified one has not those controllers)
-    with no limit and no delegation yet, and move process `pid` into them. Every group made is
-    returned, also one the process could not join (it may have ended): whoever ends it removes
-    them. `create` then sets them up and reports what fails; nothing is reported here."""
+    with no limit and no delegation yet. Every group made is returned: whoever moves a process
+    into them, or ends it, removes them. `create` then sets them up and reports what fails;
+    nothing is reported here."""
     found = hierarchies(read_text("/proc/self/mountinfo"))
     mine = read_text("/proc/self/cgroup")
     groups: list[str] = []
@@ -123,8 +138,6 @@ def enter_early(name: str, pid: int) -> tuple[str, ...]:
         group = _made(v1[0], own_group(mine, 1, controller), name)
         if group is not None and group not in groups:
             groups.append(group)
-    for group in groups:
-        join(group, pid)
     return tuple(groups)
 
 

@@ -93,13 +93,14 @@ def test_a_grouping_that_does_not_end_is_not_waited_for_long(tmp_path: Path) -> 
     left, right = socket.socketpair()
     right.close()
     prestarted = namespaces_prestart.Prestarted(process, str(tmp_path), {}, left)
-    prestarted.grouping.acquire()  # as if its thread were still moving it
+    assert prestarted.grouped(0)  # no mover: nothing to wait for
+    prestarted.mover = _sleeper()  # as if its shell were still moving it
     try:
         assert not prestarted.grouped(0.05)
     finally:
-        prestarted.grouping.release()
+        prestarted.mover.kill()
         left.close()
-    assert prestarted.grouped(0.05)
+    assert prestarted.grouped(5) and prestarted.mover.returncode == -9  # ended, and reaped
 
 
 def _sleeper() -> namespaces_prestart.PrestartedProcess:
@@ -119,24 +120,19 @@ def test_a_prestarted_process_is_waited_for_and_killed_as_popen_does() -> None:
     assert stranger.poll() == -1 and stranger.wait() == -1
 
 
-def test_the_grouping_thread_records_what_it_moved(tmp_path: Path) -> None:
+def test_without_cgroups_no_mover_is_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Groups that cannot be made (or none at all) start no shell: the boot makes them itself."""
     prestarted = namespaces_prestart.Prestarted(
         namespaces_prestart.PrestartedProcess(os.getpid(), []), str(tmp_path), {}, socket.socket()
     )
-    moved: list[tuple[str, int]] = []
 
-    def enter(name: str, pid: int) -> tuple[str, ...]:
-        moved.append((name, pid))
-        return (str(tmp_path / name),)
-
-    def fail(name: str, pid: int) -> tuple[str, ...]:
+    def fail(name: str) -> tuple[str, ...]:
         raise OSError("no cgroups here")
 
-    for work, expected in ((enter, (str(tmp_path / "group"),)), (fail, ())):
-        prestarted.grouping.acquire()
-        prestarted._enter_groups(work, "group")  # as the thread runs it
-        assert prestarted.grouped(0) and prestarted.groups == expected
-    assert moved == [("group", os.getpid())]
+    for make in (fail, lambda name: ()):
+        monkeypatch.setattr(cgroup_tables, "make_early", make)
+        prestarted.group_early()
+        assert prestarted.groups == () and prestarted.mover is None and prestarted.grouped(0)
     prestarted.handoff.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from pywsl import cgroup_tables
 from pywsl.vm import cgroups, idmap
+from pywsl.vm.backends import namespaces_prestart
 from pywsl.vm.idmap import IdMapError, SubordinateRange
 
 
@@ -112,6 +114,53 @@ def test_limits_are_applied_and_removed() -> None:
     finally:
         group.remove()
     assert not any(path.exists() for path in group.paths)
+
+
+def _prestarted(runtime_dir: Path, argv: list[str]) -> namespaces_prestart.Prestarted:
+    pid = os.posix_spawn(argv[0], argv, dict(os.environ))
+    ours, theirs = socket.socketpair()
+    theirs.close()
+    return namespaces_prestart.Prestarted(
+        namespaces_prestart.PrestartedProcess(pid, argv), str(runtime_dir), {}, ours
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creating cgroups needs root")
+def test_a_shell_moves_the_prestarted_interpreter_into_every_group(tmp_path: Path) -> None:
+    """`Prestarted.group_early` makes the VM's groups and a shell moves the interpreter into all of
+    them; the boot waits for that shell (`grouped`), and an interpreter ended unused takes them along."""
+    prestarted = _prestarted(tmp_path / "run", ["/bin/sleep", "30"])
+    try:
+        prestarted.group_early()
+        assert prestarted.mover is not None
+        assert prestarted.grouped(10) and prestarted.mover.returncode == 0
+        name = cgroup_tables.group_name(0, str(tmp_path / "run"))
+        assert prestarted.groups and all(os.path.basename(group) == name for group in prestarted.groups)
+        assert all(cgroup_tables.has_process(group, prestarted.process.pid) for group in prestarted.groups)
+    finally:
+        prestarted.end()
+    assert prestarted.groups and not any(os.path.exists(group) for group in prestarted.groups)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creating cgroups needs root")
+def test_a_move_that_fails_says_nothing_on_the_launchs_streams(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The shell's streams are /dev/null: a move that fails (the process is gone) is for the boot
+    to meet and report, not for the launch's output."""
+    prestarted = _prestarted(tmp_path / "run", ["/bin/true"])
+    assert prestarted.process.wait(10) == 0
+    try:
+        prestarted.group_early()
+        assert prestarted.mover is not None and prestarted.grouped(10)
+        assert prestarted.mover.returncode != 0  # the move failed
+        assert not any(
+            cgroup_tables.has_process(group, prestarted.process.pid) for group in prestarted.groups
+        )
+    finally:
+        prestarted.end()
+    assert capfd.readouterr() == ("", "")
+    assert not any(os.path.exists(group) for group in prestarted.groups)
 
 
 def test_a_process_enters_the_vm_groups_early() -> None:

@@ -19,14 +19,12 @@ interpreter or environment differ does not take it.
 from __future__ import annotations
 
 import _socket
-import _thread
 import os
 import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import signal as _signal
-    from collections.abc import Callable
 else:
     import _signal  # `signal` without its enums (`enum` would cost the quick launch)
 
@@ -45,6 +43,8 @@ __all__ = [
 COVERAGE_VARIABLES = ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
 END_TIMEOUT = 5.0  # s an unused interpreter has to go once killed
 GROUPING_TIMEOUT = 5.0  # s the boot waits for the interpreter's move into the VM's cgroups
+MOVER_SHELL = "/bin/sh"  # runs `cgroup_tables.MOVE_SCRIPT`
+MOVER_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 # What the VM's interpreter runs (`python -S -P -c CODE ARGUMENTS...`): the prestarted one, and one
 # spawned for a boot. Not `-m`: that loads `runpy` and what it imports first, 4 to 5 ms of a cold
 # start. mini_init's collector is off while the guest loads (many objects and no garbage; it
@@ -145,7 +145,7 @@ def exits_within(pid: int, timeout: float) -> bool:
 class Prestarted:
     """A VM interpreter waiting for its boot arguments on `handoff`."""
 
-    __slots__ = ("environment", "grouping", "groups", "handoff", "process", "runtime_dir")
+    __slots__ = ("environment", "groups", "handoff", "mover", "process", "runtime_dir")
 
     def __init__(
         self,
@@ -158,37 +158,47 @@ class Prestarted:
         self.runtime_dir = runtime_dir
         self.environment = environment
         self.handoff = handoff
-        # The VM's cgroups, made and the interpreter moved into them by a thread of this process
-        # while both load (the move waits for an RCU grace period): held until that is done.
-        self.grouping = _thread.allocate_lock()
+        # The VM's cgroups, made here, and the shell that moves the interpreter into them while
+        # both load (a move waits for an RCU grace period): the boot waits for its end.
         self.groups: tuple[str, ...] = ()
+        self.mover: PrestartedProcess | None = None
 
     def group_early(self) -> None:
-        """Start the thread that makes the VM's groups and moves the interpreter into them. What
-        it runs is loaded here: a thread that imports waits for the interpreter's lock while this
-        one loads the rest, and its move would start that much later."""
-        from pywsl.cgroup_tables import enter_early, group_name  # `os` only, and a digest
+        """Make the VM's groups and start the shell that moves the interpreter into them
+        (`cgroup_tables.MOVE_SCRIPT`). A shell, not a thread: after the grace period a thread
+        would wait for this interpreter's lock between moves (milliseconds, as this one loads),
+        and this one for it; the shell moves it into every group at once."""
+        from pywsl.cgroup_tables import MOVE_SCRIPT, group_name, make_early  # `os` only, and a digest
 
-        name = group_name(os.geteuid(), self.runtime_dir)
-        self.grouping.acquire()
         try:
-            _thread.start_new_thread(self._enter_groups, (enter_early, name))
-        except RuntimeError:
-            self.grouping.release()
-
-    def _enter_groups(self, enter_early: Callable[[str, int], tuple[str, ...]], name: str) -> None:
+            self.groups = make_early(group_name(os.geteuid(), self.runtime_dir))
+        except OSError:
+            return  # the boot's own `VmCgroup.create` makes them and reports what fails
+        if not self.groups:
+            return
+        args = [MOVER_SHELL, "-c", MOVE_SCRIPT, "sh", str(self.process.pid), *self.groups]
         try:
-            self.groups = enter_early(name, self.process.pid)
-        except Exception:  # the boot's own `VmCgroup.create` makes them and reports what fails
-            self.groups = ()
-        finally:
-            self.grouping.release()
+            pid = os.posix_spawn(MOVER_SHELL, args, {"PATH": MOVER_PATH}, file_actions=_file_actions(-1))
+        except OSError:
+            return  # the boot moves it (`VmCgroup.add`)
+        self.mover = PrestartedProcess(pid, args)
 
     def grouped(self, timeout: float = GROUPING_TIMEOUT) -> bool:
-        """Wait (at most `timeout` s) until the thread `group_early` started is done."""
-        if not self.grouping.acquire(timeout=timeout):
-            return False
-        self.grouping.release()
+        """Wait (at most `timeout` s) until the shell `group_early` started has ended (reaped)."""
+        mover = self.mover
+        if mover is None or mover.poll() is not None:
+            return True
+        try:
+            if not exits_within(mover.pid, timeout):
+                return False
+        except OSError:  # no pidfds
+            import subprocess
+
+            try:
+                mover.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return False
+        mover.wait()
         return True
 
     def hand_over(self, arguments: list[str], listen_fd: int, log_fd: int) -> bool:
@@ -290,9 +300,9 @@ def begin(runtime_dir: str) -> None:
 
 def _file_actions(handoff_fd: int) -> list[tuple[int, ...] | tuple[int, int, str, int, int]]:
     """Standard streams on /dev/null, and every other descriptor this process could pass on closed
-    but the handoff socket (as `subprocess`'s `close_fds`): the VM outlives this process and must
-    hold none of its pipes. (The interpreter leaves `/` as its folder itself: `-P` keeps the
-    folder it starts in out of its module path.)"""
+    but the handoff socket (-1: none) (as `subprocess`'s `close_fds`): the VM outlives this
+    process and must hold none of its pipes. (The interpreter leaves `/` as its folder itself:
+    `-P` keeps the folder it starts in out of its module path.)"""
     actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = [
         (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
         (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
