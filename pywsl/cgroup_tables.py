@@ -103,8 +103,13 @@ def has_process(group: str, pid: int) -> bool:
 
 
 # `sh -c MOVE_SCRIPT sh PID GROUP...`: move process PID into each group, one after the other
-# without an interpreter between the moves (the first waits for an RCU grace period).
-MOVE_SCRIPT = 'pid=$1; shift; for group in "$@"; do echo "$pid" > "$group/cgroup.procs"; done'
+# without an interpreter between the moves (the first waits for an RCU grace period); when PID
+# is gone by then (its launch vanished and it left before it was moved), remove the groups, which
+# nobody else would (only an empty group can be removed: another VM's stays).
+MOVE_SCRIPT = (
+    'pid=$1; shift; for group in "$@"; do echo "$pid" > "$group/cgroup.procs"; done; '
+    'kill -0 "$pid" || rmdir "$@"'
+)
 
 
 def enter_early(name: str, pid: int) -> tuple[str, ...]:

@@ -174,8 +174,11 @@ import sys
 from pywsl.vm.backends import namespaces_prestart
 namespaces_prestart.begin(sys.argv[1])
 pending = namespaces_prestart._pending
-assert pending.grouped()  # the VM's groups made for it, and it moved into them
-print(pending.process.pid, len(pending.groups), flush=True)
+print(pending.process.pid, len(pending.groups), flush=True)  # the VM's groups, made at once
+if sys.argv[2] == "vanish-at-once":  # gone before it was even moved into them
+    import os
+    os._exit(0)
+assert pending.grouped()  # ... and it moved into them
 if sys.argv[2] == "other-folder":
     assert namespaces_prestart.take(sys.argv[1] + "-other", namespaces_prestart.vm_environment()) is None
 if sys.argv[2] == "vanish":  # gone without ending it: the interpreter leaves its groups itself
@@ -184,7 +187,7 @@ if sys.argv[2] == "vanish":  # gone without ending it: the interpreter leaves it
 """
 
 
-@pytest.mark.parametrize("how", ["exit", "other-folder", "vanish"])
+@pytest.mark.parametrize("how", ["exit", "other-folder", "vanish", "vanish-at-once"])
 def test_an_interpreter_no_boot_takes_is_ended(tmp_path: Path, how: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
