@@ -131,6 +131,40 @@ def test_a_cold_launch_boots_with_the_prestarted_interpreter(box: Box, env: dict
     assert find_groups(lambda name: is_cgroup_of(box.runtime, name)) == []
 
 
+def test_the_previous_log_is_set_aside_and_removed_once_the_vm_serves(box: Box) -> None:
+    """A boot does not truncate the previous VM's log (freeing its blocks may wait for the disk):
+    it is set aside, and the new VM's monitor removes it once the VM's first start is over."""
+    box.shutdown()
+    log = box.runtime / "mini_init.log"
+    log.write_text("the previous VM's last words\n")
+    cold = box.run("-d", "Box", "--", "true")
+    assert cold.returncode == 0, cold.stderr.decode()
+    assert "previous VM" not in log.read_text() and "utility VM ready" in log.read_text()
+    previous = box.runtime / "mini_init.log.previous"
+    deadline = time.monotonic() + 20
+    while previous.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not previous.exists()
+
+
+def test_a_boot_sets_the_previous_log_aside(tmp_path: Path) -> None:
+    from pywsl.vm.backends.namespaces import _new_log
+
+    log, previous = tmp_path / "mini_init.log", tmp_path / "mini_init.log.previous"
+    fd = _new_log(tmp_path)  # no previous log
+    os.close(fd)
+    assert log.read_bytes() == b"" and not previous.exists()
+    log.write_text("one\n")
+    os.close(_new_log(tmp_path))
+    assert (log.read_bytes(), previous.read_text()) == (b"", "one\n")
+    log.write_text("two\n")
+    fd = _new_log(tmp_path)  # one is set aside still: this one is truncated
+    os.write(fd, b"three\n")
+    os.close(fd)
+    assert (log.read_text(), previous.read_text()) == ("three\n", "one\n")
+    assert (log.stat().st_mode & 0o777, previous.stat().st_nlink) == (0o600, 1)
+
+
 def test_the_prestarted_vm_holds_none_of_the_callers_descriptors(box: Box) -> None:
     box.shutdown()
     read_end, write_end = os.pipe()  # inheritable, as a shell's extra redirections are

@@ -58,6 +58,7 @@ log = guest_log.getLogger("pywsl.vm-monitor")
 
 SOCKET_NAME = "mini_init.sock"
 PID_FILE_NAME = "mini_init.pid"
+PREVIOUS_LOG_NAME = "mini_init.log.previous"  # the previous VM's log, set aside by the boot
 CGROUP_REMOVE_TIMEOUT = 5.0
 # s after the VM serves before the monitor leaves the VM's groups: a move waits for an RCU grace
 # period and stalls every fork on the host meanwhile, which the VM's first start should not meet.
@@ -371,6 +372,7 @@ class Monitor:
         while running:
             if self.leave_groups_at is not None and time.monotonic() >= self.leave_groups_at:
                 self._leave_groups()
+                self._remove_previous_log()  # the first start is over: free its blocks now
             timeout = None if self.leave_groups_at is None else self.leave_groups_at - time.monotonic()
             for key, _events in selector.select(timeout):
                 if key.fileobj is clones:
@@ -423,6 +425,11 @@ class Monitor:
                 os.close(fd)
         return True
 
+    def _remove_previous_log(self) -> None:
+        """Remove the previous VM's log, which the boot set aside (`namespaces._new_log`)."""
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(self.boot.runtime_dir, PREVIOUS_LOG_NAME))
+
     def _leave_groups(self) -> None:
         """Leave the VM's groups (once): the monitor and its interop workers are the host's side."""
         self.leave_groups_at = None
@@ -456,6 +463,7 @@ class Monitor:
         try:
             if lock_fd >= 0:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            self._remove_previous_log()
             self._remove_runtime_files()
         finally:
             if lock_fd >= 0:

@@ -39,7 +39,7 @@ from pywsl.vm.backends.namespaces_prestart import (
     vm_environment,
 )
 from pywsl.vm.errors import VmError
-from pywsl.vm.runtime_names import PID_FILE_NAME
+from pywsl.vm.runtime_names import PID_FILE_NAME, PREVIOUS_LOG_NAME
 
 TYPE_CHECKING = False  # `typing` would cost a cold launch's boot its load
 if TYPE_CHECKING:
@@ -218,6 +218,21 @@ def _boot_status(
     return code
 
 
+def _new_log(runtime_dir: Path) -> int:
+    """The new VM's log, empty. The previous VM's is set aside (`PREVIOUS_LOG_NAME`: a link and
+    an unlink) rather than truncated: freeing its blocks may wait for the disk (a discard on a
+    file system mounted with `discard`), and the new VM's monitor removes it once the VM serves.
+    When an older one is still set aside, the log is truncated as before."""
+    log = runtime_dir / LOG_NAME
+    try:
+        os.link(log, runtime_dir / PREVIOUS_LOG_NAME, follow_symlinks=False)
+    except OSError:
+        pass  # no previous log, or one set aside still
+    else:
+        os.unlink(log)
+    return os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+
+
 def _prepare_runtime_dir(runtime_dir: Path) -> None:
     runtime_dir.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     with contextlib.suppress(FileExistsError):
@@ -269,9 +284,7 @@ class NamespacesBackend(VmBackend):
             listener.bind(str(runtime_dir / SOCKET_NAME))
             os.chmod(runtime_dir / SOCKET_NAME, 0o600)
             listener.listen(64)
-            log_fd = os.open(
-                runtime_dir / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600
-            )
+            log_fd = _new_log(runtime_dir)
             arguments = boot_arguments(config, listener.fileno(), cgroup.paths)
             if prestarted is not None:
                 # Its processes are the VM's: in the groups before it forks (it is already, but
