@@ -63,6 +63,7 @@ FORBIDDEN = {
     "socket",
     "tarfile",
     "tempfile",
+    "threading",
     "tokenize",
     "traceback",
     "typing",

@@ -8,13 +8,13 @@ carries file descriptors (SCM_RIGHTS) alongside a message where WSL would use hv
 from __future__ import annotations
 
 import _socket
+import _thread
 import array
 import contextlib
 import itertools
 import math
 import os
 import select
-import threading
 import time
 
 from pywsl.wire import unix_sockets as socket
@@ -144,8 +144,8 @@ class MessageChannel:
         self.name = name
         self._unix = sock.family == socket.AF_UNIX
         self._ancbufsize = _UNIX_ANCBUFSIZE if self._unix else 0
-        self._send_lock = threading.Lock()
-        self._receive_lock = threading.Lock()
+        self._send_lock = _thread.allocate_lock()  # (`threading`'s Lock, without `threading`)
+        self._receive_lock = _thread.allocate_lock()
         self._sent_messages = 0
         self._received_messages = 0
         self._transaction_seed = itertools.count()
@@ -587,7 +587,7 @@ class MessageChannel:
         return ProtocolError(f"{message} on {self.name}", struct=struct, field=field)
 
     @contextlib.contextmanager
-    def _exclusive(self, lock: threading.Lock, role: str) -> Iterator[None]:
+    def _exclusive(self, lock: _thread.LockType, role: str) -> Iterator[None]:
         if not lock.acquire(blocking=False):
             raise RuntimeError(f"incorrect channel usage on {self.name}: a second concurrent {role}")
         try:
