@@ -31,6 +31,7 @@ __all__ = [
     "own_group",
     "read_text",
     "remove_empty",
+    "remove_unused",
 ]
 
 V1_CONTROLLERS = frozenset({"memory", "cpu", "pids", "cpuset"})  # the v1 controllers pywsl uses
@@ -187,6 +188,22 @@ def leave_groups(name: str) -> None:
     for group in groups_named(name):
         if _moved(os.path.dirname(group), os.getpid()):
             remove_empty(group)
+
+
+def remove_unused(name: str) -> None:
+    """Remove the groups `make_early(name)` makes beside this process's own groups where they are
+    empty (no process, no sub-group): those of an interpreter that was never moved into them (its
+    launch ended before it could move it). One in use, another VM's of the same name, stays."""
+    mine = read_text("/proc/self/cgroup")
+    for mount_point, version, controllers in hierarchies(read_text("/proc/self/mountinfo")):
+        if version == 2:
+            own = own_group(mine, 2, None)
+        else:
+            controller = next((item for item in EARLY_CONTROLLERS if item in controllers), None)
+            if controller is None:
+                continue
+            own = own_group(mine, 1, controller)
+        remove_empty(os.path.join(mount_point, own.lstrip("/"), name), timeout=0.0)
 
 
 def _moved(group: str, pid: int) -> bool:

@@ -158,6 +158,25 @@ def test_a_process_gone_before_its_move_leaves_no_groups(
     assert capfd.readouterr() == ("", "")
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="creating cgroups needs root")
+def test_the_early_groups_nobody_uses_are_removed() -> None:
+    """`remove_unused` removes the groups `make_early` made beside this process's own that are
+    empty (an interpreter never moved into them), and leaves one that a process is in."""
+    name = f"pywsl-unused-{os.getpid()}"
+    groups = cgroup_tables.make_early(name)
+    assert groups
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        assert cgroup_tables.join(groups[0], sleeper.pid)
+        cgroup_tables.remove_unused(name)
+        assert os.path.isdir(groups[0]) and not any(os.path.exists(group) for group in groups[1:])
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert cgroup_tables.remove_empty(groups[0])  # (its last process gone)
+    cgroup_tables.remove_unused(name)  # nothing left to remove: quietly nothing
+
+
 def test_a_process_enters_the_vm_groups_early() -> None:
     """`cgroup_tables.enter_early` makes the groups `VmCgroup.create` makes without a processor
     limit and moves a process into them; `create` then takes them over with their limits."""

@@ -212,6 +212,9 @@ print(pending.process.pid, len(pending.groups), flush=True)  # the VM's groups, 
 if sys.argv[2] == "vanish-at-once":  # gone before it was even moved into them
     import os
     os._exit(0)
+if sys.argv[2] == "killed-with-its-group":  # as a terminal's ^C or a supervisor ends a job
+    import os, signal
+    os.killpg(0, signal.SIGKILL)
 assert pending.grouped()  # ... and it moved into them
 if sys.argv[2] == "other-folder":
     assert namespaces_prestart.take(sys.argv[1] + "-other", namespaces_prestart.vm_environment()) is None
@@ -221,7 +224,7 @@ if sys.argv[2] == "vanish":  # gone without ending it: the interpreter leaves it
 """
 
 
-@pytest.mark.parametrize("how", ["exit", "other-folder", "vanish", "vanish-at-once"])
+@pytest.mark.parametrize("how", ["exit", "other-folder", "vanish", "vanish-at-once", "killed-with-its-group"])
 def test_an_interpreter_no_boot_takes_is_ended(tmp_path: Path, how: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
@@ -229,8 +232,9 @@ def test_an_interpreter_no_boot_takes_is_ended(tmp_path: Path, how: str) -> None
         env=env,
         capture_output=True,
         timeout=60,
-        check=True,
+        start_new_session=True,  # (its own process group, which one case kills)
     )
+    assert done.returncode == (-signal.SIGKILL if how == "killed-with-its-group" else 0), done.stderr
     pid, groups = (int(item) for item in done.stdout.split())
     assert groups > 0
     deadline = time.monotonic() + 20  # (a vanished launch: until the interpreter sees it and leaves)

@@ -129,11 +129,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _leave_groups(runtime_dir: str) -> None:
     """No boot: leave the VM's groups the launch moved this interpreter into, and remove them
-    when they are empty (the launch may be gone without ending this process)."""
-    from pywsl.cgroup_tables import group_name, leave_groups
+    when they are empty (the launch may be gone without ending this process), also those it was
+    never moved into (the launch, and the shell it started to move it, ended first)."""
+    from pywsl.cgroup_tables import group_name, leave_groups, remove_unused
 
+    name = group_name(os.geteuid(), runtime_dir)
     try:
-        leave_groups(group_name(os.geteuid(), runtime_dir))
+        leave_groups(name)
+        remove_unused(name)
     except OSError:
         return
 

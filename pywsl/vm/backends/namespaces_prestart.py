@@ -178,7 +178,11 @@ class Prestarted:
             return
         args = [MOVER_SHELL, "-c", MOVE_SCRIPT, "sh", str(self.process.pid), *self.groups]
         try:
-            pid = os.posix_spawn(MOVER_SHELL, args, {"PATH": MOVER_PATH}, file_actions=_file_actions(-1))
+            # A session of its own: a signal to this launch's process group does not stop it
+            # half-way (the interpreter would be left with groups nobody removes).
+            pid = os.posix_spawn(
+                MOVER_SHELL, args, {"PATH": MOVER_PATH}, file_actions=_file_actions(-1), setsid=True
+            )
         except OSError:
             return  # the boot moves it (`VmCgroup.add`)
         self.mover = PrestartedProcess(pid, args)
