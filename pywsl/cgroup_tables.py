@@ -19,7 +19,6 @@ import time
 
 __all__ = [
     "MOVE_SCRIPT",
-    "enter_early",
     "group_digest",
     "group_name",
     "groups_named",
@@ -113,38 +112,43 @@ MOVE_SCRIPT = (
 )
 
 
-def enter_early(name: str, pid: int) -> tuple[str, ...]:
-    """`make_early`, and process `pid` moved into those groups (unless it is in one already)."""
-    groups = make_early(name)
-    for group in groups:
-        join(group, pid)
-    return groups
-
-
 def make_early(name: str) -> tuple[str, ...]:
     """Make the groups `VmCgroup.create(name, ...)` makes whatever the limits (the unified
     hierarchy's, and memory's and cpu's in v1 where the unified one has not those controllers)
     with no limit and no delegation yet. Every group made is returned: whoever moves a process
     into them, or ends it, removes them. `create` then sets them up and reports what fails;
     nothing is reported here."""
-    found = hierarchies(read_text("/proc/self/mountinfo"))
-    mine = read_text("/proc/self/cgroup")
     groups: list[str] = []
     enabled: set[str] = set()
+    for mount_point, own, controller in _early_places():
+        if controller in enabled:
+            continue
+        group = _made(mount_point, own, name)
+        if group is None:
+            continue
+        groups.append(group)
+        if controller is None:  # the unified hierarchy: v1 groups only for what it has not
+            enabled = set(read_text(os.path.join(group, "cgroup.controllers")).split())
+    return tuple(groups)
+
+
+def _early_places() -> list[tuple[str, str, str | None]]:
+    """Where `make_early` makes its groups, beside this process's own: (mount point, own group
+    there, the v1 controller it is for or None for the unified hierarchy), unified first."""
+    found = hierarchies(read_text("/proc/self/mountinfo"))
+    mine = read_text("/proc/self/cgroup")
+    places: list[tuple[str, str, str | None]] = []
     unified = next((item for item in found if item[1] == 2), None)
     if unified is not None:
-        group = _made(unified[0], own_group(mine, 2, None), name)
-        if group is not None:
-            groups.append(group)
-            enabled = set(read_text(os.path.join(group, "cgroup.controllers")).split())
+        places.append((unified[0], own_group(mine, 2, None), None))
     for controller in EARLY_CONTROLLERS:
         v1 = next((item for item in found if item[1] == 1 and controller in item[2]), None)
-        if controller in enabled or v1 is None:
+        if v1 is None:
             continue
-        group = _made(v1[0], own_group(mine, 1, controller), name)
-        if group is not None and group not in groups:
-            groups.append(group)
-    return tuple(groups)
+        place = (v1[0], own_group(mine, 1, controller), controller)
+        if all(other[:2] != place[:2] for other in places):  # (one v1 hierarchy for both: once)
+            places.append(place)
+    return places
 
 
 def join(group: str, pid: int) -> bool:
@@ -194,16 +198,8 @@ def remove_unused(name: str) -> None:
     """Remove the groups `make_early(name)` makes beside this process's own groups where they are
     empty (no process, no sub-group): those of an interpreter that was never moved into them (its
     launch ended before it could move it). One in use, another VM's of the same name, stays."""
-    mine = read_text("/proc/self/cgroup")
-    for mount_point, version, controllers in hierarchies(read_text("/proc/self/mountinfo")):
-        if version == 2:
-            own = own_group(mine, 2, None)
-        else:
-            controller = next((item for item in EARLY_CONTROLLERS if item in controllers), None)
-            if controller is None:
-                continue
-            own = own_group(mine, 1, controller)
-        remove_empty(os.path.join(mount_point, own.lstrip("/"), name), timeout=0.0)
+    for mount_point, own, _controller in _early_places():
+        remove_empty(_group_path(mount_point, own, name), timeout=0.0)
 
 
 def _moved(group: str, pid: int) -> bool:
@@ -221,8 +217,12 @@ def _moved(group: str, pid: int) -> bool:
     return True
 
 
+def _group_path(mount_point: str, own: str, name: str) -> str:
+    return os.path.join(mount_point, own.lstrip("/"), name)
+
+
 def _made(mount_point: str, own: str, name: str) -> str | None:
-    group = os.path.join(mount_point, own.lstrip("/"), name)
+    group = _group_path(mount_point, own, name)
     try:
         os.mkdir(group)
     except FileExistsError:

@@ -47,7 +47,9 @@ def test_the_monitor_leaves_the_vm_groups_before_its_first_interop_worker(tmp_pa
     os.close(go_read)
     groups: tuple[str, ...] = ()
     try:
-        groups = cgroup_tables.enter_early(name, child)
+        groups = cgroup_tables.make_early(name)
+        for group in groups:
+            cgroup_tables.join(group, child)
         assert groups and all(cgroup_tables.has_process(group, child) for group in groups)
         os.write(go_write, b"g")
         _pid, status = os.waitpid(child, 0)

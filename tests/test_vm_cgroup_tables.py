@@ -77,12 +77,12 @@ def test_the_boot_waits_for_a_process_without_pidfds(monkeypatch: pytest.MonkeyP
     def no_pidfds(pid: int, timeout: float) -> bool:
         raise OSError(38, "no pidfds")
 
-    monkeypatch.setattr(namespaces, "exits_within", no_pidfds)
+    monkeypatch.setattr(namespaces_prestart, "exits_within", no_pidfds)
     quick = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
-    assert namespaces._wait_exit(quick, 30) == 3
+    assert namespaces_prestart.exit_status_within(quick, 30) == 3
     slow = subprocess.Popen(["sleep", "30"])
     try:
-        assert namespaces._wait_exit(slow, 0.1) is None
+        assert namespaces_prestart.exit_status_within(slow, 0.1) is None
     finally:
         slow.kill()
         slow.wait()

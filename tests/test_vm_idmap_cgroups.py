@@ -178,17 +178,19 @@ def test_the_early_groups_nobody_uses_are_removed() -> None:
 
 
 def test_a_process_enters_the_vm_groups_early() -> None:
-    """`cgroup_tables.enter_early` makes the groups `VmCgroup.create` makes without a processor
-    limit and moves a process into them; `create` then takes them over with their limits."""
+    """`cgroup_tables.make_early` makes the groups `VmCgroup.create` makes without a processor
+    limit and a process joins them; `create` then takes them over with their limits."""
     name = f"pywsl-early-{os.getpid()}"
     child = subprocess.Popen(["sleep", "30"])
     groups: tuple[str, ...] = ()
     created: cgroups.VmCgroup | None = None
     try:
-        groups = cgroup_tables.enter_early(name, child.pid)
+        groups = cgroup_tables.make_early(name)
         assert groups and all(os.path.basename(group) == name for group in groups)
+        assert all([cgroup_tables.join(group, child.pid) for group in groups])
         assert all(cgroup_tables.has_process(group, child.pid) for group in groups)
-        assert cgroup_tables.enter_early(name, child.pid) == groups  # in them already: not moved again
+        assert cgroup_tables.make_early(name) == groups  # made already: the same ones
+        assert all([cgroup_tables.join(group, child.pid) for group in groups])  # in them: not moved again
         created = cgroups.VmCgroup.create(name, memory_bytes=300 << 20, processors=None)
         assert {str(path) for path in created.paths} == set(groups), created.warnings
         assert created.add(child.pid)
@@ -206,7 +208,9 @@ def test_the_groups_made_for_an_ended_process_are_reported_and_removed() -> None
     name = f"pywsl-ended-{os.getpid()}"
     child = subprocess.Popen(["true"])
     child.wait()
-    groups = cgroup_tables.enter_early(name, child.pid)
+    groups = cgroup_tables.make_early(name)
+    for group in groups:
+        cgroup_tables.join(group, child.pid)  # (it has ended: no move can succeed)
     try:
         assert groups and all(os.path.isdir(group) for group in groups)
         assert not any(cgroup_tables.has_process(group, child.pid) for group in groups)

@@ -147,6 +147,17 @@ def test_the_previous_log_is_set_aside_and_removed_once_the_vm_serves(box: Box) 
     assert not previous.exists()
 
 
+def test_the_host_and_the_vm_monitor_name_the_runtime_files_alike() -> None:
+    """The guest may not import the VM layer (`pywsl.vm.runtime_names`): its names are kept twice."""
+    from pywsl.vm import runtime_names
+
+    assert (vm_monitor.SOCKET_NAME, vm_monitor.PID_FILE_NAME, vm_monitor.PREVIOUS_LOG_NAME) == (
+        runtime_names.SOCKET_NAME,
+        runtime_names.PID_FILE_NAME,
+        runtime_names.PREVIOUS_LOG_NAME,
+    )
+
+
 def test_a_boot_sets_the_previous_log_aside(tmp_path: Path) -> None:
     from pywsl.vm.backends.namespaces import _new_log
 

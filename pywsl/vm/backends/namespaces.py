@@ -35,7 +35,7 @@ from pywsl.vm.backends.base import LOG_NAME, SOCKET_NAME, VmBackend, log_tail
 from pywsl.vm.backends.namespaces_prestart import (
     MINI_INIT_CODE,
     PrestartedProcess,
-    exits_within,
+    exit_status_within,
     vm_environment,
 )
 from pywsl.vm.errors import VmError
@@ -185,22 +185,6 @@ def read_pid_file(runtime_dir: Path) -> tuple[int, int] | None:
     return int(lines[0]), int(lines[1])
 
 
-def _wait_exit(process: subprocess.Popen[bytes] | PrestartedProcess, timeout: float) -> int | None:
-    """`process.wait(timeout)` without its polling (sleeps of up to 50 ms, which every cold start
-    would wait out): the process's pidfd is waited on instead, where the kernel has pidfds. None
-    when it has not exited within `timeout` seconds."""
-    try:
-        exited = exits_within(process.pid, timeout)
-    except OSError:  # no pidfds
-        import subprocess
-
-        try:
-            return process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-    return process.wait() if exited else None
-
-
 def _boot_status(
     process: subprocess.Popen[bytes] | PrestartedProcess, prestarted: Prestarted | None, timeout: float
 ) -> int | None:
@@ -211,7 +195,7 @@ def _boot_status(
     deadline = time.monotonic() + timeout
     if prestarted is not None and process is prestarted.process and prestarted.serving_within(timeout):
         return 0
-    code = _wait_exit(process, max(0.0, deadline - time.monotonic()))
+    code = exit_status_within(process, max(0.0, deadline - time.monotonic()))
     if code is None:
         process.kill()
         process.wait()

@@ -25,6 +25,7 @@ import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import signal as _signal
+    import subprocess
 else:
     import _signal  # `signal` without its enums (`enum` would cost the quick launch)
 
@@ -35,6 +36,7 @@ __all__ = [
     "PrestartedProcess",
     "begin",
     "discard",
+    "exit_status_within",
     "exits_within",
     "take",
     "vm_environment",
@@ -129,6 +131,22 @@ class PrestartedProcess:
             return
 
 
+def exit_status_within(process: PrestartedProcess | subprocess.Popen[bytes], timeout: float) -> int | None:
+    """`process.wait(timeout)` without its polling (sleeps of up to 50 ms, which every cold start
+    would wait out): the process's pidfd is waited on instead, where the kernel has pidfds. Its
+    exit status (it is reaped), or None when it has not exited within `timeout` seconds."""
+    try:
+        exited = exits_within(process.pid, timeout)
+    except OSError:  # no pidfds
+        import subprocess
+
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+    return process.wait() if exited else None
+
+
 def exits_within(pid: int, timeout: float) -> bool:
     """Whether process `pid` exits within `timeout` seconds (its pidfd is waited on; OSError where
     the kernel has no pidfds)."""
@@ -190,20 +208,7 @@ class Prestarted:
     def grouped(self, timeout: float = GROUPING_TIMEOUT) -> bool:
         """Wait (at most `timeout` s) until the shell `group_early` started has ended (reaped)."""
         mover = self.mover
-        if mover is None or mover.poll() is not None:
-            return True
-        try:
-            if not exits_within(mover.pid, timeout):
-                return False
-        except OSError:  # no pidfds
-            import subprocess
-
-            try:
-                mover.wait(timeout)
-            except subprocess.TimeoutExpired:
-                return False
-        mover.wait()
-        return True
+        return mover is None or mover.poll() is not None or exit_status_within(mover, timeout) is not None
 
     def hand_over(self, arguments: list[str], listen_fd: int, log_fd: int) -> bool:
         """Boot with `arguments` (mini_init's; the value of `--listen-fd` is replaced by the
