@@ -6,7 +6,10 @@ namespaces pywsl's VM needs), with its own /proc, /run, /tmp and a /dev of a few
 nodes; the host's resolver and certificate bundle stand for the machine's network set-up. The
 README's set-up command runs there as root in a copy of this checkout; then an unprivileged user
 of that root runs ``pywsl --version``. Everything lives in the namespaces:
-when the entered shell ends, its processes and mounts go with it.
+when the entered shell ends, its processes and mounts go with it. Not the cgroups: the host's
+cgroup file systems are the root's too, and the end of the pid namespace kills the VM with
+SIGKILL, which leaves its groups behind; so every command entered ends with ``pywsl --shutdown``
+as a user's machine would, and the test checks that the root's VM left no group.
 """
 
 from __future__ import annotations
@@ -20,9 +23,13 @@ from pathlib import Path
 import pytest
 from debian_root import debootstrap
 
+from pywsl.cgroup_tables import group_name
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 README = REPOSITORY / "README.md"
 STOCK_PACKAGES = ("python3", "python3-pip", "python3-venv", "git", "ca-certificates")
+# root's VM in the entered root: its groups are named like those of root's VM on the host.
+ROOT_VM_GROUP = group_name(0, "/run/pywsl/0")
 
 pytestmark = [
     pytest.mark.slow,
@@ -73,6 +80,16 @@ def readme_commands() -> list[str]:
     return [block.strip() for block in re.findall(r"```sh\n(.*?)```", README.read_text(), re.DOTALL)]
 
 
+def _groups_called(name: str) -> set[str]:
+    """Every cgroup called `name` in the host's cgroup file systems, in any hierarchy."""
+    found: set[str] = set()
+    for folder, subfolders, _files in os.walk("/sys/fs/cgroup"):
+        if name in subfolders:
+            found.add(os.path.join(folder, name))
+            subfolders.remove(name)
+    return found
+
+
 def test_the_readme_starts_with_the_two_commands() -> None:
     setup, tests = readme_commands()[:2]
     assert "\n" not in setup and "\n" not in tests
@@ -94,14 +111,25 @@ def fresh_debian(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+# Runs after each command entered: its VM stops the way a user stops it, not by the SIGKILL that
+# ends the pid namespace, which would leave the VM's cgroups on the host.
+SHUT_DOWN = """
+status=$?
+if command -v pywsl >/dev/null && ! pywsl --shutdown; then echo "pywsl --shutdown failed" >&2; exit 97; fi
+exit $status
+"""
+
+
 def _enter(root: Path, command: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    command_line = ["unshare", "--mount", "--pid", "--fork", "sh", "-c", ENTER, "enter", str(root), command]
+    entered = command + "\n" + SHUT_DOWN
+    command_line = ["unshare", "--mount", "--pid", "--fork", "sh", "-c", ENTER, "enter", str(root), entered]
     return subprocess.run(
         command_line, capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL
     )
 
 
 def test_readme_first_command_on_a_stock_debian_12(fresh_debian: Path) -> None:
+    groups_before = _groups_called(ROOT_VM_GROUP)  # root's VM on the host, if one runs
     # A stock Debian 12 refuses system-wide pip installs (PEP 668): the README must not rely on one.
     refused = _enter(fresh_debian, "python3 -m pip install --dry-run click", 120)
     assert refused.returncode != 0 and "externally-managed-environment" in refused.stdout + refused.stderr
@@ -123,3 +151,4 @@ def test_readme_first_command_on_a_stock_debian_12(fresh_debian: Path) -> None:
     assert check.returncode == 0, check.stdout + check.stderr
     assert "pywsl" in check.stdout.lower()
     assert "Debian" in check.stdout
+    assert _groups_called(ROOT_VM_GROUP) <= groups_before, "the entered root's VM left its cgroups"
