@@ -30,6 +30,8 @@ __all__ = [
     "StreamRun",
     "descendants",
     "pipe_stream",
+    "pipeline_bytes",
+    "pipeline_seconds",
     "pss_bytes",
     "pty_stream",
     "run_checked",
@@ -159,6 +161,22 @@ def run_checked(
     finally:
         for fd in (null, output, errors):
             os.close(fd)
+
+
+# `head -c N /dev/zero | MIDDLE... | cat >/dev/null` as a user types it in bash (pipefail: a
+# failing stage fails the run), and the same with `wc -c` at the end to count what passed.
+_PIPELINE = 'set -o pipefail; head -c "$1" /dev/zero | "${@:2}" | cat >/dev/null'
+_COUNTED_PIPELINE = 'set -o pipefail; head -c "$1" /dev/zero | "${@:2}" | wc -c'
+
+
+def pipeline_seconds(middle: Sequence[str], env: Mapping[str, str], total: int) -> float:
+    """Seconds of `head -c TOTAL /dev/zero | MIDDLE | cat >/dev/null`, from start to the last exit."""
+    return timed_run(["bash", "-c", _PIPELINE, "bash", str(total), *middle], env)[0]
+
+
+def pipeline_bytes(middle: Sequence[str], env: Mapping[str, str], total: int) -> int:
+    """How many bytes `head -c TOTAL /dev/zero | MIDDLE` passes."""
+    return int(run_checked(["bash", "-c", _COUNTED_PIPELINE, "bash", str(total), *middle], env))
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 from run_folders import run_folder
 
+from pywsl.guest.relay import PASSED_PIPE_ROOM
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
@@ -212,6 +214,13 @@ def test_stream_drivers_pass_every_byte() -> None:
     # shows the text, not just the last read.
     with pytest.raises(bench_proc.BenchError, match="exited with 6: broken"):
         bench_proc.pty_stream(["sh", "-c", "printf broken; sleep 0.2; echo; exit 6"], env, 0)
+    # The host's cat in the long pipe's context row gets the room pywsl gives a launch's pipes.
+    assert bench_metrics.PASSED_PIPE_ROOM == PASSED_PIPE_ROOM
+    # The long pipe, as bash runs it: every byte counted, a failing middle stage fails the run.
+    assert bench_proc.pipeline_bytes(["cat"], env, 3 << 20) == 3 << 20
+    assert bench_proc.pipeline_seconds(["cat"], env, 3 << 20) > 0
+    with pytest.raises(bench_proc.BenchError, match="exited with 3"):
+        bench_proc.pipeline_seconds(["sh", "-c", "cat >/dev/null; exit 3"], env, 1 << 16)
     seconds, code, message = bench_proc.timed_run(["sh", "-c", "echo oops >&2; exit 4"], env, check=False)
     assert (code, message) == (4, "oops") and seconds > 0
     assert bench_proc.timed_run(["sleep", "5"], env, check=False, timeout=0.2)[1] == -1

@@ -11,8 +11,10 @@ A real session leader runs in a child process (``test_launch_support``); no VM i
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -37,6 +39,7 @@ from test_launch_support import (
 )
 
 from pywsl.api.process.lx_process import DEVNULL, PIPE
+from pywsl.guest.relay import PASSED_PIPE_ROOM
 from pywsl.guest.session_leader import SPARE_DELAY, SPARE_RELAY_TITLE
 from pywsl.wire.constants import LX_INIT_USER_NOT_FOUND
 
@@ -280,6 +283,36 @@ def test_only_the_three_std_streams_are_open(leader: Leader, path: Route, userna
     # the shell's own descriptors, listed by ls from outside it (`; true`: bash would exec ls itself)
     command = ["-c", "ls -1 /proc/$$/fd; true"]
     assert run(leader, path, command, username=username) == (0, b"0\n1\n2\n", b"")
+
+
+def test_the_callers_pipes_get_room_and_nothing_else_changes(leader: Leader) -> None:
+    # A pipeline through a launch stalls on the default 64 KiB pipes (the process runs in the VM's
+    # scheduling group, not the caller's): the pipes the caller passes get room, what is not a
+    # pipe or holds more already is left as it was.
+    in_read, in_write = os.pipe()
+    out_read, out_write = os.pipe()
+    big_read, big_write = os.pipe()
+    fcntl.fcntl(big_write, fcntl.F_SETPIPE_SZ, 4 * PASSED_PIPE_ROOM)
+    with tempfile.TemporaryFile() as errors:
+        try:
+            assert fcntl.fcntl(in_write, fcntl.F_GETPIPE_SZ) < PASSED_PIPE_ROOM
+            os.write(in_write, b"through the pipes\n")
+            os.close(in_write)
+            command = ["-c", "cat; echo bye >&2"]
+            process = leader.launch(command, stdin=in_read, stdout=out_write, stderr=errors)
+            assert process.wait(timeout=30) == 0
+            assert os.read(out_read, 100) == b"through the pipes\n"
+            assert fcntl.fcntl(in_read, fcntl.F_GETPIPE_SZ) == PASSED_PIPE_ROOM
+            assert fcntl.fcntl(out_read, fcntl.F_GETPIPE_SZ) == PASSED_PIPE_ROOM
+            process = leader.launch(["-c", "echo big"], stdin=subprocess.DEVNULL, stdout=big_write)
+            assert process.wait(timeout=30) == 0
+            assert os.read(big_read, 100) == b"big\n"
+            assert fcntl.fcntl(big_read, fcntl.F_GETPIPE_SZ) == 4 * PASSED_PIPE_ROOM
+            errors.seek(0)
+            assert errors.read() == b"bye\n"
+        finally:
+            for fd in (in_read, out_read, out_write, big_read, big_write):
+                os.close(fd)
 
 
 def test_the_program_leads_a_new_session_without_a_terminal(leader: Leader) -> None:
