@@ -232,12 +232,15 @@ class MiniInit:
         self.selector.register(wakeup_read, selectors.EVENT_READ, "signal")
         # The monitor never speaks unasked: its socket turning readable means it is gone.
         self.selector.register(self.cloner.fileno(), selectors.EVENT_READ, "monitor")
+        # The VM serves from here on: told before the builder of the host PATH folders is forked
+        # (a fork of this interpreter), so that the booting caller's first request is on its way
+        # meanwhile; nothing is read from the listener before the builder holds its lock.
+        self.ready.send(b"R")
+        self.ready.close()
         # The first distribution's launches most likely have the booting caller's host PATH.
         builder = vm_path_folders.start(self.boot.host_path, self.host_tree, self.folders_store)
         if builder is not None:
             self.workers.other.add(builder)
-        self.ready.send(b"R")
-        self.ready.close()
         log.info(
             "utility VM ready (networking %s, host name %s)", self.boot.networking_mode, self.boot.hostname
         )
