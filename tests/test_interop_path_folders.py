@@ -538,6 +538,39 @@ def test_the_vms_builder_sees_the_host_tree_as_its_root(layout: Layout) -> None:
         os.close(lock)
 
 
+def test_the_vms_builder_lock_is_held_from_before_the_fork(layout: Layout) -> None:
+    """mini_init takes the builder's lock before the VM serves and forks the builder later: no
+    launch sees the generations in between; abandoning the lock lets the launches make their own."""
+    layout.file("/usr/bin/tool")
+    layout.vm_generations.mkdir()
+    tree = os.open(layout.view, os.O_PATH | os.O_DIRECTORY)
+    folder = os.open(layout.vm_generations, os.O_PATH | os.O_DIRECTORY)
+    probe = -1
+    try:
+        assert vm_path_folders.hold("", tree, folder) is None  # nothing to make
+        held = vm_path_folders.hold("/usr/bin", tree, folder)
+        assert held is not None
+        probe = os.open(layout.vm_generations / path_folders.BUILDING, os.O_RDONLY)
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)  # a launch would wait
+        assert vm_path_folders.hold("/usr/bin", tree, folder) is None  # one builder at a time
+        pid = held.start()
+        assert pid is not None and held.lock == -1
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released with the builder
+        fcntl.flock(probe, fcntl.LOCK_UN)
+        assert (layout.vm_generations / layout.generation("/usr/bin").name / "tool").is_symlink()
+        again = vm_path_folders.hold("/usr/bin", tree, folder)
+        assert again is not None
+        again.abandon()
+        fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    finally:
+        for fd in (probe, tree, folder):
+            if fd >= 0:
+                os.close(fd)
+
+
 def test_no_vm_builder_where_its_lock_cannot_be_made(tmp_path: Path) -> None:
     tree = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
     try:

@@ -93,6 +93,9 @@ DISK_MESSAGES = (
 )
 TAR_MESSAGES = (T.LxMiniInitMessageImport, T.LxMiniInitMessageImportInplace, T.LxMiniInitMessageExport)
 DISK_RELEASE_INTERVAL = 0.02  # how often an ended disk use is checked while its file system unmounts
+# The builder of the host PATH folders is forked once the first distribution is on its way, or
+# after this long without one (s): a fork of this interpreter, off the booting launch's path.
+BUILDER_DELAY = 0.05
 
 
 @dataclass
@@ -213,6 +216,8 @@ class MiniInit:
         self.user_disks = user_disks.UserDisks(self.disk_uses)
         self.idle_since: float | None = time.monotonic()
         self.exit_code: int | None = None
+        self.held_builder: vm_path_folders.HeldBuilder | None = None  # its lock taken, not forked yet
+        self.builder_due = 0.0
         self.capabilities = GUEST_CAPABILITIES.build(
             SeccompAvailable=_seccomp_available(),
             HvPciSwiotlbBase=0,
@@ -232,15 +237,13 @@ class MiniInit:
         self.selector.register(wakeup_read, selectors.EVENT_READ, "signal")
         # The monitor never speaks unasked: its socket turning readable means it is gone.
         self.selector.register(self.cloner.fileno(), selectors.EVENT_READ, "monitor")
-        # The VM serves from here on: told before the builder of the host PATH folders is forked
-        # (a fork of this interpreter), so that the booting caller's first request is on its way
-        # meanwhile; nothing is read from the listener before the builder holds its lock.
+        # The first distribution's launches most likely have the booting caller's host PATH: the
+        # lock of the builder of those folders is taken before the VM serves (no instance can look
+        # before), the builder forked once the first distribution is on its way (`_start_builder`).
+        self.held_builder = vm_path_folders.hold(self.boot.host_path, self.host_tree, self.folders_store)
+        self.builder_due = time.monotonic() + BUILDER_DELAY
         self.ready.send(b"R")
         self.ready.close()
-        # The first distribution's launches most likely have the booting caller's host PATH.
-        builder = vm_path_folders.start(self.boot.host_path, self.host_tree, self.folders_store)
-        if builder is not None:
-            self.workers.other.add(builder)
         log.info(
             "utility VM ready (networking %s, host name %s)", self.boot.networking_mode, self.boot.hostname
         )
@@ -260,10 +263,25 @@ class MiniInit:
                     self._on_instance_control(key.data)
                 if self.exit_code is not None:
                     break
+            self._start_builder()
             self._reap()
             self.disk_uses.flush()
             self._check_idle()
+        if self.held_builder is not None:
+            self.held_builder.abandon()
         return self.exit_code
+
+    def _start_builder(self) -> None:
+        """Fork the builder of the host PATH folders once a distribution has started (its first
+        launch needs them some milliseconds later) or `BUILDER_DELAY` has passed."""
+        if self.held_builder is None or self.exit_code is not None:
+            return
+        if not self.instances and time.monotonic() < self.builder_due:
+            return
+        builder = self.held_builder.start()
+        self.held_builder = None
+        if builder is not None:
+            self.workers.other.add(builder)
 
     def _request_exit(self, code: int) -> None:
         if self.exit_code is None:
@@ -272,6 +290,8 @@ class MiniInit:
     def _select_timeout(self) -> float | None:
         if self.disk_uses.pending:  # a disk to hand back once its file system is gone
             return DISK_RELEASE_INTERVAL
+        if self.held_builder is not None:
+            return max(0.0, self.builder_due - time.monotonic())
         timeout = self.boot.vm_idle_timeout_ms
         if timeout < 0 or self.idle_since is None:
             return None

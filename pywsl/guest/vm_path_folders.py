@@ -3,9 +3,11 @@
 Each instance's init makes the folders that stand for a host PATH (``path_folders``): one link to
 the launcher per executable of a host folder, about a thousand for ``/usr/bin``, and a launch
 waits for them. The launches into a new VM most likely have the PATH of the caller that booted
-it, so mini_init makes those generations as the VM starts (:func:`start`): in a tmpfs of its own,
-by a child whose root is the VM's host tree (what an instance sees at ``interop_paths.HOST_VIEW``),
-while the first distribution starts. Every instance attaches a read-only clone of that tmpfs at
+it, so mini_init makes those generations as the VM starts: it takes the builder's lock before it
+serves (:func:`hold`) and forks the builder (:meth:`HeldBuilder.start`) once the first distribution
+is on its way, off the booting launch's path: a child whose root is the VM's host tree (what an
+instance sees at ``interop_paths.HOST_VIEW``), filling a tmpfs of its own while that distribution
+starts. Every instance attaches a read-only clone of that tmpfs at
 ``path_folders.VM_GENERATIONS`` and links to a generation there rather than making it; one made
 while the builder still runs is waited for (``path_folders.BUILDING`` stays locked until the
 builder is done or gone). A host folder that changed since the VM started is made by the
@@ -24,20 +26,59 @@ import stat
 from pywsl.guest import forking, guest_log, path_folders
 from pywsl.guest.interop_paths import LAUNCHER
 
-__all__ = ["FORMAT", "FORMAT_FILE", "build", "start"]
+__all__ = ["FORMAT", "FORMAT_FILE", "HeldBuilder", "build", "hold", "start"]
 
 log = guest_log.getLogger("pywsl.interop")
 
 
-def start(host_path: str, host_tree_fd: int, folder_fd: int) -> int | None:
-    """Fork the builder of `host_path`'s generations into the tmpfs `folder_fd` (an fd of its
-    root), with `host_tree_fd` (the VM's host tree) as its root; its pid, or None when there is
-    nothing to make or it cannot start (the instances then make their folders themselves)."""
+class HeldBuilder:
+    """The builder's lock, taken (`hold`) before any instance can look at the generations, and
+    held until the builder is forked (`start`: its copy then holds the lock until it is done)."""
+
+    def __init__(self, folders: list[str], host_tree_fd: int, folder_fd: int, lock: int) -> None:
+        self.folders = folders
+        self.host_tree_fd = host_tree_fd
+        self.folder_fd = folder_fd
+        self.lock = lock
+
+    def start(self) -> int | None:
+        """Fork the builder, with the VM's host tree as its root; its pid, or None when it cannot
+        start (the lock is let go: the instances then make their folders themselves)."""
+        try:
+            pid = os.fork()
+        except OSError as error:
+            log.warning("interop: the VM's host PATH folders are not made ahead: %s", error)
+            self.abandon()
+            return None
+        if pid == 0:
+            code = 1
+            try:
+                forking.become_child([2, self.host_tree_fd, self.folder_fd, self.lock])
+                os.fchdir(self.host_tree_fd)
+                os.chroot(".")  # host paths now resolve as an instance's host view resolves them
+                build(self.folders, self.folder_fd, view="")
+                code = 0
+            finally:
+                forking.exit_now(code)
+        self.abandon()  # the child's copy holds the lock until it exits
+        return pid
+
+    def abandon(self) -> None:
+        """Let go of this process's copy of the lock (no builder of its own any more)."""
+        if self.lock >= 0:
+            os.close(self.lock)
+            self.lock = -1
+
+
+def hold(host_path: str, host_tree_fd: int, folder_fd: int) -> HeldBuilder | None:
+    """Take the lock of the builder of `host_path`'s generations in the tmpfs `folder_fd` (an fd
+    of its root), to be forked later with `host_tree_fd` (the VM's host tree) as its root; None
+    when there is nothing to make or the lock cannot be had (the instances then make their
+    folders themselves)."""
     folders = path_folders.candidate_folders(host_path)[: path_folders.MAX_PATH_FOLDERS]
     if not folders or host_tree_fd < 0 or folder_fd < 0:
         return None
     try:
-        # Locked before the fork, so that no instance can look before the builder holds it.
         lock = os.open(
             path_folders.BUILDING,
             os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -49,23 +90,18 @@ def start(host_path: str, host_tree_fd: int, folder_fd: int) -> int | None:
         return None
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # (kept folders: nobody else builds)
-        pid = os.fork()
     except OSError as error:
         os.close(lock)
         log.warning("interop: the VM's host PATH folders are not made ahead: %s", error)
         return None
-    if pid == 0:
-        code = 1
-        try:
-            forking.become_child([2, host_tree_fd, folder_fd, lock])
-            os.fchdir(host_tree_fd)
-            os.chroot(".")  # host paths now resolve as an instance's host view resolves them
-            build(folders, folder_fd, view="")
-            code = 0
-        finally:
-            forking.exit_now(code)
-    os.close(lock)  # the child's copy holds the lock until it exits
-    return pid
+    return HeldBuilder(folders, host_tree_fd, folder_fd, lock)
+
+
+def start(host_path: str, host_tree_fd: int, folder_fd: int) -> int | None:
+    """Take the lock and fork the builder at once (`hold`, then `HeldBuilder.start`): its pid, or
+    None when there is nothing to make or it cannot start."""
+    held = hold(host_path, host_tree_fd, folder_fd)
+    return held.start() if held is not None else None
 
 
 def build(folders: list[str], folder_fd: int, view: str) -> None:
