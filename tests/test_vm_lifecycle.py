@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -15,8 +16,9 @@ from conftest import VmFactory, mount_points, pid_alive, run_in, vm_processes, w
 
 from pywsl.guest import path_folder_store
 from pywsl.vm import CoreVm, VmConfig, VmError
+from pywsl.vm.backends import namespaces_prestart
 from pywsl.vm.backends.namespaces import NamespacesBackend, boot_arguments, cgroup_name, is_cgroup_of
-from pywsl.vm.cgroups import find_groups, mounted_hierarchies, own_cgroup
+from pywsl.vm.cgroups import VmCgroup, find_groups, mounted_hierarchies, own_cgroup
 from pywsl.wire import schema
 from pywsl.wire.channel import MessageChannel
 
@@ -101,6 +103,31 @@ def _stale_group_elsewhere(name: str) -> tuple[Path, Path] | None:
         return None
     (parent / name).mkdir()
     return parent, parent / name
+
+
+@needs_root
+def test_a_prestarted_boot_removes_stale_groups_while_it_boots(
+    vm_factory: VmFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cold launch's boot removes what a killed VM left elsewhere after the hand-over, sparing
+    the groups the interpreter started ahead is in (the new VM's, busy: no warning about them)."""
+    config = vm_factory.config()
+    stale = _stale_group_elsewhere(cgroup_name(config))
+    if stale is None:
+        pytest.skip("no cgroup v2 hierarchy to make a group in")
+    try:
+        namespaces_prestart.begin(str(config.runtime_dir))
+        with caplog.at_level(logging.WARNING):
+            booted = vm_factory.boot(config)
+        assert namespaces_prestart._pending is None  # the boot took the prestarted interpreter
+        assert not stale[1].exists()
+        own = groups_of(booted.runtime_dir)  # the new VM's, each with the VM's processes in it
+        assert own and all(VmCgroup((group,)).process_ids() & vm_processes(booted.pid) for group in own)
+        assert "left in place" not in caplog.text
+    finally:
+        for path in (stale[1], stale[0]):
+            if path.exists():
+                path.rmdir()
 
 
 @needs_root

@@ -255,8 +255,12 @@ class NamespacesBackend(VmBackend):
         # An interpreter a cold quick launch started ahead (it has loaded the guest), else a new
         # one; its groups are the VM's (made, and it moved into them, while both loaded).
         prestarted = namespaces_prestart.take(str(runtime_dir), environment)
+        # Groups the interpreter started ahead is in are the VM's: what stale VMs of this runtime
+        # folder left elsewhere is removed while the VM boots (the VM's own groups spared), not
+        # before the hand-over, which a cold launch waits for.
+        grouped = prestarted is not None and prestarted.grouped()
         try:
-            cgroup = self._make_groups(config, runtime_dir, prestarted)
+            cgroup = self._make_groups(config, runtime_dir, grouped)
         except BaseException:
             if prestarted is not None:
                 prestarted.end()
@@ -298,6 +302,8 @@ class NamespacesBackend(VmBackend):
             listener.close()
             if log_fd >= 0:
                 os.close(log_fd)
+        if grouped:  # (else removed before the groups were made)
+            self._remove_stale_groups(runtime_dir, 0.0, spare=cgroup.paths)
         code = _boot_status(process, prestarted, config.kernel_boot_timeout_ms / 1000 + BOOT_GRACE)
         if code != 0:
             # The monitor cleans up when it got as far as starting; if it did not, nobody else will.
@@ -308,14 +314,14 @@ class NamespacesBackend(VmBackend):
             how = "timed out" if code is None else f"exit {code}"
             raise VmError(f"the utility VM did not start ({how}): {detail}")
 
-    def _make_groups(self, config: VmConfig, runtime_dir: Path, prestarted: Prestarted | None) -> VmCgroup:
-        """The VM's cgroups with their limits (the prestarted interpreter's, when it is in them),
-        once what stale VMs of this runtime folder left is removed."""
+    def _make_groups(self, config: VmConfig, runtime_dir: Path, grouped: bool) -> VmCgroup:
+        """The VM's cgroups with their limits (the prestarted interpreter's when it is `grouped`
+        in them; else made once what stale VMs of this runtime folder left is removed)."""
         from pywsl.vm.cgroups import VmCgroup
         from pywsl.vm.idmap import host_id
 
-        keep = prestarted.process.pid if prestarted is not None and prestarted.grouped() else None
-        self._remove_stale_groups(runtime_dir, 0.0, keep)
+        if not grouped:
+            self._remove_stale_groups(runtime_dir, 0.0)
         # The VM's root gets the v2 group: a distribution's systemd makes its sub-groups there.
         return VmCgroup.create(
             cgroup_name(config),
@@ -403,14 +409,14 @@ class NamespacesBackend(VmBackend):
                 (runtime_dir / name).unlink()
 
     @staticmethod
-    def _remove_stale_groups(runtime_dir: Path, timeout: float, keep: int | None = None) -> bool:
-        """Remove the cgroups of this runtime folder's VMs that no process uses any more (those
-        that process `keep`, the VM's interpreter to be, is in are the new VM's)."""
-        from pywsl.vm.cgroups import find_groups, has_process, remove_group
+    def _remove_stale_groups(runtime_dir: Path, timeout: float, spare: tuple[Path, ...] = ()) -> bool:
+        """Remove the cgroups of this runtime folder's VMs that no process uses any more, but for
+        those in `spare` (the new VM's)."""
+        from pywsl.vm.cgroups import find_groups, remove_group
 
         removed = True
         for path in find_groups(cgroups_of(runtime_dir)):
-            if keep is not None and has_process(path, keep):
+            if path in spare:
                 continue
             if not remove_group(path, timeout):
                 import logging
