@@ -67,7 +67,7 @@ class Settings:
     def full(cls) -> Settings:
         return cls(
             warm_repetitions=21,
-            cold_repetitions=7,
+            cold_repetitions=15,
             pipe_repetitions=9,
             pty_repetitions=5,
             archive_repetitions=5,
