@@ -298,19 +298,23 @@ def pipe(ctx: Context) -> Result:
         return measure
 
     roomy_runs: list[StreamRun] = []
-    roomy = Samples()
     host = through(ctx.host_cat, plain_runs)
+    with_room = through(_with_room(ctx), roomy_runs)
 
     def host_and_with_room() -> float:
-        roomy.add(through(_with_room(ctx), roomy_runs)())
+        with_room()
         return host()
 
+    warmups = 1
     first, second = interleave(
         through(argv, pywsl_runs),
         host_and_with_room,
         repetitions=settings.pipe_repetitions,
-        warmups=1,
+        warmups=warmups,
     )
+    roomy = Samples()
+    for run in roomy_runs[warmups:]:
+        roomy.add(run.steady_rate(total) / MiB)
     details = _summaries(first.summary(), second.summary())
     details["host_cat_with_room"] = roomy.summary()
     pywsl_end_to_end = _stream_details(pywsl_runs, total)
