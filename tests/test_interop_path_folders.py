@@ -520,9 +520,11 @@ def test_the_vms_builder_sees_the_host_tree_as_its_root(layout: Layout) -> None:
     tree = os.open(layout.view, os.O_PATH | os.O_DIRECTORY)
     folder = os.open(layout.vm_generations, os.O_PATH | os.O_DIRECTORY)
     try:
-        assert vm_path_folders.start("", tree, folder) is None  # nothing to make
-        assert vm_path_folders.start("/usr/bin", -1, folder) is None
-        pid = vm_path_folders.start("/usr/bin:/usr/bin", tree, folder)
+        assert vm_path_folders.hold("", tree, folder) is None  # nothing to make
+        assert vm_path_folders.hold("/usr/bin", -1, folder) is None
+        held = vm_path_folders.hold("/usr/bin:/usr/bin", tree, folder)
+        assert held is not None
+        pid = held.start()
         assert pid is not None
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
@@ -578,7 +580,7 @@ def test_no_vm_builder_where_its_lock_cannot_be_made(tmp_path: Path) -> None:
         (tmp_path / "vm" / path_folders.BUILDING).mkdir()  # a folder in its place
         folder = os.open(tmp_path / "vm", os.O_PATH | os.O_DIRECTORY)
         try:
-            assert vm_path_folders.start("/usr/bin", tree, folder) is None
+            assert vm_path_folders.hold("/usr/bin", tree, folder) is None
         finally:
             os.close(folder)
     finally:

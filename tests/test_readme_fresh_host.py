@@ -24,6 +24,7 @@ import pytest
 from debian_root import debootstrap
 
 from pywsl.cgroup_tables import group_name
+from pywsl.vm.cgroups import find_groups
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 README = REPOSITORY / "README.md"
@@ -80,14 +81,9 @@ def readme_commands() -> list[str]:
     return [block.strip() for block in re.findall(r"```sh\n(.*?)```", README.read_text(), re.DOTALL)]
 
 
-def _groups_called(name: str) -> set[str]:
-    """Every cgroup called `name` in the host's cgroup file systems, in any hierarchy."""
-    found: set[str] = set()
-    for folder, subfolders, _files in os.walk("/sys/fs/cgroup"):
-        if name in subfolders:
-            found.add(os.path.join(folder, name))
-            subfolders.remove(name)
-    return found
+def _groups_called(name: str) -> set[Path]:
+    """Every cgroup called `name` in the host's cgroup hierarchies that pywsl uses."""
+    return set(find_groups(lambda found: found == name))
 
 
 def test_the_readme_starts_with_the_two_commands() -> None:

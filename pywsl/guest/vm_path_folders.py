@@ -26,7 +26,7 @@ import stat
 from pywsl.guest import forking, guest_log, path_folders
 from pywsl.guest.interop_paths import LAUNCHER
 
-__all__ = ["FORMAT", "FORMAT_FILE", "HeldBuilder", "build", "hold", "start"]
+__all__ = ["FORMAT", "FORMAT_FILE", "HeldBuilder", "build", "hold"]
 
 log = guest_log.getLogger("pywsl.interop")
 
@@ -95,13 +95,6 @@ def hold(host_path: str, host_tree_fd: int, folder_fd: int) -> HeldBuilder | Non
         log.warning("interop: the VM's host PATH folders are not made ahead: %s", error)
         return None
     return HeldBuilder(folders, host_tree_fd, folder_fd, lock)
-
-
-def start(host_path: str, host_tree_fd: int, folder_fd: int) -> int | None:
-    """Take the lock and fork the builder at once (`hold`, then `HeldBuilder.start`): its pid, or
-    None when there is nothing to make or it cannot start."""
-    held = hold(host_path, host_tree_fd, folder_fd)
-    return held.start() if held is not None else None
 
 
 def build(folders: list[str], folder_fd: int, view: str) -> None:
