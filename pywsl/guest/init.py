@@ -89,6 +89,9 @@ SYSTEMD_STOP_TIMEOUT = 30.0  # units stopping at -t / --shutdown; then systemd i
 STOP_REQUEST = b"T"  # on the control socket, from mini_init: stop the instance (VM shutdown)
 SESSION_CHANNEL = b"S"  # init -> a spare session leader, with the channel it is to serve
 SPARE_DELAY = 0.002  # a new spare leader is forked once init has been quiet this long (seconds)
+# ... and no sooner than this after the last CreateSession (seconds): the session's first process
+# is then usually started, and over when it was short, so the fork takes no processor from it.
+SESSION_QUIET = 0.01
 MAX_HOST_RESOLV_CONF = network_files.MAX_RESOLV_CONF_BYTES
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -267,6 +270,7 @@ class Init:
         # The next session leader, forked ahead: (pid, init's end of its socket pair, its settings).
         self.spare: tuple[int, socket.socket, Settings] | None = None
         self.spare_wanted = False  # a session was asked for: keep a spare from now on
+        self.quiet_from = 0.0  # (monotonic) no quiet work before then: a session is starting
         # The launches to come most likely have the booting caller's host PATH: its folders are
         # made by a child forked at init's first quiet moment (None once it was).
         self.path_folders_of: str | None = instance.parameters.host_path
@@ -311,7 +315,9 @@ class Init:
     def _when_quiet(self) -> None:
         """What is forked once no request is waiting, so that the fork delays none: the host
         PATH folders of the booting caller (after the first requests, which the instance's start
-        answers first), and the next spare session leader."""
+        answers first), and the next spare session leader; not while a session starts."""
+        if time.monotonic() < self.quiet_from:
+            return
         if self.path_folders_of is not None:
             host_path, self.path_folders_of = self.path_folders_of, None
             interop_init.prepare_path_folders(host_path, self.instance.conf)
@@ -327,7 +333,7 @@ class Init:
 
     def _select_timeout(self) -> float | None:
         quiet_work = (self.spare_wanted and self.spare is None) or self.path_folders_of is not None
-        spare = SPARE_DELAY if quiet_work else None
+        spare = max(SPARE_DELAY, self.quiet_from - time.monotonic()) if quiet_work else None
         if self.idle_timeout_ms < 0:
             return spare
         idle = min(0.5, max(0.02, self.idle_timeout_ms / 4000))
@@ -545,6 +551,7 @@ class Init:
             return LX_INIT_UTILITY_VM_INVALID_PORT
         settings = self.instance.settings or Settings(0, None, None)
         self.spare_wanted = True
+        self.quiet_from = time.monotonic() + SESSION_QUIET
         try:
             leader = self._hand_to_spare_leader(fd, settings)
             if leader is None:

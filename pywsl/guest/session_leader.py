@@ -8,12 +8,14 @@ terminal control, exit) and the reply ``RESULT_MESSAGE<uint32_t>`` carries the r
 (``LX_INIT_UTILITY_VM_INVALID_PORT`` = UINT_MAX when no relay could be started).
 
 The leader returns to its loop as soon as a relay is forked, reaps relays as they exit, and
-returns when its channel closes; the relays live on. A relay is forked ahead (`SpareRelay`): before
-the first request (a spare leader forks it while it waits for its channel) and again whenever the
-leader has been idle for `SPARE_DELAY`. A request is then handed to the waiting relay over a socket
-pair, and the reply does not wait for a fork of the interpreter, which costs a launch
-milliseconds. Everything a relay runs is imported before the leader serves, so a relay starts at
-once; the messages are decoded with the launch codec (``pywsl.wire.launch_codec``).
+returns when its channel closes; the relays live on. A relay is forked ahead (`SpareRelay`): by a
+spare leader while it waits for its channel, and whenever the leader has been idle for
+`SPARE_DELAY`. A request is then handed to the waiting relay over a socket pair, and the reply
+does not wait for a fork of the interpreter, which costs a launch milliseconds. A leader forked
+for a session, whose first request is usually waiting already, forks that request's relay first:
+a spare forked before it would only put the request behind a fork. Everything a relay runs is
+imported before the leader serves, so a relay starts at once; the messages are decoded with the
+launch codec (``pywsl.wire.launch_codec``).
 """
 
 from __future__ import annotations
@@ -200,6 +202,12 @@ class SessionLeader:
 
     def prepare(self) -> None:
         """Signals, frozen objects and the first spare relay: done by a spare leader while it waits."""
+        self._settle()
+        if self.spare is None:
+            self.spare = SpareRelay.fork(self.context)
+
+    def _settle(self) -> None:
+        """Signals and frozen objects, once, before the first relay is forked."""
         if self._prepared:
             return
         self._prepared = True
@@ -211,12 +219,13 @@ class SessionLeader:
         # Nothing is collected first: a scan of init's objects would delay every launch, and garbage
         # that is frozen is never finalized, so no socket of it can close a reused descriptor.
         gc.freeze()
-        self.spare = SpareRelay.fork(self.context)
 
     def serve(self, channel: socket.socket) -> None:
-        """Serve CreateProcessUtilityVm transactions on ``channel`` until it closes."""
+        """Serve CreateProcessUtilityVm transactions on ``channel`` until it closes. A leader
+        forked for a session (not a spare) forks no relay ahead of its first request, which is
+        usually waiting already: that request forks its relay, and a spare follows once idle."""
         previous = signal.getsignal(signal.SIGCHLD)
-        self.prepare()
+        self._settle()
         leader = MessageChannel(channel, name="session leader")
         poller = select.poll()
         poller.register(leader.fileno(), select.POLLIN)
