@@ -166,6 +166,43 @@ def test_a_warm_launch_as_root_loads_only_the_launch_path(root_launch: tuple[dic
     _check(loaded, IN_PROCESS, STANDARD_IN_PROCESS)
 
 
+# What a cold launch (no VM running: root's launch boots it) must still do without: each of these
+# costs the boot milliseconds, and the boot is the longer of the two halves a cold launch overlaps
+# (this process and the VM's interpreter, `namespaces_prestart`).
+COLD_LAUNCH_NEVER = {
+    "argparse",
+    "contextlib",
+    "dataclasses",
+    "inspect",
+    "json",
+    "logging",
+    "math",
+    "selectors",
+    "signal",
+    "socket",
+    "subprocess",
+    "threading",
+    "typing",
+    "uuid",
+}
+
+
+def test_a_cold_launch_as_root_boots_without_the_heavy_modules(
+    root_launch: tuple[dict[str, str], Path],
+) -> None:
+    env, folder = root_launch
+    command = [sys.executable, "-m", "pywsl.cli.main"]
+    stopped = subprocess.run([*command, "--shutdown"], env=env, capture_output=True, timeout=120)
+    assert stopped.returncode == 0, stopped.stderr.decode()
+    loaded = _loaded(sys.executable, folder / "modules.txt", ["-d", "Box", "--", "true"], env, Path("/"))
+    assert "pywsl.vm.backends.namespaces" in loaded  # it booted the VM
+    assert not COLD_LAUNCH_NEVER & set(loaded), sorted(COLD_LAUNCH_NEVER & set(loaded))
+    third_party = sorted(
+        name for name, origin in loaded.items() if "-packages" in origin and "pywsl" not in name
+    )
+    assert not third_party, third_party
+
+
 def test_a_launch_through_the_service_loads_only_the_client(
     workspace: Workspace,
     service: ServiceProcess,

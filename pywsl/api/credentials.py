@@ -15,18 +15,16 @@ descriptors opened as the user and verified, on what the user or the VM's ids ow
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import functools
 import os
 import pwd
-import threading
-from collections.abc import Iterator
+from _thread import _local
 from pathlib import Path
 
 TYPE_CHECKING = False  # `typing` would cost a cold launch's boot its load
 if TYPE_CHECKING:
     import ctypes
+    from types import TracebackType
     from typing import NamedTuple
 else:
     from pywsl.records import NamedTuple
@@ -54,9 +52,13 @@ _SYS_SETGROUPS = {
 }
 
 
-@functools.cache
+_loaded_libc: list[ctypes.CDLL] = []  # loaded once, by the first thread that changes its rights
+
+
 def _libc() -> ctypes.CDLL:
     """libc's calls, loaded when a thread first changes its rights (a user's own launch never does)."""
+    if _loaded_libc:
+        return _loaded_libc[0]
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
@@ -65,6 +67,7 @@ def _libc() -> ctypes.CDLL:
     libc.setfsgid.argtypes = [ctypes.c_uint32]
     libc.setfsgid.restype = ctypes.c_int
     libc.syscall.restype = ctypes.c_long
+    _loaded_libc.append(libc)
     return libc
 
 
@@ -125,7 +128,7 @@ def _set_fs_ids(uid: int, gid: int) -> None:
         raise PermissionError(errno.EPERM, f"setfsuid({uid})/setfsgid({gid}) failed")
 
 
-class _ThreadState(threading.local):
+class _ThreadState(_local):  # `threading.local` (`threading` itself is not loaded for it)
     identity: UserIdentity | None = None
     depth: int = 0
 
@@ -133,40 +136,57 @@ class _ThreadState(threading.local):
 _state = _ThreadState()
 
 
-@contextlib.contextmanager
-def acting_as(identity: UserIdentity) -> Iterator[None]:
+class acting_as:  # (used as a function: `with acting_as(identity):`)
     """Run the block with `identity`'s filesystem rights on this thread.
 
     A no-op when the process already runs as that user. Nested blocks for the same user are
-    allowed; switching to another user inside a block is a programming error.
+    allowed; switching to another user inside a block is a programming error. (A class rather
+    than `contextlib.contextmanager`: a cold launch's boot loads no `contextlib`.)
     """
-    if identity.is_process_user:
-        yield
-        return
-    if _state.identity is not None:
-        if _state.identity != identity:
-            raise RuntimeError(f"already acting as uid {_state.identity.uid}, not {identity.uid}")
-        _state.depth += 1
+
+    __slots__ = ("_identity", "_restore")
+
+    def __init__(self, identity: UserIdentity) -> None:
+        self._identity = identity
+        # What `__exit__` undoes: None for nothing (the process's own user), () for a nested
+        # block, else the groups and ids to take back.
+        self._restore: tuple[tuple[int, ...], int, int] | tuple[()] | None = None
+
+    def __enter__(self) -> None:
+        identity = self._identity
+        if identity.is_process_user:
+            self._restore = None
+            return
+        if _state.identity is not None:
+            if _state.identity != identity:
+                raise RuntimeError(f"already acting as uid {_state.identity.uid}, not {identity.uid}")
+            _state.depth += 1
+            self._restore = ()
+            return
+        if os.geteuid() != 0:
+            raise PermissionError(errno.EPERM, f"only root can act as uid {identity.uid}")
+        saved_groups = tuple(os.getgroups())
+        saved_uid, saved_gid = os.geteuid(), os.getegid()
+        _setgroups_thread(identity.groups)
         try:
-            yield
-        finally:
+            _set_fs_ids(identity.uid, identity.gid)
+        except BaseException:
+            _set_fs_ids(saved_uid, saved_gid)
+            _setgroups_thread(saved_groups)
+            raise
+        _state.identity, _state.depth = identity, 1
+        self._restore = (saved_groups, saved_uid, saved_gid)
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        restore, self._restore = self._restore, None
+        if restore is None:
+            return
+        if not restore:
             _state.depth -= 1
-        return
-    if os.geteuid() != 0:
-        raise PermissionError(errno.EPERM, f"only root can act as uid {identity.uid}")
-    saved_groups = tuple(os.getgroups())
-    saved_uid, saved_gid = os.geteuid(), os.getegid()
-    _setgroups_thread(identity.groups)
-    try:
-        _set_fs_ids(identity.uid, identity.gid)
-    except BaseException:
-        _set_fs_ids(saved_uid, saved_gid)
-        _setgroups_thread(saved_groups)
-        raise
-    _state.identity, _state.depth = identity, 1
-    try:
-        yield
-    finally:
+            return
+        saved_groups, saved_uid, saved_gid = restore
         _state.identity, _state.depth = None, 0
         _set_fs_ids(saved_uid, saved_gid)
         _setgroups_thread(saved_groups)

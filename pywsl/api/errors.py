@@ -8,13 +8,13 @@ things and turns into a plain dict and back, so the service can send it over its
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import errno
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 TYPE_CHECKING = False  # `typing` would cost a cold launch's boot its load
 if TYPE_CHECKING:
+    from types import TracebackType
     from typing import Any, NamedTuple, NoReturn
 else:
     from pywsl.records import NamedTuple
@@ -263,26 +263,37 @@ def _rebuild(data: Mapping[str, Any]) -> WslError:
     return WslError.from_dict(data)
 
 
-@contextlib.contextmanager
-def error_context(name: str) -> Iterator[None]:
+class error_context:  # (used as a function: `with error_context("Name"):`)
     """Enter one operation of the execution context (WSL's `ExecutionContext(Context::Name)`).
 
     A `WslError` that leaves the block without a context gets the full path (`Wsl/Service/Name`
-    for the outermost block); an `OSError` becomes a `WslError` on the way.
+    for the outermost block); an `OSError` becomes a `WslError` on the way. (A class rather than
+    `contextlib.contextmanager`: a cold launch's boot loads no `contextlib`.)
     """
-    outer = _CONTEXT.get()
-    path = (*outer, name) if outer else (*_CLIENT_CONTEXT, name)
-    token = _CONTEXT.set(path)
-    try:
-        yield
-    except WslError as error:
-        if not error.context:
-            error.context = "/".join(path)
-        raise
-    except OSError as error:
-        raise from_os_error(error, context="/".join(path)) from error
-    finally:
-        _CONTEXT.reset(token)
+
+    __slots__ = ("_name", "_path", "_token")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._path: tuple[str, ...] = ()
+        self._token: contextvars.Token[tuple[str, ...]] | None = None
+
+    def __enter__(self) -> None:
+        outer = _CONTEXT.get()
+        self._path = (*outer, self._name) if outer else (*_CLIENT_CONTEXT, self._name)
+        self._token = _CONTEXT.set(self._path)
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        token, self._token = self._token, None
+        if token is not None:
+            _CONTEXT.reset(token)
+        if isinstance(error, WslError):
+            if not error.context:
+                error.context = "/".join(self._path)
+        elif isinstance(error, OSError):
+            raise from_os_error(error, context="/".join(self._path)) from error
 
 
 def from_os_error(error: OSError, *, context: str = "", what: str | None = None) -> WslError:

@@ -10,14 +10,13 @@ launch's messages use the struct codec (``pywsl.wire.launch_codec``): a launch n
 
 from __future__ import annotations
 
-import contextlib
 import select
-import socket
-import threading
+from _thread import allocate_lock  # `threading.Lock` (`threading` itself is not loaded for it)
 
 from pywsl.vm.errors import VmError
 from pywsl.vm.process_request import ProcessRequest, create_process_values
 from pywsl.vm.quick_launch import REQUEST_TIMEOUT
+from pywsl.wire import unix_sockets as socket  # `socket` without its enums
 from pywsl.wire.channel import MessageChannel
 from pywsl.wire.constants import LX_INIT_UTILITY_VM_INVALID_PORT
 from pywsl.wire.errors import ChannelClosed
@@ -53,7 +52,7 @@ class CoreInstance:
         self.terminate_timeout = terminate_timeout
         self._channel = channel
         self._leader: MessageChannel | None = None
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
         self._stopped = False
 
     @property
@@ -154,5 +153,7 @@ class CoreInstance:
             if self._leader is not None:
                 self._leader.close()
                 self._leader = None
-            with contextlib.suppress(OSError):
+            try:  # noqa: SIM105 (contextlib: an import a cold launch's boot does without)
                 self._channel.close()
+            except OSError:
+                pass

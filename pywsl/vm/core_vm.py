@@ -21,16 +21,13 @@ worker's channel, which makes the worker stop tar and exit, and waits at most
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import select
-import socket
 import stat
 import struct
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from _thread import allocate_lock  # `threading.Lock` (`threading` itself is not loaded for it)
+from collections.abc import Callable
 from pathlib import Path
 
 from pywsl.vm.backends.base import VmBackend, backend
@@ -46,6 +43,7 @@ from pywsl.vm.quick_launch import (
     mini_init_values,
 )
 from pywsl.vm.timezone import host_timezone, valid_timezone
+from pywsl.wire import unix_sockets as socket  # `socket` without its enums
 from pywsl.wire.channel import MessageChannel
 from pywsl.wire.constants import BOOT_ENTROPY_SIZE, EPHEMERAL_PORT_RANGE, LX_INIT_UTILITY_VM_INVALID_PORT
 from pywsl.wire.errors import ChannelClosed, ProtocolError
@@ -66,6 +64,9 @@ from pywsl.wire.message_types import NetworkingMode as LX_MINI_INIT_NETWORKING_M
 
 TYPE_CHECKING = False  # `typing` would cost a cold launch's boot its load
 if TYPE_CHECKING:
+    import _socket
+    from contextlib import AbstractContextManager
+    from types import TracebackType
     from typing import Any, Protocol
 
     from pywsl.vm.config import VmConfig
@@ -103,7 +104,7 @@ _NETWORKING_MODES = {
 }
 
 
-def _greet(sock: socket.socket) -> tuple[MessageChannel, str] | None:
+def _greet(sock: _socket.socket) -> tuple[MessageChannel, str] | None:
     """Open the mini_init channel on a connection: read GuestCapabilities. None if the VM is going away."""
     channel = MessageChannel(sock, name="mini_init channel")
     try:
@@ -139,18 +140,58 @@ if TYPE_CHECKING:
         def on_cancel(self, callback: Callable[[], None]) -> AbstractContextManager[None]: ...
 
 
+class _DirectoryFor:
+    """``with``: a descriptor of ``where`` for a message, the caller's own or one opened (and closed
+    on the way out) here. A disk (``DiskImage``) needs a real VM: its file system is mounted by the
+    VM's kernel. (A class rather than `contextlib.contextmanager`: a cold launch's boot loads no
+    `contextlib`.)"""
+
+    __slots__ = ("_backend", "_opened", "_where")
+
+    def __init__(self, vm_backend: VmBackend, where: Directory | DiskImage) -> None:
+        self._backend = vm_backend
+        self._where = where
+        self._opened = -1
+
+    def __enter__(self) -> int:
+        where = self._where
+        if isinstance(where, DiskImage):
+            if self._backend.name != "qemu":
+                raise VmError(
+                    "a distribution on a disk image needs the qemu backend ([pywsl] backend = qemu)"
+                )
+            return where.fd
+        if isinstance(where, bool) or not isinstance(where, Path | int):
+            raise TypeError(f"a directory is a Path or an open descriptor, not {type(where).__name__}")
+        if isinstance(where, int):
+            if not stat.S_ISDIR(os.fstat(where).st_mode):
+                raise NotADirectoryError(f"descriptor {where} is not a directory")
+            return where
+        self._opened = self._backend.directory_handle(where)
+        return self._opened
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        opened, self._opened = self._opened, -1
+        if opened >= 0:
+            os.close(opened)
+
+
 class _Wakeup:
     """A pipe that a cancellation callback writes to, safe to fire after it was closed."""
 
     def __init__(self) -> None:
         self.read_fd, self._write_fd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
 
     def fire(self) -> None:
         with self._lock:
             if self._write_fd >= 0:
-                with contextlib.suppress(OSError):
+                try:  # noqa: SIM105 (contextlib: an import a cold launch's boot does without)
                     os.write(self._write_fd, b"\0")
+                except OSError:
+                    pass
 
     def close(self) -> None:
         with self._lock:
@@ -178,8 +219,10 @@ def _await_worker(channel: MessageChannel, cancel: Cancellation | None, what: st
         wakeup.close()
     end = socket.socket(fileno=os.dup(channel.fileno()))
     try:
-        with contextlib.suppress(OSError):
+        try:  # noqa: SIM105
             end.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
     finally:
         end.close()
     gone = select.poll()
@@ -253,7 +296,7 @@ class CoreVm:
         self.start_timeout_ms = start_timeout_ms  # distributionStartTimeout
         self.booted = False  # this connection started the VM (``boot``), rather than attached to it
         self._channel = channel
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
 
     @property
     def _start_timeout(self) -> float:
@@ -362,29 +405,9 @@ class CoreVm:
         with self._lock, self._channel.start_transaction(REQUEST_TIMEOUT) as transaction:
             transaction.send(MINI_INIT_MESSAGE, fds=fds, **values)
 
-    @contextlib.contextmanager
-    def _directory(self, where: Directory | DiskImage) -> Iterator[int]:
-        """A descriptor of ``where`` for the message: the caller's own, or one opened (and closed) here.
-        A disk (``DiskImage``) needs a real VM: its file system is mounted by the VM's kernel."""
-        if isinstance(where, DiskImage):
-            if self.backend.name != "qemu":
-                raise VmError(
-                    "a distribution on a disk image needs the qemu backend ([pywsl] backend = qemu)"
-                )
-            yield where.fd
-            return
-        if isinstance(where, bool) or not isinstance(where, Path | int):
-            raise TypeError(f"a directory is a Path or an open descriptor, not {type(where).__name__}")
-        if isinstance(where, int):
-            if not stat.S_ISDIR(os.fstat(where).st_mode):
-                raise NotADirectoryError(f"descriptor {where} is not a directory")
-            yield where
-            return
-        fd = self.backend.directory_handle(where)
-        try:
-            yield fd
-        finally:
-            os.close(fd)
+    def _directory(self, where: Directory | DiskImage) -> _DirectoryFor:
+        """A descriptor of ``where`` for the message (`_DirectoryFor`)."""
+        return _DirectoryFor(self.backend, where)
 
     def running_instances(self) -> dict[str, int]:
         """Running distributions: casefolded name -> init pid (in the VM)."""
@@ -709,5 +732,7 @@ class CoreVm:
 
     def close(self) -> None:
         """Close this connection; the VM keeps running."""
-        with contextlib.suppress(OSError):
+        try:  # noqa: SIM105
             self._channel.close()
+        except OSError:
+            pass

@@ -10,9 +10,7 @@ from __future__ import annotations
 import _socket
 import _thread
 import array
-import contextlib
 import itertools
-import math
 import os
 import select
 import time
@@ -33,7 +31,7 @@ from pywsl.wire.message_types import TransactionStep as TRANSACTION_STEP
 
 TYPE_CHECKING = False  # `typing` would cost the guest's start: loaded only for MessageSchemaLike
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Sequence
     from types import TracebackType
     from typing import Any, TypeVar, overload
 
@@ -86,15 +84,37 @@ else:
 def _deadline(timeout: float | None) -> float | None:
     if timeout is None:
         return None
-    if timeout < 0 or math.isnan(timeout):
+    if timeout < 0 or timeout != timeout:  # (NaN; `math` is not loaded for it)
         raise ValueError(f"timeout must be a non-negative number of seconds, got {timeout!r}")
     return time.monotonic() + timeout
 
 
 def _close_fds(fds: Sequence[int]) -> None:
     for fd in fds:
-        with contextlib.suppress(OSError):
+        try:  # noqa: SIM105 (contextlib: an import a cold launch's boot does without)
             os.close(fd)
+        except OSError:
+            pass
+
+
+class _Exclusive:
+    """``with``: `lock` taken for one sender or receiver, a RuntimeError when another one has it."""
+
+    __slots__ = ("_lock", "_name", "_role")
+
+    def __init__(self, lock: _thread.LockType, name: str, role: str) -> None:
+        self._lock = lock
+        self._name = name
+        self._role = role
+
+    def __enter__(self) -> None:
+        if not self._lock.acquire(blocking=False):
+            raise RuntimeError(f"incorrect channel usage on {self._name}: a second concurrent {self._role}")
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self._lock.release()
 
 
 class MessageChannel:
@@ -566,7 +586,7 @@ class MessageChannel:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"{self.name}: {what} timed out")
-            timeout_ms = max(1, math.ceil(remaining * 1000))
+            timeout_ms = max(1, -int(-remaining * 1000 // 1))  # rounded up
         poller = select.poll()
         poller.register(self._sock.fileno(), events)
         if not poller.poll(timeout_ms):
@@ -586,14 +606,8 @@ class MessageChannel:
     def _error(self, message: str, struct: str | None, field: str | None) -> ProtocolError:
         return ProtocolError(f"{message} on {self.name}", struct=struct, field=field)
 
-    @contextlib.contextmanager
-    def _exclusive(self, lock: _thread.LockType, role: str) -> Iterator[None]:
-        if not lock.acquire(blocking=False):
-            raise RuntimeError(f"incorrect channel usage on {self.name}: a second concurrent {role}")
-        try:
-            yield
-        finally:
-            lock.release()
+    def _exclusive(self, lock: _thread.LockType, role: str) -> _Exclusive:
+        return _Exclusive(lock, self.name, role)
 
 
 class Transaction:

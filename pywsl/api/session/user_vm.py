@@ -9,13 +9,14 @@ or reaching a VM takes root (`require_root`): an unprivileged caller goes throug
 from __future__ import annotations
 
 import os
-import socket
-from pathlib import Path
+from _socket import gethostname  # `socket.gethostname` itself, without `socket` (its enums)
 
 from pywsl.api.errors import WslError, error_context
 
 TYPE_CHECKING = False  # `typing` would cost a cold launch's boot its load
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from pywsl.api.credentials import UserIdentity
     from pywsl.api.session.wslconfig import WslConfig
     from pywsl.vm import CoreVm, VmConfig
@@ -65,7 +66,7 @@ def vm_config(identity: UserIdentity, runtime_dir: Path, config: WslConfig) -> V
         uid_map=uid_map,
         gid_map=gid_map,
         networking_mode=config.networking_mode,
-        hostname=socket.gethostname(),
+        hostname=gethostname(),
         memory_bytes=config.effective_memory_bytes(),
         processors=config.processors,
         vm_idle_timeout_ms=config.vm_idle_timeout_ms,

@@ -31,7 +31,6 @@ not exist is `WSL_E_CUSTOM_KERNEL_NOT_FOUND` when a VM is to be started (`check_
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import os
 import stat
@@ -50,6 +49,7 @@ from pywsl.wire.config_format import (
 
 TYPE_CHECKING = False  # `typing` would cost a cold launch's boot its load
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
     from typing import Any, NamedTuple
 
     # credentials is Linux-only (pwd); it is imported only when acting as a user
@@ -449,10 +449,21 @@ def _bad_value(source: str, entry: ConfigValue, kind: Kind) -> str:
     return f"Invalid value '{entry.value}' for config key '{name}' in {where} (Valid values: {kind.value})"
 
 
-def _as_user(identity: UserIdentity | None) -> contextlib.AbstractContextManager[object]:
+class _AsThisProcess:
+    """No change of rights: the file is read as this process (`contextlib.nullcontext`, which a
+    cold launch's boot does not load)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exception: object) -> None:
+        return None
+
+
+def _as_user(identity: UserIdentity | None) -> AbstractContextManager[None]:
     """Acting as `identity` (`credentials.acting_as`), or nothing to do without one."""
     if identity is None:
-        return contextlib.nullcontext()
+        return _AsThisProcess()
     from pywsl.api.credentials import acting_as
 
     return acting_as(identity)

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import abc
 import os
-import socket
 from pathlib import Path
 
 from pywsl.vm.runtime_names import LOG_NAME as LOG_NAME
 from pywsl.vm.runtime_names import SOCKET_NAME as SOCKET_NAME
+from pywsl.wire import unix_sockets as socket  # `socket` without its enums
 
 TYPE_CHECKING = False  # `typing` would cost a cold launch's boot its load
 if TYPE_CHECKING:
+    import _socket
     from typing import ClassVar
 
     from pywsl.vm.config import VmConfig  # a dataclass: not loaded by a launch
@@ -52,7 +53,7 @@ class VmBackend(abc.ABC):
 
     name: ClassVar[str]
 
-    def connect(self, runtime_dir: Path) -> socket.socket | None:
+    def connect(self, runtime_dir: Path) -> _socket.socket | None:
         """A new connection to the running VM's mini_init, or None when no VM runs."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
@@ -66,7 +67,7 @@ class VmBackend(abc.ABC):
         return sock
 
     @abc.abstractmethod
-    def start(self, config: VmConfig) -> socket.socket:
+    def start(self, config: VmConfig) -> _socket.socket:
         """Boot the VM and return a connection to its mini_init (attach if one already runs)."""
 
     @abc.abstractmethod

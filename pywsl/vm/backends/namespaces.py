@@ -19,12 +19,8 @@ same runtime folder left, wherever they are.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
-import re
-import signal
-import socket
 import stat
 import sys
 import time
@@ -40,15 +36,20 @@ from pywsl.vm.backends.namespaces_prestart import (
 )
 from pywsl.vm.errors import VmError
 from pywsl.vm.runtime_names import PID_FILE_NAME, PREVIOUS_LOG_NAME
+from pywsl.wire import unix_sockets as socket  # `socket` without its enums
 
 TYPE_CHECKING = False  # `typing` would cost a cold launch's boot its load
 if TYPE_CHECKING:
+    import _socket
     import subprocess
     from collections.abc import Callable
+    from signal import SIGKILL
 
     from pywsl.vm.backends.namespaces_prestart import Prestarted
     from pywsl.vm.cgroups import VmCgroup
     from pywsl.vm.config import VmConfig  # a dataclass: not loaded by a launch
+else:
+    from _signal import SIGKILL  # `signal.SIGKILL` without `signal` (it loads `enum`)
 
 BOOT_GRACE = 5.0  # on top of kernelBootTimeout: the guest's own deadline is the one that fires
 PREVIOUS_VM_TIMEOUT = 15.0
@@ -116,6 +117,8 @@ def cgroup_name(config: VmConfig) -> str:
 def cgroups_of(runtime_dir: Path) -> Callable[[str], bool]:
     """Whether a cgroup's name is one that a VM of ``runtime_dir`` uses (whatever its owner): the
     folder's digest is computed once for a whole walk of the hierarchies."""
+    import re  # not on a launch's way: cleaning up after VMs
+
     pattern = re.compile(rf"pywsl-[0-9]+-{cgroup_digest(runtime_dir)}")
     return lambda name: pattern.fullmatch(name) is not None
 
@@ -219,8 +222,10 @@ def _new_log(runtime_dir: Path) -> int:
 
 def _prepare_runtime_dir(runtime_dir: Path) -> None:
     runtime_dir.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    with contextlib.suppress(FileExistsError):
+    try:  # noqa: SIM105 (contextlib: an import a cold launch's boot does without)
         runtime_dir.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
     info = os.lstat(runtime_dir)
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
         raise VmError(f"{runtime_dir} is not a directory owned by uid {os.geteuid()}")
@@ -230,7 +235,7 @@ def _prepare_runtime_dir(runtime_dir: Path) -> None:
 class NamespacesBackend(VmBackend):
     name = "namespaces"
 
-    def start(self, config: VmConfig) -> socket.socket:
+    def start(self, config: VmConfig) -> _socket.socket:
         runtime_dir = Path(config.runtime_dir)
         _prepare_runtime_dir(runtime_dir)
         self._wait_for_previous(runtime_dir)
@@ -308,8 +313,7 @@ class NamespacesBackend(VmBackend):
         if code != 0:
             # The monitor cleans up when it got as far as starting; if it did not, nobody else will.
             cgroup.remove()
-            with contextlib.suppress(FileNotFoundError):
-                (runtime_dir / SOCKET_NAME).unlink()
+            (runtime_dir / SOCKET_NAME).unlink(missing_ok=True)
             detail = log_tail(runtime_dir) or "no log"
             how = "timed out" if code is None else f"exit {code}"
             raise VmError(f"the utility VM did not start ({how}): {detail}")
@@ -353,8 +357,10 @@ class NamespacesBackend(VmBackend):
             return
         # pid 1 of the VM, even when its monitor is gone (the kernel then ends the rest of the VM).
         if vm_process_alive(pids[0], MINI_INIT_NAME, runtime_dir):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pids[0], signal.SIGKILL)
+            try:  # noqa: SIM105
+                os.kill(pids[0], SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def wait_stopped(self, runtime_dir: Path, timeout: float) -> bool:
         runtime_dir = Path(runtime_dir)
@@ -405,8 +411,7 @@ class NamespacesBackend(VmBackend):
     @staticmethod
     def _remove_runtime_files(runtime_dir: Path) -> None:
         for name in (SOCKET_NAME, PID_FILE_NAME):
-            with contextlib.suppress(FileNotFoundError):
-                (runtime_dir / name).unlink()
+            (runtime_dir / name).unlink(missing_ok=True)
 
     @staticmethod
     def _remove_stale_groups(runtime_dir: Path, timeout: float, spare: tuple[Path, ...] = ()) -> bool:

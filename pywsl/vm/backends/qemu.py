@@ -15,12 +15,12 @@ the VM's files); when the monitor itself was killed, ``remove_leftovers`` remove
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import fcntl
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -198,7 +198,7 @@ def _monitor_argv(config: VmConfig, plan: QemuPlan, runtime_dir: Path, console: 
 class QemuBackend(VmBackend):
     name = "qemu"
 
-    def start(self, config: VmConfig) -> socket.socket:
+    def start(self, config: VmConfig) -> _socket.socket:
         runtime_dir = Path(config.runtime_dir).absolute()
         _prepare_runtime_dir(runtime_dir)
         lock = os.open(runtime_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
