@@ -394,6 +394,35 @@ def test_a_prestarted_boot_that_fails_says_why_at_once(
     assert time.monotonic() - started < 30
     assert reason in str(failure.value)
     assert namespaces_prestart._pending is None  # the boot took the prestarted interpreter
+    # What the failed VM left goes (the monitor's cleaning child waits for the boot's lock).
+    deadline = time.monotonic() + 20
+    runtime = Path(config.runtime_dir)
+    while time.monotonic() < deadline and (
+        (runtime / "mini_init.sock").exists() or find_groups(lambda name: is_cgroup_of(runtime, name))
+    ):
+        time.sleep(0.05)
+    assert not (runtime / "mini_init.sock").exists()
+    assert find_groups(lambda name: is_cgroup_of(runtime, name)) == []
+
+
+def test_the_interpreter_started_ahead_becomes_the_vms_monitor(vm_factory: object) -> None:
+    """No fork of the loaded interpreter on the cold launch's way: the process the launch started
+    ahead is the VM's monitor (second line of the pid file), a child of this process that lives
+    as long as the VM, and the VM stops as any other."""
+    from conftest import VmFactory
+
+    assert isinstance(vm_factory, VmFactory)
+    config = vm_factory.config()
+    namespaces_prestart.begin(str(config.runtime_dir))
+    pending = namespaces_prestart._pending
+    assert pending is not None
+    booted = vm_factory.boot(config)
+    assert booted.monitor == pending.process.pid
+    assert pending.process.poll() is None  # still running: the VM's monitor
+    assert Path(f"/proc/{booted.monitor}/comm").read_text().strip() == "pywsl-vm"
+    booted.vm.shutdown()
+    assert pending.process.wait(20) == 0  # it ends with the VM
+    assert not (Path(config.runtime_dir) / "mini_init.pid").exists()
 
 
 def test_the_vm_finds_construct_where_the_import_system_does() -> None:

@@ -793,10 +793,14 @@ def prepare() -> None:
     gc.enable()  # off while the modules loaded (`pywsl.guest`)
 
 
-def boot(arguments: BootArguments, notify_fd: int = -1) -> int:
+def boot(arguments: BootArguments, notify_fd: int = -1, *, in_place: bool = False) -> int:
     """Start the VM (after `prepare`); the exit status of this, its host process. `notify_fd`
-    (a socket of the host's, taken over) is told b"1" as soon as the VM serves."""
+    (a socket of the host's, taken over) is told b"1" as soon as the VM serves. `in_place`: this
+    process becomes the VM's monitor (`vm_monitor.run_here`) and returns when the VM has stopped,
+    rather than forking the monitor and returning once the VM serves (`vm_monitor.launch`)."""
     processors.restrict_processors(arguments.processors)
+    if in_place:
+        return vm_monitor.run_here(arguments, serve, notify_fd)
     return vm_monitor.launch(arguments, serve, notify_fd)
 
 

@@ -261,6 +261,9 @@ class Monitor:
         self.boot_deadline = time.monotonic() + boot.boot_timeout_ms / 1000
         self.interop_workers: InteropWorkers | None = None  # after the first interop connection
         self.leave_groups_at: float | None = None  # when the monitor leaves the VM's groups
+        # The monitor is the process the host started (`run_here`), whose exit the host awaits
+        # after a failed boot while it holds the runtime folder's lock.
+        self.in_place = False
 
     def run(self, serve: ServeFunction, ready_fd: int, notify_fd: int = -1) -> int:
         syscalls.set_process_name("pywsl-vm")
@@ -283,7 +286,8 @@ class Monitor:
             self._boot(first, sync, ready)
             # When nobody reads this any more (the host gave up waiting), the write fails and the
             # VM is stopped below rather than left running unseen.
-            forking.write_all(ready_fd, b"1")
+            if ready_fd >= 0:
+                forking.write_all(ready_fd, b"1")
             _notify_ready(notify_fd)
             # The VM's first child was forked in its groups; the monitor leaves them once the
             # VM's first start is over (`_serve_clones`), or before its first interop worker.
@@ -300,12 +304,11 @@ class Monitor:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.vm_pid, signal.SIGKILL)
             self._wait_all()
-            os.close(ready_fd)
-            if notify_fd >= 0:
-                os.close(notify_fd)  # the host sees the end without b"1": the exit status follows
-            self._cleanup()
+            _close_given(ready_fd)
+            _close_given(notify_fd)  # the host sees the end without b"1": the exit status follows
+            self._cleanup_after_failure()
             return 1
-        os.close(ready_fd)
+        _close_given(ready_fd)
         sync.close()
         ready.close()
         self._serve_clones(clones)
@@ -447,6 +450,25 @@ class Monitor:
             self.interop_workers = InteropWorkers(self.boot.owner_uid)
         self.interop_workers.serve(fd)
 
+    def _cleanup_after_failure(self) -> None:
+        """`_cleanup` after a boot that failed. In place, the host waits for this process's exit
+        status while it holds the runtime folder's lock, which `_cleanup` takes: a child of this
+        process cleans up once this one has exited, as a forked monitor does after the process
+        the host started (`launch`). If that fork fails, this process cleans up first."""
+        if self.in_place:
+            try:
+                cleaner = os.fork()
+            except OSError:
+                cleaner = -1
+            if cleaner == 0:
+                try:
+                    self._cleanup()
+                finally:
+                    forking.exit_now(0)
+            if cleaner > 0:
+                return
+        self._cleanup()
+
     def _cleanup(self) -> None:
         """Remove the VM's cgroups, then its runtime files (under the runtime folder's lock).
 
@@ -496,6 +518,12 @@ def _remove_cgroup(path: str, deadline: float) -> None:
                 time.sleep(0.02)
 
 
+def _close_given(fd: int) -> None:
+    """Close `fd`, unless it is -1 (none was given)."""
+    if fd >= 0:
+        os.close(fd)
+
+
 def _notify_ready(fd: int) -> None:
     """Tell the host on its socket `fd` (closed here; -1: none) that the VM serves."""
     if fd < 0:
@@ -503,6 +531,23 @@ def _notify_ready(fd: int) -> None:
     with contextlib.suppress(OSError):  # the host gave up: its exit status check follows
         os.write(fd, b"1")
     os.close(fd)
+
+
+def run_here(boot: BootArguments, serve: ServeFunction, notify_fd: int) -> int:
+    """Be the VM's monitor in this process, without the fork of `launch`: for the interpreter a
+    cold launch started ahead (`pywsl.guest.vm_prestart`), which is in a session of its own
+    already and which the host does not wait for (it hears on `notify_fd` that the VM serves, and
+    leaves the process to exit on its own). A fork of the loaded interpreter and that
+    interpreter's exit, both on a cold launch's way, are spared. The status once the VM has
+    stopped (1 when it did not start)."""
+    code = 1
+    try:
+        monitor = Monitor(boot)
+        monitor.in_place = True
+        code = monitor.run(serve, -1, notify_fd)
+    except BaseException:
+        log.exception("the VM monitor failed")
+    return code
 
 
 def launch(boot: BootArguments, serve: ServeFunction, notify_fd: int = -1) -> int:

@@ -6,7 +6,11 @@ roles and does the start that needs no boot arguments (``mini_init.prepare``), t
 :data:`HANDOFF_TIMEOUT` seconds for one message on the socket ``FD``: the boot arguments
 (NUL-separated) with two descriptors, the listening socket and the log. It then boots as
 mini_init started with ``<arguments>`` would, with the log as its stdout and stderr
-(what it wrote before comes first) and ``--listen-fd`` naming the socket it received. No message
+(what it wrote before comes first) and ``--listen-fd`` naming the socket it received, except that
+it becomes the VM's monitor itself (``vm_monitor.run_here``) rather than forking one and exiting:
+it is in a session of its own already, and the host hears on the socket ``FD`` that the VM
+serves. It then lives as long as the VM (the host's process is usually gone long before; while
+it lives, it does not wait for this one). No message
 (the host booted another way, or is gone) ends it quietly; arguments for another runtime folder are
 refused.
 """
@@ -21,7 +25,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from pywsl.guest.boot import BootArguments
 
 __all__ = ["HANDOFF_TIMEOUT", "boot_arguments_from", "main", "run"]
 
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     early = os.memfd_create("vm-prestart-output", os.MFD_CLOEXEC)
     os.dup2(early, 1)
     os.dup2(early, 2)
-    boot: Callable[[BootArguments, int], int] | None = None
+    boot: Callable[..., int] | None = None
     try:
         from pywsl.guest import mini_init
 
@@ -122,9 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     from pywsl.guest.boot import parse_boot_arguments
 
-    # The monitor tells the host on the handoff socket as soon as the VM serves: the host need
-    # not wait for this process to hear it and exit.
-    return boot(parse_boot_arguments(arguments), handoff_fd)
+    # This process becomes the VM's monitor (no fork of it on the cold launch's way); it tells
+    # the host on the handoff socket as soon as the VM serves, and lives as long as the VM.
+    return boot(parse_boot_arguments(arguments), handoff_fd, in_place=True)
 
 
 def _leave_groups(runtime_dir: str) -> None:

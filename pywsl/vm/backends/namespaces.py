@@ -193,8 +193,8 @@ def _boot_status(
 ) -> int | None:
     """0 once the VM serves, else the exit status of the process that booted it (None: it did not
     end within `timeout` s and was killed; the monitor gives up by itself after kernelBootTimeout,
-    this is the backstop). A prestarted interpreter's monitor says that the VM serves on the
-    handoff socket, before the interpreter exits."""
+    this is the backstop). A prestarted interpreter, which becomes the VM's monitor, says that
+    the VM serves on the handoff socket (it exits only when the VM has stopped, or did not start)."""
     deadline = time.monotonic() + timeout
     if prestarted is not None and process is prestarted.process and prestarted.serving_within(timeout):
         return 0

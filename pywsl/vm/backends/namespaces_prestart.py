@@ -6,7 +6,10 @@ then the VM's interpreter (`MINI_INIT_CODE`) loading the guest. When root's quic
 finds no VM, `begin` starts the VM's interpreter at once (`pywsl.guest.vm_prestart`): it loads the
 guest on another processor while this process loads the session, then waits for its boot
 arguments. `NamespacesBackend` hands them over (`take`, `Prestarted.hand_over`) with the
-listening socket and the log, and from there the VM starts as a spawned one does.
+listening socket and the log, and from there the VM starts as a spawned one does, except that
+the interpreter is the VM's monitor itself rather than forking one and exiting: it is this
+process's child until this process ends (a VM stopped meanwhile stays a zombie until then, which
+`namespaces.vm_process_alive` counts as gone).
 
 A prestarted interpreter that nobody takes (the boot took another way: the qemu backend, a VM that
 another process started meanwhile, an error before the boot) is ended when this process exits
@@ -229,10 +232,11 @@ class Prestarted:
             return False
 
     def serving_within(self, timeout: float) -> bool:
-        """After `hand_over`: whether the VM's monitor says within `timeout` s, on the handoff
-        socket, that the VM serves (it does so before the interpreter exits with status 0).
-        False when the socket ended without it (the boot failed: the exit status says how) or
-        time ran out. The interpreter is reaped when this process exits (`discard`) or later."""
+        """After `hand_over`: whether the VM's monitor (the interpreter itself, from the hand-over
+        on) says within `timeout` s, on the handoff socket, that the VM serves. False when the
+        socket ended without it (the boot failed: the exit status says how) or time ran out. The
+        interpreter then lives as long as the VM: it is reaped when this process exits
+        (`discard`) if it has ended by then, else it goes to the init of this process's parents."""
         import select
 
         try:
