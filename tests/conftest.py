@@ -111,9 +111,16 @@ class RunResult:
 
 
 def run_in(
-    instance: CoreInstance, command: str, *, user: str = "", stdin: bytes = b"", timeout: float = 20.0
+    instance: CoreInstance,
+    command: str,
+    *,
+    user: str = "",
+    stdin: bytes = b"",
+    timeout: float = 20.0,
+    default_uid: int = 0,
 ) -> RunResult:
-    """Run ``/bin/sh -c command`` in a distribution (through its session leader) and collect its output."""
+    """Run ``/bin/sh -c command`` in a distribution (through its session leader) and collect its
+    output; `default_uid` is the request's DefaultUid (the registration's default user)."""
     from pywsl.vm import ProcessRequest
     from pywsl.wire import schema
     from pywsl.wire.channel import MessageChannel
@@ -130,7 +137,7 @@ def run_in(
         cwd="/",
         environment=["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
         username=user,
-        default_uid=0,
+        default_uid=default_uid,
         login_shell=False,
         console=(False, False, False),
         rows=0,

@@ -40,7 +40,7 @@ def quiet_init(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[init.Init, lis
 
     def fork_spare() -> None:
         forks.append("spare leader")
-        subject.spare = (0, socket.socket(), init.Settings(0, None, None))
+        subject.spare = (0, socket.socket())
 
     monkeypatch.setattr(subject, "_fork_spare_leader", fork_spare)
     monkeypatch.setattr(

@@ -437,6 +437,27 @@ def test_wsl_conf_settings_and_warnings(vm_factory: VmFactory) -> None:
     instance.close()
 
 
+def test_the_first_session_uses_the_default_user_that_initialize_decided(vm_factory: VmFactory) -> None:
+    """The first session's leader (and its first relay) are forked as the distribution starts,
+    before Initialize decides the distribution's default user (its DrvFsDefaultOwner here, tried
+    when the request's DefaultUid is nobody in /etc/passwd): that user comes with the session's
+    channel, and with each request handed to a relay forked ahead."""
+    booted = vm_factory.boot()
+    rootfs = vm_factory.rootfs(vm=booted)
+    instance = booted.vm.launch_instance("Box", rootfs, default_uid=1000, hostname="box")
+    assert instance.default_uid == 1000
+    first = run_in(instance, "id -u", default_uid=4242)
+    assert (first.code, first.stdout) == (0, "1000\n"), first.stderr
+    again = run_in(instance, "id -u", default_uid=4242)  # the leader's next relay, the same user
+    assert (again.code, again.stdout) == (0, "1000\n"), again.stderr
+    assert run_in(instance, "id -u").stdout == "0\n"  # the request's own DefaultUid comes first
+    instance.close()
+    second = booted.vm.launch_instance("Box", rootfs, default_uid=1000, hostname="box")
+    later = run_in(second, "id -u", default_uid=4242)  # a spare leader forked after Initialize
+    assert (later.code, later.stdout) == (0, "1000\n"), later.stderr
+    second.close()
+
+
 def test_automount_disabled_and_networking_none(vm_factory: VmFactory) -> None:
     booted = vm_factory.boot(networking_mode="none")
     rootfs = vm_factory.rootfs(vm=booted, wsl_conf="[automount]\nenabled = false\n")

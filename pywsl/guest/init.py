@@ -87,7 +87,10 @@ SEND_TIMEOUT = 5.0
 TERMINATE_GRACE = 2.0
 SYSTEMD_STOP_TIMEOUT = 30.0  # units stopping at -t / --shutdown; then systemd is killed
 STOP_REQUEST = b"T"  # on the control socket, from mini_init: stop the instance (VM shutdown)
-SESSION_CHANNEL = b"S"  # init -> a spare session leader, with the channel it is to serve
+# init -> a spare session leader, with the channel it is to serve: b"S" and the session's default
+# uid (the first Initialize decides it, possibly after the spare was forked).
+SESSION_CHANNEL = b"S"
+_SESSION_UID = struct.Struct("<i")
 SPARE_DELAY = 0.002  # a new spare leader is forked once init has been quiet this long (seconds)
 # ... and no sooner than this after the last CreateSession (seconds): the session's first process
 # is then usually started, and over when it was short, so the fork takes no processor from it.
@@ -231,19 +234,20 @@ def _check_default_user(conf: WslConf) -> None:
         )
 
 
-def _channel_for_spare(sock_fd: int) -> int:
-    """A spare session leader waits here for the channel it is to serve; -1 when init closed the
-    socket instead (the instance stops, or the spare was not wanted)."""
+def _channel_for_spare(sock_fd: int) -> tuple[int, int] | None:
+    """A spare session leader waits here for the channel it is to serve and the session's default
+    uid; None when init closed the socket instead (the instance stops, or the spare was not wanted)."""
+    size = len(SESSION_CHANNEL) + _SESSION_UID.size
     with socket.socket(fileno=sock_fd) as sock:
         try:
-            data, fds, _flags, _address = socket.recv_fds(sock, len(SESSION_CHANNEL), 1)
+            data, fds, _flags, _address = socket.recv_fds(sock, size, 1)
         except OSError:
-            return -1
-    if data == SESSION_CHANNEL and len(fds) == 1:
-        return fds[0]
+            return None
+    if data[: len(SESSION_CHANNEL)] == SESSION_CHANNEL and len(data) == size and len(fds) == 1:
+        return fds[0], _SESSION_UID.unpack_from(data, len(SESSION_CHANNEL))[0]
     for fd in fds:
         os.close(fd)
-    return -1
+    return None
 
 
 def _redirect_stdio_to_null() -> None:
@@ -268,7 +272,7 @@ class Init:
         self.idle_timeout_ms = instance.parameters.idle_timeout_ms
         self.warnings_sent = False  # wsl.conf's warnings go to the host that started the instance
         # The next session leader, forked ahead: (pid, init's end of its socket pair, its settings).
-        self.spare: tuple[int, socket.socket, Settings] | None = None
+        self.spare: tuple[int, socket.socket] | None = None
         self.spare_wanted = False  # a session was asked for: keep a spare from now on
         self.quiet_from = 0.0  # (monotonic) no quiet work before then: a session is starting
         # The launches to come most likely have the booting caller's host PATH: its folders are
@@ -298,6 +302,11 @@ class Init:
                 interop, selectors.EVENT_READ, functools.partial(self._on_interop, interop)
             )
         self._add_channel(socket.socket(fileno=self.instance.parameters.channel_fd))
+        # The distribution starts for a launch, whose CreateSession follows at once: its leader,
+        # and that leader's first relay, are forked now, while the host reads the instance's
+        # result and init answers Initialize, rather than when CreateSession comes.
+        self.spare_wanted = True
+        self._fork_spare_leader(warm_host_path=True)
         while self.stop is None:
             ready = self.selector.select(self._select_timeout())
             for key, _events in ready:
@@ -568,11 +577,9 @@ class Init:
         spare, self.spare = self.spare, None
         if spare is None:
             return None
-        pid, sock, spare_settings = spare
+        pid, sock = spare
         try:
-            if spare_settings is not settings:  # forked before the first Initialize decided
-                return None
-            socket.send_fds(sock, [SESSION_CHANNEL], [fd])
+            socket.send_fds(sock, [SESSION_CHANNEL + _SESSION_UID.pack(settings.default_uid)], [fd])
         except OSError as error:
             log.warning("the spare session leader is gone: %s", error)
             return None
@@ -580,26 +587,34 @@ class Init:
             sock.close()  # the spare sees the end of its socket when it was not given the channel
         return pid
 
-    def _fork_spare_leader(self) -> None:
+    def _fork_spare_leader(self, *, warm_host_path: bool = False) -> None:
+        """A spare session leader, waiting for the next CreateSession's channel. With
+        `warm_host_path`, its first relay makes the booting caller's host PATH folders while it
+        waits (init then does not make them at its first quiet moment)."""
         settings = self.instance.settings or Settings(0, None, None)
+        host_path = ""
+        if warm_host_path and self.path_folders_of is not None:
+            host_path, self.path_folders_of = self.path_folders_of, None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            pid = self._fork_leader(theirs.fileno(), settings, spare=True)
+            pid = self._fork_leader(theirs.fileno(), settings, spare=True, host_path=host_path)
         except OSError as error:
             log.error("cannot fork a spare session leader: %s", error)
             ours.close()
             self.spare_wanted = False  # forks fail: the next session forks its leader itself
+            if host_path:
+                self.path_folders_of = host_path  # made at init's first quiet moment, as before
             return
         finally:
             theirs.close()
-        self.spare = (pid, ours, settings)
+        self.spare = (pid, ours)
 
     def _drop_spare_leader(self) -> None:
         if self.spare is not None:
             self.spare[1].close()  # it exits when its socket ends
             self.spare = None
 
-    def _fork_leader(self, fd: int, settings: Settings, *, spare: bool = False) -> int:
+    def _fork_leader(self, fd: int, settings: Settings, *, spare: bool = False, host_path: str = "") -> int:
         """Fork a session leader serving the channel ``fd`` or, for a spare, the channel that
         arrives on the socket ``fd``; its pid."""
         leader = os.fork()
@@ -621,8 +636,14 @@ class Init:
                     interop=interop_init.relay_settings(self.instance.conf),
                 )
                 if spare:
+                    session.warm_host_path = host_path
                     session.prepare()  # its first relay is forked while it waits for a channel
-                channel = _channel_for_spare(fd) if spare else fd
+                    handed = _channel_for_spare(fd)
+                    channel = -1 if handed is None else handed[0]
+                    if handed is not None:
+                        session.use_default_uid(handed[1])
+                else:
+                    channel = fd
                 if channel >= 0:
                     session.serve(socket.socket(fileno=channel))
                 code = 0

@@ -31,6 +31,7 @@ from types import FrameType
 from pywsl.guest import forking, syscalls
 from pywsl.guest import lean_signal as signal
 from pywsl.guest.interop_init import InteropSettings
+from pywsl.guest.path_folders import host_path_folders
 from pywsl.guest.relay import LaunchRequest, RelayContext, RelayDescriptors, run_relay
 from pywsl.wire import unix_sockets as socket
 from pywsl.wire.channel import MessageChannel
@@ -38,6 +39,12 @@ from pywsl.wire.constants import LX_INIT_UTILITY_VM_INVALID_PORT
 from pywsl.wire.errors import ChannelClosed, ProtocolError
 from pywsl.wire.launch_codec import CREATE_PROCESS_UTILITY_VM as _CREATE_PROCESS
 from pywsl.wire.launch_codec import RESULT_UINT32 as _RESULT
+
+TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the same classes cheaply
+if TYPE_CHECKING:
+    from dataclasses import replace
+else:
+    from pywsl.records import replace
 
 __all__ = ["SPARE_DELAY", "SPARE_RELAY_TITLE", "SessionLeader", "SpareRelay", "serve"]
 
@@ -62,7 +69,9 @@ def _reap_relays(number: int, frame: FrameType | None) -> None:
 
 SPARE_DELAY = 0.005  # a relay is forked ahead once the leader has been idle this long (seconds)
 SPARE_RELAY_TITLE = "SpareRelay"  # its name until it runs a request (init's idle check skips it)
-_LENGTH = struct.Struct("<I")
+# A request handed to a spare relay: its length, and the uid tried when no user resolves (-1:
+# none), which the leader may have learned after it forked the spare (`SessionLeader.use_default_uid`).
+_HANDED = struct.Struct("<Ii")
 
 
 class SpareRelay:
@@ -74,8 +83,9 @@ class SpareRelay:
         self._sock = sock
 
     @classmethod
-    def fork(cls, context: RelayContext) -> SpareRelay | None:
-        """A new spare relay; None when the fork fails (the request then forks one itself)."""
+    def fork(cls, context: RelayContext, host_path: str = "") -> SpareRelay | None:
+        """A new spare relay; None when the fork fails (the request then forks one itself). With
+        a `host_path`, it makes that host PATH's folders while it waits (`_await_request`)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             pid = os.fork()
@@ -88,17 +98,19 @@ class SpareRelay:
             try:
                 forking.close_other_fds([theirs.fileno()])
                 syscalls.set_process_title(SPARE_RELAY_TITLE)
-                _await_request(theirs.fileno(), context)
+                _await_request(theirs.fileno(), context, host_path)
             finally:
                 os._exit(1)
         theirs.close()
         return cls(pid, ours)
 
-    def hand(self, data: bytes, fds: Sequence[int]) -> bool:
-        """Give the request to the spare relay; False when it is gone (nothing was handed)."""
+    def hand(self, data: bytes, fds: Sequence[int], fallback_uid: int | None) -> bool:
+        """Give the request (and the session's `fallback_uid`) to the spare relay; False when it
+        is gone (nothing was handed)."""
         try:
             ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))]
-            self._sock.sendmsg([_LENGTH.pack(len(data))], ancillary)
+            header = _HANDED.pack(len(data), -1 if fallback_uid is None else fallback_uid)
+            self._sock.sendmsg([header], ancillary)
             self._sock.sendall(data)
         except OSError as error:
             _log(f"the spare relay is gone: {error}")
@@ -112,16 +124,25 @@ class SpareRelay:
         self._sock.close()
 
 
-def _await_request(sock_fd: int, context: RelayContext) -> None:
-    """A spare relay's life: the request, then the relay; nothing when the leader closes the pair."""
+def _await_request(sock_fd: int, context: RelayContext, host_path: str = "") -> None:
+    """A spare relay's life: the request, then the relay; nothing when the leader closes the pair.
+    While it waits, it makes the folders of `host_path` (the host PATH its launch most likely
+    has: the VM's booting caller's), which its launch would otherwise make first (as root, as the
+    relay does: `interop_init.launch_environment`); one that fails is left to that launch."""
     gc.collect()  # what the leader made since it froze its objects, as `run_relay` would
+    interop = context.interop
+    if host_path and interop is not None and interop.enabled and interop.append_host_path:
+        try:
+            host_path_folders(host_path)
+        except OSError as error:
+            _log(f"the host PATH folders were not made ahead: {error}")
     with socket.socket(fileno=sock_fd) as sock:
         try:
-            header, fds, _flags, _address = socket.recv_fds(sock, _LENGTH.size, 5)
-            if len(header) < _LENGTH.size:
+            header, fds, _flags, _address = socket.recv_fds(sock, _HANDED.size, 5)
+            if len(header) < _HANDED.size:
                 _close_fds(fds)
                 return  # the leader closed the pair: not needed
-            (size,) = _LENGTH.unpack(header)
+            size, fallback_uid = _HANDED.unpack(header)
             data = bytearray()
             while len(data) < size:
                 chunk = sock.recv(size - len(data))
@@ -133,6 +154,8 @@ def _await_request(sock_fd: int, context: RelayContext) -> None:
         except (OSError, ProtocolError, ValueError) as error:
             _log(f"a spare relay could not take its request: {error}")
             return
+    if context.fallback_uid != (None if fallback_uid < 0 else fallback_uid):
+        context = replace(context, fallback_uid=None if fallback_uid < 0 else fallback_uid)
     run_relay(request, descriptors, context)
 
 
@@ -155,7 +178,7 @@ def _start_relay(channel: MessageChannel, data: bytes, fds: list[int], leader: S
         _close_fds(fds)
         return LX_INIT_UTILITY_VM_INVALID_PORT
     if spare is not None:
-        handed = spare.hand(data, fds)
+        handed = spare.hand(data, fds, context.fallback_uid)
         leader.spare = None  # handed over, or gone: either way it is used up
         if handed:
             _close_fds(fds)
@@ -199,12 +222,22 @@ class SessionLeader:
         )
         self.spare: SpareRelay | None = None
         self._prepared = False
+        # The host PATH whose folders the first spare relay makes while it waits ("" for none):
+        # the VM's booting caller's, for the leader forked as the distribution starts.
+        self.warm_host_path = ""
+
+    def use_default_uid(self, default_uid: int) -> None:
+        """The session's default uid, learned after this leader was forked (a spare leader forked
+        before the distribution's first Initialize gets it with its channel)."""
+        if self.context.fallback_uid != default_uid:
+            self.context = replace(self.context, fallback_uid=default_uid)
 
     def prepare(self) -> None:
         """Signals, frozen objects and the first spare relay: done by a spare leader while it waits."""
         self._settle()
         if self.spare is None:
-            self.spare = SpareRelay.fork(self.context)
+            host_path, self.warm_host_path = self.warm_host_path, ""
+            self.spare = SpareRelay.fork(self.context, host_path)
 
     def _settle(self) -> None:
         """Signals and frozen objects, once, before the first relay is forked."""
