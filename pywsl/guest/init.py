@@ -7,9 +7,11 @@ mini_init's shim forks this role into fresh mount, pid, uts and ipc namespaces. 
 * greets the host with ``CreateInstanceResult`` (its pid in the VM and the wsl.conf warnings);
 * answers ``Initialize`` (host name, ``/etc/hosts``, ``/etc/resolv.conf``, the time zone,
   ``[boot] command`` on the first one) with ``InitializeResponse``;
-* forks a session leader for each ``CreateSession``; once a session was asked for, it keeps a
-  spare leader forked ahead (waiting for its channel on a socket pair), so that the next
-  ``CreateSession`` hands the channel over instead of waiting for a fork;
+* keeps a spare session leader forked ahead (waiting for its channel on a socket pair), so that
+  a ``CreateSession`` hands the channel over, with the session's default uid, instead of waiting
+  for a fork: the first one as soon as it has greeted the host (the distribution starts for a
+  launch, whose session follows; that leader's first relay makes the booting caller's host PATH
+  folders meanwhile), the next ones once init has been quiet a while after a session;
 * ends its pid namespace on ``TerminateInstance`` (the channel closing is the success), on a
   stop request from mini_init (its control socket; signals from the distribution's own
   processes are ignored), or after ``instanceIdleTimeout`` ms with no process besides itself
@@ -271,12 +273,13 @@ class Init:
         self.idle_since: float | None = None
         self.idle_timeout_ms = instance.parameters.idle_timeout_ms
         self.warnings_sent = False  # wsl.conf's warnings go to the host that started the instance
-        # The next session leader, forked ahead: (pid, init's end of its socket pair, its settings).
+        # The next session leader, forked ahead: (pid, init's end of its socket pair).
         self.spare: tuple[int, socket.socket] | None = None
         self.spare_wanted = False  # a session was asked for: keep a spare from now on
         self.quiet_from = 0.0  # (monotonic) no quiet work before then: a session is starting
         # The launches to come most likely have the booting caller's host PATH: its folders are
-        # made by a child forked at init's first quiet moment (None once it was).
+        # made by the first spare leader's first relay, or, when that fork failed, by a child
+        # forked at init's first quiet moment (None once either has it).
         self.path_folders_of: str | None = instance.parameters.host_path
 
     # -- loop ------------------------------------------------------------------------------------
