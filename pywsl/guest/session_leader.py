@@ -134,8 +134,8 @@ def _await_request(sock_fd: int, context: RelayContext, host_path: str = "") -> 
     if host_path and interop is not None and interop.enabled and interop.append_host_path:
         try:
             host_path_folders(host_path)
-        except OSError as error:
-            _log(f"the host PATH folders were not made ahead: {error}")
+        except Exception as error:  # only ahead of time: the launch makes what is missing
+            _log(f"the host PATH folders were not made ahead: {error!r}")
     with socket.socket(fileno=sock_fd) as sock:
         try:
             header, fds, _flags, _address = socket.recv_fds(sock, _HANDED.size, 5)
