@@ -558,14 +558,21 @@ def _xwd_image(data: bytes) -> tuple[int, int, int]:
 
 XEYES = (
     "xdpyinfo | grep -E '^name of display|dimensions'; "
-    "xeyes -geometry 120x90+10+10 & "
-    "i=0; until xwininfo -name xeyes >/dev/null 2>&1 || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done; "
+    "xeyes -geometry 120x90+10+10 2>/root/xeyes.err & "
+    # Its window, within 30 s (a loaded machine late in a full test run took more than 10 s once);
+    # no longer once xeyes has gone.
+    "i=0; until xwininfo -name xeyes >/dev/null 2>&1 || [ $i -ge 300 ]; do "
+    "kill -0 $! 2>/dev/null || break; sleep 0.1; i=$((i+1)); done; w=$i; "
     # Mapped is not yet drawn: capture again until the picture changes from the first capture (or
     # stays the same for 3 s: then the first one was already drawn).
     "xwd -silent -nobdrs -name xeyes -out /root/first.xwd; i=0; "
     "while xwd -silent -nobdrs -name xeyes -out /root/xeyes.xwd; s=$?; "
     "cmp -s /root/xeyes.xwd /root/first.xwd && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done; "
-    "echo xwd=$s; kill $!; wait"
+    "echo xwd=$s; "
+    # What the assertion shows when there was no window: how long it was waited for, whether
+    # xeyes still ran, and what it said.
+    'if [ $s -ne 0 ]; then echo "waited $w"; kill -0 $! 2>/dev/null && echo running || echo gone; '
+    "cat /root/xeyes.err; fi; kill $!; wait"
 )
 
 
