@@ -16,6 +16,7 @@ descriptors opened as the user and verified, on what the user or the VM's ids ow
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import pwd
 from _thread import _local
@@ -52,13 +53,9 @@ _SYS_SETGROUPS = {
 }
 
 
-_loaded_libc: list[ctypes.CDLL] = []  # loaded once, by the first thread that changes its rights
-
-
+@functools.cache
 def _libc() -> ctypes.CDLL:
     """libc's calls, loaded when a thread first changes its rights (a user's own launch never does)."""
-    if _loaded_libc:
-        return _loaded_libc[0]
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
@@ -67,7 +64,6 @@ def _libc() -> ctypes.CDLL:
     libc.setfsgid.argtypes = [ctypes.c_uint32]
     libc.setfsgid.restype = ctypes.c_int
     libc.syscall.restype = ctypes.c_long
-    _loaded_libc.append(libc)
     return libc
 
 

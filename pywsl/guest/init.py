@@ -642,9 +642,11 @@ class Init:
                     session.warm_host_path = host_path
                     session.prepare()  # its first relay is forked while it waits for a channel
                     handed = _channel_for_spare(fd)
-                    channel = -1 if handed is None else handed[0]
-                    if handed is not None:
-                        session.use_default_uid(handed[1])
+                    if handed is None:
+                        channel = -1
+                    else:
+                        channel, default_uid = handed
+                        session.use_default_uid(default_uid)
                 else:
                     channel = fd
                 if channel >= 0:

@@ -154,8 +154,9 @@ def _await_request(sock_fd: int, context: RelayContext, host_path: str = "") -> 
         except (OSError, ProtocolError, ValueError) as error:
             _log(f"a spare relay could not take its request: {error}")
             return
-    if context.fallback_uid != (None if fallback_uid < 0 else fallback_uid):
-        context = replace(context, fallback_uid=None if fallback_uid < 0 else fallback_uid)
+    session_uid = None if fallback_uid < 0 else fallback_uid
+    if context.fallback_uid != session_uid:
+        context = replace(context, fallback_uid=session_uid)
     run_relay(request, descriptors, context)
 
 
