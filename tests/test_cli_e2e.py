@@ -128,7 +128,7 @@ def box(pywsl: Pywsl, workspace: Path) -> str:
 
 def test_run_shell_and_exec_modes(pywsl: Pywsl, box: str) -> None:
     result = pywsl("-d", "box", "--", "echo", "a  b", "c")
-    assert (result.returncode, result.out, result.err) == (0, "a b c\n", "")
+    assert (result.returncode, result.out, result.err) == (0, "a  b c\n", "")  # `echo "a  b" c`
     result = pywsl("-d", box, "-e", "/bin/echo", "a  b", "c")
     assert (result.returncode, result.out) == (0, "a  b c\n")
     result = pywsl("-d", box, "printf", "%s,", "x", "--help")

@@ -16,13 +16,13 @@ def cli(mocker: MockerFixture) -> Cli:
     return Cli(mocker)
 
 
-def test_shell_mode_joins_the_rest_with_single_spaces(cli: Cli) -> None:
+def test_shell_mode_passes_the_rest_as_one_raw_command_line(cli: Cli) -> None:
     cli.process.wait.return_value = 3
     outcome = cli("-d", "debian", "--", "echo", "a  b", "$HOME")
     assert outcome.exit_code == 3
     assert outcome.stdout == outcome.stderr == ""
     args, kwargs = cli.launched()
-    assert args == (DEBIAN_ID, ["echo a  b $HOME"])
+    assert args == (DEBIAN_ID, ['echo "a  b" $HOME'])
     assert kwargs["filename"] is None
     assert kwargs["login"] is False
     assert kwargs["cwd"] == f"host:{os.getcwd()}" and kwargs["username"] == ""

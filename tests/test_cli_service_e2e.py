@@ -124,7 +124,7 @@ def test_import_from_stdin_and_list(users: tuple[User, User], workspace: Workspa
 def test_shell_and_exec_modes(users: tuple[User, User], workspace: Workspace, box: str) -> None:
     a, _ = users
     result = pywsl(workspace, a, "-d", box, "--", "echo", "a  b", "c")
-    assert (result.returncode, result.out, result.err) == (0, "a b c\n", "")
+    assert (result.returncode, result.out, result.err) == (0, "a  b c\n", "")  # `echo "a  b" c`
     result = pywsl(workspace, a, "-d", box, "-e", "/bin/echo", "a  b", "c")
     assert (result.returncode, result.out, result.err) == (0, "a  b c\n", "")
 

@@ -26,9 +26,11 @@ INTERRUPTED_EXIT_STATUS = 130  # 128 + SIGINT
 HELP = """Run Linux programs in a distribution, or manage distributions.
 
 With no command line, start the default user's shell (as a login shell) in the distribution.
-Otherwise the command line, after -- or not, is joined with single spaces and run through the
-user's shell; after -e/--exec it runs without a shell. Options after the command line belong to
-the command: 'pywsl echo --help' runs 'echo --help'.
+Otherwise the command line, after -- or not, runs through the user's shell as wsl.exe's raw
+command line: one argument is the line itself ('pywsl -- "echo a; exit 3"'); several are joined
+with spaces, those with whitespace or a double quote in double quotes ('pywsl -- sh -c "ls -l"').
+After -e/--exec it runs without a shell. Options after the command line belong to the command:
+'pywsl echo --help' runs 'echo --help'.
 """
 
 EPILOG = """JSON output (--format json of --list and --status: one document on stdout)

@@ -5,8 +5,11 @@ path for the common launch lines (`pywsl.cli.fast_launch`). Nothing here imports
 rendering modules; the library is imported when the launch runs.
 
 * no command line: the default user's shell, as a login shell;
-* a command line (after `--` or not): the arguments joined with single spaces, unquoted, run as
-  `<shell> -c "<line>"` (WSL passes the raw rest of its command line as one string);
+* a command line (after `--` or not), run as `<shell> -c "<line>"`: WSL passes the raw rest of its
+  command line as one string, so one argument is the line itself (`pywsl -- "echo a; exit 3"`),
+  and several are joined with spaces, each that holds whitespace or a double quote (or is empty)
+  in double quotes, as a Windows program's caller quotes it: `pywsl -- sh -c 'ls -l'` runs
+  `sh -c "ls -l"`. Inside the quotes the shell still expands `$` and backquotes, as in WSL;
 * `-e`/`--exec` or `--shell-type none`: filename = argv[0], argv passed as is.
 
 The process's exit status becomes pywsl's, except 67 and 87, which init uses for "user not found"
@@ -37,6 +40,7 @@ __all__ = [
     "finish_launch",
     "launch_process",
     "process_arguments",
+    "shell_command_line",
     "working_directory",
 ]
 
@@ -92,9 +96,22 @@ def process_arguments(invocation: Invocation, shell_type: str | None) -> tuple[s
         if not arguments:
             raise fail("E_INVALIDARG")  # wsl.exe: exec mode with an empty command line
         return arguments[0], list(arguments), False
-    command_line = [" ".join(arguments)] if arguments else []
+    command_line = [shell_command_line(arguments)] if arguments else []
     login = shell_type == "login" or (shell_type is None and not arguments)
     return None, command_line, login
+
+
+def shell_command_line(arguments: Sequence[str]) -> str:
+    """The raw command line wsl.exe would hand the shell for these arguments (see the module)."""
+    if len(arguments) == 1:
+        return arguments[0]
+    return " ".join(_quoted(argument) for argument in arguments)
+
+
+def _quoted(argument: str) -> str:
+    if argument and '"' not in argument and not any(character.isspace() for character in argument):
+        return argument
+    return '"' + argument.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def launch_process(
