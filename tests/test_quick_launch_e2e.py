@@ -269,7 +269,7 @@ SAME_RESULTS: list[tuple[list[str], tuple[int, bytes, bytes]]] = [
     (["-d", "box", "-e", "echo", "a  b", "c"], (0, b"a  b c\n", b"")),
     (["-d", "box", "--", "echo", "a  b", "$WSL_DISTRO_NAME"], (0, b"a  b Box\n", b"")),
     (["-d", "Box", "--", "sh", "-c", "echo one; exit 3"], (3, b"one\n", b"")),
-    (["-d", "Box", "--", "printf", "%s,", "", "x  y", 'say "hi"'], (0, b",x  y,say \"hi\",", b"")),
+    (["-d", "Box", "--", "printf", "%s,", "", "x  y", 'say "hi"'], (0, b',x  y,say "hi",', b"")),
     (["-d", "Box", "printf", "%s,", "x", "y"], (0, b"x,y,", b"")),
     (["--cd", "/tmp", "-d", "Box", "--", "pwd"], (0, b"/tmp\n", b"")),
     (["-d", "Box", "--cd", "~", "--", "pwd"], (0, b"/root\n", b"")),
