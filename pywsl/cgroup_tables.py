@@ -31,6 +31,7 @@ __all__ = [
     "read_text",
     "remove_empty",
     "remove_unused",
+    "unified_place",
 ]
 
 V1_CONTROLLERS = frozenset({"memory", "cpu", "pids", "cpuset"})  # the v1 controllers pywsl uses
@@ -83,6 +84,67 @@ def own_group(proc_cgroup: str, version: int, controller: str | None) -> str:
         if version == 1 and controller in controllers.split(","):
             return path
     return "/"
+
+
+V2_CONTROLLERS = frozenset({"cpu", "cpuset", "memory"})  # what a VM's v2 group gets where the root has it
+V2_TOP = "pywsl"  # below the v2 root: the VMs' groups when the caller's own group cannot hold them
+
+
+def unified_place(mount_point: str, own: str) -> str:
+    """The group (as in `/proc/self/cgroup`) below which a VM's group goes in the unified hierarchy.
+
+    The caller's own group, unless it gives the groups below it fewer of `V2_CONTROLLERS` than the
+    hierarchy's root has. That is the case on a systemd host with cgroup v2 alone: the caller's
+    scope or service enables no controller for groups below it, and cannot, as processes are in it.
+    Then those controllers are enabled on the way from the root, and the VM's group goes to
+    `V2_TOP` below the root (as a container engine without systemd places its containers), or to
+    the root itself for a caller in the root group. Nothing changes where the root has none of
+    them (a hybrid host, whose v1 hierarchies hold them) or they cannot be enabled (a cgroup
+    namespace whose root holds processes)."""
+    wanted = _controllers(mount_point, "cgroup.controllers") & V2_CONTROLLERS
+    own_path = os.path.join(mount_point, own.lstrip("/"))
+    if not wanted or wanted <= _controllers(own_path, "cgroup.subtree_control"):
+        return own
+    _enable(mount_point, wanted)
+    if not own.strip("/"):
+        return own
+    top = os.path.join(mount_point, V2_TOP)
+    made = False
+    try:
+        os.mkdir(top, 0o755)
+        made = True
+    except FileExistsError:
+        pass
+    except OSError:
+        return own
+    _enable(top, wanted)
+    if _controllers(top, "cgroup.subtree_control") & wanted:
+        return f"/{V2_TOP}"
+    if made:
+        remove_empty(top, timeout=0.0)
+    return own
+
+
+def _controllers(group: str, name: str) -> set[str]:
+    return set(read_text(os.path.join(group, name)).split())
+
+
+def _enable(group: str, controllers: set[str]) -> None:
+    """Enable `controllers` for the groups below `group`, one at a time (one the kernel refuses,
+    for lack of it in the parent or for processes in `group`, stays off)."""
+    for controller in sorted(controllers - _controllers(group, "cgroup.subtree_control")):
+        try:
+            _write_control(group, f"+{controller}")
+        except OSError:
+            continue
+
+
+def _write_control(group: str, text: str) -> None:
+    fd = os.open(os.path.join(group, "cgroup.subtree_control"), os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
 
 
 def group_digest(runtime_dir: str) -> str:
@@ -140,7 +202,7 @@ def _early_places() -> list[tuple[str, str, str | None]]:
     places: list[tuple[str, str, str | None]] = []
     unified = next((item for item in found if item[1] == 2), None)
     if unified is not None:
-        places.append((unified[0], own_group(mine, 2, None), None))
+        places.append((unified[0], unified_place(unified[0], own_group(mine, 2, None)), None))
     for controller in EARLY_CONTROLLERS:
         v1 = next((item for item in found if item[1] == 1 and controller in item[2]), None)
         if v1 is None:

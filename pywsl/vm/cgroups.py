@@ -15,7 +15,10 @@ swap, ``memory.swap.max`` in v2).
 
 The VM's group is ``pywsl-<uid>-<digest>`` (one per runtime folder) beneath the group the host
 process runs in, in every hierarchy that is used: v2 always (it is the root of the VM's cgroup
-namespace), and v1 ``memory`` and ``cpu`` where those are v1 controllers. The host creates the
+namespace), and v1 ``memory`` and ``cpu`` where those are v1 controllers. On a host with cgroup
+v2 alone (systemd's default), the caller's scope or service cannot give a group below it any
+controller, so the v2 group goes to ``/pywsl`` below the root instead, with ``memory``, ``cpu``
+and ``cpuset`` enabled on the way (``cgroup_tables.unified_place``). The host creates the
 groups before boot; the VM's monitor moves the VM into them and removes them once it has stopped.
 The v2 group is delegated to the VM's root (``delegate_to``: the group, its ``cgroup.procs``,
 ``cgroup.threads`` and ``cgroup.subtree_control`` are chowned to it, as a container manager does),
@@ -167,7 +170,9 @@ def _join_v2(
     v2 = next((item for item in hierarchies if item.version == 2), None)
     if v2 is None:
         return set()
-    group = _make_group(v2.mount_point, own_cgroup(2, None), name)
+    group = _make_group(
+        v2.mount_point, cgroup_tables.unified_place(str(v2.mount_point), own_cgroup(2, None)), name
+    )
     if group is None:
         return set()
     paths.append(group)
