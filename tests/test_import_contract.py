@@ -21,7 +21,7 @@ ALLOWED: dict[str, set[str]] = {
 }
 
 # Top-level modules every layer may import; they import nothing of pywsl themselves.
-LEAF_MODULES = {"cgroup_tables", "coverage_startup", "records", "sha256"}
+LEAF_MODULES = {"cgroup_tables", "coverage_startup", "lean_context", "lean_pathlib", "records", "sha256"}
 
 
 _MODULE_NAME = re.compile(r"pywsl(\.[A-Za-z_]\w*)+")

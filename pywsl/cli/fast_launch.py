@@ -8,8 +8,9 @@ verb, `--help`, another launch option, `--name=value`, an attached short value, 
 a value that starts with `-`, wsl.exe's legacy `{GUID}`/`~` prefixes, no command line at all, shell
 completion) returns None and goes to the full grammar (`pywsl.cli.command`), which reports errors.
 
-`LAUNCH_OPTION_SPELLINGS` is the one table of the options both readers know: the click
-declarations in `pywsl.cli.launch` take their spellings from it.
+The line is read by `pywsl.cli.launch_line` (with `LAUNCH_OPTION_SPELLINGS`, the one table of the
+options both readers know), which the `pywsl` script also asks first whether a cold launch's VM
+interpreter is to start.
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ import os
 import sys
 
 from pywsl.cli import context
-from pywsl.cli.invocation import EXEC_TOKENS, HOME_TOKEN, STOP_TOKEN, Invocation
+from pywsl.cli.launch_line import (
+    COMPLETE_VARIABLE,
+    LAUNCH_OPTION_SPELLINGS,
+    LaunchLine,
+    read_launch_line,
+)
 from pywsl.cli.launch_run import launch_process, process_arguments, working_directory
 from pywsl.cli.streams import exit_status, utf8_streams
 
@@ -39,69 +45,8 @@ __all__ = [
     "run",
 ]
 
-# The launch options that take a value, by the click parameter they set: the fast path reads these.
-LAUNCH_OPTION_SPELLINGS: dict[str, tuple[str, ...]] = {
-    "distribution": ("-d", "--distribution"),
-    "user": ("-u", "--user"),
-    "cd": ("--cd",),
-}
-_PARAMETER_OF = {
-    spelling: name for name, spellings in LAUNCH_OPTION_SPELLINGS.items() for spelling in spellings
-}
-
-COMPLETE_VARIABLE = "_PYWSL_COMPLETE"  # click's shell completion instruction for the `pywsl` program
 INTERRUPTED_EXIT_STATUS = 130  # 128 + SIGINT
 BROKEN_PIPE_EXIT_STATUS = 1  # click's status when stdout's reader went away
-
-
-class LaunchLine:
-    """A command line of the common launch shape: its options (parameter, value) in the order given."""
-
-    __slots__ = ("invocation", "options")
-
-    def __init__(self, options: tuple[tuple[str, str], ...], invocation: Invocation) -> None:
-        self.options = options
-        self.invocation = invocation
-
-    def value(self, parameter: str) -> str | None:
-        return next((value for name, value in self.options if name == parameter), None)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, LaunchLine):
-            return NotImplemented
-        return (self.options, self.invocation) == (other.options, other.invocation)
-
-    def __hash__(self) -> int:
-        return hash((self.options, self.invocation))
-
-    def __repr__(self) -> str:
-        return f"LaunchLine(options={self.options!r}, invocation={self.invocation!r})"
-
-
-def read_launch_line(args: Sequence[str]) -> LaunchLine | None:
-    """The launch `args` ask for, or None when the line needs the full grammar."""
-    if args and (args[0] == HOME_TOKEN or args[0].startswith("{")):
-        return None  # wsl.exe's legacy prefixes
-    options: list[tuple[str, str]] = []
-    index = 0
-    while index < len(args):
-        token = args[index]
-        if token == STOP_TOKEN:
-            return LaunchLine(tuple(options), Invocation("shell", tuple(args[index + 1 :])))
-        if token in EXEC_TOKENS:
-            rest = tuple(args[index + 1 :])
-            return LaunchLine(tuple(options), Invocation("exec", rest)) if rest else None
-        if not token.startswith("-") or token == "-":
-            return LaunchLine(tuple(options), Invocation("shell", tuple(args[index:])))
-        parameter = _PARAMETER_OF.get(token)
-        if parameter is None or index + 1 >= len(args) or any(name == parameter for name, _ in options):
-            return None
-        value = args[index + 1]
-        if value.startswith("-"):
-            return None
-        options.append((parameter, value))
-        index += 2
-    return None  # no command line: the default shell (and a pending first-run setup)
 
 
 def run(argv: Sequence[str] | None = None) -> int | None:

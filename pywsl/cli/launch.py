@@ -13,8 +13,8 @@ import click
 from pywsl.cli import messages
 from pywsl.cli.completion import complete_distribution
 from pywsl.cli.context import state_of
-from pywsl.cli.fast_launch import LAUNCH_OPTION_SPELLINGS
 from pywsl.cli.grammar import invocation_of
+from pywsl.cli.launch_line import LAUNCH_OPTION_SPELLINGS
 from pywsl.cli.launch_run import launch_process, process_arguments, working_directory
 from pywsl.cli.report import UsageFailure, fail
 

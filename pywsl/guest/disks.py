@@ -21,7 +21,6 @@ The tools are the host's (e2fsprogs, on the VM's shared ``/usr``) and read the d
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
@@ -29,6 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from pywsl.guest import mounts, programs, syscalls
+from pywsl.lean_context import suppress
 
 SCSI_DEVICES = "/sys/bus/scsi/devices"
 DISKS_FOLDER = "/run/pywsl/disks"
@@ -73,7 +73,7 @@ def device_for_lun(lun: int, timeout: float = DEVICE_TIMEOUT) -> str:
     """``/dev/<name>`` of the disk at ``lun``, once its node exists (OSError ENODEV after ``timeout``)."""
     deadline = time.monotonic() + timeout
     while True:
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             for entry in os.listdir(SCSI_DEVICES):
                 if _scsi_lun(entry) == lun:
                     name = _block_name(entry)

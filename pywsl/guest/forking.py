@@ -9,13 +9,13 @@ objects ever runs in them.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import struct
 import sys
 from collections.abc import Iterable
 
 from pywsl.guest import lean_signal as signal
+from pywsl.lean_context import suppress
 
 _HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE)
 MAX_FD = 1 << 20
@@ -33,7 +33,7 @@ def close_other_fds(keep: Iterable[int]) -> None:
 
 def become_child(keep: Iterable[int]) -> None:
     """Right after ``fork()``: default signal handling, no wakeup fd, only ``keep`` open."""
-    with contextlib.suppress(ValueError, OSError):
+    with suppress(ValueError, OSError):
         signal.set_wakeup_fd(-1)
     for number in _HANDLED_SIGNALS:
         signal.signal(number, signal.SIG_DFL)
@@ -43,9 +43,9 @@ def become_child(keep: Iterable[int]) -> None:
 
 def exit_now(code: int) -> None:
     """Leave a forked child at once (no finalizers, no atexit, buffered output flushed)."""
-    with contextlib.suppress(Exception):
+    with suppress(Exception):
         sys.stdout.flush()
-    with contextlib.suppress(Exception):
+    with suppress(Exception):
         sys.stderr.flush()
     os._exit(code)
 

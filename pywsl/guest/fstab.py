@@ -9,7 +9,6 @@ entry (only comments and empty lines) gives ``mount -a`` nothing to do: it is no
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 import stat
@@ -17,6 +16,7 @@ import time
 
 from pywsl.guest import forking
 from pywsl.guest import lean_signal as signal
+from pywsl.lean_context import suppress
 
 FSTAB_PATH = "/etc/fstab"
 MOUNT_PROGRAMS = ("/bin/mount", "/usr/bin/mount", "/sbin/mount")
@@ -65,7 +65,7 @@ def _collect(read_fd: int, pid: int, timeout: float) -> tuple[bytes, int | None]
     while open_pipe:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            with contextlib.suppress(ProcessLookupError):
+            with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             forking.wait_for(pid)
             return bytes(output), None

@@ -22,16 +22,16 @@ Failures never stop a launch: the process starts without the GUI variables.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
 import stat
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from pywsl.guest import syscalls
 from pywsl.guest.file_locks import lock_within
+from pywsl.lean_context import suppress
 
 TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the same classes cheaply
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def parse_request(host_environment: Sequence[str]) -> GuiRequest:
             continue
         kind = key[len("PYWSL_GUI_") :]
         if kind == "XAUTH":
-            with contextlib.suppress(ValueError):
+            with suppress(ValueError):
                 data = bytes.fromhex(value)
                 if 0 < len(data) <= MAX_COOKIE:
                     cookie = data
@@ -135,7 +135,7 @@ def _open_checked(shared: SharedSocket) -> int:
 
 
 def _same_mounted(target: str, fd: int) -> bool:
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         here, there = os.lstat(target), os.fstat(fd)
         return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
     return False
@@ -146,7 +146,7 @@ def _bind_socket(fd: int, target: str) -> None:
         return
     if os.path.ismount(target):
         syscalls.umount2(target, syscalls.MNT_DETACH)
-    with contextlib.suppress(FileExistsError):
+    with suppress(FileExistsError):
         os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666))
     syscalls.mount(f"/proc/self/fd/{fd}", target, None, syscalls.MS_BIND)
 
@@ -191,16 +191,21 @@ def _write_cookie(display: str, cookie: bytes, uid: int, gid: int) -> str:
     return path
 
 
-@contextlib.contextmanager
-def _setup_lock() -> Iterator[None]:
+class _setup_lock:
     """Serialises the setup between concurrent launches of the distribution (bounded wait)."""
-    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        if not lock_within(fd, fcntl.LOCK_EX, LOCK_TIMEOUT, 0.005):
-            raise OSError(errno.ETIMEDOUT, "another launch holds the GUI setup")
-        yield
-    finally:
-        os.close(fd)
+
+    def __enter__(self) -> None:
+        fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            if not lock_within(fd, fcntl.LOCK_EX, LOCK_TIMEOUT, 0.005):
+                raise OSError(errno.ETIMEDOUT, "another launch holds the GUI setup")
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def __exit__(self, *exception: object) -> None:
+        os.close(self._fd)
 
 
 def prepare(host_environment: Sequence[str], uid: int, gid: int) -> tuple[dict[str, str], list[str]]:

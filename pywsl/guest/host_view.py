@@ -24,13 +24,12 @@ own and prepares there, before it creates the VM's user namespace (:func:`prepar
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterator
 
 from pywsl.guest import mounts, syscalls
+from pywsl.lean_context import closing_fd
 
 # Which host folders the host tree hides: the host's processes, its sysfs and its device nodes.
 MASKED = ("proc", "sys", "dev")
@@ -68,7 +67,7 @@ def attach_host_tree(runtime_dir: str) -> None:
 
 
 def _make_sys_read_only() -> None:
-    with _opened(os.open("/sys", os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)) as fd:
+    with closing_fd(os.open("/sys", os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)) as fd:
         syscalls.mount_setattr(
             fd, "", syscalls.AT_EMPTY_PATH | syscalls.AT_RECURSIVE, attr_set=syscalls.MOUNT_ATTR_RDONLY
         )
@@ -84,13 +83,13 @@ def _attach_host_tree(path: str) -> None:
             attr_set=syscalls.MOUNT_ATTR_NOSUID | syscalls.MOUNT_ATTR_NODEV,
             propagation=syscalls.MS_PRIVATE,
         )
-        with _opened(os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)) as target:
+        with closing_fd(os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)) as target:
             syscalls.move_mount(
                 tree, "", target, "", syscalls.MOVE_MOUNT_F_EMPTY_PATH | syscalls.MOVE_MOUNT_T_EMPTY_PATH
             )
     finally:
         os.close(tree)
-    with _opened(os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)) as root:
+    with closing_fd(os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)) as root:
         for name in MASKED:
             _mask(root, name)
 
@@ -108,7 +107,7 @@ def _mask(root: int, name: str) -> None:
         if error.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
             return  # nothing of the host there to hide
         raise
-    with _opened(fd):
+    with closing_fd(fd):
         if not stat.S_ISDIR(os.fstat(fd).st_mode):
             return
         syscalls.mount("tmpfs", f"/proc/self/fd/{fd}", "tmpfs", _MASK_FLAGS, MASK_OPTIONS)
@@ -129,11 +128,3 @@ def open_host_tree(runtime_dir: str) -> int:
         os.close(fd)
         raise
     return fd
-
-
-@contextlib.contextmanager
-def _opened(fd: int) -> Iterator[int]:
-    try:
-        yield fd
-    finally:
-        os.close(fd)

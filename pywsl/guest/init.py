@@ -24,9 +24,7 @@ control socket, and init greets it with ``CreateInstanceResult`` like the first.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import functools
 import os
 import selectors
 import stat
@@ -54,6 +52,7 @@ from pywsl.guest.requests import receive_request
 from pywsl.guest.rootfs import write_file_atomic
 from pywsl.guest.users import UserDatabase
 from pywsl.guest.wsl_conf import WslConf, read_wsl_conf, shown_value
+from pywsl.lean_context import suppress
 from pywsl.wire import unix_sockets as socket
 from pywsl.wire.channel import MessageChannel, Transaction
 from pywsl.wire.constants import LX_INIT_UTILITY_VM_INVALID_PORT
@@ -106,7 +105,7 @@ T = LxMessageType  # the enum's values as plain numbers (`pywsl.wire.enums` woul
 
 def _drain(fd: int) -> None:
     """Empty the signal wake-up pipe (the handlers already ran)."""
-    with contextlib.suppress(BlockingIOError):
+    with suppress(BlockingIOError):
         os.read(fd, 512)
 
 
@@ -293,7 +292,7 @@ class Init:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         # Each registration's data is what to call when its descriptor is readable.
-        self.selector.register(wakeup_read, selectors.EVENT_READ, functools.partial(_drain, wakeup_read))
+        self.selector.register(wakeup_read, selectors.EVENT_READ, lambda: _drain(wakeup_read))
         self.selector.register(self.control, selectors.EVENT_READ, self._on_control)
         if self.instance.console is not None:
             self.selector.register(
@@ -301,9 +300,7 @@ class Init:
             )
         interop = interop_init.start_listener(self.instance.conf.interop_enabled)
         if interop is not None:
-            self.selector.register(
-                interop, selectors.EVENT_READ, functools.partial(self._on_interop, interop)
-            )
+            self.selector.register(interop, selectors.EVENT_READ, lambda: self._on_interop(interop))
         self._add_channel(socket.socket(fileno=self.instance.parameters.channel_fd))
         # The distribution starts for a launch, whose CreateSession follows at once: its leader,
         # and that leader's first relay, are forked now, while the host reads the instance's
@@ -377,10 +374,10 @@ class Init:
             channel.close()
             return
         self.channels.add(channel)
-        self.selector.register(channel, selectors.EVENT_READ, functools.partial(self._on_channel, channel))
+        self.selector.register(channel, selectors.EVENT_READ, lambda: self._on_channel(channel))
 
     def _drop(self, channel: MessageChannel) -> None:
-        with contextlib.suppress(KeyError, ValueError):
+        with suppress(KeyError, ValueError):
             self.selector.unregister(channel)
         self.channels.discard(channel)
         channel.close()
@@ -422,7 +419,7 @@ class Init:
             else:
                 log.exception("closing an init channel after an unexpected error")
             for fd in fds:
-                with contextlib.suppress(OSError):
+                with suppress(OSError):
                     os.close(fd)
             self._drop(channel)
 
@@ -437,7 +434,7 @@ class Init:
         if message_type == T.LxInitMessageInitialize:
             settings = self._initialize(INITIALIZE.parse(data))
             namespace = 0
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 namespace = os.stat("/proc/self/ns/pid").st_ino
             transaction.send(
                 INITIALIZE_RESPONSE,
@@ -688,7 +685,7 @@ class Init:
 
     def _name_and_parent(self, pid: int) -> tuple[bytes, int] | None:
         """A process's name and parent pid from its ``stat``; None when it cannot be read."""
-        with contextlib.suppress(OSError, ValueError, IndexError):
+        with suppress(OSError, ValueError, IndexError):
             fd = os.open(f"{pid}/stat", os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.instance.proc_fd)
             try:
                 text = os.read(fd, 4096)
@@ -735,7 +732,7 @@ class Init:
             return
         if force:
             return
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             os.kill(-1, signal.SIGTERM)
         deadline = time.monotonic() + TERMINATE_GRACE
         while time.monotonic() < deadline:
@@ -751,12 +748,12 @@ class Init:
         guard = self.instance.parameters.guard_fd
         if force:
             if guard >= 0:
-                with contextlib.suppress(OSError):
+                with suppress(OSError):
                     os.write(guard, b"K")
             return
         stopping: list[bool] = []
         signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             os.kill(1, systemd_boot.STOP_SIGNAL)
         console = self.instance.console
         deadline = time.monotonic() + SYSTEMD_STOP_TIMEOUT
@@ -768,14 +765,14 @@ class Init:
         if not stopping:
             log.warning("systemd of %s did not stop within %g s: ending it", self.name, SYSTEMD_STOP_TIMEOUT)
             if guard >= 0:
-                with contextlib.suppress(OSError):
+                with suppress(OSError):
                     os.write(guard, b"K")
 
 
 def send_failure(channel_fd: int, error: int, step: int = STEP_LAUNCH_INIT) -> None:
     """Report a failed start with ``CreateInstanceResult`` on a fresh channel, then close it."""
     channel = MessageChannel(socket.socket(fileno=channel_fd), name="init channel")
-    with contextlib.suppress(OSError, TimeoutError):
+    with suppress(OSError, TimeoutError):
         channel.send(
             CREATE_INSTANCE_RESULT,
             Result=error,

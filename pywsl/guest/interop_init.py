@@ -25,7 +25,6 @@ registers ``/init`` as the binfmt interpreter of Windows executables, and links
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import struct
@@ -33,6 +32,7 @@ import struct
 from pywsl.guest import forking, guest_log, interop_native, interop_paths, mounts
 from pywsl.guest.interop_paths import HOST_VIEW, LAUNCHER, RUNTIME_DIR
 from pywsl.guest.path_folders import GENERATIONS, VM_GENERATIONS, host_path_folders
+from pywsl.lean_context import suppress
 from pywsl.wire import unix_sockets as socket
 from pywsl.wire.channel import MessageChannel
 from pywsl.wire.launch_codec import CREATE_PROCESS_RESPONSE as _CREATE_PROCESS_RESPONSE
@@ -235,7 +235,7 @@ def launcher_script(runtime: HostRuntime, mount_point: str | None, rootfs: str |
 def _replace(path: str, text: str | None = None, link: str | None = None, mode: int = 0o755) -> None:
     """Put a file (``text``) or a symbolic link (``link``) at ``path`` atomically."""
     temporary = f"{path}.new"
-    with contextlib.suppress(FileNotFoundError):
+    with suppress(FileNotFoundError):
         os.unlink(temporary)
     if link is not None:
         os.symlink(link, temporary)
@@ -277,7 +277,7 @@ class InteropListener:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         os.makedirs(os.path.dirname(SOCKET_PATH), 0o755, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
+        with suppress(FileNotFoundError):
             os.unlink(SOCKET_PATH)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
@@ -331,9 +331,9 @@ class InteropListener:
 
 def _refuse(connection: socket.socket, error: int) -> None:
     channel = MessageChannel(connection, name="interop connection")
-    with contextlib.suppress(OSError, TimeoutError):
+    with suppress(OSError, TimeoutError):
         channel.send(_CREATE_PROCESS_RESPONSE, Result=error, SignalPipeId=0, Flags=0, timeout=SEND_TIMEOUT)
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         connection.shutdown(socket.SHUT_WR)
 
 

@@ -15,7 +15,6 @@ Without a compiler, or when the build fails, the Python client serves every call
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 
@@ -23,6 +22,7 @@ import stat
 # (`subprocess`, `tempfile`) is loaded then; `hashlib` (OpenSSL), `shutil` and `dataclasses`
 # would cost every start.
 from pywsl.guest import guest_log
+from pywsl.lean_context import suppress
 from pywsl.sha256 import sha256
 
 TYPE_CHECKING = False
@@ -115,7 +115,7 @@ def _trusted(path: str, kind: int) -> bool:
 def _folder() -> str | None:
     """The cache folder, made when missing; None when it is not this user's alone."""
     folder = cache_folder()
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         os.makedirs(folder, 0o755, exist_ok=True)
     path = "/"
     for part in folder.strip("/").split("/"):
@@ -147,7 +147,7 @@ def _compile(compiler: str, link: tuple[str, ...], target: str, folder: str) -> 
         os.chmod(temporary, 0o755)
         os.replace(temporary, target)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
 

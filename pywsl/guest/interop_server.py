@@ -30,7 +30,6 @@ Windows processes running. Every received descriptor is closed on every path.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
@@ -44,6 +43,7 @@ from pywsl.guest import forking, guest_log, interop_paths
 from pywsl.guest import interop_messages as messages
 from pywsl.guest import lean_signal as signal
 from pywsl.guest.interop_terminal import Pseudoconsole
+from pywsl.lean_context import suppress
 from pywsl.wire import unix_sockets as socket
 
 log = guest_log.getLogger("pywsl.interop")
@@ -89,7 +89,7 @@ class Owner:
 
 def _close(fds: Sequence[int]) -> None:
     for fd in fds:
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             os.close(fd)
 
 
@@ -247,7 +247,7 @@ def _spawn(
 
 
 def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
+    with suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, KILL_SIGNAL)
 
 
@@ -287,7 +287,7 @@ def _control(connection: Connection, pid: int, terminal: Pseudoconsole | None) -
     if message_type == messages.SIGNAL_PROCESS and len(data) >= 20:
         number = messages.int32_at_16(data)
         if 0 < number < signal.NSIG:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
+            with suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, number)
     elif message_type == messages.WINDOW_SIZE_CHANGED and len(data) >= 20 and terminal is not None:
         terminal.resize(*messages.window_size_of(data))
@@ -296,7 +296,7 @@ def _control(connection: Connection, pid: int, terminal: Pseudoconsole | None) -
 
 def _refuse(connection: Connection, error: BadRequest) -> int:
     log.warning("interop: refused a request: %s", error)
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         connection.send(messages.encode_response(error.code))
     return 1
 
@@ -344,7 +344,7 @@ def _run(connection: Connection, owner: Owner, data: bytes, stdio: list[int]) ->
             terminal.close()
     if code is None:
         return 1
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         connection.send(messages.encode_exit_status(code))
     return 0
 

@@ -22,13 +22,14 @@ master only when the caller's terminal can take it, so neither side can block th
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
 import struct
 import termios
 from collections.abc import Sequence
+
+from pywsl.lean_context import suppress
 
 __all__ = ["Pseudoconsole"]
 
@@ -85,7 +86,7 @@ class Pseudoconsole:
 
     def resize(self, rows: int, columns: int) -> None:
         if rows > 0 and columns > 0:
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 fcntl.ioctl(self.master, termios.TIOCSWINSZ, _WINSIZE.pack(rows, columns, 0, 0))
 
     def readers(self) -> list[int]:

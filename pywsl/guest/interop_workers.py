@@ -15,10 +15,10 @@ worker exits with it. Without interop calls there is no worker.
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 from pywsl.guest import forking, guest_log, interop_server, syscalls
+from pywsl.lean_context import suppress
 from pywsl.wire import unix_sockets as socket
 
 log = guest_log.getLogger("pywsl.interop")
@@ -151,6 +151,6 @@ def _wait_for_connection(waiting: socket.socket) -> int:
     if data == _HAND_OVER and len(fds) == 1:
         return fds[0]
     for received in fds:
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             os.close(received)
     return -1

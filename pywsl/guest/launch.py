@@ -15,7 +15,6 @@ sub-group) and removes that sub-group once pid 1 is gone.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import select
@@ -25,6 +24,7 @@ import time
 from pywsl.guest import forking, init, syscalls
 from pywsl.guest import lean_signal as signal
 from pywsl.guest.init import send_failure
+from pywsl.lean_context import suppress
 
 TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the same classes cheaply
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def _open_cgroup_root() -> int:
         fd = os.open(CGROUP_STAGING, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         fd = -1
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         syscalls.umount2(CGROUP_STAGING, syscalls.MNT_DETACH)
     if fd >= 0 and not os.access(f"/proc/self/fd/{fd}", os.W_OK):
         os.close(fd)  # not delegated to the VM's root: no sub-group can be made there
@@ -102,14 +102,14 @@ def _watch(pid: int, guard_read: int) -> int:
                 return forking.wait_for(pid)
             if guard_read in ready:
                 data = b""
-                with contextlib.suppress(OSError):
+                with suppress(OSError):
                     data = os.read(guard_read, 16)
                 if not data or b"K" in data:
                     os.close(guard_read)
                     guard_read = -1
                     kill_at = time.monotonic() + (0.0 if b"K" in data else GUARD_GRACE)
             if kill_at is not None and time.monotonic() >= kill_at:
-                with contextlib.suppress(ProcessLookupError):
+                with suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
                 kill_at = None
     finally:

@@ -15,7 +15,6 @@ when its monitor (the process that clones mount trees for it) is gone.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import gc
 import os
@@ -45,6 +44,7 @@ from pywsl.guest import lean_signal as signal
 from pywsl.guest.boot import BootArguments, parse_boot_arguments
 from pywsl.guest.requests import receive_request
 from pywsl.guest.vm_monitor import VmContext
+from pywsl.lean_context import suppress
 from pywsl.wire import unix_sockets as socket
 from pywsl.wire.channel import MessageChannel, Transaction
 from pywsl.wire.errors import ChannelClosed, ProtocolError
@@ -124,7 +124,7 @@ class Workers:
 
 
 def _seccomp_available() -> bool:
-    with contextlib.suppress(OSError), open("/proc/self/status") as handle:
+    with suppress(OSError), open("/proc/self/status") as handle:
         return any(line.startswith("Seccomp:") for line in handle)
     return False
 
@@ -175,7 +175,7 @@ def _make_shared_tmpfs() -> int:
 
 def _close(fds: list[int]) -> None:
     for fd in fds:
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             os.close(fd)
 
 
@@ -252,7 +252,7 @@ class MiniInit:
                 if key.data == "listener":
                     self._accept()
                 elif key.data == "signal":
-                    with contextlib.suppress(BlockingIOError):
+                    with suppress(BlockingIOError):
                         os.read(wakeup_read, 512)
                 elif key.data == "monitor":
                     log.error("the VM monitor is gone: stopping the VM")
@@ -342,7 +342,7 @@ class MiniInit:
     def _drop(self, connection: Connection) -> None:
         fd = connection.channel.fileno()
         if fd >= 0:
-            with contextlib.suppress(KeyError, ValueError):
+            with suppress(KeyError, ValueError):
                 self.selector.unregister(connection.channel)
             self.connections.pop(fd, None)
         connection.channel.close()
@@ -588,7 +588,7 @@ class MiniInit:
     def _forget(self, key: str) -> None:
         instance = self.instances.pop(key, None)
         if instance is not None:
-            with contextlib.suppress(KeyError, ValueError):
+            with suppress(KeyError, ValueError):
                 self.selector.unregister(instance.control)
             instance.control.close()
 
@@ -601,7 +601,7 @@ class MiniInit:
         try:
             if not data:
                 # init is exiting; its shim's exit will report it.
-                with contextlib.suppress(KeyError, ValueError):
+                with suppress(KeyError, ValueError):
                     self.selector.unregister(instance.control)
             elif data == interop_init.FORWARD_REQUEST and len(fds) == 1:
                 self.cloner.forward_interop(fds[0])
@@ -683,7 +683,7 @@ class MiniInit:
                 self.disk_uses.end_now(lun)  # this message's own use
         finally:
             os.close(disk_fd)
-        with contextlib.suppress(OSError, TimeoutError):
+        with suppress(OSError, TimeoutError):
             channel = MessageChannel(socket.socket(fileno=result_fd), name="mount result channel")
             channel.send(MOUNT_RESULT, Result=result, FailureStep=step, timeout=SEND_TIMEOUT)
             channel.close()
@@ -705,7 +705,7 @@ class MiniInit:
         if pid == 0:
             forking.become_child([0, 1, 2, disk_fd, result_fd, output_fd])
             code = disks.check_and_resize(disk_fd, int(message.NewSize), output_fd)
-            with contextlib.suppress(OSError, TimeoutError):
+            with suppress(OSError, TimeoutError):
                 channel = MessageChannel(socket.socket(fileno=result_fd), name="resize channel")
                 channel.send(RESIZE_RESPONSE, ResponseCode=code & 0xFFFFFFFF, timeout=SEND_TIMEOUT)
             forking.exit_now(0)
@@ -753,10 +753,10 @@ class MiniInit:
                     continue
                 except OSError:
                     pass
-            with contextlib.suppress(ProcessLookupError):
+            with suppress(ProcessLookupError):
                 os.kill(instance.init_pid, signal.SIGKILL)
         for pid in self.workers.tar:
-            with contextlib.suppress(ProcessLookupError):
+            with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         if not force:
             deadline = time.monotonic() + SHUTDOWN_GRACE

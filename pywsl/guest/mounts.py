@@ -17,13 +17,13 @@ from the VM's ``/dev``, plus a private devpts instance.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from pywsl.guest import syscalls
 from pywsl.guest.rootfs import open_in_root
+from pywsl.lean_context import closing_fd
 
 TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the same classes cheaply
 if TYPE_CHECKING:
@@ -193,14 +193,6 @@ def worker_plan(read_only_target: bool) -> list[Step]:
     return steps
 
 
-@contextlib.contextmanager
-def _opened(fd: int) -> Iterator[int]:
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
 def _fd_path(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
 
@@ -233,7 +225,7 @@ def _ensure_file(root_fd: int, path: str) -> None:
         return
     except FileNotFoundError:
         pass
-    with _opened(open_in_root(root_fd, parent or "/", os.O_PATH | os.O_DIRECTORY)) as parent_fd:
+    with closing_fd(open_in_root(root_fd, parent or "/", os.O_PATH | os.O_DIRECTORY)) as parent_fd:
         fd = os.open(
             name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=parent_fd
         )
@@ -245,7 +237,7 @@ def _make_read_only(root_fd: int, target: str) -> None:
 
 
 def _restrict(root_fd: int, target: str, attributes: int) -> None:
-    with _opened(open_in_root(root_fd, target, os.O_PATH)) as fd:
+    with closing_fd(open_in_root(root_fd, target, os.O_PATH)) as fd:
         syscalls.mount_setattr(fd, "", syscalls.AT_EMPTY_PATH | syscalls.AT_RECURSIVE, attr_set=attributes)
 
 
@@ -254,7 +246,7 @@ def _apply_mount(root_fd: int, step: Mount) -> None:
         _ensure_file(root_fd, step.target)
     else:
         ensure_directory(root_fd, step.target)
-    with _opened(open_in_root(root_fd, step.target, os.O_PATH)) as fd:
+    with closing_fd(open_in_root(root_fd, step.target, os.O_PATH)) as fd:
         if step.fstype is not None:
             syscalls.mount(step.source or step.fstype, _fd_path(fd), step.fstype, step.flags, step.options)
             return
@@ -269,7 +261,7 @@ def _apply_mount(root_fd: int, step: Mount) -> None:
 def _apply_symlink(root_fd: int, step: Symlink) -> None:
     parent, name = os.path.split(step.path)
     ensure_directory(root_fd, parent)
-    with _opened(open_in_root(root_fd, parent or "/", os.O_PATH | os.O_DIRECTORY)) as parent_fd:
+    with closing_fd(open_in_root(root_fd, parent or "/", os.O_PATH | os.O_DIRECTORY)) as parent_fd:
         try:
             os.symlink(step.target, name, dir_fd=parent_fd)
         except FileExistsError:
@@ -282,7 +274,7 @@ def _apply_tree(root_fd: int, step: AttachTree, trees: Mapping[str, int]) -> Non
     if tree_fd is None:
         raise ValueError(f"no mount tree named {step.tree!r} for {step.target}")
     ensure_directory(root_fd, step.target)
-    with _opened(open_in_root(root_fd, step.target, os.O_PATH | os.O_DIRECTORY)) as fd:
+    with closing_fd(open_in_root(root_fd, step.target, os.O_PATH | os.O_DIRECTORY)) as fd:
         flags = syscalls.MOVE_MOUNT_F_EMPTY_PATH | syscalls.MOVE_MOUNT_T_EMPTY_PATH
         syscalls.move_mount(tree_fd, "", fd, "", flags)
     if step.read_only:

@@ -16,7 +16,6 @@ made here.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
@@ -27,6 +26,7 @@ from pywsl.guest import guest_log
 from pywsl.guest.file_locks import lock_within
 from pywsl.guest.interop_paths import HOST_PATH_FOLDER as PATH_FOLDER
 from pywsl.guest.interop_paths import HOST_VIEW, LAUNCHER, RUNTIME_DIR, escape_folder
+from pywsl.lean_context import suppress
 
 __all__ = [
     "BUILDING",
@@ -102,7 +102,7 @@ def folder_identity(generation: str) -> str:
 def _refresh(host_folder: str, inside: str) -> None:
     generation = generation_name(host_folder)
     target = f"{GENERATIONS}/{generation}"
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         # This folder's generation, or the same folder's under another name (`/bin`, `/usr/bin`).
         if folder_identity(os.readlink(inside)) == folder_identity(generation):
             return
@@ -119,7 +119,7 @@ def _refresh(host_folder: str, inside: str) -> None:
         finally:
             os.close(folder_fd)
     temporary = f"{inside}.{os.getpid()}"
-    with contextlib.suppress(FileNotFoundError):
+    with suppress(FileNotFoundError):
         os.unlink(temporary)
     os.symlink(target, temporary)
     os.rename(temporary, inside)
@@ -206,7 +206,7 @@ def _generation_of_same_folder(folder: str, generation: str) -> str | None:
     ``/usr/bin`` when one is a link to the other): its links are the same, so it is shared
     rather than made again."""
     identity = folder_identity(generation)
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         for name in os.listdir(folder):
             if folder_identity(name) == identity and not name.endswith(".new"):
                 return f"{folder}/{name}"
@@ -328,11 +328,11 @@ class _HostFolder:
 
 def remove_tree(name: str, folder_fd: int) -> None:
     """Remove the folder `name` of `folder_fd` and the links in it."""
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         fd = os.open(name, _FOLDER_FLAGS, dir_fd=folder_fd)
         try:
             for entry in os.listdir(fd):
-                with contextlib.suppress(OSError):
+                with suppress(OSError):
                     os.unlink(entry, dir_fd=fd)
         finally:
             os.close(fd)

@@ -22,13 +22,13 @@ The port closing (the host side went away) ends the process.
 from __future__ import annotations
 
 import _socket
-import contextlib
 import errno
 import os
 import struct
 import time
 
 from pywsl.guest import disks, guest_log
+from pywsl.lean_context import suppress
 from pywsl.wire import unix_sockets as socket
 from pywsl.wire.errors import ProtocolError
 from pywsl.wire.port_engine import Endpoint, PortEngine, stream_endpoint
@@ -99,7 +99,7 @@ def listening_ports() -> list[int]:
     """TCP ports a socket listens on for every address (what the host can forward to)."""
     ports: set[int] = set()
     for table in _TCP_TABLES:
-        with contextlib.suppress(OSError), open(table) as handle:
+        with suppress(OSError), open(table) as handle:
             for line in handle.readlines()[1:]:
                 words = line.split()
                 if len(words) > 3 and words[3] == _LISTEN:

@@ -29,7 +29,6 @@ Everything here is imported before the guest enters the distribution: nothing is
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import gc
@@ -42,6 +41,7 @@ from collections.abc import Callable, Sequence
 from pywsl.guest import forking, syscalls
 from pywsl.guest import lean_signal as signal
 from pywsl.guest.relay_child import LaunchRequest, RelayContext, next_pid, run_child, spawn_child
+from pywsl.lean_context import suppress
 from pywsl.wire import unix_sockets as socket
 from pywsl.wire.channel import MessageChannel
 from pywsl.wire.constants import LX_INIT_TTY_LIMIT
@@ -133,13 +133,13 @@ def _set_window_size(fd: int, rows: int, columns: int) -> None:
 
 
 def _log(message: str) -> None:
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         os.write(2, f"pywsl relay[{os.getpid()}]: {message}\n".encode(errors="replace"))
 
 
 def _close(fd: int | None) -> None:
     if fd is not None and fd >= 0:
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             os.close(fd)
 
 
@@ -149,7 +149,7 @@ def _shutdown(fd: int, how: int) -> None:
     except OSError:
         return  # not a socket: closing it is all there is
     try:
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             sock.shutdown(how)
     finally:
         sock.detach()
@@ -235,7 +235,7 @@ class _Relay:
             except OSError as error:
                 # No terminal for the process (devpts full or missing): it does not start, and
                 # the exit status says why, as WSL's LX_INIT_TTY_LIMIT.
-                with contextlib.suppress(OSError):
+                with suppress(OSError):
                     os.write(self.stdio[2], f"pywsl: cannot open a terminal: {error}\r\n".encode())
                 self.exit_code = LX_INIT_TTY_LIMIT
                 return
@@ -318,7 +318,7 @@ class _Relay:
 
     def _on_wake(self, readable: bool, writable: bool) -> None:
         """A signal woke the loop (SIGCHLD): empty the wakeup pipe and reap."""
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             while os.read(self.wake_read, 256):
                 pass
         self._reap()
@@ -416,13 +416,13 @@ class _Relay:
         group and to the session leader (the child). The master stays open for the last output."""
         if self.exit_code is not None or self.child_pid <= 0 or self.master is None:
             return
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             group = os.tcgetpgrp(self.master)
             if group > 0:
                 for number in (signal.SIGHUP, signal.SIGCONT):
                     os.killpg(group, number)
         for number in (signal.SIGHUP, signal.SIGCONT):
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 os.kill(self.child_pid, number)
 
     def _write_master(self) -> None:
@@ -539,14 +539,14 @@ class _Relay:
             return
         group = self.child_pid
         if self.master is not None:
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 # 0 = no foreground group: never let that become killpg(0), the relay's own group
                 group = os.tcgetpgrp(self.master) or self.child_pid
         try:
             os.killpg(group, number)
         except ProcessLookupError:
             # The child has not called setsid() yet: it is still in the relay's group.
-            with contextlib.suppress(ProcessLookupError):
+            with suppress(ProcessLookupError):
                 os.kill(self.child_pid, number)
 
     def _client_gone(self) -> None:
@@ -572,7 +572,7 @@ class _Relay:
 
     def _read_echo(self) -> None:
         assert self.exit is not None
-        with contextlib.suppress(ChannelClosed, ProtocolError, OSError):
+        with suppress(ChannelClosed, ProtocolError, OSError):
             _, fds = self.exit.receive()
             for fd in fds:
                 _close(fd)

@@ -12,12 +12,11 @@ Everything here is imported before the guest enters the distribution: nothing is
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
 import termios
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 from pywsl.guest import devices, gui, systemd_user
 from pywsl.guest import lean_signal as signal
@@ -35,6 +34,7 @@ from pywsl.guest.environment import (
 from pywsl.guest.interop_init import InteropSettings, launch_environment
 from pywsl.guest.locale_conf import read_language_at
 from pywsl.guest.users import PasswdEntry, UserDatabase
+from pywsl.lean_context import suppress
 from pywsl.wire.constants import LX_INIT_USER_NOT_FOUND
 from pywsl.wire.message_types import CreateProcessFlags, ShellOptions
 
@@ -120,19 +120,19 @@ def _reset_signals() -> None:
     for number in signal.valid_signals():
         if number in (signal.SIGKILL, signal.SIGSTOP) or signal.getsignal(number) is signal.SIG_DFL:
             continue
-        with contextlib.suppress(OSError, ValueError):
+        with suppress(OSError, ValueError):
             signal.signal(number, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
 def _write_error(message: str, fd: int = 2) -> None:
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         os.write(fd, f"pywsl: {message}\n".encode(errors="replace"))
 
 
 def _write_warning(message: str, fd: int = 2) -> None:
     """A warning of the process's set-up, as WSL's relay prints the warnings it collected."""
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         os.write(fd, f"wsl: {message}\n".encode(errors="replace"))
 
 
@@ -244,7 +244,7 @@ def _enter_working_directory(cwd: str, home: str, host_mount_point: str | None, 
     except (OSError, ValueError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
         _write_error(f"cannot change to directory {cwd or home!r}: {reason}; starting in /", err_fd)
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             os.chdir("/")
 
 
@@ -262,7 +262,7 @@ def _start_child(
     if terminal is not None:
         fcntl.ioctl(terminal, termios.TIOCSCTTY, 0)
         tty_group = database.group_by_name("tty")
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             os.fchown(terminal, user.uid, tty_group.gid if tty_group is not None else -1)
             os.fchmod(terminal, 0o620)
     _install_stdio(stdio)
@@ -348,7 +348,7 @@ def _spawn(
     defaults = _signals_to_reset()
     for fd in _open_descriptors():
         if fd > 2:
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 os.set_inheritable(fd, False)
     actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio)]
 
@@ -368,7 +368,7 @@ def _spawn(
         try:
             return _run_program(program.file, program.argv, environment, spawn, err_fd)
         finally:
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 os.chdir("/")
 
 
@@ -398,19 +398,25 @@ def _open_descriptors() -> list[int]:
         return []
 
 
-@contextlib.contextmanager
-def _acting_as(database: UserDatabase, user: PasswdEntry) -> Iterator[None]:
+class _acting_as:
     """The user's ids and groups, root kept as the saved ids to take back afterwards."""
-    uid, gid, groups = os.getresuid(), os.getresgid(), os.getgroups()
-    _set_groups(database, user)
-    os.setresgid(user.gid, user.gid, gid[2])
-    os.setresuid(user.uid, user.uid, uid[2])
-    try:
-        yield
-    finally:
+
+    def __init__(self, database: UserDatabase, user: PasswdEntry) -> None:
+        self._database = database
+        self._user = user
+
+    def __enter__(self) -> None:
+        self._ids = os.getresuid(), os.getresgid(), os.getgroups()
+        uid, gid, _groups = self._ids
+        _set_groups(self._database, self._user)
+        os.setresgid(self._user.gid, self._user.gid, gid[2])
+        os.setresuid(self._user.uid, self._user.uid, uid[2])
+
+    def __exit__(self, *exception: object) -> None:
+        uid, gid, groups = self._ids
         os.setresuid(*uid)
         os.setresgid(*gid)
-        with contextlib.suppress(PermissionError):
+        with suppress(PermissionError):
             os.setgroups(groups)
 
 

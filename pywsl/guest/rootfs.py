@@ -8,11 +8,11 @@ the directory were ``/`` (absolute symlinks and ``..`` stay inside), and every r
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 
 from pywsl.guest import syscalls
+from pywsl.lean_context import suppress
 
 _RESOLVE = syscalls.RESOLVE_IN_ROOT | syscalls.RESOLVE_NO_MAGICLINKS
 
@@ -72,7 +72,7 @@ def write_file_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
         return
     directory, name = os.path.split(path)
     temporary = os.path.join(directory or ".", f".{name}.pywsl-new")
-    with contextlib.suppress(FileNotFoundError):
+    with suppress(FileNotFoundError):
         os.unlink(temporary)
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
@@ -85,7 +85,7 @@ def write_file_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
     try:
         os.rename(temporary, path)
     except OSError:
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             os.unlink(temporary)
         raise
 

@@ -20,7 +20,6 @@ launch codec (``pywsl.wire.launch_codec``).
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
 import select
@@ -33,6 +32,7 @@ from pywsl.guest import lean_signal as signal
 from pywsl.guest.interop_init import InteropSettings
 from pywsl.guest.path_folders import host_path_folders
 from pywsl.guest.relay import LaunchRequest, RelayContext, RelayDescriptors, run_relay
+from pywsl.lean_context import suppress
 from pywsl.wire import unix_sockets as socket
 from pywsl.wire.channel import MessageChannel
 from pywsl.wire.constants import LX_INIT_UTILITY_VM_INVALID_PORT
@@ -52,13 +52,13 @@ _CREATE_PROCESS_TYPE = _CREATE_PROCESS.message_type
 
 
 def _log(message: str) -> None:
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         os.write(2, f"pywsl session leader[{os.getpid()}]: {message}\n".encode(errors="replace"))
 
 
 def _close_fds(fds: Sequence[int]) -> None:
     for fd in fds:
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             os.close(fd)
 
 

@@ -20,13 +20,13 @@ The child then waits until ``systemctl is-system-running --wait`` answers ``runn
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 import time
 
 from pywsl.guest import forking, syscalls
 from pywsl.guest import lean_signal as signal
+from pywsl.lean_context import suppress
 
 TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the same classes cheaply
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ class Console:
 
     def drain(self) -> None:
         """Read (and drop) what systemd wrote; never blocks."""
-        with contextlib.suppress(BlockingIOError, OSError):
+        with suppress(BlockingIOError, OSError):
             while os.read(self.fd, 65536):
                 pass
 
@@ -71,7 +71,7 @@ def can_boot(root: str = "/") -> bool:
 def enter_cgroup(cgroup_fd: int, name: str) -> None:
     """Make ``name`` below the VM's cgroup, move this process into it and unshare the cgroup namespace,
     then mount that namespace's cgroup2 at ``/sys/fs/cgroup``. Runs after ``pivot_root``."""
-    with contextlib.suppress(FileExistsError):
+    with suppress(FileExistsError):
         os.mkdir(name, 0o755, dir_fd=cgroup_fd)
     group = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=cgroup_fd)
     try:
@@ -146,7 +146,7 @@ def exec_systemd(console_secondary: int) -> None:
             os.dup2(console_secondary, target)
         forking.close_other_fds(())
         for number in range(1, signal.NSIG):
-            with contextlib.suppress(OSError, ValueError):
+            with suppress(OSError, ValueError):
                 signal.signal(number, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         os.chdir("/")
@@ -182,7 +182,7 @@ def _run_state_query(program: str, deadline: float, console: Console) -> str:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                with contextlib.suppress(ProcessLookupError):
+                with suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
                 output.clear()
                 break

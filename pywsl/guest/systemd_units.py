@@ -22,13 +22,13 @@ exits at once, and ``systemctl --user`` cannot work.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 from collections.abc import Callable, Iterable
 
 from pywsl.guest import syscalls
 from pywsl.guest.rootfs import write_file_atomic
+from pywsl.lean_context import suppress
 
 TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the same classes cheaply
 if TYPE_CHECKING:
@@ -82,9 +82,9 @@ def can_mount(fstype: str, scratch: str = SCRATCH) -> bool:
             return False
         raise
     finally:
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             syscalls.umount2(scratch, syscalls.MNT_DETACH)
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             os.rmdir(scratch)
     return True
 

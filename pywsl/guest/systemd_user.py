@@ -22,13 +22,13 @@ working with the user's own runtime folder.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
 from collections.abc import Mapping
 
 from pywsl.guest import programs
+from pywsl.lean_context import suppress
 
 SYSTEMCTL = ("/usr/bin/systemctl", "/bin/systemctl")
 RUNTIME_ROOT = "/run/user"
@@ -114,7 +114,7 @@ def link_gui_sockets(uid: int, gid: int, gui: Mapping[str, str]) -> None:
         if wayland is not None:
             _link(folder, wayland, f"{WSLG_RUNTIME_DIR}/{wayland}")
         if pulse is not None:
-            with contextlib.suppress(FileExistsError):
+            with suppress(FileExistsError):
                 os.mkdir("pulse", 0o755, dir_fd=folder)
                 os.chown("pulse", uid, gid, dir_fd=folder, follow_symlinks=False)
             pulse_folder = _open_folder("pulse", folder)

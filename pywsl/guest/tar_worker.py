@@ -24,7 +24,6 @@ output's disk filled). tar's diagnostics go to the stderr fd.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import select
@@ -34,6 +33,7 @@ from pywsl.guest import forking, guest_log, mounts, rootfs, syscalls, worker_pro
 from pywsl.guest import lean_signal as signal
 from pywsl.guest.os_release import default_name, flavor_and_version
 from pywsl.guest.tar_device_filter import skipped_devices_warning
+from pywsl.lean_context import suppress
 from pywsl.wire import unix_sockets as socket
 from pywsl.wire.channel import MessageChannel
 from pywsl.wire.launch_codec import CREATE_INSTANCE_RESULT, IMPORT_RESULT, IMPORT_WARNINGS
@@ -176,7 +176,7 @@ def _enter(job: TarJob, read_only: bool) -> MessageChannel:
         os.close(job.tree_fd)
     except OSError as error:
         log.error("cannot prepare the import/export worker: %s", error)
-        with contextlib.suppress(OSError, TimeoutError):
+        with suppress(OSError, TimeoutError):
             channel.send(
                 CREATE_INSTANCE_RESULT,
                 Result=error.errno or errno.EIO,

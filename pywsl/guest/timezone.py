@@ -9,12 +9,12 @@ Runs in init after ``pivot_root``: every path is the distribution's own.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 
 from pywsl.guest import guest_log
 from pywsl.guest.rootfs import write_file_atomic
+from pywsl.lean_context import suppress
 from pywsl.wire.timezone_id import valid_timezone
 
 log = guest_log.getLogger("pywsl.init")
@@ -43,16 +43,16 @@ def apply_timezone(name: str) -> bool:
     try:
         if current != zone:
             temporary = "/etc/.localtime.pywsl-new"
-            with contextlib.suppress(FileNotFoundError):
+            with suppress(FileNotFoundError):
                 os.unlink(temporary)
             os.symlink(zone, temporary)
             try:
                 os.rename(temporary, LOCALTIME)
             except OSError:
-                with contextlib.suppress(OSError):
+                with suppress(OSError):
                     os.unlink(temporary)
                 raise
-        with contextlib.suppress(FileNotFoundError):
+        with suppress(FileNotFoundError):
             if stat.S_ISREG(os.lstat(TIMEZONE_FILE).st_mode):
                 write_file_atomic(TIMEZONE_FILE, f"{name}\n".encode())
     except OSError as error:

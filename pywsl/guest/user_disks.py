@@ -11,11 +11,11 @@ distributions. Results are WSL's: 0 or a negative errno, and the step that faile
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 
 from pywsl.guest import disks, mounts, programs, syscalls
+from pywsl.lean_context import suppress
 from pywsl.wire.message_types import MountStep
 
 STEP = MountStep  # the enum's values as plain numbers (`pywsl.wire.enums` would cost the VM's start)
@@ -155,5 +155,5 @@ class UserDisks:
 
     def close(self) -> None:
         """The VM stops: unmount everything (the disks go with the VM)."""
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             self.detach(None)

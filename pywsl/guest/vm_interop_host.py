@@ -13,12 +13,12 @@ with the monitor (``PR_SET_PDEATHSIG``, set by the monitor when it starts it).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 
 from pywsl.guest import guest_log
 from pywsl.guest.interop_workers import InteropWorkers
+from pywsl.lean_context import suppress
 from pywsl.wire import unix_sockets as socket
 
 log = guest_log.getLogger("pywsl.interop")
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(sys.argv[1:] if argv is None else argv)
     guest_log.configure(guest_log.INFO, sys.stderr, stamped=False)
     source = socket.socket(fileno=options.socket_fd)
-    with contextlib.suppress(KeyboardInterrupt):
+    with suppress(KeyboardInterrupt):
         serve(source, options.owner)
     return 0
 

@@ -31,7 +31,6 @@ interop request is read by its worker, with the owner's rights only.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
@@ -44,6 +43,7 @@ from pywsl.cgroup_tables import has_process
 from pywsl.guest import forking, guest_log, host_view, mounts, path_folder_store, syscalls
 from pywsl.guest import lean_signal as signal
 from pywsl.guest.boot import BootArguments
+from pywsl.lean_context import suppress
 from pywsl.wire import unix_sockets as socket
 
 TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the same classes cheaply
@@ -209,7 +209,7 @@ def _enter_vm(
         sync.send(b"P" + str(pid).encode())
         forking.exit_now(0)
     except BaseException as error:
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             sync.send(b"E" + str(error).encode(errors="replace")[:4000])
         forking.exit_now(1)
 
@@ -241,7 +241,7 @@ def _run_pid1(
         code = serve(VmContext(boot, TreeCloner(cloner), ready, host_tree, *stores))
     except BaseException:
         log.exception("mini_init failed")
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             ready.send(b"Emini_init failed, see the log")
     forking.exit_now(code)
 
@@ -296,12 +296,12 @@ class Monitor:
             log.error("the VM did not start: %s", error)
             # Only unreaped children are signalled: their pids cannot belong to anyone else yet.
             if not self.first_reaped:
-                with contextlib.suppress(ProcessLookupError):
+                with suppress(ProcessLookupError):
                     os.killpg(first, signal.SIGKILL)
-                with contextlib.suppress(ProcessLookupError):
+                with suppress(ProcessLookupError):
                     os.kill(first, signal.SIGKILL)
             if self.vm_pid is not None:
-                with contextlib.suppress(ProcessLookupError):
+                with suppress(ProcessLookupError):
                     os.kill(self.vm_pid, signal.SIGKILL)
             self._wait_all()
             _close_given(ready_fd)
@@ -382,14 +382,14 @@ class Monitor:
                     if not self._clone_one(clones):
                         selector.unregister(clones)
                 else:
-                    with contextlib.suppress(BlockingIOError):
+                    with suppress(BlockingIOError):
                         os.read(wakeup_read, 512)
                     running = not self._reap()
         selector.close()
 
     def _kill_vm(self) -> None:
         if self.vm_pid is not None:
-            with contextlib.suppress(ProcessLookupError):
+            with suppress(ProcessLookupError):
                 os.kill(self.vm_pid, signal.SIGKILL)
 
     def _reap(self) -> bool:
@@ -421,7 +421,7 @@ class Monitor:
             finally:
                 os.close(tree)
         except OSError as error:
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 clones.send(_RESULT.pack(error.errno or errno.EIO), socket.MSG_DONTWAIT)
         finally:
             for fd in fds:
@@ -430,7 +430,7 @@ class Monitor:
 
     def _remove_previous_log(self) -> None:
         """Remove the previous VM's log, which the boot set aside (`namespaces._new_log`)."""
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             os.unlink(os.path.join(self.boot.runtime_dir, PREVIOUS_LOG_NAME))
 
     def _leave_groups(self) -> None:
@@ -492,10 +492,10 @@ class Monitor:
                 os.close(lock_fd)
 
     def _remove_runtime_files(self) -> None:
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             if self.socket_inode is not None and os.stat(self.socket_path).st_ino == self.socket_inode:
                 os.unlink(self.socket_path)
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             with open(self.pid_path) as handle:
                 first = handle.readline().strip()
             if self.vm_pid is not None and first == str(self.vm_pid):
@@ -528,7 +528,7 @@ def _notify_ready(fd: int) -> None:
     """Tell the host on its socket `fd` (closed here; -1: none) that the VM serves."""
     if fd < 0:
         return
-    with contextlib.suppress(OSError):  # the host gave up: its exit status check follows
+    with suppress(OSError):  # the host gave up: its exit status check follows
         os.write(fd, b"1")
     os.close(fd)
 

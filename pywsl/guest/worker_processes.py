@@ -23,7 +23,6 @@ on a report pipe before it hands on the end of the archive.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
@@ -33,6 +32,7 @@ import struct
 from pywsl.guest import forking, mounts
 from pywsl.guest import lean_signal as signal
 from pywsl.guest.tar_device_filter import DeviceNodeFilter, Piece
+from pywsl.lean_context import suppress
 
 TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the same classes cheaply
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def spawn(argv: list[str], stdin: int, stdout: int, stderr: int) -> int:
             os.chdir(mounts.WORKER_TARGET)
             os.execve(program, argv, PROGRAM_ENVIRONMENT)
         except OSError as error:
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 os.write(2, f"pywsl: cannot run {program}: {error.strerror}\n".encode())
         forking.exit_now(127)
     return pid
@@ -97,7 +97,7 @@ def spawn(argv: list[str], stdin: int, stdout: int, stderr: int) -> int:
 
 def stop(pid: int) -> None:
     """SIGKILL ``pid`` (a child of this process) and reap it."""
-    with contextlib.suppress(ProcessLookupError):
+    with suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     forking.wait_for(pid)
 
@@ -145,7 +145,7 @@ class _Diagnostics:
                 return True
             if not chunk:
                 return False
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 forking.write_all(self.forward_fd, chunk)
             # Whole lines only: tar writes one message in pieces ("...: Cannot open", then
             # ": No space left on device\n"), and tar is stopped once the disk is found full.
@@ -185,7 +185,7 @@ def watch_tar(
                 gone = True
                 ready.unregister(channel_fd)
             if gone or diagnostics.full_disk:
-                with contextlib.suppress(ProcessLookupError):
+                with suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             if exited in events:
                 break
@@ -249,7 +249,7 @@ def start_device_filter(source: int) -> DeviceFilter:
     """A child that hands the tar stream from ``source`` on without its device nodes."""
     output, output_write = os.pipe()
     report, report_write = os.pipe()
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         fcntl.fcntl(output_write, fcntl.F_SETPIPE_SZ, FILTER_CHUNK)
     pid = os.fork()
     if pid == 0:

@@ -14,7 +14,6 @@ caller's FIFO is reopened, non-blocking, before it gets here; a regular file nev
 from __future__ import annotations
 
 import array
-import contextlib
 import errno
 import fcntl
 import logging
@@ -26,6 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pywsl.lean_context import suppress
 from pywsl.wire.errors import ProtocolError
 from pywsl.wire.port_mux import (
     MAX_PAYLOAD,
@@ -76,13 +76,13 @@ class Endpoint:
     def close_fds(self) -> None:
         for fds in [self.next_fds, *(fds for _data, fds in self.pending)]:
             for fd in fds:
-                with contextlib.suppress(OSError):
+                with suppress(OSError):
                     os.close(fd)
         self.pending.clear()
         self.next_fds = []
         if self.owns_fds:
             for fd in {self.read_fd, self.write_fd} - {-1}:
-                with contextlib.suppress(OSError):
+                with suppress(OSError):
                     os.close(fd)
         self.read_fd = self.write_fd = -1
 
@@ -175,7 +175,7 @@ class PortEngine:
         if entry.kind not in (AttachKind.PIPE_IN, AttachKind.PIPE_OUT):
             raise OSError(f"a {entry.kind.name} entry cannot be made here")
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, STREAM_BUFFER)
         if entry.kind is AttachKind.PIPE_IN:
             os.set_blocking(write_end, False)
@@ -350,7 +350,7 @@ class PortEngine:
             return
         endpoint.write_shut = True
         if endpoint.is_socket:
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 _shutdown_write(endpoint.write_fd)
         elif endpoint.write_fd >= 0 and endpoint.write_fd != endpoint.read_fd:
             if endpoint.owns_fds:
@@ -365,7 +365,7 @@ class PortEngine:
 
 def large_buffers(sock: socket.socket) -> None:
     for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, option, STREAM_BUFFER)
 
 

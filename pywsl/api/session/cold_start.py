@@ -37,6 +37,9 @@ def boot_vm(environ: Mapping[str, str]) -> list[str] | None:
     when this call booted the VM; a failed boot is the same `WslError`): the warnings for the
     user, or None when the full path is to boot it (another backend than namespaces, or
     `.wslconfig` could not be read: the full path meets that again and reports it)."""
+    from pywsl.lean_pathlib import import_pathlib
+
+    import_pathlib()  # before the boot's modules import it: without what only its methods need
     from pywsl.api.credentials import UserIdentity
     from pywsl.api.session import user_vm
     from pywsl.api.session.paths import user_paths

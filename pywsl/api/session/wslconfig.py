@@ -31,7 +31,6 @@ not exist is `WSL_E_CUSTOM_KERNEL_NOT_FOUND` when a VM is to be started (`check_
 
 from __future__ import annotations
 
-import enum
 import os
 import stat
 from collections.abc import Callable, Mapping
@@ -89,15 +88,40 @@ _NETWORKING_MODES = {
 _AUTO_MEMORY_RECLAIM = {"disabled": "Disabled", "gradual": "Gradual", "dropcache": "DropCache"}
 
 
-class Kind(enum.Enum):
-    BOOL = "a boolean (true/false)"
-    INT = "an integer"
-    MEMORY = "a memory size (e.g. 4GB, 512MB)"
-    STRING = "a string"
-    PATH = "an absolute path"
-    NETWORKING_MODE = ", ".join(sorted(_NETWORKING_MODES.values()))
-    BACKEND = "namespaces, qemu"
-    MEMORY_RECLAIM = ", ".join(sorted(_AUTO_MEMORY_RECLAIM.values()))
+class Kind:
+    """What the text of a setting must be: an enumeration without `enum` (which a cold launch's
+    boot, reading this module, does without); ``value`` describes it in warnings."""
+
+    __slots__ = ("name", "value")
+    BOOL: Kind
+    INT: Kind
+    MEMORY: Kind
+    STRING: Kind
+    PATH: Kind
+    NETWORKING_MODE: Kind
+    BACKEND: Kind
+    MEMORY_RECLAIM: Kind
+
+    def __init__(self, name: str, value: str) -> None:
+        self.name = name
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"<Kind.{self.name}>"
+
+
+for _name, _value in (
+    ("BOOL", "a boolean (true/false)"),
+    ("INT", "an integer"),
+    ("MEMORY", "a memory size (e.g. 4GB, 512MB)"),
+    ("STRING", "a string"),
+    ("PATH", "an absolute path"),
+    ("NETWORKING_MODE", ", ".join(sorted(_NETWORKING_MODES.values()))),
+    ("BACKEND", "namespaces, qemu"),
+    ("MEMORY_RECLAIM", ", ".join(sorted(_AUTO_MEMORY_RECLAIM.values()))),
+):
+    setattr(Kind, _name, Kind(_name, _value))
+del _name, _value
 
 
 # The keys that take effect on this host (see the module docstring); any other key is ignored.

@@ -117,10 +117,15 @@ def cgroup_name(config: VmConfig) -> str:
 def cgroups_of(runtime_dir: Path) -> Callable[[str], bool]:
     """Whether a cgroup's name is one that a VM of ``runtime_dir`` uses (whatever its owner): the
     folder's digest is computed once for a whole walk of the hierarchies."""
-    import re  # not on a launch's way: cleaning up after VMs
+    suffix = f"-{cgroup_digest(runtime_dir)}"
 
-    pattern = re.compile(rf"pywsl-[0-9]+-{cgroup_digest(runtime_dir)}")
-    return lambda name: pattern.fullmatch(name) is not None
+    def matches(name: str) -> bool:  # pywsl-[0-9]+-<digest>, without `re` (a cold boot calls this)
+        if not (name.startswith("pywsl-") and name.endswith(suffix)):
+            return False
+        uid = name[len("pywsl-") : -len(suffix)]
+        return uid.isascii() and uid.isdigit()
+
+    return matches
 
 
 def is_cgroup_of(runtime_dir: Path, name: str) -> bool:
