@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pywsl.guest import users
 from pywsl.guest.environment import (
     DEFAULT_PATH,
     ROOT_FALLBACK,
@@ -178,3 +179,36 @@ def test_working_directory_rejects_non_linux_paths(cwd: str) -> None:
 def test_home_fallback_for_empty_home() -> None:
     assert resolve_working_directory("", "") == "/"
     assert resolve_working_directory("~/d", "") == "/d"
+
+
+def test_an_unchanged_database_is_not_parsed_again_and_a_changed_one_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = write_etc(tmp_path, "alice:x:1000:1000::/home/alice:/bin/sh\n", "staff:x:50:alice\n")
+    parsed: list[str] = []
+    real_parse = users.parse_passwd_line
+
+    def counted_parse(line: str) -> PasswdEntry | None:
+        parsed.append(line)
+        return real_parse(line)
+
+    monkeypatch.setattr(users, "parse_passwd_line", counted_parse)
+    passwd = tmp_path / "etc" / "passwd"
+    first = database.users()
+    assert [user.name for user in first] == ["alice"] and len(parsed) == 1
+    first.clear()  # what a caller does with its list is its own
+    assert [user.name for user in database.users()] == ["alice"] and len(parsed) == 1
+    assert [user.name for user in UserDatabase(str(tmp_path)).users()] == ["alice"] and len(parsed) == 1
+    # The same size, written again: the change time tells.
+    passwd.write_text("bobby:x:1001:1001::/home/bobby:/bin/sh\n")
+    assert [user.name for user in database.users()] == ["bobby"] and len(parsed) == 2
+    # Replaced by another file (a new inode), as useradd does.
+    replacement = tmp_path / "etc" / "passwd.new"
+    replacement.write_text("bobby:x:1001:1001::/home/bobby:/bin/sh\ncarol:x:1002:1002::/:/bin/sh\n")
+    replacement.rename(passwd)
+    assert [user.name for user in database.users()] == ["bobby", "carol"]
+    passwd.unlink()
+    assert database.users() == []
+    assert database.group_by_name("staff") is not None and database.group_list(
+        PasswdEntry("alice", 1000, 1000, "", "/home/alice", "/bin/sh")
+    ) == [1000, 50]

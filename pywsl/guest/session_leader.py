@@ -32,6 +32,7 @@ from pywsl.guest import lean_signal as signal
 from pywsl.guest.interop_init import InteropSettings
 from pywsl.guest.path_folders import host_path_folders
 from pywsl.guest.relay import LaunchRequest, RelayContext, RelayDescriptors, run_relay
+from pywsl.guest.users import UserDatabase
 from pywsl.lean_context import suppress
 from pywsl.wire import unix_sockets as socket
 from pywsl.wire.channel import MessageChannel
@@ -136,6 +137,7 @@ def _await_request(sock_fd: int, context: RelayContext, host_path: str = "") -> 
             host_path_folders(host_path)
         except Exception as error:  # only ahead of time: the launch makes what is missing
             _log(f"the host PATH folders were not made ahead: {error!r}")
+    _read_users_ahead(context)
     with socket.socket(fileno=sock_fd) as sock:
         try:
             header, fds, _flags, _address = socket.recv_fds(sock, _HANDED.size, 5)
@@ -158,6 +160,18 @@ def _await_request(sock_fd: int, context: RelayContext, host_path: str = "") -> 
     if context.fallback_uid != session_uid:
         context = replace(context, fallback_uid=session_uid)
     run_relay(request, descriptors, context)
+
+
+def _read_users_ahead(context: RelayContext) -> None:
+    """Parse the distribution's user database while the relay waits: its launch looks the user
+    and the groups up first, and parses the files again only if they changed meanwhile
+    (`users.UserDatabase`). One that cannot be read now is left to the launch to report."""
+    database = UserDatabase(context.etc_root)
+    try:
+        database.users()
+        database.groups()
+    except OSError:
+        return
 
 
 def _start_relay(channel: MessageChannel, data: bytes, fds: list[int], leader: SessionLeader) -> int:

@@ -17,7 +17,9 @@ import os
 
 TYPE_CHECKING = False  # the type checker sees dataclasses; `records` gives the same classes cheaply
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from dataclasses import dataclass
+    from typing import Any
 else:
     from pywsl.records import dataclass
 
@@ -109,11 +111,34 @@ def parse_group_line(line: str) -> GroupEntry | None:
     return GroupEntry(fields[0], gid, members)
 
 
+# What this process last parsed of each database file, with the file's identity then (device,
+# inode, size, modification and change times): a lookup parses a file again only when it changed.
+_parsed: dict[tuple[str, str], tuple[tuple[int, ...], list[Any]]] = {}
+
+
+def _entries(path: str, kind: str, parse: Callable[[str], Any]) -> list[Any]:
+    """The entries of a database file: parsed again when its identity changed since the last
+    parse (a write changes its change time), else the last parse's."""
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    identity = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    known = _parsed.get((path, kind))
+    if known is not None and known[0] == identity:
+        return list(known[1])
+    # Read after the stat: a file that changes meanwhile has another identity at the next lookup.
+    entries = [entry for entry in (parse(line) for line in _database_lines(path)) if entry is not None]
+    _parsed[(path, kind)] = (identity, entries)
+    return list(entries)
+
+
 class UserDatabase:
-    """``/etc/passwd`` and ``/etc/group`` under ``root``, read afresh on every lookup.
+    """``/etc/passwd`` and ``/etc/group`` under ``root``, read as they are at each lookup.
 
     Lookups answer like ``getpwnam``/``getpwuid``/``getgrnam``/``getgrouplist`` with the
-    ``files`` backend. A file that cannot be read raises OSError.
+    ``files`` backend (a file unchanged since this process last read it is not parsed again). A
+    file that cannot be read raises OSError.
     """
 
     def __init__(self, root: str = "/") -> None:
@@ -123,12 +148,10 @@ class UserDatabase:
         return os.path.join(self.root, "etc", name)
 
     def users(self) -> list[PasswdEntry]:
-        entries = (parse_passwd_line(line) for line in _database_lines(self._path("passwd")))
-        return [entry for entry in entries if entry is not None]
+        return _entries(self._path("passwd"), "passwd", parse_passwd_line)
 
     def groups(self) -> list[GroupEntry]:
-        entries = (parse_group_line(line) for line in _database_lines(self._path("group")))
-        return [entry for entry in entries if entry is not None]
+        return _entries(self._path("group"), "group", parse_group_line)
 
     def user_by_name(self, name: str) -> PasswdEntry | None:
         return next((entry for entry in self.users() if entry.name == name), None)
