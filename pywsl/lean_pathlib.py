@@ -34,6 +34,8 @@ class _StandIn:
     def __getattr__(self, attribute: str) -> object:
         if attribute.startswith("__") and attribute.endswith("__"):
             raise AttributeError(attribute)  # `__path__` and the like: the import system's questions
+        if sys.modules.get(self._name) is self:  # type: ignore[comparison-overlap]  # while `pathlib` loads
+            del sys.modules[self._name]
         __import__(self._name)
         return getattr(sys.modules[self._name], attribute)
 

@@ -194,3 +194,17 @@ def test_a_cold_launch_line_starts_the_vms_interpreter_before_the_command_line_l
         env={"PYWSL_RUNTIME_ROOT": str(tmp_path / "run")},
     )
     assert out.split() == ["True", "True", "False", "False", "True"]
+
+
+def test_a_stand_in_asked_while_pathlib_loads_loads_the_real_module() -> None:
+    """A `pathlib` that used `re` at its top (another Python's) gets the real module, once."""
+    out = _run_python(
+        """
+        import sys
+        from pywsl import lean_pathlib
+        stand_in = lean_pathlib._StandIn("re")
+        sys.modules["re"] = stand_in
+        print(stand_in.compile("a+").fullmatch("aa") is not None, type(sys.modules["re"]).__name__)
+        """
+    )
+    assert out.split() == ["True", "module"]
