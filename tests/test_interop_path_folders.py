@@ -585,3 +585,24 @@ def test_no_vm_builder_where_its_lock_cannot_be_made(tmp_path: Path) -> None:
             os.close(folder)
     finally:
         os.close(tree)
+
+
+def test_a_stop_ends_the_work_between_folders(layout: Layout) -> None:
+    """A spare relay makes its launch's folders ahead until the request comes (`stop`): what is
+    made stays, the launch makes the rest."""
+    layout.file("/usr/bin/tool")
+    layout.file("/bin/other")
+    asked: list[int] = []
+
+    def stop_after_one() -> bool:
+        asked.append(1)
+        return len(asked) > 1
+
+    assert path_folders.host_path_folders("/usr/bin:/bin", stop=lambda: True) == []
+    assert path_folders.host_path_folders("/usr/bin:/bin", stop=stop_after_one) == [
+        str(layout.inside("/usr/bin"))
+    ]
+    assert path_folders.host_path_folders("/usr/bin:/bin") == [
+        str(layout.inside("/usr/bin")),
+        str(layout.inside("/bin")),
+    ]

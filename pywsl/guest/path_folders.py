@@ -28,6 +28,10 @@ from pywsl.guest.interop_paths import HOST_PATH_FOLDER as PATH_FOLDER
 from pywsl.guest.interop_paths import HOST_VIEW, LAUNCHER, RUNTIME_DIR, escape_folder
 from pywsl.lean_context import suppress
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 __all__ = [
     "BUILDING",
     "GENERATIONS",
@@ -65,14 +69,15 @@ def candidate_folders(nt_path: str) -> list[str]:
     return folders
 
 
-def host_path_folders(nt_path: str) -> list[str]:
+def host_path_folders(nt_path: str, stop: Callable[[], bool] | None = None) -> list[str]:
     """The folders inside that stand for the host ``PATH`` ``nt_path`` (made or refreshed here).
 
     Only absolute host folders that exist and can be listed count; at most ``MAX_PATH_FOLDERS``.
+    ``stop`` (asked before each folder) ends the work early: the folders made so far are returned.
     """
     folders: list[str] = []
     for host_folder in candidate_folders(nt_path):
-        if len(folders) >= MAX_PATH_FOLDERS:
+        if len(folders) >= MAX_PATH_FOLDERS or (stop is not None and stop()):
             break
         inside = PATH_FOLDER + "/" + escape_folder(host_folder)
         try:

@@ -27,12 +27,11 @@ import struct
 from collections.abc import Sequence
 from types import FrameType
 
-from pywsl.guest import forking, syscalls
+from pywsl.guest import forking, syscalls, users
 from pywsl.guest import lean_signal as signal
 from pywsl.guest.interop_init import InteropSettings
 from pywsl.guest.path_folders import host_path_folders
 from pywsl.guest.relay import LaunchRequest, RelayContext, RelayDescriptors, run_relay
-from pywsl.guest.users import UserDatabase
 from pywsl.lean_context import suppress
 from pywsl.wire import unix_sockets as socket
 from pywsl.wire.channel import MessageChannel
@@ -127,17 +126,24 @@ class SpareRelay:
 
 def _await_request(sock_fd: int, context: RelayContext, host_path: str = "") -> None:
     """A spare relay's life: the request, then the relay; nothing when the leader closes the pair.
-    While it waits, it makes the folders of `host_path` (the host PATH its launch most likely
-    has: the VM's booting caller's), which its launch would otherwise make first (as root, as the
-    relay does: `interop_init.launch_environment`); one that fails is left to that launch."""
+    While it waits, it parses the user database (`users.read_ahead`) and makes the folders of
+    `host_path` (the host PATH its launch most likely has: the VM's booting caller's), which its
+    launch would otherwise make first (as root, as the relay does:
+    `interop_init.launch_environment`); one that fails is left to that launch, and so is what is
+    left when the request comes first."""
     gc.collect()  # what the leader made since it froze its objects, as `run_relay` would
+
+    def request_waiting() -> bool:  # the work ahead stops for it: the launch does what is left
+        return bool(select.select([sock_fd], [], [], 0)[0])
+
+    if not request_waiting():
+        users.read_ahead(context.etc_root)
     interop = context.interop
     if host_path and interop is not None and interop.enabled and interop.append_host_path:
         try:
-            host_path_folders(host_path)
+            host_path_folders(host_path, stop=request_waiting)
         except Exception as error:  # only ahead of time: the launch makes what is missing
             _log(f"the host PATH folders were not made ahead: {error!r}")
-    _read_users_ahead(context)
     with socket.socket(fileno=sock_fd) as sock:
         try:
             header, fds, _flags, _address = socket.recv_fds(sock, _HANDED.size, 5)
@@ -160,18 +166,6 @@ def _await_request(sock_fd: int, context: RelayContext, host_path: str = "") -> 
     if context.fallback_uid != session_uid:
         context = replace(context, fallback_uid=session_uid)
     run_relay(request, descriptors, context)
-
-
-def _read_users_ahead(context: RelayContext) -> None:
-    """Parse the distribution's user database while the relay waits: its launch looks the user
-    and the groups up first, and parses the files again only if they changed meanwhile
-    (`users.UserDatabase`). One that cannot be read now is left to the launch to report."""
-    database = UserDatabase(context.etc_root)
-    try:
-        database.users()
-        database.groups()
-    except OSError:
-        return
 
 
 def _start_relay(channel: MessageChannel, data: bytes, fds: list[int], leader: SessionLeader) -> int:

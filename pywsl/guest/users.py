@@ -30,6 +30,7 @@ __all__ = [
     "UserDatabase",
     "parse_group_line",
     "parse_passwd_line",
+    "read_ahead",
 ]
 
 # A user database larger than this is refused rather than read into memory.
@@ -131,6 +132,18 @@ def _entries(path: str, kind: str, parse: Callable[[str], Any]) -> list[Any]:
     entries = [entry for entry in (parse(line) for line in _database_lines(path)) if entry is not None]
     _parsed[(path, kind)] = (identity, entries)
     return list(entries)
+
+
+def read_ahead(root: str = "/") -> None:
+    """Parse ``/etc/passwd`` and ``/etc/group`` under ``root`` now, before a launch looks them up:
+    in this process and the ones it forks, that lookup parses a file again only if it changed
+    meanwhile. A file that cannot be read now is left to the lookup to report."""
+    database = UserDatabase(root)
+    try:
+        database.users()
+        database.groups()
+    except OSError:
+        return
 
 
 class UserDatabase:
