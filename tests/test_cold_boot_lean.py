@@ -17,6 +17,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import construct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -26,15 +27,23 @@ from pywsl.api.session import wslconfig
 from pywsl.vm.backends.namespaces import cgroup_digest, cgroups_of
 
 REPO = Path(__file__).resolve().parent.parent
+CONSTRUCT_PARENT = Path(construct.__file__).resolve().parent.parent
 
 
 def _run_python(code: str, env: dict[str, str] | None = None) -> str:
+    """`code` in a fresh interpreter that has loaded nothing but its own start: `-S`, and no
+    coverage measurement (which would load much of what is checked here)."""
+    environment = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": os.pathsep.join((str(REPO), str(CONSTRUCT_PARENT))),
+    }
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, "-S", "-c", textwrap.dedent(code)],
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        env={**environment, **(env or {})},
         cwd="/",
     )
     assert done.returncode == 0, done.stderr
