@@ -2,8 +2,8 @@
 
 `contextlib` loads `collections`, `functools` and more: over a millisecond of the VM's interpreter,
 which a cold launch waits for (`pywsl.guest.vm_prestart` loads the guest while the host reads its
-configuration). The guest's modules, and the wire's it loads, use these instead. A leaf module
-(`os` alone).
+configuration), and of the launch's own boot. The guest's modules, the wire's, and the VM layer's
+a cold launch boots with use these instead. A leaf module (`os` alone).
 """
 
 from __future__ import annotations

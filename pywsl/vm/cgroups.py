@@ -39,6 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pywsl import cgroup_tables
+from pywsl.lean_context import suppress
 
 TYPE_CHECKING = False  # the type checker sees dataclasses; a cold launch's boot loads no `dataclasses`
 if TYPE_CHECKING:
@@ -215,10 +216,8 @@ def delegate(group: Path, uid: int, gid: int) -> list[str]:
     try:
         os.fchown(fd, uid, gid)
         for name in DELEGATED_FILES:
-            try:  # noqa: SIM105 (contextlib: an import a cold launch's boot does without)
+            with suppress(FileNotFoundError):
                 os.chown(name, uid, gid, dir_fd=fd, follow_symlinks=False)
-            except FileNotFoundError:
-                pass
     except OSError as error:
         return [f"cannot delegate cgroup {group}: {error.strerror}"]
     finally:
@@ -272,10 +271,8 @@ def _reset_limits(path: Path) -> None:
     for name, value in settings:
         target = path / name
         if target.exists():
-            try:  # noqa: SIM105
+            with suppress(OSError):
                 _write(target, value)
-            except OSError:
-                pass
 
 
 def _apply(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import select
 from _thread import allocate_lock  # `threading.Lock` (`threading` itself is not loaded for it)
 
+from pywsl.lean_context import suppress
 from pywsl.vm.errors import VmError
 from pywsl.vm.process_request import ProcessRequest, create_process_values
 from pywsl.vm.quick_launch import REQUEST_TIMEOUT
@@ -153,7 +154,5 @@ class CoreInstance:
             if self._leader is not None:
                 self._leader.close()
                 self._leader = None
-            try:  # noqa: SIM105 (contextlib: an import a cold launch's boot does without)
+            with suppress(OSError):
                 self._channel.close()
-            except OSError:
-                pass

@@ -30,6 +30,7 @@ from _thread import allocate_lock  # `threading.Lock` (`threading` itself is not
 from collections.abc import Callable
 from pathlib import Path
 
+from pywsl.lean_context import suppress
 from pywsl.vm.backends.base import VmBackend, backend
 from pywsl.vm.core_instance import CoreInstance
 from pywsl.vm.disk_image import DiskImage
@@ -188,10 +189,8 @@ class _Wakeup:
     def fire(self) -> None:
         with self._lock:
             if self._write_fd >= 0:
-                try:  # noqa: SIM105 (contextlib: an import a cold launch's boot does without)
+                with suppress(OSError):
                     os.write(self._write_fd, b"\0")
-                except OSError:
-                    pass
 
     def close(self) -> None:
         with self._lock:
@@ -219,10 +218,8 @@ def _await_worker(channel: MessageChannel, cancel: Cancellation | None, what: st
         wakeup.close()
     end = socket.socket(fileno=os.dup(channel.fileno()))
     try:
-        try:  # noqa: SIM105
+        with suppress(OSError):
             end.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
     finally:
         end.close()
     gone = select.poll()
@@ -732,7 +729,5 @@ class CoreVm:
 
     def close(self) -> None:
         """Close this connection; the VM keeps running."""
-        try:  # noqa: SIM105
+        with suppress(OSError):
             self._channel.close()
-        except OSError:
-            pass

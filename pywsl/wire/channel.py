@@ -15,6 +15,7 @@ import os
 import select
 import time
 
+from pywsl.lean_context import suppress
 from pywsl.wire import unix_sockets as socket
 from pywsl.wire.errors import ChannelClosed, ProtocolError
 from pywsl.wire.framing import (
@@ -91,10 +92,8 @@ def _deadline(timeout: float | None) -> float | None:
 
 def _close_fds(fds: Sequence[int]) -> None:
     for fd in fds:
-        try:  # noqa: SIM105 (contextlib: an import a cold launch's boot does without)
+        with suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
 
 
 class _Exclusive:

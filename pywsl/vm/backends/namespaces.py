@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+from pywsl.lean_context import suppress
 from pywsl.vm.backends import namespaces_prestart
 from pywsl.vm.backends.base import LOG_NAME, SOCKET_NAME, VmBackend, log_tail
 from pywsl.vm.backends.namespaces_prestart import (
@@ -227,10 +228,8 @@ def _new_log(runtime_dir: Path) -> int:
 
 def _prepare_runtime_dir(runtime_dir: Path) -> None:
     runtime_dir.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    try:  # noqa: SIM105 (contextlib: an import a cold launch's boot does without)
+    with suppress(FileExistsError):
         runtime_dir.mkdir(mode=0o700)
-    except FileExistsError:
-        pass
     info = os.lstat(runtime_dir)
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
         raise VmError(f"{runtime_dir} is not a directory owned by uid {os.geteuid()}")
@@ -362,10 +361,8 @@ class NamespacesBackend(VmBackend):
             return
         # pid 1 of the VM, even when its monitor is gone (the kernel then ends the rest of the VM).
         if vm_process_alive(pids[0], MINI_INIT_NAME, runtime_dir):
-            try:  # noqa: SIM105
+            with suppress(ProcessLookupError):
                 os.kill(pids[0], SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def wait_stopped(self, runtime_dir: Path, timeout: float) -> bool:
         runtime_dir = Path(runtime_dir)
