@@ -3,8 +3,9 @@
 `read_launch_line` is the fast path's reader (`pywsl.cli.fast_launch`); `LAUNCH_OPTION_SPELLINGS`
 is the one table of the options both readers know (the click declarations in `pywsl.cli.launch`
 take their spellings from it). `start_vm_ahead` is what the `pywsl` script runs first: a cold
-launch's VM interpreter starts before the rest of pywsl loads. This module imports only `os`,
-`sys` and `pywsl.cli.invocation`.
+launch's VM interpreter starts before the rest of pywsl loads (`pywsl.cli.context.prestart_vm`
+decides whether one is to start). This module imports only `os`, `sys` and
+`pywsl.cli.invocation`.
 """
 
 from __future__ import annotations
@@ -93,10 +94,10 @@ def start_vm_ahead(argv: Sequence[str] | None = None) -> None:
     """Root's launch line with no VM running: start the VM's interpreter now (the `pywsl` script
     calls this before it imports the rest: the VM's side of a cold launch is the longer one).
     The fast path asks again (`pywsl.cli.context.prestart_vm`), which then does nothing."""
-    if sys.platform != "linux" or os.geteuid() != 0 or os.environ.get(COMPLETE_VARIABLE):
+    if os.environ.get(COMPLETE_VARIABLE):
         return
     if read_launch_line(sys.argv[1:] if argv is None else list(argv)) is None:
         return
-    from pywsl.api.session.cold_start import prestart_if_no_vm
+    from pywsl.cli.context import prestart_vm  # `os` and `sys` only, until it runs
 
-    prestart_if_no_vm()
+    prestart_vm()
